@@ -1,0 +1,304 @@
+"""SDP parsing (RFC 4566 / RFC 8866), the subset needed for audio, sans-I/O.
+
+What rtp2ws needs from an offer or answer is where each side wants its
+RTP (address and port), which payload types mean which codec, and
+whether the stream is on hold or encrypted.  Everything else is kept
+as raw attributes and otherwise ignored.
+
+The parser is tolerant: CRLF or LF line endings, trailing whitespace and
+unknown or non ``x=`` lines are accepted.  It raises
+:class:`SdpParseError` (a ``ValueError``) with a fixed message for input
+that is not SDP at all, and for ``m=`` and ``c=`` lines it cannot
+read, since those decide where media goes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+__all__ = [
+    "DIRECTIONS",
+    "STATIC_PAYLOAD_TYPES",
+    "MediaDescription",
+    "SdpParseError",
+    "SessionDescription",
+    "parse_sdp",
+]
+
+
+class SdpParseError(ValueError):
+    """An SDP body could not be parsed."""
+
+
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+DEFAULT_DIRECTION = "sendrecv"
+
+# Static payload types, RFC 3551 tables 4 and 5: pt -> (name, rate, channels).
+STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("PCMU", 8000, 1),
+    3: ("GSM", 8000, 1),
+    4: ("G723", 8000, 1),
+    5: ("DVI4", 8000, 1),
+    6: ("DVI4", 16000, 1),
+    7: ("LPC", 8000, 1),
+    8: ("PCMA", 8000, 1),
+    9: ("G722", 8000, 1),  # RTP clock is 8000 although sampled at 16 kHz
+    10: ("L16", 44100, 2),
+    11: ("L16", 44100, 1),
+    12: ("QCELP", 8000, 1),
+    13: ("CN", 8000, 1),
+    14: ("MPA", 90000, 1),
+    15: ("G728", 8000, 1),
+    16: ("DVI4", 11025, 1),
+    17: ("DVI4", 22050, 1),
+    18: ("G729", 8000, 1),
+    25: ("CELB", 90000, 1),
+    26: ("JPEG", 90000, 1),
+    28: ("NV", 90000, 1),
+    31: ("H261", 90000, 1),
+    32: ("MPV", 90000, 1),
+    33: ("MP2T", 90000, 1),
+    34: ("H263", 90000, 1),
+}
+
+_ENCRYPTION_ATTRIBUTES = frozenset({"crypto", "fingerprint", "zrtp-hash"})
+_HOLD_ADDRESSES = frozenset({"0.0.0.0", "::"})
+
+
+# --- Grammar (RFC 8866 section 9) -------------------------------------------------
+#
+#   ; sdp-line =  %x61-7A "=" text   (type is one lower-case letter)
+_LINE = re.compile(r"(?P<type>[a-z])=(?P<value>.*)")
+_LINE_BREAK = re.compile(r"\r?\n|\r")
+
+#   proto-version =  %s"v" "=" 1*DIGIT CRLF
+_VERSION = re.compile(r"[0-9]+")
+
+#   origin-field = %s"o" "=" username SP sess-id SP sess-version SP
+#                  nettype SP addrtype SP unicast-address CRLF
+# (Six whitespace-separated fields; anything else leaves origin None.)
+
+#   connection-field = [%s"c" "=" nettype SP addrtype SP
+#                       connection-address CRLF]
+#   connection-address = multicast-address / ipv6-address / unicast-address
+#   IP4-multicast = m1 3( "." decimal-uchar ) "/" ttl [ "/" numaddr ]
+#   IP6-multicast = IP6-address [ "/" numaddr ]
+_CONNECTION = re.compile(
+    r"(?P<nettype>\S+)[ \t]+(?P<addrtype>\S+)[ \t]+(?P<address>[^/\s]+)(?:/\S*)?"
+)
+
+#   media-field = %s"m" "=" media SP port ["/" integer]
+#                 SP proto 1*(SP fmt) CRLF
+#   media = token
+#   port  = 1*DIGIT
+#   proto = token *("/" token)
+#   fmt   = token
+# (Some stacks omit the formats of a rejected stream; tolerated.)
+_MEDIA = re.compile(
+    r"(?P<kind>[^\s]+)[ \t]+(?P<port>[0-9]+)(?:/[0-9]+)?[ \t]+(?P<proto>[^\s]+)"
+    r"(?P<fmts>(?:[ \t]+[^\s]+)*)"
+)
+
+#   attribute = (attribute-name ":" attribute-value) / attribute-name
+#
+#   a=rtpmap:<payload type> <encoding name>/<clock rate>
+#            [/<encoding parameters>]                    (section 6.6)
+_RTPMAP = re.compile(
+    r"(?P<pt>[0-9]+)[ \t]+(?P<name>[^/\s]+)/(?P<rate>[0-9]+)(?:/(?P<channels>[0-9]+))?"
+)
+#   a=fmtp:<format> <format specific parameters>         (section 6.15)
+_FMTP = re.compile(r"(?P<pt>[0-9]+)(?:[ \t]+(?P<params>.*))?")
+#   rtcp-attribute = "a=rtcp:" port [nettype space addrtype space
+#                    connection-address] CRLF            (RFC 3605)
+_RTCP = re.compile(
+    r"(?P<port>[0-9]+)(?:[ \t]+\S+[ \t]+\S+[ \t]+(?P<address>[^/\s]+)(?:/\S*)?)?"
+)
+#   a=ptime:<packet time>  a=maxptime:<maximum packet time>  (milliseconds;
+#   fractional values are seen in the wild and truncated)
+_MILLISECONDS = re.compile(r"(?P<ms>[0-9]+)(?:\.[0-9]*)?")
+
+
+@dataclass
+class MediaDescription:
+    """One ``m=`` section with its effective connection address."""
+
+    kind: str
+    port: int
+    proto: str
+    formats: list[int] = field(default_factory=list)
+    address: str | None = None
+    rtpmap: dict[int, tuple[str, int, int]] = field(default_factory=dict)
+    fmtp: dict[int, str] = field(default_factory=dict)
+    ptime: int | None = None
+    maxptime: int | None = None
+    rtcp_port: int | None = None
+    rtcp_address: str | None = None
+    rtcp_mux: bool = False
+    direction: str = DEFAULT_DIRECTION
+    encrypted: bool = False
+    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+
+    @property
+    def on_hold(self) -> bool:
+        """sendonly/inactive, or a 0.0.0.0 / :: connection address."""
+        return self.direction in ("sendonly", "inactive") or self.address in _HOLD_ADDRESSES
+
+    def __repr__(self) -> str:
+        codecs = ",".join(
+            f"{pt}:{self.rtpmap[pt][0]}" if pt in self.rtpmap else str(pt)
+            for pt in self.formats
+        )
+        return (
+            f"MediaDescription({self.kind} {self.address}:{self.port} {self.proto} "
+            f"[{codecs}] {self.direction}{' encrypted' if self.encrypted else ''})"
+        )
+
+
+@dataclass
+class SessionDescription:
+    """A parsed SDP body."""
+
+    origin: tuple[str, str, str, str, str, str] | None = None
+    address: str | None = None
+    direction: str = DEFAULT_DIRECTION
+    media: list[MediaDescription] = field(default_factory=list)
+    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+
+    def audio(self) -> MediaDescription | None:
+        """First enabled ``m=audio``, else the first ``m=audio``, else None."""
+        first: MediaDescription | None = None
+        for media in self.media:
+            if media.kind == "audio":
+                if media.port != 0:
+                    return media
+                if first is None:
+                    first = media
+        return first
+
+
+def _connection_address(value: str) -> str:
+    match = _CONNECTION.fullmatch(value.strip())
+    if match is None:
+        raise SdpParseError("SDP c= line malformed")
+    return match.group("address")
+
+
+def _milliseconds(value: str | None) -> int | None:
+    match = _MILLISECONDS.fullmatch(value.strip()) if value else None
+    return int(match.group("ms")) if match else None
+
+
+def _finish_media(media: MediaDescription, session: SessionDescription,
+                  session_attrs: set[str], media_address: str | None) -> None:
+    """Resolve media-level values once all of the section's lines are read."""
+    media.address = media_address if media_address is not None else session.address
+    direction = None
+    for name, value in media.attributes:
+        key = name.lower()
+        if key in DIRECTIONS:
+            direction = key
+        elif key == "rtpmap" and value is not None:
+            m = _RTPMAP.fullmatch(value.strip())
+            if m is not None:
+                pt = int(m.group("pt"))
+                if pt not in media.rtpmap:
+                    media.rtpmap[pt] = (
+                        m.group("name").upper(),
+                        int(m.group("rate")),
+                        int(m.group("channels") or 1),
+                    )
+        elif key == "fmtp" and value is not None:
+            m = _FMTP.fullmatch(value.strip())
+            if m is not None:
+                media.fmtp.setdefault(int(m.group("pt")), (m.group("params") or "").strip())
+        elif key == "ptime":
+            media.ptime = _milliseconds(value)
+        elif key == "maxptime":
+            media.maxptime = _milliseconds(value)
+        elif key == "rtcp" and value is not None:
+            m = _RTCP.fullmatch(value.strip())
+            if m is not None and int(m.group("port")) <= 65535:
+                media.rtcp_port = int(m.group("port"))
+                media.rtcp_address = m.group("address")
+        elif key == "rtcp-mux":
+            media.rtcp_mux = True
+    media.direction = direction or session.direction
+    for pt in media.formats:
+        if pt not in media.rtpmap and pt in STATIC_PAYLOAD_TYPES:
+            media.rtpmap[pt] = STATIC_PAYLOAD_TYPES[pt]
+    media.encrypted = (
+        "SAVP" in media.proto.upper()
+        or any(name.lower() in _ENCRYPTION_ATTRIBUTES for name, _ in media.attributes)
+        or bool(session_attrs & _ENCRYPTION_ATTRIBUTES)
+    )
+
+
+def parse_sdp(data: bytes | str) -> SessionDescription:
+    """Parse an SDP body.
+
+    Raises SdpParseError for input that does not start with a ``v=`` line
+    (after blank lines), and for ``m=``/``c=`` lines it cannot read.
+    """
+    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
+    lines = [line.strip() for line in _LINE_BREAK.split(text)]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise SdpParseError("SDP is empty")
+    if not lines[0].startswith("v="):
+        raise SdpParseError("SDP does not start with a v= line")
+    if not _VERSION.fullmatch(lines[0][2:].strip()):
+        raise SdpParseError("SDP v= line malformed")
+
+    session = SessionDescription()
+    session_attrs: set[str] = set()
+    media: MediaDescription | None = None
+    media_address: str | None = None
+    for line in lines[1:]:
+        match = _LINE.fullmatch(line)
+        if match is None:
+            continue  # not an SDP line; tolerated
+        kind, value = match.group("type"), match.group("value")
+        if kind == "m":
+            if media is not None:
+                _finish_media(media, session, session_attrs, media_address)
+            m = _MEDIA.fullmatch(value.strip())
+            if m is None or int(m.group("port")) > 65535:
+                raise SdpParseError("SDP m= line malformed")
+            formats = [
+                int(fmt) for fmt in m.group("fmts").split()
+                if fmt.isdigit() and int(fmt) <= 127
+            ]
+            media = MediaDescription(
+                kind=m.group("kind").lower(),
+                port=int(m.group("port")),
+                proto=m.group("proto"),
+                formats=formats,
+            )
+            media_address = None
+            session.media.append(media)
+        elif kind == "c":
+            address = _connection_address(value)
+            if media is None:
+                if session.address is None:
+                    session.address = address
+            elif media_address is None:
+                media_address = address
+        elif kind == "a":
+            name, colon, attr_value = value.partition(":")
+            attribute = (name.strip(), attr_value.strip() if colon else None)
+            if media is None:
+                session.attributes.append(attribute)
+                key = attribute[0].lower()
+                session_attrs.add(key)
+                if key in DIRECTIONS:
+                    session.direction = key
+            else:
+                media.attributes.append(attribute)
+        elif kind == "o" and media is None:
+            fields = value.split()
+            if len(fields) == 6:
+                session.origin = tuple(fields)  # type: ignore[assignment]
+    if media is not None:
+        _finish_media(media, session, session_attrs, media_address)
+    return session
