@@ -1,0 +1,297 @@
+"""Call registry: SIP messages in, call life-cycle and media events out.
+
+Sans-I/O.  The registry follows each Call-ID's dialog just far enough to
+know who the caller and callee are, where each side wants to receive
+media (from every SDP body, whichever message carries it: INVITE, 18x,
+200, ACK, PRACK, UPDATE, re-INVITE), whether the call is on hold, and
+when and why it ended.  It never looks at RTP; the pipeline reports media
+activity with :meth:`CallRegistry.touch` so that inactivity can end a call.
+
+End reasons: ``bye``, ``cancel``, ``rejected <code>``, ``timeout`` and,
+from :meth:`CallRegistry.finish`, ``capture_end``.
+
+Duplicates: a message is identified by (request method, CSeq) or
+(status, CSeq, To-tag).  Retransmissions and the copies of one message
+seen on two hops of a proxy share that identity, so they are counted and
+acted on once per call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .sdp import SdpParseError, parse_sdp
+from .sip import SipMessage, SipParseError
+
+CALLER = "caller"
+CALLEE = "callee"
+TAGS = (CALLER, CALLEE)
+LINGER_SECONDS = 32.0        # Timer B/F: how long an ended call absorbs stragglers
+AUTH_RETRY_SECONDS = 32.0    # a 401/407 challenge waits this long for the retried INVITE
+
+
+def other(side: str) -> str:
+    return CALLEE if side == CALLER else CALLER
+
+
+@dataclass
+class MediaOffer:
+    """Where one side of a call wants to receive audio (from its latest SDP)."""
+
+    address: str
+    port: int
+    rtcp_port: int | None
+    rtcp_address: str | None
+    rtcp_mux: bool
+    payload_map: dict[int, tuple[str, int]]
+    direction: str
+    encrypted: bool
+    ptime: int | None
+
+    @property
+    def on_hold(self) -> bool:
+        return self.direction in ("sendonly", "inactive") or self.address in ("0.0.0.0", "::") or self.port == 0
+
+
+@dataclass
+class Call:
+    key: str                      # unique per call: Call-ID, with "#n" when the Call-ID is reused
+    call_id: str
+    from_uri: str
+    to_uri: str
+    caller_tag: str | None
+    invite_cseq: int
+    start: float
+    invite: SipMessage
+    callee_tag: str | None = None
+    state: str = "trying"         # trying, early, confirmed, ended
+    end: float | None = None
+    end_reason: str | None = None
+    last_activity: float = 0.0
+    media: dict = field(default_factory=dict)       # side -> MediaOffer (latest usable)
+    hold: dict = field(default_factory=dict)        # side -> bool
+    sip_messages: int = 0
+    sip_duplicates: int = 0
+    challenged_at: float | None = None
+    _challenge_code: int = 0
+    _seen: set = field(default_factory=set, repr=False)
+
+    @property
+    def ended(self) -> bool:
+        return self.state == "ended"
+
+
+# -- events ---------------------------------------------------------------------
+
+class CallStarted(NamedTuple):
+    call: Call
+
+
+class MediaUpdated(NamedTuple):
+    call: Call
+    side: str             # whose receive address/format changed
+    offer: MediaOffer
+
+
+class HoldChanged(NamedTuple):
+    call: Call
+    side: str             # the side whose SDP put the call on hold / resumed it
+    on_hold: bool
+    at: float
+
+
+class CallEnded(NamedTuple):
+    call: Call
+
+
+class CallRegistry:
+    def __init__(self, *, rtp_timeout: float = 300.0) -> None:
+        self.rtp_timeout = rtp_timeout
+        self.active: dict[str, Call] = {}       # Call-ID -> call in progress
+        self._ended: dict[str, Call] = {}       # Call-ID -> recently ended call
+        self._reuse: dict[str, int] = {}        # Call-ID -> calls seen with it
+        self.stats = {"sip_messages": 0, "sip_duplicates": 0, "sip_orphans": 0, "sdp_errors": 0,
+                      "sip_errors": 0, "calls": 0}
+
+    # -- input ------------------------------------------------------------------
+
+    def on_message(self, msg: SipMessage, now: float) -> list:
+        self.stats["sip_messages"] += 1
+        cid = msg.call_id
+        if not cid:
+            self.stats["sip_errors"] += 1
+            return []
+        try:
+            cseq = msg.cseq
+        except SipParseError:
+            self.stats["sip_errors"] += 1
+            return []
+        events: list = []
+        call = self.active.get(cid)
+        if call is None:
+            ended = self._ended.get(cid)
+            if msg.is_request and msg.method == "INVITE" and msg.to_tag is None:
+                if ended is not None and self._identity(msg, cseq) in ended._seen:
+                    ended.sip_duplicates += 1
+                    self.stats["sip_duplicates"] += 1
+                    return []
+                call = self._new_call(msg, cseq, now)
+                events.append(CallStarted(call))
+            elif ended is not None:
+                self._count(ended, msg, cseq)   # stragglers: 200 to BYE, ACK to 487, ...
+                return []
+            else:
+                self.stats["sip_orphans"] += 1
+                return []
+        if not self._count(call, msg, cseq):
+            return events
+        call.last_activity = now
+        side = self._sender(call, msg)
+        if msg.is_request:
+            self._on_request(call, msg, cseq, side, now, events)
+        else:
+            self._on_response(call, msg, cseq, now, events)
+        if not call.ended:
+            self._on_sdp(call, msg, side, now, events)
+        return events
+
+    def touch(self, call: Call, now: float) -> None:
+        """Media activity on the call (keeps it from timing out)."""
+        if now > call.last_activity:
+            call.last_activity = now
+
+    def expire(self, now: float) -> list:
+        """End calls idle for ``rtp_timeout``; forget ended calls after the linger time."""
+        events: list = []
+        for cid, call in list(self.active.items()):
+            if call.challenged_at is not None and now - call.challenged_at > AUTH_RETRY_SECONDS:
+                self._end(call, f"rejected {call._challenge_code}", call.challenged_at, events)
+            elif now - call.last_activity > self.rtp_timeout:
+                self._end(call, "timeout", call.last_activity, events)
+        for cid, call in list(self._ended.items()):
+            if now - (call.end or now) > LINGER_SECONDS:
+                del self._ended[cid]
+        return events
+
+    def next_deadline(self) -> float | None:
+        times = [c.last_activity + self.rtp_timeout for c in self.active.values()]
+        times += [c.challenged_at + AUTH_RETRY_SECONDS for c in self.active.values() if c.challenged_at is not None]
+        return min(times) if times else None
+
+    def finish(self, now: float) -> list:
+        """The capture ended: every call still open ends with ``capture_end``."""
+        events: list = []
+        for call in list(self.active.values()):
+            self._end(call, "capture_end", max(now, call.last_activity), events)
+        return events
+
+    # -- internals ----------------------------------------------------------------
+
+    def _new_call(self, msg: SipMessage, cseq: tuple[int, str], now: float) -> Call:
+        cid = msg.call_id
+        n = self._reuse.get(cid, 0) + 1
+        self._reuse[cid] = n
+        self._ended.pop(cid, None)
+        call = Call(key=cid if n == 1 else f"{cid}#{n}", call_id=cid, from_uri=msg.from_uri,
+                    to_uri=msg.to_uri, caller_tag=msg.from_tag, invite_cseq=cseq[0], start=now,
+                    invite=msg, last_activity=now)
+        self.active[cid] = call
+        self.stats["calls"] += 1
+        return call
+
+    @staticmethod
+    def _identity(msg: SipMessage, cseq: tuple[int, str]) -> tuple:
+        if msg.is_request:
+            return ("q", msg.method, cseq[0], cseq[1])
+        return ("r", msg.status, cseq[0], cseq[1], msg.to_tag)
+
+    def _count(self, call: Call, msg: SipMessage, cseq: tuple[int, str]) -> bool:
+        ident = self._identity(msg, cseq)
+        if ident in call._seen:
+            call.sip_duplicates += 1
+            self.stats["sip_duplicates"] += 1
+            return False
+        call._seen.add(ident)
+        call.sip_messages += 1
+        return True
+
+    def _sender(self, call: Call, msg: SipMessage) -> str:
+        """Which side sent this message."""
+        if msg.from_tag is not None and call.caller_tag is not None:
+            req_side = CALLER if msg.from_tag == call.caller_tag else CALLEE
+        else:
+            req_side = CALLER if msg.from_uri == call.from_uri else CALLEE
+        return req_side if msg.is_request else other(req_side)
+
+    def _on_request(self, call: Call, msg: SipMessage, cseq, side: str, now: float, events: list) -> None:
+        m = msg.method
+        if m == "BYE":
+            self._end(call, "bye", now, events)
+        elif m == "CANCEL":
+            if call.state in ("trying", "early"):
+                self._end(call, "cancel", now, events)
+        elif m == "INVITE" and msg.to_tag is None and call.challenged_at is not None:
+            call.challenged_at = None   # the retried INVITE after a 401/407 continues the call
+            call.invite_cseq = cseq[0]
+
+    def _on_response(self, call: Call, msg: SipMessage, cseq, now: float, events: list) -> None:
+        status = msg.status or 0
+        initial = cseq[1] == "INVITE" and cseq[0] == call.invite_cseq
+        if msg.to_tag and call.callee_tag is None and status > 100:
+            call.callee_tag = msg.to_tag
+        if not initial:
+            return
+        if 100 < status < 200 and call.state == "trying":
+            call.state = "early"
+        elif 200 <= status < 300:
+            call.state = "confirmed"
+        elif status in (401, 407) and call.state in ("trying", "early"):
+            call.challenged_at = now
+            call._challenge_code = status
+        elif status >= 300 and call.state in ("trying", "early"):
+            self._end(call, f"rejected {status}", now, events)
+
+    def _on_sdp(self, call: Call, msg: SipMessage, side: str, now: float, events: list) -> None:
+        for body in msg.sdp_bodies():
+            try:
+                sdp = parse_sdp(body)
+            except SdpParseError:
+                self.stats["sdp_errors"] += 1
+                continue
+            m = sdp.audio()
+            if m is None or not m.address:
+                continue
+            offer = MediaOffer(
+                address=m.address, port=m.port, rtcp_port=m.rtcp_port, rtcp_address=m.rtcp_address,
+                rtcp_mux=m.rtcp_mux,
+                payload_map={pt: (enc[0], enc[1]) for pt, enc in m.rtpmap.items()},
+                direction=m.direction, encrypted=m.encrypted, ptime=m.ptime,
+            )
+            was = call.hold.get(side, False)
+            now_hold = offer.on_hold
+            if now_hold != was:
+                call.hold[side] = now_hold
+                events.append(HoldChanged(call, side, now_hold, now))
+            prev = call.media.get(side)
+            if offer.port == 0 or offer.address in ("0.0.0.0", "::"):
+                # Hold by address: keep listening where media last went.
+                if prev is None:
+                    continue
+                offer.address, offer.port = prev.address, prev.port
+                offer.rtcp_port, offer.rtcp_address = prev.rtcp_port, prev.rtcp_address
+            if prev != offer:
+                call.media[side] = offer
+                events.append(MediaUpdated(call, side, offer))
+            return
+
+    def _end(self, call: Call, reason: str, at: float, events: list) -> None:
+        if call.ended:
+            return
+        call.state = "ended"
+        call.end = at
+        call.end_reason = reason
+        call.challenged_at = None
+        self.active.pop(call.call_id, None)
+        self._ended[call.call_id] = call
+        events.append(CallEnded(call))

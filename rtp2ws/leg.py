@@ -1,0 +1,233 @@
+"""One direction of a call's audio: RTP packets in, 16 kHz PCM out.
+
+A ``MediaLeg`` owns the leg's jitter buffer, its timeline, the DTMF
+detector, the G.711 decoder choice and the resampler state.  Sans-I/O:
+packets arrive with their capture time, and the owner calls ``poll(now)``
+when ``next_deadline()`` passes.
+
+Timeline
+--------
+Sample 0 of the leg is the capture time of its first audio packet
+(``start_time``); after that, positions follow the RTP timestamps, so
+that silence-suppression gaps, comfort noise, DTMF and lost packets all
+become samples (silence, silence, silence, concealment).  A new SSRC, or
+an RTP timestamp that disagrees with the capture clock by more than
+``RESYNC_SECONDS``, re-anchors the timeline on capture time, so that the
+output stays continuous and sample N stays close to ``start_time + N/16000``.
+A packet that overlaps audio already emitted is trimmed: no sample is
+emitted twice.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import g711
+from .dtmf import DtmfDetector
+from .jitterbuffer import JitterBuffer
+from .plc import conceal
+from .resample import Upsampler2x
+from .rtp import RtpPacket
+
+CLOCK = 8000
+RESYNC_SECONDS = 0.5
+_DECODERS = {"PCMA": g711.decode_alaw, "PCMU": g711.decode_ulaw}
+
+
+class CodecChange(NamedTuple):
+    codec: str
+    at: float   # capture time
+
+
+class MediaLeg:
+    def __init__(self, tag: str, *, depth: float = 0.060) -> None:
+        self.tag = tag
+        self.jb = JitterBuffer(depth)
+        self.pt_map: dict[int, tuple[str, int]] = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 13: ("CN", 8000)}
+        self.encrypted = False
+        self.dtmf = DtmfDetector()
+        self.start_time: float | None = None
+        self.ssrcs: list[int] = []
+        self.codecs: list[str] = []
+        self.flows: list[tuple[str, str]] = []   # (src, dst) as text, in order first seen
+        self.dtmf_events: list = []
+        self.counts = {
+            "packets": 0, "bytes": 0, "cn": 0, "unknown_pt": 0, "encrypted_packets": 0,
+            "rtcp": 0, "stun": 0, "zrtp": 0, "malformed": 0, "overlap_dropped": 0,
+        }
+        self.concealed = 0       # 8 kHz samples concealed after loss
+        self.filled = 0          # 8 kHz samples of silence inserted in gaps
+        self.decoded = 0         # 8 kHz samples decoded from payloads
+        self._cursor = 0         # 8 kHz samples emitted so far
+        self._ts_off = 0         # extended timestamp - timeline position
+        self._last_ts = 0        # extended timestamp of the last audio packet placed
+        self._last_arrival = 0.0
+        self._last_n = 0
+        self._last_audio: np.ndarray | None = None
+        self._codec: str | None = None
+        self._pending: list[np.ndarray] = []   # 8 kHz chunks not yet resampled
+        self._lost_carry = 0
+        self._restart = False
+        self._up = Upsampler2x()
+        self._events: list = []
+        self.closed = False
+        self._drained = False
+
+    # -- configuration from signalling ---------------------------------------
+
+    def set_payload_map(self, pt_map: dict[int, tuple[str, int]]) -> None:
+        merged = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 13: ("CN", 8000)}
+        merged.update(pt_map)
+        self.pt_map = merged
+        for name, rate in merged.values():
+            if name == "TELEPHONE-EVENT" and rate:
+                self.dtmf.clock_rate = rate
+
+    # -- input ------------------------------------------------------------------
+
+    def push(self, pkt: RtpPacket, now: float) -> None:
+        c = self.counts
+        c["packets"] += 1
+        c["bytes"] += len(pkt.payload)
+        if pkt.ssrc not in self.ssrcs:
+            self.ssrcs.append(pkt.ssrc)
+        for r in self.jb.push(pkt, now):
+            self._place(r)
+
+    def poll(self, now: float) -> None:
+        for r in self.jb.poll(now):
+            self._place(r)
+
+    def next_deadline(self) -> float | None:
+        return self.jb.next_deadline()
+
+    def close(self) -> None:
+        """End of the leg: release everything held and drain the resampler."""
+        if self.closed:
+            return
+        for r in self.jb.flush():
+            self._place(r)
+        for ev in self.dtmf.flush():
+            self._add_dtmf(ev)
+        self.closed = True
+
+    # -- output -----------------------------------------------------------------
+
+    def take_audio(self) -> np.ndarray:
+        """16 kHz samples produced since the last call (the tail too once closed)."""
+        if self._pending:
+            x = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
+            self._pending = []
+            y = self._up.process(x)
+        else:
+            y = np.zeros(0, dtype=np.int16)
+        if self.closed and not self._drained:
+            self._drained = True
+            if self.decoded:
+                y = np.concatenate([y, self._up.flush()])
+        return y
+
+    def take_events(self) -> list:
+        ev, self._events = self._events, []
+        return ev
+
+    @property
+    def samples_16k(self) -> int:
+        return 2 * self._cursor
+
+    @property
+    def stats(self) -> dict:
+        js = self.jb.stats
+        return {
+            "packets": self.counts["packets"],
+            "lost": js["lost"],
+            "late": js["late"],
+            "duplicates": js["duplicates"],
+            "concealed_ms": self.concealed * 1000 // CLOCK,
+        }
+
+    # -- internals ----------------------------------------------------------------
+
+    def _add_dtmf(self, ev) -> None:
+        self.dtmf_events.append(ev)
+        self._events.append(ev)
+
+    def _place(self, r) -> None:
+        pkt = r.packet
+        if r.new_stream:
+            self._restart = True
+        name = self.pt_map.get(pkt.payload_type, ("?", 0))[0]
+        decode = _DECODERS.get(name)
+        if decode is None:
+            self._lost_carry += r.lost_before
+            if name == "TELEPHONE-EVENT":
+                for ev in self.dtmf.feed(pkt, r.arrival):
+                    self._add_dtmf(ev)
+            elif name == "CN":
+                self.counts["cn"] += 1
+            else:
+                self.counts["unknown_pt"] += 1
+                self._note_codec(f"PT{pkt.payload_type}" if name == "?" else name, r.arrival)
+            return
+        if self.encrypted:
+            self.counts["encrypted_packets"] += 1
+            return
+        self._note_codec(name, r.arrival)
+        payload = pkt.payload
+        n = len(payload)
+        if n == 0:
+            return
+        lost = r.lost_before + self._lost_carry
+        self._lost_carry = 0
+        if self.start_time is None:
+            self.start_time = r.arrival
+            pos = 0
+            self._ts_off = pkt.timestamp
+            ts = pkt.timestamp
+        else:
+            d = (pkt.timestamp - self._last_ts) & 0xFFFFFFFF
+            if d >= 0x80000000:
+                d -= 0x100000000
+            ts = self._last_ts + d
+            arrival_gap = (r.arrival - self._last_arrival) * CLOCK
+            if self._restart or abs(d - arrival_gap) > RESYNC_SECONDS * CLOCK:
+                gap = max(0, round(arrival_gap) - self._last_n)
+                pos = self._cursor + gap
+                self._ts_off = ts - pos
+            else:
+                pos = ts - self._ts_off
+        self._restart = False
+        self._last_ts = ts
+        self._last_arrival = r.arrival
+        self._last_n = n
+        if pos > self._cursor:
+            gap = pos - self._cursor
+            hidden = min(gap, lost * n) if lost else 0
+            if hidden:
+                self._pending.append(conceal(self._last_audio, hidden))
+                self.concealed += hidden
+            if gap > hidden:
+                self._pending.append(np.zeros(gap - hidden, dtype=np.int16))
+                self.filled += gap - hidden
+            self._cursor = pos
+        elif pos < self._cursor:
+            trim = self._cursor - pos
+            if trim >= n:
+                self.counts["overlap_dropped"] += 1
+                return
+            payload = payload[trim:]
+        pcm = decode(payload)
+        self._pending.append(pcm)
+        self._last_audio = pcm
+        self.decoded += len(pcm)
+        self._cursor += len(pcm)
+
+    def _note_codec(self, name: str, at: float) -> None:
+        if name not in self.codecs:
+            self.codecs.append(name)
+        if name != self._codec:
+            if self._codec is not None:
+                self._events.append(CodecChange(name, at))
+            self._codec = name

@@ -1,0 +1,261 @@
+"""The pipeline: captured frames in, per-call audio and events out to a sink.
+
+One way through (see docs/ARCHITECTURE.md):
+
+    frame → PacketDecoder → SIP (UDP, or TCP via SipTcpReassembler) → CallRegistry
+                          ↘ Correlator → MediaLeg (jitter buffer → G.711 → 2x FIR) → Sink
+
+Sans-I/O like the stages it joins: every frame carries its capture time,
+and ``finish(now)`` ends what is left.  Replay and live capture drive the
+same object; a ``Sink`` receives the results.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .calls import CALLEE, CALLER, Call, CallEnded, CallRegistry, CallStarted, HoldChanged, MediaUpdated, other
+from .correlator import Correlator, format_addr, pack_ip
+from .leg import MediaLeg
+from .packet import MalformedPacket, PacketDecoder
+from .rtp import KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP, classify, parse_rtp
+from .sip import SipParseError, looks_like_sip, parse_message
+from .tcpstream import SipTcpReassembler
+
+UDP = 17
+TCP = 6
+
+
+class Sink:
+    """Receives what the pipeline produces.  Methods are called in time order."""
+
+    def call_started(self, call: Call) -> None: ...
+
+    def leg_audio(self, call: Call, leg: MediaLeg, pcm: np.ndarray) -> None: ...
+
+    def leg_event(self, call: Call, leg: MediaLeg, event) -> None: ...
+
+    def call_ended(self, call: Call, legs: dict[str, MediaLeg]) -> None: ...
+
+
+class Config:
+    def __init__(self, *, jitter_depth: float = 0.060, rtp_timeout: float = 300.0) -> None:
+        self.jitter_depth = jitter_depth
+        self.rtp_timeout = rtp_timeout
+
+
+class Pipeline:
+    def __init__(self, linktype: int, sink: Sink, config: Config | None = None) -> None:
+        self.config = config or Config()
+        self.sink = sink
+        self.decoder = PacketDecoder(linktype)
+        self.tcp = SipTcpReassembler()
+        self.registry = CallRegistry(rtp_timeout=self.config.rtp_timeout)
+        self.correlator = Correlator()
+        self.legs: dict[tuple[str, str], MediaLeg] = {}
+        self.calls: dict[str, Call] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._waiting: set[tuple[str, str]] = set()   # legs holding packets in their jitter buffer
+        self._registry_deadline: float | None = None
+        self.now = 0.0
+        self.stats = {
+            "frames": 0, "malformed": 0, "malformed_packet": 0, "malformed_sip": 0, "malformed_rtp": 0,
+            "sip": 0, "rtp": 0, "rtcp": 0, "stun": 0, "zrtp": 0, "unmatched_udp": 0, "other": 0,
+        }
+
+    # -- input ------------------------------------------------------------------
+
+    def feed_batch(self, batch) -> None:
+        for ts, frame in batch:
+            self.feed(ts, frame)
+        self.tick(self.now)
+
+    def feed(self, ts: float, frame: bytes) -> None:
+        st = self.stats
+        st["frames"] += 1
+        if ts > self.now:
+            self.now = ts
+        dl = self._registry_deadline
+        if dl is not None and ts >= dl:
+            self._expire(ts)
+        try:
+            pkt = self.decoder.decode(frame, ts)
+        except MalformedPacket:
+            st["malformed"] += 1
+            st["malformed_packet"] += 1
+            return
+        if pkt is None:
+            st["other"] += 1
+            return
+        if pkt.proto == UDP:
+            payload = pkt.payload
+            hit = self.correlator.lookup(pkt.src, pkt.sport, pkt.dst, pkt.dport)
+            if hit is not None and payload[:1] >= b"\x80":
+                self._media(hit, pkt, ts)
+            elif payload[:1] < b"\x80" and looks_like_sip(payload):
+                self._sip(payload, ts)
+            elif hit is not None:
+                self._media(hit, pkt, ts)
+            else:
+                st["unmatched_udp"] += 1
+        elif pkt.proto == TCP:
+            for msg in self.tcp.feed(pkt, ts):
+                self._sip(msg, ts)
+
+    def tick(self, now: float) -> None:
+        """Timers: jitter-buffer deadlines, call timeouts; then hand out audio."""
+        for key in list(self._waiting):
+            leg = self.legs.get(key)
+            if leg is None:
+                self._waiting.discard(key)
+                continue
+            dl = leg.next_deadline()
+            if dl is None:
+                self._waiting.discard(key)
+            elif dl <= now:
+                leg.poll(now)
+                self._dirty.add(key)
+                if leg.next_deadline() is None:
+                    self._waiting.discard(key)
+        if self._registry_deadline is None or self._registry_deadline <= now:
+            self._expire(now)
+        self._deliver()
+
+    def _expire(self, now: float) -> None:
+        self._handle(self.registry.expire(now))
+        self._registry_deadline = self.registry.next_deadline()
+
+    def finish(self, now: float | None = None) -> None:
+        """End of input: every open call ends with ``capture_end``."""
+        now = self.now if now is None else now
+        self.tick(now)
+        self._handle(self.registry.finish(now))
+        self._deliver()
+
+    # -- stages -----------------------------------------------------------------
+
+    def _sip(self, data: bytes, ts: float) -> None:
+        try:
+            msg = parse_message(data)
+        except SipParseError:
+            self.stats["malformed"] += 1
+            self.stats["malformed_sip"] += 1
+            return
+        self.stats["sip"] += 1
+        self._handle(self.registry.on_message(msg, ts))
+        self._registry_deadline = self.registry.next_deadline()
+
+    def _media(self, hit, pkt, ts: float) -> None:
+        key, _rtcp_port = hit
+        leg = self.legs.get(key)
+        if leg is None:
+            return
+        st = self.stats
+        payload = pkt.payload
+        kind = classify(payload)
+        if not leg.flows:
+            leg.flows.append((format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport)))
+        if kind == KIND_RTP:
+            try:
+                rtp = parse_rtp(payload)
+            except ValueError:
+                st["malformed"] += 1
+                st["malformed_rtp"] += 1
+                leg.counts["malformed"] += 1
+                return
+            st["rtp"] += 1
+            leg.push(rtp, ts)
+            self._dirty.add(key)
+            if leg.jb.held:
+                self._waiting.add(key)
+            self.registry.touch(self.calls[key[0]], ts)
+            return
+        if kind == KIND_RTCP:
+            st["rtcp"] += 1
+            leg.counts["rtcp"] += 1
+        elif kind == KIND_STUN:
+            st["stun"] += 1
+            leg.counts["stun"] += 1
+        elif kind == KIND_ZRTP:
+            st["zrtp"] += 1
+            leg.counts["zrtp"] += 1
+            leg.encrypted = True
+        else:
+            st["unmatched_udp"] += 1
+
+    def _handle(self, events) -> None:
+        for ev in events:
+            if isinstance(ev, MediaUpdated):
+                self._media_updated(ev.call)
+            elif isinstance(ev, CallStarted):
+                call = ev.call
+                self.calls[call.key] = call
+                for tag in (CALLER, CALLEE):
+                    self.legs[(call.key, tag)] = MediaLeg(tag, depth=self.config.jitter_depth)
+                self.sink.call_started(call)
+            elif isinstance(ev, HoldChanged):
+                call = ev.call
+                for tag in (CALLER, CALLEE):
+                    leg = self.legs.get((call.key, tag))
+                    if leg is not None:
+                        self.sink.leg_event(call, leg, ev)
+            elif isinstance(ev, CallEnded):
+                self._call_ended(ev.call)
+
+    def _media_updated(self, call: Call) -> None:
+        """Re-derive both legs' expectations from the two sides' latest SDP."""
+        for tag in (CALLER, CALLEE):
+            leg = self.legs.get((call.key, tag))
+            if leg is None:
+                continue
+            sender = call.media.get(tag)
+            receiver = call.media.get(other(tag))
+            dst = _addr(receiver.address, receiver.port) if receiver else None
+            src = _addr(sender.address, sender.port) if sender else None
+            rtcp = None
+            if receiver is not None and not receiver.rtcp_mux:
+                rtcp = _addr(receiver.rtcp_address or receiver.address, receiver.rtcp_port or receiver.port + 1)
+            self.correlator.expect((call.key, tag), dst, src, rtcp)
+            pt_map: dict = {}
+            if sender is not None:
+                pt_map.update(sender.payload_map)
+            if receiver is not None:
+                pt_map.update(receiver.payload_map)   # the receiver's numbering rules what is sent to it
+            leg.set_payload_map(pt_map)
+            if (sender is not None and sender.encrypted) or (receiver is not None and receiver.encrypted):
+                leg.encrypted = True
+
+    def _call_ended(self, call: Call) -> None:
+        legs = {}
+        for tag in (CALLER, CALLEE):
+            key = (call.key, tag)
+            leg = self.legs.pop(key, None)
+            if leg is None:
+                continue
+            leg.close()
+            self._emit(call, leg)
+            self.correlator.remove(key)
+            self._dirty.discard(key)
+            self._waiting.discard(key)
+            legs[tag] = leg
+        self.calls.pop(call.key, None)
+        self.sink.call_ended(call, legs)
+
+    def _deliver(self) -> None:
+        for key in self._dirty:
+            leg = self.legs.get(key)
+            if leg is not None:
+                self._emit(self.calls[key[0]], leg)
+        self._dirty.clear()
+
+    def _emit(self, call: Call, leg: MediaLeg) -> None:
+        for ev in leg.take_events():
+            self.sink.leg_event(call, leg, ev)
+        pcm = leg.take_audio()
+        if len(pcm):
+            self.sink.leg_audio(call, leg, pcm)
+
+
+def _addr(text: str, port: int):
+    ip = pack_ip(text)
+    return (ip, port) if ip is not None else None

@@ -1,0 +1,168 @@
+"""Call registry: life cycle, sides, SDP updates, duplicates, hold, end reasons."""
+
+import callgen
+from callgen import Call, Party, sdp
+from rtp2ws.calls import CallEnded, CallRegistry, CallStarted, HoldChanged, MediaUpdated
+from rtp2ws.sip import parse_message
+
+A = Party("10.0.0.1", 5060, 4000, "1000")
+B = Party("10.0.0.2", 5060, 5000, "2000")
+
+
+def sip_of(frames):
+    """The SIP payloads of callgen frames (IPv4/UDP packets)."""
+    out = []
+    for t, ip in frames:
+        ihl = (ip[0] & 0x0F) * 4
+        out.append((t, parse_message(ip[ihl + 8:])))
+    return out
+
+
+def feed(reg, frames):
+    events = []
+    for t, msg in sip_of(frames):
+        events += reg.on_message(msg, t)
+    return events
+
+
+def kinds(events):
+    return [type(e).__name__ for e in events]
+
+
+def test_basic_call_and_bye():
+    c = Call("c1@x", A, B)
+    reg = CallRegistry()
+    ev = feed(reg, c.setup(10.0))
+    assert kinds(ev) == ["CallStarted", "MediaUpdated", "MediaUpdated"]
+    call = ev[0].call
+    assert (call.from_uri, call.to_uri) == ("sip:1000@10.0.0.1", "sip:2000@10.0.0.2")
+    assert ev[1].side == "caller" and ev[1].offer.port == 4000
+    assert ev[2].side == "callee" and ev[2].offer.port == 5000 and ev[2].offer.address == "10.0.0.2"
+    assert call.state == "confirmed"
+    ev = feed(reg, c.bye(20.0, from_a=False))
+    assert kinds(ev) == ["CallEnded"] and call.end_reason == "bye" and call.end == 20.0
+    assert call.sip_messages == 7
+
+
+def test_retransmissions_and_proxy_hops_counted_once():
+    c = Call("c2@x", A, B)
+    frames = c.setup(0.0)
+    again = [(t + 0.5, ip) for t, ip in frames]
+    reg = CallRegistry()
+    ev = feed(reg, frames + again)
+    assert kinds(ev) == ["CallStarted", "MediaUpdated", "MediaUpdated"]
+    call = ev[0].call
+    assert call.sip_messages == 5 and call.sip_duplicates == 5
+    # the INVITE seen again on a second hop (another Via on top, another branch)
+    t, invite = sip_of(frames[:1])[0]
+    hop = parse_message(invite_bytes_with_extra_via(frames[0][1]))
+    assert reg.on_message(hop, 1.0) == []
+    assert call.sip_duplicates == 6
+
+
+def invite_bytes_with_extra_via(ip):
+    ihl = (ip[0] & 0x0F) * 4
+    data = ip[ihl + 8:]
+    i = data.index(b"\r\n") + 2
+    return data[:i] + b"Via: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKproxyhop\r\n" + data[i:]
+
+
+def test_cancel_and_rejected_and_auth_retry():
+    c = Call("c3@x", A, B)
+    reg = CallRegistry()
+    f = c.request(0, "INVITE", body=sdp(A.ip, A.rtp_port), to_tag=False) + c.response(0.1, 180, "Ringing", "INVITE")
+    f += c.request(1.0, "CANCEL", to_tag=False) + c.response(1.01, 200, "OK", "CANCEL", to_tag=False)
+    f += c.response(1.02, 487, "Request Terminated", "INVITE")
+    ev = feed(reg, f)
+    assert kinds(ev) == ["CallStarted", "MediaUpdated", "CallEnded"]
+    assert ev[-1].call.end_reason == "cancel" and ev[-1].call.end == 1.0
+
+    c = Call("c4@x", A, B)
+    ev = feed(reg, c.request(0, "INVITE", to_tag=False) + c.response(0.1, 486, "Busy Here", "INVITE"))
+    assert ev[-1].call.end_reason == "rejected 486"
+
+    # 407 then the retried INVITE with credentials continues the same call
+    c = Call("c5@x", A, B)
+    f = c.request(0, "INVITE", body=sdp(A.ip, A.rtp_port), to_tag=False)
+    f += c.response(0.01, 407, "Proxy Authentication Required", "INVITE")
+    f += c.request(0.02, "ACK")
+    c.cseq = 2
+    f += c.request(0.1, "INVITE", body=sdp(A.ip, A.rtp_port), to_tag=False)
+    f += c.response(0.2, 200, "OK", "INVITE", body=sdp(B.ip, B.rtp_port))
+    ev = feed(reg, f)
+    assert kinds(ev).count("CallStarted") == 1
+    call = ev[0].call
+    assert call.state == "confirmed" and not call.ended
+    # a 407 never retried ends as rejected after the retry window
+    c = Call("c6@x", A, B)
+    ev = feed(reg, c.request(0, "INVITE", to_tag=False) + c.response(0.01, 407, "Proxy Auth", "INVITE"))
+    call = ev[0].call
+    ev = reg.expire(40.0)
+    assert call.end_reason == "rejected 407" and call.end == 0.01
+
+
+def test_late_offer_early_media_prack_update():
+    c = Call("c7@x", A, B)
+    reg = CallRegistry()
+    f = c.request(0, "INVITE", to_tag=False)                       # no SDP: late offer
+    f += c.response(0.1, 183, "Session Progress", "INVITE", body=sdp(B.ip, 6000))   # early media
+    f += c.request(0.2, "PRACK", cseq=2, body=sdp(A.ip, 4002))
+    f += c.response(0.5, 200, "OK", "INVITE", body=sdp(B.ip, 6002))
+    f += c.request(0.6, "ACK", body=sdp(A.ip, 4004))
+    c.cseq = 3
+    f += c.request(5.0, "UPDATE", from_a=False, body=sdp(B.ip, 6100))
+    ev = feed(reg, f)
+    ups = [(e.side, e.offer.port) for e in ev if isinstance(e, MediaUpdated)]
+    assert ups == [("callee", 6000), ("caller", 4002), ("callee", 6002), ("caller", 4004), ("callee", 6100)]
+
+
+def test_hold_and_resume_and_reinvite():
+    c = Call("c8@x", A, B)
+    reg = CallRegistry()
+    ev = feed(reg, c.setup(0))
+    c.cseq = 2
+    f = c.request(10, "INVITE", body=sdp(A.ip, A.rtp_port, direction="sendonly"))
+    f += c.response(10.1, 200, "OK", "INVITE", body=sdp(B.ip, B.rtp_port, direction="recvonly"))
+    c.cseq = 3
+    f += c.request(20, "INVITE", body=sdp("0.0.0.0", A.rtp_port))
+    c.cseq = 4
+    f += c.request(30, "INVITE", body=sdp(A.ip, 4010, pts=(0, 101)))
+    ev = feed(reg, f)
+    holds = [(e.side, e.on_hold, e.at) for e in ev if isinstance(e, HoldChanged)]
+    assert holds == [("caller", True, 10)] + [("caller", False, 30)]
+    ups = [e for e in ev if isinstance(e, MediaUpdated)]
+    # c=0.0.0.0 keeps the previous address; the last re-INVITE moves media and changes codec
+    assert ups[-1].offer.port == 4010 and ups[-1].offer.payload_map[0][0] == "PCMU"
+    assert all(e.offer.address != "0.0.0.0" for e in ups)
+
+
+def test_call_id_reused_after_end_is_a_new_call():
+    c = Call("reuse@x", A, B)
+    reg = CallRegistry()
+    ev = feed(reg, c.setup(0) + c.bye(5))
+    first = ev[0].call
+    c2 = Call("reuse@x", A, B, from_tag="other", cseq=100)
+    ev = feed(reg, c2.setup(6))
+    assert isinstance(ev[0], CallStarted) and ev[0].call is not first
+    assert ev[0].call.key == "reuse@x#2"
+
+
+def test_timeout_and_capture_end():
+    reg = CallRegistry(rtp_timeout=30)
+    c = Call("t@x", A, B)
+    call = feed(reg, c.setup(0))[0].call
+    reg.touch(call, 20.0)
+    assert reg.expire(49.0) == []
+    ev = reg.expire(50.5)
+    assert kinds(ev) == ["CallEnded"] and call.end_reason == "timeout" and call.end == 20.0
+    c = Call("t2@x", A, B)
+    call = feed(reg, c.setup(100))[0].call
+    ev = reg.finish(101.0)
+    assert call.end_reason == "capture_end" and call.end == 101.0
+
+
+def test_compact_headers():
+    c = Call("compact@x", A, B, compact=True)
+    reg = CallRegistry()
+    ev = feed(reg, c.setup(0) + c.bye(3))
+    assert kinds(ev) == ["CallStarted", "MediaUpdated", "MediaUpdated", "CallEnded"]
