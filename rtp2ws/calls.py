@@ -95,6 +95,8 @@ class MediaUpdated(NamedTuple):
 
 
 class HoldChanged(NamedTuple):
+    """The call went on hold (either side's SDP sendonly/inactive/c=0.0.0.0) or resumed."""
+
     call: Call
     side: str             # the side whose SDP put the call on hold / resumed it
     on_hold: bool
@@ -268,11 +270,10 @@ class CallRegistry:
                 payload_map={pt: (enc[0], enc[1]) for pt, enc in m.rtpmap.items()},
                 direction=m.direction, encrypted=m.encrypted, ptime=m.ptime,
             )
-            was = call.hold.get(side, False)
-            now_hold = offer.on_hold
-            if now_hold != was:
-                call.hold[side] = now_hold
-                events.append(HoldChanged(call, side, now_hold, now))
+            was = any(call.hold.values())
+            call.hold[side] = offer.on_hold
+            if any(call.hold.values()) != was:
+                events.append(HoldChanged(call, side, not was, now))
             prev = call.media.get(side)
             if offer.port == 0 or offer.address in ("0.0.0.0", "::"):
                 # Hold by address: keep listening where media last went.

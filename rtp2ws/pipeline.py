@@ -35,6 +35,8 @@ class Sink:
 
     def leg_event(self, call: Call, leg: MediaLeg, event) -> None: ...
 
+    def call_event(self, call: Call, event) -> None: ...
+
     def call_ended(self, call: Call, legs: dict[str, MediaLeg]) -> None: ...
 
 
@@ -194,11 +196,7 @@ class Pipeline:
                     self.legs[(call.key, tag)] = MediaLeg(tag, depth=self.config.jitter_depth)
                 self.sink.call_started(call)
             elif isinstance(ev, HoldChanged):
-                call = ev.call
-                for tag in (CALLER, CALLEE):
-                    leg = self.legs.get((call.key, tag))
-                    if leg is not None:
-                        self.sink.leg_event(call, leg, ev)
+                self.sink.call_event(ev.call, ev)
             elif isinstance(ev, CallEnded):
                 self._call_ended(ev.call)
 

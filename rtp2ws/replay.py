@@ -93,6 +93,9 @@ class _Counting(Sink):
     def leg_event(self, call, leg, event):
         self.inner.leg_event(call, leg, event)
 
+    def call_event(self, call, event):
+        self.inner.call_event(call, event)
+
     def call_ended(self, call, legs):
         self.inner.call_ended(call, legs)
 

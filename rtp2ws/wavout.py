@@ -16,7 +16,7 @@ import struct
 
 import numpy as np
 
-from .calls import CALLEE, CALLER, Call
+from .calls import CALLEE, CALLER, Call, HoldChanged
 from .correlator import format_addr, pack_ip
 from .leg import MediaLeg
 from .pipeline import Sink
@@ -91,6 +91,7 @@ class WavSink(Sink):
         self._used: set[str] = set()
         self._wavs: dict[tuple[str, str], WavFile] = {}
         self.manifest: list[dict] = []
+        self._holds: dict[str, list[dict]] = {}
 
     def call_started(self, call: Call) -> None:
         base = _SAFE.sub("_", call.key)[:120] or "call"
@@ -109,6 +110,16 @@ class WavSink(Sink):
             w = self._wavs[key] = WavFile(os.path.join(self.out_dir, self._dirs[call.key], f"{leg.tag}.wav"))
         w.write(pcm)
 
+    def call_event(self, call: Call, event) -> None:
+        if isinstance(event, HoldChanged):
+            holds = self._holds.setdefault(call.key, [])
+            if event.on_hold:
+                holds.append({"by": event.side, "start": iso(event.at), "end": None})
+            else:
+                for h in holds:
+                    if h["end"] is None:
+                        h["end"] = iso(event.at)
+
     def call_ended(self, call: Call, legs: dict[str, MediaLeg]) -> None:
         entry = {
             "call_id": call.call_id,
@@ -118,6 +129,7 @@ class WavSink(Sink):
             "end": iso(call.end),
             "end_reason": call.end_reason,
             "sip_messages": call.sip_messages,
+            "holds": self._holds.pop(call.key, []),
             "legs": [],
         }
         files: dict[str, tuple[WavFile, float]] = {}

@@ -334,3 +334,33 @@ def test_console_command_summary_line(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 1 and "1 calls" in lines[0] and "2 legs with audio" in lines[0]
+
+
+def test_hold_and_resume_keep_matching_and_timeline(tmp_path):
+    c = Call("hold@test", A, B)
+    f = c.setup(100)
+    pa, pb = tone(440, 4800), tone(1000, 4800)
+    sa1 = rtp_packets(A, B, 100.1, pa[:1600], ssrc=1, seq0=1, ts0=0)
+    sb1 = rtp_packets(B, A, 100.1, pb[:1600], ssrc=2, seq0=1, ts0=0)
+    c.cseq = 2   # caller puts the call on hold with c=0.0.0.0 and a=inactive
+    f += c.request(100.35, "INVITE", body=sdp("0.0.0.0", 4000, direction="inactive"))
+    f += c.response(100.36, 200, "OK", "INVITE", body=sdp(B.ip, 5000, direction="inactive"))
+    c.cseq = 3   # and back, two seconds later, same addresses
+    f += c.request(102.35, "INVITE", body=sdp(A.ip, 4000))
+    f += c.response(102.36, 200, "OK", "INVITE", body=sdp(B.ip, 5000))
+    # after resume the caller's timestamps continue as if nothing happened (no time gap in RTP ts)
+    sa2 = rtp_packets(A, B, 102.4, pa[1600:], ssrc=1, seq0=11, ts0=1600)
+    sb2 = rtp_packets(B, A, 102.4, pb[1600:], ssrc=2, seq0=11, ts0=1600 + 16800)   # ... the callee's follow the clock
+    rc, m, out = run(tmp_path, frames_of(f, sa1, sb1, sa2, sb2, c.bye(103)))
+    call = m["calls"][0]
+    assert [(h["by"], h["start"][-12:-6], h["end"][-12:-6]) for h in call["holds"]] == [("caller", "40.350", "42.360")]
+    caller, callee = leg(call, "caller"), leg(call, "callee")
+    assert caller["packets"] == callee["packets"] == 30
+    # both legs: 0.2 s audio, 2.1 s without packets (silence), then 0.4 s audio;
+    # the caller's gap comes from capture time, the callee's from its RTP timestamps
+    for entry, p in ((caller, pa), (callee, pb)):
+        got = wav(out, entry)
+        assert len(got) == 2 * (1600 + 16800 + 3200)
+        assert not got[3200 + 64:3200 + 2 * 16800 - 64].any()
+        tail = expected_16k(p)[3200:]
+        assert np.array_equal(got[-len(tail) + 64:], tail[64:])
