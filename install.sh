@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# rtp2ws set-up, in one command, on a fresh Debian/Ubuntu machine:
+#   system packages (libpcap-dev for pypcap, gcc and Python headers for the native
+#   extension, sipp/tcpdump/espeak-ng/sox used by the tests), a virtual environment
+#   in .venv with rtp2ws installed in it, then the demo: the bundled speech call
+#   replayed into out/demo/ (one WAV per leg, a stereo WAV, calls.json).
+# Options: --no-demo skips the demo; --no-apt skips the system packages.
+set -euo pipefail
+cd "$(dirname "$0")"
+demo=1 apt=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-demo) demo=0 ;;
+    --no-apt) apt=0 ;;
+    *) echo "install.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+if [ "$apt" = 1 ]; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends \
+    python3 python3-venv python3-dev gcc libpcap-dev \
+    sip-tester tcpdump espeak-ng sox
+fi
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -c 'import rtp2ws.g711 as g; print("rtp2ws installed; G.711/resampler backend:", g.BACKEND)'
+if [ "$demo" = 1 ]; then
+  .venv/bin/rtp2ws replay tests/data/demo_speech.pcap --out-dir out/demo --stereo
+  echo "demo audio: out/demo/ (calls.json lists the WAV files)"
+fi

@@ -1,0 +1,154 @@
+"""Capture file adapter: pcap / pcapng files in, ``(timestamp, frame)`` batches out.
+
+This is the I/O edge of packet input.  libpcap (through pypcap) reads both
+pcap and pcapng; this module only moves its packets into batches and turns
+its errors into ``CaptureError`` naming the file and the packet number
+(1-based, as Wireshark numbers frames).  The link type is passed on
+untouched; ``rtp2ws.packet.PacketDecoder`` decides whether it can read it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from typing import Iterator
+
+import pcap
+
+__all__ = ["CaptureError", "CaptureFile"]
+
+PCAP_FILE_HEADER = 24
+PCAP_RECORD_HEADER = 16
+PCAPNG_EPB_OVERHEAD = 32  # enhanced packet block without options
+
+# First four bytes of the formats libpcap reads: pcap (µs and ns, both byte
+# orders, and the "modified" Kuznetzov variant) and pcapng.
+_MAGICS = {
+    bytes.fromhex("a1b2c3d4"),
+    bytes.fromhex("d4c3b2a1"),
+    bytes.fromhex("a1b23c4d"),
+    bytes.fromhex("4d3cb2a1"),
+    bytes.fromhex("a1b2cd34"),
+    bytes.fromhex("34cdb2a1"),
+}
+_PCAPNG_MAGIC = bytes.fromhex("0a0d0d0a")
+
+
+class CaptureError(Exception):
+    """A capture file cannot be opened or read; ``str()`` names the file."""
+
+
+def _libpcap_open_error(path: str) -> str | None:
+    """libpcap's own message for a file it refuses to open.
+
+    pypcap falls back to opening an interface of that name when
+    ``pcap_open_offline`` fails, which hides the real reason; ask libpcap
+    directly.  Returns None if libpcap opens the file or cannot be loaded.
+    """
+    name = ctypes.util.find_library("pcap")
+    if name is None:
+        return None
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError:
+        return None
+    lib.pcap_open_offline.restype = ctypes.c_void_p
+    lib.pcap_open_offline.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    lib.pcap_close.argtypes = [ctypes.c_void_p]
+    errbuf = ctypes.create_string_buffer(512)  # PCAP_ERRBUF_SIZE is 256
+    handle = lib.pcap_open_offline(os.fsencode(path), errbuf)
+    if handle:
+        lib.pcap_close(handle)
+        return None
+    return errbuf.value.decode("utf-8", "replace")
+
+
+class CaptureFile:
+    """Read a pcap or pcapng file in batches of ``(timestamp, frame)``."""
+
+    def __init__(self, path: str, *, batch: int = 1024) -> None:
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        self.path = os.fspath(path)
+        self.batch = batch
+        self.packets_read = 0
+        self._pcap = None
+        # Check that this is a capture file ourselves: given anything else,
+        # pypcap would try to open a network interface of that name.
+        try:
+            with open(self.path, "rb") as f:
+                magic = f.read(4)
+                self.size = os.fstat(f.fileno()).st_size
+        except OSError as e:
+            raise CaptureError(f"{self.path}: {e.strerror or e}") from None
+        if len(magic) < 4:
+            raise CaptureError(
+                f"{self.path}: truncated dump file; tried to read 4 file header bytes, only got {len(magic)}"
+            )
+        if magic not in _MAGICS and magic != _PCAPNG_MAGIC:
+            raise CaptureError(f"{self.path}: unknown file format")
+        self._pcapng = magic == _PCAPNG_MAGIC
+        try:
+            self._pcap = pcap.pcap(name=self.path, promisc=False, immediate=False, timeout_ms=0)
+        except OSError as e:
+            message = _libpcap_open_error(self.path) or str(e)
+            prefix = f"{self.path}: "
+            if message.startswith(prefix):
+                message = message[len(prefix) :]
+            raise CaptureError(f"{self.path}: {message}") from None
+        self.linktype: int = self._pcap.datalink()
+        # Approximate: pcapng section and interface blocks are not counted.
+        self.bytes_read = 0 if self._pcapng else PCAP_FILE_HEADER
+        self._overhead = PCAPNG_EPB_OVERHEAD if self._pcapng else PCAP_RECORD_HEADER
+
+    def __repr__(self) -> str:
+        return f"CaptureFile({self.path!r}, linktype={getattr(self, 'linktype', None)}, {self.packets_read} packets read)"
+
+    def __enter__(self) -> CaptureFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pcap is not None:
+            self._pcap.close()
+            self._pcap = None
+
+    def batches(self) -> Iterator[list[tuple[float, bytes]]]:
+        """Yield lists of up to ``batch`` packets until the end of the file.
+
+        A read error is raised as ``CaptureError`` after every packet before
+        it has been yielded.
+        """
+        out: list[tuple[float, bytes]] = []
+        append = out.append
+
+        def collect(ts: float, frame: bytes) -> None:
+            append((ts, frame))
+
+        while self._pcap is not None:
+            result = self._pcap.dispatch(self.batch, collect)
+            if out:
+                self.packets_read += len(out)
+                overhead = self._overhead
+                if self._pcapng:
+                    self.bytes_read += sum(overhead + ((len(f) + 3) & ~3) for _, f in out)
+                else:
+                    self.bytes_read += sum(overhead + len(f) for _, f in out)
+                if self.bytes_read > self.size:
+                    self.bytes_read = self.size
+                batch = out.copy()
+                out.clear()
+                yield batch
+            if result < 0:
+                if self._pcap is None:
+                    return  # closed by the consumer while suspended
+                error = self._pcap.geterr()
+                if isinstance(error, bytes):
+                    error = error.decode("utf-8", "replace")
+                raise CaptureError(f"{self.path}: packet {self.packets_read + 1}: {error or 'read error'}")
+            if result == 0:
+                self.bytes_read = self.size
+                return

@@ -1,0 +1,558 @@
+"""Link, IP and transport decoding: captured frame bytes in, ``Packet`` out.
+
+Sans-I/O and on the hot path: headers are read with ``struct.unpack_from``
+at offsets into the frame, nothing is parsed twice, and no per-layer objects
+are built.  Time is an argument (``now``); it is only used to expire IP
+fragment buffers.
+
+Supported link types (the values ``pcap_datalink()`` returns):
+
+* ``DLT_EN10MB``: Ethernet II, any stack of 802.1Q / 802.1ad / QinQ tags
+  (TPID 0x8100, 0x88a8, 0x9100).
+* ``DLT_LINUX_SLL`` / ``DLT_LINUX_SLL2``: Linux "any" cooked captures.
+* ``DLT_RAW`` (12, OpenBSD 14, and ``LINKTYPE_RAW`` 101), ``DLT_IPV4``,
+  ``DLT_IPV6``: bare IP.
+* ``DLT_NULL`` (address family in the capturing host's byte order) and
+  ``DLT_LOOP`` (network byte order): BSD loopback.
+
+IPv4 (with options) and IPv6 (with extension headers) are decoded down to
+UDP or TCP.  Fragmented datagrams of either version are reassembled.  IP,
+UDP and TCP checksums are not verified: mirrored traffic often carries
+checksums that were left to the NIC.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+__all__ = [
+    "DLT_NULL",
+    "DLT_EN10MB",
+    "DLT_RAW",
+    "DLT_RAW_OPENBSD",
+    "LINKTYPE_RAW",
+    "DLT_LOOP",
+    "DLT_LINUX_SLL",
+    "DLT_LINUX_SLL2",
+    "DLT_IPV4",
+    "DLT_IPV6",
+    "LINKTYPE_NAMES",
+    "IPPROTO_TCP",
+    "IPPROTO_UDP",
+    "TCP_FIN",
+    "TCP_SYN",
+    "TCP_RST",
+    "TCP_PSH",
+    "TCP_ACK",
+    "MalformedPacket",
+    "UnsupportedLinkType",
+    "Packet",
+    "PacketDecoder",
+]
+
+# -- link types -------------------------------------------------------------
+
+DLT_NULL = 0
+DLT_EN10MB = 1
+DLT_RAW = 12
+DLT_RAW_OPENBSD = 14
+DLT_LOOP = 108
+LINKTYPE_RAW = 101
+DLT_LINUX_SLL = 113
+DLT_IPV4 = 228
+DLT_IPV6 = 229
+DLT_LINUX_SLL2 = 276
+
+LINKTYPE_NAMES: dict[int, str] = {
+    DLT_NULL: "NULL (BSD loopback)",
+    DLT_EN10MB: "EN10MB (Ethernet)",
+    DLT_RAW: "RAW (raw IP)",
+    DLT_RAW_OPENBSD: "RAW (raw IP, OpenBSD)",
+    LINKTYPE_RAW: "RAW (raw IP)",
+    DLT_LOOP: "LOOP (OpenBSD loopback)",
+    DLT_LINUX_SLL: "LINUX_SLL (Linux cooked v1)",
+    DLT_LINUX_SLL2: "LINUX_SLL2 (Linux cooked v2)",
+    DLT_IPV4: "IPV4 (raw IPv4)",
+    DLT_IPV6: "IPV6 (raw IPv6)",
+}
+
+ETHERTYPE_IPV4 = 0x0800
+ETHERTYPE_IPV6 = 0x86DD
+# 802.1Q, 802.1ad, and the pre-standard QinQ TPID.
+VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100))
+
+ETH_HEADER_LENGTH = 14
+VLAN_TAG_LENGTH = 4
+SLL_HEADER_LENGTH = 16
+SLL2_HEADER_LENGTH = 20
+LOOPBACK_HEADER_LENGTH = 4
+
+# BSD address families: AF_INET is 2 everywhere; AF_INET6 is 10 (Linux),
+# 24 (NetBSD, OpenBSD, BSD/OS), 28 (FreeBSD, DragonFly), 30 (macOS).
+AF_INET_VALUES = frozenset((2,))
+AF_INET6_VALUES = frozenset((10, 24, 28, 30))
+
+# -- IP / transport ---------------------------------------------------------
+
+IPPROTO_HOPOPTS = 0
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_ROUTING = 43
+IPPROTO_FRAGMENT = 44
+IPPROTO_AH = 51
+IPPROTO_DSTOPTS = 60
+IPPROTO_MOBILITY = 135
+
+IPV4_HEADER_LENGTH = 20
+IPV6_HEADER_LENGTH = 40
+UDP_HEADER_LENGTH = 8
+TCP_HEADER_LENGTH = 20
+IPV6_FRAGMENT_HEADER_LENGTH = 8
+MAX_DATAGRAM = 65535  # largest reassembled IPv4 datagram / IPv6 payload
+
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_PSH = 0x08
+TCP_ACK = 0x10
+
+_IPV6_EXT_8 = frozenset((IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS, IPPROTO_MOBILITY))
+
+_H = struct.Struct("!H")
+_I_LE = struct.Struct("<I")
+_I_BE = struct.Struct("!I")
+_IPV4 = struct.Struct("!BxHHHxB")  # ver/ihl, total length, id, flags/offset, protocol
+_IPV6 = struct.Struct("!IHB")  # ver/tc/flow, payload length, next header
+_IPV6_FRAG = struct.Struct("!BxHI")  # next header, offset/M, identification
+_UDP = struct.Struct("!HHH")  # sport, dport, length
+_TCP = struct.Struct("!HHI4xBB")  # sport, dport, seq, data offset, flags
+
+
+class MalformedPacket(ValueError):
+    """A header is truncated or invalid; the message says which."""
+
+
+class UnsupportedLinkType(ValueError):
+    """The capture's link type is not one ``PacketDecoder`` can read."""
+
+
+class Packet(NamedTuple):
+    """One transport-layer unit (a UDP datagram or a TCP segment)."""
+
+    proto: int  # IPPROTO_UDP (17) or IPPROTO_TCP (6)
+    src: bytes  # packed address, 4 or 16 bytes
+    sport: int
+    dst: bytes
+    dport: int
+    payload: bytes
+    tcp_seq: int  # 0 for UDP
+    tcp_flags: int  # 0 for UDP; TCP_FIN | TCP_SYN | ... otherwise
+
+
+class _FragBuffer:
+    """The fragments received so far of one IP datagram."""
+
+    __slots__ = ("created", "chunks", "covered", "total", "proto")
+
+    def __init__(self, created: float) -> None:
+        self.created = created
+        self.chunks: list[tuple[int, int, bytes]] = []  # (start, end, data), sorted, disjoint
+        self.covered = 0  # bytes held, sum of chunk lengths
+        self.total: int | None = None  # datagram length, known once the last fragment is seen
+        self.proto: int | None = None  # upper-layer protocol (IPv6: from the offset-0 fragment)
+
+
+class PacketDecoder:
+    """Decode captured frames of one link type into ``Packet``.
+
+    ``decode(data, now)`` returns a ``Packet``, or ``None`` for frames that
+    carry no UDP/TCP over IP (ARP, ICMP, ...) and for fragments that do not
+    complete a datagram.  Invalid or truncated headers raise
+    ``MalformedPacket``.
+    """
+
+    def __init__(
+        self,
+        linktype: int,
+        *,
+        frag_timeout: float = 30.0,
+        max_frag_buffers: int = 4096,
+    ) -> None:
+        links = {
+            DLT_EN10MB: self._link_ethernet,
+            DLT_LINUX_SLL: self._link_sll,
+            DLT_LINUX_SLL2: self._link_sll2,
+            DLT_RAW: self._link_raw,
+            DLT_RAW_OPENBSD: self._link_raw,
+            LINKTYPE_RAW: self._link_raw,
+            DLT_IPV4: self._link_ipv4,
+            DLT_IPV6: self._link_ipv6,
+            DLT_NULL: self._link_null,
+            DLT_LOOP: self._link_loop,
+        }
+        try:
+            self._link = links[linktype]
+        except KeyError:
+            raise UnsupportedLinkType(f"unsupported link type {linktype}") from None
+        if max_frag_buffers < 1:
+            raise ValueError("max_frag_buffers must be at least 1")
+        self.linktype = linktype
+        self.frag_timeout = frag_timeout
+        self.max_frag_buffers = max_frag_buffers
+        # Insertion ordered, so the first entry is always the oldest buffer.
+        self._frags: dict[tuple, _FragBuffer] = {}
+        self._frag_deadline = float("inf")
+        self.stats: dict[str, int] = {
+            "packets": 0,
+            "malformed": 0,
+            "non_ip": 0,
+            "other_proto": 0,
+            "ip_len_zero": 0,
+            "fragments": 0,
+            "reassembled": 0,
+            "frag_overlaps": 0,
+            "frag_invalid": 0,
+            "frag_timeouts": 0,
+            "frag_evicted": 0,
+        }
+
+    def __repr__(self) -> str:
+        name = LINKTYPE_NAMES.get(self.linktype, str(self.linktype))
+        return f"PacketDecoder(linktype={name}, {len(self._frags)} fragment buffers)"
+
+    @property
+    def pending_fragments(self) -> int:
+        """Number of incomplete datagrams being reassembled."""
+        return len(self._frags)
+
+    # -- entry points -------------------------------------------------------
+
+    def decode(self, data: bytes, now: float) -> Packet | None:
+        if type(data) is not bytes:
+            data = bytes(data)
+        self.stats["packets"] += 1
+        if now >= self._frag_deadline:
+            self.expire(now)
+        try:
+            off, version = self._link(data)
+            if version == 4:
+                return self._ipv4(data, off, now)
+            if version == 6:
+                return self._ipv6(data, off, now)
+            self.stats["non_ip"] += 1
+            return None
+        except MalformedPacket:
+            self.stats["malformed"] += 1
+            raise
+
+    def expire(self, now: float) -> None:
+        """Drop fragment buffers older than ``frag_timeout`` (``decode`` calls this)."""
+        frags = self._frags
+        timeout = self.frag_timeout
+        while frags:
+            key = next(iter(frags))
+            if now - frags[key].created < timeout:
+                break
+            del frags[key]
+            self.stats["frag_timeouts"] += 1
+        self._update_deadline()
+
+    def _update_deadline(self) -> None:
+        if self._frags:
+            self._frag_deadline = next(iter(self._frags.values())).created + self.frag_timeout
+        else:
+            self._frag_deadline = float("inf")
+
+    # -- link layers: return (offset of the IP header, IP version or 0) ------
+
+    @staticmethod
+    def _ethertype_version(ethertype: int) -> int:
+        if ethertype == ETHERTYPE_IPV4:
+            return 4
+        if ethertype == ETHERTYPE_IPV6:
+            return 6
+        return 0
+
+    def _link_ethernet(self, data: bytes) -> tuple[int, int]:
+        if len(data) < ETH_HEADER_LENGTH:
+            raise MalformedPacket("Ethernet header truncated")
+        (ethertype,) = _H.unpack_from(data, 12)
+        off = ETH_HEADER_LENGTH
+        while ethertype in VLAN_TPIDS:
+            if len(data) < off + VLAN_TAG_LENGTH:
+                raise MalformedPacket("VLAN tag truncated")
+            (ethertype,) = _H.unpack_from(data, off + 2)
+            off += VLAN_TAG_LENGTH
+        return off, self._ethertype_version(ethertype)
+
+    def _link_sll(self, data: bytes) -> tuple[int, int]:
+        if len(data) < SLL_HEADER_LENGTH:
+            raise MalformedPacket("Linux cooked header truncated")
+        (protocol,) = _H.unpack_from(data, 14)
+        return SLL_HEADER_LENGTH, self._ethertype_version(protocol)
+
+    def _link_sll2(self, data: bytes) -> tuple[int, int]:
+        if len(data) < SLL2_HEADER_LENGTH:
+            raise MalformedPacket("Linux cooked v2 header truncated")
+        (protocol,) = _H.unpack_from(data, 0)
+        return SLL2_HEADER_LENGTH, self._ethertype_version(protocol)
+
+    @staticmethod
+    def _link_raw(data: bytes) -> tuple[int, int]:
+        if not data:
+            raise MalformedPacket("IP header truncated")
+        version = data[0] >> 4
+        if version != 4 and version != 6:
+            raise MalformedPacket(f"bad IP version {version}")
+        return 0, version
+
+    @staticmethod
+    def _link_ipv4(data: bytes) -> tuple[int, int]:
+        return 0, 4
+
+    @staticmethod
+    def _link_ipv6(data: bytes) -> tuple[int, int]:
+        return 0, 6
+
+    @staticmethod
+    def _link_null(data: bytes) -> tuple[int, int]:
+        if len(data) < LOOPBACK_HEADER_LENGTH:
+            raise MalformedPacket("loopback header truncated")
+        # The family is in the capturing host's byte order, which the file
+        # does not record; the values are small, so try both.
+        (le,) = _I_LE.unpack_from(data, 0)
+        (be,) = _I_BE.unpack_from(data, 0)
+        if le in AF_INET_VALUES or be in AF_INET_VALUES:
+            return LOOPBACK_HEADER_LENGTH, 4
+        if le in AF_INET6_VALUES or be in AF_INET6_VALUES:
+            return LOOPBACK_HEADER_LENGTH, 6
+        return LOOPBACK_HEADER_LENGTH, 0
+
+    @staticmethod
+    def _link_loop(data: bytes) -> tuple[int, int]:
+        if len(data) < LOOPBACK_HEADER_LENGTH:
+            raise MalformedPacket("loopback header truncated")
+        (family,) = _I_BE.unpack_from(data, 0)
+        if family in AF_INET_VALUES:
+            return LOOPBACK_HEADER_LENGTH, 4
+        if family in AF_INET6_VALUES:
+            return LOOPBACK_HEADER_LENGTH, 6
+        return LOOPBACK_HEADER_LENGTH, 0
+
+    # -- IPv4 ----------------------------------------------------------------
+
+    def _ipv4(self, data: bytes, off: int, now: float) -> Packet | None:
+        avail = len(data) - off
+        if avail < IPV4_HEADER_LENGTH:
+            raise MalformedPacket("IPv4 header truncated")
+        vihl, total, ident, frag, proto = _IPV4.unpack_from(data, off)
+        version = vihl >> 4
+        if version != 4:
+            raise MalformedPacket(f"IPv4 header has version {version}")
+        hlen = (vihl & 0x0F) * 4
+        if hlen < IPV4_HEADER_LENGTH:
+            raise MalformedPacket(f"IPv4 header length {hlen} is less than 20")
+        if hlen > avail:
+            raise MalformedPacket("IPv4 options truncated")
+        if total == 0:
+            # Segmentation offload on the capturing host: length left to the NIC.
+            self.stats["ip_len_zero"] += 1
+            total = avail
+        elif total < hlen:
+            raise MalformedPacket(f"IPv4 total length {total} is less than header length {hlen}")
+        elif total > avail:
+            raise MalformedPacket(f"IPv4 packet truncated: total length {total}, {avail} bytes captured")
+        end = off + total  # anything after is link-layer padding
+        src = data[off + 12 : off + 16]
+        dst = data[off + 16 : off + 20]
+        if frag & 0x3FFF:  # MF set or non-zero offset
+            done = self._reassemble(
+                (4, src, dst, proto, ident),
+                (frag & 0x1FFF) * 8,
+                bool(frag & 0x2000),
+                data[off + hlen : end],
+                proto,
+                now,
+            )
+            if done is None:
+                return None
+            payload = done[1]
+            return self._transport(proto, src, dst, payload, 0, len(payload))
+        return self._transport(proto, src, dst, data, off + hlen, end)
+
+    # -- IPv6 ----------------------------------------------------------------
+
+    def _ipv6(self, data: bytes, off: int, now: float) -> Packet | None:
+        avail = len(data) - off
+        if avail < IPV6_HEADER_LENGTH:
+            raise MalformedPacket("IPv6 header truncated")
+        vtcfl, plen, nh = _IPV6.unpack_from(data, off)
+        version = vtcfl >> 28
+        if version != 6:
+            raise MalformedPacket(f"IPv6 header has version {version}")
+        avail -= IPV6_HEADER_LENGTH
+        if plen == 0:
+            # Jumbogram, or segmentation offload on the capturing host.
+            self.stats["ip_len_zero"] += 1
+            plen = avail
+        elif plen > avail:
+            raise MalformedPacket(f"IPv6 packet truncated: payload length {plen}, {avail} bytes captured")
+        src = data[off + 8 : off + 24]
+        dst = data[off + 24 : off + 40]
+        off += IPV6_HEADER_LENGTH
+        return self._ipv6_chain(data, off, off + plen, nh, src, dst, now, False)
+
+    def _ipv6_chain(
+        self,
+        data: bytes,
+        off: int,
+        end: int,
+        nh: int,
+        src: bytes,
+        dst: bytes,
+        now: float,
+        reassembled: bool,
+    ) -> Packet | None:
+        """Walk the extension headers from ``off`` to UDP or TCP."""
+        while True:
+            if nh == IPPROTO_UDP or nh == IPPROTO_TCP:
+                return self._transport(nh, src, dst, data, off, end)
+            if nh in _IPV6_EXT_8 or nh == IPPROTO_AH:
+                if end - off < 8:
+                    raise MalformedPacket("IPv6 extension header truncated")
+                if nh == IPPROTO_AH:
+                    hlen = (data[off + 1] + 2) * 4
+                else:
+                    hlen = (data[off + 1] + 1) * 8
+                if hlen > end - off:
+                    raise MalformedPacket("IPv6 extension header truncated")
+                nh = data[off]
+                off += hlen
+                continue
+            if nh == IPPROTO_FRAGMENT:
+                if end - off < IPV6_FRAGMENT_HEADER_LENGTH:
+                    raise MalformedPacket("IPv6 fragment header truncated")
+                nxt, offm, ident = _IPV6_FRAG.unpack_from(data, off)
+                off += IPV6_FRAGMENT_HEADER_LENGTH
+                if offm & 0xFFF9 == 0:
+                    # Atomic fragment (offset 0, no more fragments): RFC 6946.
+                    nh = nxt
+                    continue
+                if reassembled:
+                    raise MalformedPacket("IPv6 fragment header inside a reassembled datagram")
+                start = offm & 0xFFF8
+                done = self._reassemble(
+                    (6, src, dst, ident),
+                    start,
+                    bool(offm & 1),
+                    data[off:end],
+                    nxt if start == 0 else None,
+                    now,
+                )
+                if done is None:
+                    return None
+                nh, data = done
+                off, end, reassembled = 0, len(data), True
+                continue
+            self.stats["other_proto"] += 1
+            return None
+
+    # -- transport ------------------------------------------------------------
+
+    def _transport(self, proto: int, src: bytes, dst: bytes, data: bytes, off: int, end: int) -> Packet | None:
+        avail = end - off
+        if proto == IPPROTO_UDP:
+            if avail < UDP_HEADER_LENGTH:
+                raise MalformedPacket("UDP header truncated")
+            sport, dport, ulen = _UDP.unpack_from(data, off)
+            if ulen < UDP_HEADER_LENGTH:
+                raise MalformedPacket(f"UDP length {ulen} is less than 8")
+            if ulen > avail:
+                raise MalformedPacket(f"UDP length {ulen} exceeds {avail} bytes of IP payload")
+            return Packet(IPPROTO_UDP, src, sport, dst, dport, data[off + 8 : off + ulen], 0, 0)
+        if proto == IPPROTO_TCP:
+            if avail < TCP_HEADER_LENGTH:
+                raise MalformedPacket("TCP header truncated")
+            sport, dport, seq, doff, flags = _TCP.unpack_from(data, off)
+            hlen = (doff >> 4) * 4
+            if hlen < TCP_HEADER_LENGTH:
+                raise MalformedPacket(f"TCP data offset {hlen} is less than 20")
+            if hlen > avail:
+                raise MalformedPacket("TCP options truncated")
+            return Packet(IPPROTO_TCP, src, sport, dst, dport, data[off + hlen : end], seq, flags)
+        self.stats["other_proto"] += 1
+        return None
+
+    # -- fragment reassembly --------------------------------------------------
+
+    def _reassemble(
+        self,
+        key: tuple,
+        start: int,
+        more: bool,
+        chunk: bytes,
+        proto: int | None,
+        now: float,
+    ) -> tuple[int, bytes] | None:
+        """Add one fragment; return ``(protocol, datagram)`` once complete.
+
+        Overlapping data is resolved in favour of the bytes that arrived
+        first (duplicates are therefore harmless); fragments that contradict
+        the datagram's known length are ignored and counted.
+        """
+        stats = self.stats
+        stats["fragments"] += 1
+        end = start + len(chunk)
+        if end > MAX_DATAGRAM:
+            stats["frag_invalid"] += 1
+            return None
+        frags = self._frags
+        buf = frags.get(key)
+        if buf is None:
+            if len(frags) >= self.max_frag_buffers:
+                del frags[next(iter(frags))]
+                stats["frag_evicted"] += 1
+            buf = frags[key] = _FragBuffer(now)
+            self._update_deadline()
+        # Consistency with the length announced by the last fragment.
+        if buf.total is not None:
+            if end > buf.total or (not more and end != buf.total):
+                stats["frag_invalid"] += 1
+                return None
+        elif not more:
+            if buf.chunks and buf.chunks[-1][1] > end:
+                stats["frag_invalid"] += 1
+                return None
+            buf.total = end
+        if proto is not None:
+            buf.proto = proto
+        # Insert only the bytes not held yet.
+        if start < end:
+            chunks = buf.chunks
+            pieces: list[tuple[int, int, bytes]] = []
+            pos = start
+            for cs, ce, _ in chunks:
+                if ce <= pos:
+                    continue
+                if cs >= end:
+                    break
+                if cs > pos:
+                    pieces.append((pos, cs, chunk[pos - start : cs - start]))
+                pos = max(pos, ce)
+                if pos >= end:
+                    break
+            if pos < end:
+                pieces.append((pos, end, chunk[pos - start :]))
+            if sum(pe - ps for ps, pe, _ in pieces) != end - start:
+                stats["frag_overlaps"] += 1
+            if pieces:
+                chunks.extend(pieces)
+                chunks.sort()
+                buf.covered += sum(pe - ps for ps, pe, _ in pieces)
+        if buf.total is None or buf.covered != buf.total or buf.proto is None:
+            return None
+        del frags[key]
+        self._update_deadline()
+        stats["reassembled"] += 1
+        return buf.proto, b"".join(c[2] for c in buf.chunks)

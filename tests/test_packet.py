@@ -1,0 +1,485 @@
+import random
+import socket
+import struct
+
+import pytest
+
+from netgen import fragment, ip_packet, link, tcp, udp
+from rtp2ws.packet import (
+    DLT_EN10MB,
+    DLT_IPV4,
+    DLT_IPV6,
+    DLT_LINUX_SLL,
+    DLT_LINUX_SLL2,
+    DLT_LOOP,
+    DLT_NULL,
+    DLT_RAW,
+    DLT_RAW_OPENBSD,
+    LINKTYPE_NAMES,
+    LINKTYPE_RAW,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_PSH,
+    TCP_SYN,
+    MalformedPacket,
+    Packet,
+    PacketDecoder,
+    UnsupportedLinkType,
+)
+
+V4 = ("192.0.2.10", "198.51.100.20")
+V6 = ("2001:db8::10", "2001:db8:1::20")
+FAMILIES = {"v4": V4, "v6": V6}
+ALL_LINKTYPES = [
+    DLT_EN10MB,
+    DLT_LINUX_SLL,
+    DLT_LINUX_SLL2,
+    DLT_RAW,
+    DLT_RAW_OPENBSD,
+    LINKTYPE_RAW,
+    DLT_NULL,
+    DLT_LOOP,
+    DLT_IPV4,
+    DLT_IPV6,
+]
+RTP = bytes.fromhex("80000001000000a0deadbeef") + b"\xd5" * 160
+
+
+def packed(addr):
+    return socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
+
+
+def link_family_cases():
+    for lt in ALL_LINKTYPES:
+        for fam in ("v4", "v6"):
+            if (lt == DLT_IPV4 and fam == "v6") or (lt == DLT_IPV6 and fam == "v4"):
+                continue
+            yield lt, fam
+
+
+LINK_FAMILY = list(link_family_cases())
+
+
+def decode(linktype, ip_pkt, now=0.0, **kw):
+    return PacketDecoder(linktype).decode(link(linktype, ip_pkt, **kw), now)
+
+
+# -- link types ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("linktype,fam", LINK_FAMILY)
+def test_udp_over_every_link_type(linktype, fam):
+    src, dst = FAMILIES[fam]
+    pkt = decode(linktype, udp(src, 40000, dst, 5004, RTP))
+    assert pkt == Packet(17, packed(src), 40000, packed(dst), 5004, RTP, 0, 0)
+    assert type(pkt.payload) is bytes
+
+
+@pytest.mark.parametrize("linktype,fam", LINK_FAMILY)
+def test_tcp_over_every_link_type(linktype, fam):
+    src, dst = FAMILIES[fam]
+    pkt = decode(linktype, tcp(src, 5060, dst, 40001, b"OPTIONS", seq=0xFFFFFFF0, flags="PA"))
+    assert pkt == Packet(6, packed(src), 5060, packed(dst), 40001, b"OPTIONS", 0xFFFFFFF0, TCP_PSH | TCP_ACK)
+
+
+def test_tcp_flags_and_options():
+    raw = tcp(V4[0], 1, V4[1], 2, b"", seq=7, flags="S", tcp_options=b"\x02\x04\x05\xb4\x01\x03\x03\x07")
+    pkt = decode(DLT_RAW, raw)
+    assert pkt.tcp_flags == TCP_SYN and pkt.tcp_seq == 7 and pkt.payload == b""
+    raw = tcp(V4[0], 1, V4[1], 2, b"bye", seq=9, flags="FA", tcp_options=b"\x01\x01\x08\x0a" + b"\0" * 8)
+    pkt = decode(DLT_RAW, raw)
+    assert pkt.tcp_flags == TCP_FIN | TCP_ACK and pkt.payload == b"bye"
+
+
+def test_unsupported_link_type():
+    with pytest.raises(UnsupportedLinkType, match="^unsupported link type 105$"):
+        PacketDecoder(105)
+    assert issubclass(UnsupportedLinkType, ValueError)
+    assert issubclass(MalformedPacket, ValueError)
+    assert LINKTYPE_NAMES[DLT_LINUX_SLL2].startswith("LINUX_SLL2")
+
+
+@pytest.mark.parametrize("vlans", [(100,), (100, 200), (1, 2, 3)])
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_vlan_and_qinq(vlans, fam):
+    src, dst = FAMILIES[fam]
+    frame = link(DLT_EN10MB, udp(src, 1, dst, 2, b"x"), vlans=vlans)
+    if len(vlans) > 1:
+        assert frame[12:14] == b"\x88\xa8"
+    pkt = PacketDecoder(DLT_EN10MB).decode(frame, 0)
+    assert pkt.payload == b"x" and pkt.src == packed(src)
+
+
+def test_vlan_tpid_9100():
+    frame = link(DLT_EN10MB, udp(V4[0], 1, V4[1], 2, b"y"), vlans=(10, 20))
+    frame = frame[:12] + b"\x91\x00" + frame[14:]
+    assert PacketDecoder(DLT_EN10MB).decode(frame, 0).payload == b"y"
+
+
+@pytest.mark.parametrize("family,v6", [(2, False), (10, True), (24, True), (28, True), (30, True)])
+@pytest.mark.parametrize("order", ["<I", ">I"])
+def test_null_address_families_either_byte_order(family, v6, order):
+    src, dst = V6 if v6 else V4
+    frame = struct.pack(order, family) + udp(src, 1, dst, 2, b"z")
+    pkt = PacketDecoder(DLT_NULL).decode(frame, 0)
+    assert pkt.src == packed(src) and pkt.payload == b"z"
+
+
+def test_loop_is_network_order_and_unknown_families_are_not_ip():
+    d = PacketDecoder(DLT_LOOP)
+    assert d.decode(struct.pack(">I", 24) + udp(V6[0], 1, V6[1], 2, b"q"), 0).payload == b"q"
+    assert d.decode(struct.pack(">I", 7) + udp(V4[0], 1, V4[1], 2, b"q"), 0) is None
+    n = PacketDecoder(DLT_NULL)
+    assert n.decode(struct.pack("<I", 7) + udp(V4[0], 1, V4[1], 2, b"q"), 0) is None
+    assert d.stats["non_ip"] == 1 and n.stats["non_ip"] == 1
+
+
+def test_non_ip_and_non_udp_tcp_return_none():
+    d = PacketDecoder(DLT_EN10MB)
+    arp = bytes(12) + b"\x08\x06" + bytes(28)
+    assert d.decode(arp, 0) is None
+    icmp = ip_packet(V4[0], V4[1], 1, b"\x08\x00\xf7\xff\x00\x00\x00\x00")
+    assert d.decode(link(DLT_EN10MB, icmp), 0) is None
+    no_next = ip_packet(V6[0], V6[1], 59, b"")
+    assert d.decode(link(DLT_EN10MB, no_next), 0) is None
+    sll = PacketDecoder(DLT_LINUX_SLL)
+    assert sll.decode(bytes(14) + b"\x08\x06" + bytes(28), 0) is None
+    assert d.stats["non_ip"] == 1 and d.stats["other_proto"] == 2
+    assert d.stats["packets"] == 3
+
+
+# -- IP details ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [b"\x94\x04\x00\x00", b"\x01" * 7, b"\x07\x27\x04" + bytes(36) + b"\x00"])
+def test_ipv4_options(options):
+    l4 = struct.pack("!HHHH", 1000, 2000, 8 + 3, 0) + b"abc"
+    raw = ip_packet(V4[0], V4[1], 17, l4, options=options)
+    assert (raw[0] & 15) * 4 == 20 + len(options) + (-len(options) % 4)
+    pkt = decode(DLT_EN10MB, raw)
+    assert (pkt.sport, pkt.dport, pkt.payload) == (1000, 2000, b"abc")
+
+
+@pytest.mark.parametrize("padding", [b"\0", b"\xaa\x55"])
+def test_ethernet_padding_is_trimmed(padding):
+    raw = udp(V4[0], 1, V4[1], 2, b"hi")  # 30 bytes of IP, 44 of frame
+    frame = link(DLT_EN10MB, raw, pad=True)
+    assert len(frame) == 60
+    if padding != b"\0":
+        frame = frame[: 14 + len(raw)] + (padding * 10)[: 60 - 14 - len(raw)]
+    assert PacketDecoder(DLT_EN10MB).decode(frame, 0).payload == b"hi"
+    # IPv6 too: the payload length bounds the packet.
+    raw6 = udp(V6[0], 1, V6[1], 2, b"hi")
+    assert PacketDecoder(DLT_EN10MB).decode(link(DLT_EN10MB, raw6) + b"\0" * 6, 0).payload == b"hi"
+
+
+def test_udp_length_bounds_payload():
+    l4 = struct.pack("!HHHH", 1, 2, 8 + 2, 0) + b"okEXTRA"
+    assert decode(DLT_RAW, ip_packet(V4[0], V4[1], 17, l4)).payload == b"ok"
+
+
+def test_zero_ip_length_from_segmentation_offload():
+    raw = bytearray(tcp(V4[0], 5060, V4[1], 5060, b"x" * 3000, seq=1))
+    raw[2:4] = b"\0\0"
+    d = PacketDecoder(DLT_RAW)
+    assert d.decode(bytes(raw), 0).payload == b"x" * 3000
+    raw6 = bytearray(tcp(V6[0], 5060, V6[1], 5060, b"y" * 60000, seq=1))
+    raw6[4:6] = b"\0\0"
+    assert d.decode(bytes(raw6), 0).payload == b"y" * 60000
+    assert d.stats["ip_len_zero"] == 2
+
+
+@pytest.mark.parametrize("ext", [(0,), (60,), (43,), (44,), (0, 60, 43, 60), (0, 44, 60)])
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
+def test_ipv6_extension_headers(ext, proto):
+    if proto == "udp":
+        raw = udp(V6[0], 1, V6[1], 2, b"payload", ext=ext)
+    else:
+        raw = tcp(V6[0], 1, V6[1], 2, b"payload", seq=5, ext=ext)
+    assert raw[6] == ext[0]
+    pkt = decode(DLT_EN10MB, raw)
+    assert pkt.proto == (17 if proto == "udp" else 6) and pkt.payload == b"payload"
+
+
+def test_ipv6_authentication_header():
+    l4 = struct.pack("!HHHH", 7, 8, 9, 0) + b"A"
+    ah = struct.pack("!BBHII", 17, 4, 0, 0x100, 1) + bytes(12)  # (4 + 2) * 4 = 24 bytes
+    raw = ip_packet(V6[0], V6[1], 51, ah + l4)
+    assert decode(DLT_RAW, raw).payload == b"A"
+
+
+def test_accepts_bytearray_and_memoryview():
+    frame = link(DLT_EN10MB, udp(V4[0], 1, V4[1], 2, b"m"))
+    d = PacketDecoder(DLT_EN10MB)
+    for data in (bytearray(frame), memoryview(frame)):
+        pkt = d.decode(data, 0)
+        assert type(pkt.src) is bytes and pkt.payload == b"m"
+
+
+# -- fragments -------------------------------------------------------------------
+
+BIG = bytes(range(256)) * 12  # 3072 bytes
+
+
+def _orders(frags, how):
+    if how == "in_order":
+        return list(frags)
+    if how == "reversed":
+        return frags[::-1]
+    if how == "shuffled":
+        shuffled = list(frags)
+        random.Random(7).shuffle(shuffled)
+        return shuffled
+    if how == "duplicated":
+        return [f for f in frags for _ in range(2)][:-1]  # last one once
+    if how == "dup_reversed":
+        return frags[::-1] + frags[1:-1]
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["in_order", "reversed", "shuffled", "duplicated", "dup_reversed"])
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
+def test_fragments_reassemble_in_any_order(how, fam, proto):
+    src, dst = FAMILIES[fam]
+    if proto == "udp":
+        raw = udp(src, 5060, dst, 5060, BIG, ident=0x1234)
+    else:
+        raw = tcp(src, 5060, dst, 5060, BIG, seq=1234, ident=0x1234)
+    frags = fragment(raw, 500)
+    assert len(frags) >= 7
+    d = PacketDecoder(DLT_EN10MB)
+    order = _orders(frags, how)
+    results = [d.decode(link(DLT_EN10MB, f, vlans=(5,)), float(i)) for i, f in enumerate(order)]
+    packets = [r for r in results if r is not None]
+    assert len(packets) == 1
+    # Released exactly when the last missing piece arrived.
+    first_complete = max(order.index(f) for f in frags)
+    assert results[first_complete] is packets[0]
+    assert packets[0].payload == BIG and packets[0].dport == 5060 and packets[0].src == packed(src)
+    assert d.stats["reassembled"] == 1
+    assert d.stats["fragments"] == len(order)
+    if how == "duplicated":
+        assert d.stats["frag_overlaps"] == len(frags) - 1
+    if how == "dup_reversed":
+        # Copies arriving after completion start a new, incomplete datagram.
+        assert d.pending_fragments == 1 and d.stats["frag_overlaps"] == 0
+    else:
+        assert d.pending_fragments == 0
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_overlapping_fragments_from_two_mtus(fam):
+    src, dst = FAMILIES[fam]
+    raw = udp(src, 1, dst, 2, BIG)
+    small, large = fragment(raw, 600), fragment(raw, 1000)
+    d = PacketDecoder(DLT_RAW)
+    got = [d.decode(f, 0) for f in [small[0], large[1], small[3], large[3], small[-1], large[2], large[0], large[-1]]]
+    packets = [p for p in got if p is not None]
+    assert len(packets) == 1 and packets[0].payload == BIG
+    assert d.stats["frag_overlaps"] > 0
+
+
+def test_overlap_keeps_the_bytes_that_arrived_first():
+    l4 = struct.pack("!HHHH", 1, 2, 8 + 16, 0) + b"A" * 16
+    raw = ip_packet(V4[0], V4[1], 17, l4, ident=9)
+    first, second = fragment(raw, 20 + 16)  # 16 + 8 bytes
+    forged = bytearray(second)
+    forged[2:4] = struct.pack("!H", 20 + 16)
+    forged[6:8] = struct.pack("!H", 1)  # offset 8, last
+    forged = bytes(forged[:20]) + b"B" * 16
+    d = PacketDecoder(DLT_RAW)
+    assert d.decode(first, 0) is None
+    pkt = d.decode(forged, 0)
+    assert pkt.payload == b"A" * 8 + b"B" * 8
+
+
+def test_ipv6_fragments_with_unfragmentable_and_fragmentable_headers():
+    raw = udp(V6[0], 1, V6[1], 2, BIG, ext=(0, 60))
+    frags = fragment(raw, 700)
+    assert frags[0][6] == 0 and frags[0][40] == 44  # hop-by-hop, then the fragment header
+    d = PacketDecoder(DLT_IPV6)
+    out = [d.decode(f, 0) for f in reversed(frags)]
+    assert out[-1].payload == BIG and out[:-1] == [None] * (len(frags) - 1)
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_incomplete_fragments_expire(fam):
+    src, dst = FAMILIES[fam]
+    frags = fragment(udp(src, 1, dst, 2, BIG), 800)
+    d = PacketDecoder(DLT_RAW, frag_timeout=10.0)
+    for f in frags[:-1]:
+        assert d.decode(f, 100.0) is None
+    assert d.pending_fragments == 1
+    d.decode(udp(src, 1, dst, 2, b"other"), 109.9)
+    assert d.pending_fragments == 1 and d.stats["frag_timeouts"] == 0
+    assert d.decode(udp(src, 1, dst, 2, b"other"), 110.0).payload == b"other"
+    assert d.pending_fragments == 0 and d.stats["frag_timeouts"] == 1
+    # The late last fragment starts a new buffer and completes nothing.
+    assert d.decode(frags[-1], 110.5) is None
+    assert d.pending_fragments == 1
+    d.expire(121.0)
+    assert d.pending_fragments == 0 and d.stats["frag_timeouts"] == 2
+
+
+def test_fragment_buffers_are_bounded():
+    d = PacketDecoder(DLT_RAW, max_frag_buffers=2)
+    sets = [fragment(udp(V4[0], 1, V4[1], 2, BIG, ident=i), 1000) for i in range(3)]
+    for i, frags in enumerate(sets):
+        assert d.decode(frags[0], float(i)) is None
+    assert d.pending_fragments == 2 and d.stats["frag_evicted"] == 1
+    # The oldest (ident 0) was evicted: its other fragments no longer complete it.
+    assert [d.decode(f, 3.0) for f in sets[0][1:]] == [None] * (len(sets[0]) - 1)
+    last = [d.decode(f, 3.0) for f in sets[2][1:]]
+    assert last[-1].payload == BIG
+
+
+def test_fragments_of_different_datagrams_do_not_mix():
+    a = fragment(udp(V4[0], 1, V4[1], 2, BIG, ident=1), 1000)
+    b = fragment(udp(V4[0], 1, V4[1], 2, BIG[::-1], ident=2), 1000)
+    d = PacketDecoder(DLT_RAW)
+    out = [d.decode(f, 0) for pair in zip(a, b) for f in pair]
+    packets = [p for p in out if p is not None]
+    assert [p.payload for p in packets] == [BIG, BIG[::-1]]
+
+
+def test_inconsistent_fragments_are_ignored():
+    frags = fragment(udp(V4[0], 1, V4[1], 2, BIG), 1000)
+    d = PacketDecoder(DLT_RAW)
+    assert d.decode(frags[-1], 0) is None
+    # A second "last" fragment ending elsewhere contradicts the first.
+    bogus = bytearray(frags[1])
+    bogus[6:8] = struct.pack("!H", struct.unpack("!H", bytes(bogus[6:8]))[0] & 0x1FFF)
+    assert d.decode(bytes(bogus), 0) is None
+    assert d.stats["frag_invalid"] == 1
+    # Past 65535 bytes (ping of death).
+    huge = bytearray(frags[1])
+    huge[6:8] = struct.pack("!H", 0x2000 | 8190)
+    assert d.decode(bytes(huge), 0) is None
+    assert d.stats["frag_invalid"] == 2
+    assert [d.decode(f, 0) for f in frags[:-1]][-1].payload == BIG
+
+
+# -- malformed input ---------------------------------------------------------------
+
+
+def _v4(proto=17, l4=b"", **kw):
+    return ip_packet(V4[0], V4[1], proto, l4, **kw)
+
+
+def _patch(data, offset, fmt, *values):
+    b = bytearray(data)
+    struct.pack_into(fmt, b, offset, *values)
+    return bytes(b)
+
+
+GOOD4 = udp(V4[0], 1, V4[1], 2, b"abcde")  # 33 bytes
+GOOD6 = udp(V6[0], 1, V6[1], 2, b"abcde")  # 53 bytes
+TCP4 = tcp(V4[0], 1, V4[1], 2, b"abcde", seq=1)
+
+MALFORMED = [
+    (DLT_EN10MB, bytes(13), "Ethernet header truncated"),
+    (DLT_EN10MB, bytes(12) + b"\x81\x00\x00", "VLAN tag truncated"),
+    (DLT_EN10MB, bytes(12) + b"\x88\xa8\x00\x01\x81\x00", "VLAN tag truncated"),
+    (DLT_LINUX_SLL, bytes(15), "Linux cooked header truncated"),
+    (DLT_LINUX_SLL2, bytes(19), "Linux cooked v2 header truncated"),
+    (DLT_NULL, b"\x02\x00\x00", "loopback header truncated"),
+    (DLT_LOOP, b"", "loopback header truncated"),
+    (DLT_RAW, b"", "IP header truncated"),
+    (DLT_RAW, b"\x50" + bytes(30), "bad IP version 5"),
+    (DLT_RAW, GOOD4[:19], "IPv4 header truncated"),
+    (DLT_EN10MB, link(DLT_EN10MB, GOOD4)[:30], "IPv4 header truncated"),
+    (DLT_IPV4, GOOD6, "IPv4 header has version 6"),
+    (DLT_RAW, _patch(GOOD4, 0, "!B", 0x44), "IPv4 header length 16 is less than 20"),
+    (DLT_RAW, _patch(GOOD4, 0, "!B", 0x4F)[:40], "IPv4 options truncated"),
+    (DLT_RAW, _patch(GOOD4, 2, "!H", 10), "IPv4 total length 10 is less than header length 20"),
+    (DLT_RAW, GOOD4[:28], "IPv4 packet truncated: total length 33, 28 bytes captured"),
+    (DLT_RAW, GOOD6[:39], "IPv6 header truncated"),
+    (DLT_IPV6, GOOD4 + bytes(20), "IPv6 header has version 4"),
+    (DLT_RAW, GOOD6[:50], "IPv6 packet truncated: payload length 13, 10 bytes captured"),
+    (DLT_RAW, _v4(17, b"\0\1\0\2"), "UDP header truncated"),
+    (DLT_RAW, _patch(GOOD4, 24, "!H", 4), "UDP length 4 is less than 8"),
+    (DLT_RAW, _patch(GOOD4, 24, "!H", 100), "UDP length 100 exceeds 13 bytes of IP payload"),
+    (DLT_RAW, _patch(GOOD6, 44, "!H", 14), "UDP length 14 exceeds 13 bytes of IP payload"),
+    (DLT_RAW, _v4(6, bytes(19)), "TCP header truncated"),
+    (DLT_RAW, _patch(TCP4, 32, "!B", 0x40), "TCP data offset 16 is less than 20"),
+    (DLT_RAW, _patch(TCP4, 32, "!B", 0xF0), "TCP options truncated"),
+    (DLT_RAW, ip_packet(V6[0], V6[1], 60, b"\x11\x00\x00"), "IPv6 extension header truncated"),
+    (DLT_RAW, ip_packet(V6[0], V6[1], 0, b"\x11\x01" + bytes(10)), "IPv6 extension header truncated"),
+    (DLT_RAW, ip_packet(V6[0], V6[1], 44, b"\x11\x00\x00"), "IPv6 fragment header truncated"),
+]
+
+
+@pytest.mark.parametrize("linktype,data,message", MALFORMED)
+def test_malformed_messages(linktype, data, message):
+    d = PacketDecoder(linktype)
+    with pytest.raises(MalformedPacket) as exc:
+        d.decode(data, 0)
+    assert str(exc.value) == message
+    assert d.stats["malformed"] == 1
+
+
+def test_malformed_reassembled_datagram():
+    # A UDP length that only turns out wrong once the datagram is whole.
+    raw = _patch(udp(V4[0], 1, V4[1], 2, BIG), 24, "!H", 60000)
+    frags = fragment(raw, 1000)
+    d = PacketDecoder(DLT_RAW)
+    for f in frags[:-1]:
+        assert d.decode(f, 0) is None
+    with pytest.raises(MalformedPacket, match="^UDP length 60000 exceeds 3080 bytes of IP payload$"):
+        d.decode(frags[-1], 0)
+    assert d.pending_fragments == 0
+
+
+def _valid_samples():
+    out = []
+    for lt, fam in LINK_FAMILY:
+        src, dst = FAMILIES[fam]
+        vlans = (3, 4) if lt == DLT_EN10MB else ()
+        out.append((lt, link(lt, udp(src, 1, dst, 2, b"fuzz" * 5), vlans=vlans)))
+        out.append((lt, link(lt, tcp(src, 1, dst, 2, b"fuzz", seq=3, tcp_options=b"\x01" * 4))))
+    out.append((DLT_RAW, udp(V6[0], 1, V6[1], 2, b"ext", ext=(0, 60, 43, 44))))
+    out.append((DLT_RAW, _v4(17, struct.pack("!HHHH", 1, 2, 9, 0) + b"o", options=b"\x94\x04\0\0")))
+    for f in fragment(udp(V4[0], 1, V4[1], 2, BIG[:300]), 100) + fragment(udp(V6[0], 1, V6[1], 2, BIG[:300]), 120):
+        out.append((DLT_RAW, f))
+    return out
+
+
+def test_fuzz_only_packet_none_or_malformed():
+    rng = random.Random(1234)
+    samples = _valid_samples()
+    decoders = {lt: PacketDecoder(lt, max_frag_buffers=16) for lt in ALL_LINKTYPES}
+    seen = {"packet": 0, "none": 0, "malformed": 0}
+
+    def check(lt, data, now):
+        try:
+            result = decoders[lt].decode(data, now)
+        except MalformedPacket:
+            seen["malformed"] += 1
+            return
+        assert result is None or isinstance(result, Packet)
+        seen["packet" if result is not None else "none"] += 1
+
+    now = 0.0
+    for _ in range(3000):
+        now += 0.05
+        lt, data = rng.choice(samples)
+        kind = rng.randrange(4)
+        if kind == 0:  # truncation
+            data = data[: rng.randrange(len(data) + 1)]
+        elif kind == 1:  # flipped bytes in the headers
+            b = bytearray(data)
+            for _ in range(rng.randrange(1, 4)):
+                i = rng.randrange(min(len(b), 80))
+                b[i] = rng.randrange(256)
+            data = bytes(b)
+        elif kind == 2:  # random bytes, sometimes with a valid link header
+            data = data[: rng.randrange(0, 24)] + rng.randbytes(rng.randrange(0, 120))
+        check(lt, data, now)
+    for lt in ALL_LINKTYPES:
+        for n in range(0, 70):
+            check(lt, bytes(n), now)
+            check(lt, b"\xff" * n, now)
+            check(lt, b"\x45" * n, now)
+            check(lt, b"\x60" * n, now)
+    assert all(seen.values()), seen
