@@ -364,3 +364,76 @@ def test_hold_and_resume_keep_matching_and_timeline(tmp_path):
         assert not got[3200 + 64:3200 + 2 * 16800 - 64].any()
         tail = expected_16k(p)[3200:]
         assert np.array_equal(got[-len(tail) + 64:], tail[64:])
+
+
+def test_jitter_depth_is_configurable_and_wraparound(tmp_path):
+    # sequence numbers and timestamps both wrap inside the call
+    c, setup, sa, sb, pa, pb = basic_call(n=1600, seq0=65530, ts0=2**32 - 800)
+    sa = callgen.reorder(sa, [(3, 5)])      # packet 5 overtakes 3 and 4 by 40 ms
+    frames = frames_of(setup, sa, sb, c.bye(101))
+    rc, m, out = run(tmp_path, frames)
+    caller = leg(m["calls"][0], "caller")
+    assert (caller["lost"], caller["late"]) == (0, 0)
+    assert np.array_equal(wav(out, caller), expected_16k(pa))
+    assert np.array_equal(wav(out, leg(m["calls"][0], "callee")), expected_16k(pb))
+    # a 20 ms buffer cannot wait 40 ms: the two overtaken packets are concealed, then late
+    rc, m, out = run(tmp_path, frames, "--jitter-ms", "20", name="again.pcap")
+    caller = leg(m["calls"][0], "caller")
+    assert (caller["lost"], caller["late"], caller["concealed_ms"]) == (2, 2, 40)
+    assert len(wav(out, caller)) == 3200
+
+
+def test_corrupt_record_length_is_a_clear_error(tmp_path):
+    import struct
+    c, setup, sa, sb, pa, pb = basic_call(n=1600)
+    path = callgen.write(tmp_path / "t.pcap", frames_of(setup, sa, sb, c.bye(101)))
+    data = bytearray(open(path, "rb").read())
+    # find the 10th record header and give it an absurd captured length
+    off = 24
+    for _ in range(9):
+        caplen = struct.unpack_from("<I", data, off + 8)[0]
+        off += 16 + caplen
+    struct.pack_into("<I", data, off + 8, 0x7FFFFFF0)
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "o"
+    r = subprocess.run([sys.executable, "-m", "rtp2ws.cli", "replay", str(bad), "--out-dir", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "bad.pcap: packet 10:" in r.stderr
+    m = json.load(open(out / "calls.json"))
+    assert m["calls"][0]["end_reason"] == "capture_end"
+
+
+def test_random_corruption_never_crashes(tmp_path):
+    rnd = np.random.default_rng(5)
+    c, setup, sa, sb, pa, pb = basic_call(n=1600)
+    frames = frames_of(setup, sa, sb, c.bye(101))
+    from rtp2ws.pipeline import Pipeline, Sink
+    for trial in range(30):
+        pipe = Pipeline(1, Sink())
+        for t, ip in frames:
+            f = bytearray(netgen.link(1, ip))
+            k = int(rnd.integers(0, 4))
+            for _ in range(k):
+                f[int(rnd.integers(0, len(f)))] = int(rnd.integers(0, 256))
+            if rnd.random() < 0.2:
+                f = f[: int(rnd.integers(0, len(f)))]
+            pipe.feed(t, bytes(f))
+        pipe.finish()
+        assert pipe.stats["frames"] == len(frames)
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    import pty
+    c, setup, sa, sb, pa, pb = basic_call(n=1600)
+    path = callgen.write(tmp_path / "p.pcap", frames_of(setup, sa, sb, c.bye(101)))
+    master, slave = pty.openpty()
+    r = subprocess.run([sys.executable, "-m", "rtp2ws.cli", "replay", path, "--out-dir", str(tmp_path / "o")],
+                       stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    shown = os.read(master, 65536).decode()
+    os.close(master)
+    assert r.returncode == 0
+    assert "100.0%" in shown and "[##############################]" in shown
+    assert "1 calls" in r.stdout

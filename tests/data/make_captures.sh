@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Regenerate the real-tool captures committed in tests/data/:
+#
+#   sipp_uac_pcap.pcap            SIPp built-in "uac_pcap" call (mode A)
+#   demo_speech.pcap              README demo: speech in both directions (mode B)
+#   demo_speech_caller_8k.wav     8 kHz source audio of the caller sentence
+#   demo_speech_callee_8k.wav     8 kHz source audio of the callee sentence
+#
+# Needs root and the Debian packages sip-tester tcpdump espeak-ng sox
+# (tshark optional, for the summary).  Traffic stays on the loopback interface.
+# Call-IDs and packet timestamps differ on every run; the audio is
+# deterministic for a given espeak-ng/sox version.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TOOLS=$(cd "$HERE/../tools" && pwd)
+
+CALLER_TEXT="Hello, this is the rtp2ws demo call. Please tell me your account number."
+CALLEE_TEXT="Sure. My account number is four five six seven. Thank you."
+CALLER_VOICE=en-us
+CALLEE_VOICE=en-gb+f3
+LEAD=0.5   # caller starts talking 0.5 s after the answer
+GAP=0.8    # callee answers 0.8 s after the caller stops
+TAIL=0.6   # both legs keep sending silence this long after the callee stops
+
+TMP=$(mktemp -d /tmp/make_captures.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+
+wav_seconds() {
+    python3 -c 'import sys,wave; w=wave.open(sys.argv[1]); print(w.getnframes()/w.getframerate())' "$1"
+}
+calc() { python3 -c "print(round($1, 2))"; }
+
+# ---------------------------------------------------------------- mode A
+echo "== sipp_uac_pcap.pcap (sipp -sn uac_pcap)"
+"$TOOLS/record_sipp_call.sh" "$HERE/sipp_uac_pcap.pcap"
+
+# ---------------------------------------------------------------- mode B
+echo "== demo_speech.pcap (speech both ways)"
+# 1st pass: just measure how long each sentence is
+python3 "$TOOLS/make_speech_rtp.py" "$CALLER_TEXT" "$TMP/caller.pcap" --law alaw --voice "$CALLER_VOICE" >/dev/null
+python3 "$TOOLS/make_speech_rtp.py" "$CALLEE_TEXT" "$TMP/callee.pcap" --law alaw --voice "$CALLEE_VOICE" >/dev/null
+caller_s=$(wav_seconds "$TMP/caller.pcap.raw.wav")
+callee_s=$(wav_seconds "$TMP/callee.pcap.raw.wav")
+# quantize to whole 20 ms frames (what make_speech_rtp.py does anyway)
+callee_lead=$(calc "round(($LEAD + $caller_s + $GAP) / 0.02) * 0.02")
+total=$(calc "$callee_lead + $callee_s + $TAIL")
+
+# 2nd pass: both legs send RTP for the whole call (silence while the other talks)
+python3 "$TOOLS/make_speech_rtp.py" "$CALLER_TEXT" "$TMP/caller.pcap" --law alaw --voice "$CALLER_VOICE" \
+    --lead-silence "$LEAD" --pad-to "$total" --ssrc 0xCA11E401 --seq 1000 --ts 8000
+python3 "$TOOLS/make_speech_rtp.py" "$CALLEE_TEXT" "$TMP/callee.pcap" --law alaw --voice "$CALLEE_VOICE" \
+    --lead-silence "$callee_lead" --pad-to "$total" --ssrc 0xCA11EE02 --seq 50000 --ts 1600000
+
+"$TOOLS/record_sipp_call.sh" "$HERE/demo_speech.pcap" \
+    --scenario "$TOOLS/uac_play.xml" --audio-pcap "$TMP/caller.pcap" \
+    --uas-scenario "$TOOLS/uas_play.xml" --uas-audio-pcap "$TMP/callee.pcap"
+
+cp "$TMP/caller.pcap.raw.wav" "$HERE/demo_speech_caller_8k.wav"
+cp "$TMP/callee.pcap.raw.wav" "$HERE/demo_speech_callee_8k.wav"
+echo "caller speech ${caller_s}s from t=${LEAD}s, callee speech ${callee_s}s from t=${callee_lead}s (relative to the first RTP packet of each leg), legs ${total}s"
+
+# ---------------------------------------------------------------- summary
+echo "== summary"
+ls -l "$HERE"/sipp_uac_pcap.pcap "$HERE"/demo_speech.pcap "$HERE"/demo_speech_*_8k.wav
+python3 "$TOOLS/pcap_summary.py" "$HERE/sipp_uac_pcap.pcap"
+python3 "$TOOLS/pcap_summary.py" "$HERE/demo_speech.pcap" \
+    --ref "$HERE/demo_speech_caller_8k.wav" --ref "$HERE/demo_speech_callee_8k.wav"
+if command -v tshark >/dev/null; then
+    for f in "$HERE/sipp_uac_pcap.pcap" "$HERE/demo_speech.pcap"; do
+        echo "-- tshark $f"
+        tshark -r "$f" -q -z sip,stat -z rtp,streams 2>/dev/null
+    done
+fi
