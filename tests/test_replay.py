@@ -437,3 +437,28 @@ def test_progress_bar_on_a_terminal(tmp_path):
     assert r.returncode == 0
     assert "100.0%" in shown and "[##############################]" in shown
     assert "1 calls" in r.stdout
+
+
+def test_comfort_noise_becomes_silence_and_multipart_sdp(tmp_path):
+    c = Call("cn@test", A, B)
+    body = sdp(A.ip, 4000, pts=(8, 13, 101))
+    multipart = ("--XyZ\r\nContent-Type: application/sdp\r\n\r\n" + body +
+                 "--XyZ\r\nContent-Type: application/ISUP;version=itu-t92+\r\n\r\n\x01\x02\x03\r\n--XyZ--\r\n")
+    from callgen import sip
+    h = c._hdrs("INVITE", 1, True, False, "mp1")
+    msg = sip(f"INVITE sip:2000@{B.ip}:5060 SIP/2.0", h, multipart, ctype='multipart/mixed;boundary="XyZ"')
+    f = [(100.0, netgen.udp(A.ip, 5060, B.ip, 5060, msg))]
+    f += c.response(100.05, 200, "OK", "INVITE", body=sdp(B.ip, 5000, pts=(8, 13, 101)))
+    f += c.request(100.06, "ACK")
+    pa = tone(440, 1600)
+    s1 = rtp_packets(A, B, 100.1, pa[:800], ssrc=3, seq0=1, ts0=0)
+    from rtp2ws.rtp import RtpPacket, serialize_rtp
+    cn = [(100.1 + 0.1, 6, netgen.udp(A.ip, 4000, B.ip, 5000, serialize_rtp(RtpPacket(6, 800, 3, 13, False, b"\x40"))))]
+    # 0.5 s of comfort noise / no packets, then speech resumes with the timestamp moved on
+    s2 = rtp_packets(A, B, 100.1 + 0.6, pa[800:], ssrc=3, seq0=7, ts0=800 + 4000)
+    rc, m, out = run(tmp_path, frames_of(f, s1, cn, s2, c.bye(101.5)))
+    caller = leg(m["calls"][0], "caller")
+    assert caller["cn"] == 1 and caller["lost"] == 0 and caller["concealed_ms"] == 0
+    got = wav(out, caller)
+    assert len(got) == 2 * (800 + 4000 + 800)
+    assert not got[1600 + 64:1600 + 8000 - 64].any()
