@@ -174,10 +174,13 @@ class CallRegistry:
         for cid, call in list(self._ended.items()):
             if now - (call.end or now) > LINGER_SECONDS:
                 del self._ended[cid]
+                if cid not in self.active:
+                    self._reuse.pop(cid, None)   # bounded memory in a long-running capture
         return events
 
     def next_deadline(self) -> float | None:
         times = [c.last_activity + self.rtp_timeout for c in self.active.values()]
+        times += [c.end + LINGER_SECONDS for c in self._ended.values() if c.end is not None]
         times += [c.challenged_at + AUTH_RETRY_SECONDS for c in self.active.values() if c.challenged_at is not None]
         return min(times) if times else None
 

@@ -23,10 +23,11 @@ The decoders come in two bit-identical backends, a numpy one and the C one in
 from __future__ import annotations
 
 import functools
-import os
 from typing import Callable
 
 import numpy as np
+
+from .speedups import load_native
 
 __all__ = [
     "ALAW_SILENCE",
@@ -88,17 +89,7 @@ def _numpy_decode_ulaw(payload: bytes) -> np.ndarray:
     return ULAW_TO_LINEAR[np.frombuffer(payload, np.uint8)]
 
 
-def _load_native():
-    if os.environ.get("RTP2WS_NO_NATIVE", "") not in ("", "0"):
-        return None
-    try:
-        from . import _native
-    except ImportError:
-        return None
-    return _native
-
-
-_native = _load_native()
+_native = load_native()
 
 if _native is not None:
     _native_alaw = _native.decode_alaw

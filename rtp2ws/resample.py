@@ -36,9 +36,10 @@ built and ``RTP2WS_NO_NATIVE`` is not set at import, else ``"numpy"``;
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
+
+from .speedups import load_native
 
 __all__ = [
     "BACKEND",
@@ -119,17 +120,7 @@ def _numpy_upsample2x(history: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, n
     return out.astype(np.int16).reshape(-1), buf[n:].astype(np.int16)
 
 
-def _load_native():
-    if os.environ.get("RTP2WS_NO_NATIVE", "") not in ("", "0"):
-        return None
-    try:
-        from . import _native
-    except ImportError:
-        return None
-    return _native
-
-
-_native = _load_native()
+_native = load_native()
 _PHASES_BYTES = PHASES.tobytes()
 
 if _native is not None:

@@ -1,8 +1,7 @@
 """Call registry: life cycle, sides, SDP updates, duplicates, hold, end reasons."""
 
-import callgen
 from callgen import Call, Party, sdp
-from rtp2ws.calls import CallEnded, CallRegistry, CallStarted, HoldChanged, MediaUpdated
+from rtp2ws.calls import CallRegistry, CallStarted, HoldChanged, MediaUpdated
 from rtp2ws.sip import parse_message
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
@@ -166,3 +165,14 @@ def test_compact_headers():
     reg = CallRegistry()
     ev = feed(reg, c.setup(0) + c.bye(3))
     assert kinds(ev) == ["CallStarted", "MediaUpdated", "MediaUpdated", "CallEnded"]
+
+
+def test_ended_calls_are_forgotten_after_linger():
+    reg = CallRegistry()
+    for i in range(50):
+        c = Call(f"gone{i}@x", A, B)
+        feed(reg, c.setup(i) + c.bye(i + 1))
+    assert len(reg._ended) == 50 and len(reg._reuse) == 50
+    assert reg.next_deadline() == 1 + 32.0
+    reg.expire(200.0)
+    assert reg._ended == {} and reg._reuse == {} and reg.active == {}

@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import native_skip_reason
 
 from rtp2ws import g711
 
@@ -17,10 +18,6 @@ ALL_CODES = bytes(range(256))
 ALL_INT16 = np.arange(-32768, 32768, dtype=np.int32).astype(np.int16)
 
 
-def native_skip_reason():
-    if os.environ.get("RTP2WS_NO_NATIVE", "") not in ("", "0"):
-        return "native backend disabled by RTP2WS_NO_NATIVE"
-    return "rtp2ws._native is not built (no C compiler at install time?)"
 
 
 @pytest.fixture(params=["numpy", "native"])

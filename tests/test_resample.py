@@ -1,9 +1,9 @@
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from conftest import native_skip_reason
 
 from rtp2ws import resample
 from rtp2ws.resample import FRAC_BITS, PHASES, TAPS, Upsampler2x, upsample_2x
@@ -14,10 +14,6 @@ AMPLITUDE = 10000
 CENTRE = (len(TAPS) - 1) // 2  # group delay of the prototype, in 16 kHz samples
 
 
-def native_skip_reason():
-    if os.environ.get("RTP2WS_NO_NATIVE", "") not in ("", "0"):
-        return "native backend disabled by RTP2WS_NO_NATIVE"
-    return "rtp2ws._native is not built (no C compiler at install time?)"
 
 
 @pytest.fixture(params=["numpy", "native"])
