@@ -1,0 +1,133 @@
+"""The wire protocol between rtp2ws and an analysis server.
+
+One WebSocket connection per call leg (or per call with ``--stereo``):
+
+1. text ``start`` (sent again with ``"resumed": true`` after a reconnect),
+2. binary frames of little-endian 16-bit PCM at 16 kHz, ``frame_ms`` long
+   (the last one may be shorter), contiguous in time,
+3. text event messages (``dtmf``, ``hold``, ``resume``, ``codec``, ``drop``)
+   between frames, at the point of the stream where they happened,
+4. text ``end`` with the leg's statistics, then a normal close (1000).
+
+Offsets count samples per channel from the first sample of the stream; the
+binary frame that follows a ``start`` or a ``drop`` message begins at that
+message's ``offset``, and every later frame follows the previous one.  A
+``resumed`` start repeats up to ``resend_ms`` of audio the server may have
+lost with the old connection, so a server writes frames at their offsets
+(overwriting what it already has) and loses nothing that fit in the buffer.
+
+This module is the single source of truth for the JSON Schema of every text
+message; ``docs/protocol.md`` embeds them (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import json
+
+PROTOCOL_VERSION = 1
+SAMPLE_RATE = 16000
+CODEC = "L16"
+FRAME_MS_STEP = 20
+FRAME_MS_MAX = 1000
+
+# Close codes a sink uses to refuse a stream (RFC 6455 section 7.4.1).
+CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_INVALID_PAYLOAD = 1007
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TOO_BIG = 1009
+
+_TIME = {"type": "string", "description": "capture time, ISO 8601 with milliseconds and UTC offset"}
+_OFFSET = {"type": "integer", "minimum": 0, "description": "sample position in the stream (per channel)"}
+_TAG = {"enum": ["caller", "callee", "stereo"]}
+_ADDR = {"type": ["string", "null"], "description": "ip:port, IPv6 as [addr]:port"}
+_DTMF = {
+    "type": "object",
+    "required": ["digit", "duration_ms"],
+    "properties": {"digit": {"type": "string", "minLength": 1}, "duration_ms": {"type": "integer", "minimum": 0},
+                   "start": _TIME, "offset": _OFFSET},
+}
+
+
+def _message(name: str, required: list[str], properties: dict, description: str) -> dict:
+    props = {"type": {"const": name}, "call_id": {"type": "string"}, "tag": _TAG, "stream_id": {"type": "string"}}
+    props.update(properties)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": name,
+        "description": description,
+        "type": "object",
+        "required": ["type", "call_id", "tag", "stream_id"] + required,
+        "properties": props,
+        "additionalProperties": True,
+    }
+
+
+SCHEMAS: dict[str, dict] = {
+    "start": _message(
+        "start",
+        ["from", "to", "src", "dst", "codec", "sample_rate", "channels", "frame_ms", "resumed", "offset",
+         "sip_headers", "version"],
+        {
+            "version": {"const": PROTOCOL_VERSION},
+            "from": {"type": "string"}, "to": {"type": "string"},
+            "src": _ADDR, "dst": _ADDR,
+            "codec": {"const": CODEC},
+            "sample_rate": {"const": SAMPLE_RATE},
+            "channels": {"enum": [1, 2]},
+            "frame_ms": {"type": "integer", "minimum": FRAME_MS_STEP, "maximum": FRAME_MS_MAX,
+                         "multipleOf": FRAME_MS_STEP},
+            "resumed": {"type": "boolean"},
+            "offset": _OFFSET,
+            "start_time": {"type": ["string", "null"], "description": "capture time of sample 0"},
+            "sip_headers": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
+        },
+        "First message of every connection. After a reconnect it is sent again with the same "
+        "stream_id, resumed=true, and the offset of the first frame that follows.",
+    ),
+    "dtmf": _message("dtmf", ["digit", "duration_ms", "offset"],
+                     {"digit": {"type": "string", "minLength": 1}, "duration_ms": {"type": "integer", "minimum": 0},
+                      "offset": _OFFSET, "time": _TIME},
+                     "One RFC 4733 key press, sent when it ends."),
+    "hold": _message("hold", ["by", "offset"], {"by": {"enum": ["caller", "callee"]}, "offset": _OFFSET, "time": _TIME},
+                     "The call was put on hold (sendonly/inactive/c=0.0.0.0) by this side."),
+    "resume": _message("resume", ["by", "offset"], {"by": {"enum": ["caller", "callee"]}, "offset": _OFFSET,
+                                                    "time": _TIME},
+                       "The call was taken off hold."),
+    "codec": _message("codec", ["codec", "offset"], {"codec": {"type": "string"}, "offset": _OFFSET, "time": _TIME},
+                      "The RTP codec changed (the stream stays L16 at 16 kHz)."),
+    "drop": _message("drop", ["offset", "samples"], {"offset": _OFFSET, "samples": {"type": "integer", "minimum": 1}},
+                     "The sender's buffer overflowed: `samples` samples were dropped; the next frame starts at offset."),
+    "end": _message(
+        "end",
+        ["reason", "samples", "dropped_ms", "reconnects"],
+        {
+            "reason": {"type": "string", "description": "bye, cancel, rejected <code>, timeout, capture_end, shutdown"},
+            "samples": {"type": "integer", "minimum": 0, "description": "total samples per channel in the stream"},
+            "dropped_ms": {"type": "integer", "minimum": 0},
+            "reconnects": {"type": "integer", "minimum": 0},
+            "packets": {"type": "integer"}, "lost": {"type": "integer"}, "late": {"type": "integer"},
+            "duplicates": {"type": "integer"}, "concealed_ms": {"type": "integer"},
+            "ssrcs": {"type": "array", "items": {"type": "string"}},
+            "codecs": {"type": "array", "items": {"type": "string"}},
+            "dtmf": {"type": "array", "items": _DTMF},
+            "encrypted": {"type": "boolean"},
+            "legs": {"type": "object", "description": "stereo streams: the statistics of each leg by tag"},
+        },
+        "Last message; the sender then closes with code 1000.",
+    ),
+}
+
+MESSAGE_TYPES = tuple(SCHEMAS)
+
+
+def encode(message: dict) -> str:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def validate_frame_ms(frame_ms: int) -> int:
+    if frame_ms < FRAME_MS_STEP or frame_ms > FRAME_MS_MAX or frame_ms % FRAME_MS_STEP:
+        raise ValueError(f"frame length must be a multiple of {FRAME_MS_STEP} ms up to {FRAME_MS_MAX} ms, "
+                         f"not {frame_ms}")
+    return frame_ms
