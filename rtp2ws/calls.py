@@ -8,7 +8,7 @@ when and why it ended.  It never looks at RTP; the pipeline reports media
 activity with :meth:`CallRegistry.touch` so that inactivity can end a call.
 
 End reasons: ``bye``, ``cancel``, ``rejected <code>``, ``timeout`` and,
-from :meth:`CallRegistry.finish`, ``capture_end``.
+from :meth:`CallRegistry.finish`, ``capture_end`` or ``shutdown``.
 
 Duplicates: a message is identified by (request method, CSeq) or
 (status, CSeq, To-tag).  Retransmissions and the copies of one message
@@ -184,11 +184,11 @@ class CallRegistry:
         times += [c.challenged_at + AUTH_RETRY_SECONDS for c in self.active.values() if c.challenged_at is not None]
         return min(times) if times else None
 
-    def finish(self, now: float) -> list:
-        """The capture ended: every call still open ends with ``capture_end``."""
+    def finish(self, now: float, reason: str = "capture_end") -> list:
+        """The capture ended (or the process is stopping): every call still open ends."""
         events: list = []
         for call in list(self.active.values()):
-            self._end(call, "capture_end", max(now, call.last_activity), events)
+            self._end(call, reason, max(now, call.last_activity), events)
         return events
 
     # -- internals ----------------------------------------------------------------

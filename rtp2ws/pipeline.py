@@ -39,6 +39,40 @@ class Sink:
 
     def call_ended(self, call: Call, legs: dict[str, MediaLeg]) -> None: ...
 
+    def tick(self, now: float) -> None:
+        """Capture time has reached ``now`` (called after each batch and timer run)."""
+
+
+class Tee(Sink):
+    """Hands everything to several sinks."""
+
+    def __init__(self, *sinks: Sink) -> None:
+        self.sinks = sinks
+
+    def call_started(self, call):
+        for s in self.sinks:
+            s.call_started(call)
+
+    def leg_audio(self, call, leg, pcm):
+        for s in self.sinks:
+            s.leg_audio(call, leg, pcm)
+
+    def leg_event(self, call, leg, event):
+        for s in self.sinks:
+            s.leg_event(call, leg, event)
+
+    def call_event(self, call, event):
+        for s in self.sinks:
+            s.call_event(call, event)
+
+    def call_ended(self, call, legs):
+        for s in self.sinks:
+            s.call_ended(call, legs)
+
+    def tick(self, now):
+        for s in self.sinks:
+            s.tick(now)
+
 
 class Config:
     def __init__(self, *, jitter_depth: float = 0.060, rtp_timeout: float = 300.0) -> None:
@@ -122,17 +156,20 @@ class Pipeline:
         if self._registry_deadline is None or self._registry_deadline <= now:
             self._expire(now)
         self._deliver()
+        self.sink.tick(now)
 
     def _expire(self, now: float) -> None:
         self._handle(self.registry.expire(now))
         self._registry_deadline = self.registry.next_deadline()
 
-    def finish(self, now: float | None = None) -> None:
-        """End of input: every open call ends with ``capture_end``."""
+    def finish(self, now: float | None = None, reason: str = "capture_end") -> None:
+        """End of input: every open call ends with ``reason`` (``capture_end``, or
+        ``shutdown`` when the process is asked to stop)."""
         now = self.now if now is None else now
         self.tick(now)
-        self._handle(self.registry.finish(now))
+        self._handle(self.registry.finish(now, reason))
         self._deliver()
+        self.sink.tick(now)
 
     # -- stages -----------------------------------------------------------------
 

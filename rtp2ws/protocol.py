@@ -131,3 +131,15 @@ def validate_frame_ms(frame_ms: int) -> int:
         raise ValueError(f"frame length must be a multiple of {FRAME_MS_STEP} ms up to {FRAME_MS_MAX} ms, "
                          f"not {frame_ms}")
     return frame_ms
+
+
+def schemas_markdown() -> str:
+    """The schema section of docs/protocol.md (kept in step by a test)."""
+    parts = []
+    for name, schema in SCHEMAS.items():
+        parts.append(f"### `{name}`\n\n{schema['description']}\n\n```json\n{json.dumps(schema, indent=2)}\n```\n")
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":  # python -m rtp2ws.protocol > the schema section
+    print(schemas_markdown(), end="")

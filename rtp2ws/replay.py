@@ -99,19 +99,52 @@ class _Counting(Sink):
     def call_ended(self, call, legs):
         self.inner.call_ended(call, legs)
 
+    def tick(self, now):
+        self.inner.tick(now)
 
-def replay(path: str, sink: Sink, config: Config | None = None, progress: Progress | None = None) -> ReplayResult:
+
+class Pacer:
+    """Paces replay on capture timestamps: ``speed`` 1.0 is real time, 4.0 four
+    times faster.  Sleeping is interruptible through the ``stop`` event."""
+
+    def __init__(self, speed: float, stop=None) -> None:
+        import threading
+
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.speed = speed
+        self.stop = stop or threading.Event()
+        self._origin: tuple[float, float] | None = None   # (capture ts, monotonic) of the first packet
+
+    def delay(self, ts: float) -> float:
+        if self._origin is None:
+            self._origin = (ts, time.monotonic())
+            return 0.0
+        ts0, w0 = self._origin
+        return w0 + (ts - ts0) / self.speed - time.monotonic()
+
+    def sleep(self, seconds: float) -> bool:
+        """False when asked to stop."""
+        return not self.stop.wait(seconds)
+
+
+def replay(path: str, sink: Sink, config: Config | None = None, progress: Progress | None = None,
+           pacer: Pacer | None = None, stop=None) -> ReplayResult:
     """Run a capture file through the pipeline.  Raises ReplayError when it cannot start;
     a capture that breaks off part-way still delivers every call up to the break and
-    reports the error in the result."""
+    reports the error in the result.  With a ``pacer`` packets are fed on their capture
+    timing; setting ``stop`` (a threading.Event) ends every call with ``shutdown``."""
     t0 = time.monotonic()
     progress = progress or Progress(enabled=False)
+    if pacer is not None and stop is None:
+        stop = pacer.stop
     try:
         cap = CaptureFile(path)
     except CaptureError as e:
         raise ReplayError(str(e)) from None
     counting = _Counting(sink)
     error = None
+    reason = "capture_end"
     with cap:
         try:
             pipe = Pipeline(cap.linktype, counting, config)
@@ -119,13 +152,26 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
             raise ReplayError(f"{path}: {e}") from None
         try:
             for batch in cap.batches():
-                pipe.feed_batch(batch)
+                if pacer is None:
+                    pipe.feed_batch(batch)
+                else:
+                    for ts, frame in batch:
+                        wait = pacer.delay(ts)
+                        if wait > 0.002:
+                            pipe.tick(pipe.now)
+                            if not pacer.sleep(wait):
+                                break
+                        pipe.feed(ts, frame)
+                    pipe.tick(pipe.now)
                 progress.update(cap.bytes_read, cap.size, cap.packets_read, counting.calls)
+                if stop is not None and stop.is_set():
+                    reason = "shutdown"
+                    break
         except CaptureError as e:
             error = str(e)
         progress.update(cap.size, cap.size, cap.packets_read, counting.calls, force=True)
         progress.done()
-        pipe.finish()
+        pipe.finish(reason=reason)
         packets = cap.packets_read
     stats = dict(pipe.stats)
     stats.update({f"decoder_{k}": v for k, v in pipe.decoder.stats.items() if v})

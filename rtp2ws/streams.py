@@ -1,0 +1,303 @@
+"""From pipeline output to WebSocket streams: framing, stereo alignment, and
+the protocol messages of each stream.  Sans-I/O: ``StreamSink`` is a pipeline
+``Sink`` that turns calls, audio and events into *operations*
+(``Open``/``Audio``/``Event``/``End``) which an adapter hands to the sender.
+
+* Per leg (default): a stream opens on the leg's first audio (or event), and
+  carries the leg's samples cut into ``frame_ms`` frames; the last frame of a
+  stream may be shorter, so the frames add up to exactly the leg's WAV.
+* Stereo: one stream per call, caller left and callee right, positioned on
+  capture time like the stereo WAV.  A frame goes out when both channels
+  have audio for it, or when capture time is ``hold_s`` past its end (a leg
+  that sends nothing, e.g. during silence suppression, is then zero-filled);
+  audio that arrives for a frame already sent is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import NamedTuple
+
+import numpy as np
+
+from .calls import CALLEE, CALLER, Call, HoldChanged
+from .dtmf import DtmfEvent
+from .leg import CodecChange, MediaLeg
+from .pipeline import Sink
+from .protocol import CODEC, PROTOCOL_VERSION, SAMPLE_RATE, validate_frame_ms
+from .wavout import iso
+
+RATE = SAMPLE_RATE
+
+
+class Open(NamedTuple):
+    stream_id: str
+    start: dict
+    channels: int
+
+
+class Audio(NamedTuple):
+    stream_id: str
+    pcm: bytes
+
+
+class Event(NamedTuple):
+    stream_id: str
+    message: dict
+
+
+class End(NamedTuple):
+    stream_id: str
+    message: dict
+
+
+def leg_statistics(leg: MediaLeg) -> dict:
+    st = dict(leg.stats)
+    st["ssrcs"] = [f"0x{s:08x}" for s in leg.ssrcs]
+    st["codecs"] = list(leg.codecs)
+    st["dtmf"] = [{"digit": d.digit, "duration_ms": d.duration_ms, "start": iso(d.start)} for d in leg.dtmf_events]
+    st["encrypted"] = leg.encrypted
+    return st
+
+
+class _Stream:
+    """Identity and framing state of one outgoing stream."""
+
+    def __init__(self, call: Call, tag: str, channels: int, frame: int) -> None:
+        self.id = uuid.uuid4().hex
+        self.call_id = call.call_id
+        self.tag = tag
+        self.channels = channels
+        self.frame = frame            # samples per channel per frame
+        self.pending: list[np.ndarray] = []
+        self.pending_n = 0
+        self.sent = 0                 # samples per channel handed out as frames
+        self.start_time: float | None = None
+
+    def ident(self, kind: str) -> dict:
+        return {"type": kind, "call_id": self.call_id, "tag": self.tag, "stream_id": self.id}
+
+
+class StreamSink(Sink):
+    def __init__(self, *, frame_ms: int = 20, stereo: bool = False, sip_headers: tuple[str, ...] = (),
+                 hold_s: float = 1.06) -> None:
+        self.frame = validate_frame_ms(frame_ms) * RATE // 1000
+        self.frame_ms = frame_ms
+        self.stereo = stereo
+        self.sip_headers = tuple(sip_headers)
+        self.hold_s = hold_s
+        self.ops: list = []
+        self._legs: dict[tuple[str, str], _Stream] = {}          # per-leg streams
+        self._early: dict[tuple[str, str], list[dict]] = {}      # events before a leg stream opened
+        self._mix: dict[str, _Mixer] = {}                        # stereo streams by call key
+        self.late_samples = 0
+
+    def take_ops(self) -> list:
+        ops, self.ops = self.ops, []
+        return ops
+
+    # -- Sink ---------------------------------------------------------------------
+
+    def leg_audio(self, call: Call, leg: MediaLeg, pcm: np.ndarray) -> None:
+        if self.stereo:
+            self._mixer(call, leg).add(leg, pcm)
+            return
+        s = self._leg_stream(call, leg)
+        s.pending.append(pcm)
+        s.pending_n += len(pcm)
+        if s.pending_n >= s.frame:
+            self._cut(s, final=False)
+
+    def leg_event(self, call: Call, leg: MediaLeg, event) -> None:
+        if isinstance(event, DtmfEvent):
+            msg = {"digit": event.digit, "duration_ms": event.duration_ms, "time": iso(event.start)}
+            kind, at = "dtmf", event.start
+        elif isinstance(event, CodecChange):
+            msg = {"codec": event.codec, "time": iso(event.at)}
+            kind, at = "codec", event.at
+        else:
+            return
+        if self.stereo:
+            mix = self._mix.get(call.key)
+            if mix is not None:
+                self._event(mix.stream, kind, msg, mix.offset_at(at))
+            return
+        s = self._legs.get((call.key, leg.tag))
+        if s is None:
+            self._early.setdefault((call.key, leg.tag), []).append(dict(msg, type=kind, _at=at))
+            return
+        self._event(s, kind, msg, _offset(s.start_time, at))
+
+    def call_event(self, call: Call, event) -> None:
+        if not isinstance(event, HoldChanged):
+            return
+        kind = "hold" if event.on_hold else "resume"
+        msg = {"by": event.side, "time": iso(event.at)}
+        if self.stereo:
+            mix = self._mix.get(call.key)
+            if mix is not None:
+                self._event(mix.stream, kind, msg, mix.offset_at(event.at))
+            return
+        for tag in (CALLER, CALLEE):
+            s = self._legs.get((call.key, tag))
+            if s is not None:
+                self._event(s, kind, msg, _offset(s.start_time, event.at))
+            else:
+                self._early.setdefault((call.key, tag), []).append(dict(msg, type=kind, _at=event.at))
+
+    def call_ended(self, call: Call, legs: dict[str, MediaLeg]) -> None:
+        if self.stereo:
+            mix = self._mix.pop(call.key, None)
+            if mix is None:
+                return
+            mix.emit(until=None)
+            end = mix.stream.ident("end")
+            end["reason"] = call.end_reason
+            end["legs"] = {tag: leg_statistics(leg) for tag, leg in legs.items()}
+            self.late_samples += mix.late
+            self.ops.append(End(mix.stream.id, end))
+            return
+        for tag in (CALLER, CALLEE):
+            self._early.pop((call.key, tag), None)
+            s = self._legs.pop((call.key, tag), None)
+            if s is None:
+                continue
+            self._cut(s, final=True)
+            end = s.ident("end")
+            end["reason"] = call.end_reason
+            end.update(leg_statistics(legs[tag]))
+            self.ops.append(End(s.id, end))
+
+    def tick(self, now: float) -> None:
+        if self.stereo:
+            for mix in self._mix.values():
+                mix.emit(until=now - self.hold_s)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _start(self, call: Call, s: _Stream, src, dst) -> None:
+        msg = s.ident("start")
+        msg.update({
+            "version": PROTOCOL_VERSION,
+            "from": call.from_uri, "to": call.to_uri, "src": src, "dst": dst,
+            "codec": CODEC, "sample_rate": RATE, "channels": s.channels, "frame_ms": self.frame_ms,
+            "start_time": iso(s.start_time),
+            "sip_headers": {name: call.invite.header(name) for name in self.sip_headers},
+        })
+        self.ops.append(Open(s.id, msg, s.channels))
+
+    def _leg_stream(self, call: Call, leg: MediaLeg) -> _Stream:
+        key = (call.key, leg.tag)
+        s = self._legs.get(key)
+        if s is None:
+            s = self._legs[key] = _Stream(call, leg.tag, 1, self.frame)
+            s.start_time = leg.start_time
+            src, dst = leg.flows[0] if leg.flows else (None, None)
+            self._start(call, s, src, dst)
+            for ev in self._early.pop(key, []):
+                at = ev.pop("_at")
+                kind = ev.pop("type")
+                self._event(s, kind, ev, _offset(s.start_time, at))
+        return s
+
+    def _mixer(self, call: Call, leg: MediaLeg) -> "_Mixer":
+        mix = self._mix.get(call.key)
+        if mix is None:
+            s = _Stream(call, "stereo", 2, self.frame)
+            s.start_time = leg.start_time
+            mix = self._mix[call.key] = _Mixer(s, self.ops)
+            self._start(call, s, None, None)
+        return mix
+
+    def _event(self, s: _Stream, kind: str, msg: dict, offset: int) -> None:
+        m = s.ident(kind)
+        m.update(msg)
+        m["offset"] = offset
+        self.ops.append(Event(s.id, m))
+
+    def _cut(self, s: _Stream, final: bool) -> None:
+        if not s.pending:
+            return
+        x = s.pending[0] if len(s.pending) == 1 else np.concatenate(s.pending)
+        full = (len(x) // s.frame) * s.frame
+        b = x.astype("<i2", copy=False)
+        for i in range(0, full, s.frame):
+            self.ops.append(Audio(s.id, b[i:i + s.frame].tobytes()))
+        rest = x[full:]
+        if final and len(rest):
+            self.ops.append(Audio(s.id, b[full:].tobytes()))
+            rest = rest[:0]
+        s.sent += len(x) - len(rest)
+        s.pending = [rest] if len(rest) else []
+        s.pending_n = len(rest)
+
+
+def _offset(start: float | None, at: float) -> int:
+    if start is None:
+        return 0
+    return max(0, round((at - start) * RATE))
+
+
+class _Mixer:
+    """Caller left, callee right, on a shared timeline starting at the first audio."""
+
+    def __init__(self, stream: _Stream, ops: list) -> None:
+        self.stream = stream
+        self.ops = ops
+        self.t0 = stream.start_time
+        self.emitted = 0                         # frames (sample pairs) sent
+        self.buf = np.zeros((0, 2), dtype=np.int16)   # from `emitted` on
+        self.filled = [0, 0]                     # absolute position each channel has data up to
+        self.origin: dict[str, int] = {}         # leg tag -> absolute position of its sample 0
+        self.received: dict[str, int] = {CALLER: 0, CALLEE: 0}
+        self.late = 0
+
+    def offset_at(self, at: float) -> int:
+        return _offset(self.t0, at)
+
+    def add(self, leg: MediaLeg, pcm: np.ndarray) -> None:
+        ch = 0 if leg.tag == CALLER else 1
+        if leg.tag not in self.origin:
+            self.origin[leg.tag] = _offset(self.t0, leg.start_time)
+        pos = self.origin[leg.tag] + self.received[leg.tag]
+        self.received[leg.tag] += len(pcm)
+        lo = max(pos, self.emitted)
+        if lo > pos:
+            self.late += lo - pos
+            pcm = pcm[lo - pos:]
+        if not len(pcm):
+            return
+        end = lo + len(pcm)
+        need = end - self.emitted
+        if need > len(self.buf):
+            grown = np.zeros((need, 2), dtype=np.int16)
+            grown[:len(self.buf)] = self.buf
+            self.buf = grown
+        self.buf[lo - self.emitted:end - self.emitted, ch] = pcm
+        self.filled[ch] = max(self.filled[ch], end)
+
+    def emit(self, until: float | None) -> None:
+        """Send the frames every channel has filled; with ``until`` (a capture time)
+        also those that end before it; with None (end of call) everything."""
+        frame = self.stream.frame
+        ready = min(self.filled)
+        if until is None:
+            ready = max(self.filled)
+        elif self.t0 is not None:
+            ready = max(ready, min(max(self.filled), int((until - self.t0) * RATE)))
+        n = ready - self.emitted
+        if until is not None:
+            n = (n // frame) * frame
+        if n <= 0:
+            return
+        if n > len(self.buf):
+            grown = np.zeros((n, 2), dtype=np.int16)
+            grown[:len(self.buf)] = self.buf
+            self.buf = grown
+        out = self.buf[:n].astype("<i2", copy=False)
+        for i in range(0, n, frame):
+            self.ops.append(Audio(self.stream.id, out[i:i + frame].tobytes()))
+        self.buf = self.buf[n:]
+        self.emitted += n
+        self.filled = [max(f, self.emitted) for f in self.filled]
+        self.stream.sent = self.emitted

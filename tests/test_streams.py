@@ -1,0 +1,161 @@
+"""StreamSink: pipeline output → stream operations (no network here)."""
+
+import json
+
+import jsonschema
+import numpy as np
+import pytest
+
+import callgen
+from callgen import Call, Party, frames_of, rtp_packets, tone
+from rtp2ws import protocol
+from rtp2ws.pipeline import Pipeline, Tee
+from rtp2ws.streams import Audio, End, Event, Open, StreamSink
+from rtp2ws.wavout import WavSink, read_wav
+
+import netgen
+
+A = Party("10.0.0.1", 5060, 4000, "1000")
+B = Party("10.0.0.2", 5060, 5000, "2000")
+
+
+def run_pipeline(frames, sink):
+    pipe = Pipeline(1, sink)
+    for t, ip in frames:
+        pipe.feed(t, netgen.link(1, ip))
+        pipe.tick(t)   # the live cadence: a tick per packet
+    pipe.finish()
+
+
+def streams_of(ops):
+    out = {}
+    for op in ops:
+        d = out.setdefault(op.stream_id, {"open": None, "audio": [], "text": [], "end": None})
+        if isinstance(op, Open):
+            d["open"] = op
+        elif isinstance(op, Audio):
+            d["audio"].append(op.pcm)
+            d["text"].append(("audio", len(op.pcm)))
+        elif isinstance(op, Event):
+            d["text"].append(op.message)
+        elif isinstance(op, End):
+            d["end"] = op.message
+    return out
+
+
+def validate(msg):
+    if msg["type"] == "start":   # the sender adds where the connection resumes
+        msg = dict(msg, resumed=False, offset=0)
+    if msg["type"] == "end":     # ... and its own counts
+        msg = dict(msg, samples=0, dropped_ms=0, reconnects=0)
+    jsonschema.validate(msg, protocol.SCHEMAS[msg["type"]])
+    json.loads(protocol.encode(msg))
+
+
+def call_frames(n=8000):
+    c = Call("s@test", A, B)
+    pa, pb = tone(440, n), tone(1000, n, amp=6000)
+    sa = rtp_packets(A, B, 100.1, pa, ssrc=1)
+    sb = rtp_packets(B, A, 100.15, pb, ssrc=2)
+    return c, frames_of(c.setup(100), sa, sb, c.bye(101.5))
+
+
+@pytest.mark.parametrize("frame_ms", [20, 100, 1000])
+def test_leg_streams_equal_leg_wavs(tmp_path, frame_ms):
+    c, frames = call_frames()
+    ss = StreamSink(frame_ms=frame_ms, sip_headers=("X-FS-UUID", "Call-ID"))
+    wav = WavSink(str(tmp_path))
+    run_pipeline(frames, Tee(ss, wav))
+    wav.close()
+    streams = streams_of(ss.take_ops())
+    assert len(streams) == 2
+    manifest = {l["tag"]: l for call in wav.manifest for l in call["legs"]}
+    for sid, d in streams.items():
+        start = d["open"].start
+        validate(start)
+        validate(d["end"])
+        assert start["stream_id"] == sid and start["frame_ms"] == frame_ms and start["channels"] == 1
+        assert start["sip_headers"] == {"X-FS-UUID": None, "Call-ID": "s@test"}
+        tag = start["tag"]
+        assert (start["src"], start["dst"]) == (manifest[tag]["src"], manifest[tag]["dst"])
+        frame_bytes = frame_ms * 32
+        sizes = [len(p) for p in d["audio"]]
+        assert all(s == frame_bytes for s in sizes[:-1]) and 0 < sizes[-1] <= frame_bytes
+        got = np.frombuffer(b"".join(d["audio"]), "<i2")
+        data, _, _ = read_wav(str(tmp_path / manifest[tag]["wav"]))
+        assert np.array_equal(got, data)
+        end = d["end"]
+        assert end["reason"] == "bye" and end["packets"] == manifest[tag]["packets"]
+
+
+def test_stereo_stream_equals_stereo_wav(tmp_path):
+    c, frames = call_frames()
+    ss = StreamSink(frame_ms=20, stereo=True)
+    wav = WavSink(str(tmp_path), stereo=True)
+    run_pipeline(frames, Tee(ss, wav))
+    wav.close()
+    (d,) = streams_of(ss.take_ops()).values()
+    validate(d["open"].start)
+    validate(d["end"])
+    assert d["open"].start["channels"] == 2 and d["open"].start["tag"] == "stereo"
+    assert set(d["end"]["legs"]) == {"caller", "callee"}
+    got = np.frombuffer(b"".join(d["audio"]), "<i2").reshape(-1, 2)
+    data, _, _ = read_wav(str(tmp_path / wav.manifest[0]["stereo_wav"]))
+    assert np.array_equal(got, data)
+
+
+def test_stereo_does_not_wait_for_a_silent_leg():
+    # only the caller sends audio: frames still go out as capture time advances
+    c = Call("one@test", A, B)
+    pa = tone(440, 16000)
+    frames = frames_of(c.setup(100), rtp_packets(A, B, 100.1, pa, ssrc=1))
+    ss = StreamSink(frame_ms=20, stereo=True)
+    pipe = Pipeline(1, ss)
+    for t, ip in frames:
+        pipe.feed(t, netgen.link(1, ip))
+        pipe.tick(t)
+    ops = ss.take_ops()
+    audio = [op for op in ops if isinstance(op, Audio)]
+    # 2 s of caller audio: all but the last ~hold_s have been sent before the call ends
+    assert len(audio) * 0.02 >= 2.0 - ss.hold_s - 0.1
+    got = np.frombuffer(b"".join(op.pcm for op in audio), "<i2").reshape(-1, 2)
+    assert not got[:, 1].any() and got[:, 0].any()
+
+
+def test_events_carry_offsets_and_early_events_wait_for_the_stream():
+    c = Call("ev@test", A, B)
+    f = c.setup(100)
+    pa = tone(440, 4000)
+    s1 = rtp_packets(A, B, 100.1, pa[:1920], ssrc=7, seq0=10, ts0=0)
+    d = callgen.dtmf_packets(A, B, 100.1 + 0.24, 5, ssrc=7, seq0=22, ts=1920)
+    s2 = rtp_packets(A, B, 100.1 + 0.44, pa[1920:3840], ssrc=7, seq0=30, ts0=1920 + 1600)
+    c.cseq = 2
+    hold = c.request(100.9, "INVITE", body=callgen.sdp(A.ip, 4000, direction="sendonly"))
+    ss = StreamSink()
+    run_pipeline(frames_of(f, s1, d, s2, hold, c.bye(101)), ss)
+    streams = streams_of(ss.take_ops())
+    (caller,) = [s for s in streams.values() if s["open"].start["tag"] == "caller"]
+    texts = [t for t in caller["text"] if isinstance(t, dict)]
+    for t in texts:
+        validate(t)
+    dtmf = [t for t in texts if t["type"] == "dtmf"]
+    assert [(t["digit"], t["duration_ms"], t["offset"]) for t in dtmf] == [("5", 120, 2 * 1920)]
+    holds = [t for t in texts if t["type"] == "hold"]
+    assert holds and holds[0]["by"] == "caller" and holds[0]["offset"] == round(0.8 * 16000)
+    # the callee never sent audio: no stream for it
+    assert all(s["open"].start["tag"] == "caller" for s in streams.values())
+
+
+def test_frame_ms_validation():
+    with pytest.raises(ValueError, match="multiple of 20 ms up to 1000 ms, not 30"):
+        StreamSink(frame_ms=30)
+    with pytest.raises(ValueError):
+        StreamSink(frame_ms=1020)
+
+
+def test_protocol_doc_carries_the_schemas():
+    from pathlib import Path
+    doc = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    assert doc.endswith(protocol.schemas_markdown())
+    for schema in protocol.SCHEMAS.values():
+        jsonschema.Draft202012Validator.check_schema(schema)
