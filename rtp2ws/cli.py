@@ -30,7 +30,29 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rtp-timeout", type=float, default=300.0,
                    help="end a call after this many seconds without SIP or RTP (default 300)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    _add_sink_parser(sub)
     return p
+
+
+def _add_sink_parser(sub) -> None:
+    s = sub.add_parser("sink", help="reference analysis server: receive streams, write one WAV per stream")
+    s.add_argument("--listen", default="127.0.0.1:8765",
+                   help="host:port to listen on, port 0 for any free port (default 127.0.0.1:8765)")
+    s.add_argument("--out-dir", required=True, help="directory for WAV files, streams.jsonl and messages.jsonl")
+    tok = s.add_mutually_exclusive_group()
+    tok.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (also $RTP2WS_SINK_TOKEN)")
+    tok.add_argument("--token-file", help="read the token from this file")
+    s.add_argument("--cert", help="TLS certificate chain (PEM): serve wss://")
+    s.add_argument("--key", help="TLS private key (PEM), if not in --cert")
+    s.add_argument("--ping-interval", type=float, default=20.0, help="seconds between keepalive pings, 0 for none")
+    s.add_argument("--ping-timeout", type=float, default=20.0, help="seconds to wait for a pong, 0 for no limit")
+    s.add_argument("--max-size", type=int, default=2 ** 20, help="largest message in bytes (default 1 MiB)")
+
+
+def cmd_sink(args) -> int:
+    from .sinkserver import run_sink
+
+    return run_sink(args)
 
 
 def cmd_replay(args) -> int:
@@ -54,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "replay":
         return cmd_replay(args)
+    if args.command == "sink":
+        return cmd_sink(args)
     return 2
 
 

@@ -26,6 +26,14 @@ FLUSH_BYTES = 64 * 1024
 _SAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 
 
+def safe_name(call_id: str) -> str:
+    """A directory name for a Call-ID: unsafe characters become ``_``; never ``.`` or ``..``."""
+    name = _SAFE.sub("_", call_id)[:120]
+    if not name.strip("."):
+        name = name.replace(".", "_") or "call"
+    return name
+
+
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
@@ -94,7 +102,7 @@ class WavSink(Sink):
         self._holds: dict[str, list[dict]] = {}
 
     def call_started(self, call: Call) -> None:
-        base = _SAFE.sub("_", call.key)[:120] or "call"
+        base = safe_name(call.key)
         name, n = base, 1
         while name in self._used or os.path.exists(os.path.join(self.out_dir, name)):
             n += 1
