@@ -129,11 +129,13 @@ class Pacer:
 
 
 def replay(path: str, sink: Sink, config: Config | None = None, progress: Progress | None = None,
-           pacer: Pacer | None = None, stop=None) -> ReplayResult:
+           pacer: Pacer | None = None, stop=None, tick_every: int | None = None) -> ReplayResult:
     """Run a capture file through the pipeline.  Raises ReplayError when it cannot start;
     a capture that breaks off part-way still delivers every call up to the break and
     reports the error in the result.  With a ``pacer`` packets are fed on their capture
-    timing; setting ``stop`` (a threading.Event) ends every call with ``shutdown``."""
+    timing; setting ``stop`` (a threading.Event) ends every call with ``shutdown``.
+    ``tick_every`` runs the pipeline's timers (and so hands out audio) every that
+    many packets instead of once per batch."""
     t0 = time.monotonic()
     progress = progress or Progress(enabled=False)
     if pacer is not None and stop is None:
@@ -152,7 +154,10 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
             raise ReplayError(f"{path}: {e}") from None
         try:
             for batch in cap.batches():
-                if pacer is None:
+                if pacer is None and tick_every:
+                    for i in range(0, len(batch), tick_every):
+                        pipe.feed_batch(batch[i:i + tick_every])
+                elif pacer is None:
                     pipe.feed_batch(batch)
                 else:
                     for ts, frame in batch:

@@ -120,7 +120,7 @@ class StreamSink(Sink):
         if self.stereo:
             mix = self._mix.get(call.key)
             if mix is not None:
-                self._event(mix.stream, kind, msg, mix.offset_at(at))
+                mix.event(kind, msg, at)
             return
         s = self._legs.get((call.key, leg.tag))
         if s is None:
@@ -136,7 +136,7 @@ class StreamSink(Sink):
         if self.stereo:
             mix = self._mix.get(call.key)
             if mix is not None:
-                self._event(mix.stream, kind, msg, mix.offset_at(event.at))
+                mix.event(kind, msg, event.at)
             return
         for tag in (CALLER, CALLEE):
             s = self._legs.get((call.key, tag))
@@ -205,8 +205,7 @@ class StreamSink(Sink):
         if mix is None:
             s = _Stream(call, "stereo", 2, self.frame)
             s.start_time = leg.start_time
-            mix = self._mix[call.key] = _Mixer(s, self.ops)
-            self._start(call, s, None, None)
+            mix = self._mix[call.key] = _Mixer(s, self.ops, lambda: self._start(call, s, None, None))
         return mix
 
     def _event(self, s: _Stream, kind: str, msg: dict, offset: int) -> None:
@@ -241,9 +240,11 @@ def _offset(start: float | None, at: float) -> int:
 class _Mixer:
     """Caller left, callee right, on a shared timeline starting at the first audio."""
 
-    def __init__(self, stream: _Stream, ops: list) -> None:
+    def __init__(self, stream: _Stream, ops: list, opening) -> None:
         self.stream = stream
         self.ops = ops
+        self.opening = opening                   # emits the start message, once, at the first frame
+        self.early: list = []                    # events before that
         self.t0 = stream.start_time
         self.emitted = 0                         # frames (sample pairs) sent
         self.buf = np.zeros((0, 2), dtype=np.int16)   # from `emitted` on
@@ -252,12 +253,25 @@ class _Mixer:
         self.received: dict[str, int] = {CALLER: 0, CALLEE: 0}
         self.late = 0
 
-    def offset_at(self, at: float) -> int:
-        return _offset(self.t0, at)
+    def event(self, kind: str, msg: dict, at: float) -> None:
+        if self.opening is not None:
+            self.early.append((kind, msg, at))    # sent after the start message
+            return
+        m = self.stream.ident(kind)
+        m.update(msg)
+        m["offset"] = _offset(self.t0, at)
+        self.ops.append(Event(self.stream.id, m))
 
     def add(self, leg: MediaLeg, pcm: np.ndarray) -> None:
         ch = 0 if leg.tag == CALLER else 1
         if leg.tag not in self.origin:
+            if self.opening is not None and leg.start_time < self.t0:
+                # an earlier leg turned up before anything was sent: move the origin back
+                shift = round((self.t0 - leg.start_time) * RATE)
+                self.t0 = self.stream.start_time = leg.start_time
+                self.origin = {tag: o + shift for tag, o in self.origin.items()}
+                self.filled = [f + shift if f else 0 for f in self.filled]
+                self.buf = np.concatenate([np.zeros((shift, 2), dtype=np.int16), self.buf])
             self.origin[leg.tag] = _offset(self.t0, leg.start_time)
         pos = self.origin[leg.tag] + self.received[leg.tag]
         self.received[leg.tag] += len(pcm)
@@ -290,6 +304,12 @@ class _Mixer:
             n = (n // frame) * frame
         if n <= 0:
             return
+        if self.opening is not None:
+            self.opening()
+            self.opening = None
+            for kind, msg, at in self.early:
+                self.event(kind, msg, at)
+            self.early = []
         if n > len(self.buf):
             grown = np.zeros((n, 2), dtype=np.int16)
             grown[:len(self.buf)] = self.buf

@@ -18,7 +18,7 @@ import signal
 import threading
 
 from .pipeline import Sink
-from .sender import Sender
+from .sender import Sender, SenderConfig
 from .streams import Audio, End, Event, Open, StreamSink
 
 log = logging.getLogger("rtp2ws")
@@ -28,11 +28,17 @@ class LoopBridge(Sink):
     """Pipeline side (worker thread) of the hand-off to the sender (loop thread)."""
 
     def __init__(self, streams: StreamSink, sender: Sender, loop: asyncio.AbstractEventLoop,
-                 max_pending: int = 20000) -> None:
+                 max_pending: int = 20000, flow_control: bool = False, stall_s: float = 3.0) -> None:
         self.streams = streams
         self.sender = sender
         self.loop = loop
         self.max_pending = max_pending
+        # Replay at full speed only: wait while the server is taking the audio, so a
+        # file replays without loss; stop waiting for good once it stalls.
+        self.flow_control = flow_control
+        self.stall_s = stall_s
+        self.stalled = False
+        self._high = sender.config.max_buffer_ms * 16 // 2
         self._pending = 0
         self._cond = threading.Condition()
         self._open: dict = {}     # loop thread only: stream_id -> sender Stream
@@ -65,6 +71,28 @@ class LoopBridge(Sink):
                 self._cond.wait(0.1)
             self._pending += len(ops)
         self.loop.call_soon_threadsafe(self._apply, ops)
+        if self.flow_control and not self.stalled:
+            fut = asyncio.run_coroutine_threadsafe(self._room(), self.loop)
+            if not fut.result():
+                self.stalled = True
+                log.warning("the server is not taking audio fast enough: replay goes on at full speed "
+                            "and the oldest queued audio is dropped")
+
+    async def _room(self) -> bool:
+        """Loop side of flow control: True once every stream's queue is under half the
+        buffer, False when no audio has been sent for ``stall_s`` seconds."""
+        loop = asyncio.get_running_loop()
+        last, since = -1, loop.time()
+        while True:
+            live = [s for s in self._open.values() if not s.done]
+            if max((s.queued_samples for s in live), default=0) <= self._high:
+                return True
+            sent = sum(s.sent_samples for s in live)
+            if sent != last:
+                last, since = sent, loop.time()
+            elif loop.time() - since > self.stall_s:
+                return False
+            await asyncio.sleep(0.005)
 
     # loop thread
     def _apply(self, ops: list) -> None:
@@ -123,3 +151,53 @@ async def run_with_sender(work, sender: Sender, bridge_factory, drain_timeout: f
                 pass
         await sender.close()
     return result
+
+
+def sender_config(args) -> SenderConfig:
+    """SenderConfig from the command-line options shared by replay and live."""
+    from .sender import load_headers
+
+    return SenderConfig(
+        url=args.ws_url,
+        headers=load_headers(args.header, args.header_env, args.header_file),
+        ca_file=args.ca_file,
+        max_buffer_ms=args.max_buffer_ms,
+        resend_ms=args.resend_ms,
+    )
+
+
+def replay_to_websocket(args, config, wav_sink, progress):
+    """``rtp2ws replay --ws-url``: returns (ReplayResult, sender statistics)."""
+    from .pipeline import Tee
+    from .replay import Pacer, replay
+    from .sender import raise_fd_limit
+
+    cfg = sender_config(args)
+    raise_fd_limit(65536)
+    streams = StreamSink(frame_ms=args.frame_ms, stereo=args.stereo, sip_headers=tuple(args.sip_header),
+                         hold_s=config.jitter_depth + 1.0)
+
+    async def main():
+        sender = Sender(cfg)
+
+        def work(bridge, stop):
+            sink = Tee(bridge, wav_sink) if wav_sink is not None else bridge
+            pacer = Pacer(args.speed, stop) if args.speed else None
+            return replay(args.capture, sink, config, progress, pacer=pacer, stop=stop,
+                          tick_every=64 if pacer is None else None)
+
+        linger = cfg.linger_s if cfg.linger_s is not None else cfg.max_buffer_ms / 1000.0
+        def bridge(loop):
+            return LoopBridge(streams, sender, loop, flow_control=args.speed is None)
+
+        result = await run_with_sender(work, sender, bridge,
+                                       drain_timeout=linger + cfg.open_timeout + 5.0)
+        stats = sender.stats
+        stats["late_samples"] = streams.late_samples
+        return result, stats
+
+    loop = new_event_loop()
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()

@@ -1,0 +1,743 @@
+"""The WebSocket side: one connection per stream, fed from the capture without
+ever making it wait.
+
+Runs only in the event-loop thread.  ``Stream.send_audio``/``send_event``/``end``
+are plain synchronous appends to per-stream queues; each stream has one task
+that connects, sends ``start``, drains the queues into the socket and, when
+the connection breaks, reconnects with backoff and resumes (``"resumed":
+true``, the last ``resend_ms`` of sent audio again, then the queue).
+
+Memory is bounded per stream whatever the server does: unsent audio is capped
+at ``max_buffer_ms`` (the OLDEST is dropped and counted, and a ``drop`` message
+keeps the stream contiguous), sent audio kept for a resend at ``resend_ms``,
+events at ``MAX_EVENTS``, and websockets' ``write_limit`` makes ``send`` wait
+for a server that does not read.
+
+Header values and URL credentials are secrets: nothing logged by this module,
+nor by websockets on its behalf, contains them (URLs go through
+``redact_url``, websockets' debug lines through a scrubbing logger).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import errno
+import logging
+import os
+import random
+import re
+import ssl
+from collections import deque
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+from . import __version__
+from .protocol import (CLOSE_INVALID_PAYLOAD, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED_DATA,
+                       SAMPLE_RATE, encode)
+
+log = logging.getLogger("rtp2ws.sender")
+
+SAMPLES_PER_MS = SAMPLE_RATE // 1000
+MAX_EVENTS = 1000            # queued text messages per stream before they are dropped (and counted)
+LOG_EVERY_S = 5.0            # at most one connect-failure line per stream this often
+STABLE_S = 5.0               # a connection that lived this long resets the backoff
+MIN_DELAY_S = 0.01           # never a busy loop, whatever the configuration says
+RETRY_STATUS = (408, 429)    # 4xx answers that are worth retrying
+# Close codes with which a server refuses the stream itself (see protocol.py): not retried.
+REFUSAL_CLOSE_CODES = frozenset({CLOSE_UNSUPPORTED_DATA, CLOSE_INVALID_PAYLOAD, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG})
+SENSITIVE_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie"}
+REDACTED = "<redacted>"
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")   # RFC 9110 field-name (token)
+
+
+@dataclass
+class SenderConfig:
+    url: str                                   # ws:// or wss://
+    headers: list[tuple[str, str]] = ()        # extra HTTP headers; values are secrets, never logged
+    ca_file: str | None = None                 # private CA for wss (verification is always on)
+    max_buffer_ms: int = 10000                 # per-stream bound on queued (unsent) audio
+    resend_ms: int = 1000                      # sent audio kept to repeat after a reconnect
+    open_timeout: float = 10.0
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    linger_s: float | None = None              # after end(): retry this long, then give up (default max_buffer_ms/1000)
+    close_timeout: float = 10.0                # closing handshake (also bounds dead-peer detection after a ping timeout)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def load_headers(values: list[str], env_names: list[str] = (), files: list[str] = ()) -> list[tuple[str, str]]:
+    """Parse ``Name: value`` headers from ``--header`` values, from environment
+    variables named by ``--header-env`` (one header a line) and from files
+    given by ``--header-file`` (one a line, ``#`` comments and blank lines
+    skipped).  Error messages name where the line came from, never its value."""
+    headers: list[tuple[str, str]] = []
+    for i, value in enumerate(values, 1):
+        headers.append(_parse_header(value, f"--header #{i}"))
+    for name in env_names:
+        text = os.environ.get(name)
+        if text is None:
+            raise ValueError(f"--header-env {name}: environment variable is not set")
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        if not lines:
+            raise ValueError(f"--header-env {name}: environment variable is empty")
+        for n, line in enumerate(lines, 1):
+            headers.append(_parse_header(line, f"--header-env {name}" + (f" line {n}" if len(lines) > 1 else "")))
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise ValueError(f"--header-file {path}: {e.strerror or e}") from None
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            headers.append(_parse_header(line, f"--header-file {path} line {n}"))
+    return headers
+
+
+def _parse_header(line: str, where: str) -> tuple[str, str]:
+    name, sep, value = line.partition(":")
+    name = name.strip()
+    value = value.strip()
+    if not sep or not name:
+        raise ValueError(f"{where}: expected 'Name: value'")
+    if not _TOKEN.match(name):
+        raise ValueError(f"{where}: invalid header name (letters, digits and !#$%&'*+-.^_`|~ only)")
+    if not value:
+        raise ValueError(f"{where}: header {name} has an empty value")
+    if any(c in value for c in "\r\n\0"):
+        raise ValueError(f"{where}: header {name} has a control character in its value")
+    return name, value
+
+
+def redact_url(url) -> str:
+    """The URL without userinfo, query string or fragment, for logs."""
+    try:
+        parts = urlsplit(str(url))
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<invalid url>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise the soft RLIMIT_NOFILE toward ``wanted`` (never past the hard
+    limit, never lower).  Returns the soft limit in force afterwards."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return wanted
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, e)
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft
+
+
+class _Scrubber:
+    """Removes every secret (header values, URL credentials and query) from text."""
+
+    def __init__(self, url: str, headers) -> None:
+        secrets: set[str] = set()
+        self.names = set(SENSITIVE_HEADERS)
+        for name, value in headers:
+            self.names.add(name.lower())
+            secrets.add(value)
+            secrets.update(p for p in value.split() if len(p) >= 8)   # "Bearer <token>": the token alone too
+        try:
+            parts = urlsplit(url)
+            user, password = parts.username, parts.password
+        except ValueError:
+            parts, user, password = None, None, None
+        if parts is not None:
+            if "@" in parts.netloc:
+                userinfo = parts.netloc.rpartition("@")[0]
+                secrets.update({userinfo, unquote(userinfo)})
+            for item in (user, password):
+                if item:
+                    secrets.update({item, unquote(item)})
+            if user is not None:
+                cred = f"{unquote(user)}:{unquote(password or '')}"
+                secrets.update({cred, base64.b64encode(cred.encode()).decode()})
+            if parts.query:
+                secrets.update({parts.query, unquote(parts.query)})
+                secrets.update(v for _, v in parse_qsl(parts.query, keep_blank_values=True))
+            if parts.fragment:
+                secrets.add(parts.fragment)
+        # very short strings are no secrets and would shred every message
+        self.secrets = sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for s in self.secrets:
+            if s in text:
+                text = text.replace(s, REDACTED)
+        return text
+
+
+class _ScrubbingLogger(logging.LoggerAdapter):
+    """The logger handed to websockets: its DEBUG lines print every request
+    header and the request path, so header values and the query are redacted."""
+
+    def __init__(self, logger: logging.Logger, scrub: _Scrubber) -> None:
+        super().__init__(logger, None)
+        self.scrub = scrub
+
+    def process(self, msg, kwargs):
+        return msg, kwargs
+
+    def log(self, level, msg, *args, **kwargs):
+        if not self.isEnabledFor(level):
+            return
+        if isinstance(msg, str) and len(args) == 2 and msg.endswith("%s: %s") \
+                and str(args[0]).lower() in self.scrub.names:
+            args = (args[0], REDACTED)
+        elif isinstance(msg, str) and msg.startswith("> GET ") and args and "?" in str(args[0]):
+            args = (str(args[0]).partition("?")[0] + "?" + REDACTED,) + args[1:]
+        try:
+            text = msg % args if args else str(msg)
+        except (TypeError, ValueError):
+            text = f"{msg} {args!r}"
+        self.logger.log(level, "%s", self.scrub(text), **kwargs)
+
+
+def _describe(exc: BaseException, config: SenderConfig) -> tuple[int, str]:
+    """Log level and a clear one-line reason for a failed connection attempt."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        hint = ("is --ca-file the CA that signed the server's certificate?" if config.ca_file
+                else "use --ca-file for a server with a private CA")
+        return logging.WARNING, f"TLS certificate verification failed: {exc.verify_message or exc.reason} ({hint})"
+    if isinstance(exc, ssl.SSLError):
+        return logging.WARNING, f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+        return logging.ERROR, ("too many open files: raise the file-descriptor limit "
+                               "(ulimit -n, or LimitNOFILE= in the systemd unit)")
+    if isinstance(exc, TimeoutError):
+        return logging.WARNING, f"timed out after {config.open_timeout:g} s"
+    if isinstance(exc, ConnectionRefusedError):
+        return logging.WARNING, "connection refused"
+    if isinstance(exc, InvalidStatus):
+        r = exc.response
+        return logging.WARNING, f"HTTP {r.status_code} {r.reason_phrase}".rstrip()
+    if isinstance(exc, OSError):
+        return logging.WARNING, exc.strerror or str(exc) or type(exc).__name__
+    if isinstance(exc, InvalidHandshake):
+        return logging.WARNING, f"WebSocket handshake failed: {exc}"
+    return logging.WARNING, f"{type(exc).__name__}: {exc}"
+
+
+def _retry_after(exc: InvalidStatus) -> float | None:
+    value = exc.response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- streams
+
+class Stream:
+    """One outgoing stream.  The three methods the capture calls append and
+    return at once; the stream's task does all the waiting."""
+
+    def __init__(self, sender: Sender, stream_id: str, start: dict, channels: int) -> None:
+        self._sender = sender
+        self.stream_id = stream_id
+        self.channels = channels
+        self._start = dict(start)
+        self._start["stream_id"] = stream_id
+        self._start.setdefault("type", "start")
+        self._start.setdefault("channels", channels)
+        self._ident = {k: self._start.get(k) for k in ("call_id", "tag", "stream_id")}
+        self._frame_bytes = 2 * channels
+        self._max_samples = max(0, sender.config.max_buffer_ms) * SAMPLES_PER_MS
+        self._resend_samples = max(0, sender.config.resend_ms) * SAMPLES_PER_MS
+
+        self.offset = 0               # samples (per channel) appended so far
+        self.dropped_samples = 0
+        self.dropped_events = 0
+        self.reconnects = 0
+        self.connected = False
+        self.done = False
+        self.given_up = False
+        self.refused = False
+        self.sent_samples = 0         # samples taken from the queue for sending (first time only)
+
+        self._queue: deque[tuple[int, bytes, int]] = deque()   # (offset, pcm, samples), unsent
+        self.queued_samples = 0
+        self._events: deque[tuple[int, str]] = deque()          # (stream position, encoded text)
+        self._retained: deque[tuple[int, bytes, int]] = deque() # sent audio kept for a resend
+        self.retained_samples = 0
+        self._end: dict | None = None
+        self._end_sent = False
+        self._closed_input = False    # refused / given up / shut down: appends only count
+        self._started = False         # a first start (resumed=false) has been sent
+        self._dropping = False
+        self._gap_dropped = 0         # samples dropped since dropping started (for the log)
+        self._wakeup = asyncio.Event()
+        self._abort_reason: str | None = None
+        self._linger_handle: asyncio.TimerHandle | None = None
+        self._last_warn: float | None = None
+        self._suppressed = 0
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"rtp2ws-stream-{stream_id}")
+        self._task.add_done_callback(self._task_done)
+
+    def __repr__(self) -> str:
+        return (f"Stream({self.stream_id!r}, offset={self.offset}, queued={self.queued_samples}, "
+                f"dropped={self.dropped_samples}, connected={self.connected}, done={self.done})")
+
+    # -- capture side: synchronous, O(1), never waits -------------------------------
+
+    @property
+    def queued_bytes(self) -> int:
+        return self.queued_samples * self._frame_bytes
+
+    @property
+    def retained_bytes(self) -> int:
+        return self.retained_samples * self._frame_bytes
+
+    def send_audio(self, pcm: bytes) -> None:
+        """Queue one frame of int16 LE PCM (``channels`` interleaved)."""
+        if self._end is not None:
+            return
+        if len(pcm) % self._frame_bytes:
+            raise ValueError(f"stream {self.stream_id}: {len(pcm)} bytes is not a whole number of "
+                             f"{self.channels}-channel 16-bit samples")
+        n = len(pcm) // self._frame_bytes
+        if not n:
+            return
+        offset = self.offset
+        self.offset += n
+        if self._closed_input:
+            self._count_dropped(n)
+            return
+        self._queue.append((offset, bytes(pcm), n))
+        self.queued_samples += n
+        if self.queued_samples > self._max_samples:
+            self._drop_oldest()
+        self._wake()
+
+    def send_event(self, message: dict) -> None:
+        """Queue a text message at the current position of the stream."""
+        if self._end is not None or self._closed_input:
+            return
+        if len(self._events) >= MAX_EVENTS:
+            self.dropped_events += 1
+            self._sender._dropped_events += 1
+            if self.dropped_events == 1:
+                log.warning("stream %s: more than %d events queued, dropping new ones", self.stream_id, MAX_EVENTS)
+            return
+        self._events.append((self.offset, encode(message)))
+        self._wake()
+
+    def end(self, message: dict) -> None:
+        """Queue the ``end`` message; ``samples``, ``dropped_ms`` and
+        ``reconnects`` are filled in when it is sent."""
+        if self._end is not None or self.done:
+            return
+        self._end = dict(message)
+        for k, v in (("type", "end"), *self._ident.items()):
+            self._end.setdefault(k, v)
+        cfg = self._sender.config
+        linger = cfg.linger_s if cfg.linger_s is not None else cfg.max_buffer_ms / 1000
+        self._linger_handle = asyncio.get_running_loop().call_later(max(0.0, linger), self._linger_expired, linger)
+        self._wake()
+
+    def _wake(self) -> None:
+        if not self._wakeup.is_set():
+            self._wakeup.set()
+
+    def _drop_oldest(self) -> None:
+        dropped = 0
+        while self.queued_samples > self._max_samples and self._queue:
+            _, _, n = self._queue.popleft()
+            self.queued_samples -= n
+            dropped += n
+        self._count_dropped(dropped)
+        self._gap_dropped += dropped
+        if not self._dropping:
+            self._dropping = True
+            log.warning("stream %s: %d ms of audio queued (server slow or unreachable), dropping the oldest",
+                        self.stream_id, self._sender.config.max_buffer_ms)
+
+    def _dropping_stopped(self) -> None:
+        self._dropping = False
+        log.warning("stream %s: stopped dropping audio; %d ms dropped (%d ms in total)",
+                    self.stream_id, self._gap_dropped // SAMPLES_PER_MS, self.dropped_samples // SAMPLES_PER_MS)
+        self._gap_dropped = 0
+
+    def _count_dropped(self, n: int) -> None:
+        self.dropped_samples += n
+        self._sender._dropped_samples += n
+
+    # -- the stream's task -------------------------------------------------------------
+
+    def _linger_expired(self, linger: float) -> None:
+        if not self.done and not self._end_sent:
+            self._abort(f"could not deliver within {linger:g} s of the end of the stream")
+
+    def _abort(self, reason: str) -> None:
+        """Give up (counted as given up unless the sender shuts down)."""
+        if self.done or self._abort_reason is not None:
+            return
+        self._abort_reason = reason
+        self._task.cancel()
+
+    async def _run(self) -> None:
+        try:
+            await self._connect_loop()
+        except asyncio.CancelledError:
+            reason = self._abort_reason
+            if reason is None:
+                self._finish_undelivered("cancelled", count_given_up=False)
+                raise
+            asyncio.current_task().uncancel()
+            self._finish_undelivered(reason, count_given_up=reason != "shutdown")
+        except Exception:  # a bug: the stream must still end cleanly and be counted
+            log.exception("stream %s: sender task failed", self.stream_id)
+            self._finish_undelivered("internal error", count_given_up=True)
+        finally:
+            if self._dropping:
+                self._dropping_stopped()
+            if self._linger_handle is not None:
+                self._linger_handle.cancel()
+            self.done = True
+            self._sender._stream_done(self)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        # A task cancelled before its first step never ran _run's finally.
+        if not self.done:
+            reason = self._abort_reason or "cancelled"
+            self._finish_undelivered(reason, count_given_up=reason not in ("shutdown", "cancelled"))
+            self.done = True
+            self._sender._stream_done(self)
+
+    def _finish_undelivered(self, reason: str, count_given_up: bool) -> None:
+        self._closed_input = True
+        self._dropping = False        # the line below says it all
+        lost = self.queued_samples
+        self._queue.clear()
+        self.queued_samples = 0
+        self._events.clear()
+        self._retained.clear()
+        self.retained_samples = 0
+        self._count_dropped(lost)
+        if count_given_up:
+            self.given_up = True
+            self._sender._given_up += 1
+            log.warning("stream %s: giving up (%s); %d ms of audio not delivered", self.stream_id, reason,
+                        lost // SAMPLES_PER_MS)
+        elif lost:
+            log.info("stream %s: %s with %d ms of audio not delivered", self.stream_id, reason,
+                     lost // SAMPLES_PER_MS)
+
+    def _backoff(self, attempt: int) -> float:
+        cfg = self._sender.config
+        delay = min(cfg.backoff_max, cfg.backoff_initial * 2.0 ** min(attempt, 40))
+        return max(MIN_DELAY_S, delay * random.uniform(0.5, 1.0))
+
+    def _warn(self, level: int, what: str) -> None:
+        """Rate-limited (per stream) line about a failed or lost connection."""
+        now = asyncio.get_running_loop().time()
+        if self._last_warn is not None and now - self._last_warn < LOG_EVERY_S:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} similar since the last message)" if self._suppressed else ""
+        log.log(level, "%s", self._sender._scrub(f"stream {self.stream_id}: {what}{more}"))
+        self._last_warn = now
+        self._suppressed = 0
+
+    async def _connect_loop(self) -> None:
+        sender = self._sender
+        cfg = sender.config
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            hint = None
+            try:
+                ws = await sender._connect()
+            except asyncio.CancelledError:
+                raise
+            except InvalidStatus as e:
+                code = e.response.status_code
+                if 400 <= code < 500 and code not in RETRY_STATUS:
+                    self._refuse(e)
+                    return
+                sender._connect_failures += 1
+                hint = _retry_after(e)
+                delay = self._delay(attempt, hint)
+                self._warn(logging.WARNING, f"cannot connect to {sender.url_for_logs}: "
+                                            f"{_describe(e, cfg)[1]}; retrying in {delay:.2f} s")
+            except Exception as e:  # noqa: BLE001 - any failure is retried, never fatal to the loop
+                sender._connect_failures += 1
+                delay = self._delay(attempt, None)
+                level, why = _describe(e, cfg)
+                self._warn(level, f"cannot connect to {sender.url_for_logs}: {why}; retrying in {delay:.2f} s")
+            else:
+                since = loop.time()
+                delivered = await self._serve_connection(ws)
+                if delivered:
+                    return
+                if loop.time() - since >= STABLE_S:
+                    attempt = 0
+                code = ws.close_code
+                why = f"code {code}" + (f" {ws.close_reason}" if ws.close_reason else "") if code else "no close frame"
+                if code in REFUSAL_CLOSE_CODES:
+                    # the server rejected what we sent: sending it again would be rejected again
+                    log.error("%s", sender._scrub(f"stream {self.stream_id}: server refused the stream ({why})"))
+                    self.refused = True
+                    sender._refused += 1
+                    self._finish_undelivered("refused", count_given_up=False)
+                    return
+                delay = self._delay(attempt, None)
+                self._warn(logging.WARNING, f"connection to {sender.url_for_logs} lost ({why}); "
+                                            f"reconnecting in {delay:.2f} s")
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    def _delay(self, attempt: int, hint: float | None) -> float:
+        delay = self._backoff(attempt)
+        if hint is not None:
+            delay = max(delay, min(hint, self._sender.config.backoff_max))
+        return delay
+
+    def _refuse(self, e: InvalidStatus) -> None:
+        r = e.response
+        hint = "check --header / the token" if r.status_code in (401, 403, 407) else "check the URL"
+        log.error("%s", self._sender._scrub(
+            f"stream {self.stream_id}: server refused the connection: HTTP {r.status_code} {r.reason_phrase} "
+            f"({hint})"))
+        self.refused = True
+        self._sender._refused += 1
+        self._finish_undelivered("refused", count_given_up=False)
+
+    async def _serve_connection(self, ws) -> bool:
+        """Send over one open connection; True once ``end`` is sent and the
+        connection closed, False when the connection was lost."""
+        sender = self._sender
+        self.connected = True
+        sender._open += 1
+        sender._connects += 1
+        if self._started:
+            self.reconnects += 1
+            sender._reconnects += 1
+        reader = asyncio.get_running_loop().create_task(self._read(ws))
+        try:
+            return await self._pump(ws, reader)
+        except ConnectionClosed:
+            return False
+        finally:
+            self.connected = False
+            sender._open -= 1
+            reader.cancel()
+            if ws.state is not State.CLOSED:
+                ws.transport.abort()
+
+    async def _read(self, ws) -> None:
+        """Discards what the server sends (nothing is expected) so that pings
+        keep being answered, and wakes the pump when the connection ends."""
+        try:
+            async for message in ws:
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("stream %s: ignoring a %d-byte message from the server", self.stream_id, len(message))
+        except ConnectionClosed:
+            pass
+        finally:
+            self._wake()
+
+    async def _pump(self, ws, reader: asyncio.Task) -> bool:
+        sender = self._sender
+        resend = list(self._retained)
+        if not self._started:
+            offset = 0
+            resumed = False
+        else:
+            resumed = True
+            if resend:
+                offset = resend[0][0]
+            elif self._queue:
+                offset = self._queue[0][0]
+            else:
+                offset = self.offset
+        start = dict(self._start, resumed=resumed, offset=offset)
+        await ws.send(encode(start))
+        if resumed:
+            log.info("stream %s: reconnected, resuming at offset %d (%d ms repeated)", self.stream_id, offset,
+                     sum(n for _, _, n in resend) // SAMPLES_PER_MS)
+        else:
+            log.debug("%s", sender._scrub(f"stream {self.stream_id}: connected to {sender.url_for_logs}"))
+        self._started = True
+        expected = offset
+        for off, pcm, n in resend:
+            expected = await self._send_frame(ws, off, pcm, n, expected)
+
+        events, queue = self._events, self._queue
+        while True:
+            if events and (not queue or events[0][0] <= queue[0][0]):
+                await ws.send(events[0][1])
+                events.popleft()
+            elif queue:
+                off, pcm, n = queue.popleft()
+                self.queued_samples -= n
+                self.sent_samples += n
+                if self._dropping and self.queued_samples <= self._max_samples // 2:
+                    self._dropping_stopped()
+                self._retain(off, pcm, n)
+                expected = await self._send_frame(ws, off, pcm, n, expected)
+            elif self._end is not None:
+                end = self._end
+                end["samples"] = self.offset
+                end["dropped_ms"] = self.dropped_samples // SAMPLES_PER_MS
+                end["reconnects"] = self.reconnects
+                await ws.send(encode(end))
+                self._end_sent = True
+                await ws.close()
+                log.debug("stream %s: ended (%d samples, %d ms dropped, %d reconnects)", self.stream_id,
+                          self.offset, end["dropped_ms"], self.reconnects)
+                return True
+            elif reader.done():
+                return False
+            else:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+
+    async def _send_frame(self, ws, off: int, pcm: bytes, n: int, expected: int) -> int:
+        if off > expected:
+            await ws.send(encode(dict(self._ident, type="drop", offset=off, samples=off - expected)))
+        await ws.send(pcm)
+        self._sender._sent_frames += 1
+        self._sender._sent_bytes += len(pcm)
+        return off + n
+
+    def _retain(self, off: int, pcm: bytes, n: int) -> None:
+        if self._resend_samples <= 0:
+            return
+        self._retained.append((off, pcm, n))
+        self.retained_samples += n
+        while self.retained_samples > self._resend_samples:
+            self.retained_samples -= self._retained.popleft()[2]
+
+
+# --------------------------------------------------------------------------- sender
+
+class Sender:
+    """Owns the streams, the TLS context and the counters."""
+
+    def __init__(self, config: SenderConfig) -> None:
+        try:
+            scheme = urlsplit(config.url).scheme
+        except ValueError:
+            scheme = ""
+        if scheme not in ("ws", "wss"):
+            raise ValueError(f"the URL must start with ws:// or wss://, not {redact_url(config.url)!r}")
+        try:
+            parse_uri(config.url)
+        except InvalidURI:
+            raise ValueError(f"invalid WebSocket URL {redact_url(config.url)!r}") from None
+        self.config = config
+        self.url_for_logs = redact_url(config.url)
+        self._headers = list(config.headers or ())
+        self._scrub = _Scrubber(config.url, self._headers)
+        self._ws_logger = _ScrubbingLogger(logging.getLogger("websockets.client"), self._scrub)
+        self._ssl = ssl.create_default_context(cafile=config.ca_file) if scheme == "wss" else None
+        self._streams: dict[str, Stream] = {}
+        self._closed = False
+        self._opened = 0
+        self._open = 0
+        self._connects = 0
+        self._reconnects = 0
+        self._connect_failures = 0
+        self._refused = 0
+        self._dropped_samples = 0
+        self._dropped_events = 0
+        self._sent_frames = 0
+        self._sent_bytes = 0
+        self._given_up = 0
+
+    @property
+    def stats(self) -> dict:
+        return {
+            "streams": self._opened,
+            "active": len(self._streams),
+            "open": self._open,
+            "connects": self._connects,
+            "reconnects": self._reconnects,
+            "connect_failures": self._connect_failures,
+            "refused": self._refused,
+            "dropped_ms": self._dropped_samples // SAMPLES_PER_MS,
+            "dropped_events": self._dropped_events,
+            "sent_frames": self._sent_frames,
+            "sent_bytes": self._sent_bytes,
+            "given_up": self._given_up,
+        }
+
+    def open_stream(self, stream_id: str, start: dict, *, channels: int = 1) -> Stream:
+        """Start a stream; its task starts connecting at once."""
+        if self._closed:
+            raise RuntimeError("the sender is closed")
+        if channels not in (1, 2):
+            raise ValueError(f"channels must be 1 or 2, not {channels}")
+        if stream_id in self._streams:
+            raise ValueError(f"stream {stream_id} is already open")
+        stream = Stream(self, stream_id, start, channels)
+        self._streams[stream_id] = stream
+        self._opened += 1
+        return stream
+
+    def _stream_done(self, stream: Stream) -> None:
+        if self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
+
+    async def _connect(self):
+        cfg = self.config
+        return await connect(
+            cfg.url,
+            additional_headers=self._headers or None,
+            ssl=self._ssl,
+            open_timeout=cfg.open_timeout,
+            ping_interval=cfg.ping_interval,
+            ping_timeout=cfg.ping_timeout,
+            close_timeout=cfg.close_timeout,
+            compression=None,             # PCM barely compresses; deflate would cost CPU and memory per stream
+            user_agent_header=f"rtp2ws/{__version__}",
+            logger=self._ws_logger,
+        )
+
+    async def drain(self, timeout: float) -> None:
+        """Wait until every ended stream is finished; give up on the rest at
+        ``timeout`` (what they still held counts as dropped)."""
+        streams = [s for s in self._streams.values() if s._end is not None and not s.done]
+        if not streams:
+            return
+        tasks = {s._task: s for s in streams}
+        _, pending = await asyncio.wait(tasks, timeout=max(0.0, timeout))
+        for task in pending:
+            tasks[task]._abort(f"still undelivered after the {timeout:g} s drain timeout")
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop every stream at once (undelivered audio counts as dropped)."""
+        self._closed = True
+        streams = list(self._streams.values())
+        for s in streams:
+            s._abort("shutdown")
+        if streams:
+            await asyncio.gather(*(s._task for s in streams), return_exceptions=True)

@@ -1,0 +1,700 @@
+"""The WebSocket sender against real websockets servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import gc
+import inspect
+import json
+import logging
+import socket
+import ssl
+import time
+from http import HTTPStatus
+
+import numpy as np
+import pytest
+import trustme
+from websockets.asyncio.server import serve
+
+from rtp2ws import sender as sender_mod
+from rtp2ws.sender import Sender, SenderConfig, load_headers, raise_fd_limit, redact_url
+
+FRAME = 320                     # 20 ms at 16 kHz
+QUIET = logging.getLogger("tests.sink")
+QUIET.setLevel(logging.CRITICAL)  # the test server's own logs (it would print request headers at DEBUG)
+
+
+def run(coro, timeout: float = 20.0):
+    async def bounded():
+        return await asyncio.wait_for(coro, timeout)
+    return asyncio.run(bounded())
+
+
+def start_msg(stream_id: str, channels: int = 1) -> dict:
+    return {"type": "start", "call_id": "call-1", "tag": "caller", "stream_id": stream_id, "from": "a", "to": "b",
+            "src": None, "dst": None, "codec": "L16", "sample_rate": 16000, "channels": channels,
+            "frame_ms": 20, "sip_headers": {}, "version": 1}
+
+
+def end_msg(stream_id: str) -> dict:
+    return {"type": "end", "call_id": "call-1", "tag": "caller", "stream_id": stream_id, "reason": "bye"}
+
+
+def frame(offset: int, n: int = FRAME, channels: int = 1) -> bytes:
+    """Recognisable audio: each sample holds its own offset (mod 2**15)."""
+    return (np.repeat(np.arange(offset, offset + n) & 0x7FFF, channels).astype("<i2")).tobytes()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def config(port: int, **kw) -> SenderConfig:
+    kw.setdefault("backoff_initial", 0.05)
+    kw.setdefault("backoff_max", 0.2)
+    kw.setdefault("close_timeout", 1.0)
+    return SenderConfig(url=f"ws://127.0.0.1:{port}/audio", **kw)
+
+
+class Sink:
+    """A test server recording every message of every connection.
+
+    ``on_message(ws, conn_index, messages)`` may misbehave (abort, pause)."""
+
+    def __init__(self, on_connect=None, on_message=None) -> None:
+        self.conns: list[list] = []
+        self.requests = []
+        self.close_codes: list[int | None] = []
+        self.on_connect = on_connect
+        self.on_message = on_message
+        self.server = None
+        self.port = None
+
+    async def start(self, port: int = 0, **kw):
+        kw.setdefault("close_timeout", 0.5)
+        where = () if "sock" in kw else ("127.0.0.1", port)
+        self.server = await serve(self.handler, *where, logger=QUIET, **kw)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self):
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def handler(self, ws):
+        index = len(self.conns)
+        msgs: list = []
+        self.conns.append(msgs)
+        self.requests.append(ws.request)
+        if self.on_connect is not None:
+            await self.on_connect(ws, index)
+        try:
+            async for m in ws:
+                msgs.append(m)
+                if self.on_message is not None:
+                    await self.on_message(ws, index, msgs)
+        finally:
+            self.close_codes.append(ws.close_code)
+
+
+def texts(msgs):
+    return [json.loads(m) for m in msgs if isinstance(m, str)]
+
+
+def assemble(conns, channels: int = 1):
+    """Rebuild a stream as a server must: frames at the offsets that start and
+    drop messages announce.  Returns (audio by offset, messages, end)."""
+    audio: dict[int, bytes] = {}
+    events, end = [], None
+    for msgs in conns:
+        if not msgs:
+            continue
+        first = json.loads(msgs[0])
+        assert first["type"] == "start"
+        pos = first["offset"]
+        for m in msgs[1:]:
+            if isinstance(m, bytes):
+                audio[pos] = m
+                pos += len(m) // (2 * channels)
+            else:
+                msg = json.loads(m)
+                if msg["type"] == "drop":
+                    assert msg["offset"] >= pos
+                    pos = msg["offset"]
+                elif msg["type"] == "end":
+                    end = msg
+                else:
+                    events.append(msg)
+    return audio, events, end
+
+
+async def wait_for(predicate, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def test_load_headers(tmp_path, monkeypatch):
+    monkeypatch.setenv("RTP2WS_TEST_HDR", "X-Tenant: acme\nX-Other: 1")
+    f = tmp_path / "headers"
+    f.write_text("# auth\nAuthorization: Bearer abc:def\n\n  # indented comment\nX-Env:prod\n")
+    got = load_headers(["X-A: 1 2 "], ["RTP2WS_TEST_HDR"], [str(f)])
+    assert got == [("X-A", "1 2"), ("X-Tenant", "acme"), ("X-Other", "1"),
+                   ("Authorization", "Bearer abc:def"), ("X-Env", "prod")]
+
+    for bad in ["Bearer s3cr3t-token", "Bad Name: s3cr3t-token", ": s3cr3t-token", "X-Empty:  "]:
+        with pytest.raises(ValueError) as e:
+            load_headers([bad])
+        assert "s3cr3t-token" not in str(e.value)
+        assert "--header #1" in str(e.value)
+    f.write_text("ok: 1\ns3cr3t-token\n")
+    with pytest.raises(ValueError, match=r"line 2: expected 'Name: value'") as e:
+        load_headers([], [], [str(f)])
+    assert "s3cr3t-token" not in str(e.value)
+    monkeypatch.delenv("RTP2WS_TEST_MISSING", raising=False)
+    with pytest.raises(ValueError, match="RTP2WS_TEST_MISSING: environment variable is not set"):
+        load_headers([], ["RTP2WS_TEST_MISSING"])
+
+
+def test_redact_url():
+    assert redact_url("wss://user:pw@example.com:8443/a/b?token=x#f") == "wss://example.com:8443/a/b"
+    assert redact_url("ws://[::1]:9000/x?k=v") == "ws://[::1]:9000/x"
+    assert redact_url("ws://host/") == "ws://host/"
+    with pytest.raises(ValueError, match="ws:// or wss://") as e:
+        Sender(SenderConfig(url="http://u:s3cr3t@host/?t=s3cr3t"))
+    assert "s3cr3t" not in str(e.value)
+
+
+def test_raise_fd_limit():
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert raise_fd_limit(16) == soft                    # never lowers
+    got = raise_fd_limit(soft + 10)
+    assert got >= min(soft + 10, hard) if hard != resource.RLIM_INFINITY else got >= soft + 10
+
+
+def test_capture_side_is_synchronous():
+    from rtp2ws.sender import Stream
+    for name in ("send_audio", "send_event", "end"):
+        assert not inspect.iscoroutinefunction(getattr(Stream, name))
+
+
+# --------------------------------------------------------------------------- streams
+
+
+def test_stream_delivers_start_audio_events_end():
+    async def main():
+        sink = await Sink().start()
+        s = Sender(config(sink.port))
+        st = s.open_stream("s1", start_msg("s1"))
+        for i in range(10):
+            if i == 4:
+                st.send_event({"type": "dtmf", "call_id": "call-1", "tag": "caller", "stream_id": "s1",
+                               "digit": "5", "duration_ms": 100, "offset": 4 * FRAME})
+            st.send_audio(frame(i * FRAME))
+        st.send_audio(frame(10 * FRAME, 100))        # a short last frame
+        st.end(end_msg("s1"))
+        await s.drain(5)
+        assert st.done and not st.connected
+        await s.close()
+        await sink.stop()
+        return sink, s, st
+
+    sink, s, st = run(main())
+    assert len(sink.conns) == 1
+    msgs = sink.conns[0]
+    start = json.loads(msgs[0])
+    assert start["resumed"] is False and start["offset"] == 0 and start["stream_id"] == "s1"
+    kinds = ["audio" if isinstance(m, bytes) else json.loads(m)["type"] for m in msgs]
+    assert kinds == ["start"] + ["audio"] * 4 + ["dtmf"] + ["audio"] * 7 + ["end"]
+    audio, _, end = assemble(sink.conns)
+    assert b"".join(audio[k] for k in sorted(audio)) == b"".join(frame(i * FRAME) for i in range(10)) + frame(3200, 100)
+    assert end == {**end_msg("s1"), "samples": 3300, "dropped_ms": 0, "reconnects": 0}
+    assert sink.close_codes == [1000]
+    assert sink.requests[0].headers["User-Agent"].startswith("rtp2ws/")
+    assert st.offset == 3300 and st.dropped_samples == 0
+    assert s.stats["streams"] == 1 and s.stats["connects"] == 1 and s.stats["open"] == 0
+    assert s.stats["sent_frames"] == 11 and s.stats["sent_bytes"] == 3300 * 2
+    assert s.stats["dropped_ms"] == 0 and s.stats["given_up"] == 0 and s.stats["active"] == 0
+    with pytest.raises(ValueError, match="not a whole number"):
+        async def bad():
+            Sender(config(1)).open_stream("x", start_msg("x")).send_audio(b"\0\0\0")
+        run(bad())
+
+
+def test_server_down_at_start_drops_oldest_and_marks_the_gap(caplog):
+    caplog.set_level(logging.INFO, logger="rtp2ws.sender")
+    port = free_port()
+
+    async def main():
+        s = Sender(config(port, max_buffer_ms=100, linger_s=3))      # 5 frames
+        st = s.open_stream("s2", start_msg("s2"))
+        for i in range(20):
+            if i in (3, 18):
+                st.send_event({"type": "hold", "call_id": "call-1", "tag": "caller", "stream_id": "s2",
+                               "by": "caller", "offset": i * FRAME})
+            st.send_audio(frame(i * FRAME))
+            assert st.queued_samples <= 5 * FRAME
+        assert st.dropped_samples == 15 * FRAME
+        await asyncio.sleep(0.3)                         # several refused connects
+        assert not st.done and not st.connected
+        sink = await Sink().start(port)
+        st.end(end_msg("s2"))
+        await s.drain(5)
+        await s.close()
+        await sink.stop()
+        return sink, s, st
+
+    sink, s, _ = run(main())
+    msgs = sink.conns[0]
+    kinds = ["audio" if isinstance(m, bytes) else json.loads(m)["type"] for m in msgs]
+    assert kinds == ["start", "hold", "drop", "audio", "audio", "audio", "hold", "audio", "audio", "end"]
+    start, drop = json.loads(msgs[0]), json.loads(msgs[2])
+    assert start["resumed"] is False and start["offset"] == 0
+    assert drop == {"type": "drop", "call_id": "call-1", "tag": "caller", "stream_id": "s2",
+                    "offset": 15 * FRAME, "samples": 15 * FRAME}
+    audio, _, end = assemble(sink.conns)
+    assert sorted(audio) == [i * FRAME for i in range(15, 20)]
+    assert all(audio[i * FRAME] == frame(i * FRAME) for i in range(15, 20))
+    assert end["samples"] == 20 * FRAME and end["dropped_ms"] == 300 and end["reconnects"] == 0
+    assert s.stats["dropped_ms"] == 300 and s.stats["connect_failures"] >= 2
+    lines = [r.getMessage() for r in caplog.records if r.name == "rtp2ws.sender"]
+    assert sum("dropping the oldest" in m for m in lines) == 1
+    assert sum("stopped dropping audio; 300 ms dropped" in m for m in lines) == 1
+    # connect failures are rate-limited: one line for the whole outage
+    fails = [m for m in lines if "cannot connect" in m]
+    assert len(fails) == 1 and "connection refused" in fails[0] and f"ws://127.0.0.1:{port}/audio" in fails[0]
+
+
+def test_reconnect_resumes_with_resent_audio():
+    total = 60
+
+    async def crash_after_ten_frames(ws, index, msgs):
+        if index == 0 and sum(isinstance(m, bytes) for m in msgs) == 10:
+            ws.transport.abort()                          # the server dies; what is in flight is lost
+
+    async def main():
+        sink = await Sink(on_message=crash_after_ten_frames).start()
+        s = Sender(config(sink.port, resend_ms=100))
+        st = s.open_stream("s3", start_msg("s3"))
+        for i in range(total):
+            st.send_audio(frame(i * FRAME))
+            await asyncio.sleep(0.003)
+        st.end(end_msg("s3"))
+        await s.drain(5)
+        await s.close()
+        await sink.stop()
+        return sink, s, st
+
+    sink, s, st = run(main())
+    assert len(sink.conns) == 2
+    received_first = sum(isinstance(m, bytes) for m in sink.conns[0])
+    resumed = json.loads(sink.conns[1][0])
+    assert resumed["type"] == "start" and resumed["resumed"] is True and resumed["stream_id"] == "s3"
+    assert 0 < resumed["offset"] <= received_first * FRAME          # nothing lost in flight
+    assert resumed["offset"] >= received_first * FRAME - 100 * 16   # at most resend_ms repeated
+    audio, _, end = assemble(sink.conns)
+    assert sorted(audio) == [i * FRAME for i in range(total)]
+    assert all(audio[i * FRAME] == frame(i * FRAME) for i in range(total))
+    assert end["reconnects"] == 1 and end["dropped_ms"] == 0 and end["samples"] == total * FRAME
+    assert st.reconnects == 1 and s.stats["reconnects"] == 1 and s.stats["connects"] == 2
+
+
+def test_keepalive_detects_a_dead_server():
+    async def play_dead(ws, index):
+        if index == 0:
+            ws.transport.pause_reading()                  # no pongs, nothing read
+
+    async def main():
+        sink = await Sink(on_connect=play_dead).start(ping_interval=None)
+        s = Sender(config(sink.port, ping_interval=0.2, ping_timeout=0.2, close_timeout=0.2))
+        st = s.open_stream("s4", start_msg("s4"))
+        st.send_audio(frame(0))
+        t0 = time.monotonic()
+        await wait_for(lambda: st.reconnects == 1, 5)
+        detected = time.monotonic() - t0
+        st.send_audio(frame(FRAME))
+        st.end(end_msg("s4"))
+        await s.drain(5)
+        await s.close()
+        await sink.stop()
+        return sink, st, detected
+
+    sink, st, detected = run(main())
+    assert detected < 3
+    assert st.done and not st.given_up
+    audio, _, end = assemble(sink.conns[1:])
+    assert sorted(audio) == [0, FRAME] and end["reconnects"] == 1
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def test_server_that_never_reads_keeps_memory_bounded():
+    channels = 2
+    max_buffer_ms, resend_ms = 2000, 500
+    frame_bytes = FRAME * 2 * channels
+    seconds = 600                                         # 600 s of stereo: 38 MB pushed
+
+    async def main():
+        go = asyncio.Event()
+
+        async def read_later(ws, index):
+            await go.wait()
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # inherited by accepted sockets
+        listener.bind(("127.0.0.1", 0))
+        sink = await Sink(on_connect=read_later).start(sock=listener, max_queue=1, ping_interval=None)
+        s = Sender(config(sink.port, max_buffer_ms=max_buffer_ms, resend_ms=resend_ms, ping_interval=None))
+        st = s.open_stream("s5", start_msg("s5", channels), channels=channels)
+        await wait_for(lambda: st.connected)
+        gc.collect()
+        rss0 = _rss_bytes()
+        peak = 0
+        for i in range(seconds * 50):
+            st.send_audio(frame(i * FRAME, channels=channels))   # a fresh bytes object each time
+            if i % 50 == 49:                                      # hand the loop a chance every second of audio
+                await asyncio.sleep(0)
+                held = st.queued_bytes + st.retained_bytes
+                peak = max(peak, held)
+                assert st.queued_bytes <= max_buffer_ms * 32 * channels
+                assert st.retained_bytes <= resend_ms * 32 * channels
+                assert st.offset == st.dropped_samples + st.queued_samples + st.sent_samples
+        rss1 = _rss_bytes()
+        total = st.offset
+        assert total == seconds * 16000
+        assert st.dropped_samples > 0
+        # the socket took only a small part: send() waited instead of buffering
+        assert st.sent_samples * 2 * channels < 16 * 1024 * 1024
+        assert st.sent_samples + st.dropped_samples + st.queued_samples == total
+        dropped_before_end = st.dropped_samples
+        go.set()                                                  # the server reads at last
+        st.end(end_msg("s5"))
+        await s.drain(10)
+        await s.close()
+        await sink.stop()
+        return sink, s, st, total, dropped_before_end, peak, rss0, rss1
+
+    sink, s, st, total, dropped_before_end, peak, rss0, rss1 = run(main(), 40)
+    assert peak <= (max_buffer_ms + resend_ms) * 32 * channels + frame_bytes
+    if rss0 is not None:
+        assert rss1 - rss0 < 20 * 1024 * 1024, (rss0, rss1)
+    audio, _, end = assemble(sink.conns, channels)
+    received = sum(len(b) // (2 * channels) for b in audio.values())
+    drops = [json.loads(m) for m in sink.conns[0] if isinstance(m, str) and json.loads(m)["type"] == "drop"]
+    # what the server did not get is exactly what the sender counted as dropped
+    assert st.dropped_samples == dropped_before_end == total - received == sum(d["samples"] for d in drops)
+    assert end["samples"] == total and end["dropped_ms"] == st.dropped_samples // 16
+    assert all(audio[k] == frame(k, len(audio[k]) // 4, channels) for k in list(audio)[:50])
+    assert s.stats["dropped_ms"] == st.dropped_samples // 16
+
+
+def test_gives_up_only_after_end_and_linger(caplog):
+    caplog.set_level(logging.INFO, logger="rtp2ws.sender")
+    port = free_port()
+
+    async def main():
+        s = Sender(config(port, linger_s=0.3))
+        st = s.open_stream("s6", start_msg("s6"))
+        for i in range(10):
+            st.send_audio(frame(i * FRAME))
+        await asyncio.sleep(0.6)
+        assert not st.done                                # never gives up before end()
+        t0 = time.monotonic()
+        st.end(end_msg("s6"))
+        await wait_for(lambda: st.done, 3)
+        took = time.monotonic() - t0
+        await s.close()
+        return s, st, took
+
+    s, st, took = run(main())
+    assert 0.25 < took < 1.5
+    assert st.given_up and st.dropped_samples == 10 * FRAME
+    assert s.stats["given_up"] == 1 and s.stats["dropped_ms"] == 200
+    lines = [r.getMessage() for r in caplog.records if "giving up" in r.getMessage()]
+    assert lines == [("stream s6: giving up (could not deliver within 0.3 s of the end of the stream); "
+                      "200 ms of audio not delivered")]
+
+
+def test_drain_timeout_and_close():
+    port = free_port()
+
+    async def main():
+        s = Sender(config(port))                          # default linger: 10 s
+        ended = s.open_stream("s7", start_msg("s7"))
+        live = s.open_stream("s8", start_msg("s8"))
+        for st in (ended, live):
+            for i in range(5):
+                st.send_audio(frame(i * FRAME))
+        ended.end(end_msg("s7"))
+        t0 = time.monotonic()
+        await s.drain(0.3)
+        took = time.monotonic() - t0
+        assert ended.done and ended.given_up and ended.dropped_samples == 5 * FRAME
+        assert not live.done                              # drain waits for ended streams only
+        await s.close()
+        assert live.done and not live.given_up and live.dropped_samples == 5 * FRAME
+        with pytest.raises(RuntimeError):
+            s.open_stream("s9", start_msg("s9"))
+        return s, took
+
+    s, took = run(main())
+    assert took < 1
+    assert s.stats["given_up"] == 1 and s.stats["dropped_ms"] == 200 and s.stats["active"] == 0
+
+
+def _refusing(status: HTTPStatus, counter: list):
+    def process_request(connection, request):
+        counter.append(request.path)
+        return connection.respond(status, "no\n")
+    return process_request
+
+
+def test_refused_is_fatal_but_408_429_503_are_retried(caplog):
+    caplog.set_level(logging.INFO, logger="rtp2ws.sender")
+
+    async def main():
+        hits = {}
+        results = {}
+        for status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.NOT_FOUND, HTTPStatus.TOO_MANY_REQUESTS,
+                       HTTPStatus.SERVICE_UNAVAILABLE, HTTPStatus.REQUEST_TIMEOUT):
+            hits[status] = []
+            server = await serve(lambda ws: None, "127.0.0.1", 0, logger=QUIET,
+                                 process_request=_refusing(status, hits[status]))
+            port = server.sockets[0].getsockname()[1]
+            s = Sender(config(port, linger_s=0.2))
+            st = s.open_stream(f"r{status.value}", start_msg(f"r{status.value}"))
+            st.send_audio(frame(0))
+            await asyncio.sleep(0.5)
+            results[status] = (st.done, st.refused, s.stats["refused"])
+            st.send_audio(frame(FRAME))
+            st.end(end_msg(st.stream_id))
+            await s.drain(2)
+            assert st.dropped_samples == 2 * FRAME
+            await s.close()
+            server.close()
+            await server.wait_closed()
+        return hits, results
+
+    hits, results = run(main())
+    for status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.NOT_FOUND):
+        assert len(hits[status]) == 1                     # no retry
+        assert results[status] == (True, True, 1)
+    for status in (HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE, HTTPStatus.REQUEST_TIMEOUT):
+        assert len(hits[status]) >= 2                     # retried
+        assert results[status] == (False, False, 0)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        "stream r401: server refused the connection: HTTP 401 Unauthorized (check --header / the token)",
+        "stream r404: server refused the connection: HTTP 404 Not Found (check the URL)",
+    ]
+
+
+def test_wss_with_a_private_ca(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="rtp2ws.sender")
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    async def main():
+        sink = await Sink().start(ssl=server_ctx)
+        url = f"wss://127.0.0.1:{sink.port}/audio"
+        good = Sender(SenderConfig(url=url, ca_file=str(ca_file), backoff_initial=0.05, backoff_max=0.1))
+        st = good.open_stream("t1", start_msg("t1"))
+        st.send_audio(frame(0))
+        st.end(end_msg("t1"))
+        await good.drain(5)
+        assert st.done and not st.given_up
+        await good.close()
+
+        bad = Sender(SenderConfig(url=url, backoff_initial=0.05, backoff_max=0.1, linger_s=0.4))
+        st2 = bad.open_stream("t2", start_msg("t2"))
+        st2.send_audio(frame(0))
+        await asyncio.sleep(0.3)
+        st2.end(end_msg("t2"))
+        await bad.drain(3)
+        await bad.close()
+        await sink.stop()
+        return sink, bad, st2
+
+    sink, bad, st2 = run(main())
+    audio, _, end = assemble(sink.conns[:1])
+    assert audio == {0: frame(0)} and end["stream_id"] == "t1"
+    assert len(sink.conns) == 1                           # the unverified client never got through
+    assert st2.given_up and bad.stats["connect_failures"] >= 2
+    lines = [r.getMessage() for r in caplog.records if "t2" in r.getMessage() and "cannot connect" in r.getMessage()]
+    assert len(lines) == 1
+    assert "TLS certificate verification failed" in lines[0] and "--ca-file" in lines[0]
+
+
+def test_secrets_never_logged(caplog):
+    caplog.set_level(logging.DEBUG)
+    secrets = ["s3cr3t-token", "pa55word-x", "qu3ry-s3cret", "dXNlcjpwYTU1d29yZC14"]  # last: base64("user:pa55word-x")
+
+    async def main():
+        sink = await Sink().start()
+        refusing = await serve(lambda ws: None, "127.0.0.1", 0, logger=QUIET,
+                               process_request=_refusing(HTTPStatus.UNAUTHORIZED, []))
+        ports = [sink.port, refusing.sockets[0].getsockname()[1], free_port()]
+        streams = []
+        for i, port in enumerate(ports):
+            cfg = SenderConfig(url=f"ws://user:pa55word-x@127.0.0.1:{port}/a?token=qu3ry-s3cret&x=1",
+                               headers=[("Authorization", "Bearer s3cr3t-token")],
+                               backoff_initial=0.05, backoff_max=0.1, linger_s=0.3)
+            s = Sender(cfg)
+            st = s.open_stream(f"x{i}", start_msg(f"x{i}"))
+            st.send_audio(frame(0))
+            streams.append((s, st))
+        await asyncio.sleep(0.3)
+        for s, st in streams:
+            st.end(end_msg(st.stream_id))
+            await s.drain(2)
+            await s.close()
+        await sink.stop()
+        refusing.close()
+        await refusing.wait_closed()
+        return sink, streams
+
+    sink, streams = run(main())
+    # the secrets did go out on the wire
+    assert sink.requests[0].headers.get_all("Authorization") == ["Basic dXNlcjpwYTU1d29yZC14",
+                                                                 "Bearer s3cr3t-token"]
+    assert "qu3ry-s3cret" in sink.requests[0].path
+    assert streams[0][1].done and streams[1][1].refused and streams[2][1].given_up
+    records = caplog.records
+    assert any(r.name.startswith("websockets") and r.levelno == logging.DEBUG for r in records)
+    assert any("Authorization: <redacted>" in r.getMessage() for r in records)
+    for r in records:
+        text = r.getMessage() + (logging.Formatter().formatException(r.exc_info) if r.exc_info else "")
+        for secret in secrets:
+            assert secret not in text, (r.name, text)
+    assert "127.0.0.1" in caplog.text
+
+
+def test_many_streams_concurrently():
+    n = 300
+    raise_fd_limit(4 * n + 256)
+
+    async def main():
+        sink = await Sink().start()
+        s = Sender(config(sink.port))
+        streams = [s.open_stream(f"m{i}", start_msg(f"m{i}")) for i in range(n)]
+        for f in range(5):
+            for st in streams:
+                st.send_audio(frame(f * FRAME))
+            await asyncio.sleep(0.01)
+        for st in streams:
+            st.end(end_msg(st.stream_id))
+        await s.drain(20)
+        await s.close()
+        await sink.stop()
+        return sink, s, streams
+
+    import uvloop
+    sink, s, streams = uvloop.run(asyncio.wait_for(main(), 30))
+    assert all(st.done and not st.given_up for st in streams)
+    assert len(sink.conns) == n and sink.close_codes == [1000] * n
+    ends = [assemble([c])[2] for c in sink.conns]
+    assert sorted(e["stream_id"] for e in ends) == sorted(f"m{i}" for i in range(n))
+    assert all(e["samples"] == 5 * FRAME and e["dropped_ms"] == 0 for e in ends)
+    assert s.stats["streams"] == n and s.stats["connects"] == n and s.stats["sent_frames"] == 5 * n
+
+
+def test_out_of_file_descriptors_is_explained(caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="rtp2ws.sender")
+
+    async def emfile(self):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(sender_mod.Sender, "_connect", emfile)
+
+    async def main():
+        s = Sender(config(free_port(), linger_s=0.1))
+        st = s.open_stream("e1", start_msg("e1"))
+        await asyncio.sleep(0.2)
+        st.end(end_msg("e1"))
+        await s.drain(1)
+        await s.close()
+
+    run(main())
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "too many open files" in errors[0] and "ulimit -n" in errors[0] and "LimitNOFILE=" in errors[0]
+
+
+def test_events_are_capped_and_counted(caplog):
+    port = free_port()
+
+    async def main():
+        s = Sender(config(port))
+        st = s.open_stream("v1", start_msg("v1"))
+        for i in range(sender_mod.MAX_EVENTS + 5):
+            st.send_event({"type": "dtmf", "call_id": "call-1", "tag": "caller", "stream_id": "v1",
+                           "digit": "1", "duration_ms": 40, "offset": 0})
+        sink = await Sink().start(port)
+        st.end(end_msg("v1"))
+        await s.drain(5)
+        await s.close()
+        await sink.stop()
+        return sink, s, st
+
+    sink, s, st = run(main())
+    assert st.dropped_events == 5 and s.stats["dropped_events"] == 5
+    _, events, end = assemble(sink.conns)
+    assert len(events) == sender_mod.MAX_EVENTS and end["samples"] == 0
+    assert sum("dropping new ones" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_protocol_refusal_close_is_not_retried(caplog):
+    """A server that closes with 1008 refused the stream itself: no reconnect loop."""
+    import asyncio
+
+    from websockets.asyncio.server import serve
+
+    from rtp2ws.sender import Sender, SenderConfig
+
+    async def main():
+        seen = []
+
+        async def handler(ws):
+            seen.append(await ws.recv())
+            await ws.close(1008, "invalid start: channels")
+
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            sender = Sender(SenderConfig(url=f"ws://127.0.0.1:{port}/", backoff_initial=0.05))
+            st = sender.open_stream("s1008", {"type": "start", "call_id": "c", "tag": "caller"})
+            st.send_audio(b"\x00\x00" * 320)
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if st.done:
+                    break
+            await asyncio.sleep(0.3)   # a retry would have connected again by now
+            stats = sender.stats
+            await sender.close()
+            return seen, st, stats
+
+    with caplog.at_level("ERROR", logger="rtp2ws.sender"):
+        seen, st, stats = asyncio.run(main())
+    assert len(seen) == 1 and st.refused and stats["refused"] == 1
+    assert "server refused the stream (code 1008 invalid start: channels)" in caplog.text
