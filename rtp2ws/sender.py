@@ -69,8 +69,17 @@ class SenderConfig:
     ping_timeout: float | None = 20.0
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
-    linger_s: float | None = None              # after end(): retry this long, then give up (default max_buffer_ms/1000)
+    linger_s: float | None = None              # after end(): retry this long, then give up (see .linger)
     close_timeout: float = 10.0                # closing handshake (also bounds dead-peer detection after a ping timeout)
+
+    @property
+    def linger(self) -> float:
+        """How long an ended stream keeps trying to deliver: ``linger_s``, or by
+        default as long as its buffer holds audio, and at least 10 s, so that a
+        server restarting at the end of a call still gets the end of it."""
+        if self.linger_s is not None:
+            return self.linger_s
+        return max(10.0, self.max_buffer_ms / 1000)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -356,7 +365,7 @@ class Stream:
         for k, v in (("type", "end"), *self._ident.items()):
             self._end.setdefault(k, v)
         cfg = self._sender.config
-        linger = cfg.linger_s if cfg.linger_s is not None else cfg.max_buffer_ms / 1000
+        linger = cfg.linger
         self._linger_handle = asyncio.get_running_loop().call_later(max(0.0, linger), self._linger_expired, linger)
         self._wake()
 

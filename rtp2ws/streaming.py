@@ -186,12 +186,11 @@ def replay_to_websocket(args, config, wav_sink, progress):
             return replay(args.capture, sink, config, progress, pacer=pacer, stop=stop,
                           tick_every=64 if pacer is None else None)
 
-        linger = cfg.linger_s if cfg.linger_s is not None else cfg.max_buffer_ms / 1000.0
         def bridge(loop):
             return LoopBridge(streams, sender, loop, flow_control=args.speed is None)
 
         result = await run_with_sender(work, sender, bridge,
-                                       drain_timeout=linger + cfg.open_timeout + 5.0)
+                                       drain_timeout=cfg.linger + cfg.open_timeout + 5.0)
         stats = sender.stats
         stats["late_samples"] = streams.late_samples
         return result, stats

@@ -93,7 +93,8 @@ class StreamSink(Sink):
         self.late_samples = 0
 
     def take_ops(self) -> list:
-        ops, self.ops = self.ops, []
+        ops = self.ops[:]
+        self.ops.clear()      # the same list object: the mixers append to it
         return ops
 
     # -- Sink ---------------------------------------------------------------------

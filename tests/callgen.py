@@ -75,6 +75,7 @@ class Call:
     to_tag: str = "ttag1"
     cseq: int = 1
     compact: bool = False
+    invite_headers: list = field(default_factory=list)   # extra (name, value) on INVITEs
     frames: list = field(default_factory=list)
 
     def _hdrs(self, method_cseq: str, cseq: int, sender_is_a: bool, to_tag: bool, branch: str) -> list:
@@ -88,6 +89,8 @@ class Call:
             ("CSeq", f"{cseq} {method_cseq}"),
             ("m" if c else "Contact", f"<sip:{src.user}@{src.ip}:{src.sip_port}>"),
         ]
+        if method_cseq == "INVITE":
+            h += self.invite_headers
         return h
 
     def request(self, t: float, method: str, *, from_a: bool = True, body: str = "", cseq: int | None = None,
