@@ -32,6 +32,21 @@ fi
 .venv/bin/python -m pip install -q -e '.[test]'
 .venv/bin/python -c 'import rtp2ws.g711 as g; print("rtp2ws installed; G.711/resampler backend:", g.BACKEND)'
 if [ "$demo" = 1 ]; then
-  .venv/bin/rtp2ws replay tests/data/demo_speech.pcap --out-dir out/demo --stereo
-  echo "demo audio: out/demo/ (calls.json lists the WAV files)"
+  # The main job on the bundled capture: replay the demo call into the built-in sink
+  # (rtp2ws sink, the reference analysis server) over WebSocket, and to files.
+  rm -rf out/demo && mkdir -p out/demo
+  .venv/bin/rtp2ws sink --listen 127.0.0.1:0 --out-dir out/demo/received > out/demo/sink.log 2>&1 &
+  sink_pid=$!
+  trap 'kill "$sink_pid" 2>/dev/null || true' EXIT
+  url=""
+  for _ in $(seq 100); do
+    url=$(grep -o 'ws://[^ ]*' out/demo/sink.log | head -n 1 || true)
+    [ -n "$url" ] && break
+    sleep 0.1
+  done
+  [ -n "$url" ] || { cat out/demo/sink.log >&2; echo "install.sh: the demo sink did not start" >&2; exit 1; }
+  .venv/bin/rtp2ws replay tests/data/demo_speech.pcap --ws-url "$url/audio" --out-dir out/demo/files
+  kill -TERM "$sink_pid" && wait "$sink_pid" || true
+  trap - EXIT
+  echo "demo: streamed audio in out/demo/received/ (what the analysis server got), files in out/demo/files/"
 fi
