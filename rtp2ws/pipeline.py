@@ -43,6 +43,31 @@ class Sink:
         """Capture time has reached ``now`` (called after each batch and timer run)."""
 
 
+class Forward(Sink):
+    """Passes everything on to ``inner``; subclasses override what they add."""
+
+    def __init__(self, inner: Sink) -> None:
+        self.inner = inner
+
+    def call_started(self, call):
+        self.inner.call_started(call)
+
+    def leg_audio(self, call, leg, pcm):
+        self.inner.leg_audio(call, leg, pcm)
+
+    def leg_event(self, call, leg, event):
+        self.inner.leg_event(call, leg, event)
+
+    def call_event(self, call, event):
+        self.inner.call_event(call, event)
+
+    def call_ended(self, call, legs):
+        self.inner.call_ended(call, legs)
+
+    def tick(self, now):
+        self.inner.tick(now)
+
+
 class Tee(Sink):
     """Hands everything to several sinks."""
 

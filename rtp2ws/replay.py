@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .capture import CaptureError, CaptureFile
 from .packet import UnsupportedLinkType
-from .pipeline import Config, Pipeline, Sink
+from .pipeline import Config, Forward, Pipeline, Sink
 
 
 class ReplayError(Exception):
@@ -74,11 +74,11 @@ class Progress:
             self.stream.flush()
 
 
-class _Counting(Sink):
-    """Wraps a sink to count calls and legs with audio."""
+class _Counting(Forward):
+    """Counts calls and legs with audio on the way to the real sink."""
 
     def __init__(self, inner: Sink) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.calls = 0
         self.legs: set = set()
 
@@ -89,18 +89,6 @@ class _Counting(Sink):
     def leg_audio(self, call, leg, pcm):
         self.legs.add((call.key, leg.tag))
         self.inner.leg_audio(call, leg, pcm)
-
-    def leg_event(self, call, leg, event):
-        self.inner.leg_event(call, leg, event)
-
-    def call_event(self, call, event):
-        self.inner.call_event(call, event)
-
-    def call_ended(self, call, legs):
-        self.inner.call_ended(call, legs)
-
-    def tick(self, now):
-        self.inner.tick(now)
 
 
 class Pacer:

@@ -17,18 +17,20 @@ import logging
 import signal
 import threading
 
-from .pipeline import Sink
+from .pipeline import Forward
 from .sender import Sender, SenderConfig
 from .streams import Audio, End, Event, Open, StreamSink
 
 log = logging.getLogger("rtp2ws")
 
 
-class LoopBridge(Sink):
-    """Pipeline side (worker thread) of the hand-off to the sender (loop thread)."""
+class LoopBridge(Forward):
+    """Pipeline side (worker thread) of the hand-off to the sender (loop thread):
+    everything goes through the StreamSink, whose operations leave on each tick."""
 
     def __init__(self, streams: StreamSink, sender: Sender, loop: asyncio.AbstractEventLoop,
                  max_pending: int = 20000, flow_control: bool = False, stall_s: float = 3.0) -> None:
+        super().__init__(streams)
         self.streams = streams
         self.sender = sender
         self.loop = loop
@@ -43,22 +45,6 @@ class LoopBridge(Sink):
         self._cond = threading.Condition()
         self._open: dict = {}     # loop thread only: stream_id -> sender Stream
         self.waits = 0
-
-    # Sink: everything goes through the StreamSink; operations leave on tick.
-    def call_started(self, call):
-        self.streams.call_started(call)
-
-    def leg_audio(self, call, leg, pcm):
-        self.streams.leg_audio(call, leg, pcm)
-
-    def leg_event(self, call, leg, event):
-        self.streams.leg_event(call, leg, event)
-
-    def call_event(self, call, event):
-        self.streams.call_event(call, event)
-
-    def call_ended(self, call, legs):
-        self.streams.call_ended(call, legs)
 
     def tick(self, now):
         self.streams.tick(now)

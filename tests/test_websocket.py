@@ -64,6 +64,38 @@ class SinkProcess:
             return [json.loads(line)["message"] for line in f]
 
 
+class ThreadedServer:
+    """A plain ``websockets`` server in a thread of its own, for the tests that need
+    a server behaving differently from ``rtp2ws sink``."""
+
+    def __init__(self, handler, *, rcvbuf=None, **kw):
+        from websockets.asyncio.server import serve
+
+        self._ready = threading.Event()
+        self._loop = None
+        self._stop = None
+
+        async def main():
+            self._loop = asyncio.get_running_loop()
+            self._stop = self._loop.create_future()
+            async with serve(handler, "127.0.0.1", 0, **kw) as srv:
+                if rcvbuf:
+                    for sock in srv.sockets:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+                self.port = srv.sockets[0].getsockname()[1]
+                self._ready.set()
+                await self._stop
+
+        self._thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10)
+        self.url = f"ws://127.0.0.1:{self.port}/"
+
+    def close(self):
+        self._loop.call_soon_threadsafe(self._stop.set_result, None)
+        self._thread.join(10)
+
+
 @pytest.fixture
 def sink(tmp_path):
     sinks = []
@@ -185,42 +217,17 @@ def test_outage_longer_than_the_buffer_loses_exactly_the_drops(tmp_path, sink):
 
 def test_server_that_never_reads_does_not_stall_replay(tmp_path):
     """The server accepts and never reads: replay still finishes, drops are counted."""
-    from websockets.asyncio.server import serve
-
     # 300 s per leg is ~10 MB: more than the kernel's socket buffers can absorb
     cap = make_capture(tmp_path / "c.pcap", seconds=300.0)
-    ready = threading.Event()
-    stop = None
-    port = []
 
-    def server():
-        nonlocal stop
+    async def handler(ws):
+        await asyncio.sleep(3600)   # never reads
 
-        async def handler(ws):
-            await asyncio.sleep(3600)   # never reads
-
-        async def main():
-            nonlocal stop
-            stop = asyncio.get_running_loop().create_future()
-            async with serve(handler, "127.0.0.1", 0, max_size=None) as srv:
-                for s in srv.sockets:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                port.append(srv.sockets[0].getsockname()[1])
-                ready.set()
-                await stop
-        loop = asyncio.new_event_loop()
-        t_loop.append(loop)
-        loop.run_until_complete(main())
-
-    t_loop = []
-    t = threading.Thread(target=server, daemon=True)
-    t.start()
-    ready.wait(10)
+    server = ThreadedServer(handler, rcvbuf=4096, max_size=None)
     try:
-        r = replay(cap, "--ws-url", f"ws://127.0.0.1:{port[0]}/", "--max-buffer-ms", "1000", "--out-dir",
-                   tmp_path / "o", timeout=90)
+        r = replay(cap, "--ws-url", server.url, "--max-buffer-ms", "1000", "--out-dir", tmp_path / "o", timeout=90)
     finally:
-        t_loop[0].call_soon_threadsafe(stop.set_result, None)
+        server.close()
     assert r.returncode == 1     # streams given up: reported, not hidden
     assert "given up" in r.stderr and "dropping the oldest" in r.stderr
     m = json.load(open(tmp_path / "o" / "calls.json"))
@@ -257,40 +264,27 @@ def test_wss_with_private_ca_and_token(tmp_path, sink):
 
 def test_realtime_delivers_frames_on_capture_timing(tmp_path):
     """Frames arrive paced like the capture (tolerance, not a speed assertion)."""
-    from websockets.asyncio.server import serve
-
     cap = make_capture(tmp_path / "c.pcap", seconds=3.0)
     arrivals = {}
-    ready = threading.Event()
-    port = []
-    done = threading.Event()
 
-    def server():
-        async def handler(ws):
-            tag = None
-            async for msg in ws:
-                if isinstance(msg, str):
-                    m = json.loads(msg)
-                    tag = m.get("tag", tag)
-                    if m["type"] == "end":
-                        break
-                else:
-                    arrivals.setdefault(tag, []).append((time.monotonic(), len(msg)))
+    async def handler(ws):
+        tag = None
+        async for msg in ws:
+            if isinstance(msg, str):
+                m = json.loads(msg)
+                tag = m.get("tag", tag)
+                if m["type"] == "end":
+                    break
+            else:
+                arrivals.setdefault(tag, []).append((time.monotonic(), len(msg)))
 
-        async def main():
-            async with serve(handler, "127.0.0.1", 0) as srv:
-                port.append(srv.sockets[0].getsockname()[1])
-                ready.set()
-                while not done.is_set():
-                    await asyncio.sleep(0.05)
-        asyncio.run(main())
-
-    t = threading.Thread(target=server, daemon=True)
-    t.start()
-    ready.wait(10)
-    r = replay(cap, "--ws-url", f"ws://127.0.0.1:{port[0]}/", "--speed", "realtime")
-    done.set()
+    server = ThreadedServer(handler)
+    try:
+        r = replay(cap, "--ws-url", server.url, "--speed", "realtime")
+    finally:
+        server.close()
     assert r.returncode == 0, r.stderr
+    assert set(arrivals) == {"caller", "callee"}
     for tag, frames in arrivals.items():
         times = np.array([t for t, _ in frames])
         n = len(frames)
@@ -321,8 +315,6 @@ def test_sigterm_ends_every_leg_with_shutdown(tmp_path, sink):
 def test_keepalive_pings_answered_under_full_load(tmp_path):
     """A server pinging every 100 ms with a 400 ms timeout keeps every connection
     while replay decodes 40 concurrent calls at full speed."""
-    from websockets.asyncio.server import serve
-
     rows = []
     for i in range(40):
         a = Party(f"10.1.0.{i + 1}", 5060, 4000, f"1{i}")
@@ -335,34 +327,22 @@ def test_keepalive_pings_answered_under_full_load(tmp_path):
                  c.bye(116 + i * 0.01)]
     cap = callgen.write(tmp_path / "load.pcap", frames_of(*rows))
     closes = []
-    ready = threading.Event()
-    done = threading.Event()
-    port = []
 
-    def server():
-        async def handler(ws):
-            ended = False
-            try:
-                async for msg in ws:
-                    if isinstance(msg, str) and json.loads(msg)["type"] == "end":
-                        ended = True
-            finally:
-                closes.append((ended, ws.close_code, ws.close_reason))
+    async def handler(ws):
+        ended = False
+        try:
+            async for msg in ws:
+                if isinstance(msg, str) and json.loads(msg)["type"] == "end":
+                    ended = True
+        finally:
+            closes.append((ended, ws.close_code, ws.close_reason))
 
-        async def main():
-            async with serve(handler, "127.0.0.1", 0, ping_interval=0.1, ping_timeout=0.4) as srv:
-                port.append(srv.sockets[0].getsockname()[1])
-                ready.set()
-                while not done.is_set():
-                    await asyncio.sleep(0.05)
-        asyncio.run(main())
-
-    t = threading.Thread(target=server, daemon=True)
-    t.start()
-    ready.wait(10)
-    r = replay(cap, "--ws-url", f"ws://127.0.0.1:{port[0]}/", timeout=300)
-    time.sleep(0.3)
-    done.set()
+    server = ThreadedServer(handler, ping_interval=0.1, ping_timeout=0.4)
+    try:
+        r = replay(cap, "--ws-url", server.url, timeout=300)
+        time.sleep(0.3)
+    finally:
+        server.close()
     assert r.returncode == 0, r.stderr
     assert len(closes) == 80
     assert all(ended and code == 1000 for ended, code, _ in closes), [c for c in closes if c[1] != 1000][:3]
