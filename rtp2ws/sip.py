@@ -133,13 +133,10 @@ def canonical_name(name: str) -> str:
     return COMPACT.get(name, name)
 
 
-def _split_outside_quotes(value: str, sep: str) -> list[str]:
-    """Split on ``sep`` except inside quoted-strings (RFC 3261 ``quoted-string``,
-    with ``quoted-pair`` backslash escapes) and ``<...>`` URIs."""
-    parts: list[str] = []
-    start = 0
+def _unquoted(value: str):
+    """Yield (index, char) for the characters outside quoted-strings (RFC 3261
+    ``quoted-string``, with ``quoted-pair`` backslash escapes)."""
     in_quotes = False
-    in_angle = False
     i = 0
     n = len(value)
     while i < n:
@@ -151,35 +148,33 @@ def _split_outside_quotes(value: str, sep: str) -> list[str]:
                 in_quotes = False
         elif ch == '"':
             in_quotes = True
-        elif ch == "<":
+        else:
+            yield i, ch
+        i += 1
+
+
+def _split_outside_quotes(value: str, sep: str) -> list[str]:
+    """Split on ``sep`` except inside quoted-strings and ``<...>`` URIs."""
+    parts: list[str] = []
+    start = 0
+    in_angle = False
+    for i, ch in _unquoted(value):
+        if ch == "<":
             in_angle = True
         elif ch == ">":
             in_angle = False
         elif ch == sep and not in_angle:
             parts.append(value[start:i])
             start = i + 1
-        i += 1
     parts.append(value[start:])
     return parts
 
 
 def _find_outside_quotes(value: str, char: str) -> int:
     """Index of the first ``char`` outside quoted-strings, or -1."""
-    in_quotes = False
-    i = 0
-    n = len(value)
-    while i < n:
-        ch = value[i]
-        if in_quotes:
-            if ch == "\\":
-                i += 1
-            elif ch == '"':
-                in_quotes = False
-        elif ch == '"':
-            in_quotes = True
-        elif ch == char:
+    for i, ch in _unquoted(value):
+        if ch == char:
             return i
-        i += 1
     return -1
 
 
