@@ -56,29 +56,58 @@ def make_capture(path: str, calls: int, seconds: float, loss: float, seed: int =
     return len(frames)
 
 
+def _replay_ws(cap: str, tmp: str, frame_ms: int):
+    """Replay into ``rtp2ws sink`` running in a separate process (its CPU is not counted)."""
+    import argparse as _ap
+    import subprocess
+
+    from rtp2ws.replay import Progress
+    from rtp2ws.streaming import replay_to_websocket
+
+    sink = subprocess.Popen([sys.executable, "-m", "rtp2ws.cli", "sink", "--listen", "127.0.0.1:0",
+                             "--out-dir", os.path.join(tmp, "recv")], stdout=subprocess.PIPE, text=True)
+    try:
+        url = sink.stdout.readline().split()[-1]
+        args = _ap.Namespace(ws_url=url + "/", header=[], header_env=[], header_file=[], ca_file=None,
+                             max_buffer_ms=10000, resend_ms=1000, frame_ms=frame_ms, stereo=False,
+                             sip_header=[], speed=None, capture=cap)
+        return replay_to_websocket(args, Config(), None, Progress(enabled=False))
+    finally:
+        sink.terminate()
+        sink.wait(30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--loss", type=float, default=0.0)
+    ap.add_argument("--ws", action="store_true",
+                    help="stream to an rtp2ws sink in another process instead of writing WAV files")
+    ap.add_argument("--frame-ms", type=int, default=20)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cap = os.path.join(tmp, "bench.pcap")
         t = time.monotonic()
         n = make_capture(cap, args.calls, args.seconds, args.loss)
         print(f"generated {n} packets ({os.path.getsize(cap) / 1e6:.1f} MB) in {time.monotonic() - t:.1f} s")
-        sink = WavSink(os.path.join(tmp, "out"))
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         w0 = time.monotonic()
-        result = replay(cap, sink, Config())
-        sink.close(result.summary())
+        if args.ws:
+            result, sent = _replay_ws(cap, tmp, args.frame_ms)
+            print(f"streamed: {sent['streams']} streams, {sent['sent_frames']} frames, "
+                  f"{sent['dropped_ms']} ms dropped, {sent['reconnects']} reconnects")
+        else:
+            sink = WavSink(os.path.join(tmp, "out"))
+            result = replay(cap, sink, Config())
+            sink.close(result.summary())
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         wall = time.monotonic() - w0
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     audio = args.calls * args.seconds
     print(f"replay: {result.packets} packets, {result.calls} calls, {cpu:.2f} s CPU, {wall:.2f} s wall")
     print(f"  {result.packets / cpu / 1000:.1f} k packets per CPU second, {cpu / result.packets * 1e6:.1f} us per packet")
-    print(f"  calls per core (capture -> WAV): {audio / cpu:.0f}")
+    print(f"  calls per core (capture -> {'WebSocket' if args.ws else 'WAV'}): {audio / cpu:.0f}")
     print(f"  peak RSS {r1.ru_maxrss / 1024:.0f} MB")
 
 
