@@ -10,6 +10,12 @@ activity with :meth:`CallRegistry.touch` so that inactivity can end a call.
 End reasons: ``bye``, ``cancel``, ``rejected <code>``, ``timeout`` and,
 from :meth:`CallRegistry.finish`, ``capture_end`` or ``shutdown``.
 
+Calls already in progress when capture starts: an in-dialog INVITE or UPDATE
+(one with a To-tag) for an unknown Call-ID picks the call up (``picked_up``;
+its sender is taken as the caller).  RTP seen before any signalling becomes
+a *media-only* call (:meth:`CallRegistry.adopt`, Call-ID ``rtp:<a>-<b>``), which
+ends with ``identified`` when signalling later names its addresses.
+
 Duplicates: a message is identified by (request method, CSeq) or
 (status, CSeq, To-tag).  Retransmissions and the copies of one message
 seen on two hops of a proxy share that identity, so they are counted and
@@ -63,7 +69,7 @@ class Call:
     caller_tag: str | None
     invite_cseq: int
     start: float
-    invite: SipMessage
+    invite: SipMessage | None      # the initial INVITE (or the in-dialog request a call was picked up from)
     callee_tag: str | None = None
     state: str = "trying"         # trying, early, confirmed, ended
     end: float | None = None
@@ -74,6 +80,9 @@ class Call:
     sip_messages: int = 0
     sip_duplicates: int = 0
     challenged_at: float | None = None
+    picked_up: bool = False        # first seen mid-dialog (capture started during the call)
+    media_only: bool = False       # RTP without signalling (yet)
+    identified_as: str | None = None
     _challenge_code: int = 0
     _seen: set = field(default_factory=set, repr=False)
 
@@ -114,7 +123,7 @@ class CallRegistry:
         self._ended: dict[str, Call] = {}       # Call-ID -> recently ended call
         self._reuse: dict[str, int] = {}        # Call-ID -> calls seen with it
         self.stats = {"sip_messages": 0, "sip_duplicates": 0, "sip_orphans": 0, "sdp_errors": 0,
-                      "sip_errors": 0, "calls": 0}
+                      "sip_errors": 0, "calls": 0, "picked_up": 0, "media_only": 0}
 
     # -- input ------------------------------------------------------------------
 
@@ -143,6 +152,13 @@ class CallRegistry:
             elif ended is not None:
                 self._count(ended, msg, cseq)   # stragglers: 200 to BYE, ACK to 487, ...
                 return []
+            elif msg.is_request and msg.method in ("INVITE", "UPDATE") and msg.to_tag is not None:
+                call = self._new_call(msg, cseq, now)      # a call in progress: pick it up
+                call.picked_up = True
+                call.callee_tag = msg.to_tag
+                call.state = "confirmed"
+                self.stats["picked_up"] += 1
+                events.append(CallStarted(call))
             else:
                 self.stats["sip_orphans"] += 1
                 return []
@@ -156,6 +172,21 @@ class CallRegistry:
             self._on_response(call, msg, cseq, now, events)
         if not call.ended:
             self._on_sdp(call, msg, side, now, events)
+        return events
+
+    def adopt(self, call_id: str, now: float) -> list:
+        """A media-only call for RTP that no signalling has claimed (yet)."""
+        call = Call(key=call_id, call_id=call_id, from_uri="", to_uri="", caller_tag=None, invite_cseq=0,
+                    start=now, invite=None, last_activity=now, state="confirmed", media_only=True)
+        self.active[call_id] = call
+        self.stats["calls"] += 1
+        self.stats["media_only"] += 1
+        return [CallStarted(call)]
+
+    def end(self, call: Call, reason: str, now: float) -> list:
+        """End a call from outside signalling (a media-only call that was identified)."""
+        events: list = []
+        self._end(call, reason, now, events)
         return events
 
     def touch(self, call: Call, now: float) -> None:

@@ -24,6 +24,7 @@ from .tcpstream import SipTcpReassembler
 
 UDP = 17
 TCP = 6
+ENDED_MEDIA_GRACE = 32.0   # RTP to/from an ended call's addresses this soon after is a straggler
 
 
 class Sink:
@@ -100,9 +101,10 @@ class Tee(Sink):
 
 
 class Config:
-    def __init__(self, *, jitter_depth: float = 0.060, rtp_timeout: float = 300.0) -> None:
+    def __init__(self, *, jitter_depth: float = 0.060, rtp_timeout: float = 300.0, media_only: bool = True) -> None:
         self.jitter_depth = jitter_depth
         self.rtp_timeout = rtp_timeout
+        self.media_only = media_only    # RTP without signalling becomes a media-only call
 
 
 class Pipeline:
@@ -118,10 +120,14 @@ class Pipeline:
         self._dirty: set[tuple[str, str]] = set()
         self._waiting: set[tuple[str, str]] = set()   # legs holding packets in their jitter buffer
         self._registry_deadline: float | None = None
+        self._probation: dict[tuple, tuple] = {}     # 5-tuple -> (RtpPacket, ts) of unclaimed RTP
+        self._media_only: dict[str, set] = {}        # media-only call key -> its (ip, port) endpoints
+        self._ended_media: dict[tuple, float] = {}   # (ip, port) of calls that just ended -> end time
         self.now = 0.0
         self.stats = {
             "frames": 0, "malformed": 0, "malformed_packet": 0, "malformed_sip": 0, "malformed_rtp": 0,
             "sip": 0, "rtp": 0, "rtcp": 0, "stun": 0, "zrtp": 0, "unmatched_udp": 0, "other": 0,
+            "rtp_after_end": 0,
         }
 
     # -- input ------------------------------------------------------------------
@@ -157,6 +163,8 @@ class Pipeline:
                 self._sip(payload, ts)
             elif hit is not None:
                 self._media(hit, pkt, ts)
+            elif self.config.media_only and payload[:1] >= b"\x80":
+                self._unclaimed(pkt, ts)
             else:
                 st["unmatched_udp"] += 1
         elif pkt.proto == TCP:
@@ -227,12 +235,7 @@ class Pipeline:
                 st["malformed_rtp"] += 1
                 leg.counts["malformed"] += 1
                 return
-            st["rtp"] += 1
-            leg.push(rtp, ts)
-            self._dirty.add(key)
-            if leg.jb.held:
-                self._waiting.add(key)
-            self.registry.touch(self.calls[key[0]], ts)
+            self._push_rtp(key, rtp, ts)
             return
         if kind == KIND_RTCP:
             st["rtcp"] += 1
@@ -246,6 +249,58 @@ class Pipeline:
             leg.encrypted = True
         else:
             st["unmatched_udp"] += 1
+
+    def _unclaimed(self, pkt, ts: float) -> None:
+        """RTP no signalling has claimed: after two packets in sequence on one flow
+        (RFC 3550 probation), a media-only call takes it, so no audio is lost while
+        the signalling is unknown (capture started mid-call, SIP not mirrored)."""
+        st = self.stats
+        st["unmatched_udp"] += 1
+        payload = pkt.payload
+        if classify(payload) != KIND_RTP:
+            return
+        try:
+            rtp = parse_rtp(payload)
+        except ValueError:
+            return
+        if rtp.payload_type not in (0, 8) or not 40 <= len(rtp.payload) <= 480:
+            return
+        if self._ended_media:
+            t = self._ended_media.get((pkt.src, pkt.sport)) or self._ended_media.get((pkt.dst, pkt.dport))
+            if t is not None and ts - t < ENDED_MEDIA_GRACE:
+                st["rtp_after_end"] += 1      # in flight after BYE: not a new call
+                return
+        key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
+        prev = self._probation.pop(key, None)
+        if prev is None or ((prev[0].sequence + 1) & 0xFFFF) != rtp.sequence or prev[0].ssrc != rtp.ssrc:
+            if len(self._probation) >= 4096:
+                self._probation.pop(next(iter(self._probation)))
+            self._probation[key] = (rtp, ts)
+            return
+        a, b = (pkt.src, pkt.sport), (pkt.dst, pkt.dport)
+        call_id = f"rtp:{format_addr(*a)}-{format_addr(*b)}"
+        self._handle(self.registry.adopt(call_id, prev[1]))
+        self._registry_deadline = self.registry.next_deadline()
+        self._media_only[call_id] = {a, b}
+        self.correlator.expect((call_id, CALLER), b, a)
+        self.correlator.expect((call_id, CALLEE), a, b)
+        hit = self.correlator.lookup(pkt.src, pkt.sport, pkt.dst, pkt.dport)
+        st["unmatched_udp"] -= 2
+        self._push_rtp(hit[0], prev[0], prev[1])
+        self._media(hit, pkt, ts)
+        back = self._probation.pop((pkt.dst, pkt.dport, pkt.src, pkt.sport), None)
+        if back is not None:      # the other direction's first packet, waiting in probation
+            st["unmatched_udp"] -= 1
+            self._push_rtp((call_id, CALLEE), back[0], back[1])
+
+    def _push_rtp(self, key, rtp, ts: float) -> None:
+        leg = self.legs[key]
+        self.stats["rtp"] += 1
+        leg.push(rtp, ts)
+        self._dirty.add(key)
+        if leg.jb.held:
+            self._waiting.add(key)
+        self.registry.touch(self.calls[key[0]], ts)
 
     def _handle(self, events) -> None:
         for ev in events:
@@ -264,6 +319,8 @@ class Pipeline:
 
     def _media_updated(self, call: Call) -> None:
         """Re-derive both legs' expectations from the two sides' latest SDP."""
+        if self._media_only:
+            self._identify(call)
         for tag in (CALLER, CALLEE):
             leg = self.legs.get((call.key, tag))
             if leg is None:
@@ -285,6 +342,21 @@ class Pipeline:
             if (sender is not None and sender.encrypted) or (receiver is not None and receiver.encrypted):
                 leg.encrypted = True
 
+    def _identify(self, call: Call) -> None:
+        """Signalling now names the addresses of a media-only call: that call ends
+        (``identified``) and the media goes to the signalled call from here on."""
+        named = set()
+        for offer in call.media.values():
+            ip = pack_ip(offer.address)
+            if ip is not None:
+                named.add((ip, offer.port))
+        for key, ends in list(self._media_only.items()):
+            if ends & named:
+                orphan = self.calls.get(key)
+                if orphan is not None:
+                    orphan.identified_as = call.call_id
+                    self._handle(self.registry.end(orphan, "identified", self.now))
+
     def _call_ended(self, call: Call) -> None:
         legs = {}
         for tag in (CALLER, CALLEE):
@@ -299,6 +371,20 @@ class Pipeline:
             self._waiting.discard(key)
             legs[tag] = leg
         self.calls.pop(call.key, None)
+        self._media_only.pop(call.key, None)
+        if self.config.media_only:
+            end = call.end if call.end is not None else self.now
+            recent = self._ended_media      # in order of end time: expire from the front
+            for offer in call.media.values():
+                ip = pack_ip(offer.address)
+                if ip is not None:
+                    recent.pop((ip, offer.port), None)
+                    recent[(ip, offer.port)] = end
+            while recent:
+                addr, t = next(iter(recent.items()))
+                if end - t <= ENDED_MEDIA_GRACE:
+                    break
+                del recent[addr]
         self.sink.call_ended(call, legs)
 
     def _deliver(self) -> None:

@@ -183,7 +183,7 @@ class StreamSink(Sink):
             "from": call.from_uri, "to": call.to_uri, "src": src, "dst": dst,
             "codec": CODEC, "sample_rate": RATE, "channels": s.channels, "frame_ms": self.frame_ms,
             "start_time": iso(s.start_time),
-            "sip_headers": {name: call.invite.header(name) for name in self.sip_headers},
+            "sip_headers": {name: call.invite.header(name) if call.invite else None for name in self.sip_headers},
         })
         self.ops.append(Open(s.id, msg, s.channels))
 

@@ -138,6 +138,8 @@ class WavSink(Sink):
             "end_reason": call.end_reason,
             "sip_messages": call.sip_messages,
             "holds": self._holds.pop(call.key, []),
+            **({"picked_up": True} if call.picked_up else {}),
+            **({"media_only": True, "identified_as": call.identified_as} if call.media_only else {}),
             "legs": [],
         }
         files: dict[str, tuple[WavFile, float]] = {}

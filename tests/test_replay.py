@@ -462,3 +462,51 @@ def test_comfort_noise_becomes_silence_and_multipart_sdp(tmp_path):
     got = wav(out, caller)
     assert len(got) == 2 * (800 + 4000 + 800)
     assert not got[1600 + 64:1600 + 8000 - 64].any()
+
+
+def test_call_in_progress_is_picked_up_from_rtp_then_reinvite(tmp_path):
+    """Capture starts mid-call: RTP first (a media-only call, audio kept), then a
+    re-INVITE identifies the call and the media continues in it."""
+    c = Call("midcall@test", A, B, cseq=7)
+    pa, pb = tone(440, 8000), tone(1000, 8000, amp=6000)
+    sa1 = rtp_packets(A, B, 100.0, pa[:4000], ssrc=1, seq0=500, ts0=80000)
+    sb1 = rtp_packets(B, A, 100.01, pb[:4000], ssrc=2, seq0=900, ts0=160000)
+    # the in-dialog re-INVITE (both tags) half-way, same addresses
+    f = c.request(100.5, "INVITE", body=sdp(A.ip, A.rtp_port))
+    f += c.response(100.51, 200, "OK", "INVITE", body=sdp(B.ip, B.rtp_port))
+    f += c.request(100.52, "ACK")
+    sa2 = rtp_packets(A, B, 100.6, pa[4000:], ssrc=1, seq0=525, ts0=84000)
+    sb2 = rtp_packets(B, A, 100.61, pb[4000:], ssrc=2, seq0=925, ts0=164000)
+    rc, m, out = run(tmp_path, frames_of(sa1, sb1, f, sa2, sb2, c.bye(101.5)))
+    assert rc == 0
+    calls = {x["call_id"]: x for x in m["calls"]}
+    orphan = calls["rtp:10.0.0.1:4000-10.0.0.2:5000"]
+    real = calls["midcall@test"]
+    assert orphan["media_only"] is True and orphan["end_reason"] == "identified"
+    assert orphan["identified_as"] == "midcall@test"
+    assert real["picked_up"] is True and real["end_reason"] == "bye"
+    # nothing lost: the media-only call has the first half (from its first packet), the call the rest
+    o_caller, r_caller = leg(orphan, "caller"), leg(real, "caller")
+    assert o_caller["packets"] == 25 and r_caller["packets"] == 25
+    first = wav(out, o_caller)
+    assert np.array_equal(first[:len(first) - 64], expected_16k(pa[:4000])[:len(first) - 64])
+    assert leg(orphan, "callee")["packets"] == 25 and leg(real, "callee")["packets"] == 25
+    second = wav(out, r_caller)
+    assert np.array_equal(second[64:], expected_16k(pa[4000:])[64:])
+
+
+def test_rtp_after_bye_is_not_a_new_call(tmp_path):
+    c, setup, sa, sb, pa, pb = basic_call(n=1600)
+    late = rtp_packets(A, B, 101.02, tone(440, 800), ssrc=0xAAAA0001, seq0=1010, ts0=50000 + 1600)
+    rc, m, out = run(tmp_path, frames_of(setup, sa, sb, c.bye(101), late))
+    assert [x["call_id"] for x in m["calls"]] == ["basic@test"]
+    assert m["summary"]["rtp_after_end"] == 5
+
+
+def test_media_only_call_without_any_signalling(tmp_path):
+    sa = rtp_packets(A, B, 100.0, tone(440, 1600), ssrc=9, pt=0, law="ulaw")
+    rc, m, out = run(tmp_path, frames_of(sa), "--rtp-timeout", "5")
+    (call,) = m["calls"]
+    assert call["call_id"] == "rtp:10.0.0.1:4000-10.0.0.2:5000" and call["end_reason"] == "capture_end"
+    caller = leg(call, "caller")
+    assert caller["packets"] == 10 and caller["codecs"] == ["PCMU"]
