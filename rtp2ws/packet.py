@@ -82,6 +82,8 @@ ETHERTYPE_IPV6 = 0x86DD
 # 802.1Q, 802.1ad, and the pre-standard QinQ TPID.
 VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100))
 
+VXLAN_PORT = 4789
+VXLAN_HEADER_LENGTH = 8
 ETH_HEADER_LENGTH = 14
 VLAN_TAG_LENGTH = 4
 SLL_HEADER_LENGTH = 16
@@ -207,6 +209,7 @@ class PacketDecoder:
             "packets": 0,
             "malformed": 0,
             "non_ip": 0,
+            "vxlan": 0,
             "other_proto": 0,
             "ip_len_zero": 0,
             "fragments": 0,
@@ -236,15 +239,32 @@ class PacketDecoder:
             self.expire(now)
         try:
             off, version = self._link(data)
-            if version == 4:
-                return self._ipv4(data, off, now)
-            if version == 6:
-                return self._ipv6(data, off, now)
-            self.stats["non_ip"] += 1
-            return None
+            pkt = self._ip(data, off, version, now)
+            if pkt is not None and pkt.dport == VXLAN_PORT and pkt.proto == IPPROTO_UDP:
+                pkt = self._vxlan(pkt, now)
+            return pkt
         except MalformedPacket:
             self.stats["malformed"] += 1
             raise
+
+    def _ip(self, data: bytes, off: int, version: int, now: float) -> Packet | None:
+        if version == 4:
+            return self._ipv4(data, off, now)
+        if version == 6:
+            return self._ipv6(data, off, now)
+        self.stats["non_ip"] += 1
+        return None
+
+    def _vxlan(self, outer: Packet, now: float) -> Packet | None:
+        """Cloud traffic mirroring (e.g. AWS VPC Traffic Mirroring) delivers copies in
+        VXLAN (RFC 7348, UDP 4789): decode the inner Ethernet frame, one level deep."""
+        payload = outer.payload
+        if len(payload) < VXLAN_HEADER_LENGTH or not payload[0] & 0x08:
+            return outer
+        self.stats["vxlan"] += 1
+        inner = payload[VXLAN_HEADER_LENGTH:]
+        off, version = self._link_ethernet(inner)
+        return self._ip(inner, off, version, now)
 
     def expire(self, now: float) -> None:
         """Drop fragment buffers older than ``frag_timeout`` (``decode`` calls this)."""

@@ -483,3 +483,18 @@ def test_fuzz_only_packet_none_or_malformed():
             check(lt, b"\x45" * n, now)
             check(lt, b"\x60" * n, now)
     assert all(seen.values()), seen
+
+
+def test_vxlan_decapsulated():
+    """Cloud mirroring (AWS VPC Traffic Mirroring) wraps copies in VXLAN on UDP 4789."""
+    inner = link(DLT_EN10MB, udp("10.0.0.1", 4000, "10.0.0.2", 5000, b"\x80\x08" + b"\x00" * 170))
+    vxlan = b"\x08\x00\x00\x00" + (1234).to_bytes(3, "big") + b"\x00" + inner
+    outer = link(DLT_EN10MB, udp("172.31.0.5", 55000, "172.31.0.9", 4789, vxlan))
+    d = PacketDecoder(DLT_EN10MB)
+    p = d.decode(outer, 1.0)
+    assert (p.sport, p.dport, p.payload[:2]) == (4000, 5000, b"\x80\x08")
+    assert socket.inet_ntop(socket.AF_INET, p.src) == "10.0.0.1"
+    assert d.stats["vxlan"] == 1
+    # not VXLAN (I flag clear): left as the outer UDP datagram
+    p = d.decode(link(DLT_EN10MB, udp("172.31.0.5", 55000, "172.31.0.9", 4789, b"\x00" * 30)), 1.0)
+    assert p.dport == 4789
