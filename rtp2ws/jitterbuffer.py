@@ -54,7 +54,7 @@ class JitterBuffer:
         self._new_stream = False
         self._probation: tuple[RtpPacket, float] | None = None
         self.stats = {
-            "received": 0, "released": 0, "duplicates": 0, "late": 0, "lost": 0,
+            "received": 0, "released": 0, "duplicates": 0, "late": 0, "lost": 0, "reordered": 0,
             "restarts": 0, "overflow": 0,
         }
 
@@ -106,6 +106,8 @@ class JitterBuffer:
             return out
         if ext > self._highest:
             self._highest = ext
+        elif ext < self._highest:
+            st["reordered"] += 1      # overtaken by a later packet, still in time
         self._hold(ext, pkt, now)
         self._release(now, out)
         return out

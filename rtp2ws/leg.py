@@ -145,6 +145,7 @@ class MediaLeg:
             "lost": js["lost"],
             "late": js["late"],
             "duplicates": js["duplicates"],
+            "reordered": js["reordered"],
             "concealed_ms": self.concealed * 1000 // CLOCK,
         }
 

@@ -108,7 +108,7 @@ SCHEMAS: dict[str, dict] = {
             "dropped_ms": {"type": "integer", "minimum": 0},
             "reconnects": {"type": "integer", "minimum": 0},
             "packets": {"type": "integer"}, "lost": {"type": "integer"}, "late": {"type": "integer"},
-            "duplicates": {"type": "integer"}, "concealed_ms": {"type": "integer"},
+            "duplicates": {"type": "integer"}, "reordered": {"type": "integer"}, "concealed_ms": {"type": "integer"},
             "ssrcs": {"type": "array", "items": {"type": "string"}},
             "codecs": {"type": "array", "items": {"type": "string"}},
             "dtmf": {"type": "array", "items": _DTMF},

@@ -33,7 +33,7 @@ def test_reorder_within_depth():
     order = [0, 1, 3, 2, 4, 6, 5, 7]
     out = run(jb, [(i * 0.02, pkt(s)) for i, s in enumerate(order)])
     assert seqs(out) == list(range(8))
-    assert jb.stats["lost"] == 0 and jb.stats["late"] == 0
+    assert jb.stats["lost"] == 0 and jb.stats["late"] == 0 and jb.stats["reordered"] == 2
 
 
 def test_loss_declared_after_depth_then_late_packet_dropped():
