@@ -13,8 +13,8 @@ and the receiver can count every loss. A packet picked for reordering is held
 back until the flow's next packet has been forwarded, which makes a swap of
 neighbours 20 ms apart. That next packet is never dropped. The run stops on
 SIGTERM/SIGINT or after ``--timeout`` seconds. It then writes to ``--report``,
-per flow ("src:sport-dst:dport"), the RTP sequence numbers it dropped and the
-ones it delayed.
+per flow and call ("src:sport-dst:dport#n", n counting the times the flow's RTP
+sequence started again), the RTP sequence numbers it dropped and the ones it delayed.
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ def main() -> None:
     a, b = open_raw(args.if_a), open_raw(args.if_b)
     peer = {a: b, b: a}
     count: dict[str, int] = {}
+    last_seq: dict[str, int] = {}
+    segment: dict[str, int] = {}
     held: dict[str, bytes] = {}
     report: dict[str, dict] = {}
     stop = []
@@ -97,12 +99,18 @@ def main() -> None:
             if flow is None:
                 out.send(frame)
                 continue
-            name, seq = flow
-            i = count[name] = count.get(name, -1) + 1
+            base, seq = flow
+            prev = last_seq.get(base)
+            if prev is not None and (seq - prev) & 0xFFFF > 0x8000:
+                segment[base] = segment.get(base, 0) + 1   # the sequence started again: a new call
+                count[base] = -1
+            last_seq[base] = seq
+            i = count[base] = count.get(base, -1) + 1
+            name = f"{base}#{segment.get(base, 0)}"
             r = report.setdefault(name, {"dropped": [], "reordered": []})
-            if name in held:
+            if base in held:
                 out.send(frame)             # the neighbour goes first ...
-                out.send(held.pop(name))    # ... then the held one: a swap
+                out.send(held.pop(base))    # ... then the held one: a swap
                 continue
             if w0 <= i <= w1:
                 x = rnd.random()
@@ -111,7 +119,7 @@ def main() -> None:
                     continue
                 if x < args.loss + args.reorder:
                     r["reordered"].append(seq)
-                    held[name] = frame
+                    held[base] = frame
                     continue
             out.send(frame)
     for name, frame in held.items():
