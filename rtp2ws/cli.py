@@ -1,5 +1,6 @@
 """Command line: ``rtp2ws replay`` (a capture to WAV files and/or WebSocket
-streams) and ``rtp2ws sink`` (the reference analysis server)."""
+streams), ``rtp2ws live`` (an interface, likewise, until stopped) and
+``rtp2ws sink`` (the reference analysis server)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'realtime' (paced by capture timestamps), a factor such as 4, or 'max' "
                         "(default: max)")
     _add_stream_options(r)
+    p.live_parser = _add_live_parser(sub)
     _add_sink_parser(sub)
     return p
 
@@ -80,6 +82,71 @@ def _add_stream_options(p) -> None:
     g.add_argument("--header-file", action="append", default=[], metavar="FILE",
                    help="file with one 'NAME: VALUE' per line")
     g.add_argument("--ca-file", help="CA certificate(s) to verify a wss:// server with")
+
+
+def _arg(parse):
+    """An argparse type from a parser raising ValueError (argparse then shows our message)."""
+    def convert(text):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _positive(text) -> float:
+    v = float(text)
+    if v <= 0:
+        raise ValueError("must be positive")
+    return v
+
+
+def _add_live_parser(sub) -> argparse.ArgumentParser:
+    from .livecapture import parse_port_range, parse_ports
+    from .metrics import parse_hostport
+
+    lv = sub.add_parser("live", help="capture an interface (a mirror port) and decode calls until stopped",
+                        description="Capture SIP/RTP on an interface; stream every call leg and/or write WAV "
+                                    "files until SIGINT/SIGTERM. SIGHUP reopens --log-file.")
+    lv.add_argument("--config", metavar="FILE",
+                    help="TOML file with any of these options (long names, e.g. ws_url = \"wss://...\"); "
+                         "the command line overrides it")
+    cap = lv.add_argument_group("capture")
+    cap.add_argument("-i", "--interface", help="interface to capture on (required, here or in --config)")
+    cap.add_argument("--bpf", metavar="EXPR", help="capture filter replacing the one built from the ports")
+    cap.add_argument("--sip-ports", type=_arg(parse_ports), default=(5060, 5080), metavar="P,P",
+                     help="SIP ports, UDP and TCP (default 5060,5080)")
+    cap.add_argument("--rtp-ports", type=_arg(parse_port_range), default=(16384, 32768), metavar="LOW-HIGH",
+                     help="RTP/RTCP port range (default 16384-32768)")
+    cap.add_argument("--snaplen", type=int, default=65535,
+                     help="bytes kept per packet (default 65535). Every packet takes a kernel-buffer slot this "
+                          "big (the MTU, if smaller, when the interface has GRO/LRO off): to buffer more packets "
+                          "in --buffer-mb, lower it or run `ethtool -K IFACE gro off lro off` on the mirror port")
+    cap.add_argument("--buffer-mb", type=int, default=64, help="kernel capture buffer in MiB (default 64)")
+    cap.add_argument("--no-promisc", action="store_true", help="do not put the interface in promiscuous mode")
+    cap.add_argument("--user", metavar="NAME", help="switch to this user once the capture is open (like tcpdump -Z)")
+    ops = lv.add_argument_group("operation")
+    ops.add_argument("--metrics", type=_arg(parse_hostport), metavar="HOST:PORT",
+                     help="serve Prometheus /metrics and /healthz here, e.g. 127.0.0.1:9100")
+    ops.add_argument("--stats-interval", type=_arg(_positive), default=60.0, metavar="SECONDS",
+                     help="seconds between statistics log lines (default 60)")
+    ops.add_argument("--log-file", metavar="PATH", help="log here instead of stderr (reopened on SIGHUP)")
+    out = lv.add_argument_group("output")
+    out.add_argument("--out-dir", help="directory for WAV files and calls.json (written at exit)")
+    out.add_argument("--stereo", action="store_true",
+                     help="stereo per call (caller left, callee right): an extra WAV, or one stream per call")
+    out.add_argument("--jitter-ms", type=_positive_ms, default=60.0, help="jitter buffer depth in ms (default 60)")
+    out.add_argument("--rtp-timeout", type=float, default=300.0,
+                     help="end a call after this many seconds without SIP or RTP (default 300)")
+    _add_stream_options(lv)
+    return lv
+
+
+def cmd_live(args) -> int:
+    from .live import run_live
+
+    return run_live(args)
 
 
 def _add_sink_parser(sub) -> None:
@@ -144,7 +211,18 @@ def cmd_replay(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "live" and args.config:
+        from .config import ConfigError, apply_config
+
+        try:
+            args = apply_config(parser.live_parser, args.config, argv, parse=parser.parse_args)
+        except ConfigError as e:
+            print(f"rtp2ws: error: {e}", file=sys.stderr)
+            return 2
+    if args.command == "live":
+        return cmd_live(args)
     if args.command == "replay":
         return cmd_replay(args)
     if args.command == "sink":

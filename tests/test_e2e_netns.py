@@ -80,12 +80,37 @@ SKIP = _namespaces_work()
 pytestmark = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
 
 
+def wait_for_line(stream, text: str, timeout: float) -> str:
+    """Read ``stream`` (a process's pipe) until a line containing ``text``."""
+    import select
+
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([stream], [], [], 0.2)
+        if ready:
+            line = stream.readline()
+            if not line:
+                break
+            seen.append(line)
+            if text in line:
+                return line
+    raise AssertionError(f"no line with {text!r} within {timeout} s:\n{''.join(seen)}")
+
+
 class Topology:
     def __init__(self, impair: dict | None, tmp: Path):
-        tag = f"{os.getpid() % 10000}"
-        self.ns = {k: f"r2w{tag}{k}" for k in ("ph", "pb", "mi", "wr")}
         self.made = []
         self.procs = []
+        try:
+            self._build(impair, tmp)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, impair: dict | None, tmp: Path):
+        tag = f"{os.getpid() % 10000}"
+        self.ns = {k: f"r2w{tag}{k}" for k in ("ph", "pb", "mi", "wr")}
         self.tmp = tmp
         ns = self.ns
         for k in ("ph", "pb", "mi"):
@@ -195,8 +220,7 @@ def run_calls(tmp: Path, impair: dict | None):
         before = mangle(topo)
         run("bash", TEE, "up", "--gateway", "10.70.2.2", "--sip-ports", "5060", "--rtp-ports", "16000-16999",
             ns=topo.ns["pb"])
-        time.sleep(1.5)    # the capture is open (libpcap needs a moment after start)
-        assert live.poll() is None, live.stderr.read()
+        wait_for_line(live.stderr, "capturing on", 30)    # the capture is open before any call
         sipp = ["sipp", "-nostdin", "-timeout", "90s", "-timeout_error", "-trace_err"]
         uas = topo.popen("pb", *sipp, "-sf", TOOLS / "uas_play.xml", "-i", "10.70.1.1", "-p", "5060",
                          "-mi", "10.70.1.1", "-mp", "16100", "-m", CALLS, cwd=tmp / "uas")

@@ -1,0 +1,463 @@
+"""``rtp2ws live``: an interface through the pipeline into WebSocket streams
+and/or WAV files, until SIGINT/SIGTERM.
+
+Threads:
+
+* capture thread (``livecapture.LiveCapture``): libpcap → bounded queue of
+  ``(ts, frame)`` batches; never waits for the decoder (a full queue drops
+  and counts);
+* decoder thread (``LiveRunner.run``): owns the ``Pipeline`` and the sinks'
+  decoder-side state; feeds each batch with its capture timestamps and, when
+  no batch comes for ``tick_s`` (20 ms), runs the timers with the wall clock
+  (``LiveCapture.clock()``: the time before which every packet has been
+  handed over), so jitter-buffer deadlines and timeouts fire without traffic.
+  It also publishes a statistics snapshot about once a second (the only thing
+  ``/metrics`` and ``/healthz`` read) and writes the periodic log line;
+* event-loop thread (main thread, uvloop) with ``--ws-url``: the ``Sender``,
+  reached through ``streaming.LoopBridge`` as in replay (no flow control:
+  live audio never waits for the network);
+* metrics thread (``metrics.MetricsServer``) with ``--metrics``.
+
+Stop: SIGINT/SIGTERM stop the capture; what it had queued is decoded, every
+leg is flushed and every call ended with ``shutdown``; the streams drain and
+a summary with the drop counts is printed.  SIGHUP reopens ``--log-file``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections import deque
+
+from .livecapture import CaptureOpenError, LiveCapture, build_bpf, drop_privileges
+from .packet import PacketDecoder, UnsupportedLinkType
+from .pipeline import Config, Forward, Pipeline, Sink
+
+log = logging.getLogger("rtp2ws.live")
+
+TICK_S = 0.02          # timers run at least this often without traffic
+REFRESH_S = 1.0        # statistics snapshot for metrics/health
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+# --------------------------------------------------------------------------- logging
+
+class ReopenableFileHandler(logging.FileHandler):
+    """A log file that ``reopen()`` closes and opens again by name (logrotate's
+    ``postrotate kill -HUP``)."""
+
+    def reopen(self) -> None:
+        """Raises OSError (and keeps writing to the old file) if the new one cannot be opened."""
+        self.acquire()
+        try:
+            new = self._open()
+            old, self.stream = self.stream, new
+            if old is not None:
+                try:
+                    old.flush()
+                finally:
+                    old.close()
+        finally:
+            self.release()
+
+
+def setup_logging(log_file: str | None) -> ReopenableFileHandler | None:
+    """INFO and above to ``log_file`` (reopened on SIGHUP) or to stderr."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    if log_file:
+        handler = ReopenableFileHandler(log_file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return handler if log_file else None
+
+
+# --------------------------------------------------------------------------- decoder thread
+
+class _Counting(Forward):
+    def __init__(self, inner: Sink) -> None:
+        super().__init__(inner)
+        self.calls = 0
+        self.legs: set = set()
+
+    def call_started(self, call):
+        self.calls += 1
+        self.inner.call_started(call)
+
+    def leg_audio(self, call, leg, pcm):
+        self.legs.add((call.key, leg.tag))
+        self.inner.leg_audio(call, leg, pcm)
+
+
+class _Either:
+    """Set when any of the events is set."""
+
+    def __init__(self, *events) -> None:
+        self.events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+
+class LiveRunner:
+    """The decoder side: owns the pipeline while ``run`` runs.
+
+    ``snapshot()`` may be called from any thread: it returns the dict last
+    published by the decoder thread (replaced whole, never mutated).
+    ``sender_stats`` is a callable returning the sender's latest statistics
+    (published by the event-loop thread) or None.
+    """
+
+    def __init__(self, capture: LiveCapture, config: Config | None = None, *, stats_interval: float = 60.0,
+                 tick_s: float = TICK_S, refresh_s: float = REFRESH_S, sender_stats=None,
+                 hup: threading.Event | None = None, on_hup=None) -> None:
+        if stats_interval <= 0:
+            raise ValueError("stats_interval must be positive")
+        self.capture = capture
+        self.config = config or Config()
+        self.stats_interval = stats_interval
+        self.tick_s = tick_s
+        self.refresh_s = refresh_s
+        self.sender_stats = sender_stats or (lambda: None)
+        self.hup = hup
+        self.on_hup = on_hup
+        self.pipe: Pipeline | None = None
+        self.counting: _Counting | None = None
+        self._history: deque = deque()          # (monotonic, total drops) over the last interval
+        self._last_log: dict | None = None
+        self._snapshot: dict = {}
+        self.started = time.monotonic()
+        self.reason: str | None = None
+        self._publish()
+
+    # -- any thread ---------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        return self._snapshot
+
+    # -- decoder thread -----------------------------------------------------------
+
+    def run(self, sink: Sink, stop) -> dict:
+        """Decode until ``stop`` is set or the capture fails; then end every call.
+        Returns the summary."""
+        cap = self.capture
+        self.counting = _Counting(sink)
+        self.pipe = pipe = Pipeline(cap.linktype, self.counting, self.config)
+        self.started = time.monotonic()
+        if not cap.started:
+            cap.start()
+        last = 0.0                 # latest time given to the timers
+        t = time.monotonic()
+        next_refresh = t + self.refresh_s
+        next_log = t + self.stats_interval
+        self._last_log = self._counts()
+        while not stop.is_set():
+            batch = cap.get(self.tick_s)
+            if batch is None:       # the capture thread ended by itself
+                break
+            if batch:
+                pipe.feed_batch(batch)
+            else:
+                now = cap.clock()
+                if now is not None:
+                    last = max(last, now, pipe.now)
+                    pipe.tick(last)
+            if self.hup is not None and self.hup.is_set():
+                self.hup.clear()
+                if self.on_hup is not None:
+                    self.on_hup()
+            t = time.monotonic()
+            if t >= next_refresh:
+                self._publish()
+                next_refresh = t + self.refresh_s
+            if t >= next_log:
+                self._log_interval()
+                next_log = t + self.stats_interval
+        self.reason = "shutdown" if stop.is_set() else "capture_end"
+        cap.stop()
+        while True:                 # what the capture had queued when it stopped
+            batch = cap.get(0)
+            if not batch:
+                break
+            pipe.feed_batch(batch)
+        pipe.finish(max(last, pipe.now, time.time()), reason=self.reason)
+        self._publish()
+        return self.summary()
+
+    def _counts(self) -> dict:
+        c = self.capture.stats()
+        pipe = self.pipe
+        c["malformed"] = pipe.stats.get("malformed", 0) if pipe is not None else 0
+        c["active_calls"] = len(pipe.calls) if pipe is not None else 0
+        c["active_legs"] = len(pipe.legs) if pipe is not None else 0
+        c["calls"] = self.counting.calls if self.counting is not None else 0
+        c["legs_with_audio"] = len(self.counting.legs) if self.counting is not None else 0
+        return c
+
+    def _publish(self) -> None:
+        c = self._counts()
+        t = time.monotonic()
+        drops = c["kernel_drops"] + c["interface_drops"] + c["overflow_packets"]
+        hist = self._history
+        hist.append((t, drops))
+        while len(hist) > 1 and hist[1][0] <= t - self.stats_interval:
+            hist.popleft()
+        snap = {
+            "monotonic": t,
+            "time": time.time(),
+            "interface": self.capture.interface,
+            "capture_running": c["running"],
+            "capture_error": c["error"],
+            "drops_recent": drops - hist[0][1],
+            "drops_window_s": self.stats_interval,
+        }
+        snap.update(c)
+        ws = self.sender_stats()
+        if ws:
+            snap.update({"ws_open": ws.get("open", 0), "ws_streams": ws.get("streams", 0),
+                         "ws_active": ws.get("active", 0), "ws_reconnects": ws.get("reconnects", 0),
+                         "ws_queued_ms": ws.get("queued_ms", 0), "ws_dropped_ms": ws.get("dropped_ms", 0)})
+        self._snapshot = snap
+
+    def _log_interval(self) -> None:
+        now = self._counts()
+        prev = self._last_log or now
+        self._last_log = now
+        d = {k: now[k] - prev[k] for k in ("packets", "kernel_drops", "interface_drops", "overflow_packets")}
+        ws = self.sender_stats() or {}
+        line = (f"{self.capture.interface}: {now['packets']} packets (+{d['packets']}); dropped: "
+                f"{now['kernel_drops']} by the kernel, {now['interface_drops']} by the interface, "
+                f"{now['overflow_packets']} by capture-queue overflow; {now['active_calls']} calls and "
+                f"{now['active_legs']} legs active, {now['calls']} calls so far")
+        if ws:
+            line += (f"; {ws.get('open', 0)} streams connected, {ws.get('reconnects', 0)} reconnects, "
+                     f"{ws.get('dropped_ms', 0)} ms audio dropped")
+        log.info("%s", line)
+        if d["kernel_drops"] or d["interface_drops"] or d["overflow_packets"]:
+            parts = []
+            if d["kernel_drops"]:
+                parts.append(f"{d['kernel_drops']} packets dropped by the kernel")
+            if d["interface_drops"]:
+                parts.append(f"{d['interface_drops']} dropped by the interface")
+            if d["overflow_packets"]:
+                parts.append(f"{d['overflow_packets']} dropped because the decoder fell behind")
+            log.warning("the mirror host is not keeping up: %s in the last %g s; consider --buffer-mb, "
+                        "a narrower --bpf or more CPU", ", ".join(parts), self.stats_interval)
+
+    def summary(self) -> dict:
+        c = self._counts()
+        out = {
+            "interface": self.capture.interface,
+            "packets": c["packets"],
+            "bytes": c["bytes"],
+            "kernel_drops": c["kernel_drops"],
+            "interface_drops": c["interface_drops"],
+            "overflow_packets": c["overflow_packets"],
+            "calls": c["calls"],
+            "legs": c["legs_with_audio"],
+            "elapsed_s": round(time.monotonic() - self.started, 3),
+            "end_reason": self.reason,
+        }
+        if c["error"]:
+            out["capture_error"] = c["error"]
+        if self.pipe is not None:
+            out.update(self.pipe.stats)
+            out.update({f"decoder_{k}": v for k, v in self.pipe.decoder.stats.items() if v})
+        return out
+
+
+def summary_line(s: dict, sent: dict | None) -> str:
+    line = (f"{s['interface']}: {s['packets']} packets captured, {s['kernel_drops']} dropped by the kernel, "
+            f"{s['interface_drops']} by the interface, {s['overflow_packets']} by capture-queue overflow; "
+            f"{s['calls']} calls, {s['legs']} legs with audio, {s.get('rtp', 0)} RTP, {s.get('sip', 0)} SIP, "
+            f"{s.get('malformed', 0)} malformed, {s['elapsed_s']:.1f} s")
+    if sent is not None:
+        line += (f"; streamed {sent['streams']} streams, {sent['reconnects']} reconnects, "
+                 f"{sent['dropped_ms']} ms dropped")
+    return line
+
+
+# --------------------------------------------------------------------------- command
+
+def _preload() -> None:
+    """Import what runs later, before privileges are dropped (the installation
+    may not be readable by the capture user)."""
+    import importlib
+
+    for name in ("encodings.idna", "json", "rtp2ws.sender", "rtp2ws.streaming", "rtp2ws.streams",
+                 "rtp2ws.wavout", "rtp2ws.metrics"):
+        importlib.import_module(name)
+
+
+def run_live(args) -> int:
+    """``rtp2ws live``; returns the exit code."""
+    def fail(msg: str) -> int:
+        print(f"rtp2ws: error: {msg}", file=sys.stderr)
+        return 2
+
+    if not args.interface:
+        return fail("live needs -i/--interface (or interface in the --config file)")
+    if not args.out_dir and not args.ws_url:
+        return fail("live needs --out-dir, --ws-url or both")
+    if args.stats_interval <= 0:
+        return fail("--stats-interval must be positive")
+    bpf = args.bpf or build_bpf(args.sip_ports, args.rtp_ports)
+    try:
+        cap = LiveCapture(args.interface, bpf=bpf, snaplen=args.snaplen, buffer_mb=args.buffer_mb,
+                          promisc=not args.no_promisc)
+    except (CaptureOpenError, ValueError) as e:
+        return fail(str(e))
+    try:
+        hup_handler = setup_logging(args.log_file)
+    except OSError as e:
+        cap.stop()
+        return fail(f"--log-file {args.log_file}: {e.strerror or e}")
+    # From here on a SIGTERM ends cleanly, and SIGHUP only reopens the log.
+    stop = threading.Event()
+    hup = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: hup.set())
+    metrics = None
+    try:
+        try:
+            PacketDecoder(cap.linktype)
+        except UnsupportedLinkType as e:
+            return fail(f"{args.interface}: {e}")
+        config = Config(jitter_depth=args.jitter_ms / 1000.0, rtp_timeout=args.rtp_timeout)
+        sender = None
+        if args.ws_url:
+            from .sender import Sender
+            from .streaming import sender_config
+
+            try:   # header files and the CA file are read now, before privileges are dropped
+                sender = Sender(sender_config(args))
+            except (ValueError, OSError) as e:
+                return fail(str(e))
+        _preload()
+        holder: dict = {}
+        runner_box: list = []
+
+        def collect():
+            return runner_box[0].snapshot() if runner_box else {}
+
+        if args.metrics:
+            from .metrics import MetricsServer
+
+            host, port = args.metrics
+            try:
+                metrics = MetricsServer(collect, host, port, stale_s=max(10.0, 5 * REFRESH_S)).start()
+            except OSError as e:
+                return fail(str(e))
+        if args.user:
+            try:
+                uid, gid = drop_privileges(args.user)
+            except (PermissionError, OSError) as e:
+                return fail(str(e))
+            log.info("running as %s (uid %d, gid %d)", args.user, uid, gid)
+        wav = None
+        if args.out_dir:
+            from .wavout import WavSink
+
+            try:
+                wav = WavSink(args.out_dir, stereo=args.stereo)
+            except OSError as e:
+                return fail(f"--out-dir {args.out_dir}: {e.strerror or e}")
+
+        def reopen_log():
+            if hup_handler is not None:
+                try:
+                    hup_handler.reopen()
+                    log.info("log file reopened")
+                except OSError as e:
+                    print(f"rtp2ws: cannot reopen {args.log_file}: {e}", file=sys.stderr)
+
+        runner = LiveRunner(cap, config, stats_interval=args.stats_interval, sender_stats=lambda: holder.get("ws"),
+                            hup=hup, on_hup=reopen_log)
+        runner_box.append(runner)
+        log.info("capturing on %s (link type %d), filter: %s%s", args.interface, cap.linktype, bpf,
+                 f"; metrics on http://{args.metrics[0]}:{metrics.port}/metrics" if metrics else "")
+        if sender is not None:
+            summary, sent = _run_with_websocket(args, sender, config, runner, wav, stop, hup, holder)
+        else:
+            summary, sent = runner.run(wav if wav is not None else Sink(), stop), None
+    finally:
+        cap.stop()
+        if metrics is not None:
+            metrics.close()
+    if sent is not None:
+        summary["streams"] = sent
+    if wav is not None:
+        try:
+            wav.close(summary)
+        except OSError as e:
+            print(f"rtp2ws: error: cannot write calls.json: {e}", file=sys.stderr)
+    line = summary_line(summary, sent)
+    log.info("stopped (%s): %s", summary["end_reason"], line)
+    print(line, flush=True)
+    if summary.get("capture_error"):
+        print(f"rtp2ws: error: {args.interface}: capture failed: {summary['capture_error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_with_websocket(args, sender, config, runner: LiveRunner, wav, early_stop, hup, holder):
+    import asyncio
+
+    from .pipeline import Tee
+    from .sender import raise_fd_limit
+    from .streaming import LoopBridge, new_event_loop, run_with_sender
+    from .streams import StreamSink
+
+    raise_fd_limit(65536)
+    streams = StreamSink(frame_ms=args.frame_ms, stereo=args.stereo, sip_headers=tuple(args.sip_header),
+                         hold_s=config.jitter_depth + 1.0)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        cfg = sender.config
+        loop.add_signal_handler(signal.SIGHUP, hup.set)
+
+        def publish():
+            st = sender.stats
+            # loop thread: the sender's streams may be read here
+            st["queued_ms"] = sum(s.queued_samples for s in list(sender._streams.values())) // 16
+            holder["ws"] = st
+
+        async def publisher():
+            while True:
+                publish()
+                await asyncio.sleep(REFRESH_S)
+
+        task = loop.create_task(publisher())
+
+        def work(bridge, stop):
+            sink = Tee(bridge, wav) if wav is not None else bridge
+            return runner.run(sink, _Either(stop, early_stop))
+
+        try:
+            summary = await run_with_sender(work, sender, lambda lp: LoopBridge(streams, sender, lp),
+                                            drain_timeout=cfg.linger + cfg.open_timeout + 5.0)
+        finally:
+            task.cancel()
+            loop.remove_signal_handler(signal.SIGHUP)
+            signal.signal(signal.SIGHUP, lambda *_: hup.set())    # not the default: that would kill us
+        stats = sender.stats
+        stats["late_samples"] = streams.late_samples
+        return summary, stats
+
+    loop = new_event_loop()
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
+        # the loop's handlers are gone: keep SIGINT/SIGTERM harmless until exit
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: early_stop.set())

@@ -1,0 +1,154 @@
+"""``--metrics HOST:PORT``: Prometheus metrics and a health check over HTTP.
+
+The numbers come from one ``collect()`` callback that returns the live
+driver's latest snapshot (a dict the decoder thread replaces whole about once
+a second), so the HTTP thread never reads another thread's mutable state.
+The registry is our own, not prometheus_client's global one.
+
+``/metrics``  the Prometheus text format.
+``/healthz``  200 ``ok`` while the capture runs, the snapshot is fresh and no
+              packet was dropped (kernel, interface, capture queue) over the
+              last interval; 503 with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+__all__ = ["METRICS", "MetricsServer", "health", "parse_hostport"]
+
+log = logging.getLogger("rtp2ws.metrics")
+
+PREFIX = "rtp2ws_"
+
+# (name without prefix and without _total, kind, snapshot key, help)
+METRICS = (
+    ("captured_packets", "counter", "packets", "Packets captured on the interface (after the BPF filter)"),
+    ("captured_bytes", "counter", "bytes", "Bytes captured (as captured, up to the snap length)"),
+    ("kernel_dropped_packets", "counter", "kernel_drops", "Packets the kernel dropped: capture buffer full"),
+    ("interface_dropped_packets", "counter", "interface_drops", "Packets the interface or its driver dropped"),
+    ("queue_overflow_packets", "counter", "overflow_packets",
+     "Packets dropped because the decoder fell behind the capture thread"),
+    ("malformed_packets", "counter", "malformed", "Packets that could not be decoded (link/IP/UDP, SIP or RTP)"),
+    ("calls", "counter", "calls", "Calls seen"),
+    ("active_calls", "gauge", "active_calls", "Calls open now"),
+    ("active_legs", "gauge", "active_legs", "Call legs (one per direction) open now"),
+    ("websocket_connections_open", "gauge", "ws_open", "WebSocket connections open now"),
+    ("websocket_streams", "counter", "ws_streams", "WebSocket streams opened"),
+    ("websocket_reconnects", "counter", "ws_reconnects", "WebSocket reconnections after a broken connection"),
+    ("queued_audio_ms", "gauge", "ws_queued_ms", "Audio waiting to be sent, summed over streams, in ms"),
+    ("dropped_audio_ms", "counter", "ws_dropped_ms", "Audio dropped because a stream's buffer was full, in ms"),
+    ("capture_running", "gauge", "capture_running", "1 while the capture thread runs"),
+)
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """``127.0.0.1:9100``, ``[::1]:9100`` or ``:9100`` (all addresses)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"--metrics must be HOST:PORT, not {text!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def health(snapshot: dict | None, *, stale_s: float = 10.0, now: float | None = None) -> tuple[bool, str]:
+    """(healthy, reason) from a driver snapshot."""
+    if not snapshot:
+        return False, "not started"
+    if not snapshot.get("capture_running"):
+        error = snapshot.get("capture_error")
+        return False, "capture is not running" + (f": {error}" if error else "")
+    now = time.monotonic() if now is None else now
+    age = now - snapshot.get("monotonic", now)
+    if age > stale_s:
+        return False, f"the decoder has not reported for {age:.0f} s"
+    recent = snapshot.get("drops_recent", 0)
+    if recent:
+        return False, (f"{recent} packets dropped in the last {snapshot.get('drops_window_s', 0):g} s "
+                       f"(kernel, interface or capture queue)")
+    return True, "ok"
+
+
+class _Collector:
+    def __init__(self, collect: Callable[[], dict]) -> None:
+        self._collect = collect
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        snap = self._collect() or {}
+        for name, kind, key, text in METRICS:
+            value = snap.get(key, 0)
+            value = float(value) if value is not None else 0.0
+            if kind == "counter":
+                yield CounterMetricFamily(PREFIX + name, text, value=value)
+            else:
+                yield GaugeMetricFamily(PREFIX + name, text, value=value)
+
+
+class _Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+class MetricsServer:
+    """Serves ``/metrics`` and ``/healthz`` from a daemon thread."""
+
+    def __init__(self, collect: Callable[[], dict], host: str = "127.0.0.1", port: int = 9100, *,
+                 stale_s: float = 10.0) -> None:
+        # prometheus_client is imported here only, so the rest of rtp2ws runs without it
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+        self.collect = collect
+        self.stale_s = stale_s
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(collect))
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    try:
+                        body, status, ctype = generate_latest(server.registry), 200, CONTENT_TYPE_LATEST
+                    except Exception as e:
+                        log.exception("metrics collection failed")
+                        body, status, ctype = f"collection failed: {e}\n".encode(), 500, "text/plain"
+                elif path == "/healthz":
+                    ok, reason = health(server.collect(), stale_s=server.stale_s)
+                    body, status, ctype = (reason + "\n").encode(), 200 if ok else 503, "text/plain; charset=utf-8"
+                else:
+                    body, status, ctype = b"not found: try /metrics or /healthz\n", 404, "text/plain"
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt, *args):   # no access log on stderr
+                pass
+
+        cls = _Server6 if ":" in host else ThreadingHTTPServer
+        try:
+            self._httpd = cls((host, port), Handler)
+        except OSError as e:
+            raise OSError(f"--metrics {host}:{port}: {e.strerror or e}") from None
+        self.host = host
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="metrics", daemon=True)
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._httpd.shutdown()
+            self._thread.join(5)
+        self._httpd.server_close()

@@ -1,0 +1,578 @@
+"""``rtp2ws live`` on a real interface (loopback), with real libpcap, real UDP
+sockets and a real ``rtp2ws sink`` process.  Needs root (or CAP_NET_RAW)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import netgen
+import numpy as np
+import pytest
+from callgen import sdp, sip, tone
+
+from rtp2ws import g711
+from rtp2ws.livecapture import (
+    CaptureOpenError,
+    LiveCapture,
+    build_bpf,
+    parse_port_range,
+    parse_ports,
+)
+from rtp2ws.resample import upsample_2x
+from rtp2ws.rtp import RtpPacket, serialize_rtp
+from rtp2ws.wavout import read_wav
+
+PY = sys.executable
+A_IP, B_IP = "127.0.0.1", "127.0.0.2"
+
+
+def _can_capture() -> bool:
+    try:
+        LiveCapture("lo", bpf="udp port 9").stop()
+        return True
+    except CaptureOpenError:
+        return False
+
+
+needs_capture = pytest.mark.skipif(not _can_capture(), reason="needs root or CAP_NET_RAW to capture on lo")
+
+
+def _filter(sip_port: int, rtp_lo: int) -> str:
+    return f"udp and host 127.0.0.1 and (port {sip_port} or portrange {rtp_lo}-{rtp_lo + 100})"
+
+
+# --------------------------------------------------------------------------- helpers
+
+class LiveProcess:
+    """``rtp2ws live`` in its own process; stderr collected by a thread."""
+
+    def __init__(self, *args):
+        self.proc = subprocess.Popen([PY, "-m", "rtp2ws.cli", "live", *map(str, args)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.err: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            self.err.append(line)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.err)
+
+    def wait_for(self, text: str, timeout: float = 15.0, path: Path | None = None) -> None:
+        """Until ``text`` is in stderr (or in the file ``path``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.stderr if path is None else (path.read_text() if path.exists() else "")
+            if text in got:
+                return
+            if self.proc.poll() is not None:
+                self._reader.join(2)
+                raise AssertionError(f"live exited with {self.proc.returncode}: {self.stderr}")
+            time.sleep(0.02)
+        raise AssertionError(f"{text!r} not seen within {timeout} s: {self.stderr}")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 40.0) -> tuple[int, str, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            out = self.proc.stdout.read()
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise
+        self._reader.join(5)
+        return rc, out, self.stderr
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+class PhoneCall:
+    """A call between A (127.0.0.1) and B (127.0.0.2) sent with real UDP sockets."""
+
+    def __init__(self, call_id: str, sip_port: int, rtp_a: int, rtp_b: int):
+        self.call_id = call_id
+        self.sip_port = sip_port
+        self.rtp = {"a": rtp_a, "b": rtp_b}
+        self.socks = {}
+        for name, ip, port in (("sip_a", A_IP, sip_port), ("sip_b", B_IP, sip_port),
+                               ("rtp_a", A_IP, rtp_a), ("rtp_b", B_IP, rtp_b)):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((ip, port))
+            self.socks[name] = s
+        self.payloads = {"caller": [], "callee": []}
+        self.seq = {"caller": 1000, "callee": 5000}
+        self.ts = {"caller": 80000, "callee": 160000}
+        self.pos = 0
+
+    def close(self):
+        for s in self.socks.values():
+            s.close()
+
+    def _headers(self, method: str, cseq: int, from_a: bool, to_tag: bool) -> list:
+        via_ip = A_IP if from_a else B_IP
+        return [
+            ("Via", f"SIP/2.0/UDP {via_ip}:{self.sip_port};branch=z9hG4bK{method}{cseq}{int(from_a)}"),
+            ("From", f"<sip:1000@{A_IP}>;tag=caller1"),
+            ("To", f"<sip:2000@{B_IP}>" + (";tag=callee1" if to_tag else "")),
+            ("Call-ID", self.call_id),
+            ("CSeq", f"{cseq} {method}"),
+            ("Contact", f"<sip:{'1000' if from_a else '2000'}@{via_ip}:{self.sip_port}>"),
+        ]
+
+    def _send_sip(self, data: bytes, from_a: bool):
+        src = self.socks["sip_a" if from_a else "sip_b"]
+        src.sendto(data, (B_IP if from_a else A_IP, self.sip_port))
+
+    def setup(self):
+        self._send_sip(sip(f"INVITE sip:2000@{B_IP}:{self.sip_port} SIP/2.0", self._headers("INVITE", 1, True, False),
+                           sdp(A_IP, self.rtp["a"], pts=(8, 101))), True)
+        time.sleep(0.01)
+        self._send_sip(sip("SIP/2.0 200 OK", self._headers("INVITE", 1, True, True),
+                           sdp(B_IP, self.rtp["b"], pts=(8, 101))), False)
+        time.sleep(0.01)
+        self._send_sip(sip(f"ACK sip:2000@{B_IP}:{self.sip_port} SIP/2.0", self._headers("ACK", 1, True, True)), True)
+        time.sleep(0.05)
+
+    def media(self, seconds: float):
+        """20 ms of A-law each way every 20 ms, paced on an absolute schedule."""
+        n = round(seconds / 0.02)
+        t0 = time.monotonic()
+        for i in range(n):
+            for tag, src, dst, freq in (("caller", "rtp_a", (B_IP, self.rtp["b"]), 440),
+                                        ("callee", "rtp_b", (A_IP, self.rtp["a"]), 1000)):
+                payload = g711.encode_alaw(tone(freq, 160, start=self.pos))
+                pkt = RtpPacket(self.seq[tag] & 0xFFFF, self.ts[tag], 0x1111 if tag == "caller" else 0x2222,
+                                8, i == 0 and not self.payloads[tag], payload)
+                self.socks[src].sendto(serialize_rtp(pkt), dst)
+                self.payloads[tag].append(bytes(payload))
+                self.seq[tag] += 1
+                self.ts[tag] += 160
+            self.pos += 160
+            delay = t0 + (i + 1) * 0.02 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    def bye(self):
+        self._send_sip(sip(f"BYE sip:2000@{B_IP}:{self.sip_port} SIP/2.0", self._headers("BYE", 2, True, True)), True)
+        time.sleep(0.01)
+        self._send_sip(sip("SIP/2.0 200 OK", self._headers("BYE", 2, True, True)), False)
+
+    def expected(self, tag: str) -> np.ndarray:
+        return upsample_2x(g711.decode_alaw(b"".join(self.payloads[tag])))
+
+
+@pytest.fixture
+def call_factory():
+    calls = []
+
+    def make(*args):
+        c = PhoneCall(*args)
+        calls.append(c)
+        return c
+    yield make
+    for c in calls:
+        c.close()
+
+
+@pytest.fixture
+def live_factory():
+    procs = []
+
+    def make(*args):
+        p = LiveProcess(*args)
+        procs.append(p)
+        return p
+    yield make
+    for p in procs:
+        p.kill()
+
+
+# --------------------------------------------------------------------------- filter
+
+def test_port_parsing():
+    assert parse_ports("5060,5080") == (5060, 5080)
+    assert parse_ports([5060]) == (5060,)
+    assert parse_port_range("16384-32768") == (16384, 32768)
+    assert parse_port_range([10000, 10010]) == (10000, 10010)
+    for bad, msg in (("5060,x", "invalid port 'x'"), ("70000", "port 70000 out of range 1..65535"), ("", "no port given")):
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            parse_ports(bad)
+    with pytest.raises(ValueError, match="port range 20-10 is empty"):
+        parse_port_range("20-10")
+    with pytest.raises(ValueError, match="must be LOW-HIGH"):
+        parse_port_range("10")
+
+
+def test_build_bpf_text():
+    f = build_bpf()
+    assert f.startswith("((udp and (port 5060 or port 5080 or portrange 16384-32768)) or (tcp and (port 5060 or port 5080))")
+    assert "(ip and (ip[6:2] & 0x1fff) != 0)" in f and "(ip6 and ip6[6] == 44)" in f
+    assert f.count("vlan") == 1 and f.index("vlan") > f.index("ip6[6]")
+    assert "tcp" not in build_bpf(sip_tcp=False)
+    assert "port 7000)" in build_bpf((5060,), (7000, 7000))
+
+
+@needs_capture
+@pytest.mark.parametrize("kw", [{}, {"sip_tcp": False}, {"sip_ports": (5060,), "rtp_ports": (10000, 20000)}])
+def test_build_bpf_compiles_on_lo(kw):
+    LiveCapture("lo", bpf=build_bpf(**kw)).stop()
+
+
+def test_build_bpf_matches_the_right_packets(tmp_path):
+    """libpcap applies the filter to a file exactly as to an interface."""
+    import pcap
+
+    big = b"S" * 3000
+    cases = [
+        ("udp sip", netgen.udp("10.0.0.1", 5060, "10.0.0.2", 5060, b"INVITE"), (), True),
+        ("udp sip src 5080", netgen.udp("10.0.0.1", 5080, "10.0.0.2", 41000, b"x"), (), True),
+        ("udp rtp", netgen.udp("10.0.0.1", 40000, "10.0.0.2", 20000, b"\x80" * 20), (), True),
+        ("udp other", netgen.udp("10.0.0.1", 40000, "10.0.0.2", 40001, b"x"), (), False),
+        ("dns", netgen.udp("10.0.0.1", 53, "10.0.0.2", 33000, b"x"), (), False),
+        ("tcp sip", netgen.tcp("10.0.0.1", 40000, "10.0.0.2", 5060, b"INVITE", seq=1), (), True),
+        ("tcp in rtp range", netgen.tcp("10.0.0.1", 40000, "10.0.0.2", 20000, b"x", seq=1), (), False),
+        ("udp6 sip", netgen.udp("2001:db8::1", 5060, "2001:db8::2", 5060, b"x"), (), True),
+        ("udp6 other", netgen.udp("2001:db8::1", 40000, "2001:db8::2", 40001, b"x"), (), False),
+        ("vlan sip", netgen.udp("10.0.0.1", 5060, "10.0.0.2", 5060, b"x"), (100,), True),
+        ("vlan rtp", netgen.udp("10.0.0.1", 40000, "10.0.0.2", 30000, b"x"), (100,), True),
+        ("vlan other", netgen.udp("10.0.0.1", 40000, "10.0.0.2", 40001, b"x"), (100,), False),
+    ]
+    frags = netgen.fragment(netgen.udp("10.0.0.1", 5060, "10.0.0.2", 5060, big), 1500)
+    cases += [("v4 first fragment", frags[0], (), True), ("v4 second fragment", frags[1], (), True),
+              ("vlan v4 second fragment", frags[1], (200,), True)]
+    other = netgen.fragment(netgen.udp("10.0.0.1", 40000, "10.0.0.2", 40001, big), 1500)
+    cases += [("v4 first fragment, other port", other[0], (), False),
+              ("v4 later fragment, any port", other[2], (), True)]
+    frags6 = netgen.fragment(netgen.udp("2001:db8::1", 5060, "2001:db8::2", 5060, big), 1500)
+    cases += [("v6 first fragment", frags6[0], (), True), ("v6 second fragment", frags6[1], (), True),
+              ("vlan v6 fragment", frags6[1], (300,), True)]
+    path = tmp_path / "mix.pcap"
+    netgen.write_pcap(str(path), [(1.0 + i, netgen.link(1, ip, vlans=v)) for i, (_, ip, v, _) in enumerate(cases)], 1)
+    p = pcap.pcap(name=str(path), promisc=False, immediate=False, timeout_ms=0)
+    p.setfilter(build_bpf())
+    got = set()
+    p.dispatch(-1, lambda ts, frame: got.add(round(ts) - 1))
+    p.close()
+    want = {i for i, c in enumerate(cases) if c[3]}
+    assert got == want, ([cases[i][0] for i in got - want], [cases[i][0] for i in want - got])
+
+
+@needs_capture
+def test_build_bpf_on_lo_captures_only_matching_traffic():
+    cap = LiveCapture("lo", bpf=build_bpf(sip_ports=(25998,), rtp_ports=(26500, 26510)))
+    cap.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for port in (25998, 26505, 26511, 25997):
+                s.sendto(b"hello", ("127.0.0.1", port))
+        got = []
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            got += cap.get(0.05) or []
+        time.sleep(0.1)
+        got += cap.get(0.05) or []
+    finally:
+        cap.stop()
+    ports = sorted(int.from_bytes(frame[36:38], "big") for _, frame in got)   # Ethernet(14) + IPv4(20) + dport
+    assert ports == [25998, 26505]
+    assert all(abs(ts - time.time()) < 10 for ts, _ in got)
+
+
+def test_capture_errors():
+    with pytest.raises(CaptureOpenError, match=r"^nosuch0: no such network interface"):
+        LiveCapture("nosuch0", bpf="udp")
+    if _can_capture():
+        with pytest.raises(CaptureOpenError, match=r"invalid capture filter 'udp and': .*syntax error"):
+            LiveCapture("lo", bpf="udp and")
+
+
+@pytest.mark.skipif(shutil.which("capsh") is None or os.geteuid() != 0, reason="needs capsh and root")
+def test_missing_permission_says_how_to_grant_it():
+    code = ("from rtp2ws.livecapture import LiveCapture, CaptureOpenError\n"
+            "try:\n    LiveCapture('lo', bpf='udp')\nexcept CaptureOpenError as e:\n    print(e)\n")
+    r = subprocess.run(["capsh", "--drop=cap_net_raw", "--", "-c", f'exec "{PY}" -c "$0"', code],
+                       capture_output=True, text=True, timeout=30)
+    assert "lo: no permission to capture" in r.stdout and "CAP_NET_RAW" in r.stdout, r.stdout + r.stderr
+
+
+# --------------------------------------------------------------------------- capture thread
+
+@needs_capture
+def test_overflow_is_counted_and_the_capture_thread_survives():
+    cap = LiveCapture("lo", bpf="udp and dst port 26999", queue_batches=1, batch_packets=4)
+    cap.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            deadline = time.monotonic() + 10
+            sent = 0
+            while cap.overflow_packets == 0 and time.monotonic() < deadline:
+                for _ in range(50):
+                    s.sendto(b"x" * 20, ("127.0.0.1", 26999))
+                sent += 50
+                time.sleep(0.02)
+        time.sleep(0.1)
+        st = cap.stats()
+        assert st["overflow_packets"] > 0 and st["overflow_batches"] > 0
+        assert cap.running and st["running"]
+        assert st["packets"] >= st["overflow_packets"]
+        assert cap.get(0.1)                 # the one queued batch is still there
+        assert cap.clock() is not None
+    finally:
+        cap.stop()
+    assert not cap.running
+    assert cap.stats()["error"] is None
+
+
+@needs_capture
+def test_capture_thread_leaves_the_gil_to_others_when_idle():
+    """pypcap's dispatch keeps the GIL, and a blocking pcap_dispatch on an idle
+    interface does not return: the thread must wait in select, not in libpcap.
+    In a subprocess, so that a regression fails instead of freezing pytest."""
+    code = """
+import time
+from rtp2ws.livecapture import LiveCapture
+cap = LiveCapture("lo", bpf="udp and dst port 26998")
+cap.start()
+t0 = time.monotonic()
+n = 0
+while time.monotonic() - t0 < 0.3:
+    n += 1
+empty = cap.get(0.05)
+skew = abs(cap.clock() - time.time())
+t = time.monotonic()
+cap.stop()
+print(n, empty, round(skew, 3), round(time.monotonic() - t, 3))
+"""
+    r = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    n, empty, skew, stop_s = r.stdout.split()
+    assert int(n) > 10000 and empty == "[]"
+    assert float(skew) < 0.5 and float(stop_s) < 1.0
+
+
+# --------------------------------------------------------------------------- rtp2ws live
+
+@needs_capture
+def test_live_call_to_sink_and_wav(tmp_path, live_factory, call_factory):
+    from test_websocket import SinkProcess
+
+    sink = SinkProcess(tmp_path / "recv")
+    try:
+        out = tmp_path / "out"
+        live = live_factory("-i", "lo", "--bpf", _filter(25070, 26000), "--out-dir", out,
+                            "--ws-url", sink.url_base + "/audio", "--stats-interval", "1")
+        live.wait_for("capturing on lo")
+        call = call_factory("live-1@test", 25070, 26000, 26002)
+        call.setup()
+        call.media(2.0)
+        call.bye()
+        live.wait_for("1 calls so far", timeout=5)
+        time.sleep(0.5)
+        rc, stdout, stderr = live.stop()
+    finally:
+        sink_log = sink.stop()
+    assert rc == 0, stderr
+    m = re.search(r"lo: (\d+) packets captured, (\d+) dropped by the kernel, (\d+) by the interface, "
+                  r"(\d+) by capture-queue overflow; 1 calls, 2 legs with audio", stdout)
+    assert m, stdout
+    assert int(m.group(1)) >= 205 and m.group(4) == "0"
+    assert "streamed 2 streams, 0 reconnects, 0 ms dropped" in stdout
+    assert re.search(r"lo: \d+ packets \(\+\d+\); dropped: \d+ by the kernel, \d+ by the interface, 0 by "
+                     r"capture-queue overflow; \d+ calls and \d+ legs active", stderr), stderr   # periodic line
+    # the sink got both legs, ended by the BYE, with exactly the audio sent
+    msgs = [json.loads(line)["message"] for line in (sink.out_dir / "messages.jsonl").read_text().splitlines()]
+    ends = {m["tag"]: m for m in msgs if m["type"] == "end"}
+    assert set(ends) == {"caller", "callee"}, msgs
+    assert {e["reason"] for e in ends.values()} == {"bye"}
+    for tag in ("caller", "callee"):
+        want = call.expected(tag)
+        assert len(want) == 2 * 8000 * 2
+        got, rate, ch = read_wav(str(sink.out_dir / "live-1@test" / f"{tag}.wav"))
+        assert rate == 16000 and ch == 1
+        assert np.array_equal(got, want), tag
+        local, _, _ = read_wav(str(out / "live-1@test" / f"{tag}.wav"))
+        assert np.array_equal(local, want), tag
+    doc = json.loads((out / "calls.json").read_text())
+    assert [c["end_reason"] for c in doc["calls"]] == ["bye"]
+    assert doc["summary"]["kernel_drops"] == int(m.group(2))
+    assert doc["summary"]["end_reason"] == "shutdown"
+    legs = doc["calls"][0]["legs"]
+    assert {leg["tag"]: leg["duration_ms"] for leg in legs} == {"caller": 2000, "callee": 2000}
+    assert "refused {}" in sink_log
+
+
+@needs_capture
+def test_nonexistent_interface_is_a_clear_error():
+    r = subprocess.run([PY, "-m", "rtp2ws.cli", "live", "-i", "nosuch0", "--out-dir", "/nonexistent/x"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "rtp2ws: error: nosuch0: no such network interface (see `ip link`)"
+
+
+def test_live_needs_an_interface_and_an_output(tmp_path):
+    r = subprocess.run([PY, "-m", "rtp2ws.cli", "live", "--out-dir", tmp_path], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 2 and "live needs -i/--interface" in r.stderr
+    r = subprocess.run([PY, "-m", "rtp2ws.cli", "live", "-i", "lo"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "live needs --out-dir, --ws-url or both" in r.stderr
+    r = subprocess.run([PY, "-m", "rtp2ws.cli", "live", "-i", "lo", "--rtp-ports", "9-1", "--out-dir", tmp_path],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "port range 9-1 is empty" in r.stderr
+
+
+@needs_capture
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
+def test_user_nobody_still_captures_and_open_call_ends_with_shutdown(live_factory, call_factory):
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    out_parent = tempfile.mkdtemp(prefix="rtp2ws-live-")   # reachable by nobody, unlike pytest's tmp_path
+    os.chmod(out_parent, 0o777)
+    try:
+        out = Path(out_parent) / "out"
+        live = live_factory("-i", "lo", "--bpf", _filter(25170, 26200), "--out-dir", out, "--user", "nobody")
+        live.wait_for("capturing on lo")
+        assert "running as nobody" in live.stderr
+        status = Path(f"/proc/{live.proc.pid}/status").read_text()
+        uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", status, re.MULTILINE).groups()
+        gids = re.search(r"^Gid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", status, re.MULTILINE).groups()
+        assert set(map(int, uids)) == {nobody.pw_uid}
+        assert set(map(int, gids)) == {nobody.pw_gid}
+        call = call_factory("open@test", 25170, 26200, 26202)
+        call.setup()
+        call.media(0.6)
+        time.sleep(0.2)
+        rc, stdout, stderr = live.stop()
+        assert rc == 0, stderr
+        assert "1 calls, 2 legs with audio" in stdout
+        doc = json.loads((out / "calls.json").read_text())
+        assert [c["end_reason"] for c in doc["calls"]] == ["shutdown"]
+        for tag in ("caller", "callee"):
+            wav = out / "open@test" / f"{tag}.wav"
+            assert wav.stat().st_uid == nobody.pw_uid
+            got, _, _ = read_wav(str(wav))
+            assert np.array_equal(got, call.expected(tag)), tag   # flushed to the last packet
+    finally:
+        shutil.rmtree(out_parent, ignore_errors=True)
+
+
+@needs_capture
+def test_user_that_does_not_exist(tmp_path):
+    r = subprocess.run([PY, "-m", "rtp2ws.cli", "live", "-i", "lo", "--bpf", "udp port 9", "--out-dir", tmp_path,
+                        "--user", "no-such-user-xyz"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--user no-such-user-xyz: no such user" in r.stderr
+
+
+@needs_capture
+def test_sighup_reopens_the_log_file(tmp_path, live_factory):
+    log = tmp_path / "live.log"
+    live = live_factory("-i", "lo", "--bpf", "udp and port 25270", "--out-dir", tmp_path / "out",
+                        "--log-file", log)
+    live.wait_for("capturing on lo", path=log)
+    log.rename(tmp_path / "live.log.1")
+    live.proc.send_signal(signal.SIGHUP)
+    live.wait_for("log file reopened", path=log, timeout=5)
+    rc, stdout, stderr = live.stop()
+    assert rc == 0, stderr
+    assert stderr == ""                      # everything went to the log file
+    assert "stopped (shutdown)" in log.read_text()
+    assert "capturing on lo" in (tmp_path / "live.log.1").read_text()
+    assert "0 dropped by the kernel" in stdout
+
+
+@needs_capture
+def test_timers_run_without_traffic(call_factory):
+    """The last packets of a leg leave the jitter buffer on the wall clock, with no
+    packet after them to push them out; the call stays open until the end."""
+    from rtp2ws.live import LiveRunner
+    from rtp2ws.pipeline import Sink
+
+    class Recorder(Sink):
+        def __init__(self):
+            self.audio = {}
+            self.ended = []
+
+        def leg_audio(self, call, leg, pcm):
+            self.audio.setdefault(leg.tag, []).append(pcm)
+
+        def call_ended(self, call, legs):
+            self.ended.append(call.end_reason)
+
+    cap = LiveCapture("lo", bpf=_filter(25370, 26400))
+    runner = LiveRunner(cap)
+    rec = Recorder()
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(rec, stop), daemon=True)
+    thread.start()
+    try:
+        call = call_factory("idle@test", 25370, 26400, 26402)
+        call.setup()
+        call.media(0.4)
+        t = time.monotonic()
+
+        def complete():   # all but the resampler's filter tail, which waits for the leg's end
+            return all(sum(map(len, rec.audio.get(tag, []))) >= len(call.expected(tag)) - 64
+                       for tag in ("caller", "callee"))
+        while not complete() and time.monotonic() - t < 3:
+            time.sleep(0.01)
+        waited = time.monotonic() - t
+        assert complete(), {k: sum(map(len, v)) for k, v in rec.audio.items()}
+        assert waited < 0.5           # the 60 ms jitter buffer plus a 20 ms tick, not a timeout
+        assert rec.ended == []
+    finally:
+        stop.set()
+        thread.join(10)
+    assert rec.ended == ["shutdown"]
+    for tag in ("caller", "callee"):
+        assert np.array_equal(np.concatenate(rec.audio[tag]), call.expected(tag))
+
+
+@needs_capture
+@pytest.mark.skipif(shutil.which("ip") is None or os.geteuid() != 0, reason="needs ip(8) and root")
+def test_interface_that_disappears_ends_calls_and_exits_1(tmp_path):
+    ns = f"r2wlive{os.getpid()}"
+    if subprocess.run(["ip", "netns", "add", ns], capture_output=True).returncode != 0:
+        pytest.skip("cannot create network namespaces here")
+    proc = None
+    try:
+        for cmd in (["link", "add", "v0", "type", "veth", "peer", "name", "v1"], ["link", "set", "v0", "up"],
+                    ["link", "set", "v1", "up"]):
+            subprocess.run(["ip", "-n", ns, *cmd], check=True, capture_output=True)
+        log = tmp_path / "live.log"
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, PY, "-m", "rtp2ws.cli", "live", "-i", "v0",
+                                 "--out-dir", str(tmp_path / "out"), "--log-file", str(log)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 15
+        while "capturing on v0" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.02)
+        subprocess.run(["ip", "-n", ns, "link", "del", "v0"], check=True, capture_output=True)
+        out, err = proc.communicate(timeout=15)
+        assert proc.returncode == 1, err
+        assert err.strip() == "rtp2ws: error: v0: capture failed: The interface disappeared"
+        assert "v0: 0 packets captured" in out
+        assert "stopped (capture_end)" in log.read_text()
+        assert (tmp_path / "out" / "calls.json").exists()
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
