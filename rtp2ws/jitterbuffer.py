@@ -62,6 +62,17 @@ class JitterBuffer:
 
     def push(self, pkt: RtpPacket, now: float) -> list[Released]:
         st = self.stats
+        if (pkt.sequence == self._next & 0xFFFF and pkt.ssrc == self._ssrc and not self._held
+                and self._probation is None):
+            # the common case: the next packet, in order, nothing waiting
+            st["received"] += 1
+            st["released"] += 1
+            ext = self._next
+            self._seen[ext & (SEEN_RING - 1)] = ext
+            self._highest = ext
+            self._next = ext + 1
+            new, self._new_stream = self._new_stream, False
+            return [Released(pkt, now, 0, new)]
         st["received"] += 1
         out: list[Released] = []
         if self._held:

@@ -36,6 +36,29 @@ RESYNC_SECONDS = 0.5
 _DECODERS = {"PCMA": g711.decode_alaw, "PCMU": g711.decode_ulaw}
 
 
+def _assemble(pending: list) -> np.ndarray:
+    """8 kHz samples from pending items: arrays as they are, runs of (codec, payload)
+    decoded with one table look-up per run."""
+    parts: list[np.ndarray] = []
+    run: list[bytes] = []
+    codec = None
+    for item in pending:
+        if type(item) is tuple:
+            if item[0] != codec and run:
+                parts.append(_DECODERS[codec](b"".join(run)))
+                run = []
+            codec = item[0]
+            run.append(item[1])
+        else:
+            if run:
+                parts.append(_DECODERS[codec](b"".join(run)))
+                run = []
+            parts.append(item)
+    if run:
+        parts.append(_DECODERS[codec](b"".join(run)))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 class CodecChange(NamedTuple):
     codec: str
     at: float   # capture time
@@ -65,9 +88,9 @@ class MediaLeg:
         self._last_ts = 0        # extended timestamp of the last audio packet placed
         self._last_arrival = 0.0
         self._last_n = 0
-        self._last_audio: np.ndarray | None = None
+        self._last_audio: tuple[str, bytes] | None = None   # (codec, payload) of the last packet
         self._codec: str | None = None
-        self._pending: list[np.ndarray] = []   # 8 kHz chunks not yet resampled
+        self._pending: list = []   # 8 kHz audio not yet resampled: arrays, or (codec, payload) to decode
         self._lost_carry = 0
         self._restart = False
         self._up = Upsampler2x()
@@ -118,7 +141,7 @@ class MediaLeg:
     def take_audio(self) -> np.ndarray:
         """16 kHz samples produced since the last call (the tail too once closed)."""
         if self._pending:
-            x = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
+            x = _assemble(self._pending)
             self._pending = []
             y = self._up.process(x)
         else:
@@ -175,7 +198,8 @@ class MediaLeg:
         if self.encrypted:
             self.counts["encrypted_packets"] += 1
             return
-        self._note_codec(name, r.arrival)
+        if name != self._codec:
+            self._note_codec(name, r.arrival)
         payload = pkt.payload
         n = len(payload)
         if n == 0:
@@ -207,7 +231,8 @@ class MediaLeg:
             gap = pos - self._cursor
             hidden = min(gap, lost * n) if lost else 0
             if hidden:
-                self._pending.append(conceal(self._last_audio, hidden))
+                last = _DECODERS[self._last_audio[0]](self._last_audio[1]) if self._last_audio else None
+                self._pending.append(conceal(last, hidden))
                 self.concealed += hidden
             if gap > hidden:
                 self._pending.append(np.zeros(gap - hidden, dtype=np.int16))
@@ -219,11 +244,12 @@ class MediaLeg:
                 self.counts["overlap_dropped"] += 1
                 return
             payload = payload[trim:]
-        pcm = decode(payload)
-        self._pending.append(pcm)
-        self._last_audio = pcm
-        self.decoded += len(pcm)
-        self._cursor += len(pcm)
+        # decoded later, a run of packets at a time (take_audio): G.711 is one byte a sample
+        item = (name, payload)
+        self._pending.append(item)
+        self._last_audio = item
+        self.decoded += len(payload)
+        self._cursor += len(payload)
 
     def _note_codec(self, name: str, at: float) -> None:
         if name not in self.codecs:
