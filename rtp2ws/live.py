@@ -34,7 +34,7 @@ from collections import deque
 
 from .livecapture import CaptureOpenError, LiveCapture, build_bpf, drop_privileges
 from .packet import PacketDecoder, UnsupportedLinkType
-from .pipeline import Config, Forward, Pipeline, Sink
+from .pipeline import Config, Counting, Pipeline, Sink
 
 log = logging.getLogger("rtp2ws.live")
 
@@ -81,21 +81,6 @@ def setup_logging(log_file: str | None) -> ReopenableFileHandler | None:
 
 # --------------------------------------------------------------------------- decoder thread
 
-class _Counting(Forward):
-    def __init__(self, inner: Sink) -> None:
-        super().__init__(inner)
-        self.calls = 0
-        self.legs: set = set()
-
-    def call_started(self, call):
-        self.calls += 1
-        self.inner.call_started(call)
-
-    def leg_audio(self, call, leg, pcm):
-        self.legs.add((call.key, leg.tag))
-        self.inner.leg_audio(call, leg, pcm)
-
-
 class _Either:
     """Set when any of the events is set."""
 
@@ -129,7 +114,7 @@ class LiveRunner:
         self.hup = hup
         self.on_hup = on_hup
         self.pipe: Pipeline | None = None
-        self.counting: _Counting | None = None
+        self.counting: Counting | None = None
         self._history: deque = deque()          # (monotonic, total drops) over the last interval
         self._last_log: dict | None = None
         self._snapshot: dict = {}
@@ -148,7 +133,7 @@ class LiveRunner:
         """Decode until ``stop`` is set or the capture fails; then end every call.
         Returns the summary."""
         cap = self.capture
-        self.counting = _Counting(sink)
+        self.counting = Counting(sink)
         self.pipe = pipe = Pipeline(cap.linktype, self.counting, self.config)
         self.started = time.monotonic()
         if not cap.started:

@@ -69,6 +69,23 @@ class Forward(Sink):
         self.inner.tick(now)
 
 
+class Counting(Forward):
+    """Counts calls and legs with audio on the way to the real sink."""
+
+    def __init__(self, inner: Sink) -> None:
+        super().__init__(inner)
+        self.calls = 0
+        self.legs: set = set()
+
+    def call_started(self, call):
+        self.calls += 1
+        self.inner.call_started(call)
+
+    def leg_audio(self, call, leg, pcm):
+        self.legs.add((call.key, leg.tag))
+        self.inner.leg_audio(call, leg, pcm)
+
+
 class Tee(Sink):
     """Hands everything to several sinks."""
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .capture import CaptureError, CaptureFile
 from .packet import UnsupportedLinkType
-from .pipeline import Config, Forward, Pipeline, Sink
+from .pipeline import Config, Counting, Pipeline, Sink
 
 
 class ReplayError(Exception):
@@ -74,23 +74,6 @@ class Progress:
             self.stream.flush()
 
 
-class _Counting(Forward):
-    """Counts calls and legs with audio on the way to the real sink."""
-
-    def __init__(self, inner: Sink) -> None:
-        super().__init__(inner)
-        self.calls = 0
-        self.legs: set = set()
-
-    def call_started(self, call):
-        self.calls += 1
-        self.inner.call_started(call)
-
-    def leg_audio(self, call, leg, pcm):
-        self.legs.add((call.key, leg.tag))
-        self.inner.leg_audio(call, leg, pcm)
-
-
 class Pacer:
     """Paces replay on capture timestamps: ``speed`` 1.0 is real time, 4.0 four
     times faster.  Sleeping is interruptible through the ``stop`` event."""
@@ -132,7 +115,7 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
         cap = CaptureFile(path)
     except CaptureError as e:
         raise ReplayError(str(e)) from None
-    counting = _Counting(sink)
+    counting = Counting(sink)
     error = None
     reason = "capture_end"
     with cap:
