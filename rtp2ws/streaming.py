@@ -41,6 +41,7 @@ class LoopBridge(Forward):
         self.stall_s = stall_s
         self.stalled = False
         self._high = sender.config.max_buffer_ms * 16 // 2
+        self._posted: dict[str, int] = {}   # worker thread: audio bytes per stream since the last check
         self._pending = 0
         self._cond = threading.Condition()
         self._open: dict = {}     # loop thread only: stream_id -> sender Stream
@@ -57,12 +58,29 @@ class LoopBridge(Forward):
                 self._cond.wait(0.1)
             self._pending += len(ops)
         self.loop.call_soon_threadsafe(self._apply, ops)
-        if self.flow_control and not self.stalled:
+        if self.flow_control and not self.stalled and self._grown(ops):
             fut = asyncio.run_coroutine_threadsafe(self._room(), self.loop)
             if not fut.result():
                 self.stalled = True
                 log.warning("the server is not taking audio fast enough: replay goes on at full speed "
                             "and the oldest queued audio is dropped")
+
+    def _grown(self, ops: list) -> bool:
+        """Has some stream been handed a quarter of the high-water mark since the
+        last check?  Until then no queue can have crossed it, and the round trip
+        to the loop is skipped."""
+        posted = self._posted
+        limit = self._high // 2        # bytes: a quarter of the mark in samples, 2 bytes each
+        grown = False
+        for op in ops:
+            if type(op) is Audio:
+                n = posted.get(op.stream_id, 0) + len(op.pcm)
+                posted[op.stream_id] = n
+                if n >= limit:
+                    grown = True
+        if grown:
+            posted.clear()
+        return grown
 
     async def _room(self) -> bool:
         """Loop side of flow control: True once every stream's queue is under half the
