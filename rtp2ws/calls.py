@@ -24,6 +24,7 @@ acted on once per call.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -122,6 +123,8 @@ class CallRegistry:
         self.active: dict[str, Call] = {}       # Call-ID -> call in progress
         self._ended: dict[str, Call] = {}       # Call-ID -> recently ended call
         self._reuse: dict[str, int] = {}        # Call-ID -> calls seen with it
+        self._timers: list = []                 # heap of (due, serial, call): timeouts to check
+        self._serial = 0
         self.stats = {"sip_messages": 0, "sip_duplicates": 0, "sip_orphans": 0, "sdp_errors": 0,
                       "sip_errors": 0, "calls": 0, "picked_up": 0, "media_only": 0}
 
@@ -181,6 +184,7 @@ class CallRegistry:
         self.active[call_id] = call
         self.stats["calls"] += 1
         self.stats["media_only"] += 1
+        self._arm(call)
         return [CallStarted(call)]
 
     def end(self, call: Call, reason: str, now: float) -> list:
@@ -195,25 +199,46 @@ class CallRegistry:
             call.last_activity = now
 
     def expire(self, now: float) -> list:
-        """End calls idle for ``rtp_timeout``; forget ended calls after the linger time."""
+        """End calls idle for ``rtp_timeout`` (or challenged and never retried);
+        forget ended calls after the linger time.  Cost: O(log n) per call due."""
         events: list = []
-        for cid, call in list(self.active.items()):
+        heap = self._timers
+        while heap and heap[0][0] <= now:
+            _, _, call = heapq.heappop(heap)
+            if call.ended:
+                continue
             if call.challenged_at is not None and now - call.challenged_at > AUTH_RETRY_SECONDS:
                 self._end(call, f"rejected {call._challenge_code}", call.challenged_at, events)
             elif now - call.last_activity > self.rtp_timeout:
                 self._end(call, "timeout", call.last_activity, events)
-        for cid, call in list(self._ended.items()):
-            if now - (call.end or now) > LINGER_SECONDS:
-                del self._ended[cid]
-                if cid not in self.active:
-                    self._reuse.pop(cid, None)   # bounded memory in a long-running capture
+            else:
+                self._arm(call)          # activity since: due later
+        ended = self._ended
+        while ended:
+            cid, call = next(iter(ended.items()))
+            if now - (call.end or now) <= LINGER_SECONDS:
+                break
+            del ended[cid]
+            if cid not in self.active:
+                self._reuse.pop(cid, None)   # bounded memory in a long-running capture
         return events
 
     def next_deadline(self) -> float | None:
-        times = [c.last_activity + self.rtp_timeout for c in self.active.values()]
-        times += [c.end + LINGER_SECONDS for c in self._ended.values() if c.end is not None]
-        times += [c.challenged_at + AUTH_RETRY_SECONDS for c in self.active.values() if c.challenged_at is not None]
+        times = []
+        if self._timers:
+            times.append(self._timers[0][0])
+        if self._ended:
+            call = next(iter(self._ended.values()))
+            if call.end is not None:
+                times.append(call.end + LINGER_SECONDS)
         return min(times) if times else None
+
+    def _arm(self, call: Call) -> None:
+        due = call.last_activity + self.rtp_timeout
+        if call.challenged_at is not None:
+            due = min(due, call.challenged_at + AUTH_RETRY_SECONDS)
+        self._serial += 1
+        heapq.heappush(self._timers, (due, self._serial, call))
 
     def finish(self, now: float, reason: str = "capture_end") -> list:
         """The capture ended (or the process is stopping): every call still open ends."""
@@ -234,6 +259,7 @@ class CallRegistry:
                     invite=msg, last_activity=now)
         self.active[cid] = call
         self.stats["calls"] += 1
+        self._arm(call)
         return call
 
     @staticmethod
@@ -285,6 +311,7 @@ class CallRegistry:
         elif status in (401, 407) and call.state in ("trying", "early"):
             call.challenged_at = now
             call._challenge_code = status
+            self._arm(call)
         elif status >= 300 and call.state in ("trying", "early"):
             self._end(call, f"rejected {status}", now, events)
 

@@ -24,13 +24,14 @@ Policy
 
 from __future__ import annotations
 
+from array import array
 from typing import NamedTuple
 
 from .rtp import RtpPacket
 
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
-SEEN_RING = 1024  # power of two: slots remembered to tell duplicates from late packets
+SEEN_RING = 512   # power of two: slots remembered to tell duplicates from late packets (10 s at 20 ms)
 
 
 class Released(NamedTuple):
@@ -50,7 +51,7 @@ class JitterBuffer:
         self._next: int = 0            # extended sequence number to release next
         self._highest: int = 0         # highest extended sequence number seen
         self._held: dict[int, tuple[RtpPacket, float]] = {}
-        self._seen = [-1] * SEEN_RING  # extended seq of the received packet in each slot
+        self._seen = array("q", [-1]) * SEEN_RING  # extended seq of the received packet in each slot (4 KB)
         self._new_stream = False
         self._probation: tuple[RtpPacket, float] | None = None
         self.stats = {

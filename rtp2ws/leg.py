@@ -91,6 +91,7 @@ class MediaLeg:
         self._last_audio: tuple[str, bytes] | None = None   # (codec, payload) of the last packet
         self._codec: str | None = None
         self._pending: list = []   # 8 kHz audio not yet resampled: arrays, or (codec, payload) to decode
+        self.pending_samples = 0   # ... and how many 8 kHz samples that is
         self._lost_carry = 0
         self._restart = False
         self._up = Upsampler2x()
@@ -143,6 +144,7 @@ class MediaLeg:
         if self._pending:
             x = _assemble(self._pending)
             self._pending = []
+            self.pending_samples = 0
             y = self._up.process(x)
         else:
             y = np.zeros(0, dtype=np.int16)
@@ -237,6 +239,7 @@ class MediaLeg:
             if gap > hidden:
                 self._pending.append(np.zeros(gap - hidden, dtype=np.int16))
                 self.filled += gap - hidden
+            self.pending_samples += gap
             self._cursor = pos
         elif pos < self._cursor:
             trim = self._cursor - pos
@@ -249,6 +252,7 @@ class MediaLeg:
         self._pending.append(item)
         self._last_audio = item
         self.decoded += len(payload)
+        self.pending_samples += len(payload)
         self._cursor += len(payload)
 
     def _note_codec(self, name: str, at: float) -> None:

@@ -118,10 +118,14 @@ class Tee(Sink):
 
 
 class Config:
-    def __init__(self, *, jitter_depth: float = 0.060, rtp_timeout: float = 300.0, media_only: bool = True) -> None:
+    def __init__(self, *, jitter_depth: float = 0.060, rtp_timeout: float = 300.0, media_only: bool = True,
+                 deliver_ms: int = 0) -> None:
         self.jitter_depth = jitter_depth
         self.rtp_timeout = rtp_timeout
         self.media_only = media_only    # RTP without signalling becomes a media-only call
+        # Hand a leg's audio to the sink once this much is pending (0: every tick).  Files
+        # need no hurry, and resampling a second at a time costs far less than a packet at a time.
+        self.deliver_ms = deliver_ms
 
 
 class Pipeline:
@@ -408,9 +412,10 @@ class Pipeline:
         self.sink.call_ended(call, legs)
 
     def _deliver(self) -> None:
+        least = self.config.deliver_ms * 8
         for key in self._dirty:
             leg = self.legs.get(key)
-            if leg is not None:
+            if leg is not None and leg.pending_samples >= least:
                 self._emit(self.calls[key[0]], leg)
         self._dirty.clear()
 

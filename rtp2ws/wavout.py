@@ -22,7 +22,7 @@ from .leg import MediaLeg
 from .pipeline import Sink
 
 RATE = 16000
-FLUSH_BYTES = 64 * 1024
+FLUSH_BYTES = 32 * 1024   # per leg: 1 s of audio in memory at most
 _SAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 
 
