@@ -1,0 +1,274 @@
+"""The reference: the same job written the simple way, to measure rtp2ws against.
+
+    python benchmarks/reference_pipeline.py CAPTURE (--ws-url URL | --out-dir DIR)
+
+Per packet: pypcap hands over the frame, dpkt parses Ethernet/IP/UDP, SIP goes
+through ``dpkt.sip`` (Call-ID, CSeq) and two regular expressions on the SDP
+(``c=`` and ``m=audio``), RTP through ``dpkt.rtp``.  The destination address
+of an SDP maps RTP to its call leg (sent to the callee's address: ``caller``).
+Payloads are decoded with ``audioop.alaw2lin``/``ulaw2lin`` and taken to
+16 kHz with ``audioop.ratecv`` (linear interpolation, state kept per leg).
+Output: one connection per leg with ``websockets`` (JSON start, one binary
+send per 20 ms frame, JSON end), opened on the leg's first audio and closed on
+BYE; or one WAV per leg with the ``wave`` module.
+
+Deliberately simple and correct enough: no jitter buffer (packets are played
+in arrival order, losses just shorten the audio), no re-INVITEs, no TCP SIP,
+no IPv6 or fragments.  It uses uvloop and no permessage-deflate, as rtp2ws
+does, so the comparison is about the pipeline, not the event loop.  Python
+3.13 removed ``audioop``: install ``audioop-lts`` there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import sys
+import wave
+
+import dpkt
+import pcap
+
+try:
+    import audioop
+except ImportError:  # Python >= 3.13
+    import audioop_lts as audioop  # type: ignore
+
+SIP_PORT = 5060
+RATE = 16000
+FRAME_BYTES = RATE * 20 // 1000 * 2     # 20 ms of 16-bit mono
+C_LINE = re.compile(r"^c=IN IP4 (\S+)", re.MULTILINE)
+M_LINE = re.compile(r"^m=audio (\d+)", re.MULTILINE)
+SAFE = re.compile(r"[^A-Za-z0-9._@+-]")
+
+
+class Leg:
+    def __init__(self, call_id: str, tag: str) -> None:
+        self.call_id = call_id
+        self.tag = tag
+        self.state = None          # audioop.ratecv state
+        self.buf = bytearray()
+        self.ws = None
+        self.wav = None
+        self.packets = 0
+        self.samples = 0
+
+    def decode(self, rtp) -> bytes:
+        if rtp.pt == 8:
+            lin = audioop.alaw2lin(rtp.data, 2)
+        elif rtp.pt == 0:
+            lin = audioop.ulaw2lin(rtp.data, 2)
+        else:
+            return b""
+        out, self.state = audioop.ratecv(lin, 2, 1, 8000, RATE, self.state)
+        self.packets += 1
+        return out
+
+
+def parse_sdp(body: str):
+    c = C_LINE.search(body)
+    m = M_LINE.search(body)
+    if c and m:
+        return socket.inet_aton(c.group(1)), int(m.group(1))
+    return None
+
+
+def parse_sip(data: bytes):
+    """(call_id, method or None, status or None, cseq method, sdp address) or None."""
+    try:
+        if data.startswith(b"SIP/2.0"):
+            msg = dpkt.sip.Response(data)
+            method, status = None, int(msg.status)
+        else:
+            msg = dpkt.sip.Request(data)
+            method, status = msg.method, None
+    except (dpkt.UnpackError, ValueError):
+        return None
+    h = msg.headers
+    call_id = h.get("call-id") or h.get("i")
+    if not call_id:
+        return None
+    cseq = (h.get("cseq") or "").split()
+    body = msg.body.decode("latin-1") if msg.body else ""
+    return call_id, method, status, cseq[-1] if cseq else "", parse_sdp(body) if body else None
+
+
+class Pipeline:
+    """SIP and RTP from frames; audio to ``emit(leg, pcm)``, call ends to ``ended(legs)``."""
+
+    def __init__(self) -> None:
+        self.by_addr: dict = {}        # (dst ip, dst port) -> Leg
+        self.calls: dict = {}          # call_id -> {"offer", "answer", "legs"}
+        self.packets = 0
+        self.ncalls = 0
+        self.nlegs = 0
+
+    def frame(self, buf: bytes):
+        """Returns ('audio', leg, pcm), ('end', legs) or None."""
+        self.packets += 1
+        eth = dpkt.ethernet.Ethernet(buf)
+        ip = eth.data
+        if not isinstance(ip, dpkt.ip.IP):
+            return None
+        udp = ip.data
+        if not isinstance(udp, dpkt.udp.UDP):
+            return None
+        leg = self.by_addr.get((ip.dst, udp.dport))
+        if leg is not None:
+            rtp = dpkt.rtp.RTP(udp.data)
+            return ("audio", leg, leg.decode(rtp))
+        if udp.sport == SIP_PORT or udp.dport == SIP_PORT:
+            return self.sip(udp.data)
+        return None
+
+    def sip(self, data: bytes):
+        parsed = parse_sip(data)
+        if parsed is None:
+            return None
+        call_id, method, status, cseq, sdp = parsed
+        call = self.calls.get(call_id)
+        if method == "INVITE" and call is None:
+            call = self.calls[call_id] = {"offer": sdp, "answer": None, "legs": {}}
+            self.ncalls += 1
+        if call is None:
+            return None
+        if status == 200 and cseq == "INVITE" and sdp and not call["legs"]:
+            call["answer"] = sdp
+            # what is sent to the callee's address is the caller's audio, and vice versa
+            for tag, addr in (("caller", call["answer"]), ("callee", call["offer"])):
+                if addr:
+                    leg = call["legs"][tag] = Leg(call_id, tag)
+                    self.by_addr[addr] = leg
+        elif method in ("BYE", "CANCEL"):
+            return self.end(call_id)
+        return None
+
+    def end(self, call_id: str):
+        call = self.calls.pop(call_id, None)
+        if call is None:
+            return None
+        for addr in (call["offer"], call["answer"]):
+            self.by_addr.pop(addr, None)
+        legs = [leg for leg in call["legs"].values() if leg.packets]
+        self.nlegs += len(legs)
+        return ("end", legs)
+
+
+def _safe(call_id: str) -> str:
+    return SAFE.sub("_", call_id)[:120]
+
+
+def run_wav(path: str, out_dir: str, probe=None) -> dict:
+    os.makedirs(out_dir, exist_ok=True)
+    pipe = Pipeline()
+
+    def close(legs):
+        for leg in legs:
+            if leg.wav is not None:
+                leg.wav.close()
+                leg.wav = None
+
+    for ts, buf in pcap.pcap(path, timeout_ms=0):
+        if probe is not None and pipe.packets & 1023 == 0:
+            probe(ts)
+        r = pipe.frame(buf)
+        if r is None:
+            continue
+        if r[0] == "audio":
+            leg, pcm = r[1], r[2]
+            if leg.wav is None:
+                d = os.path.join(out_dir, _safe(leg.call_id))
+                os.makedirs(d, exist_ok=True)
+                leg.wav = wave.open(os.path.join(d, f"{leg.tag}.wav"), "wb")  # noqa: SIM115 - closed on BYE
+                leg.wav.setnchannels(1)
+                leg.wav.setsampwidth(2)
+                leg.wav.setframerate(RATE)
+            leg.wav.writeframesraw(pcm)
+        else:
+            close(r[1])
+    for call_id in list(pipe.calls):
+        r = pipe.end(call_id)
+        if r:
+            close(r[1])
+    return {"packets": pipe.packets, "calls": pipe.ncalls, "legs": pipe.nlegs}
+
+
+async def run_ws_async(path: str, url: str, probe=None) -> dict:
+    from websockets.asyncio.client import connect
+
+    pipe = Pipeline()
+    sent = 0
+
+    async def close(legs):
+        nonlocal sent
+        for leg in legs:
+            if leg.ws is None:
+                continue
+            if leg.buf:
+                await leg.ws.send(bytes(leg.buf))
+                sent += 1
+            await leg.ws.send(json.dumps({"type": "end", "call_id": leg.call_id, "tag": leg.tag,
+                                          "samples": leg.samples}))
+            await leg.ws.close()
+            leg.ws = None
+
+    for ts, buf in pcap.pcap(path, timeout_ms=0):
+        if probe is not None and pipe.packets & 1023 == 0:
+            probe(ts)
+        r = pipe.frame(buf)
+        if r is None:
+            continue
+        if r[0] == "audio":
+            leg, pcm = r[1], r[2]
+            if leg.ws is None:
+                leg.ws = await connect(url, compression=None)
+                await leg.ws.send(json.dumps({"type": "start", "call_id": leg.call_id, "tag": leg.tag,
+                                              "codec": "L16", "sample_rate": RATE, "channels": 1}))
+            leg.buf += pcm
+            leg.samples += len(pcm) // 2
+            while len(leg.buf) >= FRAME_BYTES:
+                await leg.ws.send(bytes(leg.buf[:FRAME_BYTES]))
+                del leg.buf[:FRAME_BYTES]
+                sent += 1
+        else:
+            await close(r[1])
+    for call_id in list(pipe.calls):
+        r = pipe.end(call_id)
+        if r:
+            await close(r[1])
+    return {"packets": pipe.packets, "calls": pipe.ncalls, "legs": pipe.nlegs, "sent_frames": sent}
+
+
+def run(path: str, *, url: str | None = None, out_dir: str | None = None, probe=None) -> dict:
+    if url:
+        try:
+            import uvloop
+            loop = uvloop.new_event_loop()
+        except ImportError:
+            loop = asyncio.new_event_loop()
+        try:
+            return loop.run_until_complete(run_ws_async(path, url, probe))
+        finally:
+            loop.close()
+    if out_dir:
+        return run_wav(path, out_dir, probe)
+    raise ValueError("give url or out_dir")
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("capture")
+    ap.add_argument("--ws-url")
+    ap.add_argument("--out-dir")
+    a = ap.parse_args(argv)
+    print(json.dumps(run(a.capture, url=a.ws_url, out_dir=a.out_dir)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The capacity benchmark (rtp2ws.bench): generated captures, the run end to end,
+and the reference pipeline.  Behaviour only: no timing is asserted."""
+
+import json
+import os
+import struct
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rtp2ws import bench, cli
+from rtp2ws.wavout import read_wav, safe_name
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def replay_manifest(path, out):
+    assert cli.main(["replay", str(path), "--out-dir", str(out), "--no-progress"]) == 0
+    return json.loads((out / "calls.json").read_text())
+
+
+def legs_by_key(manifest):
+    return {(c["call_id"], l["tag"]): l for c in manifest["calls"] for l in c["legs"]}
+
+
+@pytest.mark.parametrize("law", ["alaw", "ulaw"])
+def test_capture_decodes_into_n_calls_with_two_full_legs(tmp_path, law):
+    info = bench.make_capture(tmp_path / "c.pcap", 7, 2.0, law=law)
+    m = replay_manifest(tmp_path / "c.pcap", tmp_path / "out")
+    assert len(m["calls"]) == 7
+    assert len({c["call_id"] for c in m["calls"]}) == 7
+    assert m["summary"]["malformed"] == 0 and m["summary"]["unmatched_udp"] == 0
+    assert m["summary"]["packets"] == info["packets"] == 7 * (2 * 100 + 7)
+    for c in m["calls"]:
+        assert c["end_reason"] == "bye"
+        assert sorted(l["tag"] for l in c["legs"]) == ["callee", "caller"]
+        for leg in c["legs"]:
+            assert leg["packets"] == 100
+            assert leg["lost"] == 0 and leg["reordered"] == 0
+            assert leg["codecs"] == ["PCMA" if law == "alaw" else "PCMU"]
+            assert leg["duration_ms"] == 2000
+            data, rate, _ = read_wav(os.path.join(tmp_path / "out", leg["wav"]))
+            assert rate == 16000 and np.abs(data).max() > 1000       # speech-like, not silence
+    # every call has its own addresses
+    assert len({l["src"] for c in m["calls"] for l in c["legs"]}) == 14
+
+
+def test_loss_and_reordering_are_counted_as_generated(tmp_path):
+    info = bench.make_capture(tmp_path / "c.pcap", 6, 3.0, loss=0.03, reorder=0.03, seed=5)
+    expected = {(l["call_id"], l["tag"]): l for l in info["legs"]}
+    assert sum(l["lost"] for l in info["legs"]) > 0
+    assert sum(l["reordered"] for l in info["legs"]) > 0
+    got = legs_by_key(replay_manifest(tmp_path / "c.pcap", tmp_path / "out"))
+    assert set(got) == set(expected)
+    for key, e in expected.items():
+        g = got[key]
+        assert (g["packets"], g["lost"], g["reordered"]) == (e["packets"], e["lost"], e["reordered"]), key
+        assert g["late"] == 0 and g["duplicates"] == 0
+
+
+def test_captures_are_cached_by_parameters(tmp_path):
+    p1, i1 = bench.cached_capture(tmp_path, 3, 1.0)
+    mtime = os.stat(p1).st_mtime_ns
+    p2, i2 = bench.cached_capture(tmp_path, 3, 1.0)
+    assert p1 == p2 and i1 == i2 and os.stat(p2).st_mtime_ns == mtime
+    p3, _ = bench.cached_capture(tmp_path, 3, 1.0, loss=0.01)
+    assert p3 != p1
+    assert bench.make_capture(tmp_path / "a.pcap", 3, 1.0)["bytes"] == os.path.getsize(tmp_path / "a.pcap")
+
+
+def test_bench_end_to_end(tmp_path, capsys):
+    out = tmp_path / "res"
+    rc = cli.main(["bench", "--quick", "--calls", "5", "--seconds", "2", "--configs", "wav,ws20,reference",
+                   "--out", str(out), "--latency", "--latency-calls", "4", "--latency-seconds", "2"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "calls/core" in printed and "ws20 / reference" in printed
+    doc = json.loads((out / "calls_per_core.json").read_text())
+    for key in ("machine", "settings", "runs", "ratios", "stages", "latency", "summary"):
+        assert key in doc
+    assert [r["config"] for r in doc["runs"]] == ["wav", "ws20", "reference"]
+    for r in doc["runs"]:
+        for key in ("calls", "seconds", "cpu_s", "calls_per_core", "peak_rss_bytes", "us_per_packet",
+                    "mem_per_call_kb", "wall_s"):
+            assert key in r, (r["config"], key)
+        assert r["calls"] == 5 and r["seconds"] == 2.0 and r["calls_per_core"] > 0
+        assert r["packets"] == 5 * (2 * 100 + 7) and r["calls"] == 5
+    ws = doc["runs"][1]
+    assert ws["sent"]["sent_frames"] == 5 * 2 * 100 and ws["sent"]["dropped_ms"] == 0
+    assert ws["sink"]["binary"] == 5 * 2 * 100 and ws["sink"]["connections"] == 10
+    assert doc["runs"][2]["sink"]["binary"] == 5 * 2 * 100
+    assert doc["ratios"][0]["config"] == "ws20" and doc["ratios"][0]["reference"] == "reference"
+    assert set(doc["stages"]) == {"wav", "ws20", "reference"}
+    for v in doc["stages"].values():
+        assert sum(v["shares"].values()) == pytest.approx(1.0)
+    assert doc["stages"]["ws20"]["shares"]["websocket"] > 0
+    assert doc["stages"]["wav"]["shares"]["decode"] > 0
+    lat = doc["latency"]
+    assert lat["frames"] == 4 * 2 * 100 and lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    assert (out / "calls_per_core.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "calls_per_core.txt").exists()
+    assert list((out / "captures").glob("*.pcap"))
+
+
+def test_reference_pipeline_output_is_close_to_rtp2ws(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)      # audioop, Python 3.11/3.12
+            import reference_pipeline
+    finally:
+        sys.path.pop(0)
+    cap = tmp_path / "c.pcap"
+    bench.make_capture(cap, 3, 2.0)
+    stats = reference_pipeline.run(str(cap), out_dir=str(tmp_path / "ref"))
+    assert stats == {"packets": 3 * 207, "calls": 3, "legs": 6}
+    m = replay_manifest(cap, tmp_path / "out")
+    for c in m["calls"]:
+        for leg in c["legs"]:
+            ours, _, _ = read_wav(os.path.join(tmp_path / "out", leg["wav"]))
+            ref, rate, _ = read_wav(str(tmp_path / "ref" / safe_name(c["call_id"]) / f"{leg['tag']}.wav"))
+            assert rate == 16000 and abs(len(ref) - len(ours)) <= 2
+            n = min(len(ref), len(ours))
+            r = np.corrcoef(ours[:n].astype(float), ref[:n].astype(float))[0, 1]
+            assert r > 0.99, (c["call_id"], leg["tag"], r)
+
+
+def test_stage_attribution_charges_helpers_to_their_callers():
+    class Stats:
+        stats = {
+            ("/x/rtp2ws/packet.py", 1, "decode"): (1, 1, 2.0, 3.0, {}),
+            ("/x/rtp2ws/g711.py", 1, "dec"): (1, 1, 1.0, 2.0, {}),
+            ("~", 0, "<method 'tobytes' of 'numpy.ndarray' objects>"): (
+                2, 2, 1.0, 1.0, {("/x/rtp2ws/packet.py", 1, "decode"): (1, 1, 0.25, 0.25),
+                                 ("/x/rtp2ws/g711.py", 1, "dec"): (1, 1, 0.75, 0.75)}),
+            ("~", 0, "<built-in method audioop.alaw2lin>"): (1, 1, 0.5, 0.5, {}),
+        }
+
+    s = bench.stage_seconds(Stats())
+    assert s["decode"] == pytest.approx(2.25)
+    assert s["codec"] == pytest.approx(1.0 + 0.75 + 0.5)
+
+
+def test_pcap_header_is_little_endian_ethernet(tmp_path):
+    bench.make_capture(tmp_path / "c.pcap", 1, 1.0)
+    head = (tmp_path / "c.pcap").read_bytes()[:24]
+    magic, major, minor, _, _, snap, link = struct.unpack("<IHHiIII", head)
+    assert (magic, major, minor, link) == (0xA1B2C3D4, 2, 4, 1)
