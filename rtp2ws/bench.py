@@ -840,7 +840,7 @@ def run_one(spec: dict) -> dict:
     try:
         if config in ("wav", "stereo_wav"):
             sink = WavSink(out_dir, stereo=config == "stereo_wav")
-            result = replay(capture, _probe_sink(sink, probe), Config())
+            result = replay(capture, _probe_sink(sink, probe), Config(deliver_ms=1000))   # as `rtp2ws replay --out-dir` does
             sink.close(result.summary())
             counts = {"packets": result.packets, "calls": result.calls, "legs": result.legs}
         elif config in WS_CONFIGS:
