@@ -29,7 +29,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,bench]'
 .venv/bin/python -c 'import rtp2ws.g711 as g; print("rtp2ws installed; G.711/resampler backend:", g.BACKEND)'
 if [ "$demo" = 1 ]; then
   # The main job on the bundled capture: replay the demo call into the built-in sink
