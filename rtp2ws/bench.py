@@ -724,7 +724,7 @@ def _latency_classes():
             before = len(ops)
             super().leg_audio(call, leg, pcm)
             if len(ops) > before:
-                ts = getattr(leg, "_last_arrival", None) or self._tick_now
+                ts = leg.last_arrival or self._tick_now
                 for i in range(before, len(ops)):
                     op = ops[i]
                     if type(op) is Audio:
@@ -791,7 +791,7 @@ def _latency_classes():
         def delay(self, ts):
             d = super().delay(ts)
             if self.recorder.origin is None:
-                self.recorder.origin = getattr(self, "_origin", None) or (ts, time.monotonic())
+                self.recorder.origin = self.origin or (ts, time.monotonic())
             return d
 
     return StampingStreamSink, StampingBridge, StampingSender, StampingPacer

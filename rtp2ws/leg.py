@@ -159,6 +159,11 @@ class MediaLeg:
         return ev
 
     @property
+    def last_arrival(self) -> float:
+        """Capture time of the newest audio packet placed on the timeline."""
+        return self._last_arrival
+
+    @property
     def samples_16k(self) -> int:
         return 2 * self._cursor
 

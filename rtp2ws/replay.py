@@ -87,6 +87,11 @@ class Pacer:
         self.stop = stop or threading.Event()
         self._origin: tuple[float, float] | None = None   # (capture ts, monotonic) of the first packet
 
+    @property
+    def origin(self) -> tuple[float, float] | None:
+        """(capture time, monotonic time) of the first packet paced, once there is one."""
+        return self._origin
+
     def delay(self, ts: float) -> float:
         if self._origin is None:
             self._origin = (ts, time.monotonic())
