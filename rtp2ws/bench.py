@@ -920,7 +920,7 @@ def _run_ws(capture, url, frame_ms, stereo, speed, probe, profiles, latency):
         def bridge(loop):
             return bridge_cls(streams, sender, loop, flow_control=speed is None)
 
-        result = await run_with_sender(work, sender, bridge, drain_timeout=cfg.linger + cfg.open_timeout + 5.0)
+        result = await run_with_sender(work, sender, bridge)
         stats = sender.stats
         stats["late_samples"] = streams.late_samples
         return result, stats

@@ -407,7 +407,6 @@ def _run_with_websocket(args, sender, config, runner: LiveRunner, wav, early_sto
 
     async def main():
         loop = asyncio.get_running_loop()
-        cfg = sender.config
         loop.add_signal_handler(signal.SIGHUP, hup.set)
 
         def publish():
@@ -428,8 +427,7 @@ def _run_with_websocket(args, sender, config, runner: LiveRunner, wav, early_sto
             return runner.run(sink, _Either(stop, early_stop))
 
         try:
-            summary = await run_with_sender(work, sender, lambda lp: LoopBridge(streams, sender, lp),
-                                            drain_timeout=cfg.linger + cfg.open_timeout + 5.0)
+            summary = await run_with_sender(work, sender, lambda lp: LoopBridge(streams, sender, lp))
         finally:
             task.cancel()
             loop.remove_signal_handler(signal.SIGHUP)

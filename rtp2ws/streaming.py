@@ -129,11 +129,13 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-async def run_with_sender(work, sender: Sender, bridge_factory, drain_timeout: float):
+async def run_with_sender(work, sender: Sender, bridge_factory, drain_timeout: float | None = None):
     """Run ``work(bridge, stop)`` in a thread while the sender runs here.
 
     ``bridge_factory(loop)`` builds the LoopBridge; SIGINT/SIGTERM set ``stop``
-    so the work ends every call with ``shutdown``; then every stream is drained.
+    so the work ends every call with ``shutdown``; then every stream is drained, for
+    at most ``drain_timeout`` (by default: how long an ended stream keeps trying,
+    plus a connection attempt and a margin).
     Returns whatever ``work`` returned.
     """
     loop = asyncio.get_running_loop()
@@ -146,6 +148,8 @@ async def run_with_sender(work, sender: Sender, bridge_factory, drain_timeout: f
             pass
     try:
         result = await asyncio.to_thread(work, bridge, stop)
+        if drain_timeout is None:
+            drain_timeout = sender.config.linger + sender.config.open_timeout + 5.0
         await sender.drain(drain_timeout)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -193,8 +197,7 @@ def replay_to_websocket(args, config, wav_sink, progress):
         def bridge(loop):
             return LoopBridge(streams, sender, loop, flow_control=args.speed is None)
 
-        result = await run_with_sender(work, sender, bridge,
-                                       drain_timeout=cfg.linger + cfg.open_timeout + 5.0)
+        result = await run_with_sender(work, sender, bridge)
         stats = sender.stats
         stats["late_samples"] = streams.late_samples
         return result, stats
