@@ -1,8 +1,8 @@
-"""Build the optional C speedups (rtp2ws._native).
+"""Build the optional C speedups (rtp2ws._native, _fastpath, _wsframe).
 
 All metadata lives in pyproject.toml; this file only declares the extension.
 The extension is optional: if it cannot be compiled the build still succeeds
-and rtp2ws uses its numpy code.  Set RTP2WS_NO_NATIVE=1 while building to skip
+and rtp2ws uses the pure-Python/numpy twins.  Set RTP2WS_NO_NATIVE=1 while building to skip
 it altogether (and at import time to ignore a built one).
 """
 
@@ -31,20 +31,23 @@ class OptionalBuildExt(build_ext):
     @staticmethod
     def _warn(exc):
         print(
-            f"WARNING: rtp2ws._native was not built ({exc}); "
-            "the numpy implementation will be used.",
+            f"WARNING: an rtp2ws C extension was not built ({exc}); "
+            "its pure-Python twin will be used.",
             file=sys.stderr,
         )
 
 
 ext_modules = []
 if os.environ.get("RTP2WS_NO_NATIVE", "") in ("", "0"):
-    ext_modules.append(
-        Extension(
-            "rtp2ws._native",
-            sources=["native/rtp2ws_native.c"],
-            extra_compile_args=["-O3"] if os.name != "nt" else [],
-        )
-    )
+    cflags = ["-O3"] if os.name != "nt" else []
+    ext_modules += [
+        # G.711 decode and the 2x resampler core
+        Extension("rtp2ws._native", sources=["native/rtp2ws_native.c"], extra_compile_args=cflags),
+        # batch reading of capture files and the in-order RTP fast path (links libpcap)
+        Extension("rtp2ws._fastpath", sources=["native/fastpath.c"], libraries=["pcap"],
+                  extra_compile_args=cflags),
+        # WebSocket framing and masking of many messages at once
+        Extension("rtp2ws._wsframe", sources=["native/wsframe.c"], extra_compile_args=cflags),
+    ]
 
 setup(ext_modules=ext_modules, cmdclass={"build_ext": OptionalBuildExt})

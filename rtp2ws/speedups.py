@@ -1,6 +1,7 @@
-"""Where the C twin comes from: ``rtp2ws._native``, unless it is not built or
+"""Where the C twins come from: the extension modules ``rtp2ws._native``,
+``_fastpath`` and ``_wsframe``, unless one is not built or
 ``RTP2WS_NO_NATIVE`` is set (to anything but empty or ``0``), in which case the
-modules that use it fall back to their numpy code."""
+modules that use them fall back to their pure-Python/numpy code."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ def disabled() -> bool:
     return os.environ.get("RTP2WS_NO_NATIVE", "") not in ("", "0")
 
 
-def load_native():
-    """The extension module, or None."""
+def load_native(name: str = "_native"):
+    """The extension module ``rtp2ws.<name>`` (``_native``, ``_fastpath``, ``_wsframe``), or None."""
     if disabled():
         return None
+    import importlib
+
     try:
-        from . import _native
+        return importlib.import_module(f"rtp2ws.{name}")
     except ImportError:
         return None
-    return _native
