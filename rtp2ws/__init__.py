@@ -7,3 +7,9 @@ results come out.  Files, libpcap and sockets live in thin adapters
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# numpy's OpenBLAS starts a thread per core that spins after any BLAS call; nothing
+# here needs it, and on a mirror host those cores belong to the capture.
+_os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

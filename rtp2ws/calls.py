@@ -223,6 +223,18 @@ class CallRegistry:
                 self._reuse.pop(cid, None)   # bounded memory in a long-running capture
         return events
 
+    def due(self, now: float) -> list[Call]:
+        """Calls with a timer due at ``now``: the ones ``expire(now)`` will look at."""
+        heap = self._timers
+        out: list[Call] = []
+        stack = [0] if heap else []
+        while stack:      # the heap's entries <= now form a subtree at its root
+            i = stack.pop()
+            if heap[i][0] <= now:
+                out.append(heap[i][2])
+                stack.extend(j for j in (2 * i + 1, 2 * i + 2) if j < len(heap))
+        return out
+
     def next_deadline(self) -> float | None:
         times = []
         if self._timers:

@@ -36,7 +36,12 @@ _PCAPNG_MAGIC = bytes.fromhex("0a0d0d0a")
 
 
 class CaptureError(Exception):
-    """A capture file cannot be opened or read; ``str()`` names the file."""
+    """A capture file cannot be opened or read; ``str()`` names the file,
+    ``reason`` is libpcap's own message."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason if reason is not None else message
 
 
 def _libpcap_open_error(path: str) -> str | None:
@@ -65,15 +70,18 @@ def _libpcap_open_error(path: str) -> str | None:
 
 
 class CaptureFile:
-    """Read a pcap or pcapng file in batches of ``(timestamp, frame)``."""
+    """Read a pcap or pcapng file in batches of ``(timestamp, frame)``, or,
+    with ``native=True``, open it for ``rtp2ws.fastpath`` (``reader``), which
+    reads it in C when the extension is built (``backend`` chooses)."""
 
-    def __init__(self, path: str, *, batch: int = 1024) -> None:
+    def __init__(self, path: str, *, batch: int = 1024, native: bool = False, backend: str | None = None) -> None:
         if batch < 1:
             raise ValueError("batch must be at least 1")
         self.path = os.fspath(path)
         self.batch = batch
         self.packets_read = 0
         self._pcap = None
+        self._reader = None
         # Check that this is a capture file ourselves: given anything else,
         # pypcap would try to open a network interface of that name.
         try:
@@ -89,6 +97,17 @@ class CaptureFile:
         if magic not in _MAGICS and magic != _PCAPNG_MAGIC:
             raise CaptureError(f"{self.path}: unknown file format")
         self._pcapng = magic == _PCAPNG_MAGIC
+        if native:
+            from .fastpath import reader_class
+
+            try:
+                self._reader = reader_class(backend)(self.path)
+            except OSError as e:
+                message = str(e)
+                prefix = f"{self.path}: "
+                raise CaptureError(message if message.startswith(prefix) else prefix + message) from None
+            self.linktype = self._reader.linktype
+            return
         try:
             self._pcap = pcap.pcap(name=self.path, promisc=False, immediate=False, timeout_ms=0)
         except OSError as e:
@@ -111,7 +130,16 @@ class CaptureFile:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def reader(self):
+        """The file opened for ``FastPath.run`` (``native=True`` only)."""
+        if self._reader is None:
+            raise ValueError("CaptureFile was not opened with native=True")
+        return self._reader
+
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         if self._pcap is not None:
             self._pcap.close()
             self._pcap = None
@@ -148,7 +176,8 @@ class CaptureFile:
                 error = self._pcap.geterr()
                 if isinstance(error, bytes):
                     error = error.decode("utf-8", "replace")
-                raise CaptureError(f"{self.path}: packet {self.packets_read + 1}: {error or 'read error'}")
+                error = error or "read error"
+                raise CaptureError(f"{self.path}: packet {self.packets_read + 1}: {error}", error)
             if result == 0:
                 self.bytes_read = self.size
                 return

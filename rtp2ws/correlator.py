@@ -63,6 +63,7 @@ class Correlator:
         self._by_rtcp: dict[Addr, list[_Expect]] = {}
         self._flows_to: dict[Addr, set] = {}   # destination -> 5-tuples bound
         self._serial = 0
+        self.on_unbind = None   # called with a 5-tuple when its binding goes (the fast path disarms it)
 
     def expect(self, leg: Hashable, dst: Addr | None, src: Addr | None, rtcp: Addr | None = None) -> None:
         """Set (or replace) where ``leg``'s packets go to and come from."""
@@ -130,6 +131,8 @@ class Correlator:
         hit = self.flows.pop(key, None)
         if hit is None:
             return
+        if self.on_unbind is not None:
+            self.on_unbind(key)
         to = self._flows_to.get((key[2], key[3]))
         if to is not None:
             to.discard(key)

@@ -149,6 +149,37 @@ class JitterBuffer:
     def held(self) -> int:
         return len(self._held)
 
+    @property
+    def in_order(self) -> bool:
+        """The next packet in sequence would take the shortest way (see ``push``)."""
+        return (self._ssrc is not None and not self._held and self._probation is None
+                and not self._new_stream)
+
+    @property
+    def ssrc(self) -> int | None:
+        return self._ssrc
+
+    @property
+    def next_sequence(self) -> int:
+        """Extended sequence number to be released next."""
+        return self._next
+
+    def advance(self, next_ext: int, count: int) -> None:
+        """``count`` packets up to ``next_ext`` (exclusive) were received and released in
+        order elsewhere (``rtp2ws.fastpath``): account for them as ``push`` would have."""
+        st = self.stats
+        st["received"] += count
+        st["released"] += count
+        lo = max(self._next, next_ext - SEEN_RING)
+        if lo < next_ext:       # the ring remembers them as received: two slice stores, not a loop
+            vals = array("q", range(lo, next_ext))
+            i = lo & (SEEN_RING - 1)
+            first = min(len(vals), SEEN_RING - i)
+            self._seen[i:i + first] = vals[:first]
+            self._seen[:len(vals) - first] = vals[first:]
+        self._highest = next_ext - 1
+        self._next = next_ext
+
     # -- internals ---------------------------------------------------------
 
     def _start(self, pkt: RtpPacket) -> None:

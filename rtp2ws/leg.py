@@ -163,6 +163,40 @@ class MediaLeg:
         """Capture time of the newest audio packet placed on the timeline."""
         return self._last_arrival
 
+    # -- the fast path (rtp2ws.fastpath) ---------------------------------------------
+
+    def fast_state(self, payload_type: int) -> tuple | None:
+        """What the fast path needs to take this leg's next packets, when the next
+        in-order packet of ``payload_type`` would go the shortest way through the jitter
+        buffer and ``_place``; None otherwise.  ``(ssrc, next_ext, alaw, expect_ts,
+        last_ts, last_arrival, pending_samples)``."""
+        jb = self.jb
+        codec = self._codec
+        if (not jb.in_order or self.closed or self.encrypted or self._restart or self._lost_carry
+                or self.start_time is None or codec not in _DECODERS or self._last_audio is None
+                or self.pt_map.get(payload_type, ("?", 0))[0] != codec):
+            return None
+        return (jb.ssrc, jb.next_sequence, codec == "PCMA", (self._cursor + self._ts_off) & 0xFFFFFFFF,
+                self._last_ts, self._last_arrival, self.pending_samples)
+
+    def absorb(self, packets: int, nbytes: int, next_ext: int, last_ts: int, last_arrival: float,
+               last_payload: bytes, samples: bytes) -> None:
+        """``packets`` in-order packets the fast path took since ``fast_state``: their
+        8 kHz ``samples`` go on the timeline as ``_place`` would have put them."""
+        self.counts["packets"] += packets
+        self.counts["bytes"] += nbytes
+        self.jb.advance(next_ext, packets)
+        pcm = np.frombuffer(samples, dtype=np.int16)
+        n = len(pcm)
+        self._pending.append(pcm)
+        self.decoded += n
+        self.pending_samples += n
+        self._cursor += n
+        self._last_ts = last_ts
+        self._last_arrival = last_arrival
+        self._last_n = len(last_payload)
+        self._last_audio = (self._codec, last_payload)
+
     @property
     def samples_16k(self) -> int:
         return 2 * self._cursor

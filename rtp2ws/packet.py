@@ -225,6 +225,11 @@ class PacketDecoder:
         return f"PacketDecoder(linktype={name}, {len(self._frags)} fragment buffers)"
 
     @property
+    def frag_deadline(self) -> float:
+        """When the oldest fragment buffer expires (``decode`` checks it first)."""
+        return self._frag_deadline
+
+    @property
     def pending_fragments(self) -> int:
         """Number of incomplete datagrams being reassembled."""
         return len(self._frags)

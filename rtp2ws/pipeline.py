@@ -16,6 +16,7 @@ import numpy as np
 
 from .calls import CALLEE, CALLER, Call, CallEnded, CallRegistry, CallStarted, HoldChanged, MediaUpdated, other
 from .correlator import Correlator, format_addr, pack_ip
+from . import fastpath
 from .leg import MediaLeg
 from .packet import MalformedPacket, PacketDecoder
 from .rtp import KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP, classify, parse_rtp
@@ -145,6 +146,12 @@ class Pipeline:
         self._media_only: dict[str, set] = {}        # media-only call key -> its (ip, port) endpoints
         self._ended_media: dict[tuple, float] = {}   # (ip, port) of calls that just ended -> end time
         self.now = 0.0
+        # The fast path (rtp2ws.fastpath), once run_reader drives the pipeline:
+        self._fast = None
+        self._fast_legs: dict[tuple[str, str], int] = {}     # leg key -> slot id
+        self._fast_slots: dict[int, tuple] = {}              # slot id -> (leg key, 5-tuple)
+        self._fast_flows: dict[tuple, int] = {}              # 5-tuple -> slot id
+        self.correlator.on_unbind = self._flow_unbound
         self.stats = {
             "frames": 0, "malformed": 0, "malformed_packet": 0, "malformed_sip": 0, "malformed_rtp": 0,
             "sip": 0, "rtp": 0, "rtcp": 0, "stun": 0, "zrtp": 0, "unmatched_udp": 0, "other": 0,
@@ -192,6 +199,86 @@ class Pipeline:
             for msg in self.tcp.feed(pkt, ts):
                 self._sip(msg, ts)
 
+    def run_reader(self, reader, budget: int = 1024) -> bool:
+        """Feed packets from ``reader`` (``CaptureFile(..., native=True).reader``) until
+        ``budget`` packets have been read since the last tick, then tick; False at the
+        end of the file.  In-order RTP on armed flows is taken by the fast path
+        (``rtp2ws.fastpath``); every other packet goes through ``feed``.  The result is
+        the same as feeding every packet, ``budget`` at a time, with ``feed_batch``."""
+        fp = self._fast
+        if fp is None:
+            cls, _ = fastpath.for_reader(reader)
+            fp = self._fast = cls(self.decoder.linktype, self.config.deliver_ms * 8, *fastpath.tables())
+        run = fp.run
+        decoder = self.decoder
+        while True:
+            dl = self._registry_deadline
+            deadline = decoder.frag_deadline
+            if dl is not None and dl < deadline:
+                deadline = dl
+            r = run(reader, deadline, budget)
+            if fp.now > self.now:
+                self.now = fp.now
+            if type(r) is tuple:
+                self.feed(r[0], r[1])
+                continue
+            if r == fastpath.TICK:
+                for sid in fp.ready():
+                    self._fast_take(sid, False)
+                self.tick(self.now)
+                return True
+            self._fast_take_all()
+            return False
+
+    def _arm(self, key, flow, rtp) -> None:
+        """Let the fast path take this flow's next packets, if the leg allows it."""
+        if key in self._fast_legs or flow in self._fast_flows:
+            return
+        leg = self.legs[key]
+        state = leg.fast_state(rtp.payload_type)
+        if state is None or not leg.flows or self.correlator.flows.get(flow, (None,))[0] != key:
+            return
+        ssrc, next_ext, alaw, expect_ts, last_ts, last_arrival, pending = state
+        sid = self._fast.arm(flow[0], flow[1], flow[2], flow[3], ssrc, next_ext, rtp.payload_type, alaw,
+                             expect_ts, last_ts, last_arrival, pending)
+        self._fast_legs[key] = sid
+        self._fast_slots[sid] = (key, flow)
+        self._fast_flows[flow] = sid
+
+    def _fast_take(self, sid: int, disarm: bool) -> None:
+        """Bring the leg up to date with what the fast path took for it."""
+        key, flow = self._fast_slots[sid]
+        packets, nbytes, next_ext, last_ts, last_arrival, max_arrival, last_payload, samples = \
+            self._fast.take(sid, disarm)
+        if disarm:
+            del self._fast_slots[sid]
+            del self._fast_legs[key]
+            del self._fast_flows[flow]
+        if not packets:
+            return
+        leg = self.legs[key]
+        leg.absorb(packets, nbytes, next_ext, last_ts, last_arrival, last_payload, samples)
+        st = self.stats
+        st["frames"] += packets
+        st["rtp"] += packets
+        self.decoder.stats["packets"] += packets
+        self._dirty.add(key)
+        self.registry.touch(self.calls[key[0]], max_arrival)
+
+    def _fast_sync(self, key, disarm: bool = True) -> None:
+        sid = self._fast_legs.get(key)
+        if sid is not None:
+            self._fast_take(sid, disarm)
+
+    def _fast_take_all(self) -> None:
+        for sid in list(self._fast_slots):
+            self._fast_take(sid, True)
+
+    def _flow_unbound(self, flow) -> None:
+        sid = self._fast_flows.get(flow)
+        if sid is not None:
+            self._fast_take(sid, True)
+
     def tick(self, now: float) -> None:
         """Timers: jitter-buffer deadlines, call timeouts; then hand out audio."""
         for key in list(self._waiting):
@@ -213,12 +300,17 @@ class Pipeline:
         self.sink.tick(now)
 
     def _expire(self, now: float) -> None:
+        if self._fast_legs:     # the timers read each call's last activity: bring it up to date
+            for call in self.registry.due(now):
+                for tag in (CALLER, CALLEE):
+                    self._fast_sync((call.key, tag), False)
         self._handle(self.registry.expire(now))
         self._registry_deadline = self.registry.next_deadline()
 
     def finish(self, now: float | None = None, reason: str = "capture_end") -> None:
         """End of input: every open call ends with ``reason`` (``capture_end``, or
         ``shutdown`` when the process is asked to stop)."""
+        self._fast_take_all()
         now = self.now if now is None else now
         self.tick(now)
         self._handle(self.registry.finish(now, reason))
@@ -243,6 +335,8 @@ class Pipeline:
         leg = self.legs.get(key)
         if leg is None:
             return
+        if key in self._fast_legs:
+            self._fast_sync(key)
         st = self.stats
         payload = pkt.payload
         if not leg.flows:
@@ -260,6 +354,8 @@ class Pipeline:
                 leg.counts["malformed"] += 1
                 return
             self._push_rtp(key, rtp, ts)
+            if self._fast is not None:
+                self._arm(key, (pkt.src, pkt.sport, pkt.dst, pkt.dport), rtp)
             return
         if kind == KIND_RTCP:
             st["rtcp"] += 1
@@ -343,6 +439,9 @@ class Pipeline:
 
     def _media_updated(self, call: Call) -> None:
         """Re-derive both legs' expectations from the two sides' latest SDP."""
+        if self._fast_legs:
+            for tag in (CALLER, CALLEE):
+                self._fast_sync((call.key, tag))
         if self._media_only:
             self._identify(call)
         for tag in (CALLER, CALLEE):
@@ -385,6 +484,8 @@ class Pipeline:
         legs = {}
         for tag in (CALLER, CALLEE):
             key = (call.key, tag)
+            if key in self._fast_legs:
+                self._fast_sync(key)
             leg = self.legs.pop(key, None)
             if leg is None:
                 continue
@@ -423,6 +524,10 @@ class Pipeline:
         for ev in leg.take_events():
             self.sink.leg_event(call, leg, ev)
         pcm = leg.take_audio()
+        if self._fast_legs:
+            sid = self._fast_legs.get((call.key, leg.tag))
+            if sid is not None:
+                self._fast.rebase(sid, 0)
         if len(pcm):
             self.sink.leg_audio(call, leg, pcm)
 

@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from . import fastpath
 from .capture import CaptureError, CaptureFile
 from .packet import UnsupportedLinkType
 from .pipeline import Config, Counting, Pipeline, Sink
@@ -116,8 +117,9 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
     progress = progress or Progress(enabled=False)
     if pacer is not None and stop is None:
         stop = pacer.stop
+    fast = pacer is None      # paced replay hands packets over one at a time, on their timing
     try:
-        cap = CaptureFile(path)
+        cap = CaptureFile(path, native=fast)
     except CaptureError as e:
         raise ReplayError(str(e)) from None
     counting = Counting(sink)
@@ -128,14 +130,21 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
             pipe = Pipeline(cap.linktype, counting, config)
         except UnsupportedLinkType as e:
             raise ReplayError(f"{path}: {e}") from None
-        try:
-            for batch in cap.batches():
-                if pacer is None and tick_every:
-                    for i in range(0, len(batch), tick_every):
-                        pipe.feed_batch(batch[i:i + tick_every])
-                elif pacer is None:
-                    pipe.feed_batch(batch)
-                else:
+        if fast:
+            reader = cap.reader
+            _, read_error = fastpath.for_reader(reader)
+            try:
+                while pipe.run_reader(reader, tick_every or cap.batch):
+                    progress.update(reader.bytes_read, cap.size, reader.packets_read, counting.calls)
+                    if stop is not None and stop.is_set():
+                        reason = "shutdown"
+                        break
+            except read_error as e:
+                error = f"{path}: packet {reader.packets_read + 1}: {e}"
+            packets = reader.packets_read
+        else:
+            try:
+                for batch in cap.batches():
                     for ts, frame in batch:
                         wait = pacer.delay(ts)
                         if wait > 0.002:
@@ -144,16 +153,16 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
                                 break
                         pipe.feed(ts, frame)
                     pipe.tick(pipe.now)
-                progress.update(cap.bytes_read, cap.size, cap.packets_read, counting.calls)
-                if stop is not None and stop.is_set():
-                    reason = "shutdown"
-                    break
-        except CaptureError as e:
-            error = str(e)
-        progress.update(cap.size, cap.size, cap.packets_read, counting.calls, force=True)
+                    progress.update(cap.bytes_read, cap.size, cap.packets_read, counting.calls)
+                    if stop is not None and stop.is_set():
+                        reason = "shutdown"
+                        break
+            except CaptureError as e:
+                error = str(e)
+            packets = cap.packets_read
+        progress.update(cap.size, cap.size, packets, counting.calls, force=True)
         progress.done()
         pipe.finish(reason=reason)
-        packets = cap.packets_read
     stats = dict(pipe.stats)
     stats.update({f"decoder_{k}": v for k, v in pipe.decoder.stats.items() if v})
     stats.update({k: v for k, v in pipe.registry.stats.items() if v})

@@ -117,3 +117,23 @@ def test_never_releases_a_slot_twice_random():
         st = jb.stats
         assert st["received"] == len(arrivals)
         assert st["released"] + st["duplicates"] + st["late"] == st["received"]
+
+
+def test_advance_accounts_packets_taken_elsewhere_as_push_would():
+    """The fast path's packets, accounted in one go, leave the buffer as pushing them did."""
+    from rtp2ws.jitterbuffer import SEEN_RING
+    for count in (1, 7, SEEN_RING - 3, SEEN_RING + 40):
+        pushed, advanced = JitterBuffer(), JitterBuffer()
+        first = RtpPacket(65000, 0, 5, 8, False, b"\xd5" * 160)
+        pushed.push(first, 0.0)
+        advanced.push(first, 0.0)
+        for k in range(1, count + 1):
+            pushed.push(RtpPacket((65000 + k) & 0xFFFF, 160 * k, 5, 8, False, b"\xd5" * 160), 0.02 * k)
+        advanced.advance(advanced.next_sequence + count, count)
+        assert advanced.stats == pushed.stats
+        assert (advanced._next, advanced._highest) == (pushed._next, pushed._highest)
+        assert list(advanced._seen) == list(pushed._seen)
+        # and a duplicate of a packet taken elsewhere is still told from a late one
+        dup = RtpPacket((65000 + count) & 0xFFFF, 160 * count, 5, 8, False, b"\xd5" * 160)
+        advanced.push(dup, 99.0)
+        assert advanced.stats["duplicates"] == 1

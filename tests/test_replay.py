@@ -10,6 +10,7 @@ import pytest
 
 import callgen
 import netgen
+from fastcheck import check_equivalent
 from callgen import Call, Party, expected_16k, frames_of, rtp_packets, sdp, tone
 from rtp2ws import cli, g711
 from rtp2ws.wavout import read_wav
@@ -21,6 +22,10 @@ N = 8000  # one second of audio per leg
 
 def run(tmp_path, frames, *args, linktype=1, vlans=(), pcapng=False, name="cap.pcap"):
     path = callgen.write(tmp_path / name, frames, linktype, vlans=vlans, pcapng=pcapng)
+    # Every scenario here also checks that the fast path (C and Python) changes nothing.
+    opts = dict(zip(args[::2], args[1::2]))
+    check_equivalent(path, jitter_ms=float(opts.get("--jitter-ms", 60)),
+                     rtp_timeout=float(opts.get("--rtp-timeout", 300)))
     out = tmp_path / "out"
     rc = cli.main(["replay", path, "--out-dir", str(out), "--no-progress", *args])
     with open(out / "calls.json") as f:
@@ -292,6 +297,7 @@ def test_truncated_capture_keeps_calls_and_fails_clearly(tmp_path):
     data = open(path, "rb").read()
     cut = tmp_path / "cut.pcap"
     cut.write_bytes(data[: len(data) * 6 // 10])
+    check_equivalent(str(cut))
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, "-m", "rtp2ws.cli", "replay", str(cut), "--out-dir", str(out)],
                        capture_output=True, text=True)
@@ -397,6 +403,7 @@ def test_corrupt_record_length_is_a_clear_error(tmp_path):
     struct.pack_into("<I", data, off + 8, 0x7FFFFFF0)
     bad = tmp_path / "bad.pcap"
     bad.write_bytes(bytes(data))
+    check_equivalent(str(bad))
     out = tmp_path / "o"
     r = subprocess.run([sys.executable, "-m", "rtp2ws.cli", "replay", str(bad), "--out-dir", str(out)],
                        capture_output=True, text=True)

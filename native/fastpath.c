@@ -1,0 +1,871 @@
+/*
+ * rtp2ws._fastpath: the RTP hot loop in C, a capture file at a time.
+ *
+ *   Reader(path)   libpcap's pcap_open_offline (nanosecond precision); the packets are read by
+ *                  FastPath.run, never handed to Python one by one.
+ *   FastPath(...)  reads packets from a Reader and takes the ones that need
+ *                  no decision: RTP on a flow the pipeline has *armed*, with
+ *                  the SSRC, payload type, sequence number and timestamp the
+ *                  leg expects next, arriving on time.  Those are decoded
+ *                  (G.711 table look-up) straight into the flow's buffer of
+ *                  8 kHz samples.  Any other packet ends the run and goes
+ *                  back to Python, which gives it to the ordinary pipeline.
+ *
+ * rtp2ws/fastpath.py is the pure-Python twin and explains the contract: what
+ * "armed" means, what each counter is, and why the result is exactly what the
+ * packet-at-a-time pipeline would have produced.  The same tests run against
+ * both.  See docs/ARCHITECTURE.md.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <math.h>
+#include <pcap/pcap.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_PAYLOAD 1024          /* longest payload taken here (128 ms of G.711) */
+#define KEY_LEN 37                /* family, src[16], dst[16], sport, dport */
+#define RESYNC_SAMPLES 4000.0     /* rtp2ws.leg.RESYNC_SECONDS * CLOCK */
+#define VXLAN_PORT 4789
+
+/* run() results other than a slow packet */
+#define RUN_EOF 0
+#define RUN_TICK 1
+
+static PyObject *ReadError;
+
+/* ---- Reader ------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    pcap_t *pcap;
+    long long packets_read;
+    long end_pos;                 /* file position when libpcap reached the end */
+    int linktype;
+    char *error;                  /* a read error kept back until a tick was returned */
+} Reader;
+
+static int
+Reader_init(Reader *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"path", NULL};
+    PyObject *path_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&", kwlist, PyUnicode_FSConverter, &path_obj))
+        return -1;
+    char errbuf[PCAP_ERRBUF_SIZE + 1] = {0};
+    /* nanosecond timestamps, as pypcap opens files, so both readers see the same times */
+    pcap_t *p = pcap_open_offline_with_tstamp_precision(PyBytes_AS_STRING(path_obj),
+                                                         PCAP_TSTAMP_PRECISION_NANO, errbuf);
+    Py_DECREF(path_obj);
+    if (p == NULL) {
+        PyErr_SetString(PyExc_OSError, errbuf);
+        return -1;
+    }
+    if (self->pcap != NULL)
+        pcap_close(self->pcap);
+    self->pcap = p;
+    self->linktype = pcap_datalink(p);
+    self->packets_read = 0;
+    return 0;
+}
+
+static void
+Reader_close_handle(Reader *self)
+{
+    if (self->pcap != NULL) {
+        pcap_close(self->pcap);
+        self->pcap = NULL;
+    }
+    PyMem_Free(self->error);
+    self->error = NULL;
+}
+
+static void
+Reader_dealloc(Reader *self)
+{
+    Reader_close_handle(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Reader_close(Reader *self, PyObject *unused)
+{
+    (void)unused;
+    Reader_close_handle(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Reader_bytes_read(Reader *self, void *closure)
+{
+    (void)closure;
+    if (self->pcap == NULL)
+        return PyLong_FromLong(self->end_pos);
+    FILE *f = pcap_file(self->pcap);
+    return PyLong_FromLong(f != NULL ? ftell(f) : 0);
+}
+
+static PyMethodDef Reader_methods[] = {
+    {"close", (PyCFunction)Reader_close, METH_NOARGS, "Close the capture file."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Reader_members[] = {
+    {"packets_read", T_LONGLONG, offsetof(Reader, packets_read), READONLY, "packets read so far"},
+    {"linktype", T_INT, offsetof(Reader, linktype), READONLY, "pcap_datalink() of the file"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef Reader_getset[] = {
+    {"bytes_read", (getter)Reader_bytes_read, NULL, "position in the file", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "rtp2ws._fastpath.Reader",
+    .tp_basicsize = sizeof(Reader),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Reader(path): a pcap or pcapng file opened with libpcap, read by FastPath.run.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Reader_init,
+    .tp_dealloc = (destructor)Reader_dealloc,
+    .tp_methods = Reader_methods,
+    .tp_members = Reader_members,
+    .tp_getset = Reader_getset,
+};
+
+/* ---- FastPath ---------------------------------------------------------- */
+
+typedef struct {
+    int armed;
+    uint32_t ssrc;
+    uint16_t next_seq;            /* low 16 bits of next_ext */
+    int64_t next_ext;             /* extended sequence number expected next */
+    uint8_t pt;
+    const int16_t *table;         /* A-law or µ-law */
+    uint32_t expect_ts;           /* RTP timestamp that continues the timeline with no gap */
+    uint32_t last_ts32;
+    int64_t last_ts_ext;
+    double last_arrival;
+    double max_arrival;
+    int64_t packets;              /* taken since the last take() */
+    int64_t nbytes;
+    Py_ssize_t last_n;
+    uint8_t last_payload[MAX_PAYLOAD];
+    int16_t *samples;
+    Py_ssize_t nsamples, cap;
+    int64_t base;                 /* 8 kHz samples the leg held before these */
+    int ready;
+    Py_ssize_t entry;             /* index of the flow in the hash table */
+} Slot;
+
+typedef struct {
+    uint8_t key[KEY_LEN];
+    uint8_t state;                /* 0 empty, 1 in use, 2 deleted */
+    int32_t sid;
+} Entry;
+
+typedef struct {
+    PyObject_HEAD
+    int linktype;
+    int64_t deliver;              /* a slot is ready once base + samples reach this */
+    int16_t alaw[256];
+    int16_t ulaw[256];
+    Slot *slots;
+    Py_ssize_t nslots, slots_cap;
+    int32_t *free_sids;
+    Py_ssize_t nfree;
+    Entry *table;
+    Py_ssize_t table_cap, table_used;   /* used counts deleted entries too */
+    int32_t *ready;
+    Py_ssize_t nready, ready_cap;
+    long long packets;            /* packets taken here in all */
+    long long since_tick;
+    double now;                   /* latest capture time seen here */
+} FastPath;
+
+static uint64_t
+hash_key(const uint8_t *k)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (int i = 0; i < KEY_LEN; i++) {
+        h ^= k[i];
+        h *= 1099511628211ULL;
+    }
+    return h ^ (h >> 29);
+}
+
+static int
+make_key(uint8_t *key, const uint8_t *src, const uint8_t *dst, int iplen, unsigned sport, unsigned dport)
+{
+    memset(key, 0, KEY_LEN);
+    key[0] = (uint8_t)iplen;
+    memcpy(key + 1, src, iplen);
+    memcpy(key + 17, dst, iplen);
+    key[33] = (uint8_t)(sport >> 8);
+    key[34] = (uint8_t)sport;
+    key[35] = (uint8_t)(dport >> 8);
+    key[36] = (uint8_t)dport;
+    return 0;
+}
+
+static Py_ssize_t
+table_find(FastPath *fp, const uint8_t *key)
+{
+    if (fp->table_cap == 0)
+        return -1;
+    Py_ssize_t mask = fp->table_cap - 1;
+    Py_ssize_t i = (Py_ssize_t)(hash_key(key) & (uint64_t)mask);
+    for (;;) {
+        Entry *e = &fp->table[i];
+        if (e->state == 0)
+            return -1;
+        if (e->state == 1 && memcmp(e->key, key, KEY_LEN) == 0)
+            return i;
+        i = (i + 1) & mask;
+    }
+}
+
+static int
+table_grow(FastPath *fp)
+{
+    Py_ssize_t live = 0;
+    for (Py_ssize_t i = 0; i < fp->table_cap; i++)
+        live += fp->table[i].state == 1;
+    Py_ssize_t cap = 64;          /* sized for what is live: deleted entries are dropped */
+    while ((live + 1) * 4 >= cap)
+        cap *= 2;
+    Entry *t = PyMem_Calloc((size_t)cap, sizeof(Entry));
+    if (t == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < fp->table_cap; i++) {
+        Entry *e = &fp->table[i];
+        if (e->state != 1)
+            continue;
+        Py_ssize_t j = (Py_ssize_t)(hash_key(e->key) & (uint64_t)(cap - 1));
+        while (t[j].state != 0)
+            j = (j + 1) & (cap - 1);
+        t[j] = *e;
+        fp->slots[e->sid].entry = j;
+    }
+    PyMem_Free(fp->table);
+    fp->table = t;
+    fp->table_cap = cap;
+    fp->table_used = live;
+    return 0;
+}
+
+static int
+alloc_sid(FastPath *fp)
+{
+    if (fp->nfree > 0)
+        return fp->free_sids[--fp->nfree];
+    if (fp->nslots == fp->slots_cap) {
+        Py_ssize_t cap = fp->slots_cap ? fp->slots_cap * 2 : 64;
+        Slot *s = PyMem_Realloc(fp->slots, (size_t)cap * sizeof(Slot));
+        if (s == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        int32_t *f = PyMem_Realloc(fp->free_sids, (size_t)cap * sizeof(int32_t));
+        if (f == NULL) {
+            fp->slots = s;
+            PyErr_NoMemory();
+            return -1;
+        }
+        memset(s + fp->slots_cap, 0, (size_t)(cap - fp->slots_cap) * sizeof(Slot));
+        fp->slots = s;
+        fp->free_sids = f;
+        fp->slots_cap = cap;
+    }
+    return (int)fp->nslots++;
+}
+
+static int
+FastPath_init(FastPath *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"linktype", "deliver_samples", "alaw_table", "ulaw_table", NULL};
+    int linktype;
+    long long deliver;
+    Py_buffer alaw, ulaw;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iLy*y*", kwlist, &linktype, &deliver, &alaw, &ulaw))
+        return -1;
+    int ok = alaw.len == 512 && ulaw.len == 512;
+    if (ok) {
+        memcpy(self->alaw, alaw.buf, 512);
+        memcpy(self->ulaw, ulaw.buf, 512);
+    }
+    PyBuffer_Release(&alaw);
+    PyBuffer_Release(&ulaw);
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "G.711 tables must be 256 int16 samples each");
+        return -1;
+    }
+    self->linktype = linktype;
+    self->deliver = deliver;
+    return 0;
+}
+
+static void
+FastPath_dealloc(FastPath *self)
+{
+    for (Py_ssize_t i = 0; i < self->nslots; i++)
+        PyMem_Free(self->slots[i].samples);
+    PyMem_Free(self->slots);
+    PyMem_Free(self->free_sids);
+    PyMem_Free(self->table);
+    PyMem_Free(self->ready);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+ip_arg(PyObject *obj, Py_buffer *buf)
+{
+    if (PyObject_GetBuffer(obj, buf, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (buf->len != 4 && buf->len != 16) {
+        PyBuffer_Release(buf);
+        PyErr_SetString(PyExc_ValueError, "an IP address is 4 or 16 bytes");
+        return -1;
+    }
+    return 0;
+}
+
+/* arm(src, sport, dst, dport, ssrc, next_ext, pt, alaw, expect_ts, last_ts_ext,
+ *     last_arrival, base) -> slot id */
+static PyObject *
+FastPath_arm(FastPath *self, PyObject *args)
+{
+    PyObject *src_obj, *dst_obj;
+    unsigned int sport, dport, ssrc, pt, expect_ts;
+    long long next_ext, last_ts_ext, base;
+    int alaw;
+    double last_arrival;
+    if (!PyArg_ParseTuple(args, "OIOIILIpILdL", &src_obj, &sport, &dst_obj, &dport, &ssrc, &next_ext, &pt,
+                          &alaw, &expect_ts, &last_ts_ext, &last_arrival, &base))
+        return NULL;
+    Py_buffer src, dst;
+    if (ip_arg(src_obj, &src) < 0)
+        return NULL;
+    if (ip_arg(dst_obj, &dst) < 0) {
+        PyBuffer_Release(&src);
+        return NULL;
+    }
+    uint8_t key[KEY_LEN];
+    int same = src.len == dst.len;
+    if (same)
+        make_key(key, src.buf, dst.buf, (int)src.len, sport & 0xFFFF, dport & 0xFFFF);
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&dst);
+    if (!same) {
+        PyErr_SetString(PyExc_ValueError, "source and destination are of different IP versions");
+        return NULL;
+    }
+    if (table_find(self, key) >= 0) {
+        PyErr_SetString(PyExc_ValueError, "flow is already armed");
+        return NULL;
+    }
+    if ((self->table_used + 1) * 2 > self->table_cap && table_grow(self) < 0)
+        return NULL;
+    int sid = alloc_sid(self);
+    if (sid < 0)
+        return NULL;
+    Slot *s = &self->slots[sid];
+    int16_t *keep = s->samples;
+    Py_ssize_t keep_cap = s->cap;
+    memset(s, 0, sizeof(Slot));
+    s->samples = keep;
+    s->cap = keep_cap;
+    s->armed = 1;
+    s->ssrc = ssrc;
+    s->next_ext = next_ext;
+    s->next_seq = (uint16_t)next_ext;
+    s->pt = (uint8_t)pt;
+    s->table = alaw ? self->alaw : self->ulaw;
+    s->expect_ts = expect_ts;
+    s->last_ts_ext = last_ts_ext;
+    s->last_ts32 = (uint32_t)last_ts_ext;
+    s->last_arrival = last_arrival;
+    s->max_arrival = last_arrival;
+    s->base = base;
+    Py_ssize_t mask = self->table_cap - 1;
+    Py_ssize_t i = (Py_ssize_t)(hash_key(key) & (uint64_t)mask);
+    while (self->table[i].state == 1)
+        i = (i + 1) & mask;
+    if (self->table[i].state == 0)
+        self->table_used++;
+    memcpy(self->table[i].key, key, KEY_LEN);
+    self->table[i].state = 1;
+    self->table[i].sid = sid;
+    s->entry = i;
+    return PyLong_FromLong(sid);
+}
+
+static Slot *
+get_slot(FastPath *self, int sid)
+{
+    if (sid < 0 || sid >= self->nslots || !self->slots[sid].armed) {
+        PyErr_Format(PyExc_KeyError, "slot %d is not armed", sid);
+        return NULL;
+    }
+    return &self->slots[sid];
+}
+
+/* take(sid, disarm) -> (packets, nbytes, next_ext, last_ts_ext, last_arrival, max_arrival,
+ *                       last_payload, samples) */
+static PyObject *
+FastPath_take(FastPath *self, PyObject *args)
+{
+    int sid, disarm;
+    if (!PyArg_ParseTuple(args, "ip", &sid, &disarm))
+        return NULL;
+    Slot *s = get_slot(self, sid);
+    if (s == NULL)
+        return NULL;
+    PyObject *samples = PyBytes_FromStringAndSize((const char *)s->samples, s->nsamples * 2);
+    if (samples == NULL)
+        return NULL;
+    PyObject *last = s->packets
+        ? PyBytes_FromStringAndSize((const char *)s->last_payload, s->last_n)
+        : (Py_INCREF(Py_None), Py_None);
+    if (last == NULL) {
+        Py_DECREF(samples);
+        return NULL;
+    }
+    PyObject *out = Py_BuildValue("LLLLddNN", (long long)s->packets, (long long)s->nbytes,
+                                  (long long)s->next_ext, (long long)s->last_ts_ext, s->last_arrival,
+                                  s->max_arrival, last, samples);
+    if (out == NULL)
+        return NULL;
+    s->base += s->nsamples;
+    s->nsamples = 0;
+    s->packets = 0;
+    s->nbytes = 0;
+    if (disarm && self->nready > 0) {     /* a slot id is reused: it must not stay on the ready list */
+        Py_ssize_t j = 0;
+        for (Py_ssize_t i = 0; i < self->nready; i++)
+            if (self->ready[i] != sid)
+                self->ready[j++] = self->ready[i];
+        self->nready = j;
+    }
+    s->ready = 0;
+    if (disarm) {
+        s->armed = 0;
+        self->table[s->entry].state = 2;
+        if (s->cap > 8000) {      /* give back what one long delivery interval took */
+            PyMem_Free(s->samples);
+            s->samples = NULL;
+            s->cap = 0;
+        }
+        self->free_sids[self->nfree++] = sid;
+    }
+    return out;
+}
+
+static PyObject *
+FastPath_rebase(FastPath *self, PyObject *args)
+{
+    int sid;
+    long long base;
+    if (!PyArg_ParseTuple(args, "iL", &sid, &base))
+        return NULL;
+    Slot *s = get_slot(self, sid);
+    if (s == NULL)
+        return NULL;
+    s->base = base;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+list_of_sids(FastPath *self, int touched)
+{
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < self->nslots; i++) {
+        Slot *s = &self->slots[i];
+        if (!s->armed || (touched && s->packets == 0))
+            continue;
+        PyObject *v = PyLong_FromSsize_t(i);
+        if (v == NULL || PyList_Append(out, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return out;
+}
+
+/* ready() -> slot ids that reached the delivery size since they were last taken */
+static PyObject *
+FastPath_ready(FastPath *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *out = PyList_New(self->nready);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < self->nready; i++)
+        PyList_SET_ITEM(out, i, PyLong_FromLong(self->ready[i]));
+    self->nready = 0;
+    return out;
+}
+
+static PyObject *
+FastPath_touched(FastPath *self, PyObject *unused)
+{
+    (void)unused;
+    return list_of_sids(self, 1);
+}
+
+static PyObject *
+FastPath_armed(FastPath *self, PyObject *unused)
+{
+    (void)unused;
+    return list_of_sids(self, 0);
+}
+
+static inline unsigned
+be16(const uint8_t *p)
+{
+    return (unsigned)p[0] << 8 | p[1];
+}
+
+static inline uint32_t
+be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline uint32_t
+le32(const uint8_t *p)
+{
+    return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+}
+
+static inline int
+af_version(uint32_t family)
+{
+    if (family == 2)
+        return 4;
+    if (family == 10 || family == 24 || family == 28 || family == 30)
+        return 6;
+    return 0;
+}
+
+static inline int
+ethertype_version(unsigned t)
+{
+    return t == 0x0800 ? 4 : t == 0x86DD ? 6 : 0;
+}
+
+/* Offset of the IP header and its version (0: not IP, or not for here). */
+static int
+link_header(int linktype, const uint8_t *d, Py_ssize_t len, Py_ssize_t *off)
+{
+    switch (linktype) {
+    case 1: {                     /* Ethernet, any stack of VLAN tags */
+        if (len < 14)
+            return 0;
+        unsigned t = be16(d + 12);
+        Py_ssize_t o = 14;
+        while (t == 0x8100 || t == 0x88A8 || t == 0x9100) {
+            if (len < o + 4)
+                return 0;
+            t = be16(d + o + 2);
+            o += 4;
+        }
+        *off = o;
+        return ethertype_version(t);
+    }
+    case 113:                     /* Linux cooked */
+        if (len < 16)
+            return 0;
+        *off = 16;
+        return ethertype_version(be16(d + 14));
+    case 276:                     /* Linux cooked v2 */
+        if (len < 20)
+            return 0;
+        *off = 20;
+        return ethertype_version(be16(d));
+    case 12:
+    case 14:
+    case 101:                     /* raw IP */
+        if (len < 1)
+            return 0;
+        *off = 0;
+        return d[0] >> 4 == 4 ? 4 : d[0] >> 4 == 6 ? 6 : 0;
+    case 228:
+        *off = 0;
+        return 4;
+    case 229:
+        *off = 0;
+        return 6;
+    case 0: {                     /* BSD loopback, family in the capturing host's byte order */
+        if (len < 4)
+            return 0;
+        *off = 4;
+        int le = af_version(le32(d)), be = af_version(be32(d));
+        if (le == 4 || be == 4)
+            return 4;
+        return le == 6 || be == 6 ? 6 : 0;
+    }
+    case 108:                     /* OpenBSD loopback, network byte order */
+        if (len < 4)
+            return 0;
+        *off = 4;
+        return af_version(be32(d));
+    }
+    return 0;
+}
+
+static int
+push_ready(FastPath *fp, int32_t sid)
+{
+    if (fp->nready == fp->ready_cap) {
+        Py_ssize_t cap = fp->ready_cap ? fp->ready_cap * 2 : 64;
+        int32_t *r = PyMem_Realloc(fp->ready, (size_t)cap * sizeof(int32_t));
+        if (r == NULL)
+            return -1;
+        fp->ready = r;
+        fp->ready_cap = cap;
+    }
+    fp->ready[fp->nready++] = sid;
+    return 0;
+}
+
+/* Take the packet if it continues an armed flow; 0 means "give it to Python". */
+static int
+take_packet(FastPath *fp, double ts, const uint8_t *d, Py_ssize_t len)
+{
+    Py_ssize_t off;
+    int version = link_header(fp->linktype, d, len, &off);
+    const uint8_t *src, *dst;
+    Py_ssize_t l4, end;
+    int iplen;
+    if (version == 4) {
+        Py_ssize_t avail = len - off;
+        if (avail < 20)
+            return 0;
+        const uint8_t *ip = d + off;
+        if (ip[0] >> 4 != 4)
+            return 0;
+        Py_ssize_t hlen = (ip[0] & 0x0F) * 4;
+        unsigned total = be16(ip + 2);
+        if (hlen < 20 || hlen > avail || total == 0 || total < hlen || total > avail)
+            return 0;
+        if (be16(ip + 6) & 0x3FFF || ip[9] != 17)   /* a fragment, or not UDP */
+            return 0;
+        src = ip + 12;
+        dst = ip + 16;
+        iplen = 4;
+        l4 = off + hlen;
+        end = off + total;
+    } else if (version == 6) {
+        Py_ssize_t avail = len - off;
+        if (avail < 40)
+            return 0;
+        const uint8_t *ip = d + off;
+        if (ip[0] >> 4 != 6 || ip[6] != 17)          /* extension headers: Python */
+            return 0;
+        unsigned plen = be16(ip + 4);
+        if (plen == 0 || plen > avail - 40)
+            return 0;
+        src = ip + 8;
+        dst = ip + 24;
+        iplen = 16;
+        l4 = off + 40;
+        end = l4 + plen;
+    } else {
+        return 0;
+    }
+    if (end - l4 < 8)
+        return 0;
+    const uint8_t *udp = d + l4;
+    unsigned sport = be16(udp), dport = be16(udp + 2), ulen = be16(udp + 4);
+    if (ulen < 8 || ulen > end - l4 || dport == VXLAN_PORT)
+        return 0;
+    const uint8_t *p = udp + 8;
+    Py_ssize_t plen = ulen - 8;
+    /* RTP, version 2, no padding, extension or CSRCs, not an RTCP type */
+    if (plen < 13 || p[0] != 0x80 || (p[1] >= 192 && p[1] <= 223))
+        return 0;
+    uint8_t key[KEY_LEN];
+    make_key(key, src, dst, iplen, sport, dport);
+    Py_ssize_t e = table_find(fp, key);
+    if (e < 0)
+        return 0;
+    int32_t sid = fp->table[e].sid;
+    Slot *s = &fp->slots[sid];
+    Py_ssize_t n = plen - 12;
+    uint32_t ts32 = be32(p + 4);
+    if (be32(p + 8) != s->ssrc || be16(p + 2) != s->next_seq || (p[1] & 0x7F) != s->pt
+        || ts32 != s->expect_ts || n > MAX_PAYLOAD)
+        return 0;
+    int32_t dts = (int32_t)(ts32 - s->last_ts32);
+    double gap = (ts - s->last_arrival) * 8000.0;
+    if (fabs((double)dts - gap) > RESYNC_SAMPLES)
+        return 0;                 /* the leg re-anchors its timeline: Python's decision */
+    if (s->nsamples + n > s->cap) {
+        Py_ssize_t cap = s->cap ? s->cap * 2 : 2048;
+        while (cap < s->nsamples + n)
+            cap *= 2;
+        int16_t *b = PyMem_Realloc(s->samples, (size_t)cap * sizeof(int16_t));
+        if (b == NULL)
+            return 0;             /* Python will cope, more slowly */
+        s->samples = b;
+        s->cap = cap;
+    }
+    const uint8_t *payload = p + 12;
+    int16_t *out = s->samples + s->nsamples;
+    const int16_t *table = s->table;
+    for (Py_ssize_t i = 0; i < n; i++)
+        out[i] = table[payload[i]];
+    s->nsamples += n;
+    memcpy(s->last_payload, payload, (size_t)n);
+    s->last_n = n;
+    s->packets++;
+    s->nbytes += n;
+    s->next_ext++;
+    s->next_seq = (uint16_t)s->next_ext;
+    s->last_ts_ext += dts;
+    s->last_ts32 = ts32;
+    s->expect_ts = ts32 + (uint32_t)n;
+    s->last_arrival = ts;
+    if (ts > s->max_arrival)
+        s->max_arrival = ts;
+    if (!s->ready && s->base + s->nsamples >= fp->deliver) {
+        if (push_ready(fp, sid) < 0)
+            return 0;
+        s->ready = 1;
+    }
+    fp->packets++;
+    if (ts > fp->now)
+        fp->now = ts;
+    return 1;
+}
+
+/* run(reader, deadline, budget) -> (ts, frame) for Python, RUN_TICK, or RUN_EOF */
+static PyObject *
+FastPath_run(FastPath *self, PyObject *args)
+{
+    Reader *r;
+    double deadline;
+    long long budget;
+    if (!PyArg_ParseTuple(args, "O!dL", &ReaderType, &r, &deadline, &budget))
+        return NULL;
+    for (;;) {
+        if (self->since_tick >= budget) {
+            self->since_tick = 0;
+            return PyLong_FromLong(RUN_TICK);
+        }
+        if (r->error != NULL) {
+            PyErr_SetString(ReadError, r->error);
+            PyMem_Free(r->error);
+            r->error = NULL;
+            return NULL;
+        }
+        if (r->pcap == NULL)
+            return PyLong_FromLong(RUN_EOF);
+        struct pcap_pkthdr *hdr;
+        const u_char *data;
+        int rc = pcap_next_ex(r->pcap, &hdr, &data);
+        if (rc != 1) {
+            if (rc == PCAP_ERROR) {
+                const char *msg = pcap_geterr(r->pcap);
+                size_t n = strlen(msg) + 1;
+                r->error = PyMem_Malloc(n);
+                if (r->error == NULL)
+                    return PyErr_NoMemory();
+                memcpy(r->error, msg, n);
+            } else {
+                FILE *f = pcap_file(r->pcap);     /* end of file */
+                r->end_pos = f != NULL ? ftell(f) : 0;
+                pcap_close(r->pcap);
+                r->pcap = NULL;
+            }
+            if (self->since_tick > 0) {   /* what was read before the end gets its tick first */
+                self->since_tick = 0;
+                return PyLong_FromLong(RUN_TICK);
+            }
+            continue;
+        }
+        r->packets_read++;
+        self->since_tick++;
+        /* tv_usec holds nanoseconds here; as pypcap computes it, so both readers give the same float */
+        double ts = (double)hdr->ts.tv_sec + (double)hdr->ts.tv_usec / 1000000000.0;
+        if (ts < deadline && take_packet(self, ts, data, (Py_ssize_t)hdr->caplen))
+            continue;
+        PyObject *frame = PyBytes_FromStringAndSize((const char *)data, hdr->caplen);
+        if (frame == NULL)
+            return NULL;
+        return Py_BuildValue("(dN)", ts, frame);
+    }
+}
+
+static PyMethodDef FastPath_methods[] = {
+    {"arm", (PyCFunction)FastPath_arm, METH_VARARGS,
+     "arm(src, sport, dst, dport, ssrc, next_ext, pt, alaw, expect_ts, last_ts_ext, last_arrival, base)"
+     " -> slot id"},
+    {"take", (PyCFunction)FastPath_take, METH_VARARGS,
+     "take(sid, disarm) -> (packets, nbytes, next_ext, last_ts_ext, last_arrival, max_arrival,"
+     " last_payload, samples)"},
+    {"rebase", (PyCFunction)FastPath_rebase, METH_VARARGS, "rebase(sid, base): the leg now holds base samples"},
+    {"ready", (PyCFunction)FastPath_ready, METH_NOARGS, "slot ids that reached the delivery size"},
+    {"touched", (PyCFunction)FastPath_touched, METH_NOARGS, "armed slot ids with packets not yet taken"},
+    {"armed", (PyCFunction)FastPath_armed, METH_NOARGS, "armed slot ids"},
+    {"run", (PyCFunction)FastPath_run, METH_VARARGS,
+     "run(reader, deadline, budget) -> (ts, frame) | TICK | EOF"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef FastPath_members[] = {
+    {"packets", T_LONGLONG, offsetof(FastPath, packets), READONLY, "packets taken here"},
+    {"now", T_DOUBLE, offsetof(FastPath, now), READONLY, "latest capture time of a packet taken here"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject FastPathType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "rtp2ws._fastpath.FastPath",
+    .tp_basicsize = sizeof(FastPath),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "FastPath(linktype, deliver_samples, alaw_table, ulaw_table); see rtp2ws/fastpath.py.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)FastPath_init,
+    .tp_dealloc = (destructor)FastPath_dealloc,
+    .tp_methods = FastPath_methods,
+    .tp_members = FastPath_members,
+};
+
+static struct PyModuleDef fastpath_module = {
+    PyModuleDef_HEAD_INIT, "rtp2ws._fastpath",
+    "The C twin of rtp2ws.fastpath: capture files read and in-order RTP decoded in batches.",
+    -1, NULL, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__fastpath(void)
+{
+    if (PyType_Ready(&ReaderType) < 0 || PyType_Ready(&FastPathType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&fastpath_module);
+    if (m == NULL)
+        return NULL;
+    ReadError = PyErr_NewException("rtp2ws._fastpath.ReadError", NULL, NULL);
+    if (ReadError == NULL || PyModule_AddObjectRef(m, "ReadError", ReadError) < 0
+        || PyModule_AddObjectRef(m, "Reader", (PyObject *)&ReaderType) < 0
+        || PyModule_AddObjectRef(m, "FastPath", (PyObject *)&FastPathType) < 0
+        || PyModule_AddIntConstant(m, "EOF", RUN_EOF) < 0
+        || PyModule_AddIntConstant(m, "TICK", RUN_TICK) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,100 @@
+"""The fast path's promise, checked on any capture: ``Pipeline.run_reader`` (with
+``rtp2ws.fastpath`` taking in-order RTP, in C or in its Python twin) tells the sink
+exactly what the packet-at-a-time pipeline (``feed_batch``) tells it, down to the
+boundaries of each audio chunk.  The one freedom: within a tick, the order in which
+*different legs* get their audio (the pipeline walks a set of legs)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rtp2ws import fastpath
+from rtp2ws.capture import CaptureError, CaptureFile
+from rtp2ws.pipeline import Config, Pipeline, Sink
+
+
+class Recorder(Sink):
+    """Everything a sink is told, in order, in comparable form."""
+
+    def __init__(self) -> None:
+        self.log: list = []
+
+    def call_started(self, call):
+        self.log.append(("start", call.key))
+
+    def leg_audio(self, call, leg, pcm):
+        self.log.append(("audio", call.key, leg.tag, pcm.tobytes()))
+
+    def leg_event(self, call, leg, event):
+        self.log.append(("leg_event", call.key, leg.tag, repr(event)))
+
+    def call_event(self, call, event):
+        self.log.append(("call_event", call.key, repr(event)))
+
+    def call_ended(self, call, legs):
+        state = {tag: (leg.stats, dict(leg.counts), leg.ssrcs, leg.codecs, leg.flows, repr(leg.dtmf_events),
+                       leg.start_time, leg.concealed, leg.filled, leg.decoded, leg.samples_16k, leg.jb.stats)
+                 for tag, leg in legs.items()}
+        self.log.append(("end", call.key, call.end_reason if hasattr(call, "end_reason") else None,
+                         call.end, call.last_activity, state))
+
+
+def _by_leg(log) -> dict:
+    """Each leg's own story: its audio chunks and events, and its call's other events, in order."""
+    legs: dict = {}
+    for e in log:
+        if e[0] in ("audio", "leg_event"):
+            legs.setdefault((e[1], e[2]), []).append(e)
+        else:
+            for tag in ("caller", "callee"):
+                legs.setdefault((e[1], tag), []).append(e)
+    return legs
+
+
+def _reference(path, config, budget):
+    rec = Recorder()
+    error = None
+    with CaptureFile(path, batch=budget) as cap:
+        pipe = Pipeline(cap.linktype, rec, config)
+        try:
+            for batch in cap.batches():
+                pipe.feed_batch(batch)
+        except CaptureError as e:
+            error = e.reason
+        pipe.finish()
+    return rec.log, pipe.stats, pipe.decoder.stats, error
+
+
+def _fast(path, config, budget, backend):
+    rec = Recorder()
+    error = None
+    with CaptureFile(path, native=True, backend=backend) as cap:
+        pipe = Pipeline(cap.linktype, rec, config)
+        _, read_error = fastpath.for_reader(cap.reader)
+        try:
+            while pipe.run_reader(cap.reader, budget):
+                pass
+        except read_error as e:
+            error = str(e)
+        pipe.finish()
+        taken = pipe._fast.packets if pipe._fast is not None else 0
+    return (rec.log, pipe.stats, pipe.decoder.stats, error), taken
+
+
+def check_equivalent(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0,
+                     budgets=(1024, 3), delivers=(0, 1000)) -> int:
+    """Assert the fast path changes nothing; returns how many packets it took (last run)."""
+    taken = 0
+    for deliver in delivers:
+        config = Config(jitter_depth=jitter_ms / 1000.0, rtp_timeout=rtp_timeout, deliver_ms=deliver)
+        for budget in budgets:
+            ref = _reference(path, config, budget)
+            for backend in fastpath.BACKENDS:
+                got, taken = _fast(path, config, budget, backend)
+                where = f"{path}: backend {backend}, deliver_ms {deliver}, budget {budget}"
+                assert got[3] == ref[3], where
+                assert got[1] == ref[1], where
+                assert got[2] == ref[2], where
+                assert _by_leg(got[0]) == _by_leg(ref[0]), where
+                assert [e for e in got[0] if e[0] != "audio"] == [e for e in ref[0] if e[0] != "audio"], where
+    return taken
