@@ -52,6 +52,7 @@ class JitterBuffer:
         self._highest: int = 0         # highest extended sequence number seen
         self._held: dict[int, tuple[RtpPacket, float]] = {}
         self._seen = array("q", [-1]) * SEEN_RING  # extended seq of the received packet in each slot (4 KB)
+        self._taken_lo = self._taken_hi = -1       # ... and a range of them received all at once (advance)
         self._new_stream = False
         self._probation: tuple[RtpPacket, float] | None = None
         self.stats = {
@@ -108,7 +109,7 @@ class JitterBuffer:
             st["late"] += 1
             self._probation = None
         if ext < self._next:
-            if self._seen[ext & (SEEN_RING - 1)] == ext:
+            if self._received(ext):
                 st["duplicates"] += 1
             else:
                 st["late"] += 1
@@ -166,19 +167,28 @@ class JitterBuffer:
 
     def advance(self, next_ext: int, count: int) -> None:
         """``count`` packets up to ``next_ext`` (exclusive) were received and released in
-        order elsewhere (``rtp2ws.fastpath``): account for them as ``push`` would have."""
+        order elsewhere (``rtp2ws.fastpath``): account for them as ``push`` would have.
+        O(1): they are remembered as one range rather than slot by slot in the ring."""
         st = self.stats
         st["received"] += count
         st["released"] += count
-        lo = max(self._next, next_ext - SEEN_RING)
-        if lo < next_ext:       # the ring remembers them as received: two slice stores, not a loop
-            vals = array("q", range(lo, next_ext))
-            i = lo & (SEEN_RING - 1)
-            first = min(len(vals), SEEN_RING - i)
-            self._seen[i:i + first] = vals[:first]
-            self._seen[:len(vals) - first] = vals[first:]
+        if self._taken_hi != self._next:
+            self._materialize_taken()
+            self._taken_lo = self._next
+        self._taken_hi = next_ext
         self._highest = next_ext - 1
         self._next = next_ext
+
+    def _materialize_taken(self) -> None:
+        """Write the remembered range into the ring (the part a late packet can still ask about)."""
+        lo, hi = max(self._taken_lo, self._next - SEEN_RING), self._taken_hi
+        for ext in range(lo, hi):
+            self._seen[ext & (SEEN_RING - 1)] = ext
+        self._taken_lo = self._taken_hi = -1
+
+    def _received(self, ext: int) -> bool:
+        """Was packet ``ext`` (within SEEN_RING of ``_next``) received?"""
+        return self._seen[ext & (SEEN_RING - 1)] == ext or self._taken_lo <= ext < self._taken_hi
 
     # -- internals ---------------------------------------------------------
 

@@ -120,20 +120,32 @@ def test_never_releases_a_slot_twice_random():
 
 
 def test_advance_accounts_packets_taken_elsewhere_as_push_would():
-    """The fast path's packets, accounted in one go, leave the buffer as pushing them did."""
-    from rtp2ws.jitterbuffer import SEEN_RING
-    for count in (1, 7, SEEN_RING - 3, SEEN_RING + 40):
-        pushed, advanced = JitterBuffer(), JitterBuffer()
-        first = RtpPacket(65000, 0, 5, 8, False, b"\xd5" * 160)
-        pushed.push(first, 0.0)
-        advanced.push(first, 0.0)
-        for k in range(1, count + 1):
-            pushed.push(RtpPacket((65000 + k) & 0xFFFF, 160 * k, 5, 8, False, b"\xd5" * 160), 0.02 * k)
-        advanced.advance(advanced.next_sequence + count, count)
-        assert advanced.stats == pushed.stats
-        assert (advanced._next, advanced._highest) == (pushed._next, pushed._highest)
-        assert list(advanced._seen) == list(pushed._seen)
-        # and a duplicate of a packet taken elsewhere is still told from a late one
-        dup = RtpPacket((65000 + count) & 0xFFFF, 160 * count, 5, 8, False, b"\xd5" * 160)
-        advanced.push(dup, 99.0)
-        assert advanced.stats["duplicates"] == 1
+    """The fast path's packets, accounted in one go, leave the buffer as pushing them did:
+    same counters, and any packet arriving again afterwards is judged the same way
+    (duplicate, late, or the start of a probation)."""
+    def pkt(k):
+        return RtpPacket((65000 + k) & 0xFFFF, 160 * k, 5, 8, False, b"\xd5" * 160)
+
+    for count in (1, 7, 300, 700):
+        for gap in (False, True):          # pushed packets between two advances (the range is written out)
+            pushed, advanced = JitterBuffer(), JitterBuffer()
+            pushed.push(pkt(0), 0.0)
+            advanced.push(pkt(0), 0.0)
+            k = 1
+            for part in ((count, 3, count) if gap else (count,)):
+                for j in range(part):
+                    pushed.push(pkt(k + j), 0.02 * (k + j))
+                if gap and part == 3:
+                    for j in range(part):
+                        advanced.push(pkt(k + j), 0.02 * (k + j))
+                else:
+                    advanced.advance(advanced.next_sequence + part, part)
+                k += part
+            assert advanced.stats == pushed.stats
+            assert (advanced._next, advanced._highest) == (pushed._next, pushed._highest)
+            for back in range(1, 130):      # everything a late or repeated packet can be
+                for jb in (pushed, advanced):
+                    jb.push(pkt(k - back), 99.0)
+                    jb._probation = None
+                assert advanced.stats == pushed.stats, (count, gap, back)
+            assert pushed.stats["duplicates"] > 0
