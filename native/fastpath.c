@@ -3,7 +3,8 @@
  *
  *   Reader(path)   libpcap's pcap_open_offline (nanosecond precision); the packets are read by
  *                  FastPath.run, never handed to Python one by one.
- *   FastPath(...)  reads packets from a Reader and takes the ones that need
+ *   FastPath(...)  reads packets from a Reader (run), or from a list of
+ *                  (ts, frame) a live capture made (feed), and takes the ones that need
  *                  no decision: RTP on a flow the pipeline has *armed*, with
  *                  the SSRC, payload type, sequence number and timestamp the
  *                  leg expects next, arriving on time.  Those are decoded
@@ -809,6 +810,33 @@ FastPath_run(FastPath *self, PyObject *args)
     }
 }
 
+/* feed(batch, pos, deadline) -> index of the first packet of batch[pos:] not taken (len: all) */
+static PyObject *
+FastPath_feed(FastPath *self, PyObject *args)
+{
+    PyObject *batch;
+    Py_ssize_t pos;
+    double deadline;
+    if (!PyArg_ParseTuple(args, "O!nd", &PyList_Type, &batch, &pos, &deadline))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(batch);
+    for (; pos < n; pos++) {
+        PyObject *item = PyList_GET_ITEM(batch, pos);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2)
+            break;
+        PyObject *frame = PyTuple_GET_ITEM(item, 1);
+        double ts = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 0));
+        if (ts == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            break;
+        }
+        if (!PyBytes_Check(frame) || !(ts < deadline)
+            || !take_packet(self, ts, (const uint8_t *)PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame)))
+            break;
+    }
+    return PyLong_FromSsize_t(pos < n ? pos : n);
+}
+
 static PyMethodDef FastPath_methods[] = {
     {"arm", (PyCFunction)FastPath_arm, METH_VARARGS,
      "arm(src, sport, dst, dport, ssrc, next_ext, pt, alaw, expect_ts, last_ts_ext, last_arrival, base)"
@@ -820,6 +848,8 @@ static PyMethodDef FastPath_methods[] = {
     {"ready", (PyCFunction)FastPath_ready, METH_NOARGS, "slot ids that reached the delivery size"},
     {"touched", (PyCFunction)FastPath_touched, METH_NOARGS, "armed slot ids with packets not yet taken"},
     {"armed", (PyCFunction)FastPath_armed, METH_NOARGS, "armed slot ids"},
+    {"feed", (PyCFunction)FastPath_feed, METH_VARARGS,
+     "feed(batch, pos, deadline) -> index of the first (ts, frame) of batch[pos:] not taken"},
     {"run", (PyCFunction)FastPath_run, METH_VARARGS,
      "run(reader, deadline, budget) -> (ts, frame) | TICK | EOF"},
     {NULL, NULL, 0, NULL},

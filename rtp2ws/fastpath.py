@@ -275,6 +275,16 @@ class FastPath:
                 continue
             return ts, frame
 
+    def feed(self, batch: list, pos: int, deadline: float) -> int:
+        """Index of the first ``(ts, frame)`` of ``batch[pos:]`` not taken here (``len``: all)."""
+        n = len(batch)
+        while pos < n:
+            ts, frame = batch[pos]
+            if not (ts < deadline and type(frame) is bytes and self._take_packet(ts, frame)):
+                return pos
+            pos += 1
+        return n
+
     def _take_packet(self, ts: float, d: bytes) -> bool:
         off, version = _link(self.linktype, d)
         n = len(d)
@@ -355,6 +365,11 @@ def reader_class(backend: str | None = None):
     if backend not in BACKENDS:
         raise ValueError(f"fast path backend {backend!r} is not available (have {', '.join(BACKENDS)})")
     return load_native("_fastpath").Reader if backend == "native" else Reader
+
+
+def default_class():
+    """The FastPath of the first of ``BACKENDS`` (for ``feed``: live capture)."""
+    return load_native("_fastpath").FastPath if BACKENDS[0] == "native" and load_native("_fastpath") else FastPath
 
 
 def for_reader(reader) -> tuple:

@@ -148,7 +148,7 @@ class LiveRunner:
             if batch is None:       # the capture thread ended by itself
                 break
             if batch:
-                pipe.feed_batch(batch)
+                pipe.feed_frames(batch)
             else:
                 now = cap.clock()
                 if now is not None:
@@ -171,7 +171,7 @@ class LiveRunner:
             batch = cap.get(0)
             if not batch:
                 break
-            pipe.feed_batch(batch)
+            pipe.feed_frames(batch)
         pipe.finish(max(last, pipe.now, time.time()), reason=self.reason)
         self._publish()
         return self.summary()

@@ -230,6 +230,31 @@ class Pipeline:
             self._fast_take_all()
             return False
 
+    def feed_frames(self, batch: list, fast_class=None) -> None:
+        """``feed_batch`` for live capture: the same result, with in-order RTP on armed
+        flows taken by the fast path (``FastPath.feed``) rather than one by one here."""
+        fp = self._fast
+        if fp is None:
+            cls = fast_class or fastpath.default_class()
+            fp = self._fast = cls(self.decoder.linktype, self.config.deliver_ms * 8, *fastpath.tables())
+        decoder = self.decoder
+        i, n = 0, len(batch)
+        while i < n:
+            dl = self._registry_deadline
+            deadline = decoder.frag_deadline
+            if dl is not None and dl < deadline:
+                deadline = dl
+            i = fp.feed(batch, i, deadline)
+            if fp.now > self.now:
+                self.now = fp.now
+            if i < n:
+                ts, frame = batch[i]
+                self.feed(ts, frame)
+                i += 1
+        for sid in fp.ready():
+            self._fast_take(sid, False)
+        self.tick(self.now)
+
     def _arm(self, key, flow, rtp) -> None:
         """Let the fast path take this flow's next packets, if the leg allows it."""
         if key in self._fast_legs or flow in self._fast_flows:

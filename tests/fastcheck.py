@@ -81,6 +81,23 @@ def _fast(path, config, budget, backend):
     return (rec.log, pipe.stats, pipe.decoder.stats, error), taken
 
 
+def _fast_frames(path, config, budget, backend):
+    """As live capture feeds it: lists of (ts, frame) through ``Pipeline.feed_frames``."""
+    rec = Recorder()
+    error = None
+    cls = fastpath.default_class() if backend == "native" else fastpath.FastPath
+    with CaptureFile(path, batch=budget) as cap:
+        pipe = Pipeline(cap.linktype, rec, config)
+        try:
+            for batch in cap.batches():
+                pipe.feed_frames(batch, cls)
+        except CaptureError as e:
+            error = e.reason
+        pipe.finish()
+        taken = pipe._fast.packets if pipe._fast is not None else 0
+    return (rec.log, pipe.stats, pipe.decoder.stats, error), taken
+
+
 def check_equivalent(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0,
                      budgets=(1024, 3), delivers=(0, 1000)) -> int:
     """Assert the fast path changes nothing; returns how many packets it took (last run)."""
@@ -89,9 +106,9 @@ def check_equivalent(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0,
         config = Config(jitter_depth=jitter_ms / 1000.0, rtp_timeout=rtp_timeout, deliver_ms=deliver)
         for budget in budgets:
             ref = _reference(path, config, budget)
-            for backend in fastpath.BACKENDS:
-                got, taken = _fast(path, config, budget, backend)
-                where = f"{path}: backend {backend}, deliver_ms {deliver}, budget {budget}"
+            for backend, how in [(b, h) for b in fastpath.BACKENDS for h in (_fast, _fast_frames)]:
+                got, taken = how(path, config, budget, backend)
+                where = f"{path}: backend {backend} via {how.__name__}, deliver_ms {deliver}, budget {budget}"
                 assert got[3] == ref[3], where
                 assert got[1] == ref[1], where
                 assert got[2] == ref[2], where

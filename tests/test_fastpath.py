@@ -248,3 +248,14 @@ def test_random_corruption_changes_nothing(tmp_path):
             out.append((t, bytes(f)))
         path = callgen.write(tmp_path / f"r{trial}.pcap", out, 101)
         check_equivalent(path, budgets=(1024,), delivers=(0,))
+
+
+def test_feed_takes_from_a_list_as_live_capture_hands_it(tmp_path, backend):
+    pcm, s = stream(6)
+    frames = [(t, netgen.link(1, p)) for t, _, p in s]
+    reader, fp, _ = open_fp(callgen.write(tmp_path / "s.pcap", frames_of(s)), backend)
+    arm_at(fp, s[0][0])
+    assert fp.feed(frames, 0, float("inf")) == 0          # not expected: Python's
+    assert fp.feed(frames, 1, float("inf")) == 6 and fp.packets == 5
+    assert fp.feed(frames, 6, float("inf")) == 6
+    assert fp.feed([(s[0][0], bytearray(frames[0][1]))], 0, float("inf")) == 0   # bytes only
