@@ -31,7 +31,7 @@ from .rtp import RtpPacket
 
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
-SEEN_RING = 512   # power of two: slots remembered to tell duplicates from late packets (10 s at 20 ms)
+SEEN_RING = 128   # power of two >= MAX_MISORDER: only packets that close to the next one are looked up
 
 
 class Released(NamedTuple):
@@ -51,7 +51,7 @@ class JitterBuffer:
         self._next: int = 0            # extended sequence number to release next
         self._highest: int = 0         # highest extended sequence number seen
         self._held: dict[int, tuple[RtpPacket, float]] = {}
-        self._seen = array("q", [-1]) * SEEN_RING  # extended seq of the received packet in each slot (4 KB)
+        self._seen = array("q", [-1]) * SEEN_RING  # extended seq of the received packet in each slot (1 KB)
         self._taken_lo = self._taken_hi = -1       # ... and a range of them received all at once (advance)
         self._new_stream = False
         self._probation: tuple[RtpPacket, float] | None = None
