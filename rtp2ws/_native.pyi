@@ -27,3 +27,12 @@ def upsample2x(
     int16; new_history is the last K - 1 samples of buf (all of it if
     shorter).
     """
+
+def simd_levels() -> tuple[str, ...]:
+    """Kernels of upsample2x this CPU can run, from "scalar" up ("avx2", "avx512")."""
+
+def get_simd() -> str:
+    """The kernel upsample2x uses now (chosen at import; RTP2WS_NATIVE_SIMD caps it)."""
+
+def set_simd(name: str, /) -> str:
+    """Use kernel ``name`` from now on; returns the previous one."""

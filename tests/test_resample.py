@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -303,3 +304,252 @@ def test_native_core_arbitrary_taps(tap_limit):
     expected = np.clip(acc >> frac_bits, -32768, 32767).astype(np.int16).reshape(-1)
     np.testing.assert_array_equal(np.frombuffer(out, np.int16), expected)
     np.testing.assert_array_equal(np.frombuffer(state, np.int16), x[-(k - 1):])
+
+
+# -- the C core's kernels: scalar, AVX2, AVX-512 ---------------------------------------
+#
+# The C core picks the widest kernel the CPU has; the tests above therefore
+# run only that one.  These run each kernel in turn (the scalar one always)
+# against the numpy twin and an independent int64 model.
+
+SIMD_LEVELS = ["scalar", "avx2", "avx512"]
+
+
+def native_module():
+    if "native" not in resample.BACKENDS:
+        pytest.skip(native_skip_reason())
+    from rtp2ws import _native
+
+    return _native
+
+
+@pytest.fixture(params=SIMD_LEVELS)
+def simd(request):
+    """Force one upsample2x kernel of the C core for the test, then restore."""
+    native = native_module()
+    if request.param not in native.simd_levels():
+        pytest.skip(f"no {request.param} kernel on this CPU or build")
+    previous = native.set_simd(request.param)
+    assert native.get_simd() == request.param
+    yield request.param
+    native.set_simd(previous)
+
+
+def core_reference(phases, frac_bits, history, x):
+    """What upsample2x(phases, frac_bits, history, x) must return, in int64."""
+    k = phases.shape[1]
+    buf = np.concatenate([history, x]).astype(np.int64)
+    state = buf[max(0, len(buf) - (k - 1)):].astype(np.int16)
+    if len(buf) < k:
+        return np.zeros(0, dtype=np.int16), state
+    windows = np.lib.stride_tricks.sliding_window_view(buf, k)[:, ::-1]
+    acc = windows @ phases.astype(np.int64).T + (1 << (frac_bits - 1))
+    return np.clip(acc >> frac_bits, -32768, 32767).astype(np.int16).reshape(-1), state
+
+
+def split_exact(phases, frac_bits):
+    """Mirror of the C plan's rule for the int16-split arithmetic (vector
+    kernels, fast scalar path); other taps take the int64 scalar path."""
+    if frac_bits < 11:
+        return False
+    for row in phases.astype(np.int64):
+        r = row[::-1]
+        nz = np.flatnonzero(r)
+        span = r[nz[0] : nz[-1] + 1] if len(nz) else r[:0]
+        hi = (span + 1024) >> 11
+        lo = span - hi * 2048
+        if np.any(np.abs(hi) > 32767) or np.abs(hi).sum() * 32768 + 2**20 > 2**31 - 1:
+            return False
+        if (1 << (frac_bits - 1)) + np.abs(lo).sum() * 32768 > 2**31 - 1:
+            return False
+    return True
+
+
+def test_q24_taps_take_the_split_path():
+    assert split_exact(PHASES, FRAC_BITS)
+
+
+def full_scale_noise(n, seed):
+    return np.random.default_rng(seed).integers(-32768, 32768, n).astype(np.int16)
+
+
+def test_simd_one_shot_matches_numpy(simd):
+    for n in (0, 1, 19, 20, 21, 39, 40, 41, 160, 4095, 4096, 20001):
+        x = full_scale_noise(n, n)
+        np.testing.assert_array_equal(upsample_2x(x, "native"), upsample_2x(x, "numpy"), str(n))
+
+
+@pytest.mark.parametrize(
+    "size", [1, 2, 3, 7, 8, 9, 15, 16, 17, 23, 24, 25, 63, 64, 65, 160, 511, 512, 513, 4096, 8000, 8193]
+)
+def test_simd_chunked_matches_numpy(simd, size):
+    """Chunk sizes around the kernels' blocks (4 / 8 / 16 outputs, steps of
+    24 / 64) and the window length (512); the history carries 39 samples."""
+    x = full_scale_noise(20011, size)
+    np.testing.assert_array_equal(run_chunked(x, [size], "native"), upsample_2x(x, "numpy"))
+
+
+def test_simd_random_chunking_matches_numpy(simd):
+    rng = np.random.default_rng(10)
+    for _ in range(10):
+        x = full_scale_noise(int(rng.integers(0, 9000)), int(rng.integers(1 << 30)))
+        sizes = rng.integers(0, 700, 40).tolist() + [8000, 160, 1]
+        np.testing.assert_array_equal(run_chunked(x, sizes, "native"), upsample_2x(x, "numpy"))
+
+
+def test_simd_saturation_extremes(simd):
+    n = 3000
+    signals = {
+        "nyquist": np.where(np.arange(n) % 2 == 0, 32767, -32768),
+        "square": np.where((np.arange(n) // 20) % 2 == 0, 32767, -32768),
+        "max": np.full(n, 32767),
+        "min": np.full(n, -32768),
+        "pulses": np.where(np.arange(n) % 41 == 0, -32768, 32767),
+    }
+    for name, x in signals.items():
+        x = x.astype(np.int16)
+        y = upsample_2x(x, "native")
+        np.testing.assert_array_equal(y, upsample_2x(x, "numpy"), name)
+        np.testing.assert_array_equal(y, reference(x), name)
+        np.testing.assert_array_equal(run_chunked(x, [160], "native"), y, name)
+    y = upsample_2x(signals["nyquist"].astype(np.int16), "native")
+    assert y.max() == 32767 and y.min() == -32768  # the overshoot is clipped
+
+
+def random_taps(rng, k, limit, symmetric, step=1):
+    taps = rng.integers(-limit, limit, (2, k), dtype=np.int64) * step
+    if symmetric:  # mirror twins for the int64 path's folding, sparse phase 0
+        taps[1] = (taps[1] + taps[1][::-1]) // (2 * step) * step
+        taps[0, rng.random(k) < 0.7] = 0
+    return taps.astype(np.int32)
+
+
+# (k, tap limit, tap step, frac_bits, symmetric, split): which arithmetic a
+# case exercises is checked against split_exact, so the list keeps covering
+# both.  K > 256 puts the core's scratch on the heap.
+TAP_CASES = {
+    "split-small": (12, 3000, 1, 20, False, True),
+    "split-q24": (40, 1 << 20, 1, 24, True, True),
+    "split-odd-k": (41, 1 << 18, 1, 24, True, True),
+    "split-k1": (1, 1 << 20, 1, 24, False, True),
+    "split-long": (300, 8, 2048, 26, True, True),  # lo == 0: no sum of them to bound
+    "int64-large": (12, 1 << 30, 1, 20, False, False),
+    "int64-symmetric": (40, 1 << 30, 1, 24, True, False),
+    "int64-frac-bits": (12, 1 << 9, 1, 8, False, False),
+    "int64-round": (6, 1 << 10, 1, 40, True, False),
+    "int64-long": (300, 1 << 28, 1, 40, True, False),
+}
+
+
+@pytest.mark.parametrize("case", TAP_CASES, ids=str)
+def test_simd_arbitrary_taps(simd, case):
+    native = native_module()
+    k, limit, step, frac_bits, symmetric, split = TAP_CASES[case]
+    rng = np.random.default_rng(list(TAP_CASES).index(case))
+    phases = random_taps(rng, k, limit, symmetric, step)
+    assert split_exact(phases, frac_bits) == split
+    for n_hist, n in [(k - 1, 700), (0, 3), (k + 5, 1), (3, 5000), (k - 1, 0)]:
+        history = full_scale_noise(n_hist, n)
+        x = full_scale_noise(n, n + 1)
+        out, state = native.upsample2x(phases.tobytes(), frac_bits, history, x)
+        expected_out, expected_state = core_reference(phases, frac_bits, history, x)
+        np.testing.assert_array_equal(np.frombuffer(out, np.int16), expected_out)
+        np.testing.assert_array_equal(np.frombuffer(state, np.int16), expected_state)
+
+
+def test_simd_unaligned_buffers(simd):
+    """Any bytes-like buffers do, aligned or not."""
+    native = native_module()
+    history = full_scale_noise(39, 11)
+    x = full_scale_noise(1000, 12)
+
+    def odd(a):
+        return memoryview(b"\0" + a.tobytes())[1:]
+
+    out, state = native.upsample2x(odd(PHASES), FRAC_BITS, odd(history), odd(x))
+    expected_out, expected_state = core_reference(PHASES, FRAC_BITS, history, x)
+    np.testing.assert_array_equal(np.frombuffer(out, np.int16), expected_out)
+    np.testing.assert_array_equal(np.frombuffer(state, np.int16), expected_state)
+
+
+def test_simd_alternating_taps(simd):
+    """The core caches the plan made from the last taps; switching back and
+    forth between tap sets must not mix them up."""
+    native = native_module()
+    rng = np.random.default_rng(13)
+    tap_sets = [(PHASES, FRAC_BITS), (random_taps(rng, 40, 1 << 30, True), 24),
+                (random_taps(rng, 12, 3000, False), 20)]
+    x = full_scale_noise(600, 14)
+    history = np.zeros(0, dtype=np.int16)
+    for i in range(9):
+        phases, frac_bits = tap_sets[i % 3]
+        out, _ = native.upsample2x(phases.tobytes(), frac_bits, history, x)
+        expected, _ = core_reference(phases, frac_bits, history, x)
+        np.testing.assert_array_equal(np.frombuffer(out, np.int16), expected)
+
+
+def test_simd_threads(simd):
+    """Long calls filter without the GIL: concurrent calls with different taps
+    (so the cached plan keeps being replaced under them) stay exact."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    native = native_module()
+    rng = np.random.default_rng(15)
+    tap_sets = [(PHASES, FRAC_BITS), (random_taps(rng, 40, 1 << 30, True), 24),
+                (random_taps(rng, 24, 1 << 16, False), 22)]
+    x = full_scale_noise(20000, 16)
+    history = np.zeros(0, dtype=np.int16)
+    expected = [core_reference(p, f, history, x)[0] for p, f in tap_sets]
+
+    def run(i):
+        phases, frac_bits = tap_sets[i % 3]
+        out, _ = native.upsample2x(phases.tobytes(), frac_bits, history, x)
+        return i % 3, np.frombuffer(out, np.int16)
+
+    with ThreadPoolExecutor(4) as pool:
+        for which, out in pool.map(run, range(36)):
+            np.testing.assert_array_equal(out, expected[which])
+
+
+def test_simd_api():
+    native = native_module()
+    levels = native.simd_levels()
+    assert levels[0] == "scalar" and list(levels) == SIMD_LEVELS[: len(levels)]
+    current = native.get_simd()
+    assert current in levels
+    try:
+        assert native.set_simd("scalar") == current
+        assert native.get_simd() == "scalar"
+        with pytest.raises(ValueError, match="unknown SIMD level 'sse9'"):
+            native.set_simd("sse9")
+        with pytest.raises(TypeError):
+            native.set_simd(2)
+        for level in SIMD_LEVELS[len(levels):]:
+            with pytest.raises(ValueError, match="not supported"):
+                native.set_simd(level)
+        assert native.get_simd() == "scalar"  # failed calls change nothing
+    finally:
+        native.set_simd(current)
+
+
+@pytest.mark.parametrize("cap", ["scalar", "avx2", "avx512", "bogus"])
+def test_simd_environment_cap(cap):
+    """RTP2WS_NATIVE_SIMD caps the kernel chosen at import; an unknown value
+    is ignored with a warning."""
+    native_module()
+    code = (
+        "import warnings; warnings.simplefilter('always')\n"
+        "from rtp2ws import _native\n"
+        "print(_native.get_simd(), ','.join(_native.simd_levels()))"
+    )
+    env = {**os.environ, "RTP2WS_NATIVE_SIMD": cap}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env)
+    level, levels = out.stdout.split()
+    levels = levels.split(",")
+    if cap == "bogus":
+        assert level == levels[-1]
+        assert "RTP2WS_NATIVE_SIMD=bogus is not one of" in out.stderr
+    else:
+        assert level == levels[min(SIMD_LEVELS.index(cap), len(levels) - 1)]
+        assert out.stderr == ""
