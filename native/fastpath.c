@@ -7,10 +7,11 @@
  *                  (ts, frame) a live capture made (feed), and takes the ones that need
  *                  no decision: RTP on a flow the pipeline has *armed*, with
  *                  the SSRC, payload type, sequence number and timestamp the
- *                  leg expects next, arriving on time.  Those are decoded
- *                  (G.711 table look-up) straight into the flow's buffer of
- *                  8 kHz samples.  Any other packet ends the run and goes
- *                  back to Python, which gives it to the ordinary pipeline.
+ *                  leg expects next, arriving on time.  Their payloads go on
+ *                  the end of the flow's buffer, decoded (G.711 table look-up)
+ *                  into 8 kHz samples when Python takes them.  Any other
+ *                  packet ends the run and goes back to Python, which gives
+ *                  it to the ordinary pipeline.
  *
  * rtp2ws/fastpath.py is the pure-Python twin and explains the contract: what
  * "armed" means, what each counter is, and why the result is exactly what the
@@ -156,8 +157,7 @@ typedef struct {
     int64_t packets;              /* taken since the last take() */
     int64_t nbytes;
     Py_ssize_t last_n;
-    uint8_t last_payload[MAX_PAYLOAD];
-    int16_t *samples;
+    uint8_t *codes;               /* G.711 bytes taken, decoded only when taken (half the memory) */
     Py_ssize_t nsamples, cap;
     int64_t base;                 /* 8 kHz samples the leg held before these */
     int ready;
@@ -317,7 +317,7 @@ static void
 FastPath_dealloc(FastPath *self)
 {
     for (Py_ssize_t i = 0; i < self->nslots; i++)
-        PyMem_Free(self->slots[i].samples);
+        PyMem_Free(self->slots[i].codes);
     PyMem_Free(self->slots);
     PyMem_Free(self->free_sids);
     PyMem_Free(self->table);
@@ -378,10 +378,10 @@ FastPath_arm(FastPath *self, PyObject *args)
     if (sid < 0)
         return NULL;
     Slot *s = &self->slots[sid];
-    int16_t *keep = s->samples;
+    uint8_t *keep = s->codes;
     Py_ssize_t keep_cap = s->cap;
     memset(s, 0, sizeof(Slot));
-    s->samples = keep;
+    s->codes = keep;
     s->cap = keep_cap;
     s->armed = 1;
     s->ssrc = ssrc;
@@ -429,11 +429,15 @@ FastPath_take(FastPath *self, PyObject *args)
     Slot *s = get_slot(self, sid);
     if (s == NULL)
         return NULL;
-    PyObject *samples = PyBytes_FromStringAndSize((const char *)s->samples, s->nsamples * 2);
+    PyObject *samples = PyBytes_FromStringAndSize(NULL, s->nsamples * 2);
     if (samples == NULL)
         return NULL;
+    int16_t *pcm = (int16_t *)PyBytes_AS_STRING(samples);
+    const int16_t *table = s->table;
+    for (Py_ssize_t i = 0; i < s->nsamples; i++)
+        pcm[i] = table[s->codes[i]];
     PyObject *last = s->packets
-        ? PyBytes_FromStringAndSize((const char *)s->last_payload, s->last_n)
+        ? PyBytes_FromStringAndSize((const char *)s->codes + s->nsamples - s->last_n, s->last_n)
         : (Py_INCREF(Py_None), Py_None);
     if (last == NULL) {
         Py_DECREF(samples);
@@ -459,9 +463,9 @@ FastPath_take(FastPath *self, PyObject *args)
     if (disarm) {
         s->armed = 0;
         self->table[s->entry].state = 2;
-        if (s->cap > 8000) {      /* give back what one long delivery interval took */
-            PyMem_Free(s->samples);
-            s->samples = NULL;
+        if (s->cap > 16384) {     /* give back what one long delivery interval took */
+            PyMem_Free(s->codes);
+            s->codes = NULL;
             s->cap = 0;
         }
         self->free_sids[self->nfree++] = sid;
@@ -717,19 +721,14 @@ take_packet(FastPath *fp, double ts, const uint8_t *d, Py_ssize_t len)
         Py_ssize_t cap = s->cap ? s->cap * 2 : 2048;
         while (cap < s->nsamples + n)
             cap *= 2;
-        int16_t *b = PyMem_Realloc(s->samples, (size_t)cap * sizeof(int16_t));
+        uint8_t *b = PyMem_Realloc(s->codes, (size_t)cap);
         if (b == NULL)
             return 0;             /* Python will cope, more slowly */
-        s->samples = b;
+        s->codes = b;
         s->cap = cap;
     }
-    const uint8_t *payload = p + 12;
-    int16_t *out = s->samples + s->nsamples;
-    const int16_t *table = s->table;
-    for (Py_ssize_t i = 0; i < n; i++)
-        out[i] = table[payload[i]];
+    memcpy(s->codes + s->nsamples, p + 12, (size_t)n);
     s->nsamples += n;
-    memcpy(s->last_payload, payload, (size_t)n);
     s->last_n = n;
     s->packets++;
     s->nbytes += n;

@@ -108,7 +108,7 @@ def _link(linktype: int, d: bytes) -> tuple[int, int]:
 
 class _Slot:
     __slots__ = ("flow", "ssrc", "next_ext", "pt", "table", "expect_ts", "last_ts_ext", "last_arrival",
-                 "max_arrival", "packets", "nbytes", "last_payload", "samples", "base", "ready")
+                 "max_arrival", "packets", "nbytes", "last_n", "codes", "base", "ready")
 
 
 class Reader:
@@ -201,8 +201,8 @@ class FastPath:
         s.expect_ts, s.last_ts_ext = expect_ts & 0xFFFFFFFF, last_ts_ext
         s.last_arrival = s.max_arrival = last_arrival
         s.packets = s.nbytes = 0
-        s.last_payload = b""
-        s.samples = bytearray()
+        s.last_n = 0
+        s.codes = bytearray()
         s.base, s.ready = base, False
         self._slots[sid] = s
         self._flows[flow] = sid
@@ -210,10 +210,12 @@ class FastPath:
 
     def take(self, sid: int, disarm: bool) -> tuple:
         s = self._slot(sid)
+        codes = bytes(s.codes)
         out = (s.packets, s.nbytes, s.next_ext, s.last_ts_ext, s.last_arrival, s.max_arrival,
-               bytes(s.last_payload) if s.packets else None, bytes(s.samples))
-        s.base += len(s.samples) // 2
-        s.samples = bytearray()
+               codes[len(codes) - s.last_n:] if s.packets else None,
+               s.table[np.frombuffer(codes, np.uint8)].tobytes())
+        s.base += len(codes)
+        s.codes = bytearray()
         s.packets = s.nbytes = 0
         if disarm and self._ready:    # a slot id is reused: it must not stay on the ready list
             self._ready = [r for r in self._ready if r != sid]
@@ -335,9 +337,8 @@ class FastPath:
             dts -= 0x100000000
         if abs(float(dts) - (ts - s.last_arrival) * 8000.0) > RESYNC_SAMPLES:
             return False
-        payload = d[p + 12:p + plen]
-        s.samples += s.table[np.frombuffer(payload, np.uint8)].tobytes()
-        s.last_payload = payload
+        s.codes += d[p + 12:p + plen]      # decoded when taken
+        s.last_n = size
         s.packets += 1
         s.nbytes += size
         s.next_ext += 1
@@ -346,7 +347,7 @@ class FastPath:
         s.last_arrival = ts
         if ts > s.max_arrival:
             s.max_arrival = ts
-        if not s.ready and s.base + len(s.samples) // 2 >= self.deliver:
+        if not s.ready and s.base + len(s.codes) >= self.deliver:
             self._ready.append(sid)
             s.ready = True
         self.packets += 1
