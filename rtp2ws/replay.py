@@ -144,15 +144,20 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
             packets = reader.packets_read
         else:
             try:
+                due: list = []        # packets whose time has come, fed together (fast path)
                 for batch in cap.batches():
-                    for ts, frame in batch:
-                        wait = pacer.delay(ts)
+                    for item in batch:
+                        wait = pacer.delay(item[0])
                         if wait > 0.002:
-                            pipe.tick(pipe.now)
+                            if due:
+                                pipe.feed_frames(due)
+                                due = []
                             if not pacer.sleep(wait):
                                 break
-                        pipe.feed(ts, frame)
-                    pipe.tick(pipe.now)
+                        due.append(item)
+                    if due:
+                        pipe.feed_frames(due)
+                        due = []
                     progress.update(cap.bytes_read, cap.size, cap.packets_read, counting.calls)
                     if stop is not None and stop.is_set():
                         reason = "shutdown"
