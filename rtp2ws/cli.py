@@ -192,12 +192,24 @@ def cmd_bench(args) -> int:
     return run(args)
 
 
+def deliver_ms(args) -> int:
+    """How much audio a leg gathers before the pipeline hands it on.  Paced streams get
+    every tick's audio at once (latency); files and full-speed streams get a second at a
+    time (a tenth of the cost per packet), capped by half the sender's buffer so one
+    hand-off never overflows a stream's queue."""
+    if args.ws_url and args.speed is not None:
+        return 0
+    if args.ws_url:
+        return max(20, min(1000, args.max_buffer_ms // 2) // 20 * 20)
+    return 1000
+
+
 def cmd_replay(args) -> int:
     if not args.out_dir and not args.ws_url:
         print("rtp2ws: error: replay needs --out-dir, --ws-url or both", file=sys.stderr)
         return 2
     config = Config(jitter_depth=args.jitter_ms / 1000.0, rtp_timeout=args.rtp_timeout,
-                    deliver_ms=0 if args.ws_url else 1000)
+                    deliver_ms=deliver_ms(args))
     wav = WavSink(args.out_dir, stereo=args.stereo) if args.out_dir else None
     progress = Progress(enabled=False) if args.no_progress else Progress()
     try:

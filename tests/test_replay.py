@@ -518,3 +518,13 @@ def test_media_only_call_without_any_signalling(tmp_path):
     assert call["call_id"] == "rtp:10.0.0.1:4000-10.0.0.2:5000" and call["end_reason"] == "capture_end"
     caller = leg(call, "caller")
     assert caller["packets"] == 10 and caller["codecs"] == ["PCMU"]
+
+
+def test_delivery_size_follows_the_use():
+    """Files and full-speed streams get a leg's audio a second at a time (the fast path's
+    batches), never more than half a stream's buffer; paced streams get it every tick."""
+    p = cli.build_parser()
+    assert cli.deliver_ms(p.parse_args(["replay", "c.pcap", "--out-dir", "o"])) == 1000
+    assert cli.deliver_ms(p.parse_args(["replay", "c.pcap", "--ws-url", "ws://h/"])) == 1000
+    assert cli.deliver_ms(p.parse_args(["replay", "c.pcap", "--ws-url", "ws://h/", "--max-buffer-ms", "400"])) == 200
+    assert cli.deliver_ms(p.parse_args(["replay", "c.pcap", "--ws-url", "ws://h/", "--speed", "realtime"])) == 0
