@@ -193,15 +193,9 @@ def cmd_bench(args) -> int:
 
 
 def deliver_ms(args) -> int:
-    """How much audio a leg gathers before the pipeline hands it on.  Paced streams get
-    every tick's audio at once (latency); files and full-speed streams get a second at a
-    time (a tenth of the cost per packet), capped by half the sender's buffer so one
-    hand-off never overflows a stream's queue."""
-    if args.ws_url and args.speed is not None:
-        return 0
-    if args.ws_url:
-        return max(20, min(1000, args.max_buffer_ms // 2) // 20 * 20)
-    return 1000
+    from .pipeline import deliver_ms as for_use
+
+    return for_use(stream=bool(args.ws_url), paced=args.speed is not None, max_buffer_ms=args.max_buffer_ms)
 
 
 def cmd_replay(args) -> int:

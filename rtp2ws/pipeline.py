@@ -129,6 +129,18 @@ class Config:
         self.deliver_ms = deliver_ms
 
 
+def deliver_ms(*, stream: bool, paced: bool, max_buffer_ms: int = 10000) -> int:
+    """``Config.deliver_ms`` for a use: paced streams get every tick's audio at once
+    (latency); files and full-speed streams a second at a time (the fast path's batches,
+    a tenth of the cost per packet), capped by half the sender's buffer so that one
+    hand-off never overflows a stream's queue."""
+    if stream and paced:
+        return 0
+    if stream:
+        return max(20, min(1000, max_buffer_ms // 2) // 20 * 20)
+    return 1000
+
+
 class Pipeline:
     def __init__(self, linktype: int, sink: Sink, config: Config | None = None) -> None:
         self.config = config or Config()
