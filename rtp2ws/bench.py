@@ -689,8 +689,8 @@ class LatencyRecorder:
     A frame's capture time is that of the newest packet that contributed to it
     (the leg's last placed packet when the frame was cut).  It becomes a wall
     time through the pacer's origin (the first packet's capture time and the
-    monotonic time it was fed); the frame is done right after ``ws.send``
-    returned for it.  Samples are kept in seconds."""
+    monotonic time it was fed); the frame is done right after the
+    ``transport.write`` that carried it.  Samples are kept in seconds."""
 
     def __init__(self, speed: float) -> None:
         self.speed = speed
@@ -706,6 +706,8 @@ class LatencyRecorder:
 
 
 def _latency_classes():
+    from collections import deque
+
     from .replay import Pacer
     from .sender import Sender
     from .streaming import LoopBridge
@@ -764,25 +766,24 @@ def _latency_classes():
         def open_stream(self, stream_id, start, *, channels=1):
             st = super().open_stream(stream_id, start, channels=channels)
             rec = self.recorder
-            pending: dict[int, float] = {}
-            send_audio, send_frame = st.send_audio, st._send_frame
+            pending: deque = deque()          # (offset of a frame, capture ts), in stream order
+            send_audio, step = st.send_audio, st.frame_samples
 
-            def stamped_send_audio(pcm):
+            def stamped_send_audio(pcm):       # a run: one stamp per frame of it
                 ts = rec.by_pcm.get(id(pcm))
                 off = st.offset
                 send_audio(pcm)
-                if ts is not None and st.offset > off:
-                    pending[off] = ts
-
-            async def stamped_send_frame(ws, off, pcm, n, expected):
-                result = await send_frame(ws, off, pcm, n, expected)
-                ts = pending.pop(off, None)
                 if ts is not None:
-                    rec.sent(ts)
-                return result
+                    pending.extend((o, ts) for o in range(off, st.offset, step))
+
+            def written(first, end):           # after the transport.write that carried [first, end)
+                while pending and pending[0][0] < end:
+                    off, ts = pending.popleft()
+                    if off >= first:           # not dropped before it was sent
+                        rec.sent(ts)
 
             st.send_audio = stamped_send_audio
-            st._send_frame = stamped_send_frame
+            st.on_write = written
             return st
 
     class StampingPacer(Pacer):
@@ -887,14 +888,14 @@ def run_one(spec: dict) -> dict:
 def _run_ws(capture, url, frame_ms, stereo, speed, probe, profiles, latency):
     """``rtp2ws replay --ws-url`` (streaming.replay_to_websocket), with the
     benchmark's probes: memory sample, profilers in both threads, latency stamps."""
-    from .pipeline import Config
+    from .pipeline import Config, deliver_ms
     from .replay import Pacer, replay
     from .sender import Sender, SenderConfig
     from .streaming import LoopBridge, run_with_sender
     from .streams import StreamSink
 
-    config = Config()
     cfg = SenderConfig(url=url)
+    config = Config(deliver_ms=deliver_ms(stream=True, paced=bool(speed), max_buffer_ms=cfg.max_buffer_ms))
     recorder = None
     stream_cls, bridge_cls, sender_cls, pacer_cls = StreamSink, LoopBridge, Sender, Pacer
     if latency:

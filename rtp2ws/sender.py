@@ -2,16 +2,27 @@
 ever making it wait.
 
 Runs only in the event-loop thread.  ``Stream.send_audio``/``send_event``/``end``
-are plain synchronous appends to per-stream queues; each stream has one task
-that connects, sends ``start``, drains the queues into the socket and, when
-the connection breaks, reconnects with backoff and resumes (``"resumed":
-true``, the last ``resend_ms`` of sent audio again, then the queue).
+are plain synchronous appends to per-stream queues.  Once per event-loop wake
+the sender flushes every stream that has news: everything it has queued
+(events, ``drop`` marks and audio, in stream order) is framed in one buffer by
+``wsframe.encode`` and leaves with one ``transport.write`` per connection.  Each
+stream has one task that connects, sends ``start``, waits while the transport
+is over its high-water mark, sends ``end``, and when the connection breaks,
+reconnects with backoff and resumes (``"resumed": true``, the last ``resend_ms``
+of sent audio again, then the queue).
+
+websockets does the opening handshake, pings and pongs, keepalive, the closing
+handshake and all reading; rtp2ws writes only whole data frames to its
+transport, only while websockets has the connection OPEN (never once a close
+frame went either way), with compression off so no extension touches the
+frames, and never past websockets' write-buffer high-water mark (``paused``,
+``drain()``).  Control frames websockets writes land between whole frames.
 
 Memory is bounded per stream whatever the server does: unsent audio is capped
 at ``max_buffer_ms`` (the OLDEST is dropped and counted, and a ``drop`` message
 keeps the stream contiguous), sent audio kept for a resend at ``resend_ms``,
-events at ``MAX_EVENTS``, and websockets' ``write_limit`` makes ``send`` wait
-for a server that does not read.
+events at ``MAX_EVENTS``, and what sits in the transport at its high-water mark
+plus one batch (``BATCH_BYTES``).
 
 Header values and URL credentials are secrets: nothing logged by this module,
 nor by websockets on its behalf, contains them (URLs go through
@@ -37,7 +48,12 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from . import __version__
+try:
+    from websockets.proxy import get_proxy
+except ImportError:  # pragma: no cover - websockets < 15 has no proxy support, so nothing to look up
+    get_proxy = None
+
+from . import __version__, wsframe
 from .protocol import (CLOSE_INVALID_PAYLOAD, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED_DATA,
                        SAMPLE_RATE, encode)
 
@@ -53,7 +69,10 @@ RETRY_STATUS = (408, 429)    # 4xx answers that are worth retrying
 REFUSAL_CLOSE_CODES = frozenset({CLOSE_UNSUPPORTED_DATA, CLOSE_INVALID_PAYLOAD, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG})
 SENSITIVE_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie"}
 REDACTED = "<redacted>"
+DEFAULT_FRAME_MS = 20        # message length when the start message does not say
+BATCH_BYTES = 64 * 1024      # payload per transport.write; a larger backlog goes out in several
 
+OPEN = State.OPEN
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")   # RFC 9110 field-name (token)
 
 
@@ -264,7 +283,11 @@ def _retry_after(exc: InvalidStatus) -> float | None:
 
 class Stream:
     """One outgoing stream.  The three methods the capture calls append and
-    return at once; the stream's task does all the waiting."""
+    return at once.  Writing is the sender's flush: once per event-loop wake it
+    frames everything queued on every live stream and writes it with one
+    ``transport.write`` per connection.  The stream's task does the waiting:
+    it connects, writes ``start`` and the resend, waits while the transport is
+    over its high-water mark, and sends ``end`` and closes."""
 
     def __init__(self, sender: Sender, stream_id: str, start: dict, channels: int) -> None:
         self._sender = sender
@@ -276,6 +299,10 @@ class Stream:
         self._start.setdefault("channels", channels)
         self._ident = {k: self._start.get(k) for k in ("call_id", "tag", "stream_id")}
         self._frame_bytes = 2 * channels
+        # Samples (per channel) in one binary message: a longer run handed to
+        # send_audio goes out as several messages of this length.
+        self.frame_samples = max(1, int(self._start.get("frame_ms") or DEFAULT_FRAME_MS)) * SAMPLES_PER_MS
+        self._split = self.frame_samples * self._frame_bytes
         self._max_samples = max(0, sender.config.max_buffer_ms) * SAMPLES_PER_MS
         self._resend_samples = max(0, sender.config.resend_ms) * SAMPLES_PER_MS
 
@@ -288,8 +315,12 @@ class Stream:
         self.given_up = False
         self.refused = False
         self.sent_samples = 0         # samples taken from the queue for sending (first time only)
+        # Called as on_write(first, end) after a write that carried the audio at
+        # offsets first..end-1 for the first time (a probe for latency; None: nothing).
+        self.on_write = None
 
-        self._queue: deque[tuple[int, bytes, int]] = deque()   # (offset, pcm, samples), unsent
+        # (offset, pcm, samples): runs of whole messages; pcm is bytes or a memoryview
+        self._queue: deque[tuple[int, bytes, int]] = deque()   # unsent
         self.queued_samples = 0
         self._events: deque[tuple[int, str]] = deque()          # (stream position, encoded text)
         self._retained: deque[tuple[int, bytes, int]] = deque() # sent audio kept for a resend
@@ -298,6 +329,13 @@ class Stream:
         self._end_sent = False
         self._closed_input = False    # refused / given up / shut down: appends only count
         self._started = False         # a first start (resumed=false) has been sent
+        self._live = None             # the connection the flush writes to, from its start message on
+        self._proto = None            # its websockets protocol (the state) and transport
+        self._transport = None
+        self._out: list = []          # the messages of the write being made
+        self._expected = 0            # on it: the offset the server expects next
+        self._dirty = False           # in the sender's list of streams to flush
+        self._written: tuple[int, int] | None = None   # for on_write
         self._dropping = False
         self._gap_dropped = 0         # samples dropped since dropping started (for the log)
         self._wakeup = asyncio.Event()
@@ -323,25 +361,31 @@ class Stream:
         return self.retained_samples * self._frame_bytes
 
     def send_audio(self, pcm: bytes) -> None:
-        """Queue one frame of int16 LE PCM (``channels`` interleaved)."""
+        """Queue int16 LE PCM (``channels`` interleaved): one binary message, or
+        for a run longer than ``frame_ms`` one message per ``frame_ms``, the
+        last one possibly shorter."""
         if self._end is not None:
             return
-        if len(pcm) % self._frame_bytes:
-            raise ValueError(f"stream {self.stream_id}: {len(pcm)} bytes is not a whole number of "
+        if type(pcm) is not bytes:
+            pcm = bytes(pcm)
+        size = len(pcm)
+        n = size // self._frame_bytes
+        if n * self._frame_bytes != size:
+            raise ValueError(f"stream {self.stream_id}: {size} bytes is not a whole number of "
                              f"{self.channels}-channel 16-bit samples")
-        n = len(pcm) // self._frame_bytes
         if not n:
             return
         offset = self.offset
-        self.offset += n
+        self.offset = offset + n
         if self._closed_input:
             self._count_dropped(n)
             return
-        self._queue.append((offset, bytes(pcm), n))
-        self.queued_samples += n
-        if self.queued_samples > self._max_samples:
+        self._queue.append((offset, pcm, n))
+        queued = self.queued_samples = self.queued_samples + n
+        if queued > self._max_samples:
             self._drop_oldest()
-        self._wake()
+        if not self._dirty and self._live is not None:
+            self._sender._mark(self)
 
     def send_event(self, message: dict) -> None:
         """Queue a text message at the current position of the stream."""
@@ -354,7 +398,8 @@ class Stream:
                 log.warning("stream %s: more than %d events queued, dropping new ones", self.stream_id, MAX_EVENTS)
             return
         self._events.append((self.offset, encode(message)))
-        self._wake()
+        if not self._dirty and self._live is not None:
+            self._sender._mark(self)
 
     def end(self, message: dict) -> None:
         """Queue the ``end`` message; ``samples``, ``dropped_ms`` and
@@ -374,17 +419,30 @@ class Stream:
             self._wakeup.set()
 
     def _drop_oldest(self) -> None:
-        dropped = 0
-        while self.queued_samples > self._max_samples and self._queue:
-            _, _, n = self._queue.popleft()
-            self.queued_samples -= n
-            dropped += n
+        dropped = self._trim(self._queue, self.queued_samples - self._max_samples)
+        self.queued_samples -= dropped
         self._count_dropped(dropped)
         self._gap_dropped += dropped
         if not self._dropping:
             self._dropping = True
             log.warning("stream %s: %d ms of audio queued (server slow or unreachable), dropping the oldest",
                         self.stream_id, self._sender.config.max_buffer_ms)
+
+    def _trim(self, runs: deque, excess: int) -> int:
+        """Remove whole messages from the front of ``runs`` until ``excess``
+        samples are gone (or nothing is left); returns the samples removed."""
+        fs = self.frame_samples
+        removed = 0
+        while removed < excess and runs:
+            off, pcm, n = runs[0]
+            cut = -(-(excess - removed) // fs) * fs
+            if cut >= n:
+                runs.popleft()
+                removed += n
+            else:
+                runs[0] = (off + cut, memoryview(pcm)[cut * self._frame_bytes:], n - cut)
+                removed += cut
+        return removed
 
     def _dropping_stopped(self) -> None:
         self._dropping = False
@@ -395,6 +453,130 @@ class Stream:
     def _count_dropped(self, n: int) -> None:
         self.dropped_samples += n
         self._sender._dropped_samples += n
+
+    # -- writing: the sender's flush and the task ------------------------------------
+
+    def _go_live(self, ws) -> None:
+        self._live = ws
+        self._proto = ws.protocol
+        self._transport = ws.transport
+
+    def _take(self) -> int:
+        """Move the next batch for the live connection into ``self._out``;
+        returns its number of frames, 0 when there is nothing to send or it
+        may not be sent now (then the task is woken if only it can go on).
+        Data frames go out only while websockets has the connection OPEN
+        (never once a close frame went either way or the TCP connection is
+        going away), and while the transport is under its high-water mark.
+        What is over ``BATCH_BYTES`` waits for the next flush."""
+        if not self._queue and not self._events:
+            if self._end is not None:
+                self._wake()          # the end goes out once everything before it has
+            return 0
+        if self._proto.state is not OPEN or self._live.paused or self._transport.is_closing():
+            self._wake()              # it waits for the drain, or sees the connection end
+            return 0
+        frames = self._collect(self._out, BATCH_BYTES)
+        if self._queue or self._events:
+            self._sender._mark(self)
+        elif self._end is not None:
+            self._wake()
+        return frames
+
+    def _send(self, keys: bytes) -> None:
+        """One ``transport.write`` of ``self._out`` as client frames, masked
+        with ``keys`` (4 bytes a frame)."""
+        out = self._out
+        self._transport.write(wsframe.encode(out, keys, self._split))
+        out.clear()
+        if self._written is not None:
+            written, self._written = self._written, None
+            self.on_write(*written)
+
+    def _flush_now(self) -> None:
+        """The task's own flush (after connecting, after a drain)."""
+        if self._live is not None:
+            frames = self._take()
+            if frames:
+                self._send(os.urandom(4 * frames))
+
+    def _collect(self, msgs: list, budget: int) -> int:
+        """Move queued events and audio into ``msgs`` in stream order (a
+        ``drop`` message before audio that follows a gap) until about
+        ``budget`` bytes; returns how many frames they make."""
+        queue, events = self._queue, self._events
+        if not events and len(queue) == 1 and queue[0][0] == self._expected and self.on_write is None:
+            return self._collect_one(msgs)          # the usual case: one run, right after the last
+        fs = self.frame_samples
+        retained = self._retained if self._resend_samples > 0 else None
+        expected = first = self._expected
+        frames = size = texts = taken = 0
+        while size < budget:
+            if events and (not queue or events[0][0] <= queue[0][0]):
+                text = events.popleft()[1]
+                msgs.append(text)
+                texts += 1
+                size += len(text)
+            elif queue:
+                item = queue.popleft()
+                off, pcm, n = item
+                if not taken:
+                    first = off
+                if off > expected:
+                    msgs.append(encode(dict(self._ident, type="drop", offset=off, samples=off - expected)))
+                    texts += 1
+                msgs.append(pcm)
+                frames += (n + fs - 1) // fs
+                size += len(pcm)
+                taken += n
+                expected = off + n
+                if retained is not None:
+                    retained.append(item)
+            else:
+                break
+        if taken:
+            self._expected = expected
+            self.queued_samples -= taken
+            self.sent_samples += taken
+            if self._dropping and self.queued_samples <= self._max_samples // 2:
+                self._dropping_stopped()
+            sender = self._sender
+            sender._sent_frames += frames
+            sender._sent_bytes += taken * self._frame_bytes
+            if retained is not None:
+                self.retained_samples += taken
+                if self.retained_samples > self._resend_samples:
+                    self.retained_samples -= self._trim(retained, self.retained_samples - self._resend_samples)
+            if self.on_write is not None:
+                self._written = (first, expected)
+        return frames + texts
+
+    def _collect_one(self, msgs: list) -> int:
+        """``_collect`` for a queue of one run that follows on from what was sent."""
+        item = self._queue.popleft()
+        _, pcm, n = item
+        msgs.append(pcm)
+        self._expected += n
+        queued = self.queued_samples = self.queued_samples - n
+        self.sent_samples += n
+        if self._dropping and queued <= self._max_samples // 2:
+            self._dropping_stopped()
+        frames = (n + self.frame_samples - 1) // self.frame_samples
+        sender = self._sender
+        sender._sent_frames += frames
+        sender._sent_bytes += len(pcm)
+        if self._resend_samples > 0:
+            self._retained.append(item)
+            retained = self.retained_samples = self.retained_samples + n
+            if retained > self._resend_samples:
+                self.retained_samples -= self._trim(self._retained, retained - self._resend_samples)
+        return frames
+
+    def _write(self, msgs: list, frames: int) -> None:
+        """A write of the task's own (start, resend, end): keys of its own."""
+        self._out = msgs
+        self._send(os.urandom(4 * frames))
+        self._out = []
 
     # -- the stream's task -------------------------------------------------------------
 
@@ -585,69 +767,81 @@ class Stream:
                 offset = self._queue[0][0]
             else:
                 offset = self.offset
-        start = dict(self._start, resumed=resumed, offset=offset)
-        await ws.send(encode(start))
+        if ws.protocol.state is not OPEN or ws.transport.is_closing():
+            # closed as soon as opened (a close frame right after the handshake): nothing is written
+            await asyncio.wait([reader], timeout=sender.config.close_timeout)
+            return False
+        # start, the resend and what is queued: one write (or the first of several)
+        self._go_live(ws)
+        msgs = [encode(dict(self._start, resumed=resumed, offset=offset))]
+        frames = 1 + self._resend(msgs, resend, offset)
+        frames += self._collect(msgs, BATCH_BYTES)
+        self._write(msgs, frames)
         if resumed:
             log.info("stream %s: reconnected, resuming at offset %d (%d ms repeated)", self.stream_id, offset,
                      sum(n for _, _, n in resend) // SAMPLES_PER_MS)
-        else:
+        elif log.isEnabledFor(logging.DEBUG):
             log.debug("%s", sender._scrub(f"stream {self.stream_id}: connected to {sender.url_for_logs}"))
         self._started = True
-        expected = offset
-        for off, pcm, n in resend:
-            expected = await self._send_frame(ws, off, pcm, n, expected)
-
-        events, queue = self._events, self._queue
-        while True:
-            if events and (not queue or events[0][0] <= queue[0][0]):
-                await ws.send(events[0][1])
-                events.popleft()
-            elif queue:
-                off, pcm, n = queue.popleft()
-                self.queued_samples -= n
-                self.sent_samples += n
-                if self._dropping and self.queued_samples <= self._max_samples // 2:
-                    self._dropping_stopped()
-                self._retain(off, pcm, n)
-                expected = await self._send_frame(ws, off, pcm, n, expected)
-            elif self._end is not None:
-                end = self._end
-                end["samples"] = self.offset
-                end["dropped_ms"] = self.dropped_samples // SAMPLES_PER_MS
-                end["reconnects"] = self.reconnects
-                await ws.send(encode(end))
-                self._end_sent = True
-                await ws.close()
-                log.debug("stream %s: ended (%d samples, %d ms dropped, %d reconnects)", self.stream_id,
-                          self.offset, end["dropped_ms"], self.reconnects)
-                return True
-            elif reader.done():
-                return False
-            else:
+        try:
+            while True:
+                self._flush_now()
+                if reader.done():
+                    return False
+                if ws.protocol.state is not OPEN or ws.transport.is_closing():
+                    # websockets is closing (the server's close frame, a keepalive
+                    # time-out): let it finish, within the close time-out
+                    await asyncio.wait([reader], timeout=sender.config.close_timeout)
+                    return False
+                if ws.paused:
+                    try:
+                        await ws.drain()      # websockets' flow control: until under the low-water mark
+                    except Exception:  # noqa: BLE001 - the connection is gone; the next round sees it
+                        await asyncio.sleep(0)
+                    continue
+                if self._end is not None and not self._queue and not self._events:
+                    self._live = None
+                    end = self._end
+                    end["samples"] = self.offset
+                    end["dropped_ms"] = self.dropped_samples // SAMPLES_PER_MS
+                    end["reconnects"] = self.reconnects
+                    self._write([encode(end)], 1)
+                    self._end_sent = True
+                    await ws.close()
+                    log.debug("stream %s: ended (%d samples, %d ms dropped, %d reconnects)", self.stream_id,
+                              self.offset, end["dropped_ms"], self.reconnects)
+                    return True
                 self._wakeup.clear()
                 await self._wakeup.wait()
+        finally:
+            self._live = self._proto = self._transport = None
 
-    async def _send_frame(self, ws, off: int, pcm: bytes, n: int, expected: int) -> int:
-        if off > expected:
-            await ws.send(encode(dict(self._ident, type="drop", offset=off, samples=off - expected)))
-        await ws.send(pcm)
-        self._sender._sent_frames += 1
-        self._sender._sent_bytes += len(pcm)
-        return off + n
-
-    def _retain(self, off: int, pcm: bytes, n: int) -> None:
-        if self._resend_samples <= 0:
-            return
-        self._retained.append((off, pcm, n))
-        self.retained_samples += n
-        while self.retained_samples > self._resend_samples:
-            self.retained_samples -= self._retained.popleft()[2]
+    def _resend(self, msgs: list, resend: list, expected: int) -> int:
+        """Append the retained audio (already sent once) to ``msgs``, with
+        ``drop`` messages across its gaps; returns the number of frames."""
+        fs = self.frame_samples
+        frames = audio_frames = audio_bytes = 0
+        for off, pcm, n in resend:
+            if off > expected:
+                msgs.append(encode(dict(self._ident, type="drop", offset=off, samples=off - expected)))
+                frames += 1
+            msgs.append(pcm)
+            k = -(-n // fs)
+            frames += k
+            audio_frames += k
+            audio_bytes += n * self._frame_bytes
+            expected = off + n
+        self._expected = expected
+        self._sender._sent_frames += audio_frames
+        self._sender._sent_bytes += audio_bytes
+        return frames
 
 
 # --------------------------------------------------------------------------- sender
 
 class Sender:
-    """Owns the streams, the TLS context and the counters."""
+    """Owns the streams, the TLS context, the counters, and the flush: the
+    streams with news since the last one, written once per event-loop wake."""
 
     def __init__(self, config: SenderConfig) -> None:
         try:
@@ -666,7 +860,12 @@ class Sender:
         self._scrub = _Scrubber(config.url, self._headers)
         self._ws_logger = _ScrubbingLogger(logging.getLogger("websockets.client"), self._scrub)
         self._ssl = ssl.create_default_context(cafile=config.ca_file) if scheme == "wss" else None
+        # The proxy settings (environment variables) are looked up once, not on every connection.
+        self._proxy = {"proxy": get_proxy(parse_uri(config.url))} if get_proxy is not None else {}
         self._streams: dict[str, Stream] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._dirty: list[Stream] = []       # streams to flush
+        self._flush_handle: asyncio.Handle | None = None
         self._closed = False
         self._opened = 0
         self._open = 0
@@ -705,10 +904,56 @@ class Sender:
             raise ValueError(f"channels must be 1 or 2, not {channels}")
         if stream_id in self._streams:
             raise ValueError(f"stream {stream_id} is already open")
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         stream = Stream(self, stream_id, start, channels)
         self._streams[stream_id] = stream
         self._opened += 1
         return stream
+
+    def _mark(self, stream: Stream) -> None:
+        """``stream`` has news for its live connection: flush it (with every
+        other such stream) once the callbacks already due have run, so all that
+        one event-loop wake queued leaves in one write per connection."""
+        stream._dirty = True
+        self._dirty.append(stream)
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Every marked stream takes its batch; the masking keys for all of
+        them come from one ``os.urandom`` call; then one write per connection."""
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, []
+        ready = []                    # streams with a batch, and its number of frames
+        counts = []
+        for stream in dirty:
+            stream._dirty = False
+            if stream._live is None:
+                continue
+            try:
+                n = stream._take()
+            except Exception:  # a bug: that stream ends (and is counted), the others go on
+                log.exception("stream %s: flush failed", stream.stream_id)
+                stream._out.clear()
+                stream._abort("internal error")
+                continue
+            if n:
+                ready.append(stream)
+                counts.append(n)
+        if not ready:
+            return
+        keys = os.urandom(4 * sum(counts))
+        pos = 0
+        for stream, n in zip(ready, counts):
+            end = pos + 4 * n
+            try:
+                stream._send(keys[pos:end])
+            except Exception:
+                log.exception("stream %s: flush failed", stream.stream_id)
+                stream._out.clear()
+                stream._abort("internal error")
+            pos = end
 
     def _stream_done(self, stream: Stream) -> None:
         if self._streams.get(stream.stream_id) is stream:
@@ -724,9 +969,12 @@ class Sender:
             ping_interval=cfg.ping_interval,
             ping_timeout=cfg.ping_timeout,
             close_timeout=cfg.close_timeout,
-            compression=None,             # PCM barely compresses; deflate would cost CPU and memory per stream
+            # No extension: PCM barely compresses, deflate would cost CPU and memory per stream,
+            # and the frames rtp2ws writes itself must go out as they are (RSV bits 0).
+            compression=None,
             user_agent_header=f"rtp2ws/{__version__}",
             logger=self._ws_logger,
+            **self._proxy,
         )
 
     async def drain(self, timeout: float) -> None:

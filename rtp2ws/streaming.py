@@ -3,7 +3,9 @@ event loop, so CPU work never starves the loop (keepalive pings keep being
 answered) and the network never stalls capture.
 
 The worker owns the pipeline and a ``StreamSink``; after every pipeline tick
-it hands the sink's operations to the loop in one ``call_soon_threadsafe``.
+it hands the sink's operations to the loop in one ``call_soon_threadsafe``
+(audio as runs of frames, one operation per stream and tick); the sender then
+writes what one event-loop wake queued with one write per connection.
 The hand-off is bounded: if the loop falls behind by more than ``max_pending``
 operations the worker waits for it (this is CPU back-pressure inside one
 process, never network back-pressure: the sender's per-stream queues drop
@@ -101,11 +103,12 @@ class LoopBridge(Forward):
     # loop thread
     def _apply(self, ops: list) -> None:
         streams = self._open
+        get = streams.get
         for op in ops:
-            if isinstance(op, Audio):
-                st = streams.get(op.stream_id)
+            if type(op) is Audio or isinstance(op, Audio):
+                st = get(op.stream_id)
                 if st is not None:
-                    st.send_audio(op.pcm)
+                    st.send_audio(op.pcm)       # a run: the sender cuts it into frame_ms messages
             elif isinstance(op, Open):
                 streams[op.stream_id] = self.sender.open_stream(op.stream_id, op.start, channels=op.channels)
             elif isinstance(op, Event):

@@ -6,6 +6,9 @@ the protocol messages of each stream.  Sans-I/O: ``StreamSink`` is a pipeline
 * Per leg (default): a stream opens on the leg's first audio (or event), and
   carries the leg's samples cut into ``frame_ms`` frames; the last frame of a
   stream may be shorter, so the frames add up to exactly the leg's WAV.
+* An ``Audio`` operation carries a *run*: every whole frame a stream has
+  ready at once (and at the end of a stream, the shorter last frame after
+  them), as one buffer.  The sender sends it as ``frame_ms`` messages.
 * Stereo: one stream per call, caller left and callee right, positioned on
   capture time like the stereo WAV.  A frame goes out when both channels
   have audio for it, or when capture time is ``hold_s`` past its end (a leg
@@ -28,6 +31,7 @@ from .protocol import CODEC, PROTOCOL_VERSION, SAMPLE_RATE, validate_frame_ms
 from .wavout import iso
 
 RATE = SAMPLE_RATE
+PCM = np.dtype("<i2")
 
 
 class Open(NamedTuple):
@@ -38,7 +42,13 @@ class Open(NamedTuple):
 
 class Audio(NamedTuple):
     stream_id: str
-    pcm: bytes
+    pcm: bytes        # int16 LE, channels interleaved: whole frames, the last one shorter only at the end
+
+
+def _audio(stream_id: str, pcm: bytes, _new=tuple.__new__) -> Audio:
+    """``Audio(stream_id, pcm)``, without the Python-level ``__new__`` of a
+    NamedTuple (an Audio is made for every run of every stream)."""
+    return _new(Audio, (stream_id, pcm))
 
 
 class Event(NamedTuple):
@@ -69,8 +79,9 @@ class _Stream:
         self.tag = tag
         self.channels = channels
         self.frame = frame            # samples per channel per frame
-        self.pending: list[np.ndarray] = []
-        self.pending_n = 0
+        self.frame_bytes = 2 * channels * frame
+        self.pending: list[bytes] = []   # leg streams: int16 LE of less than a frame, waiting for the rest
+        self.pending_bytes = 0
         self.sent = 0                 # samples per channel handed out as frames
         self.start_time: float | None = None
 
@@ -86,10 +97,12 @@ class StreamSink(Sink):
         self.stereo = stereo
         self.sip_headers = tuple(sip_headers)
         self.hold_s = hold_s
+        self._next_scan = float("-inf")   # capture time of the next look at held frames
         self.ops: list = []
         self._legs: dict[tuple[str, str], _Stream] = {}          # per-leg streams
         self._early: dict[tuple[str, str], list[dict]] = {}      # events before a leg stream opened
         self._mix: dict[str, _Mixer] = {}                        # stereo streams by call key
+        self._due: dict[str, _Mixer] = {}                        # those with a frame's worth in one channel
         self.late_samples = 0
 
     def take_ops(self) -> list:
@@ -101,13 +114,30 @@ class StreamSink(Sink):
 
     def leg_audio(self, call: Call, leg: MediaLeg, pcm: np.ndarray) -> None:
         if self.stereo:
-            self._mixer(call, leg).add(leg, pcm)
+            mix = self._mixer(call, leg)
+            mix.add(leg, pcm)
+            if mix.has_frame():
+                self._due[call.key] = mix
             return
-        s = self._leg_stream(call, leg)
-        s.pending.append(pcm)
-        s.pending_n += len(pcm)
-        if s.pending_n >= s.frame:
-            self._cut(s, final=False)
+        s = self._legs.get((call.key, leg.tag)) or self._leg_stream(call, leg)
+        if pcm.dtype != PCM:
+            pcm = pcm.astype(PCM)
+        pending = s.pending
+        pending.append(pcm.tobytes())
+        size = s.pending_bytes = s.pending_bytes + 2 * len(pcm)
+        if size < s.frame_bytes:
+            return
+        data = b"".join(pending) if len(pending) > 1 else pending[0]
+        take = size - size % s.frame_bytes          # the whole frames, as one run
+        pending.clear()
+        if take < size:
+            self.ops.append(_audio(s.id, data[:take]))
+            pending.append(data[take:])
+            s.pending_bytes = size - take
+        else:
+            self.ops.append(_audio(s.id, data))
+            s.pending_bytes = 0
+        s.sent += take >> 1
 
     def leg_event(self, call: Call, leg: MediaLeg, event) -> None:
         if isinstance(event, DtmfEvent):
@@ -148,6 +178,7 @@ class StreamSink(Sink):
 
     def call_ended(self, call: Call, legs: dict[str, MediaLeg]) -> None:
         if self.stereo:
+            self._due.pop(call.key, None)
             mix = self._mix.pop(call.key, None)
             if mix is None:
                 return
@@ -163,16 +194,25 @@ class StreamSink(Sink):
             s = self._legs.pop((call.key, tag), None)
             if s is None:
                 continue
-            self._cut(s, final=True)
+            self._flush_rest(s)
             end = s.ident("end")
             end["reason"] = call.end_reason
             end.update(leg_statistics(legs[tag]))
             self.ops.append(End(s.id, end))
 
     def tick(self, now: float) -> None:
-        if self.stereo:
-            for mix in self._mix.values():
+        # Frames a silent channel holds back go out hold_s after their end: looking once
+        # per frame of capture time is enough, and keeps ticks from costing O(calls) each
+        # (full-speed replay ticks every few packets).
+        if self.stereo and now >= self._next_scan:
+            self._next_scan = now + self.frame_ms / 1000
+            # only mixers with a frame's worth of audio in some channel can send one,
+            # so a tick costs nothing for the others
+            due = self._due
+            for key, mix in list(due.items()):
                 mix.emit(until=now - self.hold_s)
+                if not mix.has_frame():
+                    del due[key]
 
     # -- internals ------------------------------------------------------------------
 
@@ -215,21 +255,13 @@ class StreamSink(Sink):
         m["offset"] = offset
         self.ops.append(Event(s.id, m))
 
-    def _cut(self, s: _Stream, final: bool) -> None:
-        if not s.pending:
-            return
-        x = s.pending[0] if len(s.pending) == 1 else np.concatenate(s.pending)
-        full = (len(x) // s.frame) * s.frame
-        b = x.astype("<i2", copy=False)
-        for i in range(0, full, s.frame):
-            self.ops.append(Audio(s.id, b[i:i + s.frame].tobytes()))
-        rest = x[full:]
-        if final and len(rest):
-            self.ops.append(Audio(s.id, b[full:].tobytes()))
-            rest = rest[:0]
-        s.sent += len(x) - len(rest)
-        s.pending = [rest] if len(rest) else []
-        s.pending_n = len(rest)
+    def _flush_rest(self, s: _Stream) -> None:
+        """At the end of a leg stream: what is pending, a last frame shorter than the others."""
+        if s.pending_bytes:
+            self.ops.append(_audio(s.id, b"".join(s.pending)))
+            s.sent += s.pending_bytes >> 1
+        s.pending.clear()
+        s.pending_bytes = 0
 
 
 def _offset(start: float | None, at: float) -> int:
@@ -291,6 +323,11 @@ class _Mixer:
         self.buf[lo - self.emitted:end - self.emitted, ch] = pcm
         self.filled[ch] = max(self.filled[ch], end)
 
+    def has_frame(self) -> bool:
+        """Is there a frame's worth of audio in some channel?  Only then can
+        ``emit`` send anything."""
+        return max(self.filled) - self.emitted >= self.stream.frame
+
     def emit(self, until: float | None) -> None:
         """Send the frames every channel has filled; with ``until`` (a capture time)
         also those that end before it; with None (end of call) everything."""
@@ -315,9 +352,7 @@ class _Mixer:
             grown = np.zeros((n, 2), dtype=np.int16)
             grown[:len(self.buf)] = self.buf
             self.buf = grown
-        out = self.buf[:n].astype("<i2", copy=False)
-        for i in range(0, n, frame):
-            self.ops.append(Audio(self.stream.id, out[i:i + frame].tobytes()))
+        self.ops.append(_audio(self.stream.id, self.buf[:n].astype(PCM, copy=False).tobytes()))   # one run
         self.buf = self.buf[n:]
         self.emitted += n
         self.filled = [max(f, self.emitted) for f in self.filled]

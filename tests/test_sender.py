@@ -140,6 +140,17 @@ async def wait_for(predicate, timeout: float = 5.0):
         await asyncio.sleep(0.01)
 
 
+@pytest.fixture(params=["native", "python"])
+def framing(request, monkeypatch):
+    """Run a test with the C framing (rtp2ws._wsframe) and with its pure-Python twin."""
+    from rtp2ws import wsframe
+    if request.param == "python":
+        monkeypatch.setattr(wsframe, "encode", wsframe.encode_py)
+    elif wsframe.BACKEND != "native":
+        pytest.skip("rtp2ws._wsframe is not built (or RTP2WS_NO_NATIVE is set)")
+    return request.param
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -191,7 +202,7 @@ def test_capture_side_is_synchronous():
 # --------------------------------------------------------------------------- streams
 
 
-def test_stream_delivers_start_audio_events_end():
+def test_stream_delivers_start_audio_events_end(framing):
     async def main():
         sink = await Sink().start()
         s = Sender(config(sink.port))
@@ -275,7 +286,7 @@ def test_server_down_at_start_drops_oldest_and_marks_the_gap(caplog):
     assert len(fails) == 1 and "connection refused" in fails[0] and f"ws://127.0.0.1:{port}/audio" in fails[0]
 
 
-def test_reconnect_resumes_with_resent_audio():
+def test_reconnect_resumes_with_resent_audio(framing):
     total = 60
 
     async def crash_after_ten_frames(ws, index, msgs):
@@ -347,7 +358,7 @@ def _rss_bytes() -> int | None:
     return None
 
 
-def test_server_that_never_reads_keeps_memory_bounded():
+def test_server_that_never_reads_keeps_memory_bounded(framing):
     channels = 2
     max_buffer_ms, resend_ms = 2000, 500
     frame_bytes = FRAME * 2 * channels
@@ -698,3 +709,191 @@ def test_protocol_refusal_close_is_not_retried(caplog):
         seen, st, stats = asyncio.run(main())
     assert len(seen) == 1 and st.refused and stats["refused"] == 1
     assert "server refused the stream (code 1008 invalid start: channels)" in caplog.text
+
+
+# --------------------------------------------------------------------------- batched writes
+
+
+def test_a_run_of_frames_goes_out_as_frame_ms_messages(framing):
+    async def main():
+        sink = await Sink().start()
+        s = Sender(config(sink.port))
+        st = s.open_stream("b1", start_msg("b1"))           # frame_ms 20: 320 samples a message
+        st.send_audio(b"".join(frame(i * FRAME) for i in range(3)) + frame(3 * FRAME, 160))   # 3.5 frames
+        st.send_event({"type": "dtmf", "call_id": "call-1", "tag": "caller", "stream_id": "b1",
+                       "digit": "1", "duration_ms": 40, "offset": 1120})
+        st.send_audio(b"".join(frame(1120 + i * FRAME) for i in range(2)))
+        st.end(end_msg("b1"))
+        await s.drain(5)
+        await s.close()
+        await sink.stop()
+        return sink, s
+
+    sink, s = run(main())
+    msgs = sink.conns[0]
+    kinds = [len(m) // 2 if isinstance(m, bytes) else json.loads(m)["type"] for m in msgs]
+    assert kinds == ["start", 320, 320, 320, 160, "dtmf", 320, 320, "end"]
+    audio, _, end = assemble(sink.conns)
+    assert b"".join(audio[k] for k in sorted(audio)) == b"".join(frame(i * FRAME) for i in range(5)) + frame(1600, 160)
+    assert sorted(audio) == [0, 320, 640, 960, 1120, 1440]
+    assert end["samples"] == 1760 and s.stats["sent_frames"] == 6 and s.stats["sent_bytes"] == 1760 * 2
+    # no extension was negotiated, so every frame went out as rtp2ws framed it
+    assert "Sec-WebSocket-Extensions" not in sink.requests[0].headers
+
+
+def test_what_one_wake_queued_leaves_in_one_write():
+    async def main():
+        sink = await Sink().start()
+        s = Sender(config(sink.port))
+        st = s.open_stream("b2", start_msg("b2"))
+        writes = []
+        st.on_write = lambda first, end: writes.append((first, end))
+        await wait_for(lambda: st.connected)
+        await asyncio.sleep(0.05)                          # start is out
+        for i in range(10):                                # one wake of the loop: ten frames and an event
+            st.send_audio(frame(i * FRAME))
+            if i == 4:
+                st.send_event({"type": "hold", "call_id": "call-1", "tag": "caller", "stream_id": "b2",
+                               "by": "caller", "offset": 5 * FRAME})
+        await wait_for(lambda: st.sent_samples == 10 * FRAME)
+        first_round = list(writes)
+        for i in range(10, 13):
+            st.send_audio(frame(i * FRAME))
+            await asyncio.sleep(0.01)                      # a wake each
+        st.end(end_msg("b2"))
+        await s.drain(5)
+        await s.close()
+        await sink.stop()
+        return sink, first_round, writes
+
+    sink, first_round, writes = run(main())
+    assert first_round == [(0, 10 * FRAME)]
+    assert writes == [(0, 10 * FRAME)] + [(i * FRAME, (i + 1) * FRAME) for i in range(10, 13)]
+    kinds = ["audio" if isinstance(m, bytes) else json.loads(m)["type"] for m in sink.conns[0]]
+    assert kinds == ["start"] + ["audio"] * 5 + ["hold"] + ["audio"] * 8 + ["end"]
+    audio, _, _ = assemble(sink.conns)
+    assert all(audio[i * FRAME] == frame(i * FRAME) for i in range(13))
+
+
+def test_runs_are_dropped_and_resent_by_whole_frames(framing):
+    """Drop-oldest and the resend window cut runs at frame boundaries."""
+    port = free_port()
+    run3 = lambda k: b"".join(frame((3 * k + i) * FRAME) for i in range(3))   # noqa: E731
+
+    async def crash_after_six_frames(ws, index, msgs):
+        if index == 0 and sum(isinstance(m, bytes) for m in msgs) == 6:
+            ws.transport.abort()
+
+    async def main():
+        s = Sender(config(port, max_buffer_ms=100, resend_ms=100, linger_s=5))   # 5 frames queued, 5 resent
+        st = s.open_stream("b3", start_msg("b3"))
+        for k in range(6):                                 # 18 frames while the server is down
+            st.send_audio(run3(k))
+        assert st.queued_samples == 5 * FRAME and st.dropped_samples == 13 * FRAME
+        sink = await Sink(on_message=crash_after_six_frames).start(port)
+        await wait_for(lambda: st.sent_samples == 5 * FRAME)
+        for k in range(6, 8):                              # 6 more once the first five are out
+            st.send_audio(run3(k))
+            await asyncio.sleep(0.03)
+        await wait_for(lambda: st.reconnects == 1)
+        st.end(end_msg("b3"))
+        await s.drain(5)
+        await s.close()
+        await sink.stop()
+        return sink, st
+
+    sink, st = run(main())
+    first = sink.conns[0]
+    assert json.loads(first[1]) == {"type": "drop", "call_id": "call-1", "tag": "caller", "stream_id": "b3",
+                                    "offset": 13 * FRAME, "samples": 13 * FRAME}
+    assert all(len(m) == 2 * FRAME for m in first if isinstance(m, bytes))
+    resumed = json.loads(sink.conns[1][0])
+    got = 13 + sum(isinstance(m, bytes) for m in first)                 # frames 13 to 18 at least
+    assert got >= 19
+    assert resumed["resumed"] is True and resumed["offset"] % FRAME == 0  # resent from a frame boundary
+    assert (got - 5) * FRAME <= resumed["offset"] <= got * FRAME         # nothing lost, at most 100 ms again
+    audio, _, end = assemble(sink.conns)
+    assert sorted(audio) == [i * FRAME for i in range(13, 24)]
+    assert all(audio[i * FRAME] == frame(i * FRAME) for i in range(13, 24))
+    assert end["samples"] == 24 * FRAME and end["dropped_ms"] == 13 * 20 and end["reconnects"] == 1
+
+
+def test_no_data_frame_once_websockets_is_closing():
+    """A raw server closes the first connection (a close frame, then the TCP
+    connection held open for a while): once websockets has answered the close,
+    the sender writes nothing more on it; audio queued meanwhile goes out on the
+    next connection.  Frames are read off the socket as they come, whatever the
+    WebSocket state."""
+    from websockets.frames import Close, Frame, Opcode
+    from websockets.server import ServerProtocol
+    from websockets.streams import StreamReader
+
+    conns: list[list] = []
+
+    async def handle(reader, writer):
+        index = len(conns)
+        frames: list = []
+        conns.append(frames)
+        proto = ServerProtocol()                           # the opening handshake, sans-I/O
+        events: list = []
+        while not events:
+            data = await reader.read(65536)
+            if not data:
+                return
+            proto.receive_data(data)
+            events = proto.events_received()
+        proto.send_response(proto.accept(events[0]))
+        writer.write(b"".join(proto.data_to_send()))
+        stream = StreamReader()
+        closing = False
+
+        def frames_in():
+            while True:
+                parser = Frame.parse(stream.read_exact, mask=True)
+                try:
+                    next(parser)
+                    return                              # incomplete: wait for more
+                except StopIteration as done:
+                    frames.append(done.value)
+
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            stream.feed_data(data)
+            frames_in()
+            if index == 0 and not closing and frames:
+                closing = True                          # after start: close, but keep the TCP connection
+                writer.write(Frame(Opcode.CLOSE, Close(1001, "going away").serialize()).serialize(mask=False))
+                asyncio.get_running_loop().call_later(0.5, writer.close)
+            if index > 0 and frames and frames[-1].opcode is Opcode.CLOSE:
+                writer.write(Frame(Opcode.CLOSE, frames[-1].data).serialize(mask=False))
+                writer.close()
+                break
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        s = Sender(config(port))
+        st = s.open_stream("b4", start_msg("b4"))
+        await wait_for(lambda: conns and any(f.opcode is Opcode.CLOSE for f in conns[0]))   # websockets answered
+        for i in range(20):                                # queued while the first connection closes
+            st.send_audio(frame(i * FRAME))
+            await asyncio.sleep(0.01)
+        await wait_for(lambda: st.sent_samples == 20 * FRAME and st.reconnects == 1, 5)
+        st.end(end_msg("b4"))
+        await s.drain(5)
+        await s.close()
+        server.close()
+        await server.wait_closed()
+        return st
+
+    st = run(main())
+    first = [(f.opcode, f.data) for f in conns[0]]
+    assert [op for op, _ in first] == [Opcode.TEXT, Opcode.CLOSE]          # start, the answer to the close
+    assert json.loads(first[0][1])["resumed"] is False
+    messages = [bytes(f.data) if f.opcode is Opcode.BINARY else f.data.decode()
+                for f in conns[1] if f.opcode in (Opcode.TEXT, Opcode.BINARY)]
+    audio, _, end = assemble([messages])
+    assert sorted(audio) == [i * FRAME for i in range(20)] and end["dropped_ms"] == 0 and end["reconnects"] == 1

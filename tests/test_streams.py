@@ -19,23 +19,32 @@ A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")
 
 
-def run_pipeline(frames, sink):
+def run_pipeline(frames, sink, tick_every=1):
     pipe = Pipeline(1, sink)
-    for t, ip in frames:
+    for i, (t, ip) in enumerate(frames):
         pipe.feed(t, netgen.link(1, ip))
-        pipe.tick(t)   # the live cadence: a tick per packet
+        if i % tick_every == 0:
+            pipe.tick(t)   # by default the live cadence: a tick per packet
     pipe.finish()
 
 
 def streams_of(ops):
+    """Per stream: the Open, the audio messages (each Audio run cut into frames
+    as the sender sends it), the text messages in order, the End."""
     out = {}
+    frame_bytes = {}
     for op in ops:
-        d = out.setdefault(op.stream_id, {"open": None, "audio": [], "text": [], "end": None})
+        d = out.setdefault(op.stream_id, {"open": None, "audio": [], "text": [], "end": None, "runs": []})
         if isinstance(op, Open):
             d["open"] = op
+            frame_bytes[op.stream_id] = op.start["frame_ms"] * 16 * 2 * op.channels
         elif isinstance(op, Audio):
-            d["audio"].append(op.pcm)
-            d["text"].append(("audio", len(op.pcm)))
+            fb = frame_bytes[op.stream_id]
+            assert isinstance(op.pcm, bytes) and op.pcm
+            d["runs"].append(len(op.pcm))
+            for i in range(0, len(op.pcm), fb):
+                d["audio"].append(op.pcm[i:i + fb])
+                d["text"].append(("audio", len(op.pcm[i:i + fb])))
         elif isinstance(op, Event):
             d["text"].append(op.message)
         elif isinstance(op, End):
@@ -60,12 +69,12 @@ def call_frames(n=8000):
     return c, frames_of(c.setup(100), sa, sb, c.bye(101.5))
 
 
-@pytest.mark.parametrize("frame_ms", [20, 100, 1000])
-def test_leg_streams_equal_leg_wavs(tmp_path, frame_ms):
+@pytest.mark.parametrize("frame_ms,tick_every", [(20, 1), (100, 1), (1000, 1), (20, 13), (100, 29)])
+def test_leg_streams_equal_leg_wavs(tmp_path, frame_ms, tick_every):
     c, frames = call_frames()
     ss = StreamSink(frame_ms=frame_ms, sip_headers=("X-FS-UUID", "Call-ID"))
     wav = WavSink(str(tmp_path))
-    run_pipeline(frames, Tee(ss, wav))
+    run_pipeline(frames, Tee(ss, wav), tick_every)
     wav.close()
     streams = streams_of(ss.take_ops())
     assert len(streams) == 2
@@ -81,6 +90,10 @@ def test_leg_streams_equal_leg_wavs(tmp_path, frame_ms):
         frame_bytes = frame_ms * 32
         sizes = [len(p) for p in d["audio"]]
         assert all(s == frame_bytes for s in sizes[:-1]) and 0 < sizes[-1] <= frame_bytes
+        # every run but the last is whole frames; with several packets per tick, runs of several
+        assert all(r % frame_bytes == 0 for r in d["runs"][:-1])
+        if tick_every > 1 and frame_ms == 20:
+            assert max(d["runs"]) >= 4 * frame_bytes and len(d["runs"]) < len(d["audio"]) / 3
         got = np.frombuffer(b"".join(d["audio"]), "<i2")
         data, _, _ = read_wav(str(tmp_path / manifest[tag]["wav"]))
         assert np.array_equal(got, data)
@@ -117,7 +130,8 @@ def test_stereo_does_not_wait_for_a_silent_leg():
     ops = ss.take_ops()
     audio = [op for op in ops if isinstance(op, Audio)]
     # 2 s of caller audio: all but the last ~hold_s have been sent before the call ends
-    assert len(audio) * 0.02 >= 2.0 - ss.hold_s - 0.1
+    assert all(len(op.pcm) % (320 * 4) == 0 for op in audio)          # runs of whole stereo frames
+    assert sum(len(op.pcm) for op in audio) / (16000 * 4) >= 2.0 - ss.hold_s - 0.1
     got = np.frombuffer(b"".join(op.pcm for op in audio), "<i2").reshape(-1, 2)
     assert not got[:, 1].any() and got[:, 0].any()
 
