@@ -740,11 +740,10 @@ take_packet(FastPath *fp, double ts, const uint8_t *d, Py_ssize_t len)
     s->last_arrival = ts;
     if (ts > s->max_arrival)
         s->max_arrival = ts;
-    if (!s->ready && s->base + s->nsamples >= fp->deliver) {
-        if (push_ready(fp, sid) < 0)
-            return 0;
+    /* the packet is taken now: if the ready list cannot grow, the slot is delivered
+       when Python next takes it for another reason, never twice */
+    if (!s->ready && s->base + s->nsamples >= fp->deliver && push_ready(fp, sid) == 0)
         s->ready = 1;
-    }
     fp->packets++;
     if (ts > fp->now)
         fp->now = ts;
