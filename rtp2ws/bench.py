@@ -569,7 +569,7 @@ _MODULE_STAGE = {
     "packet": "decode", "tcpstream": "decode",
     "sip": "sip_sdp", "sdp": "sip_sdp", "calls": "sip_sdp",
     "rtp": "rtp_jitter", "jitterbuffer": "rtp_jitter", "leg": "rtp_jitter", "correlator": "rtp_jitter",
-    "pipeline": "rtp_jitter", "dtmf": "rtp_jitter", "plc": "rtp_jitter",
+    "pipeline": "rtp_jitter", "dtmf": "rtp_jitter", "plc": "rtp_jitter", "fastpath": "rtp_jitter",
     "g711": "codec", "resample": "codec",
     "wavout": "wav_output", "wave": "wav_output",
     "streams": "websocket", "streaming": "websocket", "sender": "websocket", "protocol": "websocket",
@@ -579,8 +579,8 @@ _PACKAGE_STAGE = {"websockets": "websocket", "asyncio": "websocket", "uvloop": "
                   "dpkt": None, "json": "websocket"}
 _DPKT_STAGE = {"sip": "sip_sdp", "http": "sip_sdp", "rtp": "rtp_jitter", "ethernet": "decode", "ip": "decode",
                "udp": "decode", "dpkt": "decode", "ip6": "decode", "compat": "decode"}
-_BUILTIN_STAGE = (("audioop", "codec"), ("pcap", "capture"), ("uvloop", "websocket"), ("_native", "codec"),
-                  ("_asyncio", "websocket"), ("websockets", "websocket"), ("select.epoll", "websocket"))
+_BUILTIN_STAGE = (("audioop", "codec"), ("pcap", "capture"), ("_fastpath", "capture"), ("uvloop", "websocket"),
+                  ("_native", "codec"), ("_asyncio", "websocket"), ("websockets", "websocket"), ("select.epoll", "websocket"))
 
 
 def _stage_of(key) -> str | None:
