@@ -123,21 +123,29 @@ class StreamSink(Sink):
         if pcm.dtype != PCM:
             pcm = pcm.astype(PCM)
         pending = s.pending
-        pending.append(pcm.tobytes())
-        size = s.pending_bytes = s.pending_bytes + 2 * len(pcm)
-        if size < s.frame_bytes:
-            return
-        data = b"".join(pending) if len(pending) > 1 else pending[0]
-        take = size - size % s.frame_bytes          # the whole frames, as one run
-        pending.clear()
-        if take < size:
-            self.ops.append(_audio(s.id, data[:take]))
-            pending.append(data[take:])
-            s.pending_bytes = size - take
-        else:
-            self.ops.append(_audio(s.id, data))
+        frame = s.frame
+        if pending:
+            # complete the frame begun in an earlier hand-off
+            k = frame - (s.pending_bytes >> 1)
+            if len(pcm) < k:
+                pending.append(pcm.tobytes())
+                s.pending_bytes += 2 * len(pcm)
+                return
+            pending.append(pcm[:k].tobytes())
+            self.ops.append(_audio(s.id, b"".join(pending)))
+            s.sent += frame
+            pending.clear()
             s.pending_bytes = 0
-        s.sent += take >> 1
+            pcm = pcm[k:]
+        # then the whole frames straight from the array, as one run, and keep the rest
+        n = len(pcm)
+        full = n - n % frame
+        if full:
+            self.ops.append(_audio(s.id, (pcm[:full] if full < n else pcm).tobytes()))
+            s.sent += full
+        if full < n:
+            pending.append(pcm[full:].tobytes())
+            s.pending_bytes = 2 * (n - full)
 
     def leg_event(self, call: Call, leg: MediaLeg, event) -> None:
         if isinstance(event, DtmfEvent):

@@ -301,7 +301,12 @@ def test_sigterm_ends_every_leg_with_shutdown(tmp_path, sink):
     s = sink()
     proc = subprocess.Popen([PY, "-m", "rtp2ws.cli", "replay", str(cap), "--ws-url", s.url_base + "/",
                              "--speed", "realtime"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+    deadline = time.monotonic() + 15      # until both legs have streamed over a second (bounded)
+    while time.monotonic() < deadline:
+        got = wavs(s.out_dir) if os.path.isdir(s.out_dir) else {}
+        if len(got) == 2 and all((len(v) - 44) // 2 > 1.2 * 16000 for v in got.values()):
+            break
+        time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
