@@ -222,13 +222,8 @@ class Pipeline:
             cls, _ = fastpath.for_reader(reader)
             fp = self._fast = cls(self.decoder.linktype, self.config.deliver_ms * 8, *fastpath.tables())
         run = fp.run
-        decoder = self.decoder
         while True:
-            dl = self._registry_deadline
-            deadline = decoder.frag_deadline
-            if dl is not None and dl < deadline:
-                deadline = dl
-            r = run(reader, deadline, budget)
+            r = run(reader, self._fast_deadline(), budget)
             if fp.now > self.now:
                 self.now = fp.now
             if type(r) is tuple:
@@ -249,14 +244,9 @@ class Pipeline:
         if fp is None:
             cls = fast_class or fastpath.default_class()
             fp = self._fast = cls(self.decoder.linktype, self.config.deliver_ms * 8, *fastpath.tables())
-        decoder = self.decoder
         i, n = 0, len(batch)
         while i < n:
-            dl = self._registry_deadline
-            deadline = decoder.frag_deadline
-            if dl is not None and dl < deadline:
-                deadline = dl
-            i = fp.feed(batch, i, deadline)
+            i = fp.feed(batch, i, self._fast_deadline())
             if fp.now > self.now:
                 self.now = fp.now
             if i < n:
@@ -266,6 +256,13 @@ class Pipeline:
         for sid in fp.ready():
             self._fast_take(sid, False)
         self.tick(self.now)
+
+    def _fast_deadline(self) -> float:
+        """The fast path stops at the first packet at or after this: the next call timer
+        or fragment expiry, which ``feed`` must see."""
+        dl = self._registry_deadline
+        frag = self.decoder.frag_deadline
+        return dl if dl is not None and dl < frag else frag
 
     def _arm(self, key, flow, rtp) -> None:
         """Let the fast path take this flow's next packets, if the leg allows it."""
