@@ -459,14 +459,6 @@ async def _serve_discard(host: str, port: int) -> None:
     server.close()
 
 
-def _new_loop():
-    try:
-        import uvloop
-        return uvloop.new_event_loop()
-    except ImportError:  # pragma: no cover
-        return asyncio.new_event_loop()
-
-
 class SinkProcess:
     """The WebSocket server the benchmark streams to, in a process of its own."""
 
@@ -886,51 +878,39 @@ def run_one(spec: dict) -> dict:
 
 
 def _run_ws(capture, url, frame_ms, stereo, speed, probe, profiles, latency):
-    """``rtp2ws replay --ws-url`` (streaming.replay_to_websocket), with the
-    benchmark's probes: memory sample, profilers in both threads, latency stamps."""
+    """``rtp2ws replay --ws-url`` (streaming.stream_replay, as replay_to_websocket runs it),
+    with the benchmark's probes: memory sample, profilers in both threads, latency stamps."""
+    from contextlib import contextmanager
+
     from .pipeline import Config, deliver_ms
-    from .replay import Pacer, replay
-    from .sender import Sender, SenderConfig
-    from .streaming import LoopBridge, run_with_sender
+    from .sender import SenderConfig
+    from .streaming import stream_replay
     from .streams import StreamSink
 
     cfg = SenderConfig(url=url)
     config = Config(deliver_ms=deliver_ms(stream=True, paced=bool(speed), max_buffer_ms=cfg.max_buffer_ms))
     recorder = None
-    stream_cls, bridge_cls, sender_cls, pacer_cls = StreamSink, LoopBridge, Sender, Pacer
+    classes = {}
+    stream_cls = StreamSink
     if latency:
         recorder = LatencyRecorder(speed or 1.0)
         stream_cls, bridge_cls, sender_cls, pacer_cls = _latency_classes()
         for cls in (bridge_cls, sender_cls, pacer_cls):
             cls.recorder = recorder
+        classes = {"bridge_cls": bridge_cls, "sender_cls": sender_cls, "pacer_cls": pacer_cls}
     streams = stream_cls(frame_ms=frame_ms, stereo=stereo, hold_s=config.jitter_depth + 1.0)
 
-    async def main():
-        sender = sender_cls(cfg)
+    @contextmanager
+    def profiled():
+        prof = profiles.start()
+        try:
+            yield
+        finally:
+            if prof is not None:
+                prof.disable()
 
-        def work(bridge, stop):
-            prof = profiles.start()
-            try:
-                pacer = pacer_cls(speed, stop) if speed else None
-                return replay(capture, _probe_sink(bridge, probe), config, pacer=pacer, stop=stop,
-                              tick_every=64 if pacer is None else None)
-            finally:
-                if prof is not None:
-                    prof.disable()
-
-        def bridge(loop):
-            return bridge_cls(streams, sender, loop, flow_control=speed is None)
-
-        result = await run_with_sender(work, sender, bridge)
-        stats = sender.stats
-        stats["late_samples"] = streams.late_samples
-        return result, stats
-
-    loop = _new_loop()
-    try:
-        result, stats = loop.run_until_complete(main())
-    finally:
-        loop.close()
+    result, stats = stream_replay(capture, config, cfg, streams, speed=speed,
+                                  wrap_sink=lambda sink: _probe_sink(sink, probe), worker=profiled, **classes)
     return result, stats, (recorder.samples if recorder is not None else None)
 
 
@@ -1327,7 +1307,9 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--listen", default="127.0.0.1:0")
         a = sp.parse_args(argv[1:])
         host, _, port = a.listen.rpartition(":")
-        loop = _new_loop()
+        from .streaming import new_event_loop
+
+        loop = new_event_loop()
         try:
             loop.run_until_complete(_serve_discard(host or "127.0.0.1", int(port)))
         finally:

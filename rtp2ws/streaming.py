@@ -179,26 +179,44 @@ def sender_config(args) -> SenderConfig:
 
 def replay_to_websocket(args, config, wav_sink, progress):
     """``rtp2ws replay --ws-url``: returns (ReplayResult, sender statistics)."""
-    from .pipeline import Tee
-    from .replay import Pacer, replay
     from .sender import raise_fd_limit
 
-    cfg = sender_config(args)
     raise_fd_limit(65536)
     streams = StreamSink(frame_ms=args.frame_ms, stereo=args.stereo, sip_headers=tuple(args.sip_header),
                          hold_s=config.jitter_depth + 1.0)
+    return stream_replay(args.capture, config, sender_config(args), streams, speed=args.speed,
+                         also=wav_sink, progress=progress)
+
+
+def stream_replay(capture, config, sender_cfg: SenderConfig, streams: StreamSink, *, speed: float | None,
+                  also=None, progress=None, wrap_sink=None, worker=None,
+                  sender_cls=Sender, bridge_cls=None, pacer_cls=None):
+    """Replay ``capture`` through ``streams`` to a sender on a new event loop; returns
+    (ReplayResult, sender statistics).  ``also`` gets everything too (WAV files);
+    ``wrap_sink``, ``worker`` (a context manager factory, entered in the decoding thread)
+    and the classes let the benchmark put its probes in the same code path."""
+    from contextlib import nullcontext
+
+    from .pipeline import Tee
+    from .replay import Pacer, replay
+
+    bridge_cls = bridge_cls or LoopBridge
+    pacer_cls = pacer_cls or Pacer
 
     async def main():
-        sender = Sender(cfg)
+        sender = sender_cls(sender_cfg)
 
         def work(bridge, stop):
-            sink = Tee(bridge, wav_sink) if wav_sink is not None else bridge
-            pacer = Pacer(args.speed, stop) if args.speed else None
-            return replay(args.capture, sink, config, progress, pacer=pacer, stop=stop,
-                          tick_every=64 if pacer is None else None)
+            sink = Tee(bridge, also) if also is not None else bridge
+            if wrap_sink is not None:
+                sink = wrap_sink(sink)
+            with (worker or nullcontext)():
+                pacer = pacer_cls(speed, stop) if speed else None
+                return replay(capture, sink, config, progress, pacer=pacer, stop=stop,
+                              tick_every=64 if pacer is None else None)
 
         def bridge(loop):
-            return LoopBridge(streams, sender, loop, flow_control=args.speed is None)
+            return bridge_cls(streams, sender, loop, flow_control=speed is None)
 
         result = await run_with_sender(work, sender, bridge)
         stats = sender.stats
