@@ -161,6 +161,20 @@ def _safe(call_id: str) -> str:
     return SAFE.sub("_", call_id)[:120]
 
 
+def _results(path: str, pipe: Pipeline, probe=None):
+    """What the pipeline makes of each packet, then the end of every call still open."""
+    for ts, buf in pcap.pcap(path, timeout_ms=0):
+        if probe is not None and pipe.packets & 1023 == 0:
+            probe(ts)
+        r = pipe.frame(buf)
+        if r is not None:
+            yield r
+    for call_id in list(pipe.calls):
+        r = pipe.end(call_id)
+        if r:
+            yield r
+
+
 def run_wav(path: str, out_dir: str, probe=None) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     pipe = Pipeline()
@@ -171,12 +185,7 @@ def run_wav(path: str, out_dir: str, probe=None) -> dict:
                 leg.wav.close()
                 leg.wav = None
 
-    for ts, buf in pcap.pcap(path, timeout_ms=0):
-        if probe is not None and pipe.packets & 1023 == 0:
-            probe(ts)
-        r = pipe.frame(buf)
-        if r is None:
-            continue
+    for r in _results(path, pipe, probe):
         if r[0] == "audio":
             leg, pcm = r[1], r[2]
             if leg.wav is None:
@@ -188,10 +197,6 @@ def run_wav(path: str, out_dir: str, probe=None) -> dict:
                 leg.wav.setframerate(RATE)
             leg.wav.writeframesraw(pcm)
         else:
-            close(r[1])
-    for call_id in list(pipe.calls):
-        r = pipe.end(call_id)
-        if r:
             close(r[1])
     return {"packets": pipe.packets, "calls": pipe.ncalls, "legs": pipe.nlegs}
 
@@ -215,12 +220,7 @@ async def run_ws_async(path: str, url: str, probe=None) -> dict:
             await leg.ws.close()
             leg.ws = None
 
-    for ts, buf in pcap.pcap(path, timeout_ms=0):
-        if probe is not None and pipe.packets & 1023 == 0:
-            probe(ts)
-        r = pipe.frame(buf)
-        if r is None:
-            continue
+    for r in _results(path, pipe, probe):
         if r[0] == "audio":
             leg, pcm = r[1], r[2]
             if leg.ws is None:
@@ -234,10 +234,6 @@ async def run_ws_async(path: str, url: str, probe=None) -> dict:
                 del leg.buf[:FRAME_BYTES]
                 sent += 1
         else:
-            await close(r[1])
-    for call_id in list(pipe.calls):
-        r = pipe.end(call_id)
-        if r:
             await close(r[1])
     return {"packets": pipe.packets, "calls": pipe.ncalls, "legs": pipe.nlegs, "sent_frames": sent}
 
