@@ -20,6 +20,7 @@ import netgen
 import numpy as np
 import pytest
 from callgen import sdp, sip, tone
+from conftest import can_capture
 
 from rtp2ws import g711
 from rtp2ws.livecapture import (
@@ -37,15 +38,7 @@ PY = sys.executable
 A_IP, B_IP = "127.0.0.1", "127.0.0.2"
 
 
-def _can_capture() -> bool:
-    try:
-        LiveCapture("lo", bpf="udp port 9").stop()
-        return True
-    except CaptureOpenError:
-        return False
-
-
-needs_capture = pytest.mark.skipif(not _can_capture(), reason="needs root or CAP_NET_RAW to capture on lo")
+needs_capture = pytest.mark.skipif(not can_capture(), reason="needs root or CAP_NET_RAW to capture on lo")
 
 
 def _filter(sip_port: int, rtp_lo: int) -> str:
@@ -299,7 +292,7 @@ def test_build_bpf_on_lo_captures_only_matching_traffic():
 def test_capture_errors():
     with pytest.raises(CaptureOpenError, match=r"^nosuch0: no such network interface"):
         LiveCapture("nosuch0", bpf="udp")
-    if _can_capture():
+    if can_capture():
         with pytest.raises(CaptureOpenError, match=r"invalid capture filter 'udp and': .*syntax error"):
             LiveCapture("lo", bpf="udp and")
 

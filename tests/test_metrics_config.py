@@ -12,21 +12,14 @@ import urllib.request
 
 import pytest
 from callgen import sdp, sip
+from conftest import can_capture
 
 from rtp2ws import cli
 from rtp2ws.config import ConfigError, apply_config
 from rtp2ws.live import LiveRunner
-from rtp2ws.livecapture import CaptureOpenError, LiveCapture
+from rtp2ws.livecapture import LiveCapture
 from rtp2ws.metrics import METRICS, MetricsServer, health, parse_hostport
 from rtp2ws.pipeline import Sink
-
-
-def _can_capture() -> bool:
-    try:
-        LiveCapture("lo", bpf="udp port 9").stop()
-        return True
-    except CaptureOpenError:
-        return False
 
 
 def get(url: str) -> tuple[int, str]:
@@ -66,7 +59,7 @@ def test_parse_hostport():
             parse_hostport(bad)
 
 
-@pytest.mark.skipif(not _can_capture(), reason="needs root or CAP_NET_RAW to capture on lo")
+@pytest.mark.skipif(not can_capture(), reason="needs root or CAP_NET_RAW to capture on lo")
 def test_metrics_move_and_health_follows_the_capture():
     port = 26900
     cap = LiveCapture("lo", bpf=f"udp and dst port {port}")
