@@ -217,10 +217,7 @@ class Pipeline:
         end of the file.  In-order RTP on armed flows is taken by the fast path
         (``rtp2ws.fastpath``); every other packet goes through ``feed``.  The result is
         the same as feeding every packet, ``budget`` at a time, with ``feed_batch``."""
-        fp = self._fast
-        if fp is None:
-            cls, _ = fastpath.for_reader(reader)
-            fp = self._fast = cls(self.decoder.linktype, self.config.deliver_ms * 8, *fastpath.tables())
+        fp = self._fast or self._start_fast(fastpath.for_reader(reader)[0])
         run = fp.run
         while True:
             r = run(reader, self._fast_deadline(), budget)
@@ -240,10 +237,7 @@ class Pipeline:
     def feed_frames(self, batch: list, fast_class=None) -> None:
         """``feed_batch`` for live capture: the same result, with in-order RTP on armed
         flows taken by the fast path (``FastPath.feed``) rather than one by one here."""
-        fp = self._fast
-        if fp is None:
-            cls = fast_class or fastpath.default_class()
-            fp = self._fast = cls(self.decoder.linktype, self.config.deliver_ms * 8, *fastpath.tables())
+        fp = self._fast or self._start_fast(fast_class or fastpath.default_class())
         i, n = 0, len(batch)
         while i < n:
             i = fp.feed(batch, i, self._fast_deadline())
@@ -256,6 +250,10 @@ class Pipeline:
         for sid in fp.ready():
             self._fast_take(sid, False)
         self.tick(self.now)
+
+    def _start_fast(self, cls):
+        self._fast = cls(self.decoder.linktype, self.config.deliver_ms * 8, *fastpath.tables())
+        return self._fast
 
     def _fast_deadline(self) -> float:
         """The fast path stops at the first packet at or after this: the next call timer
