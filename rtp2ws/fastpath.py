@@ -42,14 +42,13 @@ import struct
 import numpy as np
 
 from .g711 import ALAW_TO_LINEAR, ULAW_TO_LINEAR
+from .packet import AF_INET6_VALUES, AF_INET_VALUES, VLAN_TPIDS, VXLAN_PORT, PacketDecoder
 from .speedups import load_native
 
 EOF = 0
 TICK = 1
 MAX_PAYLOAD = 1024          # longest payload taken here (128 ms of G.711)
 RESYNC_SAMPLES = 4000.0     # rtp2ws.leg.RESYNC_SECONDS * CLOCK
-VXLAN_PORT = 4789
-_VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
 _H = struct.Struct("!H")
 _I_BE = struct.Struct("!I")
 _I_LE = struct.Struct("<I")
@@ -61,15 +60,10 @@ class ReadError(Exception):
 
 
 def _af_version(family: int) -> int:
-    if family == 2:
-        return 4
-    if family in (10, 24, 28, 30):
-        return 6
-    return 0
+    return 4 if family in AF_INET_VALUES else 6 if family in AF_INET6_VALUES else 0
 
 
-def _ethertype_version(t: int) -> int:
-    return 4 if t == 0x0800 else 6 if t == 0x86DD else 0
+_ethertype_version = PacketDecoder._ethertype_version
 
 
 def _link(linktype: int, d: bytes) -> tuple[int, int]:
@@ -80,7 +74,7 @@ def _link(linktype: int, d: bytes) -> tuple[int, int]:
             return 0, 0
         (t,) = _H.unpack_from(d, 12)
         off = 14
-        while t in _VLAN_TPIDS:
+        while t in VLAN_TPIDS:
             if n < off + 4:
                 return 0, 0
             (t,) = _H.unpack_from(d, off + 2)
@@ -370,7 +364,8 @@ def reader_class(backend: str | None = None):
 
 def default_class():
     """The FastPath of the first of ``BACKENDS`` (for ``feed``: live capture)."""
-    return load_native("_fastpath").FastPath if BACKENDS[0] == "native" and load_native("_fastpath") else FastPath
+    native = load_native("_fastpath") if BACKENDS[0] == "native" else None
+    return native.FastPath if native is not None else FastPath
 
 
 def for_reader(reader) -> tuple:
