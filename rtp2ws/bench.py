@@ -678,8 +678,11 @@ class _Profiles:
 class LatencyRecorder:
     """Capture-to-socket latency of audio frames at ``--speed realtime``.
 
-    A frame's capture time is that of the newest packet that contributed to it
-    (the leg's last placed packet when the frame was cut).  It becomes a wall
+    A frame's capture time is that of the packet that brought its last sample:
+    the leg's newest packet when the audio was handed on, less one packet time
+    for every whole packet of audio handed on after the frame's end, so that a
+    frame gathered with others (``Config.flush_ms``) counts the time it waited
+    for them.  It becomes a wall
     time through the pacer's origin (the first packet's capture time and the
     monotonic time it was fed); the frame is done right after the
     ``transport.write`` that carried it.  Samples are kept in seconds."""
@@ -688,13 +691,15 @@ class LatencyRecorder:
         self.speed = speed
         self.origin: tuple[float, float] | None = None     # (capture ts, monotonic)
         self.samples: list[float] = []
-        self.by_pcm: dict[int, float] = {}                 # loop thread: id(pcm) -> capture ts
+        self.stamps: list[float] = []                      # the capture time of each sample
+        self.by_pcm: dict[int, tuple] = {}                 # loop thread: id(pcm) -> (capture ts, lag)
 
     def sent(self, capture_ts: float) -> None:
         now = time.monotonic()
         if self.origin is not None:
             ts0, w0 = self.origin
             self.samples.append(now - (w0 + (capture_ts - ts0) / self.speed))
+            self.stamps.append(capture_ts)
 
 
 def _latency_classes():
@@ -703,10 +708,14 @@ def _latency_classes():
     from .replay import Pacer
     from .sender import Sender
     from .streaming import LoopBridge
-    from .streams import Audio, StreamSink
+    from .streams import RATE, Audio, StreamSink
 
     class StampedAudio(Audio):
-        """An Audio op that also carries ``ts``, the capture time of its newest packet."""
+        """An Audio op that also carries ``ts``, the capture time of its newest packet,
+        ``lag``, the samples per channel handed on after the op's end with it, and
+        ``packet``, the samples (16 kHz) of the leg's newest packet."""
+        lag = 0
+        packet = 320
 
     class StampingStreamSink(StreamSink):
         def __init__(self, **kw) -> None:
@@ -719,12 +728,18 @@ def _latency_classes():
             super().leg_audio(call, leg, pcm)
             if len(ops) > before:
                 ts = leg.last_arrival or self._tick_now
-                for i in range(before, len(ops)):
+                s = self._legs.get((call.key, leg.tag))
+                lag = s.pending_bytes // 2 if s is not None else 0      # kept for the next frame
+                packet = 2 * leg.last_packet_samples or self.frame
+                for i in range(len(ops) - 1, before - 1, -1):
                     op = ops[i]
                     if type(op) is Audio:
                         stamped = StampedAudio(*op)
                         stamped.ts = ts
+                        stamped.lag = lag
+                        stamped.packet = packet
                         ops[i] = stamped
+                        lag += len(op.pcm) // 2
 
         def tick(self, now):
             self._tick_now = now
@@ -746,7 +761,7 @@ def _latency_classes():
             by_pcm = self.recorder.by_pcm
             for op in ops:
                 if isinstance(op, StampedAudio):
-                    by_pcm[id(op.pcm)] = op.ts
+                    by_pcm[id(op.pcm)] = (op.ts, op.lag, op.packet)
             try:
                 super()._apply(ops)
             finally:
@@ -762,11 +777,14 @@ def _latency_classes():
             send_audio, step = st.send_audio, st.frame_samples
 
             def stamped_send_audio(pcm):       # a run: one stamp per frame of it
-                ts = rec.by_pcm.get(id(pcm))
+                stamp = rec.by_pcm.get(id(pcm))
                 off = st.offset
                 send_audio(pcm)
-                if ts is not None:
-                    pending.extend((o, ts) for o in range(off, st.offset, step))
+                if stamp is not None:
+                    ts, lag, packet = stamp
+                    end = st.offset
+                    pending.extend((o, ts - (lag + end - min(o + step, end)) // packet * packet / RATE)
+                                   for o in range(off, end, step))
 
             def written(first, end):           # after the transport.write that carried [first, end)
                 while pending and pending[0][0] < end:
@@ -839,11 +857,11 @@ def run_one(spec: dict) -> dict:
         elif config in WS_CONFIGS:
             frame_ms, stereo = WS_CONFIGS[config]
             result, sent, latency = _run_ws(capture, spec["url"], frame_ms, stereo, speed, probe, profiles,
-                                            bool(spec.get("latency")))
+                                            bool(spec.get("latency")), spec.get("flush_ms"))
             counts = {"packets": result.packets, "calls": result.calls, "legs": result.legs}
             extra["sent"] = sent
             if latency is not None:
-                extra["latency_samples"] = latency
+                extra["latency_samples"], extra["latency_stamps"] = latency
         elif reference is not None:
             stats = reference.run(capture, url=spec.get("url") if config == "reference" else None,
                                   out_dir=out_dir if config == "reference_wav" else None, probe=probe)
@@ -877,18 +895,19 @@ def run_one(spec: dict) -> dict:
     return out
 
 
-def _run_ws(capture, url, frame_ms, stereo, speed, probe, profiles, latency):
+def _run_ws(capture, url, frame_ms, stereo, speed, probe, profiles, latency, flush_ms=None):
     """``rtp2ws replay --ws-url`` (streaming.stream_replay, as replay_to_websocket runs it),
     with the benchmark's probes: memory sample, profilers in both threads, latency stamps."""
     from contextlib import contextmanager
 
-    from .pipeline import Config, deliver_ms
+    from .pipeline import FLUSH_MS, Config, deliver_ms
     from .sender import SenderConfig
     from .streaming import stream_replay
     from .streams import StreamSink
 
     cfg = SenderConfig(url=url)
-    config = Config(deliver_ms=deliver_ms(stream=True, paced=bool(speed), max_buffer_ms=cfg.max_buffer_ms))
+    config = Config(deliver_ms=deliver_ms(stream=True, paced=bool(speed), max_buffer_ms=cfg.max_buffer_ms),
+                    flush_ms=(FLUSH_MS if flush_ms is None else flush_ms) if speed else 0)
     recorder = None
     classes = {}
     stream_cls = StreamSink
@@ -911,7 +930,7 @@ def _run_ws(capture, url, frame_ms, stereo, speed, probe, profiles, latency):
 
     result, stats = stream_replay(capture, config, cfg, streams, speed=speed,
                                   wrap_sink=lambda sink: _probe_sink(sink, probe), worker=profiled, **classes)
-    return result, stats, (recorder.samples if recorder is not None else None)
+    return result, stats, ((recorder.samples, recorder.stamps) if recorder is not None else None)
 
 
 def _child_main(spec_path: str) -> int:
@@ -927,12 +946,13 @@ def _child_main(spec_path: str) -> int:
 
 
 def measure(config: str, capture: str, info: dict, *, url: str | None = None, speed: float | None = None,
-            profile: bool = False, latency: bool = False, timeout: float = 3600.0) -> dict:
+            profile: bool = False, latency: bool = False, flush_ms: int | None = None,
+            timeout: float = 3600.0) -> dict:
     """Run ``run_one`` in a child process (so that each configuration starts from
     a fresh interpreter and its CPU and peak RSS are its own) and derive the metrics."""
     with tempfile.TemporaryDirectory(prefix="rtp2ws-bench-") as tmp:
         spec = {"config": config, "capture": capture, "url": url, "speed": speed, "profile": profile,
-                "latency": latency, "mem_at": info.get("mem_sample_ts"),
+                "latency": latency, "flush_ms": flush_ms, "mem_at": info.get("mem_sample_ts"),
                 "out_dir": os.path.join(tmp, "out"), "result": os.path.join(tmp, "result.json")}
         spec_path = os.path.join(tmp, "spec.json")
         Path(spec_path).write_text(json.dumps(spec))
@@ -959,8 +979,12 @@ def measure(config: str, capture: str, info: dict, *, url: str | None = None, sp
         out["active_calls"] = info["active_at_sample"]
         out["mem_per_call_kb"] = (out["steady_rss_bytes"] - out["baseline_rss_bytes"]) / info["active_at_sample"] / 1024
     samples = out.pop("latency_samples", None)
+    stamps = out.pop("latency_stamps", None)
     if samples is not None:
         out["latency"] = latency_summary(samples)
+        # with every call set up (handshakes done): the figure for a steady call load
+        steady = [d for d, t in zip(samples, stamps) if info["steady_from_ts"] + 1.0 <= t < info["steady_until_ts"]]
+        out["latency"]["steady"] = latency_summary(steady)
     return out
 
 
@@ -995,6 +1019,7 @@ class BenchOptions:
     latency: bool = False
     latency_calls: int | None = None      # None: half of what ws20 measured per core (50% load)
     latency_seconds: float = 20.0
+    flush_ms: int | None = None           # None: the default (pipeline.FLUSH_MS)
     profile: bool = True
     profile_calls: int = 100
     profile_seconds: float = 5.0
@@ -1117,9 +1142,14 @@ def run_bench(opts: BenchOptions) -> dict:
         ls = opts.latency_seconds if not opts.quick else min(opts.latency_seconds, 5.0)
         capture, info = cached_capture(cache, ln, ls, **gen)
         _log(f"latency: ws20 at --speed realtime, N={ln}, {ls:g} s calls")
-        res = _measure_with_sink(opts, "ws20", capture, info, speed=1.0, latency=True)
+        res = _measure_with_sink(opts, "ws20", capture, info, speed=1.0, latency=True, flush_ms=opts.flush_ms)
+        from .pipeline import FLUSH_MS
+
         doc["latency"] = dict(res.get("latency") or {}, config="ws20", calls=ln, seconds=info["seconds"],
+                              flush_ms=FLUSH_MS if opts.flush_ms is None else opts.flush_ms,
                               cpu_s=res["cpu_s"], core_load=res["cpu_s"] / res["wall_s"],
+                              # what a live host carries: calls at realtime per core of CPU they took
+                              realtime_calls_per_core=ln * info["seconds"] / res["cpu_s"],
                               mem_per_call_kb=res.get("mem_per_call_kb"),
                               peak_rss_mb=res["peak_rss_bytes"] / 2**20)
     doc["elapsed_s"] = time.monotonic() - started
@@ -1171,10 +1201,15 @@ def format_table(doc: dict) -> str:
     if lat:
         lines.append("")
         if lat.get("frames"):
-            lines.append(f"latency capture -> socket (ws20, --speed realtime, {lat['calls']} calls x "
-                         f"{lat['seconds']:g} s, {lat['core_load'] * 100:.0f}% of a core): p50 {lat['p50_ms']} ms, "
-                         f"p90 {lat['p90_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms "
-                         f"({lat['frames']} frames)")
+            lines.append(f"latency capture -> socket (ws20, --speed realtime, --flush-ms {lat.get('flush_ms')}, "
+                         f"{lat['calls']} calls x {lat['seconds']:g} s, {lat['core_load'] * 100:.0f}% of a core, "
+                         f"{lat.get('realtime_calls_per_core', 0):.0f} realtime calls per core):")
+            lines.append(f"  all frames:        p50 {lat['p50_ms']} ms, p90 {lat['p90_ms']} ms, p99 {lat['p99_ms']} ms, "
+                         f"max {lat['max_ms']} ms ({lat['frames']} frames)")
+            st = lat.get("steady") or {}
+            if st.get("frames"):
+                lines.append(f"  every call set up: p50 {st['p50_ms']} ms, p90 {st['p90_ms']} ms, "
+                             f"p99 {st['p99_ms']} ms, max {st['max_ms']} ms ({st['frames']} frames)")
             if lat.get("mem_per_call_kb") is not None:
                 lines.append(f"memory per active call at realtime: {lat['mem_per_call_kb']:.0f} KB")
         else:
@@ -1264,6 +1299,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="calls in the latency run (default: half the calls per core ws20 measured, i.e. 50%% "
                         "load; 50 without a ws20 run)")
     p.add_argument("--latency-seconds", type=float, default=20.0, help="length of the latency run (default 20)")
+    p.add_argument("--flush-ms", type=int, help="--flush-ms of the latency run (default: rtp2ws's own)")
     p.add_argument("--no-profile", dest="profile", action="store_false", help="skip the per-stage profile runs")
     p.add_argument("--profile-calls", type=int, default=100,
                    help="calls in the profile runs (default 100, 5 s each; never more than the sweep's largest N)")
@@ -1282,7 +1318,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def options_from_args(args) -> BenchOptions:
     return BenchOptions(calls=args.calls, seconds=args.seconds, configs=args.configs, sweep=args.sweep,
                         latency=args.latency, latency_calls=args.latency_calls,
-                        latency_seconds=args.latency_seconds, profile=args.profile,
+                        latency_seconds=args.latency_seconds, flush_ms=args.flush_ms, profile=args.profile,
                         profile_calls=args.profile_calls, out=args.out, cache=args.cache, quick=args.quick,
                         loss=args.loss, reorder=args.reorder, law=args.law, seed=args.seed, sink=args.sink)
 

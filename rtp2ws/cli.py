@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from . import __version__
-from .pipeline import Config
+from .pipeline import FLUSH_MS, Config
 from .replay import Progress, ReplayError, replay
 from .wavout import WavSink
 
@@ -67,10 +67,24 @@ def _frame_ms(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _flush_ms(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("use a whole number of milliseconds") from None
+    if not 0 <= v <= 1000:
+        raise argparse.ArgumentTypeError("use 0..1000")
+    return v
+
+
 def _add_stream_options(p) -> None:
     g = p.add_argument_group("streaming to an analysis server")
     g.add_argument("--ws-url", help="ws:// or wss:// URL: stream every call leg there, one connection per leg")
     g.add_argument("--frame-ms", type=_frame_ms, default=20, help="audio per binary message: 20..1000, step 20")
+    g.add_argument("--flush-ms", type=_flush_ms, default=FLUSH_MS,
+                   help=f"when paced (live, --speed realtime): hand audio to the connections at most every "
+                        f"this many ms (default {FLUSH_MS}), so each gets one write of whole frames per "
+                        f"flush instead of one per packet; a frame waits up to this long. 0: at once")
     g.add_argument("--max-buffer-ms", type=int, default=10000,
                    help="audio queued per connection before the oldest is dropped (default 10000)")
     g.add_argument("--resend-ms", type=int, default=1000,
@@ -198,12 +212,20 @@ def deliver_ms(args) -> int:
     return for_use(stream=bool(args.ws_url), paced=args.speed is not None, max_buffer_ms=args.max_buffer_ms)
 
 
+def pipeline_config(args, *, live: bool = False) -> Config:
+    """The pipeline's Config for ``replay`` or ``live`` arguments: paced input (live,
+    ``--speed`` other than max) hands audio out every ``--flush-ms``; full-speed replay
+    in ``deliver_ms`` batches."""
+    paced = live or args.speed is not None
+    return Config(jitter_depth=args.jitter_ms / 1000.0, rtp_timeout=args.rtp_timeout,
+                  deliver_ms=0 if live else deliver_ms(args), flush_ms=args.flush_ms if paced else 0)
+
+
 def cmd_replay(args) -> int:
     if not args.out_dir and not args.ws_url:
         print("rtp2ws: error: replay needs --out-dir, --ws-url or both", file=sys.stderr)
         return 2
-    config = Config(jitter_depth=args.jitter_ms / 1000.0, rtp_timeout=args.rtp_timeout,
-                    deliver_ms=deliver_ms(args))
+    config = pipeline_config(args)
     wav = WavSink(args.out_dir, stereo=args.stereo) if args.out_dir else None
     progress = Progress(enabled=False) if args.no_progress else Progress()
     try:

@@ -163,6 +163,11 @@ class MediaLeg:
         """Capture time of the newest audio packet placed on the timeline."""
         return self._last_arrival
 
+    @property
+    def last_packet_samples(self) -> int:
+        """8 kHz samples of the newest audio packet placed on the timeline."""
+        return self._last_n
+
     # -- the fast path (rtp2ws.fastpath) ---------------------------------------------
 
     def fast_state(self, payload_type: int) -> tuple | None:

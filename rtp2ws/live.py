@@ -316,7 +316,9 @@ def run_live(args) -> int:
             PacketDecoder(cap.linktype)
         except UnsupportedLinkType as e:
             return fail(f"{args.interface}: {e}")
-        config = Config(jitter_depth=args.jitter_ms / 1000.0, rtp_timeout=args.rtp_timeout)
+        from .cli import pipeline_config
+
+        config = pipeline_config(args, live=True)
         sender = None
         if args.ws_url:
             from .sender import Sender

@@ -120,13 +120,17 @@ class Tee(Sink):
 
 class Config:
     def __init__(self, *, jitter_depth: float = 0.060, rtp_timeout: float = 300.0, media_only: bool = True,
-                 deliver_ms: int = 0) -> None:
+                 deliver_ms: int = 0, flush_ms: int = 0) -> None:
         self.jitter_depth = jitter_depth
         self.rtp_timeout = rtp_timeout
         self.media_only = media_only    # RTP without signalling becomes a media-only call
         # Hand a leg's audio to the sink once this much is pending (0: every tick).  Files
         # need no hurry, and resampling a second at a time costs far less than a packet at a time.
         self.deliver_ms = deliver_ms
+        # Hand audio out at most every this many ms of capture time (0: at every tick).
+        # Live streams gather a few packets per leg, so that each connection gets one
+        # write per flush_ms instead of one per packet; a frame waits at most this long.
+        self.flush_ms = flush_ms
 
 
 def deliver_ms(*, stream: bool, paced: bool, max_buffer_ms: int = 10000) -> int:
@@ -135,10 +139,13 @@ def deliver_ms(*, stream: bool, paced: bool, max_buffer_ms: int = 10000) -> int:
     a tenth of the cost per packet), capped by half the sender's buffer so that one
     hand-off never overflows a stream's queue."""
     if stream and paced:
-        return 0
+        return 0          # ... and Config.flush_ms (FLUSH_MS) sets the pace
     if stream:
         return max(20, min(1000, max_buffer_ms // 2) // 20 * 20)
     return 1000
+
+
+FLUSH_MS = 20     # default Config.flush_ms for paced and live streams (``--flush-ms``)
 
 
 class Pipeline:
@@ -154,6 +161,7 @@ class Pipeline:
         self._dirty: set[tuple[str, str]] = set()
         self._waiting: set[tuple[str, str]] = set()   # legs holding packets in their jitter buffer
         self._registry_deadline: float | None = None
+        self._next_flush = float("-inf")             # capture time of the next hand-out (Config.flush_ms)
         self._probation: dict[tuple, tuple] = {}     # 5-tuple -> (RtpPacket, ts) of unclaimed RTP
         self._media_only: dict[str, set] = {}        # media-only call key -> its (ip, port) endpoints
         self._ended_media: dict[tuple, float] = {}   # (ip, port) of calls that just ended -> end time
@@ -227,8 +235,6 @@ class Pipeline:
                 self.feed(r[0], r[1])
                 continue
             if r == fastpath.TICK:
-                for sid in fp.ready():
-                    self._fast_take(sid, False)
                 self.tick(self.now)
                 return True
             self._fast_take_all()
@@ -247,8 +253,6 @@ class Pipeline:
                 ts, frame = batch[i]
                 self.feed(ts, frame)
                 i += 1
-        for sid in fp.ready():
-            self._fast_take(sid, False)
         self.tick(self.now)
 
     def _start_fast(self, cls):
@@ -328,7 +332,13 @@ class Pipeline:
                     self._waiting.discard(key)
         if self._registry_deadline is None or self._registry_deadline <= now:
             self._expire(now)
-        self._deliver()
+        if now >= self._next_flush:
+            if self.config.flush_ms:
+                self._next_flush = now + self.config.flush_ms / 1000.0
+            if self._fast is not None:
+                for sid in self._fast.ready():       # legs the fast path filled enough to deliver
+                    self._fast_take(sid, False)
+            self._deliver()
         self.sink.tick(now)
 
     def _expire(self, now: float) -> None:
@@ -344,6 +354,7 @@ class Pipeline:
         ``shutdown`` when the process is asked to stop)."""
         self._fast_take_all()
         now = self.now if now is None else now
+        self._next_flush = float("-inf")
         self.tick(now)
         self._handle(self.registry.finish(now, reason))
         self._deliver()

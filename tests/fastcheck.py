@@ -99,16 +99,17 @@ def _fast_frames(path, config, budget, backend):
 
 
 def check_equivalent(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0,
-                     budgets=(1024, 3), delivers=(0, 1000)) -> int:
+                     budgets=(1024, 3), delivers=(0, 1000), flushes=(0, 40)) -> int:
     """Assert the fast path changes nothing; returns how many packets it took (last run)."""
     taken = 0
-    for deliver in delivers:
-        config = Config(jitter_depth=jitter_ms / 1000.0, rtp_timeout=rtp_timeout, deliver_ms=deliver)
+    for deliver, flush in [(d, f) for d in delivers for f in flushes if not (d and f)]:
+        config = Config(jitter_depth=jitter_ms / 1000.0, rtp_timeout=rtp_timeout, deliver_ms=deliver,
+                        flush_ms=flush)
         for budget in budgets:
             ref = _reference(path, config, budget)
             for backend, how in [(b, h) for b in fastpath.BACKENDS for h in (_fast, _fast_frames)]:
                 got, taken = how(path, config, budget, backend)
-                where = f"{path}: backend {backend} via {how.__name__}, deliver_ms {deliver}, budget {budget}"
+                where = f"{path}: backend {backend} via {how.__name__}, deliver_ms {deliver}, flush_ms {flush}, budget {budget}"
                 assert got[3] == ref[3], where
                 assert got[1] == ref[1], where
                 assert got[2] == ref[2], where

@@ -149,3 +149,20 @@ def test_pcap_header_is_little_endian_ethernet(tmp_path):
     head = (tmp_path / "c.pcap").read_bytes()[:24]
     magic, major, minor, _, _, snap, link = struct.unpack("<IHHiIII", head)
     assert (magic, major, minor, link) == (0xA1B2C3D4, 2, 4, 1)
+
+
+def test_latency_counts_the_wait_of_frames_gathered_by_flush_ms(tmp_path):
+    """A frame handed on with later ones (``--flush-ms``) is stamped with the packet
+    that completed it, not the newest packet of the hand-off: with 100 ms flushes
+    the median frame has waited about 50 ms, whatever the machine's speed."""
+    capture, info = bench.cached_capture(tmp_path, 4, 2.0)
+    sink = bench.SinkProcess("discard")
+    try:
+        res = bench.measure("ws20", capture, info, url=sink.url, speed=1.0, latency=True, flush_ms=100)
+    finally:
+        sink.stop()
+    lat = res["latency"]
+    assert lat["frames"] == 4 * 2 * 100
+    assert lat["p50_ms"] >= 30.0, lat
+    assert lat["min_ms"] < 20.0, lat          # the frame of a flush's newest packet waited for nothing
+    assert 0 < lat["steady"]["frames"] < lat["frames"]

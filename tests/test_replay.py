@@ -528,3 +528,58 @@ def test_delivery_size_follows_the_use():
     assert cli.deliver_ms(p.parse_args(["replay", "c.pcap", "--ws-url", "ws://h/"])) == 1000
     assert cli.deliver_ms(p.parse_args(["replay", "c.pcap", "--ws-url", "ws://h/", "--max-buffer-ms", "400"])) == 200
     assert cli.deliver_ms(p.parse_args(["replay", "c.pcap", "--ws-url", "ws://h/", "--speed", "realtime"])) == 0
+
+
+def test_flush_ms_paces_hand_outs_and_changes_no_sample():
+    """``Config.flush_ms``: paced input hands each leg's audio out at most every
+    flush_ms of capture time, with every tick still running the timers; the audio
+    is the same, sample for sample, as handing it out at every tick."""
+    from fastcheck import Recorder
+    from rtp2ws.capture import CaptureFile
+    from rtp2ws.pipeline import Config, Pipeline
+
+    c, setup, sa, sb, pa, pb = basic_call(n=4000)
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        path = callgen.write(os.path.join(tmp, "c.pcap"), frames_of(setup, sa, sb, c.bye(101)))
+        runs = {}
+        for flush in (0, 40, 100):
+            rec = Recorder()
+            times = []
+            with CaptureFile(path, batch=1) as cap:      # one tick per packet, as live capture can
+                pipe = Pipeline(cap.linktype, rec, Config(flush_ms=flush))
+                for batch in cap.batches():
+                    before = len(rec.log)
+                    pipe.feed_frames(batch)
+                    if any(e[0] == "audio" for e in rec.log[before:]):
+                        times.append(pipe.now)
+                pipe.finish()
+            audio = {tag: b"".join(e[3] for e in rec.log if e[0] == "audio" and e[2] == tag)
+                     for tag in ("caller", "callee")}
+            runs[flush] = (times, audio)
+    assert runs[40][1] == runs[0][1] == runs[100][1]
+    assert len(runs[0][1]["caller"]) == len(runs[0][1]["callee"]) == 2 * 2 * 4000   # 16 kHz, whole
+    for flush in (40, 100):
+        times = runs[flush][0][:-1]          # the last: the rest, at the BYE
+        gaps = np.diff(times)
+        assert gaps.min() >= flush / 1000 - 1e-9
+        # ... and no longer than the gap between packets allows on top of it
+        assert gaps.max() <= flush / 1000 + 0.021
+    # packets come every 20 ms per leg, 3 ms apart between legs: a hand-out for nearly every packet
+    assert len(runs[0][0]) > 2 * len(runs[40][0]) > 2 * len(runs[100][0])
+
+
+def test_flush_ms_option_reaches_the_pipeline():
+    p = cli.build_parser()
+    paced = cli.pipeline_config(p.parse_args(["replay", "c.pcap", "--ws-url", "ws://h/", "--speed", "realtime"]))
+    assert paced.flush_ms == 20 and paced.deliver_ms == 0
+    assert cli.pipeline_config(p.parse_args(["replay", "c.pcap", "--ws-url", "ws://h/", "--speed", "2",
+                                             "--flush-ms", "60"])).flush_ms == 60
+    full = cli.pipeline_config(p.parse_args(["replay", "c.pcap", "--ws-url", "ws://h/"]))
+    assert full.flush_ms == 0 and full.deliver_ms == 1000
+    live = cli.pipeline_config(p.parse_args(["live", "-i", "lo", "--ws-url", "ws://h/", "--flush-ms", "0"]), live=True)
+    assert live.flush_ms == 0 and live.deliver_ms == 0
+    assert cli.pipeline_config(p.parse_args(["live", "-i", "lo", "--out-dir", "o"]), live=True).flush_ms == 20
+    for bad in ("-1", "1001", "x"):
+        with pytest.raises(SystemExit):
+            p.parse_args(["replay", "c.pcap", "--flush-ms", bad])
