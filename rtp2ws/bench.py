@@ -1013,7 +1013,7 @@ def default_seconds(calls: int, quick: bool = False) -> float:
 @dataclass
 class BenchOptions:
     calls: int | None = None
-    seconds: float | None = None
+    seconds: float | tuple | None = None    # one call length, or several (lengths_of)
     configs: tuple = DEFAULT_CONFIGS
     sweep: tuple | None = None
     latency: bool = False
@@ -1098,30 +1098,32 @@ def run_bench(opts: BenchOptions) -> dict:
     started = time.monotonic()
     doc = {"version": 1, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(),
            "settings": {"configs": list(configs), "sweep": list(sweep), "sink": opts.sink, **gen,
-                        "quick": opts.quick},
+                        "quick": opts.quick, "seconds": list(lengths_of(opts.seconds))},
            "runs": [], "ratios": [], "stages": {}, "latency": None}
 
     for n in sweep:
-        seconds = opts.seconds or default_seconds(n, opts.quick)
-        t = time.monotonic()
-        capture, info = cached_capture(cache, n, seconds, **gen)
-        _log(f"N={n}: {seconds:g} s calls, {info['packets']} packets, {info['bytes'] / 1e6:.0f} MB "
-             f"({time.monotonic() - t:.1f} s to generate or find)")
-        for config in configs:
-            res = _measure_with_sink(opts, config, capture, info)
-            doc["runs"].append(res)
-            _log(f"  {config:<14} {res['calls_per_core']:8.0f} calls/core  {res['cpu_s']:7.2f} s CPU  "
-                 f"{res['wall_s']:7.2f} s wall  peak {res['peak_rss_bytes'] / 2**20:6.0f} MB")
-        for mine, ref in REFERENCE_OF.items():
-            a = _find(doc["runs"], mine, n)
-            b = _find(doc["runs"], ref, n)
-            if a and b and a["calls_per_core"] and b["calls_per_core"]:
-                doc["ratios"].append({"calls": n, "config": mine, "reference": ref,
-                                      "ratio": a["calls_per_core"] / b["calls_per_core"]})
+        for seconds in lengths_of(opts.seconds) or (default_seconds(n, opts.quick),):
+            t = time.monotonic()
+            capture, info = cached_capture(cache, n, seconds, **gen)
+            _log(f"N={n}: {seconds:g} s calls, {info['packets']} packets, {info['bytes'] / 1e6:.0f} MB "
+                 f"({time.monotonic() - t:.1f} s to generate or find)")
+            for config in configs:
+                res = _measure_with_sink(opts, config, capture, info)
+                doc["runs"].append(res)
+                _log(f"  {config:<14} {res['calls_per_core']:8.0f} calls/core  {res['cpu_s']:7.2f} s CPU  "
+                     f"{res['wall_s']:7.2f} s wall  peak {res['peak_rss_bytes'] / 2**20:6.0f} MB")
+            for mine, ref in REFERENCE_OF.items():
+                a = _find(doc["runs"], mine, n, seconds)
+                b = _find(doc["runs"], ref, n, seconds)
+                if a and b and a["calls_per_core"] and b["calls_per_core"]:
+                    doc["ratios"].append({"calls": n, "seconds": seconds, "config": mine, "reference": ref,
+                                          "ratio": a["calls_per_core"] / b["calls_per_core"]})
+    doc["cost_model"] = cost_model(doc["runs"])
 
     if opts.profile:
         pn = min(max(sweep), opts.profile_calls)
-        ps = opts.seconds if opts.quick and opts.seconds else (3.0 if opts.quick else opts.profile_seconds)
+        ps = lengths_of(opts.seconds)[0] if opts.quick and opts.seconds else \
+            (3.0 if opts.quick else opts.profile_seconds)
         capture, info = cached_capture(cache, pn, ps, **gen)
         _log(f"profile: N={pn}, {ps:g} s calls")
         for config in configs:
@@ -1160,11 +1162,48 @@ def run_bench(opts: BenchOptions) -> dict:
     return doc
 
 
-def _find(runs: list, config: str, calls: int) -> dict | None:
+def _find(runs: list, config: str, calls: int, seconds: float | None = None) -> dict | None:
+    """The run of ``config`` at ``calls`` (and ``seconds``; None: the longest calls)."""
+    found = [r for r in runs if r["config"] == config and r["calls"] == calls
+             and (seconds is None or r["seconds"] == seconds)]
+    return max(found, key=lambda r: r["seconds"]) if found else None
+
+
+def lengths_of(seconds) -> tuple[float, ...]:
+    """``BenchOptions.seconds`` as a tuple of call lengths (empty: the default per N)."""
+    if not seconds:
+        return ()
+    return tuple(seconds) if isinstance(seconds, (tuple, list)) else (float(seconds),)
+
+
+SIZING_SECONDS = 180.0     # a contact-centre call: about three minutes of talk
+
+
+def cost_model(runs: list) -> list[dict]:
+    """Where one configuration ran at one N with calls of two or more lengths L, its CPU
+    is fitted (least squares) as N x (setup + L x per_second): what a call costs to set
+    up and tear down (SIP, stream handshakes, files), and what each second of it costs
+    once running.  1 / per_second is what a core carries at steady state, and
+    ``at_sizing`` the calls per core for calls of ``SIZING_SECONDS``."""
+    groups: dict = {}
     for r in runs:
-        if r["config"] == config and r["calls"] == calls:
-            return r
-    return None
+        if r.get("cpu_s"):
+            groups.setdefault((r["config"], r["calls"]), []).append((r["seconds"], r["cpu_s"] / r["calls"]))
+    out = []
+    for (config, n), pts in groups.items():
+        if len({L for L, _ in pts}) < 2:
+            continue
+        xs = np.array([L for L, _ in pts])
+        ys = np.array([c for _, c in pts])
+        per_second, setup = np.polyfit(xs, ys, 1)
+        if per_second <= 0:
+            continue
+        out.append({"config": config, "calls": n, "lengths": sorted({float(L) for L in xs}),
+                    "setup_ms": float(setup) * 1e3, "per_call_second_us": float(per_second) * 1e6,
+                    "steady_calls_per_core": float(1.0 / per_second),
+                    "sizing_seconds": SIZING_SECONDS,
+                    "at_sizing": float(SIZING_SECONDS / (max(setup, 0.0) + SIZING_SECONDS * per_second))})
+    return out
 
 
 def format_table(doc: dict) -> str:
@@ -1189,7 +1228,18 @@ def format_table(doc: dict) -> str:
     if doc["ratios"]:
         lines.append("")
         for x in doc["ratios"]:
-            lines.append(f"N={x['calls']}: {x['config']} / {x['reference']} = {x['ratio']:.2f}x")
+            lines.append(f"N={x['calls']}, {x.get('seconds', 0):g} s calls: {x['config']} / {x['reference']} = "
+                         f"{x['ratio']:.2f}x")
+    if doc.get("cost_model"):
+        lines.append("")
+        lines.append("cost per call, fitted over call lengths (CPU = N x (set-up + seconds x per second)):")
+        hdr2 = (f"{'config':<14}{'calls':>7}{'lengths s':>14}{'set-up ms':>11}{'us/call-s':>11}"
+                f"{'steady calls/core':>19}{f'at {SIZING_SECONDS:g} s calls':>17}")
+        lines.append(hdr2)
+        for m in doc["cost_model"]:
+            lines.append(f"{m['config']:<14}{m['calls']:>7}{','.join(f'{L:g}' for L in m['lengths']):>14}"
+                         f"{m['setup_ms']:>11.2f}{m['per_call_second_us']:>11.1f}"
+                         f"{m['steady_calls_per_core']:>19.0f}{m['at_sizing']:>17.0f}")
     if doc["stages"]:
         lines.append("")
         names = [s for s in STAGES if any(v["shares"].get(s, 0) > 0.0005 for v in doc["stages"].values())]
@@ -1235,15 +1285,19 @@ def plot(doc: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    configs = []
+    series = []                       # (config, call length): one line each when lengths were given
+    fixed = bool(doc["settings"].get("seconds"))
     for r in doc["runs"]:
-        if r["config"] not in configs:
-            configs.append(r["config"])
-    for config in configs:
-        pts = sorted((r["calls"], r["calls_per_core"]) for r in doc["runs"] if r["config"] == config)
+        key = (r["config"], r["seconds"] if fixed else None)
+        if key not in series:
+            series.append(key)
+    for config, seconds in series:
+        pts = sorted((r["calls"], r["calls_per_core"]) for r in doc["runs"]
+                     if r["config"] == config and (seconds is None or r["seconds"] == seconds))
         xs, ys = zip(*pts)
         style = "--" if config.startswith("reference") else "-"
-        ax.plot(xs, ys, style, marker="o", label=config)
+        label = config if seconds is None or len({s for _, s in series}) == 1 else f"{config}, {seconds:g} s"
+        ax.plot(xs, ys, style, marker="o", label=label)
     ax.set_xscale("log")
     lengths = sorted({(r["calls"], r["seconds"]) for r in doc["runs"]})
     ax.set_xticks([n for n, _ in lengths])
@@ -1274,6 +1328,16 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError("a comma-separated list of seconds, e.g. 10,60") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError("call lengths must be positive")
+    return values
+
+
 def _config_list(text: str) -> tuple[str, ...]:
     values = tuple(x.strip() for x in text.split(",") if x.strip())
     bad = [v for v in values if v not in CONFIGS]
@@ -1285,9 +1349,10 @@ def _config_list(text: str) -> tuple[str, ...]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calls", type=int, help="one number of concurrent calls (instead of the sweep)")
-    p.add_argument("--seconds", type=float,
-                   help="audio per call, the same for every N; default per N: 2000/N clamped to 2..30 s "
-                        "(--quick: 300/N, 2..10 s)")
+    p.add_argument("--seconds", type=_float_list,
+                   help="audio per call, the same for every N; several (e.g. 10,60) also fit each "
+                        "configuration's set-up cost per call and cost per call-second; default per N: "
+                        "2000/N clamped to 2..30 s (--quick: 300/N, 2..10 s)")
     p.add_argument("--configs", type=_config_list, default=DEFAULT_CONFIGS,
                    help=f"comma-separated, from {','.join(CONFIGS)} (default {','.join(DEFAULT_CONFIGS)})")
     p.add_argument("--sweep", type=_int_list,

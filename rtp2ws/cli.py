@@ -77,6 +77,16 @@ def _flush_ms(text: str) -> int:
     return v
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("use a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError("use 1 or more")
+    return v
+
+
 def _add_stream_options(p) -> None:
     g = p.add_argument_group("streaming to an analysis server")
     g.add_argument("--ws-url", help="ws:// or wss:// URL: stream every call leg there, one connection per leg")
@@ -89,6 +99,9 @@ def _add_stream_options(p) -> None:
                    help="audio queued per connection before the oldest is dropped (default 10000)")
     g.add_argument("--resend-ms", type=int, default=1000,
                    help="sent audio repeated after a reconnect, in case it was lost (default 1000)")
+    g.add_argument("--max-connecting", type=_at_least_one, default=64, metavar="N",
+                   help="WebSocket opening handshakes in flight at once (default 64): thousands of calls "
+                        "connect a batch at a time, their audio queued meanwhile")
     g.add_argument("--sip-header", action="append", default=[], metavar="NAME",
                    help="copy this INVITE header into the start message (repeatable)")
     g.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",

@@ -90,6 +90,10 @@ class SenderConfig:
     backoff_max: float = 30.0
     linger_s: float | None = None              # after end(): retry this long, then give up (see .linger)
     close_timeout: float = 10.0                # closing handshake (also bounds dead-peer detection after a ping timeout)
+    # Opening handshakes in flight at once: thousands of calls already in progress when
+    # rtp2ws starts (or when the server comes back) connect a batch at a time instead of
+    # flooding the server's listen backlog, and each waits its turn before open_timeout starts.
+    max_connecting: int = 64
 
     @property
     def linger(self) -> float:
@@ -170,6 +174,12 @@ def raise_fd_limit(wanted: int) -> int:
     except ImportError:  # pragma: no cover - not POSIX
         return wanted
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and wanted > hard:
+        try:        # root (CAP_SYS_RESOURCE) may raise the hard limit too; others keep theirs
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, wanted))
+            hard = wanted
+        except (ValueError, OSError):
+            pass
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if soft != resource.RLIM_INFINITY and target > soft:
         try:
@@ -862,6 +872,9 @@ class Sender:
         self._ssl = ssl.create_default_context(cafile=config.ca_file) if scheme == "wss" else None
         # The proxy settings (environment variables) are looked up once, not on every connection.
         self._proxy = {"proxy": get_proxy(parse_uri(config.url))} if get_proxy is not None else {}
+        if config.max_connecting < 1:
+            raise ValueError("max_connecting must be at least 1")
+        self._connecting = asyncio.Semaphore(config.max_connecting)
         self._streams: dict[str, Stream] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dirty: list[Stream] = []       # streams to flush
@@ -960,6 +973,10 @@ class Sender:
             del self._streams[stream.stream_id]
 
     async def _connect(self):
+        async with self._connecting:
+            return await self._handshake()
+
+    async def _handshake(self):
         cfg = self.config
         return await connect(
             cfg.url,

@@ -174,6 +174,7 @@ def sender_config(args) -> SenderConfig:
         ca_file=args.ca_file,
         max_buffer_ms=args.max_buffer_ms,
         resend_ms=args.resend_ms,
+        max_connecting=args.max_connecting,
     )
 
 

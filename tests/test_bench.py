@@ -1,6 +1,7 @@
 """The capacity benchmark (rtp2ws.bench): generated captures, the run end to end,
 and the reference pipeline.  Behaviour only: no timing is asserted."""
 
+import argparse
 import json
 import os
 import struct
@@ -166,3 +167,27 @@ def test_latency_counts_the_wait_of_frames_gathered_by_flush_ms(tmp_path):
     assert lat["p50_ms"] >= 30.0, lat
     assert lat["min_ms"] < 20.0, lat          # the frame of a flush's newest packet waited for nothing
     assert 0 < lat["steady"]["frames"] < lat["frames"]
+
+
+def test_cost_model_separates_set_up_from_running_cost():
+    """Two call lengths at one N give what a call costs to set up and what each of its
+    seconds costs; calls per core at steady state and at SIZING_SECONDS follow."""
+    runs = [{"config": "ws20", "calls": 100, "seconds": L, "cpu_s": 100 * (0.003 + L * 0.0002)}
+            for L in (10.0, 60.0)]
+    runs.append({"config": "wav", "calls": 100, "seconds": 10.0, "cpu_s": 1.0})     # one length: no fit
+    (m,) = bench.cost_model(runs)
+    assert m["config"] == "ws20" and m["calls"] == 100 and m["lengths"] == [10.0, 60.0]
+    assert m["setup_ms"] == pytest.approx(3.0) and m["per_call_second_us"] == pytest.approx(200.0)
+    assert m["steady_calls_per_core"] == pytest.approx(5000.0)
+    assert m["at_sizing"] == pytest.approx(180 / (0.003 + 180 * 0.0002))
+    assert bench._find(runs, "ws20", 100)["seconds"] == 60.0
+    assert bench._find(runs, "ws20", 100, 10.0)["seconds"] == 10.0
+
+
+def test_seconds_take_a_list():
+    p = argparse.ArgumentParser()
+    bench.add_arguments(p)
+    assert p.parse_args(["--seconds", "10,60"]).seconds == (10.0, 60.0)
+    assert bench.lengths_of(2.0) == (2.0,) and bench.lengths_of(None) == ()
+    with pytest.raises(SystemExit):
+        p.parse_args(["--seconds", "0"])

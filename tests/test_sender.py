@@ -193,6 +193,24 @@ def test_raise_fd_limit():
     assert got >= min(soft + 10, hard) if hard != resource.RLIM_INFINITY else got >= soft + 10
 
 
+def test_raise_fd_limit_past_the_hard_limit_when_privileged():
+    """20,000 connections need more descriptors than many hosts' hard limit: with
+    CAP_SYS_RESOURCE (root, unless a container took it away) it is raised; without,
+    the soft limit stops at the hard one."""
+    import subprocess
+    import sys
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 2048)); "
+            "from rtp2ws.sender import raise_fd_limit; print(raise_fd_limit(4096), "
+            "resource.getrlimit(resource.RLIMIT_NOFILE)[1])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    with open("/proc/self/status") as f:
+        caps = int(next(line for line in f if line.startswith("CapEff:")).split()[1], 16)
+    if caps & (1 << 24):        # CAP_SYS_RESOURCE (root outside a restricted container)
+        assert out == ["4096", "4096"]
+    else:
+        assert out == ["2048", "2048"]
+
+
 def test_capture_side_is_synchronous():
     from rtp2ws.sender import Stream
     for name in ("send_audio", "send_event", "end"):
@@ -897,3 +915,44 @@ def test_no_data_frame_once_websockets_is_closing():
                 for f in conns[1] if f.opcode in (Opcode.TEXT, Opcode.BINARY)]
     audio, _, end = assemble([messages])
     assert sorted(audio) == [i * FRAME for i in range(20)] and end["dropped_ms"] == 0 and end["reconnects"] == 1
+
+
+def test_handshakes_are_ramped_by_max_connecting():
+    """Many streams opened at once (calls in progress when rtp2ws starts) connect at
+    most ``max_connecting`` at a time; the others wait their turn with their audio
+    queued, and every stream is delivered whole."""
+    n, limit = 40, 4
+    raise_fd_limit(4 * n + 256)
+    state = {"now": 0, "max": 0}
+
+    async def slow_handshake(connection, request):
+        state["now"] += 1
+        state["max"] = max(state["max"], state["now"])
+        try:
+            await asyncio.sleep(0.03)
+        finally:
+            state["now"] -= 1
+        return None
+
+    async def main():
+        sink = await Sink().start(process_request=slow_handshake)
+        s = Sender(config(sink.port, max_connecting=limit))
+        streams = [s.open_stream(f"r{i}", start_msg(f"r{i}")) for i in range(n)]
+        for st in streams:
+            st.send_audio(frame(0))
+        await wait_for(lambda: all(st.connected for st in streams), 20)
+        for st in streams:
+            st.send_audio(frame(FRAME))
+            st.end(end_msg(st.stream_id))
+        await s.drain(10)
+        await s.close()
+        await sink.stop()
+        return sink, s, streams
+
+    sink, s, streams = run(main(), 30)
+    assert state["max"] == limit
+    assert len(sink.conns) == n and s.stats["connects"] == n and s.stats["connect_failures"] == 0
+    ends = [assemble([c])[2] for c in sink.conns]
+    assert all(e["samples"] == 2 * FRAME and e["dropped_ms"] == 0 for e in ends)
+    with pytest.raises(ValueError):
+        Sender(config(sink.port, max_connecting=0))
