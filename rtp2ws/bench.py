@@ -33,7 +33,10 @@ start-up and imports are excluded, for rtp2ws and the reference alike).  It
 includes call set-up and tear-down (SIP, WebSocket handshakes), which short
 benchmark calls amortise over fewer seconds than real calls do.  The default
 call length is 2000/N seconds clamped to 2..30 s (``default_seconds``), so the
-default sweep stays within minutes; ``--seconds`` sets one length for all N.
+default sweep stays within minutes; ``--seconds`` sets one length for all N,
+or several: then each configuration's CPU is also fitted as N x (set-up +
+seconds x per call-second) (``cost_model``), which gives calls per core at
+steady state and for three-minute calls, what a contact centre sizes with.
 
 Also measured: peak RSS; memory per active call (RSS when all N calls are
 active, minus RSS before the replay, divided by N; at ``--speed max`` this
@@ -43,8 +46,11 @@ breakdown (a separate cProfile run, 100 calls x 5 s, with a per-thread CPU
 clock, self time attributed by module, see ``STAGES``; profiling inflates
 per-call costs, so shares are indicative); and with ``--latency`` the delay
 from a packet's capture time to its audio being written to the socket,
-replaying ws20 at ``--speed realtime`` with half the calls per core ws20
-measured (50% load).  Latency is measured against the packet's scheduled
+replaying ``--latency-config`` (ws20) at ``--speed realtime`` with
+``--latency-calls`` (200) calls, paced as live capture is (``--flush-ms``), and
+from its CPU the *realtime* calls per core: what a live sidecar carries, where
+every connection gets a write per flush instead of a second of audio at once.
+Latency is measured against the packet's scheduled
 wall time (the pacer's origin); replay's pacer feeds packets up to 2 ms
 early, so values under 2 ms are within its resolution.
 
@@ -83,6 +89,7 @@ DEFAULT_SWEEP = (10, 100, 500, 1000, 2000)
 QUICK_SWEEP = (10, 100)
 WS_CONFIGS = {"ws20": (20, False), "ws100": (100, False), "stereo": (20, True)}
 REFERENCE_OF = {"ws20": "reference", "wav": "reference_wav"}
+LATENCY_CALLS = 200           # default N of the realtime run: a load one process here carries
 RTP_FRAME_LEN = 14 + 20 + 8 + 12 + 160    # Ethernet + IPv4 + UDP + RTP + 20 ms of G.711
 
 
@@ -1017,9 +1024,10 @@ class BenchOptions:
     configs: tuple = DEFAULT_CONFIGS
     sweep: tuple | None = None
     latency: bool = False
-    latency_calls: int | None = None      # None: half of what ws20 measured per core (50% load)
+    latency_calls: int | None = None      # None: LATENCY_CALLS
     latency_seconds: float = 20.0
     flush_ms: int | None = None           # None: the default (pipeline.FLUSH_MS)
+    latency_config: str = "ws20"
     profile: bool = True
     profile_calls: int = 100
     profile_seconds: float = 5.0
@@ -1137,17 +1145,15 @@ def run_bench(opts: BenchOptions) -> dict:
             }
 
     if opts.latency:
-        ln = opts.latency_calls
-        if not ln:
-            ws = [r for r in doc["runs"] if r["config"] == "ws20" and r["calls_per_core"]]
-            ln = max(2, int(ws[-1]["calls_per_core"] / 2)) if ws else 50
+        ln = opts.latency_calls or LATENCY_CALLS
         ls = opts.latency_seconds if not opts.quick else min(opts.latency_seconds, 5.0)
         capture, info = cached_capture(cache, ln, ls, **gen)
-        _log(f"latency: ws20 at --speed realtime, N={ln}, {ls:g} s calls")
-        res = _measure_with_sink(opts, "ws20", capture, info, speed=1.0, latency=True, flush_ms=opts.flush_ms)
+        _log(f"latency: {opts.latency_config} at --speed realtime, N={ln}, {ls:g} s calls")
+        lc = opts.latency_config
+        res = _measure_with_sink(opts, lc, capture, info, speed=1.0, latency=True, flush_ms=opts.flush_ms)
         from .pipeline import FLUSH_MS
 
-        doc["latency"] = dict(res.get("latency") or {}, config="ws20", calls=ln, seconds=info["seconds"],
+        doc["latency"] = dict(res.get("latency") or {}, config=lc, calls=ln, seconds=info["seconds"],
                               flush_ms=FLUSH_MS if opts.flush_ms is None else opts.flush_ms,
                               cpu_s=res["cpu_s"], core_load=res["cpu_s"] / res["wall_s"],
                               # what a live host carries: calls at realtime per core of CPU they took
@@ -1251,7 +1257,8 @@ def format_table(doc: dict) -> str:
     if lat:
         lines.append("")
         if lat.get("frames"):
-            lines.append(f"latency capture -> socket (ws20, --speed realtime, --flush-ms {lat.get('flush_ms')}, "
+            lines.append(f"latency capture -> socket ({lat.get('config', 'ws20')}, --speed realtime, "
+                         f"--flush-ms {lat.get('flush_ms')}, "
                          f"{lat['calls']} calls x {lat['seconds']:g} s, {lat['core_load'] * 100:.0f}% of a core, "
                          f"{lat.get('realtime_calls_per_core', 0):.0f} realtime calls per core):")
             lines.append(f"  all frames:        p50 {lat['p50_ms']} ms, p90 {lat['p90_ms']} ms, p99 {lat['p99_ms']} ms, "
@@ -1359,12 +1366,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"numbers of calls to measure (default {','.join(map(str, DEFAULT_SWEEP))}; "
                         f"--quick {','.join(map(str, QUICK_SWEEP))})")
     p.add_argument("--latency", action="store_true",
-                   help="also measure capture-to-socket latency (ws20 at --speed realtime)")
+                   help="also measure capture-to-socket latency and realtime capacity (--latency-config at "
+                        "--speed realtime)")
     p.add_argument("--latency-calls", type=int,
-                   help="calls in the latency run (default: half the calls per core ws20 measured, i.e. 50%% "
-                        "load; 50 without a ws20 run)")
+                   help=f"calls in the latency run (default {LATENCY_CALLS})")
     p.add_argument("--latency-seconds", type=float, default=20.0, help="length of the latency run (default 20)")
     p.add_argument("--flush-ms", type=int, help="--flush-ms of the latency run (default: rtp2ws's own)")
+    p.add_argument("--latency-config", choices=tuple(WS_CONFIGS), default="ws20",
+                   help="configuration of the latency run (default ws20)")
     p.add_argument("--no-profile", dest="profile", action="store_false", help="skip the per-stage profile runs")
     p.add_argument("--profile-calls", type=int, default=100,
                    help="calls in the profile runs (default 100, 5 s each; never more than the sweep's largest N)")
@@ -1383,7 +1392,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def options_from_args(args) -> BenchOptions:
     return BenchOptions(calls=args.calls, seconds=args.seconds, configs=args.configs, sweep=args.sweep,
                         latency=args.latency, latency_calls=args.latency_calls,
-                        latency_seconds=args.latency_seconds, flush_ms=args.flush_ms, profile=args.profile,
+                        latency_seconds=args.latency_seconds, flush_ms=args.flush_ms,
+                        latency_config=args.latency_config, profile=args.profile,
                         profile_calls=args.profile_calls, out=args.out, cache=args.cache, quick=args.quick,
                         loss=args.loss, reorder=args.reorder, law=args.law, seed=args.seed, sink=args.sink)
 

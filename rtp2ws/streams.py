@@ -124,6 +124,7 @@ class StreamSink(Sink):
             pcm = pcm.astype(PCM)
         pending = s.pending
         frame = s.frame
+        head = None
         if pending:
             # complete the frame begun in an earlier hand-off
             k = frame - (s.pending_bytes >> 1)
@@ -132,17 +133,20 @@ class StreamSink(Sink):
                 s.pending_bytes += 2 * len(pcm)
                 return
             pending.append(pcm[:k].tobytes())
-            self.ops.append(_audio(s.id, b"".join(pending)))
+            head = b"".join(pending)
             s.sent += frame
             pending.clear()
             s.pending_bytes = 0
             pcm = pcm[k:]
-        # then the whole frames straight from the array, as one run, and keep the rest
+        # then the whole frames straight from the array: with that frame, one run; keep the rest
         n = len(pcm)
         full = n - n % frame
         if full:
-            self.ops.append(_audio(s.id, (pcm[:full] if full < n else pcm).tobytes()))
+            run = (pcm[:full] if full < n else pcm).tobytes()
+            self.ops.append(_audio(s.id, head + run if head is not None else run))
             s.sent += full
+        elif head is not None:
+            self.ops.append(_audio(s.id, head))
         if full < n:
             pending.append(pcm[full:].tobytes())
             s.pending_bytes = 2 * (n - full)

@@ -72,7 +72,14 @@ def call_frames(n=8000):
 @pytest.mark.parametrize("frame_ms,tick_every", [(20, 1), (100, 1), (1000, 1), (20, 13), (100, 29)])
 def test_leg_streams_equal_leg_wavs(tmp_path, frame_ms, tick_every):
     c, frames = call_frames()
-    ss = StreamSink(frame_ms=frame_ms, sip_headers=("X-FS-UUID", "Call-ID"))
+    handoffs: dict = {}
+
+    class CountingStreamSink(StreamSink):
+        def leg_audio(self, call, leg, pcm):
+            handoffs[leg.tag] = handoffs.get(leg.tag, 0) + 1
+            super().leg_audio(call, leg, pcm)
+
+    ss = CountingStreamSink(frame_ms=frame_ms, sip_headers=("X-FS-UUID", "Call-ID"))
     wav = WavSink(str(tmp_path))
     run_pipeline(frames, Tee(ss, wav), tick_every)
     wav.close()
@@ -94,6 +101,9 @@ def test_leg_streams_equal_leg_wavs(tmp_path, frame_ms, tick_every):
         assert all(r % frame_bytes == 0 for r in d["runs"][:-1])
         if tick_every > 1 and frame_ms == 20:
             assert max(d["runs"]) >= 4 * frame_bytes and len(d["runs"]) < len(d["audio"]) / 3
+        # one run per hand-off at most (the frame a hand-off completes goes with its whole
+        # frames), and one for the rest at the end
+        assert len(d["runs"]) <= handoffs[tag] + 1
         got = np.frombuffer(b"".join(d["audio"]), "<i2")
         data, _, _ = read_wav(str(tmp_path / manifest[tag]["wav"]))
         assert np.array_equal(got, data)
