@@ -10,14 +10,20 @@ the protocol messages of each stream.  Sans-I/O: ``StreamSink`` is a pipeline
   ready at once (and at the end of a stream, the shorter last frame after
   them), as one buffer.  The sender sends it as ``frame_ms`` messages.
 * Stereo: one stream per call, caller left and callee right, positioned on
-  capture time like the stereo WAV.  A frame goes out when both channels
-  have audio for it, or when capture time is ``hold_s`` past its end (a leg
-  that sends nothing, e.g. during silence suppression, is then zero-filled);
-  audio that arrives for a frame already sent is dropped and counted.
+  capture time like the stereo WAV.  A frame goes out once both channels
+  have audio for it (looked at once per frame of capture time, so that the
+  two legs' hand-offs leave as one run), or at the first tick when capture
+  time is ``hold_s`` past its end (a leg that sends nothing, e.g. during
+  silence suppression, is then zero-filled); audio that arrives for a frame
+  already sent is dropped and counted.  Only mixers that got audio since the
+  last look are looked at, and those holding a frame wait in a heap by the
+  time their hold ends, so a tick costs nothing for the others.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import uuid
 from typing import NamedTuple
 
@@ -97,12 +103,14 @@ class StreamSink(Sink):
         self.stereo = stereo
         self.sip_headers = tuple(sip_headers)
         self.hold_s = hold_s
-        self._next_scan = float("-inf")   # capture time of the next look at held frames
         self.ops: list = []
         self._legs: dict[tuple[str, str], _Stream] = {}          # per-leg streams
         self._early: dict[tuple[str, str], list[dict]] = {}      # events before a leg stream opened
         self._mix: dict[str, _Mixer] = {}                        # stereo streams by call key
-        self._due: dict[str, _Mixer] = {}                        # those with a frame's worth in one channel
+        self._next_scan = float("-inf")   # capture time of the next look at mixers that got audio
+        self._fed: dict[str, _Mixer] = {}    # mixers that got audio since the last look
+        self._held: list = []          # (capture time its hold ends, n, mixer): mixers holding a frame
+        self._seq = itertools.count()
         self.late_samples = 0
 
     def take_ops(self) -> list:
@@ -116,8 +124,7 @@ class StreamSink(Sink):
         if self.stereo:
             mix = self._mixer(call, leg)
             mix.add(leg, pcm)
-            if mix.has_frame():
-                self._due[call.key] = mix
+            self._fed[call.key] = mix
             return
         s = self._legs.get((call.key, leg.tag)) or self._leg_stream(call, leg)
         if pcm.dtype != PCM:
@@ -190,7 +197,7 @@ class StreamSink(Sink):
 
     def call_ended(self, call: Call, legs: dict[str, MediaLeg]) -> None:
         if self.stereo:
-            self._due.pop(call.key, None)
+            self._fed.pop(call.key, None)
             mix = self._mix.pop(call.key, None)
             if mix is None:
                 return
@@ -213,18 +220,29 @@ class StreamSink(Sink):
             self.ops.append(End(s.id, end))
 
     def tick(self, now: float) -> None:
-        # Frames a silent channel holds back go out hold_s after their end: looking once
-        # per frame of capture time is enough, and keeps ticks from costing O(calls) each
-        # (full-speed replay ticks every few packets).
-        if self.stereo and now >= self._next_scan:
+        if self._fed and now >= self._next_scan:
             self._next_scan = now + self.frame_ms / 1000
-            # only mixers with a frame's worth of audio in some channel can send one,
-            # so a tick costs nothing for the others
-            due = self._due
-            for key, mix in list(due.items()):
-                mix.emit(until=now - self.hold_s)
-                if not mix.has_frame():
-                    del due[key]
+            for mix in self._fed.values():
+                mix.emit_filled()
+                if mix.held_since is None and mix.has_frame():
+                    self._hold(mix)
+            self._fed.clear()
+        # Frames a silent channel holds back go out hold_s after their end.
+        held = self._held
+        while held and held[0][0] <= now:
+            _, _, mix = heapq.heappop(held)
+            mix.held_since = None
+            if self._mix.get(mix.key) is not mix:
+                continue                 # the call ended meanwhile
+            mix.emit(until=now - self.hold_s)
+            if mix.has_frame():
+                self._hold(mix, after=now)
+
+    def _hold(self, mix: "_Mixer", after: float = float("-inf")) -> None:
+        """Wake ``mix`` when the hold of its oldest unsent frame ends."""
+        when = max(mix.frame_end_time(self.hold_s), after + 1e-6)
+        mix.held_since = when
+        heapq.heappush(self._held, (when, next(self._seq), mix))
 
     # -- internals ------------------------------------------------------------------
 
@@ -259,6 +277,7 @@ class StreamSink(Sink):
             s = _Stream(call, "stereo", 2, self.frame)
             s.start_time = leg.start_time
             mix = self._mix[call.key] = _Mixer(s, self.ops, lambda: self._start(call, s, None, None))
+            mix.key = call.key
         return mix
 
     def _event(self, s: _Stream, kind: str, msg: dict, offset: int) -> None:
@@ -297,6 +316,8 @@ class _Mixer:
         self.origin: dict[str, int] = {}         # leg tag -> absolute position of its sample 0
         self.received: dict[str, int] = {CALLER: 0, CALLEE: 0}
         self.late = 0
+        self.key = None                          # the call's key (StreamSink)
+        self.held_since = None                   # in StreamSink's heap: the time it wakes
 
     def event(self, kind: str, msg: dict, at: float) -> None:
         if self.opening is not None:
@@ -340,6 +361,17 @@ class _Mixer:
         ``emit`` send anything."""
         return max(self.filled) - self.emitted >= self.stream.frame
 
+    def frame_end_time(self, hold_s: float) -> float:
+        """Capture time when the first unsent frame's hold ends."""
+        return self.t0 + (self.emitted + self.stream.frame) / RATE + hold_s
+
+    def emit_filled(self) -> None:
+        """Send the whole frames every channel has filled."""
+        n = min(self.filled) - self.emitted
+        frame = self.stream.frame
+        if n >= frame:
+            self._send(n // frame * frame)
+
     def emit(self, until: float | None) -> None:
         """Send the frames every channel has filled; with ``until`` (a capture time)
         also those that end before it; with None (end of call) everything."""
@@ -352,8 +384,10 @@ class _Mixer:
         n = ready - self.emitted
         if until is not None:
             n = (n // frame) * frame
-        if n <= 0:
-            return
+        if n > 0:
+            self._send(n)
+
+    def _send(self, n: int) -> None:
         if self.opening is not None:
             self.opening()
             self.opening = None

@@ -183,3 +183,37 @@ def test_protocol_doc_carries_the_schemas():
     assert doc.endswith(protocol.schemas_markdown())
     for schema in protocol.SCHEMAS.values():
         jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_stereo_ticks_look_only_at_mixers_whose_hold_ended(monkeypatch):
+    """A frame one channel holds (the other leg silent) waits ``hold_s``; until then
+    ticks do not look at its mixer at all, so a tick costs nothing per waiting call."""
+    from rtp2ws import streams as streams_mod
+    looked = []
+    emit = streams_mod._Mixer.emit
+
+    def counting_emit(self, until):
+        looked.append(until)
+        return emit(self, until)
+
+    monkeypatch.setattr(streams_mod._Mixer, "emit", counting_emit)
+    frames = []
+    for i in range(20):
+        a = Party(f"10.0.1.{i + 1}", 5060, 4000, "1000")
+        b = Party(f"10.0.2.{i + 1}", 5060, 5000, "2000")
+        c = Call(f"held{i}@test", a, b)
+        frames += frames_of(c.setup(100), rtp_packets(a, b, 100.1, tone(440, 4000), ssrc=1 + i))
+    frames.sort(key=lambda f: f[0])
+    ss = StreamSink(frame_ms=20, stereo=True)
+    pipe = Pipeline(1, ss)
+    for t, ip in frames:
+        pipe.feed(t, netgen.link(1, ip))
+        pipe.tick(t)                      # a tick per packet: 500 ticks with 20 waiting mixers
+    assert looked == []                   # 0.5 s of caller audio: no hold (1.06 s) has ended
+    assert not [op for op in ss.take_ops() if isinstance(op, Audio)]
+    pipe.tick(frames[-1][0] + 1.2)        # now every held frame's hold has ended
+    audio = [op for op in ss.take_ops() if isinstance(op, Audio)]
+    assert len(looked) == 20 and len(audio) == 20
+    # every whole frame of the 0.5 s (the resampler holds back its last 40 samples until
+    # the call ends): 24 frames of 20 ms, 2 channels
+    assert all(len(op.pcm) == 24 * 320 * 4 for op in audio)
