@@ -156,9 +156,12 @@ static int simd_level = SIMD_SCALAR;      /* kernel in use, <= simd_supported */
 #define STACK_K 256
 /* Largest kernel block (the granularity of n), in outputs. */
 #define MAX_BLOCK 16
-/* Below this many outputs the work (well under a microsecond) costs less
- * than handing the GIL over and taking it back. */
-#define GIL_RELEASE_MIN 4096
+/* Below this many outputs (about 150 us of work) the GIL is kept: handing it
+ * over costs two context switches, and the decoder thread then waits for the
+ * event-loop thread to give it back (up to the 5 ms switch interval when that
+ * thread is busy), which at full speed cost more than the second of audio a
+ * call filters.  Only long one-shot conversions let the other thread run. */
+#define GIL_RELEASE_MIN (1 << 18)
 
 typedef struct {
     Py_ssize_t a, b;  /* window offsets (b unused for a single term) */

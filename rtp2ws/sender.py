@@ -71,6 +71,7 @@ SENSITIVE_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cook
 REDACTED = "<redacted>"
 DEFAULT_FRAME_MS = 20        # message length when the start message does not say
 BATCH_BYTES = 64 * 1024      # payload per transport.write; a larger backlog goes out in several
+KEY_POOL = 64 * 1024         # masking keys drawn from os.urandom at a time (16,384 frames)
 
 OPEN = State.OPEN
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")   # RFC 9110 field-name (token)
@@ -508,7 +509,7 @@ class Stream:
         if self._live is not None:
             frames = self._take()
             if frames:
-                self._send(os.urandom(4 * frames))
+                self._send(self._sender._mask_keys(4 * frames))
 
     def _collect(self, msgs: list, budget: int) -> int:
         """Move queued events and audio into ``msgs`` in stream order (a
@@ -585,7 +586,7 @@ class Stream:
     def _write(self, msgs: list, frames: int) -> None:
         """A write of the task's own (start, resend, end): keys of its own."""
         self._out = msgs
-        self._send(os.urandom(4 * frames))
+        self._send(self._sender._mask_keys(4 * frames))
         self._out = []
 
     # -- the stream's task -------------------------------------------------------------
@@ -878,6 +879,8 @@ class Sender:
         self._streams: dict[str, Stream] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dirty: list[Stream] = []       # streams to flush
+        self._keys = b""                     # os.urandom bytes not yet used as masking keys
+        self._keys_at = 0
         self._flush_handle: asyncio.Handle | None = None
         self._closed = False
         self._opened = 0
@@ -935,7 +938,7 @@ class Sender:
 
     def _flush(self) -> None:
         """Every marked stream takes its batch; the masking keys for all of
-        them come from one ``os.urandom`` call; then one write per connection."""
+        them come from the key pool (``_mask_keys``); then one write per connection."""
         self._flush_handle = None
         dirty, self._dirty = self._dirty, []
         ready = []                    # streams with a batch, and its number of frames
@@ -956,7 +959,7 @@ class Sender:
                 counts.append(n)
         if not ready:
             return
-        keys = os.urandom(4 * sum(counts))
+        keys = self._mask_keys(4 * sum(counts))
         pos = 0
         for stream, n in zip(ready, counts):
             end = pos + 4 * n
@@ -967,6 +970,18 @@ class Sender:
                 stream._out.clear()
                 stream._abort("internal error")
             pos = end
+
+    def _mask_keys(self, n: int) -> bytes:
+        """``n`` bytes of masking keys (RFC 6455 5.3: from a strong source, each used
+        once), cut from a pool that one ``os.urandom`` call refills: that call lets
+        the decoder thread take the GIL, and the loop may then wait up to the switch
+        interval to get it back, so it is made once per KEY_POOL bytes, not per flush."""
+        at = self._keys_at
+        if at + n > len(self._keys):
+            self._keys = os.urandom(max(KEY_POOL, n))
+            at = 0
+        self._keys_at = at + n
+        return self._keys[at:at + n]
 
     def _stream_done(self, stream: Stream) -> None:
         if self._streams.get(stream.stream_id) is stream:

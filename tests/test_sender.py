@@ -956,3 +956,25 @@ def test_handshakes_are_ramped_by_max_connecting():
     assert all(e["samples"] == 2 * FRAME and e["dropped_ms"] == 0 for e in ends)
     with pytest.raises(ValueError):
         Sender(config(sink.port, max_connecting=0))
+
+
+def test_masking_keys_come_from_a_pool_each_byte_used_once(monkeypatch):
+    """os.urandom lets the other thread take the GIL, so the keys of many flushes
+    come from one call; no key byte is ever handed out twice."""
+    calls = []
+    counter = iter(range(10 ** 9))
+
+    def fake_urandom(n):
+        calls.append(n)
+        return b"".join(next(counter).to_bytes(4, "big") for _ in range(n // 4))
+
+    monkeypatch.setattr(sender_mod.os, "urandom", fake_urandom)
+    s = Sender(config(1))
+    got = [s._mask_keys(4 * k) for k in [1, 7, 50, 3] * 1000]
+    joined = b"".join(got)
+    assert len(joined) == 4 * 61 * 1000
+    words = [joined[i:i + 4] for i in range(0, len(joined), 4)]
+    assert len(set(words)) == len(words)                    # never the same key twice
+    assert len(calls) == -(-len(joined) // sender_mod.KEY_POOL)   # one call per pool
+    big = s._mask_keys(sender_mod.KEY_POOL + 8)             # more than a pool at once
+    assert len(big) == sender_mod.KEY_POOL + 8 and big[:4] not in set(words)
