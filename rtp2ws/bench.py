@@ -1306,9 +1306,12 @@ def plot(doc: dict, path: str) -> None:
         label = config if seconds is None or len({s for _, s in series}) == 1 else f"{config}, {seconds:g} s"
         ax.plot(xs, ys, style, marker="o", label=label)
     ax.set_xscale("log")
-    lengths = sorted({(r["calls"], r["seconds"]) for r in doc["runs"]})
-    ax.set_xticks([n for n, _ in lengths])
-    ax.set_xticklabels([f"{n}\n{s:g} s" for n, s in lengths], fontsize=8)
+    lengths: dict = {}
+    for r in doc["runs"]:
+        lengths.setdefault(r["calls"], set()).add(r["seconds"])
+    ax.set_xticks(sorted(lengths))
+    ax.set_xticklabels([f"{n}\n{next(iter(ls)):g} s" if len(ls) == 1 else f"{n}"     # else: in the legend
+                        for n, ls in sorted(lengths.items())], fontsize=8)
     ax.minorticks_off()
     ax.set_xlabel("concurrent calls (N) and audio per call")
     ax.set_ylabel("calls per core (call seconds / CPU second)")

@@ -224,14 +224,14 @@ class StreamSink(Sink):
             self._next_scan = now + self.frame_ms / 1000
             for mix in self._fed.values():
                 mix.emit_filled()
-                if mix.held_since is None and mix.has_frame():
+                if mix.wake_at is None and mix.has_frame():
                     self._hold(mix)
             self._fed.clear()
         # Frames a silent channel holds back go out hold_s after their end.
         held = self._held
         while held and held[0][0] <= now:
             _, _, mix = heapq.heappop(held)
-            mix.held_since = None
+            mix.wake_at = None
             if self._mix.get(mix.key) is not mix:
                 continue                 # the call ended meanwhile
             mix.emit(until=now - self.hold_s)
@@ -241,7 +241,7 @@ class StreamSink(Sink):
     def _hold(self, mix: "_Mixer", after: float = float("-inf")) -> None:
         """Wake ``mix`` when the hold of its oldest unsent frame ends."""
         when = max(mix.frame_end_time(self.hold_s), after + 1e-6)
-        mix.held_since = when
+        mix.wake_at = when
         heapq.heappush(self._held, (when, next(self._seq), mix))
 
     # -- internals ------------------------------------------------------------------
@@ -317,7 +317,7 @@ class _Mixer:
         self.received: dict[str, int] = {CALLER: 0, CALLEE: 0}
         self.late = 0
         self.key = None                          # the call's key (StreamSink)
-        self.held_since = None                   # in StreamSink's heap: the time it wakes
+        self.wake_at = None                   # in StreamSink's heap: the time it wakes
 
     def event(self, kind: str, msg: dict, at: float) -> None:
         if self.opening is not None:
