@@ -22,7 +22,7 @@ from .leg import MediaLeg
 from .pipeline import Sink
 
 RATE = 16000
-FLUSH_BYTES = 32 * 1024   # per leg: 1 s of audio in memory at most
+FLUSH_BYTES = 2 * RATE        # per leg: written once a second of audio is in (never holds two)
 _SAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 
 

@@ -583,3 +583,19 @@ def test_flush_ms_option_reaches_the_pipeline():
     for bad in ("-1", "1001", "x"):
         with pytest.raises(SystemExit):
             p.parse_args(["replay", "c.pcap", "--flush-ms", bad])
+
+
+def test_wav_file_writes_each_second_as_it_comes(tmp_path):
+    """A leg's WAV holds at most a second of audio in memory: the pipeline hands files a
+    second at a time, and each such hand-off goes straight to disk."""
+    from rtp2ws.wavout import WavFile
+    path = str(tmp_path / "leg.wav")
+    w = WavFile(path)
+    w.write(np.arange(16000, dtype=np.int16))
+    assert os.path.getsize(path) == 44 + 32000
+    w.write(np.ones(8000, dtype=np.int16))
+    assert os.path.getsize(path) == 44 + 32000          # half a second waits for the rest
+    w.close()
+    data, rate, ch = read_wav(path)
+    assert (rate, ch, len(data)) == (16000, 1, 24000)
+    assert np.array_equal(data[:16000], np.arange(16000)) and (data[16000:] == 1).all()
