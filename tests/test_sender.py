@@ -812,7 +812,7 @@ def test_runs_are_dropped_and_resent_by_whole_frames(framing):
         await wait_for(lambda: st.sent_samples == 5 * FRAME)
         for k in range(6, 8):                              # 6 more once the first five are out
             st.send_audio(run3(k))
-            await asyncio.sleep(0.03)
+            await asyncio.sleep(0.1)
         await wait_for(lambda: st.reconnects == 1)
         st.end(end_msg("b3"))
         await s.drain(5)
@@ -929,7 +929,7 @@ def test_handshakes_are_ramped_by_max_connecting():
         state["now"] += 1
         state["max"] = max(state["max"], state["now"])
         try:
-            await asyncio.sleep(0.03)
+            await asyncio.sleep(0.1)
         finally:
             state["now"] -= 1
         return None
