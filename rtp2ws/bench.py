@@ -1,7 +1,8 @@
 """Capacity benchmark: how many concurrent calls one CPU core carries.
 
-    rtp2ws bench [--calls N | --sweep 10,100,500,1000,2000] [--seconds S]
-                 [--configs wav,ws20,ws100,stereo,reference,reference_wav] [--latency] [--quick]
+    rtp2ws bench [--calls N | --sweep 10,100,500,1000,2000] [--seconds S[,S...]]
+                 [--configs wav,ws20,ws100,stereo,reference,reference_wav] [--quick]
+                 [--latency [--latency-calls 200] [--latency-config ws20] [--flush-ms 20]]
                  [--out benchmarks/results]
     python benchmarks/calls_per_core.py ...          (the same thing)
 
