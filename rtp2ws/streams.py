@@ -129,34 +129,36 @@ class StreamSink(Sink):
         s = self._legs.get((call.key, leg.tag)) or self._leg_stream(call, leg)
         if pcm.dtype != PCM:
             pcm = pcm.astype(PCM)
+        b = pcm.tobytes()          # one copy; the cutting below is on bytes, cheaper than on arrays
+        size = len(b)
         pending = s.pending
-        frame = s.frame
+        fb = 2 * s.frame
         head = None
+        k = 0
         if pending:
             # complete the frame begun in an earlier hand-off
-            k = frame - (s.pending_bytes >> 1)
-            if len(pcm) < k:
-                pending.append(pcm.tobytes())
-                s.pending_bytes += 2 * len(pcm)
+            k = fb - s.pending_bytes
+            if size < k:
+                pending.append(b)
+                s.pending_bytes += size
                 return
-            pending.append(pcm[:k].tobytes())
+            pending.append(b[:k])
             head = b"".join(pending)
-            s.sent += frame
+            s.sent += s.frame
             pending.clear()
             s.pending_bytes = 0
-            pcm = pcm[k:]
-        # then the whole frames straight from the array: with that frame, one run; keep the rest
-        n = len(pcm)
-        full = n - n % frame
+        # then the whole frames: with that frame, one run; keep the rest
+        rest = size - k
+        full = rest - rest % fb
         if full:
-            run = (pcm[:full] if full < n else pcm).tobytes()
+            run = b[k:k + full] if k or full < size else b
             self.ops.append(_audio(s.id, head + run if head is not None else run))
-            s.sent += full
+            s.sent += full >> 1
         elif head is not None:
             self.ops.append(_audio(s.id, head))
-        if full < n:
-            pending.append(pcm[full:].tobytes())
-            s.pending_bytes = 2 * (n - full)
+        if full < rest:
+            pending.append(b[k + full:])
+            s.pending_bytes = rest - full
 
     def leg_event(self, call: Call, leg: MediaLeg, event) -> None:
         if isinstance(event, DtmfEvent):
