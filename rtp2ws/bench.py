@@ -852,6 +852,10 @@ def run_one(spec: dict) -> dict:
         import websockets.asyncio.client  # noqa: F401  (imported before the clock starts)
 
     extra: dict = {"commit": git_commit()}      # the code this child imported
+    if reference is None:
+        from . import gcpolicy
+
+        gcpolicy.apply()                        # as the rtp2ws command does
     baseline = rss_bytes()
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     w0 = time.monotonic()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
+from . import __version__, gcpolicy
 from .pipeline import FLUSH_MS, Config
 from .replay import Progress, ReplayError, replay
 from .wavout import WavSink
@@ -240,6 +240,7 @@ def cmd_replay(args) -> int:
         return 2
     config = pipeline_config(args)
     wav = WavSink(args.out_dir, stereo=args.stereo) if args.out_dir else None
+    gcpolicy.apply()
     progress = Progress(enabled=False) if args.no_progress else Progress()
     try:
         if args.ws_url:

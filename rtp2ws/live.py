@@ -329,6 +329,9 @@ def run_live(args) -> int:
             except (ValueError, OSError) as e:
                 return fail(str(e))
         _preload()
+        from . import gcpolicy
+
+        gcpolicy.apply()
         holder: dict = {}
         runner_box: list = []
 

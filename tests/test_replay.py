@@ -599,3 +599,23 @@ def test_wav_file_writes_each_second_as_it_comes(tmp_path):
     data, rate, ch = read_wav(path)
     assert (rate, ch, len(data)) == (16000, 1, 24000)
     assert np.array_equal(data[:16000], np.arange(16000)) and (data[16000:] == 1).all()
+
+
+def test_replay_sets_the_collector_for_thousands_of_calls(tmp_path):
+    """A full collection over a thousand calls' objects stops every thread for about
+    100 ms: the command collects the youngest generation every gcpolicy.YOUNG objects
+    instead of 700, and freezes what start-up made."""
+    import gc
+    from rtp2ws import gcpolicy
+    c, setup, sa, sb, pa, pb = basic_call(n=1600)
+    path = callgen.write(tmp_path / "c.pcap", frames_of(setup, sa, sb, c.bye(101)))
+    before = gc.get_threshold()
+    try:
+        gc.unfreeze()
+        gc.set_threshold(700, 10, 10)
+        assert cli.main(["replay", path, "--out-dir", str(tmp_path / "o"), "--no-progress"]) == 0
+        assert gc.get_threshold() == (gcpolicy.YOUNG, 10, 10)
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
