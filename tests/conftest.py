@@ -1,5 +1,7 @@
 """Shared test helpers."""
 
+import pytest
+
 from rtp2ws.speedups import disabled
 
 
@@ -18,3 +20,15 @@ def can_capture() -> bool:
         return True
     except CaptureOpenError:
         return False
+
+
+@pytest.fixture(autouse=True)
+def _collector_as_it_was():
+    """Commands run in-process (``cli.main``) set the collector for a long-running
+    decoder (``rtp2ws.gcpolicy``): give the next test CPython's own settings back,
+    with nothing frozen, so that no test depends on which ran before it."""
+    import gc
+    before = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*before)
