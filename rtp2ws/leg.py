@@ -141,8 +141,9 @@ class MediaLeg:
 
     def take_audio(self) -> np.ndarray:
         """16 kHz samples produced since the last call (the tail too once closed)."""
-        if self._pending:
-            x = _assemble(self._pending)
+        pending = self._pending
+        if pending:
+            x = pending[0] if len(pending) == 1 and type(pending[0]) is np.ndarray else _assemble(pending)
             self._pending = []
             self.pending_samples = 0
             y = self._up.process(x)
