@@ -868,10 +868,11 @@ def run_one(spec: dict) -> dict:
             counts = {"packets": result.packets, "calls": result.calls, "legs": result.legs}
         elif config in WS_CONFIGS:
             frame_ms, stereo = WS_CONFIGS[config]
-            result, sent, latency = _run_ws(capture, spec["url"], frame_ms, stereo, speed, probe, profiles,
+            result, sent, latency, flush_ms = _run_ws(capture, spec["url"], frame_ms, stereo, speed, probe, profiles,
                                             bool(spec.get("latency")), spec.get("flush_ms"))
             counts = {"packets": result.packets, "calls": result.calls, "legs": result.legs}
             extra["sent"] = sent
+            extra["flush_ms"] = flush_ms
             if latency is not None:
                 extra["latency_samples"], extra["latency_stamps"] = latency
         elif reference is not None:
@@ -909,7 +910,9 @@ def run_one(spec: dict) -> dict:
 
 def _run_ws(capture, url, frame_ms, stereo, speed, probe, profiles, latency, flush_ms=None):
     """``rtp2ws replay --ws-url`` (streaming.stream_replay, as replay_to_websocket runs it),
-    with the benchmark's probes: memory sample, profilers in both threads, latency stamps."""
+    with the benchmark's probes: memory sample, profilers in both threads, latency stamps.
+    Returns (ReplayResult, sender statistics, latency samples and stamps or None, the
+    flush_ms used)."""
     from contextlib import contextmanager
 
     from .pipeline import FLUSH_MS, Config, deliver_ms
@@ -942,7 +945,8 @@ def _run_ws(capture, url, frame_ms, stereo, speed, probe, profiles, latency, flu
 
     result, stats = stream_replay(capture, config, cfg, streams, speed=speed,
                                   wrap_sink=lambda sink: _probe_sink(sink, probe), worker=profiled, **classes)
-    return result, stats, ((recorder.samples, recorder.stamps) if recorder is not None else None)
+    latency = (recorder.samples, recorder.stamps) if recorder is not None else None
+    return result, stats, latency, config.flush_ms
 
 
 def _child_main(spec_path: str) -> int:
@@ -1156,10 +1160,8 @@ def run_bench(opts: BenchOptions) -> dict:
         _log(f"latency: {opts.latency_config} at --speed realtime, N={ln}, {ls:g} s calls")
         lc = opts.latency_config
         res = _measure_with_sink(opts, lc, capture, info, speed=1.0, latency=True, flush_ms=opts.flush_ms)
-        from .pipeline import FLUSH_MS
-
         doc["latency"] = dict(res.get("latency") or {}, config=lc, calls=ln, seconds=info["seconds"],
-                              flush_ms=FLUSH_MS if opts.flush_ms is None else opts.flush_ms,
+                              flush_ms=res["flush_ms"],
                               cpu_s=res["cpu_s"], core_load=res["cpu_s"] / res["wall_s"],
                               # what a live host carries: calls at realtime per core of CPU they took
                               realtime_calls_per_core=ln * info["seconds"] / res["cpu_s"],

@@ -67,31 +67,24 @@ def _frame_ms(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _flush_ms(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("use a whole number of milliseconds") from None
-    if not 0 <= v <= 1000:
-        raise argparse.ArgumentTypeError("use 0..1000")
-    return v
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("use a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError("use 1 or more")
-    return v
+def _whole(lo: int, hi: int | None = None):
+    """An argparse type: a whole number from ``lo`` (to ``hi``)."""
+    def whole(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("use a whole number") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"use {lo}..{hi}" if hi is not None else f"use {lo} or more")
+        return v
+    return whole
 
 
 def _add_stream_options(p) -> None:
     g = p.add_argument_group("streaming to an analysis server")
     g.add_argument("--ws-url", help="ws:// or wss:// URL: stream every call leg there, one connection per leg")
     g.add_argument("--frame-ms", type=_frame_ms, default=20, help="audio per binary message: 20..1000, step 20")
-    g.add_argument("--flush-ms", type=_flush_ms, default=FLUSH_MS,
+    g.add_argument("--flush-ms", type=_whole(0, 1000), default=FLUSH_MS,
                    help=f"when paced (live, --speed realtime): hand audio to the connections at most every "
                         f"this many ms (default {FLUSH_MS}), so each gets one write of whole frames per "
                         f"flush instead of one per packet; a frame waits up to this long. 0: at once")
@@ -99,7 +92,7 @@ def _add_stream_options(p) -> None:
                    help="audio queued per connection before the oldest is dropped (default 10000)")
     g.add_argument("--resend-ms", type=int, default=1000,
                    help="sent audio repeated after a reconnect, in case it was lost (default 1000)")
-    g.add_argument("--max-connecting", type=_at_least_one, default=64, metavar="N",
+    g.add_argument("--max-connecting", type=_whole(1), default=64, metavar="N",
                    help="WebSocket opening handshakes in flight at once (default 64): thousands of calls "
                         "connect a batch at a time, their audio queued meanwhile")
     g.add_argument("--sip-header", action="append", default=[], metavar="NAME",

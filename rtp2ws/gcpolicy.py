@@ -9,9 +9,9 @@ Almost nothing here is cyclic garbage (a call's objects are freed by
 reference counting when it ends), so collecting less often loses nothing.
 
 ``apply()`` collects once, then freezes what start-up made (imports,
-configuration: never garbage) out of the collector's sight, and collects the youngest generation
-every ``YOUNG`` objects instead of 700, so full collections come about 14
-times less often.
+configuration: never garbage) out of the collector's sight, and collects the
+youngest generation every ``YOUNG`` objects instead of 700, so full
+collections come about 14 times less often.
 """
 
 from __future__ import annotations

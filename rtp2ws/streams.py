@@ -278,8 +278,7 @@ class StreamSink(Sink):
         if mix is None:
             s = _Stream(call, "stereo", 2, self.frame)
             s.start_time = leg.start_time
-            mix = self._mix[call.key] = _Mixer(s, self.ops, lambda: self._start(call, s, None, None))
-            mix.key = call.key
+            mix = self._mix[call.key] = _Mixer(call.key, s, self.ops, lambda: self._start(call, s, None, None))
         return mix
 
     def _event(self, s: _Stream, kind: str, msg: dict, offset: int) -> None:
@@ -306,7 +305,8 @@ def _offset(start: float | None, at: float) -> int:
 class _Mixer:
     """Caller left, callee right, on a shared timeline starting at the first audio."""
 
-    def __init__(self, stream: _Stream, ops: list, opening) -> None:
+    def __init__(self, key: str, stream: _Stream, ops: list, opening) -> None:
+        self.key = key                           # the call's key
         self.stream = stream
         self.ops = ops
         self.opening = opening                   # emits the start message, once, at the first frame
@@ -318,8 +318,7 @@ class _Mixer:
         self.origin: dict[str, int] = {}         # leg tag -> absolute position of its sample 0
         self.received: dict[str, int] = {CALLER: 0, CALLEE: 0}
         self.late = 0
-        self.key = None                          # the call's key (StreamSink)
-        self.wake_at = None                   # in StreamSink's heap: the time it wakes
+        self.wake_at = None                      # in StreamSink's heap: the time it wakes
 
     def event(self, kind: str, msg: dict, at: float) -> None:
         if self.opening is not None:

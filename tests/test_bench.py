@@ -162,6 +162,7 @@ def test_latency_counts_the_wait_of_frames_gathered_by_flush_ms(tmp_path):
         res = bench.measure("ws20", capture, info, url=sink.url, speed=1.0, latency=True, flush_ms=100)
     finally:
         sink.stop()
+    assert res["flush_ms"] == 100
     lat = res["latency"]
     assert lat["frames"] == 4 * 2 * 100
     assert lat["p50_ms"] >= 30.0, lat
