@@ -200,23 +200,28 @@ class CallRegistry:
 
     def expire(self, now: float) -> list:
         """End calls idle for ``rtp_timeout`` (or challenged and never retried);
-        forget ended calls after the linger time.  Cost: O(log n) per call due."""
+        forget ended calls after the linger time.  Cost: O(log n) per call due.
+
+        Every timer makes progress: a call whose timer is due either ends or is
+        re-armed strictly after ``now``, and each test below is the very sum its
+        deadline was computed from (``t + timeout``), so a timer due at ``now`` is
+        never kept for ``now`` again, whatever the rounding of large timestamps."""
         events: list = []
         heap = self._timers
         while heap and heap[0][0] <= now:
             _, _, call = heapq.heappop(heap)
             if call.ended:
                 continue
-            if call.challenged_at is not None and now - call.challenged_at > AUTH_RETRY_SECONDS:
+            if call.challenged_at is not None and now >= call.challenged_at + AUTH_RETRY_SECONDS:
                 self._end(call, f"rejected {call._challenge_code}", call.challenged_at, events)
-            elif now - call.last_activity > self.rtp_timeout:
+            elif now >= call.last_activity + self.rtp_timeout:
                 self._end(call, "timeout", call.last_activity, events)
             else:
-                self._arm(call)          # activity since: due later
+                self._arm(call)          # activity since: due later (after now, by the tests above)
         ended = self._ended
         while ended:
             cid, call = next(iter(ended.items()))
-            if now - (call.end or now) <= LINGER_SECONDS:
+            if call.end is not None and now < call.end + LINGER_SECONDS:
                 break
             del ended[cid]
             if cid not in self.active:

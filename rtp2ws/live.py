@@ -173,6 +173,7 @@ class LiveRunner:
                 break
             pipe.feed_frames(batch)
         pipe.finish(max(last, pipe.now, time.time()), reason=self.reason)
+        self._log_errors()
         self._publish()
         return self.summary()
 
@@ -211,7 +212,20 @@ class LiveRunner:
                          "ws_queued_ms": ws.get("queued_ms", 0), "ws_dropped_ms": ws.get("dropped_ms", 0)})
         self._snapshot = snap
 
+    def _log_errors(self) -> None:
+        """Packets that raised what no parser documents (counted as malformed, skipped):
+        one line per interval, whatever their number."""
+        pipe = self.pipe
+        if pipe is None or not pipe.errors:
+            return
+        errors = pipe.take_errors()
+        ts, text = errors[0]
+        log.error("%d packets raised an unexpected error and were skipped (counted as malformed; "
+                  "%d since start); the first, at capture time %.6f: %r", len(errors),
+                  pipe.stats["internal_errors"], ts, text)
+
     def _log_interval(self) -> None:
+        self._log_errors()
         now = self._counts()
         prev = self._last_log or now
         self._last_log = now

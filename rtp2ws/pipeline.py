@@ -25,7 +25,10 @@ from .tcpstream import SipTcpReassembler
 
 UDP = 17
 TCP = 6
-ENDED_MEDIA_GRACE = 32.0   # RTP to/from an ended call's addresses this soon after is a straggler
+ENDED_MEDIA_GRACE = 32.0
+PROBATION_FLOWS = 65536    # unclaimed RTP flows watched at once (about 0.5 KB each)
+PROBATION_STALE = 2.0      # seconds after which a flow's one packet in probation may make room
+MAX_ERRORS_KEPT = 100      # undocumented exceptions kept for the log between two looks   # RTP to/from an ended call's addresses this soon after is a straggler
 
 
 class Sink:
@@ -120,7 +123,17 @@ class Tee(Sink):
 
 class Config:
     def __init__(self, *, jitter_depth: float = 0.060, rtp_timeout: float = 300.0, media_only: bool = True,
-                 deliver_ms: int = 0, flush_ms: int = 0) -> None:
+                 deliver_ms: int = 0, flush_ms: int = 0, probation_flows: int = PROBATION_FLOWS) -> None:
+        # The command line checks its ranges (cli, argtypes); this keeps other callers
+        # from arming timers that never fire (nan) or fire at once (0).
+        if not 0 <= jitter_depth <= 10:
+            raise ValueError(f"jitter_depth must be 0..10 s, not {jitter_depth}")
+        if not 0 < rtp_timeout < float("inf"):
+            raise ValueError(f"rtp_timeout must be a positive number of seconds, not {rtp_timeout}")
+        if not (0 <= deliver_ms and 0 <= flush_ms):
+            raise ValueError("deliver_ms and flush_ms must not be negative")
+        if probation_flows < 1:
+            raise ValueError("probation_flows must be at least 1")
         self.jitter_depth = jitter_depth
         self.rtp_timeout = rtp_timeout
         self.media_only = media_only    # RTP without signalling becomes a media-only call
@@ -131,6 +144,9 @@ class Config:
         # Live streams gather a few packets per leg, so that each connection gets one
         # write per flush_ms instead of one per packet; a frame waits at most this long.
         self.flush_ms = flush_ms
+        # Unclaimed RTP flows in probation at once: calls in progress when capture starts
+        # on a busy PBX, one entry per flow until its second packet makes it a call.
+        self.probation_flows = probation_flows
 
 
 def deliver_ms(*, stream: bool, paced: bool, max_buffer_ms: int = 10000) -> int:
@@ -175,8 +191,11 @@ class Pipeline:
         self.stats = {
             "frames": 0, "malformed": 0, "malformed_packet": 0, "malformed_sip": 0, "malformed_rtp": 0,
             "sip": 0, "rtp": 0, "rtcp": 0, "stun": 0, "zrtp": 0, "unmatched_udp": 0, "other": 0,
-            "rtp_after_end": 0,
+            "rtp_after_end": 0, "internal_errors": 0, "probation_full": 0,
         }
+        # Undocumented exceptions a packet raised, (capture time, text), oldest first;
+        # the adapters log and clear them (``take_errors``).
+        self.errors: list[tuple[float, str]] = []
 
     # -- input ------------------------------------------------------------------
 
@@ -194,11 +213,22 @@ class Pipeline:
         if dl is not None and ts >= dl:
             self._expire(ts)
         try:
-            pkt = self.decoder.decode(frame, ts)
+            self._packet(ts, frame)
         except MalformedPacket:
             st["malformed"] += 1
             st["malformed_packet"] += 1
-            return
+        except Exception as exc:        # noqa: BLE001 -- one packet never ends the process
+            # A parser or stage raised what it does not document: a bug, but this
+            # packet's alone.  It is counted as malformed and kept for the log
+            # (``errors``, bounded), and capture goes on with the next packet.
+            st["malformed"] += 1
+            st["internal_errors"] += 1
+            if len(self.errors) < MAX_ERRORS_KEPT:
+                self.errors.append((ts, f"{type(exc).__name__}: {exc}"[:300]))
+
+    def _packet(self, ts: float, frame: bytes) -> None:
+        st = self.stats
+        pkt = self.decoder.decode(frame, ts)
         if pkt is None:
             st["other"] += 1
             return
@@ -218,6 +248,12 @@ class Pipeline:
         elif pkt.proto == TCP:
             for msg in self.tcp.feed(pkt, ts):
                 self._sip(msg, ts)
+
+    def take_errors(self) -> list[tuple[float, str]]:
+        """The undocumented exceptions packets raised since the last call (at most
+        ``MAX_ERRORS_KEPT``; ``stats["internal_errors"]`` counts them all)."""
+        errors, self.errors = self.errors, []
+        return errors
 
     def run_reader(self, reader, budget: int = 1024) -> bool:
         """Feed packets from ``reader`` (``CaptureFile(..., native=True).reader``) until
@@ -434,11 +470,22 @@ class Pipeline:
                 st["rtp_after_end"] += 1      # in flight after BYE: not a new call
                 return
         key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
-        prev = self._probation.pop(key, None)
+        probation = self._probation       # in order of each flow's latest packet
+        prev = probation.pop(key, None)
         if prev is None or ((prev[0].sequence + 1) & 0xFFFF) != rtp.sequence or prev[0].ssrc != rtp.ssrc:
-            if len(self._probation) >= 4096:
-                self._probation.pop(next(iter(self._probation)))
-            self._probation[key] = (rtp, ts)
+            if len(probation) >= self.config.probation_flows:
+                # Full.  Evicting the oldest whatever its age would let more flows than
+                # slots push each other out in turn, and none would ever see its second
+                # packet (4,097 calls in progress gave none).  Only a flow quiet for
+                # PROBATION_STALE makes room; otherwise this packet waits outside (counted)
+                # and its flow tries again with its next one, once the flows inside have
+                # become calls and left.
+                old_key = next(iter(probation))
+                if ts - probation[old_key][1] < PROBATION_STALE:
+                    st["probation_full"] += 1
+                    return
+                del probation[old_key]
+            probation[key] = (rtp, ts)
             return
         a, b = (pkt.src, pkt.sport), (pkt.dst, pkt.dport)
         call_id = f"rtp:{format_addr(*a)}-{format_addr(*b)}"

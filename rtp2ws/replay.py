@@ -171,4 +171,5 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
     stats = dict(pipe.stats)
     stats.update({f"decoder_{k}": v for k, v in pipe.decoder.stats.items() if v})
     stats.update({k: v for k, v in pipe.registry.stats.items() if v})
-    return ReplayResult(path, stats, counting.calls, len(counting.legs), packets, time.monotonic() - t0, error)
+    return ReplayResult(path, stats, counting.calls, len(counting.legs), packets, time.monotonic() - t0, error,
+                        extra={"internal_errors": pipe.take_errors()})
