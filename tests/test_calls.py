@@ -210,12 +210,31 @@ def progresses(reg, now):
 
 def test_a_call_idle_exactly_the_timeout_ends_and_never_spins():
     reg = CallRegistry(rtp_timeout=300)
-    call = feed(reg, Call("exact@x", A, B).setup(1000.0))[0].call
-    assert reg.next_deadline() == 1000.0 + 300        # the last setup message is a few ms later
-    reg.touch(call, 1000.0)
-    call.last_activity = 1000.0
+    c = Call("exact@x", A, B)
+    call = feed(reg, c.request(1000.0, "INVITE", to_tag=False) +
+                c.response(1000.0, 100, "Trying", "INVITE", to_tag=False))[0].call
+    assert reg.next_deadline() == 1000.0 + 300
+    assert progresses(reg, 1299.999) == []
     ev = progresses(reg, 1300.0)                     # a packet exactly rtp_timeout later
     assert kinds(ev) == ["CallEnded"] and call.end_reason == "timeout" and call.end == 1000.0
+
+
+def test_an_invite_nobody_answers_ends_after_timer_b():
+    """Not even a 100 Trying: the caller's own stack gives up after Timer B (32 s), and so
+    does the registry, so that an INVITE flood holds each call 32 s, not rtp_timeout."""
+    reg = CallRegistry(rtp_timeout=300)
+    c = Call("unanswered@x", A, B)
+    call = feed(reg, c.request(1000.0, "INVITE", to_tag=False))[0].call
+    assert reg.next_deadline() == 1032.0
+    reg.touch(call, 1010.0)                          # media keeps it: 32 s from the last activity
+    assert progresses(reg, 1032.0) == []
+    ev = progresses(reg, 1042.0)
+    assert kinds(ev) == ["CallEnded"] and call.end_reason == "no_response" and call.end == 1010.0
+    answered = Call("answered@x", A, B)
+    call = feed(reg, answered.request(2000.0, "INVITE", to_tag=False) +
+                answered.response(2001.0, 100, "Trying", "INVITE", to_tag=False))[0].call
+    assert reg.next_deadline() == 2301.0             # a response: rtp_timeout again, nothing stale
+    assert progresses(reg, 2100.0) == [] and not call.ended
 
 
 def test_a_challenge_unanswered_exactly_32_s_ends_as_rejected():
@@ -234,10 +253,10 @@ def test_an_evenly_paced_invite_flood_expires_in_one_pass():
         reg.on_message(sip_of(c.request(0, "INVITE", to_tag=False))[0][1], 1000.0 + i * 0.25)
     ended = 0
     for i in range(0, 2000, 97):                    # expire exactly at some calls' due time
-        ev = progresses(reg, 1300.0 + i * 0.25)
+        ev = progresses(reg, 1032.0 + i * 0.25)
         ended += len(ev)
         assert len(reg.active) == 2000 - ended == 2000 - (i + 1)
-    ended += len(progresses(reg, 1300.0 + 2000 * 0.25))
+    ended += len(progresses(reg, 1032.0 + 2000 * 0.25))
     assert reg.active == {} and ended == reg.stats["calls"] == 2000
 
 

@@ -128,17 +128,21 @@ def test_replay_reports_unexpected_errors_on_stderr(tmp_path, capsys):
     assert "a bug reached by one packet\\nwith a second line" in err
 
 
-def test_a_packet_exactly_rtp_timeout_after_the_invite_ends_the_call(tmp_path):
-    """INVITE at t=1000.0 and the next packet at t=1300.0 used to spin forever."""
+@pytest.mark.parametrize("answered, due, reason", [(True, 1300.0, "timeout"), (False, 1032.0, "no_response")])
+def test_a_packet_exactly_when_the_call_is_due_ends_it(tmp_path, answered, due, reason):
+    """INVITE (and 100 Trying) at t=1000.0 and the next packet exactly rtp_timeout later
+    used to spin forever; an INVITE nobody answers is due after Timer B."""
     c = Call("idle@x", A, B)
-    invite = c.request(1000.0, "INVITE", to_tag=False)
+    setup = c.request(1000.0, "INVITE", to_tag=False)
+    if answered:
+        setup += c.response(1000.0, 100, "Trying", "INVITE", to_tag=False)
     other = Call("later@x", A, B, from_tag="other")
     with within(20.0):
-        rc, doc, _ = replay(tmp_path, frames_of(invite, other.request(1300.0, "INVITE", to_tag=False)),
+        rc, doc, _ = replay(tmp_path, frames_of(setup, other.request(due, "INVITE", to_tag=False)),
                             "--rtp-timeout", "300")
     assert rc == 0
     ends = {call["call_id"]: (call["end_reason"], call["end"]) for call in doc["calls"]}
-    assert ends["idle@x"][0] == "timeout" and ends["idle@x"][1].startswith("1970-01-01T00:16:40.000")
+    assert ends["idle@x"][0] == reason and ends["idle@x"][1].startswith("1970-01-01T00:16:40.000")
     assert ends["later@x"][0] == "capture_end"
 
 

@@ -1,0 +1,22 @@
+"""Soak, short: real calls inside floods, bounded memory, every real call exact (issue 10).
+
+The capture (``tests/soak.py``) mixes INVITEs without BYE, RTP without SIP, hostile
+SIP, unfinished TCP, fragment storms and a two-hour clock jump with 40 real calls.
+The long run is ``python tests/soak.py --scale 20``.
+"""
+
+from __future__ import annotations
+
+import soak
+
+
+def test_soak_real_calls_exact_in_bounded_memory(tmp_path):
+    res = soak.run(str(tmp_path), scale=1.0)
+    assert res["returncode"] == 0, res["stderr"]
+    assert res["problems"] == [], res["problems"]
+    assert res["real_calls"] == 40
+    assert "Traceback" not in res["stderr"]
+    assert res["peak_rss_mb"] < soak.RSS_BOUND_MB, res
+    s = res["summary"]
+    assert s["internal_errors"] == 0, res["stderr"]       # every hostile packet is a documented error
+    assert s["malformed"] >= 2000                          # the hostile SIP, counted
