@@ -109,7 +109,10 @@ class OneLine(logging.Filter):
     sent (stream_id, call_id, reasons quoting it), a record is one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format: the handler reports it as logging does
+            return True
         record.msg, record.args = printable(text), None
         return True
 
@@ -176,20 +179,22 @@ def json_depth(raw: bytes) -> int:
     For valid JSON that is its depth; for any text it is at least the depth
     ``json.loads`` reaches before it stops, because on the valid part both split
     strings the same way (a quote after an even run of backslashes opens or
-    closes one). Linear and vectorised: about 15 ms a MiB.
+    closes one). Linear and vectorised: 10 to 45 ms a MiB (benchmarks/sink_limits.py).
     """
     b = np.frombuffer(raw, np.uint8)
     if not len(b):
         return 0
-    at = np.arange(len(b), dtype=np.int64)
-    last_plain = np.maximum.accumulate(np.where(b == 0x5C, -1, at))  # last non-backslash at or before each byte
     quotes = np.flatnonzero(b == 0x22)
-    before = quotes - 1
-    run = np.where(before >= 0, before - last_plain[np.maximum(before, 0)], 0)  # backslashes right before
+    if b"\\" in raw:  # a quote after an odd run of backslashes is escaped
+        at = np.arange(len(b), dtype=np.int32)
+        last_plain = np.maximum.accumulate(np.where(b == 0x5C, -1, at))  # last non-backslash at or before each byte
+        before = quotes - 1
+        run = np.where(before >= 0, before - last_plain[np.maximum(before, 0)], 0)  # backslashes right before
+        quotes = quotes[run % 2 == 0]
     toggle = np.zeros(len(b), np.int8)
-    toggle[quotes[run % 2 == 0]] = 1
-    outside = (np.cumsum(toggle, dtype=np.int64) & 1) == 0
-    return int(np.cumsum(_BRACKET_STEP[b] * outside, dtype=np.int64).max(initial=0))
+    toggle[quotes] = 1
+    outside = (np.cumsum(toggle, dtype=np.int32) & 1) == 0
+    return int(np.cumsum(_BRACKET_STEP[b] * outside, dtype=np.int32).max(initial=0))
 
 
 def _no_constant(name: str):
@@ -405,8 +410,8 @@ class StreamStore:
             self._forget(sid)
             self._park(s)
         elif rec["event"] == "end":
-            s = self.idle_open.pop(sid, None)
-            if s is not None:  # else forgotten already, or ended twice
+            s = self.idle_open.pop(sid, None) or self.idle_ended.pop(sid, None)
+            if s is not None:  # else forgotten already
                 s.ended = True
                 self._park(s)
 
@@ -491,7 +496,7 @@ class StreamStore:
             return
         if offset - s.samples > self.max_gap_samples:
             raise Refusal(protocol.CLOSE_POLICY_VIOLATION,
-                          f"offset {offset} is more than {self.max_gap_samples // protocol.SAMPLE_RATE} s "
+                          f"offset {offset} is more than {self.max_gap_samples / protocol.SAMPLE_RATE:g} s "
                           f"beyond the end of the stream ({s.samples} samples)")
         os.pwrite(s.fd, data, HEADER_BYTES + offset * s.block)
         s.samples = max(s.samples, offset + len(data) // s.block)
