@@ -460,7 +460,7 @@ def test_restart_loads_a_bounded_table(tmp_path, caplog):
         for i in range(40):
             opened(f"e{i}")
             f.write(json.dumps({"event": "end", "stream_id": f"e{i}", "received": 0.0, "end": {}}) + "\n")
-        f.write(json.dumps({"event": "end", "stream_id": "e0", "received": 0.0, "end": {}}) + "\n")  # resumed, ended
+        f.write(json.dumps({"event": "end", "stream_id": "e38", "received": 0.0, "end": {}}) + "\n")  # again
         opened("open-new")
     os.makedirs(out / "open-old")
     with open(out / "open-old" / "caller.wav", "wb") as f:
@@ -469,7 +469,7 @@ def test_restart_loads_a_bounded_table(tmp_path, caplog):
     store = StreamStore(str(out), max_idle=5)
     try:
         assert list(store.idle_open) == ["open-old", "open-new"]
-        assert list(store.idle_ended) == ["e38", "e39", "e0"]
+        assert list(store.idle_ended) == ["e37", "e39", "e38"]
         assert (len(store.active), len(store._paths), store.evicted) == (0, 5, 37)
         assert store.streams["open-old"].samples == FRAME
     finally:
