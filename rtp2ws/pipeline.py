@@ -12,6 +12,9 @@ same object; a ``Sink`` receives the results.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+
 import numpy as np
 
 from .calls import CALLEE, CALLER, Call, CallEnded, CallRegistry, CallStarted, HoldChanged, MediaUpdated, other
@@ -29,6 +32,7 @@ ENDED_MEDIA_GRACE = 32.0   # RTP to/from an ended call's addresses this soon aft
 FLOW_WINDOW = 1.0          # a leg's new flow is concurrent when the leg's flow goes on within this
 MAX_HELD = 256             # packets of a new flow held while that is undecided (then decided early)
 MAX_UNDECIDED = 4          # new flows of one call undecided at once; more are counted and dropped
+MAX_UNDECIDED_ALL = 1024   # ... and of all calls
 MAX_EXCESS = 64            # flows of one call beyond EXTRA_LEGS remembered as dropped
 
 
@@ -170,7 +174,9 @@ class Pipeline:
         self._media_only: dict[str, set] = {}        # media-only call key -> its (ip, port) endpoints
         self._ended_media: dict[tuple, float] = {}   # (ip, port) of calls that just ended -> end time
         self._undecided: dict[tuple, _Undecided] = {}  # 5-tuple -> a leg's new flow, held until decided
-        self._undecided_deadline = float("inf")       # when the oldest of them is decided at the latest
+        self._undecided_heap: list = []               # (deadline, n, flow, _Undecided), stale ones skipped
+        self._undecided_deadline = float("inf")       # the earliest deadline in it
+        self._undecided_n = itertools.count()
         self._split: dict[str, _Split] = {}           # call key -> its extra legs (caller#2 ...)
         self.now = 0.0
         # The fast path (rtp2ws.fastpath), once run_reader drives the pipeline:
@@ -556,10 +562,9 @@ class Pipeline:
 
     def _call_ended(self, call: Call) -> None:
         sp = self._split.get(call.key)
-        if sp is not None and sp.undecided:
-            for flow, u in list(self._undecided.items()):
-                if u.key[0] == call.key:
-                    self._decide(flow, u)
+        if sp is not None:
+            for flow in list(sp.undecided):
+                self._decide(flow, self._undecided[flow])
         legs = {}
         for tag in self._tags(call.key):
             key = (call.key, tag)
@@ -621,13 +626,14 @@ class Pipeline:
             elif leg.flow is None or self._moved(key, leg, flow):
                 leg.take_flow(flow, self.correlator.expected(key))
                 return key
-            elif sp is not None and sp.undecided >= MAX_UNDECIDED:
+            elif (sp is not None and len(sp.undecided) >= MAX_UNDECIDED) or len(self._undecided) >= MAX_UNDECIDED_ALL:
                 target = None
             else:
                 if sp is None:
                     sp = self._split[key[0]] = _Split()
-                sp.undecided += 1
-                self._undecided[flow] = _Undecided(key, leg.counts["packets"], ts, [(rtp, ts)])
+                sp.undecided.add(flow)
+                u = self._undecided[flow] = _Undecided(key, leg.counts["packets"], ts, [(rtp, ts)])
+                heapq.heappush(self._undecided_heap, (ts + FLOW_WINDOW, next(self._undecided_n), flow, u))
                 if ts + FLOW_WINDOW < self._undecided_deadline:
                     self._undecided_deadline = ts + FLOW_WINDOW
                 return None
@@ -651,14 +657,17 @@ class Pipeline:
         a replacement otherwise.  Its held packets go to the leg that takes it.  Returns
         that leg's key (None when the call has as many extra legs as it may)."""
         del self._undecided[flow]
-        self._undecided_deadline = min((x.first for x in self._undecided.values()),
-                                       default=float("inf")) + FLOW_WINDOW
+        heap = self._undecided_heap
+        while heap and self._undecided.get(heap[0][2]) is not heap[0][3]:
+            heapq.heappop(heap)           # decided before its deadline
+        self._undecided_deadline = heap[0][0] if heap else float("inf")
         key = u.key
-        sp = self._split[key[0]]
-        sp.undecided -= 1
+        self._split[key[0]].undecided.discard(flow)
         leg = self.legs.get(key)
         if leg is None:
+            self._drop_flow_packets(key, len(u.packets))
             return None
+        sp = self._split[key[0]]
         self._fast_sync(key)          # the leg's packets so far, and its state is about to change
         if leg.counts["packets"] != u.mark:
             target = self._extra_leg(key, leg, flow, sp)
@@ -676,9 +685,14 @@ class Pipeline:
         return target
 
     def _decide_due(self, now: float) -> None:
-        for flow, u in list(self._undecided.items()):
-            if u.first + FLOW_WINDOW <= now and flow in self._undecided:
-                self._decide(flow, u)
+        heap = self._undecided_heap
+        while heap and heap[0][0] <= now:
+            _, _, flow, u = heap[0]
+            if self._undecided.get(flow) is u:
+                self._decide(flow, u)     # pops it
+            else:
+                heapq.heappop(heap)
+        self._undecided_deadline = heap[0][0] if heap else float("inf")
 
     def _extra_leg(self, key, leg: MediaLeg, flow: tuple, sp: "_Split"):
         """A leg of its own for a flow concurrent with ``leg``'s: ``caller#2`` (then #3 ...,
@@ -747,7 +761,7 @@ class _Split:
     def __init__(self) -> None:
         self.tags: dict[str, str] = {}   # extra leg tag -> its SDP leg's tag, in order made
         self.excess: set = set()         # flows dropped for want of a leg (at most MAX_EXCESS)
-        self.undecided = 0               # of its flows in Pipeline._undecided
+        self.undecided: set = set()      # its flows in Pipeline._undecided (at most MAX_UNDECIDED)
 
 
 def _addr(text: str, port: int):

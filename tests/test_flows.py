@@ -26,9 +26,11 @@ import numpy as np
 import pytest
 
 import callgen
+import netgen
 from callgen import Call, Party, frames_of, rtp_packets, sdp, tone
 from fastcheck import check_equivalent
-from rtp2ws import cli, g711
+from rtp2ws import cli, pipeline
+from rtp2ws.pipeline import Pipeline, Sink
 from rtp2ws.resample import upsample_2x
 from rtp2ws.wavout import iso, read_wav
 
@@ -311,3 +313,55 @@ def test_both_directions_through_a_relay_and_stereo(tmp_path):
     assert ch == 2 and len(stereo) == off + 16000
     assert np.array_equal(stereo[:16000, 0], callgen.expected_16k(pa))
     assert np.array_equal(stereo[off:, 1], callgen.expected_16k(pb))
+
+
+# -- the pipeline's bounds and timers ---------------------------------------------------------
+
+class Audio(Sink):
+    def __init__(self):
+        self.got = {}
+
+    def leg_audio(self, call, leg, pcm):
+        self.got.setdefault(leg.tag, []).append(pcm)
+
+
+def test_undecided_flow_is_held_within_bounds_then_decided():
+    """A new flow while the leg's own is silent: its packets are held (never more than
+    MAX_HELD), then it takes over; nothing is lost."""
+    c = Call("flood@test", A, B)
+    sink = Audio()
+    pipe = Pipeline(1, sink)
+    first = rtp_packets(A, B, 100.1, tone(440, 1600), ssrc=1)                      # 10 packets
+    flood = [(100.5 + i * 0.001, s, ip) for i, (_, s, ip) in
+             enumerate(rtp_packets(A, B, 0, tone(700, 160 * 300), ssrc=2, seq0=5000, src_port=61000))]
+    most = 0
+    for t, ip in frames_of(c.setup(100), first, flood):
+        pipe.feed(t, netgen.link(1, ip))
+        most = max([most] + [len(u.packets) for u in pipe._undecided.values()])
+    assert most == pipeline.MAX_HELD
+    assert not pipe._undecided
+    pipe.finish()
+    assert pipe.stats["rtp"] == 10 + 300 and pipe.stats["extra_legs"] == 0
+    assert pipe.stats["extra_flow_dropped"] == 0
+
+
+def test_idle_tick_decides_at_the_deadline():
+    """Live capture with nothing more coming: the tick that reaches the new flow's
+    deadline decides it, and its audio goes out."""
+    c = Call("idle@test", A, B)
+    sink = Audio()
+    pipe = Pipeline(1, sink)
+    s1 = rtp_packets(A, B, 100.1, tone(440, 1600), ssrc=1)                          # until 100.3
+    s2 = rtp_packets(A, B, 100.5, tone(700, 800), ssrc=2, src_port=61000)          # 100.5 .. 100.58
+    for t, ip in frames_of(c.setup(100), s1, s2):
+        pipe.feed(t, netgen.link(1, ip))
+        pipe.tick(t)
+    before = sum(len(x) for x in sink.got["caller"])
+    assert len(pipe._undecided) == 1
+    pipe.tick(100.5 + pipeline.FLOW_WINDOW - 0.001)
+    assert len(pipe._undecided) == 1
+    pipe.tick(100.5 + pipeline.FLOW_WINDOW)
+    assert not pipe._undecided
+    after = sum(len(x) for x in sink.got["caller"])
+    assert after > before            # the held packets went on the leg's timeline and out
+    assert set(sink.got) == {"caller"}
