@@ -47,7 +47,8 @@ class Sink:
 
     def call_event(self, call: Call, event) -> None: ...
 
-    def call_ended(self, call: Call, legs: dict[str, MediaLeg]) -> None: ...
+    def call_ended(self, call: Call, legs: dict[str, MediaLeg]) -> None:
+        """``legs`` by tag: caller, callee, then the call's extra legs (caller#2 ...)."""
 
     def tick(self, now: float) -> None:
         """Capture time has reached ``now`` (called after each batch and timer run)."""
