@@ -52,11 +52,6 @@ def extra_tag(tag: str, n: int) -> str:
     return f"{tag}#{n}"
 
 
-def primary_tag(tag: str) -> str:
-    """``caller`` for ``caller`` and ``caller#2``."""
-    return tag.partition("#")[0]
-
-
 def _assemble(pending: list) -> np.ndarray:
     """8 kHz samples from pending items: arrays as they are, runs of (codec, payload)
     decoded with one table look-up per run."""
