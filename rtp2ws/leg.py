@@ -16,6 +16,15 @@ an RTP timestamp that disagrees with the capture clock by more than
 output stays continuous and sample N stays close to ``start_time + N/16000``.
 A packet that overlaps audio already emitted is trimmed: no sample is
 emitted twice.
+
+Flows
+-----
+A leg carries one timeline, so it takes one RTP flow (5-tuple) at a time.
+The pipeline decides which flows a leg takes (``take_flow``): a second flow
+that matches the same SDP leg while the first one goes on becomes its own
+leg, tagged ``<tag>#2`` (``extra_tag``), with its own jitter buffer and
+timeline; one that takes over (NAT rebinding, media moved by a re-INVITE)
+continues this leg.
 """
 
 from __future__ import annotations
@@ -33,7 +42,14 @@ from .rtp import RtpPacket
 
 CLOCK = 8000
 RESYNC_SECONDS = 0.5
+EXTRA_LEGS = 3          # concurrent flows beyond the first, per direction: <tag>#2 .. <tag>#4
+OWN_FLOWS = 8           # flows a leg remembers having taken (NAT rebinding, re-INVITE moves)
 _DECODERS = {"PCMA": g711.decode_alaw, "PCMU": g711.decode_ulaw}
+
+
+def extra_tag(tag: str, n: int) -> str:
+    """The tag of a direction's ``n``-th concurrent flow (n >= 2): ``caller#2``."""
+    return f"{tag}#{n}"
 
 
 def _assemble(pending: list) -> np.ndarray:
@@ -75,10 +91,13 @@ class MediaLeg:
         self.ssrcs: list[int] = []
         self.codecs: list[str] = []
         self.flows: list[tuple[str, str]] = []   # (src, dst) as text, in order first seen
+        self.flow: tuple | None = None   # the RTP flow (packed 5-tuple) taken now; set by the pipeline
+        self.flow_expect = None          # the SDP expectation (dst, src) when it was taken
+        self.own_flows: dict = {}        # flows taken so far, oldest first (at most OWN_FLOWS)
         self.dtmf_events: list = []
         self.counts = {
             "packets": 0, "bytes": 0, "cn": 0, "unknown_pt": 0, "encrypted_packets": 0,
-            "rtcp": 0, "stun": 0, "zrtp": 0, "malformed": 0, "overlap_dropped": 0,
+            "rtcp": 0, "stun": 0, "zrtp": 0, "malformed": 0, "overlap_dropped": 0, "extra_flow_dropped": 0,
         }
         self.concealed = 0       # 8 kHz samples concealed after loss
         self.filled = 0          # 8 kHz samples of silence inserted in gaps
@@ -98,6 +117,19 @@ class MediaLeg:
         self._events: list = []
         self.closed = False
         self._drained = False
+
+    # -- flows (decided by the pipeline) ------------------------------------------
+
+    def take_flow(self, flow: tuple, expect=None) -> None:
+        """From now on this leg's audio comes on ``flow`` (its first, or a replacement);
+        ``expect`` is what signalling expected of the leg's flows at that moment."""
+        self.flow = flow
+        self.flow_expect = expect
+        own = self.own_flows
+        own.pop(flow, None)
+        own[flow] = True
+        if len(own) > OWN_FLOWS:
+            del own[next(iter(own))]
 
     # -- configuration from signalling ---------------------------------------
 

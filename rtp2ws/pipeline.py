@@ -12,12 +12,15 @@ same object; a ``Sink`` receives the results.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+
 import numpy as np
 
 from .calls import CALLEE, CALLER, Call, CallEnded, CallRegistry, CallStarted, HoldChanged, MediaUpdated, other
 from .correlator import Correlator, format_addr, pack_ip
 from . import fastpath
-from .leg import MediaLeg
+from .leg import EXTRA_LEGS, MediaLeg, extra_tag
 from .packet import MalformedPacket, PacketDecoder
 from .rtp import KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP, classify, parse_rtp
 from .sip import SipParseError, looks_like_sip, parse_message
@@ -25,10 +28,15 @@ from .tcpstream import SipTcpReassembler
 
 UDP = 17
 TCP = 6
-ENDED_MEDIA_GRACE = 32.0
+ENDED_MEDIA_GRACE = 32.0   # RTP to/from an ended call's addresses this soon after is a straggler
 PROBATION_FLOWS = 65536    # unclaimed RTP flows watched at once (about 0.5 KB each)
 PROBATION_STALE = 2.0      # seconds after which a flow's one packet in probation may make room
-MAX_ERRORS_KEPT = 100      # undocumented exceptions kept for the log between two looks   # RTP to/from an ended call's addresses this soon after is a straggler
+MAX_ERRORS_KEPT = 100      # undocumented exceptions kept for the log between two looks
+FLOW_WINDOW = 1.0          # a leg's new flow is concurrent when the leg's flow goes on within this
+MAX_HELD = 256             # packets of a new flow held while that is undecided (then decided early)
+MAX_UNDECIDED = 4          # new flows of one call undecided at once; more are counted and dropped
+MAX_UNDECIDED_ALL = 1024   # ... and of all calls
+MAX_EXCESS = 64            # flows of one call beyond EXTRA_LEGS remembered as dropped
 
 
 class Sink:
@@ -42,7 +50,8 @@ class Sink:
 
     def call_event(self, call: Call, event) -> None: ...
 
-    def call_ended(self, call: Call, legs: dict[str, MediaLeg]) -> None: ...
+    def call_ended(self, call: Call, legs: dict[str, MediaLeg]) -> None:
+        """``legs`` by tag: caller, callee, then the call's extra legs (caller#2 ...)."""
 
     def tick(self, now: float) -> None:
         """Capture time has reached ``now`` (called after each batch and timer run)."""
@@ -181,6 +190,11 @@ class Pipeline:
         self._probation: dict[tuple, tuple] = {}     # 5-tuple -> (RtpPacket, ts) of unclaimed RTP
         self._media_only: dict[str, set] = {}        # media-only call key -> its (ip, port) endpoints
         self._ended_media: dict[tuple, float] = {}   # (ip, port) of calls that just ended -> end time
+        self._undecided: dict[tuple, _Undecided] = {}  # 5-tuple -> a leg's new flow, held until decided
+        self._undecided_heap: list = []               # (deadline, n, flow, _Undecided), stale ones skipped
+        self._undecided_deadline = float("inf")       # the earliest deadline in it
+        self._undecided_n = itertools.count()
+        self._split: dict[str, _Split] = {}           # call key -> its extra legs (caller#2 ...)
         self.now = 0.0
         # The fast path (rtp2ws.fastpath), once run_reader drives the pipeline:
         self._fast = None
@@ -191,7 +205,8 @@ class Pipeline:
         self.stats = {
             "frames": 0, "malformed": 0, "malformed_packet": 0, "malformed_sip": 0, "malformed_rtp": 0,
             "sip": 0, "rtp": 0, "rtcp": 0, "stun": 0, "zrtp": 0, "unmatched_udp": 0, "other": 0,
-            "rtp_after_end": 0, "internal_errors": 0, "probation_full": 0,
+            "rtp_after_end": 0, "internal_errors": 0, "probation_full": 0, "extra_legs": 0,
+            "extra_flow_dropped": 0,
         }
         # Undocumented exceptions a packet raised, (capture time, text), oldest first;
         # the adapters log and clear them (``take_errors``).
@@ -212,6 +227,8 @@ class Pipeline:
         dl = self._registry_deadline
         if dl is not None and ts >= dl:
             self._expire(ts)
+        if ts >= self._undecided_deadline:
+            self._decide_due(ts)
         try:
             self._packet(ts, frame)
         except MalformedPacket:
@@ -300,7 +317,8 @@ class Pipeline:
         or fragment expiry, which ``feed`` must see."""
         dl = self._registry_deadline
         frag = self.decoder.frag_deadline
-        return dl if dl is not None and dl < frag else frag
+        dl = dl if dl is not None and dl < frag else frag
+        return dl if dl < self._undecided_deadline else self._undecided_deadline
 
     def _arm(self, key, flow, rtp) -> None:
         """Let the fast path take this flow's next packets, if the leg allows it."""
@@ -353,6 +371,8 @@ class Pipeline:
 
     def tick(self, now: float) -> None:
         """Timers: jitter-buffer deadlines, call timeouts; then hand out audio."""
+        if now >= self._undecided_deadline:
+            self._decide_due(now)
         for key in list(self._waiting):
             leg = self.legs.get(key)
             if leg is None:
@@ -380,7 +400,7 @@ class Pipeline:
     def _expire(self, now: float) -> None:
         if self._fast_legs:     # the timers read each call's last activity: bring it up to date
             for call in self.registry.due(now):
-                for tag in (CALLER, CALLEE):
+                for tag in self._tags(call.key):
                     self._fast_sync((call.key, tag), False)
         self._handle(self.registry.expire(now))
         self._registry_deadline = self.registry.next_deadline()
@@ -418,8 +438,6 @@ class Pipeline:
             self._fast_sync(key)
         st = self.stats
         payload = pkt.payload
-        if not leg.flows:
-            leg.flows.append((format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport)))
         if len(payload) >= 12 and payload[0] >> 6 == 2 and not 192 <= payload[1] <= 223:
             kind = KIND_RTP     # rtp.classify's answer for the common case, inline
         else:
@@ -428,14 +446,28 @@ class Pipeline:
             try:
                 rtp = parse_rtp(payload)
             except ValueError:
+                if not leg.flows:
+                    leg.flows.append((format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport)))
                 st["malformed"] += 1
                 st["malformed_rtp"] += 1
                 leg.counts["malformed"] += 1
                 return
+            flow = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
+            if flow != leg.flow and flow not in leg.own_flows:
+                key = self._new_flow(key, leg, flow, rtp, ts)
+                if key is None:
+                    return           # held until decided, or dropped
+                leg = self.legs[key]
+                if key in self._fast_legs:
+                    self._fast_sync(key)
+            if not leg.flows:
+                leg.flows.append((format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport)))
             self._push_rtp(key, rtp, ts)
             if self._fast is not None:
-                self._arm(key, (pkt.src, pkt.sport, pkt.dst, pkt.dport), rtp)
+                self._arm(key, flow, rtp)
             return
+        if not leg.flows:
+            leg.flows.append((format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport)))
         if kind == KIND_RTCP:
             st["rtcp"] += 1
             leg.counts["rtcp"] += 1
@@ -530,7 +562,7 @@ class Pipeline:
     def _media_updated(self, call: Call) -> None:
         """Re-derive both legs' expectations from the two sides' latest SDP."""
         if self._fast_legs:
-            for tag in (CALLER, CALLEE):
+            for tag in self._tags(call.key):
                 self._fast_sync((call.key, tag))
         if self._media_only:
             self._identify(call)
@@ -554,6 +586,13 @@ class Pipeline:
             leg.set_payload_map(pt_map)
             if (sender is not None and sender.encrypted) or (receiver is not None and receiver.encrypted):
                 leg.encrypted = True
+        sp = self._split.get(call.key)
+        if sp is not None:
+            for xtag, tag in sp.tags.items():     # an extra leg follows its SDP leg's payload map
+                leg, xleg = self.legs.get((call.key, tag)), self.legs.get((call.key, xtag))
+                if leg is not None and xleg is not None:
+                    xleg.set_payload_map(leg.pt_map)
+                    xleg.encrypted = xleg.encrypted or leg.encrypted
 
     def _identify(self, call: Call) -> None:
         """Signalling now names the addresses of a media-only call: that call ends
@@ -571,8 +610,12 @@ class Pipeline:
                     self._handle(self.registry.end(orphan, "identified", self.now))
 
     def _call_ended(self, call: Call) -> None:
+        sp = self._split.get(call.key)
+        if sp is not None:
+            for flow in list(sp.undecided):
+                self._decide(flow, self._undecided[flow])
         legs = {}
-        for tag in (CALLER, CALLEE):
+        for tag in self._tags(call.key):
             key = (call.key, tag)
             if key in self._fast_legs:
                 self._fast_sync(key)
@@ -587,6 +630,7 @@ class Pipeline:
             legs[tag] = leg
         self.calls.pop(call.key, None)
         self._media_only.pop(call.key, None)
+        self._split.pop(call.key, None)
         if self.config.media_only:
             end = call.end if call.end is not None else self.now
             recent = self._ended_media      # in order of end time: expire from the front
@@ -601,6 +645,129 @@ class Pipeline:
                     break
                 del recent[addr]
         self.sink.call_ended(call, legs)
+
+    # -- flows: one timeline per leg ---------------------------------------------------
+
+    def _tags(self, call_key: str):
+        """The tags of a call's legs: caller, callee, then its extra legs in order."""
+        sp = self._split.get(call_key)
+        return (CALLER, CALLEE) if sp is None else (CALLER, CALLEE, *sp.tags)
+
+    def _new_flow(self, key, leg: MediaLeg, flow: tuple, rtp, ts: float):
+        """An RTP packet on a flow ``leg`` has not taken.  It is the leg's first flow;
+        or it *replaces* the leg's flow (signalling moved the media there, or the leg's
+        flow has gone silent: NAT rebinding); or it is *concurrent* (a media relay in
+        the path: the leg's flow goes on) and gets a leg of its own, ``caller#2``, so
+        that no timeline mixes two flows.  Which of the last two is decided by what the
+        leg's flow does in the ``FLOW_WINDOW`` after the new flow's first packet; until
+        then the new flow's packets are held.  Returns the key of the leg that takes the
+        packet now, or None (held, or dropped)."""
+        u = self._undecided.get(flow)
+        if u is not None:
+            if leg.counts["packets"] == u.mark and len(u.packets) < MAX_HELD:
+                u.packets.append((rtp, ts))
+                return None
+            target = self._decide(flow, u)      # the leg's flow went on meanwhile: concurrent
+        else:
+            sp = self._split.get(key[0])
+            if sp is not None and flow in sp.excess:
+                target = None
+            elif leg.flow is None or self._moved(key, leg, flow):
+                leg.take_flow(flow, self.correlator.expected(key))
+                return key
+            elif (sp is not None and len(sp.undecided) >= MAX_UNDECIDED) or len(self._undecided) >= MAX_UNDECIDED_ALL:
+                target = None
+            else:
+                if sp is None:
+                    sp = self._split[key[0]] = _Split()
+                sp.undecided.add(flow)
+                u = self._undecided[flow] = _Undecided(key, leg.counts["packets"], ts, [(rtp, ts)])
+                heapq.heappush(self._undecided_heap, (ts + FLOW_WINDOW, next(self._undecided_n), flow, u))
+                if ts + FLOW_WINDOW < self._undecided_deadline:
+                    self._undecided_deadline = ts + FLOW_WINDOW
+                return None
+        if target is None:
+            self._drop_flow_packets(key, 1)
+        return target
+
+    def _moved(self, key, leg: MediaLeg, flow: tuple) -> bool:
+        """Has signalling moved the leg's media to ``flow`` since the leg took its flow
+        (a re-INVITE or UPDATE changed the address the flow goes to or comes from)?"""
+        now = self.correlator.expected(key)
+        was = leg.flow_expect
+        if now is None or was is None or now == was:
+            return False
+        (dst, src), (was_dst, was_src) = now, was
+        return ((was_dst is not None and dst != was_dst and dst == (flow[2], flow[3]))
+                or (was_src is not None and src != was_src and src == (flow[0], flow[1])))
+
+    def _decide(self, flow: tuple, u: "_Undecided"):
+        """Decide a held flow: concurrent when its leg took packets since the flow began,
+        a replacement otherwise.  Its held packets go to the leg that takes it.  Returns
+        that leg's key (None when the call has as many extra legs as it may)."""
+        del self._undecided[flow]
+        heap = self._undecided_heap
+        while heap and self._undecided.get(heap[0][2]) is not heap[0][3]:
+            heapq.heappop(heap)           # decided before its deadline
+        self._undecided_deadline = heap[0][0] if heap else float("inf")
+        key = u.key
+        self._split[key[0]].undecided.discard(flow)
+        leg = self.legs.get(key)
+        if leg is None:
+            self._drop_flow_packets(key, len(u.packets))
+            return None
+        sp = self._split[key[0]]
+        self._fast_sync(key)          # the leg's packets so far, and its state is about to change
+        if leg.counts["packets"] != u.mark:
+            target = self._extra_leg(key, leg, flow, sp)
+        else:
+            leg.take_flow(flow, self.correlator.expected(key))
+            target = key
+        if target is None:
+            self._drop_flow_packets(key, len(u.packets))
+            return None
+        tleg = self.legs[target]
+        if not tleg.flows:
+            tleg.flows.append((format_addr(flow[0], flow[1]), format_addr(flow[2], flow[3])))
+        for rtp, ts in u.packets:
+            self._push_rtp(target, rtp, ts)
+        return target
+
+    def _decide_due(self, now: float) -> None:
+        heap = self._undecided_heap
+        while heap and heap[0][0] <= now:
+            _, _, flow, u = heap[0]
+            if self._undecided.get(flow) is u:
+                self._decide(flow, u)     # pops it
+            else:
+                heapq.heappop(heap)
+        self._undecided_deadline = heap[0][0] if heap else float("inf")
+
+    def _extra_leg(self, key, leg: MediaLeg, flow: tuple, sp: "_Split"):
+        """A leg of its own for a flow concurrent with ``leg``'s: ``caller#2`` (then #3 ...,
+        at most EXTRA_LEGS per direction); None beyond that."""
+        call_key, tag = key
+        n = 2 + sum(1 for t in sp.tags.values() if t == tag)
+        if n - 1 > EXTRA_LEGS:
+            if len(sp.excess) < MAX_EXCESS:
+                sp.excess.add(flow)
+            return None
+        xtag = extra_tag(tag, n)
+        xkey = (call_key, xtag)
+        xleg = self.legs[xkey] = MediaLeg(xtag, depth=self.config.jitter_depth)
+        xleg.set_payload_map(leg.pt_map)
+        xleg.encrypted = leg.encrypted
+        xleg.take_flow(flow)
+        sp.tags[xtag] = tag
+        self.correlator.assign(flow, xkey)
+        self.stats["extra_legs"] += 1
+        return xkey
+
+    def _drop_flow_packets(self, key, n: int) -> None:
+        self.stats["extra_flow_dropped"] += n
+        leg = self.legs.get(key)
+        if leg is not None:
+            leg.counts["extra_flow_dropped"] += n
 
     def _deliver(self) -> None:
         least = self.config.deliver_ms * 8
@@ -620,6 +787,30 @@ class Pipeline:
                 self._fast.rebase(sid, 0)
         if len(pcm):
             self.sink.leg_audio(call, leg, pcm)
+
+
+class _Undecided:
+    """A leg's new RTP flow while it is undecided whether it replaces the leg's flow or
+    runs alongside it (``Pipeline._new_flow``)."""
+
+    __slots__ = ("key", "mark", "first", "packets")
+
+    def __init__(self, key, mark: int, first: float, packets: list) -> None:
+        self.key = key            # the leg it matched
+        self.mark = mark          # that leg's packet count when the flow began
+        self.first = first        # capture time of the flow's first packet
+        self.packets = packets    # [(RtpPacket, capture time)] held, at most MAX_HELD
+
+
+class _Split:
+    """A call's legs beyond caller and callee."""
+
+    __slots__ = ("tags", "excess", "undecided")
+
+    def __init__(self) -> None:
+        self.tags: dict[str, str] = {}   # extra leg tag -> its SDP leg's tag, in order made
+        self.excess: set = set()         # flows dropped for want of a leg (at most MAX_EXCESS)
+        self.undecided: set = set()      # its flows in Pipeline._undecided (at most MAX_UNDECIDED)
 
 
 def _addr(text: str, port: int):

@@ -2,6 +2,9 @@
 ``calls.json``, the manifest a QA tool reads.
 
 WAV files are 16 kHz mono (stereo: caller left, callee right) 16-bit PCM.
+A leg is ``<tag>.wav``: ``caller``, ``callee``, and for a second flow running
+alongside a leg's (a media relay in the path) ``caller#2.wav`` and so on; the
+stereo WAV is made of ``caller`` and ``callee`` only.
 Audio is buffered per leg and appended in chunks, so no file handle is held
 open per call and thousands of concurrent calls do not exhaust descriptors.
 """
@@ -148,14 +151,12 @@ class WavSink(Sink):
             "legs": [],
         }
         files: dict[str, tuple[WavFile, float]] = {}
-        for tag in (CALLER, CALLEE):
-            leg = legs.get(tag)
-            if leg is None:
-                continue
+        for tag, leg in legs.items():      # caller, callee, then extra legs (caller#2 ...)
             w = self._wavs.pop((call.key, tag), None)
             if w is not None:
                 w.close()
-                files[tag] = (w, leg.start_time)
+                if tag in (CALLER, CALLEE):    # the stereo WAV is the two SDP legs
+                    files[tag] = (w, leg.start_time)
             entry["legs"].append(self._leg_entry(call, leg, w))
         if self.stereo:
             entry["stereo_wav"] = self._write_stereo(call, files)
@@ -203,7 +204,7 @@ class WavSink(Sink):
         e["dtmf"] = [{"digit": d.digit, "start": iso(d.start), "duration_ms": d.duration_ms}
                      for d in leg.dtmf_events]
         e["encrypted"] = leg.encrypted
-        for k in ("cn", "unknown_pt", "rtcp", "stun", "zrtp", "malformed"):
+        for k in ("cn", "unknown_pt", "rtcp", "stun", "zrtp", "malformed", "extra_flow_dropped"):
             if leg.counts[k]:
                 e[k] = leg.counts[k]
         return e
