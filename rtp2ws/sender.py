@@ -22,8 +22,8 @@ the resend window.  What has to leave the window unacknowledged (it holds
 and what is still unacknowledged when an ended stream gives up is counted too.
 
 websockets does the opening handshake, pings and pongs, keepalive, the closing
-handshake and all reading; rtp2ws writes only whole data frames to its
-transport, only while websockets has the connection OPEN (never once a close
+handshake and all reading; rtp2ws writes only whole data frames (and its
+acknowledgement pings, which websockets hands back answered) to its transport, only while websockets has the connection OPEN (never once a close
 frame went either way), with compression off so no extension touches the
 frames, and never past websockets' write-buffer high-water mark (``paused``,
 ``drain()``).  Control frames websockets writes land between whole frames.
@@ -878,8 +878,9 @@ class Stream:
                 ws.transport.abort()
 
     async def _read(self, ws) -> None:
-        """Discards what the server sends (nothing is expected) so that pings
-        keep being answered, and wakes the pump when the connection ends."""
+        """Discards what the server sends (nothing is expected) so that websockets
+        keeps reading (pings answered, pongs and the close frame seen), and wakes
+        the pump when the connection ends."""
         try:
             async for message in ws:
                 if log.isEnabledFor(logging.DEBUG):
@@ -1156,8 +1157,9 @@ class Sender:
         )
 
     async def drain(self, timeout: float) -> None:
-        """Wait until every ended stream is finished; give up on the rest at
-        ``timeout`` (what they still held counts as dropped)."""
+        """Wait until every ended stream is delivered or given up; give up on the
+        rest at ``timeout`` (what they still queued counts as dropped, what they
+        sent and the server never acknowledged as undelivered)."""
         streams = [s for s in self._streams.values() if s._end is not None and not s.done]
         if not streams:
             return
@@ -1169,7 +1171,8 @@ class Sender:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def close(self) -> None:
-        """Stop every stream at once (undelivered audio counts as dropped)."""
+        """Stop every stream at once (queued audio counts as dropped, sent audio
+        not acknowledged as undelivered)."""
         self._closed = True
         streams = list(self._streams.values())
         for s in streams:
