@@ -996,12 +996,10 @@ def _audio_received(conns) -> set[int]:
     return set(audio)
 
 
-def _send_paced(st, first: int, count: int):
-    async def go():
-        for i in range(first, first + count):
-            st.send_audio(frame(i * FRAME))
-            await asyncio.sleep(0.003)                   # a write (and a server read) per frame
-    return go()
+async def _send_paced(st, first: int, count: int) -> None:
+    for i in range(first, first + count):
+        st.send_audio(frame(i * FRAME))
+        await asyncio.sleep(0.003)                       # a write (and a server read) per frame
 
 
 def test_end_counts_only_once_the_server_answers_the_close(framing):
