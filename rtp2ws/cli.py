@@ -239,17 +239,19 @@ def cmd_replay(args) -> int:
     if wav is not None:
         wav.close(summary)
     line = result.line()
+    undelivered = None
     if sent is not None:
-        line += (f"; streamed {sent['streams']} streams, {sent['reconnects']} reconnects, "
-                 f"{sent['dropped_ms']} ms dropped")
+        from .streaming import delivery_error, stream_summary
+
+        line += "; " + stream_summary(sent)
+        undelivered = delivery_error(sent)
     print(line)
     _report_internal_errors(result.stats.get("internal_errors", 0), result.extra.get("internal_errors", ()))
     if result.error:
         print(f"rtp2ws: error: {result.error}", file=sys.stderr)
         return 1
-    if sent is not None and (sent.get("refused") or sent.get("given_up")):
-        print(f"rtp2ws: error: {sent.get('refused', 0)} streams refused by the server, "
-              f"{sent.get('given_up', 0)} given up (see the log above)", file=sys.stderr)
+    if undelivered:
+        print(f"rtp2ws: error: {undelivered}", file=sys.stderr)
         return 1
     return 0
 

@@ -278,8 +278,9 @@ def summary_line(s: dict, sent: dict | None) -> str:
             f"{s['calls']} calls, {s['legs']} legs with audio, {s.get('rtp', 0)} RTP, {s.get('sip', 0)} SIP, "
             f"{s.get('malformed', 0)} malformed, {s['elapsed_s']:.1f} s")
     if sent is not None:
-        line += (f"; streamed {sent['streams']} streams, {sent['reconnects']} reconnects, "
-                 f"{sent['dropped_ms']} ms dropped")
+        from .streaming import stream_summary
+
+        line += "; " + stream_summary(sent)
     return line
 
 
@@ -409,6 +410,13 @@ def run_live(args) -> int:
     if summary.get("capture_error"):
         print(f"rtp2ws: error: {args.interface}: capture failed: {summary['capture_error']}", file=sys.stderr)
         return 1
+    if sent is not None:
+        from .streaming import delivery_error
+
+        undelivered = delivery_error(sent)
+        if undelivered:
+            print(f"rtp2ws: error: {undelivered}", file=sys.stderr)
+            return 1
     return 0
 
 
