@@ -388,6 +388,9 @@ class Pipeline:
                     self._waiting.discard(key)
         if self._registry_deadline is None or self._registry_deadline <= now:
             self._expire(now)
+        tcp_deadline = self.tcp.next_deadline()    # idle TCP flows; feed() also expires them first,
+        if tcp_deadline is not None and tcp_deadline <= now:   # so the fast path need not stop for it
+            self.tcp.expire(now)
         if now >= self._next_flush:
             if self.config.flush_ms:
                 self._next_flush = now + self.config.flush_ms / 1000.0
