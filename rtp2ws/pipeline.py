@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import OrderedDict
 
 import numpy as np
 
@@ -187,9 +188,11 @@ class Pipeline:
         self._waiting: set[tuple[str, str]] = set()   # legs holding packets in their jitter buffer
         self._registry_deadline: float | None = None
         self._next_flush = float("-inf")             # capture time of the next hand-out (Config.flush_ms)
-        self._probation: dict[tuple, tuple] = {}     # 5-tuple -> (RtpPacket, ts) of unclaimed RTP
+        # Both in time order, looked at from the front: OrderedDict, since a dict whose
+        # front entries were deleted scans past them on every next(iter(...)).
+        self._probation: OrderedDict[tuple, tuple] = OrderedDict()   # 5-tuple -> (RtpPacket, ts) of unclaimed RTP
         self._media_only: dict[str, set] = {}        # media-only call key -> its (ip, port) endpoints
-        self._ended_media: dict[tuple, float] = {}   # (ip, port) of calls that just ended -> end time
+        self._ended_media: OrderedDict[tuple, float] = OrderedDict()  # (ip, port) of calls just ended -> end time
         self._undecided: dict[tuple, _Undecided] = {}  # 5-tuple -> a leg's new flow, held until decided
         self._undecided_heap: list = []               # (deadline, n, flow, _Undecided), stale ones skipped
         self._undecided_deadline = float("inf")       # the earliest deadline in it
@@ -388,9 +391,9 @@ class Pipeline:
                     self._waiting.discard(key)
         if self._registry_deadline is None or self._registry_deadline <= now:
             self._expire(now)
-        tcp_deadline = self.tcp.next_deadline()    # idle TCP flows; feed() also expires them first,
-        if tcp_deadline is not None and tcp_deadline <= now:   # so the fast path need not stop for it
-            self.tcp.expire(now)
+        tcp_deadline = self.tcp.next_deadline()    # idle TCP flows, holes waited on too long; feed()
+        if tcp_deadline is not None and tcp_deadline <= now:   # also expires first, so the fast path need not stop
+            self._tcp_expire(now)
         if now >= self._next_flush:
             if self.config.flush_ms:
                 self._next_flush = now + self.config.flush_ms / 1000.0
@@ -399,6 +402,17 @@ class Pipeline:
                     self._fast_take(sid, False)
             self._deliver()
         self.sink.tick(now)
+
+    def _tcp_expire(self, now: float) -> None:
+        """Messages a TCP timer completes (a hole given up) go on as a packet's would."""
+        try:
+            for msg in self.tcp.expire(now):
+                self._sip(msg, now)
+        except Exception as exc:        # noqa: BLE001 -- as in feed: never the end of the process
+            self.stats["malformed"] += 1
+            self.stats["internal_errors"] += 1
+            if len(self.errors) < MAX_ERRORS_KEPT:
+                self.errors.append((now, f"{type(exc).__name__}: {exc}"[:300]))
 
     def _expire(self, now: float) -> None:
         if self._fast_legs:     # the timers read each call's last activity: bring it up to date

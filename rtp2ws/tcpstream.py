@@ -36,11 +36,18 @@ Memory and work are bounded, whatever arrives:
 * at most ``max_flows`` flows and ``max_bytes`` held bytes over all flows:
   beyond either, the least recently seen flows are forgotten
   (``flows_evicted``, ``flows_evicted_bytes``);
+* data held behind a hole for ``hole_timeout`` seconds of capture time (2 s)
+  stops waiting: the hole is skipped (``holes_timed_out``, ``gaps``).  A
+  mirror that lost a segment never sees it again (the receiver got it, so
+  nothing is retransmitted), and a quiet SIP trunk would otherwise hold every
+  later message until ``max_buffer`` fills or the connection goes idle; a real
+  retransmission comes well within 2 s (RFC 6298's initial RTO is 1 s);
 * a flow that has seen no segment for ``idle_timeout`` seconds of capture
   time (120 s, as Kamailio's and OpenSIPS's ``tcp_connection_lifetime`` and
   the usual two-minute flush of gopacket's assembler) is forgotten
-  (``flows_expired``).  ``next_deadline()`` says when the next flow is due;
-  ``expire(now)`` forgets it, and ``feed`` does so first, so what comes out
+  (``flows_expired``).  ``next_deadline()`` says when the next flow or hole
+  is due; ``expire(now)`` forgets the flow or skips the hole (returning the
+  messages that completes), and ``feed`` does so first, so what comes out
   never depends on how often the owner ticks.  A flow that resumes after
   expiry starts mid-stream again at its next segment, which usually begins
   a message.
@@ -54,7 +61,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from typing import NamedTuple
 
 from .packet import TCP_FIN, TCP_RST, TCP_SYN, Packet
@@ -118,7 +125,7 @@ def _length(digits: bytes) -> int | None:
 
 class _Flow:
     __slots__ = ("next_seq", "delivered", "isn", "heap", "runs", "ends", "pending_bytes", "buf", "fin_seq",
-                 "last_seen", "in_sync", "phase", "scan")
+                 "last_seen", "in_sync", "phase", "scan", "hole_since", "hole_serial", "key")
 
     def __init__(self, next_seq: int, isn: int | None, now: float) -> None:
         self.next_seq = next_seq  # sequence number of the next byte to deliver
@@ -135,6 +142,9 @@ class _Flow:
         self.in_sync = True  # False from a desync until the next start line
         self.phase = _START  # framing of the message at the start of buf (see above)
         self.scan = 0
+        self.hole_since: float | None = None  # capture time data began to wait behind the hole
+        self.hole_serial = 0  # which entry of the reassembler's hole heap is this flow's
+        self.key: FlowKey | None = None  # set by feed
 
 
 class SipTcpReassembler:
@@ -146,6 +156,7 @@ class SipTcpReassembler:
         max_buffer: int = 1 << 20,
         max_segments: int = 1024,
         idle_timeout: float = 120.0,
+        hole_timeout: float = 2.0,
         max_flows: int = 65536,
         max_bytes: int = 64 << 20,
     ) -> None:
@@ -155,6 +166,8 @@ class SipTcpReassembler:
             raise ValueError("max_segments must be at least 1")
         if not idle_timeout > 0:
             raise ValueError("idle_timeout must be positive")
+        if not hole_timeout > 0:
+            raise ValueError("hole_timeout must be positive")
         if max_flows < 1:
             raise ValueError("max_flows must be at least 1")
         if max_bytes < 1:
@@ -162,12 +175,17 @@ class SipTcpReassembler:
         self.max_buffer = max_buffer
         self.max_segments = max_segments
         self.idle_timeout = idle_timeout
+        self.hole_timeout = hole_timeout
         self.max_flows = max_flows
         self.max_bytes = max_bytes
         # Ordered by last activity: feed() moves a flow to the end.  An OrderedDict,
         # because a dict whose front keeps being removed finds its first entry slowly.
         self._flows: OrderedDict[FlowKey, _Flow] = OrderedDict()
         self._now = float("-inf")  # the latest capture time seen (capture time may step back)
+        # (due, serial, key, flow) of flows with data waiting behind a hole; an entry is
+        # stale once its flow is gone or waits since another time (checked when popped).
+        self._holes: list = []
+        self._serial = 0
         self.held_bytes = 0  # unframed plus out-of-order bytes over all flows
         self.stats: dict[str, int] = {
             "segments": 0,
@@ -187,6 +205,7 @@ class SipTcpReassembler:
             "desyncs": 0,
             "discarded_bytes": 0,
             "bad_content_length": 0,
+            "holes_timed_out": 0,
         }
 
     def __repr__(self) -> str:
@@ -204,8 +223,8 @@ class SipTcpReassembler:
             self._now = now
         now = self._now
         flows = self._flows
-        if flows and flows[next(iter(flows))].last_seen + self.idle_timeout <= now:
-            self.expire(now)
+        due = self.next_deadline()
+        early = self.expire(now) if due is not None and due <= now else []
         key = FlowKey(pkt.src, pkt.sport, pkt.dst, pkt.dport)
         flags = pkt.tcp_flags
         seq = pkt.tcp_seq
@@ -216,7 +235,7 @@ class SipTcpReassembler:
             if flow is not None:
                 self._discard(flow)
                 stats["flows_reset"] += 1
-            return []
+            return early
 
         if flags & TCP_SYN:
             if flow is None or flow.isn != seq:
@@ -227,10 +246,11 @@ class SipTcpReassembler:
             seq = (seq + 1) % SEQ_MOD  # the SYN occupies one sequence number
         elif flow is None:
             if not data:
-                return []  # a pure ACK or FIN of a flow we never saw
+                return early  # a pure ACK or FIN of a flow we never saw
             flow = self._open(seq, None, now)
 
         flows[key] = flow
+        flow.key = key
         flow.last_seen = now
         held = len(flow.buf) + flow.pending_bytes
         if flags & TCP_FIN:
@@ -238,6 +258,8 @@ class SipTcpReassembler:
         if data:
             self._add_segment(flow, seq, data)
         messages = self._frame(flow)
+        if early:
+            messages = early + messages
         if len(flow.buf) > self.max_buffer:
             # No message boundary within max_buffer bytes: give up on this
             # data; framing resynchronises on the next start line.
@@ -256,17 +278,45 @@ class SipTcpReassembler:
 
     def next_deadline(self) -> float | None:
         """Capture time at which the least recently seen flow has been idle for
-        ``idle_timeout`` (``expire`` then forgets it), or None without flows."""
+        ``idle_timeout``, or data has waited ``hole_timeout`` behind a hole
+        (``expire`` then forgets the flow or skips the hole), or None."""
         flows = self._flows
         if not flows:
             return None
-        return flows[next(iter(flows))].last_seen + self.idle_timeout
+        due = flows[next(iter(flows))].last_seen + self.idle_timeout
+        hole = self._next_hole()
+        return hole if hole is not None and hole < due else due
 
-    def expire(self, now: float) -> None:
-        """Forget flows idle for ``idle_timeout`` seconds at ``now``.
+    def _next_hole(self) -> float | None:
+        holes = self._holes
+        while holes:
+            due, serial, key, flow = holes[0]
+            if flow.hole_serial == serial and flow.hole_since is not None and self._flows.get(key) is flow:
+                return due
+            heappop(holes)            # stale: the hole filled, was skipped, or the flow went
+        return None
 
-        Called at or after ``next_deadline()``, it forgets at least that flow,
-        so a timer armed on the deadline always makes progress."""
+    def expire(self, now: float) -> list[bytes]:
+        """Skip holes data has waited behind for ``hole_timeout``, and forget flows
+        idle for ``idle_timeout`` seconds at ``now``; returns the messages skipping
+        completed, in the order of the holes' deadlines.
+
+        Called at or after ``next_deadline()``, it skips or forgets at least what
+        was due then, so a timer armed on the deadline always makes progress."""
+        if now > self._now:
+            self._now = now
+        messages: list[bytes] = []
+        holes = self._holes
+        while True:
+            due = self._next_hole()
+            if due is None or due > now:
+                break
+            _, _, key, flow = heappop(holes)
+            held = len(flow.buf) + flow.pending_bytes
+            self.stats["holes_timed_out"] += 1
+            self._skip_hole(flow, timed_out=True)
+            messages += self._frame(flow)
+            self.held_bytes += len(flow.buf) + flow.pending_bytes - held
         flows = self._flows
         timeout = self.idle_timeout
         while flows:
@@ -277,6 +327,7 @@ class SipTcpReassembler:
             del flows[key]
             self._discard(flow)
             self.stats["flows_expired"] += 1
+        return messages
 
     # -- flows --------------------------------------------------------------------
 
@@ -309,6 +360,7 @@ class SipTcpReassembler:
         flow.ends.clear()
         flow.pending_bytes = 0
         flow.phase, flow.scan = _START, 0
+        flow.hole_since = None
 
     # -- sequence space ---------------------------------------------------------
 
@@ -353,6 +405,8 @@ class SipTcpReassembler:
                 runs[start] = bytearray(data)
                 heappush(flow.heap, start)
                 ends[start + len(data)] = start
+                if flow.hole_since is None:
+                    self._wait(flow)
             added = len(data)
         flow.pending_bytes += added
         if flow.pending_bytes + len(flow.buf) > self.max_buffer:
@@ -373,6 +427,7 @@ class SipTcpReassembler:
     def _drain(self, flow: _Flow) -> None:
         """Deliver held runs that the stream has reached."""
         heap, runs, ends = flow.heap, flow.runs, flow.ends
+        filled = False
         while heap and heap[0] <= flow.delivered:
             start = heappop(heap)
             run = runs.pop(start)
@@ -381,10 +436,33 @@ class SipTcpReassembler:
                 del ends[end]
             flow.pending_bytes -= len(run)
             self._append(flow, start - flow.delivered, run)
+            filled = True
+        if filled:
+            # The hole data waited behind is gone: the next one (if any) waits from now.
+            if not runs:
+                flow.hole_since = None
+            elif flow.hole_since != self._now:
+                self._wait(flow)
 
-    def _skip_hole(self, flow: _Flow) -> None:
-        """Too much held behind a hole (probably lost in capture): jump it."""
-        self.stats["overflows"] += 1
+    def _wait(self, flow: _Flow) -> None:
+        """Data now waits behind a hole: arm its ``hole_timeout``."""
+        flow.hole_since = self._now
+        self._serial += 1
+        flow.hole_serial = self._serial
+        holes = self._holes
+        heappush(holes, (self._now + self.hole_timeout, self._serial, flow.key, flow))
+        if len(holes) > 2 * len(self._flows) + 64:
+            # Mostly stale entries (holes that filled or moved on): keep the live ones,
+            # so the heap stays within about two entries per flow.
+            flows = self._flows
+            holes[:] = [e for e in holes if e[3].hole_serial == e[1] and e[3].hole_since is not None
+                        and flows.get(e[2]) is e[3]]
+            heapify(holes)
+
+    def _skip_hole(self, flow: _Flow, timed_out: bool = False) -> None:
+        """Too much held behind a hole, or held too long (probably lost in capture): jump it."""
+        if not timed_out:
+            self.stats["overflows"] += 1
         self.stats["gaps"] += 1
         # The partial message before the hole can never complete.
         self.stats["discarded_bytes"] += len(flow.buf)

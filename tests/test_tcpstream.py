@@ -651,3 +651,75 @@ def test_pipeline_tcp_timer_fires_once_per_deadline():
     assert len(pipe.tcp) == 0 and pipe.tcp.held_bytes == 0 and pipe.tcp.next_deadline() is None
     pipe.tick(2e9)
     assert expiries == [due, 1e9]
+
+
+# -- a segment lost in capture is waited for hole_timeout, not forever ----------------
+
+def test_data_behind_a_hole_waits_hole_timeout_then_goes_on():
+    """The mirror lost a segment the receiver got: nothing retransmits it.  The
+    messages behind the hole come out hole_timeout (2 s) later, not when 1 MiB has
+    piled up or the connection goes idle."""
+    r = SipTcpReassembler()
+    assert r.feed(seg(1000, flags=TCP_SYN), 10.0) == []
+    assert r.feed(seg(1001, INVITE), 10.0) == [INVITE]
+    lost = 1001 + len(INVITE)                               # TRYING: never seen
+    assert r.feed(seg(lost + len(TRYING), OK_COMPACT), 10.5) == []
+    assert r.next_deadline() == 12.5
+    assert r.expire(12.4999) == [] and r.held_bytes == len(OK_COMPACT)
+    assert r.expire(12.5) == [OK_COMPACT]
+    assert r.stats["holes_timed_out"] == 1 and r.stats["gaps"] == 1 and r.stats["overflows"] == 0
+    assert r.held_bytes == 0 and r.next_deadline() == 10.5 + 120.0   # only the idle timer is left
+    after = lost + len(TRYING) + len(OK_COMPACT)
+    assert r.feed(seg(after, BYE_LOWER), 13.0) == [BYE_LOWER]             # in order from there
+
+
+def test_a_hole_due_is_skipped_by_the_next_segment_of_any_flow():
+    r = SipTcpReassembler()
+    r.feed(seg(1000, flags=TCP_SYN), 0.0)
+    r.feed(seg(1001 + 50, TRYING), 0.0)                       # 50 bytes never seen
+    other = seg(5000, ACK_NO_LENGTH, src=B, sport=40001, dst=A, dport=5060)
+    assert r.feed(other, 2.0) == [TRYING, ACK_NO_LENGTH]   # what the timer completed comes first
+
+
+def test_a_hole_that_fills_in_time_is_not_skipped():
+    r = SipTcpReassembler()
+    r.feed(seg(1000, flags=TCP_SYN), 0.0)
+    r.feed(seg(1001 + len(INVITE), TRYING), 0.0)
+    assert r.feed(seg(1001, INVITE), 1.5) == [INVITE, TRYING]     # a real retransmission
+    assert r.expire(2.0) == [] and r.stats["holes_timed_out"] == 0 and r.stats["gaps"] == 0
+    # a second hole waits from when data first waited behind it
+    r.feed(seg(1001 + len(INVITE) + len(TRYING) + 7, OK_COMPACT), 3.0)
+    assert r.next_deadline() == 5.0 and r.expire(5.0) == [OK_COMPACT]
+
+
+def test_hole_timers_stay_bounded_when_holes_move_on():
+    """Every skip re-arms the flow's hole timer; stale entries do not pile up."""
+    r = SipTcpReassembler(max_segments=4)
+    r.feed(seg(1000, flags=TCP_SYN), 0.0)
+    for k in range(20000):
+        r.feed(seg(1001 + 2 * k + 1, b"Y"), k * 0.001)       # every other byte missing
+    assert len(r._holes) <= 2 * len(r) + 64 + 1
+    due = r.next_deadline()
+    assert due is not None and r.expire(due) == [] and r.next_deadline() > due
+
+
+def test_pipeline_a_bye_behind_a_lost_segment_still_ends_the_call(tmp_path):
+    """SIP over TCP from the callee lost its 100 Trying in capture: the 180, the 200 OK
+    and, 5 s later, the callee's BYE sat behind the hole for good, and the call ended
+    as capture_end.  Now the hole is given up 2 s later and the BYE ends it."""
+    call = Call("tcp-hole@test", CALLER, CALLEE)
+    setup = call.setup(100.0)
+    bye = call.bye(105.0, from_a=False)
+    pcm = tone(440, 1600)
+    a_to_b = over_tcp([setup[0], setup[4], bye[1]], CALLER.ip, 40000, CALLEE.ip, 5060)
+    b_to_a = over_tcp([setup[1], setup[2], setup[3], bye[0]], CALLEE.ip, 5060, CALLER.ip, 40000, isn=7)
+    del b_to_a[1]                                            # the 100 Trying, lost by the mirror
+    path = callgen.write(tmp_path / "hole.pcap", frames_of(
+        a_to_b, b_to_a, rtp_packets(CALLER, CALLEE, 100.1, pcm, ssrc=0xAAAA0001)))
+    check_equivalent(path)
+    out = tmp_path / "out"
+    assert cli.main(["replay", path, "--out-dir", str(out), "--no-progress"]) == 0
+    with open(out / "calls.json") as f:
+        (got,) = json.load(f)["calls"]
+    assert got["end_reason"] == "bye" and got["end"].startswith("1970-01-01T00:01:45.000")
+    assert got["sip_messages"] == 5     # INVITE, 180, 200, ACK, BYE: all but the lost 100 (and the 200 to the BYE, after the end)
