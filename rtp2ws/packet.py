@@ -9,7 +9,10 @@ Supported link types (the values ``pcap_datalink()`` returns):
 
 * ``DLT_EN10MB``: Ethernet II, any stack of 802.1Q / 802.1ad / QinQ tags
   (TPID 0x8100, 0x88a8, 0x9100).
-* ``DLT_LINUX_SLL`` / ``DLT_LINUX_SLL2``: Linux "any" cooked captures.
+* ``DLT_LINUX_SLL`` / ``DLT_LINUX_SLL2``: Linux "any" cooked captures.  On
+  v1, libpcap puts the 802.1Q tag that the kernel took off a received frame
+  back between the header and the payload (protocol 0x8100, tag, EtherType);
+  v2 leaves it out.
 * ``DLT_RAW`` (12, OpenBSD 14, and ``LINKTYPE_RAW`` 101), ``DLT_IPV4``,
   ``DLT_IPV6``: bare IP.
 * ``DLT_NULL`` (address family in the capturing host's byte order) and
@@ -361,11 +364,8 @@ class PacketDecoder:
             return 6
         return 0
 
-    def _link_ethernet(self, data: bytes) -> tuple[int, int]:
-        if len(data) < ETH_HEADER_LENGTH:
-            raise MalformedPacket("Ethernet header truncated")
-        (ethertype,) = _H.unpack_from(data, 12)
-        off = ETH_HEADER_LENGTH
+    def _vlan_tags(self, data: bytes, ethertype: int, off: int) -> tuple[int, int]:
+        """Skip the VLAN tags at ``off`` (``ethertype`` is the TPID before them)."""
         while ethertype in VLAN_TPIDS:
             if len(data) < off + VLAN_TAG_LENGTH:
                 raise MalformedPacket("VLAN tag truncated")
@@ -373,10 +373,20 @@ class PacketDecoder:
             off += VLAN_TAG_LENGTH
         return off, self._ethertype_version(ethertype)
 
+    def _link_ethernet(self, data: bytes) -> tuple[int, int]:
+        if len(data) < ETH_HEADER_LENGTH:
+            raise MalformedPacket("Ethernet header truncated")
+        (ethertype,) = _H.unpack_from(data, 12)
+        if ethertype in VLAN_TPIDS:
+            return self._vlan_tags(data, ethertype, ETH_HEADER_LENGTH)
+        return ETH_HEADER_LENGTH, self._ethertype_version(ethertype)
+
     def _link_sll(self, data: bytes) -> tuple[int, int]:
         if len(data) < SLL_HEADER_LENGTH:
             raise MalformedPacket("Linux cooked header truncated")
         (protocol,) = _H.unpack_from(data, 14)
+        if protocol in VLAN_TPIDS:  # a tag libpcap put back (`-i any` on a trunk or mirror port)
+            return self._vlan_tags(data, protocol, SLL_HEADER_LENGTH)
         return SLL_HEADER_LENGTH, self._ethertype_version(protocol)
 
     def _link_sll2(self, data: bytes) -> tuple[int, int]:

@@ -117,7 +117,8 @@ def test_anything_unexpected_goes_back_to_python(tmp_path, backend, what):
 
 
 def test_ipv6_vlan_and_link_types(tmp_path, backend):
-    for linktype, vlans, a, b in [(1, (), A6, B6), (1, (10, 20), A, B), (113, (), A, B), (276, (), A6, B6),
+    for linktype, vlans, a, b in [(1, (), A6, B6), (1, (10, 20), A, B), (113, (), A, B), (113, (100,), A6, B6),
+                                  (276, (), A6, B6),
                                   (101, (), A, B), (0, (), A, B), (108, (), A6, B6), (228, (), A, B)]:
         if linktype == 228 and a is A6:
             continue

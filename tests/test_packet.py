@@ -110,6 +110,20 @@ def test_vlan_and_qinq(vlans, fam):
     assert pkt.payload == b"x" and pkt.src == packed(src)
 
 
+@pytest.mark.parametrize("vlans", [(100,), (100, 200)])
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_vlan_tag_in_linux_cooked_v1(vlans, fam):
+    """``-i any``: libpcap puts the tag the kernel took off back after the cooked header."""
+    src, dst = FAMILIES[fam]
+    frame = link(DLT_LINUX_SLL, udp(src, 1, dst, 2, b"x"), vlans=vlans)
+    assert frame[14:16] == b"\x81\x00" and frame[16:18] == struct.pack("!H", vlans[0])
+    d = PacketDecoder(DLT_LINUX_SLL)
+    pkt = d.decode(frame, 0)
+    assert pkt.payload == b"x" and pkt.src == packed(src) and d.stats["non_ip"] == 0
+    with pytest.raises(MalformedPacket, match="^VLAN tag truncated$"):
+        d.decode(frame[:16 + 4 * len(vlans) - 1], 0)
+
+
 def test_vlan_tpid_9100():
     frame = link(DLT_EN10MB, udp(V4[0], 1, V4[1], 2, b"y"), vlans=(10, 20))
     frame = frame[:12] + b"\x91\x00" + frame[14:]
