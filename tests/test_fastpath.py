@@ -230,6 +230,16 @@ def test_ipv6_calls_wraparound_and_timeline_jumps(tmp_path):
     assert check_equivalent(path) > 0
 
 
+def test_vlan_in_linux_cooked_v1_unchanged_by_the_fast_path(tmp_path):
+    """``-i any``: libpcap puts the VLAN tag back after the cooked header."""
+    c = Call("sll@test", A, B)
+    pcm = tone(300, 4000)
+    frames = frames_of(c.setup(100), rtp_packets(A, B, 100.1, pcm), rtp_packets(B, A, 100.1, pcm, ssrc=9),
+                       c.bye(101))
+    path = callgen.write(tmp_path / "sll.pcap", frames, 113, vlans=(100,))
+    assert check_equivalent(path) > 0
+
+
 def test_random_corruption_changes_nothing(tmp_path):
     """Corrupted frames must be judged by the pipeline exactly as without the fast path."""
     rnd = np.random.default_rng(11)

@@ -24,12 +24,14 @@ from conftest import can_capture
 
 from rtp2ws import g711
 from rtp2ws.livecapture import (
+    VLAN_LINKTYPES,
     CaptureOpenError,
     LiveCapture,
     build_bpf,
     parse_port_range,
     parse_ports,
 )
+from rtp2ws.packet import DLT_EN10MB, DLT_IPV4, DLT_IPV6, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW
 from rtp2ws.resample import upsample_2x
 from rtp2ws.rtp import RtpPacket, serialize_rtp
 from rtp2ws.wavout import read_wav
@@ -221,6 +223,40 @@ def test_build_bpf_text():
     assert f.count("vlan") == 1 and f.index("vlan") > f.index("ip6[6]")
     assert "tcp" not in build_bpf(sip_tcp=False)
     assert "port 7000)" in build_bpf((5060,), (7000, 7000))
+    # Elsewhere than on Ethernet, no vlan clause: the filter is the untagged half.
+    assert build_bpf(linktype=DLT_EN10MB) == f
+    assert build_bpf(linktype=DLT_LINUX_SLL) == f[1:f.index(") or (vlan")]
+    assert VLAN_LINKTYPES == {DLT_EN10MB}
+
+
+# What a live handle on Linux may report, among the link types the decoder reads
+# (DLT_RAW_OPENBSD 14 and LINKTYPE_RAW 101 only appear in capture files).
+LIVE_LINKTYPES = [DLT_EN10MB, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_RAW, DLT_IPV4, DLT_IPV6, DLT_NULL, DLT_LOOP]
+
+
+@pytest.mark.parametrize("linktype", LIVE_LINKTYPES)
+@pytest.mark.parametrize("kw", [{}, {"sip_tcp": False}])
+def test_build_bpf_compiles_for_every_link_type(linktype, kw):
+    """libpcap's own compiler (pcap_compile for a handle of that link type) takes the
+    default filter built for it; the Ethernet one (with vlan) only on Ethernet."""
+    import pcap
+
+    pcap.bpf(build_bpf(linktype=linktype, **kw).encode(), linktype)
+    if linktype not in VLAN_LINKTYPES:
+        with pytest.raises(OSError, match="bad filter"):
+            pcap.bpf(build_bpf(linktype=DLT_EN10MB, **kw).encode(), linktype)
+
+
+@needs_capture
+def test_default_filter_opens_any_and_keeps_vlan_on_ethernet():
+    """``-i any`` (Linux cooked v1) used to fail: "no VLAN support for Linux cooked v1"."""
+    def default(linktype):
+        return build_bpf(linktype=linktype)
+
+    with LiveCapture("any", bpf=default) as cap:
+        assert cap.linktype == DLT_LINUX_SLL and "vlan" not in cap.bpf and cap.bpf == default(DLT_LINUX_SLL)
+    with LiveCapture("lo", bpf=default) as cap:
+        assert cap.linktype == DLT_EN10MB and "vlan" in cap.bpf
 
 
 @needs_capture
@@ -229,8 +265,10 @@ def test_build_bpf_compiles_on_lo(kw):
     LiveCapture("lo", bpf=build_bpf(**kw)).stop()
 
 
-def test_build_bpf_matches_the_right_packets(tmp_path):
-    """libpcap applies the filter to a file exactly as to an interface."""
+@pytest.mark.parametrize("linktype", [DLT_EN10MB, DLT_LINUX_SLL, DLT_LINUX_SLL2])
+def test_build_bpf_matches_the_right_packets(tmp_path, linktype):
+    """libpcap applies the filter to a file exactly as to an interface.  (On a live
+    cooked capture the kernel has taken tags off, so the vlan cases are Ethernet's.)"""
     import pcap
 
     big = b"S" * 3000
@@ -257,10 +295,14 @@ def test_build_bpf_matches_the_right_packets(tmp_path):
     frags6 = netgen.fragment(netgen.udp("2001:db8::1", 5060, "2001:db8::2", 5060, big), 1500)
     cases += [("v6 first fragment", frags6[0], (), True), ("v6 second fragment", frags6[1], (), True),
               ("vlan v6 fragment", frags6[1], (300,), True)]
+    if linktype != DLT_EN10MB:
+        cases = [c for c in cases if not c[2]]
     path = tmp_path / "mix.pcap"
-    netgen.write_pcap(str(path), [(1.0 + i, netgen.link(1, ip, vlans=v)) for i, (_, ip, v, _) in enumerate(cases)], 1)
+    netgen.write_pcap(str(path), [(1.0 + i, netgen.link(linktype, ip, vlans=v))
+                                  for i, (_, ip, v, _) in enumerate(cases)], linktype)
     p = pcap.pcap(name=str(path), promisc=False, immediate=False, timeout_ms=0)
-    p.setfilter(build_bpf())
+    assert p.datalink() == linktype
+    p.setfilter(build_bpf(linktype=linktype))
     got = set()
     p.dispatch(-1, lambda ts, frame: got.add(round(ts) - 1))
     p.close()
@@ -564,6 +606,93 @@ def test_interface_that_disappears_ends_calls_and_exits_1(tmp_path):
         assert "v0: 0 packets captured" in out
         assert "stopped (capture_end)" in log.read_text()
         assert (tmp_path / "out" / "calls.json").exists()
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+ANY_SENDER = r"""
+import socket, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import callgen, netgen
+from callgen import Call, Party, frames_of, rtp_packets, tone
+from test_live import PhoneCall
+
+out = sys.argv[2]
+# a call on loopback, sent with UDP sockets
+call = PhoneCall("lo@any", 5060, 20000, 20002)
+call.setup()
+call.media(0.6)
+call.bye()
+np.save(f"{out}/lo-caller.npy", call.expected("caller"))
+np.save(f"{out}/lo-callee.npy", call.expected("callee"))
+call.close()
+# a call in 802.1Q VLAN 100, sent as Ethernet frames on v1: the kernel takes the tag
+# off as v0 receives them, and libpcap puts it back into the cooked frame
+a, b = Party("10.9.0.1", 5060, 20010, "1000"), Party("10.9.0.2", 5060, 20012, "2000")
+c = Call("vlan@any", a, b)
+pa, pb = tone(440, 160 * 30), tone(1000, 160 * 30)
+frames = frames_of(c.setup(0.0), rtp_packets(a, b, 0.1, pa, ssrc=1), rtp_packets(b, a, 0.1, pb, ssrc=2),
+                   c.bye(0.8))
+np.save(f"{out}/vlan-caller.npy", callgen.expected_16k(pa))
+np.save(f"{out}/vlan-callee.npy", callgen.expected_16k(pb))
+with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+    s.bind(("v1", 0))
+    t0 = time.monotonic()
+    for t, ip in frames:
+        delay = t0 + t - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        s.send(netgen.link(1, ip, vlans=(100,)))
+print("sent")
+"""
+
+
+@needs_capture
+@pytest.mark.skipif(shutil.which("ip") is None or os.geteuid() != 0, reason="needs ip(8) and root")
+def test_live_any_with_the_default_filter(tmp_path):
+    """``rtp2ws live -i any`` with the default filter, in a network namespace of its own
+    (so that ``any`` sees only this test's traffic): a call on loopback and a call in
+    VLAN 100 arriving on a veth are both decoded, to the sample."""
+    ns = f"r2wany{os.getpid()}"
+    if subprocess.run(["ip", "netns", "add", ns], capture_output=True).returncode != 0:
+        pytest.skip("cannot create network namespaces here")
+    proc = None
+    try:
+        for cmd in (["link", "set", "lo", "up"], ["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+                    ["link", "set", "v0", "up"], ["link", "set", "v1", "up"]):
+            subprocess.run(["ip", "-n", ns, *cmd], check=True, capture_output=True)
+        log, out = tmp_path / "live.log", tmp_path / "out"
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, PY, "-m", "rtp2ws.cli", "live", "-i", "any",
+                                 "--sip-ports", "5060", "--rtp-ports", "20000-20100", "--out-dir", str(out),
+                                 "--log-file", str(log)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 15
+        while "capturing on any" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.02)
+        assert "capturing on any (link type 113), filter: (udp and (port 5060 or portrange 20000-20100))" \
+            in log.read_text()
+        sent = subprocess.run(["ip", "netns", "exec", ns, PY, "-c", ANY_SENDER, str(Path(__file__).parent),
+                               str(tmp_path)], capture_output=True, text=True, timeout=30)
+        assert sent.returncode == 0 and sent.stdout.strip() == "sent", sent.stderr
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 0, stderr
+        assert "2 calls, 4 legs with audio" in stdout and "0 malformed" in stdout, stdout
+        doc = json.loads((out / "calls.json").read_text())
+        assert sorted((c["call_id"], c["end_reason"]) for c in doc["calls"]) == [("lo@any", "bye"),
+                                                                                 ("vlan@any", "bye")]
+        assert "decoder_non_ip" not in doc["summary"]
+        for key in ("lo", "vlan"):
+            for tag in ("caller", "callee"):
+                got, rate, _ = read_wav(str(out / f"{key}@any" / f"{tag}.wav"))
+                want = np.load(tmp_path / f"{key}-{tag}.npy")
+                assert rate == 16000 and np.array_equal(got, want), (key, tag)
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
