@@ -180,6 +180,7 @@ class LiveRunner:
         c = self.capture.stats()
         pipe = self.pipe
         c["malformed"] = pipe.stats.get("malformed", 0) if pipe is not None else 0
+        c["frag_dropped"] = pipe.decoder.stats["frag_dropped"] if pipe is not None else 0
         c["active_calls"] = len(pipe.calls) if pipe is not None else 0
         c["active_legs"] = len(pipe.legs) if pipe is not None else 0
         c["calls"] = self.counting.calls if self.counting is not None else 0

@@ -651,50 +651,119 @@ print("sent")
 """
 
 
-@needs_capture
-@pytest.mark.skipif(shutil.which("ip") is None or os.geteuid() != 0, reason="needs ip(8) and root")
-def test_live_any_with_the_default_filter(tmp_path):
-    """``rtp2ws live -i any`` with the default filter, in a network namespace of its own
-    (so that ``any`` sees only this test's traffic): a call on loopback and a call in
-    VLAN 100 arriving on a veth are both decoded, to the sample."""
-    ns = f"r2wany{os.getpid()}"
+@pytest.fixture
+def netns():
+    """A network namespace of the test's own, loopback up: ``-i any`` there sees only
+    the test's traffic.  Yields a function running a command in it."""
+    if shutil.which("ip") is None or os.geteuid() != 0:
+        pytest.skip("needs ip(8) and root")
+    ns = f"r2wns{os.getpid()}"
     if subprocess.run(["ip", "netns", "add", ns], capture_output=True).returncode != 0:
         pytest.skip("cannot create network namespaces here")
-    proc = None
+    procs = []
+
+    def run(*argv, popen=False, **kw):
+        cmd = ["ip", "netns", "exec", ns, *map(str, argv)]
+        if popen:
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw))
+            return procs[-1]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kw)
+
     try:
-        for cmd in (["link", "set", "lo", "up"], ["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
-                    ["link", "set", "v0", "up"], ["link", "set", "v1", "up"]):
-            subprocess.run(["ip", "-n", ns, *cmd], check=True, capture_output=True)
-        log, out = tmp_path / "live.log", tmp_path / "out"
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, PY, "-m", "rtp2ws.cli", "live", "-i", "any",
-                                 "--sip-ports", "5060", "--rtp-ports", "20000-20100", "--out-dir", str(out),
-                                 "--log-file", str(log)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 15
-        while "capturing on any" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read()
-            time.sleep(0.02)
-        assert "capturing on any (link type 113), filter: (udp and (port 5060 or portrange 20000-20100))" \
-            in log.read_text()
-        sent = subprocess.run(["ip", "netns", "exec", ns, PY, "-c", ANY_SENDER, str(Path(__file__).parent),
-                               str(tmp_path)], capture_output=True, text=True, timeout=30)
-        assert sent.returncode == 0 and sent.stdout.strip() == "sent", sent.stderr
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=30)
-        assert proc.returncode == 0, stderr
-        assert "2 calls, 4 legs with audio" in stdout and "0 malformed" in stdout, stdout
-        doc = json.loads((out / "calls.json").read_text())
-        assert sorted((c["call_id"], c["end_reason"]) for c in doc["calls"]) == [("lo@any", "bye"),
-                                                                                 ("vlan@any", "bye")]
-        assert "decoder_non_ip" not in doc["summary"]
-        for key in ("lo", "vlan"):
-            for tag in ("caller", "callee"):
-                got, rate, _ = read_wav(str(out / f"{key}@any" / f"{tag}.wav"))
-                want = np.load(tmp_path / f"{key}-{tag}.npy")
-                assert rate == 16000 and np.array_equal(got, want), (key, tag)
+        run.name = ns
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, capture_output=True)
+        yield run
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _start_live_any(netns, log, *args):
+    proc = netns(PY, "-m", "rtp2ws.cli", "live", "-i", "any", "--log-file", log, *args, popen=True)
+    deadline = time.monotonic() + 15
+    while "capturing on any" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.02)
+    return proc
+
+
+@needs_capture
+def test_live_any_with_the_default_filter(tmp_path, netns):
+    """``rtp2ws live -i any`` with the default filter, in a network namespace of its own:
+    a call on loopback and a call in VLAN 100 arriving on a veth are both decoded, to
+    the sample."""
+    for cmd in (["link", "add", "v0", "type", "veth", "peer", "name", "v1"], ["link", "set", "v0", "up"],
+                ["link", "set", "v1", "up"]):
+        subprocess.run(["ip", "-n", netns.name, *cmd], check=True, capture_output=True)
+    log, out = tmp_path / "live.log", tmp_path / "out"
+    proc = _start_live_any(netns, log, "--sip-ports", "5060", "--rtp-ports", "20000-20100", "--out-dir", out)
+    assert "capturing on any (link type 113), filter: (udp and (port 5060 or portrange 20000-20100))" \
+        in log.read_text()
+    sent = netns(PY, "-c", ANY_SENDER, Path(__file__).parent, tmp_path)
+    assert sent.returncode == 0 and sent.stdout.strip() == "sent", sent.stderr
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "2 calls, 4 legs with audio" in stdout and "0 malformed" in stdout, stdout
+    doc = json.loads((out / "calls.json").read_text())
+    assert sorted((c["call_id"], c["end_reason"]) for c in doc["calls"]) == [("lo@any", "bye"), ("vlan@any", "bye")]
+    assert "decoder_non_ip" not in doc["summary"]
+    for key in ("lo", "vlan"):
+        for tag in ("caller", "callee"):
+            got, rate, _ = read_wav(str(out / f"{key}@any" / f"{tag}.wav"))
+            want = np.load(tmp_path / f"{key}-{tag}.npy")
+            assert rate == 16000 and np.array_equal(got, want), (key, tag)
+
+
+FRAGMENT_FLOOD = r"""
+import socket, struct, sys
+n = int(sys.argv[1])
+src, dst = socket.inet_aton("127.0.0.77"), socket.inet_aton("127.0.0.1")
+with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as s:
+    for i in range(n):   # 8-byte UDP fragments past offset 0, round-robin over 4096 datagrams
+        k = i % 4096
+        hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, k + 1, 0x2000 | (1 + i // 4096), 64, 17, 0, src, dst)
+        s.sendto(hdr + b"\xaa" * 8, ("127.0.0.1", 0))
+print("sent")
+"""
+
+METRICS_GET = r"""
+import sys, urllib.request
+print(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode())
+"""
+
+
+@needs_capture
+def test_fragment_flood_is_counted_in_metrics_and_summary(tmp_path, netns):
+    """12,000 8-byte fragments over 4096 datagrams, sent on loopback with a raw socket:
+    past 8192 held the oldest datagrams go, and what they held is counted in
+    rtp2ws_ip_fragments_dropped_total and in calls.json's summary."""
+    n = 12_000
+    log, out = tmp_path / "live.log", tmp_path / "out"
+    proc = _start_live_any(netns, log, "--out-dir", out, "--metrics", "127.0.0.1:9188")
+    sent = netns(PY, "-c", FRAGMENT_FLOOD, n)
+    assert sent.returncode == 0 and sent.stdout.strip() == "sent", sent.stderr
+
+    def dropped():
+        r = netns(PY, "-c", METRICS_GET, 9188)
+        assert r.returncode == 0, r.stderr
+        m = re.search(r"^rtp2ws_ip_fragments_dropped_total (\S+)$", r.stdout, re.MULTILINE)
+        return float(m.group(1)) if m else None
+
+    deadline = time.monotonic() + 15
+    value = dropped()
+    while value is not None and value < n - 8192 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        value = dropped()
+    assert value is not None and value >= n - 8192, value
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    summary = json.loads((out / "calls.json").read_text())["summary"]
+    assert summary["decoder_fragments"] == n and summary["overflow_packets"] == 0
+    assert n - 8192 <= summary["decoder_frag_dropped"] <= n and summary["decoder_frag_evicted"] > 0
+    assert summary["decoder_frag_dropped"] >= value
