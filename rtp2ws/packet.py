@@ -29,12 +29,13 @@ datagrams, ``max_frag_fragments`` fragments held in them and
 ``max_frag_bytes`` payload bytes (defaults 4096, 8192 and 4 MiB: real
 fragments carry hundreds of bytes or more, and those of one datagram arrive
 within milliseconds).  A fragment that would go past a bound makes room by
-dropping the oldest incomplete datagrams (counted in ``frag_evicted`` and
-``frag_dropped``), so a flood only ever costs its newest few megabytes and a
-real datagram arriving during or after it still completes.  Incomplete
-datagrams also expire ``frag_timeout`` (30 s) after their first fragment.
-Each fragment costs O(log n) in the number of holes of its datagram, however
-small the pieces and in whatever order or overlap they arrive.
+dropping the oldest incomplete datagrams (counted in ``frag_evicted``, and
+the fragments they held in ``frag_dropped``), so a flood only ever holds its
+newest few megabytes and a real datagram arriving during or after it still
+completes.  Incomplete datagrams also expire ``frag_timeout`` (30 s) after
+their first fragment.  A fragment costs a bisection in its datagram's held
+ranges (merged, so one per hole) plus the ranges it fills, however small the
+pieces and in whatever order or overlap they arrive.
 """
 
 from __future__ import annotations
