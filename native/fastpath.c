@@ -574,26 +574,14 @@ ethertype_version(unsigned t)
 static int
 link_header(int linktype, const uint8_t *d, Py_ssize_t len, Py_ssize_t *off)
 {
+    Py_ssize_t o;
     switch (linktype) {
-    case 1: {                     /* Ethernet, any stack of VLAN tags */
-        if (len < 14)
-            return 0;
-        unsigned t = be16(d + 12);
-        Py_ssize_t o = 14;
-        while (t == 0x8100 || t == 0x88A8 || t == 0x9100) {
-            if (len < o + 4)
-                return 0;
-            t = be16(d + o + 2);
-            o += 4;
-        }
-        *off = o;
-        return ethertype_version(t);
-    }
-    case 113:                     /* Linux cooked */
-        if (len < 16)
-            return 0;
-        *off = 16;
-        return ethertype_version(be16(d + 14));
+    case 1:                       /* Ethernet, any stack of VLAN tags */
+        o = 14;
+        break;
+    case 113:                     /* Linux cooked; a VLAN tag libpcap put back follows the header */
+        o = 16;
+        break;
     case 276:                     /* Linux cooked v2 */
         if (len < 20)
             return 0;
@@ -626,8 +614,21 @@ link_header(int linktype, const uint8_t *d, Py_ssize_t len, Py_ssize_t *off)
             return 0;
         *off = 4;
         return af_version(be32(d));
+    default:
+        return 0;
     }
-    return 0;
+    /* Ethernet or Linux cooked: the EtherType ends the header, then VLAN tags */
+    if (len < o)
+        return 0;
+    unsigned t = be16(d + o - 2);
+    while (t == 0x8100 || t == 0x88A8 || t == 0x9100) {
+        if (len < o + 4)
+            return 0;
+        t = be16(d + o + 2);
+        o += 4;
+    }
+    *off = o;
+    return ethertype_version(t);
 }
 
 static int

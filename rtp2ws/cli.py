@@ -217,7 +217,11 @@ def cmd_replay(args) -> int:
         print("rtp2ws: error: replay needs --out-dir, --ws-url or both", file=sys.stderr)
         return 2
     config = pipeline_config(args)
-    wav = WavSink(args.out_dir, stereo=args.stereo) if args.out_dir else None
+    try:
+        wav = WavSink(args.out_dir, stereo=args.stereo) if args.out_dir else None
+    except OSError as e:
+        print(f"rtp2ws: error: --out-dir {args.out_dir}: {e.strerror or e}", file=sys.stderr)
+        return 2
     gcpolicy.apply()
     progress = Progress(enabled=False) if args.no_progress else Progress()
     try:

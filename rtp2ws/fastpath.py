@@ -80,8 +80,17 @@ def _link(linktype: int, d: bytes) -> tuple[int, int]:
             (t,) = _H.unpack_from(d, off + 2)
             off += 4
         return off, _ethertype_version(t)
-    if linktype == 113:
-        return (16, _ethertype_version(_H.unpack_from(d, 14)[0])) if n >= 16 else (0, 0)
+    if linktype == 113:                    # a VLAN tag libpcap put back comes after the header
+        if n < 16:
+            return 0, 0
+        (t,) = _H.unpack_from(d, 14)
+        off = 16
+        while t in VLAN_TPIDS:
+            if n < off + 4:
+                return 0, 0
+            (t,) = _H.unpack_from(d, off + 2)
+            off += 4
+        return off, _ethertype_version(t)
     if linktype == 276:
         return (20, _ethertype_version(_H.unpack_from(d, 0)[0])) if n >= 20 else (0, 0)
     if linktype in (12, 14, 101):

@@ -181,6 +181,7 @@ class LiveRunner:
         c = self.capture.stats()
         pipe = self.pipe
         c["malformed"] = pipe.stats.get("malformed", 0) if pipe is not None else 0
+        c["frag_dropped"] = pipe.decoder.stats["frag_dropped"] if pipe is not None else 0
         c["active_calls"] = len(pipe.calls) if pipe is not None else 0
         c["active_legs"] = len(pipe.legs) if pipe is not None else 0
         c["calls"] = self.counting.calls if self.counting is not None else 0
@@ -308,7 +309,7 @@ def run_live(args) -> int:
         return fail("live needs --out-dir, --ws-url or both")
     if args.stats_interval <= 0:
         return fail("--stats-interval must be positive")
-    bpf = args.bpf or build_bpf(args.sip_ports, args.rtp_ports)
+    bpf = args.bpf or (lambda linktype: build_bpf(args.sip_ports, args.rtp_ports, linktype=linktype))
     try:
         cap = LiveCapture(args.interface, bpf=bpf, snaplen=args.snaplen, buffer_mb=args.buffer_mb,
                           promisc=not args.no_promisc)
@@ -387,7 +388,7 @@ def run_live(args) -> int:
         runner = LiveRunner(cap, config, stats_interval=args.stats_interval, sender_stats=lambda: holder.get("ws"),
                             hup=hup, on_hup=reopen_log)
         runner_box.append(runner)
-        log.info("capturing on %s (link type %d), filter: %s%s", args.interface, cap.linktype, bpf,
+        log.info("capturing on %s (link type %d), filter: %s%s", args.interface, cap.linktype, cap.bpf,
                  f"; metrics on http://{args.metrics[0]}:{metrics.port}/metrics" if metrics else "")
         if sender is not None:
             summary, sent = _run_with_websocket(args, sender, config, runner, wav, stop, hup, holder)

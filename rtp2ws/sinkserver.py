@@ -773,6 +773,11 @@ def run_sink(args) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     try:
+        os.makedirs(args.out_dir, exist_ok=True)
+    except OSError as e:
+        print(f"rtp2ws: error: --out-dir {args.out_dir}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    try:
         host, port = parse_listen(args.listen)
         token = sink_token(args)
         ctx = server_ssl_context(args.cert, args.key) if args.cert else None
