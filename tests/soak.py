@@ -16,9 +16,12 @@ can carry from a hostile or broken network:
 ``run`` replays it with ``rtp2ws replay`` in a child process, reads the child's
 peak RSS (``VmHWM``), and checks that every real call came out bit-exact.
 
-The test suite runs a short soak (``tests/test_soak.py``); a long one is:
+One round is two minutes of capture time (and the jump) at fixed rates; a long
+soak repeats rounds, so the rates stay those of one round and memory must stay
+flat while the capture grows.  The test suite runs one round
+(``tests/test_soak.py``); a long one is:
 
-    python tests/soak.py --scale 20 --out /tmp/soak     # about 4 M packets
+    python tests/soak.py --rounds 20 --out /tmp/soak     # about 4 M packets
 
 which prints the packets, the time taken, peak RSS and the outcome per real call.
 """
@@ -49,7 +52,7 @@ JUMP_BY = 7200.0               # ... this far ahead
 T0 = 1_767_225_600.0           # 2026-01-01, capture time of the start
 CALL_SECONDS = 3.0
 
-# The bound the test states: peak RSS of the replay at --scale 1 (numpy, the native
+# The bound the test states: peak RSS of the replay of one round (numpy, the native
 # extension and the interpreter alone take about 60 MB).
 RSS_BOUND_MB = 250
 
@@ -58,8 +61,9 @@ class RealCall:
     def __init__(self, index: int, start: float) -> None:
         self.index = index
         self.call_id = f"real-{index}@soak"
-        a = Party(f"10.200.{index // 200}.{index % 200 + 1}", 5060, 40000 + 2 * index, "alice")
-        b = Party(f"10.201.{index // 200}.{index % 200 + 1}", 5060, 50000 + 2 * index, "bob")
+        slot = index % 4000          # addresses come back in later rounds, long after their call ended
+        a = Party(f"10.200.{slot // 200}.{slot % 200 + 1}", 5060, 40000 + 2 * (slot % 2000), "alice")
+        b = Party(f"10.201.{slot // 200}.{slot % 200 + 1}", 5060, 50000 + 2 * (slot % 2000), "bob")
         self.call = Call(self.call_id, a, b)
         n = int(CALL_SECONDS * 8000)
         self.pcm = {"caller": tone(300 + 7 * index, n), "callee": tone(2000 + 11 * index, n, amp=5000)}
@@ -77,12 +81,12 @@ class RealCall:
         return out
 
 
-def _invite_flood(rng: random.Random, n: int, span: float):
-    for i in range(n):
+def _invite_flood(rng: random.Random, n: int, span: float, base: int = 0):
+    for i in range(base, base + n):
         a = Party(f"10.50.{i % 250}.{(i // 250) % 250 + 1}", 5060, 8000 + 2 * (i % 4000), "u")
         b = Party("10.60.0.1", 5060, 9000, "pbx")
         c = Call(f"flood-{i}-{rng.getrandbits(32):08x}@invite", a, b, from_tag=f"t{i}")
-        yield from c.request(i * span / n, "INVITE", to_tag=False)
+        yield from c.request((i - base) * span / n, "INVITE", to_tag=False)
 
 
 def _rtp_junk(rng: random.Random, n: int, span: float):
@@ -138,48 +142,55 @@ def _strays(n: int):
                                          struct.pack("!BBHII", 0x80, 0, i, i * 160, 0x5757) + b"\xff" * 160))
 
 
-def generate(path: str, scale: float = 1.0, seed: int = 1) -> list[RealCall]:
-    """Write the soak capture; returns the real calls it holds."""
-    rng = random.Random(seed)
+def _round(rng: random.Random, r: int, count: int, stray) -> tuple[list, object]:
+    """One round's real calls and its packets, in time order, on the round's own clock
+    (0 .. 2 * JUMP_AT; the caller adds the round's offset and the jump)."""
     span = 2 * JUMP_AT
     reals = []
-    count = max(4, int(40 * scale))
     for i in range(count):
         # real calls before and after the jump, never across it
         half = i % 2
         start = rng.uniform(1.0, JUMP_AT - CALL_SECONDS - 1.0) + half * JUMP_AT
-        reals.append(RealCall(i, start))
-    sources = [sorted(r.frames()) for r in reals]
+        reals.append(RealCall(r * count + i, start))
+    sources = [sorted(r_.frames()) for r_ in reals]
     sources += [
-        _invite_flood(rng, int(20000 * scale), span),
-        _rtp_junk(rng, int(50000 * scale), span),
-        _hostile_sip(rng, int(2000 * scale), span),
-        _tcp_unfinished(rng, int(2000 * scale), int(20000 * scale), span),
-        _fragment_storm(rng, int(100000 * scale), span),
+        _invite_flood(rng, 20000, span, base=r * 20000),
+        _rtp_junk(rng, 50000, span),
+        _hostile_sip(rng, 2000, span),
+        _tcp_unfinished(rng, 2000, 20000, span),
+        _fragment_storm(rng, 100000, span),
     ]
-    merged = heapq.merge(*sources, key=lambda x: x[0])
+    return reals, heapq.merge(*sources, key=lambda x: x[0])
+
+
+def generate(path: str, rounds: int = 1, seed: int = 1) -> list[RealCall]:
+    """Write the soak capture; returns the real calls it holds."""
+    rng = random.Random(seed)
+    reals: list[RealCall] = []
     packets = 0
+    stray = _strays(50 * rounds)
     with open(path, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, LINKTYPE))
 
         def put(ts, frame):
-            nonlocal_packets[0] += 1
             ticks = round(ts * 1_000_000)
             f.write(struct.pack("<IIII", ticks // 1_000_000, ticks % 1_000_000, len(frame), len(frame)))
             f.write(frame)
 
-        nonlocal_packets = [0]
-        stray = _strays(int(50 * scale))
-        for t, frame in merged:
-            jump = JUMP_BY if t >= JUMP_AT else 0.0
-            put(T0 + t + jump, frame)
-            if nonlocal_packets[0] % 4000 == 0:
-                s = next(stray, None)
-                if s is not None:
-                    put(T0 + s[0], s[1])
-        packets = nonlocal_packets[0]
-    for r in reals:
-        r.packets = packets
+        for r in range(rounds):
+            round_reals, merged = _round(rng, r, 40, stray)
+            reals += round_reals
+            offset = T0 + r * (2 * JUMP_AT + JUMP_BY)
+            for t, frame in merged:
+                put(offset + t + (JUMP_BY if t >= JUMP_AT else 0.0), frame)
+                packets += 1
+                if packets % 4000 == 0:
+                    s = next(stray, None)
+                    if s is not None:
+                        put(T0 + s[0], s[1])
+                        packets += 1
+    for real in reals:
+        real.packets = packets
     return reals
 
 
@@ -191,13 +202,13 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
-def run(workdir: str, scale: float = 1.0, seed: int = 1, extra: tuple = ()) -> dict:
+def run(workdir: str, rounds: int = 1, seed: int = 1, extra: tuple = ()) -> dict:
     """Generate, replay in a child process, check.  Returns what was measured."""
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     cap = work / "soak.pcap"
     t = time.monotonic()
-    reals = generate(str(cap), scale, seed)
+    reals = generate(str(cap), rounds, seed)
     gen_s = time.monotonic() - t
     out = work / "out"
     code = ("import sys, resource\nfrom rtp2ws import cli\nrc = cli.main(sys.argv[1:])\n"
@@ -246,11 +257,11 @@ def run(workdir: str, scale: float = 1.0, seed: int = 1, extra: tuple = ()) -> d
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--scale", type=float, default=1.0, help="flood and call counts times this (default 1)")
+    p.add_argument("--rounds", type=int, default=1, help="two-minute rounds of floods and real calls (default 1)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default="/tmp/rtp2ws-soak", help="work directory (capture, output)")
     a = p.parse_args(argv)
-    res = run(a.out, a.scale, a.seed)
+    res = run(a.out, a.rounds, a.seed)
     summary = res.pop("summary", {})
     for k, v in res.items():
         print(f"{k}: {v}")

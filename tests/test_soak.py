@@ -2,7 +2,7 @@
 
 The capture (``tests/soak.py``) mixes INVITEs without BYE, RTP without SIP, hostile
 SIP, unfinished TCP, fragment storms and a two-hour clock jump with 40 real calls.
-The long run is ``python tests/soak.py --scale 20``.
+The long run is ``python tests/soak.py --rounds 20``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import soak
 
 
 def test_soak_real_calls_exact_in_bounded_memory(tmp_path):
-    res = soak.run(str(tmp_path), scale=1.0)
+    res = soak.run(str(tmp_path), rounds=1)
     assert res["returncode"] == 0, res["stderr"]
     assert res["problems"] == [], res["problems"]
     assert res["real_calls"] == 40
