@@ -36,6 +36,7 @@ CALLEE = "callee"
 TAGS = (CALLER, CALLEE)
 LINGER_SECONDS = 32.0        # Timer B/F: how long an ended call absorbs stragglers
 AUTH_RETRY_SECONDS = 32.0    # a 401/407 challenge waits this long for the retried INVITE
+MAX_SEEN = 512               # message identities a call remembers to spot retransmissions and copies
 TIMER_B_SECONDS = 32.0       # RFC 3261 Timer B (64*T1): an INVITE nobody answers, not even 100, is given up
 
 
@@ -88,7 +89,7 @@ class Call:
     _challenge_code: int = 0
     heard_back: bool = False       # a response to the initial INVITE was seen (even 100 Trying)
     _due: float | None = None      # when its timer is armed for (older heap entries are stale)
-    _seen: set = field(default_factory=set, repr=False)
+    _seen: dict = field(default_factory=dict, repr=False)   # message identities, oldest first (≤ MAX_SEEN)
 
     @property
     def ended(self) -> bool:
@@ -307,7 +308,10 @@ class CallRegistry:
             call.sip_duplicates += 1
             self.stats["sip_duplicates"] += 1
             return False
-        call._seen.add(ident)
+        seen = call._seen
+        if len(seen) >= MAX_SEEN:
+            del seen[next(iter(seen))]   # retransmissions come within 32 s: only recent ones matter
+        seen[ident] = None
         call.sip_messages += 1
         return True
 

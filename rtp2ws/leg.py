@@ -75,6 +75,8 @@ def _assemble(pending: list) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+MAX_DTMF_LISTED = 1000     # key presses a leg lists for its manifest entry (each is also an event)
+
 class CodecChange(NamedTuple):
     codec: str
     at: float   # capture time
@@ -98,6 +100,7 @@ class MediaLeg:
         self.counts = {
             "packets": 0, "bytes": 0, "cn": 0, "unknown_pt": 0, "encrypted_packets": 0,
             "rtcp": 0, "stun": 0, "zrtp": 0, "malformed": 0, "overlap_dropped": 0, "extra_flow_dropped": 0,
+            "dtmf_not_listed": 0,
         }
         self.concealed = 0       # 8 kHz samples concealed after loss
         self.filled = 0          # 8 kHz samples of silence inserted in gaps
@@ -254,7 +257,10 @@ class MediaLeg:
     # -- internals ----------------------------------------------------------------
 
     def _add_dtmf(self, ev) -> None:
-        self.dtmf_events.append(ev)
+        if len(self.dtmf_events) < MAX_DTMF_LISTED:
+            self.dtmf_events.append(ev)      # for the manifest and the end message
+        else:
+            self.counts["dtmf_not_listed"] += 1
         self._events.append(ev)
 
     def _place(self, r) -> None:

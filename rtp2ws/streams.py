@@ -45,6 +45,8 @@ PCM = np.dtype("<i2")
 _SDP_TAGS = (CALLER, CALLEE)
 
 
+MAX_EARLY_EVENTS = 64      # events (hold, DTMF) kept for a stream that has not opened yet
+
 class Open(NamedTuple):
     stream_id: str
     start: dict
@@ -112,6 +114,7 @@ class StreamSink(Sink):
         self._legs: dict[tuple[str, str], _Stream] = {}          # per-leg streams
         self._extras: dict[str, list[str]] = {}                  # call key -> tags of its open extra-leg streams
         self._early: dict[tuple[str, str], list[dict]] = {}      # events before a leg stream opened
+        self.early_dropped = 0                                   # ... beyond MAX_EARLY_EVENTS
         self._mix: dict[str, _Mixer] = {}                        # stereo streams by call key
         self._next_scan = float("-inf")   # capture time of the next look at mixers that got audio
         self._fed: dict[str, _Mixer] = {}    # mixers that got audio since the last look
@@ -182,7 +185,7 @@ class StreamSink(Sink):
             return
         s = self._legs.get((call.key, leg.tag))
         if s is None:
-            self._early.setdefault((call.key, leg.tag), []).append(dict(msg, type=kind, _at=at))
+            self._keep_early((call.key, leg.tag), dict(msg, type=kind, _at=at))
             return
         self._event(s, kind, msg, _offset(s.start_time, at))
 
@@ -201,10 +204,19 @@ class StreamSink(Sink):
                 if s is not None:
                     self._event(s, kind, msg, _offset(s.start_time, event.at))
                 else:
-                    self._early.setdefault((call.key, tag), []).append(dict(msg, type=kind, _at=event.at))
+                    self._keep_early((call.key, tag), dict(msg, type=kind, _at=event.at))
         for tag in self._extras.get(call.key, ()):
             s = self._legs[(call.key, tag)]
             self._event(s, kind, msg, _offset(s.start_time, event.at))
+
+    def _keep_early(self, key, event: dict) -> None:
+        """An event for a leg whose stream has not opened (no audio yet): kept to send after
+        its start, at most MAX_EARLY_EVENTS per leg (a flood of re-INVITEs before any audio)."""
+        early = self._early.setdefault(key, [])
+        if len(early) < MAX_EARLY_EVENTS:
+            early.append(event)
+        else:
+            self.early_dropped += 1
 
     def call_ended(self, call: Call, legs: dict[str, MediaLeg]) -> None:
         self._extras.pop(call.key, None)
@@ -333,7 +345,8 @@ class _Mixer:
 
     def event(self, kind: str, msg: dict, at: float) -> None:
         if self.opening is not None:
-            self.early.append((kind, msg, at))    # sent after the start message
+            if len(self.early) < MAX_EARLY_EVENTS:
+                self.early.append((kind, msg, at))    # sent after the start message
             return
         m = self.stream.ident(kind)
         m.update(msg)

@@ -281,3 +281,19 @@ def test_ended_calls_linger_exactly_32_s():
     assert reg.next_deadline() == 42.0
     progresses(reg, 42.0)
     assert reg._ended == {}
+
+
+def test_message_identities_a_call_remembers_are_bounded():
+    """Thousands of distinct in-dialog requests on one call (an INFO flood): the
+    identities kept to spot retransmissions stay at MAX_SEEN, and a retransmission
+    of a recent one is still a duplicate."""
+    from rtp2ws.calls import MAX_SEEN
+
+    reg = CallRegistry()
+    c = Call("info@x", A, B)
+    call = feed(reg, c.setup(0.0))[0].call
+    for i in range(5000):
+        c.cseq = 10 + i
+        feed(reg, c.request(1.0 + i * 0.001, "INFO"))
+    assert len(call._seen) == MAX_SEEN and call.sip_messages == 5 + 5000
+    assert feed(reg, c.request(7.0, "INFO")) == [] and call.sip_duplicates == 1

@@ -268,3 +268,24 @@ def test_schemas_accept_extra_leg_tags_only():
     for tag in ("caller#1", "caller#", "mixed", "caller#2/../x", "stereo#2", ""):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(dict(ok, tag=tag), protocol.SCHEMAS["drop"])
+
+
+def test_events_before_a_stream_opens_are_bounded():
+    """A flood of hold/resume re-INVITEs before any audio: each leg keeps at most
+    MAX_EARLY_EVENTS to send after its start, and counts the rest (issue 10)."""
+    from rtp2ws.streams import MAX_EARLY_EVENTS
+
+    c = Call("early@test", A, B)
+    frames = c.setup(100.0)
+    for i in range(300):
+        c.cseq += 1
+        frames += c.request(100.1 + i * 0.001, "INVITE",
+                            body=callgen.sdp(A.ip, 4000, direction="sendonly" if i % 2 == 0 else None))
+    ss = StreamSink(frame_ms=20)
+    pipe = Pipeline(1, ss)
+    for t, ip in frames:
+        pipe.feed(t, netgen.link(1, ip))
+    assert ss._early and all(len(v) == MAX_EARLY_EVENTS for v in ss._early.values())
+    assert ss.early_dropped == 2 * (300 - MAX_EARLY_EVENTS)
+    pipe.finish()
+    assert ss._early == {}
