@@ -137,6 +137,14 @@ class Reader:
     def bytes_read(self) -> int:
         return self._cap.bytes_read
 
+    @property
+    def bad_timestamps(self) -> int:
+        return self._cap.bad_timestamps
+
+    @property
+    def first_bad_timestamp(self) -> int:
+        return self._cap.first_bad_timestamp
+
     def close(self) -> None:
         self._cap.close()
         self._done = True

@@ -37,10 +37,21 @@ def safe_name(call_id: str) -> str:
     return name
 
 
+ISO_FIRST = "0001-01-01T00:00:00.000+00:00"
+ISO_LAST = "9999-12-31T23:59:59.999+00:00"
+
+
 def iso(ts: float | None) -> str | None:
-    if ts is None:
+    """A capture time as ISO 8601 UTC with milliseconds; None for None (or NaN).  A time
+    outside what ISO 8601 can name is written as the nearest end of it (``ISO_FIRST``,
+    ``ISO_LAST``): capture times are kept inside 1970..9999 by ``rtp2ws.capture``, but a
+    time derived from one (an end, a DTMF start) may pass the end."""
+    if ts is None or ts != ts:
         return None
-    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds")
+    try:
+        return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds")
+    except (OverflowError, OSError, ValueError):
+        return ISO_LAST if ts > 0 else ISO_FIRST
 
 
 def wav_header(data_bytes: int, channels: int = 1, rate: int = RATE) -> bytes:
