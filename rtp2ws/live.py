@@ -373,7 +373,9 @@ def run_live(args) -> int:
             from .wavout import WavSink
 
             try:
-                wav = WavSink(args.out_dir, stereo=args.stereo)
+                # each call's manifest entry goes to calls.jsonl as it ends: memory stays
+                # bounded by the calls in progress however long the capture runs
+                wav = WavSink(args.out_dir, stereo=args.stereo, journal=True)
             except OSError as e:
                 return fail(f"--out-dir {args.out_dir}: {e.strerror or e}")
 
