@@ -443,7 +443,7 @@ def test_live_call_to_sink_and_wav(tmp_path, live_factory, call_factory):
         got, rate, ch = read_wav(str(sink.out_dir / "live-1@test" / f"{tag}.wav"))
         assert rate == 16000 and ch == 1
         assert np.array_equal(got, want), tag
-        local, _, _ = read_wav(str(out / "live-1@test" / f"{tag}.wav"))
+        local, _, _ = read_wav(str(out / "calls" / "live-1@test" / f"{tag}.wav"))
         assert np.array_equal(local, want), tag
     doc = json.loads((out / "calls.json").read_text())
     assert [c["end_reason"] for c in doc["calls"]] == ["bye"]
@@ -452,6 +452,39 @@ def test_live_call_to_sink_and_wav(tmp_path, live_factory, call_factory):
     legs = doc["calls"][0]["legs"]
     assert {leg["tag"]: leg["duration_ms"] for leg in legs} == {"caller": 2000, "callee": 2000}
     assert "refused {}" in sink_log
+    (line,) = (out / "calls.jsonl").read_text().splitlines()      # written when the call ended
+    assert json.loads(line) == doc["calls"][0]
+
+
+@needs_capture
+def test_live_out_dir_journals_each_call_as_it_ends(tmp_path, live_factory, call_factory):
+    """live --out-dir: a call's line is in calls.jsonl as soon as it ends, while live
+    runs; a call without audio has its line and no folder; calls.json at exit lists both."""
+    out = tmp_path / "out"
+    live = live_factory("-i", "lo", "--bpf", _filter(25470, 26600), "--out-dir", out, "--stats-interval", "1")
+    live.wait_for("capturing on lo")
+    silent = call_factory("silent@test", 25470, 26600, 26602)
+    silent.setup()
+    silent.bye()
+    silent.close()                                        # its SIP port is the next call's
+    talk = call_factory("talk@test", 25470, 26610, 26612)
+    talk.setup()
+    talk.media(0.4)
+    talk.bye()
+    journal = out / "calls.jsonl"
+    live.wait_for('"call_id": "talk@test"', path=journal, timeout=5)
+    lines = [json.loads(x) for x in journal.read_text().splitlines()]
+    assert [(c["call_id"], c["end_reason"]) for c in lines] == [("silent@test", "bye"), ("talk@test", "bye")]
+    assert live.proc.poll() is None                       # still capturing
+    rc, stdout, stderr = live.stop()
+    assert rc == 0, stderr
+    assert "2 calls, 2 legs with audio" in stdout
+    assert os.listdir(out / "calls") == ["talk@test"]
+    doc = json.loads((out / "calls.json").read_text())
+    assert doc["calls"] == lines and doc["summary"]["calls"] == 2
+    for tag in ("caller", "callee"):
+        got, _, _ = read_wav(str(out / "calls" / "talk@test" / f"{tag}.wav"))
+        assert np.array_equal(got, talk.expected(tag)), tag
 
 
 @needs_capture
@@ -501,7 +534,7 @@ def test_user_nobody_still_captures_and_open_call_ends_with_shutdown(live_factor
         doc = json.loads((out / "calls.json").read_text())
         assert [c["end_reason"] for c in doc["calls"]] == ["shutdown"]
         for tag in ("caller", "callee"):
-            wav = out / "open@test" / f"{tag}.wav"
+            wav = out / "calls" / "open@test" / f"{tag}.wav"
             assert wav.stat().st_uid == nobody.pw_uid
             got, _, _ = read_wav(str(wav))
             assert np.array_equal(got, call.expected(tag)), tag   # flushed to the last packet
