@@ -141,7 +141,7 @@ def test_streams_are_byte_identical_to_replay_files(tmp_path, sink, stereo):
     assert replay(demo, "--out-dir", ref, *extra).returncode == 0
     s.stop()
     got = wavs(s.out_dir)
-    want = {k: v for k, v in wavs(ref).items() if (k.name == "stereo.wav") == stereo}
+    want = {k: v for k, v in wavs(ref / "calls").items() if (k.name == "stereo.wav") == stereo}
     assert got.keys() == want.keys() and len(got) == (1 if stereo else 2)
     for k in got:
         assert got[k] == want[k], k
@@ -170,7 +170,7 @@ def test_sink_restart_mid_call_loses_nothing_in_the_buffer(tmp_path, sink):
     assert proc.returncode == 0, err
     s.stop()
     got = wavs(s.out_dir)
-    assert got == {k: v for k, v in wavs(ref).items()}
+    assert got == {k: v for k, v in wavs(ref / "calls").items()}
     ends = [m for m in s.messages() if m["type"] == "end"]
     assert len(ends) == 2 and all(e["reconnects"] >= 1 and e["dropped_ms"] == 0 for e in ends)
     resumed = [m for m in s.messages() if m["type"] == "start" and m["resumed"]]
