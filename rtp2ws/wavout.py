@@ -48,21 +48,21 @@ def safe_name(call_id: str) -> str:
     return name
 
 
-ISO_FIRST = "0001-01-01T00:00:00.000+00:00"
-ISO_LAST = "9999-12-31T23:59:59.999+00:00"
-
-
 def folder_name(call_key: str) -> str:
     """The folder name under ``calls/`` for a call: its key when that is safe as it
     is; otherwise ``safe_name`` cut to 110 characters plus ``~`` and 8 hex digits
     of the key's SHA-1 (``~`` is never kept from a key, so such a name cannot be
     another call's key; different keys that ``safe_name`` maps alike stay apart).
-    At most 119 ASCII bytes; never ``.``, ``..`` or empty."""
+    At most 120 ASCII bytes; never ``.``, ``..`` or empty."""
     name = safe_name(call_key)
     if name == call_key:
         return name
-    digest = hashlib.sha1(call_key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    digest = hashlib.sha1(call_key.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()[:8]
     return f"{name[:110]}~{digest}"
+
+
+ISO_FIRST = "0001-01-01T00:00:00.000+00:00"
+ISO_LAST = "9999-12-31T23:59:59.999+00:00"
 
 
 def iso(ts: float | None) -> str | None:
