@@ -169,10 +169,11 @@ def test_relay_capture_over_websocket_one_stream_per_flow(tmp_path, stereo):
     recv = tmp_path / "recv"
     got = {p.relative_to(recv): p.read_bytes() for p in recv.rglob("*.wav")}
     names = ["caller#2.wav", "callee#2.wav"] + (["stereo.wav"] if stereo else ["caller.wav", "callee.wav"])
-    want = {Path(call["stereo_wav"] if n == "stereo.wav" else legs[n[:-4]]["wav"]): n for n in names}
+    want = {Path(call["stereo_wav"] if n == "stereo.wav" else legs[n[:-4]]["wav"]).relative_to("calls"): n
+            for n in names}
     assert set(got) == set(want)
     for rel in want:
-        assert got[rel] == (ref / rel).read_bytes(), rel
+        assert got[rel] == (ref / "calls" / rel).read_bytes(), rel
     with open(recv / "messages.jsonl") as f:
         msgs = [json.loads(line)["message"] for line in f]
     starts = {s["tag"]: s for s in msgs if s["type"] == "start"}
