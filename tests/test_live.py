@@ -747,7 +747,7 @@ def test_live_any_with_the_default_filter(tmp_path, netns):
     assert "decoder_non_ip" not in doc["summary"]
     for key in ("lo", "vlan"):
         for tag in ("caller", "callee"):
-            got, rate, _ = read_wav(str(out / f"{key}@any" / f"{tag}.wav"))
+            got, rate, _ = read_wav(str(out / "calls" / f"{key}@any" / f"{tag}.wav"))
             want = np.load(tmp_path / f"{key}-{tag}.npy")
             assert rate == 16000 and np.array_equal(got, want), (key, tag)
 

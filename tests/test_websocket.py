@@ -284,7 +284,7 @@ def test_sink_stopped_after_end_gets_the_call_when_restarted(tmp_path, sink):
     out, err = proc.communicate(timeout=60)
     s.stop()
     assert proc.returncode == 0, err
-    assert wavs(s.out_dir) == wavs(ref)
+    assert wavs(s.out_dir) == wavs(ref / "calls")
     assert "0 ms dropped, 0 ms undelivered" in out
     ends = [m for m in s.messages() if m["type"] == "end"]
     assert len(ends) == 2 and all(e["reconnects"] >= 1 and e["dropped_ms"] == 0 for e in ends)
