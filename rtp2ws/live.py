@@ -270,6 +270,7 @@ class LiveRunner:
         if self.pipe is not None:
             out.update(self.pipe.stats)
             out.update({f"decoder_{k}": v for k, v in self.pipe.decoder.stats.items() if v})
+            out.update({f"tcp_{k}": v for k, v in self.pipe.tcp.stats.items() if v})
         return out
 
 

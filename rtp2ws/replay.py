@@ -175,6 +175,7 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
         pipe.finish(reason=reason)
     stats = dict(pipe.stats)
     stats.update({f"decoder_{k}": v for k, v in pipe.decoder.stats.items() if v})
+    stats.update({f"tcp_{k}": v for k, v in pipe.tcp.stats.items() if v})
     stats.update({k: v for k, v in pipe.registry.stats.items() if v})
     if timing.bad_timestamps:      # capture times out of range, replaced (rtp2ws.capture)
         stats["bad_timestamps"] = timing.bad_timestamps
