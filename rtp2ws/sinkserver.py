@@ -55,7 +55,7 @@ import numpy as np
 from jsonschema.exceptions import best_match
 
 from . import protocol
-from .wavout import safe_name, wav_header
+from .wavout import folder_name, safe_name, wav_header
 
 log = logging.getLogger("rtp2ws.sink")
 
@@ -66,6 +66,7 @@ MAX_NAME_SUFFIX = 10000  # <tag>-2.wav … <tag>-9999.wav
 HEADER_REFRESH_SAMPLES = protocol.SAMPLE_RATE  # rewrite the header about once per second of audio
 STREAMS_LOG = "streams.jsonl"
 MESSAGES_LOG = "messages.jsonl"
+_OWN_FILES = frozenset(n.lower() for n in (STREAMS_LOG, MESSAGES_LOG, STREAMS_LOG + ".tmp", MESSAGES_LOG + ".tmp"))
 TOKEN_ENV = "RTP2WS_SINK_TOKEN"
 MAX_TEXT_CHARS = 2 ** 20  # a text message, whatever --max-size allows binary frames (1009 beyond)
 MAX_JSON_DEPTH = 32  # nesting of [ and {: the protocol needs 5 (end.legs.caller.dtmf[i]); refused with 1007 beyond
@@ -551,6 +552,10 @@ class StreamStore:
 
     def _new_path(self, start: dict) -> str:
         folder, tag = safe_name(start["call_id"]), start["tag"]
+        if folder.lower() in _OWN_FILES:
+            # A call_id naming one of the sink's own files ("streams.jsonl") would make a
+            # folder where that file is: such a folder gets wavout's hashed name instead.
+            folder = folder_name(start["call_id"] + "\0")
         for n in range(1, MAX_NAME_SUFFIX):
             rel = f"{folder}/{tag}.wav" if n == 1 else f"{folder}/{tag}-{n}.wav"
             if rel not in self._paths and not os.path.exists(os.path.join(self.out_dir, rel)):

@@ -366,6 +366,31 @@ def test_call_id_cannot_leave_the_output_directory(tmp_path):
     assert all(os.path.realpath(w).startswith(out + os.sep) for w in wavs)
 
 
+def test_call_ids_naming_the_sinks_own_files_get_a_folder_of_their_own(tmp_path):
+    """A call_id "streams.jsonl" or "messages.jsonl" would be a folder where the sink's own
+    log is (issue 10, item 7, on the sink's side): it gets a hashed name instead."""
+    call_ids = ["streams.jsonl", "messages.jsonl", "STREAMS.JSONL"]
+    msgs = [[start_msg(stream_id=f"o{i}", call_id=c), frame(i), end_msg(FRAME, stream_id=f"o{i}", call_id=c)]
+            for i, c in enumerate(call_ids)]
+
+    async def go():
+        server, uri = await serving(tmp_path)
+        try:
+            return [await send_stream(uri, m) for m in msgs]
+        finally:
+            await server.stop()
+
+    assert [c for c, _ in run(go())] == [1000] * len(call_ids)
+    out = tmp_path / "out"
+    assert (out / "streams.jsonl").is_file() and (out / "messages.jsonl").is_file()
+    opened = [r for r in read_jsonl(out / "streams.jsonl") if r.get("event") == "open"]
+    assert len(opened) == 3 and len({r["path"] for r in opened}) == 3
+    for r in opened:
+        folder = r["path"].split("/")[0]
+        assert folder.lower() not in ("streams.jsonl", "messages.jsonl") and "~" in folder
+        assert (out / r["path"]).is_file()
+
+
 def test_streams_jsonl_path_outside_the_directory_is_ignored(tmp_path, caplog):
     caplog.set_level("WARNING", logger="rtp2ws.sink")
     out = tmp_path / "out"
