@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("replay", help="decode every call in a pcap/pcapng file")
     r.add_argument("capture", help="pcap or pcapng file")
-    r.add_argument("--out-dir", help="directory for WAV files and calls.json")
+    r.add_argument("--out-dir", help="directory for calls.json and calls/<call>/ with a WAV per leg")
     r.add_argument("--stereo", action="store_true",
                    help="stereo per call (caller left, callee right): an extra WAV, or one stream per call")
     r.add_argument("--jitter-ms", type=JITTER_MS, default=60.0,
@@ -78,7 +78,8 @@ def _add_stream_options(p) -> None:
     g.add_argument("--max-buffer-ms", type=whole(20, 600000), default=10000,
                    help="audio queued per connection before the oldest is dropped, 20..600000 (default 10000)")
     g.add_argument("--resend-ms", type=whole(0, 60000), default=1000,
-                   help="sent audio repeated after a reconnect, in case it was lost, 0..60000 (default 1000)")
+                   help="sent audio kept until the server acknowledges it, repeated after a reconnect, "
+                        "0..60000 (default 1000)")
     g.add_argument("--max-connecting", type=whole(1, 10000), default=64, metavar="N",
                    help="WebSocket opening handshakes in flight at once (default 64): thousands of calls "
                         "connect a batch at a time, their audio queued meanwhile")
@@ -136,7 +137,8 @@ def _add_live_parser(sub) -> argparse.ArgumentParser:
                      metavar="SECONDS", help="seconds between statistics log lines (default 60)")
     ops.add_argument("--log-file", metavar="PATH", help="log here instead of stderr (reopened on SIGHUP)")
     out = lv.add_argument_group("output")
-    out.add_argument("--out-dir", help="directory for WAV files and calls.json (written at exit)")
+    out.add_argument("--out-dir", help="directory for calls/<call>/ with a WAV per leg, calls.jsonl (a line as each "
+                                       "call ends) and calls.json (written at exit)")
     out.add_argument("--stereo", action="store_true",
                      help="stereo per call (caller left, callee right): an extra WAV, or one stream per call")
     out.add_argument("--jitter-ms", type=JITTER_MS, default=60.0,

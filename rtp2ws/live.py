@@ -185,7 +185,7 @@ class LiveRunner:
         c["active_calls"] = len(pipe.calls) if pipe is not None else 0
         c["active_legs"] = len(pipe.legs) if pipe is not None else 0
         c["calls"] = self.counting.calls if self.counting is not None else 0
-        c["legs_with_audio"] = len(self.counting.legs) if self.counting is not None else 0
+        c["legs_with_audio"] = self.counting.legs_with_audio if self.counting is not None else 0
         return c
 
     def _publish(self) -> None:

@@ -89,7 +89,12 @@ class Counting(Forward):
     def __init__(self, inner: Sink) -> None:
         super().__init__(inner)
         self.calls = 0
-        self.legs: set = set()
+        self.legs: set = set()        # (call key, tag) with audio, of calls in progress
+        self.legs_ended = 0           # ... and of calls that ended (a live run holds no set of them all)
+
+    @property
+    def legs_with_audio(self) -> int:
+        return self.legs_ended + len(self.legs)
 
     def call_started(self, call):
         self.calls += 1
@@ -98,6 +103,14 @@ class Counting(Forward):
     def leg_audio(self, call, leg, pcm):
         self.legs.add((call.key, leg.tag))
         self.inner.leg_audio(call, leg, pcm)
+
+    def call_ended(self, call, legs):
+        for tag in legs:
+            key = (call.key, tag)
+            if key in self.legs:
+                self.legs.discard(key)
+                self.legs_ended += 1
+        self.inner.call_ended(call, legs)
 
 
 class Tee(Sink):

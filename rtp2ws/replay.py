@@ -180,5 +180,5 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
     if timing.bad_timestamps:      # capture times out of range, replaced (rtp2ws.capture)
         stats["bad_timestamps"] = timing.bad_timestamps
         stats["first_bad_timestamp"] = timing.first_bad_timestamp
-    return ReplayResult(path, stats, counting.calls, len(counting.legs), packets, time.monotonic() - t0, error,
+    return ReplayResult(path, stats, counting.calls, counting.legs_with_audio, packets, time.monotonic() - t0, error,
                         extra={"internal_errors": pipe.take_errors()})

@@ -95,3 +95,18 @@ def test_a_full_table_of_fresh_flows_is_not_disturbed():
     pipe, sink = run(first + late, Config(probation_flows=cap), watch=lambda p: sizes.append(len(p._probation)))
     assert pipe.stats["probation_full"] == 4 and max(sizes) == cap
     assert np.all(np.diff([t for t, _ in first + late]) >= 0)
+
+
+def test_counting_forgets_the_legs_of_calls_that_ended():
+    """``legs with audio`` is a running count: a live run does not keep a set entry for
+    every leg it ever saw."""
+    from rtp2ws.pipeline import Counting
+
+    counting = Counting(Sink())
+    pipe = Pipeline(101, counting)
+    for ts, frame in flows(300, 3):
+        pipe.feed(ts, frame)
+    pipe.tick(pipe.now)
+    assert len(counting.legs) == 300 and counting.legs_with_audio == 300
+    pipe.finish()
+    assert counting.legs == set() and counting.legs_with_audio == 300
