@@ -59,6 +59,8 @@ def _assemble(pending: list) -> np.ndarray:
     run: list[bytes] = []
     codec = None
     for item in pending:
+        if type(item) is int:         # a gap's silence, kept as its length until now
+            item = np.zeros(item, dtype=np.int16)
         if type(item) is tuple:
             if item[0] != codec and run:
                 parts.append(_DECODERS[codec](b"".join(run)))
@@ -76,6 +78,8 @@ def _assemble(pending: list) -> np.ndarray:
 
 
 MAX_DTMF_LISTED = 1000     # key presses a leg lists for its manifest entry (each is also an event)
+
+MAX_TAKE = 60 * CLOCK        # 8 kHz samples resampled and handed to the sinks at once, at most
 
 class CodecChange(NamedTuple):
     codec: str
@@ -175,20 +179,52 @@ class MediaLeg:
     # -- output -----------------------------------------------------------------
 
     def take_audio(self) -> np.ndarray:
-        """16 kHz samples produced since the last call (the tail too once closed)."""
+        """16 kHz samples produced since the last call (the tail too once closed), at
+        most ``MAX_TAKE`` 8 kHz samples' worth: call again while ``pending_samples``."""
         pending = self._pending
         if pending:
-            x = pending[0] if len(pending) == 1 and type(pending[0]) is np.ndarray else _assemble(pending)
-            self._pending = []
-            self.pending_samples = 0
+            if self.pending_samples > MAX_TAKE:
+                x = self._take_front(MAX_TAKE)
+            else:
+                x = pending[0] if len(pending) == 1 and type(pending[0]) is np.ndarray else _assemble(pending)
+                self._pending = []
+                self.pending_samples = 0
             y = self._up.process(x)
         else:
             y = np.zeros(0, dtype=np.int16)
-        if self.closed and not self._drained:
+        if self.closed and not self._drained and not self._pending:
             self._drained = True
             if self.decoded:
                 y = np.concatenate([y, self._up.flush()])
         return y
+
+    def _take_front(self, limit: int) -> np.ndarray:
+        """The first ``limit`` 8 kHz samples of what is pending (the rest stays)."""
+        pending = self._pending
+        out: list = []
+        need = limit
+        i = 0
+        while need and i < len(pending):
+            item = pending[i]
+            n = item if type(item) is int else len(item[1]) if type(item) is tuple else len(item)
+            if n <= need:
+                out.append(item)
+                need -= n
+                i += 1
+                continue
+            if type(item) is int:
+                out.append(need)
+                pending[i] = n - need
+            elif type(item) is tuple:
+                out.append((item[0], item[1][:need]))
+                pending[i] = (item[0], item[1][need:])
+            else:
+                out.append(item[:need])
+                pending[i] = item[need:]
+            need = 0
+        del pending[:i]
+        self.pending_samples -= limit - need
+        return _assemble(out)
 
     def take_events(self) -> list:
         ev, self._events = self._events, []
@@ -320,7 +356,10 @@ class MediaLeg:
                 self._pending.append(conceal(last, hidden))
                 self.concealed += hidden
             if gap > hidden:
-                self._pending.append(np.zeros(gap - hidden, dtype=np.int16))
+                # Silence as its length: a call kept up by SIP alone for hours, then one
+                # packet, must not become one array of hours of zeros (take_audio makes
+                # them a bounded piece at a time).
+                self._pending.append(gap - hidden)
                 self.filled += gap - hidden
             self.pending_samples += gap
             self._cursor = pos

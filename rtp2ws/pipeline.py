@@ -810,13 +810,16 @@ class Pipeline:
     def _emit(self, call: Call, leg: MediaLeg) -> None:
         for ev in leg.take_events():
             self.sink.leg_event(call, leg, ev)
-        pcm = leg.take_audio()
-        if self._fast_legs:
-            sid = self._fast_legs.get((call.key, leg.tag))
-            if sid is not None:
-                self._fast.rebase(sid, 0)
-        if len(pcm):
-            self.sink.leg_audio(call, leg, pcm)
+        while True:      # a long gap's silence goes out a bounded piece at a time (leg.MAX_TAKE)
+            pcm = leg.take_audio()
+            if self._fast_legs:
+                sid = self._fast_legs.get((call.key, leg.tag))
+                if sid is not None:
+                    self._fast.rebase(sid, leg.pending_samples)
+            if len(pcm):
+                self.sink.leg_audio(call, leg, pcm)
+            if not leg.pending_samples:
+                break
 
 
 class _Undecided:

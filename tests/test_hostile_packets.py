@@ -170,3 +170,62 @@ def test_live_survives_a_hostile_packet_during_a_call(tmp_path, live_factory, ca
     assert rc == 0, stderr
     assert "Traceback" not in stderr
     assert "1 calls, 2 legs with audio" in stdout and "1 malformed" in stdout, stdout
+
+
+class Handoffs(Sink):
+    """Records the size of every audio hand-off, the first samples and the last."""
+
+    def __init__(self):
+        self.sizes: list = []
+        self.first = np.zeros(0, dtype=np.int16)
+        self.last = np.zeros(0, dtype=np.int16)
+
+    def leg_audio(self, call, leg, pcm):
+        if leg.tag == "caller":
+            self.sizes.append(len(pcm))
+            if len(self.first) < 4000:
+                self.first = np.concatenate([self.first, pcm[:4000]])
+            self.last = np.concatenate([self.last, pcm[-4000:]])[-4000:]
+
+
+def test_a_gap_of_hours_is_handed_out_a_bounded_piece_at_a_time():
+    """A call kept up by SIP alone for three hours, then RTP again: the gap is three hours
+    of silence on the leg's timeline, but it used to be made as one array (345 MB for
+    the hand-off, found by fuzz/targets/pipeline.py).  Now it goes a minute at a time."""
+    import tracemalloc
+
+    from rtp2ws.leg import MAX_TAKE
+
+    gap = 3 * 3600 * 8000
+    c = Call("gap@test", A, B)
+    pa = tone(440, 1600)
+    first = rtp_packets(A, B, 100.1, pa[:800], ssrc=0xAAAA0001)
+    later = rtp_packets(A, B, 100.2 + gap / 8000, pa[800:], ssrc=0xAAAA0001, seq0=1005, ts0=50000 + 800 + gap)
+    keepalive = []
+    for k in range(1, 3 * 36 + 1):            # an in-dialog INFO every 100 s keeps the call up
+        c.cseq += 1
+        keepalive += c.request(100.0 + 100 * k, "INFO")
+    frames = frames_of(c.setup(100.0), first, keepalive, later, c.bye(100.5 + gap / 8000))
+    sink = Handoffs()
+    pipe = Pipeline(101, sink)
+    tracemalloc.start()
+    try:
+        for ts, frame in frames:
+            pipe.feed(ts, frame)
+            pipe.tick(ts)
+        pipe.finish()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert max(sink.sizes) <= 2 * MAX_TAKE + 100           # 16 kHz out of MAX_TAKE at 8 kHz (+ the tail)
+    assert sum(sink.sizes) == 2 * (800 + gap + 800)        # the whole timeline, silence included
+    assert peak < 40 << 20, peak                           # the whole gap at once was 345 MB
+    from rtp2ws import g711
+    from rtp2ws.resample import upsample_2x
+
+    silence = np.zeros(400, dtype=np.int16)        # the filter reaches 40 samples either side
+    decoded = g711.decode_alaw(g711.encode_alaw(pa))
+    head = upsample_2x(np.concatenate([decoded[:800], silence]))
+    tail = upsample_2x(np.concatenate([silence, decoded[800:]]))
+    assert np.array_equal(sink.first[:1600], head[:1600])
+    assert np.array_equal(sink.last[-2000:], tail[-2000:])
