@@ -37,7 +37,7 @@ def pack_ip(text: str) -> bytes | None:
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
             return socket.inet_pton(family, text)
-        except OSError:
+        except (OSError, ValueError):     # ValueError: an embedded NUL (found by fuzz/targets/pipeline)
             continue
     return None
 

@@ -534,7 +534,10 @@ class Pipeline:
         key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
         probation = self._probation       # in order of each flow's latest packet
         prev = probation.pop(key, None)
-        if prev is None or ((prev[0].sequence + 1) & 0xFFFF) != rtp.sequence or prev[0].ssrc != rtp.ssrc:
+        if prev is None or ((prev[0].sequence + 1) & 0xFFFF) != rtp.sequence or prev[0].ssrc != rtp.ssrc \
+                or not 0 <= ts - prev[1] < PROBATION_STALE:
+            # (two packets in sequence hours apart are no call in progress: the second
+            # starts probation again, found by fuzz/targets/pipeline)
             if len(probation) >= self.config.probation_flows:
                 # Full.  Evicting the oldest whatever its age would let more flows than
                 # slots push each other out in turn, and none would ever see its second

@@ -110,3 +110,24 @@ def test_counting_forgets_the_legs_of_calls_that_ended():
     assert len(counting.legs) == 300 and counting.legs_with_audio == 300
     pipe.finish()
     assert counting.legs == set() and counting.legs_with_audio == 300
+
+
+def test_two_packets_in_sequence_hours_apart_are_not_a_call():
+    """The first packet waited in probation with no expiry: its successor hours later
+    made a media-only call starting at the first, hours of silence on its leg (found by
+    fuzz/targets/pipeline.py)."""
+    one = flows(1, 2)
+    late = [one[0], (one[1][0] + 3 * 3600, one[1][1])]
+    pipe, sink = run(late)
+    assert sink.started == [] and len(pipe._probation) == 1
+    pipe, sink = run(late + [(late[1][0] + 0.02, flows(1, 3)[2][1])])      # then a third, in time
+    assert len(sink.started) == 1
+
+
+def test_an_sdp_address_with_a_nul_byte_is_no_address():
+    """socket.inet_pton raises ValueError, not OSError, for an embedded NUL: it escaped
+    the correlator (found by fuzz/targets/pipeline.py)."""
+    from rtp2ws.correlator import pack_ip
+
+    assert pack_ip("10.0.0.1\x00") is None and pack_ip("::1\x00x") is None
+    assert pack_ip("10.0.0.1") == bytes([10, 0, 0, 1])
