@@ -1,0 +1,93 @@
+"""Bugs the targets are known to hit, recognised by where and how they fail.
+
+``classify(target, exc)`` names the bug an exception stands for, or None for a new
+one.  A long run (``fuzz.run --keep-going``) saves inputs that hit a known bug under
+``fuzz/crashes/<target>/`` and goes on; everything else stops libFuzzer as a crash.
+Once a bug is fixed its entry can go: the saved reproducers then replay clean
+(``tests/test_fuzz.py::test_crash_reproducers_replay_clean``)."""
+
+from __future__ import annotations
+
+import os
+
+from .common import Hang, InvariantViolation, SlowCall
+
+INT_DIGITS = "Exceeds the limit"     # int() of more than sys.get_int_max_str_digits() digits
+
+
+def _frames(exc: BaseException) -> list[tuple[str, str]]:
+    """(file name, function) of every frame the exception went through, innermost last."""
+    out = []
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        out.append((os.path.basename(code.co_filename), code.co_name))
+        tb = tb.tb_next
+    return out
+
+
+def _in(frames, filename: str, *functions: str) -> bool:
+    return any(f == filename and (not functions or fn in functions) for f, fn in frames)
+
+
+def _innermost_product_frame(frames) -> tuple[str, str] | None:
+    """The innermost frame in rtp2ws itself (not the stdlib, not the target)."""
+    for f, fn in reversed(frames):
+        if f in _PRODUCT_FILES:
+            return f, fn
+    return None
+
+
+_PRODUCT_FILES = frozenset(
+    n for n in os.listdir(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rtp2ws"))
+    if n.endswith(".py")
+)
+
+# name -> what it is and who fixes it (shown in reports and README)
+BUGS = {
+    # being fixed on other branches (issue 10)
+    "sip-content-length-digits": "Content-Length of 4301+ digits: int() raises a plain ValueError "
+                                 "(sip.parse_message / sip.message_length / tcpstream framing)",
+    "calls-expire-loop": "CallRegistry.expire re-arms a timer due at now for now again and never returns "
+                         "(now - last_activity == rtp_timeout, or a timestamp so large that adding the timeout "
+                         "changes nothing)",
+    "tcp-quadratic": "SipTcpReassembler: draining many small out-of-order segments costs O(n^2)",
+    "fragments-unbounded": "PacketDecoder holds more fragment memory than the bound, or one fragment costs "
+                           "more than the per-call limit",
+    "sink-recursion": "sinkserver: deeply nested JSON raises RecursionError instead of Refusal",
+    # found by these targets (see the report of issue 10; for the lead to fix)
+    "sdp-int-digits": "sdp.parse_sdp raises a plain ValueError, not SdpParseError, for a number of 4301+ digits "
+                      "(m= port, a=rtpmap/fmtp/rtcp/ptime) or a format that str.isdigit() accepts but int() "
+                      "does not (m=audio 4000 RTP/AVP \u00b2); calls.CallRegistry lets it escape on_message",
+    "sip-cseq-digits": "SipMessage.cseq raises a plain ValueError for a CSeq number of 4301+ digits; "
+                       "calls.CallRegistry.on_message catches only SipParseError",
+}
+
+
+def classify(target: str, exc: BaseException) -> str | None:
+    frames = _frames(exc)
+    inner = _innermost_product_frame(frames)
+    if isinstance(exc, ValueError) and INT_DIGITS in str(exc) and inner is not None:
+        if inner in (("sip.py", "parse_message"), ("sip.py", "message_length"), ("tcpstream.py", "_frame")):
+            return "sip-content-length-digits"
+    if isinstance(exc, ValueError) and not isinstance(exc, AssertionError) and inner is not None \
+            and inner[0] == "sdp.py" and type(exc).__name__ == "ValueError":
+        return "sdp-int-digits"
+    if isinstance(exc, ValueError) and INT_DIGITS in str(exc) and inner == ("sip.py", "cseq"):
+        return "sip-cseq-digits"
+    if isinstance(exc, Hang) and _in(frames, "calls.py", "expire"):
+        return "calls-expire-loop"
+    if isinstance(exc, InvariantViolation) and "timer due at or before now" in str(exc) \
+            and "CallRegistry" in str(exc):
+        return "calls-expire-loop"
+    if isinstance(exc, Hang) and _in(frames, "tcpstream.py", "_drain", "_skip_hole"):
+        return "tcp-quadratic"
+    if isinstance(exc, SlowCall) and "SipTcpReassembler" in str(exc):
+        return "tcp-quadratic"
+    if isinstance(exc, InvariantViolation) and str(exc).startswith("fragment memory"):
+        return "fragments-unbounded"
+    if isinstance(exc, (SlowCall, Hang)) and target == "fragments":
+        return "fragments-unbounded"
+    if isinstance(exc, RecursionError) and _in(frames, "sinkserver.py"):
+        return "sink-recursion"
+    return None
