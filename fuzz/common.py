@@ -3,8 +3,8 @@ known-bug classifier and the frame-list encoding of seeds.
 
 A target module defines ``run(data, clock)`` and gets its ``TestOneInput`` from
 :func:`entry`.  ``run`` makes every call to the code under test through
-``clock.call(fn, *args)`` (or times it with ``with clock.timing(name):``), so the
-slowest call of an input is known; it raises :class:`InvariantViolation` when an
+``clock.call(fn, *args)``, so the slowest call of an input is known and a call that
+never returns is stopped; it raises :class:`InvariantViolation` when an
 output breaks a documented invariant and lets an undocumented exception escape.
 
 Environment (set by ``fuzz.run``; the defaults are the long-run values):
@@ -12,7 +12,7 @@ Environment (set by ``fuzz.run``; the defaults are the long-run values):
 ``RTP2WS_FUZZ_CALL_MS``  per-call limit in ms of CPU time (100).  An input whose
     slowest call is over it is run again, and fails only if it is over again, so a
     garbage-collector pause or a busy machine does not count.
-``RTP2WS_FUZZ_HANG_S``   CPU seconds one input may take before :class:`Hang` is raised
+``RTP2WS_FUZZ_HANG_S``   CPU seconds one call may take before :class:`Hang` is raised
     where the code is (a Python traceback instead of libFuzzer's bare timeout) (1).
 ``RTP2WS_FUZZ_KNOWN_DIR`` when set, an input that hits a *known* bug (``fuzz.known``)
     is saved under ``<dir>/<target>/`` (the first few per bug) and counted instead of
@@ -64,45 +64,44 @@ class Clock:
         self.what = ""
 
     def call(self, fn, *args, **kw):
+        if _ARMED:
+            signal.setitimer(signal.ITIMER_PROF, HANG_LIMIT)
         t = time.process_time()
         try:
             return fn(*args, **kw)
         finally:
             dt = time.process_time() - t
+            if _ARMED:
+                signal.setitimer(signal.ITIMER_PROF, 0)
             if dt > self.worst:
                 self.worst = dt
                 self.what = getattr(fn, "__qualname__", repr(fn))
 
-    @contextlib.contextmanager
-    def timing(self, what: str):
-        t = time.process_time()
-        try:
-            yield
-        finally:
-            dt = time.process_time() - t
-            if dt > self.worst:
-                self.worst = dt
-                self.what = what
-
 
 def _on_sigprof(signum, frame):
-    raise Hang(f"input still running after {HANG_LIMIT:g} s of CPU time")
+    raise Hang(f"one call still running after {HANG_LIMIT:g} s of CPU time")
+
+
+_ARMED = False      # inside watchdog(): Clock.call arms the CPU timer around each call
 
 
 @contextlib.contextmanager
-def watchdog(seconds: float = HANG_LIMIT):
-    """Raise Hang in the running Python code after ``seconds`` of CPU time.
+def watchdog():
+    """While inside, every ``Clock.call`` raises Hang in the running Python code once
+    the call has used ``HANG_LIMIT`` seconds of CPU time.
 
-    ITIMER_PROF (SIGPROF) leaves SIGALRM to libFuzzer's own ``-timeout``, which
-    stays the backstop for a hang inside C code."""
-    if seconds <= 0 or sys.platform == "win32":
+    ITIMER_PROF (SIGPROF) leaves SIGALRM to libFuzzer's own ``-timeout`` (wall time per
+    input), which stays the backstop for a hang inside C code."""
+    global _ARMED
+    if HANG_LIMIT <= 0 or sys.platform == "win32":
         yield
         return
     old = signal.signal(signal.SIGPROF, _on_sigprof)
-    signal.setitimer(signal.ITIMER_PROF, seconds)
+    _ARMED = True
     try:
         yield
     finally:
+        _ARMED = False
         signal.setitimer(signal.ITIMER_PROF, 0)
         signal.signal(signal.SIGPROF, old)
 

@@ -12,6 +12,45 @@ import os
 
 from .common import Hang, InvariantViolation, SlowCall
 
+# --guard-known (RTP2WS_FUZZ_GUARD=1): while a known bug is unfixed, predict the inputs
+# that would hit its hang or its huge allocation and stop them at once (saved like any
+# known-bug input), so a long run spends its time on the rest.  Off by default, in the
+# test suite and in replays, where the real code runs.
+GUARD = os.environ.get("RTP2WS_FUZZ_GUARD", "") not in ("", "0")
+
+
+class KnownBug(Exception):
+    """Raised by a guard: the input would hit the known bug ``bug``."""
+
+    def __init__(self, bug: str, what: str) -> None:
+        super().__init__(f"{bug}: {what}")
+        self.bug = bug
+
+
+def expire_would_loop(registry, now: float) -> bool:
+    """Would ``CallRegistry.expire(now)`` as written before the fix re-arm a timer at or
+    before ``now`` (and so loop for ever)?  Mirrors its tests; only used as a guard."""
+    from rtp2ws.calls import AUTH_RETRY_SECONDS
+
+    for due, _, call in registry._timers:
+        if due > now or call.ended:
+            continue
+        if call.challenged_at is not None and now - call.challenged_at > AUTH_RETRY_SECONDS:
+            continue
+        if now - call.last_activity > registry.rtp_timeout:
+            continue
+        again = call.last_activity + registry.rtp_timeout
+        if call.challenged_at is not None:
+            again = min(again, call.challenged_at + AUTH_RETRY_SECONDS)
+        if again <= now:
+            return True
+    return False
+
+
+def guard_expire(registry, now: float) -> None:
+    if GUARD and expire_would_loop(registry, now):
+        raise KnownBug("calls-expire-loop", f"expire({now!r}) would re-arm a timer due at or before now")
+
 INT_DIGITS = "Exceeds the limit"     # int() of more than sys.get_int_max_str_digits() digits
 
 
@@ -65,6 +104,8 @@ BUGS = {
 
 
 def classify(target: str, exc: BaseException) -> str | None:
+    if isinstance(exc, KnownBug):
+        return exc.bug
     frames = _frames(exc)
     inner = _innermost_product_frame(frames)
     if isinstance(exc, ValueError) and INT_DIGITS in str(exc) and inner is not None:

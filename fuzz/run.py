@@ -33,6 +33,7 @@ def _env(args) -> dict:
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["RTP2WS_FUZZ_CALL_MS"] = str(args.call_ms)
     env["RTP2WS_FUZZ_HANG_S"] = str(args.hang_s)
+    env["RTP2WS_FUZZ_GUARD"] = "1" if args.guard_known else "0"
     if args.keep_going:
         env["RTP2WS_FUZZ_KNOWN_DIR"] = CRASHES
     else:
@@ -112,9 +113,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, help="libFuzzer -seed (default: random)")
     ap.add_argument("--keep-going", action="store_true",
                     help="save inputs that hit a known bug (fuzz/known.py) under fuzz/crashes/ and go on")
+    ap.add_argument("--guard-known", action="store_true",
+                    help="with --keep-going: stop inputs that would hang or blow up in a known, unfixed bug "
+                         "before they do (fuzz/known.py), so the run's time goes to the rest")
     ap.add_argument("--call-ms", type=float, default=100.0,
                     help="per-call CPU limit in ms, checked twice before it counts (default 100)")
-    ap.add_argument("--hang-s", type=float, default=1.0, help="CPU seconds per input before Hang (default 1)")
+    ap.add_argument("--hang-s", type=float, default=1.0, help="CPU seconds per call before Hang (default 1)")
     ap.add_argument("--timeout", type=int, default=10, help="libFuzzer -timeout, wall seconds per input (default 10)")
     ap.add_argument("--rss-limit-mb", type=int, default=2048, help="libFuzzer -rss_limit_mb (default 2048)")
     ap.add_argument("--max-len", type=int, default=8192, help="libFuzzer -max_len (default 8192)")

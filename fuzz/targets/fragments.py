@@ -8,6 +8,7 @@ from rtp2ws.packet import MalformedPacket, PacketDecoder
 
 from .. import gen
 from ..common import check, entry
+from ..known import GUARD, KnownBug
 
 FRAG_MEMORY_LIMIT = 32 << 20     # bytes the default decoder may hold for fragments
 PIECE_OVERHEAD = 128             # a held piece: its tuple and bytes object
@@ -99,6 +100,8 @@ def run(data: bytes, clock) -> None:
             count = fdp.ConsumeIntInRange(1, 1024)
             size = 8 * fdp.ConsumeIntInRange(1, 8000)
             version = 4 if fdp.ConsumeBool() else 6
+            if GUARD and count * size > FRAG_MEMORY_LIMIT:
+                raise KnownBug("fragments-unbounded", f"{count} first fragments of {size} bytes")
             body = bytes(size)
             src, dst = (gen.ADDRS4 if version == 4 else gen.ADDRS6)[:2]
             for i in range(count):
@@ -110,6 +113,8 @@ def run(data: bytes, clock) -> None:
             count = fdp.ConsumeIntInRange(1, 8191)
             ident = fdp.ConsumeIntInRange(0, 0xFFFF)
             src, dst = gen.ADDRS4[:2]
+            if GUARD and count > 1500:
+                raise KnownBug("fragments-unbounded", f"{count} one-byte fragments of one datagram")
             for i in range(count):
                 decode(gen.link(fdp, linktype, gen.ipv4(src, dst, 17, b"x", ident=ident, offset=8 * i, more=True), 4, True))
         held = held_bytes(dec)
