@@ -98,6 +98,8 @@ BUGS = {
     "sdp-int-digits": "sdp.parse_sdp raises a plain ValueError, not SdpParseError, for a number of 4301+ digits "
                       "(m= port, a=rtpmap/fmtp/rtcp/ptime) or a format that str.isdigit() accepts but int() "
                       "does not (m=audio 4000 RTP/AVP \u00b2); calls.CallRegistry lets it escape on_message",
+    "pipeline-gap-fill": "leg.MediaLeg fills a gap in a leg's media with silence in one piece: a call kept up "
+                         "by SIP alone for 3 hours and then one RTP packet make a 345 MB hand-off (RSS +490 MB)",
     "sip-cseq-digits": "SipMessage.cseq raises a plain ValueError for a CSeq number of 4301+ digits; "
                        "calls.CallRegistry.on_message catches only SipParseError",
 }
@@ -116,6 +118,8 @@ def classify(target: str, exc: BaseException) -> str | None:
         return "sdp-int-digits"
     if isinstance(exc, ValueError) and INT_DIGITS in str(exc) and inner == ("sip.py", "cseq"):
         return "sip-cseq-digits"
+    if isinstance(exc, InvariantViolation) and str(exc).startswith("audio hand-off of"):
+        return "pipeline-gap-fill"
     if isinstance(exc, Hang) and _in(frames, "calls.py", "expire"):
         return "calls-expire-loop"
     if isinstance(exc, InvariantViolation) and "timer due at or before now" in str(exc) \

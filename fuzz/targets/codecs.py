@@ -53,9 +53,9 @@ def _resample(fdp, clock) -> None:
         _native.set_simd(before)
 
 
-def _message(fdp):
+def _message(fdp, small: bool):
     kind = fdp.ConsumeIntInRange(0, 6)
-    n = fdp.PickValueInList([0, 1, 125, 126, 127, 300, 65535, 65536])
+    n = fdp.PickValueInList([0, 1, 125, 126, 127, 300] + ([] if small else [65535, 65536]))
     if kind == 0:
         return fdp.ConsumeUnicodeNoSurrogates(min(n, 200))
     data = bytes(fdp.ConsumeBytes(min(n, 500))) + bytes(max(0, n - 500))
@@ -73,10 +73,12 @@ def _message(fdp):
 
 
 def _wsframe(fdp, clock) -> None:
-    messages = [_message(fdp) for _ in range(fdp.ConsumeIntInRange(0, 6))]
+    split = fdp.PickValueInList([0, 0, 1, 3, 125, 126, 640, 4096, -1])
+    # tiny splits of 64 KB messages would be tens of thousands of frames in one call:
+    # the sender splits at frame_ms (640 bytes and up), so keep those messages short
+    messages = [_message(fdp, 0 < split < 125) for _ in range(fdp.ConsumeIntInRange(0, 6))]
     if fdp.ConsumeIntInRange(0, 15) == 0:
         messages = tuple(messages)
-    split = fdp.PickValueInList([0, 0, 1, 2, 125, 126, 4096, -1])
     keys = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 64)) + b"\x5a" * fdp.PickValueInList([0, 400])
     results = []
     for fn in (_wsnative.encode, wsframe.encode_py):

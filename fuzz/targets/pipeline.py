@@ -19,13 +19,16 @@ from .calls import _sdp_body
 
 A4, B4 = gen.ADDRS4[0], gen.ADDRS4[1]
 A_RTP, B_RTP = 4000, 5000
+MAX_HANDOFF_SECONDS = 600     # one leg_audio call never carries more than this much audio
 
 INVARIANT = """\
 For any stream of frames and capture times (in order, equal, backwards, jumps past every
 timer) of any supported link type: SIP over UDP and TCP, RTP/RTCP/STUN/DTMF to and from
 the SDP's addresses, fragments, VXLAN and fuzz bytes, nothing escapes Pipeline.feed_batch,
 feed_frames, tick or finish; the sink hears of a call before its audio and events and
-of its end once, gets 1-D int16 audio, nothing after the end; after every tick(now) no
+of its end once, gets 1-D int16 audio in hand-offs of at most 10 minutes (memory: a gap
+in the media is not filled in one piece however long the call was kept up by SIP
+alone), nothing after the end; after every tick(now) no
 timer is left due (the registry's next deadline and every leg's jitter-buffer deadline
 are None or later than now); after finish no call or leg is left.  The same frames
 through the fast path (feed_frames, C twin) tell the sink the same things as feed_batch
@@ -51,6 +54,8 @@ class Checker(Sink):
     def leg_audio(self, call, leg, pcm):
         self._alive(call)
         check(isinstance(pcm, np.ndarray) and pcm.dtype == np.int16 and pcm.ndim == 1, "audio is not 1-D int16")
+        check(len(pcm) <= 16000 * MAX_HANDOFF_SECONDS,
+              f"audio hand-off of {len(pcm) / 16000:.0f} s for leg {leg.tag} of {call.key!r} (limit {MAX_HANDOFF_SECONDS} s)")
         self.log.append(("audio", call.key, leg.tag, pcm.tobytes()))
 
     def leg_event(self, call, leg, event):
@@ -179,6 +184,16 @@ def _frames(fdp) -> tuple[int, list]:
                                         b"\x00\x01\x00\x00\x21\x12\xa4\x42" + bytes(12),
                                         b"\x10\x00\x00\x00ZRTP" + bytes(12)])
             ip = gen.ipv4(src, dst, 17, gen.udp(sport if fdp.ConsumeBool() else A_RTP, dport, body))
+        elif what == 13 and fdp.ConsumeIntInRange(0, 3) == 0:
+            # a long silence: no RTP, the call kept up by in-dialog INFO requests
+            every = fdp.PickValueInList([20.0, 100.0, 250.0])
+            for k in range(fdp.ConsumeIntInRange(1, int(2400 / every))):
+                msg = (f"INFO sip:B@x SIP/2.0\r\nVia: SIP/2.0/UDP x;branch=z9i{k}\r\nCall-ID: c1@t\r\n"
+                       f"CSeq: {10 + k} INFO\r\nFrom: <sip:A@x>;tag=ftag1\r\nTo: <sip:B@x>;tag=ttag1\r\n"
+                       f"Content-Length: 0\r\n\r\n").encode()
+                t += every
+                frames.append((t, gen.link(fdp, linktype, gen.ipv4(A4, B4, 17, gen.udp(5060, 5060, msg)), 4, True)))
+            continue
         elif what == 13:
             whole = gen.ipv4(src, dst, 17, gen.udp(5060, 5060, _sip(fdp)))[20:]
             cut = 8 * fdp.ConsumeIntInRange(1, max(1, (len(whole) - 1) // 8))
