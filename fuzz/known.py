@@ -99,7 +99,11 @@ BUGS = {
                       "(m= port, a=rtpmap/fmtp/rtcp/ptime) or a format that str.isdigit() accepts but int() "
                       "does not (m=audio 4000 RTP/AVP \u00b2); calls.CallRegistry lets it escape on_message",
     "pipeline-gap-fill": "leg.MediaLeg fills a gap in a leg's media with silence in one piece: a call kept up "
-                         "by SIP alone for 3 hours and then one RTP packet make a 345 MB hand-off (RSS +490 MB)",
+                         "by SIP alone for 3 hours and then one RTP packet make a 345 MB hand-off (RSS +490 MB); "
+                         "and pipeline._unclaimed keeps RTP in probation with no expiry, so two packets in "
+                         "sequence hours apart make a media-only call that starts at the first one",
+    "correlator-nul-address": "correlator.pack_ip lets socket.inet_pton's ValueError ('embedded null character') "
+                              "escape for an SDP c= address with a NUL byte; Pipeline.feed raises",
     "sip-cseq-digits": "SipMessage.cseq raises a plain ValueError for a CSeq number of 4301+ digits; "
                        "calls.CallRegistry.on_message catches only SipParseError",
 }
@@ -120,12 +124,19 @@ def classify(target: str, exc: BaseException) -> str | None:
         return "sip-cseq-digits"
     if isinstance(exc, InvariantViolation) and str(exc).startswith("audio hand-off of"):
         return "pipeline-gap-fill"
+    if isinstance(exc, (Hang, SlowCall)) and target == "pipeline" and (
+            _in(frames, "leg.py", "take_audio", "_place") or "MediaLeg" in str(exc)):
+        return "pipeline-gap-fill"
+    if isinstance(exc, ValueError) and inner == ("correlator.py", "pack_ip"):
+        return "correlator-nul-address"
     if isinstance(exc, Hang) and _in(frames, "calls.py", "expire"):
         return "calls-expire-loop"
     if isinstance(exc, InvariantViolation) and "timer due at or before now" in str(exc) \
             and "CallRegistry" in str(exc):
         return "calls-expire-loop"
     if isinstance(exc, Hang) and _in(frames, "tcpstream.py", "_drain", "_skip_hole"):
+        return "tcp-quadratic"
+    if isinstance(exc, InvariantViolation) and "SipTcpReassembler" in str(exc) and "comparisons" in str(exc):
         return "tcp-quadratic"
     if isinstance(exc, SlowCall) and "SipTcpReassembler" in str(exc):
         return "tcp-quadratic"

@@ -49,7 +49,7 @@ def run(data: bytes, clock) -> None:
         except MalformedPacket:
             return None
 
-    for _ in range(fdp.ConsumeIntInRange(1, 4)):
+    for _ in range(fdp.ConsumeIntInRange(1, 3)):
         op = fdp.ConsumeIntInRange(0, 63)
         if op <= 61:
             # one datagram, fragments in fuzz-chosen order; the oracle
@@ -98,7 +98,7 @@ def run(data: bytes, clock) -> None:
         elif op == 62:
             # many datagrams' first fragments: the memory bound
             count = fdp.ConsumeIntInRange(1, 1024)
-            size = 8 * fdp.ConsumeIntInRange(1, 8000)
+            size = 8 * fdp.ConsumeIntInRange(1, 8000 if count <= 512 else 100)
             version = 4 if fdp.ConsumeBool() else 6
             if GUARD and count * size > FRAG_MEMORY_LIMIT:
                 raise KnownBug("fragments-unbounded", f"{count} first fragments of {size} bytes")
@@ -110,7 +110,7 @@ def run(data: bytes, clock) -> None:
                 decode(gen.link(fdp, linktype, ip, version, True))
         else:
             # one datagram in many tiny pieces: the cost per fragment
-            count = fdp.ConsumeIntInRange(1, 8191)
+            count = fdp.ConsumeIntInRange(1, 2048)
             ident = fdp.ConsumeIntInRange(0, 0xFFFF)
             src, dst = gen.ADDRS4[:2]
             for i in range(count):

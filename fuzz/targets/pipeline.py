@@ -254,16 +254,17 @@ def run(data: bytes, clock) -> None:
         linktype = gen.LINKTYPES[data[1] % len(gen.LINKTYPES)]
         frames = decode_frames(data[2:])
         fdp = atheris.FuzzedDataProvider(b"")
+        config = Config()                      # the defaults replay uses
     else:
         fdp = atheris.FuzzedDataProvider(data[1:])
         linktype, frames = _frames(fdp)
-    config = Config(jitter_depth=fdp.PickValueInList([0.06, 0.0, 0.2]),
-                    rtp_timeout=fdp.PickValueInList([300.0, 1.0, 30.0]),
-                    media_only=fdp.ConsumeIntInRange(0, 3) != 0,
-                    deliver_ms=fdp.PickValueInList([0, 0, 20, 1000]),
-                    flush_ms=fdp.PickValueInList([0, 0, 20]))
-    if config.deliver_ms and config.flush_ms:
-        config.flush_ms = 0
+        config = Config(jitter_depth=fdp.PickValueInList([0.06, 0.0, 0.2]),
+                        rtp_timeout=fdp.PickValueInList([300.0, 1.0, 30.0]),
+                        media_only=fdp.ConsumeIntInRange(0, 3) != 0,
+                        deliver_ms=fdp.PickValueInList([0, 0, 20, 1000]),
+                        flush_ms=fdp.PickValueInList([0, 0, 20]))
+        if config.deliver_ms and config.flush_ms:
+            config.flush_ms = 0
     batches, left = [], len(frames)
     while left > 0:
         n = min(left, fdp.PickValueInList([1, 4, 16, 64, 1024]))
