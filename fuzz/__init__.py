@@ -1,0 +1,1 @@
+"""Fuzz targets for rtp2ws (atheris/libFuzzer); see fuzz/README.md."""
