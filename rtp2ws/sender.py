@@ -959,17 +959,18 @@ class Stream:
             ws.on_pong = None
 
     async def _close_answered(self, ws) -> bool:
-        """Close after ``end``; True if the server's close frame answered ours
-        within ``close_timeout``: it read ``end`` and everything before it.  A
-        server that closed first (it may not have read ``end``), closed with
-        another code (1001: going away), or never answered has not."""
+        """Close after ``end``; True if the server closed normally (1000, or no code)
+        within ``close_timeout`` of ``end`` being written: it read ``end`` and everything
+        before it.  The server may close first, as ``rtp2ws sink`` does once it has read
+        ``end`` (our close can wait behind a drain meanwhile); the protocol has a server
+        close normally only then (docs/protocol.md).  A server that closed with another
+        code (1001: going away), or never answered, has not proven delivery."""
         try:
             await asyncio.wait_for(ws.close(), self._sender.config.close_timeout)
         except (asyncio.TimeoutError, ConnectionClosed):
             pass          # while the transport was paused (websockets' close waits for the drain)
-        proto = ws.protocol
-        rcvd = proto.close_rcvd
-        return rcvd is not None and not proto.close_rcvd_then_sent and rcvd.code in ACK_CLOSE_CODES
+        rcvd = ws.protocol.close_rcvd
+        return rcvd is not None and rcvd.code in ACK_CLOSE_CODES
 
     def _resend(self, msgs: list, resend: list, expected: int) -> int:
         """Append the retained audio (already sent once) to ``msgs``, with

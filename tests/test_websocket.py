@@ -366,7 +366,7 @@ def test_sigterm_ends_every_leg_with_shutdown(tmp_path, sink):
     assert proc.returncode == 0, err
     s.stop()
     ends = [m for m in s.messages() if m["type"] == "end"]
-    assert [e["reason"] for e in ends] == ["shutdown", "shutdown"]
+    assert [e["reason"] for e in ends] == ["shutdown", "shutdown"], (err, s.messages())
     got = wavs(s.out_dir)
     assert len(got) == 2 and all(16000 < (len(v) - 44) // 2 < 5 * 16000 for v in got.values())
 
