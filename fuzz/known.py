@@ -2,7 +2,7 @@
 
 ``classify(target, exc)`` names the bug an exception stands for, or None for a new
 one.  A long run (``fuzz.run --keep-going``) saves inputs that hit a known bug under
-``fuzz/crashes/<target>/`` and goes on; everything else stops libFuzzer as a crash.
+``out/fuzz/known/<target>/`` and goes on; everything else stops libFuzzer as a crash.
 Once a bug is fixed its entry can go: the saved reproducers then replay clean
 (``tests/test_fuzz.py::test_crash_reproducers_replay_clean``)."""
 
