@@ -32,6 +32,8 @@
 #define KEY_LEN 37                /* family, src[16], dst[16], sport, dport */
 #define RESYNC_SAMPLES 4000.0     /* rtp2ws.leg.RESYNC_SECONDS * CLOCK */
 #define VXLAN_PORT 4789
+/* latest capture time taken as it is: 9999-12-31T23:59:59Z (rtp2ws.capture.MAX_TIMESTAMP) */
+#define MAX_TIMESTAMP 253402300799.0
 
 /* run() results other than a slow packet */
 #define RUN_EOF 0
@@ -48,6 +50,9 @@ typedef struct {
     long end_pos;                 /* file position when libpcap reached the end */
     int linktype;
     char *error;                  /* a read error kept back until a tick was returned */
+    double last_ts;               /* time given to the last packet read */
+    long long bad_timestamps;     /* packets whose time was outside 0..MAX_TIMESTAMP */
+    long long first_bad_timestamp;    /* number of the first of them (1-based), 0: none */
 } Reader;
 
 static int
@@ -71,6 +76,8 @@ Reader_init(Reader *self, PyObject *args, PyObject *kwds)
     self->pcap = p;
     self->linktype = pcap_datalink(p);
     self->packets_read = 0;
+    self->bad_timestamps = 0;
+    self->first_bad_timestamp = 0;
     return 0;
 }
 
@@ -118,6 +125,10 @@ static PyMethodDef Reader_methods[] = {
 static PyMemberDef Reader_members[] = {
     {"packets_read", T_LONGLONG, offsetof(Reader, packets_read), READONLY, "packets read so far"},
     {"linktype", T_INT, offsetof(Reader, linktype), READONLY, "pcap_datalink() of the file"},
+    {"bad_timestamps", T_LONGLONG, offsetof(Reader, bad_timestamps), READONLY,
+     "packets whose time was outside 1970..9999 and was replaced"},
+    {"first_bad_timestamp", T_LONGLONG, offsetof(Reader, first_bad_timestamp), READONLY,
+     "number of the first such packet (1-based), 0 for none"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -574,26 +585,14 @@ ethertype_version(unsigned t)
 static int
 link_header(int linktype, const uint8_t *d, Py_ssize_t len, Py_ssize_t *off)
 {
+    Py_ssize_t o;
     switch (linktype) {
-    case 1: {                     /* Ethernet, any stack of VLAN tags */
-        if (len < 14)
-            return 0;
-        unsigned t = be16(d + 12);
-        Py_ssize_t o = 14;
-        while (t == 0x8100 || t == 0x88A8 || t == 0x9100) {
-            if (len < o + 4)
-                return 0;
-            t = be16(d + o + 2);
-            o += 4;
-        }
-        *off = o;
-        return ethertype_version(t);
-    }
-    case 113:                     /* Linux cooked */
-        if (len < 16)
-            return 0;
-        *off = 16;
-        return ethertype_version(be16(d + 14));
+    case 1:                       /* Ethernet, any stack of VLAN tags */
+        o = 14;
+        break;
+    case 113:                     /* Linux cooked; a VLAN tag libpcap put back follows the header */
+        o = 16;
+        break;
     case 276:                     /* Linux cooked v2 */
         if (len < 20)
             return 0;
@@ -626,8 +625,21 @@ link_header(int linktype, const uint8_t *d, Py_ssize_t len, Py_ssize_t *off)
             return 0;
         *off = 4;
         return af_version(be32(d));
+    default:
+        return 0;
     }
-    return 0;
+    /* Ethernet or Linux cooked: the EtherType ends the header, then VLAN tags */
+    if (len < o)
+        return 0;
+    unsigned t = be16(d + o - 2);
+    while (t == 0x8100 || t == 0x88A8 || t == 0x9100) {
+        if (len < o + 4)
+            return 0;
+        t = be16(d + o + 2);
+        o += 4;
+    }
+    *off = o;
+    return ethertype_version(t);
 }
 
 static int
@@ -799,6 +811,12 @@ FastPath_run(FastPath *self, PyObject *args)
         self->since_tick++;
         /* tv_usec holds nanoseconds here; as pypcap computes it, so both readers give the same float */
         double ts = (double)hdr->ts.tv_sec + (double)hdr->ts.tv_usec / 1000000000.0;
+        if (!(ts >= 0.0 && ts <= MAX_TIMESTAMP)) {   /* as rtp2ws.capture.CaptureFile.batches */
+            if (r->bad_timestamps++ == 0)
+                r->first_bad_timestamp = r->packets_read;
+            ts = r->packets_read > 1 ? r->last_ts : ts > 0.0 ? MAX_TIMESTAMP : 0.0;
+        }
+        r->last_ts = ts;
         if (ts < deadline && take_packet(self, ts, data, (Py_ssize_t)hdr->caplen))
             continue;
         PyObject *frame = PyBytes_FromStringAndSize((const char *)data, hdr->caplen);

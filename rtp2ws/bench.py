@@ -82,6 +82,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .argtypes import number, whole
+
 FORMAT_VERSION = 2            # bump when the generated captures change
 EPOCH = 1_767_225_600         # 2026-01-01T00:00:00Z: capture time of the first call
 CONFIGS = ("wav", "ws20", "ws100", "stereo", "stereo_wav", "reference", "reference_wav")
@@ -1340,8 +1342,8 @@ def _int_list(text: str) -> tuple[int, ...]:
         values = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise argparse.ArgumentTypeError("a comma-separated list of numbers, e.g. 10,100,1000") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("numbers of calls must be positive")
+    if not values or min(values) < 1 or max(values) > 100000:
+        raise argparse.ArgumentTypeError("numbers of calls must be from 1 to 100000")
     return values
 
 
@@ -1350,8 +1352,8 @@ def _float_list(text: str) -> tuple[float, ...]:
         values = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise argparse.ArgumentTypeError("a comma-separated list of seconds, e.g. 10,60") from None
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError("call lengths must be positive")
+    if not values or not all(0 < v <= 86400 for v in values):      # also refuses nan and inf
+        raise argparse.ArgumentTypeError("call lengths must be more than 0 and at most 86400 s")
     return values
 
 
@@ -1365,7 +1367,7 @@ def _config_list(text: str) -> tuple[str, ...]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--calls", type=int, help="one number of concurrent calls (instead of the sweep)")
+    p.add_argument("--calls", type=whole(1, 100000), help="one number of concurrent calls (instead of the sweep)")
     p.add_argument("--seconds", type=_float_list,
                    help="audio per call, the same for every N; several (e.g. 10,60) also fit each "
                         "configuration's set-up cost per call and cost per call-second; default per N: "
@@ -1378,23 +1380,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency", action="store_true",
                    help="also measure capture-to-socket latency and realtime capacity (--latency-config at "
                         "--speed realtime)")
-    p.add_argument("--latency-calls", type=int,
+    p.add_argument("--latency-calls", type=whole(1, 100000),
                    help=f"calls in the latency run (default {LATENCY_CALLS})")
-    p.add_argument("--latency-seconds", type=float, default=20.0, help="length of the latency run (default 20)")
-    p.add_argument("--flush-ms", type=int, help="--flush-ms of the latency run (default: rtp2ws's own)")
+    p.add_argument("--latency-seconds", type=number(0, 86400, lo_open=True), default=20.0, help="length of the latency run (default 20)")
+    p.add_argument("--flush-ms", type=whole(0, 1000), help="--flush-ms of the latency run (default: rtp2ws's own)")
     p.add_argument("--latency-config", choices=tuple(WS_CONFIGS), default="ws20",
                    help="configuration of the latency run (default ws20)")
     p.add_argument("--no-profile", dest="profile", action="store_false", help="skip the per-stage profile runs")
-    p.add_argument("--profile-calls", type=int, default=100,
+    p.add_argument("--profile-calls", type=whole(1, 100000), default=100,
                    help="calls in the profile runs (default 100, 5 s each; never more than the sweep's largest N)")
     p.add_argument("--out", default="benchmarks/results",
                    help="directory for calls_per_core.{json,png,txt} (default benchmarks/results)")
     p.add_argument("--cache", help="directory for generated captures (default OUT/captures)")
     p.add_argument("--quick", action="store_true", help="a short run: small sweep, short calls")
-    p.add_argument("--loss", type=float, default=0.0, help="share of RTP packets dropped (e.g. 0.01)")
-    p.add_argument("--reorder", type=float, default=0.0, help="share of RTP packets delayed 25 ms (overtaken)")
+    p.add_argument("--loss", type=number(0, 1), default=0.0, help="share of RTP packets dropped (e.g. 0.01)")
+    p.add_argument("--reorder", type=number(0, 1), default=0.0, help="share of RTP packets delayed 25 ms (overtaken)")
     p.add_argument("--law", choices=("alaw", "ulaw"), default="alaw")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=whole(0, 2 ** 32 - 1), default=1)
     p.add_argument("--sink", choices=("discard", "rtp2ws"), default="discard",
                    help="WebSocket server in its own process: a minimal discard server (default) or rtp2ws sink")
 

@@ -36,6 +36,8 @@ CALLEE = "callee"
 TAGS = (CALLER, CALLEE)
 LINGER_SECONDS = 32.0        # Timer B/F: how long an ended call absorbs stragglers
 AUTH_RETRY_SECONDS = 32.0    # a 401/407 challenge waits this long for the retried INVITE
+MAX_SEEN = 512               # message identities a call remembers to spot retransmissions and copies
+TIMER_B_SECONDS = 32.0       # RFC 3261 Timer B (64*T1): an INVITE nobody answers, not even 100, is given up
 
 
 def other(side: str) -> str:
@@ -85,7 +87,9 @@ class Call:
     media_only: bool = False       # RTP without signalling (yet)
     identified_as: str | None = None
     _challenge_code: int = 0
-    _seen: set = field(default_factory=set, repr=False)
+    heard_back: bool = False       # a response to the initial INVITE was seen (even 100 Trying)
+    _due: float | None = None      # when its timer is armed for (older heap entries are stale)
+    _seen: dict = field(default_factory=dict, repr=False)   # message identities, oldest first (≤ MAX_SEEN)
 
     @property
     def ended(self) -> bool:
@@ -200,23 +204,29 @@ class CallRegistry:
 
     def expire(self, now: float) -> list:
         """End calls idle for ``rtp_timeout`` (or challenged and never retried);
-        forget ended calls after the linger time.  Cost: O(log n) per call due."""
+        forget ended calls after the linger time.  Cost: O(log n) per call due.
+
+        Every timer makes progress: a call whose timer is due either ends or is
+        re-armed strictly after ``now``, and each test below is the very sum its
+        deadline was computed from (``t + timeout``), so a timer due at ``now`` is
+        never kept for ``now`` again, whatever the rounding of large timestamps."""
         events: list = []
         heap = self._timers
         while heap and heap[0][0] <= now:
-            _, _, call = heapq.heappop(heap)
-            if call.ended:
-                continue
-            if call.challenged_at is not None and now - call.challenged_at > AUTH_RETRY_SECONDS:
+            due, _, call = heapq.heappop(heap)
+            if call.ended or due != call._due:
+                continue          # a timer re-armed since (or a call ended): a stale entry
+            if call.challenged_at is not None and now >= call.challenged_at + AUTH_RETRY_SECONDS:
                 self._end(call, f"rejected {call._challenge_code}", call.challenged_at, events)
-            elif now - call.last_activity > self.rtp_timeout:
-                self._end(call, "timeout", call.last_activity, events)
+            elif now >= call.last_activity + self._idle_limit(call):
+                reason = "timeout" if call.heard_back or call.state != "trying" else "no_response"
+                self._end(call, reason, call.last_activity, events)
             else:
-                self._arm(call)          # activity since: due later
+                self._arm(call)          # activity since: due later (after now, by the tests above)
         ended = self._ended
         while ended:
             cid, call = next(iter(ended.items()))
-            if now - (call.end or now) <= LINGER_SECONDS:
+            if call.end is not None and now < call.end + LINGER_SECONDS:
                 break
             del ended[cid]
             if cid not in self.active:
@@ -237,19 +247,31 @@ class CallRegistry:
 
     def next_deadline(self) -> float | None:
         times = []
-        if self._timers:
-            times.append(self._timers[0][0])
+        heap = self._timers
+        while heap and (heap[0][2].ended or heap[0][0] != heap[0][2]._due):
+            heapq.heappop(heap)       # stale entries go, so the deadline is the true one
+        if heap:
+            times.append(heap[0][0])
         if self._ended:
             call = next(iter(self._ended.values()))
             if call.end is not None:
                 times.append(call.end + LINGER_SECONDS)
         return min(times) if times else None
 
+    def _idle_limit(self, call: Call) -> float:
+        """Seconds without SIP or RTP after which a call ends: ``rtp_timeout``, or Timer B
+        for an INVITE that no response ever came back for (an INVITE flood then holds
+        each call 32 s, not 300)."""
+        if call.state == "trying" and not call.heard_back:
+            return min(self.rtp_timeout, TIMER_B_SECONDS)
+        return self.rtp_timeout
+
     def _arm(self, call: Call) -> None:
-        due = call.last_activity + self.rtp_timeout
+        due = call.last_activity + self._idle_limit(call)
         if call.challenged_at is not None:
             due = min(due, call.challenged_at + AUTH_RETRY_SECONDS)
         self._serial += 1
+        call._due = due
         heapq.heappush(self._timers, (due, self._serial, call))
 
     def finish(self, now: float, reason: str = "capture_end") -> list:
@@ -286,7 +308,10 @@ class CallRegistry:
             call.sip_duplicates += 1
             self.stats["sip_duplicates"] += 1
             return False
-        call._seen.add(ident)
+        seen = call._seen
+        if len(seen) >= MAX_SEEN:
+            del seen[next(iter(seen))]   # retransmissions come within 32 s: only recent ones matter
+        seen[ident] = None
         call.sip_messages += 1
         return True
 
@@ -316,6 +341,9 @@ class CallRegistry:
             call.callee_tag = msg.to_tag
         if not initial:
             return
+        if not call.heard_back:
+            call.heard_back = True
+            self._arm(call)      # the idle limit grows from Timer B to rtp_timeout
         if 100 < status < 200 and call.state == "trying":
             call.state = "early"
         elif 200 <= status < 300:

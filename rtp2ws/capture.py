@@ -21,6 +21,9 @@ __all__ = ["CaptureError", "CaptureFile"]
 PCAP_FILE_HEADER = 24
 PCAP_RECORD_HEADER = 16
 PCAPNG_EPB_OVERHEAD = 32  # enhanced packet block without options
+# Latest capture time taken as it is: 9999-12-31T23:59:59Z, the last second an ISO 8601
+# time can name, and far inside the range where a float keeps microseconds.
+MAX_TIMESTAMP = 253402300799.0
 
 # First four bytes of the formats libpcap reads: pcap (µs and ns, both byte
 # orders, and the "modified" Kuznetzov variant) and pcapng.
@@ -80,6 +83,9 @@ class CaptureFile:
         self.path = os.fspath(path)
         self.batch = batch
         self.packets_read = 0
+        self.bad_timestamps = 0           # packets whose time was outside 0..MAX_TIMESTAMP
+        self.first_bad_timestamp = 0      # the number of the first of them (1-based), 0: none
+        self._last_ts: float | None = None
         self._pcap = None
         self._reader = None
         # Check that this is a capture file ourselves: given anything else,
@@ -144,21 +150,38 @@ class CaptureFile:
             self._pcap.close()
             self._pcap = None
 
+    def _bad_timestamp(self, ts: float, out: list) -> float:
+        """The time given to a packet whose own is out of range (``rtp2ws.fastpath`` does the same)."""
+        self.bad_timestamps += 1
+        if self.bad_timestamps == 1:
+            self.first_bad_timestamp = self.packets_read + len(out) + 1
+        if out:
+            return out[-1][0]
+        if self._last_ts is not None:
+            return self._last_ts
+        return MAX_TIMESTAMP if ts > 0.0 else 0.0
+
     def batches(self) -> Iterator[list[tuple[float, bytes]]]:
         """Yield lists of up to ``batch`` packets until the end of the file.
 
         A read error is raised as ``CaptureError`` after every packet before
-        it has been yielded.
+        it has been yielded.  A packet whose time is before 1970 or after
+        ``MAX_TIMESTAMP`` (a pcapng ``if_tsoffset`` or a corrupt record can say
+        anything) is given the previous packet's time (the first packet: the
+        nearest end of that range) and counted in ``bad_timestamps``.
         """
         out: list[tuple[float, bytes]] = []
         append = out.append
 
         def collect(ts: float, frame: bytes) -> None:
+            if not 0.0 <= ts <= MAX_TIMESTAMP:
+                ts = self._bad_timestamp(ts, out)
             append((ts, frame))
 
         while self._pcap is not None:
             result = self._pcap.dispatch(self.batch, collect)
             if out:
+                self._last_ts = out[-1][0]
                 self.packets_read += len(out)
                 overhead = self._overhead
                 if self._pcapng:

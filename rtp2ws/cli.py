@@ -9,16 +9,15 @@ import argparse
 import sys
 
 from . import __version__, gcpolicy
+from .argtypes import number, whole
 from .pipeline import FLUSH_MS, Config
 from .replay import Progress, ReplayError, replay
 from .wavout import WavSink
 
 
-def _positive_ms(text: str) -> float:
-    v = float(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return v
+# Ranges of the options the pipeline reads (argtypes: nan and infinities are refused too).
+JITTER_MS = number(0, 2000, unit="ms")
+RTP_TIMEOUT = number(1, 86400, unit="s")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,12 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("replay", help="decode every call in a pcap/pcapng file")
     r.add_argument("capture", help="pcap or pcapng file")
-    r.add_argument("--out-dir", help="directory for WAV files and calls.json")
+    r.add_argument("--out-dir", help="directory for calls.json and calls/<call>/ with a WAV per leg")
     r.add_argument("--stereo", action="store_true",
                    help="stereo per call (caller left, callee right): an extra WAV, or one stream per call")
-    r.add_argument("--jitter-ms", type=_positive_ms, default=60.0, help="jitter buffer depth in ms (default 60)")
-    r.add_argument("--rtp-timeout", type=float, default=300.0,
-                   help="end a call after this many seconds without SIP or RTP (default 300)")
+    r.add_argument("--jitter-ms", type=JITTER_MS, default=60.0,
+                   help="jitter buffer depth in ms, 0..2000 (default 60)")
+    r.add_argument("--rtp-timeout", type=RTP_TIMEOUT, default=300.0,
+                   help="end a call after this many seconds without SIP or RTP, 1..86400 (default 300)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     r.add_argument("--speed", type=_speed, default=None,
                    help="'realtime' (paced by capture timestamps), a factor such as 4, or 'max' "
@@ -53,8 +53,8 @@ def _speed(text: str) -> float | None:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError("use realtime, max or a positive factor such as 4") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError("the speed factor must be positive")
+    if not 0 < v <= 1000:       # also refuses nan and inf
+        raise argparse.ArgumentTypeError("the speed factor must be more than 0 and at most 1000")
     return v
 
 
@@ -67,32 +67,20 @@ def _frame_ms(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _whole(lo: int, hi: int | None = None):
-    """An argparse type: a whole number from ``lo`` (to ``hi``)."""
-    def whole(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError("use a whole number") from None
-        if v < lo or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"use {lo}..{hi}" if hi is not None else f"use {lo} or more")
-        return v
-    return whole
-
-
 def _add_stream_options(p) -> None:
     g = p.add_argument_group("streaming to an analysis server")
     g.add_argument("--ws-url", help="ws:// or wss:// URL: stream every call leg there, one connection per leg")
     g.add_argument("--frame-ms", type=_frame_ms, default=20, help="audio per binary message: 20..1000, step 20")
-    g.add_argument("--flush-ms", type=_whole(0, 1000), default=FLUSH_MS,
+    g.add_argument("--flush-ms", type=whole(0, 1000), default=FLUSH_MS,
                    help=f"when paced (live, --speed realtime): hand audio to the connections at most every "
                         f"this many ms (default {FLUSH_MS}), so each gets one write of whole frames per "
                         f"flush instead of one per packet; a frame waits up to this long. 0: at once")
-    g.add_argument("--max-buffer-ms", type=int, default=10000,
-                   help="audio queued per connection before the oldest is dropped (default 10000)")
-    g.add_argument("--resend-ms", type=int, default=1000,
-                   help="sent audio repeated after a reconnect, in case it was lost (default 1000)")
-    g.add_argument("--max-connecting", type=_whole(1), default=64, metavar="N",
+    g.add_argument("--max-buffer-ms", type=whole(20, 600000), default=10000,
+                   help="audio queued per connection before the oldest is dropped, 20..600000 (default 10000)")
+    g.add_argument("--resend-ms", type=whole(0, 60000), default=1000,
+                   help="sent audio kept until the server acknowledges it, repeated after a reconnect, "
+                        "0..60000 (default 1000)")
+    g.add_argument("--max-connecting", type=whole(1, 10000), default=64, metavar="N",
                    help="WebSocket opening handshakes in flight at once (default 64): thousands of calls "
                         "connect a batch at a time, their audio queued meanwhile")
     g.add_argument("--sip-header", action="append", default=[], metavar="NAME",
@@ -117,13 +105,6 @@ def _arg(parse):
     return convert
 
 
-def _positive(text) -> float:
-    v = float(text)
-    if v <= 0:
-        raise ValueError("must be positive")
-    return v
-
-
 def _add_live_parser(sub) -> argparse.ArgumentParser:
     from .livecapture import parse_port_range, parse_ports
     from .metrics import parse_hostport
@@ -141,26 +122,29 @@ def _add_live_parser(sub) -> argparse.ArgumentParser:
                      help="SIP ports, UDP and TCP (default 5060,5080)")
     cap.add_argument("--rtp-ports", type=_arg(parse_port_range), default=(16384, 32768), metavar="LOW-HIGH",
                      help="RTP/RTCP port range (default 16384-32768)")
-    cap.add_argument("--snaplen", type=int, default=65535,
-                     help="bytes kept per packet (default 65535). Every packet takes a kernel-buffer slot this "
+    cap.add_argument("--snaplen", type=whole(64, 262144), default=65535,
+                     help="bytes kept per packet, 64..262144 (default 65535). Every packet takes a kernel-buffer slot this "
                           "big (the MTU, if smaller, when the interface has GRO/LRO off): to buffer more packets "
                           "in --buffer-mb, lower it or run `ethtool -K IFACE gro off lro off` on the mirror port")
-    cap.add_argument("--buffer-mb", type=int, default=64, help="kernel capture buffer in MiB (default 64)")
+    cap.add_argument("--buffer-mb", type=whole(1, 4096), default=64,
+                     help="kernel capture buffer in MiB, 1..4096 (default 64)")
     cap.add_argument("--no-promisc", action="store_true", help="do not put the interface in promiscuous mode")
     cap.add_argument("--user", metavar="NAME", help="switch to this user once the capture is open (like tcpdump -Z)")
     ops = lv.add_argument_group("operation")
     ops.add_argument("--metrics", type=_arg(parse_hostport), metavar="HOST:PORT",
                      help="serve Prometheus /metrics and /healthz here, e.g. 127.0.0.1:9100")
-    ops.add_argument("--stats-interval", type=_arg(_positive), default=60.0, metavar="SECONDS",
-                     help="seconds between statistics log lines (default 60)")
+    ops.add_argument("--stats-interval", type=number(0, 86400, lo_open=True, unit="s"), default=60.0,
+                     metavar="SECONDS", help="seconds between statistics log lines (default 60)")
     ops.add_argument("--log-file", metavar="PATH", help="log here instead of stderr (reopened on SIGHUP)")
     out = lv.add_argument_group("output")
-    out.add_argument("--out-dir", help="directory for WAV files and calls.json (written at exit)")
+    out.add_argument("--out-dir", help="directory for calls/<call>/ with a WAV per leg, calls.jsonl (a line as each "
+                                       "call ends) and calls.json (written at exit)")
     out.add_argument("--stereo", action="store_true",
                      help="stereo per call (caller left, callee right): an extra WAV, or one stream per call")
-    out.add_argument("--jitter-ms", type=_positive_ms, default=60.0, help="jitter buffer depth in ms (default 60)")
-    out.add_argument("--rtp-timeout", type=float, default=300.0,
-                     help="end a call after this many seconds without SIP or RTP (default 300)")
+    out.add_argument("--jitter-ms", type=JITTER_MS, default=60.0,
+                     help="jitter buffer depth in ms, 0..2000 (default 60)")
+    out.add_argument("--rtp-timeout", type=RTP_TIMEOUT, default=300.0,
+                     help="end a call after this many seconds without SIP or RTP, 1..86400 (default 300)")
     _add_stream_options(lv)
     return lv
 
@@ -181,9 +165,12 @@ def _add_sink_parser(sub) -> None:
     tok.add_argument("--token-file", help="read the token from this file")
     s.add_argument("--cert", help="TLS certificate chain (PEM): serve wss://")
     s.add_argument("--key", help="TLS private key (PEM), if not in --cert")
-    s.add_argument("--ping-interval", type=float, default=20.0, help="seconds between keepalive pings, 0 for none")
-    s.add_argument("--ping-timeout", type=float, default=20.0, help="seconds to wait for a pong, 0 for no limit")
-    s.add_argument("--max-size", type=int, default=2 ** 20, help="largest message in bytes (default 1 MiB)")
+    s.add_argument("--ping-interval", type=number(0, 3600, unit="s"), default=20.0,
+                   help="seconds between keepalive pings, 0 for none")
+    s.add_argument("--ping-timeout", type=number(0, 3600, unit="s"), default=20.0,
+                   help="seconds to wait for a pong, 0 for no limit")
+    s.add_argument("--max-size", type=whole(1024, 64 * 2 ** 20), default=2 ** 20,
+                   help="largest message in bytes, 1024..67108864 (default 1 MiB)")
 
 
 def cmd_sink(args) -> int:
@@ -232,7 +219,11 @@ def cmd_replay(args) -> int:
         print("rtp2ws: error: replay needs --out-dir, --ws-url or both", file=sys.stderr)
         return 2
     config = pipeline_config(args)
-    wav = WavSink(args.out_dir, stereo=args.stereo) if args.out_dir else None
+    try:
+        wav = WavSink(args.out_dir, stereo=args.stereo) if args.out_dir else None
+    except OSError as e:
+        print(f"rtp2ws: error: --out-dir {args.out_dir}: {e.strerror or e}", file=sys.stderr)
+        return 2
     gcpolicy.apply()
     progress = Progress(enabled=False) if args.no_progress else Progress()
     try:
@@ -254,18 +245,30 @@ def cmd_replay(args) -> int:
     if wav is not None:
         wav.close(summary)
     line = result.line()
+    undelivered = None
     if sent is not None:
-        line += (f"; streamed {sent['streams']} streams, {sent['reconnects']} reconnects, "
-                 f"{sent['dropped_ms']} ms dropped")
+        from .streaming import delivery_error, stream_summary
+
+        line += "; " + stream_summary(sent)
+        undelivered = delivery_error(sent)
     print(line)
+    _report_internal_errors(result.stats.get("internal_errors", 0), result.extra.get("internal_errors", ()))
     if result.error:
         print(f"rtp2ws: error: {result.error}", file=sys.stderr)
         return 1
-    if sent is not None and (sent.get("refused") or sent.get("given_up")):
-        print(f"rtp2ws: error: {sent.get('refused', 0)} streams refused by the server, "
-              f"{sent.get('given_up', 0)} given up (see the log above)", file=sys.stderr)
+    if undelivered:
+        print(f"rtp2ws: error: {undelivered}", file=sys.stderr)
         return 1
     return 0
+
+
+def _report_internal_errors(count: int, first: list) -> None:
+    """Packets that raised what no parser documents were counted as malformed and
+    skipped; say so, since each is a bug worth a report."""
+    if count:
+        ts, text = first[0] if first else (None, "")
+        print(f"rtp2ws: warning: {count} packets raised an unexpected error and were skipped "
+              f"(counted as malformed); the first, at capture time {ts}: {text!r}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,13 +96,14 @@ def _convert(action: argparse.Action, key: str, value, where: str):
         return [apply(i) for i in items]
     if isinstance(value, bool):
         raise bad("a value other than a boolean")
+    kind = getattr(action.type, "kind", action.type)     # rtp2ws.argtypes: ranges of int and float
     if action.type is None:
         if not isinstance(value, str):
             raise bad("a string")
-    elif action.type is int:
+    elif kind is int:
         if not isinstance(value, int):
             raise bad("an integer")
-    elif action.type is float:
+    elif kind is float:
         if not isinstance(value, (int, float)):
             raise bad("a number")
     elif isinstance(value, list) and not all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in value):

@@ -16,6 +16,12 @@ still lands on its leg, and calls whose SDP names the same address and
 port stay apart by their other end.  RTCP is expected at the RTP port + 1,
 at ``a=rtcp``, or on the RTP port itself with ``a=rtcp-mux``.
 
+Several flows can match one SDP leg (a media relay in the path: the caller's
+port sends to the relay while the relay sends to the callee's port).  The
+pipeline gives a second *concurrent* flow a leg of its own (``caller#2``) and
+binds the flow to it for good (``assign``): such a leg has no SDP expectations, and
+the flow stays with it when the SDP legs are re-resolved.
+
 Sans-I/O; addresses are packed bytes as the packet decoder yields them.
 """
 
@@ -31,7 +37,7 @@ def pack_ip(text: str) -> bytes | None:
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
             return socket.inet_pton(family, text)
-        except OSError:
+        except (OSError, ValueError):     # ValueError: an embedded NUL (found by fuzz/targets/pipeline)
             continue
     return None
 
@@ -43,7 +49,7 @@ def format_addr(ip: bytes, port: int) -> str:
 
 
 class _Expect:
-    __slots__ = ("leg", "dst", "src", "rtcp", "serial", "flows")
+    __slots__ = ("leg", "dst", "src", "rtcp", "serial", "flows", "assigned")
 
     def __init__(self, leg, serial):
         self.leg = leg
@@ -52,6 +58,7 @@ class _Expect:
         self.rtcp: Addr | None = None
         self.serial = serial
         self.flows: set = set()
+        self.assigned: set = set()   # flows given to this leg by ``assign``
 
 
 class Correlator:
@@ -62,6 +69,7 @@ class Correlator:
         self._by_src: dict[Addr, list[_Expect]] = {}
         self._by_rtcp: dict[Addr, list[_Expect]] = {}
         self._flows_to: dict[Addr, set] = {}   # destination -> 5-tuples bound
+        self._assigned: dict[tuple, Hashable] = {}   # 5-tuple -> leg, by ``assign``
         self._serial = 0
         self.on_unbind = None   # called with a 5-tuple when its binding goes (the fast path disarms it)
 
@@ -84,11 +92,29 @@ class Correlator:
             if new is not None:
                 index.setdefault(new, []).append(e)
         e.dst, e.src, e.rtcp = dst, src, rtcp
-        # A newly claimed address is re-resolved for everyone on the next packet.
+        # A newly claimed address is re-resolved for everyone on the next packet
+        # (except the flows given to a leg of their own).
         for addr in (dst, rtcp):
             if addr is not None:
                 for key in list(self._flows_to.get(addr, ())):
-                    self._unbind(key)
+                    if key not in self._assigned:
+                        self._unbind(key)
+
+    def expected(self, leg: Hashable) -> tuple[Addr | None, Addr | None] | None:
+        """``(dst, src)`` that signalling expects of ``leg``'s packets, None for a leg without SDP."""
+        e = self._legs.get(leg)
+        return None if e is None else (e.dst, e.src)
+
+    def assign(self, flow: tuple, leg: Hashable) -> None:
+        """Bind the 5-tuple ``flow`` to ``leg``, a leg without SDP expectations of its
+        own (a second concurrent flow of an SDP leg), until ``remove(leg)``."""
+        self._unbind(flow)
+        e = self._legs.get(leg)
+        if e is None:
+            e = self._legs[leg] = _Expect(leg, 0)
+        e.assigned.add(flow)
+        self._assigned[flow] = leg
+        self._bind(flow, e, False)
 
     def remove(self, leg: Hashable) -> None:
         e = self._legs.pop(leg, None)
@@ -103,6 +129,8 @@ class Correlator:
                     index.pop(addr, None)
         for key in list(e.flows):
             self._unbind(key)
+        for key in e.assigned:
+            self._assigned.pop(key, None)
 
     def lookup(self, src: bytes, sport: int, dst: bytes, dport: int) -> tuple[Hashable, bool] | None:
         """``(leg, is_rtcp_port)`` for a datagram, or None when no call claims it."""
@@ -121,10 +149,13 @@ class Correlator:
             e = self._choose(self._by_src.get(s), None)
         if e is None:
             return None
+        return self._bind(key, e, rtcp)
+
+    def _bind(self, key: tuple, e: _Expect, rtcp: bool) -> tuple:
         hit = (e.leg, rtcp)
         self.flows[key] = hit
         e.flows.add(key)
-        self._flows_to.setdefault(d, set()).add(key)
+        self._flows_to.setdefault((key[2], key[3]), set()).add(key)
         return hit
 
     def _unbind(self, key) -> None:

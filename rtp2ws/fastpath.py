@@ -66,22 +66,24 @@ def _af_version(family: int) -> int:
 _ethertype_version = PacketDecoder._ethertype_version
 
 
+def _after_vlans(d: bytes, off: int) -> tuple[int, int]:
+    """(offset, IP version) past the ethertype ending at ``off`` and any 802.1Q/QinQ tags."""
+    (t,) = _H.unpack_from(d, off - 2)
+    while t in VLAN_TPIDS:
+        if len(d) < off + 4:
+            return 0, 0
+        (t,) = _H.unpack_from(d, off + 2)
+        off += 4
+    return off, _ethertype_version(t)
+
+
 def _link(linktype: int, d: bytes) -> tuple[int, int]:
     """(offset of the IP header, IP version), version 0 when it is not for here."""
     n = len(d)
     if linktype == 1:
-        if n < 14:
-            return 0, 0
-        (t,) = _H.unpack_from(d, 12)
-        off = 14
-        while t in VLAN_TPIDS:
-            if n < off + 4:
-                return 0, 0
-            (t,) = _H.unpack_from(d, off + 2)
-            off += 4
-        return off, _ethertype_version(t)
-    if linktype == 113:
-        return (16, _ethertype_version(_H.unpack_from(d, 14)[0])) if n >= 16 else (0, 0)
+        return _after_vlans(d, 14) if n >= 14 else (0, 0)
+    if linktype == 113:                    # a VLAN tag libpcap put back comes after the header
+        return _after_vlans(d, 16) if n >= 16 else (0, 0)
     if linktype == 276:
         return (20, _ethertype_version(_H.unpack_from(d, 0)[0])) if n >= 20 else (0, 0)
     if linktype in (12, 14, 101):
@@ -127,6 +129,14 @@ class Reader:
     @property
     def bytes_read(self) -> int:
         return self._cap.bytes_read
+
+    @property
+    def bad_timestamps(self) -> int:
+        return self._cap.bad_timestamps
+
+    @property
+    def first_bad_timestamp(self) -> int:
+        return self._cap.first_bad_timestamp
 
     def close(self) -> None:
         self._cap.close()

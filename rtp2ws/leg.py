@@ -16,6 +16,15 @@ an RTP timestamp that disagrees with the capture clock by more than
 output stays continuous and sample N stays close to ``start_time + N/16000``.
 A packet that overlaps audio already emitted is trimmed: no sample is
 emitted twice.
+
+Flows
+-----
+A leg carries one timeline, so it takes one RTP flow (5-tuple) at a time.
+The pipeline decides which flows a leg takes (``take_flow``): a second flow
+that matches the same SDP leg while the first one goes on becomes its own
+leg, tagged ``<tag>#2`` (``extra_tag``), with its own jitter buffer and
+timeline; one that takes over (NAT rebinding, media moved by a re-INVITE)
+continues this leg.
 """
 
 from __future__ import annotations
@@ -33,7 +42,14 @@ from .rtp import RtpPacket
 
 CLOCK = 8000
 RESYNC_SECONDS = 0.5
+EXTRA_LEGS = 3          # concurrent flows beyond the first, per direction: <tag>#2 .. <tag>#4
+OWN_FLOWS = 8           # flows a leg remembers having taken (NAT rebinding, re-INVITE moves)
 _DECODERS = {"PCMA": g711.decode_alaw, "PCMU": g711.decode_ulaw}
+
+
+def extra_tag(tag: str, n: int) -> str:
+    """The tag of a direction's ``n``-th concurrent flow (n >= 2): ``caller#2``."""
+    return f"{tag}#{n}"
 
 
 def _assemble(pending: list) -> np.ndarray:
@@ -43,6 +59,8 @@ def _assemble(pending: list) -> np.ndarray:
     run: list[bytes] = []
     codec = None
     for item in pending:
+        if type(item) is int:         # a gap's silence, kept as its length until now
+            item = np.zeros(item, dtype=np.int16)
         if type(item) is tuple:
             if item[0] != codec and run:
                 parts.append(_DECODERS[codec](b"".join(run)))
@@ -58,6 +76,10 @@ def _assemble(pending: list) -> np.ndarray:
         parts.append(_DECODERS[codec](b"".join(run)))
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
+
+MAX_DTMF_LISTED = 1000     # key presses a leg lists for its manifest entry (each is also an event)
+
+MAX_TAKE = 60 * CLOCK        # 8 kHz samples resampled and handed to the sinks at once, at most
 
 class CodecChange(NamedTuple):
     codec: str
@@ -75,10 +97,14 @@ class MediaLeg:
         self.ssrcs: list[int] = []
         self.codecs: list[str] = []
         self.flows: list[tuple[str, str]] = []   # (src, dst) as text, in order first seen
+        self.flow: tuple | None = None   # the RTP flow (packed 5-tuple) taken now; set by the pipeline
+        self.flow_expect = None          # the SDP expectation (dst, src) when it was taken
+        self.own_flows: dict = {}        # flows taken so far, oldest first (at most OWN_FLOWS)
         self.dtmf_events: list = []
         self.counts = {
             "packets": 0, "bytes": 0, "cn": 0, "unknown_pt": 0, "encrypted_packets": 0,
-            "rtcp": 0, "stun": 0, "zrtp": 0, "malformed": 0, "overlap_dropped": 0,
+            "rtcp": 0, "stun": 0, "zrtp": 0, "malformed": 0, "overlap_dropped": 0, "extra_flow_dropped": 0,
+            "dtmf_not_listed": 0,
         }
         self.concealed = 0       # 8 kHz samples concealed after loss
         self.filled = 0          # 8 kHz samples of silence inserted in gaps
@@ -98,6 +124,19 @@ class MediaLeg:
         self._events: list = []
         self.closed = False
         self._drained = False
+
+    # -- flows (decided by the pipeline) ------------------------------------------
+
+    def take_flow(self, flow: tuple, expect=None) -> None:
+        """From now on this leg's audio comes on ``flow`` (its first, or a replacement);
+        ``expect`` is what signalling expected of the leg's flows at that moment."""
+        self.flow = flow
+        self.flow_expect = expect
+        own = self.own_flows
+        own.pop(flow, None)
+        own[flow] = True
+        if len(own) > OWN_FLOWS:
+            del own[next(iter(own))]
 
     # -- configuration from signalling ---------------------------------------
 
@@ -140,20 +179,52 @@ class MediaLeg:
     # -- output -----------------------------------------------------------------
 
     def take_audio(self) -> np.ndarray:
-        """16 kHz samples produced since the last call (the tail too once closed)."""
+        """16 kHz samples produced since the last call (the tail too once closed), at
+        most ``MAX_TAKE`` 8 kHz samples' worth: call again while ``pending_samples``."""
         pending = self._pending
         if pending:
-            x = pending[0] if len(pending) == 1 and type(pending[0]) is np.ndarray else _assemble(pending)
-            self._pending = []
-            self.pending_samples = 0
+            if self.pending_samples > MAX_TAKE:
+                x = self._take_front(MAX_TAKE)
+            else:
+                x = pending[0] if len(pending) == 1 and type(pending[0]) is np.ndarray else _assemble(pending)
+                self._pending = []
+                self.pending_samples = 0
             y = self._up.process(x)
         else:
             y = np.zeros(0, dtype=np.int16)
-        if self.closed and not self._drained:
+        if self.closed and not self._drained and not self._pending:
             self._drained = True
             if self.decoded:
                 y = np.concatenate([y, self._up.flush()])
         return y
+
+    def _take_front(self, limit: int) -> np.ndarray:
+        """The first ``limit`` 8 kHz samples of what is pending (the rest stays)."""
+        pending = self._pending
+        out: list = []
+        need = limit
+        i = 0
+        while need and i < len(pending):
+            item = pending[i]
+            n = item if type(item) is int else len(item[1]) if type(item) is tuple else len(item)
+            if n <= need:
+                out.append(item)
+                need -= n
+                i += 1
+                continue
+            if type(item) is int:
+                out.append(need)
+                pending[i] = n - need
+            elif type(item) is tuple:
+                out.append((item[0], item[1][:need]))
+                pending[i] = (item[0], item[1][need:])
+            else:
+                out.append(item[:need])
+                pending[i] = item[need:]
+            need = 0
+        del pending[:i]
+        self.pending_samples -= limit - need
+        return _assemble(out)
 
     def take_events(self) -> list:
         ev, self._events = self._events, []
@@ -222,7 +293,10 @@ class MediaLeg:
     # -- internals ----------------------------------------------------------------
 
     def _add_dtmf(self, ev) -> None:
-        self.dtmf_events.append(ev)
+        if len(self.dtmf_events) < MAX_DTMF_LISTED:
+            self.dtmf_events.append(ev)      # for the manifest and the end message
+        else:
+            self.counts["dtmf_not_listed"] += 1
         self._events.append(ev)
 
     def _place(self, r) -> None:
@@ -282,7 +356,10 @@ class MediaLeg:
                 self._pending.append(conceal(last, hidden))
                 self.concealed += hidden
             if gap > hidden:
-                self._pending.append(np.zeros(gap - hidden, dtype=np.int16))
+                # Silence as its length: a call kept up by SIP alone for hours, then one
+                # packet, must not become one array of hours of zeros (take_audio makes
+                # them a bounded piece at a time).
+                self._pending.append(gap - hidden)
                 self.filled += gap - hidden
             self.pending_samples += gap
             self._cursor = pos

@@ -173,6 +173,7 @@ class LiveRunner:
                 break
             pipe.feed_frames(batch)
         pipe.finish(max(last, pipe.now, time.time()), reason=self.reason)
+        self._log_errors()
         self._publish()
         return self.summary()
 
@@ -180,10 +181,11 @@ class LiveRunner:
         c = self.capture.stats()
         pipe = self.pipe
         c["malformed"] = pipe.stats.get("malformed", 0) if pipe is not None else 0
+        c["frag_dropped"] = pipe.decoder.stats["frag_dropped"] if pipe is not None else 0
         c["active_calls"] = len(pipe.calls) if pipe is not None else 0
         c["active_legs"] = len(pipe.legs) if pipe is not None else 0
         c["calls"] = self.counting.calls if self.counting is not None else 0
-        c["legs_with_audio"] = len(self.counting.legs) if self.counting is not None else 0
+        c["legs_with_audio"] = self.counting.legs_with_audio if self.counting is not None else 0
         return c
 
     def _publish(self) -> None:
@@ -211,7 +213,20 @@ class LiveRunner:
                          "ws_queued_ms": ws.get("queued_ms", 0), "ws_dropped_ms": ws.get("dropped_ms", 0)})
         self._snapshot = snap
 
+    def _log_errors(self) -> None:
+        """Packets that raised what no parser documents (counted as malformed, skipped):
+        one line per interval, whatever their number."""
+        pipe = self.pipe
+        if pipe is None or not pipe.errors:
+            return
+        errors = pipe.take_errors()
+        ts, text = errors[0]
+        log.error("%d packets raised an unexpected error and were skipped (counted as malformed; "
+                  "%d since start); the first, at capture time %.6f: %r", len(errors),
+                  pipe.stats["internal_errors"], ts, text)
+
     def _log_interval(self) -> None:
+        self._log_errors()
         now = self._counts()
         prev = self._last_log or now
         self._last_log = now
@@ -255,6 +270,7 @@ class LiveRunner:
         if self.pipe is not None:
             out.update(self.pipe.stats)
             out.update({f"decoder_{k}": v for k, v in self.pipe.decoder.stats.items() if v})
+            out.update({f"tcp_{k}": v for k, v in self.pipe.tcp.stats.items() if v})
         return out
 
 
@@ -264,8 +280,9 @@ def summary_line(s: dict, sent: dict | None) -> str:
             f"{s['calls']} calls, {s['legs']} legs with audio, {s.get('rtp', 0)} RTP, {s.get('sip', 0)} SIP, "
             f"{s.get('malformed', 0)} malformed, {s['elapsed_s']:.1f} s")
     if sent is not None:
-        line += (f"; streamed {sent['streams']} streams, {sent['reconnects']} reconnects, "
-                 f"{sent['dropped_ms']} ms dropped")
+        from .streaming import stream_summary
+
+        line += "; " + stream_summary(sent)
     return line
 
 
@@ -293,7 +310,7 @@ def run_live(args) -> int:
         return fail("live needs --out-dir, --ws-url or both")
     if args.stats_interval <= 0:
         return fail("--stats-interval must be positive")
-    bpf = args.bpf or build_bpf(args.sip_ports, args.rtp_ports)
+    bpf = args.bpf or (lambda linktype: build_bpf(args.sip_ports, args.rtp_ports, linktype=linktype))
     try:
         cap = LiveCapture(args.interface, bpf=bpf, snaplen=args.snaplen, buffer_mb=args.buffer_mb,
                           promisc=not args.no_promisc)
@@ -357,7 +374,9 @@ def run_live(args) -> int:
             from .wavout import WavSink
 
             try:
-                wav = WavSink(args.out_dir, stereo=args.stereo)
+                # each call's manifest entry goes to calls.jsonl as it ends: memory stays
+                # bounded by the calls in progress however long the capture runs
+                wav = WavSink(args.out_dir, stereo=args.stereo, journal=True)
             except OSError as e:
                 return fail(f"--out-dir {args.out_dir}: {e.strerror or e}")
 
@@ -372,7 +391,7 @@ def run_live(args) -> int:
         runner = LiveRunner(cap, config, stats_interval=args.stats_interval, sender_stats=lambda: holder.get("ws"),
                             hup=hup, on_hup=reopen_log)
         runner_box.append(runner)
-        log.info("capturing on %s (link type %d), filter: %s%s", args.interface, cap.linktype, bpf,
+        log.info("capturing on %s (link type %d), filter: %s%s", args.interface, cap.linktype, cap.bpf,
                  f"; metrics on http://{args.metrics[0]}:{metrics.port}/metrics" if metrics else "")
         if sender is not None:
             summary, sent = _run_with_websocket(args, sender, config, runner, wav, stop, hup, holder)
@@ -395,6 +414,13 @@ def run_live(args) -> int:
     if summary.get("capture_error"):
         print(f"rtp2ws: error: {args.interface}: capture failed: {summary['capture_error']}", file=sys.stderr)
         return 1
+    if sent is not None:
+        from .streaming import delivery_error
+
+        undelivered = delivery_error(sent)
+        if undelivered:
+            print(f"rtp2ws: error: {undelivered}", file=sys.stderr)
+            return 1
     return 0
 
 

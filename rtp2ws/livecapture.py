@@ -33,9 +33,11 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pcap
+
+from .packet import DLT_EN10MB
 
 __all__ = ["CaptureOpenError", "LiveCapture", "build_bpf", "drop_privileges", "parse_port_range", "parse_ports"]
 
@@ -43,6 +45,13 @@ log = logging.getLogger("rtp2ws.capture")
 
 STATS_EVERY_S = 1.0          # the capture thread reads the kernel counters this often
 U32 = 1 << 32                # libpcap's counters are 32-bit and wrap
+
+# Link types on which the default filter also matches inside 802.1Q/802.1ad tags.  libpcap
+# compiles ``vlan`` for Ethernet (and 802.11 links, which the decoder does not read) and
+# refuses it elsewhere ("no VLAN support for Linux cooked v1").  On Linux cooked captures
+# (``-i any``) the kernel has already taken a received frame's tag off, so the filter
+# without ``vlan`` matches it; libpcap puts the tag back into a v1 frame for the decoder.
+VLAN_LINKTYPES = frozenset((DLT_EN10MB,))
 
 CAP_NET_RAW_HINT = ("run as root, or give the program CAP_NET_RAW: e.g. `setcap cap_net_raw+ep` on the "
                     "Python interpreter, or AmbientCapabilities=CAP_NET_RAW in the systemd unit")
@@ -87,10 +96,13 @@ def parse_port_range(text) -> tuple[int, int]:
     return lo, hi
 
 
-def build_bpf(sip_ports=(5060, 5080), rtp_ports=(16384, 32768), sip_tcp: bool = True) -> str:
+def build_bpf(sip_ports=(5060, 5080), rtp_ports=(16384, 32768), sip_tcp: bool = True,
+              linktype: int = DLT_EN10MB) -> str:
     """A tcpdump-syntax filter for SIP (UDP, and TCP if ``sip_tcp``) and RTP,
     either direction, plus IP fragments (IPv4 non-first fragments carry no UDP
-    header, IPv6 fragments hide it behind header 44), untagged and 802.1Q."""
+    header, IPv6 fragments hide it behind header 44), for a capture of
+    ``linktype``: untagged and 802.1Q on Ethernet, without ``vlan`` elsewhere
+    (see ``VLAN_LINKTYPES``)."""
     sip_ports = parse_ports(sip_ports)
     lo, hi = parse_port_range(rtp_ports)
     sip = " or ".join(f"port {p}" for p in sip_ports)
@@ -101,6 +113,8 @@ def build_bpf(sip_ports=(5060, 5080), rtp_ports=(16384, 32768), sip_tcp: bool = 
     parts.append("(ip and (ip[6:2] & 0x1fff) != 0)")     # IPv4 fragment, not the first
     parts.append("(ip6 and ip6[6] == 44)")                # IPv6 fragment header right after the fixed one
     base = " or ".join(parts)
+    if linktype not in VLAN_LINKTYPES:
+        return base
     # ``vlan`` shifts every later offset by 4 bytes, so it comes last.
     return f"({base}) or (vlan and ({base}))"
 
@@ -124,9 +138,13 @@ def _open_error(interface: str, message: str) -> CaptureOpenError:
 
 
 class LiveCapture:
-    """Capture ``interface`` in a daemon thread; read batches with ``get``/``batches``."""
+    """Capture ``interface`` in a daemon thread; read batches with ``get``/``batches``.
 
-    def __init__(self, interface: str, *, bpf: str, snaplen: int = 65535, buffer_mb: int = 64,
+    ``bpf`` is the filter, or a function of the opened handle's link type that
+    returns it (``build_bpf``'s depends on the link type); ``self.bpf`` is the
+    filter applied."""
+
+    def __init__(self, interface: str, *, bpf: str | Callable[[int], str], snaplen: int = 65535, buffer_mb: int = 64,
                  promisc: bool = True, immediate: bool = True, queue_batches: int = 64,
                  batch_packets: int = 2048, poll_s: float = 0.02) -> None:
         if queue_batches < 1 or batch_packets < 1:
@@ -136,7 +154,6 @@ class LiveCapture:
         if buffer_mb < 1:
             raise ValueError("buffer_mb must be at least 1")
         self.interface = interface
-        self.bpf = bpf
         self.batch_packets = batch_packets
         self.poll_s = poll_s
         try:
@@ -144,6 +161,9 @@ class LiveCapture:
                                    timeout_ms=100, buffer_size=buffer_mb << 20)
         except OSError as e:
             raise _open_error(interface, str(e)) from None
+        if callable(bpf):
+            bpf = bpf(self._pcap.datalink())
+        self.bpf: str = bpf
         try:
             self._pcap.setfilter(bpf)
         except OSError as e:

@@ -35,6 +35,9 @@ METRICS = (
     ("queue_overflow_packets", "counter", "overflow_packets",
      "Packets dropped because the decoder fell behind the capture thread"),
     ("malformed_packets", "counter", "malformed", "Packets that could not be decoded (link/IP/UDP, SIP or RTP)"),
+    ("ip_fragments_dropped", "counter", "frag_dropped",
+     "IP fragments dropped with the incomplete datagrams evicted to keep the reassembly buffers within "
+     "their bounds: a fragment flood, or many lost fragments"),
     ("calls", "counter", "calls", "Calls seen"),
     ("active_calls", "gauge", "active_calls", "Calls open now"),
     ("active_legs", "gauge", "active_legs", "Call legs (one per direction) open now"),

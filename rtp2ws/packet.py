@@ -9,7 +9,10 @@ Supported link types (the values ``pcap_datalink()`` returns):
 
 * ``DLT_EN10MB``: Ethernet II, any stack of 802.1Q / 802.1ad / QinQ tags
   (TPID 0x8100, 0x88a8, 0x9100).
-* ``DLT_LINUX_SLL`` / ``DLT_LINUX_SLL2``: Linux "any" cooked captures.
+* ``DLT_LINUX_SLL`` / ``DLT_LINUX_SLL2``: Linux "any" cooked captures.  On
+  v1, libpcap puts the 802.1Q tag that the kernel took off a received frame
+  back between the header and the payload (protocol 0x8100, tag, EtherType);
+  v2 leaves it out.
 * ``DLT_RAW`` (12, OpenBSD 14, and ``LINKTYPE_RAW`` 101), ``DLT_IPV4``,
   ``DLT_IPV6``: bare IP.
 * ``DLT_NULL`` (address family in the capturing host's byte order) and
@@ -19,11 +22,27 @@ IPv4 (with options) and IPv6 (with extension headers) are decoded down to
 UDP or TCP.  Fragmented datagrams of either version are reassembled.  IP,
 UDP and TCP checksums are not verified: mirrored traffic often carries
 checksums that were left to the NIC.
+
+Fragment buffers are bounded as a whole, not per datagram, because a mirror
+port delivers whatever anyone sends: at most ``max_frag_buffers`` incomplete
+datagrams, ``max_frag_fragments`` fragments held in them and
+``max_frag_bytes`` payload bytes (defaults 4096, 8192 and 4 MiB: real
+fragments carry hundreds of bytes or more, and those of one datagram arrive
+within milliseconds).  A fragment that would go past a bound makes room by
+dropping the oldest incomplete datagrams (counted in ``frag_evicted``, and
+the fragments they held in ``frag_dropped``), so a flood only ever holds its
+newest few megabytes and a real datagram arriving during or after it still
+completes.  Incomplete datagrams also expire ``frag_timeout`` (30 s) after
+their first fragment.  A fragment costs a bisection in its datagram's held
+ranges (merged, so one per hole) plus the ranges it fills, however small the
+pieces and in whatever order or overlap they arrive.
 """
 
 from __future__ import annotations
 
 import struct
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
 from typing import NamedTuple
 
 __all__ = [
@@ -113,6 +132,11 @@ TCP_HEADER_LENGTH = 20
 IPV6_FRAGMENT_HEADER_LENGTH = 8
 MAX_DATAGRAM = 65535  # largest reassembled IPv4 datagram / IPv6 payload
 
+# Bounds over all fragment buffers of a decoder (see the module docstring).
+MAX_FRAG_BUFFERS = 4096  # incomplete datagrams
+MAX_FRAG_FRAGMENTS = 8192  # fragments held (a 65535-byte datagram in 8-byte pieces still fits)
+MAX_FRAG_BYTES = 4 << 20  # payload bytes held
+
 TCP_FIN = 0x01
 TCP_SYN = 0x02
 TCP_RST = 0x04
@@ -153,14 +177,22 @@ class Packet(NamedTuple):
 
 
 class _FragBuffer:
-    """The fragments received so far of one IP datagram."""
+    """The fragments received so far of one IP datagram.
 
-    __slots__ = ("created", "chunks", "covered", "total", "proto")
+    ``starts``/``ends`` are the byte ranges held, sorted and merged (ranges
+    that touch become one), so there are as many as the datagram has holes
+    plus one; ``pieces`` are the bytes, one ``(offset, data)`` per fragment
+    that brought new bytes, disjoint, joined in order once nothing is missing.
+    """
+
+    __slots__ = ("created", "starts", "ends", "pieces", "covered", "total", "proto")
 
     def __init__(self, created: float) -> None:
         self.created = created
-        self.chunks: list[tuple[int, int, bytes]] = []  # (start, end, data), sorted, disjoint
-        self.covered = 0  # bytes held, sum of chunk lengths
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.pieces: list[tuple[int, bytes]] = []
+        self.covered = 0  # bytes held, sum of piece lengths
         self.total: int | None = None  # datagram length, known once the last fragment is seen
         self.proto: int | None = None  # upper-layer protocol (IPv6: from the offset-0 fragment)
 
@@ -179,7 +211,9 @@ class PacketDecoder:
         linktype: int,
         *,
         frag_timeout: float = 30.0,
-        max_frag_buffers: int = 4096,
+        max_frag_buffers: int = MAX_FRAG_BUFFERS,
+        max_frag_fragments: int = MAX_FRAG_FRAGMENTS,
+        max_frag_bytes: int = MAX_FRAG_BYTES,
     ) -> None:
         links = {
             DLT_EN10MB: self._link_ethernet,
@@ -197,14 +231,22 @@ class PacketDecoder:
             self._link = links[linktype]
         except KeyError:
             raise UnsupportedLinkType(f"unsupported link type {linktype}") from None
-        if max_frag_buffers < 1:
-            raise ValueError("max_frag_buffers must be at least 1")
+        for name, value in (("max_frag_buffers", max_frag_buffers), ("max_frag_fragments", max_frag_fragments),
+                            ("max_frag_bytes", max_frag_bytes)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1")
         self.linktype = linktype
         self.frag_timeout = frag_timeout
         self.max_frag_buffers = max_frag_buffers
-        # Insertion ordered, so the first entry is always the oldest buffer.
-        self._frags: dict[tuple, _FragBuffer] = {}
+        self.max_frag_fragments = max_frag_fragments
+        self.max_frag_bytes = max_frag_bytes
+        # Insertion ordered, so the first entry is always the oldest buffer; an
+        # OrderedDict finds it in O(1) however many were removed before it (a
+        # dict scans the removed entries' slots until it is next resized).
+        self._frags: OrderedDict[tuple, _FragBuffer] = OrderedDict()
         self._frag_deadline = float("inf")
+        self._frag_pieces = 0  # fragments held, over all buffers
+        self._frag_bytes = 0  # payload bytes held, over all buffers
         self.stats: dict[str, int] = {
             "packets": 0,
             "malformed": 0,
@@ -218,6 +260,7 @@ class PacketDecoder:
             "frag_invalid": 0,
             "frag_timeouts": 0,
             "frag_evicted": 0,
+            "frag_dropped": 0,
         }
 
     def __repr__(self) -> str:
@@ -233,6 +276,11 @@ class PacketDecoder:
     def pending_fragments(self) -> int:
         """Number of incomplete datagrams being reassembled."""
         return len(self._frags)
+
+    @property
+    def held_fragments(self) -> tuple[int, int]:
+        """(fragments, payload bytes) held in the fragment buffers."""
+        return self._frag_pieces, self._frag_bytes
 
     # -- entry points -------------------------------------------------------
 
@@ -279,9 +327,27 @@ class PacketDecoder:
             key = next(iter(frags))
             if now - frags[key].created < timeout:
                 break
-            del frags[key]
+            self._release(frags.pop(key))
             self.stats["frag_timeouts"] += 1
         self._update_deadline()
+
+    def _release(self, buf: _FragBuffer) -> None:
+        """Take a buffer that left ``_frags`` out of the totals."""
+        self._frag_pieces -= len(buf.pieces)
+        self._frag_bytes -= buf.covered
+
+    def _evict_oldest(self, keep: tuple | None = None) -> bool:
+        """Drop the oldest incomplete datagram other than ``keep``; False if there is none."""
+        for key in self._frags:
+            if key != keep:
+                break
+        else:
+            return False
+        buf = self._frags.pop(key)
+        self._release(buf)
+        self.stats["frag_evicted"] += 1
+        self.stats["frag_dropped"] += len(buf.pieces)
+        return True
 
     def _update_deadline(self) -> None:
         if self._frags:
@@ -299,11 +365,8 @@ class PacketDecoder:
             return 6
         return 0
 
-    def _link_ethernet(self, data: bytes) -> tuple[int, int]:
-        if len(data) < ETH_HEADER_LENGTH:
-            raise MalformedPacket("Ethernet header truncated")
-        (ethertype,) = _H.unpack_from(data, 12)
-        off = ETH_HEADER_LENGTH
+    def _vlan_tags(self, data: bytes, ethertype: int, off: int) -> tuple[int, int]:
+        """Skip the VLAN tags at ``off`` (``ethertype`` is the TPID before them)."""
         while ethertype in VLAN_TPIDS:
             if len(data) < off + VLAN_TAG_LENGTH:
                 raise MalformedPacket("VLAN tag truncated")
@@ -311,10 +374,20 @@ class PacketDecoder:
             off += VLAN_TAG_LENGTH
         return off, self._ethertype_version(ethertype)
 
+    def _link_ethernet(self, data: bytes) -> tuple[int, int]:
+        if len(data) < ETH_HEADER_LENGTH:
+            raise MalformedPacket("Ethernet header truncated")
+        (ethertype,) = _H.unpack_from(data, 12)
+        if ethertype in VLAN_TPIDS:
+            return self._vlan_tags(data, ethertype, ETH_HEADER_LENGTH)
+        return ETH_HEADER_LENGTH, self._ethertype_version(ethertype)
+
     def _link_sll(self, data: bytes) -> tuple[int, int]:
         if len(data) < SLL_HEADER_LENGTH:
             raise MalformedPacket("Linux cooked header truncated")
         (protocol,) = _H.unpack_from(data, 14)
+        if protocol in VLAN_TPIDS:  # a tag libpcap put back (`-i any` on a trunk or mirror port)
+            return self._vlan_tags(data, protocol, SLL_HEADER_LENGTH)
         return SLL_HEADER_LENGTH, self._ethertype_version(protocol)
 
     def _link_sll2(self, data: bytes) -> tuple[int, int]:
@@ -524,7 +597,8 @@ class PacketDecoder:
 
         Overlapping data is resolved in favour of the bytes that arrived
         first (duplicates are therefore harmless); fragments that contradict
-        the datagram's known length are ignored and counted.
+        the datagram's known length are ignored and counted.  Room beyond the
+        bounds is made by dropping the oldest incomplete datagrams.
         """
         stats = self.stats
         stats["fragments"] += 1
@@ -536,8 +610,7 @@ class PacketDecoder:
         buf = frags.get(key)
         if buf is None:
             if len(frags) >= self.max_frag_buffers:
-                del frags[next(iter(frags))]
-                stats["frag_evicted"] += 1
+                self._evict_oldest()
             buf = frags[key] = _FragBuffer(now)
             self._update_deadline()
         # Consistency with the length announced by the last fragment.
@@ -546,38 +619,70 @@ class PacketDecoder:
                 stats["frag_invalid"] += 1
                 return None
         elif not more:
-            if buf.chunks and buf.chunks[-1][1] > end:
+            if buf.ends and buf.ends[-1] > end:
                 stats["frag_invalid"] += 1
                 return None
             buf.total = end
         if proto is not None:
             buf.proto = proto
-        # Insert only the bytes not held yet.
+        # Insert only the bytes not held yet: the held ranges that overlap or
+        # touch [start, end) are starts/ends[i:j]; they merge into one.
         if start < end:
-            chunks = buf.chunks
-            pieces: list[tuple[int, int, bytes]] = []
+            starts, ends = buf.starts, buf.ends
+            i = bisect_left(ends, start)
+            j = bisect_right(starts, end, i)
+            pieces: list[tuple[int, bytes]] = []
             pos = start
-            for cs, ce, _ in chunks:
-                if ce <= pos:
-                    continue
-                if cs >= end:
-                    break
+            for k in range(i, j):
+                cs = starts[k]
                 if cs > pos:
-                    pieces.append((pos, cs, chunk[pos - start : cs - start]))
-                pos = max(pos, ce)
-                if pos >= end:
-                    break
+                    pieces.append((pos, chunk[pos - start : cs - start]))
+                ce = ends[k]
+                if ce > pos:
+                    pos = ce
             if pos < end:
-                pieces.append((pos, end, chunk[pos - start :]))
-            if sum(pe - ps for ps, pe, _ in pieces) != end - start:
+                pieces.append((pos, chunk[pos - start :] if pos > start else chunk))
+            added = sum(len(p[1]) for p in pieces)
+            if added != end - start:
                 stats["frag_overlaps"] += 1
             if pieces:
-                chunks.extend(pieces)
-                chunks.sort()
-                buf.covered += sum(pe - ps for ps, pe, _ in pieces)
+                if not self._make_room(key, len(pieces), added):
+                    return None
+                if i < j:
+                    starts[i:j] = (min(start, starts[i]),)
+                    ends[i:j] = (max(end, ends[j - 1]),)
+                else:
+                    starts.insert(i, start)
+                    ends.insert(i, end)
+                buf.pieces += pieces
+                buf.covered += added
+                self._frag_pieces += len(pieces)
+                self._frag_bytes += added
         if buf.total is None or buf.covered != buf.total or buf.proto is None:
             return None
         del frags[key]
+        self._release(buf)
         self._update_deadline()
         stats["reassembled"] += 1
-        return buf.proto, b"".join(c[2] for c in buf.chunks)
+        pieces = buf.pieces
+        pieces.sort()
+        return buf.proto, b"".join([p[1] for p in pieces])
+
+    def _make_room(self, key: tuple, pieces: int, size: int) -> bool:
+        """Evict the oldest other datagrams until ``pieces`` fragments and ``size``
+        bytes more fit the bounds.  When the datagram ``key`` alone would not fit,
+        drop it with this fragment and return False."""
+        evicted = False
+        while (self._frag_pieces + pieces > self.max_frag_fragments
+               or self._frag_bytes + size > self.max_frag_bytes):
+            if not self._evict_oldest(keep=key):
+                buf = self._frags.pop(key)
+                self._release(buf)
+                self._update_deadline()
+                self.stats["frag_evicted"] += 1
+                self.stats["frag_dropped"] += len(buf.pieces) + 1
+                return False
+            evicted = True
+        if evicted:
+            self._update_deadline()
+        return True

@@ -40,7 +40,9 @@ CLOSE_TOO_BIG = 1009
 
 _TIME = {"type": "string", "description": "capture time, ISO 8601 with milliseconds and UTC offset"}
 _OFFSET = {"type": "integer", "minimum": 0, "description": "sample position in the stream (per channel)"}
-_TAG = {"enum": ["caller", "callee", "stereo"]}
+_TAG = {"type": "string", "pattern": "^(caller|callee)(#[2-9])?$|^stereo$",
+        "description": "caller, callee; caller#2, callee#2 ... for a further RTP flow running alongside "
+                       "that leg's (e.g. through a media relay); stereo"}
 _ADDR = {"type": ["string", "null"], "description": "ip:port, IPv6 as [addr]:port"}
 _DTMF = {
     "type": "object",

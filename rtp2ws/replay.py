@@ -44,6 +44,9 @@ class ReplayResult:
         text = (f"{self.path}: {self.packets} packets, {self.calls} calls, {self.legs} legs with audio, "
                 f"{s.get('rtp', 0)} RTP, {s.get('sip', 0)} SIP, {s.get('malformed', 0)} malformed, "
                 f"{s.get('unmatched_udp', 0)} unmatched UDP, {self.elapsed:.2f} s")
+        if s.get("bad_timestamps"):
+            text += (f"; {s['bad_timestamps']} packets had a time outside 1970..9999 (the first: packet "
+                     f"{s['first_bad_timestamp']}) and were given the previous packet's")
         if self.error:
             text += " (capture incomplete)"
         return text
@@ -142,6 +145,7 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
             except read_error as e:
                 error = f"{path}: packet {reader.packets_read + 1}: {e}"
             packets = reader.packets_read
+            timing = reader
         else:
             try:
                 due: list = []        # packets whose time has come, fed together (fast path)
@@ -165,10 +169,16 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
             except CaptureError as e:
                 error = str(e)
             packets = cap.packets_read
+            timing = cap
         progress.update(cap.size, cap.size, packets, counting.calls, force=True)
         progress.done()
         pipe.finish(reason=reason)
     stats = dict(pipe.stats)
     stats.update({f"decoder_{k}": v for k, v in pipe.decoder.stats.items() if v})
+    stats.update({f"tcp_{k}": v for k, v in pipe.tcp.stats.items() if v})
     stats.update({k: v for k, v in pipe.registry.stats.items() if v})
-    return ReplayResult(path, stats, counting.calls, len(counting.legs), packets, time.monotonic() - t0, error)
+    if timing.bad_timestamps:      # capture times out of range, replaced (rtp2ws.capture)
+        stats["bad_timestamps"] = timing.bad_timestamps
+        stats["first_bad_timestamp"] = timing.first_bad_timestamp
+    return ReplayResult(path, stats, counting.calls, counting.legs_with_audio, packets, time.monotonic() - t0, error,
+                        extra={"internal_errors": pipe.take_errors()})

@@ -96,7 +96,7 @@ _CONNECTION = re.compile(
 #   fmt   = token
 # (Some stacks omit the formats of a rejected stream; tolerated.)
 _MEDIA = re.compile(
-    r"(?P<kind>[^\s]+)[ \t]+(?P<port>[0-9]+)(?:/[0-9]+)?[ \t]+(?P<proto>[^\s]+)"
+    r"(?P<kind>[^\s]+)[ \t]+0*(?P<port>[0-9]{1,10})(?:/[0-9]+)?[ \t]+(?P<proto>[^\s]+)"
     r"(?P<fmts>(?:[ \t]+[^\s]+)*)"
 )
 
@@ -105,18 +105,21 @@ _MEDIA = re.compile(
 #   a=rtpmap:<payload type> <encoding name>/<clock rate>
 #            [/<encoding parameters>]                    (section 6.6)
 _RTPMAP = re.compile(
-    r"(?P<pt>[0-9]+)[ \t]+(?P<name>[^/\s]+)/(?P<rate>[0-9]+)(?:/(?P<channels>[0-9]+))?"
+    r"0*(?P<pt>[0-9]{1,10})[ \t]+(?P<name>[^/\s]+)/0*(?P<rate>[0-9]{1,10})(?:/0*(?P<channels>[0-9]{1,10}))?"
 )
 #   a=fmtp:<format> <format specific parameters>         (section 6.15)
-_FMTP = re.compile(r"(?P<pt>[0-9]+)(?:[ \t]+(?P<params>.*))?")
+_FMTP = re.compile(r"0*(?P<pt>[0-9]{1,10})(?:[ \t]+(?P<params>.*))?")
 #   rtcp-attribute = "a=rtcp:" port [nettype space addrtype space
 #                    connection-address] CRLF            (RFC 3605)
 _RTCP = re.compile(
-    r"(?P<port>[0-9]+)(?:[ \t]+\S+[ \t]+\S+[ \t]+(?P<address>[^/\s]+)(?:/\S*)?)?"
+    r"0*(?P<port>[0-9]{1,10})(?:[ \t]+\S+[ \t]+\S+[ \t]+(?P<address>[^/\s]+)(?:/\S*)?)?"
 )
 #   a=ptime:<packet time>  a=maxptime:<maximum packet time>  (milliseconds;
 #   fractional values are seen in the wild and truncated)
-_MILLISECONDS = re.compile(r"(?P<ms>[0-9]+)(?:\.[0-9]*)?")
+# Numbers are read with at most 10 significant digits (leading zeros aside): int()
+# refuses more than 4,300, and nothing in SDP needs more than a 32-bit value.
+_FORMAT = re.compile(r"[0-9]{1,3}")     # ASCII digits only: str.isdigit() takes "²", int() does not
+_MILLISECONDS = re.compile(r"0*(?P<ms>[0-9]{1,10})(?:\.[0-9]*)?")
 
 
 @dataclass
@@ -265,10 +268,7 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
             m = _MEDIA.fullmatch(value.strip())
             if m is None or int(m.group("port")) > 65535:
                 raise SdpParseError("SDP m= line malformed")
-            formats = [
-                int(fmt) for fmt in m.group("fmts").split()
-                if fmt.isdigit() and int(fmt) <= 127
-            ]
+            formats = [int(fmt) for fmt in m.group("fmts").split() if _FORMAT.fullmatch(fmt) and int(fmt) <= 127]
             media = MediaDescription(
                 kind=m.group("kind").lower(),
                 port=int(m.group("port")),

@@ -8,19 +8,29 @@ the sender flushes every stream that has news: everything it has queued
 ``wsframe.encode`` and leaves with one ``transport.write`` per connection.  Each
 stream has one task that connects, sends ``start``, waits while the transport
 is over its high-water mark, sends ``end``, and when the connection breaks,
-reconnects with backoff and resumes (``"resumed": true``, the last ``resend_ms``
-of sent audio again, then the queue).
+reconnects with backoff and resumes (``"resumed": true``, the audio sent but not
+acknowledged again, then the queue).
+
+Delivery needs evidence.  WebSocket frames are read in order, so an answer from
+the server says it read everything written before what it answers: the pong to
+a ping written after a run of audio acknowledges that audio (a ping follows
+every ``max(resend_ms / 2, 500 ms)`` of audio, in the same write), and the
+server's close frame answering the close that follows ``end`` acknowledges the
+whole stream.  Only then is a stream delivered; until then sent audio stays in
+the resend window.  What has to leave the window unacknowledged (it holds
+``resend_ms`` at most) is counted as undelivered if the connection then breaks,
+and what is still unacknowledged when an ended stream gives up is counted too.
 
 websockets does the opening handshake, pings and pongs, keepalive, the closing
-handshake and all reading; rtp2ws writes only whole data frames to its
-transport, only while websockets has the connection OPEN (never once a close
+handshake and all reading; rtp2ws writes only whole data frames (and its
+acknowledgement pings, which websockets hands back answered) to its transport, only while websockets has the connection OPEN (never once a close
 frame went either way), with compression off so no extension touches the
 frames, and never past websockets' write-buffer high-water mark (``paused``,
 ``drain()``).  Control frames websockets writes land between whole frames.
 
 Memory is bounded per stream whatever the server does: unsent audio is capped
 at ``max_buffer_ms`` (the OLDEST is dropped and counted, and a ``drop`` message
-keeps the stream contiguous), sent audio kept for a resend at ``resend_ms``,
+keeps the stream contiguous), sent audio kept until acknowledged at ``resend_ms``,
 events at ``MAX_EVENTS``, and what sits in the transport at its high-water mark
 plus one batch (``BATCH_BYTES``).
 
@@ -43,8 +53,9 @@ from collections import deque
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
@@ -54,8 +65,8 @@ except ImportError:  # pragma: no cover - websockets < 15 has no proxy support, 
     get_proxy = None
 
 from . import __version__, wsframe
-from .protocol import (CLOSE_INVALID_PAYLOAD, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED_DATA,
-                       SAMPLE_RATE, encode)
+from .protocol import (CLOSE_INVALID_PAYLOAD, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG,
+                       CLOSE_UNSUPPORTED_DATA, SAMPLE_RATE, encode)
 
 log = logging.getLogger("rtp2ws.sender")
 
@@ -72,6 +83,10 @@ REDACTED = "<redacted>"
 DEFAULT_FRAME_MS = 20        # message length when the start message does not say
 BATCH_BYTES = 64 * 1024      # payload per transport.write; a larger backlog goes out in several
 KEY_POOL = 64 * 1024         # masking keys drawn from os.urandom at a time (16,384 frames)
+ACK_MIN_MS = 500             # audio between two acknowledgement pings, at least (see Stream._ping_every)
+# The server's close frame after ours acknowledges the stream: a normal closure, or a bare
+# close frame (websockets reports an empty one as 1005).  1001 (going away) and the rest do not.
+ACK_CLOSE_CODES = frozenset({CLOSE_NORMAL, CloseCode.NO_STATUS_RCVD})
 
 OPEN = State.OPEN
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")   # RFC 9110 field-name (token)
@@ -83,14 +98,16 @@ class SenderConfig:
     headers: list[tuple[str, str]] = ()        # extra HTTP headers; values are secrets, never logged
     ca_file: str | None = None                 # private CA for wss (verification is always on)
     max_buffer_ms: int = 10000                 # per-stream bound on queued (unsent) audio
-    resend_ms: int = 1000                      # sent audio kept to repeat after a reconnect
+    resend_ms: int = 1000                      # sent audio kept until acknowledged, to repeat after a reconnect
     open_timeout: float = 10.0
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     linger_s: float | None = None              # after end(): retry this long, then give up (see .linger)
-    close_timeout: float = 10.0                # closing handshake (also bounds dead-peer detection after a ping timeout)
+    # Closing handshake: an end whose close is not answered by then is not delivered (also
+    # bounds dead-peer detection after a ping timeout).
+    close_timeout: float = 10.0
     # Opening handshakes in flight at once: thousands of calls already in progress when
     # rtp2ws starts (or when the server comes back) connect a batch at a time instead of
     # flooding the server's listen backlog, and each waits its turn before open_timeout starts.
@@ -282,12 +299,36 @@ def _describe(exc: BaseException, config: SenderConfig) -> tuple[int, str]:
     return logging.WARNING, f"{type(exc).__name__}: {exc}"
 
 
+def _ms(samples: int) -> int:
+    """Milliseconds of audio, rounded up: a loss is never reported as 0 ms."""
+    return -(-samples // SAMPLES_PER_MS)
+
+
 def _retry_after(exc: InvalidStatus) -> float | None:
     value = exc.response.headers.get("Retry-After")
     try:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
+
+
+class _Connection(ClientConnection):
+    """websockets' client connection, handing every pong to ``on_pong``: the answers
+    to the acknowledgement pings a stream writes after its audio, which websockets
+    did not send and so ignores."""
+
+    on_pong = None
+
+    def process_event(self, event) -> None:
+        super().process_event(event)
+        if self.on_pong is not None and isinstance(event, Frame) and event.opcode is Opcode.PONG:
+            self.on_pong(bytes(event.data))
+
+
+def _ping_frame(payload: bytes, key: bytes) -> bytes:
+    """A masked client Ping frame (RFC 6455 5.5.2) with an 8-byte payload."""
+    masked = int.from_bytes(payload, "big") ^ int.from_bytes(key + key, "big")
+    return b"\x89\x88" + key + masked.to_bytes(8, "big")
 
 
 # --------------------------------------------------------------------------- streams
@@ -298,7 +339,8 @@ class Stream:
     frames everything queued on every live stream and writes it with one
     ``transport.write`` per connection.  The stream's task does the waiting:
     it connects, writes ``start`` and the resend, waits while the transport is
-    over its high-water mark, and sends ``end`` and closes."""
+    over its high-water mark, and sends ``end`` and closes; the stream is
+    delivered once the server answers that close."""
 
     def __init__(self, sender: Sender, stream_id: str, start: dict, channels: int) -> None:
         self._sender = sender
@@ -316,6 +358,9 @@ class Stream:
         self._split = self.frame_samples * self._frame_bytes
         self._max_samples = max(0, sender.config.max_buffer_ms) * SAMPLES_PER_MS
         self._resend_samples = max(0, sender.config.resend_ms) * SAMPLES_PER_MS
+        # A ping (its payload: the offset it follows) goes after this much unacknowledged
+        # audio, half the window, so that its pong normally frees the window before it is full.
+        self._ping_every = max(self._resend_samples // 2, ACK_MIN_MS * SAMPLES_PER_MS)
 
         self.offset = 0               # samples (per channel) appended so far
         self.dropped_samples = 0
@@ -326,6 +371,8 @@ class Stream:
         self.given_up = False
         self.refused = False
         self.sent_samples = 0         # samples taken from the queue for sending (first time only)
+        self.acknowledged = 0         # offset: the server acknowledged every frame before it
+        self.undelivered_samples = 0  # sent, never acknowledged, and no longer kept to send again
         # Called as on_write(first, end) after a write that carried the audio at
         # offsets first..end-1 for the first time (a probe for latency; None: nothing).
         self.on_write = None
@@ -334,10 +381,13 @@ class Stream:
         self._queue: deque[tuple[int, bytes, int]] = deque()   # unsent
         self.queued_samples = 0
         self._events: deque[tuple[int, str]] = deque()          # (stream position, encoded text)
-        self._retained: deque[tuple[int, bytes, int]] = deque() # sent audio kept for a resend
+        self._retained: deque[tuple[int, bytes, int]] = deque() # sent, not acknowledged: resent
         self.retained_samples = 0
+        self._unkept = 0              # samples that left _retained unacknowledged ...
+        self._unkept_end = 0          # ... all before this offset
+        self._ping_at: int | None = None   # the acknowledgement ping in flight: the offset it follows
         self._end: dict | None = None
-        self._end_sent = False
+        self._end_unanswered = False  # the last connection ended after end, its close unanswered
         self._closed_input = False    # refused / given up / shut down: appends only count
         self._started = False         # a first start (resumed=false) has been sent
         self._live = None             # the connection the flush writes to, from its start message on
@@ -471,6 +521,7 @@ class Stream:
         self._live = ws
         self._proto = ws.protocol
         self._transport = ws.transport
+        ws.on_pong = self._pong
 
     def _take(self) -> int:
         """Move the next batch for the live connection into ``self._out``;
@@ -496,9 +547,16 @@ class Stream:
 
     def _send(self, keys: bytes) -> None:
         """One ``transport.write`` of ``self._out`` as client frames, masked
-        with ``keys`` (4 bytes a frame)."""
+        with ``keys`` (4 bytes a frame), and after them an acknowledgement ping
+        once ``_ping_every`` of the audio written is unacknowledged (one in flight
+        at most; none with ``end``, whose close is acknowledgement enough)."""
         out = self._out
-        self._transport.write(wsframe.encode(out, keys, self._split))
+        data = wsframe.encode(out, keys, self._split)
+        if self._ping_at is None and self._expected - self.acknowledged >= self._ping_every \
+                and self._live is not None:
+            self._ping_at = at = self._expected
+            data += _ping_frame(at.to_bytes(8, "big"), self._sender._mask_keys(4))
+        self._transport.write(data)
         out.clear()
         if self._written is not None:
             written, self._written = self._written, None
@@ -519,7 +577,7 @@ class Stream:
         if not events and len(queue) == 1 and queue[0][0] == self._expected and self.on_write is None:
             return self._collect_one(msgs)          # the usual case: one run, right after the last
         fs = self.frame_samples
-        retained = self._retained if self._resend_samples > 0 else None
+        retained = self._retained
         expected = first = self._expected
         frames = size = texts = taken = 0
         while size < budget:
@@ -541,8 +599,7 @@ class Stream:
                 size += len(pcm)
                 taken += n
                 expected = off + n
-                if retained is not None:
-                    retained.append(item)
+                retained.append(item)
             else:
                 break
         if taken:
@@ -554,10 +611,9 @@ class Stream:
             sender = self._sender
             sender._sent_frames += frames
             sender._sent_bytes += taken * self._frame_bytes
-            if retained is not None:
-                self.retained_samples += taken
-                if self.retained_samples > self._resend_samples:
-                    self.retained_samples -= self._trim(retained, self.retained_samples - self._resend_samples)
+            self.retained_samples += taken
+            if self.retained_samples > self._resend_samples:
+                self._unkeep(self.retained_samples - self._resend_samples)
             if self.on_write is not None:
                 self._written = (first, expected)
         return frames + texts
@@ -576,12 +632,71 @@ class Stream:
         sender = self._sender
         sender._sent_frames += frames
         sender._sent_bytes += len(pcm)
-        if self._resend_samples > 0:
-            self._retained.append(item)
-            retained = self.retained_samples = self.retained_samples + n
-            if retained > self._resend_samples:
-                self.retained_samples -= self._trim(self._retained, retained - self._resend_samples)
+        self._retained.append(item)
+        retained = self.retained_samples = self.retained_samples + n
+        if retained > self._resend_samples:
+            self._unkeep(retained - self._resend_samples)
         return frames
+
+    # -- acknowledgements -------------------------------------------------------------
+
+    def _unkeep(self, excess: int) -> None:
+        """The resend window is over ``resend_ms``: its oldest audio leaves it,
+        unacknowledged (acknowledged audio has left it already).  Should the
+        connection break before a pong acknowledges it, it is undelivered."""
+        retained = self._retained
+        removed = self._trim(retained, excess)
+        self.retained_samples -= removed
+        self._unkept += removed
+        self._unkept_end = retained[0][0] if retained else self._expected
+
+    def _pong(self, data: bytes) -> None:
+        """A pong: if it answers the ping in flight, the server read everything
+        before that ping."""
+        at = self._ping_at
+        if at is not None and data == at.to_bytes(8, "big"):
+            self._ping_at = None
+            self._acknowledge(at)
+
+    def _acknowledge(self, offset: int) -> None:
+        """The server read every frame before ``offset``: free them."""
+        if offset <= self.acknowledged:
+            return
+        self.acknowledged = offset
+        retained = self._retained
+        freed = 0
+        while retained:
+            off, pcm, n = retained[0]
+            if off + n <= offset:
+                retained.popleft()
+                freed += n
+                continue
+            if off < offset:
+                k = offset - off
+                retained[0] = (offset, memoryview(pcm)[k * self._frame_bytes:], n - k)
+                freed += k
+            break
+        self.retained_samples -= freed
+        if self._unkept:
+            # exact while the audio that left the window is contiguous; with a gap
+            # (dropped audio) in it, never less than what is still unacknowledged
+            self._unkept = 0 if offset >= self._unkept_end else min(self._unkept, self._unkept_end - offset)
+
+    def _connection_broke(self) -> None:
+        """The connection ended without acknowledging everything: what left the
+        resend window unacknowledged cannot be sent again."""
+        self._ping_at = None
+        lost = self._unkept
+        if lost:
+            self._unkept = 0
+            self._count_undelivered(lost)
+            log.warning("stream %s: %d ms of audio sent before the connection ended was not acknowledged and "
+                        "no longer fits the resend window (--resend-ms %d): counted as undelivered",
+                        self.stream_id, _ms(lost), self._sender.config.resend_ms)
+
+    def _count_undelivered(self, n: int) -> None:
+        self.undelivered_samples += n
+        self._sender._undelivered_samples += n
 
     def _write(self, msgs: list, frames: int) -> None:
         """A write of the task's own (start, resend, end): keys of its own."""
@@ -592,7 +707,7 @@ class Stream:
     # -- the stream's task -------------------------------------------------------------
 
     def _linger_expired(self, linger: float) -> None:
-        if not self.done and not self._end_sent:
+        if not self.done:
             self._abort(f"could not deliver within {linger:g} s of the end of the stream")
 
     def _abort(self, reason: str) -> None:
@@ -632,23 +747,30 @@ class Stream:
             self._sender._stream_done(self)
 
     def _finish_undelivered(self, reason: str, count_given_up: bool) -> None:
+        """The stream ends undelivered: what is queued counts as dropped, what was
+        sent and never acknowledged as undelivered."""
         self._closed_input = True
         self._dropping = False        # the line below says it all
-        lost = self.queued_samples
+        queued = self.queued_samples
+        unacknowledged = self.retained_samples + self._unkept
         self._queue.clear()
         self.queued_samples = 0
         self._events.clear()
         self._retained.clear()
         self.retained_samples = 0
-        self._count_dropped(lost)
+        self._unkept = 0
+        self._count_dropped(queued)
+        self._count_undelivered(unacknowledged)
+        lost = queued + unacknowledged
+        why = (f"{_ms(lost)} ms of audio not delivered"
+               + (f" ({_ms(unacknowledged)} ms of it sent but not acknowledged by the server)" if unacknowledged
+                  else ""))
         if count_given_up:
             self.given_up = True
             self._sender._given_up += 1
-            log.warning("stream %s: giving up (%s); %d ms of audio not delivered", self.stream_id, reason,
-                        lost // SAMPLES_PER_MS)
+            log.warning("stream %s: giving up (%s); %s", self.stream_id, reason, why)
         elif lost:
-            log.info("stream %s: %s with %d ms of audio not delivered", self.stream_id, reason,
-                     lost // SAMPLES_PER_MS)
+            log.info("stream %s: %s with %s", self.stream_id, reason, why)
 
     def _backoff(self, attempt: int) -> float:
         cfg = self._sender.config
@@ -697,10 +819,13 @@ class Stream:
                 delivered = await self._serve_connection(ws)
                 if delivered:
                     return
+                self._connection_broke()
                 if loop.time() - since >= STABLE_S:
                     attempt = 0
                 code = ws.close_code
                 why = f"code {code}" + (f" {ws.close_reason}" if ws.close_reason else "") if code else "no close frame"
+                if self._end_unanswered:
+                    why = f"end not acknowledged: {why}"
                 if code in REFUSAL_CLOSE_CODES:
                     # the server rejected what we sent: sending it again would be rejected again
                     log.error("%s", sender._scrub(f"stream {self.stream_id}: server refused the stream ({why})"))
@@ -732,7 +857,7 @@ class Stream:
 
     async def _serve_connection(self, ws) -> bool:
         """Send over one open connection; True once ``end`` is sent and the
-        connection closed, False when the connection was lost."""
+        server answered the close, False when the connection was lost first."""
         sender = self._sender
         self.connected = True
         sender._open += 1
@@ -753,8 +878,9 @@ class Stream:
                 ws.transport.abort()
 
     async def _read(self, ws) -> None:
-        """Discards what the server sends (nothing is expected) so that pings
-        keep being answered, and wakes the pump when the connection ends."""
+        """Discards what the server sends (nothing is expected) so that websockets
+        keeps reading (pings answered, pongs and the close frame seen), and wakes
+        the pump when the connection ends."""
         try:
             async for message in ws:
                 if log.isEnabledFor(logging.DEBUG):
@@ -766,6 +892,8 @@ class Stream:
 
     async def _pump(self, ws, reader: asyncio.Task) -> bool:
         sender = self._sender
+        self._ping_at = None
+        self._end_unanswered = False
         resend = list(self._retained)
         if not self._started:
             offset = 0
@@ -817,15 +945,31 @@ class Stream:
                     end["dropped_ms"] = self.dropped_samples // SAMPLES_PER_MS
                     end["reconnects"] = self.reconnects
                     self._write([encode(end)], 1)
-                    self._end_sent = True
-                    await ws.close()
-                    log.debug("stream %s: ended (%d samples, %d ms dropped, %d reconnects)", self.stream_id,
+                    if not await self._close_answered(ws):
+                        self._end_unanswered = True
+                        return False
+                    self._acknowledge(self.offset)
+                    log.debug("stream %s: delivered (%d samples, %d ms dropped, %d reconnects)", self.stream_id,
                               self.offset, end["dropped_ms"], self.reconnects)
                     return True
                 self._wakeup.clear()
                 await self._wakeup.wait()
         finally:
             self._live = self._proto = self._transport = None
+            ws.on_pong = None
+
+    async def _close_answered(self, ws) -> bool:
+        """Close after ``end``; True if the server's close frame answered ours
+        within ``close_timeout``: it read ``end`` and everything before it.  A
+        server that closed first (it may not have read ``end``), closed with
+        another code (1001: going away), or never answered has not."""
+        try:
+            await asyncio.wait_for(ws.close(), self._sender.config.close_timeout)
+        except (asyncio.TimeoutError, ConnectionClosed):
+            pass          # while the transport was paused (websockets' close waits for the drain)
+        proto = ws.protocol
+        rcvd = proto.close_rcvd
+        return rcvd is not None and not proto.close_rcvd_then_sent and rcvd.code in ACK_CLOSE_CODES
 
     def _resend(self, msgs: list, resend: list, expected: int) -> int:
         """Append the retained audio (already sent once) to ``msgs``, with
@@ -894,6 +1038,7 @@ class Sender:
         self._sent_frames = 0
         self._sent_bytes = 0
         self._given_up = 0
+        self._undelivered_samples = 0
 
     @property
     def stats(self) -> dict:
@@ -910,6 +1055,7 @@ class Sender:
             "sent_frames": self._sent_frames,
             "sent_bytes": self._sent_bytes,
             "given_up": self._given_up,
+            "undelivered_ms": _ms(self._undelivered_samples),
         }
 
     def open_stream(self, stream_id: str, start: dict, *, channels: int = 1) -> Stream:
@@ -1006,12 +1152,14 @@ class Sender:
             compression=None,
             user_agent_header=f"rtp2ws/{__version__}",
             logger=self._ws_logger,
+            create_connection=_Connection,
             **self._proxy,
         )
 
     async def drain(self, timeout: float) -> None:
-        """Wait until every ended stream is finished; give up on the rest at
-        ``timeout`` (what they still held counts as dropped)."""
+        """Wait until every ended stream is delivered or given up; give up on the
+        rest at ``timeout`` (what they still queued counts as dropped, what they
+        sent and the server never acknowledged as undelivered)."""
         streams = [s for s in self._streams.values() if s._end is not None and not s.done]
         if not streams:
             return
@@ -1023,7 +1171,8 @@ class Sender:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def close(self) -> None:
-        """Stop every stream at once (undelivered audio counts as dropped)."""
+        """Stop every stream at once (queued audio counts as dropped, sent audio
+        not acknowledged as undelivered)."""
         self._closed = True
         streams = list(self._streams.values())
         for s in streams:

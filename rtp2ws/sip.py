@@ -11,7 +11,8 @@ Three entry points:
 * :func:`parse_message` -- one whole message into a :class:`SipMessage`.
 
 Every malformed input raises :class:`SipParseError` (a ``ValueError``)
-with a fixed message.
+with a fixed message, and nothing else: numbers are bounded
+(:data:`MAX_DIGITS`), and the work is linear in the input.
 """
 
 from __future__ import annotations
@@ -73,6 +74,13 @@ _MAX_METHOD_LENGTH = max(len(m) for m in METHODS)
 # Nested multipart bodies deeper than this are ignored by sdp_bodies().
 MAX_MULTIPART_DEPTH = 8
 
+# Content-Length and the CSeq number have at most this many significant digits
+# (leading zeros aside); more is malformed.  A CSeq number is below 2**31
+# (section 8.1.1.5) and a message is far shorter than 10**10 bytes on any
+# transport; unbounded, int() would take quadratic time and, past 4300 digits,
+# raise a plain ValueError.
+MAX_DIGITS = 10
+
 
 # --- Grammar (RFC 3261 section 25.1) -------------------------------------
 #
@@ -131,6 +139,15 @@ def canonical_name(name: str) -> str:
     """Lower-case header name with the compact form expanded."""
     name = name.strip().lower()
     return COMPACT.get(name, name)
+
+
+def _number(digits):
+    """The value of a run of ASCII digits (str or bytes), or None when it has
+    more than MAX_DIGITS significant digits."""
+    digits = digits.lstrip(b"0" if isinstance(digits, bytes) else "0")
+    if len(digits) > MAX_DIGITS:
+        return None
+    return int(digits) if digits else 0
 
 
 def _unquoted(value: str):
@@ -321,9 +338,10 @@ class SipMessage:
         """``(number, METHOD)`` from CSeq; raises SipParseError if absent/bad."""
         value = self.header("cseq")
         match = _CSEQ.fullmatch(value) if value is not None else None
-        if match is None:
+        number = _number(match.group("number")) if match is not None else None
+        if number is None:
             raise SipParseError("CSeq header missing or malformed")
-        return int(match.group("number")), match.group("method").upper()
+        return number, match.group("method").upper()
 
     def _addr(self, name: str) -> tuple[str, dict[str, str | None]]:
         value = self.header(name)
@@ -452,20 +470,20 @@ def _mime_part(part: bytes) -> tuple[str | None, bytes]:
         head, content = part, b""
     else:
         head, content = part[: end.start()], part[end.end() :]
-    content_type: str | None = None
+    content_type: list[str] | None = None  # the value, then its folded lines
     current: str | None = None
     for line in _LINE_BREAK.split(head.decode("utf-8", errors="replace")):
         if line[:1] in (" ", "\t") and current is not None:
             if current == "content-type" and content_type is not None:
-                content_type += " " + line.strip()
+                content_type.append(line.strip())
             continue
         name, colon, value = line.partition(":")
         if not colon:
             continue
         current = name.strip().lower()
         if current == "content-type" and content_type is None:
-            content_type = value.strip()
-    return content_type, content
+            content_type = [value.strip()]
+    return (" ".join(content_type) if content_type is not None else None), content
 
 
 # --- Entry points ------------------------------------------------------------------
@@ -497,8 +515,9 @@ def message_length(buf: bytes) -> int | None:
     The length covers any CRLF keep-alives before the start line, the
     header section with its terminating empty line, and Content-Length
     bytes of body (0 when the header is absent, as on streams it is
-    mandatory).  A non-numeric Content-Length raises SipParseError since
-    the stream can no longer be framed.
+    mandatory).  A non-numeric Content-Length, or one of more than
+    MAX_DIGITS significant digits, raises SipParseError since the stream
+    can no longer be framed.
     """
     start = _leading_blank(buf)
     if start == len(buf):
@@ -511,11 +530,17 @@ def message_length(buf: bytes) -> int | None:
     match = _CONTENT_LENGTH_LINE.search(head)
     if match is not None:
         value = match.group("value").strip()
-        if not _DIGITS_B.fullmatch(value):
+        length = _number(value) if _DIGITS_B.fullmatch(value) else None
+        if length is None:
             raise SipParseError("SIP Content-Length malformed")
-        length = int(value)
     total = end.end() + length
     return total if len(buf) >= total else None
+
+
+def _join_folded(parts: list[str]) -> str:
+    """A header value and its continuation lines, one space between non-empty parts
+    (joined once: appending line by line would copy the value for every line)."""
+    return " ".join(part for part in parts if part)
 
 
 def parse_message(data: bytes) -> SipMessage:
@@ -552,15 +577,19 @@ def parse_message(data: bytes) -> SipMessage:
         uri = match.group("uri")
 
     headers: list[tuple[str, str]] = []
+    folded: list[str] = []  # the last header's value and its continuation lines
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
             # LWS = [*WSP CRLF] 1*WSP : a folded continuation line.
             if not headers:
                 raise SipParseError("SIP continuation line before first header")
-            name, value = headers[-1]
-            more = line.strip()
-            headers[-1] = (name, f"{value} {more}" if value and more else value + more)
+            if not folded:
+                folded.append(headers[-1][1])
+            folded.append(line.strip())
             continue
+        if folded:
+            headers[-1] = (headers[-1][0], _join_folded(folded))
+            folded = []
         name, colon, value = line.partition(":")
         if not colon:
             raise SipParseError("SIP header line without colon")
@@ -568,6 +597,8 @@ def parse_message(data: bytes) -> SipMessage:
         if not _HEADER_NAME.fullmatch(name):
             raise SipParseError("SIP header name malformed")
         headers.append((canonical_name(name), value.strip()))
+    if folded:
+        headers[-1] = (headers[-1][0], _join_folded(folded))
 
     body = data[end.end() :]
     message = SipMessage(
@@ -581,9 +612,9 @@ def parse_message(data: bytes) -> SipMessage:
     )
     content_length = message.header("content-length")
     if content_length is not None:
-        if not _DIGITS.fullmatch(content_length):
+        length = _number(content_length) if _DIGITS.fullmatch(content_length) else None
+        if length is None:
             raise SipParseError("SIP Content-Length malformed")
-        length = int(content_length)
         if length > len(body):
             raise SipParseError(
                 f"SIP body truncated: Content-Length {length}, {len(body)} bytes present"

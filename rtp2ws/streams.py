@@ -9,6 +9,10 @@ the protocol messages of each stream.  Sans-I/O: ``StreamSink`` is a pipeline
 * An ``Audio`` operation carries a *run*: every whole frame a stream has
   ready at once (and at the end of a stream, the shorter last frame after
   them), as one buffer.  The sender sends it as ``frame_ms`` messages.
+* Extra legs: a second RTP flow running alongside a leg's (a media relay in
+  the path) is a leg of its own, ``caller#2`` (``rtp2ws.pipeline``), and gets
+  its own mono stream with that tag and the call's ``call_id``, in stereo mode
+  too; hold and resume reach it once its stream is open.
 * Stereo: one stream per call, caller left and callee right, positioned on
   capture time like the stereo WAV.  A frame goes out once both channels
   have audio for it (looked at once per frame of capture time, so that the
@@ -38,7 +42,10 @@ from .wavout import iso
 
 RATE = SAMPLE_RATE
 PCM = np.dtype("<i2")
+_SDP_TAGS = (CALLER, CALLEE)
 
+
+MAX_EARLY_EVENTS = 64      # events (hold, DTMF) kept for a stream that has not opened yet
 
 class Open(NamedTuple):
     stream_id: str
@@ -105,7 +112,9 @@ class StreamSink(Sink):
         self.hold_s = hold_s
         self.ops: list = []
         self._legs: dict[tuple[str, str], _Stream] = {}          # per-leg streams
+        self._extras: dict[str, list[str]] = {}                  # call key -> tags of its open extra-leg streams
         self._early: dict[tuple[str, str], list[dict]] = {}      # events before a leg stream opened
+        self.early_dropped = 0                                   # ... beyond MAX_EARLY_EVENTS
         self._mix: dict[str, _Mixer] = {}                        # stereo streams by call key
         self._next_scan = float("-inf")   # capture time of the next look at mixers that got audio
         self._fed: dict[str, _Mixer] = {}    # mixers that got audio since the last look
@@ -121,7 +130,7 @@ class StreamSink(Sink):
     # -- Sink ---------------------------------------------------------------------
 
     def leg_audio(self, call: Call, leg: MediaLeg, pcm: np.ndarray) -> None:
-        if self.stereo:
+        if self.stereo and leg.tag in _SDP_TAGS:
             mix = self._mixer(call, leg)
             mix.add(leg, pcm)
             self._fed[call.key] = mix
@@ -169,14 +178,14 @@ class StreamSink(Sink):
             kind, at = "codec", event.at
         else:
             return
-        if self.stereo:
+        if self.stereo and leg.tag in _SDP_TAGS:
             mix = self._mix.get(call.key)
             if mix is not None:
                 mix.event(kind, msg, at)
             return
         s = self._legs.get((call.key, leg.tag))
         if s is None:
-            self._early.setdefault((call.key, leg.tag), []).append(dict(msg, type=kind, _at=at))
+            self._keep_early((call.key, leg.tag), dict(msg, type=kind, _at=at))
             return
         self._event(s, kind, msg, _offset(s.start_time, at))
 
@@ -189,28 +198,40 @@ class StreamSink(Sink):
             mix = self._mix.get(call.key)
             if mix is not None:
                 mix.event(kind, msg, event.at)
-            return
-        for tag in (CALLER, CALLEE):
-            s = self._legs.get((call.key, tag))
-            if s is not None:
-                self._event(s, kind, msg, _offset(s.start_time, event.at))
-            else:
-                self._early.setdefault((call.key, tag), []).append(dict(msg, type=kind, _at=event.at))
+        else:
+            for tag in _SDP_TAGS:
+                s = self._legs.get((call.key, tag))
+                if s is not None:
+                    self._event(s, kind, msg, _offset(s.start_time, event.at))
+                else:
+                    self._keep_early((call.key, tag), dict(msg, type=kind, _at=event.at))
+        for tag in self._extras.get(call.key, ()):
+            s = self._legs[(call.key, tag)]
+            self._event(s, kind, msg, _offset(s.start_time, event.at))
+
+    def _keep_early(self, key, event: dict) -> None:
+        """An event for a leg whose stream has not opened (no audio yet): kept to send after
+        its start, at most MAX_EARLY_EVENTS per leg (a flood of re-INVITEs before any audio)."""
+        early = self._early.setdefault(key, [])
+        if len(early) < MAX_EARLY_EVENTS:
+            early.append(event)
+        else:
+            self.early_dropped += 1
 
     def call_ended(self, call: Call, legs: dict[str, MediaLeg]) -> None:
+        self._extras.pop(call.key, None)
         if self.stereo:
             self._fed.pop(call.key, None)
             mix = self._mix.pop(call.key, None)
-            if mix is None:
-                return
-            mix.emit(until=None)
-            end = mix.stream.ident("end")
-            end["reason"] = call.end_reason
-            end["legs"] = {tag: leg_statistics(leg) for tag, leg in legs.items()}
-            self.late_samples += mix.late
-            self.ops.append(End(mix.stream.id, end))
-            return
-        for tag in (CALLER, CALLEE):
+            if mix is not None:
+                mix.emit(until=None)
+                end = mix.stream.ident("end")
+                end["reason"] = call.end_reason
+                end["legs"] = {tag: leg_statistics(leg) for tag, leg in legs.items() if tag in _SDP_TAGS}
+                self.late_samples += mix.late
+                self.ops.append(End(mix.stream.id, end))
+        tags = [t for t in legs if t not in _SDP_TAGS]      # extra legs: always their own streams
+        for tag in tags if self.stereo else [*_SDP_TAGS, *tags]:
             self._early.pop((call.key, tag), None)
             s = self._legs.pop((call.key, tag), None)
             if s is None:
@@ -265,6 +286,8 @@ class StreamSink(Sink):
         if s is None:
             s = self._legs[key] = _Stream(call, leg.tag, 1, self.frame)
             s.start_time = leg.start_time
+            if leg.tag not in _SDP_TAGS:
+                self._extras.setdefault(call.key, []).append(leg.tag)
             src, dst = leg.flows[0] if leg.flows else (None, None)
             self._start(call, s, src, dst)
             for ev in self._early.pop(key, []):
@@ -322,7 +345,8 @@ class _Mixer:
 
     def event(self, kind: str, msg: dict, at: float) -> None:
         if self.opening is not None:
-            self.early.append((kind, msg, at))    # sent after the start message
+            if len(self.early) < MAX_EARLY_EVENTS:
+                self.early.append((kind, msg, at))    # sent after the start message
             return
         m = self.stream.ident(kind)
         m.update(msg)

@@ -2,13 +2,27 @@
 ``calls.json``, the manifest a QA tool reads.
 
 WAV files are 16 kHz mono (stereo: caller left, callee right) 16-bit PCM.
+A leg is ``<tag>.wav``: ``caller``, ``callee``, and for a second flow running
+alongside a leg's (a media relay in the path) ``caller#2.wav`` and so on; the
+stereo WAV is made of ``caller`` and ``callee`` only.
 Audio is buffered per leg and appended in chunks, so no file handle is held
 open per call and thousands of concurrent calls do not exhaust descriptors.
+
+Layout of the output directory: the run's own files at the top, one folder
+per call under ``calls/``, so no Call-ID can name a run file::
+
+    calls.json            the manifest (written by ``WavSink.close``)
+    calls.jsonl           journal mode (live): one line per call, as it ends
+    calls/<name>/         per call with audio: caller.wav, callee.wav (caller#2.wav ...), stereo.wav
+
+A call's folder is made with its first audio: a call without audio (an INVITE
+flood, a rejected call) has a manifest entry and nothing on disk.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import re
@@ -34,10 +48,34 @@ def safe_name(call_id: str) -> str:
     return name
 
 
+def folder_name(call_key: str) -> str:
+    """The folder name under ``calls/`` for a call: its key when that is safe as it
+    is; otherwise ``safe_name`` cut to 110 characters plus ``~`` and 8 hex digits
+    of the key's SHA-1 (``~`` is never kept from a key, so such a name cannot be
+    another call's key; different keys that ``safe_name`` maps alike stay apart).
+    At most 120 ASCII bytes; never ``.``, ``..`` or empty."""
+    name = safe_name(call_key)
+    if name == call_key:
+        return name
+    digest = hashlib.sha1(call_key.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()[:8]
+    return f"{name[:110]}~{digest}"
+
+
+ISO_FIRST = "0001-01-01T00:00:00.000+00:00"
+ISO_LAST = "9999-12-31T23:59:59.999+00:00"
+
+
 def iso(ts: float | None) -> str | None:
-    if ts is None:
+    """A capture time as ISO 8601 UTC with milliseconds; None for None (or NaN).  A time
+    outside what ISO 8601 can name is written as the nearest end of it (``ISO_FIRST``,
+    ``ISO_LAST``): capture times are kept inside 1970..9999 by ``rtp2ws.capture``, but a
+    time derived from one (an end, a DTMF start) may pass the end."""
+    if ts is None or ts != ts:
         return None
-    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds")
+    try:
+        return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds")
+    except (OverflowError, OSError, ValueError):
+        return ISO_LAST if ts > 0 else ISO_FIRST
 
 
 def wav_header(data_bytes: int, channels: int = 1, rate: int = RATE) -> bytes:
@@ -95,32 +133,49 @@ def read_wav(path: str) -> tuple[np.ndarray, int, int]:
     return (data.reshape(-1, ch) if ch > 1 else data), rate, ch
 
 
+CALLS_DIR = "calls"            # per-call folders; nothing else is written there
+MANIFEST = "calls.json"
+JOURNAL = "calls.jsonl"
+
+
 class WavSink(Sink):
-    def __init__(self, out_dir: str, *, stereo: bool = False) -> None:
+    """WAV files and the manifest.  ``journal=False`` (replay): every ended call's
+    entry is kept and ``close`` writes them, sorted by start, to ``calls.json``.
+    ``journal=True`` (live): each ended call's entry is appended to ``calls.jsonl``
+    as it ends and forgotten, so what the sink holds is bounded by the calls in
+    progress; ``close`` writes ``calls.json`` from the lines this sink appended
+    (in the order the calls ended), reading them back one at a time."""
+
+    def __init__(self, out_dir: str, *, stereo: bool = False, journal: bool = False) -> None:
         self.out_dir = out_dir
         self.stereo = stereo
         os.makedirs(out_dir, exist_ok=True)
-        self._dirs: dict[str, str] = {}
-        self._used: set[str] = set()
+        self._calls_dir = os.path.join(out_dir, CALLS_DIR)
+        self._dirs: dict[str, str] = {}                 # call key -> folder, once the call has audio
         self._wavs: dict[tuple[str, str], WavFile] = {}
-        self.manifest: list[dict] = []
         self._holds: dict[str, list[dict]] = {}
+        self.manifest: list[dict] = []                  # journal=False: every ended call
+        self.ended = 0
+        self._journal = None
+        if journal:
+            self._journal = open(os.path.join(out_dir, JOURNAL), "ab")
+            self._journal_start = self._journal.tell()
+            if self._journal_start:          # a run before this one may have stopped mid-line
+                with open(self._journal.name, "rb") as f:
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        self._journal.write(b"\n")
+                        self._journal_start += 1
 
-    def call_started(self, call: Call) -> None:
-        base = safe_name(call.key)
-        name, n = base, 1
-        while name in self._used or os.path.exists(os.path.join(self.out_dir, name)):
-            n += 1
-            name = f"{base}-{n}"
-        self._used.add(name)
-        self._dirs[call.key] = name
-        os.makedirs(os.path.join(self.out_dir, name), exist_ok=True)
+    def in_progress(self) -> int:
+        """Calls the sink holds anything for (folders, open WAVs, holds)."""
+        return len(set(self._dirs) | {k for k, _ in self._wavs} | set(self._holds))
 
     def leg_audio(self, call: Call, leg: MediaLeg, pcm: np.ndarray) -> None:
         key = (call.key, leg.tag)
         w = self._wavs.get(key)
         if w is None:
-            w = self._wavs[key] = WavFile(os.path.join(self.out_dir, self._dirs[call.key], f"{leg.tag}.wav"))
+            w = self._wavs[key] = WavFile(os.path.join(self._folder(call), f"{leg.tag}.wav"))
         w.write(pcm)
 
     def call_event(self, call: Call, event) -> None:
@@ -148,33 +203,72 @@ class WavSink(Sink):
             "legs": [],
         }
         files: dict[str, tuple[WavFile, float]] = {}
-        for tag in (CALLER, CALLEE):
-            leg = legs.get(tag)
-            if leg is None:
-                continue
+        for tag, leg in legs.items():      # caller, callee, then extra legs (caller#2 ...)
             w = self._wavs.pop((call.key, tag), None)
             if w is not None:
                 w.close()
-                files[tag] = (w, leg.start_time)
+                if tag in (CALLER, CALLEE):    # the stereo WAV is the two SDP legs
+                    files[tag] = (w, leg.start_time)
             entry["legs"].append(self._leg_entry(call, leg, w))
         if self.stereo:
             entry["stereo_wav"] = self._write_stereo(call, files)
-        self.manifest.append(entry)
+        self._dirs.pop(call.key, None)
+        self.ended += 1
+        if self._journal is not None:
+            self._journal.write(json.dumps(entry).encode() + b"\n")
+            self._journal.flush()
+        else:
+            self.manifest.append(entry)
 
     def close(self, summary: dict | None = None) -> str:
         for w in self._wavs.values():
             w.close()
         self._wavs.clear()
-        path = os.path.join(self.out_dir, "calls.json")
-        doc = {"calls": sorted(self.manifest, key=lambda c: (c["start"] or "", c["call_id"]))}
-        if summary is not None:
-            doc["summary"] = summary
+        path = os.path.join(self.out_dir, MANIFEST)
         tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
+        if self._journal is None:
+            doc = {"calls": sorted(self.manifest, key=lambda c: (c["start"] or "", c["call_id"]))}
+            if summary is not None:
+                doc["summary"] = summary
+            with open(tmp, "w") as f:
+                json.dump(doc, f, indent=2)
+                f.write("\n")
+        else:
+            self._journal.close()
+            with open(self._journal.name, "rb") as src, open(tmp, "wb") as f:
+                src.seek(self._journal_start)
+                f.write(b'{"calls": [')
+                sep = b"\n"
+                for line in src:
+                    if line.strip():
+                        f.write(sep + line.rstrip(b"\n"))
+                        sep = b",\n"
+                f.write(b"\n]")
+                if summary is not None:
+                    f.write(b',\n"summary": ' + json.dumps(summary, indent=2).encode())
+                f.write(b"}\n")
         os.replace(tmp, path)
         return path
+
+    def _folder(self, call: Call) -> str:
+        """The call's folder, made now if this is its first audio.  ``os.mkdir`` fails on
+        a name already taken (by a call before, an earlier run, or, on a case-insensitive
+        file system, a name differing only in case): then ``-2``, ``-3``... are tried, so
+        two calls never share a folder."""
+        name = self._dirs.get(call.key)
+        if name is None:
+            os.makedirs(self._calls_dir, exist_ok=True)
+            base = folder_name(call.key)
+            name, n = base, 1
+            while True:
+                try:
+                    os.mkdir(os.path.join(self._calls_dir, name))
+                    break
+                except FileExistsError:
+                    n += 1
+                    name = f"{base}-{n}"
+            self._dirs[call.key] = name
+        return os.path.join(self._calls_dir, name)
 
     # -- helpers --------------------------------------------------------------------
 
@@ -203,7 +297,7 @@ class WavSink(Sink):
         e["dtmf"] = [{"digit": d.digit, "start": iso(d.start), "duration_ms": d.duration_ms}
                      for d in leg.dtmf_events]
         e["encrypted"] = leg.encrypted
-        for k in ("cn", "unknown_pt", "rtcp", "stun", "zrtp", "malformed"):
+        for k in ("cn", "unknown_pt", "rtcp", "stun", "zrtp", "malformed", "extra_flow_dropped"):
             if leg.counts[k]:
                 e[k] = leg.counts[k]
         return e
@@ -221,7 +315,7 @@ class WavSink(Sink):
             else:
                 chans.append((0, np.zeros(0, "<i2")))
         total = max(off + len(d) for off, d in chans)
-        out = WavFile(os.path.join(self.out_dir, self._dirs[call.key], "stereo.wav"), channels=2)
+        out = WavFile(os.path.join(self._folder(call), "stereo.wav"), channels=2)
         step = RATE * 10
         for a in range(0, total, step):
             b = min(total, a + step)

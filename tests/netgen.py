@@ -217,7 +217,8 @@ def link(linktype: int, ip_pkt: bytes, *, vlans: tuple[int, ...] = (), pad: bool
 
     Ethernet takes 802.1Q tags from ``vlans`` (outer first; with more than one
     tag the outer uses TPID 0x88a8) and, with ``pad``, padding to the 60-byte
-    minimum frame.  DLT_NULL writes the family little-endian, as a BSD or
+    minimum frame.  Linux cooked v1 takes them too (TPID 0x8100, after the
+    header: where libpcap puts back a tag the kernel took off).  DLT_NULL writes the family little-endian, as a BSD or
     macOS host on x86 does.
     """
     v6 = ip_pkt[0] >> 4 == 6
@@ -230,10 +231,15 @@ def link(linktype: int, ip_pkt: bytes, *, vlans: tuple[int, ...] = (), pad: bool
         if pad and len(frame) < 60:
             frame += b"\0" * (60 - len(frame))
         return frame
-    if vlans:
-        raise ValueError("VLAN tags need Ethernet")
     if linktype == DLT_LINUX_SLL:
-        return struct.pack("!HHH8sH", 0, 1, 6, SRC_MAC + b"\0\0", 0x86DD if v6 else 0x0800) + ip_pkt
+        # libpcap puts the tag the kernel took off back after the header (tcpdump -i any)
+        tags = b"".join(struct.pack("!HH", 0x8100, vid & 0x0FFF) for vid in vlans)
+        proto = struct.pack("!H", 0x86DD if v6 else 0x0800)
+        if tags:
+            tags, proto = tags[2:] + proto, tags[:2]
+        return struct.pack("!HHH8s", 0, 1, 6, SRC_MAC + b"\0\0") + proto + tags + ip_pkt
+    if vlans:
+        raise ValueError("VLAN tags need Ethernet or Linux cooked v1")
     if linktype == DLT_LINUX_SLL2:
         return struct.pack("!HHIHBB8s", 0x86DD if v6 else 0x0800, 0, 2, 1, 0, 6, SRC_MAC + b"\0\0") + ip_pkt
     if linktype in (DLT_RAW, DLT_RAW_OPENBSD, LINKTYPE_RAW, DLT_IPV4, DLT_IPV6):

@@ -1,5 +1,6 @@
 """Call registry: life cycle, sides, SDP updates, duplicates, hold, end reasons."""
 
+import pytest
 from callgen import Call, Party, sdp
 from rtp2ws.calls import CallRegistry, CallStarted, HoldChanged, MediaUpdated
 from rtp2ws.sip import parse_message
@@ -176,3 +177,123 @@ def test_ended_calls_are_forgotten_after_linger():
     assert reg.next_deadline() == 1 + 32.0
     reg.expire(200.0)
     assert reg._ended == {} and reg._reuse == {} and reg.active == {}
+
+
+# -- every timer makes progress (issue 10, item 2) -------------------------------------
+
+import contextlib
+import signal
+
+
+@contextlib.contextmanager
+def within(seconds: float):
+    """Fail instead of hanging: the timers below used to loop forever at 100 % CPU."""
+    def alarm(signum, frame):
+        raise TimeoutError(f"did not return within {seconds} s")
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def progresses(reg, now):
+    """expire(now) returns, and whatever is still armed is due strictly after now."""
+    with within(2.0):
+        events = reg.expire(now)
+    dl = reg.next_deadline()
+    assert dl is None or dl > now, (dl, now)
+    return events
+
+
+def test_a_call_idle_exactly_the_timeout_ends_and_never_spins():
+    reg = CallRegistry(rtp_timeout=300)
+    c = Call("exact@x", A, B)
+    call = feed(reg, c.request(1000.0, "INVITE", to_tag=False) +
+                c.response(1000.0, 100, "Trying", "INVITE", to_tag=False))[0].call
+    assert reg.next_deadline() == 1000.0 + 300
+    assert progresses(reg, 1299.999) == []
+    ev = progresses(reg, 1300.0)                     # a packet exactly rtp_timeout later
+    assert kinds(ev) == ["CallEnded"] and call.end_reason == "timeout" and call.end == 1000.0
+
+
+def test_an_invite_nobody_answers_ends_after_timer_b():
+    """Not even a 100 Trying: the caller's own stack gives up after Timer B (32 s), and so
+    does the registry, so that an INVITE flood holds each call 32 s, not rtp_timeout."""
+    reg = CallRegistry(rtp_timeout=300)
+    c = Call("unanswered@x", A, B)
+    call = feed(reg, c.request(1000.0, "INVITE", to_tag=False))[0].call
+    assert reg.next_deadline() == 1032.0
+    reg.touch(call, 1010.0)                          # media keeps it: 32 s from the last activity
+    assert progresses(reg, 1032.0) == []
+    ev = progresses(reg, 1042.0)
+    assert kinds(ev) == ["CallEnded"] and call.end_reason == "no_response" and call.end == 1010.0
+    answered = Call("answered@x", A, B)
+    call = feed(reg, answered.request(2000.0, "INVITE", to_tag=False) +
+                answered.response(2001.0, 100, "Trying", "INVITE", to_tag=False))[0].call
+    assert reg.next_deadline() == 2301.0             # a response: rtp_timeout again, nothing stale
+    assert progresses(reg, 2100.0) == [] and not call.ended
+
+
+def test_a_challenge_unanswered_exactly_32_s_ends_as_rejected():
+    reg = CallRegistry()
+    c = Call("auth@x", A, B)
+    call = feed(reg, c.request(5.0, "INVITE", to_tag=False) + c.response(5.5, 401, "Unauthorized", "INVITE"))[0].call
+    assert progresses(reg, 5.5 + 31.999) == []
+    ev = progresses(reg, 5.5 + 32.0)
+    assert kinds(ev) == ["CallEnded"] and call.end_reason == "rejected 401"
+
+
+def test_an_evenly_paced_invite_flood_expires_in_one_pass():
+    reg = CallRegistry(rtp_timeout=300)
+    for i in range(2000):
+        c = Call(f"flood{i}@x", A, B)
+        reg.on_message(sip_of(c.request(0, "INVITE", to_tag=False))[0][1], 1000.0 + i * 0.25)
+    ended = 0
+    for i in range(0, 2000, 97):                    # expire exactly at some calls' due time
+        ev = progresses(reg, 1032.0 + i * 0.25)
+        ended += len(ev)
+        assert len(reg.active) == 2000 - ended == 2000 - (i + 1)
+    ended += len(progresses(reg, 1032.0 + 2000 * 0.25))
+    assert reg.active == {} and ended == reg.stats["calls"] == 2000
+
+
+@pytest.mark.parametrize("t0", [2.0 ** 62, 1e20, 1.7e308 / 2])
+def test_timestamps_so_large_that_t_plus_timeout_is_t(t0):
+    """pcapng's if_tsoffset can make capture times where ``t + 300 == t``."""
+    assert t0 + 300 == t0
+    reg = CallRegistry(rtp_timeout=300)
+    c = Call("huge@x", A, B)
+    for t, msg in sip_of(c.setup(0.0)):
+        reg.on_message(msg, t0)
+    ev = progresses(reg, t0)
+    assert kinds(ev) == ["CallEnded"]                 # due at once: it cannot be kept for "later"
+    assert progresses(reg, t0) == []
+    assert progresses(reg, t0 * 1.5) == [] and reg._ended == {}
+
+
+def test_ended_calls_linger_exactly_32_s():
+    reg = CallRegistry()
+    c = Call("linger@x", A, B)
+    feed(reg, c.setup(0) + c.bye(10.0))
+    assert reg.next_deadline() == 42.0
+    progresses(reg, 42.0)
+    assert reg._ended == {}
+
+
+def test_message_identities_a_call_remembers_are_bounded():
+    """Thousands of distinct in-dialog requests on one call (an INFO flood): the
+    identities kept to spot retransmissions stay at MAX_SEEN, and a retransmission
+    of a recent one is still a duplicate."""
+    from rtp2ws.calls import MAX_SEEN
+
+    reg = CallRegistry()
+    c = Call("info@x", A, B)
+    call = feed(reg, c.setup(0.0))[0].call
+    for i in range(5000):
+        c.cseq = 10 + i
+        feed(reg, c.request(1.0 + i * 0.001, "INFO"))
+    assert len(call._seen) == MAX_SEEN and call.sip_messages == 5 + 5000
+    assert feed(reg, c.request(7.0, "INFO")) == [] and call.sip_duplicates == 1

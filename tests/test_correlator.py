@@ -54,3 +54,28 @@ def test_format_addr():
     assert format_addr(pack_ip("10.1.2.3"), 5060) == "10.1.2.3:5060"
     assert format_addr(socket.inet_pton(socket.AF_INET6, "2001:db8::1"), 5060) == "[2001:db8::1]:5060"
     assert pack_ip("not an ip") is None
+
+
+def test_assigned_flow_stays_with_its_leg_until_removed():
+    """A second concurrent flow of an SDP leg, given a leg of its own (``caller#2``),
+    is not re-resolved by SDP when expectations change; ``remove`` releases it."""
+    c = Correlator()
+    c.expect("caller", dst=A("10.0.0.2", 5000), src=A("10.0.0.1", 4000))
+    relay = (pack_ip("10.0.0.9"), 7002, pack_ip("10.0.0.2"), 5000)
+    unbound = []
+    c.on_unbind = unbound.append
+    assert c.lookup(*relay) == ("caller", False)
+    c.assign(relay, "caller#2")
+    assert unbound == [relay]                     # the fast path is told the old binding went
+    assert c.lookup(*relay) == ("caller#2", False)
+    assert c.expected("caller#2") == (None, None)
+    assert c.expected("caller") == (A("10.0.0.2", 5000), A("10.0.0.1", 4000))
+    assert c.expected("nobody") is None
+    # a re-INVITE claims the same address again: SDP flows are re-resolved, the assigned one is not
+    c.lookup(pack_ip("10.0.0.1"), 4000, pack_ip("10.0.0.2"), 5000)
+    c.expect("caller", dst=A("10.0.0.2", 5000), src=A("10.0.0.1", 4000))
+    assert relay in c.flows and c.flows[relay] == ("caller#2", False)
+    assert (pack_ip("10.0.0.1"), 4000, pack_ip("10.0.0.2"), 5000) not in c.flows
+    c.remove("caller#2")
+    assert relay not in c.flows and c._assigned == {}
+    assert c.lookup(*relay) == ("caller", False)   # back to matching by SDP

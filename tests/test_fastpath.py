@@ -117,7 +117,8 @@ def test_anything_unexpected_goes_back_to_python(tmp_path, backend, what):
 
 
 def test_ipv6_vlan_and_link_types(tmp_path, backend):
-    for linktype, vlans, a, b in [(1, (), A6, B6), (1, (10, 20), A, B), (113, (), A, B), (276, (), A6, B6),
+    for linktype, vlans, a, b in [(1, (), A6, B6), (1, (10, 20), A, B), (113, (), A, B), (113, (100,), A6, B6),
+                                  (276, (), A6, B6),
                                   (101, (), A, B), (0, (), A, B), (108, (), A6, B6), (228, (), A, B)]:
         if linktype == 228 and a is A6:
             continue
@@ -226,6 +227,16 @@ def test_ipv6_calls_wraparound_and_timeline_jumps(tmp_path):
     # the caller's clock jumps: 2 s of capture time pass where RTP says 20 ms
     s1 = [(t + (2.0 if i >= 25 else 0.0), q, p) for i, (t, q, p) in enumerate(s1)]
     path = callgen.write(tmp_path / "v6.pcap", frames_of(c.setup(100, pts=(8, 0)), s1, s2, c.bye(104)))
+    assert check_equivalent(path) > 0
+
+
+def test_vlan_in_linux_cooked_v1_unchanged_by_the_fast_path(tmp_path):
+    """``-i any``: libpcap puts the VLAN tag back after the cooked header."""
+    c = Call("sll@test", A, B)
+    pcm = tone(300, 4000)
+    frames = frames_of(c.setup(100), rtp_packets(A, B, 100.1, pcm), rtp_packets(B, A, 100.1, pcm, ssrc=9),
+                       c.bye(101))
+    path = callgen.write(tmp_path / "sll.pcap", frames, 113, vlans=(100,))
     assert check_equivalent(path) > 0
 
 

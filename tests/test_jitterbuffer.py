@@ -149,3 +149,20 @@ def test_advance_accounts_packets_taken_elsewhere_as_push_would():
                     jb._probation = None
                 assert advanced.stats == pushed.stats, (count, gap, back)
             assert pushed.stats["duplicates"] > 0
+
+
+def test_a_leg_lists_at_most_max_dtmf_listed_key_presses():
+    """A flood of RFC 4733 events (each its own timestamp): every one is still an event
+    for the sinks, but the list kept for the manifest stops at MAX_DTMF_LISTED."""
+    from rtp2ws.leg import MAX_DTMF_LISTED, MediaLeg
+    from rtp2ws.rtp import RtpPacket
+
+    leg = MediaLeg("caller")
+    leg.set_payload_map({8: ("PCMA", 8000), 101: ("TELEPHONE-EVENT", 8000)})
+    n = MAX_DTMF_LISTED + 50
+    for i in range(n):
+        end = bytes([1, 0x80 | 10, 0, 160])          # digit 1, end bit, volume 10, 160 samples
+        leg.push(RtpPacket(i, 1000 + i * 320, 0xD7, 101, True, end), 10.0 + i * 0.04)
+    events = leg.take_events()
+    assert len(leg.dtmf_events) == MAX_DTMF_LISTED and leg.counts["dtmf_not_listed"] == 50
+    assert sum(1 for e in events if type(e).__name__ == "DtmfEvent") == n

@@ -24,12 +24,14 @@ from conftest import can_capture
 
 from rtp2ws import g711
 from rtp2ws.livecapture import (
+    VLAN_LINKTYPES,
     CaptureOpenError,
     LiveCapture,
     build_bpf,
     parse_port_range,
     parse_ports,
 )
+from rtp2ws.packet import DLT_EN10MB, DLT_IPV4, DLT_IPV6, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW
 from rtp2ws.resample import upsample_2x
 from rtp2ws.rtp import RtpPacket, serialize_rtp
 from rtp2ws.wavout import read_wav
@@ -221,6 +223,40 @@ def test_build_bpf_text():
     assert f.count("vlan") == 1 and f.index("vlan") > f.index("ip6[6]")
     assert "tcp" not in build_bpf(sip_tcp=False)
     assert "port 7000)" in build_bpf((5060,), (7000, 7000))
+    # Elsewhere than on Ethernet, no vlan clause: the filter is the untagged half.
+    assert build_bpf(linktype=DLT_EN10MB) == f
+    assert build_bpf(linktype=DLT_LINUX_SLL) == f[1:f.index(") or (vlan")]
+    assert VLAN_LINKTYPES == {DLT_EN10MB}
+
+
+# What a live handle on Linux may report, among the link types the decoder reads
+# (DLT_RAW_OPENBSD 14 and LINKTYPE_RAW 101 only appear in capture files).
+LIVE_LINKTYPES = [DLT_EN10MB, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_RAW, DLT_IPV4, DLT_IPV6, DLT_NULL, DLT_LOOP]
+
+
+@pytest.mark.parametrize("linktype", LIVE_LINKTYPES)
+@pytest.mark.parametrize("kw", [{}, {"sip_tcp": False}])
+def test_build_bpf_compiles_for_every_link_type(linktype, kw):
+    """libpcap's own compiler (pcap_compile for a handle of that link type) takes the
+    default filter built for it; the Ethernet one (with vlan) only on Ethernet."""
+    import pcap
+
+    pcap.bpf(build_bpf(linktype=linktype, **kw).encode(), linktype)
+    if linktype not in VLAN_LINKTYPES:
+        with pytest.raises(OSError, match="bad filter"):
+            pcap.bpf(build_bpf(linktype=DLT_EN10MB, **kw).encode(), linktype)
+
+
+@needs_capture
+def test_default_filter_opens_any_and_keeps_vlan_on_ethernet():
+    """``-i any`` (Linux cooked v1) used to fail: "no VLAN support for Linux cooked v1"."""
+    def default(linktype):
+        return build_bpf(linktype=linktype)
+
+    with LiveCapture("any", bpf=default) as cap:
+        assert cap.linktype == DLT_LINUX_SLL and "vlan" not in cap.bpf and cap.bpf == default(DLT_LINUX_SLL)
+    with LiveCapture("lo", bpf=default) as cap:
+        assert cap.linktype == DLT_EN10MB and "vlan" in cap.bpf
 
 
 @needs_capture
@@ -229,8 +265,10 @@ def test_build_bpf_compiles_on_lo(kw):
     LiveCapture("lo", bpf=build_bpf(**kw)).stop()
 
 
-def test_build_bpf_matches_the_right_packets(tmp_path):
-    """libpcap applies the filter to a file exactly as to an interface."""
+@pytest.mark.parametrize("linktype", [DLT_EN10MB, DLT_LINUX_SLL, DLT_LINUX_SLL2])
+def test_build_bpf_matches_the_right_packets(tmp_path, linktype):
+    """libpcap applies the filter to a file exactly as to an interface.  (On a live
+    cooked capture the kernel has taken tags off, so the vlan cases are Ethernet's.)"""
     import pcap
 
     big = b"S" * 3000
@@ -257,10 +295,14 @@ def test_build_bpf_matches_the_right_packets(tmp_path):
     frags6 = netgen.fragment(netgen.udp("2001:db8::1", 5060, "2001:db8::2", 5060, big), 1500)
     cases += [("v6 first fragment", frags6[0], (), True), ("v6 second fragment", frags6[1], (), True),
               ("vlan v6 fragment", frags6[1], (300,), True)]
+    if linktype != DLT_EN10MB:
+        cases = [c for c in cases if not c[2]]
     path = tmp_path / "mix.pcap"
-    netgen.write_pcap(str(path), [(1.0 + i, netgen.link(1, ip, vlans=v)) for i, (_, ip, v, _) in enumerate(cases)], 1)
+    netgen.write_pcap(str(path), [(1.0 + i, netgen.link(linktype, ip, vlans=v))
+                                  for i, (_, ip, v, _) in enumerate(cases)], linktype)
     p = pcap.pcap(name=str(path), promisc=False, immediate=False, timeout_ms=0)
-    p.setfilter(build_bpf())
+    assert p.datalink() == linktype
+    p.setfilter(build_bpf(linktype=linktype))
     got = set()
     p.dispatch(-1, lambda ts, frame: got.add(round(ts) - 1))
     p.close()
@@ -401,7 +443,7 @@ def test_live_call_to_sink_and_wav(tmp_path, live_factory, call_factory):
         got, rate, ch = read_wav(str(sink.out_dir / "live-1@test" / f"{tag}.wav"))
         assert rate == 16000 and ch == 1
         assert np.array_equal(got, want), tag
-        local, _, _ = read_wav(str(out / "live-1@test" / f"{tag}.wav"))
+        local, _, _ = read_wav(str(out / "calls" / "live-1@test" / f"{tag}.wav"))
         assert np.array_equal(local, want), tag
     doc = json.loads((out / "calls.json").read_text())
     assert [c["end_reason"] for c in doc["calls"]] == ["bye"]
@@ -410,6 +452,39 @@ def test_live_call_to_sink_and_wav(tmp_path, live_factory, call_factory):
     legs = doc["calls"][0]["legs"]
     assert {leg["tag"]: leg["duration_ms"] for leg in legs} == {"caller": 2000, "callee": 2000}
     assert "refused {}" in sink_log
+    (line,) = (out / "calls.jsonl").read_text().splitlines()      # written when the call ended
+    assert json.loads(line) == doc["calls"][0]
+
+
+@needs_capture
+def test_live_out_dir_journals_each_call_as_it_ends(tmp_path, live_factory, call_factory):
+    """live --out-dir: a call's line is in calls.jsonl as soon as it ends, while live
+    runs; a call without audio has its line and no folder; calls.json at exit lists both."""
+    out = tmp_path / "out"
+    live = live_factory("-i", "lo", "--bpf", _filter(25470, 26600), "--out-dir", out, "--stats-interval", "1")
+    live.wait_for("capturing on lo")
+    silent = call_factory("silent@test", 25470, 26600, 26602)
+    silent.setup()
+    silent.bye()
+    silent.close()                                        # its SIP port is the next call's
+    talk = call_factory("talk@test", 25470, 26610, 26612)
+    talk.setup()
+    talk.media(0.4)
+    talk.bye()
+    journal = out / "calls.jsonl"
+    live.wait_for('"call_id": "talk@test"', path=journal, timeout=5)
+    lines = [json.loads(x) for x in journal.read_text().splitlines()]
+    assert [(c["call_id"], c["end_reason"]) for c in lines] == [("silent@test", "bye"), ("talk@test", "bye")]
+    assert live.proc.poll() is None                       # still capturing
+    rc, stdout, stderr = live.stop()
+    assert rc == 0, stderr
+    assert "2 calls, 2 legs with audio" in stdout
+    assert os.listdir(out / "calls") == ["talk@test"]
+    doc = json.loads((out / "calls.json").read_text())
+    assert doc["calls"] == lines and doc["summary"]["calls"] == 2
+    for tag in ("caller", "callee"):
+        got, _, _ = read_wav(str(out / "calls" / "talk@test" / f"{tag}.wav"))
+        assert np.array_equal(got, talk.expected(tag)), tag
 
 
 @needs_capture
@@ -459,7 +534,7 @@ def test_user_nobody_still_captures_and_open_call_ends_with_shutdown(live_factor
         doc = json.loads((out / "calls.json").read_text())
         assert [c["end_reason"] for c in doc["calls"]] == ["shutdown"]
         for tag in ("caller", "callee"):
-            wav = out / "open@test" / f"{tag}.wav"
+            wav = out / "calls" / "open@test" / f"{tag}.wav"
             assert wav.stat().st_uid == nobody.pw_uid
             got, _, _ = read_wav(str(wav))
             assert np.array_equal(got, call.expected(tag)), tag   # flushed to the last packet
@@ -569,3 +644,163 @@ def test_interface_that_disappears_ends_calls_and_exits_1(tmp_path):
             proc.kill()
             proc.wait(5)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+ANY_SENDER = r"""
+import socket, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import callgen, netgen
+from callgen import Call, Party, frames_of, rtp_packets, tone
+from test_live import PhoneCall
+
+out = sys.argv[2]
+# a call on loopback, sent with UDP sockets
+call = PhoneCall("lo@any", 5060, 20000, 20002)
+call.setup()
+call.media(0.6)
+call.bye()
+np.save(f"{out}/lo-caller.npy", call.expected("caller"))
+np.save(f"{out}/lo-callee.npy", call.expected("callee"))
+call.close()
+# a call in 802.1Q VLAN 100, sent as Ethernet frames on v1: the kernel takes the tag
+# off as v0 receives them, and libpcap puts it back into the cooked frame
+a, b = Party("10.9.0.1", 5060, 20010, "1000"), Party("10.9.0.2", 5060, 20012, "2000")
+c = Call("vlan@any", a, b)
+pa, pb = tone(440, 160 * 30), tone(1000, 160 * 30)
+frames = frames_of(c.setup(0.0), rtp_packets(a, b, 0.1, pa, ssrc=1), rtp_packets(b, a, 0.1, pb, ssrc=2),
+                   c.bye(0.8))
+np.save(f"{out}/vlan-caller.npy", callgen.expected_16k(pa))
+np.save(f"{out}/vlan-callee.npy", callgen.expected_16k(pb))
+with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+    s.bind(("v1", 0))
+    t0 = time.monotonic()
+    for t, ip in frames:
+        delay = t0 + t - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        s.send(netgen.link(1, ip, vlans=(100,)))
+print("sent")
+"""
+
+
+@pytest.fixture
+def netns():
+    """A network namespace of the test's own, loopback up: ``-i any`` there sees only
+    the test's traffic.  Yields a function running a command in it."""
+    if shutil.which("ip") is None or os.geteuid() != 0:
+        pytest.skip("needs ip(8) and root")
+    ns = f"r2wns{os.getpid()}"
+    if subprocess.run(["ip", "netns", "add", ns], capture_output=True).returncode != 0:
+        pytest.skip("cannot create network namespaces here")
+    procs = []
+
+    def run(*argv, popen=False, **kw):
+        cmd = ["ip", "netns", "exec", ns, *map(str, argv)]
+        if popen:
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw))
+            return procs[-1]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kw)
+
+    try:
+        run.name = ns
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, capture_output=True)
+        yield run
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _start_live_any(netns, log, *args):
+    proc = netns(PY, "-m", "rtp2ws.cli", "live", "-i", "any", "--log-file", log, *args, popen=True)
+    deadline = time.monotonic() + 15
+    while "capturing on any" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.02)
+    return proc
+
+
+@needs_capture
+def test_live_any_with_the_default_filter(tmp_path, netns):
+    """``rtp2ws live -i any`` with the default filter, in a network namespace of its own:
+    a call on loopback and a call in VLAN 100 arriving on a veth are both decoded, to
+    the sample."""
+    for cmd in (["link", "add", "v0", "type", "veth", "peer", "name", "v1"], ["link", "set", "v0", "up"],
+                ["link", "set", "v1", "up"]):
+        subprocess.run(["ip", "-n", netns.name, *cmd], check=True, capture_output=True)
+    log, out = tmp_path / "live.log", tmp_path / "out"
+    proc = _start_live_any(netns, log, "--sip-ports", "5060", "--rtp-ports", "20000-20100", "--out-dir", out)
+    assert "capturing on any (link type 113), filter: (udp and (port 5060 or portrange 20000-20100))" \
+        in log.read_text()
+    sent = netns(PY, "-c", ANY_SENDER, Path(__file__).parent, tmp_path)
+    assert sent.returncode == 0 and sent.stdout.strip() == "sent", sent.stderr
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "2 calls, 4 legs with audio" in stdout and "0 malformed" in stdout, stdout
+    doc = json.loads((out / "calls.json").read_text())
+    assert sorted((c["call_id"], c["end_reason"]) for c in doc["calls"]) == [("lo@any", "bye"), ("vlan@any", "bye")]
+    assert "decoder_non_ip" not in doc["summary"]
+    for key in ("lo", "vlan"):
+        for tag in ("caller", "callee"):
+            got, rate, _ = read_wav(str(out / "calls" / f"{key}@any" / f"{tag}.wav"))
+            want = np.load(tmp_path / f"{key}-{tag}.npy")
+            assert rate == 16000 and np.array_equal(got, want), (key, tag)
+
+
+FRAGMENT_FLOOD = r"""
+import socket, struct, sys, time
+n = int(sys.argv[1])
+src, dst = socket.inet_aton("127.0.0.77"), socket.inet_aton("127.0.0.1")
+with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as s:
+    for i in range(n):   # 8-byte UDP fragments past offset 0, round-robin over 4096 datagrams
+        k = i % 4096
+        hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, k + 1, 0x2000 | (1 + i // 4096), 64, 17, 0, src, dst)
+        s.sendto(hdr + b"\xaa" * 8, ("127.0.0.1", 0))
+        if i % 500 == 499:
+            time.sleep(0.002)   # a burst the capture keeps up with, on a loaded machine too
+print("sent")
+"""
+
+METRICS_GET = r"""
+import sys, urllib.request
+print(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode())
+"""
+
+
+@needs_capture
+def test_fragment_flood_is_counted_in_metrics_and_summary(tmp_path, netns):
+    """12,000 8-byte fragments over 4096 datagrams, sent on loopback with a raw socket:
+    past 8192 held the oldest datagrams go, and what they held is counted in
+    rtp2ws_ip_fragments_dropped_total and in calls.json's summary."""
+    n = 12_000
+    log, out = tmp_path / "live.log", tmp_path / "out"
+    # a small snap length: the kernel buffer then holds the whole flood
+    proc = _start_live_any(netns, log, "--out-dir", out, "--metrics", "127.0.0.1:9188", "--snaplen", "256")
+    sent = netns(PY, "-c", FRAGMENT_FLOOD, n)
+    assert sent.returncode == 0 and sent.stdout.strip() == "sent", sent.stderr
+
+    def dropped():
+        r = netns(PY, "-c", METRICS_GET, 9188)
+        assert r.returncode == 0, r.stderr
+        m = re.search(r"^rtp2ws_ip_fragments_dropped_total (\S+)$", r.stdout, re.MULTILINE)
+        return float(m.group(1)) if m else None
+
+    deadline = time.monotonic() + 15
+    value = dropped()
+    while value is not None and value < n - 8192 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        value = dropped()
+    assert value is not None and value >= n - 8192, value
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    summary = json.loads((out / "calls.json").read_text())["summary"]
+    assert summary["kernel_drops"] == summary["overflow_packets"] == 0
+    assert summary["decoder_fragments"] == summary["packets"] == n
+    assert n - 8192 <= summary["decoder_frag_dropped"] <= n and summary["decoder_frag_evicted"] > 0
+    assert summary["decoder_frag_dropped"] >= value

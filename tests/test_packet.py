@@ -110,6 +110,20 @@ def test_vlan_and_qinq(vlans, fam):
     assert pkt.payload == b"x" and pkt.src == packed(src)
 
 
+@pytest.mark.parametrize("vlans", [(100,), (100, 200)])
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_vlan_tag_in_linux_cooked_v1(vlans, fam):
+    """``-i any``: libpcap puts the tag the kernel took off back after the cooked header."""
+    src, dst = FAMILIES[fam]
+    frame = link(DLT_LINUX_SLL, udp(src, 1, dst, 2, b"x"), vlans=vlans)
+    assert frame[14:16] == b"\x81\x00" and frame[16:18] == struct.pack("!H", vlans[0])
+    d = PacketDecoder(DLT_LINUX_SLL)
+    pkt = d.decode(frame, 0)
+    assert pkt.payload == b"x" and pkt.src == packed(src) and d.stats["non_ip"] == 0
+    with pytest.raises(MalformedPacket, match="^VLAN tag truncated$"):
+        d.decode(frame[:16 + 4 * len(vlans) - 1], 0)
+
+
 def test_vlan_tpid_9100():
     frame = link(DLT_EN10MB, udp(V4[0], 1, V4[1], 2, b"y"), vlans=(10, 20))
     frame = frame[:12] + b"\x91\x00" + frame[14:]
@@ -498,3 +512,238 @@ def test_vxlan_decapsulated():
     # not VXLAN (I flag clear): left as the outer UDP datagram
     p = d.decode(link(DLT_EN10MB, udp("172.31.0.5", 55000, "172.31.0.9", 4789, b"\x00" * 30)), 1.0)
     assert p.dport == 4789
+
+
+# -- fragment floods ---------------------------------------------------------------
+
+_FLOOD_HDR = struct.Struct("!BBHHHBBH4s4s")
+
+
+def _flood(n, keys=4096, big_every=0):
+    """``n`` IPv4 fragments with MF set, round-robin over ``keys`` datagrams,
+    each at the next free offset past 0: none ever completes, and every
+    datagram keeps growing (the worst case for per-datagram buffers).  They
+    carry 8 bytes, or 1440 for every ``big_every``-th one."""
+    src, dst = packed("203.0.113.7"), packed("203.0.113.8")
+    offset = [1] * keys
+    for i in range(n):
+        size = 1440 if big_every and i % big_every == 0 else 8
+        k = i % keys
+        if offset[k] + size // 8 > 8190:
+            offset[k] = 1
+        yield _FLOOD_HDR.pack(0x45, 0, 20 + size, k, 0x2000 | offset[k], 64, 17, 0, src, dst) + b"\xaa" * size
+        offset[k] += size // 8
+
+
+SIP_INVITE = (b"INVITE sip:2000@198.51.100.20 SIP/2.0\r\nCall-ID: after-the-flood\r\n"
+              + b"X-Padding: " + b"p" * 3000 + b"\r\n\r\n")
+
+
+def _real_datagrams():
+    """A fragmented SIP INVITE over IPv4 and over IPv6, as a 1500-byte MTU cuts it."""
+    out = []
+    for src, dst in (V4, V6):
+        frags = fragment(udp(src, 5060, dst, 5060, SIP_INVITE, ident=77), 1500, ident=77)
+        assert len(frags) == 3
+        out.append(frags)
+    return out
+
+
+@pytest.mark.parametrize("n,big_every,limit", [(60_000, 0, 6_000_000), (30_000, 3, 10_000_000)],
+                         ids=["8-byte", "mixed"])
+def test_fragment_flood_memory_is_bounded(n, big_every, limit):
+    """A flood of fragments spread over 4096 growing datagrams (60,000 of 8 bytes,
+    about 10 MB held without global bounds; or 30,000 of which a third carry 1440
+    bytes, about 18 MB) stays within the decoder's default bounds: the
+    tracemalloc peak of the whole flood stays under 6 MB (8-byte) or 10 MB (4 MiB
+    of payload held, plus overhead).  A fragmented SIP INVITE sent during the
+    flood and after it still reassembles."""
+    import tracemalloc
+
+    d = PacketDecoder(DLT_RAW)
+    real = _real_datagrams()
+    during = []
+    mid = n // 2
+    tracemalloc.start()
+    try:
+        for i, frame in enumerate(_flood(n, big_every=big_every)):
+            d.decode(frame, i * 1e-4)  # at most 10 s in all: nothing expires
+            if mid <= i < mid + 300 and i % 100 == 0:  # one real fragment every 100 flood fragments
+                during.append(d.decode(real[0][(i - mid) // 100], i * 1e-4))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < limit, peak
+    pieces, size = d.held_fragments
+    assert pieces <= d.max_frag_fragments == 8192 and size <= d.max_frag_bytes == 4 << 20
+    assert d.pending_fragments <= d.max_frag_buffers == 4096
+    st = d.stats
+    assert st["fragments"] == n + 3 and st["reassembled"] == 1
+    # Every flood fragment is either held or was dropped with its datagram.
+    assert st["frag_dropped"] + pieces == n and st["frag_evicted"] > 0
+    assert during[:2] == [None, None] and during[2].payload == SIP_INVITE and during[2].src == packed(V4[0])
+    # After the flood: both families.
+    for frags in real:
+        out = [d.decode(f, 10.0) for f in frags]
+        assert out[:2] == [None, None] and out[2].payload == SIP_INVITE and out[2].dport == 5060
+    assert st["reassembled"] == 3
+
+
+def test_fragment_bounds_evict_the_oldest_datagrams():
+    d = PacketDecoder(DLT_RAW, max_frag_fragments=7)
+    sets = [fragment(udp(V4[0], 1, V4[1], 2, BIG, ident=i), 500) for i in range(4)]
+    assert len(sets[0]) == 7 and len(sets[0][0]) == 500
+    for i in range(4):  # two fragments of each of four datagrams: 8 > 7
+        assert d.decode(sets[i][0], float(i)) is None
+        assert d.decode(sets[i][1], float(i)) is None
+    assert d.held_fragments == (6, 6 * 480)
+    assert d.pending_fragments == 3 and d.stats["frag_evicted"] == 1 and d.stats["frag_dropped"] == 2
+    assert d.frag_deadline == 1.0 + 30.0  # the oldest left is ident 1
+    # Ident 0 is gone: the rest of it completes nothing, and makes room for its
+    # 5 fragments by evicting idents 1 and 2.
+    assert [d.decode(f, 4.0) for f in sets[0][2:]] == [None] * 5
+    assert d.stats["frag_evicted"] == 3 and d.pending_fragments == 2 and d.held_fragments[0] == 7
+    # Ident 3 still completes, evicting what is left of ident 0.
+    out = [d.decode(f, 5.0) for f in sets[3][2:]]
+    assert out[-1].payload == BIG and out[:-1] == [None] * 4
+    assert d.stats["reassembled"] == 1 and d.stats["frag_evicted"] == 4
+    assert d.pending_fragments == 0 and d.held_fragments == (0, 0)
+    assert d.stats["frag_dropped"] == d.stats["fragments"] - 7
+
+
+def test_fragment_byte_bound():
+    d = PacketDecoder(DLT_RAW, max_frag_bytes=2000)
+    a = fragment(udp(V4[0], 1, V4[1], 2, BIG, ident=1), 1000)  # 976 + 976 + 976 + 152 bytes
+    b = fragment(udp(V4[0], 1, V4[1], 2, BIG[::-1], ident=2), 1000)
+    assert d.decode(a[0], 0) is None and d.decode(a[1], 0) is None
+    assert d.held_fragments == (2, 1952)
+    assert d.decode(b[0], 1) is None  # 2928 > 2000: ident 1 goes
+    assert d.held_fragments == (1, 976) and d.stats["frag_evicted"] == 1 and d.stats["frag_dropped"] == 2
+    # A datagram bigger than the bound on its own is dropped when it outgrows it.
+    assert [d.decode(f, 2) for f in b[1:]] == [None] * 3
+    assert d.stats["frag_evicted"] == 2 and d.stats["frag_dropped"] == 5
+    assert d.pending_fragments == 1 and d.held_fragments == (1, 152)  # its last fragment started over
+    small = fragment(udp(V4[0], 1, V4[1], 2, BIG[:1500], ident=3), 1000)
+    assert [d.decode(f, 3) for f in small][-1].payload == BIG[:1500]
+
+
+def test_fragment_totals_follow_overlaps_expiry_and_completion():
+    raw = udp(V4[0], 1, V4[1], 2, BIG)
+    small, large = fragment(raw, 600), fragment(raw, 1000)
+    d = PacketDecoder(DLT_RAW, frag_timeout=5.0)
+    assert d.decode(small[0], 0) is None and d.decode(large[0], 0) is None
+    # Only the bytes not held yet are kept: 576, then 976 - 576 more.
+    assert d.held_fragments == (2, 976) and d.stats["frag_overlaps"] == 1
+    assert d.decode(large[0], 0) is None  # a duplicate keeps nothing
+    assert d.held_fragments == (2, 976)
+    d.expire(5.0)
+    assert d.pending_fragments == 0 and d.held_fragments == (0, 0) and d.stats["frag_timeouts"] == 1
+    assert [d.decode(f, 6.0) for f in large][-1].payload == BIG
+    assert d.held_fragments == (0, 0)
+
+
+def test_fragment_bounds_are_validated():
+    for name in ("max_frag_buffers", "max_frag_fragments", "max_frag_bytes"):
+        with pytest.raises(ValueError, match=f"^{name} must be at least 1$"):
+            PacketDecoder(DLT_RAW, **{name: 0})
+
+
+class _TooManyLines(AssertionError):
+    pass
+
+
+def _count_lines(fn, budget):
+    """Python lines executed by ``fn()`` in rtp2ws/packet.py: an operation count
+    that does not depend on the clock.  Stops ``fn`` past ``budget`` lines."""
+    import sys
+
+    import rtp2ws.packet as mod
+
+    target = mod.__file__
+    count = 0
+
+    def local(frame, event, arg):
+        nonlocal count
+        if event == "line":
+            count += 1
+            if count > budget:
+                raise _TooManyLines(f"more than {budget} lines")
+        return local
+
+    def tracer(frame, event, arg):
+        return local if frame.f_code.co_filename == target else None
+
+    sys.settrace(tracer)
+    try:
+        result = fn()
+    finally:
+        sys.settrace(None)
+    return count, result
+
+
+@pytest.mark.parametrize("how", ["in_order", "reversed", "shuffled", "odd_then_even", "pieces_then_whole"])
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_reassembly_cost_is_linear_in_fragments(how, fam):
+    """A 16 KB datagram in 8-byte fragments (about 2000) costs at most 200 decoder
+    lines per fragment (about 90 measured) in any order: the held ranges are
+    found by bisection and merged, never walked from the start (which cost
+    thousands of lines per fragment, and a 64 KB datagram of 8-byte fragments
+    about a second)."""
+    src, dst = FAMILIES[fam]
+    payload = bytes(range(256)) * 64
+    raw = udp(src, 5060, dst, 5060, payload)
+    frags = fragment(raw, 28 if fam == "v4" else 56)
+    n = len(frags)
+    assert n >= 2000
+    if how == "odd_then_even":
+        order = frags[1::2] + frags[0::2]
+    elif how == "pieces_then_whole":
+        # Every other piece, then one fragment overlapping all of them and the
+        # holes between (it brings about 1000 pieces of new bytes at once).
+        big = fragment(raw, len(raw) - 8)
+        assert len(big) == 2 and len(big[0]) > len(raw) - 100
+        order = frags[1::2] + [big[0], frags[-1]]
+    else:
+        order = _orders(frags, how)
+    d = PacketDecoder(DLT_RAW)
+    lines, out = _count_lines(lambda: [d.decode(f, 0.0) for f in order], budget=200 * len(order))
+    done = [p for p in out if p is not None]
+    assert len(done) == 1 and done[0].payload == payload and d.pending_fragments == 0
+
+
+
+def test_random_overlapping_fragments_keep_the_first_bytes():
+    """Against a byte-by-byte model: random overlapping fragments (offsets in
+    8-byte units, any length), each with its own content; every byte of the
+    reassembled datagram comes from the first fragment that covered it."""
+    rnd = random.Random(11)
+    src, dst = packed(V4[0]), packed(V4[1])
+    for trial in range(300):
+        total = 8 * rnd.randint(2, 60) + rnd.randint(9, 15)  # not a multiple of 8: only a last fragment ends there
+        model = bytearray(total)
+        have = [False] * total
+        d = PacketDecoder(DLT_RAW)
+        got = None
+        sent = 0
+        while got is None:
+            start = 8 * rnd.randint(0, (total - 1) // 8)
+            last = rnd.random() < 0.2 and start > 0  # offset 0 without MF is no fragment
+            end = total if last else min(total, start + 8 * rnd.randint(1, 12))
+            if end == total and not last:
+                end = start + (end - start) // 8 * 8
+                if end <= start:
+                    continue
+            body = bytes(rnd.getrandbits(8) for _ in range(end - start))
+            if start == 0:  # a valid UDP header over the whole datagram
+                body = struct.pack("!HHHH", 1, 2, total, 0) + body[8:]
+            for k in range(start, end):
+                if not have[k]:
+                    have[k], model[k] = True, body[k - start]
+            flags = (0 if end == total else 0x2000) | start // 8
+            frame = _FLOOD_HDR.pack(0x45, 0, 20 + len(body), trial, flags, 64, 17, 0, src, dst) + body
+            got = d.decode(frame, 0.0)
+            sent += 1
+            assert sent < 5000
+            assert (got is None) == (not all(have)), trial
+        assert got.payload == bytes(model[8:]), trial
+        assert d.pending_fragments == 0 and d.held_fragments == (0, 0)

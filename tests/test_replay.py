@@ -2,6 +2,7 @@
 
 import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -612,3 +613,93 @@ def test_replay_sets_the_collector_for_thousands_of_calls(tmp_path):
     assert cli.main(["replay", path, "--out-dir", str(tmp_path / "o"), "--no-progress"]) == 0
     assert gc.get_threshold() == (gcpolicy.YOUNG, 10, 10)
     assert gc.get_freeze_count() > 1000
+
+
+# --------------------------------------------------------------------------- capture times out of range
+
+def _pcapng_option(code: int, value: bytes) -> bytes:
+    return struct.pack("<HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
+
+
+def write_pcapng_times(path, frames, *, tsoffset: int = 0, ticks=None) -> str:
+    """A pcapng file (µs) whose interface block carries ``if_tsoffset`` (option 14: seconds
+    added to every timestamp, signed 64-bit); ``ticks(i, ts)`` overrides packet i's raw
+    64-bit timestamp."""
+    shb = netgen._block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    options = b""
+    if tsoffset:
+        options = _pcapng_option(14, struct.pack("<q", tsoffset)) + struct.pack("<HH", 0, 0)
+    idb = netgen._block(0x00000001, struct.pack("<HHI", 1, 0, 262144) + options)
+    with open(path, "wb") as f:
+        f.write(shb + idb)
+        for i, (ts, ip) in enumerate(frames):
+            frame = netgen.link(1, ip)
+            t = round(ts * 1_000_000) if ticks is None else ticks(i, ts)
+            f.write(netgen._block(6, struct.pack("<IIIII", 0, t >> 32, t & 0xFFFFFFFF, len(frame), len(frame))
+                                  + frame))
+    return str(path)
+
+
+def replay_in_child(path, out, *args):
+    """``rtp2ws replay`` in its own process, bounded in time (a broken clock could loop)."""
+    return subprocess.run([sys.executable, "-m", "rtp2ws.cli", "replay", str(path), "--out-dir", str(out),
+                           "--no-progress", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("tsoffset,start", [(2 ** 62, "9999-12-31T23:59:59.000+00:00"),
+                                            (-2 ** 62, "1970-01-01T00:00:00.000+00:00")])
+def test_pcapng_with_a_huge_if_tsoffset_keeps_the_call(tmp_path, tsoffset, start):
+    """libpcap adds if_tsoffset to every time: 2**62 s is far past what a float can tell
+    apart (and past year 9999).  Every packet takes the nearest end of 1970..9999 and then
+    the previous packet's time: the call, its audio and the manifest are all there."""
+    c, setup, sa, sb, pa, pb = basic_call()
+    frames = frames_of(setup, sa, sb, c.bye(101.5))
+    path = write_pcapng_times(tmp_path / "off.pcapng", frames, tsoffset=tsoffset)
+    r = replay_in_child(path, tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert f"{len(frames)} packets had a time outside 1970..9999 (the first: packet 1)" in r.stdout
+    m = json.load(open(tmp_path / "out" / "calls.json"))
+    (call,) = m["calls"]
+    assert call["call_id"] == "basic@test" and call["end_reason"] == "bye"
+    assert call["start"] == call["end"] == start
+    assert m["summary"]["bad_timestamps"] == len(frames) and m["summary"]["first_bad_timestamp"] == 1
+    out = tmp_path / "out"
+    assert np.array_equal(wav(out, leg(call, "caller")), expected_16k(pa))
+    assert np.array_equal(wav(out, leg(call, "callee")), expected_16k(pb))
+    check_equivalent(path)           # the C reader and its twin replace the same times
+
+
+def test_a_packet_with_the_largest_timestamp_keeps_the_rest(tmp_path):
+    """One packet at 2**64-1 µs (year 586,524) in the middle of a call: it takes the
+    previous packet's time; the call does not time out and no packet is lost, also paced."""
+    c, setup, sa, sb, pa, pb = basic_call()
+    frames = frames_of(setup, sa, sb, c.bye(101.5))
+    bad = 60
+    assert frames[bad][0] > 100.1            # inside the media
+    path = write_pcapng_times(tmp_path / "max.pcapng", frames,
+                              ticks=lambda i, ts: 2 ** 64 - 1 if i == bad else round(ts * 1_000_000))
+    for args in ((), ("--speed", "50")):
+        out = tmp_path / f"out{len(args)}"
+        r = replay_in_child(path, out, *args)
+        assert r.returncode == 0, r.stderr
+        assert f"1 packets had a time outside 1970..9999 (the first: packet {bad + 1})" in r.stdout
+        m = json.load(open(out / "calls.json"))
+        (call,) = m["calls"]
+        assert call["end_reason"] == "bye" and call["end"].startswith("1970-01-01T00:01:41.500")
+        assert m["summary"]["unmatched_udp"] == 0
+        caller, callee = leg(call, "caller"), leg(call, "callee")
+        assert caller["packets"] == callee["packets"] == 50 and caller["lost"] == callee["lost"] == 0
+        assert np.array_equal(wav(out, caller), expected_16k(pa))
+        assert np.array_equal(wav(out, callee), expected_16k(pb))
+    check_equivalent(path)
+
+
+def test_iso_is_total():
+    from rtp2ws.wavout import ISO_FIRST, ISO_LAST, iso
+    assert iso(100.25) == "1970-01-01T00:01:40.250+00:00"
+    assert iso(None) is None and iso(float("nan")) is None
+    assert iso(253402300799.0) == "9999-12-31T23:59:59.000+00:00"
+    for ts in (253402300800.0, 1.8e13, 4.6e18, float("inf")):
+        assert iso(ts) == ISO_LAST == "9999-12-31T23:59:59.999+00:00"
+    for ts in (-62135596801.0, -4.6e18, float("-inf")):
+        assert iso(ts) == ISO_FIRST == "0001-01-01T00:00:00.000+00:00"

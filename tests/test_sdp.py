@@ -379,3 +379,36 @@ def test_random_inputs_only_raise_sdp_parse_error():
             assert 0 <= media.port <= 65535
             media.on_hold, repr(media)
         desc.audio()
+
+
+# -- numbers too long for int() (issue 10, item 1: any exception escaping a parser) -----
+
+HUGE = "9" * 5000
+HEAD = "v=0\no=- 1 1 IN IP4 10.0.0.1\ns=-\nc=IN IP4 10.0.0.1\nt=0 0\n"
+
+
+@pytest.mark.parametrize("lines", [
+    f"m=audio 4000 RTP/AVP {HUGE} \u00b2 8",
+    f"m=audio 4000 RTP/AVP 8\na=rtpmap:{HUGE} PCMA/8000",
+    f"m=audio 4000 RTP/AVP 8\na=rtpmap:8 PCMA/{HUGE}",
+    f"m=audio 4000 RTP/AVP 8\na=rtpmap:8 PCMA/8000/{HUGE}",
+    f"m=audio 4000 RTP/AVP 8\na=fmtp:{HUGE} 0-16",
+    f"m=audio 4000 RTP/AVP 8\na=ptime:{HUGE}",
+    f"m=audio 4000 RTP/AVP 8\na=maxptime:{HUGE}",
+    f"m=audio 4000 RTP/AVP 8\na=rtcp:{HUGE}",
+])
+def test_numbers_of_thousands_of_digits_are_ignored_like_other_bad_attributes(lines):
+    s = parse_sdp(sdp(HEAD + lines))
+    a = s.audio()
+    assert a.port == 4000 and a.formats == [8] and a.rtpmap[8] == ("PCMA", 8000, 1)
+    assert a.ptime is None and a.rtcp_port is None
+
+
+def test_a_port_of_thousands_of_digits_is_a_malformed_m_line():
+    with pytest.raises(SdpParseError, match="SDP m= line malformed"):
+        parse_sdp(sdp(HEAD + f"m=audio {HUGE} RTP/AVP 8"))
+
+
+def test_leading_zeros_are_still_numbers():
+    a = parse_sdp(sdp(HEAD + "m=audio 0004000 RTP/AVP 008\na=rtpmap:008 PCMA/0008000\na=ptime:0020")).audio()
+    assert a.port == 4000 and a.formats == [8] and a.rtpmap[8] == ("PCMA", 8000, 1) and a.ptime == 20

@@ -978,3 +978,254 @@ def test_masking_keys_come_from_a_pool_each_byte_used_once(monkeypatch):
     assert len(calls) == -(-len(joined) // sender_mod.KEY_POOL)   # one call per pool
     big = s._mask_keys(sender_mod.KEY_POOL + 8)             # more than a pool at once
     assert len(big) == sender_mod.KEY_POOL + 8 and big[:4] not in set(words)
+
+
+# --------------------------------------------------------------------------- delivery needs evidence
+#
+# A stream is delivered once the server answered the closing handshake that follows
+# ``end``: WebSocket frames are read in order, so its close frame says it read all
+# that came before.  Audio written but not yet acknowledged (by that close, or by
+# the pong to a ping written after it) stays in the resend window; what had to
+# leave it before any acknowledgement is counted as undelivered when a connection
+# breaks, and so is what is left unacknowledged when the stream gives up.
+
+
+def _audio_received(conns) -> set[int]:
+    """Offsets of the frames a server received, over all its connections."""
+    audio, _, _ = assemble([c for c in conns if c])
+    return set(audio)
+
+
+async def _send_paced(st, first: int, count: int) -> None:
+    for i in range(first, first + count):
+        st.send_audio(frame(i * FRAME))
+        await asyncio.sleep(0.003)                       # a write (and a server read) per frame
+
+
+def test_end_counts_only_once_the_server_answers_the_close(framing):
+    """The server reads everything, ``end`` included, and dies before it answers the
+    close: the stream reconnects and sends again everything not acknowledged, then
+    ``end``, to the restarted server."""
+    from rawws import RawServer
+    total = 60
+
+    def crash_on_end(index, msgs):
+        return index == 0 and isinstance(msgs[-1], str) and json.loads(msgs[-1])["type"] == "end"
+
+    async def main():
+        sink = await RawServer(crash=crash_on_end).start()
+        s = Sender(config(sink.port, resend_ms=2000))
+        st = s.open_stream("d1", start_msg("d1"))
+        await _send_paced(st, 0, total)
+        st.end(end_msg("d1"))
+        await s.drain(5)
+        await s.close()
+        await sink.stop()
+        return sink, s, st
+
+    sink, s, st = run(main())
+    assert len(sink.conns) == 2
+    assert [m["type"] for m in texts(sink.conns[0])] == ["start", "end"]
+    resumed = json.loads(sink.conns[1][0])
+    assert resumed["resumed"] is True and resumed["offset"] < total * FRAME
+    again, _, end = assemble(sink.conns[1:])
+    assert sorted(again) == list(range(resumed["offset"], total * FRAME, FRAME))   # all of it, from there on
+    assert end["samples"] == total * FRAME and end["reconnects"] == 1
+    audio, _, _ = assemble(sink.conns)
+    assert sorted(audio) == [i * FRAME for i in range(total)]
+    assert all(audio[i * FRAME] == frame(i * FRAME) for i in range(total))
+    assert st.done and not st.given_up and st.reconnects == 1
+    assert st.undelivered_samples == 0 and st.acknowledged == total * FRAME and st.retained_samples == 0
+    assert s.stats["undelivered_ms"] == 0 and s.stats["given_up"] == 0
+
+
+def _stop_reading_at(n: int, stuck: list, crash_after: float | None = None):
+    """on_message: the first connection to have ``n`` frames stops reading the
+    socket (what websockets already parsed is still handed over) and holds the
+    connection, or dies ``crash_after`` seconds later."""
+    async def on_message(ws, index, msgs):
+        if not stuck and sum(isinstance(m, bytes) for m in msgs) == n:
+            ws.transport.pause_reading()
+            stuck.append(index)
+            if crash_after is not None:
+                asyncio.get_running_loop().call_later(crash_after, ws.transport.abort)
+    return on_message
+
+
+def test_server_stopped_near_the_end_gets_the_rest_when_it_is_back(framing):
+    """The server stops reading 40 frames into 100 (the rest and ``end`` sit in the
+    kernel's buffers), then dies without a close: everything it had not acknowledged
+    is sent again to the next server, which gets the whole stream."""
+    total, n = 100, 40
+    stuck: list = []
+
+    async def main():
+        sink = await Sink(on_message=_stop_reading_at(n, stuck, crash_after=0.5)).start()
+        s = Sender(config(sink.port, resend_ms=total * 20))       # the window holds the whole stream
+        st = s.open_stream("d2", start_msg("d2"))
+        await _send_paced(st, 0, total)
+        st.end(end_msg("d2"))
+        await s.drain(5)
+        await s.close()
+        await sink.stop()
+        return sink, s, st
+
+    sink, s, st = run(main())
+    assert stuck == [0] and len(sink.conns) == 2
+    got0 = _audio_received(sink.conns[:1])
+    resumed = json.loads(sink.conns[1][0])
+    assert resumed["resumed"] is True and resumed["offset"] <= max(got0) + FRAME   # no hole between them
+    audio, _, end = assemble(sink.conns)
+    assert sorted(audio) == [i * FRAME for i in range(total)] and end["samples"] == total * FRAME
+    assert all(audio[i * FRAME] == frame(i * FRAME) for i in range(total))
+    assert st.done and not st.given_up and st.undelivered_samples == 0 and s.stats["undelivered_ms"] == 0
+
+
+def test_what_left_the_resend_window_unacknowledged_is_counted_undelivered(caplog, framing):
+    """Same server, a 100 ms window: the audio written after the last acknowledgement
+    that no longer fits the window is lost with the connection.  It is counted (log,
+    ``undelivered_ms``), never more than was acknowledged-late, never less than lost."""
+    caplog.set_level(logging.INFO, logger="rtp2ws.sender")
+    total, n = 100, 40
+    stuck: list = []
+
+    async def main():
+        sink = await Sink(on_message=_stop_reading_at(n, stuck, crash_after=0.5)).start()
+        s = Sender(config(sink.port, resend_ms=100))              # 5 frames
+        st = s.open_stream("d3", start_msg("d3"))
+        await _send_paced(st, 0, total)
+        st.end(end_msg("d3"))
+        await s.drain(5)
+        await s.close()
+        await sink.stop()
+        return sink, s, st
+
+    sink, s, st = run(main())
+    assert stuck == [0] and len(sink.conns) == 2
+    resumed = json.loads(sink.conns[1][0])
+    assert resumed["offset"] == (total - 5) * FRAME                # the window: the last 5 frames
+    missing = total - len(_audio_received(sink.conns))
+    assert missing > 0
+    lost = st.undelivered_samples
+    # counted, never silently lost; over-counted by at most what was read after the last
+    # acknowledgement: a ping interval (25 frames) and what was written while its pong came back
+    assert missing * FRAME <= lost <= (missing + 40) * FRAME
+    assert st.done and not st.given_up                             # the end itself was delivered
+    assert s.stats["undelivered_ms"] == -(-lost // 16)
+    lines = [r.getMessage() for r in caplog.records if "counted as undelivered" in r.getMessage()]
+    assert lines == [f"stream d3: {-(-lost // 16)} ms of audio sent before the connection ended was not "
+                     f"acknowledged and no longer fits the resend window (--resend-ms 100): counted as undelivered"]
+
+
+def test_server_that_stops_reading_near_the_end_is_given_up(caplog):
+    """The server stops reading 40 frames into 100 and holds the connection; so do its
+    next connections.  The stream gives up at the end of the linger time, and all it
+    could not prove delivered is reported."""
+    caplog.set_level(logging.INFO, logger="rtp2ws.sender")
+    total, n = 100, 40
+    stuck: list = []
+
+    def stay_stuck(connection, request, response):
+        if stuck:
+            connection.transport.pause_reading()     # reads nothing after the handshake
+        return None
+
+    async def main():
+        sink = await Sink(on_message=_stop_reading_at(n, stuck)).start(process_response=stay_stuck)
+        s = Sender(config(sink.port, resend_ms=200, close_timeout=0.3, linger_s=1.2))
+        st = s.open_stream("d4", start_msg("d4"))
+        await _send_paced(st, 0, total)
+        t0 = time.monotonic()
+        st.end(end_msg("d4"))
+        await s.drain(5)
+        took = time.monotonic() - t0
+        await s.close()
+        await sink.stop()
+        return sink, s, st, took
+
+    sink, s, st, took = run(main())
+    assert took < 4                                          # bounded by the linger time
+    assert st.done and st.given_up and s.stats["given_up"] == 1
+    missing = total - len(_audio_received(sink.conns))
+    lost = st.undelivered_samples
+    assert missing >= total - n - 20 and missing * FRAME <= lost <= (missing + 40) * FRAME
+    assert st.dropped_samples == 0 and s.stats["undelivered_ms"] == lost // 16
+    assert len(sink.conns) >= 2                              # it did try again
+    gave_up = [r.getMessage() for r in caplog.records if "giving up" in r.getMessage()]
+    assert len(gave_up) == 1 and "not acknowledged by the server" in gave_up[0]
+
+
+def test_server_that_accepts_and_never_reads_is_given_up():
+    """Nothing after the handshake is ever read: the short stream fits in the kernel's
+    buffers, ``end`` is written, and still the stream is not delivered."""
+    from rawws import RawServer
+
+    async def main():
+        server = await RawServer(read=False).start()
+        s = Sender(config(server.port, close_timeout=0.2, linger_s=0.8))
+        st = s.open_stream("d5", start_msg("d5"))
+        for i in range(10):
+            st.send_audio(frame(i * FRAME))
+        await wait_for(lambda: st.sent_samples == 10 * FRAME)
+        t0 = time.monotonic()
+        st.end(end_msg("d5"))
+        await s.drain(5)
+        took = time.monotonic() - t0
+        await s.close()
+        await server.stop()
+        return server, s, st, took
+
+    server, s, st, took = run(main())
+    assert took < 3
+    assert st.done and st.given_up and st.acknowledged == 0
+    assert st.undelivered_samples == 10 * FRAME and st.dropped_samples == 0
+    assert s.stats["undelivered_ms"] == 200 and s.stats["given_up"] == 1
+    assert server.accepted >= 2
+
+
+def test_pongs_acknowledge_audio_and_free_the_resend_window():
+    """A long stream to a server that reads: pings written after the audio are answered,
+    so the resend window holds only the last half-second or so, never resend_ms."""
+    total = 300                                               # 6 s
+
+    async def main():
+        sink = await Sink().start()
+        s = Sender(config(sink.port, resend_ms=2000))         # a ping every 1000 ms of audio
+        st = s.open_stream("d6", start_msg("d6"))
+        peak = 0
+        for i in range(total):
+            st.send_audio(frame(i * FRAME))
+            await asyncio.sleep(0.002)
+            peak = max(peak, st.retained_samples)
+        acknowledged = st.acknowledged
+        st.end(end_msg("d6"))
+        await s.drain(5)
+        await s.close()
+        await sink.stop()
+        return sink, st, peak, acknowledged
+
+    sink, st, peak, acknowledged = run(main())
+    assert acknowledged >= (total - 60) * FRAME               # acknowledged while the stream went on
+    assert peak <= 1000 * 16 + 20 * FRAME                     # one ping interval and a pong's delay
+    audio, events, end = assemble(sink.conns)
+    assert len(sink.conns) == 1 and not events and sorted(audio) == [i * FRAME for i in range(total)]
+    assert st.acknowledged == total * FRAME and st.retained_samples == 0 and st.undelivered_samples == 0
+
+
+def test_summary_and_exit_status_report_undelivered_audio():
+    """The summary line (replay and live) shows undelivered audio, and any of it
+    (or a stream refused or given up) is an error: exit status 1."""
+    from rtp2ws.live import summary_line
+    from rtp2ws.streaming import delivery_error, stream_summary
+
+    ok = {"streams": 2, "reconnects": 1, "dropped_ms": 0, "undelivered_ms": 0, "given_up": 0, "refused": 0}
+    assert stream_summary(ok) == "streamed 2 streams, 1 reconnects, 0 ms dropped, 0 ms undelivered"
+    assert delivery_error(ok) is None and delivery_error(None) is None
+    lost = dict(ok, undelivered_ms=120)
+    assert stream_summary(lost).endswith(", 0 ms dropped, 120 ms undelivered")
+    assert delivery_error(lost) == ("0 streams refused by the server, 0 given up, 120 ms of audio sent but not "
+                                    "acknowledged by the server (see the log above)")
+    assert delivery_error(dict(ok, given_up=1)).startswith("0 streams refused by the server, 1 given up")
+    live = {"interface": "lo", "packets": 10, "kernel_drops": 0, "interface_drops": 0, "overflow_packets": 0,
+            "calls": 1, "legs": 2, "elapsed_s": 1.0}
+    assert summary_line(live, lost).endswith("; streamed 2 streams, 1 reconnects, 0 ms dropped, 120 ms undelivered")

@@ -1,15 +1,24 @@
+import json
 import random
 
+import numpy as np
 import pytest
 
+import callgen
+import netgen
+from callgen import Call, Party, expected_16k, frames_of, rtp_packets, tone
+from fastcheck import check_equivalent
+from rtp2ws import cli
 from rtp2ws.sip import (
     COMPACT,
     SipMessage,
     SipParseError,
+    _mime_part,
     looks_like_sip,
     message_length,
     parse_message,
 )
+from rtp2ws.wavout import read_wav
 
 
 def crlf(text: str) -> bytes:
@@ -725,3 +734,106 @@ def test_random_inputs_only_raise_sip_parse_error():
         except SipParseError:
             continue
         assert length is None or 0 < length <= len(data)
+
+
+# --- Numbers and work are bounded (issue 10) ---------------------------------------------------
+
+MANY = "9" * 4301     # past Python's int() limit of 4300 digits
+
+
+@pytest.mark.parametrize("value", [MANY, "1" * 11, "0" * 5000 + "1" * 11])
+def test_content_length_of_too_many_digits_is_malformed(value):
+    data = f"INVITE sip:a@b SIP/2.0\r\nContent-Length: {value}\r\n\r\nbody".encode()
+    for parse in (parse_message, message_length):
+        with pytest.raises(SipParseError) as excinfo:
+            parse(data)
+        assert str(excinfo.value) == "SIP Content-Length malformed"
+
+
+def test_content_length_of_ten_digits_and_leading_zeros():
+    ten = b"INVITE sip:a@b SIP/2.0\r\nl: 9999999999\r\n\r\nbody"
+    with pytest.raises(SipParseError) as excinfo:
+        parse_message(ten)
+    assert str(excinfo.value) == "SIP body truncated: Content-Length 9999999999, 4 bytes present"
+    assert message_length(ten) is None          # a stream would wait for the body
+    zeros = b"INVITE sip:a@b SIP/2.0\r\nl: " + b"0" * 5000 + b"3\r\n\r\nbodyINVITE"
+    assert parse_message(zeros).body == b"bod"
+    assert message_length(zeros) == len(zeros) - len(b"yINVITE")
+
+
+@pytest.mark.parametrize("number", [MANY, "2" * 11])
+def test_cseq_of_too_many_digits_is_malformed(number):
+    msg = parse_message(f"BYE sip:a@b SIP/2.0\r\nCSeq: {number} BYE\r\n\r\n".encode())
+    with pytest.raises(SipParseError) as excinfo:
+        msg.cseq
+    assert str(excinfo.value) == "CSeq header missing or malformed"
+    assert parse_message(b"BYE sip:a@b SIP/2.0\r\nCSeq: " + b"0" * 5000 + b"4294967295 BYE\r\n\r\n").cseq == (
+        4294967295, "BYE")
+
+
+def test_folded_lines_are_joined_once_per_header(monkeypatch):
+    """Appending each continuation line to the value copied the value every time:
+    20,000 folded lines (100 KB) copied about 1 GB.  The value is joined once."""
+    from rtp2ws import sip
+
+    joined = []
+    real = sip._join_folded
+    monkeypatch.setattr(sip, "_join_folded", lambda parts: joined.append(len(parts)) or real(parts))
+    lines = 20000
+    data = (b"INVITE sip:a@b SIP/2.0\r\nSubject: a\r\n" + b" bc\r\n" * lines + b"\tz\r\n"
+            b"Call-ID: x\r\n \r\nX-Last: 1\r\n\t2\r\n\r\n")
+    msg = parse_message(data)
+    assert msg.header("subject") == "a" + " bc" * lines + " z"
+    assert msg.call_id == "x" and msg.header("x-last") == "1 2"
+    assert joined == [lines + 2, 2, 2]
+
+
+def test_folded_mime_content_type():
+    body = crlf("--b1\nContent-Type: application/sdp\n ;x=1\n\tand more\n\n") + SDP_OFFER + b"\r\n--b1--\r\n"
+    folded = (b"INVITE sip:a@b SIP/2.0\r\nContent-Type: multipart/mixed;boundary=b1\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    assert parse_message(folded).sdp_bodies() == [SDP_OFFER]
+    assert _mime_part(b"Content-Type: a/b\r\n ;x=1\r\n\r\n\tc\r\n\r\nxyz") == ("a/b ;x=1", b"\tc\r\n\r\nxyz")
+
+
+def test_long_digit_runs_only_raise_sip_parse_error():
+    rng = random.Random(10)
+    for _ in range(300):
+        digits = "0" * rng.choice((0, 1, 5000)) + "".join(
+            rng.choices("0123456789", k=rng.choice((1, 9, 10, 11, 4300, 4301, 20000))))
+        name = rng.choice(("Content-Length", "l", "CSeq", "content-LENGTH "))
+        value = f"{digits} INVITE" if name == "CSeq" else digits
+        data = f"INVITE sip:a@b SIP/2.0\r\nCall-ID: d\r\n{name}: {value}\r\n\r\n".encode() + b"b" * rng.randrange(40)
+        _check_message(data)
+        try:
+            length = message_length(data)
+        except SipParseError:
+            continue
+        assert length is None or 0 < length <= len(data)
+
+
+# --- End to end: one packet must not stop a replay ------------------------------------------
+
+
+def test_udp_content_length_of_4301_digits_is_one_malformed_packet(tmp_path):
+    """One such datagram made ``int()`` raise a plain ValueError out of the pipeline:
+    live exited with a traceback, replay exited 2 without calls.json."""
+    a, b = Party("10.0.0.1", 5060, 4000, "1000"), Party("10.0.0.2", 5060, 5000, "2000")
+    bad = (b"MESSAGE sip:2000@10.0.0.2 SIP/2.0\r\nCall-ID: bad@test\r\nCSeq: 1 MESSAGE\r\n"
+           b"Content-Length: " + MANY.encode() + b"\r\n\r\nhello")
+    call = Call("good@test", a, b)
+    pcm = tone(440, 1600)
+    frames = frames_of([(99.0, netgen.udp(a.ip, 5060, b.ip, 5060, bad))], call.setup(100.0),
+                       rtp_packets(a, b, 100.1, pcm, ssrc=0xAAAA0001), call.bye(100.5))
+    path = callgen.write(tmp_path / "bad_udp.pcap", frames)
+    check_equivalent(path)
+    out = tmp_path / "out"
+    assert cli.main(["replay", path, "--out-dir", str(out), "--no-progress"]) == 0
+    with open(out / "calls.json") as f:
+        manifest = json.load(f)
+    (got,) = manifest["calls"]
+    assert got["call_id"] == "good@test" and got["end_reason"] == "bye"
+    caller = next(leg for leg in got["legs"] if leg["tag"] == "caller")
+    data, rate, _ = read_wav(str(out / caller["wav"]))
+    assert rate == 16000 and np.array_equal(data, expected_16k(pcm))
+    assert manifest["summary"]["malformed"] == 1 and manifest["summary"]["malformed_sip"] == 1

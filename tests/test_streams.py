@@ -217,3 +217,75 @@ def test_stereo_ticks_look_only_at_mixers_whose_hold_ended(monkeypatch):
     # every whole frame of the 0.5 s (the resampler holds back its last 40 samples until
     # the call ends): 24 frames of 20 ms, 2 channels
     assert all(len(op.pcm) == 24 * 320 * 4 for op in audio)
+
+
+def relay_frames(n=8000):
+    """The caller's flow goes to a media relay while the relay's goes to the callee: two
+    concurrent flows on the caller leg; a hold half-way."""
+    relay_a, relay_b = Party("10.0.0.9", 5060, 7000, "r"), Party("10.0.0.9", 5060, 7002, "r")
+    c = Call("relay@test", A, B)
+    f = c.setup(100)
+    c.cseq = 2
+    f += c.request(100.6, "INVITE", body=callgen.sdp(A.ip, A.rtp_port, direction="sendonly"))
+    f += c.response(100.61, 200, "OK", "INVITE", body=callgen.sdp(B.ip, B.rtp_port, direction="recvonly"))
+    sa = rtp_packets(A, relay_a, 100.1, tone(440, n), ssrc=1)
+    sr = rtp_packets(relay_b, B, 100.1005, tone(1000, n, amp=6000), ssrc=2)
+    return c, frames_of(f, sa, sr, c.bye(101.5))
+
+
+@pytest.mark.parametrize("stereo", [False, True])
+def test_extra_leg_has_a_stream_of_its_own(tmp_path, stereo):
+    """caller#2: its own mono stream (also in stereo mode), same call_id, its own src/dst,
+    schema-valid messages, the hold once it is open, audio equal to its WAV."""
+    c, frames = relay_frames()
+    ss = StreamSink(frame_ms=20, stereo=stereo)
+    wav = WavSink(str(tmp_path))
+    run_pipeline(frames, Tee(ss, wav))
+    wav.close()
+    streams = {d["open"].start["tag"]: d for d in streams_of(ss.take_ops()).values()}
+    assert set(streams) == ({"stereo", "caller#2"} if stereo else {"caller", "caller#2"})
+    x = streams["caller#2"]
+    start = x["open"].start
+    validate(start)
+    validate(x["end"])
+    assert x["open"].channels == 1 and start["call_id"] == "relay@test"
+    assert (start["src"], start["dst"]) == ("10.0.0.9:7002", "10.0.0.2:5000")
+    assert x["end"]["ssrcs"] == ["0x00000002"] and x["end"]["reason"] == "bye"
+    holds = [t for t in x["text"] if isinstance(t, dict) and t["type"] == "hold"]
+    assert len(holds) == 1 and holds[0]["tag"] == "caller#2"
+    validate(holds[0])
+    entry = next(l for l in wav.manifest[0]["legs"] if l["tag"] == "caller#2")
+    data, _, _ = read_wav(str(tmp_path / entry["wav"]))
+    assert b"".join(x["audio"]) == data.astype("<i2").tobytes()
+    if stereo:
+        assert set(streams["stereo"]["end"]["legs"]) == {"caller", "callee"}
+
+
+def test_schemas_accept_extra_leg_tags_only():
+    ok = {"type": "drop", "call_id": "c", "stream_id": "s", "offset": 0, "samples": 1}
+    for tag in ("caller", "callee", "stereo", "caller#2", "callee#4"):
+        jsonschema.validate(dict(ok, tag=tag), protocol.SCHEMAS["drop"])
+    for tag in ("caller#1", "caller#", "mixed", "caller#2/../x", "stereo#2", ""):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(dict(ok, tag=tag), protocol.SCHEMAS["drop"])
+
+
+def test_events_before_a_stream_opens_are_bounded():
+    """A flood of hold/resume re-INVITEs before any audio: each leg keeps at most
+    MAX_EARLY_EVENTS to send after its start, and counts the rest (issue 10)."""
+    from rtp2ws.streams import MAX_EARLY_EVENTS
+
+    c = Call("early@test", A, B)
+    frames = c.setup(100.0)
+    for i in range(300):
+        c.cseq += 1
+        frames += c.request(100.1 + i * 0.001, "INVITE",
+                            body=callgen.sdp(A.ip, 4000, direction="sendonly" if i % 2 == 0 else None))
+    ss = StreamSink(frame_ms=20)
+    pipe = Pipeline(1, ss)
+    for t, ip in frames:
+        pipe.feed(t, netgen.link(1, ip))
+    assert ss._early and all(len(v) == MAX_EARLY_EVENTS for v in ss._early.values())
+    assert ss.early_dropped == 2 * (300 - MAX_EARLY_EVENTS)
+    pipe.finish()
+    assert ss._early == {}

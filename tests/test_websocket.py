@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -140,7 +141,7 @@ def test_streams_are_byte_identical_to_replay_files(tmp_path, sink, stereo):
     assert replay(demo, "--out-dir", ref, *extra).returncode == 0
     s.stop()
     got = wavs(s.out_dir)
-    want = {k: v for k, v in wavs(ref).items() if (k.name == "stereo.wav") == stereo}
+    want = {k: v for k, v in wavs(ref / "calls").items() if (k.name == "stereo.wav") == stereo}
     assert got.keys() == want.keys() and len(got) == (1 if stereo else 2)
     for k in got:
         assert got[k] == want[k], k
@@ -169,7 +170,7 @@ def test_sink_restart_mid_call_loses_nothing_in_the_buffer(tmp_path, sink):
     assert proc.returncode == 0, err
     s.stop()
     got = wavs(s.out_dir)
-    assert got == {k: v for k, v in wavs(ref).items()}
+    assert got == {k: v for k, v in wavs(ref / "calls").items()}
     ends = [m for m in s.messages() if m["type"] == "end"]
     assert len(ends) == 2 and all(e["reconnects"] >= 1 and e["dropped_ms"] == 0 for e in ends)
     resumed = [m for m in s.messages() if m["type"] == "start" and m["resumed"]]
@@ -234,6 +235,59 @@ def test_server_that_never_reads_does_not_stall_replay(tmp_path):
     assert m["summary"]["streams"]["dropped_ms"] > 100000
     # the files were still written in full
     assert all(l["duration_ms"] > 299000 for l in m["calls"][0]["legs"])
+
+
+def test_server_that_accepts_and_never_reads_is_reported_undelivered(tmp_path):
+    """A short call fits in the kernel's buffers, so every write succeeds, ``end``
+    included; the server never reads any of it.  Nothing was acknowledged: exit
+    status 1, and the summary says how much audio is undelivered."""
+    from rawws import ThreadedRawServer
+
+    cap = make_capture(tmp_path / "c.pcap", seconds=1.0)
+    server = ThreadedRawServer(read=False)
+    try:
+        t0 = time.monotonic()
+        r = replay(cap, "--ws-url", server.url, timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        server.close()
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert took < 30            # the linger time (10 s), not forever
+    m = re.search(r"streamed 2 streams, \d+ reconnects, 0 ms dropped, (\d+) ms undelivered", r.stdout)
+    assert m and 1900 <= int(m.group(1)) <= 2200, r.stdout        # both legs, a second each
+    assert "2 given up" in r.stderr and "not acknowledged by the server" in r.stderr
+
+
+def test_sink_stopped_after_end_gets_the_call_when_restarted(tmp_path, sink):
+    """``rtp2ws sink`` is frozen (SIGSTOP) in the middle of a call: the rest of it and
+    ``end`` are written into its socket buffers, never read.  Then it is killed and
+    started again: the unacknowledged audio (the resend window holds all of it here)
+    goes to the new sink, which ends up with the whole call."""
+    cap = make_capture(tmp_path / "c.pcap", seconds=3.0)
+    ref = tmp_path / "ref"
+    assert replay(cap, "--out-dir", ref).returncode == 0
+    port = free_port()
+    s = sink(port=port)
+    proc = subprocess.Popen([PY, "-m", "rtp2ws.cli", "replay", str(cap), "--ws-url", f"ws://127.0.0.1:{port}/",
+                             "--speed", "realtime", "--resend-ms", "10000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 15      # until both legs have streamed a second (bounded)
+    while time.monotonic() < deadline:
+        got = wavs(s.out_dir) if os.path.isdir(s.out_dir) else {}
+        if len(got) == 2 and all((len(v) - 44) // 2 > 16000 for v in got.values()):
+            break
+        time.sleep(0.05)
+    s.proc.send_signal(signal.SIGSTOP)
+    time.sleep(3.0)          # the call ends meanwhile: its last 2 s and end are written, unread
+    s.kill()
+    s.start(port)
+    out, err = proc.communicate(timeout=60)
+    s.stop()
+    assert proc.returncode == 0, err
+    assert wavs(s.out_dir) == wavs(ref / "calls")
+    assert "0 ms dropped, 0 ms undelivered" in out
+    ends = [m for m in s.messages() if m["type"] == "end"]
+    assert len(ends) == 2 and all(e["reconnects"] >= 1 and e["dropped_ms"] == 0 for e in ends)
 
 
 def test_wss_with_private_ca_and_token(tmp_path, sink):

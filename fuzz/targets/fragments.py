@@ -25,7 +25,7 @@ decode raises nothing but MalformedPacket, the fragment state of the default dec
 
 
 def held_bytes(dec: PacketDecoder) -> int:
-    return sum(b.covered + PIECE_OVERHEAD * len(b.chunks) + BUFFER_OVERHEAD for b in dec._frags.values())
+    return sum(b.covered + PIECE_OVERHEAD * len(b.pieces) + BUFFER_OVERHEAD for b in dec._frags.values())
 
 
 def _fragment(version: int, src: bytes, dst: bytes, dgram: bytes, s: int, e: int, ident: int) -> bytes:

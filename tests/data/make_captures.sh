@@ -5,6 +5,10 @@
 #   demo_speech.pcap              README demo: speech in both directions (mode B)
 #   demo_speech_caller_8k.wav     8 kHz source audio of the caller sentence
 #   demo_speech_callee_8k.wav     8 kHz source audio of the callee sentence
+#   relay_call.pcap               a call through a SIP proxy + transcoding media relay:
+#                                 each direction is two concurrent RTP flows (mode C)
+#
+# Usage: make_captures.sh [all|sipp|demo|relay]   (default all)
 #
 # Needs root and the Debian packages sip-tester tcpdump espeak-ng sox
 # (tshark optional, for the summary).  Traffic stays on the loopback interface.
@@ -23,6 +27,10 @@ LEAD=0.5   # caller starts talking 0.5 s after the answer
 GAP=0.8    # callee answers 0.8 s after the caller stops
 TAIL=0.6   # both legs keep sending silence this long after the callee stops
 
+ONLY=${1:-all}
+case $ONLY in all|sipp|demo|relay) ;; *) echo "usage: $0 [all|sipp|demo|relay]" >&2; exit 2;; esac
+want() { [[ $ONLY == all || $ONLY == "$1" ]]; }
+
 TMP=$(mktemp -d /tmp/make_captures.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 
@@ -32,10 +40,13 @@ wav_seconds() {
 calc() { python3 -c "print(round($1, 2))"; }
 
 # ---------------------------------------------------------------- mode A
+if want sipp; then
 echo "== sipp_uac_pcap.pcap (sipp -sn uac_pcap)"
 "$TOOLS/record_sipp_call.sh" "$HERE/sipp_uac_pcap.pcap"
+fi
 
 # ---------------------------------------------------------------- mode B
+if want demo; then
 echo "== demo_speech.pcap (speech both ways)"
 # 1st pass: just measure how long each sentence is
 python3 "$TOOLS/make_speech_rtp.py" "$CALLER_TEXT" "$TMP/caller.pcap" --law alaw --voice "$CALLER_VOICE" >/dev/null
@@ -59,15 +70,30 @@ python3 "$TOOLS/make_speech_rtp.py" "$CALLEE_TEXT" "$TMP/callee.pcap" --law alaw
 cp "$TMP/caller.pcap.raw.wav" "$HERE/demo_speech_caller_8k.wav"
 cp "$TMP/callee.pcap.raw.wav" "$HERE/demo_speech_callee_8k.wav"
 echo "caller speech ${caller_s}s from t=${LEAD}s, callee speech ${callee_s}s from t=${callee_lead}s (relative to the first RTP packet of each leg), legs ${total}s"
+fi
+
+# ---------------------------------------------------------------- mode C
+if want relay; then
+echo "== relay_call.pcap (SIP proxy + transcoding media relay between the two SIPp)"
+# caller speaks A-law from 0.3 s, callee answers in u-law from 2.0 s; both send 3.4 s of RTP
+python3 "$TOOLS/make_speech_rtp.py" "Please transfer me to billing." "$TMP/relay_caller.pcap" --law alaw \
+    --voice en-us --lead-silence 0.3 --pad-to 3.4 --ssrc 0xCA11E401 --seq 1000 --ts 8000
+python3 "$TOOLS/make_speech_rtp.py" "One moment please." "$TMP/relay_callee.pcap" --law ulaw \
+    --voice en-gb+f3 --lead-silence 2.0 --pad-to 3.4 --ssrc 0xCA11EE02 --seq 50000 --ts 1600000
+"$TOOLS/record_sipp_call.sh" "$HERE/relay_call.pcap" --relay \
+    --scenario "$TOOLS/uac_play.xml" --audio-pcap "$TMP/relay_caller.pcap" \
+    --uas-scenario "$TOOLS/uas_play_pcmu.xml" --uas-audio-pcap "$TMP/relay_callee.pcap"
+fi
 
 # ---------------------------------------------------------------- summary
 echo "== summary"
-ls -l "$HERE"/sipp_uac_pcap.pcap "$HERE"/demo_speech.pcap "$HERE"/demo_speech_*_8k.wav
-python3 "$TOOLS/pcap_summary.py" "$HERE/sipp_uac_pcap.pcap"
-python3 "$TOOLS/pcap_summary.py" "$HERE/demo_speech.pcap" \
+ls -l "$HERE"/sipp_uac_pcap.pcap "$HERE"/demo_speech.pcap "$HERE"/demo_speech_*_8k.wav "$HERE"/relay_call.pcap
+want sipp && python3 "$TOOLS/pcap_summary.py" "$HERE/sipp_uac_pcap.pcap"
+want demo && python3 "$TOOLS/pcap_summary.py" "$HERE/demo_speech.pcap" \
     --ref "$HERE/demo_speech_caller_8k.wav" --ref "$HERE/demo_speech_callee_8k.wav"
+want relay && python3 "$TOOLS/pcap_summary.py" "$HERE/relay_call.pcap"
 if command -v tshark >/dev/null; then
-    for f in "$HERE/sipp_uac_pcap.pcap" "$HERE/demo_speech.pcap"; do
+    for f in "$HERE/sipp_uac_pcap.pcap" "$HERE/demo_speech.pcap" "$HERE/relay_call.pcap"; do
         echo "-- tshark $f"
         tshark -r "$f" -q -z sip,stat -z rtp,streams 2>/dev/null
     done

@@ -36,6 +36,12 @@
 #   --uas-rtp-port N       default 16100 (sipp -mp of the UAS)
 #   --sipp-pcap-dir DIR    where g711a.pcap/dtmf_2833_1.pcap live (mode A)
 #   --keep-logs DIR        copy the SIPp/tcpdump logs to DIR
+#   --relay                put tests/tools/media_relay.py (SIP proxy + transcoding
+#                          RTP relay) between the two: the UAC calls the relay's SIP
+#                          port, and each direction's RTP is two flows, party -> relay
+#                          and relay -> other party (capture taken on the relay's host)
+#   --relay-sip-port N     default 15064
+#   --relay-rtp-port N     default 16200 (caller side; the callee side is N + 2)
 #
 # Needs root (tcpdump on lo; SIPp's play_pcap_audio sends through a raw
 # socket, i.e. root or CAP_NET_RAW).  All traffic stays on 127.0.0.0/8.
@@ -53,7 +59,7 @@ OUT=$1; shift
 
 SCENARIO=""; AUDIO=""; UAS_SCENARIO=""; UAS_AUDIO=""; BUILTIN_UAS=0; PAUSE_MS=""
 IP=127.0.0.1; UAC_SIP=15060; UAS_SIP=15062; UAC_RTP=16000; UAS_RTP=16100
-SIPP_PCAP_DIR=""; KEEP_LOGS=""
+SIPP_PCAP_DIR=""; KEEP_LOGS=""; RELAY=0; RELAY_SIP=15064; RELAY_RTP=16200
 while [[ $# -gt 0 ]]; do
     case $1 in
         --scenario) SCENARIO=$2; shift 2;;
@@ -69,13 +75,16 @@ while [[ $# -gt 0 ]]; do
         --uas-rtp-port) UAS_RTP=$2; shift 2;;
         --sipp-pcap-dir) SIPP_PCAP_DIR=$2; shift 2;;
         --keep-logs) KEEP_LOGS=$2; shift 2;;
+        --relay) RELAY=1; shift;;
+        --relay-sip-port) RELAY_SIP=$2; shift 2;;
+        --relay-rtp-port) RELAY_RTP=$2; shift 2;;
         -h|--help) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
         *) die "unknown option: $1";;
     esac
 done
 
 [[ $IP == 127.* ]] || die "--ip must be a loopback address (127.0.0.0/8), got $IP"
-for p in "$UAC_SIP" "$UAS_SIP" "$UAC_RTP" "$UAS_RTP"; do
+for p in "$UAC_SIP" "$UAS_SIP" "$UAC_RTP" "$UAS_RTP" "$RELAY_SIP" "$RELAY_RTP"; do
     [[ $p =~ ^[0-9]+$ ]] && (( p > 1024 && p < 65000 )) || die "bad port: $p"
 done
 for tool in sipp tcpdump python3 timeout; do
@@ -169,7 +178,9 @@ fi
 
 # Fail early (and clearly) if a port is already taken.
 if command -v ss >/dev/null; then
-    for p in "$UAC_SIP" "$UAS_SIP" "$UAC_RTP" "$UAS_RTP" $((UAC_RTP + 2)) $((UAS_RTP + 2)); do
+    RELAY_PORTS=()
+    if [[ $RELAY -eq 1 ]]; then RELAY_PORTS=("$RELAY_SIP" "$RELAY_RTP" $((RELAY_RTP + 2))); fi
+    for p in "$UAC_SIP" "$UAS_SIP" "$UAC_RTP" "$UAS_RTP" $((UAC_RTP + 2)) $((UAS_RTP + 2)) "${RELAY_PORTS[@]}"; do
         if [[ -n $(ss -Hlun "sport = :$p" 2>/dev/null) ]]; then die "UDP port $p is already in use"; fi
     done
 fi
@@ -178,6 +189,9 @@ fi
 lo_min=$(( UAC_RTP < UAS_RTP ? UAC_RTP : UAS_RTP ))
 lo_max=$(( (UAC_RTP > UAS_RTP ? UAC_RTP : UAS_RTP) + 3 ))
 FILTER="udp and host $IP and (port $UAC_SIP or port $UAS_SIP or portrange $lo_min-$lo_max)"
+if [[ $RELAY -eq 1 ]]; then
+    FILTER="udp and host $IP and (port $UAC_SIP or port $UAS_SIP or port $RELAY_SIP or portrange $lo_min-$lo_max or portrange $RELAY_RTP-$((RELAY_RTP + 3)))"
+fi
 # -Z root: don't drop privileges to user tcpdump (it could not write here)
 tcpdump -i lo -U -n -Z root -w "$WORK/capture.pcap" "$FILTER" 2>"$WORK/tcpdump.log" &
 TCPDUMP_PID=$!; PIDS+=("$TCPDUMP_PID")
@@ -205,17 +219,37 @@ for _ in $(seq 1 50); do   # wait (max 5 s) until the UAS listens
     sleep 0.1
 done
 
+# ---------------------------------------------------------------- relay (optional)
+TARGET_SIP=$UAS_SIP
+if [[ $RELAY -eq 1 ]]; then
+    timeout 60 python3 "$SCRIPT_DIR/media_relay.py" --ip "$IP" --sip-port "$RELAY_SIP" \
+        --uac "$IP:$UAC_SIP" --uas "$IP:$UAS_SIP" --rtp-ports "$RELAY_RTP,$((RELAY_RTP + 2))" --lifetime 58 \
+        </dev/null >"$WORK/relay.log" 2>&1 &
+    RELAY_PID=$!; PIDS+=("$RELAY_PID")
+    for _ in $(seq 1 50); do   # wait (max 5 s) until the relay listens
+        grep -q "SIP $IP:$RELAY_SIP" "$WORK/relay.log" 2>/dev/null && break
+        kill -0 "$RELAY_PID" 2>/dev/null || { cat "$WORK/relay.log" >&2; die "media_relay.py exited early"; }
+        sleep 0.1
+    done
+    TARGET_SIP=$RELAY_SIP
+fi
+
 # ---------------------------------------------------------------- caller (UAC)
-log "placing one call $IP:$UAC_SIP -> $IP:$UAS_SIP (RTP $UAC_RTP <-> $UAS_RTP)${PAUSE_MS:+, pause ${PAUSE_MS} ms}"
+log "placing one call $IP:$UAC_SIP -> $IP:$TARGET_SIP (RTP $UAC_RTP <-> $UAS_RTP)${PAUSE_MS:+, pause ${PAUSE_MS} ms}"
 set +e
 # run in the background + wait, so that a TERM/INT to this script is handled at once
-(cd "$WORK/uac" && exec timeout 60 sipp "${UAC_ARGS[@]}" "$IP:$UAS_SIP" "${COMMON[@]}" -p "$UAC_SIP" -mp "$UAC_RTP" \
+(cd "$WORK/uac" && exec timeout 60 sipp "${UAC_ARGS[@]}" "$IP:$TARGET_SIP" "${COMMON[@]}" -p "$UAC_SIP" -mp "$UAC_RTP" \
     </dev/null >"$WORK/uac.log" 2>&1) &
 UAC_PID=$!; PIDS+=("$UAC_PID")
 wait "$UAC_PID"; UAC_RC=$?   # bounded by 'timeout 60'
 wait "$UAS_PID"; UAS_RC=$?   # bounded by 'timeout 60'
 set -e
 sleep 0.5   # let the last packets reach the capture
+if [[ $RELAY -eq 1 ]]; then
+    kill -TERM "$RELAY_PID" 2>/dev/null || true
+    wait "$RELAY_PID" 2>/dev/null || true
+    sed 's/^/record_sipp_call: /' "$WORK/relay.log" >&2 || true
+fi
 
 kill -INT "$TCPDUMP_PID" 2>/dev/null || true
 for _ in $(seq 1 50); do kill -0 "$TCPDUMP_PID" 2>/dev/null || break; sleep 0.1; done

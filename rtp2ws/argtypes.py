@@ -1,0 +1,59 @@
+"""argparse types with checked ranges, for every numeric option.
+
+A value outside its range is refused when the command line (or ``--config``
+file, which goes through the same types) is read, with a message naming the
+range: no option can silently discard all audio (``--rtp-timeout 0``), never
+expire (``nan``), or ask for an absurd buffer.  ``nan`` and infinities are
+refused everywhere.  The types take strings (command line) and numbers
+(TOML values) alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+__all__ = ["number", "whole"]
+
+
+def _fmt(v: float) -> str:
+    return f"{v:g}"
+
+
+def number(lo: float, hi: float, *, lo_open: bool = False, unit: str = ""):
+    """A finite number in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
+    unit = f" {unit}" if unit else ""
+    span = f"{'more than ' + _fmt(lo) if lo_open else 'from ' + _fmt(lo)}{unit} to {_fmt(hi)}{unit}"
+
+    def parse(text) -> float:
+        if isinstance(text, bool):
+            raise argparse.ArgumentTypeError(f"use a number {span}")
+        try:
+            v = float(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"use a number {span}") from None
+        if not math.isfinite(v) or v > hi or v < lo or (lo_open and v == lo):
+            raise argparse.ArgumentTypeError(f"use a number {span}, not {text}")
+        return v
+
+    parse.__name__ = "number"
+    parse.kind = float          # what a --config file must give (rtp2ws.config)
+    return parse
+
+
+def whole(lo: int, hi: int):
+    """A whole number in ``[lo, hi]``."""
+    def parse(text) -> int:
+        if isinstance(text, bool) or isinstance(text, float):
+            raise argparse.ArgumentTypeError(f"use a whole number from {lo} to {hi}")
+        try:
+            v = int(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"use a whole number from {lo} to {hi}") from None
+        if v < lo or v > hi:
+            raise argparse.ArgumentTypeError(f"use a whole number from {lo} to {hi}, not {text}")
+        return v
+
+    parse.__name__ = "whole"
+    parse.kind = int
+    return parse
