@@ -5,8 +5,8 @@ Each target runs in its own libFuzzer process (``fuzz.child``), one after anothe
 run adds goes to ``out/fuzz/<target>/corpus`` (kept between runs, not committed).  A
 crash, a hang or an input over the memory limit stops that target; its reproducer is
 written to ``out/fuzz/<target>/`` and printed.  With ``--keep-going`` inputs that hit a
-*known* bug (``fuzz/known.py``) are saved under ``fuzz/crashes/<target>/`` and the run
-goes on.  ``--replay FILE...`` runs files through a target without libFuzzer.
+*known* bug (``fuzz/known.py``) are saved under ``out/fuzz/known/<target>/`` and the run
+goes on (copy a small one to ``fuzz/crashes/<target>/`` to keep it as a regression test).  ``--replay FILE...`` runs files through a target without libFuzzer.
 
 Exit status: 0 when no target crashed, 1 otherwise.
 """
@@ -24,7 +24,7 @@ from .targets import TARGETS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(ROOT, "fuzz", "corpus")
-CRASHES = os.path.join(ROOT, "fuzz", "crashes")
+KNOWN = os.path.join(ROOT, "out", "fuzz", "known")
 WORK = os.path.join(ROOT, "out", "fuzz")
 
 
@@ -35,7 +35,7 @@ def _env(args) -> dict:
     env["RTP2WS_FUZZ_HANG_S"] = str(args.hang_s)
     env["RTP2WS_FUZZ_GUARD"] = "1" if args.guard_known else "0"
     if args.keep_going:
-        env["RTP2WS_FUZZ_KNOWN_DIR"] = CRASHES
+        env["RTP2WS_FUZZ_KNOWN_DIR"] = KNOWN
     else:
         env.pop("RTP2WS_FUZZ_KNOWN_DIR", None)
     return env
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, help="inputs per target (libFuzzer -runs)")
     ap.add_argument("--seed", type=int, help="libFuzzer -seed (default: random)")
     ap.add_argument("--keep-going", action="store_true",
-                    help="save inputs that hit a known bug (fuzz/known.py) under fuzz/crashes/ and go on")
+                    help="save inputs that hit a known bug (fuzz/known.py) under out/fuzz/known/ and go on")
     ap.add_argument("--guard-known", action="store_true",
                     help="with --keep-going: stop inputs that would hang or blow up in a known, unfixed bug "
                          "before they do (fuzz/known.py), so the run's time goes to the rest")

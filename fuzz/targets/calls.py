@@ -11,7 +11,6 @@ from rtp2ws.sip import SipParseError, parse_message
 
 from .. import gen
 from ..common import check, entry
-from ..known import guard_expire
 
 INVARIANT = """\
 Timestamps: any finite float, in any order (equal, backwards, exactly rtp_timeout or the
@@ -125,7 +124,6 @@ def run(data: bytes, clock) -> None:
             check(all(isinstance(c, Call) for c in clock.call(reg.due, now)), "due")
             events = []
         else:
-            guard_expire(reg, now)
             events = clock.call(reg.expire, now)
             dl = clock.call(reg.next_deadline)
             check(dl is None or dl > now, f"CallRegistry: a timer due at or before now after expire({now!r}): {dl!r}")

@@ -8,7 +8,6 @@ from rtp2ws.packet import MalformedPacket, PacketDecoder
 
 from .. import gen
 from ..common import check, entry
-from ..known import GUARD, KnownBug
 
 FRAG_MEMORY_LIMIT = 32 << 20     # bytes the default decoder may hold for fragments
 PIECE_OVERHEAD = 128             # a held piece: its tuple and bytes object
@@ -49,6 +48,8 @@ def run(data: bytes, clock) -> None:
         except MalformedPacket:
             return None
 
+    used: set[int] = set()      # identifications with fragments held: each oracle datagram gets a new one
+    last = False
     for _ in range(fdp.ConsumeIntInRange(1, 3)):
         op = fdp.ConsumeIntInRange(0, 63)
         if op <= 61:
@@ -57,6 +58,9 @@ def run(data: bytes, clock) -> None:
             src = (gen.ADDRS4 if version == 4 else gen.ADDRS6)[0]
             dst = (gen.ADDRS4 if version == 4 else gen.ADDRS6)[1]
             ident = fdp.ConsumeIntInRange(0, 0xFFFF)
+            while ident in used or ident ^ 0x8000 in used:
+                ident = (ident + 1) & 0xFFFF
+            used.update((ident, ident ^ 0x8000))
             payload = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 1500))
             dgram = gen.udp(4000, 5000, payload)
             n = len(dgram)
@@ -98,26 +102,29 @@ def run(data: bytes, clock) -> None:
         elif op == 62:
             # many datagrams' first fragments: the memory bound
             count = fdp.ConsumeIntInRange(1, 1024)
-            size = 8 * fdp.ConsumeIntInRange(1, 8000 if count <= 512 else 100)
+            size = 8 * fdp.ConsumeIntInRange(1, 8000)
             version = 4 if fdp.ConsumeBool() else 6
-            if GUARD and count * size > FRAG_MEMORY_LIMIT:
-                raise KnownBug("fragments-unbounded", f"{count} first fragments of {size} bytes")
             body = bytes(size)
             src, dst = (gen.ADDRS4 if version == 4 else gen.ADDRS6)[:2]
+            used.update(range(count))
             for i in range(count):
                 ip = gen.ipv4(src, dst, 17, body, ident=i, more=True) if version == 4 else \
                     gen.ipv6(src, dst, 44, gen.ipv6_frag_header(17, 0, True, i) + body)
                 decode(gen.link(fdp, linktype, ip, version, True))
+            last = True          # one flood per input: it is the expensive op
         else:
             # one datagram in many tiny pieces: the cost per fragment
             count = fdp.ConsumeIntInRange(1, 2048)
             ident = fdp.ConsumeIntInRange(0, 0xFFFF)
+            used.add(ident)
             src, dst = gen.ADDRS4[:2]
             for i in range(count):
                 decode(gen.link(fdp, linktype, gen.ipv4(src, dst, 17, b"x", ident=ident, offset=8 * i, more=True), 4, True))
         held = held_bytes(dec)
         check(held <= FRAG_MEMORY_LIMIT,
               f"fragment memory {held} bytes in {dec.pending_fragments} buffers exceeds {FRAG_MEMORY_LIMIT}")
+        if last:
+            break
         now += fdp.PickValueInList([0.0, 0.0, 1.0, 30.0, 31.0])
 
 

@@ -14,7 +14,6 @@ from rtp2ws.speedups import load_native
 
 from .. import gen
 from ..common import check, decode_frames, entry
-from ..known import GUARD, guard_expire
 from .calls import _sdp_body
 
 A4, B4 = gen.ADDRS4[0], gen.ADDRS4[1]
@@ -227,19 +226,11 @@ def _drive(linktype, frames, config, batches, fast, clock):
     for n in batches:
         batch = frames[pos:pos + n]
         pos += n
-        if fast is None and GUARD:
-            for ts, frame in batch:            # feed_batch, with the known-bug guard before each frame
-                guard_expire(pipe.registry, ts)
-                clock.call(pipe.feed, ts, frame)
-            guard_expire(pipe.registry, pipe.now)
-            clock.call(pipe.tick, pipe.now)
-        elif fast is None:
+        if fast is None:
             clock.call(pipe.feed_batch, batch)
         else:
             clock.call(pipe.feed_frames, batch, fast)
         _check_timers(pipe, pipe.now)
-    if GUARD:
-        guard_expire(pipe.registry, pipe.now)
     clock.call(pipe.finish)
     check(not pipe.calls and not pipe.legs, "calls or legs left after finish")
     check(not sink.open, "a call started and never ended")
