@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import time
 
 import atheris
 import numpy as np
@@ -44,11 +45,13 @@ class Checker(Sink):
     two of its events, and its events), so that audio chunked differently compares equal
     and hours of audio cost no memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock=None) -> None:
+        self.clock = clock         # the harness's time in leg_audio is not the pipeline's
         self.events: list = []     # everything but audio, in order
         self.legs: dict = {}       # (call key, tag) -> [event or ("audio", digest)]
         self._audio: dict = {}     # (call key, tag) -> hashlib object of audio not yet closed by an event
         self.open: set = set()     # call keys started and not ended (a key is reused once forgotten)
+        self.samples = 0           # audio samples handed out in all
 
     def _alive(self, call) -> None:
         check(call.key in self.open, f"sink told of call {call.key!r} while it is not open")
@@ -71,10 +74,19 @@ class Checker(Sink):
         self._event(call, ("start", call.key))
 
     def leg_audio(self, call, leg, pcm):
+        t = time.process_time()
+        try:
+            self._leg_audio(call, leg, pcm)
+        finally:
+            if self.clock is not None:
+                self.clock.harness += time.process_time() - t
+
+    def _leg_audio(self, call, leg, pcm):
         self._alive(call)
         check(isinstance(pcm, np.ndarray) and pcm.dtype == np.int16 and pcm.ndim == 1, "audio is not 1-D int16")
         check(len(pcm) <= 16000 * MAX_HANDOFF_SECONDS,
               f"audio hand-off of {len(pcm) / 16000:.0f} s for leg {leg.tag} of {call.key!r} (limit {MAX_HANDOFF_SECONDS} s)")
+        self.samples += len(pcm)
         key = (call.key, leg.tag)
         h = self._audio.get(key)
         if h is None:
@@ -221,19 +233,28 @@ def _check_timers(pipe: Pipeline, now: float) -> None:
         check(ldl is None or ldl > now, f"leg {key} has a jitter-buffer deadline {ldl!r} due after tick({now!r})")
 
 
+AUDIO_IN_ONE_CALL = [0.0]     # most seconds of audio one call handed out (fuzz.known reads it)
+
+
 def _drive(linktype, frames, config, batches, fast, clock):
-    sink = Checker()
+    sink = Checker(clock)
     pipe = Pipeline(linktype, sink, config)
     pos = 0
+
+    def call(fn, *args):
+        before = sink.samples
+        clock.call(fn, *args)
+        AUDIO_IN_ONE_CALL[0] = max(AUDIO_IN_ONE_CALL[0], (sink.samples - before) / 16000)
+
     for n in batches:
         batch = frames[pos:pos + n]
         pos += n
         if fast is None:
-            clock.call(pipe.feed_batch, batch)
+            call(pipe.feed_batch, batch)
         else:
-            clock.call(pipe.feed_frames, batch, fast)
+            call(pipe.feed_frames, batch, fast)
         _check_timers(pipe, pipe.now)
-    clock.call(pipe.finish)
+    call(pipe.finish)
     check(not pipe.calls and not pipe.legs, "calls or legs left after finish")
     check(not sink.open, "a call started and never ended")
     sink.close()
@@ -241,6 +262,7 @@ def _drive(linktype, frames, config, batches, fast, clock):
 
 
 def run(data: bytes, clock) -> None:
+    AUDIO_IN_ONE_CALL[0] = 0.0
     if not data:
         return
     if data[0] < 0x20 and len(data) > 2:
