@@ -43,7 +43,7 @@ def _env(args) -> dict:
 
 def run_target(target: str, args, seconds: float | None) -> dict:
     """One libFuzzer run of ``target``; a summary dict."""
-    work = os.path.join(WORK, target)
+    work = os.path.join(args.work_dir or WORK, target)
     corpus = os.path.join(work, "corpus")
     os.makedirs(corpus, exist_ok=True)
     seeds = os.path.join(CORPUS, target)
@@ -122,6 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=int, default=10, help="libFuzzer -timeout, wall seconds per input (default 10)")
     ap.add_argument("--rss-limit-mb", type=int, default=2048, help="libFuzzer -rss_limit_mb (default 2048)")
     ap.add_argument("--max-len", type=int, default=8192, help="libFuzzer -max_len (default 8192)")
+    ap.add_argument("--work-dir", help="where the growing corpus and crash files go (default out/fuzz)")
     ap.add_argument("--replay", nargs="+", metavar="FILE", help="run these inputs through --target, no libFuzzer")
     ap.add_argument("libfuzzer", nargs="*", help="more libFuzzer flags, after --")
     args = ap.parse_args(argv)

@@ -33,10 +33,10 @@ CRASHES = sorted(p for p in (ROOT / "fuzz" / "crashes").glob("*/*") if p.is_file
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_target_runs_clean(target):
+def test_target_runs_clean(target, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "fuzz.run", "--target", target, "--seconds", str(SECONDS_PER_TARGET),
-         "--call-ms", "1000", "--hang-s", "2", "--timeout", "20"],
+         "--call-ms", "1000", "--hang-s", "2", "--timeout", "20", "--work-dir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
