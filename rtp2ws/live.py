@@ -308,8 +308,6 @@ def run_live(args) -> int:
         return fail("live needs -i/--interface (or interface in the --config file)")
     if not args.out_dir and not args.ws_url:
         return fail("live needs --out-dir, --ws-url or both")
-    if args.stats_interval <= 0:
-        return fail("--stats-interval must be positive")
     bpf = args.bpf or (lambda linktype: build_bpf(args.sip_ports, args.rtp_ports, linktype=linktype))
     try:
         cap = LiveCapture(args.interface, bpf=bpf, snaplen=args.snaplen, buffer_mb=args.buffer_mb,

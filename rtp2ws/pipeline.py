@@ -251,13 +251,7 @@ class Pipeline:
             st["malformed"] += 1
             st["malformed_packet"] += 1
         except Exception as exc:        # noqa: BLE001 -- one packet never ends the process
-            # A parser or stage raised what it does not document: a bug, but this
-            # packet's alone.  It is counted as malformed and kept for the log
-            # (``errors``, bounded), and capture goes on with the next packet.
-            st["malformed"] += 1
-            st["internal_errors"] += 1
-            if len(self.errors) < MAX_ERRORS_KEPT:
-                self.errors.append((ts, f"{type(exc).__name__}: {exc}"[:300]))
+            self._unexpected(ts, exc)
 
     def _packet(self, ts: float, frame: bytes) -> None:
         st = self.stats
@@ -422,10 +416,16 @@ class Pipeline:
             for msg in self.tcp.expire(now):
                 self._sip(msg, now)
         except Exception as exc:        # noqa: BLE001 -- as in feed: never the end of the process
-            self.stats["malformed"] += 1
-            self.stats["internal_errors"] += 1
-            if len(self.errors) < MAX_ERRORS_KEPT:
-                self.errors.append((now, f"{type(exc).__name__}: {exc}"[:300]))
+            self._unexpected(now, exc)
+
+    def _unexpected(self, ts: float, exc: Exception) -> None:
+        """A parser or stage raised what it does not document: a bug, but this packet's
+        alone.  It is counted as malformed and kept for the log (``errors``, bounded),
+        and capture goes on with the next packet."""
+        self.stats["malformed"] += 1
+        self.stats["internal_errors"] += 1
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append((ts, f"{type(exc).__name__}: {exc}"[:300]))
 
     def _expire(self, now: float) -> None:
         if self._fast_legs:     # the timers read each call's last activity: bring it up to date
