@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
-import os
 import random
 import struct
 import subprocess
@@ -146,7 +145,7 @@ def _strays(n: int):
                                          struct.pack("!BBHII", 0x80, 0, i, i * 160, 0x5757) + b"\xff" * 160))
 
 
-def _round(rng: random.Random, r: int, count: int, stray) -> tuple[list, object]:
+def _round(rng: random.Random, r: int, count: int) -> tuple[list, object]:
     """One round's real calls and its packets, in time order, on the round's own clock
     (0 .. 2 * JUMP_AT; the caller adds the round's offset and the jump)."""
     span = 2 * JUMP_AT
@@ -182,7 +181,7 @@ def generate(path: str, rounds: int = 1, seed: int = 1) -> list[RealCall]:
             f.write(frame)
 
         for r in range(rounds):
-            round_reals, merged = _round(rng, r, 40, stray)
+            round_reals, merged = _round(rng, r, 40)
             reals += round_reals
             offset = T0 + r * (2 * JUMP_AT + JUMP_BY)
             for t, frame in merged:
@@ -196,14 +195,6 @@ def generate(path: str, rounds: int = 1, seed: int = 1) -> list[RealCall]:
     for real in reals:
         real.packets = packets
     return reals
-
-
-def peak_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
 
 
 CHILD = """
