@@ -171,7 +171,8 @@ class CallRegistry:
                 return []
         if not self._count(call, msg, cseq):
             return events
-        call.last_activity = now
+        if now > call.last_activity:      # capture time can step back: activity only moves on
+            call.last_activity = now
         side = self._sender(call, msg)
         if msg.is_request:
             self._on_request(call, msg, cseq, side, now, events)

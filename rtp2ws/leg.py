@@ -183,13 +183,22 @@ class MediaLeg:
         most ``MAX_TAKE`` 8 kHz samples' worth: call again while ``pending_samples``."""
         pending = self._pending
         if pending:
-            if self.pending_samples > MAX_TAKE:
-                x = self._take_front(MAX_TAKE)
+            first = pending[0]
+            if type(first) is int and first >= CLOCK:     # a second or more of a gap's silence:
+                n = first if first <= MAX_TAKE else MAX_TAKE   # nothing to assemble, and once the
+                if n == first:                                  # filter has run out, no arithmetic
+                    del pending[0]
+                else:
+                    pending[0] = first - n
+                self.pending_samples -= n
+                y = self._up.silence(n)
+            elif self.pending_samples > MAX_TAKE:
+                y = self._up.process(self._take_front(MAX_TAKE))
             else:
-                x = pending[0] if len(pending) == 1 and type(pending[0]) is np.ndarray else _assemble(pending)
+                x = first if len(pending) == 1 and type(first) is np.ndarray else _assemble(pending)
                 self._pending = []
                 self.pending_samples = 0
-            y = self._up.process(x)
+                y = self._up.process(x)
         else:
             y = np.zeros(0, dtype=np.int16)
         if self.closed and not self._drained and not self._pending:
@@ -199,13 +208,16 @@ class MediaLeg:
         return y
 
     def _take_front(self, limit: int) -> np.ndarray:
-        """The first ``limit`` 8 kHz samples of what is pending (the rest stays)."""
+        """The first ``limit`` 8 kHz samples of what is pending, or fewer up to a second
+        or more of silence (that goes out on its own); the rest stays."""
         pending = self._pending
         out: list = []
         need = limit
         i = 0
         while need and i < len(pending):
             item = pending[i]
+            if type(item) is int and item >= CLOCK and out:
+                break                 # a long silence goes on its own (MediaLeg.take_audio)
             n = item if type(item) is int else len(item[1]) if type(item) is tuple else len(item)
             if n <= need:
                 out.append(item)

@@ -33,6 +33,7 @@ ENDED_MEDIA_GRACE = 32.0   # RTP to/from an ended call's addresses this soon aft
 PROBATION_FLOWS = 65536    # unclaimed RTP flows watched at once (about 0.5 KB each)
 PROBATION_STALE = 2.0      # seconds after which a flow's one packet in probation may make room
 MAX_ERRORS_KEPT = 100      # undocumented exceptions kept for the log between two looks
+TICK_PIECES = 10           # leg.MAX_TAKE pieces a leg hands out per tick (10 min); the next tick goes on
 FLOW_WINDOW = 1.0          # a leg's new flow is concurrent when the leg's flow goes on within this
 MAX_HELD = 256             # packets of a new flow held while that is undecided (then decided early)
 MAX_UNDECIDED = 4          # new flows of one call undecided at once; more are counted and dropped
@@ -456,6 +457,11 @@ class Pipeline:
             self.stats["malformed_sip"] += 1
             return
         self.stats["sip"] += 1
+        if self._fast_legs:     # the call's state (its last activity) as packet-at-a-time would have it
+            call = self.registry.active.get(msg.call_id)
+            if call is not None:
+                for tag in self._tags(call.key):
+                    self._fast_sync((call.key, tag), False)
         self._handle(self.registry.on_message(msg, ts))
         self._registry_deadline = self.registry.next_deadline()
 
@@ -804,16 +810,19 @@ class Pipeline:
 
     def _deliver(self) -> None:
         least = self.config.deliver_ms * 8
-        for key in self._dirty:
+        dirty, self._dirty = self._dirty, set()
+        for key in dirty:
             leg = self.legs.get(key)
             if leg is not None and leg.pending_samples >= least:
-                self._emit(self.calls[key[0]], leg)
-        self._dirty.clear()
+                if self._emit(self.calls[key[0]], leg, TICK_PIECES):
+                    self._dirty.add(key)      # more than a tick's share: the next tick goes on
 
-    def _emit(self, call: Call, leg: MediaLeg) -> None:
+    def _emit(self, call: Call, leg: MediaLeg, pieces: int | None = None) -> bool:
+        """Hand the leg's events and audio to the sink, ``leg.MAX_TAKE`` at a time, at
+        most ``pieces`` of them (all when None); True when audio is left over."""
         for ev in leg.take_events():
             self.sink.leg_event(call, leg, ev)
-        while True:      # a long gap's silence goes out a bounded piece at a time (leg.MAX_TAKE)
+        while True:
             pcm = leg.take_audio()
             if self._fast_legs:
                 sid = self._fast_legs.get((call.key, leg.tag))
@@ -822,7 +831,11 @@ class Pipeline:
             if len(pcm):
                 self.sink.leg_audio(call, leg, pcm)
             if not leg.pending_samples:
-                break
+                return False
+            if pieces is not None:
+                pieces -= 1
+                if pieces <= 0:
+                    return True
 
 
 class _Undecided:

@@ -145,6 +145,13 @@ else:
     _CORES = {"numpy": _numpy_upsample2x}
 
 
+_STEADY = 2 * HALF_LENGTH - 1     # input samples of state between two calls, once primed
+# Silence handed out by ``silence``: one read-only buffer of a minute at 16 kHz, shared
+# (views of it cost nothing; untouched zero pages take no memory).
+_ZEROS = np.zeros(60 * 16000, dtype=np.int16)
+_ZEROS.flags.writeable = False
+
+
 class Upsampler2x:
     """Streaming 2x interpolator; state carried between calls so that
     concatenating process() outputs for any chunking + flush() equals one-shot output.
@@ -179,6 +186,24 @@ class Upsampler2x:
         if x.ndim != 1:
             x = x.reshape(-1)
         out, self._history = self._core(self._history, np.ascontiguousarray(x))
+        return out
+
+    def silence(self, n: int) -> np.ndarray:
+        """``process(np.zeros(n))``, with the arithmetic only while the held-back input
+        is not yet all zeros (a gap's first samples): after that the output is zeros
+        and the state stays as it is.  The result may be a read-only view."""
+        h = self._history        # K - 1 samples once primed (bytes from the native core)
+        if type(h) is bytes:
+            steady = h.count(0) == len(h) == 2 * _STEADY
+        else:
+            steady = len(h) == _STEADY and not h.any()
+        if steady:
+            return _ZEROS[:2 * n] if 2 * n <= len(_ZEROS) else np.zeros(2 * n, dtype=np.int16)
+        if n <= 2 * _STEADY:
+            return self.process(np.zeros(n, dtype=np.int16))
+        head = self.process(np.zeros(_STEADY, dtype=np.int16))   # the filter runs out; the rest is zeros
+        out = np.zeros(len(head) + 2 * (n - _STEADY), dtype=np.int16)
+        out[:len(head)] = head
         return out
 
     def flush(self) -> np.ndarray:

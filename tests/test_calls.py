@@ -161,6 +161,22 @@ def test_timeout_and_capture_end():
     assert call.end_reason == "capture_end" and call.end == 101.0
 
 
+def test_a_sip_message_stamped_earlier_than_the_last_media_does_not_move_activity_back():
+    """Capture time can step back (two capture points, a mirror's queueing): a call's
+    last activity is the latest time anything was seen on it, whatever the order the
+    SIP and the media were seen in, so the fast path (which hands the registry a leg's
+    latest arrival in one go) and packet-at-a-time end a call at the same time."""
+    reg = CallRegistry(rtp_timeout=30)
+    c = Call("back@x", A, B)
+    call = feed(reg, c.setup(0))[0].call
+    reg.touch(call, 20.0)
+    feed(reg, c.request(19.5, "INFO", body=""))       # stamped before the media
+    assert call.last_activity == 20.0
+    assert reg.expire(49.9) == []
+    ev = reg.expire(50.0)
+    assert kinds(ev) == ["CallEnded"] and call.end_reason == "timeout" and call.end == 20.0
+
+
 def test_compact_headers():
     c = Call("compact@x", A, B, compact=True)
     reg = CallRegistry()

@@ -22,7 +22,7 @@ from conftest import can_capture
 from test_calls import within
 from test_live import call_factory, live_factory  # noqa: F401 -- fixtures
 from rtp2ws import cli
-from rtp2ws.pipeline import Pipeline, Sink
+from rtp2ws.pipeline import Config, Pipeline, Sink
 from rtp2ws.wavout import read_wav
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
@@ -228,4 +228,50 @@ def test_a_gap_of_hours_is_handed_out_a_bounded_piece_at_a_time():
     head = upsample_2x(np.concatenate([decoded[:800], silence]))
     tail = upsample_2x(np.concatenate([silence, decoded[800:]]))
     assert np.array_equal(sink.first[:1600], head[:1600])
+    assert np.array_equal(sink.last[-2000:], tail[-2000:])
+
+
+def test_a_gap_of_hours_goes_out_over_several_ticks_not_in_one_call():
+    """Ten hours of silence (a call on hold, kept up by session refreshes) ended by one
+    packet: one tick hands out at most ``TICK_PIECES`` minutes of it per leg and the
+    following ticks go on, so no feed or tick call holds capture up for the whole gap
+    (it was one loop over every minute, about 0.1 s of CPU per three hours: found by
+    fuzz/targets/pipeline.py).  Nothing is lost and the order is kept."""
+    from rtp2ws.leg import MAX_TAKE
+    from rtp2ws.pipeline import TICK_PIECES
+
+    gap = 10 * 3600 * 8000
+    c = Call("hold@test", A, B)
+    pa = tone(440, 1600)
+    first = rtp_packets(A, B, 100.1, pa[:800], ssrc=0xAAAA0001)
+    later = rtp_packets(A, B, 100.2 + gap / 8000, pa[800:], ssrc=0xAAAA0001, seq0=1005, ts0=50000 + 800 + gap)
+    keepalive = []
+    for k in range(1, 10 * 4 + 1):            # a session refresh every 15 minutes
+        c.cseq += 1
+        keepalive += c.request(100.0 + 900 * k, "UPDATE")
+    frames = frames_of(c.setup(100.0), first, keepalive, later)
+    sink = Handoffs()
+    pipe = Pipeline(101, sink, Config(rtp_timeout=1800))    # refreshes every 15 min keep it up
+    per_call = []
+    for ts, frame in frames:
+        before = sum(sink.sizes)
+        pipe.feed(ts, frame)
+        pipe.tick(ts)
+        per_call.append(sum(sink.sizes) - before)
+    ticks = 0
+    while sum(sink.sizes) < 2 * (800 + gap + 800) - 2 * 40 and ticks < 100:
+        before = sum(sink.sizes)
+        pipe.tick(pipe.now + 0.02)
+        per_call.append(sum(sink.sizes) - before)
+        ticks += 1
+    bound = TICK_PIECES * 2 * MAX_TAKE
+    assert max(per_call) <= bound + 100, max(per_call)
+    assert sum(1 for n in per_call if n) >= gap // (TICK_PIECES * MAX_TAKE)   # many calls, each its share
+    pipe.finish()
+    assert sum(sink.sizes) == 2 * (800 + gap + 800)          # the whole timeline, silence included
+    from rtp2ws import g711
+    from rtp2ws.resample import upsample_2x
+
+    decoded = g711.decode_alaw(g711.encode_alaw(pa))
+    tail = upsample_2x(np.concatenate([np.zeros(400, dtype=np.int16), decoded[800:]]))
     assert np.array_equal(sink.last[-2000:], tail[-2000:])

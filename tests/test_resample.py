@@ -553,3 +553,20 @@ def test_simd_environment_cap(cap):
     else:
         assert level == levels[min(SIMD_LEVELS.index(cap), len(levels) - 1)]
         assert out.stderr == ""
+
+
+@pytest.mark.parametrize("first", [0, 7, 19, 20, 500])
+def test_silence_is_process_of_zeros_in_any_state(backend, first):
+    """``silence(n)`` (a long gap's samples, with no arithmetic once the filter has run
+    out) gives exactly what ``process(np.zeros(n))`` gives, from any state, and leaves
+    the same state behind: the chunks around it and the flush are unchanged."""
+    rng = np.random.default_rng(first)
+    x = rng.integers(-20000, 20000, first).astype(np.int16)
+    y = rng.integers(-20000, 20000, 300).astype(np.int16)
+    a, b = Upsampler2x(backend), Upsampler2x(backend)
+    got = [a.process(x)] + [a.silence(n) for n in (30, 1000, 5, 3, 8000)] + [a.process(y), a.flush()]
+    want = [b.process(x)] + [b.process(np.zeros(n, dtype=np.int16)) for n in (30, 1000, 5, 3, 8000)] + \
+        [b.process(y), b.flush()]
+    assert [len(g) for g in got] == [len(w) for w in want]
+    for g, w in zip(got, want):
+        assert g.dtype == np.int16 and np.array_equal(g, w)

@@ -233,19 +233,11 @@ def _check_timers(pipe: Pipeline, now: float) -> None:
         check(ldl is None or ldl > now, f"leg {key} has a jitter-buffer deadline {ldl!r} due after tick({now!r})")
 
 
-AUDIO_IN_ONE_CALL = [0.0]     # most seconds of audio one call handed out (fuzz.known reads it)
-
-
 def _drive(linktype, frames, config, batches, fast, clock):
     sink = Checker(clock)
     pipe = Pipeline(linktype, sink, config)
     pos = 0
-
-    def call(fn, *args):
-        before = sink.samples
-        clock.call(fn, *args)
-        AUDIO_IN_ONE_CALL[0] = max(AUDIO_IN_ONE_CALL[0], (sink.samples - before) / 16000)
-
+    call = clock.call
     for n in batches:
         batch = frames[pos:pos + n]
         pos += n
@@ -262,7 +254,6 @@ def _drive(linktype, frames, config, batches, fast, clock):
 
 
 def run(data: bytes, clock) -> None:
-    AUDIO_IN_ONE_CALL[0] = 0.0
     if not data:
         return
     if data[0] < 0x20 and len(data) > 2:
