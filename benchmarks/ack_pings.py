@@ -16,9 +16,9 @@ import argparse
 import asyncio
 import time
 
-from rtp2ws.bench import SinkProcess
-from rtp2ws.sender import Sender, SenderConfig, raise_fd_limit
-from rtp2ws.streaming import new_event_loop
+from rtp2ws.bench.harness import SinkProcess
+from rtp2ws.ws.sender import Sender, SenderConfig, raise_fd_limit
+from rtp2ws.ws.bridge import new_event_loop
 
 FRAME = b"\x01\x00" * 320                 # 20 ms at 16 kHz
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from netgen import fragment, udp  # noqa: E402
 
-from rtp2ws.packet import DLT_RAW, PacketDecoder  # noqa: E402
+from rtp2ws.net.packet import DLT_RAW, PacketDecoder  # noqa: E402
 
 _HDR = struct.Struct("!BBHHHBBH4s4s")
 

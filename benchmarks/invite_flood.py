@@ -20,9 +20,9 @@ import sys
 import tempfile
 import time
 
-from rtp2ws.bench import _sip_messages, make_capture
-from rtp2ws.replay import replay
-from rtp2ws.wavout import WavSink
+from rtp2ws.bench.harness import _sip_messages, make_capture
+from rtp2ws.run.replay import replay
+from rtp2ws.sinks.wav import WavSink
 
 
 def flood_capture(path: str, invites: int, talking: int) -> None:

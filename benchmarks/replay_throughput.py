@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rtp2ws.bench import main
+from rtp2ws.bench.harness import main
 
 
 def run(argv=None) -> int:

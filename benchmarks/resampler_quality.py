@@ -1,4 +1,4 @@
-"""Quality and speed of rtp2ws.resample.Upsampler2x, with soxr beside it.
+"""Quality and speed of rtp2ws.codec.resample.Upsampler2x, with soxr beside it.
 
     python benchmarks/resampler_quality.py [--baseline OLD_NATIVE.so ...]
 
@@ -38,8 +38,8 @@ import time
 
 import numpy as np
 
-from rtp2ws import resample
-from rtp2ws.resample import Upsampler2x
+from rtp2ws.codec import resample
+from rtp2ws.codec.resample import Upsampler2x
 
 FS_IN, FS_OUT = 8000, 16000
 AMPLITUDE = 10000

@@ -1,4 +1,4 @@
-"""Time and memory of rtp2ws.tcpstream.SipTcpReassembler on hard stream shapes.
+"""Time and memory of rtp2ws.net.tcpstream.SipTcpReassembler on hard stream shapes.
 
     python benchmarks/tcp_reassembly.py [--scale 1.0] [--memory] [--only NAME ...]
 
@@ -31,9 +31,9 @@ import argparse
 import time
 import tracemalloc
 
-from rtp2ws.packet import TCP_ACK, TCP_PSH, TCP_SYN, Packet
-from rtp2ws.sip import parse_message
-from rtp2ws.tcpstream import SipTcpReassembler
+from rtp2ws.net.packet import TCP_ACK, TCP_PSH, TCP_SYN, Packet
+from rtp2ws.signalling.sip import parse_message
+from rtp2ws.net.tcpstream import SipTcpReassembler
 
 A = b"\xc0\x00\x02\x01"
 B = b"\xc0\x00\x02\x02"

@@ -37,7 +37,7 @@ def number(lo: float, hi: float, *, lo_open: bool = False, unit: str = ""):
         return v
 
     parse.__name__ = "number"
-    parse.kind = float          # what a --config file must give (rtp2ws.config)
+    parse.kind = float          # what a --config file must give (rtp2ws.tomlconfig)
     return parse
 
 

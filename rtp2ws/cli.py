@@ -1,18 +1,19 @@
 """Command line: ``rtp2ws replay`` (a capture to WAV files and/or WebSocket
 streams), ``rtp2ws live`` (an interface, likewise, until stopped) and
 ``rtp2ws sink`` (the reference analysis server); ``rtp2ws bench`` measures
-how many concurrent calls one core carries (see ``rtp2ws.bench``)."""
+how many concurrent calls one core carries (see ``rtp2ws.bench.harness``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import __version__, gcpolicy
+from . import __version__
+from .run import gcpolicy
 from .argtypes import number, whole
-from .pipeline import FLUSH_MS, Config
-from .replay import Progress, ReplayError, replay
-from .wavout import WavSink
+from .pipeline.pipeline import FLUSH_MS, Config
+from .run.replay import Progress, ReplayError, replay
+from .sinks.wav import WavSink
 
 
 # Ranges of the options the pipeline reads (argtypes: nan and infinities are refused too).
@@ -59,7 +60,7 @@ def _speed(text: str) -> float | None:
 
 
 def _frame_ms(text: str) -> int:
-    from .protocol import validate_frame_ms
+    from .ws.protocol import validate_frame_ms
 
     try:
         return validate_frame_ms(int(text))
@@ -106,8 +107,8 @@ def _arg(parse):
 
 
 def _add_live_parser(sub) -> argparse.ArgumentParser:
-    from .livecapture import parse_port_range, parse_ports
-    from .metrics import parse_hostport
+    from .capture.live import parse_port_range, parse_ports
+    from .run.metrics import parse_hostport
 
     lv = sub.add_parser("live", help="capture an interface (a mirror port) and decode calls until stopped",
                         description="Capture SIP/RTP on an interface; stream every call leg and/or write WAV "
@@ -150,7 +151,7 @@ def _add_live_parser(sub) -> argparse.ArgumentParser:
 
 
 def cmd_live(args) -> int:
-    from .live import run_live
+    from .run.live import run_live
 
     return run_live(args)
 
@@ -174,13 +175,13 @@ def _add_sink_parser(sub) -> None:
 
 
 def cmd_sink(args) -> int:
-    from .sinkserver import run_sink
+    from .sinkserver.server import run_sink
 
     return run_sink(args)
 
 
 def _add_bench_parser(sub) -> None:
-    from .bench import add_arguments
+    from .bench.harness import add_arguments
 
     b = sub.add_parser("bench", help="measure calls per core: generated captures through rtp2ws and a "
                                      "simple reference pipeline",
@@ -194,13 +195,13 @@ def _add_bench_parser(sub) -> None:
 
 
 def cmd_bench(args) -> int:
-    from .bench import cmd_bench as run
+    from .bench.harness import cmd_bench as run
 
     return run(args)
 
 
 def deliver_ms(args) -> int:
-    from .pipeline import deliver_ms as for_use
+    from .pipeline.pipeline import deliver_ms as for_use
 
     return for_use(stream=bool(args.ws_url), paced=args.speed is not None, max_buffer_ms=args.max_buffer_ms)
 
@@ -228,7 +229,7 @@ def cmd_replay(args) -> int:
     progress = Progress(enabled=False) if args.no_progress else Progress()
     try:
         if args.ws_url:
-            from .streaming import replay_to_websocket
+            from .ws.bridge import replay_to_websocket
 
             result, sent = replay_to_websocket(args, config, wav, progress)
         else:
@@ -247,7 +248,7 @@ def cmd_replay(args) -> int:
     line = result.line()
     undelivered = None
     if sent is not None:
-        from .streaming import delivery_error, stream_summary
+        from .ws.bridge import delivery_error, stream_summary
 
         line += "; " + stream_summary(sent)
         undelivered = delivery_error(sent)
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "live" and args.config:
-        from .config import ConfigError, apply_config
+        from .tomlconfig import ConfigError, apply_config
 
         try:
             args = apply_config(parser.live_parser, args.config, argv, parse=parser.parse_args)

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rtp2ws import g711
-from rtp2ws.rtp import RtpPacket, TelephoneEvent, serialize_rtp, serialize_telephone_event
+from rtp2ws.codec import g711
+from rtp2ws.media.rtp import RtpPacket, TelephoneEvent, serialize_rtp, serialize_telephone_event
 
 import netgen
 
@@ -203,7 +203,7 @@ def write(path, frames, linktype: int = 1, *, vlans=(), pcapng: bool = False) ->
 
 def expected_16k(pcm8k: np.ndarray) -> np.ndarray:
     """What a leg should contain for lossless audio: G.711 round trip then 2x upsampling."""
-    from rtp2ws.resample import upsample_2x
+    from rtp2ws.codec.resample import upsample_2x
     return upsample_2x(g711.decode_alaw(g711.encode_alaw(pcm8k)))
 
 

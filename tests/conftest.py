@@ -13,7 +13,7 @@ def native_skip_reason() -> str:
 
 def can_capture() -> bool:
     """Whether this process may capture on lo (root or CAP_NET_RAW)."""
-    from rtp2ws.livecapture import CaptureOpenError, LiveCapture
+    from rtp2ws.capture.live import CaptureOpenError, LiveCapture
 
     try:
         LiveCapture("lo", bpf="udp port 9").stop()
@@ -25,7 +25,7 @@ def can_capture() -> bool:
 @pytest.fixture(autouse=True)
 def _collector_as_it_was():
     """Commands run in-process (``cli.main``) set the collector for a long-running
-    decoder (``rtp2ws.gcpolicy``): give the next test CPython's own settings back,
+    decoder (``rtp2ws.run.gcpolicy``): give the next test CPython's own settings back,
     with nothing frozen, so that no test depends on which ran before it."""
     import gc
     before = gc.get_threshold()

@@ -1,5 +1,5 @@
 """The fast path's promise, checked on any capture: ``Pipeline.run_reader`` (with
-``rtp2ws.fastpath`` taking in-order RTP, in C or in its Python twin) tells the sink
+``rtp2ws.fastpath.twin`` taking in-order RTP, in C or in its Python twin) tells the sink
 exactly what the packet-at-a-time pipeline (``feed_batch``) tells it, down to the
 boundaries of each audio chunk.  The one freedom: within a tick, the order in which
 *different legs* get their audio (the pipeline walks a set of legs)."""
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtp2ws import fastpath
-from rtp2ws.capture import CaptureError, CaptureFile
-from rtp2ws.pipeline import Config, Pipeline, Sink
+from rtp2ws.fastpath import twin as fastpath
+from rtp2ws.capture.file import CaptureError, CaptureFile
+from rtp2ws.pipeline.pipeline import Config, Pipeline, Sink
 
 
 class Recorder(Sink):

@@ -9,17 +9,9 @@ from __future__ import annotations
 import socket
 import struct
 
-from rtp2ws.packet import (
-    DLT_EN10MB,
-    DLT_IPV4,
-    DLT_IPV6,
-    DLT_LINUX_SLL,
-    DLT_LINUX_SLL2,
-    DLT_LOOP,
-    DLT_NULL,
-    DLT_RAW,
-    DLT_RAW_OPENBSD,
-    LINKTYPE_RAW,
+from rtp2ws.net.packet import (
+    DLT_EN10MB, DLT_IPV4, DLT_IPV6, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW,
+    DLT_RAW_OPENBSD, LINKTYPE_RAW,
 )
 
 __all__ = [

@@ -200,9 +200,9 @@ def generate(path: str, rounds: int = 1, seed: int = 1) -> list[RealCall]:
 CHILD = """
 import os, sys
 from rtp2ws import gcpolicy
-from rtp2ws.pipeline import Config
-from rtp2ws.replay import replay
-from rtp2ws.wavout import WavSink
+from rtp2ws.pipeline.pipeline import Config
+from rtp2ws.run.replay import replay
+from rtp2ws.sinks.wav import WavSink
 
 cap, out = sys.argv[1:3]
 os.makedirs(out, exist_ok=True)
@@ -255,7 +255,7 @@ def run(workdir: str, rounds: int = 1, seed: int = 1, extra: tuple = ()) -> dict
             if leg is None or not leg.get("wav"):
                 problems.append(f"{real.call_id} {tag}: no audio")
                 continue
-            from rtp2ws.wavout import read_wav
+            from rtp2ws.sinks.wav import read_wav
             got, rate, _ = read_wav(str(out / leg["wav"]))
             if rate != 16000 or not np.array_equal(got, expected_16k(pcm)):
                 problems.append(f"{real.call_id} {tag}: audio differs")

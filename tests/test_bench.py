@@ -1,4 +1,4 @@
-"""The capacity benchmark (rtp2ws.bench): generated captures, the run end to end,
+"""The capacity benchmark (rtp2ws.bench.harness): generated captures, the run end to end,
 and the reference pipeline.  Behaviour only: no timing is asserted."""
 
 import argparse
@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtp2ws import bench, cli
-from rtp2ws.wavout import read_wav, safe_name
+from rtp2ws.bench import harness as bench
+from rtp2ws import cli
+from rtp2ws.sinks.wav import read_wav, safe_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,11 +133,11 @@ def test_reference_pipeline_output_is_close_to_rtp2ws(tmp_path):
 def test_stage_attribution_charges_helpers_to_their_callers():
     class Stats:
         stats = {
-            ("/x/rtp2ws/packet.py", 1, "decode"): (1, 1, 2.0, 3.0, {}),
-            ("/x/rtp2ws/g711.py", 1, "dec"): (1, 1, 1.0, 2.0, {}),
+            ("/x/rtp2ws/net/packet.py", 1, "decode"): (1, 1, 2.0, 3.0, {}),
+            ("/x/rtp2ws/codec/g711.py", 1, "dec"): (1, 1, 1.0, 2.0, {}),
             ("~", 0, "<method 'tobytes' of 'numpy.ndarray' objects>"): (
-                2, 2, 1.0, 1.0, {("/x/rtp2ws/packet.py", 1, "decode"): (1, 1, 0.25, 0.25),
-                                 ("/x/rtp2ws/g711.py", 1, "dec"): (1, 1, 0.75, 0.75)}),
+                2, 2, 1.0, 1.0, {("/x/rtp2ws/net/packet.py", 1, "decode"): (1, 1, 0.25, 0.25),
+                                 ("/x/rtp2ws/codec/g711.py", 1, "dec"): (1, 1, 0.75, 0.75)}),
             ("~", 0, "<built-in method audioop.alaw2lin>"): (1, 1, 0.5, 0.5, {}),
         }
 

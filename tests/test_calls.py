@@ -2,8 +2,8 @@
 
 import pytest
 from callgen import Call, Party, sdp
-from rtp2ws.calls import CallRegistry, CallStarted, HoldChanged, MediaUpdated
-from rtp2ws.sip import parse_message
+from rtp2ws.signalling.calls import CallRegistry, CallStarted, HoldChanged, MediaUpdated
+from rtp2ws.signalling.sip import parse_message
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")
@@ -303,7 +303,7 @@ def test_message_identities_a_call_remembers_are_bounded():
     """Thousands of distinct in-dialog requests on one call (an INFO flood): the
     identities kept to spot retransmissions stay at MAX_SEEN, and a retransmission
     of a recent one is still a duplicate."""
-    from rtp2ws.calls import MAX_SEEN
+    from rtp2ws.signalling.calls import MAX_SEEN
 
     reg = CallRegistry()
     c = Call("info@x", A, B)

@@ -3,20 +3,10 @@ import os
 import pytest
 
 from netgen import fragment, link, tcp, udp, write_pcap, write_pcapng
-from rtp2ws.capture import CaptureError, CaptureFile
-from rtp2ws.packet import (
-    DLT_EN10MB,
-    DLT_IPV4,
-    DLT_IPV6,
-    DLT_LINUX_SLL,
-    DLT_LINUX_SLL2,
-    DLT_LOOP,
-    DLT_NULL,
-    DLT_RAW,
-    DLT_RAW_OPENBSD,
-    LINKTYPE_RAW,
-    Packet,
-    PacketDecoder,
+from rtp2ws.capture.file import CaptureError, CaptureFile
+from rtp2ws.net.packet import (
+    DLT_EN10MB, DLT_IPV4, DLT_IPV6, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW,
+    DLT_RAW_OPENBSD, LINKTYPE_RAW, Packet, PacketDecoder,
 )
 from test_packet import FAMILIES, LINK_FAMILY, packed
 

@@ -1,6 +1,6 @@
 import socket
 
-from rtp2ws.correlator import Correlator, format_addr, pack_ip
+from rtp2ws.signalling.correlator import Correlator, format_addr, pack_ip
 
 
 def A(text, port):

@@ -1,5 +1,5 @@
-from rtp2ws.dtmf import DtmfDetector
-from rtp2ws.rtp import RtpPacket, TelephoneEvent, serialize_telephone_event
+from rtp2ws.media.dtmf import DtmfDetector
+from rtp2ws.media.rtp import RtpPacket, TelephoneEvent, serialize_telephone_event
 
 
 def ev_pkt(event, end, duration, ts, seq, ssrc=5):

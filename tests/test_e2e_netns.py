@@ -31,7 +31,7 @@ import pytest
 import callgen
 import netgen
 from callgen import Party, tone
-from rtp2ws.wavout import read_wav
+from rtp2ws.sinks.wav import read_wav
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tests" / "tools"

@@ -1,4 +1,4 @@
-"""rtp2ws.fastpath: the C twin (rtp2ws._fastpath) and the Python one, same tests.
+"""rtp2ws.fastpath.twin: the C twin (rtp2ws._fastpath) and the Python one, same tests.
 
 The strongest check, that the pipeline's output does not change at all when the
 fast path takes packets, runs on every scenario of test_replay.py (its ``run``
@@ -14,8 +14,9 @@ import callgen
 import netgen
 from callgen import Call, Party, frames_of, rtp_packets, tone
 from fastcheck import check_equivalent
-from rtp2ws import fastpath, g711
-from rtp2ws.bench import make_capture
+from rtp2ws.fastpath import twin as fastpath
+from rtp2ws.codec import g711
+from rtp2ws.bench.harness import make_capture
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")

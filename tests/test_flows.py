@@ -29,10 +29,11 @@ import callgen
 import netgen
 from callgen import Call, Party, frames_of, rtp_packets, sdp, tone
 from fastcheck import check_equivalent
-from rtp2ws import cli, pipeline
-from rtp2ws.pipeline import Pipeline, Sink
-from rtp2ws.resample import upsample_2x
-from rtp2ws.wavout import iso, read_wav
+from rtp2ws import cli
+from rtp2ws.pipeline import pipeline
+from rtp2ws.pipeline.pipeline import Pipeline, Sink
+from rtp2ws.codec.resample import upsample_2x
+from rtp2ws.sinks.wav import iso, read_wav
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import native_skip_reason
 
-from rtp2ws import g711
+from rtp2ws.codec import g711
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -121,7 +121,7 @@ def test_backend_names():
 
 
 def test_opt_out_environment_forces_numpy():
-    code = "import rtp2ws.g711 as g; print(g.BACKEND, g.BACKENDS)"
+    code = "import rtp2ws.codec.g711 as g; print(g.BACKEND, g.BACKENDS)"
     env = dict(os.environ, RTP2WS_NO_NATIVE="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["numpy", "('numpy',)"]

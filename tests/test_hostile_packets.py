@@ -22,8 +22,8 @@ from conftest import can_capture
 from test_calls import within
 from test_live import call_factory, live_factory  # noqa: F401 -- fixtures
 from rtp2ws import cli
-from rtp2ws.pipeline import Config, Pipeline, Sink
-from rtp2ws.wavout import read_wav
+from rtp2ws.pipeline.pipeline import Config, Pipeline, Sink
+from rtp2ws.sinks.wav import read_wav
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")
@@ -103,7 +103,7 @@ def test_an_unexpected_exception_is_counted_and_capture_goes_on():
 
 
 def test_the_kept_errors_are_bounded():
-    from rtp2ws.pipeline import MAX_ERRORS_KEPT
+    from rtp2ws.pipeline.pipeline import MAX_ERRORS_KEPT
 
     pipe = Pipeline(101, ExplodingSink())
     for i in range(MAX_ERRORS_KEPT * 3):
@@ -117,7 +117,7 @@ def test_the_kept_errors_are_bounded():
 
 def test_replay_reports_unexpected_errors_on_stderr(tmp_path, capsys):
     """The replay command names what was skipped: the first error, escaped to one line."""
-    from rtp2ws.replay import replay as run_replay
+    from rtp2ws.run.replay import replay as run_replay
 
     c, setup, sa, sb, pa, pb = one_call()
     path = callgen.write(tmp_path / "cap.pcap", frames_of(Call("boom@x", A, B).setup(99.0), setup, sa, sb))
@@ -194,7 +194,7 @@ def test_a_gap_of_hours_is_handed_out_a_bounded_piece_at_a_time():
     the hand-off, found by fuzz/targets/pipeline.py).  Now it goes a minute at a time."""
     import tracemalloc
 
-    from rtp2ws.leg import MAX_TAKE
+    from rtp2ws.media.leg import MAX_TAKE
 
     gap = 3 * 3600 * 8000
     c = Call("gap@test", A, B)
@@ -220,8 +220,8 @@ def test_a_gap_of_hours_is_handed_out_a_bounded_piece_at_a_time():
     assert max(sink.sizes) <= 2 * MAX_TAKE + 100           # 16 kHz out of MAX_TAKE at 8 kHz (+ the tail)
     assert sum(sink.sizes) == 2 * (800 + gap + 800)        # the whole timeline, silence included
     assert peak < 40 << 20, peak                           # the whole gap at once was 345 MB
-    from rtp2ws import g711
-    from rtp2ws.resample import upsample_2x
+    from rtp2ws.codec import g711
+    from rtp2ws.codec.resample import upsample_2x
 
     silence = np.zeros(400, dtype=np.int16)        # the filter reaches 40 samples either side
     decoded = g711.decode_alaw(g711.encode_alaw(pa))
@@ -237,8 +237,8 @@ def test_a_gap_of_hours_goes_out_over_several_ticks_not_in_one_call():
     following ticks go on, so no feed or tick call holds capture up for the whole gap
     (it was one loop over every minute, about 0.1 s of CPU per three hours: found by
     fuzz/targets/pipeline.py).  Nothing is lost and the order is kept."""
-    from rtp2ws.leg import MAX_TAKE
-    from rtp2ws.pipeline import TICK_PIECES
+    from rtp2ws.media.leg import MAX_TAKE
+    from rtp2ws.pipeline.pipeline import TICK_PIECES
 
     gap = 10 * 3600 * 8000
     c = Call("hold@test", A, B)
@@ -269,8 +269,8 @@ def test_a_gap_of_hours_goes_out_over_several_ticks_not_in_one_call():
     assert sum(1 for n in per_call if n) >= gap // (TICK_PIECES * MAX_TAKE)   # many calls, each its share
     pipe.finish()
     assert sum(sink.sizes) == 2 * (800 + gap + 800)          # the whole timeline, silence included
-    from rtp2ws import g711
-    from rtp2ws.resample import upsample_2x
+    from rtp2ws.codec import g711
+    from rtp2ws.codec.resample import upsample_2x
 
     decoded = g711.decode_alaw(g711.encode_alaw(pa))
     tail = upsample_2x(np.concatenate([np.zeros(400, dtype=np.int16), decoded[800:]]))

@@ -1,7 +1,7 @@
 import random
 
-from rtp2ws.jitterbuffer import JitterBuffer
-from rtp2ws.rtp import RtpPacket
+from rtp2ws.media.jitterbuffer import JitterBuffer
+from rtp2ws.media.rtp import RtpPacket
 
 
 def pkt(seq, ssrc=1, ts=None):
@@ -154,8 +154,8 @@ def test_advance_accounts_packets_taken_elsewhere_as_push_would():
 def test_a_leg_lists_at_most_max_dtmf_listed_key_presses():
     """A flood of RFC 4733 events (each its own timestamp): every one is still an event
     for the sinks, but the list kept for the manifest stops at MAX_DTMF_LISTED."""
-    from rtp2ws.leg import MAX_DTMF_LISTED, MediaLeg
-    from rtp2ws.rtp import RtpPacket
+    from rtp2ws.media.leg import MAX_DTMF_LISTED, MediaLeg
+    from rtp2ws.media.rtp import RtpPacket
 
     leg = MediaLeg("caller")
     leg.set_payload_map({8: ("PCMA", 8000), 101: ("TELEPHONE-EVENT", 8000)})

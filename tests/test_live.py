@@ -22,19 +22,16 @@ import pytest
 from callgen import sdp, sip, tone
 from conftest import can_capture
 
-from rtp2ws import g711
-from rtp2ws.livecapture import (
-    VLAN_LINKTYPES,
-    CaptureOpenError,
-    LiveCapture,
-    build_bpf,
-    parse_port_range,
-    parse_ports,
+from rtp2ws.codec import g711
+from rtp2ws.capture.live import (
+    VLAN_LINKTYPES, CaptureOpenError, LiveCapture, build_bpf, parse_port_range, parse_ports,
 )
-from rtp2ws.packet import DLT_EN10MB, DLT_IPV4, DLT_IPV6, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW
-from rtp2ws.resample import upsample_2x
-from rtp2ws.rtp import RtpPacket, serialize_rtp
-from rtp2ws.wavout import read_wav
+from rtp2ws.net.packet import (
+    DLT_EN10MB, DLT_IPV4, DLT_IPV6, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW,
+)
+from rtp2ws.codec.resample import upsample_2x
+from rtp2ws.media.rtp import RtpPacket, serialize_rtp
+from rtp2ws.sinks.wav import read_wav
 
 PY = sys.executable
 A_IP, B_IP = "127.0.0.1", "127.0.0.2"
@@ -341,7 +338,7 @@ def test_capture_errors():
 
 @pytest.mark.skipif(shutil.which("capsh") is None or os.geteuid() != 0, reason="needs capsh and root")
 def test_missing_permission_says_how_to_grant_it():
-    code = ("from rtp2ws.livecapture import LiveCapture, CaptureOpenError\n"
+    code = ("from rtp2ws.capture.live import LiveCapture, CaptureOpenError\n"
             "try:\n    LiveCapture('lo', bpf='udp')\nexcept CaptureOpenError as e:\n    print(e)\n")
     r = subprocess.run(["capsh", "--drop=cap_net_raw", "--", "-c", f'exec "{PY}" -c "$0"', code],
                        capture_output=True, text=True, timeout=30)
@@ -383,7 +380,7 @@ def test_capture_thread_leaves_the_gil_to_others_when_idle():
     In a subprocess, so that a regression fails instead of freezing pytest."""
     code = """
 import time
-from rtp2ws.livecapture import LiveCapture
+from rtp2ws.capture.live import LiveCapture
 cap = LiveCapture("lo", bpf="udp and dst port 26998")
 cap.start()
 t0 = time.monotonic()
@@ -570,8 +567,8 @@ def test_sighup_reopens_the_log_file(tmp_path, live_factory):
 def test_timers_run_without_traffic(call_factory):
     """The last packets of a leg leave the jitter buffer on the wall clock, with no
     packet after them to push them out; the call stays open until the end."""
-    from rtp2ws.live import LiveRunner
-    from rtp2ws.pipeline import Sink
+    from rtp2ws.run.live import LiveRunner
+    from rtp2ws.pipeline.pipeline import Sink
 
     class Recorder(Sink):
         def __init__(self):

@@ -15,11 +15,11 @@ from callgen import sdp, sip
 from conftest import can_capture
 
 from rtp2ws import cli
-from rtp2ws.config import ConfigError, apply_config
-from rtp2ws.live import LiveRunner
-from rtp2ws.livecapture import LiveCapture
-from rtp2ws.metrics import METRICS, MetricsServer, health, parse_hostport
-from rtp2ws.pipeline import Sink
+from rtp2ws.tomlconfig import ConfigError, apply_config
+from rtp2ws.run.live import LiveRunner
+from rtp2ws.capture.live import LiveCapture
+from rtp2ws.run.metrics import METRICS, MetricsServer, health, parse_hostport
+from rtp2ws.pipeline.pipeline import Sink
 
 
 def get(url: str) -> tuple[int, str]:
@@ -259,7 +259,7 @@ DEPLOY = __import__("pathlib").Path(__file__).resolve().parent.parent / "deploy"
 
 
 def test_example_config_covers_every_option_and_parses(tmp_path):
-    from rtp2ws.config import option_table
+    from rtp2ws.tomlconfig import option_table
 
     text = (DEPLOY / "rtp2ws.toml.example").read_text()
     keys = set(re.findall(r"^#? ?(\w+) = ", text, re.MULTILINE))

@@ -5,26 +5,10 @@ import struct
 import pytest
 
 from netgen import fragment, ip_packet, link, tcp, udp
-from rtp2ws.packet import (
-    DLT_EN10MB,
-    DLT_IPV4,
-    DLT_IPV6,
-    DLT_LINUX_SLL,
-    DLT_LINUX_SLL2,
-    DLT_LOOP,
-    DLT_NULL,
-    DLT_RAW,
-    DLT_RAW_OPENBSD,
-    LINKTYPE_NAMES,
-    LINKTYPE_RAW,
-    TCP_ACK,
-    TCP_FIN,
-    TCP_PSH,
-    TCP_SYN,
-    MalformedPacket,
-    Packet,
-    PacketDecoder,
-    UnsupportedLinkType,
+from rtp2ws.net.packet import (
+    DLT_EN10MB, DLT_IPV4, DLT_IPV6, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW,
+    DLT_RAW_OPENBSD, LINKTYPE_NAMES, LINKTYPE_RAW, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, MalformedPacket,
+    Packet, PacketDecoder, UnsupportedLinkType,
 )
 
 V4 = ("192.0.2.10", "198.51.100.20")
@@ -653,11 +637,11 @@ class _TooManyLines(AssertionError):
 
 
 def _count_lines(fn, budget):
-    """Python lines executed by ``fn()`` in rtp2ws/packet.py: an operation count
+    """Python lines executed by ``fn()`` in rtp2ws/net/packet.py: an operation count
     that does not depend on the clock.  Stops ``fn`` past ``budget`` lines."""
     import sys
 
-    import rtp2ws.packet as mod
+    import rtp2ws.net.packet as mod
 
     target = mod.__file__
     count = 0

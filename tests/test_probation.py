@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from callgen import Party, rtp_packets, tone
-from rtp2ws.pipeline import PROBATION_STALE, Config, Pipeline, Sink
+from rtp2ws.pipeline.pipeline import PROBATION_STALE, Config, Pipeline, Sink
 
 
 class Calls(Sink):
@@ -100,7 +100,7 @@ def test_a_full_table_of_fresh_flows_is_not_disturbed():
 def test_counting_forgets_the_legs_of_calls_that_ended():
     """``legs with audio`` is a running count: a live run does not keep a set entry for
     every leg it ever saw."""
-    from rtp2ws.pipeline import Counting
+    from rtp2ws.pipeline.pipeline import Counting
 
     counting = Counting(Sink())
     pipe = Pipeline(101, counting)
@@ -127,7 +127,7 @@ def test_two_packets_in_sequence_hours_apart_are_not_a_call():
 def test_an_sdp_address_with_a_nul_byte_is_no_address():
     """socket.inet_pton raises ValueError, not OSError, for an embedded NUL: it escaped
     the correlator (found by fuzz/targets/pipeline.py)."""
-    from rtp2ws.correlator import pack_ip
+    from rtp2ws.signalling.correlator import pack_ip
 
     assert pack_ip("10.0.0.1\x00") is None and pack_ip("::1\x00x") is None
     assert pack_ip("10.0.0.1") == bytes([10, 0, 0, 1])

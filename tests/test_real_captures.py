@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from rtp2ws import cli
-from rtp2ws.resample import upsample_2x
-from rtp2ws.wavout import read_wav
+from rtp2ws.codec.resample import upsample_2x
+from rtp2ws.sinks.wav import read_wav
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -143,14 +143,14 @@ def test_live_sipp_call_recorded_now(tmp_path):
 def test_native_and_numpy_backends_write_identical_audio(tmp_path):
     """The whole pipeline, once with the C twin and once with numpy only."""
     import sys
-    from rtp2ws import g711
+    from rtp2ws.codec import g711
     if "native" not in g711.BACKENDS:
         pytest.skip("rtp2ws._native is not built")
     outs = {}
     for name, env in (("native", {}), ("numpy", {"RTP2WS_NO_NATIVE": "1"})):
         out = tmp_path / name
         r = subprocess.run([sys.executable, "-c",
-                            "import sys, rtp2ws.g711 as g; from rtp2ws import cli; print(g.BACKEND, file=sys.stderr);"
+                            "import sys, rtp2ws.codec.g711 as g; from rtp2ws import cli; print(g.BACKEND, file=sys.stderr);"
                             "sys.exit(cli.main(sys.argv[1:]))",
                             "replay", str(DATA / "demo_speech.pcap"), "--out-dir", str(out), "--stereo"],
                            env={**os.environ, **env}, capture_output=True, text=True)

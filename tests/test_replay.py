@@ -13,8 +13,9 @@ import callgen
 import netgen
 from fastcheck import check_equivalent
 from callgen import Call, Party, expected_16k, frames_of, rtp_packets, sdp, tone
-from rtp2ws import cli, g711
-from rtp2ws.wavout import read_wav
+from rtp2ws import cli
+from rtp2ws.codec import g711
+from rtp2ws.sinks.wav import read_wav
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")
@@ -154,7 +155,7 @@ def test_reinvite_moves_media_and_changes_codec(tmp_path):
     assert len(got) == 2 * (8000 + 320)
     a = g711.decode_alaw(g711.encode_alaw(pa[:4000]))
     u = g711.decode_ulaw(g711.encode_ulaw(pa[4000:]))
-    from rtp2ws.resample import upsample_2x
+    from rtp2ws.codec.resample import upsample_2x
     exp = upsample_2x(np.concatenate([a, np.zeros(320, np.int16), u]))
     assert np.array_equal(got, exp)
 
@@ -233,7 +234,7 @@ def test_stun_rtcp_unknown_pt_not_decoded(tmp_path):
     c, setup, sa, sb, pa, pb = basic_call(n=1600)
     stun = struct.pack("!HHI", 1, 0, 0x2112A442) + b"\x00" * 12
     rtcp = bytes.fromhex("80c80006aaaa0001") + b"\x00" * 20
-    from rtp2ws.rtp import RtpPacket, serialize_rtp
+    from rtp2ws.media.rtp import RtpPacket, serialize_rtp
     odd = serialize_rtp(RtpPacket(1005, 50000 + 5 * 160, 0xAAAA0001, 96, False, b"\x00" * 20))
     extra = [(100.15, netgen.udp(A.ip, 4000, B.ip, 5000, stun)),
              (100.16, netgen.udp(A.ip, 4001, B.ip, 5001, rtcp)),
@@ -418,7 +419,7 @@ def test_random_corruption_never_crashes(tmp_path):
     rnd = np.random.default_rng(5)
     c, setup, sa, sb, pa, pb = basic_call(n=1600)
     frames = frames_of(setup, sa, sb, c.bye(101))
-    from rtp2ws.pipeline import Pipeline, Sink
+    from rtp2ws.pipeline.pipeline import Pipeline, Sink
     for trial in range(30):
         pipe = Pipeline(1, Sink())
         for t, ip in frames:
@@ -461,7 +462,7 @@ def test_comfort_noise_becomes_silence_and_multipart_sdp(tmp_path):
     f += c.request(100.06, "ACK")
     pa = tone(440, 1600)
     s1 = rtp_packets(A, B, 100.1, pa[:800], ssrc=3, seq0=1, ts0=0)
-    from rtp2ws.rtp import RtpPacket, serialize_rtp
+    from rtp2ws.media.rtp import RtpPacket, serialize_rtp
     cn = [(100.1 + 0.1, 6, netgen.udp(A.ip, 4000, B.ip, 5000, serialize_rtp(RtpPacket(6, 800, 3, 13, False, b"\x40"))))]
     # 0.5 s of comfort noise / no packets, then speech resumes with the timestamp moved on
     s2 = rtp_packets(A, B, 100.1 + 0.6, pa[800:], ssrc=3, seq0=7, ts0=800 + 4000)
@@ -536,8 +537,8 @@ def test_flush_ms_paces_hand_outs_and_changes_no_sample(tmp_path):
     flush_ms of capture time, with every tick still running the timers; the audio
     is the same, sample for sample, as handing it out at every tick."""
     from fastcheck import Recorder
-    from rtp2ws.capture import CaptureFile
-    from rtp2ws.pipeline import Config, Pipeline
+    from rtp2ws.capture.file import CaptureFile
+    from rtp2ws.pipeline.pipeline import Config, Pipeline
 
     c, setup, sa, sb, pa, pb = basic_call(n=4000)
     path = callgen.write(tmp_path / "c.pcap", frames_of(setup, sa, sb, c.bye(101)))
@@ -587,7 +588,7 @@ def test_flush_ms_option_reaches_the_pipeline():
 def test_wav_file_writes_each_second_as_it_comes(tmp_path):
     """A leg's WAV holds at most a second of audio in memory: the pipeline hands files a
     second at a time, and each such hand-off goes straight to disk."""
-    from rtp2ws.wavout import WavFile
+    from rtp2ws.sinks.wav import WavFile
     path = str(tmp_path / "leg.wav")
     w = WavFile(path)
     w.write(np.arange(16000, dtype=np.int16))
@@ -605,7 +606,7 @@ def test_replay_sets_the_collector_for_thousands_of_calls(tmp_path):
     100 ms: the command collects the youngest generation every gcpolicy.YOUNG objects
     instead of 700, and freezes what start-up made."""
     import gc
-    from rtp2ws import gcpolicy
+    from rtp2ws.run import gcpolicy
     c, setup, sa, sb, pa, pb = basic_call(n=1600)
     path = callgen.write(tmp_path / "c.pcap", frames_of(setup, sa, sb, c.bye(101)))
     gc.unfreeze()
@@ -695,7 +696,7 @@ def test_a_packet_with_the_largest_timestamp_keeps_the_rest(tmp_path):
 
 
 def test_iso_is_total():
-    from rtp2ws.wavout import ISO_FIRST, ISO_LAST, iso
+    from rtp2ws.sinks.wav import ISO_FIRST, ISO_LAST, iso
     assert iso(100.25) == "1970-01-01T00:01:40.250+00:00"
     assert iso(None) is None and iso(float("nan")) is None
     assert iso(253402300799.0) == "9999-12-31T23:59:59.000+00:00"

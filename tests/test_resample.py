@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import native_skip_reason
 
-from rtp2ws import resample
-from rtp2ws.resample import FRAC_BITS, PHASES, TAPS, Upsampler2x, upsample_2x
+from rtp2ws.codec import resample
+from rtp2ws.codec.resample import FRAC_BITS, PHASES, TAPS, Upsampler2x, upsample_2x
 
 FS_IN = 8000
 FS_OUT = 16000
@@ -112,7 +112,7 @@ def test_designed_response():
 
 
 def test_import_needs_no_scipy():
-    code = "import sys, rtp2ws.resample; print(any(m.startswith('scipy') for m in sys.modules))"
+    code = "import sys, rtp2ws.codec.resample; print(any(m.startswith('scipy') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

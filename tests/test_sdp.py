@@ -2,12 +2,8 @@ import random
 
 import pytest
 
-from rtp2ws.sdp import (
-    STATIC_PAYLOAD_TYPES,
-    MediaDescription,
-    SdpParseError,
-    SessionDescription,
-    parse_sdp,
+from rtp2ws.signalling.sdp import (
+    STATIC_PAYLOAD_TYPES, MediaDescription, SdpParseError, SessionDescription, parse_sdp,
 )
 
 

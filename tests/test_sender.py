@@ -18,8 +18,8 @@ import pytest
 import trustme
 from websockets.asyncio.server import serve
 
-from rtp2ws import sender as sender_mod
-from rtp2ws.sender import Sender, SenderConfig, load_headers, raise_fd_limit, redact_url
+from rtp2ws.ws import sender as sender_mod
+from rtp2ws.ws.sender import Sender, SenderConfig, load_headers, raise_fd_limit, redact_url
 
 FRAME = 320                     # 20 ms at 16 kHz
 QUIET = logging.getLogger("tests.sink")
@@ -143,7 +143,7 @@ async def wait_for(predicate, timeout: float = 5.0):
 @pytest.fixture(params=["native", "python"])
 def framing(request, monkeypatch):
     """Run a test with the C framing (rtp2ws._wsframe) and with its pure-Python twin."""
-    from rtp2ws import wsframe
+    from rtp2ws.ws import frame as wsframe
     if request.param == "python":
         monkeypatch.setattr(wsframe, "encode", wsframe.encode_py)
     elif wsframe.BACKEND != "native":
@@ -200,7 +200,7 @@ def test_raise_fd_limit_past_the_hard_limit_when_privileged():
     import subprocess
     import sys
     code = ("import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 2048)); "
-            "from rtp2ws.sender import raise_fd_limit; print(raise_fd_limit(4096), "
+            "from rtp2ws.ws.sender import raise_fd_limit; print(raise_fd_limit(4096), "
             "resource.getrlimit(resource.RLIMIT_NOFILE)[1])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     with open("/proc/self/status") as f:
@@ -212,7 +212,7 @@ def test_raise_fd_limit_past_the_hard_limit_when_privileged():
 
 
 def test_capture_side_is_synchronous():
-    from rtp2ws.sender import Stream
+    from rtp2ws.ws.sender import Stream
     for name in ("send_audio", "send_event", "end"):
         assert not inspect.iscoroutinefunction(getattr(Stream, name))
 
@@ -700,7 +700,7 @@ def test_protocol_refusal_close_is_not_retried(caplog):
 
     from websockets.asyncio.server import serve
 
-    from rtp2ws.sender import Sender, SenderConfig
+    from rtp2ws.ws.sender import Sender, SenderConfig
 
     async def main():
         seen = []
@@ -1215,8 +1215,8 @@ def test_pongs_acknowledge_audio_and_free_the_resend_window():
 def test_summary_and_exit_status_report_undelivered_audio():
     """The summary line (replay and live) shows undelivered audio, and any of it
     (or a stream refused or given up) is an error: exit status 1."""
-    from rtp2ws.live import summary_line
-    from rtp2ws.streaming import delivery_error, stream_summary
+    from rtp2ws.run.live import summary_line
+    from rtp2ws.ws.bridge import delivery_error, stream_summary
 
     ok = {"streams": 2, "reconnects": 1, "dropped_ms": 0, "undelivered_ms": 0, "given_up": 0, "refused": 0}
     assert stream_summary(ok) == "streamed 2 streams, 1 reconnects, 0 ms dropped, 0 ms undelivered"

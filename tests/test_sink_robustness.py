@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from rtp2ws import protocol, sinkserver
-from rtp2ws.sinkserver import Session, StreamStore, json_depth, load_json, printable
-from rtp2ws.wavout import read_wav
+from rtp2ws.ws import protocol
+from rtp2ws.sinkserver import server as sinkserver
+from rtp2ws.sinkserver.server import Session, StreamStore, json_depth, load_json, printable
+from rtp2ws.sinks.wav import read_wav
 from test_sinkserver import (FRAME, TIMEOUT, end_msg, event, frame, frames, read_jsonl, run, send_stream, serving,
                              spawn_sink, start_msg, wav_bytes_like_wavout)
 

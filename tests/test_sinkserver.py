@@ -14,9 +14,10 @@ import trustme
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from rtp2ws import protocol, sinkserver
-from rtp2ws.sinkserver import Refusal, Session, SinkServer
-from rtp2ws.wavout import WavFile, read_wav, wav_header
+from rtp2ws.ws import protocol
+from rtp2ws.sinkserver import server as sinkserver
+from rtp2ws.sinkserver.server import Refusal, Session, SinkServer
+from rtp2ws.sinks.wav import WavFile, read_wav, wav_header
 
 FRAME = 320  # 20 ms at 16 kHz
 TIMEOUT = 20.0

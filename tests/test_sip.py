@@ -9,16 +9,10 @@ import netgen
 from callgen import Call, Party, expected_16k, frames_of, rtp_packets, tone
 from fastcheck import check_equivalent
 from rtp2ws import cli
-from rtp2ws.sip import (
-    COMPACT,
-    SipMessage,
-    SipParseError,
-    _mime_part,
-    looks_like_sip,
-    message_length,
-    parse_message,
+from rtp2ws.signalling.sip import (
+    COMPACT, SipMessage, SipParseError, _mime_part, looks_like_sip, message_length, parse_message,
 )
-from rtp2ws.wavout import read_wav
+from rtp2ws.sinks.wav import read_wav
 
 
 def crlf(text: str) -> bytes:
@@ -774,7 +768,7 @@ def test_cseq_of_too_many_digits_is_malformed(number):
 def test_folded_lines_are_joined_once_per_header(monkeypatch):
     """Appending each continuation line to the value copied the value every time:
     20,000 folded lines (100 KB) copied about 1 GB.  The value is joined once."""
-    from rtp2ws import sip
+    from rtp2ws.signalling import sip
 
     joined = []
     real = sip._join_folded

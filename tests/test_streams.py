@@ -8,10 +8,10 @@ import pytest
 
 import callgen
 from callgen import Call, Party, frames_of, rtp_packets, tone
-from rtp2ws import protocol
-from rtp2ws.pipeline import Pipeline, Tee
-from rtp2ws.streams import Audio, End, Event, Open, StreamSink
-from rtp2ws.wavout import WavSink, read_wav
+from rtp2ws.ws import protocol
+from rtp2ws.pipeline.pipeline import Pipeline, Tee
+from rtp2ws.sinks.streams import Audio, End, Event, Open, StreamSink
+from rtp2ws.sinks.wav import WavSink, read_wav
 
 import netgen
 
@@ -188,7 +188,7 @@ def test_protocol_doc_carries_the_schemas():
 def test_stereo_ticks_look_only_at_mixers_whose_hold_ended(monkeypatch):
     """A frame one channel holds (the other leg silent) waits ``hold_s``; until then
     ticks do not look at its mixer at all, so a tick costs nothing per waiting call."""
-    from rtp2ws import streams as streams_mod
+    from rtp2ws.sinks import streams as streams_mod
     looked = []
     emit = streams_mod._Mixer.emit
 
@@ -273,7 +273,7 @@ def test_schemas_accept_extra_leg_tags_only():
 def test_events_before_a_stream_opens_are_bounded():
     """A flood of hold/resume re-INVITEs before any audio: each leg keeps at most
     MAX_EARLY_EVENTS to send after its start, and counts the rest (issue 10)."""
-    from rtp2ws.streams import MAX_EARLY_EVENTS
+    from rtp2ws.sinks.streams import MAX_EARLY_EVENTS
 
     c = Call("early@test", A, B)
     frames = c.setup(100.0)

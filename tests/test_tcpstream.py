@@ -11,11 +11,11 @@ from callgen import Call, Party, expected_16k, frames_of, rtp_packets, tone
 from fastcheck import Recorder, check_equivalent
 from netgen import link, tcp
 from rtp2ws import cli
-from rtp2ws.capture import CaptureFile
-from rtp2ws.pipeline import Pipeline
-from rtp2ws.wavout import read_wav
-from rtp2ws.packet import DLT_EN10MB, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, Packet, PacketDecoder
-from rtp2ws.tcpstream import FlowKey, SipTcpReassembler
+from rtp2ws.capture.file import CaptureFile
+from rtp2ws.pipeline.pipeline import Pipeline
+from rtp2ws.sinks.wav import read_wav
+from rtp2ws.net.packet import DLT_EN10MB, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, Packet, PacketDecoder
+from rtp2ws.net.tcpstream import FlowKey, SipTcpReassembler
 
 A = b"\xc0\x00\x02\x01"
 B = b"\xc0\x00\x02\x02"
@@ -351,7 +351,7 @@ def test_random_streams_only_yield_messages():
 def test_held_runs_are_a_heap_not_a_rescan(monkeypatch):
     """min() over the held segments per delivered segment: 20,000 one-byte segments
     behind a hole took 21 s.  Count the sequence comparisons instead of the time."""
-    from rtp2ws import tcpstream
+    from rtp2ws.net import tcpstream
 
     calls = [0]
     real = tcpstream._seq_diff

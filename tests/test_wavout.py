@@ -1,4 +1,4 @@
-"""``rtp2ws.wavout.WavSink``: where files go (``calls/<name>/`` beside the run's own
+"""``rtp2ws.sinks.wav.WavSink``: where files go (``calls/<name>/`` beside the run's own
 files), when they are made (with the first audio), and the journal mode live uses
 (``calls.jsonl``, a line per call as it ends, nothing kept)."""
 
@@ -11,9 +11,9 @@ import pytest
 import callgen
 from callgen import Call, Party, expected_16k, frames_of, rtp_packets, tone
 from rtp2ws import cli
-from rtp2ws.pipeline import Sink, Tee
-from rtp2ws.replay import replay
-from rtp2ws.wavout import WavSink, read_wav, safe_name
+from rtp2ws.pipeline.pipeline import Sink, Tee
+from rtp2ws.run.replay import replay
+from rtp2ws.sinks.wav import WavSink, read_wav, safe_name
 
 A_IP, B_IP = "10.0.0.1", "10.0.0.2"
 CALLS_DIR, MANIFEST, JOURNAL = "calls", "calls.json", "calls.jsonl"      # the documented layout
@@ -55,7 +55,7 @@ def caller_wav(out: str, call: dict) -> np.ndarray:
 # --------------------------------------------------------------------------- names
 
 def test_folder_names():
-    from rtp2ws.wavout import folder_name
+    from rtp2ws.sinks.wav import folder_name
     assert folder_name("1-14710@127.0.0.1") == "1-14710@127.0.0.1"          # safe as it is: kept
     for odd in (".", "..", "", "a/b", "a b", "x" * 500, "ü@x", "calls.json#2"):
         name = folder_name(odd)

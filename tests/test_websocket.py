@@ -17,7 +17,7 @@ import trustme
 
 import callgen
 from callgen import Call, Party, frames_of, rtp_packets, tone
-from rtp2ws.wavout import read_wav
+from rtp2ws.sinks.wav import read_wav
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")

@@ -1,4 +1,4 @@
-"""rtp2ws.wsframe: many RFC 6455 client frames in one buffer, checked with
+"""rtp2ws.ws.frame: many RFC 6455 client frames in one buffer, checked with
 websockets' own frame parser and a real websockets server on 127.0.0.1.
 Every test runs against the pure-Python encoder and the C twin."""
 
@@ -17,7 +17,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 
-from rtp2ws import wsframe
+from rtp2ws.ws import frame as wsframe
 from rtp2ws.speedups import load_native
 
 SIZES = [0, 1, 3, 4, 5, 7, 8, 9, 125, 126, 127, 640, 3200, 65535, 65536, 70001]

@@ -6,8 +6,8 @@ import math
 
 import atheris
 
-from rtp2ws.calls import Call, CallEnded, CallRegistry, CallStarted, HoldChanged, MediaUpdated
-from rtp2ws.sip import SipParseError, parse_message
+from rtp2ws.signalling.calls import Call, CallEnded, CallRegistry, CallStarted, HoldChanged, MediaUpdated
+from rtp2ws.signalling.sip import SipParseError, parse_message
 
 from .. import gen
 from ..common import check, entry

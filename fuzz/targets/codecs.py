@@ -8,7 +8,8 @@ import array
 import atheris
 import numpy as np
 
-from rtp2ws import g711, resample, wsframe
+from rtp2ws.codec import g711, resample
+from rtp2ws.ws import frame as wsframe
 from rtp2ws.speedups import load_native
 
 from ..common import check, entry

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import atheris
 
-from rtp2ws.dtmf import DtmfDetector, DtmfEvent
-from rtp2ws.rtp import RtpPacket
+from rtp2ws.media.dtmf import DtmfDetector, DtmfEvent
+from rtp2ws.media.rtp import RtpPacket
 
 from ..common import check, entry
 

@@ -1,4 +1,4 @@
-"""Differential: the C fast path (rtp2ws._fastpath) against its Python twin (rtp2ws.fastpath)."""
+"""Differential: the C fast path (rtp2ws._fastpath) against its Python twin (rtp2ws.fastpath.twin)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import struct
 
 import atheris
 
-from rtp2ws import fastpath
+from rtp2ws.fastpath import twin as fastpath
 from rtp2ws.speedups import load_native
 
 from .. import gen

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import atheris
 
-from rtp2ws.packet import MalformedPacket, PacketDecoder
+from rtp2ws.net.packet import MalformedPacket, PacketDecoder
 
 from .. import gen
 from ..common import check, entry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import atheris
 
-from rtp2ws.packet import IPPROTO_TCP, IPPROTO_UDP, MalformedPacket, Packet, PacketDecoder
+from rtp2ws.net.packet import IPPROTO_TCP, IPPROTO_UDP, MalformedPacket, Packet, PacketDecoder
 
 from .. import gen
 from ..common import check, decode_frames, entry

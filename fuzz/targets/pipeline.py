@@ -10,8 +10,8 @@ import zlib
 import atheris
 import numpy as np
 
-from rtp2ws import fastpath
-from rtp2ws.pipeline import Config, Pipeline, Sink
+from rtp2ws.fastpath import twin as fastpath
+from rtp2ws.pipeline.pipeline import Config, Pipeline, Sink
 from rtp2ws.speedups import load_native
 
 from .. import gen

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import struct
 
-from rtp2ws import rtp
-from rtp2ws.rtp import KIND_OTHER, KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP
+from rtp2ws.media import rtp
+from rtp2ws.media.rtp import KIND_OTHER, KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP
 
 from ..common import check, entry
 

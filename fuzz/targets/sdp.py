@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import atheris
 
-from rtp2ws.sdp import DIRECTIONS, MediaDescription, SdpParseError, SessionDescription, parse_sdp
+from rtp2ws.signalling.sdp import DIRECTIONS, MediaDescription, SdpParseError, SessionDescription, parse_sdp
 
 from .. import gen
 from ..common import check, entry

@@ -6,8 +6,10 @@ import json
 
 import atheris
 
-from rtp2ws import protocol
-from rtp2ws.sinkserver import MAX_DATA_BYTES, MAX_REASON_BYTES, Audio, Ended, Event, Refusal, Session, Started
+from rtp2ws.ws import protocol
+from rtp2ws.sinkserver.server import (
+    MAX_DATA_BYTES, MAX_REASON_BYTES, Audio, Ended, Event, Refusal, Session, Started,
+)
 
 from ..common import check, entry
 

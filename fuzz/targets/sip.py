@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import atheris
 
-from rtp2ws import sip
-from rtp2ws.sip import SipMessage, SipParseError
+from rtp2ws.signalling import sip
+from rtp2ws.signalling.sip import SipMessage, SipParseError
 
 from .. import gen
 from ..common import check, entry

@@ -64,9 +64,12 @@ try:
 except ImportError:  # pragma: no cover - websockets < 15 has no proxy support, so nothing to look up
     get_proxy = None
 
-from . import __version__, wsframe
-from .protocol import (CLOSE_INVALID_PAYLOAD, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG,
-                       CLOSE_UNSUPPORTED_DATA, SAMPLE_RATE, encode)
+from .. import __version__
+from . import frame as wsframe
+from .protocol import (
+    CLOSE_INVALID_PAYLOAD, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED_DATA,
+    SAMPLE_RATE, encode,
+)
 
 log = logging.getLogger("rtp2ws.sender")
 

@@ -22,7 +22,7 @@ reference_wav  the same pipeline writing WAV files (compare with wav)
 ========== ================================================================
 
 WebSocket audio goes to a *discard sink*: a minimal WebSocket server
-(``python -m rtp2ws.bench sink``: handshake, frame headers walked and the
+(``python -m rtp2ws.bench.harness sink``: handshake, frame headers walked and the
 payload skipped, pings and closes answered, frames counted) in a separate
 process, so that it takes as little CPU as possible from rtp2ws's core; its
 CPU is never counted.  ``--sink rtp2ws`` uses ``rtp2ws sink`` instead.
@@ -82,7 +82,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .argtypes import number, whole
+from ..argtypes import number, whole
 
 FORMAT_VERSION = 2            # bump when the generated captures change
 EPOCH = 1_767_225_600         # 2026-01-01T00:00:00Z: capture time of the first call
@@ -229,7 +229,7 @@ def make_capture(path, calls: int, seconds: float, *, loss: float = 0.0, reorder
         raise ValueError("calls and seconds must be positive")
     if law not in ("alaw", "ulaw"):
         raise ValueError("law is alaw or ulaw")
-    from . import g711
+    from ..codec import g711
 
     rng = np.random.default_rng(seed)
     n = max(2, round(seconds * 50))
@@ -453,7 +453,7 @@ class _DiscardProtocol(asyncio.Protocol):
 
 
 async def _serve_discard(host: str, port: int) -> None:
-    from .sender import raise_fd_limit
+    from ..ws.sender import raise_fd_limit
 
     raise_fd_limit(65536)
     stats = {"connections": 0, "closed": 0, "binary": 0, "text": 0, "bytes": 0}
@@ -476,7 +476,7 @@ class SinkProcess:
         self.kind = kind
         self._tmp = None
         if kind == "discard":
-            cmd = [sys.executable, "-m", "rtp2ws.bench", "sink", "--listen", "127.0.0.1:0"]
+            cmd = [sys.executable, "-m", "rtp2ws.bench.harness", "sink", "--listen", "127.0.0.1:0"]
         elif kind == "rtp2ws":
             if out_dir is None:
                 self._tmp = tempfile.mkdtemp(prefix="rtp2ws-bench-sink-")
@@ -552,7 +552,7 @@ class MemoryProbe:
 
 
 def _probe_sink(inner, probe: MemoryProbe):
-    from .pipeline import Forward
+    from ..pipeline.pipeline import Forward
 
     class _Probe(Forward):
         def tick(self, now):
@@ -566,16 +566,14 @@ def _probe_sink(inner, probe: MemoryProbe):
 # directory for third-party code) -> stage.  Functions that are in none of these
 # (builtins, numpy, most of the standard library) are charged to their callers.
 STAGES = ("capture", "decode", "sip_sdp", "rtp_jitter", "codec", "wav_output", "websocket", "other")
-_MODULE_STAGE = {
-    "capture": "capture", "livecapture": "capture",
-    "packet": "decode", "tcpstream": "decode",
-    "sip": "sip_sdp", "sdp": "sip_sdp", "calls": "sip_sdp",
-    "rtp": "rtp_jitter", "jitterbuffer": "rtp_jitter", "leg": "rtp_jitter", "correlator": "rtp_jitter",
-    "pipeline": "rtp_jitter", "dtmf": "rtp_jitter", "plc": "rtp_jitter", "fastpath": "rtp_jitter",
-    "g711": "codec", "resample": "codec",
-    "wavout": "wav_output", "wave": "wav_output",
-    "streams": "websocket", "streaming": "websocket", "sender": "websocket", "protocol": "websocket",
-    "replay": "other", "bench": "other", "reference_pipeline": "other",
+_MODULE_STAGE = {      # rtp2ws's subpackage (or subpackage/module) -> stage
+    "capture": "capture", "net": "decode",
+    "signalling": "sip_sdp", "signalling/correlator": "rtp_jitter",
+    "media": "rtp_jitter", "pipeline": "rtp_jitter", "fastpath": "rtp_jitter",
+    "codec": "codec",
+    "sinks/wav": "wav_output", "wave": "wav_output",
+    "sinks/streams": "websocket", "ws": "websocket",
+    "run": "other", "bench": "other", "reference_pipeline": "other",
 }
 _PACKAGE_STAGE = {"websockets": "websocket", "asyncio": "websocket", "uvloop": "websocket",
                   "dpkt": None, "json": "websocket"}
@@ -595,10 +593,11 @@ def _stage_of(key) -> str | None:
     p = Path(filename)
     parts = p.parts
     stem = p.stem
-    if "rtp2ws" in parts[-2:-1]:
-        if stem == "bench" and name == "_run_ws":
+    if "rtp2ws" in parts[-3:-1]:
+        if stem == "harness" and name == "_run_ws":
             return "websocket"          # drives the event loop: uvloop's own work shows up here
-        return _MODULE_STAGE.get(stem, "other")
+        sub = parts[-2]
+        return _MODULE_STAGE.get(f"{sub}/{stem}", _MODULE_STAGE.get(sub, "other"))
     if "dpkt" in parts:
         return _DPKT_STAGE.get(stem, "decode")
     for pkg, stage in _PACKAGE_STAGE.items():
@@ -715,10 +714,10 @@ class LatencyRecorder:
 def _latency_classes():
     from collections import deque
 
-    from .replay import Pacer
-    from .sender import Sender
-    from .streaming import LoopBridge
-    from .streams import RATE, Audio, StreamSink
+    from ..run.replay import Pacer
+    from ..ws.sender import Sender
+    from ..ws.bridge import LoopBridge
+    from ..sinks.streams import RATE, Audio, StreamSink
 
     class StampedAudio(Audio):
         """An Audio op that also carries ``ts``, the capture time of its newest packet,
@@ -823,7 +822,7 @@ def _latency_classes():
 def _reference_module():
     import importlib.util
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "reference_pipeline.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "reference_pipeline.py"
     if not path.exists():
         raise RuntimeError(f"the reference pipeline is not there: {path} (run from a source checkout)")
     spec = importlib.util.spec_from_file_location("reference_pipeline", path)
@@ -837,10 +836,10 @@ def run_one(spec: dict) -> dict:
 
     ``spec``: config, capture, out_dir, url (WebSocket configs), speed (None: max),
     profile (bool), latency (bool), mem_at (capture time for the RSS sample)."""
-    from .pipeline import Config
-    from .replay import replay
-    from .sender import raise_fd_limit
-    from .wavout import WavSink
+    from ..pipeline.pipeline import Config
+    from ..run.replay import replay
+    from ..ws.sender import raise_fd_limit
+    from ..sinks.wav import WavSink
 
     config = spec["config"]
     capture = spec["capture"]
@@ -855,7 +854,7 @@ def run_one(spec: dict) -> dict:
 
     extra: dict = {"commit": git_commit()}      # the code this child imported
     if reference is None:
-        from . import gcpolicy
+        from ..run import gcpolicy
 
         gcpolicy.apply()                        # as the rtp2ws command does
     baseline = rss_bytes()
@@ -917,10 +916,10 @@ def _run_ws(capture, url, frame_ms, stereo, speed, probe, profiles, latency, flu
     flush_ms used)."""
     from contextlib import contextmanager
 
-    from .pipeline import FLUSH_MS, Config, deliver_ms
-    from .sender import SenderConfig
-    from .streaming import stream_replay
-    from .streams import StreamSink
+    from ..pipeline.pipeline import FLUSH_MS, Config, deliver_ms
+    from ..ws.sender import SenderConfig
+    from ..ws.bridge import stream_replay
+    from ..sinks.streams import StreamSink
 
     cfg = SenderConfig(url=url)
     config = Config(deliver_ms=deliver_ms(stream=True, paced=bool(speed), max_buffer_ms=cfg.max_buffer_ms),
@@ -975,7 +974,7 @@ def measure(config: str, capture: str, info: dict, *, url: str | None = None, sp
         spec_path = os.path.join(tmp, "spec.json")
         Path(spec_path).write_text(json.dumps(spec))
         c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        proc = subprocess.run([sys.executable, "-m", "rtp2ws.bench", "child", spec_path], timeout=timeout,
+        proc = subprocess.run([sys.executable, "-m", "rtp2ws.bench.harness", "child", spec_path], timeout=timeout,
                               check=False)
         c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
@@ -1055,7 +1054,7 @@ class BenchOptions:
 def git_commit() -> str | None:
     """The source checkout's commit (``+dirty`` with uncommitted changes to tracked files)."""
     try:
-        root = Path(__file__).resolve().parent.parent
+        root = Path(__file__).resolve().parents[2]
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, timeout=10, check=False).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
@@ -1075,7 +1074,7 @@ def machine_info() -> dict:
                     break
     except OSError:
         pass
-    from .speedups import load_native
+    from ..speedups import load_native
 
     commit = git_commit()
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "commit": commit,
@@ -1426,11 +1425,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["child"]:
         return _child_main(argv[1])
     if argv[:1] == ["sink"]:
-        sp = argparse.ArgumentParser(prog="python -m rtp2ws.bench sink")
+        sp = argparse.ArgumentParser(prog="python -m rtp2ws.bench.harness sink")
         sp.add_argument("--listen", default="127.0.0.1:0")
         a = sp.parse_args(argv[1:])
         host, _, port = a.listen.rpartition(":")
-        from .streaming import new_event_loop
+        from ..ws.bridge import new_event_loop
 
         loop = new_event_loop()
         try:

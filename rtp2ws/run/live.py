@@ -32,9 +32,9 @@ import threading
 import time
 from collections import deque
 
-from .livecapture import CaptureOpenError, LiveCapture, build_bpf, drop_privileges
-from .packet import PacketDecoder, UnsupportedLinkType
-from .pipeline import Config, Counting, Pipeline, Sink
+from ..capture.live import CaptureOpenError, LiveCapture, build_bpf, drop_privileges
+from ..net.packet import PacketDecoder, UnsupportedLinkType
+from ..pipeline.pipeline import Config, Counting, Pipeline, Sink
 
 log = logging.getLogger("rtp2ws.live")
 
@@ -280,7 +280,7 @@ def summary_line(s: dict, sent: dict | None) -> str:
             f"{s['calls']} calls, {s['legs']} legs with audio, {s.get('rtp', 0)} RTP, {s.get('sip', 0)} SIP, "
             f"{s.get('malformed', 0)} malformed, {s['elapsed_s']:.1f} s")
     if sent is not None:
-        from .streaming import stream_summary
+        from ..ws.bridge import stream_summary
 
         line += "; " + stream_summary(sent)
     return line
@@ -293,8 +293,8 @@ def _preload() -> None:
     may not be readable by the capture user)."""
     import importlib
 
-    for name in ("encodings.idna", "json", "rtp2ws.sender", "rtp2ws.streaming", "rtp2ws.streams",
-                 "rtp2ws.wavout", "rtp2ws.metrics"):
+    for name in ("encodings.idna", "json", "rtp2ws.ws.sender", "rtp2ws.ws.bridge", "rtp2ws.sinks.streams",
+                 "rtp2ws.sinks.wav", "rtp2ws.run.metrics"):
         importlib.import_module(name)
 
 
@@ -331,13 +331,13 @@ def run_live(args) -> int:
             PacketDecoder(cap.linktype)
         except UnsupportedLinkType as e:
             return fail(f"{args.interface}: {e}")
-        from .cli import pipeline_config
+        from ..cli import pipeline_config
 
         config = pipeline_config(args, live=True)
         sender = None
         if args.ws_url:
-            from .sender import Sender
-            from .streaming import sender_config
+            from ..ws.sender import Sender
+            from ..ws.bridge import sender_config
 
             try:   # header files and the CA file are read now, before privileges are dropped
                 sender = Sender(sender_config(args))
@@ -369,7 +369,7 @@ def run_live(args) -> int:
             log.info("running as %s (uid %d, gid %d)", args.user, uid, gid)
         wav = None
         if args.out_dir:
-            from .wavout import WavSink
+            from ..sinks.wav import WavSink
 
             try:
                 # each call's manifest entry goes to calls.jsonl as it ends: memory stays
@@ -413,7 +413,7 @@ def run_live(args) -> int:
         print(f"rtp2ws: error: {args.interface}: capture failed: {summary['capture_error']}", file=sys.stderr)
         return 1
     if sent is not None:
-        from .streaming import delivery_error
+        from ..ws.bridge import delivery_error
 
         undelivered = delivery_error(sent)
         if undelivered:
@@ -425,10 +425,10 @@ def run_live(args) -> int:
 def _run_with_websocket(args, sender, config, runner: LiveRunner, wav, early_stop, hup, holder):
     import asyncio
 
-    from .pipeline import Tee
-    from .sender import raise_fd_limit
-    from .streaming import LoopBridge, new_event_loop, run_with_sender
-    from .streams import StreamSink
+    from ..pipeline.pipeline import Tee
+    from ..ws.sender import raise_fd_limit
+    from ..ws.bridge import LoopBridge, new_event_loop, run_with_sender
+    from ..sinks.streams import StreamSink
 
     raise_fd_limit(65536)
     streams = StreamSink(frame_ms=args.frame_ms, stereo=args.stereo, sip_headers=tuple(args.sip_header),

@@ -143,5 +143,5 @@ def schemas_markdown() -> str:
     return "\n".join(parts)
 
 
-if __name__ == "__main__":  # python -m rtp2ws.protocol > the schema section
+if __name__ == "__main__":  # python -m rtp2ws.ws.protocol > the schema section
     print(schemas_markdown(), end="")

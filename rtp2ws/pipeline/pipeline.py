@@ -18,14 +18,16 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .calls import CALLEE, CALLER, Call, CallEnded, CallRegistry, CallStarted, HoldChanged, MediaUpdated, other
-from .correlator import Correlator, format_addr, pack_ip
-from . import fastpath
-from .leg import EXTRA_LEGS, MediaLeg, extra_tag
-from .packet import MalformedPacket, PacketDecoder
-from .rtp import KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP, classify, parse_rtp
-from .sip import SipParseError, looks_like_sip, parse_message
-from .tcpstream import SipTcpReassembler
+from ..signalling.calls import (
+    CALLEE, CALLER, Call, CallEnded, CallRegistry, CallStarted, HoldChanged, MediaUpdated, other,
+)
+from ..signalling.correlator import Correlator, format_addr, pack_ip
+from ..fastpath import twin as fastpath
+from ..media.leg import EXTRA_LEGS, MediaLeg, extra_tag
+from ..net.packet import MalformedPacket, PacketDecoder
+from ..media.rtp import KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP, classify, parse_rtp
+from ..signalling.sip import SipParseError, looks_like_sip, parse_message
+from ..net.tcpstream import SipTcpReassembler
 
 UDP = 17
 TCP = 6
@@ -213,7 +215,7 @@ class Pipeline:
         self._undecided_n = itertools.count()
         self._split: dict[str, _Split] = {}           # call key -> its extra legs (caller#2 ...)
         self.now = 0.0
-        # The fast path (rtp2ws.fastpath), once run_reader drives the pipeline:
+        # The fast path (rtp2ws.fastpath.twin), once run_reader drives the pipeline:
         self._fast = None
         self._fast_legs: dict[tuple[str, str], int] = {}     # leg key -> slot id
         self._fast_slots: dict[int, tuple] = {}              # slot id -> (leg key, 5-tuple)
@@ -287,7 +289,7 @@ class Pipeline:
         """Feed packets from ``reader`` (``CaptureFile(..., native=True).reader``) until
         ``budget`` packets have been read since the last tick, then tick; False at the
         end of the file.  In-order RTP on armed flows is taken by the fast path
-        (``rtp2ws.fastpath``); every other packet goes through ``feed``.  The result is
+        (``rtp2ws.fastpath.twin``); every other packet goes through ``feed``.  The result is
         the same as feeding every packet, ``budget`` at a time, with ``feed_batch``."""
         fp = self._fast or self._start_fast(fastpath.for_reader(reader)[0])
         run = fp.run

@@ -19,9 +19,9 @@ import logging
 import signal
 import threading
 
-from .pipeline import Forward
+from ..pipeline.pipeline import Forward
 from .sender import Sender, SenderConfig
-from .streams import Audio, End, Event, Open, StreamSink
+from ..sinks.streams import Audio, End, Event, Open, StreamSink
 
 log = logging.getLogger("rtp2ws")
 
@@ -214,8 +214,8 @@ def stream_replay(capture, config, sender_cfg: SenderConfig, streams: StreamSink
     and the classes let the benchmark put its probes in the same code path."""
     from contextlib import nullcontext
 
-    from .pipeline import Tee
-    from .replay import Pacer, replay
+    from ..pipeline.pipeline import Tee
+    from ..run.replay import Pacer, replay
 
     bridge_cls = bridge_cls or LoopBridge
     pacer_cls = pacer_cls or Pacer

@@ -24,7 +24,7 @@ and the same tests run against both.
 
 from __future__ import annotations
 
-from .speedups import load_native
+from ..speedups import load_native
 
 __all__ = ["BACKEND", "encode", "encode_py", "frame_count", "header_length"]
 

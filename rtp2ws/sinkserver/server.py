@@ -1,8 +1,8 @@
 """``rtp2ws sink``: the reference analysis server.
 
-It accepts the wire protocol of :mod:`rtp2ws.protocol` and writes one WAV per
+It accepts the wire protocol of :mod:`rtp2ws.ws.protocol` and writes one WAV per
 stream, ``<out-dir>/<safe call_id>/<tag>.wav``, byte-identical to what
-:class:`rtp2ws.wavout.WavFile` writes for the same samples once the stream has
+:class:`rtp2ws.sinks.wav.WavFile` writes for the same samples once the stream has
 ended, plus two append-only logs:
 
 ``streams.jsonl``
@@ -54,8 +54,8 @@ import jsonschema
 import numpy as np
 from jsonschema.exceptions import best_match
 
-from . import protocol
-from .wavout import folder_name, safe_name, wav_header
+from ..ws import protocol
+from ..sinks.wav import folder_name, safe_name, wav_header
 
 log = logging.getLogger("rtp2ws.sink")
 

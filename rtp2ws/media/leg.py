@@ -33,11 +33,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import g711
+from ..codec import g711
 from .dtmf import DtmfDetector
 from .jitterbuffer import JitterBuffer
 from .plc import conceal
-from .resample import Upsampler2x
+from ..codec.resample import Upsampler2x
 from .rtp import RtpPacket
 
 CLOCK = 8000
@@ -252,7 +252,7 @@ class MediaLeg:
         """8 kHz samples of the newest audio packet placed on the timeline."""
         return self._last_n
 
-    # -- the fast path (rtp2ws.fastpath) ---------------------------------------------
+    # -- the fast path (rtp2ws.fastpath.twin) ---------------------------------------------
 
     def fast_state(self, payload_type: int) -> tuple | None:
         """What the fast path needs to take this leg's next packets, when the next

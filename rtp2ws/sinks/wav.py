@@ -30,10 +30,10 @@ import struct
 
 import numpy as np
 
-from .calls import CALLEE, CALLER, Call, HoldChanged
-from .correlator import format_addr, pack_ip
-from .leg import MediaLeg
-from .pipeline import Sink
+from ..signalling.calls import CALLEE, CALLER, Call, HoldChanged
+from ..signalling.correlator import format_addr, pack_ip
+from ..media.leg import MediaLeg
+from ..pipeline.pipeline import Sink
 
 RATE = 16000
 FLUSH_BYTES = 2 * RATE        # per leg: written once a second of audio is in (never holds two)
@@ -68,7 +68,7 @@ ISO_LAST = "9999-12-31T23:59:59.999+00:00"
 def iso(ts: float | None) -> str | None:
     """A capture time as ISO 8601 UTC with milliseconds; None for None (or NaN).  A time
     outside what ISO 8601 can name is written as the nearest end of it (``ISO_FIRST``,
-    ``ISO_LAST``): capture times are kept inside 1970..9999 by ``rtp2ws.capture``, but a
+    ``ISO_LAST``): capture times are kept inside 1970..9999 by ``rtp2ws.capture.file``, but a
     time derived from one (an end, a DTMF start) may pass the end."""
     if ts is None or ts != ts:
         return None

@@ -167,7 +167,7 @@ class JitterBuffer:
 
     def advance(self, next_ext: int, count: int) -> None:
         """``count`` packets up to ``next_ext`` (exclusive) were received and released in
-        order elsewhere (``rtp2ws.fastpath``): account for them as ``push`` would have.
+        order elsewhere (``rtp2ws.fastpath.twin``): account for them as ``push`` would have.
         O(1): they are remembered as one range rather than slot by slot in the ring."""
         st = self.stats
         st["received"] += count

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .speedups import load_native
+from ..speedups import load_native
 
 __all__ = [
     "BACKEND",

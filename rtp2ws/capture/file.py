@@ -4,7 +4,7 @@ This is the I/O edge of packet input.  libpcap (through pypcap) reads both
 pcap and pcapng; this module only moves its packets into batches and turns
 its errors into ``CaptureError`` naming the file and the packet number
 (1-based, as Wireshark numbers frames).  The link type is passed on
-untouched; ``rtp2ws.packet.PacketDecoder`` decides whether it can read it.
+untouched; ``rtp2ws.net.packet.PacketDecoder`` decides whether it can read it.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _libpcap_open_error(path: str) -> str | None:
 
 class CaptureFile:
     """Read a pcap or pcapng file in batches of ``(timestamp, frame)``, or,
-    with ``native=True``, open it for ``rtp2ws.fastpath`` (``reader``), which
+    with ``native=True``, open it for ``rtp2ws.fastpath.twin`` (``reader``), which
     reads it in C when the extension is built (``backend`` chooses)."""
 
     def __init__(self, path: str, *, batch: int = 1024, native: bool = False, backend: str | None = None) -> None:
@@ -104,7 +104,7 @@ class CaptureFile:
             raise CaptureError(f"{self.path}: unknown file format")
         self._pcapng = magic == _PCAPNG_MAGIC
         if native:
-            from .fastpath import reader_class
+            from ..fastpath.twin import reader_class
 
             try:
                 self._reader = reader_class(backend)(self.path)
@@ -151,7 +151,7 @@ class CaptureFile:
             self._pcap = None
 
     def _bad_timestamp(self, ts: float, out: list) -> float:
-        """The time given to a packet whose own is out of range (``rtp2ws.fastpath`` does the same)."""
+        """The time given to a packet whose own is out of range (``rtp2ws.fastpath.twin`` does the same)."""
         self.bad_timestamps += 1
         if self.bad_timestamps == 1:
             self.first_bad_timestamp = self.packets_read + len(out) + 1

@@ -10,7 +10,7 @@ the protocol messages of each stream.  Sans-I/O: ``StreamSink`` is a pipeline
   ready at once (and at the end of a stream, the shorter last frame after
   them), as one buffer.  The sender sends it as ``frame_ms`` messages.
 * Extra legs: a second RTP flow running alongside a leg's (a media relay in
-  the path) is a leg of its own, ``caller#2`` (``rtp2ws.pipeline``), and gets
+  the path) is a leg of its own, ``caller#2`` (``rtp2ws.pipeline.pipeline``), and gets
   its own mono stream with that tag and the call's ``call_id``, in stereo mode
   too; hold and resume reach it once its stream is open.
 * Stereo: one stream per call, caller left and callee right, positioned on
@@ -33,12 +33,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .calls import CALLEE, CALLER, Call, HoldChanged
-from .dtmf import DtmfEvent
-from .leg import CodecChange, MediaLeg
-from .pipeline import Sink
-from .protocol import CODEC, PROTOCOL_VERSION, SAMPLE_RATE, validate_frame_ms
-from .wavout import iso
+from ..signalling.calls import CALLEE, CALLER, Call, HoldChanged
+from ..media.dtmf import DtmfEvent
+from ..media.leg import CodecChange, MediaLeg
+from ..pipeline.pipeline import Sink
+from ..ws.protocol import CODEC, PROTOCOL_VERSION, SAMPLE_RATE, validate_frame_ms
+from .wav import iso
 
 RATE = SAMPLE_RATE
 PCM = np.dtype("<i2")

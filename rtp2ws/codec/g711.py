@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from .speedups import load_native
+from ..speedups import load_native
 
 __all__ = [
     "ALAW_SILENCE",

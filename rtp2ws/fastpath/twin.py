@@ -9,7 +9,7 @@ decoder have nothing to decide; the packet's 8 kHz samples simply go on the
 end of the leg's audio.  ``FastPath`` takes exactly those packets, a capture
 file at a time, and hands every other packet back to the ordinary pipeline.
 
-Contract (``rtp2ws.pipeline.Pipeline.run_reader`` keeps its side):
+Contract (``rtp2ws.pipeline.pipeline.Pipeline.run_reader`` keeps its side):
 
 * The pipeline *arms* a flow (5-tuple) for a leg when the leg's state after
   an RTP packet is one where the next in-order packet would take the jitter
@@ -41,14 +41,14 @@ import struct
 
 import numpy as np
 
-from .g711 import ALAW_TO_LINEAR, ULAW_TO_LINEAR
-from .packet import AF_INET6_VALUES, AF_INET_VALUES, VLAN_TPIDS, VXLAN_PORT, PacketDecoder
-from .speedups import load_native
+from ..codec.g711 import ALAW_TO_LINEAR, ULAW_TO_LINEAR
+from ..net.packet import AF_INET6_VALUES, AF_INET_VALUES, VLAN_TPIDS, VXLAN_PORT, PacketDecoder
+from ..speedups import load_native
 
 EOF = 0
 TICK = 1
 MAX_PAYLOAD = 1024          # longest payload taken here (128 ms of G.711)
-RESYNC_SAMPLES = 4000.0     # rtp2ws.leg.RESYNC_SECONDS * CLOCK
+RESYNC_SAMPLES = 4000.0     # rtp2ws.media.leg.RESYNC_SECONDS * CLOCK
 _H = struct.Struct("!H")
 _I_BE = struct.Struct("!I")
 _I_LE = struct.Struct("<I")
@@ -109,10 +109,10 @@ class _Slot:
 
 class Reader:
     """Twin of ``_fastpath.Reader``: a capture file read through pypcap
-    (``rtp2ws.capture.CaptureFile``) a batch at a time, handed out a packet at a time."""
+    (``rtp2ws.capture.file.CaptureFile``) a batch at a time, handed out a packet at a time."""
 
     def __init__(self, path) -> None:
-        from .capture import CaptureError, CaptureFile
+        from ..capture.file import CaptureError, CaptureFile
 
         try:
             self._cap = CaptureFile(path, native=False)
@@ -144,7 +144,7 @@ class Reader:
 
     def _next(self):
         """The next (ts, frame); None at the end; ReadError when the file breaks off."""
-        from .capture import CaptureError
+        from ..capture.file import CaptureError
 
         while self._i >= len(self._batch):
             if self._done:
@@ -255,7 +255,7 @@ class FastPath:
         """(ts, frame) of the first packet not taken here, ``TICK`` after ``budget``
         packets since the last tick, ``EOF`` at the end of the file."""
         if not isinstance(reader, Reader):
-            raise TypeError("run() needs a rtp2ws.fastpath.Reader")
+            raise TypeError("run() needs a rtp2ws.fastpath.twin.Reader")
         while True:
             if self._since_tick >= budget:
                 self._since_tick = 0

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 
 import pcap
 
-from .packet import DLT_EN10MB
+from ..net.packet import DLT_EN10MB
 
 __all__ = ["CaptureOpenError", "LiveCapture", "build_bpf", "drop_privileges", "parse_port_range", "parse_ports"]
 

@@ -10,10 +10,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from . import fastpath
-from .capture import CaptureError, CaptureFile
-from .packet import UnsupportedLinkType
-from .pipeline import Config, Counting, Pipeline, Sink
+from ..fastpath import twin as fastpath
+from ..capture.file import CaptureError, CaptureFile
+from ..net.packet import UnsupportedLinkType
+from ..pipeline.pipeline import Config, Counting, Pipeline, Sink
 
 
 class ReplayError(Exception):
@@ -177,7 +177,7 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
     stats.update({f"decoder_{k}": v for k, v in pipe.decoder.stats.items() if v})
     stats.update({f"tcp_{k}": v for k, v in pipe.tcp.stats.items() if v})
     stats.update({k: v for k, v in pipe.registry.stats.items() if v})
-    if timing.bad_timestamps:      # capture times out of range, replaced (rtp2ws.capture)
+    if timing.bad_timestamps:      # capture times out of range, replaced (rtp2ws.capture.file)
         stats["bad_timestamps"] = timing.bad_timestamps
         stats["first_bad_timestamp"] = timing.first_bad_timestamp
     return ReplayResult(path, stats, counting.calls, counting.legs_with_audio, packets, time.monotonic() - t0, error,

@@ -1,7 +1,7 @@
 """TCP stream reassembly and SIP message framing (sans-I/O).
 
 ``SipTcpReassembler.feed(packet, now)`` takes decoded TCP segments (see
-``rtp2ws.packet``) and returns the SIP messages they complete, in stream
+``rtp2ws.net.packet``) and returns the SIP messages they complete, in stream
 order, one ``bytes`` per message (start line, headers, body).
 
 Each direction of a connection is a separate flow keyed by
