@@ -1,12 +1,17 @@
 """Command line: ``rtp2ws replay`` (a capture to WAV files and/or WebSocket
 streams), ``rtp2ws live`` (an interface, likewise, until stopped) and
 ``rtp2ws sink`` (the reference analysis server); ``rtp2ws bench`` measures
-how many concurrent calls one core carries (see ``rtp2ws.bench.harness``)."""
+how many concurrent calls one core carries (see ``rtp2ws.bench.harness``).
+
+The only module that sees the parsed arguments: it turns them into the typed
+configurations (``pipeline_config``, ``sender_config``, ``live_options``) the
+commands run with."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .run import gcpolicy
@@ -14,6 +19,10 @@ from .argtypes import number, whole
 from .pipeline.pipeline import FLUSH_MS, Config
 from .run.replay import Progress, ReplayError, replay
 from .sinks.wav import WavSink
+
+if TYPE_CHECKING:
+    from .run.live import LiveOptions
+    from .ws.sender import SenderConfig
 
 
 # Ranges of the options the pipeline reads (argtypes: nan and infinities are refused too).
@@ -23,7 +32,8 @@ RTP_TIMEOUT = number(1, 86400, unit="s")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rtp2ws", description="Mirrored SIP/RTP traffic in, per-call 16 kHz audio out.")
-    p.add_argument("--version", action="version", version=f"rtp2ws {__version__}")
+    p.add_argument("--version", action=_Version, help="show the version and the backend each part with a C "
+                                                        "twin runs on (native, or its numpy/python twin), and exit")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("replay", help="decode every call in a pcap/pcapng file")
     r.add_argument("capture", help="pcap or pcapng file")
@@ -43,6 +53,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sink_parser(sub)
     _add_bench_parser(sub)
     return p
+
+
+def version_line() -> str:
+    """``rtp2ws 0.1.0 (g711: native, resample: native, fastpath: native, wsframe: native)``"""
+    from .speedups import in_use
+
+    return f"rtp2ws {__version__} ({', '.join(f'{part}: {backend}' for part, backend in in_use().items())})"
+
+
+class _Version(argparse.Action):
+    """``--version``, like argparse's own, with the backends looked up only when asked for."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line())
+        parser.exit()
 
 
 def _speed(text: str) -> float | None:
@@ -150,10 +178,35 @@ def _add_live_parser(sub) -> argparse.ArgumentParser:
     return lv
 
 
+def live_options(args) -> LiveOptions:
+    """The LiveOptions of ``live`` arguments; reads the --header-env variables and
+    --header-file files (ValueError names a bad one)."""
+    from .run.live import CaptureOptions, LiveOptions
+
+    capture = CaptureOptions(args.interface, bpf=args.bpf, sip_ports=tuple(args.sip_ports),
+                             rtp_ports=tuple(args.rtp_ports), snaplen=args.snaplen, buffer_mb=args.buffer_mb,
+                             promisc=not args.no_promisc, user=args.user)
+    return LiveOptions(capture, pipeline_config(args, live=True), sender=sender_config(args),
+                       frame_ms=args.frame_ms, sip_headers=tuple(args.sip_header), out_dir=args.out_dir,
+                       stereo=args.stereo, metrics=args.metrics, stats_interval=args.stats_interval,
+                       log_file=args.log_file)
+
+
 def cmd_live(args) -> int:
+    if not args.interface:
+        print("rtp2ws: error: live needs -i/--interface (or interface in the --config file)", file=sys.stderr)
+        return 2
+    if not args.out_dir and not args.ws_url:
+        print("rtp2ws: error: live needs --out-dir, --ws-url or both", file=sys.stderr)
+        return 2
+    try:
+        opts = live_options(args)
+    except ValueError as e:
+        print(f"rtp2ws: error: {e}", file=sys.stderr)
+        return 2
     from .run.live import run_live
 
-    return run_live(args)
+    return run_live(opts)
 
 
 def _add_sink_parser(sub) -> None:
@@ -215,6 +268,37 @@ def pipeline_config(args, *, live: bool = False) -> Config:
                   deliver_ms=0 if live else deliver_ms(args), flush_ms=args.flush_ms if paced else 0)
 
 
+def sender_config(args) -> SenderConfig | None:
+    """The SenderConfig of the streaming options shared by replay and live, None without
+    --ws-url; reads the --header-env variables and --header-file files (ValueError names
+    a bad one)."""
+    if not args.ws_url:
+        return None
+    from .ws.sender import SenderConfig, load_headers
+
+    return SenderConfig(
+        url=args.ws_url,
+        headers=load_headers(args.header, args.header_env, args.header_file),
+        ca_file=args.ca_file,
+        max_buffer_ms=args.max_buffer_ms,
+        resend_ms=args.resend_ms,
+        max_connecting=args.max_connecting,
+    )
+
+
+def _replay_to_websocket(args, config: Config, wav_sink, progress):
+    """``rtp2ws replay --ws-url``: returns (ReplayResult, sender statistics)."""
+    from .run.replay import stream_replay
+    from .sinks.streams import StreamSink
+    from .ws.sender import raise_fd_limit
+
+    raise_fd_limit(65536)
+    streams = StreamSink(frame_ms=args.frame_ms, stereo=args.stereo, sip_headers=tuple(args.sip_header),
+                         hold_s=config.jitter_depth + 1.0)
+    return stream_replay(args.capture, config, sender_config(args), streams, speed=args.speed,
+                         also=wav_sink, progress=progress)
+
+
 def cmd_replay(args) -> int:
     if not args.out_dir and not args.ws_url:
         print("rtp2ws: error: replay needs --out-dir, --ws-url or both", file=sys.stderr)
@@ -225,13 +309,12 @@ def cmd_replay(args) -> int:
     except OSError as e:
         print(f"rtp2ws: error: --out-dir {args.out_dir}: {e.strerror or e}", file=sys.stderr)
         return 2
+    _warn_if_slower()
     gcpolicy.apply()
     progress = Progress(enabled=False) if args.no_progress else Progress()
     try:
         if args.ws_url:
-            from .ws.bridge import replay_to_websocket
-
-            result, sent = replay_to_websocket(args, config, wav, progress)
+            result, sent = _replay_to_websocket(args, config, wav, progress)
         else:
             result, sent = replay(args.capture, wav, config, progress), None
     except ReplayError as e:
@@ -261,6 +344,15 @@ def cmd_replay(args) -> int:
         print(f"rtp2ws: error: {undelivered}", file=sys.stderr)
         return 1
     return 0
+
+
+def _warn_if_slower() -> None:
+    """A C extension that is not built (and not opted out of) leaves its part on the slower twin: say so."""
+    from .speedups import missing_warning
+
+    slower = missing_warning()
+    if slower:
+        print(f"rtp2ws: warning: {slower}", file=sys.stderr)
 
 
 def _report_internal_errors(count: int, first: list) -> None:

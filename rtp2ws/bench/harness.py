@@ -910,7 +910,7 @@ def run_one(spec: dict) -> dict:
 
 
 def _run_ws(capture, url, frame_ms, stereo, speed, probe, profiles, latency, flush_ms=None):
-    """``rtp2ws replay --ws-url`` (streaming.stream_replay, as replay_to_websocket runs it),
+    """``rtp2ws replay --ws-url`` (``run.replay.stream_replay``, as the cli runs it),
     with the benchmark's probes: memory sample, profilers in both threads, latency stamps.
     Returns (ReplayResult, sender statistics, latency samples and stamps or None, the
     flush_ms used)."""
@@ -918,7 +918,7 @@ def _run_ws(capture, url, frame_ms, stereo, speed, probe, profiles, latency, flu
 
     from ..pipeline.pipeline import FLUSH_MS, Config, deliver_ms
     from ..ws.sender import SenderConfig
-    from ..ws.bridge import stream_replay
+    from ..run.replay import stream_replay
     from ..sinks.streams import StreamSink
 
     cfg = SenderConfig(url=url)

@@ -16,8 +16,8 @@ which decodes to -8, where G.191 gives 0x7F, "-0").  The encoders are used by
 tests and signal generators, not on the receive path.
 
 The decoders come in two bit-identical backends, a numpy one and the C one in
-``rtp2ws._native``; ``BACKEND`` names the one in use.  Set
-``RTP2WS_NO_NATIVE=1`` before import to force numpy.
+``rtp2ws._native`` (native/g711.c), picked by ``rtp2ws.speedups``; ``BACKEND``
+names the one in use.  Set ``RTP2WS_NO_NATIVE=1`` before import to force numpy.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..speedups import load_native
+from ..speedups import pick
 
 __all__ = [
     "ALAW_SILENCE",
@@ -89,7 +89,8 @@ def _numpy_decode_ulaw(payload: bytes) -> np.ndarray:
     return ULAW_TO_LINEAR[np.frombuffer(payload, np.uint8)]
 
 
-_native = load_native()
+_native, BACKENDS = pick("g711")
+BACKEND = BACKENDS[0]
 
 if _native is not None:
     _native_alaw = _native.decode_alaw
@@ -101,13 +102,9 @@ if _native is not None:
     def _native_decode_ulaw(payload: bytes) -> np.ndarray:
         return np.frombuffer(_native_ulaw(payload), np.int16)
 
-    BACKEND = "native"
-    BACKENDS: tuple[str, ...] = ("native", "numpy")
     decode_alaw = _native_decode_alaw
     decode_ulaw = _native_decode_ulaw
 else:
-    BACKEND = "numpy"
-    BACKENDS = ("numpy",)
     decode_alaw = _numpy_decode_alaw
     decode_ulaw = _numpy_decode_ulaw
 

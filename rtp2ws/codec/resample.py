@@ -29,9 +29,9 @@ samples until more input (or ``flush``) arrives; ``flush`` feeds ``M`` zeros so
 that the total output is exactly twice the total input.  The signal is taken to
 be zero before the first sample and after the last.
 
-Backends: ``"native"`` (``rtp2ws._native.upsample2x``) when the extension is
-built and ``RTP2WS_NO_NATIVE`` is not set at import, else ``"numpy"``;
-``BACKEND`` names the default.  Both give bit-identical output.
+Backends: ``"native"`` (``rtp2ws._native.upsample2x``, native/resample.c) when
+the extension is built and ``RTP2WS_NO_NATIVE`` is not set at import, else
+``"numpy"`` (picked by ``rtp2ws.speedups``); ``BACKEND`` names the default.  Both give bit-identical output.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..speedups import load_native
+from ..speedups import pick
 
 __all__ = [
     "BACKEND",
@@ -121,7 +121,8 @@ def _numpy_upsample2x(history: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, n
     return out.astype(np.int16).reshape(-1), buf[n:].astype(np.int16)
 
 
-_native = load_native()
+_native, BACKENDS = pick("resample")
+BACKEND = BACKENDS[0]
 _PHASES_BYTES = PHASES.tobytes()
 
 if _native is not None:
@@ -136,12 +137,8 @@ if _native is not None:
         out, state = _native_core(_PHASES_BYTES, FRAC_BITS, history, x)
         return np.frombuffer(out, np.int16), state
 
-    BACKEND = "native"
-    BACKENDS: tuple[str, ...] = ("native", "numpy")
     _CORES = {"native": _native_upsample2x, "numpy": _numpy_upsample2x}
 else:
-    BACKEND = "numpy"
-    BACKENDS = ("numpy",)
     _CORES = {"numpy": _numpy_upsample2x}
 
 

@@ -31,16 +31,53 @@ import sys
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..capture.live import CaptureOpenError, LiveCapture, build_bpf, drop_privileges
 from ..net.packet import PacketDecoder, UnsupportedLinkType
 from ..pipeline.pipeline import Config, Counting, Pipeline, Sink
+from ..speedups import missing_warning
+
+if TYPE_CHECKING:
+    from ..ws.sender import SenderConfig
 
 log = logging.getLogger("rtp2ws.live")
 
 TICK_S = 0.02          # timers run at least this often without traffic
 REFRESH_S = 1.0        # statistics snapshot for metrics/health
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+# --------------------------------------------------------------------------- options
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    """Where and how ``live`` captures (``rtp2ws.capture.live.LiveCapture``)."""
+    interface: str
+    bpf: str | None = None                      # replaces the filter built from the ports
+    sip_ports: tuple[int, ...] = (5060, 5080)
+    rtp_ports: tuple[int, int] = (16384, 32768)
+    snaplen: int = 65535
+    buffer_mb: int = 64
+    promisc: bool = True
+    user: str | None = None                     # switch to this user once the capture is open
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """Everything ``run_live`` runs with; ``rtp2ws.cli`` builds it from the command line.
+    At least one of ``sender`` (WebSocket streams) and ``out_dir`` (WAV files) is set."""
+    capture: CaptureOptions
+    pipeline: Config
+    sender: SenderConfig | None = None
+    frame_ms: int = 20
+    sip_headers: tuple[str, ...] = ()           # INVITE headers copied into the start message
+    out_dir: str | None = None
+    stereo: bool = False
+    metrics: tuple[str, int] | None = None      # serve /metrics and /healthz here
+    stats_interval: float = 60.0
+    log_file: str | None = None
 
 
 # --------------------------------------------------------------------------- logging
@@ -298,27 +335,26 @@ def _preload() -> None:
         importlib.import_module(name)
 
 
-def run_live(args) -> int:
+def run_live(opts: LiveOptions) -> int:
     """``rtp2ws live``; returns the exit code."""
     def fail(msg: str) -> int:
         print(f"rtp2ws: error: {msg}", file=sys.stderr)
         return 2
 
-    if not args.interface:
-        return fail("live needs -i/--interface (or interface in the --config file)")
-    if not args.out_dir and not args.ws_url:
-        return fail("live needs --out-dir, --ws-url or both")
-    bpf = args.bpf or (lambda linktype: build_bpf(args.sip_ports, args.rtp_ports, linktype=linktype))
+    co = opts.capture
+    bpf = co.bpf or (lambda linktype: build_bpf(co.sip_ports, co.rtp_ports, linktype=linktype))
     try:
-        cap = LiveCapture(args.interface, bpf=bpf, snaplen=args.snaplen, buffer_mb=args.buffer_mb,
-                          promisc=not args.no_promisc)
+        cap = LiveCapture(co.interface, bpf=bpf, snaplen=co.snaplen, buffer_mb=co.buffer_mb, promisc=co.promisc)
     except (CaptureOpenError, ValueError) as e:
         return fail(str(e))
     try:
-        hup_handler = setup_logging(args.log_file)
+        hup_handler = setup_logging(opts.log_file)
     except OSError as e:
         cap.stop()
-        return fail(f"--log-file {args.log_file}: {e.strerror or e}")
+        return fail(f"--log-file {opts.log_file}: {e.strerror or e}")
+    slower = missing_warning()
+    if slower:
+        log.warning("%s", slower)
     # From here on a SIGTERM ends cleanly, and SIGHUP only reopens the log.
     stop = threading.Event()
     hup = threading.Event()
@@ -330,17 +366,14 @@ def run_live(args) -> int:
         try:
             PacketDecoder(cap.linktype)
         except UnsupportedLinkType as e:
-            return fail(f"{args.interface}: {e}")
-        from ..cli import pipeline_config
-
-        config = pipeline_config(args, live=True)
+            return fail(f"{co.interface}: {e}")
+        config = opts.pipeline
         sender = None
-        if args.ws_url:
+        if opts.sender is not None:
             from ..ws.sender import Sender
-            from ..ws.bridge import sender_config
 
-            try:   # header files and the CA file are read now, before privileges are dropped
-                sender = Sender(sender_config(args))
+            try:   # the CA file is read now (header files by the cli), before privileges are dropped
+                sender = Sender(opts.sender)
             except (ValueError, OSError) as e:
                 return fail(str(e))
         _preload()
@@ -353,30 +386,30 @@ def run_live(args) -> int:
         def collect():
             return runner_box[0].snapshot() if runner_box else {}
 
-        if args.metrics:
+        if opts.metrics:
             from .metrics import MetricsServer
 
-            host, port = args.metrics
+            host, port = opts.metrics
             try:
                 metrics = MetricsServer(collect, host, port, stale_s=max(10.0, 5 * REFRESH_S)).start()
             except OSError as e:
                 return fail(str(e))
-        if args.user:
+        if co.user:
             try:
-                uid, gid = drop_privileges(args.user)
+                uid, gid = drop_privileges(co.user)
             except (PermissionError, OSError) as e:
                 return fail(str(e))
-            log.info("running as %s (uid %d, gid %d)", args.user, uid, gid)
+            log.info("running as %s (uid %d, gid %d)", co.user, uid, gid)
         wav = None
-        if args.out_dir:
+        if opts.out_dir:
             from ..sinks.wav import WavSink
 
             try:
                 # each call's manifest entry goes to calls.jsonl as it ends: memory stays
                 # bounded by the calls in progress however long the capture runs
-                wav = WavSink(args.out_dir, stereo=args.stereo, journal=True)
+                wav = WavSink(opts.out_dir, stereo=opts.stereo, journal=True)
             except OSError as e:
-                return fail(f"--out-dir {args.out_dir}: {e.strerror or e}")
+                return fail(f"--out-dir {opts.out_dir}: {e.strerror or e}")
 
         def reopen_log():
             if hup_handler is not None:
@@ -384,15 +417,15 @@ def run_live(args) -> int:
                     hup_handler.reopen()
                     log.info("log file reopened")
                 except OSError as e:
-                    print(f"rtp2ws: cannot reopen {args.log_file}: {e}", file=sys.stderr)
+                    print(f"rtp2ws: cannot reopen {opts.log_file}: {e}", file=sys.stderr)
 
-        runner = LiveRunner(cap, config, stats_interval=args.stats_interval, sender_stats=lambda: holder.get("ws"),
+        runner = LiveRunner(cap, config, stats_interval=opts.stats_interval, sender_stats=lambda: holder.get("ws"),
                             hup=hup, on_hup=reopen_log)
         runner_box.append(runner)
-        log.info("capturing on %s (link type %d), filter: %s%s", args.interface, cap.linktype, cap.bpf,
-                 f"; metrics on http://{args.metrics[0]}:{metrics.port}/metrics" if metrics else "")
+        log.info("capturing on %s (link type %d), filter: %s%s", co.interface, cap.linktype, cap.bpf,
+                 f"; metrics on http://{opts.metrics[0]}:{metrics.port}/metrics" if metrics else "")
         if sender is not None:
-            summary, sent = _run_with_websocket(args, sender, config, runner, wav, stop, hup, holder)
+            summary, sent = _run_with_websocket(opts, sender, config, runner, wav, stop, hup, holder)
         else:
             summary, sent = runner.run(wav if wav is not None else Sink(), stop), None
     finally:
@@ -410,7 +443,7 @@ def run_live(args) -> int:
     log.info("stopped (%s): %s", summary["end_reason"], line)
     print(line, flush=True)
     if summary.get("capture_error"):
-        print(f"rtp2ws: error: {args.interface}: capture failed: {summary['capture_error']}", file=sys.stderr)
+        print(f"rtp2ws: error: {co.interface}: capture failed: {summary['capture_error']}", file=sys.stderr)
         return 1
     if sent is not None:
         from ..ws.bridge import delivery_error
@@ -422,7 +455,7 @@ def run_live(args) -> int:
     return 0
 
 
-def _run_with_websocket(args, sender, config, runner: LiveRunner, wav, early_stop, hup, holder):
+def _run_with_websocket(opts: LiveOptions, sender, config, runner: LiveRunner, wav, early_stop, hup, holder):
     import asyncio
 
     from ..pipeline.pipeline import Tee
@@ -431,7 +464,7 @@ def _run_with_websocket(args, sender, config, runner: LiveRunner, wav, early_sto
     from ..sinks.streams import StreamSink
 
     raise_fd_limit(65536)
-    streams = StreamSink(frame_ms=args.frame_ms, stereo=args.stereo, sip_headers=tuple(args.sip_header),
+    streams = StreamSink(frame_ms=opts.frame_ms, stereo=opts.stereo, sip_headers=opts.sip_headers,
                          hold_s=config.jitter_depth + 1.0)
 
     async def main():

@@ -1,4 +1,6 @@
-"""Replay adapter: a capture file through the pipeline into a sink.
+"""Replay adapter: a capture file through the pipeline into a sink
+(``replay``), or into WebSocket streams (``stream_replay``: the pipeline in a
+worker thread, the sender on an event loop, joined by ``ws.bridge``).
 
 The only I/O here is reading the capture (``capture.CaptureFile``) and
 drawing the progress bar; all decisions are the pipeline's.
@@ -9,11 +11,16 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..fastpath import twin as fastpath
 from ..capture.file import CaptureError, CaptureFile
 from ..net.packet import UnsupportedLinkType
 from ..pipeline.pipeline import Config, Counting, Pipeline, Sink
+
+if TYPE_CHECKING:
+    from ..sinks.streams import StreamSink
+    from ..ws.sender import SenderConfig
 
 
 class ReplayError(Exception):
@@ -182,3 +189,47 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
         stats["first_bad_timestamp"] = timing.first_bad_timestamp
     return ReplayResult(path, stats, counting.calls, counting.legs_with_audio, packets, time.monotonic() - t0, error,
                         extra={"internal_errors": pipe.take_errors()})
+
+
+def stream_replay(capture, config, sender_cfg: SenderConfig, streams: StreamSink, *, speed: float | None,
+                  also=None, progress=None, wrap_sink=None, worker=None,
+                  sender_cls=None, bridge_cls=None, pacer_cls=None):
+    """Replay ``capture`` through ``streams`` to a sender on a new event loop; returns
+    (ReplayResult, sender statistics).  ``also`` gets everything too (WAV files);
+    ``wrap_sink``, ``worker`` (a context manager factory, entered in the decoding thread)
+    and the classes let the benchmark put its probes in the same code path."""
+    from contextlib import nullcontext
+
+    from ..pipeline.pipeline import Tee
+    from ..ws.bridge import LoopBridge, new_event_loop, run_with_sender
+    from ..ws.sender import Sender
+
+    sender_cls = sender_cls or Sender
+    bridge_cls = bridge_cls or LoopBridge
+    pacer_cls = pacer_cls or Pacer
+
+    async def main():
+        sender = sender_cls(sender_cfg)
+
+        def work(bridge, stop):
+            sink = Tee(bridge, also) if also is not None else bridge
+            if wrap_sink is not None:
+                sink = wrap_sink(sink)
+            with (worker or nullcontext)():
+                pacer = pacer_cls(speed, stop) if speed else None
+                return replay(capture, sink, config, progress, pacer=pacer, stop=stop,
+                              tick_every=64 if pacer is None else None)
+
+        def bridge(loop):
+            return bridge_cls(streams, sender, loop, flow_control=speed is None)
+
+        result = await run_with_sender(work, sender, bridge)
+        stats = sender.stats
+        stats["late_samples"] = streams.late_samples
+        return result, stats
+
+    loop = new_event_loop()
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()

@@ -20,7 +20,7 @@ import signal
 import threading
 
 from ..pipeline.pipeline import Forward
-from .sender import Sender, SenderConfig
+from .sender import Sender
 from ..sinks.streams import Audio, End, Event, Open, StreamSink
 
 log = logging.getLogger("rtp2ws")
@@ -178,70 +178,3 @@ def delivery_error(sent: dict | None) -> str | None:
     return (f"{sent.get('refused', 0)} streams refused by the server, {sent.get('given_up', 0)} given up, "
             f"{sent.get('undelivered_ms', 0)} ms of audio sent but not acknowledged by the server "
             f"(see the log above)")
-
-
-def sender_config(args) -> SenderConfig:
-    """SenderConfig from the command-line options shared by replay and live."""
-    from .sender import load_headers
-
-    return SenderConfig(
-        url=args.ws_url,
-        headers=load_headers(args.header, args.header_env, args.header_file),
-        ca_file=args.ca_file,
-        max_buffer_ms=args.max_buffer_ms,
-        resend_ms=args.resend_ms,
-        max_connecting=args.max_connecting,
-    )
-
-
-def replay_to_websocket(args, config, wav_sink, progress):
-    """``rtp2ws replay --ws-url``: returns (ReplayResult, sender statistics)."""
-    from .sender import raise_fd_limit
-
-    raise_fd_limit(65536)
-    streams = StreamSink(frame_ms=args.frame_ms, stereo=args.stereo, sip_headers=tuple(args.sip_header),
-                         hold_s=config.jitter_depth + 1.0)
-    return stream_replay(args.capture, config, sender_config(args), streams, speed=args.speed,
-                         also=wav_sink, progress=progress)
-
-
-def stream_replay(capture, config, sender_cfg: SenderConfig, streams: StreamSink, *, speed: float | None,
-                  also=None, progress=None, wrap_sink=None, worker=None,
-                  sender_cls=Sender, bridge_cls=None, pacer_cls=None):
-    """Replay ``capture`` through ``streams`` to a sender on a new event loop; returns
-    (ReplayResult, sender statistics).  ``also`` gets everything too (WAV files);
-    ``wrap_sink``, ``worker`` (a context manager factory, entered in the decoding thread)
-    and the classes let the benchmark put its probes in the same code path."""
-    from contextlib import nullcontext
-
-    from ..pipeline.pipeline import Tee
-    from ..run.replay import Pacer, replay
-
-    bridge_cls = bridge_cls or LoopBridge
-    pacer_cls = pacer_cls or Pacer
-
-    async def main():
-        sender = sender_cls(sender_cfg)
-
-        def work(bridge, stop):
-            sink = Tee(bridge, also) if also is not None else bridge
-            if wrap_sink is not None:
-                sink = wrap_sink(sink)
-            with (worker or nullcontext)():
-                pacer = pacer_cls(speed, stop) if speed else None
-                return replay(capture, sink, config, progress, pacer=pacer, stop=stop,
-                              tick_every=64 if pacer is None else None)
-
-        def bridge(loop):
-            return bridge_cls(streams, sender, loop, flow_control=speed is None)
-
-        result = await run_with_sender(work, sender, bridge)
-        stats = sender.stats
-        stats["late_samples"] = streams.late_samples
-        return result, stats
-
-    loop = new_event_loop()
-    try:
-        return loop.run_until_complete(main())
-    finally:
-        loop.close()

@@ -18,15 +18,16 @@ the payload XOR-ed with the key.
 
 ``frame_count(messages, split=0)`` says how many frames (and so how many keys)
 that is.  The C twin ``rtp2ws._wsframe`` (native/wsframe.c) is used unless it
-is not built or ``RTP2WS_NO_NATIVE`` is set; ``BACKEND`` names the one in use,
+is not built or ``RTP2WS_NO_NATIVE`` is set (``rtp2ws.speedups`` picks it);
+``BACKEND`` names the one in use, ``BACKENDS`` those available,
 and the same tests run against both.
 """
 
 from __future__ import annotations
 
-from ..speedups import load_native
+from ..speedups import pick
 
-__all__ = ["BACKEND", "encode", "encode_py", "frame_count", "header_length"]
+__all__ = ["BACKEND", "BACKENDS", "encode", "encode_py", "frame_count", "header_length"]
 
 OP_TEXT = 0x1
 OP_BINARY = 0x2
@@ -108,10 +109,6 @@ def encode_py(messages, keys, split: int = 0) -> bytes:
     return bytes(out)
 
 
-_native = load_native("_wsframe")
-if _native is not None:
-    encode = _native.encode
-    BACKEND = "native"
-else:
-    encode = encode_py
-    BACKEND = "python"
+_native, BACKENDS = pick("wsframe")
+BACKEND = BACKENDS[0]
+encode = _native.encode if _native is not None else encode_py
