@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # rtp2ws set-up, in one command, on a fresh Debian/Ubuntu machine:
 #   system packages (libpcap-dev for pypcap, gcc and Python headers for the native
-#   extension, sipp/tcpdump/espeak-ng/sox used by the tests), a virtual environment
-#   in .venv with rtp2ws installed in it, then the demo: the bundled speech call
+#   extensions, sipp/tcpdump/espeak-ng/sox used by the tests), a virtual environment
+#   in .venv with rtp2ws and its test, bench and sink extras installed in it (a
+#   warning names any C extension that could not be built), then the demo: the bundled speech call
 #   replayed into out/demo/ (one WAV per leg, a stereo WAV, calls.json).
 # Options: --no-demo skips the demo; --no-apt skips the system packages.
 set -euo pipefail
@@ -29,8 +30,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,bench]'
-.venv/bin/python -c 'import rtp2ws.g711 as g; print("rtp2ws installed; G.711/resampler backend:", g.BACKEND)'
+.venv/bin/python -m pip install -q -e '.[test,bench,sink]'
+# pip -q hides setup.py's warning when a C extension could not be built: say it here
+echo "installed: $(.venv/bin/rtp2ws --version)"
+.venv/bin/python -c 'from rtp2ws.speedups import missing_warning as m; w = m(); w and print("WARNING:", w)'
 if [ "$demo" = 1 ]; then
   # The main job on the bundled capture: replay the demo call into the built-in sink
   # (rtp2ws sink, the reference analysis server) over WebSocket, and to files.

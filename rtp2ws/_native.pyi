@@ -1,25 +1,25 @@
-"""C twins of rtp2ws.g711 decoding and the rtp2ws.resample interpolator.
+"""C twins of rtp2ws.codec.g711 decoding and the rtp2ws.codec.resample interpolator.
 
-Built from native/rtp2ws_native.c when a C compiler is available; the
-numpy code in rtp2ws.g711 and rtp2ws.resample is used otherwise, or when
-RTP2WS_NO_NATIVE=1 is set at import.  Samples and taps are raw buffers in
+Built from native/g711.c and native/resample.c when a C compiler is available;
+the numpy code in rtp2ws.codec.g711 and rtp2ws.codec.resample is used otherwise,
+or when RTP2WS_NO_NATIVE=1 is set at import.  Samples and taps are raw buffers in
 native byte order (little-endian on every supported platform).
 """
 
-from collections.abc import Buffer
+from typing_extensions import Buffer
 
 def decode_alaw(payload: Buffer, /) -> bytearray:
-    """A-law bytes -> int16 samples (2 bytes each), as rtp2ws.g711.ALAW_TO_LINEAR."""
+    """A-law bytes -> int16 samples (2 bytes each), as rtp2ws.codec.g711.ALAW_TO_LINEAR."""
 
 def decode_ulaw(payload: Buffer, /) -> bytearray:
-    """µ-law bytes -> int16 samples (2 bytes each), as rtp2ws.g711.ULAW_TO_LINEAR."""
+    """µ-law bytes -> int16 samples (2 bytes each), as rtp2ws.codec.g711.ULAW_TO_LINEAR."""
 
 def upsample2x(
     phases: Buffer, frac_bits: int, history: Buffer, samples: Buffer, /
 ) -> tuple[bytearray, bytes]:
     """One step of the 2x polyphase interpolator.
 
-    phases: int32[2, K] taps in Q<frac_bits> (rtp2ws.resample.PHASES);
+    phases: int32[2, K] taps in Q<frac_bits> (rtp2ws.codec.resample.PHASES);
     history, samples: int16.  With buf = history + samples, returns
     (out, new_history): out holds int16 y[2j], y[2j+1] for every j with
     K - 1 samples before buf[j + K - 1], y[2j+p] = round_half_up(

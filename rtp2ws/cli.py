@@ -210,7 +210,10 @@ def cmd_live(args) -> int:
 
 
 def _add_sink_parser(sub) -> None:
-    s = sub.add_parser("sink", help="reference analysis server: receive streams, write one WAV per stream")
+    s = sub.add_parser("sink", help="reference analysis server: receive streams, write one WAV per stream",
+                       description="The reference analysis server: receives rtp2ws's streams, checks every "
+                                   "message against the protocol and writes one WAV per stream. Needs "
+                                   "jsonschema (pip install 'rtp2ws[sink]').")
     s.add_argument("--listen", default="127.0.0.1:8765",
                    help="host:port to listen on, port 0 for any free port (default 127.0.0.1:8765)")
     s.add_argument("--out-dir", required=True, help="directory for WAV files, streams.jsonl and messages.jsonl")
@@ -228,8 +231,13 @@ def _add_sink_parser(sub) -> None:
 
 
 def cmd_sink(args) -> int:
-    from .sinkserver.server import run_sink
-
+    try:
+        from .sinkserver.server import run_sink
+    except ModuleNotFoundError as e:     # the sink's own dependency, an extra
+        if (e.name or "").partition(".")[0] != "jsonschema":
+            raise
+        print("rtp2ws: error: rtp2ws sink needs jsonschema: pip install 'rtp2ws[sink]'", file=sys.stderr)
+        return 2
     return run_sink(args)
 
 

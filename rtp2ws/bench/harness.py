@@ -827,7 +827,10 @@ def _reference_module():
         raise RuntimeError(f"the reference pipeline is not there: {path} (run from a source checkout)")
     spec = importlib.util.spec_from_file_location("reference_pipeline", path)
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    try:
+        spec.loader.exec_module(mod)
+    except ModuleNotFoundError as e:     # dpkt: an extra
+        raise RuntimeError(f"the reference pipeline needs {e.name}: pip install 'rtp2ws[bench]'") from None
     return mod
 
 

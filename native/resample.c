@@ -1,84 +1,19 @@
 /*
- * rtp2ws._native: C twins of the hot loops in rtp2ws.g711 and rtp2ws.resample.
+ * rtp2ws._native, resampler part: the C twin of the 8 -> 16 kHz interpolator
+ * core in rtp2ws.codec.resample.
  *
- * Every function here gives bit-identical results to the numpy code in those
- * modules; the same tests run against both.  No external libraries.
- *
- *   decode_alaw(payload) -> bytearray of int16 (native byte order)
- *   decode_ulaw(payload) -> bytearray of int16 (native byte order)
  *   upsample2x(phases, frac_bits, history, samples) -> (bytearray, bytes)
  *   simd_levels(), get_simd(), set_simd(name): which upsample2x kernel runs
  *
+ * Bit-identical to the numpy code there; the same tests run against both.
  * Samples and taps are passed as raw buffers in native byte order (numpy
- * arrays or bytes); see rtp2ws/_native.pyi.
+ * arrays or bytes); see rtp2ws/_native.pyi.  No external libraries.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "native.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- G.711 ------------------------------------------------------------- */
-
-static int16_t alaw_table[256];
-static int16_t ulaw_table[256];
-
-static void
-build_g711_tables(void)
-{
-    for (int i = 0; i < 256; i++) {
-        /* A-law: undo even-bit inversion; sign bit set means positive. */
-        int a = i ^ 0x55;
-        int exponent = (a >> 4) & 0x07;
-        int mantissa = a & 0x0F;
-        int magnitude = exponent == 0
-            ? (mantissa << 4) + 8
-            : ((mantissa << 4) + 0x108) << (exponent - 1);
-        alaw_table[i] = (int16_t)((a & 0x80) ? magnitude : -magnitude);
-
-        /* µ-law: all bits inverted, bias 0x84; sign bit set means negative. */
-        int u = ~i & 0xFF;
-        exponent = (u >> 4) & 0x07;
-        mantissa = u & 0x0F;
-        magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
-        ulaw_table[i] = (int16_t)((u & 0x80) ? -magnitude : magnitude);
-    }
-}
-
-static PyObject *
-decode_with(const int16_t *table, PyObject *args)
-{
-    Py_buffer payload;
-    if (!PyArg_ParseTuple(args, "y*", &payload))
-        return NULL;
-    Py_ssize_t n = payload.len;
-    PyObject *out = PyByteArray_FromStringAndSize(NULL, n * 2);
-    if (out == NULL) {
-        PyBuffer_Release(&payload);
-        return NULL;
-    }
-    const uint8_t *src = (const uint8_t *)payload.buf;
-    int16_t *dst = (int16_t *)PyByteArray_AS_STRING(out);
-    for (Py_ssize_t i = 0; i < n; i++)
-        dst[i] = table[src[i]];
-    PyBuffer_Release(&payload);
-    return out;
-}
-
-static PyObject *
-native_decode_alaw(PyObject *self, PyObject *args)
-{
-    (void)self;
-    return decode_with(alaw_table, args);
-}
-
-static PyObject *
-native_decode_ulaw(PyObject *self, PyObject *args)
-{
-    (void)self;
-    return decode_with(ulaw_table, args);
-}
 
 /* ---- 2x polyphase interpolator ---------------------------------------- */
 
@@ -791,13 +726,7 @@ native_set_simd(PyObject *self, PyObject *arg)
     return PyUnicode_FromString(simd_names[previous]);
 }
 
-/* ---- module ------------------------------------------------------------ */
-
-static PyMethodDef native_methods[] = {
-    {"decode_alaw", native_decode_alaw, METH_VARARGS,
-     "decode_alaw(payload) -> bytearray of native-order int16 samples."},
-    {"decode_ulaw", native_decode_ulaw, METH_VARARGS,
-     "decode_ulaw(payload) -> bytearray of native-order int16 samples."},
+PyMethodDef rtp2ws_resample_methods[] = {
     {"upsample2x", native_upsample2x, METH_VARARGS,
      "upsample2x(phases, frac_bits, history, samples) -> (out, new_history).\n\n"
      "phases: int32[2, K] polyphase taps in Q<frac_bits>; history, samples:\n"
@@ -815,23 +744,8 @@ static PyMethodDef native_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef native_module = {
-    PyModuleDef_HEAD_INIT,
-    "rtp2ws._native",
-    "C twins of rtp2ws.g711 decoding and the rtp2ws.resample interpolator.",
-    -1,
-    native_methods,
-    NULL,
-    NULL,
-    NULL,
-    NULL,
-};
-
-PyMODINIT_FUNC
-PyInit__native(void)
+int
+rtp2ws_resample_init(void)
 {
-    build_g711_tables();
-    if (detect_simd() < 0)
-        return NULL;
-    return PyModule_Create(&native_module);
+    return detect_simd();
 }

@@ -1,0 +1,91 @@
+"""C twin of the RTP fast path (rtp2ws.fastpath.twin: Reader and FastPath).
+
+Built from native/fastpath.c (linked with libpcap) when a C compiler is
+available; the Python classes in rtp2ws.fastpath.twin are used otherwise, or
+when RTP2WS_NO_NATIVE=1 is set at import.  See rtp2ws.fastpath.twin for the
+contract between the fast path and the pipeline.
+"""
+
+from typing import Final, final
+
+from _typeshed import StrOrBytesPath
+
+from typing_extensions import Buffer
+
+EOF: Final[int]
+"""``FastPath.run`` result: the capture file is at its end."""
+TICK: Final[int]
+"""``FastPath.run`` result: ``budget`` packets were read since the last tick."""
+
+class ReadError(Exception):
+    """The capture broke off; ``str()`` is libpcap's message."""
+
+@final
+class Reader:
+    """A pcap or pcapng file opened with libpcap (nanosecond timestamps), read by FastPath.run."""
+
+    @property
+    def packets_read(self) -> int:
+        """Packets read so far."""
+    @property
+    def linktype(self) -> int:
+        """pcap_datalink() of the file."""
+    @property
+    def bad_timestamps(self) -> int:
+        """Packets whose time was outside 1970..9999 and was replaced."""
+    @property
+    def first_bad_timestamp(self) -> int:
+        """Number of the first such packet (1-based), 0 for none."""
+    @property
+    def bytes_read(self) -> int:
+        """Position in the file."""
+    def __init__(self, path: StrOrBytesPath) -> None:
+        """Raises OSError with libpcap's message when the file cannot be opened."""
+    def close(self) -> None:
+        """Close the capture file."""
+
+@final
+class FastPath:
+    """Takes the RTP packets of armed flows that need no decision (see rtp2ws.fastpath.twin)."""
+
+    @property
+    def packets(self) -> int:
+        """Packets taken here."""
+    @property
+    def now(self) -> float:
+        """Latest capture time of a packet taken here."""
+    def __init__(self, linktype: int, deliver_samples: int, alaw_table: Buffer, ulaw_table: Buffer) -> None:
+        """The tables are 256 native int16 samples each (rtp2ws.fastpath.twin.tables())."""
+    def arm(
+        self,
+        src: Buffer,
+        sport: int,
+        dst: Buffer,
+        dport: int,
+        ssrc: int,
+        next_ext: int,
+        pt: int,
+        alaw: bool,
+        expect_ts: int,
+        last_ts_ext: int,
+        last_arrival: float,
+        base: int,
+        /,
+    ) -> int:
+        """Arm the flow src:sport -> dst:dport (addresses of 4 or 16 bytes) for a leg; returns its slot id."""
+    def take(self, sid: int, disarm: bool, /) -> tuple[int, int, int, int, float, float, bytes | None, bytes]:
+        """``(packets, nbytes, next_ext, last_ts_ext, last_arrival, max_arrival, last_payload, samples)``
+        taken since the last take: samples are native int16; last_payload is None when no packet was."""
+    def rebase(self, sid: int, base: int, /) -> None:
+        """The slot's leg now holds ``base`` samples."""
+    def ready(self) -> list[int]:
+        """Slot ids that reached the delivery size since they were last taken (the list is emptied)."""
+    def touched(self) -> list[int]:
+        """Armed slot ids with packets not yet taken."""
+    def armed(self) -> list[int]:
+        """Armed slot ids."""
+    def feed(self, batch: list[tuple[float, bytes]], pos: int, deadline: float, /) -> int:
+        """Index of the first ``(ts, frame)`` of ``batch[pos:]`` not taken (``len(batch)``: all)."""
+    def run(self, reader: Reader, deadline: float, budget: int, /) -> tuple[float, bytes] | int:
+        """Read ``reader`` until a packet for Python ``(ts, frame)``, ``TICK`` or ``EOF``;
+        raises ReadError when the capture breaks off."""
