@@ -14,8 +14,10 @@ import callgen
 import netgen
 from callgen import Call, Party, frames_of, rtp_packets, tone
 from fastcheck import check_equivalent
+from rtp2ws.capture.file import BACKENDS, reader_class
 from rtp2ws.fastpath import twin as fastpath
 from rtp2ws.codec import g711
+from rtp2ws.net.packet import link_layer
 from rtp2ws.bench.harness import make_capture
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
@@ -26,16 +28,16 @@ B6 = Party("2001:db8::2", 5060, 5000, "2000")
 
 @pytest.fixture(params=["native", "python"])
 def backend(request):
-    if request.param not in fastpath.BACKENDS:
+    if request.param not in BACKENDS:
         from conftest import native_skip_reason
         pytest.skip(native_skip_reason())
     return request.param
 
 
 def open_fp(path, backend, deliver=0):
-    reader = fastpath.reader_class(backend)(str(path))
+    reader = reader_class(backend)(str(path))
     cls, err = fastpath.for_reader(reader)
-    return reader, cls(reader.linktype, deliver, *fastpath.tables()), err
+    return reader, cls(link_layer(reader.linktype), deliver, *fastpath.tables()), err
 
 
 def stream(n_packets=10, t0=10.0, a=A, b=B, **kw):
@@ -203,7 +205,7 @@ def test_open_errors_are_oserrors(tmp_path, backend):
     bad = tmp_path / "bad.pcap"
     bad.write_bytes(b"\xd4\xc3\xb2\xa1" + b"\0" * 4)
     with pytest.raises(OSError):
-        fastpath.reader_class(backend)(str(bad))
+        reader_class(backend)(str(bad))
 
 
 # -- the pipeline with the fast path gives what it gives without ---------------------
