@@ -28,7 +28,7 @@ from array import array
 from typing import NamedTuple
 
 from .rtp import RtpPacket
-from .seq import uint16_add, uint16_delta
+from .seq import uint16_add
 
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
@@ -86,7 +86,9 @@ class JitterBuffer:
                 st["restarts"] += 1
             self._start(pkt)
         seq = pkt.sequence
-        delta = uint16_delta(seq, self._highest)
+        delta = (seq - self._highest) & 0xFFFF     # seq.uint16_delta, inlined (per packet while any is held)
+        if delta >= 0x8000:
+            delta -= 0x10000
         ext = self._highest + delta
         if delta > MAX_DROPOUT or ext < self._next - MAX_MISORDER:
             prob = self._probation
