@@ -64,7 +64,7 @@ _H = struct.Struct("!H")
 _RTP = struct.Struct("!BBHII")
 
 
-def check_layer(link) -> LinkLayer:
+def _check_layer(link) -> LinkLayer:
     """``link`` (``rtp2ws.net.packet.link_layer``'s row) as the C constructor checks it."""
     if not isinstance(link, (tuple, list)) or len(link) != 4 or not isinstance(link[0], str):
         raise TypeError("link must be a LinkLayer (kind, header, type_at, vlans)")
@@ -86,10 +86,10 @@ class FastPath:
     """Twin of ``_fastpath.FastPath``; the module docstring gives the contract."""
 
     def __init__(self, link: LinkLayer, deliver_samples: int, alaw_table: bytes, ulaw_table: bytes) -> None:
-        self.link = check_layer(link)
+        layer = _check_layer(link)
         if len(alaw_table) != 512 or len(ulaw_table) != 512:
             raise ValueError("G.711 tables must be 256 int16 samples each")
-        self._link = link_reader(self.link)     # rtp2ws.net.packet's own reader of this layer
+        self._link = link_reader(layer)     # rtp2ws.net.packet's own reader of this layer
         self.deliver = deliver_samples
         self._alaw = np.frombuffer(alaw_table, dtype="=i2")
         self._ulaw = np.frombuffer(ulaw_table, dtype="=i2")
