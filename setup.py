@@ -51,9 +51,10 @@ if os.environ.get("RTP2WS_NO_NATIVE", "") in ("", "0"):
         # G.711 decode (native/g711.c) and the 2x resampler core (native/resample.c)
         Extension("rtp2ws._native", sources=["native/_native.c", "native/g711.c", "native/resample.c"],
                   depends=["native/native.h"], extra_compile_args=aligned),
-        # batch reading of capture files and the in-order RTP fast path (links libpcap)
-        Extension("rtp2ws._fastpath", sources=["native/fastpath.c"], libraries=["pcap"],
-                  extra_compile_args=cflags),
+        # batch reading of capture files and the in-order RTP fast path (links libpcap):
+        # one C file per Python twin (rtp2ws.capture.file.Reader, rtp2ws.fastpath.twin.FastPath)
+        Extension("rtp2ws._fastpath", sources=["native/capture_file.c", "native/fastpath.c"],
+                  depends=["native/capture_file.h"], libraries=["pcap"], extra_compile_args=cflags),
         # WebSocket framing and masking of many messages at once
         Extension("rtp2ws._wsframe", sources=["native/wsframe.c"], extra_compile_args=cflags),
     ]

@@ -1,11 +1,10 @@
 /*
  * rtp2ws._fastpath: the RTP hot loop in C, a capture file at a time.
  *
- *   Reader(path)   libpcap's pcap_open_offline (nanosecond precision); the packets are read by
- *                  FastPath.run, never handed to Python one by one.
- *   FastPath(...)  reads packets from a Reader (run), or from a list of
- *                  (ts, frame) a live capture made (feed), and takes the ones that need
- *                  no decision: RTP on a flow the pipeline has *armed*, with
+ *   FastPath(link, deliver_samples, alaw_table, ulaw_table)
+ *                  reads packets from a Reader (run; native/capture_file.c), or from a
+ *                  list of (ts, frame) a live capture made (feed), and takes the ones that
+ *                  need no decision: RTP on a flow the pipeline has *armed*, with
  *                  the SSRC, payload type, sequence number and timestamp the
  *                  leg expects next, arriving on time.  Their payloads go on
  *                  the end of the flow's buffer, decoded (G.711 table look-up)
@@ -13,143 +12,54 @@
  *                  packet ends the run and goes back to Python, which gives
  *                  it to the ordinary pipeline.
  *
- * rtp2ws/fastpath.py is the pure-Python twin and explains the contract: what
+ * ``link`` is rtp2ws.net.packet's LinkLayer for the capture's link type, (kind, header,
+ * type_at, vlans): packet.py's LINK_TYPES is the one table of link types, and this file
+ * knows only its kinds (link_header).
+ *
+ * rtp2ws/fastpath/twin.py is the pure-Python twin and explains the contract: what
  * "armed" means, what each counter is, and why the result is exactly what the
- * packet-at-a-time pipeline would have produced.  The same tests run against
- * both.  See docs/ARCHITECTURE.md.
+ * packet-at-a-time pipeline would have produced; rtp2ws/fastpath/driver.py drives it
+ * for the pipeline.  The same tests run against both.  See docs/ARCHITECTURE.md.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "capture_file.h"
+
 #include <structmember.h>
 
 #include <math.h>
-#include <pcap/pcap.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
 
 #define MAX_PAYLOAD 1024          /* longest payload taken here (128 ms of G.711) */
 #define KEY_LEN 37                /* family, src[16], dst[16], sport, dport */
-#define RESYNC_SAMPLES 4000.0     /* rtp2ws.leg.RESYNC_SECONDS * CLOCK */
-#define VXLAN_PORT 4789
-/* latest capture time taken as it is: 9999-12-31T23:59:59Z (rtp2ws.capture.MAX_TIMESTAMP) */
-#define MAX_TIMESTAMP 253402300799.0
+#define RESYNC_SAMPLES 4000.0     /* rtp2ws.media.leg.RESYNC_SECONDS * CLOCK */
+#define VXLAN_PORT 4789           /* rtp2ws.net.packet.VXLAN_PORT */
 
 /* run() results other than a slow packet */
 #define RUN_EOF 0
 #define RUN_TICK 1
 
-static PyObject *ReadError;
+/* rtp2ws.net.packet's LINK_* kinds: how to find the IP header */
+enum { LINK_ETHERTYPE = 1, LINK_IP, LINK_IPV4, LINK_IPV6, LINK_AF, LINK_AF_NET };
 
-/* ---- Reader ------------------------------------------------------------ */
+static const struct {
+    const char *name;             /* as packet.py names the kind */
+    int kind;
+    int field;                    /* bytes read at type_at */
+} link_kinds[] = {
+    {"ethertype", LINK_ETHERTYPE, 2},
+    {"ip", LINK_IP, 0},
+    {"ipv4", LINK_IPV4, 0},
+    {"ipv6", LINK_IPV6, 0},
+    {"af", LINK_AF, 4},
+    {"af_net", LINK_AF_NET, 4},
+};
 
 typedef struct {
-    PyObject_HEAD
-    pcap_t *pcap;
-    long long packets_read;
-    long end_pos;                 /* file position when libpcap reached the end */
-    int linktype;
-    char *error;                  /* a read error kept back until a tick was returned */
-    double last_ts;               /* time given to the last packet read */
-    long long bad_timestamps;     /* packets whose time was outside 0..MAX_TIMESTAMP */
-    long long first_bad_timestamp;    /* number of the first of them (1-based), 0: none */
-} Reader;
-
-static int
-Reader_init(Reader *self, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"path", NULL};
-    PyObject *path_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&", kwlist, PyUnicode_FSConverter, &path_obj))
-        return -1;
-    char errbuf[PCAP_ERRBUF_SIZE + 1] = {0};
-    /* nanosecond timestamps, as pypcap opens files, so both readers see the same times */
-    pcap_t *p = pcap_open_offline_with_tstamp_precision(PyBytes_AS_STRING(path_obj),
-                                                         PCAP_TSTAMP_PRECISION_NANO, errbuf);
-    Py_DECREF(path_obj);
-    if (p == NULL) {
-        PyErr_SetString(PyExc_OSError, errbuf);
-        return -1;
-    }
-    if (self->pcap != NULL)
-        pcap_close(self->pcap);
-    self->pcap = p;
-    self->linktype = pcap_datalink(p);
-    self->packets_read = 0;
-    self->bad_timestamps = 0;
-    self->first_bad_timestamp = 0;
-    return 0;
-}
-
-static void
-Reader_close_handle(Reader *self)
-{
-    if (self->pcap != NULL) {
-        pcap_close(self->pcap);
-        self->pcap = NULL;
-    }
-    PyMem_Free(self->error);
-    self->error = NULL;
-}
-
-static void
-Reader_dealloc(Reader *self)
-{
-    Reader_close_handle(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyObject *
-Reader_close(Reader *self, PyObject *unused)
-{
-    (void)unused;
-    Reader_close_handle(self);
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-Reader_bytes_read(Reader *self, void *closure)
-{
-    (void)closure;
-    if (self->pcap == NULL)
-        return PyLong_FromLong(self->end_pos);
-    FILE *f = pcap_file(self->pcap);
-    return PyLong_FromLong(f != NULL ? ftell(f) : 0);
-}
-
-static PyMethodDef Reader_methods[] = {
-    {"close", (PyCFunction)Reader_close, METH_NOARGS, "Close the capture file."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyMemberDef Reader_members[] = {
-    {"packets_read", T_LONGLONG, offsetof(Reader, packets_read), READONLY, "packets read so far"},
-    {"linktype", T_INT, offsetof(Reader, linktype), READONLY, "pcap_datalink() of the file"},
-    {"bad_timestamps", T_LONGLONG, offsetof(Reader, bad_timestamps), READONLY,
-     "packets whose time was outside 1970..9999 and was replaced"},
-    {"first_bad_timestamp", T_LONGLONG, offsetof(Reader, first_bad_timestamp), READONLY,
-     "number of the first such packet (1-based), 0 for none"},
-    {NULL, 0, 0, 0, NULL},
-};
-
-static PyGetSetDef Reader_getset[] = {
-    {"bytes_read", (getter)Reader_bytes_read, NULL, "position in the file", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PyTypeObject ReaderType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "rtp2ws._fastpath.Reader",
-    .tp_basicsize = sizeof(Reader),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Reader(path): a pcap or pcapng file opened with libpcap, read by FastPath.run.",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Reader_init,
-    .tp_dealloc = (destructor)Reader_dealloc,
-    .tp_methods = Reader_methods,
-    .tp_members = Reader_members,
-    .tp_getset = Reader_getset,
-};
+    int kind;
+    Py_ssize_t header;            /* bytes before the IP header (VLAN tags not counted) */
+    Py_ssize_t type_at;           /* where the EtherType or address family is */
+    int vlans;                    /* VLAN tags may follow the header */
+} Link;
 
 /* ---- FastPath ---------------------------------------------------------- */
 
@@ -183,7 +93,7 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    int linktype;
+    Link link;
     int64_t deliver;              /* a slot is ready once base + samples reach this */
     int16_t alaw[256];
     int16_t ulaw[256];
@@ -302,12 +212,30 @@ alloc_sid(FastPath *fp)
 static int
 FastPath_init(FastPath *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"linktype", "deliver_samples", "alaw_table", "ulaw_table", NULL};
-    int linktype;
+    static char *kwlist[] = {"link", "deliver_samples", "alaw_table", "ulaw_table", NULL};
+    const char *kind_name;
+    Py_ssize_t header, type_at;
+    int vlans;
     long long deliver;
     Py_buffer alaw, ulaw;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iLy*y*", kwlist, &linktype, &deliver, &alaw, &ulaw))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "(snnp)Ly*y*", kwlist, &kind_name, &header, &type_at, &vlans,
+                                     &deliver, &alaw, &ulaw))
         return -1;
+    int kind = 0, field = 0;
+    for (size_t i = 0; i < sizeof(link_kinds) / sizeof(link_kinds[0]); i++)
+        if (strcmp(kind_name, link_kinds[i].name) == 0) {
+            kind = link_kinds[i].kind;
+            field = link_kinds[i].field;
+        }
+    if (kind == 0 || header < 0 || header > 0xFFFF || type_at < 0 || type_at + field > header) {
+        PyBuffer_Release(&alaw);
+        PyBuffer_Release(&ulaw);
+        if (kind == 0)
+            PyErr_Format(PyExc_ValueError, "unknown link kind '%s'", kind_name);
+        else
+            PyErr_SetString(PyExc_ValueError, "link header fields out of range");
+        return -1;
+    }
     int ok = alaw.len == 512 && ulaw.len == 512;
     if (ok) {
         memcpy(self->alaw, alaw.buf, 512);
@@ -319,7 +247,10 @@ FastPath_init(FastPath *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "G.711 tables must be 256 int16 samples each");
         return -1;
     }
-    self->linktype = linktype;
+    self->link.kind = kind;
+    self->link.header = header;
+    self->link.type_at = type_at;
+    self->link.vlans = vlans;
     self->deliver = deliver;
     return 0;
 }
@@ -581,65 +512,52 @@ ethertype_version(unsigned t)
     return t == 0x0800 ? 4 : t == 0x86DD ? 6 : 0;
 }
 
-/* Offset of the IP header and its version (0: not IP, or not for here). */
+/* Offset of the IP header and its version (0: not IP, or not for here), as
+ * rtp2ws.net.packet.link_reader reads the link layer (which raises where this says 0). */
 static int
-link_header(int linktype, const uint8_t *d, Py_ssize_t len, Py_ssize_t *off)
+link_header(const Link *link, const uint8_t *d, Py_ssize_t len, Py_ssize_t *off)
 {
-    Py_ssize_t o;
-    switch (linktype) {
-    case 1:                       /* Ethernet, any stack of VLAN tags */
-        o = 14;
-        break;
-    case 113:                     /* Linux cooked; a VLAN tag libpcap put back follows the header */
-        o = 16;
-        break;
-    case 276:                     /* Linux cooked v2 */
-        if (len < 20)
+    Py_ssize_t o = link->header;
+    switch (link->kind) {
+    case LINK_ETHERTYPE: {        /* the EtherType ends the header; then VLAN tags, if they may follow */
+        if (len < o)
             return 0;
-        *off = 20;
-        return ethertype_version(be16(d));
-    case 12:
-    case 14:
-    case 101:                     /* raw IP */
-        if (len < 1)
+        unsigned t = be16(d + link->type_at);
+        if (link->vlans)
+            while (t == 0x8100 || t == 0x88A8 || t == 0x9100) {   /* packet.VLAN_TPIDS */
+                if (len < o + 4)
+                    return 0;
+                t = be16(d + o + 2);
+                o += 4;
+            }
+        *off = o;
+        return ethertype_version(t);
+    }
+    case LINK_IP:                 /* bare IP, version in the first four bits */
+        if (len <= o)
             return 0;
-        *off = 0;
-        return d[0] >> 4 == 4 ? 4 : d[0] >> 4 == 6 ? 6 : 0;
-    case 228:
-        *off = 0;
+        *off = o;
+        return d[o] >> 4 == 4 ? 4 : d[o] >> 4 == 6 ? 6 : 0;
+    case LINK_IPV4:
+        *off = o;
         return 4;
-    case 229:
-        *off = 0;
+    case LINK_IPV6:
+        *off = o;
         return 6;
-    case 0: {                     /* BSD loopback, family in the capturing host's byte order */
-        if (len < 4)
+    case LINK_AF:                 /* BSD loopback, family in the capturing host's byte order */
+    case LINK_AF_NET: {           /* ... in network byte order */
+        if (len < o)
             return 0;
-        *off = 4;
-        int le = af_version(le32(d)), be = af_version(be32(d));
+        *off = o;
+        int be = af_version(be32(d + link->type_at));
+        int le = link->kind == LINK_AF ? af_version(le32(d + link->type_at)) : be;
         if (le == 4 || be == 4)
             return 4;
         return le == 6 || be == 6 ? 6 : 0;
     }
-    case 108:                     /* OpenBSD loopback, network byte order */
-        if (len < 4)
-            return 0;
-        *off = 4;
-        return af_version(be32(d));
     default:
         return 0;
     }
-    /* Ethernet or Linux cooked: the EtherType ends the header, then VLAN tags */
-    if (len < o)
-        return 0;
-    unsigned t = be16(d + o - 2);
-    while (t == 0x8100 || t == 0x88A8 || t == 0x9100) {
-        if (len < o + 4)
-            return 0;
-        t = be16(d + o + 2);
-        o += 4;
-    }
-    *off = o;
-    return ethertype_version(t);
 }
 
 static int
@@ -662,7 +580,7 @@ static int
 take_packet(FastPath *fp, double ts, const uint8_t *d, Py_ssize_t len)
 {
     Py_ssize_t off;
-    int version = link_header(fp->linktype, d, len, &off);
+    int version = link_header(&fp->link, d, len, &off);
     const uint8_t *src, *dst;
     Py_ssize_t l4, end;
     int iplen;
@@ -769,57 +687,34 @@ FastPath_run(FastPath *self, PyObject *args)
     Reader *r;
     double deadline;
     long long budget;
-    if (!PyArg_ParseTuple(args, "O!dL", &ReaderType, &r, &deadline, &budget))
+    if (!PyArg_ParseTuple(args, "O!dL", &capture_ReaderType, &r, &deadline, &budget))
         return NULL;
     for (;;) {
         if (self->since_tick >= budget) {
             self->since_tick = 0;
             return PyLong_FromLong(RUN_TICK);
         }
-        if (r->error != NULL) {
-            PyErr_SetString(ReadError, r->error);
-            PyMem_Free(r->error);
-            r->error = NULL;
+        if (capture_reader_raise(r) < 0)
             return NULL;
-        }
         if (r->pcap == NULL)
             return PyLong_FromLong(RUN_EOF);
-        struct pcap_pkthdr *hdr;
-        const u_char *data;
-        int rc = pcap_next_ex(r->pcap, &hdr, &data);
-        if (rc != 1) {
-            if (rc == PCAP_ERROR) {
-                const char *msg = pcap_geterr(r->pcap);
-                size_t n = strlen(msg) + 1;
-                r->error = PyMem_Malloc(n);
-                if (r->error == NULL)
-                    return PyErr_NoMemory();
-                memcpy(r->error, msg, n);
-            } else {
-                FILE *f = pcap_file(r->pcap);     /* end of file */
-                r->end_pos = f != NULL ? ftell(f) : 0;
-                pcap_close(r->pcap);
-                r->pcap = NULL;
-            }
+        double ts;
+        const uint8_t *data;
+        Py_ssize_t len;
+        int rc = capture_reader_next(r, &ts, &data, &len);
+        if (rc < 0)
+            return NULL;
+        if (rc == 0) {
             if (self->since_tick > 0) {   /* what was read before the end gets its tick first */
                 self->since_tick = 0;
                 return PyLong_FromLong(RUN_TICK);
             }
             continue;
         }
-        r->packets_read++;
         self->since_tick++;
-        /* tv_usec holds nanoseconds here; as pypcap computes it, so both readers give the same float */
-        double ts = (double)hdr->ts.tv_sec + (double)hdr->ts.tv_usec / 1000000000.0;
-        if (!(ts >= 0.0 && ts <= MAX_TIMESTAMP)) {   /* as rtp2ws.capture.CaptureFile.batches */
-            if (r->bad_timestamps++ == 0)
-                r->first_bad_timestamp = r->packets_read;
-            ts = r->packets_read > 1 ? r->last_ts : ts > 0.0 ? MAX_TIMESTAMP : 0.0;
-        }
-        r->last_ts = ts;
-        if (ts < deadline && take_packet(self, ts, data, (Py_ssize_t)hdr->caplen))
+        if (ts < deadline && take_packet(self, ts, data, len))
             continue;
-        PyObject *frame = PyBytes_FromStringAndSize((const char *)data, hdr->caplen);
+        PyObject *frame = PyBytes_FromStringAndSize((const char *)data, len);
         if (frame == NULL)
             return NULL;
         return Py_BuildValue("(dN)", ts, frame);
@@ -882,7 +777,7 @@ static PyTypeObject FastPathType = {
     .tp_name = "rtp2ws._fastpath.FastPath",
     .tp_basicsize = sizeof(FastPath),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "FastPath(linktype, deliver_samples, alaw_table, ulaw_table); see rtp2ws/fastpath.py.",
+    .tp_doc = "FastPath(link, deliver_samples, alaw_table, ulaw_table); see rtp2ws/fastpath/twin.py.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)FastPath_init,
     .tp_dealloc = (destructor)FastPath_dealloc,
@@ -892,21 +787,20 @@ static PyTypeObject FastPathType = {
 
 static struct PyModuleDef fastpath_module = {
     PyModuleDef_HEAD_INIT, "rtp2ws._fastpath",
-    "The C twin of rtp2ws.fastpath: capture files read and in-order RTP decoded in batches.",
+    "The C twins of rtp2ws.capture.file.Reader and rtp2ws.fastpath.twin.FastPath: capture files read"
+    " and in-order RTP decoded in batches.",
     -1, NULL, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC
 PyInit__fastpath(void)
 {
-    if (PyType_Ready(&ReaderType) < 0 || PyType_Ready(&FastPathType) < 0)
+    if (PyType_Ready(&FastPathType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&fastpath_module);
     if (m == NULL)
         return NULL;
-    ReadError = PyErr_NewException("rtp2ws._fastpath.ReadError", NULL, NULL);
-    if (ReadError == NULL || PyModule_AddObjectRef(m, "ReadError", ReadError) < 0
-        || PyModule_AddObjectRef(m, "Reader", (PyObject *)&ReaderType) < 0
+    if (capture_file_add(m) < 0
         || PyModule_AddObjectRef(m, "FastPath", (PyObject *)&FastPathType) < 0
         || PyModule_AddIntConstant(m, "EOF", RUN_EOF) < 0
         || PyModule_AddIntConstant(m, "TICK", RUN_TICK) < 0) {

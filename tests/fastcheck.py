@@ -1,5 +1,5 @@
 """The fast path's promise, checked on any capture: ``Pipeline.run_reader`` (with
-``rtp2ws.fastpath.twin`` taking in-order RTP, in C or in its Python twin) tells the sink
+``rtp2ws.fastpath`` taking in-order RTP, in C or in its Python twin) tells the sink
 exactly what the packet-at-a-time pipeline (``feed_batch``) tells it, down to the
 boundaries of each audio chunk.  The one freedom: within a tick, the order in which
 *different legs* get their audio (the pipeline walks a set of legs)."""
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from rtp2ws.fastpath import twin as fastpath
-from rtp2ws.capture.file import CaptureError, CaptureFile
+from rtp2ws.capture.file import BACKENDS, CaptureError, CaptureFile
 from rtp2ws.pipeline.pipeline import Config, Pipeline, Sink
 
 
@@ -77,7 +77,7 @@ def _fast(path, config, budget, backend):
         except read_error as e:
             error = str(e)
         pipe.finish()
-        taken = pipe._fast.packets if pipe._fast is not None else 0
+        taken = pipe.fast.packets
     return (rec.log, pipe.stats, pipe.decoder.stats, error), taken
 
 
@@ -94,7 +94,7 @@ def _fast_frames(path, config, budget, backend):
         except CaptureError as e:
             error = e.reason
         pipe.finish()
-        taken = pipe._fast.packets if pipe._fast is not None else 0
+        taken = pipe.fast.packets
     return (rec.log, pipe.stats, pipe.decoder.stats, error), taken
 
 
@@ -107,7 +107,7 @@ def check_equivalent(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0,
                         flush_ms=flush)
         for budget in budgets:
             ref = _reference(path, config, budget)
-            for backend, how in [(b, h) for b in fastpath.BACKENDS for h in (_fast, _fast_frames)]:
+            for backend, how in [(b, h) for b in BACKENDS for h in (_fast, _fast_frames)]:
                 got, taken = how(path, config, budget, backend)
                 where = f"{path}: backend {backend} via {how.__name__}, deliver_ms {deliver}, flush_ms {flush}, budget {budget}"
                 assert got[3] == ref[3], where

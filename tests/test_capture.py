@@ -1,12 +1,14 @@
+import ast
 import os
+from pathlib import Path
 
 import pytest
 
 from netgen import fragment, link, tcp, udp, write_pcap, write_pcapng
-from rtp2ws.capture.file import CaptureError, CaptureFile
+from rtp2ws.capture.file import BACKENDS, CaptureError, CaptureFile, ReadError, Reader, reader_class
 from rtp2ws.net.packet import (
     DLT_EN10MB, DLT_IPV4, DLT_IPV6, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW,
-    DLT_RAW_OPENBSD, LINKTYPE_RAW, Packet, PacketDecoder,
+    DLT_RAW_OPENBSD, LINKTYPE_RAW, Packet, PacketDecoder, link_layer,
 )
 from test_packet import FAMILIES, LINK_FAMILY, packed
 
@@ -175,3 +177,84 @@ def test_ipv4_and_ipv6_linktypes_read_back(tmp_path):
         write_pcap(path, sample_frames(lt, fam), lt)
         cap, _ = read_all(path)
         assert cap.linktype == lt
+
+
+# -- the fast path's reader (rtp2ws._fastpath.Reader and its twin here) -------------------
+
+
+@pytest.fixture(params=["native", "python"])
+def backend(request):
+    if request.param not in BACKENDS:
+        from conftest import native_skip_reason
+        pytest.skip(native_skip_reason())
+    return request.param
+
+
+def _run_all(reader):
+    """Every (ts, frame) of ``reader`` as ``FastPath.run`` reads it with no flow armed
+    (the C reader is read only there)."""
+    from rtp2ws.fastpath.twin import EOF, TICK, for_reader, tables
+
+    cls, _ = for_reader(reader)
+    fp = cls(link_layer(reader.linktype), 0, *tables())
+    out = []
+    while (r := fp.run(reader, float("inf"), 1000)) != EOF:
+        if r != TICK:
+            out.append(r)
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["pcap", "pcap-ns", "pcapng"])
+def test_reader_reads_what_batches_yield(tmp_path, backend, fmt):
+    path = tmp_path / f"cap.{fmt}"
+    frames = sample_frames(DLT_LINUX_SLL, "v6") * 3
+    WRITERS[fmt](path, frames, DLT_LINUX_SLL)
+    _, batches = read_all(path, batch=2)
+    with CaptureFile(str(path), native=True, backend=backend) as cap:
+        reader = cap.reader
+        assert type(reader) is reader_class(backend) and cap.linktype == reader.linktype == DLT_LINUX_SLL
+        assert _run_all(reader) == [p for b in batches for p in b]
+        assert reader.packets_read == len(frames) and reader.bytes_read == cap.size
+        assert reader.bad_timestamps == reader.first_bad_timestamp == 0
+    with pytest.raises(ValueError, match="not opened with native=True"):
+        CaptureFile(str(path)).reader
+
+
+def test_python_reader_keeps_a_read_error_back(tmp_path):
+    """``next_packet`` says None where the file breaks off and keeps libpcap's message
+    for ``raise_error`` (once): ``FastPath.run`` ticks the packets before it first."""
+    path = tmp_path / "cut.pcap"
+    frames = [(100.0 + i, link(DLT_EN10MB, udp("10.0.0.1", 1, "10.0.0.2", 2, bytes([i]) * 50))) for i in range(5)]
+    write_pcap(path, frames)
+    _truncate(path, 20)
+    reader = Reader(str(path))
+    got = []
+    while (item := reader.next_packet()) is not None:
+        got.append(item)
+    assert got == [(t, f) for t, f in frames[:4]] and reader.packets_read == 4
+    assert reader.error.startswith("truncated dump file")
+    with pytest.raises(ReadError, match="^truncated dump file"):
+        reader.raise_error()
+    assert reader.error is None and reader.next_packet() is None
+    reader.raise_error()                 # nothing kept back: nothing raised
+    reader.close()
+    with pytest.raises(OSError, match="unknown file format"):
+        Reader(__file__)
+
+
+def test_capture_does_not_import_the_fast_path():
+    """The reader twin lives here, with capture; nothing in rtp2ws.capture imports
+    rtp2ws.fastpath (or anything above net and capture), at the top or inside a function."""
+    root = Path(__file__).resolve().parent.parent / "rtp2ws" / "capture"
+    allowed = {"speedups", "argtypes", "codec", "net", "capture", "_fastpath"}
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                top = "capture" if node.level == 1 else (node.module or "").split(".")[0]
+                assert top in allowed, f"{path.name} imports {'.' * node.level}{node.module}"
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                for name in names:
+                    parts = name.split(".")
+                    assert parts[0] != "rtp2ws" or len(parts) == 1 or parts[1] in allowed, \
+                        f"{path.name} imports {name}"

@@ -43,10 +43,7 @@ LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 # expected failure (strict) of ``test_known_violation_is_gone`` until its branch is
 # merged; then the test passes, strict xfail turns that into a failure, and the entry
 # is deleted here.
-KNOWN: dict[tuple[str, str], str] = {
-    ("rtp2ws.capture.file", "rtp2ws.fastpath.twin"):
-        "i11-fastpath: the capture-file reader twin moves to capture (capture <-> fastpath circle)",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _modules() -> dict[str, Path]:

@@ -7,6 +7,7 @@ import struct
 import atheris
 
 from rtp2ws.fastpath import twin as fastpath
+from rtp2ws.net.packet import link_layer
 from rtp2ws.speedups import load_native
 
 from .. import gen
@@ -49,8 +50,8 @@ def run(data: bytes, clock) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     linktype = fdp.PickValueInList(gen.LINKTYPES)
     deliver = fdp.PickValueInList([0, 160, 8000])
-    c = _native.FastPath(linktype, deliver, *TABLES)
-    p = fastpath.FastPath(linktype, deliver, *TABLES)
+    c = _native.FastPath(link_layer(linktype), deliver, *TABLES)
+    p = fastpath.FastPath(link_layer(linktype), deliver, *TABLES)
     flows = []           # [src, sport, dst, dport, version, ssrc, seq, ts, pt]
     t = fdp.PickValueInList([1000.0, 0.0, 1.7e9])
     for _ in range(fdp.ConsumeIntInRange(1, 12)):

@@ -5,6 +5,13 @@ pcap and pcapng; this module only moves its packets into batches and turns
 its errors into ``CaptureError`` naming the file and the packet number
 (1-based, as Wireshark numbers frames).  The link type is passed on
 untouched; ``rtp2ws.net.packet.PacketDecoder`` decides whether it can read it.
+
+For the fast path a file is opened as a ``Reader`` instead (``CaptureFile(...,
+native=True).reader``): ``rtp2ws._fastpath.Reader`` (native/capture_file.c), which
+``FastPath.run`` reads in C without handing packets to Python, or its Python twin
+here, read a batch at a time through ``CaptureFile`` and handed out a packet at a time.
+The C reader is built into the ``_fastpath`` extension because ``FastPath.run`` reads
+its libpcap handle directly.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from typing import Iterator
 
 import pcap
 
-__all__ = ["CaptureError", "CaptureFile"]
+from ..speedups import pick
+
+__all__ = ["BACKENDS", "CaptureError", "CaptureFile", "ReadError", "Reader", "reader_class"]
 
 PCAP_FILE_HEADER = 24
 PCAP_RECORD_HEADER = 16
@@ -74,7 +83,7 @@ def _libpcap_open_error(path: str) -> str | None:
 
 class CaptureFile:
     """Read a pcap or pcapng file in batches of ``(timestamp, frame)``, or,
-    with ``native=True``, open it for ``rtp2ws.fastpath.twin`` (``reader``), which
+    with ``native=True``, open it as a ``Reader`` for the fast path (``reader``), which
     reads it in C when the extension is built (``backend`` chooses)."""
 
     def __init__(self, path: str, *, batch: int = 1024, native: bool = False, backend: str | None = None) -> None:
@@ -104,8 +113,6 @@ class CaptureFile:
             raise CaptureError(f"{self.path}: unknown file format")
         self._pcapng = magic == _PCAPNG_MAGIC
         if native:
-            from ..fastpath.twin import reader_class
-
             try:
                 self._reader = reader_class(backend)(self.path)
             except OSError as e:
@@ -151,7 +158,7 @@ class CaptureFile:
             self._pcap = None
 
     def _bad_timestamp(self, ts: float, out: list) -> float:
-        """The time given to a packet whose own is out of range (``rtp2ws.fastpath.twin`` does the same)."""
+        """The time given to a packet whose own is out of range (``_fastpath.Reader`` does the same)."""
         self.bad_timestamps += 1
         if self.bad_timestamps == 1:
             self.first_bad_timestamp = self.packets_read + len(out) + 1
@@ -204,3 +211,81 @@ class CaptureFile:
             if result == 0:
                 self.bytes_read = self.size
                 return
+
+
+class ReadError(Exception):
+    """The capture broke off; ``str()`` is libpcap's message."""
+
+
+class Reader:
+    """Twin of ``_fastpath.Reader``: a capture file read through pypcap (``CaptureFile``)
+    a batch at a time, handed out a packet at a time to ``FastPath.run``
+    (``rtp2ws.fastpath.twin``)."""
+
+    def __init__(self, path) -> None:
+        try:
+            self._cap = CaptureFile(path, native=False)
+        except CaptureError as e:
+            raise OSError(str(e)) from None
+        self.linktype = self._cap.linktype
+        self.packets_read = 0
+        self.error: str | None = None     # a read error kept back until the packets before it had their tick
+        self._batches = self._cap.batches()
+        self._batch: list = []
+        self._i = 0
+        self._done = False
+
+    @property
+    def bytes_read(self) -> int:
+        return self._cap.bytes_read
+
+    @property
+    def bad_timestamps(self) -> int:
+        return self._cap.bad_timestamps
+
+    @property
+    def first_bad_timestamp(self) -> int:
+        return self._cap.first_bad_timestamp
+
+    def close(self) -> None:
+        self._cap.close()
+        self._done = True
+
+    def next_packet(self):
+        """The next ``(ts, frame)``; None at the end of the file, and when it breaks off
+        (then ``error`` holds libpcap's message until ``raise_error``)."""
+        while self._i >= len(self._batch):
+            if self._done:
+                return None
+            try:
+                self._batch = next(self._batches)
+            except StopIteration:
+                self._done = True
+                return None
+            except CaptureError as e:
+                self._done = True
+                self.error = e.reason
+                return None
+            self._i = 0
+        item = self._batch[self._i]
+        self._i += 1
+        self.packets_read += 1
+        return item
+
+    def raise_error(self) -> None:
+        """Raise the read error kept back as ``ReadError`` (once), if there is one."""
+        if self.error is not None:
+            message, self.error = self.error, None
+            raise ReadError(message)
+
+
+_native, BACKENDS = pick("fastpath")      # the C Reader is in the fast path's extension
+
+
+def reader_class(backend: str | None = None):
+    """The ``Reader`` of ``backend`` (``native``, ``python``; default: the first of
+    ``BACKENDS``).  ``Pipeline.run_reader`` takes the fast path that goes with it."""
+    backend = backend or BACKENDS[0]
+    if backend not in BACKENDS:
+        raise ValueError(f"fast path backend {backend!r} is not available (have {', '.join(BACKENDS)})")
+    return _native.Reader if backend == "native" else Reader

@@ -9,7 +9,7 @@ decoder have nothing to decide; the packet's 8 kHz samples simply go on the
 end of the leg's audio.  ``FastPath`` takes exactly those packets, a capture
 file at a time, and hands every other packet back to the ordinary pipeline.
 
-Contract (``rtp2ws.pipeline.pipeline.Pipeline.run_reader`` keeps its side):
+Contract (the pipeline keeps its side through ``rtp2ws.fastpath.driver.FastDriver``):
 
 * The pipeline *arms* a flow (5-tuple) for a leg when the leg's state after
   an RTP packet is one where the next in-order packet would take the jitter
@@ -30,76 +30,53 @@ Contract (``rtp2ws.pipeline.pipeline.Pipeline.run_reader`` keeps its side):
   ``deliver_samples`` samples (``base`` + taken here): the legs the
   pipeline would hand to its sink at the tick.
 
-The C twin is ``rtp2ws._fastpath`` (native/fastpath.c); this module is used
-when it is not built or ``RTP2WS_NO_NATIVE`` is set, and the same tests run
-against both.
+``FastPath(link, ...)`` is given its capture's ``rtp2ws.net.packet.LinkLayer``
+(how to find the IP header), never a link type number: packet.py's ``LINK_TYPES`` is
+the one table.  Here the frame's link header is read by packet.py's own
+``link_reader``; the C twin has one case per ``LINK_*`` kind.
+
+The C twin is ``rtp2ws._fastpath.FastPath`` (native/fastpath.c); this module is
+used when it is not built or ``RTP2WS_NO_NATIVE`` is set, and the same tests run
+against both.  The capture reader ``run`` reads is capture's
+(``rtp2ws.capture.file.Reader``, in C native/capture_file.c).
 """
 
 from __future__ import annotations
 
+import operator
 import struct
 
 import numpy as np
 
+from ..capture.file import ReadError, Reader
 from ..codec.g711 import ALAW_TO_LINEAR, ULAW_TO_LINEAR
-from ..net.packet import AF_INET6_VALUES, AF_INET_VALUES, VLAN_TPIDS, VXLAN_PORT, PacketDecoder
-from ..speedups import load_native
+from ..net.packet import (
+    LINK_AF, LINK_AF_NET, LINK_ETHERTYPE, LINK_KINDS, VXLAN_PORT, LinkLayer, MalformedPacket, link_reader,
+)
+from ..media.seq import uint32
+from ..speedups import pick
+
+_native, BACKENDS = pick("fastpath")
 
 EOF = 0
 TICK = 1
 MAX_PAYLOAD = 1024          # longest payload taken here (128 ms of G.711)
 RESYNC_SAMPLES = 4000.0     # rtp2ws.media.leg.RESYNC_SECONDS * CLOCK
 _H = struct.Struct("!H")
-_I_BE = struct.Struct("!I")
-_I_LE = struct.Struct("<I")
 _RTP = struct.Struct("!BBHII")
 
 
-class ReadError(Exception):
-    """The capture broke off; ``str()`` is libpcap's message."""
-
-
-def _af_version(family: int) -> int:
-    return 4 if family in AF_INET_VALUES else 6 if family in AF_INET6_VALUES else 0
-
-
-_ethertype_version = PacketDecoder._ethertype_version
-
-
-def _after_vlans(d: bytes, off: int) -> tuple[int, int]:
-    """(offset, IP version) past the ethertype ending at ``off`` and any 802.1Q/QinQ tags."""
-    (t,) = _H.unpack_from(d, off - 2)
-    while t in VLAN_TPIDS:
-        if len(d) < off + 4:
-            return 0, 0
-        (t,) = _H.unpack_from(d, off + 2)
-        off += 4
-    return off, _ethertype_version(t)
-
-
-def _link(linktype: int, d: bytes) -> tuple[int, int]:
-    """(offset of the IP header, IP version), version 0 when it is not for here."""
-    n = len(d)
-    if linktype == 1:
-        return _after_vlans(d, 14) if n >= 14 else (0, 0)
-    if linktype == 113:                    # a VLAN tag libpcap put back comes after the header
-        return _after_vlans(d, 16) if n >= 16 else (0, 0)
-    if linktype == 276:
-        return (20, _ethertype_version(_H.unpack_from(d, 0)[0])) if n >= 20 else (0, 0)
-    if linktype in (12, 14, 101):
-        return (0, d[0] >> 4 if n and d[0] >> 4 in (4, 6) else 0)
-    if linktype == 228:
-        return 0, 4
-    if linktype == 229:
-        return 0, 6
-    if linktype == 0:
-        if n < 4:
-            return 0, 0
-        le, be = _af_version(_I_LE.unpack_from(d)[0]), _af_version(_I_BE.unpack_from(d)[0])
-        return 4, 4 if 4 in (le, be) else 6 if 6 in (le, be) else 0
-    if linktype == 108:
-        return (4, _af_version(_I_BE.unpack_from(d)[0])) if n >= 4 else (0, 0)
-    return 0, 0
+def _check_layer(link) -> LinkLayer:
+    """``link`` (``rtp2ws.net.packet.link_layer``'s row) as the C constructor checks it."""
+    if not isinstance(link, (tuple, list)) or len(link) != 4 or not isinstance(link[0], str):
+        raise TypeError("link must be a LinkLayer (kind, header, type_at, vlans)")
+    kind, header, type_at, vlans = link[0], operator.index(link[1]), operator.index(link[2]), bool(link[3])
+    if kind not in LINK_KINDS:
+        raise ValueError(f"unknown link kind {kind!r}")
+    field = 2 if kind == LINK_ETHERTYPE else 4 if kind in (LINK_AF, LINK_AF_NET) else 0
+    if not 0 <= header <= 0xFFFF or type_at < 0 or type_at + field > header:
+        raise ValueError("link header fields out of range")
+    return LinkLayer(kind, header, type_at, vlans)
 
 
 class _Slot:
@@ -107,70 +84,14 @@ class _Slot:
                  "max_arrival", "packets", "nbytes", "last_n", "codes", "base", "ready")
 
 
-class Reader:
-    """Twin of ``_fastpath.Reader``: a capture file read through pypcap
-    (``rtp2ws.capture.file.CaptureFile``) a batch at a time, handed out a packet at a time."""
-
-    def __init__(self, path) -> None:
-        from ..capture.file import CaptureError, CaptureFile
-
-        try:
-            self._cap = CaptureFile(path, native=False)
-        except CaptureError as e:
-            raise OSError(str(e)) from None
-        self.linktype = self._cap.linktype
-        self.packets_read = 0
-        self._batches = self._cap.batches()
-        self._batch: list = []
-        self._i = 0
-        self._error: str | None = None
-        self._done = False
-
-    @property
-    def bytes_read(self) -> int:
-        return self._cap.bytes_read
-
-    @property
-    def bad_timestamps(self) -> int:
-        return self._cap.bad_timestamps
-
-    @property
-    def first_bad_timestamp(self) -> int:
-        return self._cap.first_bad_timestamp
-
-    def close(self) -> None:
-        self._cap.close()
-        self._done = True
-
-    def _next(self):
-        """The next (ts, frame); None at the end; ReadError when the file breaks off."""
-        from ..capture.file import CaptureError
-
-        while self._i >= len(self._batch):
-            if self._done:
-                return None
-            try:
-                self._batch = next(self._batches)
-            except StopIteration:
-                self._done = True
-                return None
-            except CaptureError as e:
-                self._done = True
-                raise ReadError(e.reason) from None
-            self._i = 0
-        item = self._batch[self._i]
-        self._i += 1
-        self.packets_read += 1
-        return item
-
-
 class FastPath:
     """Twin of ``_fastpath.FastPath``; the module docstring gives the contract."""
 
-    def __init__(self, linktype: int, deliver_samples: int, alaw_table: bytes, ulaw_table: bytes) -> None:
+    def __init__(self, link: LinkLayer, deliver_samples: int, alaw_table: bytes, ulaw_table: bytes) -> None:
+        layer = _check_layer(link)
         if len(alaw_table) != 512 or len(ulaw_table) != 512:
             raise ValueError("G.711 tables must be 256 int16 samples each")
-        self.linktype = linktype
+        self._link = link_reader(layer)     # rtp2ws.net.packet's own reader of this layer
         self.deliver = deliver_samples
         self._alaw = np.frombuffer(alaw_table, dtype="=i2")
         self._ulaw = np.frombuffer(ulaw_table, dtype="=i2")
@@ -202,7 +123,7 @@ class FastPath:
         s = _Slot()
         s.flow, s.ssrc, s.next_ext, s.pt = flow, ssrc, next_ext, pt
         s.table = self._alaw if alaw else self._ulaw
-        s.expect_ts, s.last_ts_ext = expect_ts & 0xFFFFFFFF, last_ts_ext
+        s.expect_ts, s.last_ts_ext = uint32(expect_ts), last_ts_ext
         s.last_arrival = s.max_arrival = last_arrival
         s.packets = s.nbytes = 0
         s.last_n = 0
@@ -255,24 +176,20 @@ class FastPath:
         """(ts, frame) of the first packet not taken here, ``TICK`` after ``budget``
         packets since the last tick, ``EOF`` at the end of the file."""
         if not isinstance(reader, Reader):
-            raise TypeError("run() needs a rtp2ws.fastpath.twin.Reader")
+            raise TypeError("run() needs a rtp2ws.capture.file.Reader")
+        next_packet = reader.next_packet
         while True:
             if self._since_tick >= budget:
                 self._since_tick = 0
                 return TICK
-            if reader._error is not None:
-                message, reader._error = reader._error, None
-                raise ReadError(message)
-            try:
-                item = reader._next()
-            except ReadError as e:
-                reader._error = str(e)
-                item = None
+            if reader.error is not None:
+                reader.raise_error()
+            item = next_packet()
             if item is None:
                 if self._since_tick > 0:     # what was read before the end gets its tick first
                     self._since_tick = 0
                     return TICK
-                if reader._error is not None:
+                if reader.error is not None:
                     continue
                 return EOF
             self._since_tick += 1
@@ -292,7 +209,10 @@ class FastPath:
         return n
 
     def _take_packet(self, ts: float, d: bytes) -> bool:
-        off, version = _link(self.linktype, d)
+        try:
+            off, version = self._link(d)
+        except MalformedPacket:     # a header too short for its link type: Python's
+            return False
         n = len(d)
         if version == 4:
             avail = n - off
@@ -333,10 +253,12 @@ class FastPath:
         s = self._slots[sid]
         _b0, b1, seq, ts32, ssrc = _RTP.unpack_from(d, p)
         size = plen - 12
+        # rtp2ws.media.seq's rules inlined (a call each would cost the loop): the low 16
+        # bits of the extended sequence number (uint16), and uint32_delta
         if (ssrc != s.ssrc or seq != s.next_ext & 0xFFFF or b1 & 0x7F != s.pt or ts32 != s.expect_ts
                 or size > MAX_PAYLOAD):
             return False
-        dts = (ts32 - (s.last_ts_ext & 0xFFFFFFFF)) & 0xFFFFFFFF
+        dts = (ts32 - s.last_ts_ext) & 0xFFFFFFFF
         if dts >= 0x80000000:
             dts -= 0x100000000
         if abs(float(dts) - (ts - s.last_arrival) * 8000.0) > RESYNC_SAMPLES:
@@ -347,7 +269,7 @@ class FastPath:
         s.nbytes += size
         s.next_ext += 1
         s.last_ts_ext += dts
-        s.expect_ts = (ts32 + size) & 0xFFFFFFFF
+        s.expect_ts = (ts32 + size) & 0xFFFFFFFF        # uint32_add
         s.last_arrival = ts
         if ts > s.max_arrival:
             s.max_arrival = ts
@@ -360,30 +282,16 @@ class FastPath:
         return True
 
 
-BACKENDS = ("native", "python") if load_native("_fastpath") is not None else ("python",)
-
-
-def reader_class(backend: str | None = None):
-    """The capture reader of ``backend`` (``native``, ``python``; default: the first of
-    ``BACKENDS``).  ``Pipeline.run_reader`` takes the fast path that goes with it."""
-    backend = backend or BACKENDS[0]
-    if backend not in BACKENDS:
-        raise ValueError(f"fast path backend {backend!r} is not available (have {', '.join(BACKENDS)})")
-    return load_native("_fastpath").Reader if backend == "native" else Reader
-
-
 def default_class():
     """The FastPath of the first of ``BACKENDS`` (for ``feed``: live capture)."""
-    native = load_native("_fastpath") if BACKENDS[0] == "native" else None
-    return native.FastPath if native is not None else FastPath
+    return _native.FastPath if BACKENDS[0] == "native" else FastPath
 
 
 def for_reader(reader) -> tuple:
-    """``(FastPath class, ReadError class)`` that go with ``reader``."""
+    """``(FastPath class, ReadError class)`` that go with ``reader`` (``rtp2ws.capture.file.reader_class``)."""
     if isinstance(reader, Reader):
         return FastPath, ReadError
-    native = load_native("_fastpath")
-    return native.FastPath, native.ReadError
+    return _native.FastPath, _native.ReadError
 
 
 def tables() -> tuple[bytes, bytes]:

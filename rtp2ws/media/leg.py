@@ -39,6 +39,7 @@ from .jitterbuffer import JitterBuffer
 from .plc import conceal
 from ..codec.resample import Upsampler2x
 from .rtp import RtpPacket
+from .seq import uint32
 
 CLOCK = 8000
 RESYNC_SECONDS = 0.5
@@ -84,6 +85,18 @@ MAX_TAKE = 60 * CLOCK        # 8 kHz samples resampled and handed to the sinks a
 class CodecChange(NamedTuple):
     codec: str
     at: float   # capture time
+
+
+class FastState(NamedTuple):
+    """What the fast path needs to take a leg's next packets (``MediaLeg.fast_state``)."""
+
+    ssrc: int
+    next_ext: int          # extended sequence number expected next
+    alaw: bool             # PCMA (else PCMU)
+    expect_ts: int         # the RTP timestamp that continues the timeline with no gap
+    last_ts: int           # extended RTP timestamp of the last audio packet placed
+    last_arrival: float    # its capture time
+    pending_samples: int   # 8 kHz samples the leg holds, not yet handed out
 
 
 class MediaLeg:
@@ -252,21 +265,20 @@ class MediaLeg:
         """8 kHz samples of the newest audio packet placed on the timeline."""
         return self._last_n
 
-    # -- the fast path (rtp2ws.fastpath.twin) ---------------------------------------------
+    # -- the fast path (rtp2ws.fastpath: the driver arms and syncs, the twin takes) --------
 
-    def fast_state(self, payload_type: int) -> tuple | None:
+    def fast_state(self, payload_type: int) -> FastState | None:
         """What the fast path needs to take this leg's next packets, when the next
         in-order packet of ``payload_type`` would go the shortest way through the jitter
-        buffer and ``_place``; None otherwise.  ``(ssrc, next_ext, alaw, expect_ts,
-        last_ts, last_arrival, pending_samples)``."""
+        buffer and ``_place``; None otherwise."""
         jb = self.jb
         codec = self._codec
         if (not jb.in_order or self.closed or self.encrypted or self._restart or self._lost_carry
                 or self.start_time is None or codec not in _DECODERS or self._last_audio is None
                 or self.pt_map.get(payload_type, ("?", 0))[0] != codec):
             return None
-        return (jb.ssrc, jb.next_sequence, codec == "PCMA", (self._cursor + self._ts_off) & 0xFFFFFFFF,
-                self._last_ts, self._last_arrival, self.pending_samples)
+        return FastState(jb.ssrc, jb.next_sequence, codec == "PCMA", uint32(self._cursor + self._ts_off),
+                         self._last_ts, self._last_arrival, self.pending_samples)
 
     def absorb(self, packets: int, nbytes: int, next_ext: int, last_ts: int, last_arrival: float,
                last_payload: bytes, samples: bytes) -> None:
@@ -345,7 +357,7 @@ class MediaLeg:
             self._ts_off = pkt.timestamp
             ts = pkt.timestamp
         else:
-            d = (pkt.timestamp - self._last_ts) & 0xFFFFFFFF
+            d = (pkt.timestamp - self._last_ts) & 0xFFFFFFFF     # seq.uint32_delta, inlined (per packet)
             if d >= 0x80000000:
                 d -= 0x100000000
             ts = self._last_ts + d

@@ -8,6 +8,8 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from .seq import uint16, uint32
+
 RTP_HEADER_LENGTH = 12
 RTP_VERSION = 2
 STUN_MAGIC_COOKIE = 0x2112A442
@@ -89,8 +91,8 @@ def serialize_rtp(pkt: RtpPacket, padding: int = 0) -> bytes:
         b0 |= 0x10
     if padding:
         b0 |= 0x20
-    out = [_HDR.pack(b0, (0x80 if pkt.marker else 0) | pkt.payload_type, pkt.sequence & 0xFFFF,
-                     pkt.timestamp & 0xFFFFFFFF, pkt.ssrc)]
+    out = [_HDR.pack(b0, (0x80 if pkt.marker else 0) | pkt.payload_type, uint16(pkt.sequence),
+                     uint32(pkt.timestamp), pkt.ssrc)]
     for c in pkt.csrcs:
         out.append(struct.pack("!I", c))
     if pkt.extension is not None:

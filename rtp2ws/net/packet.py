@@ -57,6 +57,18 @@ __all__ = [
     "DLT_IPV4",
     "DLT_IPV6",
     "LINKTYPE_NAMES",
+    "LINK_TYPES",
+    "LINK_KINDS",
+    "LINK_ETHERTYPE",
+    "LINK_IP",
+    "LINK_IPV4",
+    "LINK_IPV6",
+    "LINK_AF",
+    "LINK_AF_NET",
+    "LinkLayer",
+    "LinkType",
+    "link_layer",
+    "link_reader",
     "IPPROTO_TCP",
     "IPPROTO_UDP",
     "TCP_FIN",
@@ -83,19 +95,6 @@ DLT_IPV4 = 228
 DLT_IPV6 = 229
 DLT_LINUX_SLL2 = 276
 
-LINKTYPE_NAMES: dict[int, str] = {
-    DLT_NULL: "NULL (BSD loopback)",
-    DLT_EN10MB: "EN10MB (Ethernet)",
-    DLT_RAW: "RAW (raw IP)",
-    DLT_RAW_OPENBSD: "RAW (raw IP, OpenBSD)",
-    LINKTYPE_RAW: "RAW (raw IP)",
-    DLT_LOOP: "LOOP (OpenBSD loopback)",
-    DLT_LINUX_SLL: "LINUX_SLL (Linux cooked v1)",
-    DLT_LINUX_SLL2: "LINUX_SLL2 (Linux cooked v2)",
-    DLT_IPV4: "IPV4 (raw IPv4)",
-    DLT_IPV6: "IPV6 (raw IPv6)",
-}
-
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_IPV6 = 0x86DD
 # 802.1Q, 802.1ad, and the pre-standard QinQ TPID.
@@ -113,6 +112,55 @@ LOOPBACK_HEADER_LENGTH = 4
 # 24 (NetBSD, OpenBSD, BSD/OS), 28 (FreeBSD, DragonFly), 30 (macOS).
 AF_INET_VALUES = frozenset((2,))
 AF_INET6_VALUES = frozenset((10, 24, 28, 30))
+
+# How to find the IP header in a frame of each link type: the one table.  PacketDecoder
+# reads frames by it, and the fast path (rtp2ws.fastpath.twin, native/fastpath.c) is
+# given the row of its capture's link type (``link_layer``), so neither holds a link type
+# number of its own; a link type added here is read by both, and one of a new kind
+# fails tests/test_fastpath.py::test_every_link_type_of_packet_py until the fast path
+# learns the kind.
+LINK_ETHERTYPE = "ethertype"  # an EtherType (or cooked protocol) field at ``type_at`` ends a ``header``-byte
+                              # header; with ``vlans``, 802.1Q / 802.1ad / QinQ tags may follow it
+LINK_IP = "ip"                # bare IP, its version in the first four bits
+LINK_IPV4 = "ipv4"            # bare IPv4
+LINK_IPV6 = "ipv6"            # bare IPv6
+LINK_AF = "af"                # a 4-byte BSD address family at ``type_at``, in the capturing host's byte order
+LINK_AF_NET = "af_net"        # ... in network byte order
+LINK_KINDS = (LINK_ETHERTYPE, LINK_IP, LINK_IPV4, LINK_IPV6, LINK_AF, LINK_AF_NET)
+
+
+class LinkLayer(NamedTuple):
+    """How to find the IP header: what the fast path is given (``FastPath(layer, ...)``)."""
+
+    kind: str             # LINK_ETHERTYPE ... LINK_AF_NET
+    header: int           # bytes before the IP header (VLAN tags not counted)
+    type_at: int = 0      # LINK_ETHERTYPE, LINK_AF: where the type or family field is
+    vlans: bool = False   # LINK_ETHERTYPE: VLAN tags may follow the header
+
+
+class LinkType(NamedTuple):
+    layer: LinkLayer
+    name: str             # LINKTYPE_NAMES
+    what: str             # the header as MalformedPacket names it ("Ethernet header truncated")
+
+
+LINK_TYPES: dict[int, LinkType] = {
+    DLT_NULL: LinkType(LinkLayer(LINK_AF, LOOPBACK_HEADER_LENGTH), "NULL (BSD loopback)", "loopback"),
+    DLT_EN10MB: LinkType(LinkLayer(LINK_ETHERTYPE, ETH_HEADER_LENGTH, 12, True), "EN10MB (Ethernet)", "Ethernet"),
+    DLT_RAW: LinkType(LinkLayer(LINK_IP, 0), "RAW (raw IP)", "IP"),
+    DLT_RAW_OPENBSD: LinkType(LinkLayer(LINK_IP, 0), "RAW (raw IP, OpenBSD)", "IP"),
+    LINKTYPE_RAW: LinkType(LinkLayer(LINK_IP, 0), "RAW (raw IP)", "IP"),
+    DLT_LOOP: LinkType(LinkLayer(LINK_AF_NET, LOOPBACK_HEADER_LENGTH), "LOOP (OpenBSD loopback)", "loopback"),
+    # v1: a VLAN tag libpcap put back follows the header (``-i any`` on a trunk or mirror port)
+    DLT_LINUX_SLL: LinkType(LinkLayer(LINK_ETHERTYPE, SLL_HEADER_LENGTH, 14, True), "LINUX_SLL (Linux cooked v1)",
+                            "Linux cooked"),
+    DLT_LINUX_SLL2: LinkType(LinkLayer(LINK_ETHERTYPE, SLL2_HEADER_LENGTH, 0), "LINUX_SLL2 (Linux cooked v2)",
+                             "Linux cooked v2"),
+    DLT_IPV4: LinkType(LinkLayer(LINK_IPV4, 0), "IPV4 (raw IPv4)", "IPv4"),
+    DLT_IPV6: LinkType(LinkLayer(LINK_IPV6, 0), "IPV6 (raw IPv6)", "IPv6"),
+}
+
+LINKTYPE_NAMES: dict[int, str] = {linktype: t.name for linktype, t in LINK_TYPES.items()}
 
 # -- IP / transport ---------------------------------------------------------
 
@@ -197,6 +245,84 @@ class _FragBuffer:
         self.proto: int | None = None  # upper-layer protocol (IPv6: from the offset-0 fragment)
 
 
+def link_layer(linktype: int) -> LinkLayer:
+    """How to find the IP header in a frame of ``linktype`` (its row of ``LINK_TYPES``)."""
+    t = LINK_TYPES.get(linktype)
+    if t is None:
+        raise UnsupportedLinkType(f"unsupported link type {linktype}")
+    return t.layer
+
+
+def ethertype_version(ethertype: int) -> int:
+    if ethertype == ETHERTYPE_IPV4:
+        return 4
+    if ethertype == ETHERTYPE_IPV6:
+        return 6
+    return 0
+
+
+def _vlan_tags(data: bytes, ethertype: int, off: int) -> tuple[int, int]:
+    """Skip the VLAN tags at ``off`` (``ethertype`` is the TPID before them)."""
+    while ethertype in VLAN_TPIDS:
+        if len(data) < off + VLAN_TAG_LENGTH:
+            raise MalformedPacket("VLAN tag truncated")
+        (ethertype,) = _H.unpack_from(data, off + 2)
+        off += VLAN_TAG_LENGTH
+    return off, ethertype_version(ethertype)
+
+
+def link_reader(layer: LinkLayer, what: str = "link"):
+    """The function that reads a frame's link header as ``layer`` says: frame ->
+    (offset of the IP header, IP version or 0); ``MalformedPacket`` when it is truncated
+    (``"<what> header truncated"``) or, bare IP, of another version.  PacketDecoder's,
+    and the fast path's Python twin's."""
+    kind, header, type_at, vlans = layer
+    truncated = f"{what} header truncated"
+    if kind == LINK_ETHERTYPE:
+        def read(data: bytes) -> tuple[int, int]:
+            if len(data) < header:
+                raise MalformedPacket(truncated)
+            (ethertype,) = _H.unpack_from(data, type_at)
+            if vlans and ethertype in VLAN_TPIDS:
+                return _vlan_tags(data, ethertype, header)
+            return header, ethertype_version(ethertype)
+    elif kind == LINK_IP:
+        def read(data: bytes) -> tuple[int, int]:
+            if len(data) <= header:
+                raise MalformedPacket(truncated)
+            version = data[header] >> 4
+            if version != 4 and version != 6:
+                raise MalformedPacket(f"bad IP version {version}")
+            return header, version
+    elif kind == LINK_IPV4 or kind == LINK_IPV6:
+        fixed = (header, 4 if kind == LINK_IPV4 else 6)
+
+        def read(data: bytes) -> tuple[int, int]:
+            return fixed
+    elif kind == LINK_AF or kind == LINK_AF_NET:
+        either = kind == LINK_AF
+
+        def read(data: bytes) -> tuple[int, int]:
+            if len(data) < header:
+                raise MalformedPacket(truncated)
+            # LINK_AF: the family is in the capturing host's byte order, which the file
+            # does not record; the values are small, so try both.
+            (be,) = _I_BE.unpack_from(data, type_at)
+            (le,) = _I_LE.unpack_from(data, type_at) if either else (be,)
+            if le in AF_INET_VALUES or be in AF_INET_VALUES:
+                return header, 4
+            if le in AF_INET6_VALUES or be in AF_INET6_VALUES:
+                return header, 6
+            return header, 0
+    else:
+        raise ValueError(f"unknown link kind {kind}")
+    return read
+
+
+_LINK_READERS = {linktype: link_reader(t.layer, t.what) for linktype, t in LINK_TYPES.items()}
+_LINK_ETHERNET = _LINK_READERS[DLT_EN10MB]     # VXLAN carries Ethernet frames
+
+
 class PacketDecoder:
     """Decode captured frames of one link type into ``Packet``.
 
@@ -215,22 +341,8 @@ class PacketDecoder:
         max_frag_fragments: int = MAX_FRAG_FRAGMENTS,
         max_frag_bytes: int = MAX_FRAG_BYTES,
     ) -> None:
-        links = {
-            DLT_EN10MB: self._link_ethernet,
-            DLT_LINUX_SLL: self._link_sll,
-            DLT_LINUX_SLL2: self._link_sll2,
-            DLT_RAW: self._link_raw,
-            DLT_RAW_OPENBSD: self._link_raw,
-            LINKTYPE_RAW: self._link_raw,
-            DLT_IPV4: self._link_ipv4,
-            DLT_IPV6: self._link_ipv6,
-            DLT_NULL: self._link_null,
-            DLT_LOOP: self._link_loop,
-        }
-        try:
-            self._link = links[linktype]
-        except KeyError:
-            raise UnsupportedLinkType(f"unsupported link type {linktype}") from None
+        self.layer = link_layer(linktype)
+        self._link = _LINK_READERS[linktype]
         for name, value in (("max_frag_buffers", max_frag_buffers), ("max_frag_fragments", max_frag_fragments),
                             ("max_frag_bytes", max_frag_bytes)):
             if value < 1:
@@ -316,7 +428,7 @@ class PacketDecoder:
             return outer
         self.stats["vxlan"] += 1
         inner = payload[VXLAN_HEADER_LENGTH:]
-        off, version = self._link_ethernet(inner)
+        off, version = _LINK_ETHERNET(inner)
         return self._ip(inner, off, version, now)
 
     def expire(self, now: float) -> None:
@@ -354,89 +466,6 @@ class PacketDecoder:
             self._frag_deadline = next(iter(self._frags.values())).created + self.frag_timeout
         else:
             self._frag_deadline = float("inf")
-
-    # -- link layers: return (offset of the IP header, IP version or 0) ------
-
-    @staticmethod
-    def _ethertype_version(ethertype: int) -> int:
-        if ethertype == ETHERTYPE_IPV4:
-            return 4
-        if ethertype == ETHERTYPE_IPV6:
-            return 6
-        return 0
-
-    def _vlan_tags(self, data: bytes, ethertype: int, off: int) -> tuple[int, int]:
-        """Skip the VLAN tags at ``off`` (``ethertype`` is the TPID before them)."""
-        while ethertype in VLAN_TPIDS:
-            if len(data) < off + VLAN_TAG_LENGTH:
-                raise MalformedPacket("VLAN tag truncated")
-            (ethertype,) = _H.unpack_from(data, off + 2)
-            off += VLAN_TAG_LENGTH
-        return off, self._ethertype_version(ethertype)
-
-    def _link_ethernet(self, data: bytes) -> tuple[int, int]:
-        if len(data) < ETH_HEADER_LENGTH:
-            raise MalformedPacket("Ethernet header truncated")
-        (ethertype,) = _H.unpack_from(data, 12)
-        if ethertype in VLAN_TPIDS:
-            return self._vlan_tags(data, ethertype, ETH_HEADER_LENGTH)
-        return ETH_HEADER_LENGTH, self._ethertype_version(ethertype)
-
-    def _link_sll(self, data: bytes) -> tuple[int, int]:
-        if len(data) < SLL_HEADER_LENGTH:
-            raise MalformedPacket("Linux cooked header truncated")
-        (protocol,) = _H.unpack_from(data, 14)
-        if protocol in VLAN_TPIDS:  # a tag libpcap put back (`-i any` on a trunk or mirror port)
-            return self._vlan_tags(data, protocol, SLL_HEADER_LENGTH)
-        return SLL_HEADER_LENGTH, self._ethertype_version(protocol)
-
-    def _link_sll2(self, data: bytes) -> tuple[int, int]:
-        if len(data) < SLL2_HEADER_LENGTH:
-            raise MalformedPacket("Linux cooked v2 header truncated")
-        (protocol,) = _H.unpack_from(data, 0)
-        return SLL2_HEADER_LENGTH, self._ethertype_version(protocol)
-
-    @staticmethod
-    def _link_raw(data: bytes) -> tuple[int, int]:
-        if not data:
-            raise MalformedPacket("IP header truncated")
-        version = data[0] >> 4
-        if version != 4 and version != 6:
-            raise MalformedPacket(f"bad IP version {version}")
-        return 0, version
-
-    @staticmethod
-    def _link_ipv4(data: bytes) -> tuple[int, int]:
-        return 0, 4
-
-    @staticmethod
-    def _link_ipv6(data: bytes) -> tuple[int, int]:
-        return 0, 6
-
-    @staticmethod
-    def _link_null(data: bytes) -> tuple[int, int]:
-        if len(data) < LOOPBACK_HEADER_LENGTH:
-            raise MalformedPacket("loopback header truncated")
-        # The family is in the capturing host's byte order, which the file
-        # does not record; the values are small, so try both.
-        (le,) = _I_LE.unpack_from(data, 0)
-        (be,) = _I_BE.unpack_from(data, 0)
-        if le in AF_INET_VALUES or be in AF_INET_VALUES:
-            return LOOPBACK_HEADER_LENGTH, 4
-        if le in AF_INET6_VALUES or be in AF_INET6_VALUES:
-            return LOOPBACK_HEADER_LENGTH, 6
-        return LOOPBACK_HEADER_LENGTH, 0
-
-    @staticmethod
-    def _link_loop(data: bytes) -> tuple[int, int]:
-        if len(data) < LOOPBACK_HEADER_LENGTH:
-            raise MalformedPacket("loopback header truncated")
-        (family,) = _I_BE.unpack_from(data, 0)
-        if family in AF_INET_VALUES:
-            return LOOPBACK_HEADER_LENGTH, 4
-        if family in AF_INET6_VALUES:
-            return LOOPBACK_HEADER_LENGTH, 6
-        return LOOPBACK_HEADER_LENGTH, 0
 
     # -- IPv4 ----------------------------------------------------------------
 

@@ -22,7 +22,8 @@ from ..signalling.calls import (
     CALLEE, CALLER, Call, CallEnded, CallRegistry, CallStarted, HoldChanged, MediaUpdated, other,
 )
 from ..signalling.correlator import Correlator, format_addr, pack_ip
-from ..fastpath import twin as fastpath
+from ..fastpath.driver import FastDriver, Taken
+from ..fastpath.twin import TICK, default_class, for_reader
 from ..media.leg import EXTRA_LEGS, MediaLeg, extra_tag
 from ..net.packet import MalformedPacket, PacketDecoder
 from ..media.rtp import KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP, classify, parse_rtp
@@ -215,12 +216,8 @@ class Pipeline:
         self._undecided_n = itertools.count()
         self._split: dict[str, _Split] = {}           # call key -> its extra legs (caller#2 ...)
         self.now = 0.0
-        # The fast path (rtp2ws.fastpath.twin), once run_reader drives the pipeline:
-        self._fast = None
-        self._fast_legs: dict[tuple[str, str], int] = {}     # leg key -> slot id
-        self._fast_slots: dict[int, tuple] = {}              # slot id -> (leg key, 5-tuple)
-        self._fast_flows: dict[tuple, int] = {}              # 5-tuple -> slot id
-        self.correlator.on_unbind = self._flow_unbound
+        # The fast path (rtp2ws.fastpath), started once run_reader or feed_frames drives the pipeline
+        self.fast = FastDriver(self.decoder.layer, self.config.deliver_ms * 8, self.correlator, self._absorb)
         self.stats = {
             "frames": 0, "malformed": 0, "malformed_packet": 0, "malformed_sip": 0, "malformed_rtp": 0,
             "sip": 0, "rtp": 0, "rtcp": 0, "stun": 0, "zrtp": 0, "unmatched_udp": 0, "other": 0,
@@ -291,7 +288,7 @@ class Pipeline:
         end of the file.  In-order RTP on armed flows is taken by the fast path
         (``rtp2ws.fastpath.twin``); every other packet goes through ``feed``.  The result is
         the same as feeding every packet, ``budget`` at a time, with ``feed_batch``."""
-        fp = self._fast or self._start_fast(fastpath.for_reader(reader)[0])
+        fp = self.fast.path or self.fast.start(for_reader(reader)[0])
         run = fp.run
         while True:
             r = run(reader, self._fast_deadline(), budget)
@@ -300,16 +297,16 @@ class Pipeline:
             if type(r) is tuple:
                 self.feed(r[0], r[1])
                 continue
-            if r == fastpath.TICK:
+            if r == TICK:
                 self.tick(self.now)
                 return True
-            self._fast_take_all()
+            self.fast.take_all()
             return False
 
     def feed_frames(self, batch: list, fast_class=None) -> None:
         """``feed_batch`` for live capture: the same result, with in-order RTP on armed
         flows taken by the fast path (``FastPath.feed``) rather than one by one here."""
-        fp = self._fast or self._start_fast(fast_class or fastpath.default_class())
+        fp = self.fast.path or self.fast.start(fast_class or default_class())
         i, n = 0, len(batch)
         while i < n:
             i = fp.feed(batch, i, self._fast_deadline())
@@ -321,10 +318,6 @@ class Pipeline:
                 i += 1
         self.tick(self.now)
 
-    def _start_fast(self, cls):
-        self._fast = cls(self.decoder.linktype, self.config.deliver_ms * 8, *fastpath.tables())
-        return self._fast
-
     def _fast_deadline(self) -> float:
         """The fast path stops at the first packet at or after this: the next call timer
         or fragment expiry, which ``feed`` must see."""
@@ -333,54 +326,18 @@ class Pipeline:
         dl = dl if dl is not None and dl < frag else frag
         return dl if dl < self._undecided_deadline else self._undecided_deadline
 
-    def _arm(self, key, flow, rtp) -> None:
-        """Let the fast path take this flow's next packets, if the leg allows it."""
-        if key in self._fast_legs or flow in self._fast_flows:
-            return
-        leg = self.legs[key]
-        state = leg.fast_state(rtp.payload_type)
-        if state is None or not leg.flows or self.correlator.flows.get(flow, (None,))[0] != key:
-            return
-        ssrc, next_ext, alaw, expect_ts, last_ts, last_arrival, pending = state
-        sid = self._fast.arm(flow[0], flow[1], flow[2], flow[3], ssrc, next_ext, rtp.payload_type, alaw,
-                             expect_ts, last_ts, last_arrival, pending)
-        self._fast_legs[key] = sid
-        self._fast_slots[sid] = (key, flow)
-        self._fast_flows[flow] = sid
-
-    def _fast_take(self, sid: int, disarm: bool) -> None:
-        """Bring the leg up to date with what the fast path took for it."""
-        key, flow = self._fast_slots[sid]
-        packets, nbytes, next_ext, last_ts, last_arrival, max_arrival, last_payload, samples = \
-            self._fast.take(sid, disarm)
-        if disarm:
-            del self._fast_slots[sid]
-            del self._fast_legs[key]
-            del self._fast_flows[flow]
-        if not packets:
-            return
-        leg = self.legs[key]
-        leg.absorb(packets, nbytes, next_ext, last_ts, last_arrival, last_payload, samples)
+    def _absorb(self, key, taken: Taken) -> None:
+        """What the fast path took for the leg ``key`` goes on the leg and is counted as
+        its packets would have been (``FastDriver`` calls this)."""
+        self.legs[key].absorb(taken.packets, taken.nbytes, taken.next_ext, taken.last_ts, taken.last_arrival,
+                              taken.last_payload, taken.samples)
+        packets = taken.packets
         st = self.stats
         st["frames"] += packets
         st["rtp"] += packets
         self.decoder.stats["packets"] += packets
         self._dirty.add(key)
-        self.registry.touch(self.calls[key[0]], max_arrival)
-
-    def _fast_sync(self, key, disarm: bool = True) -> None:
-        sid = self._fast_legs.get(key)
-        if sid is not None:
-            self._fast_take(sid, disarm)
-
-    def _fast_take_all(self) -> None:
-        for sid in list(self._fast_slots):
-            self._fast_take(sid, True)
-
-    def _flow_unbound(self, flow) -> None:
-        sid = self._fast_flows.get(flow)
-        if sid is not None:
-            self._fast_take(sid, True)
+        self.registry.touch(self.calls[key[0]], taken.max_arrival)
 
     def tick(self, now: float) -> None:
         """Timers: jitter-buffer deadlines, call timeouts; then hand out audio."""
@@ -407,9 +364,7 @@ class Pipeline:
         if now >= self._next_flush:
             if self.config.flush_ms:
                 self._next_flush = now + self.config.flush_ms / 1000.0
-            if self._fast is not None:
-                for sid in self._fast.ready():       # legs the fast path filled enough to deliver
-                    self._fast_take(sid, False)
+            self.fast.take_ready()      # legs the fast path filled enough to deliver
             self._deliver()
         self.sink.tick(now)
 
@@ -431,17 +386,16 @@ class Pipeline:
             self.errors.append((ts, f"{type(exc).__name__}: {exc}"[:300]))
 
     def _expire(self, now: float) -> None:
-        if self._fast_legs:     # the timers read each call's last activity: bring it up to date
+        if self.fast.legs:      # the timers read each call's last activity: bring it up to date
             for call in self.registry.due(now):
-                for tag in self._tags(call.key):
-                    self._fast_sync((call.key, tag), False)
+                self.fast.sync_call(call.key, self._tags(call.key), False)
         self._handle(self.registry.expire(now))
         self._registry_deadline = self.registry.next_deadline()
 
     def finish(self, now: float | None = None, reason: str = "capture_end") -> None:
         """End of input: every open call ends with ``reason`` (``capture_end``, or
         ``shutdown`` when the process is asked to stop)."""
-        self._fast_take_all()
+        self.fast.take_all()
         now = self.now if now is None else now
         self._next_flush = float("-inf")
         self.tick(now)
@@ -459,11 +413,10 @@ class Pipeline:
             self.stats["malformed_sip"] += 1
             return
         self.stats["sip"] += 1
-        if self._fast_legs:     # the call's state (its last activity) as packet-at-a-time would have it
+        if self.fast.legs:      # the call's state (its last activity) as packet-at-a-time would have it
             call = self.registry.active.get(msg.call_id)
             if call is not None:
-                for tag in self._tags(call.key):
-                    self._fast_sync((call.key, tag), False)
+                self.fast.sync_call(call.key, self._tags(call.key), False)
         self._handle(self.registry.on_message(msg, ts))
         self._registry_deadline = self.registry.next_deadline()
 
@@ -472,8 +425,9 @@ class Pipeline:
         leg = self.legs.get(key)
         if leg is None:
             return
-        if key in self._fast_legs:
-            self._fast_sync(key)
+        fast = self.fast
+        if key in fast.legs:
+            fast.sync(key)
         st = self.stats
         payload = pkt.payload
         if len(payload) >= 12 and payload[0] >> 6 == 2 and not 192 <= payload[1] <= 223:
@@ -496,13 +450,13 @@ class Pipeline:
                 if key is None:
                     return           # held until decided, or dropped
                 leg = self.legs[key]
-                if key in self._fast_legs:
-                    self._fast_sync(key)
+                if key in fast.legs:
+                    fast.sync(key)
             if not leg.flows:
                 leg.flows.append((format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport)))
             self._push_rtp(key, rtp, ts)
-            if self._fast is not None:
-                self._arm(key, flow, rtp)
+            if fast.path is not None:
+                fast.arm(key, flow, leg, rtp.payload_type)
             return
         if not leg.flows:
             leg.flows.append((format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport)))
@@ -602,9 +556,8 @@ class Pipeline:
 
     def _media_updated(self, call: Call) -> None:
         """Re-derive both legs' expectations from the two sides' latest SDP."""
-        if self._fast_legs:
-            for tag in self._tags(call.key):
-                self._fast_sync((call.key, tag))
+        if self.fast.legs:
+            self.fast.sync_call(call.key, self._tags(call.key), True)
         if self._media_only:
             self._identify(call)
         for tag in (CALLER, CALLEE):
@@ -658,8 +611,8 @@ class Pipeline:
         legs = {}
         for tag in self._tags(call.key):
             key = (call.key, tag)
-            if key in self._fast_legs:
-                self._fast_sync(key)
+            if key in self.fast.legs:
+                self.fast.sync(key)
             leg = self.legs.pop(key, None)
             if leg is None:
                 continue
@@ -758,7 +711,7 @@ class Pipeline:
             self._drop_flow_packets(key, len(u.packets))
             return None
         sp = self._split[key[0]]
-        self._fast_sync(key)          # the leg's packets so far, and its state is about to change
+        self.fast.sync(key)           # the leg's packets so far, and its state is about to change
         if leg.counts["packets"] != u.mark:
             target = self._extra_leg(key, leg, flow, sp)
         else:
@@ -826,10 +779,8 @@ class Pipeline:
             self.sink.leg_event(call, leg, ev)
         while True:
             pcm = leg.take_audio()
-            if self._fast_legs:
-                sid = self._fast_legs.get((call.key, leg.tag))
-                if sid is not None:
-                    self._fast.rebase(sid, leg.pending_samples)
+            if self.fast.legs:
+                self.fast.rebase((call.key, leg.tag), leg.pending_samples)
             if len(pcm):
                 self.sink.leg_audio(call, leg, pcm)
             if not leg.pending_samples:

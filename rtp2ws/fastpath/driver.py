@@ -1,0 +1,126 @@
+"""The fast path's driver: which legs' flows ``FastPath`` takes, and bringing those
+legs up to date before anyone looks at them.
+
+``FastPath`` (``rtp2ws._fastpath`` in C, or ``rtp2ws.fastpath.twin``) knows flows
+and slot ids; the pipeline knows legs.  ``FastDriver`` joins the two and owns every
+map between them, so the pipeline holds one and calls it at the few points the
+contract (twin.py's docstring) names:
+
+* ``arm(key, flow, leg, payload_type)`` after the pipeline pushed an RTP packet of
+  ``flow`` to the leg ``key``: the flow is armed when the leg's ``fast_state`` allows;
+* ``sync(key)`` before the pipeline looks at an armed leg (a packet of its own, a new
+  flow, the end of the call, new SDP): what the fast path took goes to the leg, and the
+  flow is disarmed (``disarm=False`` where the leg's state does not change: SIP and
+  call timers read only the call's last activity);
+* ``unbound(flow)``: the correlator unbinds a flow (``Correlator.on_unbind``);
+* ``take_ready()`` at a hand-out: the legs the fast path filled to ``deliver_samples``;
+* ``rebase(key, pending)`` after the pipeline took a leg's audio;
+* ``take_all()`` at the end of a file and before ``finish``.
+
+What a take brings (``Taken``) goes to the pipeline's ``absorb(key, taken)``, which
+puts it on the leg (``MediaLeg.absorb``) and counts it as if each packet had been fed.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Hashable, NamedTuple
+
+from ..net.packet import LinkLayer
+from .twin import tables
+
+
+class Taken(NamedTuple):
+    """What ``FastPath.take`` hands over for one slot (both twins return this tuple)."""
+
+    packets: int                  # packets taken since the last take
+    nbytes: int                   # their payload bytes
+    next_ext: int                 # extended sequence number expected next
+    last_ts: int                  # extended RTP timestamp of the last packet taken
+    last_arrival: float           # its capture time
+    max_arrival: float            # the latest capture time of the packets taken
+    last_payload: bytes | None    # the last packet's payload (None when packets is 0)
+    samples: bytes                # their 8 kHz samples, native-endian int16
+
+
+class FastDriver:
+    """Arms, takes and syncs flows of a ``FastPath`` for a pipeline's legs."""
+
+    def __init__(self, link: LinkLayer, deliver_samples: int, correlator,
+                 absorb: Callable[[Hashable, Taken], None]) -> None:
+        self.link = link
+        self.deliver_samples = deliver_samples
+        self.path = None                      # the FastPath, once ``start`` made it
+        self.legs: dict[Hashable, int] = {}   # armed leg key -> slot id (read: "is this leg armed?")
+        self._slots: dict[int, tuple] = {}    # slot id -> (leg key, 5-tuple)
+        self._flows: dict[tuple, int] = {}    # 5-tuple -> slot id
+        self._correlator = correlator
+        self._absorb = absorb
+        correlator.on_unbind = self.unbound
+
+    def start(self, cls):
+        """Make the FastPath of class ``cls`` (the C one or the twin); returns it."""
+        self.path = cls(self.link, self.deliver_samples, *tables())
+        return self.path
+
+    @property
+    def packets(self) -> int:
+        """Packets the fast path took in all."""
+        return self.path.packets if self.path is not None else 0
+
+    def arm(self, key, flow: tuple, leg, payload_type: int) -> None:
+        """Let the fast path take this flow's next packets, if the leg allows it."""
+        if key in self.legs or flow in self._flows:
+            return
+        state = leg.fast_state(payload_type)
+        if state is None or not leg.flows or self._correlator.flows.get(flow, (None,))[0] != key:
+            return
+        sid = self.path.arm(flow[0], flow[1], flow[2], flow[3], state.ssrc, state.next_ext, payload_type,
+                            state.alaw, state.expect_ts, state.last_ts, state.last_arrival, state.pending_samples)
+        self.legs[key] = sid
+        self._slots[sid] = (key, flow)
+        self._flows[flow] = sid
+
+    def sync(self, key, disarm: bool = True) -> None:
+        """Bring the leg ``key`` up to date, if it is armed (and disarm it)."""
+        sid = self.legs.get(key)
+        if sid is not None:
+            self._take(sid, disarm)
+
+    def sync_call(self, call_key: str, tags, disarm: bool) -> None:
+        """``sync`` each leg of a call (``tags``: its legs' tags)."""
+        for tag in tags:
+            sid = self.legs.get((call_key, tag))
+            if sid is not None:
+                self._take(sid, disarm)
+
+    def unbound(self, flow: tuple) -> None:
+        sid = self._flows.get(flow)
+        if sid is not None:
+            self._take(sid, True)
+
+    def take_ready(self) -> None:
+        """Bring up to date the legs the fast path filled to ``deliver_samples``."""
+        if self.path is not None:
+            for sid in self.path.ready():
+                self._take(sid, False)
+
+    def take_all(self) -> None:
+        """Bring every armed leg up to date and disarm it."""
+        for sid in list(self._slots):
+            self._take(sid, True)
+
+    def rebase(self, key, pending_samples: int) -> None:
+        """The armed leg ``key`` now holds ``pending_samples`` (its audio was taken)."""
+        sid = self.legs.get(key)
+        if sid is not None:
+            self.path.rebase(sid, pending_samples)
+
+    def _take(self, sid: int, disarm: bool) -> None:
+        key, flow = self._slots[sid]
+        taken = Taken._make(self.path.take(sid, disarm))
+        if disarm:
+            del self._slots[sid]
+            del self.legs[key]
+            del self._flows[flow]
+        if taken.packets:
+            self._absorb(key, taken)
