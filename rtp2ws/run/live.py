@@ -34,7 +34,8 @@ from collections import deque
 
 from ..capture.live import CaptureOpenError, LiveCapture, build_bpf, drop_privileges
 from ..net.packet import PacketDecoder, UnsupportedLinkType
-from ..pipeline.pipeline import Config, Counting, Pipeline, Sink
+from ..pipeline.pipeline import Config, Pipeline
+from ..pipeline.sink import Counting, Sink
 
 log = logging.getLogger("rtp2ws.live")
 
@@ -425,7 +426,7 @@ def run_live(args) -> int:
 def _run_with_websocket(args, sender, config, runner: LiveRunner, wav, early_stop, hup, holder):
     import asyncio
 
-    from ..pipeline.pipeline import Tee
+    from ..pipeline.sink import Tee
     from ..ws.sender import raise_fd_limit
     from ..ws.bridge import LoopBridge, new_event_loop, run_with_sender
     from ..sinks.streams import StreamSink

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from ..fastpath import twin as fastpath
 from ..capture.file import CaptureError, CaptureFile
 from ..net.packet import UnsupportedLinkType
-from ..pipeline.pipeline import Config, Counting, Pipeline, Sink
+from ..pipeline.pipeline import Config, Pipeline
+from ..pipeline.sink import Counting, Sink
 
 
 class ReplayError(Exception):

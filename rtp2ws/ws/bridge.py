@@ -19,7 +19,7 @@ import logging
 import signal
 import threading
 
-from ..pipeline.pipeline import Forward
+from ..pipeline.sink import Forward
 from .sender import Sender, SenderConfig
 from ..sinks.streams import Audio, End, Event, Open, StreamSink
 
@@ -214,7 +214,7 @@ def stream_replay(capture, config, sender_cfg: SenderConfig, streams: StreamSink
     and the classes let the benchmark put its probes in the same code path."""
     from contextlib import nullcontext
 
-    from ..pipeline.pipeline import Tee
+    from ..pipeline.sink import Tee
     from ..run.replay import Pacer, replay
 
     bridge_cls = bridge_cls or LoopBridge
