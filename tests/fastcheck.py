@@ -10,7 +10,8 @@ import numpy as np
 
 from rtp2ws.fastpath import twin as fastpath
 from rtp2ws.capture.file import BACKENDS, CaptureError, CaptureFile
-from rtp2ws.pipeline.pipeline import Config, Pipeline, Sink
+from rtp2ws.pipeline.pipeline import Config, Pipeline
+from rtp2ws.pipeline.sink import Sink
 
 
 class Recorder(Sink):
@@ -33,7 +34,7 @@ class Recorder(Sink):
 
     def call_ended(self, call, legs):
         state = {tag: (leg.stats, dict(leg.counts), leg.ssrcs, leg.codecs, leg.flows, repr(leg.dtmf_events),
-                       leg.start_time, leg.concealed, leg.filled, leg.decoded, leg.samples_16k, leg.jb.stats)
+                       leg.start_time, leg.concealed, leg.filled, leg.decoded, leg.samples_16k, leg.jitter_stats)
                  for tag, leg in legs.items()}
         self.log.append(("end", call.key, call.end_reason if hasattr(call, "end_reason") else None,
                          call.end, call.last_activity, state))

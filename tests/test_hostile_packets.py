@@ -22,7 +22,8 @@ from conftest import can_capture
 from test_calls import within
 from test_live import call_factory, live_factory  # noqa: F401 -- fixtures
 from rtp2ws import cli
-from rtp2ws.pipeline.pipeline import Config, Pipeline, Sink
+from rtp2ws.pipeline.pipeline import Config, Pipeline
+from rtp2ws.pipeline.sink import Sink
 from rtp2ws.sinks.wav import read_wav
 
 A = Party("10.0.0.1", 5060, 4000, "1000")

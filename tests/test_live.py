@@ -568,7 +568,7 @@ def test_timers_run_without_traffic(call_factory):
     """The last packets of a leg leave the jitter buffer on the wall clock, with no
     packet after them to push them out; the call stays open until the end."""
     from rtp2ws.run.live import LiveRunner
-    from rtp2ws.pipeline.pipeline import Sink
+    from rtp2ws.pipeline.sink import Sink
 
     class Recorder(Sink):
         def __init__(self):

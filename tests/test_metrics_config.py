@@ -19,7 +19,7 @@ from rtp2ws.tomlconfig import ConfigError, apply_config
 from rtp2ws.run.live import LiveRunner
 from rtp2ws.capture.live import LiveCapture
 from rtp2ws.run.metrics import METRICS, MetricsServer, health, parse_hostport
-from rtp2ws.pipeline.pipeline import Sink
+from rtp2ws.pipeline.sink import Sink
 
 
 def get(url: str) -> tuple[int, str]:

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from callgen import Party, rtp_packets, tone
-from rtp2ws.pipeline.pipeline import PROBATION_STALE, Config, Pipeline, Sink
+from rtp2ws.pipeline.pipeline import PROBATION_STALE, Config, Pipeline
+from rtp2ws.pipeline.sink import Sink
 
 
 class Calls(Sink):
@@ -100,7 +101,7 @@ def test_a_full_table_of_fresh_flows_is_not_disturbed():
 def test_counting_forgets_the_legs_of_calls_that_ended():
     """``legs with audio`` is a running count: a live run does not keep a set entry for
     every leg it ever saw."""
-    from rtp2ws.pipeline.pipeline import Counting
+    from rtp2ws.pipeline.sink import Counting
 
     counting = Counting(Sink())
     pipe = Pipeline(101, counting)

@@ -419,7 +419,8 @@ def test_random_corruption_never_crashes(tmp_path):
     rnd = np.random.default_rng(5)
     c, setup, sa, sb, pa, pb = basic_call(n=1600)
     frames = frames_of(setup, sa, sb, c.bye(101))
-    from rtp2ws.pipeline.pipeline import Pipeline, Sink
+    from rtp2ws.pipeline.pipeline import Pipeline
+    from rtp2ws.pipeline.sink import Sink
     for trial in range(30):
         pipe = Pipeline(1, Sink())
         for t, ip in frames:

@@ -9,7 +9,8 @@ import pytest
 import callgen
 from callgen import Call, Party, frames_of, rtp_packets, tone
 from rtp2ws.ws import protocol
-from rtp2ws.pipeline.pipeline import Pipeline, Tee
+from rtp2ws.pipeline.pipeline import Pipeline
+from rtp2ws.pipeline.sink import Tee
 from rtp2ws.sinks.streams import Audio, End, Event, Open, StreamSink
 from rtp2ws.sinks.wav import WavSink, read_wav
 

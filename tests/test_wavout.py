@@ -11,7 +11,7 @@ import pytest
 import callgen
 from callgen import Call, Party, expected_16k, frames_of, rtp_packets, tone
 from rtp2ws import cli
-from rtp2ws.pipeline.pipeline import Sink, Tee
+from rtp2ws.pipeline.sink import Sink, Tee
 from rtp2ws.run.replay import replay
 from rtp2ws.sinks.wav import WavSink, read_wav, safe_name
 

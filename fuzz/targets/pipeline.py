@@ -11,7 +11,8 @@ import atheris
 import numpy as np
 
 from rtp2ws.fastpath import twin as fastpath
-from rtp2ws.pipeline.pipeline import Config, Pipeline, Sink
+from rtp2ws.pipeline.pipeline import Config, Pipeline
+from rtp2ws.pipeline.sink import Sink
 from rtp2ws.speedups import load_native
 
 from .. import gen

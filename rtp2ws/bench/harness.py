@@ -552,7 +552,7 @@ class MemoryProbe:
 
 
 def _probe_sink(inner, probe: MemoryProbe):
-    from ..pipeline.pipeline import Forward
+    from ..pipeline.sink import Forward
 
     class _Probe(Forward):
         def tick(self, now):

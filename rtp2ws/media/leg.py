@@ -151,6 +151,28 @@ class MediaLeg:
         if len(own) > OWN_FLOWS:
             del own[next(iter(own))]
 
+    def add_flow(self, src: str, dst: str) -> None:
+        """List a flow the leg's packets came on, as text (``flows``: the pipeline lists
+        the first, from the first packet for the leg, RTP or not)."""
+        self.flows.append((src, dst))
+
+    # -- packets the pipeline saw on the leg's addresses, counted here ------------------
+
+    def count_malformed(self) -> None:
+        """An RTP packet for the leg that did not parse."""
+        self.counts["malformed"] += 1
+
+    def count_other(self, kind: str) -> None:
+        """A packet on the leg's addresses that is not RTP: ``rtcp``, ``stun`` or ``zrtp``
+        (ZRTP negotiates keys: the leg's audio is encrypted from then on)."""
+        self.counts[kind] += 1
+        if kind == "zrtp":
+            self.encrypted = True
+
+    def count_extra_flow_dropped(self, n: int) -> None:
+        """``n`` packets of a new flow that no leg took (beyond ``EXTRA_LEGS``, or bounds)."""
+        self.counts["extra_flow_dropped"] += n
+
     # -- configuration from signalling ---------------------------------------
 
     def set_payload_map(self, pt_map: dict[int, tuple[str, int]]) -> None:
@@ -160,6 +182,11 @@ class MediaLeg:
         for name, rate in merged.values():
             if name == "TELEPHONE-EVENT" and rate:
                 self.dtmf.clock_rate = rate
+
+    def mark_encrypted(self) -> None:
+        """The leg's audio is encrypted (SRTP in SDP, or its SDP leg's is): its packets
+        are counted, not decoded.  Never undone."""
+        self.encrypted = True
 
     # -- input ------------------------------------------------------------------
 

@@ -412,6 +412,11 @@ class PacketDecoder:
             self.stats["malformed"] += 1
             raise
 
+    def count_packets(self, n: int) -> None:
+        """``n`` packets decoded on this decoder's behalf (the fast path takes in-order
+        RTP without calling ``decode``): counted in ``stats["packets"]`` as if it had."""
+        self.stats["packets"] += n
+
     def _ip(self, data: bytes, off: int, version: int, now: float) -> Packet | None:
         if version == 4:
             return self._ipv4(data, off, now)

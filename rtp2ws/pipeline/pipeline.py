@@ -16,8 +16,6 @@ import heapq
 import itertools
 from collections import OrderedDict
 
-import numpy as np
-
 from ..signalling.calls import (
     CALLEE, CALLER, Call, CallEnded, CallRegistry, CallStarted, HoldChanged, MediaUpdated, other,
 )
@@ -29,6 +27,7 @@ from ..net.packet import MalformedPacket, PacketDecoder
 from ..media.rtp import KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP, classify, parse_rtp
 from ..signalling.sip import SipParseError, looks_like_sip, parse_message
 from ..net.tcpstream import SipTcpReassembler
+from .sink import LegView, Sink
 
 UDP = 17
 TCP = 6
@@ -42,110 +41,6 @@ MAX_HELD = 256             # packets of a new flow held while that is undecided 
 MAX_UNDECIDED = 4          # new flows of one call undecided at once; more are counted and dropped
 MAX_UNDECIDED_ALL = 1024   # ... and of all calls
 MAX_EXCESS = 64            # flows of one call beyond EXTRA_LEGS remembered as dropped
-
-
-class Sink:
-    """Receives what the pipeline produces.  Methods are called in time order."""
-
-    def call_started(self, call: Call) -> None: ...
-
-    def leg_audio(self, call: Call, leg: MediaLeg, pcm: np.ndarray) -> None: ...
-
-    def leg_event(self, call: Call, leg: MediaLeg, event) -> None: ...
-
-    def call_event(self, call: Call, event) -> None: ...
-
-    def call_ended(self, call: Call, legs: dict[str, MediaLeg]) -> None:
-        """``legs`` by tag: caller, callee, then the call's extra legs (caller#2 ...)."""
-
-    def tick(self, now: float) -> None:
-        """Capture time has reached ``now`` (called after each batch and timer run)."""
-
-
-class Forward(Sink):
-    """Passes everything on to ``inner``; subclasses override what they add."""
-
-    def __init__(self, inner: Sink) -> None:
-        self.inner = inner
-
-    def call_started(self, call):
-        self.inner.call_started(call)
-
-    def leg_audio(self, call, leg, pcm):
-        self.inner.leg_audio(call, leg, pcm)
-
-    def leg_event(self, call, leg, event):
-        self.inner.leg_event(call, leg, event)
-
-    def call_event(self, call, event):
-        self.inner.call_event(call, event)
-
-    def call_ended(self, call, legs):
-        self.inner.call_ended(call, legs)
-
-    def tick(self, now):
-        self.inner.tick(now)
-
-
-class Counting(Forward):
-    """Counts calls and legs with audio on the way to the real sink."""
-
-    def __init__(self, inner: Sink) -> None:
-        super().__init__(inner)
-        self.calls = 0
-        self.legs: set = set()        # (call key, tag) with audio, of calls in progress
-        self.legs_ended = 0           # ... and of calls that ended (a live run holds no set of them all)
-
-    @property
-    def legs_with_audio(self) -> int:
-        return self.legs_ended + len(self.legs)
-
-    def call_started(self, call):
-        self.calls += 1
-        self.inner.call_started(call)
-
-    def leg_audio(self, call, leg, pcm):
-        self.legs.add((call.key, leg.tag))
-        self.inner.leg_audio(call, leg, pcm)
-
-    def call_ended(self, call, legs):
-        for tag in legs:
-            key = (call.key, tag)
-            if key in self.legs:
-                self.legs.discard(key)
-                self.legs_ended += 1
-        self.inner.call_ended(call, legs)
-
-
-class Tee(Sink):
-    """Hands everything to several sinks."""
-
-    def __init__(self, *sinks: Sink) -> None:
-        self.sinks = sinks
-
-    def call_started(self, call):
-        for s in self.sinks:
-            s.call_started(call)
-
-    def leg_audio(self, call, leg, pcm):
-        for s in self.sinks:
-            s.leg_audio(call, leg, pcm)
-
-    def leg_event(self, call, leg, event):
-        for s in self.sinks:
-            s.leg_event(call, leg, event)
-
-    def call_event(self, call, event):
-        for s in self.sinks:
-            s.call_event(call, event)
-
-    def call_ended(self, call, legs):
-        for s in self.sinks:
-            s.call_ended(call, legs)
-
-    def tick(self, now):
-        for s in self.sinks:
-            s.tick(now)
 
 
 class Config:
@@ -200,6 +95,7 @@ class Pipeline:
         self.registry = CallRegistry(rtp_timeout=self.config.rtp_timeout)
         self.correlator = Correlator()
         self.legs: dict[tuple[str, str], MediaLeg] = {}
+        self._views: dict[tuple[str, str], LegView] = {}   # what the sink sees of each leg: one each, made with it
         self.calls: dict[str, Call] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._waiting: set[tuple[str, str]] = set()   # legs holding packets in their jitter buffer
@@ -335,7 +231,7 @@ class Pipeline:
         st = self.stats
         st["frames"] += packets
         st["rtp"] += packets
-        self.decoder.stats["packets"] += packets
+        self.decoder.count_packets(packets)
         self._dirty.add(key)
         self.registry.touch(self.calls[key[0]], taken.max_arrival)
 
@@ -439,10 +335,10 @@ class Pipeline:
                 rtp = parse_rtp(payload)
             except ValueError:
                 if not leg.flows:
-                    leg.flows.append((format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport)))
+                    leg.add_flow(format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport))
                 st["malformed"] += 1
                 st["malformed_rtp"] += 1
-                leg.counts["malformed"] += 1
+                leg.count_malformed()
                 return
             flow = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
             if flow != leg.flow and flow not in leg.own_flows:
@@ -453,23 +349,22 @@ class Pipeline:
                 if key in fast.legs:
                     fast.sync(key)
             if not leg.flows:
-                leg.flows.append((format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport)))
+                leg.add_flow(format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport))
             self._push_rtp(key, rtp, ts)
             if fast.path is not None:
                 fast.arm(key, flow, leg, rtp.payload_type)
             return
         if not leg.flows:
-            leg.flows.append((format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport)))
+            leg.add_flow(format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport))
         if kind == KIND_RTCP:
             st["rtcp"] += 1
-            leg.counts["rtcp"] += 1
+            leg.count_other("rtcp")
         elif kind == KIND_STUN:
             st["stun"] += 1
-            leg.counts["stun"] += 1
+            leg.count_other("stun")
         elif kind == KIND_ZRTP:
             st["zrtp"] += 1
-            leg.counts["zrtp"] += 1
-            leg.encrypted = True
+            leg.count_other("zrtp")      # and the leg's audio is encrypted from here on
         else:
             st["unmatched_udp"] += 1
 
@@ -547,7 +442,8 @@ class Pipeline:
                 call = ev.call
                 self.calls[call.key] = call
                 for tag in (CALLER, CALLEE):
-                    self.legs[(call.key, tag)] = MediaLeg(tag, depth=self.config.jitter_depth)
+                    leg = self.legs[(call.key, tag)] = MediaLeg(tag, depth=self.config.jitter_depth)
+                    self._views[(call.key, tag)] = LegView(leg)
                 self.sink.call_started(call)
             elif isinstance(ev, HoldChanged):
                 self.sink.call_event(ev.call, ev)
@@ -579,14 +475,15 @@ class Pipeline:
                 pt_map.update(receiver.payload_map)   # the receiver's numbering rules what is sent to it
             leg.set_payload_map(pt_map)
             if (sender is not None and sender.encrypted) or (receiver is not None and receiver.encrypted):
-                leg.encrypted = True
+                leg.mark_encrypted()
         sp = self._split.get(call.key)
         if sp is not None:
             for xtag, tag in sp.tags.items():     # an extra leg follows its SDP leg's payload map
                 leg, xleg = self.legs.get((call.key, tag)), self.legs.get((call.key, xtag))
                 if leg is not None and xleg is not None:
                     xleg.set_payload_map(leg.pt_map)
-                    xleg.encrypted = xleg.encrypted or leg.encrypted
+                    if leg.encrypted:
+                        xleg.mark_encrypted()
 
     def _identify(self, call: Call) -> None:
         """Signalling now names the addresses of a media-only call: that call ends
@@ -621,7 +518,7 @@ class Pipeline:
             self.correlator.remove(key)
             self._dirty.discard(key)
             self._waiting.discard(key)
-            legs[tag] = leg
+            legs[tag] = self._views.pop(key)
         self.calls.pop(call.key, None)
         self._media_only.pop(call.key, None)
         self._split.pop(call.key, None)
@@ -722,7 +619,7 @@ class Pipeline:
             return None
         tleg = self.legs[target]
         if not tleg.flows:
-            tleg.flows.append((format_addr(flow[0], flow[1]), format_addr(flow[2], flow[3])))
+            tleg.add_flow(format_addr(flow[0], flow[1]), format_addr(flow[2], flow[3]))
         for rtp, ts in u.packets:
             self._push_rtp(target, rtp, ts)
         return target
@@ -749,8 +646,10 @@ class Pipeline:
         xtag = extra_tag(tag, n)
         xkey = (call_key, xtag)
         xleg = self.legs[xkey] = MediaLeg(xtag, depth=self.config.jitter_depth)
+        self._views[xkey] = LegView(xleg)
         xleg.set_payload_map(leg.pt_map)
-        xleg.encrypted = leg.encrypted
+        if leg.encrypted:
+            xleg.mark_encrypted()
         xleg.take_flow(flow)
         sp.tags[xtag] = tag
         self.correlator.assign(flow, xkey)
@@ -761,7 +660,7 @@ class Pipeline:
         self.stats["extra_flow_dropped"] += n
         leg = self.legs.get(key)
         if leg is not None:
-            leg.counts["extra_flow_dropped"] += n
+            leg.count_extra_flow_dropped(n)
 
     def _deliver(self) -> None:
         least = self.config.deliver_ms * 8
@@ -775,14 +674,15 @@ class Pipeline:
     def _emit(self, call: Call, leg: MediaLeg, pieces: int | None = None) -> bool:
         """Hand the leg's events and audio to the sink, ``leg.MAX_TAKE`` at a time, at
         most ``pieces`` of them (all when None); True when audio is left over."""
+        view = self._views[(call.key, leg.tag)]
         for ev in leg.take_events():
-            self.sink.leg_event(call, leg, ev)
+            self.sink.leg_event(call, view, ev)
         while True:
             pcm = leg.take_audio()
             if self.fast.legs:
                 self.fast.rebase((call.key, leg.tag), leg.pending_samples)
             if len(pcm):
-                self.sink.leg_audio(call, leg, pcm)
+                self.sink.leg_audio(call, view, pcm)
             if not leg.pending_samples:
                 return False
             if pieces is not None:

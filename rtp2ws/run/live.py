@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING
 
 from ..capture.live import CaptureOpenError, LiveCapture, build_bpf, drop_privileges
 from ..net.packet import PacketDecoder, UnsupportedLinkType
-from ..pipeline.pipeline import Config, Counting, Pipeline, Sink
+from ..pipeline.pipeline import Config, Pipeline
+from ..pipeline.sink import Counting, Sink
 from ..speedups import missing_warning
 
 if TYPE_CHECKING:
@@ -458,7 +459,7 @@ def run_live(opts: LiveOptions) -> int:
 def _run_with_websocket(opts: LiveOptions, sender, config, runner: LiveRunner, wav, early_stop, hup, holder):
     import asyncio
 
-    from ..pipeline.pipeline import Tee
+    from ..pipeline.sink import Tee
     from ..ws.sender import raise_fd_limit
     from ..ws.bridge import LoopBridge, new_event_loop, run_with_sender
     from ..sinks.streams import StreamSink

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from ..fastpath import twin as fastpath
 from ..capture.file import CaptureError, CaptureFile
 from ..net.packet import UnsupportedLinkType
-from ..pipeline.pipeline import Config, Counting, Pipeline, Sink
+from ..pipeline.pipeline import Config, Pipeline
+from ..pipeline.sink import Counting, Sink
 
 if TYPE_CHECKING:
     from ..sinks.streams import StreamSink
@@ -200,7 +201,7 @@ def stream_replay(capture, config, sender_cfg: SenderConfig, streams: StreamSink
     and the classes let the benchmark put its probes in the same code path."""
     from contextlib import nullcontext
 
-    from ..pipeline.pipeline import Tee
+    from ..pipeline.sink import Tee
     from ..ws.bridge import LoopBridge, new_event_loop, run_with_sender
     from ..ws.sender import Sender
 

@@ -35,8 +35,8 @@ import numpy as np
 
 from ..signalling.calls import CALLEE, CALLER, Call, HoldChanged
 from ..media.dtmf import DtmfEvent
-from ..media.leg import CodecChange, MediaLeg
-from ..pipeline.pipeline import Sink
+from ..media.leg import CodecChange
+from ..pipeline.sink import LegView, Sink
 from ..ws.protocol import CODEC, PROTOCOL_VERSION, SAMPLE_RATE, validate_frame_ms
 from .wav import iso
 
@@ -74,7 +74,7 @@ class End(NamedTuple):
     message: dict
 
 
-def leg_statistics(leg: MediaLeg) -> dict:
+def leg_statistics(leg: LegView) -> dict:
     st = dict(leg.stats)
     st["ssrcs"] = [f"0x{s:08x}" for s in leg.ssrcs]
     st["codecs"] = list(leg.codecs)
@@ -129,7 +129,7 @@ class StreamSink(Sink):
 
     # -- Sink ---------------------------------------------------------------------
 
-    def leg_audio(self, call: Call, leg: MediaLeg, pcm: np.ndarray) -> None:
+    def leg_audio(self, call: Call, leg: LegView, pcm: np.ndarray) -> None:
         if self.stereo and leg.tag in _SDP_TAGS:
             mix = self._mixer(call, leg)
             mix.add(leg, pcm)
@@ -169,7 +169,7 @@ class StreamSink(Sink):
             pending.append(b[k + full:])
             s.pending_bytes = rest - full
 
-    def leg_event(self, call: Call, leg: MediaLeg, event) -> None:
+    def leg_event(self, call: Call, leg: LegView, event) -> None:
         if isinstance(event, DtmfEvent):
             msg = {"digit": event.digit, "duration_ms": event.duration_ms, "time": iso(event.start)}
             kind, at = "dtmf", event.start
@@ -218,7 +218,7 @@ class StreamSink(Sink):
         else:
             self.early_dropped += 1
 
-    def call_ended(self, call: Call, legs: dict[str, MediaLeg]) -> None:
+    def call_ended(self, call: Call, legs: dict[str, LegView]) -> None:
         self._extras.pop(call.key, None)
         if self.stereo:
             self._fed.pop(call.key, None)
@@ -280,7 +280,7 @@ class StreamSink(Sink):
         })
         self.ops.append(Open(s.id, msg, s.channels))
 
-    def _leg_stream(self, call: Call, leg: MediaLeg) -> _Stream:
+    def _leg_stream(self, call: Call, leg: LegView) -> _Stream:
         key = (call.key, leg.tag)
         s = self._legs.get(key)
         if s is None:
@@ -296,7 +296,7 @@ class StreamSink(Sink):
                 self._event(s, kind, ev, _offset(s.start_time, at))
         return s
 
-    def _mixer(self, call: Call, leg: MediaLeg) -> "_Mixer":
+    def _mixer(self, call: Call, leg: LegView) -> "_Mixer":
         mix = self._mix.get(call.key)
         if mix is None:
             s = _Stream(call, "stereo", 2, self.frame)
@@ -353,7 +353,7 @@ class _Mixer:
         m["offset"] = _offset(self.t0, at)
         self.ops.append(Event(self.stream.id, m))
 
-    def add(self, leg: MediaLeg, pcm: np.ndarray) -> None:
+    def add(self, leg: LegView, pcm: np.ndarray) -> None:
         ch = 0 if leg.tag == CALLER else 1
         if leg.tag not in self.origin:
             if self.opening is not None and leg.start_time < self.t0:

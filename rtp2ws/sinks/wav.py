@@ -32,8 +32,7 @@ import numpy as np
 
 from ..signalling.calls import CALLEE, CALLER, Call, HoldChanged
 from ..signalling.correlator import format_addr, pack_ip
-from ..media.leg import MediaLeg
-from ..pipeline.pipeline import Sink
+from ..pipeline.sink import LegView, Sink
 
 RATE = 16000
 FLUSH_BYTES = 2 * RATE        # per leg: written once a second of audio is in (never holds two)
@@ -171,7 +170,7 @@ class WavSink(Sink):
         """Calls the sink holds anything for (folders, open WAVs, holds)."""
         return len(set(self._dirs) | {k for k, _ in self._wavs} | set(self._holds))
 
-    def leg_audio(self, call: Call, leg: MediaLeg, pcm: np.ndarray) -> None:
+    def leg_audio(self, call: Call, leg: LegView, pcm: np.ndarray) -> None:
         key = (call.key, leg.tag)
         w = self._wavs.get(key)
         if w is None:
@@ -188,7 +187,7 @@ class WavSink(Sink):
                     if h["end"] is None:
                         h["end"] = iso(event.at)
 
-    def call_ended(self, call: Call, legs: dict[str, MediaLeg]) -> None:
+    def call_ended(self, call: Call, legs: dict[str, LegView]) -> None:
         entry = {
             "call_id": call.call_id,
             "from": call.from_uri,
@@ -275,7 +274,7 @@ class WavSink(Sink):
     def _rel(self, path: str) -> str:
         return os.path.relpath(path, self.out_dir)
 
-    def _leg_entry(self, call: Call, leg: MediaLeg, w: WavFile | None) -> dict:
+    def _leg_entry(self, call: Call, leg: LegView, w: WavFile | None) -> dict:
         if leg.flows:
             src, dst = leg.flows[0]
         else:
@@ -289,7 +288,7 @@ class WavSink(Sink):
             "dst": dst,
             "start": iso(leg.start_time),
             "ssrcs": [f"0x{s:08x}" for s in leg.ssrcs],
-            "codecs": leg.codecs,
+            "codecs": list(leg.codecs),
             "wav": self._rel(w.path) if w is not None else None,
             "duration_ms": (w.data_bytes // 2) * 1000 // RATE if w is not None else 0,
         }

@@ -19,7 +19,7 @@ import logging
 import signal
 import threading
 
-from ..pipeline.pipeline import Forward
+from ..pipeline.sink import Forward
 from .sender import Sender
 from ..sinks.streams import Audio, End, Event, Open, StreamSink
 

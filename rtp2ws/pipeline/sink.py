@@ -1,0 +1,190 @@
+"""The sink side of the pipeline: what a sink is told (``Sink``), sinks that pass it
+on (``Forward``, ``Counting``, ``Tee``), and what a sink sees of a leg (``LegView``).
+
+A sink gets a leg's ``LegView``, never the ``MediaLeg``: it reads the leg's current
+values through it, and can change neither the leg, its jitter buffer nor its counters.
+The pipeline makes one view per leg, with the leg, and hands that one out every time.
+"""
+
+from __future__ import annotations
+
+from operator import attrgetter
+from types import MappingProxyType
+
+import numpy as np
+
+from ..media.leg import MediaLeg
+from ..signalling.calls import Call
+
+
+class LegView:
+    """A leg as a sink sees it: read-only, read through to the leg's current values.
+    Lists come out as tuples, ``counts`` as a read-only mapping, ``stats`` and
+    ``jitter_stats`` as new dicts; setting or deleting anything is an AttributeError."""
+
+    __slots__ = ("tag", "counts", "_leg")
+
+    def __init__(self, leg: MediaLeg) -> None:
+        set_ = object.__setattr__
+        set_(self, "tag", leg.tag)                           # caller, callee, caller#2 ...
+        set_(self, "counts", MappingProxyType(leg.counts))  # the leg's own dict, read-only
+        set_(self, "_leg", leg)
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError(f"a leg's view is read-only: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a leg's view is read-only: cannot delete {name!r}")
+
+    def __repr__(self) -> str:
+        return f"LegView({self.tag!r}, packets={self.counts['packets']}, samples_16k={self.samples_16k})"
+
+    # Read through, one C call each (``operator.attrgetter``): sinks read some of
+    # these on every hand-off.
+    start_time = property(attrgetter("_leg.start_time"),
+                          doc="Capture time of the leg's sample 0 (None before its first audio).")
+    encrypted = property(attrgetter("_leg.encrypted"), doc="Audio encrypted (SRTP in SDP, or ZRTP seen).")
+    last_arrival = property(attrgetter("_leg.last_arrival"),
+                            doc="Capture time of the newest audio packet placed on the timeline.")
+    last_packet_samples = property(attrgetter("_leg.last_packet_samples"),
+                                   doc="8 kHz samples of the newest audio packet placed on the timeline.")
+    samples_16k = property(attrgetter("_leg.samples_16k"), doc="16 kHz samples on the timeline so far.")
+    concealed = property(attrgetter("_leg.concealed"), doc="8 kHz samples concealed after loss.")
+    filled = property(attrgetter("_leg.filled"), doc="8 kHz samples of silence inserted in gaps.")
+    decoded = property(attrgetter("_leg.decoded"), doc="8 kHz samples decoded from payloads.")
+    closed = property(attrgetter("_leg.closed"), doc="The leg has ended (its call has).")
+
+    @property
+    def ssrcs(self) -> tuple[int, ...]:
+        """SSRCs seen, in order first seen."""
+        return tuple(self._leg.ssrcs)
+
+    @property
+    def codecs(self) -> tuple[str, ...]:
+        """Codecs seen, in order first seen."""
+        return tuple(self._leg.codecs)
+
+    @property
+    def flows(self) -> tuple[tuple[str, str], ...]:
+        """(src, dst) of the leg's first flow as text; empty before its first packet."""
+        return tuple(self._leg.flows)
+
+    @property
+    def dtmf_events(self) -> tuple:
+        """Key presses listed for the manifest (at most ``leg.MAX_DTMF_LISTED``)."""
+        return tuple(self._leg.dtmf_events)
+
+    @property
+    def stats(self) -> dict:
+        """The leg's statistics (``MediaLeg.stats``): packets, lost, late, ..., a new dict."""
+        return self._leg.stats
+
+    @property
+    def jitter_stats(self) -> dict:
+        """A copy of the jitter buffer's counters."""
+        return dict(self._leg.jb.stats)
+
+
+class Sink:
+    """Receives what the pipeline produces.  Methods are called in time order.  A leg
+    comes as its ``LegView``, the same object for the leg's whole life."""
+
+    def call_started(self, call: Call) -> None: ...
+
+    def leg_audio(self, call: Call, leg: LegView, pcm: np.ndarray) -> None: ...
+
+    def leg_event(self, call: Call, leg: LegView, event) -> None: ...
+
+    def call_event(self, call: Call, event) -> None: ...
+
+    def call_ended(self, call: Call, legs: dict[str, LegView]) -> None:
+        """``legs`` by tag: caller, callee, then the call's extra legs (caller#2 ...)."""
+
+    def tick(self, now: float) -> None:
+        """Capture time has reached ``now`` (called after each batch and timer run)."""
+
+
+class Forward(Sink):
+    """Passes everything on to ``inner``; subclasses override what they add."""
+
+    def __init__(self, inner: Sink) -> None:
+        self.inner = inner
+
+    def call_started(self, call):
+        self.inner.call_started(call)
+
+    def leg_audio(self, call, leg, pcm):
+        self.inner.leg_audio(call, leg, pcm)
+
+    def leg_event(self, call, leg, event):
+        self.inner.leg_event(call, leg, event)
+
+    def call_event(self, call, event):
+        self.inner.call_event(call, event)
+
+    def call_ended(self, call, legs):
+        self.inner.call_ended(call, legs)
+
+    def tick(self, now):
+        self.inner.tick(now)
+
+
+class Counting(Forward):
+    """Counts calls and legs with audio on the way to the real sink."""
+
+    def __init__(self, inner: Sink) -> None:
+        super().__init__(inner)
+        self.calls = 0
+        self.legs: set = set()        # (call key, tag) with audio, of calls in progress
+        self.legs_ended = 0           # ... and of calls that ended (a live run holds no set of them all)
+
+    @property
+    def legs_with_audio(self) -> int:
+        return self.legs_ended + len(self.legs)
+
+    def call_started(self, call):
+        self.calls += 1
+        self.inner.call_started(call)
+
+    def leg_audio(self, call, leg, pcm):
+        self.legs.add((call.key, leg.tag))
+        self.inner.leg_audio(call, leg, pcm)
+
+    def call_ended(self, call, legs):
+        for tag in legs:
+            key = (call.key, tag)
+            if key in self.legs:
+                self.legs.discard(key)
+                self.legs_ended += 1
+        self.inner.call_ended(call, legs)
+
+
+class Tee(Sink):
+    """Hands everything to several sinks."""
+
+    def __init__(self, *sinks: Sink) -> None:
+        self.sinks = sinks
+
+    def call_started(self, call):
+        for s in self.sinks:
+            s.call_started(call)
+
+    def leg_audio(self, call, leg, pcm):
+        for s in self.sinks:
+            s.leg_audio(call, leg, pcm)
+
+    def leg_event(self, call, leg, event):
+        for s in self.sinks:
+            s.leg_event(call, leg, event)
+
+    def call_event(self, call, event):
+        for s in self.sinks:
+            s.call_event(call, event)
+
+    def call_ended(self, call, legs):
+        for s in self.sinks:
+            s.call_ended(call, legs)
+
+    def tick(self, now):
+        for s in self.sinks:
+            s.tick(now)
