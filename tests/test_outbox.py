@@ -109,28 +109,36 @@ def test_bounded_buffer_drops_the_oldest_whole_messages(caplog):
     assert lines.count("stream s1: 100 ms of audio queued (server slow or unreachable), dropping the oldest") == 1
 
 
-def test_dropping_stops_under_half_the_bound_and_says_how_much(caplog):
+def test_dropping_stops_at_half_the_bound_and_says_how_much(caplog):
     caplog.set_level(logging.INFO, logger="rtp2ws.sender")
-    ob = outbox(max_buffer_ms=100)
-    for i in range(8):
+    ob = outbox(max_buffer_ms=80)                        # 4 frames; half of it: 2
+    for i in range(6):
         ob.push_audio(pcm(i * FRAME))
-    assert ob.dropping and ob.dropped_samples == 3 * FRAME
+    assert ob.dropping and ob.dropped_samples == 2 * FRAME
     msgs = []
-    ob.take(msgs, 2 * FRAME * 2)                         # 2 frames' bytes: 3 queued is over half the bound
+    ob.take(msgs, 2 * FRAME)                             # one frame's bytes
     assert ob.dropping and ob.queued_samples == 3 * FRAME
     ob.take(msgs, 2 * FRAME)
     assert not ob.dropping and ob.queued_samples == 2 * FRAME
-    for i in range(8, 14):                               # a second episode
+    for i in range(6, 10):                               # a second episode
         ob.push_audio(pcm(i * FRAME))
     ob.take(msgs, 1 << 20)
     ob.close()
     lines = [r.getMessage() for r in caplog.records if "dropping" in r.getMessage()]
     assert lines == [
-        "stream s1: 100 ms of audio queued (server slow or unreachable), dropping the oldest",
-        "stream s1: stopped dropping audio; 60 ms dropped (60 ms in total)",
-        "stream s1: 100 ms of audio queued (server slow or unreachable), dropping the oldest",
-        "stream s1: stopped dropping audio; 60 ms dropped (120 ms in total)",
+        "stream s1: 80 ms of audio queued (server slow or unreachable), dropping the oldest",
+        "stream s1: stopped dropping audio; 40 ms dropped (40 ms in total)",
+        "stream s1: 80 ms of audio queued (server slow or unreachable), dropping the oldest",
+        "stream s1: stopped dropping audio; 40 ms dropped (80 ms in total)",
     ]
+
+
+def test_close_says_how_much_an_unfinished_episode_dropped(caplog):
+    ob = outbox(max_buffer_ms=20)
+    ob.push_audio(pcm(0))
+    ob.push_audio(pcm(FRAME))
+    ob.close()
+    assert [r.getMessage() for r in caplog.records][-1] == "stream s1: stopped dropping audio; 20 ms dropped (20 ms in total)"
 
 
 def test_events_are_capped_and_counted(caplog):
@@ -305,6 +313,8 @@ def test_acknowledge_frees_part_of_a_run_and_what_left_the_window():
     ob.push_audio(pcm(0, 3 * FRAME))
     ob.take([], 1 << 20)
     assert ob.retained_samples == 2 * FRAME and ob.unkept_samples == FRAME
+    ob.acknowledge(100)                                  # part of what left the window
+    assert ob.unkept_samples == FRAME - 100 and ob.retained_samples == 2 * FRAME
     ob.acknowledge(FRAME + 100)
     (off, view, n), = ob.retained
     assert (off, n) == (FRAME + 100, 2 * FRAME - 100) and bytes(view) == pcm(FRAME + 100, 2 * FRAME - 100)
