@@ -138,7 +138,8 @@ def test_close_says_how_much_an_unfinished_episode_dropped(caplog):
     ob.push_audio(pcm(0))
     ob.push_audio(pcm(FRAME))
     ob.close()
-    assert [r.getMessage() for r in caplog.records][-1] == "stream s1: stopped dropping audio; 20 ms dropped (20 ms in total)"
+    last = caplog.records[-1].getMessage()
+    assert last == "stream s1: stopped dropping audio; 20 ms dropped (20 ms in total)"
 
 
 def test_events_are_capped_and_counted(caplog):

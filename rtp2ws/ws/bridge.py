@@ -20,8 +20,8 @@ import signal
 import threading
 
 from ..pipeline.pipeline import Forward
-from .sender import Sender, SenderConfig
 from ..sinks.streams import Audio, End, Event, Open, StreamSink
+from .sender import Sender, SenderConfig
 
 log = logging.getLogger("rtp2ws")
 
