@@ -362,6 +362,7 @@ class Stream:
         self.outbox = Outbox({k: self._start.get(k) for k in ("call_id", "tag", "stream_id")}, channels=channels,
                              frame_ms=self._start.get("frame_ms"), max_buffer_ms=cfg.max_buffer_ms,
                              resend_ms=cfg.resend_ms, totals=sender._totals)
+        self._push_audio = self.outbox.push_audio
         # A run longer than frame_ms is framed as several messages of this many bytes.
         self._split = self.outbox.frame_samples * self.outbox.frame_bytes
 
@@ -406,7 +407,7 @@ class Stream:
         """Queue int16 LE PCM (``channels`` interleaved): one binary message, or
         for a run longer than ``frame_ms`` one message per ``frame_ms``, the
         last one possibly shorter."""
-        if self.outbox.push_audio(pcm) and not self._dirty and self._live is not None:
+        if self._push_audio(pcm) and not self._dirty and self._live is not None:
             self._sender._mark(self)
 
     def send_event(self, message: dict) -> None:
@@ -444,7 +445,7 @@ class Stream:
         going away), and while the transport is under its high-water mark.
         What is over ``BATCH_BYTES`` waits for the next flush."""
         outbox = self.outbox
-        if not outbox.pending:
+        if not outbox.queue and not outbox.events:     # not outbox.pending, without the call (per frame)
             if outbox.ended:
                 self._wake()          # the end goes out once everything before it has
             return 0
@@ -452,7 +453,7 @@ class Stream:
             self._wake()              # it waits for the drain, or sees the connection end
             return 0
         frames = outbox.take(self._out, BATCH_BYTES)
-        if outbox.pending:
+        if outbox.queue or outbox.events:
             self._sender._mark(self)
         elif outbox.ended:
             self._wake()
@@ -464,16 +465,17 @@ class Stream:
         when the outbox has one due (none with ``end``, whose close is
         acknowledgement enough)."""
         out = self._out
+        outbox = self.outbox
         data = wsframe.encode(out, keys, self._split)
         if self._live is not None:
-            at = self.outbox.ping_due()
+            at = outbox.ping_due()
             if at is not None:
                 data += _ping_frame(at.to_bytes(8, "big"), self._sender._mask_keys(4))
         self._transport.write(data)
         out.clear()
-        sent = self.outbox.sent
+        sent = outbox.sent
         if sent is not None:
-            self.outbox.sent = None
+            outbox.sent = None
             self._on_write(*sent)
 
     def _flush_now(self) -> None:
