@@ -340,6 +340,8 @@ def test_the_close_after_end_acknowledges_the_stream_only_if_normal(code, delive
 
 def test_end_message_and_nothing_after_it():
     ob = outbox(max_buffer_ms=20)
+    with pytest.raises(RuntimeError, match=r"^stream s1: end_message\(\) before end\(\)$"):
+        ob.end_message(reconnects=0)
     ob.push_audio(pcm(0))
     ob.push_audio(pcm(FRAME))
     assert ob.end({"reason": "bye", "tag": "kept"})

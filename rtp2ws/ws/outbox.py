@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from typing import Any
 
 from .protocol import CLOSE_NORMAL, SAMPLE_RATE, encode
 
@@ -53,6 +54,10 @@ ACK_MIN_MS = 500             # audio between two acknowledgement pings, at least
 # 1001 (going away) and the rest do not.
 CLOSE_NO_STATUS = 1005
 ACK_CLOSE_CODES = frozenset({CLOSE_NORMAL, CLOSE_NO_STATUS})
+
+Pcm = bytes | memoryview
+Run = tuple[int, Pcm, int]           # (offset, pcm, samples): a run of whole messages
+Message = str | Pcm            # what take() and resend() hand out: text, or binary to cut into frames
 
 
 def ms(samples: int) -> int:
@@ -80,7 +85,7 @@ class Outbox:
     """One stream's messages on their way out.  ``ident`` (call_id, tag,
     stream_id) goes into the ``drop`` and ``end`` messages it makes."""
 
-    def __init__(self, ident: dict, *, channels: int = 1, frame_ms: int | None = None,
+    def __init__(self, ident: dict[str, Any], *, channels: int = 1, frame_ms: int | None = None,
                  max_buffer_ms: int = 10000, resend_ms: int = 1000, totals: Totals | None = None) -> None:
         self.ident = dict(ident)
         self.stream_id = self.ident.get("stream_id")
@@ -105,11 +110,10 @@ class Outbox:
         self.acknowledged = 0         # offset: the server acknowledged every frame before it
         self.undelivered_samples = 0  # sent, never acknowledged, and no longer kept to send again
 
-        # (offset, pcm, samples): runs of whole messages; pcm is bytes or a memoryview
-        self.queue: deque[tuple[int, bytes, int]] = deque()     # unsent
+        self.queue: deque[Run] = deque()                        # unsent
         self.queued_samples = 0
         self.events: deque[tuple[int, str]] = deque()           # (stream position, encoded text)
-        self.retained: deque[tuple[int, bytes, int]] = deque()  # sent, not acknowledged: resent
+        self.retained: deque[Run] = deque()                     # sent, not acknowledged: resent
         self.retained_samples = 0
         self._unkept = 0              # samples that left `retained` unacknowledged ...
         self._unkept_end = 0          # ... all before this offset
@@ -117,7 +121,7 @@ class Outbox:
         self.expected = 0             # on the current connection: the offset the server expects next
         self.started = False          # a first start (resumed=false) has gone out
         self.ended = False            # end() was called: nothing more is pushed
-        self._end: dict | None = None
+        self._end: dict[str, Any] | None = None
         self.closed = False           # abandoned: pushes only count
         # With note_sent set, take() leaves (first, end) in `sent`: the offsets of the
         # audio it took for the first time (a probe for latency).
@@ -146,7 +150,7 @@ class Outbox:
 
     # -- capture side: O(1), never waits ------------------------------------------------
 
-    def push_audio(self, pcm: bytes) -> bool:
+    def push_audio(self, pcm: bytes | bytearray | memoryview) -> bool:
         """Queue int16 LE PCM (``channels`` interleaved) at the next offset; True if
         it was queued (False: empty, after ``end``, or abandoned and only counted)."""
         if self.ended:
@@ -171,7 +175,7 @@ class Outbox:
             self._drop_oldest()
         return True
 
-    def push_event(self, message: dict) -> bool:
+    def push_event(self, message: dict[str, Any]) -> bool:
         """Queue a text message at the current offset; True if it was queued."""
         if self.ended or self.closed:
             return False
@@ -184,7 +188,7 @@ class Outbox:
         self.events.append((self.offset, encode(message)))
         return True
 
-    def end(self, message: dict) -> bool:
+    def end(self, message: dict[str, Any]) -> bool:
         """Queue the ``end`` message (it leaves once everything before it has; see
         ``end_message``); False if the stream had ended already."""
         if self.ended:
@@ -205,7 +209,7 @@ class Outbox:
             log.warning("stream %s: %d ms of audio queued (server slow or unreachable), dropping the oldest",
                         self.stream_id, self.max_buffer_ms)
 
-    def _trim(self, runs: deque, excess: int) -> int:
+    def _trim(self, runs: deque[Run], excess: int) -> int:
         """Remove whole messages from the front of ``runs`` until ``excess``
         samples are gone (or nothing is left); returns the samples removed."""
         fs = self.frame_samples
@@ -248,7 +252,7 @@ class Outbox:
             return True, self.queue[0][0]
         return True, self.offset
 
-    def resend(self, msgs: list, offset: int) -> int:
+    def resend(self, msgs: list[Message], offset: int) -> int:
         """Append the resend window (audio already sent once, from ``offset`` on)
         to ``msgs``, with ``drop`` messages across its gaps; returns the number
         of frames."""
@@ -270,7 +274,7 @@ class Outbox:
         self.totals.sent_bytes += audio_bytes
         return frames
 
-    def take(self, msgs: list, budget: int) -> int:
+    def take(self, msgs: list[Message], budget: int) -> int:
         """Move queued events and audio into ``msgs`` in stream order (a ``drop``
         message before audio that follows a gap) until about ``budget`` bytes;
         returns how many frames they make.  The audio taken enters the resend window."""
@@ -319,7 +323,7 @@ class Outbox:
                 self.sent = (first, expected)
         return frames + texts
 
-    def _take_one(self, msgs: list) -> int:
+    def _take_one(self, msgs: list[Message]) -> int:
         """``take`` for a queue of one run that follows on from what was sent."""
         item = self.queue.popleft()
         _, pcm, n = item
@@ -339,10 +343,12 @@ class Outbox:
             self._unkeep(retained - self.resend_samples)
         return frames
 
-    def end_message(self, reconnects: int) -> dict:
+    def end_message(self, reconnects: int) -> dict[str, Any]:
         """The ``end`` message, once nothing is pending: ``samples`` and ``dropped_ms``
         filled in from the counts, ``reconnects`` from the connection side's."""
         end = self._end
+        if end is None:
+            raise RuntimeError(f"stream {self.stream_id}: end_message() before end()")
         end["samples"] = self.offset
         end["dropped_ms"] = self.dropped_samples // SAMPLES_PER_MS
         end["reconnects"] = reconnects
