@@ -57,7 +57,7 @@ ACK_CLOSE_CODES = frozenset({CLOSE_NORMAL, CLOSE_NO_STATUS})
 
 Pcm = bytes | memoryview
 Run = tuple[int, Pcm, int]           # (offset, pcm, samples): a run of whole messages
-Message = str | Pcm                   # what take() and resend() hand out: text, or binary to cut into frames
+Message = str | Pcm                  # what take() and resend() hand out: text, or binary to cut into frames
 
 
 def ms(samples: int) -> int:
