@@ -32,7 +32,7 @@ async def one_run(url: str, streams: int, seconds: float, resend_ms: int, pings:
     opened = [sender.open_stream(f"s{i}", start_msg(i)) for i in range(streams)]
     if not pings:
         for st in opened:
-            st._ping_every = 1 << 62
+            st.outbox.ping_every = 1 << 62
     while not all(st.connected for st in opened):
         await asyncio.sleep(0.01)
     loop = asyncio.get_running_loop()

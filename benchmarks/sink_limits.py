@@ -21,7 +21,8 @@ import tracemalloc
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from rtp2ws.sinkserver import server as sinkserver  # noqa: E402
-from rtp2ws.sinkserver.server import MAX_ID_CHARS, StreamStore, json_depth  # noqa: E402
+from rtp2ws.sinkserver.server import StreamStore  # noqa: E402
+from rtp2ws.sinkserver.session import MAX_ID_CHARS, json_depth  # noqa: E402
 
 MIB = 2 ** 20
 

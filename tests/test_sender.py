@@ -19,6 +19,7 @@ import trustme
 from websockets.asyncio.server import serve
 
 from rtp2ws.ws import sender as sender_mod
+from rtp2ws.ws.outbox import MAX_EVENTS
 from rtp2ws.ws.sender import Sender, SenderConfig, load_headers, raise_fd_limit, redact_url
 
 FRAME = 320                     # 20 ms at 16 kHz
@@ -677,7 +678,7 @@ def test_events_are_capped_and_counted(caplog):
     async def main():
         s = Sender(config(port))
         st = s.open_stream("v1", start_msg("v1"))
-        for i in range(sender_mod.MAX_EVENTS + 5):
+        for i in range(MAX_EVENTS + 5):
             st.send_event({"type": "dtmf", "call_id": "call-1", "tag": "caller", "stream_id": "v1",
                            "digit": "1", "duration_ms": 40, "offset": 0})
         sink = await Sink().start(port)
@@ -690,7 +691,7 @@ def test_events_are_capped_and_counted(caplog):
     sink, s, st = run(main())
     assert st.dropped_events == 5 and s.stats["dropped_events"] == 5
     _, events, end = assemble(sink.conns)
-    assert len(events) == sender_mod.MAX_EVENTS and end["samples"] == 0
+    assert len(events) == MAX_EVENTS and end["samples"] == 0
     assert sum("dropping new ones" in r.getMessage() for r in caplog.records) == 1
 
 

@@ -18,7 +18,9 @@ from websockets.asyncio.client import connect
 
 from rtp2ws.ws import protocol
 from rtp2ws.sinkserver import server as sinkserver
-from rtp2ws.sinkserver.server import Session, StreamStore, json_depth, load_json, printable
+from rtp2ws.sinkserver import session as sinksession
+from rtp2ws.sinkserver.server import StreamStore
+from rtp2ws.sinkserver.session import Session, json_depth, load_json, printable
 from rtp2ws.sinks.wav import read_wav
 from test_sinkserver import (FRAME, TIMEOUT, end_msg, event, frame, frames, read_jsonl, run, send_stream, serving,
                              spawn_sink, start_msg, wav_bytes_like_wavout)
@@ -190,7 +192,7 @@ def test_deep_or_huge_json_closes_1007_others_unaffected(tmp_path, caplog):
         ([nested_start("d33", 33)], 1007, "invalid JSON: nested deeper than 32 levels"),
         ([protocol.encode(start_msg(stream_id="n")).replace('"resumed":false', '"resumed":false,"x":NaN')], 1007,
          "invalid JSON: NaN is not allowed"),
-        (["[" + " " * sinkserver.MAX_TEXT_CHARS + "]"], 1009, f"text message of {sinkserver.MAX_TEXT_CHARS + 2} "),
+        (["[" + " " * sinksession.MAX_TEXT_CHARS + "]"], 1009, f"text message of {sinksession.MAX_TEXT_CHARS + 2} "),
         ([nested_start("d32", 32), protocol.encode(end_msg(0, stream_id="d32", call_id="d32"))], 1000,
          "end received"),
     ]
@@ -272,7 +274,7 @@ def test_huge_identifiers_refused_and_session_keeps_identity_only(tmp_path):
     s.receive_text(json.dumps(start_msg(sip_headers={"X-Big": "v" * 100000})), 1.0)
     assert s.start == {"stream_id": "s1", "call_id": "call-1@test", "tag": "caller", "channels": 1}
 
-    limit = sinkserver.MAX_ID_CHARS
+    limit = sinksession.MAX_ID_CHARS
     cases = [start_msg(stream_id="s" * (limit + 1)), start_msg(stream_id="c", call_id="c" * (limit + 1))]
 
     async def go():

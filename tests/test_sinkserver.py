@@ -14,10 +14,11 @@ import trustme
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from rtp2ws.ws import protocol
+from rtp2ws.sinks.wav import WavFile, read_wav, safe_name, wav_header
 from rtp2ws.sinkserver import server as sinkserver
-from rtp2ws.sinkserver.server import Refusal, Session, SinkServer
-from rtp2ws.sinks.wav import WavFile, read_wav, wav_header
+from rtp2ws.sinkserver.server import SinkServer
+from rtp2ws.sinkserver.session import Refusal, Session, parse_message
+from rtp2ws.ws import protocol
 
 FRAME = 320  # 20 ms at 16 kHz
 TIMEOUT = 20.0
@@ -137,7 +138,7 @@ def test_session_offsets_and_refusals():
 def test_parse_message_reasons():
     def reason(text):
         with pytest.raises(Refusal) as e:
-            sinkserver.parse_message(text)
+            parse_message(text)
         return e.value.code, e.value.reason
 
     invalid = "invalid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
@@ -154,11 +155,11 @@ def test_parse_message_reasons():
 
 
 def test_safe_name():
-    assert sinkserver.safe_name("a b/c@d.e") == "a_b_c@d.e"
-    assert sinkserver.safe_name("..") == "__"
-    assert sinkserver.safe_name(".") == "_"
-    assert sinkserver.safe_name("") == "call"
-    assert len(sinkserver.safe_name("x" * 500)) == 120
+    assert safe_name("a b/c@d.e") == "a_b_c@d.e"
+    assert safe_name("..") == "__"
+    assert safe_name(".") == "_"
+    assert safe_name("") == "call"
+    assert len(safe_name("x" * 500)) == 120
 
 
 def test_parse_listen():

@@ -1,4 +1,4 @@
-"""sinkserver.Session: the analysis server's protocol state, text and binary frames in."""
+"""sinkserver.session.Session: the analysis server's protocol state, text and binary frames in."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ import json
 
 import atheris
 
+from rtp2ws.sinkserver.session import MAX_DATA_BYTES, MAX_REASON_BYTES, Audio, Ended, Event, Refusal, Session, Started
 from rtp2ws.ws import protocol
-from rtp2ws.sinkserver.server import (
-    MAX_DATA_BYTES, MAX_REASON_BYTES, Audio, Ended, Event, Refusal, Session, Started,
-)
 
 from ..common import check, entry
 

@@ -1,7 +1,10 @@
-"""From pipeline output to WebSocket streams: framing, stereo alignment, and
-the protocol messages of each stream.  Sans-I/O: ``StreamSink`` is a pipeline
-``Sink`` that turns calls, audio and events into *operations*
-(``Open``/``Audio``/``Event``/``End``) which an adapter hands to the sender.
+"""From pipeline output to per-stream audio: streams per leg or per call,
+audio cut into ``frame_ms`` frames, stereo alignment, and the protocol messages
+of each stream.  Sans-I/O: ``StreamSink`` is a pipeline ``Sink`` that turns
+calls, audio and events into *operations* (``Open``/``Audio``/``Event``/``End``)
+which an adapter (``ws.bridge``) hands to the sender.  It is not the WebSocket
+side: no connection (``ws.sender``), no queue (``ws.outbox``), no RFC 6455
+framing (``ws.frame``).
 
 * Per leg (default): a stream opens on the leg's first audio (or event), and
   carries the leg's samples cut into ``frame_ms`` frames; the last frame of a

@@ -1,0 +1,13 @@
+"""The WebSocket side: per-stream operations out to an analysis server.
+
+* ``protocol``: the message shapes (JSON Schemas, close codes, ``encode``);
+* ``frame``: RFC 6455 client framing of a batch of messages into one buffer
+  (C twin ``rtp2ws._wsframe``);
+* ``outbox``: one stream's queue, sans I/O (drop-oldest, the resend window,
+  offsets, the counts, what counts as delivered);
+* ``sender``: the asyncio adapter, one websockets connection per stream;
+* ``bridge``: the hand-off from the pipeline thread to the event loop.
+
+The operations themselves come from ``rtp2ws.sinks.streams`` (pipeline output
+to per-stream audio); the receiving end is ``rtp2ws.sinkserver``.
+"""

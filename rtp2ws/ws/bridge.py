@@ -1,6 +1,13 @@
-"""Runs the pipeline in a worker thread and the WebSocket sender in an asyncio
-event loop, so CPU work never starves the loop (keepalive pings keep being
-answered) and the network never stalls capture.
+"""The hand-off between two threads: runs the pipeline in a worker thread and
+the WebSocket sender in an asyncio event loop, so CPU work never starves the
+loop (keepalive pings keep being answered) and the network never stalls capture.
+
+It only moves operations from one thread to the other.  It is not the sender
+(``ws.sender``: connections, ``ws.outbox``: each stream's queue) and does not
+make the operations (``sinks.streams.StreamSink`` turns pipeline output into
+``Open``/``Audio``/``Event``/``End``).  Also here: ``run_with_sender`` (the
+work thread, signals and the final drain) and the summary helpers; replay and
+live use them from ``run/`` (``run.replay.stream_replay``, ``run.live``).
 
 The worker owns the pipeline and a ``StreamSink``; after every pipeline tick
 it hands the sink's operations to the loop in one ``call_soon_threadsafe``
@@ -20,8 +27,8 @@ import signal
 import threading
 
 from ..pipeline.sink import Forward
-from .sender import Sender
 from ..sinks.streams import Audio, End, Event, Open, StreamSink
+from .sender import Sender
 
 log = logging.getLogger("rtp2ws")
 

@@ -17,7 +17,9 @@ the payload XOR-ed with the key.
 * ``keys``: 4 bytes per frame, in frame order (more are ignored).
 
 ``frame_count(messages, split=0)`` says how many frames (and so how many keys)
-that is.  The C twin ``rtp2ws._wsframe`` (native/wsframe.c) is used unless it
+that is.  It only builds bytes: it never reads a frame (websockets does all
+reading), does not choose what to send (``ws.outbox``) and writes to no
+socket (``ws.sender``).  The C twin ``rtp2ws._wsframe`` (native/wsframe.c) is used unless it
 is not built or ``RTP2WS_NO_NATIVE`` is set (``rtp2ws.speedups`` picks it);
 ``BACKEND`` names the one in use, ``BACKENDS`` those available,
 and the same tests run against both.

@@ -18,6 +18,9 @@ lost with the old connection, so a server writes frames at their offsets
 
 This module is the single source of truth for the JSON Schema of every text
 message; ``docs/protocol.md`` embeds them (a test keeps the two in step).
+It holds the message shapes only (schemas, constants, close codes, ``encode``):
+not the RFC 6455 framing (``ws.frame``), not the sending side (``ws.outbox``
+queues, ``ws.sender`` connects), not the receiving side (``sinkserver.session``).
 """
 
 from __future__ import annotations

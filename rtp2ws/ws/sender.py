@@ -1,9 +1,16 @@
-"""The WebSocket side: one connection per stream, fed from the capture without
-ever making it wait.
+"""The WebSocket connections: one per stream, fed from the capture without
+ever making it wait.  The asyncio adapter around :mod:`rtp2ws.ws.outbox`.
+
+This module moves bytes and waits; it keeps no queue logic of its own.  Each
+stream's :class:`~rtp2ws.ws.outbox.Outbox` holds what is still to be sent, the
+resend window, the offsets and the counts of what was dropped or undelivered,
+and decides what counts as delivered.  It is not the message shapes
+(``ws.protocol``), nor the framing (``ws.frame``), nor the hand-off from the
+pipeline thread (``ws.bridge``).
 
 Runs only in the event-loop thread.  ``Stream.send_audio``/``send_event``/``end``
-are plain synchronous appends to per-stream queues.  Once per event-loop wake
-the sender flushes every stream that has news: everything it has queued
+are plain synchronous appends to the stream's outbox.  Once per event-loop wake
+the sender flushes every stream that has news: everything its outbox hands out
 (events, ``drop`` marks and audio, in stream order) is framed in one buffer by
 ``wsframe.encode`` and leaves with one ``transport.write`` per connection.  Each
 stream has one task that connects, sends ``start``, waits while the transport
@@ -11,28 +18,23 @@ is over its high-water mark, sends ``end``, and when the connection breaks,
 reconnects with backoff and resumes (``"resumed": true``, the audio sent but not
 acknowledged again, then the queue).
 
-Delivery needs evidence.  WebSocket frames are read in order, so an answer from
-the server says it read everything written before what it answers: the pong to
-a ping written after a run of audio acknowledges that audio (a ping follows
-every ``max(resend_ms / 2, 500 ms)`` of audio, in the same write), and the
-server's close frame answering the close that follows ``end`` acknowledges the
-whole stream.  Only then is a stream delivered; until then sent audio stays in
-the resend window.  What has to leave the window unacknowledged (it holds
-``resend_ms`` at most) is counted as undelivered if the connection then breaks,
-and what is still unacknowledged when an ended stream gives up is counted too.
+Delivery needs evidence (see ``ws.outbox``): this module writes an
+acknowledgement ping after the audio when the outbox has one due (every
+``max(resend_ms / 2, 500 ms)`` of audio, in the same write) and hands it the
+pongs and the server's close frame that answers the close after ``end``.
 
 websockets does the opening handshake, pings and pongs, keepalive, the closing
 handshake and all reading; rtp2ws writes only whole data frames (and its
-acknowledgement pings, which websockets hands back answered) to its transport, only while websockets has the connection OPEN (never once a close
-frame went either way), with compression off so no extension touches the
-frames, and never past websockets' write-buffer high-water mark (``paused``,
-``drain()``).  Control frames websockets writes land between whole frames.
+acknowledgement pings, which websockets hands back answered) to its transport,
+only while websockets has the connection OPEN (never once a close frame went
+either way), with compression off so no extension touches the frames, and
+never past websockets' write-buffer high-water mark (``paused``, ``drain()``).
+Control frames websockets writes land between whole frames.
 
-Memory is bounded per stream whatever the server does: unsent audio is capped
-at ``max_buffer_ms`` (the OLDEST is dropped and counted, and a ``drop`` message
-keeps the stream contiguous), sent audio kept until acknowledged at ``resend_ms``,
-events at ``MAX_EVENTS``, and what sits in the transport at its high-water mark
-plus one batch (``BATCH_BYTES``).
+Memory is bounded per stream whatever the server does: the outbox's bounds
+(``max_buffer_ms`` of unsent audio, ``resend_ms`` kept for a resume,
+``MAX_EVENTS`` events), plus what sits in the transport: its high-water mark
+and one batch (``BATCH_BYTES``).
 
 Header values and URL credentials are secrets: nothing logged by this module,
 nor by websockets on its behalf, contains them (URLs go through
@@ -49,13 +51,12 @@ import os
 import random
 import re
 import ssl
-from collections import deque
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
-from websockets.frames import CloseCode, Frame, Opcode
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
@@ -66,15 +67,11 @@ except ImportError:  # pragma: no cover - websockets < 15 has no proxy support, 
 
 from .. import __version__
 from . import frame as wsframe
-from .protocol import (
-    CLOSE_INVALID_PAYLOAD, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED_DATA,
-    SAMPLE_RATE, encode,
-)
+from .outbox import SAMPLES_PER_MS, Outbox, Totals, ms
+from .protocol import CLOSE_INVALID_PAYLOAD, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED_DATA, encode
 
 log = logging.getLogger("rtp2ws.sender")
 
-SAMPLES_PER_MS = SAMPLE_RATE // 1000
-MAX_EVENTS = 1000            # queued text messages per stream before they are dropped (and counted)
 LOG_EVERY_S = 5.0            # at most one connect-failure line per stream this often
 STABLE_S = 5.0               # a connection that lived this long resets the backoff
 MIN_DELAY_S = 0.01           # never a busy loop, whatever the configuration says
@@ -83,13 +80,8 @@ RETRY_STATUS = (408, 429)    # 4xx answers that are worth retrying
 REFUSAL_CLOSE_CODES = frozenset({CLOSE_UNSUPPORTED_DATA, CLOSE_INVALID_PAYLOAD, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG})
 SENSITIVE_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie"}
 REDACTED = "<redacted>"
-DEFAULT_FRAME_MS = 20        # message length when the start message does not say
 BATCH_BYTES = 64 * 1024      # payload per transport.write; a larger backlog goes out in several
 KEY_POOL = 64 * 1024         # masking keys drawn from os.urandom at a time (16,384 frames)
-ACK_MIN_MS = 500             # audio between two acknowledgement pings, at least (see Stream._ping_every)
-# The server's close frame after ours acknowledges the stream: a normal closure, or a bare
-# close frame (websockets reports an empty one as 1005).  1001 (going away) and the rest do not.
-ACK_CLOSE_CODES = frozenset({CLOSE_NORMAL, CloseCode.NO_STATUS_RCVD})
 
 OPEN = State.OPEN
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")   # RFC 9110 field-name (token)
@@ -302,11 +294,6 @@ def _describe(exc: BaseException, config: SenderConfig) -> tuple[int, str]:
     return logging.WARNING, f"{type(exc).__name__}: {exc}"
 
 
-def _ms(samples: int) -> int:
-    """Milliseconds of audio, rounded up: a loss is never reported as 0 ms."""
-    return -(-samples // SAMPLES_PER_MS)
-
-
 def _retry_after(exc: InvalidStatus) -> float | None:
     value = exc.response.headers.get("Retry-After")
     try:
@@ -336,14 +323,32 @@ def _ping_frame(payload: bytes, key: bytes) -> bytes:
 
 # --------------------------------------------------------------------------- streams
 
+def _from_outbox(name: str) -> property:
+    return property(lambda self: getattr(self.outbox, name), doc=f"The outbox's ``{name}`` (read-only).")
+
+
 class Stream:
-    """One outgoing stream.  The three methods the capture calls append and
-    return at once.  Writing is the sender's flush: once per event-loop wake it
-    frames everything queued on every live stream and writes it with one
-    ``transport.write`` per connection.  The stream's task does the waiting:
-    it connects, writes ``start`` and the resend, waits while the transport is
-    over its high-water mark, and sends ``end`` and closes; the stream is
-    delivered once the server answers that close."""
+    """One outgoing stream: its :class:`~rtp2ws.ws.outbox.Outbox` (the queue,
+    the resend window and the counts, sans I/O) and the connection that moves
+    its bytes.  The three methods the capture calls append and return at once.
+    Writing is the sender's flush: once per event-loop wake it frames everything
+    queued on every live stream and writes it with one ``transport.write`` per
+    connection.  The stream's task does the waiting: it connects, writes
+    ``start`` and the resend, waits while the transport is over its high-water
+    mark, and sends ``end`` and closes; the stream is delivered once the server
+    answers that close."""
+
+    offset = _from_outbox("offset")                  # samples (per channel) appended so far
+    frame_samples = _from_outbox("frame_samples")    # samples (per channel) in one binary message
+    queued_samples = _from_outbox("queued_samples")
+    queued_bytes = _from_outbox("queued_bytes")
+    retained_samples = _from_outbox("retained_samples")
+    retained_bytes = _from_outbox("retained_bytes")
+    dropped_samples = _from_outbox("dropped_samples")
+    dropped_events = _from_outbox("dropped_events")
+    sent_samples = _from_outbox("sent_samples")      # taken from the queue for sending (first time only)
+    acknowledged = _from_outbox("acknowledged")      # offset: the server acknowledged every frame before it
+    undelivered_samples = _from_outbox("undelivered_samples")   # sent, never acknowledged, no longer kept
 
     def __init__(self, sender: Sender, stream_id: str, start: dict, channels: int) -> None:
         self._sender = sender
@@ -353,55 +358,26 @@ class Stream:
         self._start["stream_id"] = stream_id
         self._start.setdefault("type", "start")
         self._start.setdefault("channels", channels)
-        self._ident = {k: self._start.get(k) for k in ("call_id", "tag", "stream_id")}
-        self._frame_bytes = 2 * channels
-        # Samples (per channel) in one binary message: a longer run handed to
-        # send_audio goes out as several messages of this length.
-        self.frame_samples = max(1, int(self._start.get("frame_ms") or DEFAULT_FRAME_MS)) * SAMPLES_PER_MS
-        self._split = self.frame_samples * self._frame_bytes
-        self._max_samples = max(0, sender.config.max_buffer_ms) * SAMPLES_PER_MS
-        self._resend_samples = max(0, sender.config.resend_ms) * SAMPLES_PER_MS
-        # A ping (its payload: the offset it follows) goes after this much unacknowledged
-        # audio, half the window, so that its pong normally frees the window before it is full.
-        self._ping_every = max(self._resend_samples // 2, ACK_MIN_MS * SAMPLES_PER_MS)
+        cfg = sender.config
+        self.outbox = Outbox({k: self._start.get(k) for k in ("call_id", "tag", "stream_id")}, channels=channels,
+                             frame_ms=self._start.get("frame_ms"), max_buffer_ms=cfg.max_buffer_ms,
+                             resend_ms=cfg.resend_ms, totals=sender._totals)
+        self._push_audio = self.outbox.push_audio
+        # A run longer than frame_ms is framed as several messages of this many bytes.
+        self._split = self.outbox.frame_samples * self.outbox.frame_bytes
 
-        self.offset = 0               # samples (per channel) appended so far
-        self.dropped_samples = 0
-        self.dropped_events = 0
         self.reconnects = 0
         self.connected = False
         self.done = False
         self.given_up = False
         self.refused = False
-        self.sent_samples = 0         # samples taken from the queue for sending (first time only)
-        self.acknowledged = 0         # offset: the server acknowledged every frame before it
-        self.undelivered_samples = 0  # sent, never acknowledged, and no longer kept to send again
-        # Called as on_write(first, end) after a write that carried the audio at
-        # offsets first..end-1 for the first time (a probe for latency; None: nothing).
-        self.on_write = None
-
-        # (offset, pcm, samples): runs of whole messages; pcm is bytes or a memoryview
-        self._queue: deque[tuple[int, bytes, int]] = deque()   # unsent
-        self.queued_samples = 0
-        self._events: deque[tuple[int, str]] = deque()          # (stream position, encoded text)
-        self._retained: deque[tuple[int, bytes, int]] = deque() # sent, not acknowledged: resent
-        self.retained_samples = 0
-        self._unkept = 0              # samples that left _retained unacknowledged ...
-        self._unkept_end = 0          # ... all before this offset
-        self._ping_at: int | None = None   # the acknowledgement ping in flight: the offset it follows
-        self._end: dict | None = None
+        self._on_write = None
         self._end_unanswered = False  # the last connection ended after end, its close unanswered
-        self._closed_input = False    # refused / given up / shut down: appends only count
-        self._started = False         # a first start (resumed=false) has been sent
         self._live = None             # the connection the flush writes to, from its start message on
         self._proto = None            # its websockets protocol (the state) and transport
         self._transport = None
         self._out: list = []          # the messages of the write being made
-        self._expected = 0            # on it: the offset the server expects next
         self._dirty = False           # in the sender's list of streams to flush
-        self._written: tuple[int, int] | None = None   # for on_write
-        self._dropping = False
-        self._gap_dropped = 0         # samples dropped since dropping started (for the log)
         self._wakeup = asyncio.Event()
         self._abort_reason: str | None = None
         self._linger_handle: asyncio.TimerHandle | None = None
@@ -414,67 +390,37 @@ class Stream:
         return (f"Stream({self.stream_id!r}, offset={self.offset}, queued={self.queued_samples}, "
                 f"dropped={self.dropped_samples}, connected={self.connected}, done={self.done})")
 
+    @property
+    def on_write(self):
+        """Called as on_write(first, end) after a write that carried the audio at
+        offsets first..end-1 for the first time (a probe for latency; None: nothing)."""
+        return self._on_write
+
+    @on_write.setter
+    def on_write(self, callback) -> None:
+        self._on_write = callback
+        self.outbox.note_sent = callback is not None
+
     # -- capture side: synchronous, O(1), never waits -------------------------------
-
-    @property
-    def queued_bytes(self) -> int:
-        return self.queued_samples * self._frame_bytes
-
-    @property
-    def retained_bytes(self) -> int:
-        return self.retained_samples * self._frame_bytes
 
     def send_audio(self, pcm: bytes) -> None:
         """Queue int16 LE PCM (``channels`` interleaved): one binary message, or
         for a run longer than ``frame_ms`` one message per ``frame_ms``, the
         last one possibly shorter."""
-        if self._end is not None:
-            return
-        if type(pcm) is not bytes:
-            pcm = bytes(pcm)
-        size = len(pcm)
-        n = size // self._frame_bytes
-        if n * self._frame_bytes != size:
-            raise ValueError(f"stream {self.stream_id}: {size} bytes is not a whole number of "
-                             f"{self.channels}-channel 16-bit samples")
-        if not n:
-            return
-        offset = self.offset
-        self.offset = offset + n
-        if self._closed_input:
-            self._count_dropped(n)
-            return
-        self._queue.append((offset, pcm, n))
-        queued = self.queued_samples = self.queued_samples + n
-        if queued > self._max_samples:
-            self._drop_oldest()
-        if not self._dirty and self._live is not None:
+        if self._push_audio(pcm) and not self._dirty and self._live is not None:
             self._sender._mark(self)
 
     def send_event(self, message: dict) -> None:
         """Queue a text message at the current position of the stream."""
-        if self._end is not None or self._closed_input:
-            return
-        if len(self._events) >= MAX_EVENTS:
-            self.dropped_events += 1
-            self._sender._dropped_events += 1
-            if self.dropped_events == 1:
-                log.warning("stream %s: more than %d events queued, dropping new ones", self.stream_id, MAX_EVENTS)
-            return
-        self._events.append((self.offset, encode(message)))
-        if not self._dirty and self._live is not None:
+        if self.outbox.push_event(message) and not self._dirty and self._live is not None:
             self._sender._mark(self)
 
     def end(self, message: dict) -> None:
         """Queue the ``end`` message; ``samples``, ``dropped_ms`` and
         ``reconnects`` are filled in when it is sent."""
-        if self._end is not None or self.done:
+        if self.done or not self.outbox.end(message):
             return
-        self._end = dict(message)
-        for k, v in (("type", "end"), *self._ident.items()):
-            self._end.setdefault(k, v)
-        cfg = self._sender.config
-        linger = cfg.linger
+        linger = self._sender.config.linger
         self._linger_handle = asyncio.get_running_loop().call_later(max(0.0, linger), self._linger_expired, linger)
         self._wake()
 
@@ -482,49 +428,13 @@ class Stream:
         if not self._wakeup.is_set():
             self._wakeup.set()
 
-    def _drop_oldest(self) -> None:
-        dropped = self._trim(self._queue, self.queued_samples - self._max_samples)
-        self.queued_samples -= dropped
-        self._count_dropped(dropped)
-        self._gap_dropped += dropped
-        if not self._dropping:
-            self._dropping = True
-            log.warning("stream %s: %d ms of audio queued (server slow or unreachable), dropping the oldest",
-                        self.stream_id, self._sender.config.max_buffer_ms)
-
-    def _trim(self, runs: deque, excess: int) -> int:
-        """Remove whole messages from the front of ``runs`` until ``excess``
-        samples are gone (or nothing is left); returns the samples removed."""
-        fs = self.frame_samples
-        removed = 0
-        while removed < excess and runs:
-            off, pcm, n = runs[0]
-            cut = -(-(excess - removed) // fs) * fs
-            if cut >= n:
-                runs.popleft()
-                removed += n
-            else:
-                runs[0] = (off + cut, memoryview(pcm)[cut * self._frame_bytes:], n - cut)
-                removed += cut
-        return removed
-
-    def _dropping_stopped(self) -> None:
-        self._dropping = False
-        log.warning("stream %s: stopped dropping audio; %d ms dropped (%d ms in total)",
-                    self.stream_id, self._gap_dropped // SAMPLES_PER_MS, self.dropped_samples // SAMPLES_PER_MS)
-        self._gap_dropped = 0
-
-    def _count_dropped(self, n: int) -> None:
-        self.dropped_samples += n
-        self._sender._dropped_samples += n
-
     # -- writing: the sender's flush and the task ------------------------------------
 
     def _go_live(self, ws) -> None:
         self._live = ws
         self._proto = ws.protocol
         self._transport = ws.transport
-        ws.on_pong = self._pong
+        ws.on_pong = self.outbox.pong
 
     def _take(self) -> int:
         """Move the next batch for the live connection into ``self._out``;
@@ -534,36 +444,39 @@ class Stream:
         (never once a close frame went either way or the TCP connection is
         going away), and while the transport is under its high-water mark.
         What is over ``BATCH_BYTES`` waits for the next flush."""
-        if not self._queue and not self._events:
-            if self._end is not None:
+        outbox = self.outbox
+        if not outbox.queue and not outbox.events:     # not outbox.pending, without the call (per frame)
+            if outbox.ended:
                 self._wake()          # the end goes out once everything before it has
             return 0
         if self._proto.state is not OPEN or self._live.paused or self._transport.is_closing():
             self._wake()              # it waits for the drain, or sees the connection end
             return 0
-        frames = self._collect(self._out, BATCH_BYTES)
-        if self._queue or self._events:
+        frames = outbox.take(self._out, BATCH_BYTES)
+        if outbox.queue or outbox.events:
             self._sender._mark(self)
-        elif self._end is not None:
+        elif outbox.ended:
             self._wake()
         return frames
 
     def _send(self, keys: bytes) -> None:
         """One ``transport.write`` of ``self._out`` as client frames, masked
         with ``keys`` (4 bytes a frame), and after them an acknowledgement ping
-        once ``_ping_every`` of the audio written is unacknowledged (one in flight
-        at most; none with ``end``, whose close is acknowledgement enough)."""
+        when the outbox has one due (none with ``end``, whose close is
+        acknowledgement enough)."""
         out = self._out
+        outbox = self.outbox
         data = wsframe.encode(out, keys, self._split)
-        if self._ping_at is None and self._expected - self.acknowledged >= self._ping_every \
-                and self._live is not None:
-            self._ping_at = at = self._expected
-            data += _ping_frame(at.to_bytes(8, "big"), self._sender._mask_keys(4))
+        if self._live is not None:
+            at = outbox.ping_due()
+            if at is not None:
+                data += _ping_frame(at.to_bytes(8, "big"), self._sender._mask_keys(4))
         self._transport.write(data)
         out.clear()
-        if self._written is not None:
-            written, self._written = self._written, None
-            self.on_write(*written)
+        sent = outbox.sent
+        if sent is not None:
+            outbox.sent = None
+            self._on_write(*sent)
 
     def _flush_now(self) -> None:
         """The task's own flush (after connecting, after a drain)."""
@@ -572,134 +485,14 @@ class Stream:
             if frames:
                 self._send(self._sender._mask_keys(4 * frames))
 
-    def _collect(self, msgs: list, budget: int) -> int:
-        """Move queued events and audio into ``msgs`` in stream order (a
-        ``drop`` message before audio that follows a gap) until about
-        ``budget`` bytes; returns how many frames they make."""
-        queue, events = self._queue, self._events
-        if not events and len(queue) == 1 and queue[0][0] == self._expected and self.on_write is None:
-            return self._collect_one(msgs)          # the usual case: one run, right after the last
-        fs = self.frame_samples
-        retained = self._retained
-        expected = first = self._expected
-        frames = size = texts = taken = 0
-        while size < budget:
-            if events and (not queue or events[0][0] <= queue[0][0]):
-                text = events.popleft()[1]
-                msgs.append(text)
-                texts += 1
-                size += len(text)
-            elif queue:
-                item = queue.popleft()
-                off, pcm, n = item
-                if not taken:
-                    first = off
-                if off > expected:
-                    msgs.append(encode(dict(self._ident, type="drop", offset=off, samples=off - expected)))
-                    texts += 1
-                msgs.append(pcm)
-                frames += (n + fs - 1) // fs
-                size += len(pcm)
-                taken += n
-                expected = off + n
-                retained.append(item)
-            else:
-                break
-        if taken:
-            self._expected = expected
-            self.queued_samples -= taken
-            self.sent_samples += taken
-            if self._dropping and self.queued_samples <= self._max_samples // 2:
-                self._dropping_stopped()
-            sender = self._sender
-            sender._sent_frames += frames
-            sender._sent_bytes += taken * self._frame_bytes
-            self.retained_samples += taken
-            if self.retained_samples > self._resend_samples:
-                self._unkeep(self.retained_samples - self._resend_samples)
-            if self.on_write is not None:
-                self._written = (first, expected)
-        return frames + texts
-
-    def _collect_one(self, msgs: list) -> int:
-        """``_collect`` for a queue of one run that follows on from what was sent."""
-        item = self._queue.popleft()
-        _, pcm, n = item
-        msgs.append(pcm)
-        self._expected += n
-        queued = self.queued_samples = self.queued_samples - n
-        self.sent_samples += n
-        if self._dropping and queued <= self._max_samples // 2:
-            self._dropping_stopped()
-        frames = (n + self.frame_samples - 1) // self.frame_samples
-        sender = self._sender
-        sender._sent_frames += frames
-        sender._sent_bytes += len(pcm)
-        self._retained.append(item)
-        retained = self.retained_samples = self.retained_samples + n
-        if retained > self._resend_samples:
-            self._unkeep(retained - self._resend_samples)
-        return frames
-
-    # -- acknowledgements -------------------------------------------------------------
-
-    def _unkeep(self, excess: int) -> None:
-        """The resend window is over ``resend_ms``: its oldest audio leaves it,
-        unacknowledged (acknowledged audio has left it already).  Should the
-        connection break before a pong acknowledges it, it is undelivered."""
-        retained = self._retained
-        removed = self._trim(retained, excess)
-        self.retained_samples -= removed
-        self._unkept += removed
-        self._unkept_end = retained[0][0] if retained else self._expected
-
-    def _pong(self, data: bytes) -> None:
-        """A pong: if it answers the ping in flight, the server read everything
-        before that ping."""
-        at = self._ping_at
-        if at is not None and data == at.to_bytes(8, "big"):
-            self._ping_at = None
-            self._acknowledge(at)
-
-    def _acknowledge(self, offset: int) -> None:
-        """The server read every frame before ``offset``: free them."""
-        if offset <= self.acknowledged:
-            return
-        self.acknowledged = offset
-        retained = self._retained
-        freed = 0
-        while retained:
-            off, pcm, n = retained[0]
-            if off + n <= offset:
-                retained.popleft()
-                freed += n
-                continue
-            if off < offset:
-                k = offset - off
-                retained[0] = (offset, memoryview(pcm)[k * self._frame_bytes:], n - k)
-                freed += k
-            break
-        self.retained_samples -= freed
-        if self._unkept:
-            # exact while the audio that left the window is contiguous; with a gap
-            # (dropped audio) in it, never less than what is still unacknowledged
-            self._unkept = 0 if offset >= self._unkept_end else min(self._unkept, self._unkept_end - offset)
-
     def _connection_broke(self) -> None:
         """The connection ended without acknowledging everything: what left the
         resend window unacknowledged cannot be sent again."""
-        self._ping_at = None
-        lost = self._unkept
+        lost = self.outbox.connection_lost()
         if lost:
-            self._unkept = 0
-            self._count_undelivered(lost)
             log.warning("stream %s: %d ms of audio sent before the connection ended was not acknowledged and "
                         "no longer fits the resend window (--resend-ms %d): counted as undelivered",
-                        self.stream_id, _ms(lost), self._sender.config.resend_ms)
-
-    def _count_undelivered(self, n: int) -> None:
-        self.undelivered_samples += n
-        self._sender._undelivered_samples += n
+                        self.stream_id, ms(lost), self._sender.config.resend_ms)
 
     def _write(self, msgs: list, frames: int) -> None:
         """A write of the task's own (start, resend, end): keys of its own."""
@@ -734,8 +527,7 @@ class Stream:
             log.exception("stream %s: sender task failed", self.stream_id)
             self._finish_undelivered("internal error", count_given_up=True)
         finally:
-            if self._dropping:
-                self._dropping_stopped()
+            self.outbox.close()
             if self._linger_handle is not None:
                 self._linger_handle.cancel()
             self.done = True
@@ -752,21 +544,10 @@ class Stream:
     def _finish_undelivered(self, reason: str, count_given_up: bool) -> None:
         """The stream ends undelivered: what is queued counts as dropped, what was
         sent and never acknowledged as undelivered."""
-        self._closed_input = True
-        self._dropping = False        # the line below says it all
-        queued = self.queued_samples
-        unacknowledged = self.retained_samples + self._unkept
-        self._queue.clear()
-        self.queued_samples = 0
-        self._events.clear()
-        self._retained.clear()
-        self.retained_samples = 0
-        self._unkept = 0
-        self._count_dropped(queued)
-        self._count_undelivered(unacknowledged)
+        queued, unacknowledged = self.outbox.abandon()
         lost = queued + unacknowledged
-        why = (f"{_ms(lost)} ms of audio not delivered"
-               + (f" ({_ms(unacknowledged)} ms of it sent but not acknowledged by the server)" if unacknowledged
+        why = (f"{ms(lost)} ms of audio not delivered"
+               + (f" ({ms(unacknowledged)} ms of it sent but not acknowledged by the server)" if unacknowledged
                   else ""))
         if count_given_up:
             self.given_up = True
@@ -865,7 +646,7 @@ class Stream:
         self.connected = True
         sender._open += 1
         sender._connects += 1
-        if self._started:
+        if self.outbox.started:
             self.reconnects += 1
             sender._reconnects += 1
         reader = asyncio.get_running_loop().create_task(self._read(ws))
@@ -895,36 +676,26 @@ class Stream:
 
     async def _pump(self, ws, reader: asyncio.Task) -> bool:
         sender = self._sender
-        self._ping_at = None
+        outbox = self.outbox
         self._end_unanswered = False
-        resend = list(self._retained)
-        if not self._started:
-            offset = 0
-            resumed = False
-        else:
-            resumed = True
-            if resend:
-                offset = resend[0][0]
-            elif self._queue:
-                offset = self._queue[0][0]
-            else:
-                offset = self.offset
         if ws.protocol.state is not OPEN or ws.transport.is_closing():
             # closed as soon as opened (a close frame right after the handshake): nothing is written
+            outbox.ping_at = None
             await asyncio.wait([reader], timeout=sender.config.close_timeout)
             return False
         # start, the resend and what is queued: one write (or the first of several)
         self._go_live(ws)
+        resumed, offset = outbox.connected()
+        repeated = outbox.retained_samples
         msgs = [encode(dict(self._start, resumed=resumed, offset=offset))]
-        frames = 1 + self._resend(msgs, resend, offset)
-        frames += self._collect(msgs, BATCH_BYTES)
+        frames = 1 + outbox.resend(msgs, offset)
+        frames += outbox.take(msgs, BATCH_BYTES)
         self._write(msgs, frames)
         if resumed:
             log.info("stream %s: reconnected, resuming at offset %d (%d ms repeated)", self.stream_id, offset,
-                     sum(n for _, _, n in resend) // SAMPLES_PER_MS)
+                     repeated // SAMPLES_PER_MS)
         elif log.isEnabledFor(logging.DEBUG):
             log.debug("%s", sender._scrub(f"stream {self.stream_id}: connected to {sender.url_for_logs}"))
-        self._started = True
         try:
             while True:
                 self._flush_now()
@@ -941,19 +712,15 @@ class Stream:
                     except Exception:  # noqa: BLE001 - the connection is gone; the next round sees it
                         await asyncio.sleep(0)
                     continue
-                if self._end is not None and not self._queue and not self._events:
+                if outbox.ended and not outbox.pending:
                     self._live = None
-                    end = self._end
-                    end["samples"] = self.offset
-                    end["dropped_ms"] = self.dropped_samples // SAMPLES_PER_MS
-                    end["reconnects"] = self.reconnects
+                    end = outbox.end_message(self.reconnects)
                     self._write([encode(end)], 1)
                     if not await self._close_answered(ws):
                         self._end_unanswered = True
                         return False
-                    self._acknowledge(self.offset)
                     log.debug("stream %s: delivered (%d samples, %d ms dropped, %d reconnects)", self.stream_id,
-                              self.offset, end["dropped_ms"], self.reconnects)
+                              end["samples"], end["dropped_ms"], self.reconnects)
                     return True
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -964,36 +731,17 @@ class Stream:
     async def _close_answered(self, ws) -> bool:
         """Close after ``end``; True if the server closed normally (1000, or no code)
         within ``close_timeout`` of ``end`` being written: it read ``end`` and everything
-        before it.  The server may close first, as ``rtp2ws sink`` does once it has read
-        ``end`` (our close can wait behind a drain meanwhile); the protocol has a server
-        close normally only then (docs/protocol.md).  A server that closed with another
-        code (1001: going away), or never answered, has not proven delivery."""
+        before it (the outbox then counts the whole stream acknowledged).  The server
+        may close first, as ``rtp2ws sink`` does once it has read ``end`` (our close can
+        wait behind a drain meanwhile); the protocol has a server close normally only
+        then (docs/protocol.md).  A server that closed with another code (1001: going
+        away), or never answered, has not proven delivery."""
         try:
             await asyncio.wait_for(ws.close(), self._sender.config.close_timeout)
         except (asyncio.TimeoutError, ConnectionClosed):
             pass          # while the transport was paused (websockets' close waits for the drain)
         rcvd = ws.protocol.close_rcvd
-        return rcvd is not None and rcvd.code in ACK_CLOSE_CODES
-
-    def _resend(self, msgs: list, resend: list, expected: int) -> int:
-        """Append the retained audio (already sent once) to ``msgs``, with
-        ``drop`` messages across its gaps; returns the number of frames."""
-        fs = self.frame_samples
-        frames = audio_frames = audio_bytes = 0
-        for off, pcm, n in resend:
-            if off > expected:
-                msgs.append(encode(dict(self._ident, type="drop", offset=off, samples=off - expected)))
-                frames += 1
-            msgs.append(pcm)
-            k = -(-n // fs)
-            frames += k
-            audio_frames += k
-            audio_bytes += n * self._frame_bytes
-            expected = off + n
-        self._expected = expected
-        self._sender._sent_frames += audio_frames
-        self._sender._sent_bytes += audio_bytes
-        return frames
+        return self.outbox.end_answered(rcvd.code if rcvd is not None else None)
 
 
 # --------------------------------------------------------------------------- sender
@@ -1037,15 +785,12 @@ class Sender:
         self._reconnects = 0
         self._connect_failures = 0
         self._refused = 0
-        self._dropped_samples = 0
-        self._dropped_events = 0
-        self._sent_frames = 0
-        self._sent_bytes = 0
         self._given_up = 0
-        self._undelivered_samples = 0
+        self._totals = Totals()              # the streams' queue counters, summed
 
     @property
     def stats(self) -> dict:
+        totals = self._totals
         return {
             "streams": self._opened,
             "active": len(self._streams),
@@ -1054,12 +799,12 @@ class Sender:
             "reconnects": self._reconnects,
             "connect_failures": self._connect_failures,
             "refused": self._refused,
-            "dropped_ms": self._dropped_samples // SAMPLES_PER_MS,
-            "dropped_events": self._dropped_events,
-            "sent_frames": self._sent_frames,
-            "sent_bytes": self._sent_bytes,
+            "dropped_ms": totals.dropped_samples // SAMPLES_PER_MS,
+            "dropped_events": totals.dropped_events,
+            "sent_frames": totals.sent_frames,
+            "sent_bytes": totals.sent_bytes,
             "given_up": self._given_up,
-            "undelivered_ms": _ms(self._undelivered_samples),
+            "undelivered_ms": ms(totals.undelivered_samples),
         }
 
     def open_stream(self, stream_id: str, start: dict, *, channels: int = 1) -> Stream:
@@ -1164,7 +909,7 @@ class Sender:
         """Wait until every ended stream is delivered or given up; give up on the
         rest at ``timeout`` (what they still queued counts as dropped, what they
         sent and the server never acknowledged as undelivered)."""
-        streams = [s for s in self._streams.values() if s._end is not None and not s.done]
+        streams = [s for s in self._streams.values() if s.outbox.ended and not s.done]
         if not streams:
             return
         tasks = {s._task: s for s in streams}

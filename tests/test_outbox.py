@@ -1,0 +1,445 @@
+"""Outbox: one stream's queue toward the server, driven directly (no event loop, no socket).
+
+A model server (``Server``) reads what ``take``/``resend`` hand out as the real one
+does: a ``start`` puts the next frame at its offset, a ``drop`` moves it, audio
+follows on; a connection that breaks loses the tail of what was written."""
+
+import json
+import logging
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rtp2ws.ws.outbox import ACK_MIN_MS, MAX_EVENTS, Outbox, Totals, ms
+
+FRAME = 320                     # 20 ms at 16 kHz
+IDENT = {"call_id": "call-1", "tag": "caller", "stream_id": "s1"}
+
+
+def pcm(offset: int, n: int = FRAME, channels: int = 1) -> bytes:
+    """Recognisable audio: each sample holds its own offset (mod 2**15)."""
+    return np.repeat(np.arange(offset, offset + n) & 0x7FFF, channels).astype("<i2").tobytes()
+
+
+def outbox(**kw) -> Outbox:
+    kw.setdefault("frame_ms", 20)
+    return Outbox(IDENT, **kw)
+
+
+def kinds(msgs) -> list:
+    return [json.loads(m)["type"] if isinstance(m, str) else len(bytes(m)) // 2 for m in msgs]
+
+
+class Server:
+    """What a server reading the messages in order ends up with: audio by offset."""
+
+    def __init__(self, channels: int = 1) -> None:
+        self.block = 2 * channels
+        self.audio: dict[int, int] = {}      # offset -> sample (first channel)
+        self.pos = None
+        self.texts: list[dict] = []
+
+    def start(self, offset: int) -> None:
+        self.pos = offset
+
+    def read(self, msgs) -> None:
+        for m in msgs:
+            if isinstance(m, str):
+                msg = json.loads(m)
+                self.texts.append(msg)
+                if msg["type"] == "drop":
+                    assert msg["offset"] >= self.pos and msg["samples"] == msg["offset"] - self.pos
+                    self.pos = msg["offset"]
+            else:
+                samples = np.frombuffer(bytes(m), "<i2")[::self.block // 2]
+                for i, v in enumerate(samples):
+                    self.audio[self.pos + i] = int(v)
+                self.pos += len(samples)
+
+
+# --------------------------------------------------------------------------- no I/O
+
+
+def test_no_networking_code():
+    code = ("import sys, rtp2ws.ws.outbox; "
+            "print(sorted(m for m in ('asyncio', 'socket', 'ssl', 'selectors', 'websockets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- capture side
+
+
+def test_offsets_count_every_sample_pushed():
+    ob = outbox()
+    assert ob.push_audio(pcm(0)) and ob.push_audio(pcm(FRAME, 100)) and ob.offset == FRAME + 100
+    assert not ob.push_audio(b"") and ob.offset == FRAME + 100
+    assert [(off, n) for off, _, n in ob.queue] == [(0, FRAME), (FRAME, 100)]
+    assert ob.queued_samples == FRAME + 100 and ob.queued_bytes == 2 * (FRAME + 100)
+    with pytest.raises(ValueError, match="^stream s1: 3 bytes is not a whole number of 1-channel 16-bit samples$"):
+        ob.push_audio(b"\0\0\0")
+    stereo = outbox(channels=2)
+    with pytest.raises(ValueError, match="6 bytes is not a whole number of 2-channel"):
+        stereo.push_audio(b"\0" * 6)
+    assert stereo.push_audio(bytearray(pcm(0, FRAME, 2))) and stereo.offset == FRAME
+    assert type(stereo.queue[0][1]) is bytes          # a bytearray is copied: the caller may reuse it
+
+
+def test_bounded_buffer_drops_the_oldest_whole_messages(caplog):
+    caplog.set_level(logging.INFO, logger="rtp2ws.sender")
+    totals = Totals()
+    ob = outbox(max_buffer_ms=100, totals=totals)      # 5 frames
+    for i in range(12):
+        ob.push_audio(pcm(i * FRAME))
+        assert ob.queued_samples <= 5 * FRAME
+    assert ob.dropped_samples == 7 * FRAME and totals.dropped_samples == 7 * FRAME
+    assert [off for off, _, _ in ob.queue] == [i * FRAME for i in range(7, 12)]
+    # a run longer than the bound: whole frame_ms messages leave its front
+    ob2 = outbox(max_buffer_ms=60)                       # 3 frames
+    ob2.push_audio(pcm(0, 5 * FRAME))
+    (off, view, n), = ob2.queue
+    assert (off, n) == (2 * FRAME, 3 * FRAME) and bytes(view) == pcm(2 * FRAME, 3 * FRAME)
+    ob3 = outbox(max_buffer_ms=50)                       # 2.5 frames: a cut is still whole frames
+    ob3.push_audio(pcm(0, 5 * FRAME))
+    assert ob3.queue[0][0] == 3 * FRAME and ob3.dropped_samples == 3 * FRAME
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines.count("stream s1: 100 ms of audio queued (server slow or unreachable), dropping the oldest") == 1
+
+
+def test_dropping_stops_at_half_the_bound_and_says_how_much(caplog):
+    caplog.set_level(logging.INFO, logger="rtp2ws.sender")
+    ob = outbox(max_buffer_ms=80)                        # 4 frames; half of it: 2
+    for i in range(6):
+        ob.push_audio(pcm(i * FRAME))
+    assert ob.dropping and ob.dropped_samples == 2 * FRAME
+    msgs = []
+    ob.take(msgs, 2 * FRAME)                             # one frame's bytes
+    assert ob.dropping and ob.queued_samples == 3 * FRAME
+    ob.take(msgs, 2 * FRAME)
+    assert not ob.dropping and ob.queued_samples == 2 * FRAME
+    for i in range(6, 10):                               # a second episode
+        ob.push_audio(pcm(i * FRAME))
+    ob.take(msgs, 1 << 20)
+    ob.close()
+    lines = [r.getMessage() for r in caplog.records if "dropping" in r.getMessage()]
+    assert lines == [
+        "stream s1: 80 ms of audio queued (server slow or unreachable), dropping the oldest",
+        "stream s1: stopped dropping audio; 40 ms dropped (40 ms in total)",
+        "stream s1: 80 ms of audio queued (server slow or unreachable), dropping the oldest",
+        "stream s1: stopped dropping audio; 40 ms dropped (80 ms in total)",
+    ]
+
+
+def test_close_says_how_much_an_unfinished_episode_dropped(caplog):
+    ob = outbox(max_buffer_ms=20)
+    ob.push_audio(pcm(0))
+    ob.push_audio(pcm(FRAME))
+    ob.close()
+    last = caplog.records[-1].getMessage()
+    assert last == "stream s1: stopped dropping audio; 20 ms dropped (20 ms in total)"
+
+
+def test_events_are_capped_and_counted(caplog):
+    totals = Totals()
+    ob = outbox(totals=totals)
+    for i in range(MAX_EVENTS + 3):
+        assert ob.push_event({"type": "dtmf", "n": i}) is (i < MAX_EVENTS)
+    assert len(ob.events) == MAX_EVENTS and ob.dropped_events == 3 and totals.dropped_events == 3
+    assert sum("dropping new ones" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_events_keep_their_place_between_the_audio():
+    ob = outbox()
+    ob.push_event({"type": "codec", "at": "first"})
+    ob.push_audio(pcm(0))
+    ob.push_audio(pcm(FRAME))
+    ob.push_event({"type": "hold", "at": 2 * FRAME})
+    ob.push_audio(pcm(2 * FRAME))
+    msgs = []
+    assert ob.take(msgs, 1 << 20) == 5
+    assert kinds(msgs) == ["codec", FRAME, FRAME, "hold", FRAME]
+
+
+# --------------------------------------------------------------------------- taking
+
+
+def test_take_marks_the_gaps_and_counts_frames():
+    totals = Totals()
+    ob = outbox(max_buffer_ms=40, totals=totals)       # 2 frames
+    for i in range(4):
+        ob.push_audio(pcm(i * FRAME))
+    ob.push_audio(pcm(4 * FRAME, FRAME + FRAME // 2))  # a run of 1.5 frames: 2 messages
+    msgs = []
+    frames = ob.take(msgs, 1 << 20)
+    assert kinds(msgs) == ["drop", FRAME + FRAME // 2]
+    assert json.loads(msgs[0]) == dict(IDENT, type="drop", offset=4 * FRAME, samples=4 * FRAME)
+    assert frames == 1 + 2 and totals.sent_frames == 2 and totals.sent_bytes == 2 * (FRAME + FRAME // 2)
+    assert ob.sent_samples == FRAME + FRAME // 2 and ob.expected == ob.offset and not ob.pending
+    server = Server()
+    server.start(0)
+    server.read(msgs)
+    assert server.audio == {o: o & 0x7FFF for o in range(4 * FRAME, 5 * FRAME + FRAME // 2)}
+
+
+def test_take_stops_at_the_budget():
+    ob = outbox()
+    for i in range(10):
+        ob.push_audio(pcm(i * FRAME))
+    msgs = []
+    assert ob.take(msgs, 3 * 2 * FRAME) == 3 and ob.pending
+    assert ob.take(msgs, 1) == 1
+    assert ob.take(msgs, 1 << 20) == 6 and not ob.pending
+    assert ob.take(msgs, 1 << 20) == 0
+    assert b"".join(bytes(m) for m in msgs) == pcm(0, 10 * FRAME)
+
+
+def test_note_sent_reports_what_a_take_carried_first():
+    ob = outbox(max_buffer_ms=40)
+    msgs = []
+    ob.push_audio(pcm(0))
+    ob.take(msgs, 1 << 20)
+    assert ob.sent is None                              # off unless asked for
+    ob.note_sent = True
+    for i in range(1, 5):
+        ob.push_audio(pcm(i * FRAME))
+    ob.take(msgs, 1 << 20)
+    assert ob.sent == (3 * FRAME, 5 * FRAME)            # 1 and 2 were dropped, never sent
+    ob.sent = None
+    ob.push_audio(pcm(5 * FRAME))
+    ob.take(msgs, 1 << 20)
+    assert ob.sent == (5 * FRAME, 6 * FRAME)
+
+
+# --------------------------------------------------------------------------- the resend window
+
+
+def test_resend_window_after_a_reconnect():
+    totals = Totals()
+    ob = outbox(resend_ms=100, totals=totals)           # 5 frames kept
+    assert ob.connected() == (False, 0)
+    msgs = []
+    for i in range(8):
+        ob.push_audio(pcm(i * FRAME))
+        ob.take(msgs, 1 << 20)
+    assert ob.retained_samples == 5 * FRAME and ob.retained_bytes == 10 * FRAME
+    assert ob.unkept_samples == 3 * FRAME              # left the window, never acknowledged
+    ob.push_audio(pcm(8 * FRAME))                       # queued, not sent, when the connection breaks
+    assert ob.connection_lost() == 3 * FRAME
+    assert ob.undelivered_samples == 3 * FRAME and totals.undelivered_samples == 3 * FRAME
+    assert ob.connection_lost() == 0                    # counted once
+    resumed, offset = ob.connected()
+    assert (resumed, offset) == (True, 3 * FRAME)
+    msgs = []
+    frames = ob.resend(msgs, offset) + ob.take(msgs, 1 << 20)
+    assert frames == 6 and kinds(msgs) == [FRAME] * 6
+    assert b"".join(bytes(m) for m in msgs) == pcm(3 * FRAME, 6 * FRAME)
+    assert totals.sent_frames == 8 + 6                 # resent frames count again
+    assert ob.sent_samples == 9 * FRAME                 # ... but not here
+
+
+def test_resume_offset_without_a_window():
+    ob = outbox(resend_ms=0)
+    ob.connected()
+    msgs = []
+    ob.push_audio(pcm(0))
+    ob.take(msgs, 1 << 20)
+    assert ob.retained_samples == 0 and ob.unkept_samples == FRAME
+    assert ob.connected() == (True, FRAME)              # nothing kept, nothing queued: where the stream is
+    ob.push_audio(pcm(FRAME))
+    assert ob.connected() == (True, FRAME)              # the queue's first
+    assert ob.resend([], FRAME) == 0
+
+
+def test_resend_marks_gaps_in_the_window():
+    ob = outbox(max_buffer_ms=40, resend_ms=1000)
+    ob.connected()
+    msgs = []
+    ob.push_audio(pcm(0))
+    ob.take(msgs, 1 << 20)
+    for i in range(1, 5):                               # 1 and 2 are dropped before they are sent
+        ob.push_audio(pcm(i * FRAME))
+    ob.take(msgs, 1 << 20)
+    ob.connection_lost()
+    resumed, offset = ob.connected()
+    assert (resumed, offset) == (True, 0)
+    msgs = []
+    assert ob.resend(msgs, offset) == 1 + 1 + 2
+    assert kinds(msgs) == [FRAME, "drop", FRAME, FRAME]
+    assert json.loads(msgs[1])["offset"] == 3 * FRAME and json.loads(msgs[1])["samples"] == 2 * FRAME
+
+
+# --------------------------------------------------------------------------- evidence of delivery
+
+
+def test_only_the_pong_to_the_ping_in_flight_acknowledges():
+    ob = outbox(resend_ms=2000)                         # a ping after 1 s of audio
+    assert ob.ping_every == 16000
+    assert outbox(resend_ms=200).ping_every == ACK_MIN_MS * 16
+    ob.connected()
+    msgs = []
+    for i in range(49):
+        ob.push_audio(pcm(i * FRAME))
+    ob.take(msgs, 1 << 20)
+    assert ob.ping_due() is None                        # 980 ms written
+    ob.push_audio(pcm(49 * FRAME))
+    ob.take(msgs, 1 << 20)
+    assert ob.ping_due() == 16000
+    ob.push_audio(pcm(50 * FRAME))
+    ob.take(msgs, 1 << 20)
+    assert ob.ping_due() is None                        # one in flight at most
+    assert not ob.pong(b"anything") and not ob.pong((16320).to_bytes(8, "big"))
+    assert ob.acknowledged == 0 and ob.retained_samples == 51 * FRAME
+    assert ob.pong((16000).to_bytes(8, "big"))
+    assert ob.acknowledged == 16000 and ob.retained_samples == FRAME
+    assert not ob.pong((16000).to_bytes(8, "big"))      # answered already
+
+
+def test_a_broken_connection_forgets_the_ping_in_flight():
+    ob = outbox(resend_ms=1000)
+    ob.connected()
+    ob.push_audio(pcm(0, 8000))
+    ob.take([], 1 << 20)
+    assert ob.ping_due() == 8000
+    ob.connection_lost()
+    assert not ob.pong((8000).to_bytes(8, "big"))       # that pong came on the old connection
+    assert ob.acknowledged == 0 and ob.retained_samples == 8000
+
+
+def test_acknowledge_frees_part_of_a_run_and_what_left_the_window():
+    ob = outbox(resend_ms=40)
+    ob.connected()
+    ob.push_audio(pcm(0, 3 * FRAME))
+    ob.take([], 1 << 20)
+    assert ob.retained_samples == 2 * FRAME and ob.unkept_samples == FRAME
+    ob.acknowledge(100)                                  # part of what left the window
+    assert ob.unkept_samples == FRAME - 100 and ob.retained_samples == 2 * FRAME
+    ob.acknowledge(FRAME + 100)
+    (off, view, n), = ob.retained
+    assert (off, n) == (FRAME + 100, 2 * FRAME - 100) and bytes(view) == pcm(FRAME + 100, 2 * FRAME - 100)
+    assert ob.unkept_samples == 0                        # the audio that left the window was acknowledged too
+    ob.acknowledge(50)                                   # older evidence changes nothing
+    assert ob.acknowledged == FRAME + 100
+    assert ob.connection_lost() == 0
+
+
+@pytest.mark.parametrize("code, delivered", [(1000, True), (1005, True), (1001, False), (1011, False), (None, False)])
+def test_the_close_after_end_acknowledges_the_stream_only_if_normal(code, delivered):
+    ob = outbox(resend_ms=1000)
+    ob.connected()
+    for i in range(3):
+        ob.push_audio(pcm(i * FRAME))
+    ob.take([], 1 << 20)
+    assert ob.end({"type": "end", "reason": "bye"})
+    assert ob.end_answered(code) is delivered
+    assert ob.acknowledged == (3 * FRAME if delivered else 0)
+    assert ob.retained_samples == (0 if delivered else 3 * FRAME)
+
+
+def test_end_message_and_nothing_after_it():
+    ob = outbox(max_buffer_ms=20)
+    with pytest.raises(RuntimeError, match=r"^stream s1: end_message\(\) before end\(\)$"):
+        ob.end_message(reconnects=0)
+    ob.push_audio(pcm(0))
+    ob.push_audio(pcm(FRAME))
+    assert ob.end({"reason": "bye", "tag": "kept"})
+    assert not ob.end({"reason": "again"}) and ob.ended
+    assert not ob.push_audio(pcm(2 * FRAME)) and ob.offset == 2 * FRAME
+    assert not ob.push_event({"type": "hold"}) and not ob.events
+    ob.take([], 1 << 20)
+    end = ob.end_message(reconnects=2)
+    assert end == {"reason": "bye", "tag": "kept", "type": "end", "call_id": "call-1", "stream_id": "s1",
+                   "samples": 2 * FRAME, "dropped_ms": 20, "reconnects": 2}
+
+
+def test_abandon_counts_queued_as_dropped_and_unacknowledged_as_undelivered():
+    totals = Totals()
+    ob = outbox(resend_ms=40, totals=totals)
+    ob.connected()
+    for i in range(3):
+        ob.push_audio(pcm(i * FRAME))
+    ob.take([], 1 << 20)                                 # 2 frames kept, 1 left the window
+    ob.push_audio(pcm(3 * FRAME))
+    ob.push_event({"type": "hold"})
+    assert ob.abandon() == (FRAME, 3 * FRAME)
+    assert ob.dropped_samples == FRAME and ob.undelivered_samples == 3 * FRAME
+    assert (totals.dropped_samples, totals.undelivered_samples) == (FRAME, 3 * FRAME)
+    assert not ob.pending and ob.retained_samples == 0 and ob.unkept_samples == 0
+    assert not ob.push_audio(pcm(4 * FRAME))             # only counted: the end's samples stay right
+    assert ob.offset == 5 * FRAME and ob.dropped_samples == 2 * FRAME
+    assert not ob.push_event({"type": "hold"})
+    assert ms(1) == 1 and ms(16) == 1 and ms(17) == 2
+
+
+def test_totals_are_shared():
+    totals = Totals()
+    a, b = Outbox(dict(IDENT, stream_id="a"), totals=totals), Outbox(dict(IDENT, stream_id="b"), totals=totals)
+    for ob in (a, b):
+        ob.push_audio(pcm(0))
+        ob.take([], 1 << 20)
+    assert (totals.sent_frames, totals.sent_bytes) == (2, 4 * FRAME)
+    assert repr(totals).startswith("Totals(dropped_events=0, dropped_samples=0, sent_bytes=1280, sent_frames=2")
+
+
+# --------------------------------------------------------------------------- a whole stream
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_contiguous_offsets_through_drops_acks_and_reconnects(seed):
+    """Random pushes, takes, pings, pongs and broken connections (each losing the tail
+    of what it carried): every frame the server holds is at its own offset, and what
+    it lacks is exactly counted as dropped or, at most, undelivered."""
+    rng = random.Random(seed)
+    totals = Totals()
+    ob = Outbox(IDENT, frame_ms=20, max_buffer_ms=rng.choice([60, 200, 1000]),
+                resend_ms=rng.choice([0, 100, 600, 2000]), totals=totals)
+    server = Server()
+    connected = False
+    for _ in range(400):
+        if not connected:
+            resumed, offset = ob.connected()
+            server.start(offset)
+            written = []
+            ob.resend(written, offset)
+            connected = True
+        r = rng.random()
+        if r < 0.5:
+            ob.push_audio(pcm(ob.offset, rng.choice([FRAME, FRAME, 3 * FRAME, 100])))
+        elif r < 0.55:
+            ob.push_event({"type": "hold", "offset": ob.offset})
+        elif r < 0.85:
+            ob.take(written, rng.choice([1, 2000, 1 << 20]))
+            at = ob.ping_due()
+            if at is not None:
+                written.append(("ping", at))
+        elif r < 0.95:                                   # the server reads all written so far and answers
+            for m in written:
+                if isinstance(m, tuple):
+                    assert ob.pong(m[1].to_bytes(8, "big"))
+                else:
+                    server.read([m])
+            written = []
+        else:                                            # the connection breaks: the tail is lost
+            keep = rng.randrange(len(written) + 1)
+            server.read([m for m in written[:keep] if not isinstance(m, tuple)])
+            ob.connection_lost()
+            connected = False
+    if not connected:
+        resumed, offset = ob.connected()
+        server.start(offset)
+        written = []
+        ob.resend(written, offset)
+    assert ob.end({"type": "end", "reason": "bye"})
+    while ob.pending:
+        ob.take(written, 1 << 20)
+    server.read([m for m in written if not isinstance(m, tuple)])
+    end = ob.end_message(reconnects=0)
+    assert ob.end_answered(1000) and ob.retained_samples == 0 and ob.acknowledged == ob.offset
+    for off, v in server.audio.items():
+        assert v == off & 0x7FFF
+    assert end["samples"] == ob.offset and end["dropped_ms"] == ob.dropped_samples // 16
+    missing = ob.offset - len(server.audio)
+    assert ob.dropped_samples <= missing <= ob.dropped_samples + ob.undelivered_samples
+    assert totals.dropped_samples == ob.dropped_samples and totals.undelivered_samples == ob.undelivered_samples
