@@ -16,7 +16,7 @@ from callgen import Call, Party, frames_of, rtp_packets, tone
 from fastcheck import check_equivalent
 from rtp2ws.fastpath import twin as fastpath
 from rtp2ws.codec import g711
-from rtp2ws.bench.harness import make_capture
+from rtp2ws.bench.capgen import make_capture
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")
