@@ -16,7 +16,7 @@ import argparse
 import asyncio
 import time
 
-from rtp2ws.bench.harness import SinkProcess
+from rtp2ws.bench.discard import SinkProcess
 from rtp2ws.ws.sender import Sender, SenderConfig, raise_fd_limit
 from rtp2ws.ws.bridge import new_event_loop
 

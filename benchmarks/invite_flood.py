@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from rtp2ws.bench.harness import _sip_messages, make_capture
+from rtp2ws.bench.capgen import make_capture, sip_messages
 from rtp2ws.run.replay import replay
 from rtp2ws.sinks.wav import WavSink
 
@@ -41,7 +41,7 @@ def flood_capture(path: str, invites: int, talking: int) -> None:
     os.unlink(tmp)
     t0 = records[0][0]
     for i in range(invites):
-        at, rec = _sip_messages(talking + i, f"flood-{i}@bench", t0 + 50 * i, t0 + 50 * i, "8")[0]
+        at, rec = sip_messages(talking + i, f"flood-{i}@bench", t0 + 50 * i, t0 + 50 * i, "8")[0]
         records.append((at, rec))
     records.sort(key=lambda r: r[0])
     with open(path, "wb") as f:

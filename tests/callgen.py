@@ -1,5 +1,8 @@
 """Build SIP/RTP call captures for tests: signalling text, SDP, RTP streams
-with tones, loss, reordering, duplicates, DTMF; written through netgen."""
+with tones, loss, reordering, duplicates, DTMF; written through netgen.
+
+``sdp`` and ``sip`` are the bench capture generator's (``rtp2ws.bench.capgen``),
+re-exported here."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rtp2ws.bench.capgen import sdp, sip
 from rtp2ws.codec import g711
 from rtp2ws.media.rtp import RtpPacket, TelephoneEvent, serialize_rtp, serialize_telephone_event
 
@@ -18,42 +22,6 @@ import netgen
 def tone(freq: float, n: int, start: int = 0, amp: float = 8000.0, rate: int = 8000) -> np.ndarray:
     t = np.arange(start, start + n) / rate
     return np.round(amp * np.sin(2 * math.pi * freq * t)).astype(np.int16)
-
-
-def sdp(addr: str, port: int, *, pts=(8, 0, 101), direction: str | None = None, ptime: int | None = 20,
-        session_c: bool = True, extra: str = "", proto: str = "RTP/AVP") -> str:
-    fam = "IP6" if ":" in addr else "IP4"
-    lines = ["v=0", f"o=- 1234 1 IN {fam} {addr}", "s=-"]
-    if session_c:
-        lines.append(f"c=IN {fam} {addr}")
-    lines.append("t=0 0")
-    lines.append(f"m=audio {port} {proto} {' '.join(str(p) for p in pts)}")
-    if not session_c:
-        lines.append(f"c=IN {fam} {addr}")
-    names = {0: "PCMU/8000", 8: "PCMA/8000", 101: "telephone-event/8000", 13: "CN/8000"}
-    for p in pts:
-        if p in names:
-            lines.append(f"a=rtpmap:{p} {names[p]}")
-    if 101 in pts:
-        lines.append("a=fmtp:101 0-16")
-    if ptime:
-        lines.append(f"a=ptime:{ptime}")
-    if direction:
-        lines.append(f"a={direction}")
-    if extra:
-        lines.extend(extra.strip().splitlines())
-    return "\r\n".join(lines) + "\r\n"
-
-
-def sip(start: str, headers: list[tuple[str, str]], body: str = "", ctype: str = "application/sdp",
-        compact: bool = False) -> bytes:
-    out = [start]
-    for k, v in headers:
-        out.append(f"{k}: {v}")
-    if body:
-        out.append(f"{'c' if compact else 'Content-Type'}: {ctype}")
-    out.append(f"{'l' if compact else 'Content-Length'}: {len(body.encode())}")
-    return ("\r\n".join(out) + "\r\n\r\n" + body).encode()
 
 
 @dataclass

@@ -2,13 +2,20 @@
 
 Headers are packed by hand with ``struct`` so the tests control every byte;
 addresses are strings, and the IP version follows the family of ``src``.
+IPv4/IPv6, UDP, Ethernet and the pcap format come from the package's one
+packet builder (``rtp2ws.bench.netgen``, which the bench's captures use) and
+are re-exported here; the link layers, TCP, fragments and pcapng that only
+tests need are built here.
 """
 
 from __future__ import annotations
 
-import socket
 import struct
 
+from rtp2ws.bench.netgen import (  # noqa: F401  (re-exported: tests use netgen.udp, netgen._pack, ...)
+    SRC_MAC, _ip_with_ext, _l4_checksum, _pack, chain_ext, checksum, ethernet, ip_packet, pcap_header, pcap_record,
+    udp,
+)
 from rtp2ws.net.packet import (
     DLT_EN10MB, DLT_IPV4, DLT_IPV6, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW,
     DLT_RAW_OPENBSD, LINKTYPE_RAW,
@@ -26,101 +33,7 @@ __all__ = [
     "write_pcapng",
 ]
 
-SRC_MAC = bytes.fromhex("020000000001")
-DST_MAC = bytes.fromhex("020000000002")
 TCP_FLAG_BITS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10}
-
-
-def _family(addr: str) -> int:
-    return socket.AF_INET6 if ":" in addr else socket.AF_INET
-
-
-def _pack(addr: str) -> bytes:
-    return socket.inet_pton(_family(addr), addr)
-
-
-def checksum(data: bytes) -> int:
-    """Internet checksum (RFC 1071)."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def _l4_checksum(src: str, dst: str, proto: int, l4: bytes) -> int:
-    s, d = _pack(src), _pack(dst)
-    if len(s) == 4:
-        pseudo = s + d + struct.pack("!xBH", proto, len(l4))
-    else:
-        pseudo = s + d + struct.pack("!I3xB", len(l4), proto)
-    value = checksum(pseudo + l4)
-    return value or 0xFFFF
-
-
-def ip_packet(
-    src: str,
-    dst: str,
-    proto: int,
-    l4: bytes,
-    *,
-    ident: int = 0,
-    ttl: int = 64,
-    options: bytes = b"",
-) -> bytes:
-    """An IPv4 or IPv6 packet around ``l4``, with lengths and checksum set.
-
-    ``options`` are IPv4 options (zero-padded to a multiple of 4 bytes).
-    IPv6 extension headers are made by ``udp``/``tcp`` with ``ext=(0, 60, ...)``.
-    """
-    if _family(src) == socket.AF_INET:
-        options += b"\0" * (-len(options) % 4)
-        hlen = 20 + len(options)
-        header = struct.pack(
-            "!BBHHHBBH4s4s",
-            0x40 | hlen // 4,
-            0,
-            hlen + len(l4),
-            ident,
-            0,
-            ttl,
-            proto,
-            0,
-            _pack(src),
-            _pack(dst),
-        ) + options
-        header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
-        return header + l4
-    if options:
-        raise ValueError("options are for IPv4")
-    return struct.pack("!IHBB", 0x60000000, len(l4), proto, ttl) + _pack(src) + _pack(dst) + l4
-
-
-def chain_ext(kinds, proto: int) -> bytes:
-    """IPv6 extension headers of the given types (0, 43, 60, 44) chained to ``proto``.
-
-    Each header is 8 bytes with a PadN option; a fragment header (44) is
-    an atomic fragment (offset 0, no more fragments).
-    """
-    out = b""
-    kinds = list(kinds)
-    for i, kind in enumerate(kinds):
-        nxt = kinds[i + 1] if i + 1 < len(kinds) else proto
-        if kind == 44:
-            out += struct.pack("!BxHI", nxt, 0, 0x1234)
-        else:
-            out += struct.pack("!BB", nxt, 0) + b"\x01\x04\0\0\0\0"  # PadN, 4 bytes
-    return out
-
-
-def udp(src: str, sport: int, dst: str, dport: int, payload: bytes, **kw) -> bytes:
-    """A full IP packet carrying one UDP datagram."""
-    length = 8 + len(payload)
-    l4 = struct.pack("!HHHH", sport, dport, length, 0) + payload
-    csum = _l4_checksum(src, dst, 17, l4)
-    l4 = l4[:6] + struct.pack("!H", csum) + l4[8:]
-    return _ip_with_ext(src, dst, 17, l4, kw)
 
 
 def tcp(
@@ -150,14 +63,6 @@ def tcp(
     csum = _l4_checksum(src, dst, 6, l4)
     l4 = l4[:16] + struct.pack("!H", csum) + l4[18:]
     return _ip_with_ext(src, dst, 6, l4, kw)
-
-
-def _ip_with_ext(src: str, dst: str, proto: int, l4: bytes, kw: dict) -> bytes:
-    ext = tuple(kw.pop("ext", ()))
-    if not ext:
-        return ip_packet(src, dst, proto, l4, **kw)
-    pkt = ip_packet(src, dst, proto, chain_ext(ext, proto) + l4, **kw)
-    return pkt[:6] + bytes([ext[0]]) + pkt[7:]
 
 
 def fragment(ip_pkt: bytes, mtu: int, *, ident: int = 0x5EED) -> list[bytes]:
@@ -215,14 +120,7 @@ def link(linktype: int, ip_pkt: bytes, *, vlans: tuple[int, ...] = (), pad: bool
     """
     v6 = ip_pkt[0] >> 4 == 6
     if linktype == DLT_EN10MB:
-        tags = b""
-        for i, vid in enumerate(vlans):
-            tpid = 0x88A8 if len(vlans) > 1 and i == 0 else 0x8100
-            tags += struct.pack("!HH", tpid, vid & 0x0FFF)
-        frame = DST_MAC + SRC_MAC + tags + struct.pack("!H", 0x86DD if v6 else 0x0800) + ip_pkt
-        if pad and len(frame) < 60:
-            frame += b"\0" * (60 - len(frame))
-        return frame
+        return ethernet(ip_pkt, vlans=vlans, pad=pad)
     if linktype == DLT_LINUX_SLL:
         # libpcap puts the tag the kernel took off back after the header (tcpdump -i any)
         tags = b"".join(struct.pack("!HH", 0x8100, vid & 0x0FFF) for vid in vlans)
@@ -251,13 +149,10 @@ def _file_linktype(linktype: int) -> int:
 def write_pcap(path, frames: list[tuple[float, bytes]], linktype: int = 1, *, nanosecond: bool = False) -> None:
     """Write a classic little-endian pcap file (microsecond or nanosecond)."""
     scale = 1_000_000_000 if nanosecond else 1_000_000
-    magic = 0xA1B23C4D if nanosecond else 0xA1B2C3D4
     with open(path, "wb") as f:
-        f.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, 262144, _file_linktype(linktype)))
+        f.write(pcap_header(_file_linktype(linktype), nanosecond=nanosecond))
         for ts, frame in frames:
-            ticks = round(ts * scale)
-            f.write(struct.pack("<IIII", ticks // scale, ticks % scale, len(frame), len(frame)))
-            f.write(frame)
+            f.write(pcap_record(round(ts * scale), frame, scale))
 
 
 def _block(kind: int, body: bytes) -> bytes:

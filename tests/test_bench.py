@@ -1,7 +1,10 @@
-"""The capacity benchmark (rtp2ws.bench.harness): generated captures, the run end to end,
-and the reference pipeline.  Behaviour only: no timing is asserted."""
+"""The capacity benchmark (rtp2ws.bench): generated captures (capgen, netgen), the discard
+sink, the run end to end (harness), the report, and the reference pipeline.  Behaviour only:
+no timing is asserted."""
 
 import argparse
+import asyncio
+import hashlib
 import json
 import os
 import struct
@@ -12,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtp2ws.bench import harness as bench
+from rtp2ws.bench import capgen, discard, harness, netgen, report
 from rtp2ws import cli
 from rtp2ws.sinks.wav import read_wav, safe_name
 
@@ -30,7 +33,7 @@ def legs_by_key(manifest):
 
 @pytest.mark.parametrize("law", ["alaw", "ulaw"])
 def test_capture_decodes_into_n_calls_with_two_full_legs(tmp_path, law):
-    info = bench.make_capture(tmp_path / "c.pcap", 7, 2.0, law=law)
+    info = capgen.make_capture(tmp_path / "c.pcap", 7, 2.0, law=law)
     m = replay_manifest(tmp_path / "c.pcap", tmp_path / "out")
     assert len(m["calls"]) == 7
     assert len({c["call_id"] for c in m["calls"]}) == 7
@@ -51,7 +54,7 @@ def test_capture_decodes_into_n_calls_with_two_full_legs(tmp_path, law):
 
 
 def test_loss_and_reordering_are_counted_as_generated(tmp_path):
-    info = bench.make_capture(tmp_path / "c.pcap", 6, 3.0, loss=0.03, reorder=0.03, seed=5)
+    info = capgen.make_capture(tmp_path / "c.pcap", 6, 3.0, loss=0.03, reorder=0.03, seed=5)
     expected = {(l["call_id"], l["tag"]): l for l in info["legs"]}
     assert sum(l["lost"] for l in info["legs"]) > 0
     assert sum(l["reordered"] for l in info["legs"]) > 0
@@ -64,13 +67,13 @@ def test_loss_and_reordering_are_counted_as_generated(tmp_path):
 
 
 def test_captures_are_cached_by_parameters(tmp_path):
-    p1, i1 = bench.cached_capture(tmp_path, 3, 1.0)
+    p1, i1 = capgen.cached_capture(tmp_path, 3, 1.0)
     mtime = os.stat(p1).st_mtime_ns
-    p2, i2 = bench.cached_capture(tmp_path, 3, 1.0)
+    p2, i2 = capgen.cached_capture(tmp_path, 3, 1.0)
     assert p1 == p2 and i1 == i2 and os.stat(p2).st_mtime_ns == mtime
-    p3, _ = bench.cached_capture(tmp_path, 3, 1.0, loss=0.01)
+    p3, _ = capgen.cached_capture(tmp_path, 3, 1.0, loss=0.01)
     assert p3 != p1
-    assert bench.make_capture(tmp_path / "a.pcap", 3, 1.0)["bytes"] == os.path.getsize(tmp_path / "a.pcap")
+    assert capgen.make_capture(tmp_path / "a.pcap", 3, 1.0)["bytes"] == os.path.getsize(tmp_path / "a.pcap")
 
 
 def test_bench_end_to_end(tmp_path, capsys):
@@ -116,7 +119,7 @@ def test_reference_pipeline_output_is_close_to_rtp2ws(tmp_path):
     finally:
         sys.path.pop(0)
     cap = tmp_path / "c.pcap"
-    bench.make_capture(cap, 3, 2.0)
+    capgen.make_capture(cap, 3, 2.0)
     stats = reference_pipeline.run(str(cap), out_dir=str(tmp_path / "ref"))
     assert stats == {"packets": 3 * 207, "calls": 3, "legs": 6}
     m = replay_manifest(cap, tmp_path / "out")
@@ -141,13 +144,13 @@ def test_stage_attribution_charges_helpers_to_their_callers():
             ("~", 0, "<built-in method audioop.alaw2lin>"): (1, 1, 0.5, 0.5, {}),
         }
 
-    s = bench.stage_seconds(Stats())
+    s = report.stage_seconds(Stats())
     assert s["decode"] == pytest.approx(2.25)
     assert s["codec"] == pytest.approx(1.0 + 0.75 + 0.5)
 
 
 def test_pcap_header_is_little_endian_ethernet(tmp_path):
-    bench.make_capture(tmp_path / "c.pcap", 1, 1.0)
+    capgen.make_capture(tmp_path / "c.pcap", 1, 1.0)
     head = (tmp_path / "c.pcap").read_bytes()[:24]
     magic, major, minor, _, _, snap, link = struct.unpack("<IHHiIII", head)
     assert (magic, major, minor, link) == (0xA1B2C3D4, 2, 4, 1)
@@ -157,10 +160,10 @@ def test_latency_counts_the_wait_of_frames_gathered_by_flush_ms(tmp_path):
     """A frame handed on with later ones (``--flush-ms``) is stamped with the packet
     that completed it, not the newest packet of the hand-off: with 100 ms flushes
     the median frame has waited about 50 ms, whatever the machine's speed."""
-    capture, info = bench.cached_capture(tmp_path, 4, 2.0)
-    sink = bench.SinkProcess("discard")
+    capture, info = capgen.cached_capture(tmp_path, 4, 2.0)
+    sink = discard.SinkProcess("discard")
     try:
-        res = bench.measure("ws20", capture, info, url=sink.url, speed=1.0, latency=True, flush_ms=100)
+        res = harness.measure("ws20", capture, info, url=sink.url, speed=1.0, latency=True, flush_ms=100)
     finally:
         sink.stop()
     assert res["flush_ms"] == 100
@@ -177,19 +180,84 @@ def test_cost_model_separates_set_up_from_running_cost():
     runs = [{"config": "ws20", "calls": 100, "seconds": L, "cpu_s": 100 * (0.003 + L * 0.0002)}
             for L in (10.0, 60.0)]
     runs.append({"config": "wav", "calls": 100, "seconds": 10.0, "cpu_s": 1.0})     # one length: no fit
-    (m,) = bench.cost_model(runs)
+    (m,) = report.cost_model(runs)
     assert m["config"] == "ws20" and m["calls"] == 100 and m["lengths"] == [10.0, 60.0]
     assert m["setup_ms"] == pytest.approx(3.0) and m["per_call_second_us"] == pytest.approx(200.0)
     assert m["steady_calls_per_core"] == pytest.approx(5000.0)
     assert m["at_sizing"] == pytest.approx(180 / (0.003 + 180 * 0.0002))
-    assert bench._find(runs, "ws20", 100)["seconds"] == 60.0
-    assert bench._find(runs, "ws20", 100, 10.0)["seconds"] == 10.0
+    assert report._find(runs, "ws20", 100)["seconds"] == 60.0
+    assert report._find(runs, "ws20", 100, 10.0)["seconds"] == 10.0
 
 
 def test_seconds_take_a_list():
     p = argparse.ArgumentParser()
-    bench.add_arguments(p)
+    harness.add_arguments(p)
     assert p.parse_args(["--seconds", "10,60"]).seconds == (10.0, 60.0)
-    assert bench.lengths_of(2.0) == (2.0,) and bench.lengths_of(None) == ()
+    assert harness.lengths_of(2.0) == (2.0,) and harness.lengths_of(None) == ()
     with pytest.raises(SystemExit):
         p.parse_args(["--seconds", "0"])
+
+
+# sha256 of make_capture's pcap for fixed parameters, per FORMAT_VERSION: cached captures are
+# keyed by FORMAT_VERSION, so a change to the generated bytes must bump it and record new digests.
+CAPTURE_SHA256 = {
+    2: {"plain": "87808bbac214b362716a13aeb8d14becbb6498b7d74c57f37292226b2876dc53",
+        "lossy": "1e76a3bc1c15a160ec013d74b3ca1bcc651d3ce3f30b850f062714d66d22e58f"},
+}
+
+
+@pytest.mark.parametrize("name, kw", [
+    ("plain", {"calls": 3, "seconds": 1.0}),
+    ("lossy", {"calls": 5, "seconds": 2.0, "loss": 0.05, "reorder": 0.05, "seed": 3, "law": "ulaw", "stagger": 0.5}),
+])
+def test_capture_bytes_are_pinned_per_format_version(tmp_path, name, kw):
+    capgen.make_capture(tmp_path / "c.pcap", **kw)
+    digest = hashlib.sha256((tmp_path / "c.pcap").read_bytes()).hexdigest()
+    assert digest == CAPTURE_SHA256[capgen.FORMAT_VERSION][name]
+
+
+def test_tests_build_packets_with_the_bench_generator():
+    """One generator: the tests' netgen and callgen re-export the package's builders
+    rather than keeping copies of their own."""
+    import callgen
+    import netgen as tests_netgen
+
+    for name in ("checksum", "ip_packet", "chain_ext", "udp", "_pack"):
+        assert getattr(tests_netgen, name) is getattr(netgen, name), name
+    assert callgen.sdp is capgen.sdp and callgen.sip is capgen.sip
+
+
+def test_udp_without_checksum_and_with_dont_fragment():
+    """What the bench's frames use: only the DF flag, the IP checksum and the UDP checksum differ."""
+    plain = netgen.udp("10.1.0.1", 5060, "10.2.0.1", 5062, b"INVITE")
+    bench = netgen.udp("10.1.0.1", 5060, "10.2.0.1", 5062, b"INVITE", df=True, udp_checksum=False)
+    assert len(bench) == len(plain) == 20 + 8 + 6
+    assert plain[6:8] == b"\0\0" and bench[6:8] == b"\x40\0"
+    assert netgen.checksum(bench[:20]) == 0 and netgen.checksum(plain[:20]) == 0
+    assert plain[26:28] != b"\0\0" and bench[26:28] == b"\0\0"
+    assert bench[:6] + bench[8:10] + bench[12:26] + bench[28:] == plain[:6] + plain[8:10] + plain[12:26] + plain[28:]
+    frame = netgen.ethernet(bench)
+    assert frame[:14] == netgen.DST_MAC + netgen.SRC_MAC + b"\x08\x00" and frame[14:] == bench
+
+
+def test_discard_sink_counts_frames_and_answers_pings_and_close():
+    """``python -m rtp2ws.bench sink`` with a real websockets client: frames of every length
+    encoding (7-bit, 16-bit, 64-bit) counted and skipped, a ping answered, the close echoed."""
+    from websockets.asyncio.client import connect
+
+    sink = discard.SinkProcess("discard")
+
+    async def client():
+        async with connect(sink.url, max_size=None, compression=None) as ws:
+            for size in (100, 1000, 70000):
+                await ws.send(b"\x01" * size)
+            await ws.send("text")
+            await asyncio.wait_for(await ws.ping(), 10)
+
+    try:
+        asyncio.run(client())
+    finally:
+        stats = sink.stop()
+    assert stats["connections"] == stats["closed"] == 1
+    assert stats["binary"] == 3 and stats["text"] == 1
+    assert stats["bytes"] > 71100

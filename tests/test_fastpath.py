@@ -25,7 +25,7 @@ from rtp2ws.net.packet import (
 )
 from rtp2ws.signalling.correlator import Correlator
 from rtp2ws.speedups import load_native
-from rtp2ws.bench.harness import make_capture
+from rtp2ws.bench.capgen import make_capture
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")

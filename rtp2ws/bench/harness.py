@@ -7,7 +7,7 @@
     python benchmarks/calls_per_core.py ...          (the same thing)
 
 For every N it generates (and caches) a capture of N concurrent G.711 calls
-(``make_capture``), then replays it at ``--speed max`` through each
+(``capgen.make_capture``), then replays it at ``--speed max`` through each
 configuration in a child process of its own:
 
 ========== ================================================================
@@ -22,7 +22,7 @@ reference_wav  the same pipeline writing WAV files (compare with wav)
 ========== ================================================================
 
 WebSocket audio goes to a *discard sink*: a minimal WebSocket server
-(``python -m rtp2ws.bench.harness sink``: handshake, frame headers walked and the
+(``python -m rtp2ws.bench sink``, ``discard``: handshake, frame headers walked and the
 payload skipped, pings and closes answered, frames counted) in a separate
 process, so that it takes as little CPU as possible from rtp2ws's core; its
 CPU is never counted.  ``--sink rtp2ws`` uses ``rtp2ws sink`` instead.
@@ -36,7 +36,7 @@ benchmark calls amortise over fewer seconds than real calls do.  The default
 call length is 2000/N seconds clamped to 2..30 s (``default_seconds``), so the
 default sweep stays within minutes; ``--seconds`` sets one length for all N,
 or several: then each configuration's CPU is also fitted as N x (set-up +
-seconds x per call-second) (``cost_model``), which gives calls per core at
+seconds x per call-second) (``report.cost_model``), which gives calls per core at
 steady state and for three-minute calls, what a contact centre sizes with.
 
 Also measured: peak RSS; memory per active call (RSS when all N calls are
@@ -44,7 +44,7 @@ active, minus RSS before the replay, divided by N; at ``--speed max`` this
 includes the WebSocket queues that flow control lets fill, so the realtime
 figure from the latency run is the one to size with); a per-stage CPU
 breakdown (a separate cProfile run, 100 calls x 5 s, with a per-thread CPU
-clock, self time attributed by module, see ``STAGES``; profiling inflates
+clock, self time attributed by module, see ``report.STAGES``; profiling inflates
 per-call costs, so shares are indicative); and with ``--latency`` the delay
 from a packet's capture time to its audio being written to the socket,
 replaying ``--latency-config`` (ws20) at ``--speed realtime`` with
@@ -58,21 +58,21 @@ early, so values under 2 ms are within its resolution.
 Everything lands in ``--out``: ``calls_per_core.json``, ``calls_per_core.png``
 (calls per core against N), ``calls_per_core.txt`` (the printed table), and
 the cached captures under ``captures/``.
+
+This module runs the benchmark: each configuration in a child process of its
+own (``python -m rtp2ws.bench child SPEC``, ``run_one``), with its probes
+(memory, profilers, latency stamps on the replay's pacer, bridge and sender),
+and the command line.  The captures come from ``capgen``, the sink from
+``discard``, the table and the document from ``report``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
-import hashlib
 import json
 import os
-import platform
 import resource
 import shutil
-import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -83,431 +83,20 @@ from pathlib import Path
 import numpy as np
 
 from ..argtypes import number, whole
+from .capgen import cached_capture
+from .discard import SinkProcess
+from .discard import main as sink_main
+from .report import (
+    cost_model, format_table, git_commit, machine_info, ratios, stage_seconds, stage_shares, summary, top_functions,
+    write_results,
+)
 
-FORMAT_VERSION = 2            # bump when the generated captures change
-EPOCH = 1_767_225_600         # 2026-01-01T00:00:00Z: capture time of the first call
 CONFIGS = ("wav", "ws20", "ws100", "stereo", "stereo_wav", "reference", "reference_wav")
 DEFAULT_CONFIGS = ("wav", "ws20", "ws100", "stereo", "reference", "reference_wav")
 DEFAULT_SWEEP = (10, 100, 500, 1000, 2000)
 QUICK_SWEEP = (10, 100)
 WS_CONFIGS = {"ws20": (20, False), "ws100": (100, False), "stereo": (20, True)}
-REFERENCE_OF = {"ws20": "reference", "wav": "reference_wav"}
 LATENCY_CALLS = 200           # default N of the realtime run: a load one process here carries
-RTP_FRAME_LEN = 14 + 20 + 8 + 12 + 160    # Ethernet + IPv4 + UDP + RTP + 20 ms of G.711
-
-
-# =========================================================================== captures
-
-def speech_like(seconds: float = 8.0, rate: int = 8000, seed: int = 7) -> np.ndarray:
-    """Deterministic speech-like int16 audio: a voiced source (harmonics of a
-    gliding pitch) mixed with band-limited noise, shaped by syllables of
-    120-300 ms separated by short pauses and the odd longer one, over a faint
-    noise floor.  Enough for G.711 payloads whose bytes look like speech."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * rate)
-    t = np.arange(n) / rate
-    f0 = 150 + 35 * np.sin(2 * np.pi * 0.31 * t) + 12 * np.sin(2 * np.pi * 2.3 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    voiced = np.zeros(n)
-    for h in range(1, 22):
-        voiced += np.sin(h * phase + h * 0.7) / h
-    spec = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1 / rate)
-    spec[(freqs < 300) | (freqs > 3400)] = 0
-    noise = np.fft.irfft(spec, n)
-    noise /= np.abs(noise).max()
-    env = np.zeros(n)
-    pos = 0
-    while pos < n:
-        length = int(rate * rng.uniform(0.12, 0.30))
-        seg = np.sin(np.pi * np.arange(length) / length) ** 1.5 * rng.uniform(0.4, 1.0)
-        env[pos:pos + length] = seg[:max(0, min(length, n - pos))]
-        pos += length + int(rate * (rng.uniform(0.6, 1.2) if rng.random() < 0.12 else rng.uniform(0.03, 0.12)))
-    mix = env * (0.75 * voiced / np.abs(voiced).max() + 0.25 * noise) + 0.002 * noise
-    return np.round(12000 * mix / np.abs(mix).max()).astype(np.int16)
-
-
-def _ip4(text: str) -> bytes:
-    return bytes(int(x) for x in text.split("."))
-
-
-def _checksum(data: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-_MACS = bytes.fromhex("020000000002" "020000000001") + b"\x08\x00"
-
-
-def _l2_l4(src: str, sport: int, dst: str, dport: int, payload_len: int) -> bytes:
-    """Ethernet + IPv4 (checksum set) + UDP (checksum 0, legal in IPv4) headers."""
-    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28 + payload_len, 0, 0x4000, 64, 17, 0,
-                               _ip4(src), _ip4(dst)))
-    struct.pack_into("!H", ip, 10, _checksum(bytes(ip)))
-    return _MACS + bytes(ip) + struct.pack("!HHHH", sport, dport, 8 + payload_len, 0)
-
-
-def _record(t_us: int, frame: bytes) -> bytes:
-    return struct.pack("<IIII", EPOCH + t_us // 1_000_000, t_us % 1_000_000, len(frame), len(frame)) + frame
-
-
-def _parties(i: int) -> tuple[str, str, int, int]:
-    """Caller IP, callee IP, caller RTP port, callee RTP port of call ``i``."""
-    hi = 2 * (i // 64000)
-    j = i % 64000
-    a = f"10.{1 + hi}.{j // 250}.{j % 250 + 1}"
-    b = f"10.{2 + hi}.{j // 250}.{j % 250 + 1}"
-    return a, b, 16384 + 2 * (i % 8000), 30000 + 2 * (i % 8000)
-
-
-def _sdp(ip: str, port: int, pts: str, sess: int) -> str:
-    names = {"8": "PCMA/8000", "0": "PCMU/8000", "101": "telephone-event/8000"}
-    lines = ["v=0", f"o=bench {sess} {sess} IN IP4 {ip}", "s=rtp2ws bench", f"c=IN IP4 {ip}", "t=0 0",
-             f"m=audio {port} RTP/AVP {pts}"]
-    lines += [f"a=rtpmap:{p} {names[p]}" for p in pts.split()]
-    lines += ["a=fmtp:101 0-16", "a=ptime:20", "a=sendrecv"]
-    return "\r\n".join(lines) + "\r\n"
-
-
-def _sip_messages(i: int, call_id: str, t: int, bye_at: int, law_pt: str) -> list[tuple[int, bytes]]:
-    """INVITE(SDP) / 100 / 180 / 200(SDP) / ACK at ``t`` and BYE / 200 at ``bye_at`` (µs)."""
-    a, b, pa, pb = _parties(i)
-    ftag, ttag = f"f{i:x}a", f"t{i:x}b"
-    frm = f"\"Caller {i}\" <sip:+4930{i:07d}@{a}>;tag={ftag}"
-    to = f"<sip:+4940{i:07d}@{b}>"
-    out = []
-
-    def msg(at, first, src, dst, via_host, branch, cseq, to_hdr, from_hdr=frm, body="", contact=None):
-        hdrs = [first, f"Via: SIP/2.0/UDP {via_host}:5060;branch=z9hG4bK{branch}", "Max-Forwards: 70",
-                f"From: {from_hdr}", f"To: {to_hdr}", f"Call-ID: {call_id}", f"CSeq: {cseq}"]
-        if contact:
-            hdrs.append(f"Contact: <sip:{contact}:5060>")
-        hdrs.append("User-Agent: rtp2ws-bench")
-        if body:
-            hdrs.append("Content-Type: application/sdp")
-        hdrs.append(f"Content-Length: {len(body)}")
-        data = ("\r\n".join(hdrs) + "\r\n\r\n" + body).encode()
-        out.append((at, _record(at, _l2_l4(src, 5060, dst, 5060, len(data)) + data)))
-
-    inv = f"{i:x}inv"
-    ruri = f"sip:+4940{i:07d}@{b}:5060"
-    offer = _sdp(a, pa, "8 0 101", 1000 + i)
-    answer = _sdp(b, pb, f"{law_pt} 101", 2000 + i)
-    msg(t, f"INVITE {ruri} SIP/2.0", a, b, a, inv, "1 INVITE", to, body=offer, contact=f"caller{i}@{a}")
-    msg(t + 5_000, "SIP/2.0 100 Trying", b, a, a, inv, "1 INVITE", to)
-    msg(t + 20_000, "SIP/2.0 180 Ringing", b, a, a, inv, "1 INVITE", f"{to};tag={ttag}", contact=f"callee{i}@{b}")
-    msg(t + 80_000, "SIP/2.0 200 OK", b, a, a, inv, "1 INVITE", f"{to};tag={ttag}", body=answer,
-        contact=f"callee{i}@{b}")
-    msg(t + 90_000, f"ACK sip:callee{i}@{b}:5060 SIP/2.0", a, b, a, f"{i:x}ack", "1 ACK", f"{to};tag={ttag}")
-    msg(bye_at, f"BYE sip:callee{i}@{b}:5060 SIP/2.0", a, b, a, f"{i:x}bye", "2 BYE", f"{to};tag={ttag}")
-    msg(bye_at + 5_000, "SIP/2.0 200 OK", b, a, a, f"{i:x}bye", "2 BYE", f"{to};tag={ttag}")
-    return out
-
-
-_RTP_DTYPE = np.dtype([("sec", "<u4"), ("usec", "<u4"), ("incl", "<u4"), ("orig", "<u4"), ("head", "V42"),
-                       ("b0", "u1"), ("mpt", "u1"), ("seq", ">u2"), ("ts", ">u4"), ("ssrc", ">u4"),
-                       ("payload", "V160")])
-assert _RTP_DTYPE.itemsize == 16 + RTP_FRAME_LEN
-
-
-def make_capture(path, calls: int, seconds: float, *, loss: float = 0.0, reorder: float = 0.0, seed: int = 1,
-                 law: str = "alaw", stagger: float = 1.0) -> dict:
-    """Write a pcap of ``calls`` concurrent G.711 calls of ``seconds`` of audio each.
-
-    Every call is a SIP INVITE(SDP offer)/100/180/200(SDP answer)/ACK, then RTP
-    in both directions (20 ms packets of speech-like G.711, ``law`` "alaw" or
-    "ulaw"), then BYE/200.  Calls start evenly over the first ``stagger``
-    seconds; each has its own addresses and ports.  ``loss`` drops that share
-    of RTP packets (never a leg's first or last); ``reorder`` delays that share
-    by 25 ms, so the next packet overtakes them.  Returns the description
-    stored beside cached captures: packet counts, the steady-state window and,
-    per leg, the packets, losses and reorderings generated.
-    """
-    if calls < 1 or seconds <= 0:
-        raise ValueError("calls and seconds must be positive")
-    if law not in ("alaw", "ulaw"):
-        raise ValueError("law is alaw or ulaw")
-    from ..codec import g711
-
-    rng = np.random.default_rng(seed)
-    n = max(2, round(seconds * 50))
-    law_pt = "8" if law == "alaw" else "0"
-    encode = g711.encode_alaw if law == "alaw" else g711.encode_ulaw
-    speech = np.frombuffer(encode(speech_like(8.0, seed=seed + 6)), dtype="V160")
-    nlegs = 2 * calls
-    starts = (np.arange(calls) * (stagger * 1e6 / calls)).astype(np.int64) + rng.integers(0, 3000, calls)
-    leg_call = np.arange(nlegs) // 2
-    first = starts[leg_call] + 100_000 + (np.arange(nlegs) % 2) * 7_000     # callee 7 ms after caller
-    media_end = starts + 100_000 + n * 20_000
-    bye_at = media_end + 20_000
-
-    heads = np.empty(nlegs, dtype="V42")
-    for i in range(calls):
-        a, b, pa, pb = _parties(i)
-        heads[2 * i] = _l2_l4(a, pa, b, pb, 172)          # caller -> callee's SDP address
-        heads[2 * i + 1] = _l2_l4(b, pb, a, pa, 172)
-    ssrc = rng.integers(1, 2 ** 32, nlegs, dtype=np.uint64)
-    seq0 = rng.integers(0, 2 ** 16, nlegs, dtype=np.int64)
-    ts0 = rng.integers(0, 2 ** 32, nlegs, dtype=np.int64)
-    phase = rng.integers(0, len(speech), nlegs)
-
-    # which packets exist, and when they arrive
-    k = np.tile(np.arange(n, dtype=np.int64), nlegs)
-    leg = np.repeat(np.arange(nlegs), n)
-    t = first[leg] + k * 20_000
-    lost = rng.random(nlegs * n) < loss if loss > 0 else np.zeros(nlegs * n, bool)
-    edge = (k == 0) | (k == n - 1)
-    lost &= ~edge
-    if reorder > 0:
-        late = rng.random(nlegs * n) < reorder
-        nxt_lost = np.roll(lost, -1)
-        late &= ~lost & ~nxt_lost & (k >= 1) & (k <= n - 3)
-        late[1:] &= ~late[:-1].copy()          # disjoint pairs: packet k late, k+1 overtakes it
-        t = t + late * 25_000
-    else:
-        late = np.zeros(nlegs * n, bool)
-    keep = ~lost
-    per_leg_lost = np.bincount(leg[lost], minlength=nlegs)
-    per_leg_late = np.bincount(leg[late], minlength=nlegs)
-    leg, k, t = leg[keep], k[keep], t[keep]
-    order = np.argsort(t, kind="stable")
-    leg, k, t = leg[order], k[order], t[order]
-
-    sip = []
-    call_ids = [f"{i:06d}-{seed}-bench@10.{1 + 2 * (i // 64000)}.0.1" for i in range(calls)]
-    for i in range(calls):
-        sip += _sip_messages(i, call_ids[i], int(starts[i]), int(bye_at[i]), law_pt)
-    sip.sort(key=lambda m: m[0])
-    sip_t = np.array([m[0] for m in sip], dtype=np.int64)
-    cut = np.searchsorted(t, sip_t, side="right")     # RTP rows before each SIP message
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    chunk = 200_000
-    size = 24
-    with open(tmp, "wb", buffering=1 << 20) as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        s = 0
-        for lo in range(0, len(t), chunk):
-            hi = min(len(t), lo + chunk)
-            rec = np.empty(hi - lo, dtype=_RTP_DTYPE)
-            tl, ll, kl = t[lo:hi], leg[lo:hi], k[lo:hi]
-            rec["sec"] = EPOCH + tl // 1_000_000
-            rec["usec"] = tl % 1_000_000
-            rec["incl"] = RTP_FRAME_LEN
-            rec["orig"] = RTP_FRAME_LEN
-            rec["head"] = heads[ll]
-            rec["b0"] = 0x80
-            rec["mpt"] = int(law_pt) | np.where(kl == 0, 0x80, 0)
-            rec["seq"] = (seq0[ll] + kl) & 0xFFFF
-            rec["ts"] = (ts0[ll] + 160 * kl) & 0xFFFFFFFF
-            rec["ssrc"] = ssrc[ll]
-            rec["payload"] = speech[(phase[ll] + kl) % len(speech)]
-            data = memoryview(rec.tobytes())
-            pos = lo
-            while s < len(sip) and cut[s] <= hi:
-                f.write(data[(pos - lo) * _RTP_DTYPE.itemsize:(cut[s] - lo) * _RTP_DTYPE.itemsize])
-                pos = cut[s]
-                f.write(sip[s][1])
-                size += len(sip[s][1])
-                s += 1
-            f.write(data[(pos - lo) * _RTP_DTYPE.itemsize:])
-        for _, rec_bytes in sip[s:]:
-            f.write(rec_bytes)
-            size += len(rec_bytes)
-    os.replace(tmp, path)
-    size += len(t) * _RTP_DTYPE.itemsize
-
-    steady_from = float(starts.max() + 107_000) / 1e6
-    steady_until = float(media_end.min()) / 1e6
-    sample = (steady_from + steady_until) / 2 if steady_until > steady_from else float(np.median(starts) / 1e6 + 0.1 + seconds / 2)
-    active = int(np.count_nonzero((starts / 1e6 + 0.1 <= sample) & (media_end / 1e6 >= sample)))
-    legs = []
-    for j in range(nlegs):
-        legs.append({"call_id": call_ids[j // 2], "tag": ("caller", "callee")[j % 2],
-                     "packets": int(n - per_leg_lost[j]), "lost": int(per_leg_lost[j]),
-                     "reordered": int(per_leg_late[j])})
-    return {
-        "version": FORMAT_VERSION, "path": str(path), "calls": calls, "seconds": n / 50.0, "loss": loss,
-        "reorder": reorder, "seed": seed, "law": law, "stagger": stagger,
-        "packets": int(len(t) + len(sip)), "rtp_packets": len(t), "sip_packets": len(sip), "bytes": size,
-        "first_ts": EPOCH + float(min(t[0], sip_t[0])) / 1e6, "last_ts": EPOCH + float(max(t[-1], sip_t[-1])) / 1e6,
-        "steady_from_ts": EPOCH + steady_from, "steady_until_ts": EPOCH + steady_until,
-        "mem_sample_ts": EPOCH + sample, "active_at_sample": active,
-        "legs": legs,
-    }
-
-
-def cached_capture(cache_dir, calls: int, seconds: float, **kw) -> tuple[str, dict]:
-    """``make_capture`` under ``cache_dir``, keyed by every parameter; reused when present."""
-    loss, reorder = kw.get("loss", 0.0), kw.get("reorder", 0.0)
-    seed, law, stagger = kw.get("seed", 1), kw.get("law", "alaw"), kw.get("stagger", 1.0)
-    name = (f"bench-v{FORMAT_VERSION}-n{calls}-s{seconds:g}-l{loss:g}-r{reorder:g}-seed{seed}-{law}"
-            f"-st{stagger:g}.pcap")
-    path = Path(cache_dir) / name
-    meta = path.with_suffix(".json")
-    if path.exists() and meta.exists():
-        try:
-            info = json.loads(meta.read_text())
-            if info.get("version") == FORMAT_VERSION and path.stat().st_size == info.get("bytes"):
-                return str(path), info
-        except (OSError, ValueError):
-            pass
-    info = make_capture(path, calls, seconds, loss=loss, reorder=reorder, seed=seed, law=law, stagger=stagger)
-    meta.write_text(json.dumps(info))
-    return str(path), info
-
-
-# =========================================================================== discard sink
-
-class _DiscardProtocol(asyncio.Protocol):
-    """Server side of a WebSocket connection that takes every frame and throws it
-    away: the handshake, then frame headers walked and payloads skipped without
-    unmasking; pings are answered and closes echoed."""
-
-    GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-    def __init__(self, stats: dict) -> None:
-        self.stats = stats
-        self.transport = None
-        self.shaken = False
-        self.head = b""          # incomplete handshake or frame header
-        self.skip = 0            # payload bytes still to skip
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        self.stats["connections"] += 1
-
-    def connection_lost(self, exc) -> None:
-        self.stats["closed"] += 1
-
-    def data_received(self, data: bytes) -> None:
-        st = self.stats
-        st["bytes"] += len(data)
-        if not self.shaken:
-            self.head += data
-            end = self.head.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self.head) > 65536:
-                    self.transport.close()
-                return
-            key = b""
-            for line in self.head[:end].split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"sec-websocket-key":
-                    key = value.strip()
-            accept = base64.b64encode(hashlib.sha1(key + self.GUID).digest())
-            self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
-            self.shaken = True
-            data, self.head = self.head[end + 4:], b""
-            if not data:
-                return
-        if self.skip >= len(data):
-            self.skip -= len(data)
-            return
-        if self.head:
-            data = self.head + data[self.skip:]
-            self.head = b""
-            pos = 0
-        else:
-            pos = self.skip
-        self.skip = 0
-        n = len(data)
-        while pos < n:
-            if n - pos < 2:
-                self.head = data[pos:]
-                return
-            b0, b1 = data[pos], data[pos + 1]
-            length = b1 & 0x7F
-            hl = 2 + (4 if b1 & 0x80 else 0) + (2 if length == 126 else 8 if length == 127 else 0)
-            if n - pos < hl:
-                self.head = data[pos:]
-                return
-            if length == 126:
-                length = int.from_bytes(data[pos + 2:pos + 4], "big")
-            elif length == 127:
-                length = int.from_bytes(data[pos + 2:pos + 10], "big")
-            op = b0 & 0x0F
-            if op >= 8:                                    # control frame: needs its payload
-                if n - pos < hl + length:
-                    self.head = data[pos:]
-                    return
-                mask = data[pos + hl - 4:pos + hl] if b1 & 0x80 else b"\0\0\0\0"
-                payload = bytes(c ^ mask[i % 4] for i, c in enumerate(data[pos + hl:pos + hl + length]))
-                if op == 8:
-                    self.transport.write(b"\x88" + bytes([len(payload[:2])]) + payload[:2])
-                    self.transport.close()
-                    return
-                if op == 9:
-                    self.transport.write(b"\x8a" + bytes([len(payload)]) + payload)
-            elif op == 2:
-                st["binary"] += 1
-            elif op == 1:
-                st["text"] += 1
-            pos += hl + length
-        self.skip = pos - n
-
-
-async def _serve_discard(host: str, port: int) -> None:
-    from ..ws.sender import raise_fd_limit
-
-    raise_fd_limit(65536)
-    stats = {"connections": 0, "closed": 0, "binary": 0, "text": 0, "bytes": 0}
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _DiscardProtocol(stats), host, port, backlog=4096)
-    bound = server.sockets[0].getsockname()
-    print(f"listening on ws://{bound[0]}:{bound[1]}/audio", flush=True)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    print(json.dumps(stats), flush=True)
-    server.close()
-
-
-class SinkProcess:
-    """The WebSocket server the benchmark streams to, in a process of its own."""
-
-    def __init__(self, kind: str = "discard", out_dir: str | None = None) -> None:
-        self.kind = kind
-        self._tmp = None
-        if kind == "discard":
-            cmd = [sys.executable, "-m", "rtp2ws.bench.harness", "sink", "--listen", "127.0.0.1:0"]
-        elif kind == "rtp2ws":
-            if out_dir is None:
-                self._tmp = tempfile.mkdtemp(prefix="rtp2ws-bench-sink-")
-                out_dir = self._tmp
-            cmd = [sys.executable, "-m", "rtp2ws.cli", "sink", "--listen", "127.0.0.1:0", "--out-dir", out_dir]
-        else:
-            raise ValueError(f"unknown sink {kind!r}: discard or rtp2ws")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if "ws://" not in line:
-            self.proc.kill()
-            raise RuntimeError(f"the {kind} sink did not start: {line!r}")
-        url = line.split()[-1]
-        self.url = url if url.rstrip("/").endswith("audio") else url.rstrip("/") + "/audio"
-
-    def stop(self) -> dict | None:
-        """Stop the sink; the discard sink's counters (connections, frames, bytes)."""
-        stats = None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = self.proc.communicate(timeout=30)
-            for line in out.splitlines():
-                if line.startswith("{"):
-                    stats = json.loads(line)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
-        if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-        return stats
 
 
 # =========================================================================== measurement helpers
@@ -560,98 +149,6 @@ def _probe_sink(inner, probe: MemoryProbe):
             self.inner.tick(now)
 
     return _Probe(inner)
-
-
-# Per-stage attribution of cProfile self time: module (file stem, or package
-# directory for third-party code) -> stage.  Functions that are in none of these
-# (builtins, numpy, most of the standard library) are charged to their callers.
-STAGES = ("capture", "decode", "sip_sdp", "rtp_jitter", "codec", "wav_output", "websocket", "other")
-_MODULE_STAGE = {      # rtp2ws's subpackage (or subpackage/module) -> stage
-    "capture": "capture", "net": "decode",
-    "signalling": "sip_sdp", "signalling/correlator": "rtp_jitter",
-    "media": "rtp_jitter", "pipeline": "rtp_jitter", "fastpath": "rtp_jitter",
-    "codec": "codec",
-    "sinks/wav": "wav_output", "wave": "wav_output",
-    "sinks/streams": "websocket", "ws": "websocket",
-    "run": "other", "bench": "other", "reference_pipeline": "other",
-}
-_PACKAGE_STAGE = {"websockets": "websocket", "asyncio": "websocket", "uvloop": "websocket",
-                  "dpkt": None, "json": "websocket"}
-_DPKT_STAGE = {"sip": "sip_sdp", "http": "sip_sdp", "rtp": "rtp_jitter", "ethernet": "decode", "ip": "decode",
-               "udp": "decode", "dpkt": "decode", "ip6": "decode", "compat": "decode"}
-_BUILTIN_STAGE = (("audioop", "codec"), ("pcap", "capture"), ("_fastpath", "capture"), ("uvloop", "websocket"),
-                  ("_native", "codec"), ("_asyncio", "websocket"), ("websockets", "websocket"), ("select.epoll", "websocket"))
-
-
-def _stage_of(key) -> str | None:
-    filename, _, name = key
-    if filename == "~":
-        for needle, stage in _BUILTIN_STAGE:
-            if needle in name:
-                return stage
-        return None
-    p = Path(filename)
-    parts = p.parts
-    stem = p.stem
-    if "rtp2ws" in parts[-3:-1]:
-        if stem == "harness" and name == "_run_ws":
-            return "websocket"          # drives the event loop: uvloop's own work shows up here
-        sub = parts[-2]
-        return _MODULE_STAGE.get(f"{sub}/{stem}", _MODULE_STAGE.get(sub, "other"))
-    if "dpkt" in parts:
-        return _DPKT_STAGE.get(stem, "decode")
-    for pkg, stage in _PACKAGE_STAGE.items():
-        if pkg in parts and stage:
-            return stage
-    if stem in ("reference_pipeline", "wave"):
-        return _MODULE_STAGE[stem]
-    return None
-
-
-def stage_seconds(stats) -> dict:
-    """CPU seconds per stage from a ``pstats.Stats``: a function's self time goes to
-    its module's stage, or is split among its callers' stages (by the self time
-    spent under each caller) when its module is no stage of its own."""
-    raw = stats.stats
-    memo: dict = {}
-
-    def shares(key, depth=0) -> dict:
-        if key in memo:
-            return memo[key]
-        stage = _stage_of(key)
-        if stage is not None:
-            memo[key] = {stage: 1.0}
-            return memo[key]
-        memo[key] = {"other": 1.0}          # cycle guard
-        entry = raw.get(key)
-        callers = entry[4] if entry else {}
-        if not callers or depth > 40:
-            return memo[key]
-        total = sum(max(v[2], 0.0) for v in callers.values())
-        out: dict = {}
-        for ck, v in callers.items():
-            w = (max(v[2], 0.0) / total) if total > 0 else 1.0 / len(callers)
-            for st, f in shares(ck, depth + 1).items():
-                out[st] = out.get(st, 0.0) + w * f
-        memo[key] = out or {"other": 1.0}
-        return memo[key]
-
-    result = {s: 0.0 for s in STAGES}
-    for key, (_cc, _nc, tt, _ct, _callers) in raw.items():
-        if tt <= 0:
-            continue
-        for st, f in shares(key).items():
-            result[st] = result.get(st, 0.0) + tt * f
-    return result
-
-
-def _top_functions(stats, n: int = 12) -> list:
-    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:n]
-    out = []
-    for (filename, line, name), (_cc, nc, tt, ct, _c) in rows:
-        where = name if filename == "~" else f"{Path(filename).parent.name}/{Path(filename).name}:{line}({name})"
-        out.append({"function": where, "calls": nc, "self_s": round(tt, 4), "cumulative_s": round(ct, 4)})
-    return out
 
 
 class _Profiles:
@@ -906,7 +403,7 @@ def run_one(spec: dict) -> dict:
     st = profiles.stats()
     if st is not None:
         out["stage_seconds"] = stage_seconds(st)
-        out["top_functions"] = _top_functions(st)
+        out["top_functions"] = top_functions(st)
     if not spec.get("keep_output") and not spec.get("out_dir"):
         shutil.rmtree(out_dir, ignore_errors=True)
     return out
@@ -977,7 +474,7 @@ def measure(config: str, capture: str, info: dict, *, url: str | None = None, sp
         spec_path = os.path.join(tmp, "spec.json")
         Path(spec_path).write_text(json.dumps(spec))
         c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        proc = subprocess.run([sys.executable, "-m", "rtp2ws.bench.harness", "child", spec_path], timeout=timeout,
+        proc = subprocess.run([sys.executable, "-m", "rtp2ws.bench", "child", spec_path], timeout=timeout,
                               check=False)
         c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
@@ -1054,37 +551,6 @@ class BenchOptions:
     sink: str = "discard"
 
 
-def git_commit() -> str | None:
-    """The source checkout's commit (``+dirty`` with uncommitted changes to tracked files)."""
-    try:
-        root = Path(__file__).resolve().parents[2]
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=False).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
-        return (head + ("+dirty" if dirty else "")) or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def machine_info() -> dict:
-    model = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    from ..speedups import load_native
-
-    commit = git_commit()
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "commit": commit,
-            "platform": platform.platform(), "native": load_native() is not None,
-            "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None}
-
-
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -1133,12 +599,7 @@ def run_bench(opts: BenchOptions) -> dict:
                 doc["runs"].append(res)
                 _log(f"  {config:<14} {res['calls_per_core']:8.0f} calls/core  {res['cpu_s']:7.2f} s CPU  "
                      f"{res['wall_s']:7.2f} s wall  peak {res['peak_rss_bytes'] / 2**20:6.0f} MB")
-            for mine, ref in REFERENCE_OF.items():
-                a = _find(doc["runs"], mine, n, seconds)
-                b = _find(doc["runs"], ref, n, seconds)
-                if a and b and a["calls_per_core"] and b["calls_per_core"]:
-                    doc["ratios"].append({"calls": n, "seconds": seconds, "config": mine, "reference": ref,
-                                          "ratio": a["calls_per_core"] / b["calls_per_core"]})
+            doc["ratios"] += ratios(doc["runs"], n, seconds)
     doc["cost_model"] = cost_model(doc["runs"])
 
     if opts.profile:
@@ -1149,13 +610,7 @@ def run_bench(opts: BenchOptions) -> dict:
         _log(f"profile: N={pn}, {ps:g} s calls")
         for config in configs:
             res = _measure_with_sink(opts, config, capture, info, profile=True)
-            secs = res.get("stage_seconds") or {}
-            total = sum(secs.values()) or 1.0
-            doc["stages"][config] = {
-                "calls": pn, "seconds": info["seconds"], "profiled_cpu_s": total,
-                "shares": {k: v / total for k, v in secs.items()},
-                "top_functions": res.get("top_functions", []),
-            }
+            doc["stages"][config] = stage_shares(res, pn, info["seconds"])
 
     if opts.latency:
         ln = opts.latency_calls or LATENCY_CALLS
@@ -1172,18 +627,10 @@ def run_bench(opts: BenchOptions) -> dict:
                               mem_per_call_kb=res.get("mem_per_call_kb"),
                               peak_rss_mb=res["peak_rss_bytes"] / 2**20)
     doc["elapsed_s"] = time.monotonic() - started
-    doc["summary"] = {c: _find(doc["runs"], c, max(sweep))["calls_per_core"] for c in configs
-                      if _find(doc["runs"], c, max(sweep))}
+    doc["summary"] = summary(doc["runs"], configs, max(sweep))
     paths = write_results(doc, out_dir)
     doc["files"] = paths
     return doc
-
-
-def _find(runs: list, config: str, calls: int, seconds: float | None = None) -> dict | None:
-    """The run of ``config`` at ``calls`` (and ``seconds``; None: the longest calls)."""
-    found = [r for r in runs if r["config"] == config and r["calls"] == calls
-             and (seconds is None or r["seconds"] == seconds)]
-    return max(found, key=lambda r: r["seconds"]) if found else None
 
 
 def lengths_of(seconds) -> tuple[float, ...]:
@@ -1191,150 +638,6 @@ def lengths_of(seconds) -> tuple[float, ...]:
     if not seconds:
         return ()
     return tuple(seconds) if isinstance(seconds, (tuple, list)) else (float(seconds),)
-
-
-SIZING_SECONDS = 180.0     # a contact-centre call: about three minutes of talk
-
-
-def cost_model(runs: list) -> list[dict]:
-    """Where one configuration ran at one N with calls of two or more lengths L, its CPU
-    is fitted (least squares) as N x (setup + L x per_second): what a call costs to set
-    up and tear down (SIP, stream handshakes, files), and what each second of it costs
-    once running.  1 / per_second is what a core carries at steady state, and
-    ``at_sizing`` the calls per core for calls of ``SIZING_SECONDS``."""
-    groups: dict = {}
-    for r in runs:
-        if r.get("cpu_s"):
-            groups.setdefault((r["config"], r["calls"]), []).append((r["seconds"], r["cpu_s"] / r["calls"]))
-    out = []
-    for (config, n), pts in groups.items():
-        if len({L for L, _ in pts}) < 2:
-            continue
-        xs = np.array([L for L, _ in pts])
-        ys = np.array([c for _, c in pts])
-        per_second, setup = np.polyfit(xs, ys, 1)
-        if per_second <= 0:
-            continue
-        out.append({"config": config, "calls": n, "lengths": sorted({float(L) for L in xs}),
-                    "setup_ms": float(setup) * 1e3, "per_call_second_us": float(per_second) * 1e6,
-                    "steady_calls_per_core": float(1.0 / per_second),
-                    "sizing_seconds": SIZING_SECONDS,
-                    "at_sizing": float(SIZING_SECONDS / (max(setup, 0.0) + SIZING_SECONDS * per_second))})
-    return out
-
-
-def format_table(doc: dict) -> str:
-    lines = []
-    m = doc["machine"]
-    lines.append(f"rtp2ws bench ({m.get('commit') or 'unknown commit'}): {m['cpu']}, {m['cores']} cores, "
-                 f"Python {m['python']}, "
-                 f"native {'on' if m['native'] else 'off'}, sink: {doc['settings']['sink']}")
-    lines.append("")
-    hdr = (f"{'config':<14}{'calls':>7}{'call s':>8}{'CPU s':>9}{'calls/core':>12}{'us/pkt':>9}"
-           f"{'x realtime':>11}{'peak RSS MB':>13}{'KB/call':>9}")
-    lines.append(hdr)
-    lines.append("-" * len(hdr))
-    for r in doc["runs"]:
-        mem = r.get("mem_per_call_kb")
-        lines.append(f"{r['config']:<14}{r['calls']:>7}{r['seconds']:>8g}{r['cpu_s']:>9.2f}"
-                     f"{r['calls_per_core']:>12.0f}{r['us_per_packet']:>9.1f}{r['realtime_factor']:>11.1f}"
-                     f"{r['peak_rss_bytes'] / 2**20:>13.0f}{(f'{mem:.0f}' if mem is not None else '-'):>9}")
-    commits = sorted({r.get("commit") or "?" for r in doc["runs"]})
-    if len(commits) > 1:
-        lines.append(f"WARNING: the source changed during the run; runs used commits {', '.join(commits)}")
-    if doc["ratios"]:
-        lines.append("")
-        for x in doc["ratios"]:
-            lines.append(f"N={x['calls']}, {x.get('seconds', 0):g} s calls: {x['config']} / {x['reference']} = "
-                         f"{x['ratio']:.2f}x")
-    if doc.get("cost_model"):
-        lines.append("")
-        lines.append("cost per call, fitted over call lengths (CPU = N x (set-up + seconds x per second)):")
-        hdr2 = (f"{'config':<14}{'calls':>7}{'lengths s':>14}{'set-up ms':>11}{'us/call-s':>11}"
-                f"{'steady calls/core':>19}{f'at {SIZING_SECONDS:g} s calls':>17}")
-        lines.append(hdr2)
-        for m in doc["cost_model"]:
-            lines.append(f"{m['config']:<14}{m['calls']:>7}{','.join(f'{L:g}' for L in m['lengths']):>14}"
-                         f"{m['setup_ms']:>11.2f}{m['per_call_second_us']:>11.1f}"
-                         f"{m['steady_calls_per_core']:>19.0f}{m['at_sizing']:>17.0f}")
-    if doc["stages"]:
-        lines.append("")
-        names = [s for s in STAGES if any(v["shares"].get(s, 0) > 0.0005 for v in doc["stages"].values())]
-        lines.append("CPU by stage (cProfile self time, %):")
-        lines.append(f"{'config':<14}" + "".join(f"{s:>12}" for s in names))
-        for config, v in doc["stages"].items():
-            lines.append(f"{config:<14}" + "".join(f"{100 * v['shares'].get(s, 0):>12.1f}" for s in names))
-    lat = doc.get("latency")
-    if lat:
-        lines.append("")
-        if lat.get("frames"):
-            lines.append(f"latency capture -> socket ({lat.get('config', 'ws20')}, --speed realtime, "
-                         f"--flush-ms {lat.get('flush_ms')}, "
-                         f"{lat['calls']} calls x {lat['seconds']:g} s, {lat['core_load'] * 100:.0f}% of a core, "
-                         f"{lat.get('realtime_calls_per_core', 0):.0f} realtime calls per core):")
-            lines.append(f"  all frames:        p50 {lat['p50_ms']} ms, p90 {lat['p90_ms']} ms, p99 {lat['p99_ms']} ms, "
-                         f"max {lat['max_ms']} ms ({lat['frames']} frames)")
-            st = lat.get("steady") or {}
-            if st.get("frames"):
-                lines.append(f"  every call set up: p50 {st['p50_ms']} ms, p90 {st['p90_ms']} ms, "
-                             f"p99 {st['p99_ms']} ms, max {st['max_ms']} ms ({st['frames']} frames)")
-            if lat.get("mem_per_call_kb") is not None:
-                lines.append(f"memory per active call at realtime: {lat['mem_per_call_kb']:.0f} KB")
-        else:
-            lines.append("latency: no frames measured")
-    return "\n".join(lines)
-
-
-def write_results(doc: dict, out_dir: Path) -> dict:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": str(out_dir / "calls_per_core.json"), "png": str(out_dir / "calls_per_core.png"),
-             "table": str(out_dir / "calls_per_core.txt")}
-    table = format_table(doc)
-    Path(paths["table"]).write_text(table + "\n")
-    Path(paths["json"]).write_text(json.dumps(doc, indent=2, default=float) + "\n")
-    plot(doc, paths["png"])
-    return paths
-
-
-def plot(doc: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    series = []                       # (config, call length): one line each when lengths were given
-    fixed = bool(doc["settings"].get("seconds"))
-    for r in doc["runs"]:
-        key = (r["config"], r["seconds"] if fixed else None)
-        if key not in series:
-            series.append(key)
-    for config, seconds in series:
-        pts = sorted((r["calls"], r["calls_per_core"]) for r in doc["runs"]
-                     if r["config"] == config and (seconds is None or r["seconds"] == seconds))
-        xs, ys = zip(*pts)
-        style = "--" if config.startswith("reference") else "-"
-        label = config if seconds is None or len({s for _, s in series}) == 1 else f"{config}, {seconds:g} s"
-        ax.plot(xs, ys, style, marker="o", label=label)
-    ax.set_xscale("log")
-    lengths: dict = {}
-    for r in doc["runs"]:
-        lengths.setdefault(r["calls"], set()).add(r["seconds"])
-    ax.set_xticks(sorted(lengths))
-    ax.set_xticklabels([f"{n}\n{next(iter(ls)):g} s" if len(ls) == 1 else f"{n}"     # else: in the legend
-                        for n, ls in sorted(lengths.items())], fontsize=8)
-    ax.minorticks_off()
-    ax.set_xlabel("concurrent calls (N) and audio per call")
-    ax.set_ylabel("calls per core (call seconds / CPU second)")
-    m = doc["machine"]
-    ax.set_title(f"rtp2ws calls per core, --speed max ({m.get('commit') or 'unknown commit'})\n"
-                 f"{m['cpu'][:60]}, {m['cores']} cores", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 # =========================================================================== command line
@@ -1428,23 +731,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["child"]:
         return _child_main(argv[1])
     if argv[:1] == ["sink"]:
-        sp = argparse.ArgumentParser(prog="python -m rtp2ws.bench.harness sink")
-        sp.add_argument("--listen", default="127.0.0.1:0")
-        a = sp.parse_args(argv[1:])
-        host, _, port = a.listen.rpartition(":")
-        from ..ws.bridge import new_event_loop
-
-        loop = new_event_loop()
-        try:
-            loop.run_until_complete(_serve_discard(host or "127.0.0.1", int(port)))
-        finally:
-            loop.close()
-        return 0
+        return sink_main(argv[1:])
     p = argparse.ArgumentParser(prog="calls_per_core", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     return cmd_bench(p.parse_args(argv))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The discard sink: the WebSocket server the bench streams to, in a process of its own.
+
+    python -m rtp2ws.bench sink [--listen 127.0.0.1:0]
+
+A minimal WebSocket server (``_DiscardProtocol``): the handshake, then frame
+headers walked and payloads skipped without unmasking, pings answered and
+closes echoed, frames counted.  It takes as little CPU as possible from the
+process being measured, and its own CPU is never counted.  It prints
+``listening on ws://HOST:PORT/audio`` when ready and its counters as one JSON
+line when stopped (SIGTERM or SIGINT).  ``SinkProcess`` starts it, or
+``rtp2ws sink``, and stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+
+class _DiscardProtocol(asyncio.Protocol):
+    """Server side of a WebSocket connection that takes every frame and throws it
+    away: the handshake, then frame headers walked and payloads skipped without
+    unmasking; pings are answered and closes echoed."""
+
+    GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+    def __init__(self, stats: dict) -> None:
+        self.stats = stats
+        self.transport = None
+        self.shaken = False
+        self.head = b""          # incomplete handshake or frame header
+        self.skip = 0            # payload bytes still to skip
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.stats["connections"] += 1
+
+    def connection_lost(self, exc) -> None:
+        self.stats["closed"] += 1
+
+    def data_received(self, data: bytes) -> None:
+        st = self.stats
+        st["bytes"] += len(data)
+        if not self.shaken:
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.head) > 65536:
+                    self.transport.close()
+                return
+            key = b""
+            for line in self.head[:end].split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"sec-websocket-key":
+                    key = value.strip()
+            accept = base64.b64encode(hashlib.sha1(key + self.GUID).digest())
+            self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            self.shaken = True
+            data, self.head = self.head[end + 4:], b""
+            if not data:
+                return
+        if self.skip >= len(data):
+            self.skip -= len(data)
+            return
+        if self.head:
+            data = self.head + data[self.skip:]
+            self.head = b""
+            pos = 0
+        else:
+            pos = self.skip
+        self.skip = 0
+        n = len(data)
+        while pos < n:
+            if n - pos < 2:
+                self.head = data[pos:]
+                return
+            b0, b1 = data[pos], data[pos + 1]
+            length = b1 & 0x7F
+            hl = 2 + (4 if b1 & 0x80 else 0) + (2 if length == 126 else 8 if length == 127 else 0)
+            if n - pos < hl:
+                self.head = data[pos:]
+                return
+            if length == 126:
+                length = int.from_bytes(data[pos + 2:pos + 4], "big")
+            elif length == 127:
+                length = int.from_bytes(data[pos + 2:pos + 10], "big")
+            op = b0 & 0x0F
+            if op >= 8:                                    # control frame: needs its payload
+                if n - pos < hl + length:
+                    self.head = data[pos:]
+                    return
+                mask = data[pos + hl - 4:pos + hl] if b1 & 0x80 else b"\0\0\0\0"
+                payload = bytes(c ^ mask[i % 4] for i, c in enumerate(data[pos + hl:pos + hl + length]))
+                if op == 8:
+                    self.transport.write(b"\x88" + bytes([len(payload[:2])]) + payload[:2])
+                    self.transport.close()
+                    return
+                if op == 9:
+                    self.transport.write(b"\x8a" + bytes([len(payload)]) + payload)
+            elif op == 2:
+                st["binary"] += 1
+            elif op == 1:
+                st["text"] += 1
+            pos += hl + length
+        self.skip = pos - n
+
+
+async def _serve_discard(host: str, port: int) -> None:
+    from ..ws.sender import raise_fd_limit
+
+    raise_fd_limit(65536)
+    stats = {"connections": 0, "closed": 0, "binary": 0, "text": 0, "bytes": 0}
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _DiscardProtocol(stats), host, port, backlog=4096)
+    bound = server.sockets[0].getsockname()
+    print(f"listening on ws://{bound[0]}:{bound[1]}/audio", flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print(json.dumps(stats), flush=True)
+    server.close()
+
+
+class SinkProcess:
+    """The WebSocket server the benchmark streams to, in a process of its own."""
+
+    def __init__(self, kind: str = "discard", out_dir: str | None = None) -> None:
+        self.kind = kind
+        self._tmp = None
+        if kind == "discard":
+            cmd = [sys.executable, "-m", "rtp2ws.bench", "sink", "--listen", "127.0.0.1:0"]
+        elif kind == "rtp2ws":
+            if out_dir is None:
+                self._tmp = tempfile.mkdtemp(prefix="rtp2ws-bench-sink-")
+                out_dir = self._tmp
+            cmd = [sys.executable, "-m", "rtp2ws.cli", "sink", "--listen", "127.0.0.1:0", "--out-dir", out_dir]
+        else:
+            raise ValueError(f"unknown sink {kind!r}: discard or rtp2ws")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if "ws://" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"the {kind} sink did not start: {line!r}")
+        url = line.split()[-1]
+        self.url = url if url.rstrip("/").endswith("audio") else url.rstrip("/") + "/audio"
+
+    def stop(self) -> dict | None:
+        """Stop the sink; the discard sink's counters (connections, frames, bytes)."""
+        stats = None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=30)
+            for line in out.splitlines():
+                if line.startswith("{"):
+                    stats = json.loads(line)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        return stats
+
+
+
+def main(argv: list[str]) -> int:
+    """``python -m rtp2ws.bench sink [--listen HOST:PORT]``: serve until SIGTERM or SIGINT."""
+    sp = argparse.ArgumentParser(prog="python -m rtp2ws.bench sink")
+    sp.add_argument("--listen", default="127.0.0.1:0")
+    a = sp.parse_args(argv)
+    host, _, port = a.listen.rpartition(":")
+    from ..ws.bridge import new_event_loop
+
+    loop = new_event_loop()
+    try:
+        loop.run_until_complete(_serve_discard(host or "127.0.0.1", int(port)))
+    finally:
+        loop.close()
+    return 0
