@@ -4,11 +4,10 @@ run whole calls end to end; these look at one routing decision each.)"""
 
 import struct
 
-import numpy as np
-import pytest
-
 import netgen
+import numpy as np
 from callgen import Call, Party, expected_16k, frames_of, rtp_packets, tone
+
 from rtp2ws.codec.resample import Upsampler2x
 from rtp2ws.media.rtp import RtpPacket, serialize_rtp
 from rtp2ws.net.packet import DLT_EN10MB
@@ -97,7 +96,7 @@ def test_sip_over_udp_creates_the_call_and_sdp_binds_both_legs():
 
 
 def test_rtp_to_the_sdp_addresses_reaches_the_right_leg():
-    c, pa, pb, frames = two_way()
+    _, pa, pb, frames = two_way()
     sink = Recorder()
     pipe = Pipeline(DLT_EN10MB, sink)
     feed(pipe, frames)
@@ -169,7 +168,7 @@ def test_bye_ends_the_call_and_the_sink_hears_start_audio_end_in_order():
 
 
 def test_finish_ends_open_calls_with_capture_end():
-    c, pa, pb, frames = two_way("open@test")
+    _, pa, _, frames = two_way("open@test")
     sink = Recorder()
     pipe = Pipeline(DLT_EN10MB, sink)
     feed(pipe, frames)
@@ -183,7 +182,7 @@ def test_finish_ends_open_calls_with_capture_end():
 def test_feed_and_feed_batch_agree():
     """``feed_batch`` is ``feed`` for each frame, then a tick at the latest capture time:
     the sink hears the same after every batch, not only at the end."""
-    c, pa, pb, frames = two_way("batch@test")
+    c, pa, _, frames = two_way("batch@test")
     frames = frames_of(frames, c.bye(100.5))
     one, many = Recorder(), Recorder()
     p1, p2 = Pipeline(DLT_EN10MB, one), Pipeline(DLT_EN10MB, many)
