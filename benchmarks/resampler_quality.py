@@ -21,8 +21,9 @@ example the one before a change, driven the way the Python side drove it then),
 so that before and after are measured in the same run.  To build the committed
 version of the C core next to the working tree's::
 
-    git show HEAD:native/rtp2ws_native.c > /tmp/old_native.c
-    gcc -O3 -fPIC -shared -o /tmp/old_native.so /tmp/old_native.c \\
+    mkdir -p /tmp/old && for f in _native.c g711.c resample.c native.h; do
+        git show HEAD:native/$f > /tmp/old/$f; done
+    gcc -O3 -fPIC -shared -o /tmp/old_native.so /tmp/old/_native.c /tmp/old/g711.c /tmp/old/resample.c \\
         -I"$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
     python benchmarks/resampler_quality.py --baseline /tmp/old_native.so
 

@@ -45,7 +45,7 @@ FIXED = {
                       "time: O(n^2) sequence comparisons", ["tcp/one-byte-segments-out-of-order"]),
     "fragments-unbounded": ("PacketDecoder held up to 4096 fragment buffers of 64 KiB (plus ~130 bytes per "
                             "piece) with no byte bound", ["fragments/flood-57MB"]),
-    "sink-recursion": ("sinkserver.parse_message let json's RecursionError escape on deeply nested JSON",
+    "sink-recursion": ("sinkserver.session.parse_message (then sinkserver.parse_message) let json's RecursionError escape on deeply nested JSON",
                        ["sink/nested-json"]),
     "pipeline-gap-fill": ("a gap in a leg's media was filled with silence in one array (a call kept up by SIP "
                           "alone for 3 h, then RTP: 345 MB in one hand-off)", ["pipeline/gap-fill-20min"]),

@@ -1,5 +1,5 @@
 /*
- * rtp2ws._wsframe: the C twin of rtp2ws.wsframe.encode, which frames many
+ * rtp2ws._wsframe: the C twin of rtp2ws.ws.frame.encode, which frames many
  * WebSocket messages as RFC 6455 client frames in one buffer, so that the
  * sender writes a connection's whole batch with one transport.write.
  *
@@ -214,7 +214,7 @@ static PyMethodDef wsframe_methods[] = {
 static struct PyModuleDef wsframe_module = {
     PyModuleDef_HEAD_INIT,
     "rtp2ws._wsframe",
-    "C twin of rtp2ws.wsframe: many WebSocket client frames in one buffer.",
+    "C twin of rtp2ws.ws.frame: many WebSocket client frames in one buffer.",
     -1,
     wsframe_methods,
 };

@@ -199,7 +199,7 @@ def generate(path: str, rounds: int = 1, seed: int = 1) -> list[RealCall]:
 
 CHILD = """
 import os, sys
-from rtp2ws import gcpolicy
+from rtp2ws.run import gcpolicy
 from rtp2ws.pipeline.pipeline import Config
 from rtp2ws.run.replay import replay
 from rtp2ws.sinks.wav import WavSink

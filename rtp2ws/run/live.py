@@ -3,7 +3,7 @@ and/or WAV files, until SIGINT/SIGTERM.
 
 Threads:
 
-* capture thread (``livecapture.LiveCapture``): libpcap → bounded queue of
+* capture thread (``capture.live.LiveCapture``): libpcap → bounded queue of
   ``(ts, frame)`` batches; never waits for the decoder (a full queue drops
   and counts);
 * decoder thread (``LiveRunner.run``): owns the ``Pipeline`` and the sinks'
@@ -14,7 +14,7 @@ Threads:
   It also publishes a statistics snapshot about once a second (the only thing
   ``/metrics`` and ``/healthz`` read) and writes the periodic log line;
 * event-loop thread (main thread, uvloop) with ``--ws-url``: the ``Sender``,
-  reached through ``streaming.LoopBridge`` as in replay (no flow control:
+  reached through ``ws.bridge.LoopBridge`` as in replay (no flow control:
   live audio never waits for the network);
 * metrics thread (``metrics.MetricsServer``) with ``--metrics``.
 
