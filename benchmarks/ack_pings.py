@@ -17,8 +17,8 @@ import asyncio
 import time
 
 from rtp2ws.bench.discard import SinkProcess
-from rtp2ws.ws.sender import Sender, SenderConfig, raise_fd_limit
 from rtp2ws.ws.bridge import new_event_loop
+from rtp2ws.ws.sender import Sender, SenderConfig, raise_fd_limit
 
 FRAME = b"\x01\x00" * 320                 # 20 ms at 16 kHz
 

@@ -25,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from netgen import fragment  # noqa: E402
-
 from rtp2ws.bench.netgen import udp  # noqa: E402
 from rtp2ws.net.packet import DLT_RAW, PacketDecoder  # noqa: E402
+
+from netgen import fragment  # noqa: E402
 
 _HDR = struct.Struct("!BBHHHBBH4s4s")
 

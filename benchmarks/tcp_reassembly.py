@@ -32,8 +32,8 @@ import time
 import tracemalloc
 
 from rtp2ws.net.packet import TCP_ACK, TCP_PSH, TCP_SYN, Packet
-from rtp2ws.signalling.sip import parse_message
 from rtp2ws.net.tcpstream import SipTcpReassembler
+from rtp2ws.signalling.sip import parse_message
 
 A = b"\xc0\x00\x02\x01"
 B = b"\xc0\x00\x02\x02"

@@ -17,13 +17,12 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-import callgen  # noqa: E402
-import netgen  # noqa: E402
-
 from rtp2ws.capture.file import CaptureFile  # noqa: E402
 from rtp2ws.net.packet import PacketDecoder  # noqa: E402
 from rtp2ws.signalling.sip import looks_like_sip  # noqa: E402
 
+import callgen  # noqa: E402
+import netgen  # noqa: E402
 from .common import encode_frames  # noqa: E402
 from .gen import LINKTYPES  # noqa: E402
 from .targets import TARGETS  # noqa: E402

@@ -9,7 +9,6 @@ contract between the fast path and the pipeline.
 from typing import Final, final
 
 from _typeshed import StrOrBytesPath
-
 from typing_extensions import Buffer
 
 EOF: Final[int]

@@ -6,10 +6,8 @@ boundaries of each audio chunk.  The one freedom: within a tick, the order in wh
 
 from __future__ import annotations
 
-import numpy as np
-
-from rtp2ws.fastpath import twin as fastpath
 from rtp2ws.capture.file import BACKENDS, CaptureError, CaptureFile
+from rtp2ws.fastpath import twin as fastpath
 from rtp2ws.pipeline.pipeline import Config, Pipeline
 from rtp2ws.pipeline.sink import Sink
 

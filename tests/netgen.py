@@ -13,12 +13,29 @@ from __future__ import annotations
 import struct
 
 from rtp2ws.bench.netgen import (  # noqa: F401  (re-exported: tests use netgen.udp, netgen._pack, ...)
-    SRC_MAC, _ip_with_ext, _l4_checksum, _pack, chain_ext, checksum, ethernet, ip_packet, pcap_header, pcap_record,
+    SRC_MAC,
+    _ip_with_ext,
+    _l4_checksum,
+    _pack,
+    chain_ext,
+    checksum,
+    ethernet,
+    ip_packet,
+    pcap_header,
+    pcap_record,
     udp,
 )
 from rtp2ws.net.packet import (
-    DLT_EN10MB, DLT_IPV4, DLT_IPV6, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW,
-    DLT_RAW_OPENBSD, LINKTYPE_RAW,
+    DLT_EN10MB,
+    DLT_IPV4,
+    DLT_IPV6,
+    DLT_LINUX_SLL,
+    DLT_LINUX_SLL2,
+    DLT_LOOP,
+    DLT_NULL,
+    DLT_RAW,
+    DLT_RAW_OPENBSD,
+    LINKTYPE_RAW,
 )
 
 __all__ = [

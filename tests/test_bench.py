@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtp2ws.bench import capgen, discard, harness, netgen, report
 from rtp2ws import cli
+from rtp2ws.bench import capgen, discard, harness, netgen, report
 from rtp2ws.sinks.wav import read_wav, safe_name
 
 ROOT = Path(__file__).resolve().parent.parent

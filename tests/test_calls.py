@@ -1,9 +1,11 @@
 """Call registry: life cycle, sides, SDP updates, duplicates, hold, end reasons."""
 
 import pytest
-from callgen import Call, Party, sdp
+
 from rtp2ws.signalling.calls import CallRegistry, CallStarted, HoldChanged, MediaUpdated
 from rtp2ws.signalling.sip import parse_message
+
+from callgen import Call, Party, sdp
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")

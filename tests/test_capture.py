@@ -3,14 +3,26 @@ import os
 from pathlib import Path
 
 import pytest
+from test_packet import FAMILIES, LINK_FAMILY, packed
+
+from rtp2ws.capture.file import BACKENDS, CaptureError, CaptureFile, Reader, ReadError, reader_class
+from rtp2ws.net.packet import (
+    DLT_EN10MB,
+    DLT_IPV4,
+    DLT_IPV6,
+    DLT_LINUX_SLL,
+    DLT_LINUX_SLL2,
+    DLT_LOOP,
+    DLT_NULL,
+    DLT_RAW,
+    DLT_RAW_OPENBSD,
+    LINKTYPE_RAW,
+    Packet,
+    PacketDecoder,
+    link_layer,
+)
 
 from netgen import fragment, link, tcp, udp, write_pcap, write_pcapng
-from rtp2ws.capture.file import BACKENDS, CaptureError, CaptureFile, ReadError, Reader, reader_class
-from rtp2ws.net.packet import (
-    DLT_EN10MB, DLT_IPV4, DLT_IPV6, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW,
-    DLT_RAW_OPENBSD, LINKTYPE_RAW, Packet, PacketDecoder, link_layer,
-)
-from test_packet import FAMILIES, LINK_FAMILY, packed
 
 # What pcap_datalink() reports for a file written with each link type:
 # libpcap maps LINKTYPE_RAW (101) to DLT_RAW (12).

@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rtp2ws.sinks.wav import read_wav
+
 import callgen
 import netgen
 from callgen import Party, tone
-from rtp2ws.sinks.wav import read_wav
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tests" / "tools"

@@ -10,22 +10,29 @@ import numpy as np
 import pcap
 import pytest
 
+from rtp2ws.bench.capgen import make_capture
+from rtp2ws.capture.file import BACKENDS, reader_class
+from rtp2ws.codec import g711
+from rtp2ws.fastpath import twin as fastpath
+from rtp2ws.fastpath.driver import FastDriver, Taken
+from rtp2ws.media.leg import MediaLeg
+from rtp2ws.media.rtp import parse_rtp
+from rtp2ws.net.packet import (
+    LINK_IPV4,
+    LINK_IPV6,
+    LINK_KINDS,
+    LINK_TYPES,
+    LinkLayer,
+    PacketDecoder,
+    link_layer,
+)
+from rtp2ws.signalling.correlator import Correlator
+from rtp2ws.speedups import load_native
+
 import callgen
 import netgen
 from callgen import Call, Party, frames_of, rtp_packets, tone
 from fastcheck import check_equivalent
-from rtp2ws.capture.file import BACKENDS, reader_class
-from rtp2ws.fastpath import twin as fastpath
-from rtp2ws.fastpath.driver import FastDriver, Taken
-from rtp2ws.codec import g711
-from rtp2ws.media.leg import MediaLeg
-from rtp2ws.media.rtp import parse_rtp
-from rtp2ws.net.packet import (
-    LINK_IPV4, LINK_IPV6, LINK_KINDS, LINK_TYPES, LinkLayer, PacketDecoder, link_layer,
-)
-from rtp2ws.signalling.correlator import Correlator
-from rtp2ws.speedups import load_native
-from rtp2ws.bench.capgen import make_capture
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")

@@ -25,16 +25,17 @@ import dpkt
 import numpy as np
 import pytest
 
+from rtp2ws import cli
+from rtp2ws.codec.resample import upsample_2x
+from rtp2ws.pipeline import pipeline
+from rtp2ws.pipeline.pipeline import Pipeline
+from rtp2ws.pipeline.sink import Sink
+from rtp2ws.sinks.wav import iso, read_wav
+
 import callgen
 import netgen
 from callgen import Call, Party, frames_of, rtp_packets, sdp, tone
 from fastcheck import check_equivalent
-from rtp2ws import cli
-from rtp2ws.pipeline import pipeline
-from rtp2ws.pipeline.pipeline import Pipeline
-from rtp2ws.pipeline.sink import Sink
-from rtp2ws.codec.resample import upsample_2x
-from rtp2ws.sinks.wav import iso, read_wav
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

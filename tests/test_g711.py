@@ -5,9 +5,10 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import native_skip_reason
 
 from rtp2ws.codec import g711
+
+from conftest import native_skip_reason
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

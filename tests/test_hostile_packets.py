@@ -15,16 +15,17 @@ import time
 
 import numpy as np
 import pytest
-
-import callgen
-from callgen import Call, Party, expected_16k, frames_of, rtp_packets, tone
-from conftest import can_capture
 from test_calls import within
 from test_live import call_factory, live_factory  # noqa: F401 -- fixtures
+
 from rtp2ws import cli
 from rtp2ws.pipeline.pipeline import Config, Pipeline
 from rtp2ws.pipeline.sink import Sink
 from rtp2ws.sinks.wav import read_wav
+
+import callgen
+from callgen import Call, Party, expected_16k, frames_of, rtp_packets, tone
+from conftest import can_capture
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import can_capture
 from rtp2ws import speedups
+
+from conftest import can_capture
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,22 +16,35 @@ import threading
 import time
 from pathlib import Path
 
-import netgen
 import numpy as np
 import pytest
-from callgen import sdp, sip, tone
-from conftest import can_capture
 
-from rtp2ws.codec import g711
 from rtp2ws.capture.live import (
-    VLAN_LINKTYPES, CaptureOpenError, LiveCapture, build_bpf, parse_port_range, parse_ports,
+    VLAN_LINKTYPES,
+    CaptureOpenError,
+    LiveCapture,
+    build_bpf,
+    parse_port_range,
+    parse_ports,
 )
-from rtp2ws.net.packet import (
-    DLT_EN10MB, DLT_IPV4, DLT_IPV6, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW,
-)
+from rtp2ws.codec import g711
 from rtp2ws.codec.resample import upsample_2x
 from rtp2ws.media.rtp import RtpPacket, serialize_rtp
+from rtp2ws.net.packet import (
+    DLT_EN10MB,
+    DLT_IPV4,
+    DLT_IPV6,
+    DLT_LINUX_SLL,
+    DLT_LINUX_SLL2,
+    DLT_LOOP,
+    DLT_NULL,
+    DLT_RAW,
+)
 from rtp2ws.sinks.wav import read_wav
+
+import netgen
+from callgen import sdp, sip, tone
+from conftest import can_capture
 
 PY = sys.executable
 A_IP, B_IP = "127.0.0.1", "127.0.0.2"
@@ -567,8 +580,8 @@ def test_sighup_reopens_the_log_file(tmp_path, live_factory):
 def test_timers_run_without_traffic(call_factory):
     """The last packets of a leg leave the jitter buffer on the wall clock, with no
     packet after them to push them out; the call stays open until the end."""
-    from rtp2ws.run.live import LiveRunner
     from rtp2ws.pipeline.sink import Sink
+    from rtp2ws.run.live import LiveRunner
 
     class Recorder(Sink):
         def __init__(self):

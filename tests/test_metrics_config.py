@@ -11,15 +11,16 @@ import urllib.error
 import urllib.request
 
 import pytest
-from callgen import sdp, sip
-from conftest import can_capture
 
 from rtp2ws import cli
-from rtp2ws.tomlconfig import ConfigError, apply_config
-from rtp2ws.run.live import LiveRunner
 from rtp2ws.capture.live import LiveCapture
-from rtp2ws.run.metrics import METRICS, MetricsServer, health, parse_hostport
 from rtp2ws.pipeline.sink import Sink
+from rtp2ws.run.live import LiveRunner
+from rtp2ws.run.metrics import METRICS, MetricsServer, health, parse_hostport
+from rtp2ws.tomlconfig import ConfigError, apply_config
+
+from callgen import sdp, sip
+from conftest import can_capture
 
 
 def get(url: str) -> tuple[int, str]:

@@ -14,8 +14,8 @@ import math
 import pytest
 
 from rtp2ws import cli
-from rtp2ws.tomlconfig import ConfigError, apply_config
 from rtp2ws.pipeline.pipeline import Config
+from rtp2ws.tomlconfig import ConfigError, apply_config
 
 BAD = ("nan", "inf", "-inf", "-1", "1e300", "abc", "")
 

@@ -14,9 +14,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import can_capture
 
 from rtp2ws import cli
+
+from conftest import can_capture
 
 PY = sys.executable
 CAPTURE = "tests/data/demo_speech.pcap"

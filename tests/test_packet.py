@@ -4,12 +4,29 @@ import struct
 
 import pytest
 
-from netgen import fragment, ip_packet, link, tcp, udp
 from rtp2ws.net.packet import (
-    DLT_EN10MB, DLT_IPV4, DLT_IPV6, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW,
-    DLT_RAW_OPENBSD, LINKTYPE_NAMES, LINKTYPE_RAW, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, MalformedPacket,
-    Packet, PacketDecoder, UnsupportedLinkType,
+    DLT_EN10MB,
+    DLT_IPV4,
+    DLT_IPV6,
+    DLT_LINUX_SLL,
+    DLT_LINUX_SLL2,
+    DLT_LOOP,
+    DLT_NULL,
+    DLT_RAW,
+    DLT_RAW_OPENBSD,
+    LINKTYPE_NAMES,
+    LINKTYPE_RAW,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_PSH,
+    TCP_SYN,
+    MalformedPacket,
+    Packet,
+    PacketDecoder,
+    UnsupportedLinkType,
 )
+
+from netgen import fragment, ip_packet, link, tcp, udp
 
 V4 = ("192.0.2.10", "198.51.100.20")
 V6 = ("2001:db8::10", "2001:db8:1::20")

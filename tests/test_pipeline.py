@@ -4,15 +4,16 @@ run whole calls end to end; these look at one routing decision each.)"""
 
 import struct
 
-import netgen
 import numpy as np
-from callgen import Call, Party, expected_16k, frames_of, rtp_packets, tone
 
 from rtp2ws.codec.resample import Upsampler2x
 from rtp2ws.media.rtp import RtpPacket, serialize_rtp
 from rtp2ws.net.packet import DLT_EN10MB
 from rtp2ws.pipeline.pipeline import Config, Pipeline, Sink
 from rtp2ws.signalling.correlator import pack_ip
+
+import netgen
+from callgen import Call, Party, expected_16k, frames_of, rtp_packets, tone
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")

@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from callgen import Party, rtp_packets, tone
 from rtp2ws.pipeline.pipeline import PROBATION_STALE, Config, Pipeline
 from rtp2ws.pipeline.sink import Sink
+
+from callgen import Party, rtp_packets, tone
 
 
 class Calls(Sink):

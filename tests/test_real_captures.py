@@ -143,6 +143,7 @@ def test_live_sipp_call_recorded_now(tmp_path):
 def test_native_and_numpy_backends_write_identical_audio(tmp_path):
     """The whole pipeline, once with the C twin and once with numpy only."""
     import sys
+
     from rtp2ws.codec import g711
     if "native" not in g711.BACKENDS:
         pytest.skip("rtp2ws._native is not built")

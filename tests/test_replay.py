@@ -9,13 +9,14 @@ import sys
 import numpy as np
 import pytest
 
-import callgen
-import netgen
-from fastcheck import check_equivalent
-from callgen import Call, Party, expected_16k, frames_of, rtp_packets, sdp, tone
 from rtp2ws import cli
 from rtp2ws.codec import g711
 from rtp2ws.sinks.wav import read_wav
+
+import callgen
+import netgen
+from callgen import Call, Party, expected_16k, frames_of, rtp_packets, sdp, tone
+from fastcheck import check_equivalent
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")
@@ -537,9 +538,10 @@ def test_flush_ms_paces_hand_outs_and_changes_no_sample(tmp_path):
     """``Config.flush_ms``: paced input hands each leg's audio out at most every
     flush_ms of capture time, with every tick still running the timers; the audio
     is the same, sample for sample, as handing it out at every tick."""
-    from fastcheck import Recorder
     from rtp2ws.capture.file import CaptureFile
     from rtp2ws.pipeline.pipeline import Config, Pipeline
+
+    from fastcheck import Recorder
 
     c, setup, sa, sb, pa, pb = basic_call(n=4000)
     path = callgen.write(tmp_path / "c.pcap", frames_of(setup, sa, sb, c.bye(101)))
@@ -607,6 +609,7 @@ def test_replay_sets_the_collector_for_thousands_of_calls(tmp_path):
     100 ms: the command collects the youngest generation every gcpolicy.YOUNG objects
     instead of 700, and freezes what start-up made."""
     import gc
+
     from rtp2ws.run import gcpolicy
     c, setup, sa, sb, pa, pb = basic_call(n=1600)
     path = callgen.write(tmp_path / "c.pcap", frames_of(setup, sa, sb, c.bye(101)))

@@ -4,10 +4,11 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import native_skip_reason
 
 from rtp2ws.codec import resample
 from rtp2ws.codec.resample import FRAC_BITS, PHASES, TAPS, Upsampler2x, upsample_2x
+
+from conftest import native_skip_reason
 
 FS_IN = 8000
 FS_OUT = 16000

@@ -3,8 +3,18 @@ import struct
 import pytest
 
 from rtp2ws.media.rtp import (
-    KIND_OTHER, KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP, RtpPacket, TelephoneEvent, classify, parse_rtp,
-    parse_telephone_event, serialize_rtp, serialize_telephone_event,
+    KIND_OTHER,
+    KIND_RTCP,
+    KIND_RTP,
+    KIND_STUN,
+    KIND_ZRTP,
+    RtpPacket,
+    TelephoneEvent,
+    classify,
+    parse_rtp,
+    parse_telephone_event,
+    serialize_rtp,
+    serialize_telephone_event,
 )
 
 

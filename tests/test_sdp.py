@@ -3,7 +3,11 @@ import random
 import pytest
 
 from rtp2ws.signalling.sdp import (
-    STATIC_PAYLOAD_TYPES, MediaDescription, SdpParseError, SessionDescription, parse_sdp,
+    STATIC_PAYLOAD_TYPES,
+    MediaDescription,
+    SdpParseError,
+    SessionDescription,
+    parse_sdp,
 )
 
 

@@ -908,7 +908,7 @@ def test_no_data_frame_once_websockets_is_closing():
         await server.wait_closed()
         return st
 
-    st = run(main())
+    run(main())
     first = [(f.opcode, f.data) for f in conns[0]]
     assert [op for op, _ in first] == [Opcode.TEXT, Opcode.CLOSE]          # start, the answer to the close
     assert json.loads(first[0][1])["resumed"] is False

@@ -3,7 +3,16 @@ import random
 import pytest
 
 from rtp2ws.media.seq import (
-    SEQ_MOD, TS_MOD, uint16, uint16_add, uint16_delta, uint16_gt, uint32, uint32_add, uint32_delta, uint32_gt,
+    SEQ_MOD,
+    TS_MOD,
+    uint16,
+    uint16_add,
+    uint16_delta,
+    uint16_gt,
+    uint32,
+    uint32_add,
+    uint32_delta,
+    uint32_gt,
 )
 
 HELPERS = {

@@ -8,13 +8,14 @@ import struct
 import numpy as np
 import pytest
 
-import callgen
-import netgen
-from callgen import Call, Party, frames_of, rtp_packets, tone
 from rtp2ws.media.leg import MediaLeg
 from rtp2ws.pipeline.pipeline import Pipeline
 from rtp2ws.pipeline.sink import Counting, Forward, LegView, Sink, Tee
 from rtp2ws.run.replay import replay
+
+import callgen
+import netgen
+from callgen import Call, Party, frames_of, rtp_packets, tone
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")

@@ -14,16 +14,29 @@ import signal
 
 import numpy as np
 import pytest
+from test_sinkserver import (
+    FRAME,
+    TIMEOUT,
+    end_msg,
+    event,
+    frame,
+    frames,
+    read_jsonl,
+    run,
+    send_stream,
+    serving,
+    spawn_sink,
+    start_msg,
+    wav_bytes_like_wavout,
+)
 from websockets.asyncio.client import connect
 
-from rtp2ws.ws import protocol
+from rtp2ws.sinks.wav import read_wav
 from rtp2ws.sinkserver import server as sinkserver
 from rtp2ws.sinkserver import session as sinksession
 from rtp2ws.sinkserver.server import StreamStore
 from rtp2ws.sinkserver.session import Session, json_depth, load_json, printable
-from rtp2ws.sinks.wav import read_wav
-from test_sinkserver import (FRAME, TIMEOUT, end_msg, event, frame, frames, read_jsonl, run, send_stream, serving,
-                             spawn_sink, start_msg, wav_bytes_like_wavout)
+from rtp2ws.ws import protocol
 
 
 async def closed_by_sink(uri, msgs, wait=TIMEOUT):

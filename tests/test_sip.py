@@ -4,15 +4,22 @@ import random
 import numpy as np
 import pytest
 
+from rtp2ws import cli
+from rtp2ws.signalling.sip import (
+    COMPACT,
+    SipMessage,
+    SipParseError,
+    _mime_part,
+    looks_like_sip,
+    message_length,
+    parse_message,
+)
+from rtp2ws.sinks.wav import read_wav
+
 import callgen
 import netgen
 from callgen import Call, Party, expected_16k, frames_of, rtp_packets, tone
 from fastcheck import check_equivalent
-from rtp2ws import cli
-from rtp2ws.signalling.sip import (
-    COMPACT, SipMessage, SipParseError, _mime_part, looks_like_sip, message_length, parse_message,
-)
-from rtp2ws.sinks.wav import read_wav
 
 
 def crlf(text: str) -> bytes:

@@ -6,15 +6,15 @@ import jsonschema
 import numpy as np
 import pytest
 
-import callgen
-from callgen import Call, Party, frames_of, rtp_packets, tone
-from rtp2ws.ws import protocol
 from rtp2ws.pipeline.pipeline import Pipeline
 from rtp2ws.pipeline.sink import Tee
 from rtp2ws.sinks.streams import Audio, End, Event, Open, StreamSink
 from rtp2ws.sinks.wav import WavSink, read_wav
+from rtp2ws.ws import protocol
 
+import callgen
 import netgen
+from callgen import Call, Party, frames_of, rtp_packets, tone
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")

@@ -5,17 +5,18 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from rtp2ws import cli
+from rtp2ws.capture.file import CaptureFile
+from rtp2ws.net.packet import DLT_EN10MB, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, Packet, PacketDecoder
+from rtp2ws.net.tcpstream import FlowKey, SipTcpReassembler
+from rtp2ws.pipeline.pipeline import Pipeline
+from rtp2ws.sinks.wav import read_wav
+
 import callgen
 import netgen
 from callgen import Call, Party, expected_16k, frames_of, rtp_packets, tone
 from fastcheck import Recorder, check_equivalent
 from netgen import link, tcp
-from rtp2ws import cli
-from rtp2ws.capture.file import CaptureFile
-from rtp2ws.pipeline.pipeline import Pipeline
-from rtp2ws.sinks.wav import read_wav
-from rtp2ws.net.packet import DLT_EN10MB, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, Packet, PacketDecoder
-from rtp2ws.net.tcpstream import FlowKey, SipTcpReassembler
 
 A = b"\xc0\x00\x02\x01"
 B = b"\xc0\x00\x02\x02"

@@ -195,7 +195,7 @@ class Capture:
         self.ns, self.ifname = ns, ifname
         self.result: dict = {}
 
-    def __enter__(self) -> "Capture":
+    def __enter__(self) -> Capture:
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, sys.executable, "-c", READER, self.ifname],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

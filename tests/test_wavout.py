@@ -8,12 +8,13 @@ import os
 import numpy as np
 import pytest
 
-import callgen
-from callgen import Call, Party, expected_16k, frames_of, rtp_packets, tone
 from rtp2ws import cli
 from rtp2ws.pipeline.sink import Sink, Tee
 from rtp2ws.run.replay import replay
 from rtp2ws.sinks.wav import WavSink, read_wav, safe_name
+
+import callgen
+from callgen import Call, Party, expected_16k, frames_of, rtp_packets, tone
 
 A_IP, B_IP = "10.0.0.1", "10.0.0.2"
 CALLS_DIR, MANIFEST, JOURNAL = "calls", "calls.json", "calls.jsonl"      # the documented layout

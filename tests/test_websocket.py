@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import trustme
 
+from rtp2ws.sinks.wav import read_wav
+
 import callgen
 from callgen import Call, Party, frames_of, rtp_packets, tone
-from rtp2ws.sinks.wav import read_wav
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")

@@ -17,8 +17,8 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 
-from rtp2ws.ws import frame as wsframe
 from rtp2ws.speedups import load_native
+from rtp2ws.ws import frame as wsframe
 
 SIZES = [0, 1, 3, 4, 5, 7, 8, 9, 125, 126, 127, 640, 3200, 65535, 65536, 70001]
 

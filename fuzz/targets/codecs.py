@@ -9,8 +9,8 @@ import atheris
 import numpy as np
 
 from rtp2ws.codec import g711, resample
-from rtp2ws.ws import frame as wsframe
 from rtp2ws.speedups import load_native
+from rtp2ws.ws import frame as wsframe
 
 from ..common import check, entry
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import atheris
 
-from rtp2ws.net.packet import IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Packet
 from rtp2ws.net import tcpstream
+from rtp2ws.net.packet import IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Packet
 from rtp2ws.net.tcpstream import SipTcpReassembler
 
 from .. import gen

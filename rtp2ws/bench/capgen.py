@@ -270,7 +270,10 @@ def make_capture(path, calls: int, seconds: float, *, loss: float = 0.0, reorder
 
     steady_from = float(starts.max() + 107_000) / 1e6
     steady_until = float(media_end.min()) / 1e6
-    sample = (steady_from + steady_until) / 2 if steady_until > steady_from else float(np.median(starts) / 1e6 + 0.1 + seconds / 2)
+    if steady_until > steady_from:
+        sample = (steady_from + steady_until) / 2
+    else:
+        sample = float(np.median(starts) / 1e6 + 0.1 + seconds / 2)
     active = int(np.count_nonzero((starts / 1e6 + 0.1 <= sample) & (media_end / 1e6 >= sample)))
     legs = []
     for j in range(nlegs):

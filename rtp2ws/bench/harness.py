@@ -87,7 +87,15 @@ from .capgen import cached_capture
 from .discard import SinkProcess
 from .discard import main as sink_main
 from .report import (
-    cost_model, format_table, git_commit, machine_info, ratios, stage_seconds, stage_shares, summary, top_functions,
+    cost_model,
+    format_table,
+    git_commit,
+    machine_info,
+    ratios,
+    stage_seconds,
+    stage_shares,
+    summary,
+    top_functions,
     write_results,
 )
 
@@ -212,9 +220,9 @@ def _latency_classes():
     from collections import deque
 
     from ..run.replay import Pacer
-    from ..ws.sender import Sender
-    from ..ws.bridge import LoopBridge
     from ..sinks.streams import RATE, Audio, StreamSink
+    from ..ws.bridge import LoopBridge
+    from ..ws.sender import Sender
 
     class StampedAudio(Audio):
         """An Audio op that also carries ``ts``, the capture time of its newest packet,
@@ -338,8 +346,8 @@ def run_one(spec: dict) -> dict:
     profile (bool), latency (bool), mem_at (capture time for the RSS sample)."""
     from ..pipeline.pipeline import Config
     from ..run.replay import replay
-    from ..ws.sender import raise_fd_limit
     from ..sinks.wav import WavSink
+    from ..ws.sender import raise_fd_limit
 
     config = spec["config"]
     capture = spec["capture"]
@@ -364,7 +372,8 @@ def run_one(spec: dict) -> dict:
     try:
         if config in ("wav", "stereo_wav"):
             sink = WavSink(out_dir, stereo=config == "stereo_wav")
-            result = replay(capture, _probe_sink(sink, probe), Config(deliver_ms=1000))   # as `rtp2ws replay --out-dir` does
+            # as `rtp2ws replay --out-dir` does
+            result = replay(capture, _probe_sink(sink, probe), Config(deliver_ms=1000))
             sink.close(result.summary())
             counts = {"packets": result.packets, "calls": result.calls, "legs": result.legs}
         elif config in WS_CONFIGS:
@@ -417,9 +426,9 @@ def _run_ws(capture, url, frame_ms, stereo, speed, probe, profiles, latency, flu
     from contextlib import contextmanager
 
     from ..pipeline.pipeline import FLUSH_MS, Config, deliver_ms
-    from ..ws.sender import SenderConfig
     from ..run.replay import stream_replay
     from ..sinks.streams import StreamSink
+    from ..ws.sender import SenderConfig
 
     cfg = SenderConfig(url=url)
     config = Config(deliver_ms=deliver_ms(stream=True, paced=bool(speed), max_buffer_ms=cfg.max_buffer_ms),
@@ -500,7 +509,8 @@ def measure(config: str, capture: str, info: dict, *, url: str | None = None, sp
     if samples is not None:
         out["latency"] = latency_summary(samples)
         # with every call set up (handshakes done): the figure for a steady call load
-        steady = [d for d, t in zip(samples, stamps) if info["steady_from_ts"] + 1.0 <= t < info["steady_until_ts"]]
+        lo, hi = info["steady_from_ts"] + 1.0, info["steady_until_ts"]
+        steady = [d for d, t in zip(samples, stamps, strict=False) if lo <= t < hi]
         out["latency"]["steady"] = latency_summary(steady)
     return out
 
@@ -687,7 +697,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "--speed realtime)")
     p.add_argument("--latency-calls", type=whole(1, 100000),
                    help=f"calls in the latency run (default {LATENCY_CALLS})")
-    p.add_argument("--latency-seconds", type=number(0, 86400, lo_open=True), default=20.0, help="length of the latency run (default 20)")
+    p.add_argument("--latency-seconds", type=number(0, 86400, lo_open=True), default=20.0,
+                   help="length of the latency run (default 20)")
     p.add_argument("--flush-ms", type=whole(0, 1000), help="--flush-ms of the latency run (default: rtp2ws's own)")
     p.add_argument("--latency-config", choices=tuple(WS_CONFIGS), default="ws20",
                    help="configuration of the latency run (default ws20)")

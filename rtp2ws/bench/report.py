@@ -40,7 +40,8 @@ _PACKAGE_STAGE = {"websockets": "websocket", "asyncio": "websocket", "uvloop": "
 _DPKT_STAGE = {"sip": "sip_sdp", "http": "sip_sdp", "rtp": "rtp_jitter", "ethernet": "decode", "ip": "decode",
                "udp": "decode", "dpkt": "decode", "ip6": "decode", "compat": "decode"}
 _BUILTIN_STAGE = (("audioop", "codec"), ("pcap", "capture"), ("_fastpath", "capture"), ("uvloop", "websocket"),
-                  ("_native", "codec"), ("_asyncio", "websocket"), ("websockets", "websocket"), ("select.epoll", "websocket"))
+                  ("_native", "codec"), ("_asyncio", "websocket"), ("websockets", "websocket"),
+                  ("select.epoll", "websocket"))
 
 
 def _stage_of(key) -> str | None:
@@ -226,7 +227,8 @@ def format_table(doc: dict) -> str:
                          f"--flush-ms {lat.get('flush_ms')}, "
                          f"{lat['calls']} calls x {lat['seconds']:g} s, {lat['core_load'] * 100:.0f}% of a core, "
                          f"{lat.get('realtime_calls_per_core', 0):.0f} realtime calls per core):")
-            lines.append(f"  all frames:        p50 {lat['p50_ms']} ms, p90 {lat['p90_ms']} ms, p99 {lat['p99_ms']} ms, "
+            lines.append(f"  all frames:        p50 {lat['p50_ms']} ms, p90 {lat['p90_ms']} ms, "
+                         f"p99 {lat['p99_ms']} ms, "
                          f"max {lat['max_ms']} ms ({lat['frames']} frames)")
             st = lat.get("steady") or {}
             if st.get("frames"):
@@ -266,7 +268,7 @@ def plot(doc: dict, path: str) -> None:
     for config, seconds in series:
         pts = sorted((r["calls"], r["calls_per_core"]) for r in doc["runs"]
                      if r["config"] == config and (seconds is None or r["seconds"] == seconds))
-        xs, ys = zip(*pts)
+        xs, ys = zip(*pts, strict=True)
         style = "--" if config.startswith("reference") else "-"
         label = config if seconds is None or len({s for _, s in series}) == 1 else f"{config}, {seconds:g} s"
         ax.plot(xs, ys, style, marker="o", label=label)

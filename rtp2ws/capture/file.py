@@ -19,7 +19,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import pcap
 
@@ -135,7 +135,8 @@ class CaptureFile:
         self._overhead = PCAPNG_EPB_OVERHEAD if self._pcapng else PCAP_RECORD_HEADER
 
     def __repr__(self) -> str:
-        return f"CaptureFile({self.path!r}, linktype={getattr(self, 'linktype', None)}, {self.packets_read} packets read)"
+        linktype = getattr(self, "linktype", None)
+        return f"CaptureFile({self.path!r}, linktype={linktype}, {self.packets_read} packets read)"
 
     def __enter__(self) -> CaptureFile:
         return self

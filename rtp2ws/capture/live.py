@@ -282,10 +282,10 @@ class LiveCapture:
             return
         with self._lock:
             if self._raw is not None:
-                for key, new, old in zip(("recv", "drop", "ifdrop"), raw, self._raw):
+                for key, new, old in zip(("recv", "drop", "ifdrop"), raw, self._raw, strict=True):
                     self._kernel[key] += (new - old) % U32
             else:
-                self._kernel = dict(zip(("recv", "drop", "ifdrop"), raw))
+                self._kernel = dict(zip(("recv", "drop", "ifdrop"), raw, strict=True))
             self._raw = tuple(raw)
 
     def _run(self) -> None:

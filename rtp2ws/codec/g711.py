@@ -23,7 +23,7 @@ names the one in use.  Set ``RTP2WS_NO_NATIVE=1`` before import to force numpy.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -140,7 +140,7 @@ def _one_complement_magnitude(x: np.ndarray) -> np.ndarray:
     return np.where(x < 0, ~x, x)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _alaw_encode_table() -> np.ndarray:
     """uint8[65536] indexed by ``int16 + 32768``; built on first use."""
     x = np.arange(-32768, 32768, dtype=np.int32)
@@ -153,7 +153,7 @@ def _alaw_encode_table() -> np.ndarray:
     return table
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ulaw_encode_table() -> np.ndarray:
     """uint8[65536] indexed by ``int16 + 32768``; built on first use."""
     x = np.arange(-32768, 32768, dtype=np.int32)

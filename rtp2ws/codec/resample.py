@@ -36,7 +36,6 @@ the extension is built and ``RTP2WS_NO_NATIVE`` is not set at import, else
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from ..speedups import pick

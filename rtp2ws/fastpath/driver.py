@@ -23,7 +23,8 @@ puts it on the leg (``MediaLeg.absorb``) and counts it as if each packet had bee
 
 from __future__ import annotations
 
-from typing import Callable, Hashable, NamedTuple
+from collections.abc import Callable, Hashable
+from typing import NamedTuple
 
 from ..net.packet import LinkLayer
 from .twin import tables

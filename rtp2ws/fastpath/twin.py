@@ -48,12 +48,19 @@ import struct
 
 import numpy as np
 
-from ..capture.file import ReadError, Reader
+from ..capture.file import Reader, ReadError
 from ..codec.g711 import ALAW_TO_LINEAR, ULAW_TO_LINEAR
-from ..net.packet import (
-    LINK_AF, LINK_AF_NET, LINK_ETHERTYPE, LINK_KINDS, VXLAN_PORT, LinkLayer, MalformedPacket, link_reader,
-)
 from ..media.seq import uint32
+from ..net.packet import (
+    LINK_AF,
+    LINK_AF_NET,
+    LINK_ETHERTYPE,
+    LINK_KINDS,
+    VXLAN_PORT,
+    LinkLayer,
+    MalformedPacket,
+    link_reader,
+)
 from ..speedups import pick
 
 _native, BACKENDS = pick("fastpath")

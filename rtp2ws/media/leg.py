@@ -34,10 +34,10 @@ from typing import NamedTuple
 import numpy as np
 
 from ..codec import g711
+from ..codec.resample import Upsampler2x
 from .dtmf import DtmfDetector
 from .jitterbuffer import JitterBuffer
 from .plc import conceal
-from ..codec.resample import Upsampler2x
 from .rtp import RtpPacket
 from .seq import uint32
 

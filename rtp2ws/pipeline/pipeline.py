@@ -16,17 +16,25 @@ import heapq
 import itertools
 from collections import OrderedDict
 
-from ..signalling.calls import (
-    CALLEE, CALLER, Call, CallEnded, CallRegistry, CallStarted, HoldChanged, MediaUpdated, other,
-)
-from ..signalling.correlator import Correlator, format_addr, pack_ip
 from ..fastpath.driver import FastDriver, Taken
 from ..fastpath.twin import TICK, default_class, for_reader
 from ..media.leg import EXTRA_LEGS, MediaLeg, extra_tag
-from ..net.packet import MalformedPacket, PacketDecoder
 from ..media.rtp import KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP, classify, parse_rtp
-from ..signalling.sip import SipParseError, looks_like_sip, parse_message
+from ..net.packet import MalformedPacket, PacketDecoder
 from ..net.tcpstream import SipTcpReassembler
+from ..signalling.calls import (
+    CALLEE,
+    CALLER,
+    Call,
+    CallEnded,
+    CallRegistry,
+    CallStarted,
+    HoldChanged,
+    MediaUpdated,
+    other,
+)
+from ..signalling.correlator import Correlator, format_addr, pack_ip
+from ..signalling.sip import SipParseError, looks_like_sip, parse_message
 from .sink import LegView, Sink
 
 UDP = 17
@@ -592,7 +600,7 @@ class Pipeline:
         return ((was_dst is not None and dst != was_dst and dst == (flow[2], flow[3]))
                 or (was_src is not None and src != was_src and src == (flow[0], flow[1])))
 
-    def _decide(self, flow: tuple, u: "_Undecided"):
+    def _decide(self, flow: tuple, u: _Undecided):
         """Decide a held flow: concurrent when its leg took packets since the flow began,
         a replacement otherwise.  Its held packets go to the leg that takes it.  Returns
         that leg's key (None when the call has as many extra legs as it may)."""
@@ -634,7 +642,7 @@ class Pipeline:
                 heapq.heappop(heap)
         self._undecided_deadline = heap[0][0] if heap else float("inf")
 
-    def _extra_leg(self, key, leg: MediaLeg, flow: tuple, sp: "_Split"):
+    def _extra_leg(self, key, leg: MediaLeg, flow: tuple, sp: _Split):
         """A leg of its own for a flow concurrent with ``leg``'s: ``caller#2`` (then #3 ...,
         at most EXTRA_LEGS per direction); None beyond that."""
         call_key, tag = key

@@ -460,9 +460,9 @@ def _run_with_websocket(opts: LiveOptions, sender, config, runner: LiveRunner, w
     import asyncio
 
     from ..pipeline.sink import Tee
-    from ..ws.sender import raise_fd_limit
-    from ..ws.bridge import LoopBridge, new_event_loop, run_with_sender
     from ..sinks.streams import StreamSink
+    from ..ws.bridge import LoopBridge, new_event_loop, run_with_sender
+    from ..ws.sender import raise_fd_limit
 
     raise_fd_limit(65536)
     streams = StreamSink(frame_ms=opts.frame_ms, stereo=opts.stereo, sip_headers=opts.sip_headers,

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..fastpath import twin as fastpath
 from ..capture.file import CaptureError, CaptureFile
+from ..fastpath import twin as fastpath
 from ..net.packet import UnsupportedLinkType
 from ..pipeline.pipeline import Config, Pipeline
 from ..pipeline.sink import Counting, Sink

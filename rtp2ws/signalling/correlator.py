@@ -28,7 +28,7 @@ Sans-I/O; addresses are packed bytes as the packet decoder yields them.
 from __future__ import annotations
 
 import socket
-from typing import Hashable
+from collections.abc import Hashable
 
 Addr = tuple[bytes, int]
 

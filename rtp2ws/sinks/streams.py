@@ -36,10 +36,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..signalling.calls import CALLEE, CALLER, Call, HoldChanged
 from ..media.dtmf import DtmfEvent
 from ..media.leg import CodecChange
 from ..pipeline.sink import LegView, Sink
+from ..signalling.calls import CALLEE, CALLER, Call, HoldChanged
 from ..ws.protocol import CODEC, PROTOCOL_VERSION, SAMPLE_RATE, validate_frame_ms
 from .wav import iso
 
@@ -264,7 +264,7 @@ class StreamSink(Sink):
             if mix.has_frame():
                 self._hold(mix, after=now)
 
-    def _hold(self, mix: "_Mixer", after: float = float("-inf")) -> None:
+    def _hold(self, mix: _Mixer, after: float = float("-inf")) -> None:
         """Wake ``mix`` when the hold of its oldest unsent frame ends."""
         when = max(mix.frame_end_time(self.hold_s), after + 1e-6)
         mix.wake_at = when
@@ -299,7 +299,7 @@ class StreamSink(Sink):
                 self._event(s, kind, ev, _offset(s.start_time, at))
         return s
 
-    def _mixer(self, call: Call, leg: LegView) -> "_Mixer":
+    def _mixer(self, call: Call, leg: LegView) -> _Mixer:
         mix = self._mix.get(call.key)
         if mix is None:
             s = _Stream(call, "stereo", 2, self.frame)

@@ -30,9 +30,9 @@ import struct
 
 import numpy as np
 
+from ..pipeline.sink import LegView, Sink
 from ..signalling.calls import CALLEE, CALLER, Call, HoldChanged
 from ..signalling.correlator import format_addr, pack_ip
-from ..pipeline.sink import LegView, Sink
 
 RATE = 16000
 FLUSH_BYTES = 2 * RATE        # per leg: written once a second of audio is in (never holds two)

@@ -103,7 +103,8 @@ SCHEMAS: dict[str, dict] = {
     "codec": _message("codec", ["codec", "offset"], {"codec": {"type": "string"}, "offset": _OFFSET, "time": _TIME},
                       "The RTP codec changed (the stream stays L16 at 16 kHz)."),
     "drop": _message("drop", ["offset", "samples"], {"offset": _OFFSET, "samples": {"type": "integer", "minimum": 1}},
-                     "The sender's buffer overflowed: `samples` samples were dropped; the next frame starts at offset."),
+                     "The sender's buffer overflowed: `samples` samples were dropped; "
+                     "the next frame starts at offset."),
     "end": _message(
         "end",
         ["reason", "samples", "dropped_ms", "reconnects"],

@@ -856,7 +856,7 @@ class Sender:
             return
         keys = self._mask_keys(4 * sum(counts))
         pos = 0
-        for stream, n in zip(ready, counts):
+        for stream, n in zip(ready, counts, strict=True):
             end = pos + 4 * n
             try:
                 stream._send(keys[pos:end])

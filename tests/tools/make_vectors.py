@@ -42,12 +42,13 @@ for _path in (TESTS, TESTS.parent):      # netgen and callgen; this checkout's r
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-import callgen
-import netgen
 import numpy as np
 
 from rtp2ws.codec import g711
 from rtp2ws.net.packet import DLT_EN10MB, DLT_LINUX_SLL
+
+import callgen
+import netgen
 
 
 def _replace_once(data: bytes, old: bytes, new: bytes) -> bytes:
