@@ -190,6 +190,20 @@ class Handoffs(Sink):
             self.last = np.concatenate([self.last, pcm[-4000:]])[-4000:]
 
 
+def call_with_a_gap(call_id: str, gap: int, method: str, every: float):
+    """A call with 800 samples of tone, ``gap`` 8 kHz samples of no RTP kept up by an
+    in-dialog ``method`` every ``every`` seconds, then the other 800: (call, tone, frames)."""
+    c = Call(call_id, A, B)
+    pa = tone(440, 1600)
+    first = rtp_packets(A, B, 100.1, pa[:800], ssrc=0xAAAA0001)
+    later = rtp_packets(A, B, 100.2 + gap / 8000, pa[800:], ssrc=0xAAAA0001, seq0=1005, ts0=50000 + 800 + gap)
+    keepalive = []
+    for k in range(1, int(gap / 8000 / every) + 1):
+        c.cseq += 1
+        keepalive += c.request(100.0 + every * k, method)
+    return c, pa, frames_of(c.setup(100.0), first, keepalive, later)
+
+
 def test_a_gap_of_hours_is_handed_out_a_bounded_piece_at_a_time():
     """A call kept up by SIP alone for three hours, then RTP again: the gap is three hours
     of silence on the leg's timeline, but it used to be made as one array (345 MB for
@@ -199,15 +213,9 @@ def test_a_gap_of_hours_is_handed_out_a_bounded_piece_at_a_time():
     from rtp2ws.media.leg import MAX_TAKE
 
     gap = 3 * 3600 * 8000
-    c = Call("gap@test", A, B)
-    pa = tone(440, 1600)
-    first = rtp_packets(A, B, 100.1, pa[:800], ssrc=0xAAAA0001)
-    later = rtp_packets(A, B, 100.2 + gap / 8000, pa[800:], ssrc=0xAAAA0001, seq0=1005, ts0=50000 + 800 + gap)
-    keepalive = []
-    for k in range(1, 3 * 36 + 1):            # an in-dialog INFO every 100 s keeps the call up
-        c.cseq += 1
-        keepalive += c.request(100.0 + 100 * k, "INFO")
-    frames = frames_of(c.setup(100.0), first, keepalive, later, c.bye(100.5 + gap / 8000))
+    # an in-dialog INFO every 100 s keeps the call up
+    c, pa, frames = call_with_a_gap("gap@test", gap, "INFO", 100)
+    frames += frames_of(c.bye(100.5 + gap / 8000))
     sink = Handoffs()
     pipe = Pipeline(101, sink)
     tracemalloc.start()
@@ -243,15 +251,7 @@ def test_a_gap_of_hours_goes_out_over_several_ticks_not_in_one_call():
     from rtp2ws.pipeline.pipeline import TICK_PIECES
 
     gap = 10 * 3600 * 8000
-    c = Call("hold@test", A, B)
-    pa = tone(440, 1600)
-    first = rtp_packets(A, B, 100.1, pa[:800], ssrc=0xAAAA0001)
-    later = rtp_packets(A, B, 100.2 + gap / 8000, pa[800:], ssrc=0xAAAA0001, seq0=1005, ts0=50000 + 800 + gap)
-    keepalive = []
-    for k in range(1, 10 * 4 + 1):            # a session refresh every 15 minutes
-        c.cseq += 1
-        keepalive += c.request(100.0 + 900 * k, "UPDATE")
-    frames = frames_of(c.setup(100.0), first, keepalive, later)
+    _, pa, frames = call_with_a_gap("hold@test", gap, "UPDATE", 900)    # a session refresh every 15 minutes
     sink = Handoffs()
     pipe = Pipeline(101, sink, Config(rtp_timeout=1800))    # refreshes every 15 min keep it up
     per_call = []
