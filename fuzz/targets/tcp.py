@@ -29,6 +29,7 @@ work is not quadratic: at most 32 sequence-number comparisons per segment fed, p
 (counted, so the bound does not depend on the machine's speed)."""
 
 COMPARISONS_PER_SEGMENT = 32
+MSS = 1460
 
 
 # counters of data the reassembler gave up on, by its documented bounds (max_buffer,
@@ -97,11 +98,17 @@ def _run(data: bytes, clock, counted) -> None:
             stream = b"".join((b"\r\n" if fdp.ConsumeIntInRange(0, 3) == 0 else b"") + m for m in msgs)
             isn = fdp.ConsumeIntInRange(0, 0xFFFFFFFF)
             sport = 20000 + 2 * round_             # a new flow each time
-            tiny = fdp.ConsumeIntInRange(0, 15) == 0 and len(stream) <= 4000      # one-byte segments
+            tiny = fdp.ConsumeIntInRange(0, 15) == 15 and len(stream) <= 4000      # one-byte segments
+            # (rare choices test for the top of their range: an input that ran out reads the bottom)
             cuts = []
             pos = 0
             while pos < len(stream):
-                n = 1 if tiny else fdp.ConsumeIntInRange(1, max(1, len(stream) - pos))
+                if tiny:
+                    n = 1
+                elif fdp.remaining_bytes():
+                    n = fdp.ConsumeIntInRange(1, max(1, len(stream) - pos))
+                else:       # input used up: full-sized segments, not the 1-byte ones ConsumeIntInRange would give
+                    n = MSS
                 cuts.append((pos, pos + n))
                 pos += n
             order = list(range(len(cuts)))
@@ -118,10 +125,10 @@ def _run(data: bytes, clock, counted) -> None:
             fits = len(stream) <= r.max_buffer
             for k, i in enumerate(order):
                 s, e = cuts[i]
-                if fdp.ConsumeIntInRange(0, 7) == 0:           # a retransmission with a bit more before it
+                if fdp.ConsumeIntInRange(0, 7) == 7:           # a retransmission with a bit more before it
                     s = max(0, s - fdp.ConsumeIntInRange(0, 8))
                 got += feed(A, sport, B, 5060, isn + 1 + s, TCP_ACK, stream[s:e])
-                if fdp.ConsumeIntInRange(0, 15) == 0:          # another flow's garbage
+                if fdp.ConsumeIntInRange(0, 15) == 15:         # another flow's garbage
                     feed(B, 5060, A, sport + 1, fdp.ConsumeIntInRange(0, 0xFFFFFFFF), TCP_ACK,
                          fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 40)))
                 _check_bounds(r)
