@@ -274,7 +274,7 @@ def run(data: bytes, clock) -> None:
             config.flush_ms = 0
     batches, left = [], len(frames)
     while left > 0:
-        n = min(left, fdp.PickValueInList([1, 4, 16, 64, 1024]))
+        n = min(left, fdp.PickValueInList([1024, 1, 4, 16, 64]))      # used up: one batch
         batches.append(n)
         left -= n
     ref = _drive(linktype, frames, config, batches, None, clock)
