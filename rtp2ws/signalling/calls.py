@@ -198,6 +198,12 @@ class CallRegistry:
         self._end(call, reason, now, events)
         return events
 
+    def identify(self, call: Call, call_id: str, now: float) -> list:
+        """A media-only call whose addresses signalling now names: it ends (``identified``)
+        and names the call its media goes on in (``identified_as``)."""
+        call.identified_as = call_id
+        return self.end(call, "identified", now)
+
     def touch(self, call: Call, now: float) -> None:
         """Media activity on the call (keeps it from timing out)."""
         if now > call.last_activity:
