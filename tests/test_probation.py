@@ -6,6 +6,9 @@ makes it a media-only call.  The table was a FIFO capped at 4,096 flows: with
 packet came, and not one call was picked up (4,000 gave 4,000).  Now a flow only
 makes room when the oldest has been quiet for PROBATION_STALE; otherwise its
 packet waits outside (counted) and the flow tries again with the next one.
+
+The tests from ``test_probation_promotes_...`` on drive that table, the sans-I/O
+``rtp2ws.pipeline.probation.Probation``, on its own: no Pipeline, no sink.
 """
 
 from __future__ import annotations
@@ -13,7 +16,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rtp2ws.media.rtp import RtpPacket, parse_rtp, serialize_rtp
 from rtp2ws.pipeline.pipeline import PROBATION_STALE, Config, Pipeline
+from rtp2ws.pipeline.probation import (
+    AFTER_END,
+    ENDED_MEDIA_GRACE,
+    FULL,
+    NOT_AUDIO,
+    PROBATION_FLOWS,
+    WAITING,
+    Probation,
+    Promoted,
+)
 from rtp2ws.pipeline.sink import Sink
 
 from callgen import Party, rtp_packets, tone
@@ -133,3 +147,146 @@ def test_an_sdp_address_with_a_nul_byte_is_no_address():
 
     assert pack_ip("10.0.0.1\x00") is None and pack_ip("::1\x00x") is None
     assert pack_ip("10.0.0.1") == bytes([10, 0, 0, 1])
+
+
+# -- the Probation class on its own (rtp2ws/pipeline/probation.py): no Pipeline, no sink ----
+
+
+A = (bytes([10, 0, 0, 1]), 4000)
+B = (bytes([10, 0, 0, 2]), 5000)
+C = (bytes([10, 0, 0, 3]), 6000)
+AB = A + B
+BA = B + A
+
+
+def rtp(seq: int, ssrc: int = 0x1234, pt: int = 8, size: int = 160) -> bytes:
+    return serialize_rtp(RtpPacket(seq & 0xFFFF, 160 * seq & 0xFFFFFFFF, ssrc, pt, False, b"\xd5" * size))
+
+
+def test_probation_promotes_a_flow_at_its_second_packet_in_sequence():
+    p = Probation()
+    assert p.offer(AB, rtp(7), 10.0) is WAITING
+    assert list(p.flows) == [AB] and p.flows[AB] == (parse_rtp(rtp(7)), 10.0)
+    got = p.offer(AB, rtp(8), 10.02)
+    assert got == Promoted("rtp:10.0.0.1:4000-10.0.0.2:5000", A, B, (parse_rtp(rtp(7)), 10.0), None)
+    assert p.flows == {} and p.calls == {got.call_id: {A, B}}
+
+
+def test_probation_takes_the_other_directions_waiting_packet_along():
+    p = Probation()
+    assert p.offer(BA, rtp(500, ssrc=9), 10.0) is WAITING
+    assert p.offer(AB, rtp(1), 10.01) is WAITING
+    got = p.offer(AB, rtp(2), 10.03)
+    assert got.back == (parse_rtp(rtp(500, ssrc=9)), 10.0)
+    assert got.first == (parse_rtp(rtp(1)), 10.01) and p.flows == {}
+
+
+def test_probation_sequence_wraps_at_16_bits():
+    p = Probation()
+    p.offer(AB, rtp(0xFFFF), 1.0)
+    assert isinstance(p.offer(AB, rtp(0), 1.02), Promoted)
+    p = Probation()
+    p.offer(AB, rtp(0xFFFE), 1.0)
+    assert p.offer(AB, rtp(0), 1.02) is WAITING       # one missing: not in sequence
+
+
+@pytest.mark.parametrize("second, at", [
+    (rtp(9), 10.02),                        # a packet missing
+    (rtp(7), 10.02),                        # the same sequence again
+    (rtp(8, ssrc=0x99), 10.02),             # another source
+    (rtp(8), 10.0 + PROBATION_STALE),       # too late (exactly PROBATION_STALE is too late)
+    (rtp(8), 9.99),                         # capture time went back
+])
+def test_probation_a_packet_out_of_sequence_starts_probation_again(second, at):
+    p = Probation()
+    p.offer(AB, rtp(7), 10.0)
+    assert p.offer(AB, second, at) is WAITING
+    assert list(p.flows) == [AB] and p.flows[AB] == (parse_rtp(second), at) and p.calls == {}
+
+
+@pytest.mark.parametrize("payload", [
+    b"\x81\xc8\x00\x06" + bytes(24),        # RTCP
+    b"\x00\x01\x00\x00\x21\x12\xa4\x42" + bytes(12),     # STUN
+    rtp(1, pt=18),                          # G.729: not a codec a media-only call decodes
+    rtp(1, size=39), rtp(1, size=481),      # packet times no call uses
+])
+def test_probation_keeps_nothing_but_g711_of_a_call_sized_packet(payload):
+    p = Probation()
+    assert p.offer(AB, payload, 1.0) is NOT_AUDIO and p.flows == {}
+    assert p.offer(AB, rtp(1, size=40), 1.0) is WAITING           # the bounds themselves are in
+    assert p.offer(BA, rtp(1, pt=0, size=480), 1.0) is WAITING
+    assert list(p.flows) == [AB, BA]
+
+
+def test_probation_table_is_bounded_and_only_a_quiet_flow_makes_room():
+    p = Probation(max_flows=2)
+    f1, f2, f3 = A + B, A + C, B + C
+    assert p.offer(f1, rtp(1), 0.0) is WAITING
+    assert p.offer(f2, rtp(1), 0.5) is WAITING
+    assert p.offer(f3, rtp(1), 1.0) is FULL and list(p.flows) == [f1, f2]     # both fresh: the packet waits outside
+    assert p.offer(f1, rtp(5), 1.5) is WAITING and list(p.flows) == [f2, f1]  # in order of each flow's latest packet
+    assert p.offer(f3, rtp(2), 0.5 + PROBATION_STALE - 0.001) is FULL
+    assert p.offer(f3, rtp(2), 0.5 + PROBATION_STALE) is WAITING              # f2 quiet long enough: it goes
+    assert list(p.flows) == [f1, f3]
+    assert isinstance(p.offer(f1, rtp(6), 2.6), Promoted)                     # a flow inside goes on while full
+
+
+def test_probation_memory_is_one_entry_per_flow_and_at_most_max_flows():
+    p = Probation(max_flows=64)
+    most = 0
+    for r in range(5):
+        for i in range(200):
+            flow = (bytes([10, 1, i // 250, i % 250 + 1]), 4000, B[0], 5000 + i)
+            p.offer(flow, rtp(3 * r), 100.0 * r + i * 1e-3)      # never in sequence
+            most = max(most, len(p.flows))
+    assert most == 64 and len(p.flows) == 64 and p.calls == {}
+
+
+def test_probation_identify_names_the_media_only_calls_signalling_names():
+    p = Probation()
+    p.offer(AB, rtp(1), 1.0)
+    call_id = p.offer(AB, rtp(2), 1.02).call_id
+    assert p.identify({C}) == [] and p.identify({B, C}) == [call_id] and p.identify({A}) == [call_id]
+    p.call_ended(call_id, [], 5.0)
+    assert p.identify({A, B}) == [] and p.calls == {}
+
+
+def test_probation_rtp_just_after_a_call_ended_is_a_straggler():
+    p = Probation()
+    p.call_ended("sig@x", [B], 100.0)
+    assert p.offer(AB, rtp(1), 100.0 + ENDED_MEDIA_GRACE - 0.01) is AFTER_END     # to the ended address
+    assert p.offer(BA, rtp(1), 101.0) is AFTER_END                                # from it
+    assert p.flows == {}
+    assert p.offer(AB, rtp(1), 100.0 + ENDED_MEDIA_GRACE) is WAITING
+    assert p.offer(A + C, rtp(1), 101.0) is WAITING                               # other addresses
+
+
+def test_probation_forgets_ended_addresses_after_the_grace():
+    p = Probation()
+    p.call_ended("one", [A], 10.0)
+    p.call_ended("two", [B], 10.0 + ENDED_MEDIA_GRACE)
+    assert list(p.ended) == [A, B]                     # exactly the grace apart: kept
+    p.call_ended("three", [C, A], 10.0 + ENDED_MEDIA_GRACE + 0.5)
+    # in order of end time (A moved to the back), as the expiry reads them from the front
+    assert list(p.ended.items()) == [(B, 10.0 + ENDED_MEDIA_GRACE), (C, 10.5 + ENDED_MEDIA_GRACE),
+                                     (A, 10.5 + ENDED_MEDIA_GRACE)]
+    p.call_ended("four", [], 100.0)
+    assert p.ended == {}
+
+
+def test_probation_rejects_an_empty_table():
+    with pytest.raises(ValueError):
+        Probation(0)
+    assert Probation().max_flows == PROBATION_FLOWS
+
+
+def test_registry_identify_ends_the_media_only_call_naming_the_real_one():
+    """The pipeline asks the registry (``CallRegistry.identify``) instead of writing into its Call."""
+    from rtp2ws.signalling.calls import CallEnded, CallRegistry
+
+    reg = CallRegistry()
+    (started,) = reg.adopt("rtp:10.0.0.1:4000-10.0.0.2:5000", 1.0)
+    events = reg.identify(started.call, "real@x", 2.0)
+    assert [type(e) for e in events] == [CallEnded] and events[0].call is started.call
+    assert started.call.identified_as == "real@x" and started.call.end_reason == "identified"
+    assert started.call.ended and started.call.end == 2.0

@@ -4,6 +4,7 @@ One way through (see docs/ARCHITECTURE.md):
 
     frame → PacketDecoder → SIP (UDP, or TCP via SipTcpReassembler) → CallRegistry
                           ↘ Correlator → MediaLeg (jitter buffer → G.711 → 2x FIR) → Sink
+                          ↘ (RTP no SDP claims) Probation → a media-only call
 
 Sans-I/O like the stages it joins: every frame carries its capture time,
 and ``finish(now)`` ends what is left.  Replay and live capture drive the
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import OrderedDict
 
 from ..fastpath.driver import FastDriver, Taken
 from ..fastpath.twin import TICK, default_class, for_reader
@@ -35,13 +35,12 @@ from ..signalling.calls import (
 )
 from ..signalling.correlator import Correlator, format_addr, pack_ip
 from ..signalling.sip import SipParseError, looks_like_sip, parse_message
+from .probation import AFTER_END, FULL, PROBATION_FLOWS, Probation, Promoted
+from .probation import PROBATION_STALE as PROBATION_STALE  # re-exported: tests/test_probation.py
 from .sink import LegView, Sink
 
 UDP = 17
 TCP = 6
-ENDED_MEDIA_GRACE = 32.0   # RTP to/from an ended call's addresses this soon after is a straggler
-PROBATION_FLOWS = 65536    # unclaimed RTP flows watched at once (about 0.5 KB each)
-PROBATION_STALE = 2.0      # seconds after which a flow's one packet in probation may make room
 MAX_ERRORS_KEPT = 100      # undocumented exceptions kept for the log between two looks
 TICK_PIECES = 10           # leg.MAX_TAKE pieces a leg hands out per tick (10 min); the next tick goes on
 FLOW_WINDOW = 1.0          # a leg's new flow is concurrent when the leg's flow goes on within this
@@ -109,11 +108,8 @@ class Pipeline:
         self._waiting: set[tuple[str, str]] = set()   # legs holding packets in their jitter buffer
         self._registry_deadline: float | None = None
         self._next_flush = float("-inf")             # capture time of the next hand-out (Config.flush_ms)
-        # Both in time order, looked at from the front: OrderedDict, since a dict whose
-        # front entries were deleted scans past them on every next(iter(...)).
-        self._probation: OrderedDict[tuple, tuple] = OrderedDict()   # 5-tuple -> (RtpPacket, ts) of unclaimed RTP
-        self._media_only: dict[str, set] = {}        # media-only call key -> its (ip, port) endpoints
-        self._ended_media: OrderedDict[tuple, float] = OrderedDict()  # (ip, port) of calls just ended -> end time
+        # Unclaimed RTP, media-only calls, addresses of calls just ended (rtp2ws.pipeline.probation)
+        self.probation = Probation(self.config.probation_flows)
         self._undecided: dict[tuple, _Undecided] = {}  # 5-tuple -> a leg's new flow, held until decided
         self._undecided_heap: list = []               # (deadline, n, flow, _Undecided), stale ones skipped
         self._undecided_deadline = float("inf")       # the earliest deadline in it
@@ -131,6 +127,12 @@ class Pipeline:
         # Undocumented exceptions a packet raised, (capture time, text), oldest first;
         # the adapters log and clear them (``take_errors``).
         self.errors: list[tuple[float, str]] = []
+
+    @property
+    def _probation(self):
+        """The unclaimed flows waiting in probation (``Probation.flows``), as the
+        issue-10 tests (tests/test_probation.py) look at them."""
+        return self.probation.flows
 
     # -- input ------------------------------------------------------------------
 
@@ -382,56 +384,25 @@ class Pipeline:
         the signalling is unknown (capture started mid-call, SIP not mirrored)."""
         st = self.stats
         st["unmatched_udp"] += 1
-        payload = pkt.payload
-        if classify(payload) != KIND_RTP:
+        got = self.probation.offer((pkt.src, pkt.sport, pkt.dst, pkt.dport), pkt.payload, ts)
+        if type(got) is not Promoted:
+            if got is FULL:
+                st["probation_full"] += 1
+            elif got is AFTER_END:
+                st["rtp_after_end"] += 1
             return
-        try:
-            rtp = parse_rtp(payload)
-        except ValueError:
-            return
-        if rtp.payload_type not in (0, 8) or not 40 <= len(rtp.payload) <= 480:
-            return
-        if self._ended_media:
-            t = self._ended_media.get((pkt.src, pkt.sport)) or self._ended_media.get((pkt.dst, pkt.dport))
-            if t is not None and ts - t < ENDED_MEDIA_GRACE:
-                st["rtp_after_end"] += 1      # in flight after BYE: not a new call
-                return
-        key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
-        probation = self._probation       # in order of each flow's latest packet
-        prev = probation.pop(key, None)
-        if prev is None or ((prev[0].sequence + 1) & 0xFFFF) != rtp.sequence or prev[0].ssrc != rtp.ssrc \
-                or not 0 <= ts - prev[1] < PROBATION_STALE:
-            # (two packets in sequence hours apart are no call in progress: the second
-            # starts probation again, found by fuzz/targets/pipeline)
-            if len(probation) >= self.config.probation_flows:
-                # Full.  Evicting the oldest whatever its age would let more flows than
-                # slots push each other out in turn, and none would ever see its second
-                # packet (4,097 calls in progress gave none).  Only a flow quiet for
-                # PROBATION_STALE makes room; otherwise this packet waits outside (counted)
-                # and its flow tries again with its next one, once the flows inside have
-                # become calls and left.
-                old_key = next(iter(probation))
-                if ts - probation[old_key][1] < PROBATION_STALE:
-                    st["probation_full"] += 1
-                    return
-                del probation[old_key]
-            probation[key] = (rtp, ts)
-            return
-        a, b = (pkt.src, pkt.sport), (pkt.dst, pkt.dport)
-        call_id = f"rtp:{format_addr(*a)}-{format_addr(*b)}"
-        self._handle(self.registry.adopt(call_id, prev[1]))
+        call_id, a, b = got.call_id, got.src, got.dst
+        self._handle(self.registry.adopt(call_id, got.first[1]))
         self._registry_deadline = self.registry.next_deadline()
-        self._media_only[call_id] = {a, b}
         self.correlator.expect((call_id, CALLER), b, a)
         self.correlator.expect((call_id, CALLEE), a, b)
         hit = self.correlator.lookup(pkt.src, pkt.sport, pkt.dst, pkt.dport)
         st["unmatched_udp"] -= 2
-        self._push_rtp(hit[0], prev[0], prev[1])
+        self._push_rtp(hit[0], *got.first)
         self._media(hit, pkt, ts)
-        back = self._probation.pop((pkt.dst, pkt.dport, pkt.src, pkt.sport), None)
-        if back is not None:      # the other direction's first packet, waiting in probation
+        if got.back is not None:      # the other direction's first packet, waiting in probation
             st["unmatched_udp"] -= 1
-            self._push_rtp((call_id, CALLEE), back[0], back[1])
+            self._push_rtp((call_id, CALLEE), *got.back)
 
     def _push_rtp(self, key, rtp, ts: float) -> None:
         leg = self.legs[key]
@@ -462,7 +433,7 @@ class Pipeline:
         """Re-derive both legs' expectations from the two sides' latest SDP."""
         if self.fast.legs:
             self.fast.sync_call(call.key, self._tags(call.key), True)
-        if self._media_only:
+        if self.probation.calls:
             self._identify(call)
         for tag in (CALLER, CALLEE):
             leg = self.legs.get((call.key, tag))
@@ -496,17 +467,10 @@ class Pipeline:
     def _identify(self, call: Call) -> None:
         """Signalling now names the addresses of a media-only call: that call ends
         (``identified``) and the media goes to the signalled call from here on."""
-        named = set()
-        for offer in call.media.values():
-            ip = pack_ip(offer.address)
-            if ip is not None:
-                named.add((ip, offer.port))
-        for key, ends in list(self._media_only.items()):
-            if ends & named:
-                orphan = self.calls.get(key)
-                if orphan is not None:
-                    orphan.identified_as = call.call_id
-                    self._handle(self.registry.end(orphan, "identified", self.now))
+        for key in self.probation.identify(set(_addresses(call))):
+            orphan = self.calls.get(key)
+            if orphan is not None:
+                self._handle(self.registry.identify(orphan, call.call_id, self.now))
 
     def _call_ended(self, call: Call) -> None:
         sp = self._split.get(call.key)
@@ -528,21 +492,9 @@ class Pipeline:
             self._waiting.discard(key)
             legs[tag] = self._views.pop(key)
         self.calls.pop(call.key, None)
-        self._media_only.pop(call.key, None)
         self._split.pop(call.key, None)
-        if self.config.media_only:
-            end = call.end if call.end is not None else self.now
-            recent = self._ended_media      # in order of end time: expire from the front
-            for offer in call.media.values():
-                ip = pack_ip(offer.address)
-                if ip is not None:
-                    recent.pop((ip, offer.port), None)
-                    recent[(ip, offer.port)] = end
-            while recent:
-                addr, t = next(iter(recent.items()))
-                if end - t <= ENDED_MEDIA_GRACE:
-                    break
-                del recent[addr]
+        self.probation.call_ended(call.key, _addresses(call) if self.config.media_only else (),
+                                  call.end if call.end is not None else self.now)
         self.sink.call_ended(call, legs)
 
     # -- flows: one timeline per leg ---------------------------------------------------
@@ -726,3 +678,8 @@ class _Split:
 def _addr(text: str, port: int):
     ip = pack_ip(text)
     return (ip, port) if ip is not None else None
+
+
+def _addresses(call: Call) -> list[tuple[bytes, int]]:
+    """The (packed IP, port) of each side's latest SDP that has a usable address."""
+    return [addr for offer in call.media.values() if (addr := _addr(offer.address, offer.port)) is not None]
