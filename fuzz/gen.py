@@ -8,7 +8,28 @@ from __future__ import annotations
 
 import struct
 
-LINKTYPES = [1, 113, 276, 12, 14, 101, 228, 229, 0, 108]
+from rtp2ws.net.packet import (
+    DLT_EN10MB,
+    DLT_IPV4,
+    DLT_IPV6,
+    DLT_LINUX_SLL,
+    DLT_LINUX_SLL2,
+    DLT_LOOP,
+    DLT_NULL,
+    DLT_RAW,
+    DLT_RAW_OPENBSD,
+    LINK_TYPES,
+    LINKTYPE_RAW,
+)
+
+# Every link type rtp2ws reads: the keys of net.packet's one table (LINK_TYPES), in the
+# order the committed seeds index them (fuzz/corpus/packet: the raw mode's second byte;
+# fuzz/targets/pipeline.py: ``data[1] % len(LINKTYPES)``).  That order is the seeds', not
+# the table's, so it is kept here (tests/test_layout.py checks it); a link type added to
+# the table comes after these and the indices the seeds use keep their meaning.
+SEED_ORDER = (DLT_EN10MB, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_RAW, DLT_RAW_OPENBSD, LINKTYPE_RAW,
+              DLT_IPV4, DLT_IPV6, DLT_NULL, DLT_LOOP)
+LINKTYPES = [lt for lt in SEED_ORDER if lt in LINK_TYPES] + [lt for lt in LINK_TYPES if lt not in SEED_ORDER]
 ADDRS4 = [b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02", b"\xc0\x00\x02\x01", b"\x00\x00\x00\x00"]
 ADDRS6 = [b"\x20\x01\x0d\xb8" + b"\0" * 11 + b"\x01", b"\x20\x01\x0d\xb8" + b"\0" * 11 + b"\x02", b"\0" * 16]
 PORTS = [5060, 4000, 4001, 5000, 5001, 4789, 0, 65535]
@@ -40,20 +61,20 @@ def ethertype_of(version: int) -> int:
 def link(fdp, linktype: int, ip: bytes, version: int, exact: bool = False) -> bytes:
     """``ip`` in a ``linktype`` frame; unless ``exact``, sometimes with a wrong ethertype or family."""
     et = ethertype_of(version) if exact or fdp.ConsumeIntInRange(0, 15) else fdp.ConsumeIntInRange(0, 0xFFFF)
-    if linktype == 1:
+    if linktype == DLT_EN10MB:
         tags = b""
         for _ in range(fdp.ConsumeIntInRange(0, 3) if fdp.ConsumeIntInRange(0, 3) == 0 else 0):
             tags += struct.pack("!HH", fdp.PickValueInList([0x8100, 0x88A8, 0x9100]), fdp.ConsumeIntInRange(0, 0xFFFF))
         return b"\x02\0\0\0\0\x01\x02\0\0\0\0\x02" + tags + struct.pack("!H", et) + ip
-    if linktype == 113:
+    if linktype == DLT_LINUX_SLL:
         return struct.pack("!HHH8sH", 0, 1, 6, b"\x02\0\0\0\0\x01\0\0", et) + ip
-    if linktype == 276:
+    if linktype == DLT_LINUX_SLL2:
         return struct.pack("!HHIHBB8s", et, 0, 1, 1, 0, 6, b"\x02\0\0\0\0\x01\0\0") + ip
-    if linktype in (0, 108):
+    if linktype in (DLT_NULL, DLT_LOOP):
         fam = 2 if version == 4 else fdp.PickValueInList([10, 24, 28, 30])
         if not exact and not fdp.ConsumeIntInRange(0, 15):
             fam = fdp.ConsumeIntInRange(0, 0xFFFFFFFF)
-        le = linktype == 0 and fdp.ConsumeBool()
+        le = linktype == DLT_NULL and fdp.ConsumeBool()
         return struct.pack("<I" if le else "!I", fam) + ip
     return ip      # raw IP link types
 
