@@ -19,9 +19,8 @@ Layers, bottom to top (a module may import its own layer and the ones below):
 from __future__ import annotations
 
 import ast
+import importlib.util
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "rtp2ws"
 
@@ -39,10 +38,10 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 
-# Imports other helpers of issue 11 are removing on their branches: each entry is an
-# expected failure (strict) of ``test_known_violation_is_gone`` until its branch is
-# merged; then the test passes, strict xfail turns that into a failure, and the entry
-# is deleted here.
+# Imports that break a rule and are excused while a branch removes them: (importer,
+# imported) -> why.  ``test_no_circles`` and ``test_nothing_imports_upward`` pass over
+# them; ``test_known_violations_still_break_a_rule`` fails once one no longer does (its
+# branch merged), until the entry is deleted here.  Empty: nothing is excused.
 KNOWN: dict[tuple[str, str], str] = {}
 
 
@@ -172,9 +171,33 @@ def test_cli_is_imported_by_nothing():
     assert sorted(a for a, deps in GRAPH.items() if "rtp2ws.cli" in deps) == []
 
 
-@pytest.mark.parametrize("edge", [pytest.param(edge, marks=pytest.mark.xfail(strict=True, reason=reason),
-                                               id=f"{edge[0]}->{edge[1]}")
-                                  for edge, reason in KNOWN.items()])
-def test_known_violation_is_gone(edge):
+def _breaks_a_rule(edge: tuple[str, str], graph: dict[str, set[str]]) -> bool:
+    """Does ``a`` still import ``b``, and does that import go up a layer or close a circle?"""
     a, b = edge
-    assert b not in GRAPH[a] or (_layer(b) <= _layer(a) and not any(a in c and b in c for c in _circles(GRAPH)))
+    return b in graph.get(a, ()) and (_layer(b) > _layer(a) or any(a in c and b in c for c in _circles(graph)))
+
+
+def test_known_violations_still_break_a_rule():
+    assert [edge for edge in KNOWN if not _breaks_a_rule(edge, GRAPH)] == []
+
+
+def test_breaks_a_rule_tells_excused_imports_from_fixed_ones():
+    low, high, peer = "rtp2ws.codec.g711", "rtp2ws.pipeline.pipeline", "rtp2ws.codec.resample"
+    assert _breaks_a_rule((low, high), {low: {high}, high: set()})                     # up a layer
+    assert _breaks_a_rule((low, peer), {low: {peer}, peer: {low}})                     # a circle in one layer
+    assert not _breaks_a_rule((high, low), {high: {low}, low: set()})                  # down: allowed
+    assert not _breaks_a_rule((low, peer), {low: {peer}, peer: set()})                 # same layer, no circle
+    assert not _breaks_a_rule((low, high), {low: set(), high: set()})                  # the import is gone
+
+
+def test_fuzz_link_types_are_the_one_tables_in_the_seeds_order():
+    """fuzz/gen.py's LINKTYPES are the keys of net.packet.LINK_TYPES, the one link table;
+    the committed seeds pick one by its index (fuzz/corpus/packet, the pipeline target's
+    raw mode), so the order they were made with stays, and new link types come after."""
+    spec = importlib.util.spec_from_file_location("fuzz_gen", ROOT.parent / "fuzz" / "gen.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    from rtp2ws.net.packet import LINK_TYPES
+
+    assert sorted(gen.LINKTYPES) == sorted(LINK_TYPES) and len(set(gen.LINKTYPES)) == len(gen.LINKTYPES)
+    assert gen.LINKTYPES[:10] == [1, 113, 276, 12, 14, 101, 228, 229, 0, 108]
