@@ -223,7 +223,7 @@ class Reader:
     a batch at a time, handed out a packet at a time to ``FastPath.run``
     (``rtp2ws.fastpath.twin``)."""
 
-    def __init__(self, path) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         try:
             self._cap = CaptureFile(path, native=False)
         except CaptureError as e:
@@ -232,7 +232,7 @@ class Reader:
         self.packets_read = 0
         self.error: str | None = None     # a read error kept back until the packets before it had their tick
         self._batches = self._cap.batches()
-        self._batch: list = []
+        self._batch: list[tuple[float, bytes]] = []
         self._i = 0
         self._done = False
 
@@ -252,7 +252,7 @@ class Reader:
         self._cap.close()
         self._done = True
 
-    def next_packet(self):
+    def next_packet(self) -> tuple[float, bytes] | None:
         """The next ``(ts, frame)``; None at the end of the file, and when it breaks off
         (then ``error`` holds libpcap's message until ``raise_error``)."""
         while self._i >= len(self._batch):
