@@ -323,9 +323,11 @@ class MediaLeg:
                          self._last_ts, self._last_arrival, self.pending_samples)
 
     def absorb(self, packets: int, nbytes: int, next_ext: int, last_ts: int, last_arrival: float,
-               last_payload: bytes, samples: bytes) -> None:
+               last_payload: bytes | None, samples: bytes) -> None:
         """``packets`` in-order packets the fast path took since ``fast_state``: their
-        8 kHz ``samples`` go on the timeline as ``_place`` would have put them."""
+        8 kHz ``samples`` go on the timeline as ``_place`` would have put them
+        (``last_payload`` is None only when the fast path took none: not absorbed)."""
+        assert last_payload is not None  # packets > 0: the fast path took some
         self.counts["packets"] += packets
         self.counts["bytes"] += nbytes
         self.jb.advance(next_ext, packets)

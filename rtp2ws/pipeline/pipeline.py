@@ -115,7 +115,7 @@ class Pipeline:
         self._media_only: dict[str, set] = {}        # media-only call key -> its (ip, port) endpoints
         self._ended_media: OrderedDict[tuple, float] = OrderedDict()  # (ip, port) of calls just ended -> end time
         self._undecided: dict[tuple, _Undecided] = {}  # 5-tuple -> a leg's new flow, held until decided
-        self._undecided_heap: list = []               # (deadline, n, flow, _Undecided), stale ones skipped
+        self._undecided_heap: list[tuple[float, int, tuple, _Undecided]] = []   # stale entries skipped
         self._undecided_deadline = float("inf")       # the earliest deadline in it
         self._undecided_n = itertools.count()
         self._split: dict[str, _Split] = {}           # call key -> its extra legs (caller#2 ...)
@@ -425,6 +425,7 @@ class Pipeline:
         self.correlator.expect((call_id, CALLER), b, a)
         self.correlator.expect((call_id, CALLEE), a, b)
         hit = self.correlator.lookup(pkt.src, pkt.sport, pkt.dst, pkt.dport)
+        assert hit is not None  # both legs were just expected
         st["unmatched_udp"] -= 2
         self._push_rtp(hit[0], prev[0], prev[1])
         self._media(hit, pkt, ts)
