@@ -53,8 +53,11 @@ class FastPath:
     @property
     def now(self) -> float:
         """Latest capture time of a packet taken here."""
-    def __init__(self, linktype: int, deliver_samples: int, alaw_table: Buffer, ulaw_table: Buffer) -> None:
-        """The tables are 256 native int16 samples each (rtp2ws.fastpath.twin.tables())."""
+    def __init__(
+        self, link: tuple[str, int, int, bool], deliver_samples: int, alaw_table: Buffer, ulaw_table: Buffer
+    ) -> None:
+        """``link`` is the capture's rtp2ws.net.packet.LinkLayer (kind, header, type_at, vlans);
+        the tables are 256 native int16 samples each (rtp2ws.fastpath.twin.tables())."""
     def arm(
         self,
         src: Buffer,

@@ -37,7 +37,8 @@ def number(lo: float, hi: float, *, lo_open: bool = False, unit: str = ""):
         return v
 
     parse.__name__ = "number"
-    parse.kind = float          # what a --config file must give (rtp2ws.tomlconfig)
+    # what a --config file must give (rtp2ws.tomlconfig); mypy has no function attributes (python/mypy#2087)
+    parse.kind = float  # type: ignore[attr-defined]
     return parse
 
 
@@ -55,5 +56,5 @@ def whole(lo: int, hi: int):
         return v
 
     parse.__name__ = "whole"
-    parse.kind = int
+    parse.kind = int  # type: ignore[attr-defined]  # (see number)
     return parse

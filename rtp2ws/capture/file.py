@@ -119,7 +119,7 @@ class CaptureFile:
                 message = str(e)
                 prefix = f"{self.path}: "
                 raise CaptureError(message if message.startswith(prefix) else prefix + message) from None
-            self.linktype = self._reader.linktype
+            self.linktype: int = self._reader.linktype
             return
         try:
             self._pcap = pcap.pcap(name=self.path, promisc=False, immediate=False, timeout_ms=0)
@@ -129,7 +129,7 @@ class CaptureFile:
             if message.startswith(prefix):
                 message = message[len(prefix) :]
             raise CaptureError(f"{self.path}: {message}") from None
-        self.linktype: int = self._pcap.datalink()
+        self.linktype = self._pcap.datalink()
         # Approximate: pcapng section and interface blocks are not counted.
         self.bytes_read = 0 if self._pcapng else PCAP_FILE_HEADER
         self._overhead = PCAPNG_EPB_OVERHEAD if self._pcapng else PCAP_RECORD_HEADER
@@ -223,7 +223,7 @@ class Reader:
     a batch at a time, handed out a packet at a time to ``FastPath.run``
     (``rtp2ws.fastpath.twin``)."""
 
-    def __init__(self, path) -> None:
+    def __init__(self, path: str) -> None:
         try:
             self._cap = CaptureFile(path, native=False)
         except CaptureError as e:
@@ -232,7 +232,7 @@ class Reader:
         self.packets_read = 0
         self.error: str | None = None     # a read error kept back until the packets before it had their tick
         self._batches = self._cap.batches()
-        self._batch: list = []
+        self._batch: list[tuple[float, bytes]] = []
         self._i = 0
         self._done = False
 
@@ -252,7 +252,7 @@ class Reader:
         self._cap.close()
         self._done = True
 
-    def next_packet(self):
+    def next_packet(self) -> tuple[float, bytes] | None:
         """The next ``(ts, frame)``; None at the end of the file, and when it breaks off
         (then ``error`` holds libpcap's message until ``raise_error``)."""
         while self._i >= len(self._batch):
@@ -289,4 +289,7 @@ def reader_class(backend: str | None = None):
     backend = backend or BACKENDS[0]
     if backend not in BACKENDS:
         raise ValueError(f"fast path backend {backend!r} is not available (have {', '.join(BACKENDS)})")
-    return _native.Reader if backend == "native" else Reader
+    if backend == "native":
+        assert _native is not None  # "native" is listed only when the extension is there
+        return _native.Reader
+    return Reader

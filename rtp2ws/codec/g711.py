@@ -162,7 +162,7 @@ def _ulaw_encode_table() -> np.ndarray:
     exponent = _bit_length(biased) - 6  # biased >= 33, so 0..7
     mantissa = (biased >> (exponent + 1)) & 0x0F
     code = (0x7F ^ ((exponent << 4) | mantissa)) | np.where(x >= 0, 0x80, 0)
-    table = code.astype(np.uint8)
+    table: np.ndarray = code.astype(np.uint8)
     table.flags.writeable = False
     return table
 

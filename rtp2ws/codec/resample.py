@@ -36,6 +36,9 @@ the extension is built and ``RTP2WS_NO_NATIVE`` is not set at import, else
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 import numpy as np
 
 from ..speedups import pick
@@ -79,7 +82,8 @@ def _design_taps(half_length: int, beta: float, frac_bits: int) -> np.ndarray:
 
 def _polyphase(taps: np.ndarray) -> np.ndarray:
     padded = np.concatenate([[0], taps])  # length 4M: even, centre at 2M
-    return padded.reshape(-1, 2).T.astype(np.int32).copy()
+    phases: np.ndarray = padded.reshape(-1, 2).T.astype(np.int32).copy()
+    return phases
 
 
 TAPS: np.ndarray = _design_taps(HALF_LENGTH, KAISER_BETA, FRAC_BITS).astype(np.int32)
@@ -119,6 +123,11 @@ def _numpy_upsample2x(history: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, n
     np.clip(out, -32768, 32767, out=out)
     return out.astype(np.int16).reshape(-1), buf[n:].astype(np.int16)
 
+
+# A core filters (history, int16 samples) -> (int16 output, new history).  The history
+# is whatever the same core returned last time (an array, or the native core's bytes).
+_Core = Callable[[Any, np.ndarray], tuple[np.ndarray, np.ndarray | bytes]]
+_CORES: dict[str, _Core]
 
 _native, BACKENDS = pick("resample")
 BACKEND = BACKENDS[0]
@@ -160,6 +169,8 @@ class Upsampler2x:
     ``process`` returns output up to this many samples behind its input, and
     ``flush`` returns the rest."""
 
+    _history: np.ndarray | bytes     # the core's state (see ``_Core``)
+
     def __init__(self, backend: str | None = None) -> None:
         backend = BACKEND if backend is None else backend
         try:
@@ -192,6 +203,7 @@ class Upsampler2x:
         if type(h) is bytes:
             steady = h.count(0) == len(h) == 2 * _STEADY
         else:
+            h = cast(np.ndarray, h)
             steady = len(h) == _STEADY and not h.any()
         if steady:
             return _ZEROS[:2 * n] if 2 * n <= len(_ZEROS) else np.zeros(2 * n, dtype=np.int16)

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import operator
 import struct
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -63,6 +64,9 @@ from ..net.packet import (
 )
 from ..speedups import pick
 
+if TYPE_CHECKING:
+    from .. import _fastpath
+
 _native, BACKENDS = pick("fastpath")
 
 EOF = 0
@@ -73,7 +77,7 @@ _H = struct.Struct("!H")
 _RTP = struct.Struct("!BBHII")
 
 
-def _check_layer(link) -> LinkLayer:
+def _check_layer(link: object) -> LinkLayer:
     """``link`` (``rtp2ws.net.packet.link_layer``'s row) as the C constructor checks it."""
     if not isinstance(link, (tuple, list)) or len(link) != 4 or not isinstance(link[0], str):
         raise TypeError("link must be a LinkLayer (kind, header, type_at, vlans)")
@@ -89,6 +93,21 @@ def _check_layer(link) -> LinkLayer:
 class _Slot:
     __slots__ = ("flow", "ssrc", "next_ext", "pt", "table", "expect_ts", "last_ts_ext", "last_arrival",
                  "max_arrival", "packets", "nbytes", "last_n", "codes", "base", "ready")
+    flow: tuple[bytes, int, bytes, int]
+    ssrc: int
+    next_ext: int
+    pt: int
+    table: np.ndarray
+    expect_ts: int
+    last_ts_ext: int
+    last_arrival: float
+    max_arrival: float
+    packets: int
+    nbytes: int
+    last_n: int
+    codes: bytearray
+    base: int
+    ready: bool
 
 
 class FastPath:
@@ -102,7 +121,7 @@ class FastPath:
         self.deliver = deliver_samples
         self._alaw = np.frombuffer(alaw_table, dtype="=i2")
         self._ulaw = np.frombuffer(ulaw_table, dtype="=i2")
-        self._flows: dict[tuple, int] = {}
+        self._flows: dict[tuple[bytes, int, bytes, int], int] = {}
         self._slots: dict[int, _Slot] = {}
         self._free: list[int] = []
         self._next_sid = 0
@@ -140,7 +159,7 @@ class FastPath:
         self._flows[flow] = sid
         return sid
 
-    def take(self, sid: int, disarm: bool) -> tuple:
+    def take(self, sid: int, disarm: bool) -> tuple[int, int, int, int, float, float, bytes | None, bytes]:
         s = self._slot(sid)
         codes = bytes(s.codes)
         out = (s.packets, s.nbytes, s.next_ext, s.last_ts_ext, s.last_arrival, s.max_arrival,
@@ -179,7 +198,7 @@ class FastPath:
 
     # -- the loop ------------------------------------------------------------------
 
-    def run(self, reader: Reader, deadline: float, budget: int):
+    def run(self, reader: Reader, deadline: float, budget: int) -> tuple[float, bytes] | int:
         """(ts, frame) of the first packet not taken here, ``TICK`` after ``budget``
         packets since the last tick, ``EOF`` at the end of the file."""
         if not isinstance(reader, Reader):
@@ -205,7 +224,7 @@ class FastPath:
                 continue
             return ts, frame
 
-    def feed(self, batch: list, pos: int, deadline: float) -> int:
+    def feed(self, batch: list[tuple[float, bytes]], pos: int, deadline: float) -> int:
         """Index of the first ``(ts, frame)`` of ``batch[pos:]`` not taken here (``len``: all)."""
         n = len(batch)
         while pos < n:
@@ -289,16 +308,22 @@ class FastPath:
         return True
 
 
-def default_class():
+def default_class() -> type[FastPath] | type[_fastpath.FastPath]:
     """The FastPath of the first of ``BACKENDS`` (for ``feed``: live capture)."""
-    return _native.FastPath if BACKENDS[0] == "native" else FastPath
+    if BACKENDS[0] == "native":
+        assert _native is not None  # "native" is listed only when the extension is there
+        return cast("type[_fastpath.FastPath]", _native.FastPath)     # (pick() gives a ModuleType)
+    return FastPath
 
 
-def for_reader(reader) -> tuple:
+def for_reader(
+    reader: Reader | _fastpath.Reader,
+) -> tuple[type[FastPath] | type[_fastpath.FastPath], type[ReadError] | type[_fastpath.ReadError]]:
     """``(FastPath class, ReadError class)`` that go with ``reader`` (``rtp2ws.capture.file.reader_class``)."""
     if isinstance(reader, Reader):
         return FastPath, ReadError
-    return _native.FastPath, _native.ReadError
+    assert _native is not None  # a reader other than the twin's is the extension's
+    return cast("type[_fastpath.FastPath]", _native.FastPath), cast("type[_fastpath.ReadError]", _native.ReadError)
 
 
 def tables() -> tuple[bytes, bytes]:

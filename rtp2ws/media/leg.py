@@ -29,17 +29,20 @@ continues this leg.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import numpy as np
 
 from ..codec import g711
 from ..codec.resample import Upsampler2x
-from .dtmf import DtmfDetector
-from .jitterbuffer import JitterBuffer
+from .dtmf import DtmfDetector, DtmfEvent
+from .jitterbuffer import JitterBuffer, Released
 from .plc import conceal
 from .rtp import RtpPacket
 from .seq import uint32
+
+if TYPE_CHECKING:
+    from ..signalling.correlator import Addr, Flow
 
 CLOCK = 8000
 RESYNC_SECONDS = 0.5
@@ -53,12 +56,17 @@ def extra_tag(tag: str, n: int) -> str:
     return f"{tag}#{n}"
 
 
-def _assemble(pending: list) -> np.ndarray:
+# 8 kHz audio waiting to be resampled: an array, a gap's silence as its length, or
+# a packet's (codec, payload) still to decode.
+Pending = int | tuple[str, bytes] | np.ndarray
+
+
+def _assemble(pending: list[Pending]) -> np.ndarray:
     """8 kHz samples from pending items: arrays as they are, runs of (codec, payload)
     decoded with one table look-up per run."""
     parts: list[np.ndarray] = []
     run: list[bytes] = []
-    codec = None
+    codec = ""        # the run's codec, set by its first item
     for item in pending:
         if type(item) is int:         # a gap's silence, kept as its length until now
             item = np.zeros(item, dtype=np.int16)
@@ -72,7 +80,7 @@ def _assemble(pending: list) -> np.ndarray:
             if run:
                 parts.append(_DECODERS[codec](b"".join(run)))
                 run = []
-            parts.append(item)
+            parts.append(cast(np.ndarray, item))     # neither int nor tuple: an array
     if run:
         parts.append(_DECODERS[codec](b"".join(run)))
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -85,6 +93,9 @@ MAX_TAKE = 60 * CLOCK        # 8 kHz samples resampled and handed to the sinks a
 class CodecChange(NamedTuple):
     codec: str
     at: float   # capture time
+
+
+LegEvent = DtmfEvent | CodecChange     # what ``take_events`` hands out
 
 
 class FastState(NamedTuple):
@@ -110,10 +121,11 @@ class MediaLeg:
         self.ssrcs: list[int] = []
         self.codecs: list[str] = []
         self.flows: list[tuple[str, str]] = []   # (src, dst) as text, in order first seen
-        self.flow: tuple | None = None   # the RTP flow (packed 5-tuple) taken now; set by the pipeline
-        self.flow_expect = None          # the SDP expectation (dst, src) when it was taken
-        self.own_flows: dict = {}        # flows taken so far, oldest first (at most OWN_FLOWS)
-        self.dtmf_events: list = []
+        self.flow: Flow | None = None   # the RTP flow (packed 5-tuple) taken now; set by the pipeline
+        # the SDP expectation (dst, src) when it was taken
+        self.flow_expect: tuple[Addr | None, Addr | None] | None = None
+        self.own_flows: dict[Flow, bool] = {}        # flows taken so far, oldest first (at most OWN_FLOWS)
+        self.dtmf_events: list[DtmfEvent] = []
         self.counts = {
             "packets": 0, "bytes": 0, "cn": 0, "unknown_pt": 0, "encrypted_packets": 0,
             "rtcp": 0, "stun": 0, "zrtp": 0, "malformed": 0, "overlap_dropped": 0, "extra_flow_dropped": 0,
@@ -129,18 +141,18 @@ class MediaLeg:
         self._last_n = 0
         self._last_audio: tuple[str, bytes] | None = None   # (codec, payload) of the last packet
         self._codec: str | None = None
-        self._pending: list = []   # 8 kHz audio not yet resampled: arrays, or (codec, payload) to decode
+        self._pending: list[Pending] = []   # 8 kHz audio not yet resampled: arrays, or (codec, payload) to decode
         self.pending_samples = 0   # ... and how many 8 kHz samples that is
         self._lost_carry = 0
         self._restart = False
         self._up = Upsampler2x()
-        self._events: list = []
+        self._events: list[LegEvent] = []
         self.closed = False
         self._drained = False
 
     # -- flows (decided by the pipeline) ------------------------------------------
 
-    def take_flow(self, flow: tuple, expect=None) -> None:
+    def take_flow(self, flow: Flow, expect: tuple[Addr | None, Addr | None] | None = None) -> None:
         """From now on this leg's audio comes on ``flow`` (its first, or a replacement);
         ``expect`` is what signalling expected of the leg's flows at that moment."""
         self.flow = flow
@@ -251,14 +263,14 @@ class MediaLeg:
         """The first ``limit`` 8 kHz samples of what is pending, or fewer up to a second
         or more of silence (that goes out on its own); the rest stays."""
         pending = self._pending
-        out: list = []
+        out: list[Pending] = []
         need = limit
         i = 0
         while need and i < len(pending):
             item = pending[i]
             if type(item) is int and item >= CLOCK and out:
                 break                 # a long silence goes on its own (MediaLeg.take_audio)
-            n = item if type(item) is int else len(item[1]) if type(item) is tuple else len(item)
+            n = item if type(item) is int else len(item[1]) if type(item) is tuple else len(cast(np.ndarray, item))
             if n <= need:
                 out.append(item)
                 need -= n
@@ -271,14 +283,15 @@ class MediaLeg:
                 out.append((item[0], item[1][:need]))
                 pending[i] = (item[0], item[1][need:])
             else:
-                out.append(item[:need])
-                pending[i] = item[need:]
+                array = cast(np.ndarray, item)     # neither int nor tuple
+                out.append(array[:need])
+                pending[i] = array[need:]
             need = 0
         del pending[:i]
         self.pending_samples -= limit - need
         return _assemble(out)
 
-    def take_events(self) -> list:
+    def take_events(self) -> list[LegEvent]:
         ev, self._events = self._events, []
         return ev
 
@@ -304,13 +317,17 @@ class MediaLeg:
                 or self.start_time is None or codec not in _DECODERS or self._last_audio is None
                 or self.pt_map.get(payload_type, ("?", 0))[0] != codec):
             return None
-        return FastState(jb.ssrc, jb.next_sequence, codec == "PCMA", uint32(self._cursor + self._ts_off),
+        ssrc = jb.ssrc
+        assert ssrc is not None  # in_order: the buffer follows a stream
+        return FastState(ssrc, jb.next_sequence, codec == "PCMA", uint32(self._cursor + self._ts_off),
                          self._last_ts, self._last_arrival, self.pending_samples)
 
     def absorb(self, packets: int, nbytes: int, next_ext: int, last_ts: int, last_arrival: float,
-               last_payload: bytes, samples: bytes) -> None:
+               last_payload: bytes | None, samples: bytes) -> None:
         """``packets`` in-order packets the fast path took since ``fast_state``: their
-        8 kHz ``samples`` go on the timeline as ``_place`` would have put them."""
+        8 kHz ``samples`` go on the timeline as ``_place`` would have put them
+        (``last_payload`` is None only when the fast path took none: not absorbed)."""
+        assert last_payload is not None  # packets > 0: the fast path took some
         self.counts["packets"] += packets
         self.counts["bytes"] += nbytes
         self.jb.advance(next_ext, packets)
@@ -323,6 +340,7 @@ class MediaLeg:
         self._last_ts = last_ts
         self._last_arrival = last_arrival
         self._last_n = len(last_payload)
+        assert self._codec is not None  # fast_state gave the fast path a codec
         self._last_audio = (self._codec, last_payload)
 
     @property
@@ -330,7 +348,7 @@ class MediaLeg:
         return 2 * self._cursor
 
     @property
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, int]:
         js = self.jb.stats
         return {
             "packets": self.counts["packets"],
@@ -343,14 +361,14 @@ class MediaLeg:
 
     # -- internals ----------------------------------------------------------------
 
-    def _add_dtmf(self, ev) -> None:
+    def _add_dtmf(self, ev: DtmfEvent) -> None:
         if len(self.dtmf_events) < MAX_DTMF_LISTED:
             self.dtmf_events.append(ev)      # for the manifest and the end message
         else:
             self.counts["dtmf_not_listed"] += 1
         self._events.append(ev)
 
-    def _place(self, r) -> None:
+    def _place(self, r: Released) -> None:
         pkt = r.packet
         if r.new_stream:
             self._restart = True

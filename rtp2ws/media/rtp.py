@@ -38,8 +38,8 @@ class RtpPacket(NamedTuple):
     payload_type: int
     marker: bool
     payload: bytes
-    csrcs: tuple = ()
-    extension: tuple | None = None  # (profile, bytes)
+    csrcs: tuple[int, ...] = ()
+    extension: tuple[int, bytes] | None = None  # (profile, bytes)
 
     def __repr__(self) -> str:
         return (
@@ -57,14 +57,14 @@ def parse_rtp(data: bytes) -> RtpPacket:
         raise ValueError(f"RTP packet has invalid version {b0 >> 6}")
     pos = RTP_HEADER_LENGTH
     cc = b0 & 0x0F
-    csrcs: tuple = ()
+    csrcs: tuple[int, ...] = ()
     if cc:
         end = pos + 4 * cc
         if len(data) < end:
             raise ValueError("RTP packet has truncated CSRC")
         csrcs = struct.unpack_from(f"!{cc}I", data, pos)
         pos = end
-    extension = None
+    extension: tuple[int, bytes] | None = None
     if b0 & 0x10:
         if len(data) < pos + 4:
             raise ValueError("RTP packet has truncated extension profile / length")

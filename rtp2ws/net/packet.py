@@ -43,6 +43,7 @@ from __future__ import annotations
 import struct
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import NamedTuple
 
 __all__ = [
@@ -271,7 +272,7 @@ def _vlan_tags(data: bytes, ethertype: int, off: int) -> tuple[int, int]:
     return off, ethertype_version(ethertype)
 
 
-def link_reader(layer: LinkLayer, what: str = "link"):
+def link_reader(layer: LinkLayer, what: str = "link") -> Callable[[bytes], tuple[int, int]]:
     """The function that reads a frame's link header as ``layer`` says: frame ->
     (offset of the IP header, IP version or 0); ``MalformedPacket`` when it is truncated
     (``"<what> header truncated"``) or, bare IP, of another version.  PacketDecoder's,
@@ -323,6 +324,10 @@ _LINK_READERS = {linktype: link_reader(t.layer, t.what) for linktype, t in LINK_
 _LINK_ETHERNET = _LINK_READERS[DLT_EN10MB]     # VXLAN carries Ethernet frames
 
 
+# A datagram being reassembled: (4, src, dst, proto, ident) or (6, src, dst, ident).
+FragKey = tuple[int | bytes, ...]
+
+
 class PacketDecoder:
     """Decode captured frames of one link type into ``Packet``.
 
@@ -355,7 +360,7 @@ class PacketDecoder:
         # Insertion ordered, so the first entry is always the oldest buffer; an
         # OrderedDict finds it in O(1) however many were removed before it (a
         # dict scans the removed entries' slots until it is next resized).
-        self._frags: OrderedDict[tuple, _FragBuffer] = OrderedDict()
+        self._frags: OrderedDict[FragKey, _FragBuffer] = OrderedDict()
         self._frag_deadline = float("inf")
         self._frag_pieces = 0  # fragments held, over all buffers
         self._frag_bytes = 0  # payload bytes held, over all buffers
@@ -453,7 +458,7 @@ class PacketDecoder:
         self._frag_pieces -= len(buf.pieces)
         self._frag_bytes -= buf.covered
 
-    def _evict_oldest(self, keep: tuple | None = None) -> bool:
+    def _evict_oldest(self, keep: FragKey | None = None) -> bool:
         """Drop the oldest incomplete datagram other than ``keep``; False if there is none."""
         for key in self._frags:
             if key != keep:
@@ -620,7 +625,7 @@ class PacketDecoder:
 
     def _reassemble(
         self,
-        key: tuple,
+        key: FragKey,
         start: int,
         more: bool,
         chunk: bytes,
@@ -702,7 +707,7 @@ class PacketDecoder:
         pieces.sort()
         return buf.proto, b"".join([p[1] for p in pieces])
 
-    def _make_room(self, key: tuple, pieces: int, size: int) -> bool:
+    def _make_room(self, key: FragKey, pieces: int, size: int) -> bool:
         """Evict the oldest other datagrams until ``pieces`` fragments and ``size``
         bytes more fit the bounds.  When the datagram ``key`` alone would not fit,
         drop it with this fragment and return False."""

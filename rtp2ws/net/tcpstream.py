@@ -184,7 +184,7 @@ class SipTcpReassembler:
         self._now = float("-inf")  # the latest capture time seen (capture time may step back)
         # (due, serial, key, flow) of flows with data waiting behind a hole; an entry is
         # stale once its flow is gone or waits since another time (checked when popped).
-        self._holes: list = []
+        self._holes: list[tuple[float, int, FlowKey, _Flow]] = []
         self._serial = 0
         self.held_bytes = 0  # unframed plus out-of-order bytes over all flows
         self.stats: dict[str, int] = {
@@ -412,7 +412,7 @@ class SipTcpReassembler:
         if flow.pending_bytes + len(flow.buf) > self.max_buffer:
             self._skip_hole(flow)
 
-    def _append(self, flow: _Flow, delta: int, data) -> None:
+    def _append(self, flow: _Flow, delta: int, data: bytes | bytearray) -> None:
         """Deliver ``data`` that starts ``-delta`` bytes before ``next_seq``."""
         if delta < 0:
             if len(data) <= -delta:
@@ -450,6 +450,7 @@ class SipTcpReassembler:
         self._serial += 1
         flow.hole_serial = self._serial
         holes = self._holes
+        assert flow.key is not None  # feed() keys a flow before it takes data
         heappush(holes, (self._now + self.hole_timeout, self._serial, flow.key, flow))
         if len(holes) > 2 * len(self._flows) + 64:
             # Mostly stale entries (holes that filled or moved on): keep the live ones,
@@ -509,7 +510,9 @@ class SipTcpReassembler:
                         phase, scan = _START, 0
                         continue
                     if phase == _LINE:
-                        end = _TOKEN_PREFIX.match(buf, pos + scan).end()
+                        token = _TOKEN_PREFIX.match(buf, pos + scan)
+                        assert token is not None  # the pattern matches the empty string
+                        end = token.end()
                         if end < size:
                             if buf[end] != 0x20:
                                 pos = self._resync(flow, pos, size)

@@ -111,7 +111,7 @@ class Pipeline:
         # Unclaimed RTP, media-only calls, addresses of calls just ended (rtp2ws.pipeline.probation)
         self.probation = Probation(self.config.probation_flows)
         self._undecided: dict[tuple, _Undecided] = {}  # 5-tuple -> a leg's new flow, held until decided
-        self._undecided_heap: list = []               # (deadline, n, flow, _Undecided), stale ones skipped
+        self._undecided_heap: list[tuple[float, int, tuple, _Undecided]] = []   # stale entries skipped
         self._undecided_deadline = float("inf")       # the earliest deadline in it
         self._undecided_n = itertools.count()
         self._split: dict[str, _Split] = {}           # call key -> its extra legs (caller#2 ...)
@@ -397,6 +397,7 @@ class Pipeline:
         self.correlator.expect((call_id, CALLER), b, a)
         self.correlator.expect((call_id, CALLEE), a, b)
         hit = self.correlator.lookup(pkt.src, pkt.sport, pkt.dst, pkt.dport)
+        assert hit is not None  # both legs were just expected
         st["unmatched_udp"] -= 2
         self._push_rtp(hit[0], *got.first)
         self._media(hit, pkt, ts)

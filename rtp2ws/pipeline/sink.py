@@ -8,13 +8,16 @@ The pipeline makes one view per leg, with the leg, and hands that one out every 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from operator import attrgetter
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 
-from ..media.leg import MediaLeg
-from ..signalling.calls import Call
+from ..media.dtmf import DtmfEvent
+from ..media.leg import LegEvent, MediaLeg
+from ..signalling.calls import Call, CallEvent
 
 
 class LegView:
@@ -23,6 +26,9 @@ class LegView:
     ``jitter_stats`` as new dicts; setting or deleting anything is an AttributeError."""
 
     __slots__ = ("tag", "counts", "_leg")
+    tag: str
+    counts: Mapping[str, int]
+    _leg: MediaLeg
 
     def __init__(self, leg: MediaLeg) -> None:
         set_ = object.__setattr__
@@ -30,7 +36,7 @@ class LegView:
         set_(self, "counts", MappingProxyType(leg.counts))  # the leg's own dict, read-only
         set_(self, "_leg", leg)
 
-    def __setattr__(self, name: str, value) -> None:
+    def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"a leg's view is read-only: cannot set {name!r}")
 
     def __delattr__(self, name: str) -> None:
@@ -70,17 +76,17 @@ class LegView:
         return tuple(self._leg.flows)
 
     @property
-    def dtmf_events(self) -> tuple:
+    def dtmf_events(self) -> tuple[DtmfEvent, ...]:
         """Key presses listed for the manifest (at most ``leg.MAX_DTMF_LISTED``)."""
         return tuple(self._leg.dtmf_events)
 
     @property
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, int]:
         """The leg's statistics (``MediaLeg.stats``): packets, lost, late, ..., a new dict."""
         return self._leg.stats
 
     @property
-    def jitter_stats(self) -> dict:
+    def jitter_stats(self) -> dict[str, int]:
         """A copy of the jitter buffer's counters."""
         return dict(self._leg.jb.stats)
 
@@ -93,9 +99,9 @@ class Sink:
 
     def leg_audio(self, call: Call, leg: LegView, pcm: np.ndarray) -> None: ...
 
-    def leg_event(self, call: Call, leg: LegView, event) -> None: ...
+    def leg_event(self, call: Call, leg: LegView, event: LegEvent) -> None: ...
 
-    def call_event(self, call: Call, event) -> None: ...
+    def call_event(self, call: Call, event: CallEvent) -> None: ...
 
     def call_ended(self, call: Call, legs: dict[str, LegView]) -> None:
         """``legs`` by tag: caller, callee, then the call's extra legs (caller#2 ...)."""
@@ -110,22 +116,22 @@ class Forward(Sink):
     def __init__(self, inner: Sink) -> None:
         self.inner = inner
 
-    def call_started(self, call):
+    def call_started(self, call: Call) -> None:
         self.inner.call_started(call)
 
-    def leg_audio(self, call, leg, pcm):
+    def leg_audio(self, call: Call, leg: LegView, pcm: np.ndarray) -> None:
         self.inner.leg_audio(call, leg, pcm)
 
-    def leg_event(self, call, leg, event):
+    def leg_event(self, call: Call, leg: LegView, event: LegEvent) -> None:
         self.inner.leg_event(call, leg, event)
 
-    def call_event(self, call, event):
+    def call_event(self, call: Call, event: CallEvent) -> None:
         self.inner.call_event(call, event)
 
-    def call_ended(self, call, legs):
+    def call_ended(self, call: Call, legs: dict[str, LegView]) -> None:
         self.inner.call_ended(call, legs)
 
-    def tick(self, now):
+    def tick(self, now: float) -> None:
         self.inner.tick(now)
 
 
@@ -135,22 +141,22 @@ class Counting(Forward):
     def __init__(self, inner: Sink) -> None:
         super().__init__(inner)
         self.calls = 0
-        self.legs: set = set()        # (call key, tag) with audio, of calls in progress
+        self.legs: set[tuple[str, str]] = set()        # (call key, tag) with audio, of calls in progress
         self.legs_ended = 0           # ... and of calls that ended (a live run holds no set of them all)
 
     @property
     def legs_with_audio(self) -> int:
         return self.legs_ended + len(self.legs)
 
-    def call_started(self, call):
+    def call_started(self, call: Call) -> None:
         self.calls += 1
         self.inner.call_started(call)
 
-    def leg_audio(self, call, leg, pcm):
+    def leg_audio(self, call: Call, leg: LegView, pcm: np.ndarray) -> None:
         self.legs.add((call.key, leg.tag))
         self.inner.leg_audio(call, leg, pcm)
 
-    def call_ended(self, call, legs):
+    def call_ended(self, call: Call, legs: dict[str, LegView]) -> None:
         for tag in legs:
             key = (call.key, tag)
             if key in self.legs:
@@ -165,26 +171,26 @@ class Tee(Sink):
     def __init__(self, *sinks: Sink) -> None:
         self.sinks = sinks
 
-    def call_started(self, call):
+    def call_started(self, call: Call) -> None:
         for s in self.sinks:
             s.call_started(call)
 
-    def leg_audio(self, call, leg, pcm):
+    def leg_audio(self, call: Call, leg: LegView, pcm: np.ndarray) -> None:
         for s in self.sinks:
             s.leg_audio(call, leg, pcm)
 
-    def leg_event(self, call, leg, event):
+    def leg_event(self, call: Call, leg: LegView, event: LegEvent) -> None:
         for s in self.sinks:
             s.leg_event(call, leg, event)
 
-    def call_event(self, call, event):
+    def call_event(self, call: Call, event: CallEvent) -> None:
         for s in self.sinks:
             s.call_event(call, event)
 
-    def call_ended(self, call, legs):
+    def call_ended(self, call: Call, legs: dict[str, LegView]) -> None:
         for s in self.sinks:
             s.call_ended(call, legs)
 
-    def tick(self, now):
+    def tick(self, now: float) -> None:
         for s in self.sinks:
             s.tick(now)

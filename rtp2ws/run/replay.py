@@ -155,6 +155,7 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
             packets = reader.packets_read
             timing = reader
         else:
+            assert pacer is not None  # not fast: a paced replay
             try:
                 due: list = []        # packets whose time has come, fed together (fast path)
                 for batch in cap.batches():

@@ -78,8 +78,8 @@ class Call:
     end: float | None = None
     end_reason: str | None = None
     last_activity: float = 0.0
-    media: dict = field(default_factory=dict)       # side -> MediaOffer (latest usable)
-    hold: dict = field(default_factory=dict)        # side -> bool
+    media: dict[str, MediaOffer] = field(default_factory=dict)       # side -> MediaOffer (latest usable)
+    hold: dict[str, bool] = field(default_factory=dict)        # side -> bool
     sip_messages: int = 0
     sip_duplicates: int = 0
     challenged_at: float | None = None
@@ -89,7 +89,8 @@ class Call:
     _challenge_code: int = 0
     heard_back: bool = False       # a response to the initial INVITE was seen (even 100 Trying)
     _due: float | None = None      # when its timer is armed for (older heap entries are stale)
-    _seen: dict = field(default_factory=dict, repr=False)   # message identities, oldest first (≤ MAX_SEEN)
+    # message identities, oldest first (≤ MAX_SEEN)
+    _seen: dict[tuple[object, ...], None] = field(default_factory=dict, repr=False)
 
     @property
     def ended(self) -> bool:
@@ -121,20 +122,23 @@ class CallEnded(NamedTuple):
     call: Call
 
 
+CallEvent = CallStarted | MediaUpdated | HoldChanged | CallEnded
+
+
 class CallRegistry:
     def __init__(self, *, rtp_timeout: float = 300.0) -> None:
         self.rtp_timeout = rtp_timeout
         self.active: dict[str, Call] = {}       # Call-ID -> call in progress
         self._ended: dict[str, Call] = {}       # Call-ID -> recently ended call
         self._reuse: dict[str, int] = {}        # Call-ID -> calls seen with it
-        self._timers: list = []                 # heap of (due, serial, call): timeouts to check
+        self._timers: list[tuple[float, int, Call]] = []   # heap of (due, serial, call): timeouts to check
         self._serial = 0
         self.stats = {"sip_messages": 0, "sip_duplicates": 0, "sip_orphans": 0, "sdp_errors": 0,
                       "sip_errors": 0, "calls": 0, "picked_up": 0, "media_only": 0}
 
     # -- input ------------------------------------------------------------------
 
-    def on_message(self, msg: SipMessage, now: float) -> list:
+    def on_message(self, msg: SipMessage, now: float) -> list[CallEvent]:
         self.stats["sip_messages"] += 1
         cid = msg.call_id
         if not cid:
@@ -145,7 +149,7 @@ class CallRegistry:
         except SipParseError:
             self.stats["sip_errors"] += 1
             return []
-        events: list = []
+        events: list[CallEvent] = []
         call = self.active.get(cid)
         if call is None:
             ended = self._ended.get(cid)
@@ -182,7 +186,7 @@ class CallRegistry:
             self._on_sdp(call, msg, side, now, events)
         return events
 
-    def adopt(self, call_id: str, now: float) -> list:
+    def adopt(self, call_id: str, now: float) -> list[CallEvent]:
         """A media-only call for RTP that no signalling has claimed (yet)."""
         call = Call(key=call_id, call_id=call_id, from_uri="", to_uri="", caller_tag=None, invite_cseq=0,
                     start=now, invite=None, last_activity=now, state="confirmed", media_only=True)
@@ -192,9 +196,9 @@ class CallRegistry:
         self._arm(call)
         return [CallStarted(call)]
 
-    def end(self, call: Call, reason: str, now: float) -> list:
+    def end(self, call: Call, reason: str, now: float) -> list[CallEvent]:
         """End a call from outside signalling (a media-only call that was identified)."""
-        events: list = []
+        events: list[CallEvent] = []
         self._end(call, reason, now, events)
         return events
 
@@ -209,7 +213,7 @@ class CallRegistry:
         if now > call.last_activity:
             call.last_activity = now
 
-    def expire(self, now: float) -> list:
+    def expire(self, now: float) -> list[CallEvent]:
         """End calls idle for ``rtp_timeout`` (or challenged and never retried);
         forget ended calls after the linger time.  Cost: O(log n) per call due.
 
@@ -217,7 +221,7 @@ class CallRegistry:
         re-armed strictly after ``now``, and each test below is the very sum its
         deadline was computed from (``t + timeout``), so a timer due at ``now`` is
         never kept for ``now`` again, whatever the rounding of large timestamps."""
-        events: list = []
+        events: list[CallEvent] = []
         heap = self._timers
         while heap and heap[0][0] <= now:
             due, _, call = heapq.heappop(heap)
@@ -253,7 +257,7 @@ class CallRegistry:
         return out
 
     def next_deadline(self) -> float | None:
-        times = []
+        times: list[float] = []
         heap = self._timers
         while heap and (heap[0][2].ended or heap[0][0] != heap[0][2]._due):
             heapq.heappop(heap)       # stale entries go, so the deadline is the true one
@@ -281,9 +285,9 @@ class CallRegistry:
         call._due = due
         heapq.heappush(self._timers, (due, self._serial, call))
 
-    def finish(self, now: float, reason: str = "capture_end") -> list:
+    def finish(self, now: float, reason: str = "capture_end") -> list[CallEvent]:
         """The capture ended (or the process is stopping): every call still open ends."""
-        events: list = []
+        events: list[CallEvent] = []
         for call in list(self.active.values()):
             self._end(call, reason, max(now, call.last_activity), events)
         return events
@@ -304,7 +308,7 @@ class CallRegistry:
         return call
 
     @staticmethod
-    def _identity(msg: SipMessage, cseq: tuple[int, str]) -> tuple:
+    def _identity(msg: SipMessage, cseq: tuple[int, str]) -> tuple[object, ...]:
         if msg.is_request:
             return ("q", msg.method, cseq[0], cseq[1])
         return ("r", msg.status, cseq[0], cseq[1], msg.to_tag)
@@ -330,7 +334,8 @@ class CallRegistry:
             req_side = CALLER if msg.from_uri == call.from_uri else CALLEE
         return req_side if msg.is_request else other(req_side)
 
-    def _on_request(self, call: Call, msg: SipMessage, cseq, side: str, now: float, events: list) -> None:
+    def _on_request(self, call: Call, msg: SipMessage, cseq: tuple[int, str], side: str, now: float,
+                    events: list[CallEvent]) -> None:
         m = msg.method
         if m == "BYE":
             self._end(call, "bye", now, events)
@@ -341,7 +346,8 @@ class CallRegistry:
             call.challenged_at = None   # the retried INVITE after a 401/407 continues the call
             call.invite_cseq = cseq[0]
 
-    def _on_response(self, call: Call, msg: SipMessage, cseq, now: float, events: list) -> None:
+    def _on_response(self, call: Call, msg: SipMessage, cseq: tuple[int, str], now: float,
+                     events: list[CallEvent]) -> None:
         status = msg.status or 0
         initial = cseq[1] == "INVITE" and cseq[0] == call.invite_cseq
         if msg.to_tag and call.callee_tag is None and status > 100:
@@ -362,7 +368,7 @@ class CallRegistry:
         elif status >= 300 and call.state in ("trying", "early"):
             self._end(call, f"rejected {status}", now, events)
 
-    def _on_sdp(self, call: Call, msg: SipMessage, side: str, now: float, events: list) -> None:
+    def _on_sdp(self, call: Call, msg: SipMessage, side: str, now: float, events: list[CallEvent]) -> None:
         for body in msg.sdp_bodies():
             try:
                 sdp = parse_sdp(body)
@@ -394,7 +400,7 @@ class CallRegistry:
                 events.append(MediaUpdated(call, side, offer))
             return
 
-    def _end(self, call: Call, reason: str, at: float, events: list) -> None:
+    def _end(self, call: Call, reason: str, at: float, events: list[CallEvent]) -> None:
         if call.ended:
             return
         call.state = "ended"

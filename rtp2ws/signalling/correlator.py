@@ -28,9 +28,10 @@ Sans-I/O; addresses are packed bytes as the packet decoder yields them.
 from __future__ import annotations
 
 import socket
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 Addr = tuple[bytes, int]
+Flow = tuple[bytes, int, bytes, int]   # (src ip, src port, dst ip, dst port)
 
 
 def pack_ip(text: str) -> bytes | None:
@@ -51,27 +52,28 @@ def format_addr(ip: bytes, port: int) -> str:
 class _Expect:
     __slots__ = ("leg", "dst", "src", "rtcp", "serial", "flows", "assigned")
 
-    def __init__(self, leg, serial):
+    def __init__(self, leg: Hashable, serial: int) -> None:
         self.leg = leg
         self.dst: Addr | None = None
         self.src: Addr | None = None
         self.rtcp: Addr | None = None
         self.serial = serial
-        self.flows: set = set()
-        self.assigned: set = set()   # flows given to this leg by ``assign``
+        self.flows: set[Flow] = set()
+        self.assigned: set[Flow] = set()   # flows given to this leg by ``assign``
 
 
 class Correlator:
     def __init__(self) -> None:
-        self.flows: dict[tuple, tuple[Hashable, bool]] = {}   # 5-tuple -> (leg, is_rtcp)
+        self.flows: dict[Flow, tuple[Hashable, bool]] = {}   # 5-tuple -> (leg, is_rtcp)
         self._legs: dict[Hashable, _Expect] = {}
         self._by_dst: dict[Addr, list[_Expect]] = {}
         self._by_src: dict[Addr, list[_Expect]] = {}
         self._by_rtcp: dict[Addr, list[_Expect]] = {}
-        self._flows_to: dict[Addr, set] = {}   # destination -> 5-tuples bound
-        self._assigned: dict[tuple, Hashable] = {}   # 5-tuple -> leg, by ``assign``
+        self._flows_to: dict[Addr, set[Flow]] = {}   # destination -> 5-tuples bound
+        self._assigned: dict[Flow, Hashable] = {}   # 5-tuple -> leg, by ``assign``
         self._serial = 0
-        self.on_unbind = None   # called with a 5-tuple when its binding goes (the fast path disarms it)
+        # called with a 5-tuple when its binding goes (the fast path disarms it)
+        self.on_unbind: Callable[[Flow], object] | None = None
 
     def expect(self, leg: Hashable, dst: Addr | None, src: Addr | None, rtcp: Addr | None = None) -> None:
         """Set (or replace) where ``leg``'s packets go to and come from."""
@@ -105,7 +107,7 @@ class Correlator:
         e = self._legs.get(leg)
         return None if e is None else (e.dst, e.src)
 
-    def assign(self, flow: tuple, leg: Hashable) -> None:
+    def assign(self, flow: Flow, leg: Hashable) -> None:
         """Bind the 5-tuple ``flow`` to ``leg``, a leg without SDP expectations of its
         own (a second concurrent flow of an SDP leg), until ``remove(leg)``."""
         self._unbind(flow)
@@ -151,14 +153,14 @@ class Correlator:
             return None
         return self._bind(key, e, rtcp)
 
-    def _bind(self, key: tuple, e: _Expect, rtcp: bool) -> tuple:
+    def _bind(self, key: Flow, e: _Expect, rtcp: bool) -> tuple[Hashable, bool]:
         hit = (e.leg, rtcp)
         self.flows[key] = hit
         e.flows.add(key)
         self._flows_to.setdefault((key[2], key[3]), set()).add(key)
         return hit
 
-    def _unbind(self, key) -> None:
+    def _unbind(self, key: Flow) -> None:
         hit = self.flows.pop(key, None)
         if hit is None:
             return

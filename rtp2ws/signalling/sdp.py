@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import cast
 
 __all__ = [
     "DIRECTIONS",
@@ -298,7 +299,7 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
         elif kind == "o" and media is None:
             fields = value.split()
             if len(fields) == 6:
-                session.origin = tuple(fields)  # type: ignore[assignment]
+                session.origin = cast("tuple[str, str, str, str, str, str]", tuple(fields))
     if media is not None:
         _finish_media(media, session, session_attrs, media_address)
     return session

@@ -18,6 +18,7 @@ with a fixed message, and nothing else: numbers are bounded
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -141,16 +142,16 @@ def canonical_name(name: str) -> str:
     return COMPACT.get(name, name)
 
 
-def _number(digits):
+def _number(digits: str | bytes) -> int | None:
     """The value of a run of ASCII digits (str or bytes), or None when it has
     more than MAX_DIGITS significant digits."""
-    digits = digits.lstrip(b"0" if isinstance(digits, bytes) else "0")
+    digits = digits.lstrip(b"0") if isinstance(digits, bytes) else digits.lstrip("0")
     if len(digits) > MAX_DIGITS:
         return None
     return int(digits) if digits else 0
 
 
-def _unquoted(value: str):
+def _unquoted(value: str) -> Iterator[tuple[int, str]]:
     """Yield (index, char) for the characters outside quoted-strings (RFC 3261
     ``quoted-string``, with ``quoted-pair`` backslash escapes)."""
     in_quotes = False
@@ -341,6 +342,7 @@ class SipMessage:
         number = _number(match.group("number")) if match is not None else None
         if number is None:
             raise SipParseError("CSeq header missing or malformed")
+        assert match is not None  # number is None without a match
         return number, match.group("method").upper()
 
     def _addr(self, name: str) -> tuple[str, dict[str, str | None]]:
@@ -530,9 +532,10 @@ def message_length(buf: bytes) -> int | None:
     match = _CONTENT_LENGTH_LINE.search(head)
     if match is not None:
         value = match.group("value").strip()
-        length = _number(value) if _DIGITS_B.fullmatch(value) else None
-        if length is None:
+        number = _number(value) if _DIGITS_B.fullmatch(value) else None
+        if number is None:
             raise SipParseError("SIP Content-Length malformed")
+        length = number
     total = end.end() + length
     return total if len(buf) >= total else None
 

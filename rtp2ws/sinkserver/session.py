@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import jsonschema
 import numpy as np
@@ -77,7 +78,7 @@ class Refusal(Exception):
 
 @dataclass
 class Started:
-    message: dict
+    message: dict[str, Any]
     received: float
 
 
@@ -85,7 +86,7 @@ class Started:
 class Event:
     """Any other accepted text message (dtmf, hold, resume, codec, drop)."""
 
-    message: dict
+    message: dict[str, Any]
     received: float
 
 
@@ -97,7 +98,7 @@ class Audio:
 
 @dataclass
 class Ended:
-    message: dict
+    message: dict[str, Any]
     received: float
 
 
@@ -130,11 +131,11 @@ def json_depth(raw: bytes) -> int:
     return int(np.cumsum(_BRACKET_STEP[b] * outside, dtype=np.int32).max(initial=0))
 
 
-def _no_constant(name: str):
+def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not allowed")
 
 
-def load_json(raw: str | bytes):
+def load_json(raw: str | bytes) -> Any:
     """``json.loads`` for what comes from outside: ValueError, never
     RecursionError, for nesting deeper than ``MAX_JSON_DEPTH``; ValueError for
     NaN and Infinity, which JSON does not have (the logs written must stay JSON)."""
@@ -144,7 +145,7 @@ def load_json(raw: str | bytes):
     return json.loads(raw, parse_constant=_no_constant)
 
 
-def parse_message(text: str) -> dict:
+def parse_message(text: str) -> dict[str, Any]:
     """One text message, validated against its schema, or :class:`Refusal`."""
     if len(text) > MAX_TEXT_CHARS:
         raise Refusal(protocol.CLOSE_TOO_BIG, f"text message of {len(text)} characters is over {MAX_TEXT_CHARS}")
@@ -179,7 +180,7 @@ class Session:
     IDENTITY = ("stream_id", "call_id", "tag", "channels")
 
     def __init__(self) -> None:
-        self.start: dict | None = None  # the IDENTITY fields of the first start, not the whole message
+        self.start: dict[str, Any] | None = None  # the IDENTITY fields of the first start, not the whole message
         self.ended = False
         self.position = 0
         self.block = 2

@@ -27,7 +27,13 @@ and the same tests run against both.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
 from ..speedups import pick
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 __all__ = ["BACKEND", "BACKENDS", "encode", "encode_py", "frame_count", "header_length"]
 
@@ -42,7 +48,7 @@ def header_length(n: int) -> int:
     return 6 if n < 126 else 8 if n < 65536 else 14
 
 
-def _pieces(messages, split: int):
+def _pieces(messages: Sequence[str | Buffer], split: int) -> Iterator[tuple[int, bytes | memoryview]]:
     """(opcode, payload) for every frame, in order."""
     if split < 0:
         raise ValueError("split must be 0 or more")
@@ -67,7 +73,7 @@ def _pieces(messages, split: int):
             yield OP_BINARY, view
 
 
-def frame_count(messages, split: int = 0) -> int:
+def frame_count(messages: Sequence[str | Buffer], split: int = 0) -> int:
     """How many frames ``encode`` makes of ``messages``."""
     count = 0
     for m in messages:
@@ -79,7 +85,7 @@ def frame_count(messages, split: int = 0) -> int:
     return count
 
 
-def _mask(payload, key: bytes) -> bytes:
+def _mask(payload: bytes | memoryview, key: bytes) -> bytes:
     n = len(payload)
     if not n:
         return b""
@@ -87,7 +93,7 @@ def _mask(payload, key: bytes) -> bytes:
     return (int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")).to_bytes(n, "little")
 
 
-def encode_py(messages, keys, split: int = 0) -> bytes:
+def encode_py(messages: Sequence[str | Buffer], keys: Buffer, split: int = 0) -> bytes:
     """The pure-Python ``encode``."""
     pieces = list(_pieces(messages, split))
     keys = memoryview(keys).cast("B")

@@ -26,6 +26,7 @@ queues, ``ws.sender`` connects), not the receiving side (``sinkserver.session``)
 from __future__ import annotations
 
 import json
+from typing import Any
 
 PROTOCOL_VERSION = 1
 SAMPLE_RATE = 16000
@@ -55,7 +56,7 @@ _DTMF = {
 }
 
 
-def _message(name: str, required: list[str], properties: dict, description: str) -> dict:
+def _message(name: str, required: list[str], properties: dict[str, Any], description: str) -> dict[str, Any]:
     props = {"type": {"const": name}, "call_id": {"type": "string"}, "tag": _TAG, "stream_id": {"type": "string"}}
     props.update(properties)
     return {
@@ -69,7 +70,7 @@ def _message(name: str, required: list[str], properties: dict, description: str)
     }
 
 
-SCHEMAS: dict[str, dict] = {
+SCHEMAS: dict[str, dict[str, Any]] = {
     "start": _message(
         "start",
         ["from", "to", "src", "dst", "codec", "sample_rate", "channels", "frame_ms", "resumed", "offset",
@@ -128,7 +129,7 @@ SCHEMAS: dict[str, dict] = {
 MESSAGE_TYPES = tuple(SCHEMAS)
 
 
-def encode(message: dict) -> str:
+def encode(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
