@@ -202,7 +202,7 @@ class CallRegistry:
         self._end(call, reason, now, events)
         return events
 
-    def identify(self, call: Call, call_id: str, now: float) -> list:
+    def identify(self, call: Call, call_id: str, now: float) -> list[CallEvent]:
         """A media-only call whose addresses signalling now names: it ends (``identified``)
         and names the call its media goes on in (``identified_as``)."""
         call.identified_as = call_id
