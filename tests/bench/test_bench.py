@@ -10,7 +10,6 @@ import os
 import struct
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from rtp2ws import cli
 from rtp2ws.bench import capgen, discard, harness, netgen, report
 from rtp2ws.sinks.wav import read_wav, safe_name
 
-ROOT = Path(__file__).resolve().parent.parent
+from paths import ROOT
 
 
 def replay_manifest(path, out):

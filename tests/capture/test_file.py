@@ -1,9 +1,7 @@
 import ast
 import os
-from pathlib import Path
 
 import pytest
-from test_packet import FAMILIES, LINK_FAMILY, packed
 
 from rtp2ws.capture.file import BACKENDS, CaptureError, CaptureFile, Reader, ReadError, reader_class
 from rtp2ws.net.packet import (
@@ -22,7 +20,8 @@ from rtp2ws.net.packet import (
     link_layer,
 )
 
-from netgen import fragment, link, tcp, udp, write_pcap, write_pcapng
+from netgen import FAMILIES, LINK_FAMILY, fragment, link, packed, tcp, udp, write_pcap, write_pcapng
+from paths import ROOT
 
 # What pcap_datalink() reports for a file written with each link type:
 # libpcap maps LINKTYPE_RAW (101) to DLT_RAW (12).
@@ -197,7 +196,7 @@ def test_ipv4_and_ipv6_linktypes_read_back(tmp_path):
 @pytest.fixture(params=["native", "python"])
 def backend(request):
     if request.param not in BACKENDS:
-        from conftest import native_skip_reason
+        from skips import native_skip_reason
         pytest.skip(native_skip_reason())
     return request.param
 
@@ -257,7 +256,7 @@ def test_python_reader_keeps_a_read_error_back(tmp_path):
 def test_capture_does_not_import_the_fast_path():
     """The reader twin lives here, with capture; nothing in rtp2ws.capture imports
     rtp2ws.fastpath (or anything above net and capture), at the top or inside a function."""
-    root = Path(__file__).resolve().parent.parent / "rtp2ws" / "capture"
+    root = ROOT / "rtp2ws" / "capture"
     allowed = {"speedups", "argtypes", "codec", "net", "capture", "_fastpath"}
     for path in sorted(root.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

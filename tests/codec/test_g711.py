@@ -8,7 +8,7 @@ import pytest
 
 from rtp2ws.codec import g711
 
-from conftest import native_skip_reason
+from skips import native_skip_reason
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -8,7 +8,7 @@ import pytest
 from rtp2ws.codec import resample
 from rtp2ws.codec.resample import FRAC_BITS, PHASES, TAPS, Upsampler2x, upsample_2x
 
-from conftest import native_skip_reason
+from skips import native_skip_reason
 
 FS_IN = 8000
 FS_OUT = 16000

@@ -43,7 +43,7 @@ B6 = Party("2001:db8::2", 5060, 5000, "2000")
 @pytest.fixture(params=["native", "python"])
 def backend(request):
     if request.param not in BACKENDS:
-        from conftest import native_skip_reason
+        from skips import native_skip_reason
         pytest.skip(native_skip_reason())
     return request.param
 

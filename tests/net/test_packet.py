@@ -13,9 +13,7 @@ from rtp2ws.net.packet import (
     DLT_LOOP,
     DLT_NULL,
     DLT_RAW,
-    DLT_RAW_OPENBSD,
     LINKTYPE_NAMES,
-    LINKTYPE_RAW,
     TCP_ACK,
     TCP_FIN,
     TCP_PSH,
@@ -26,39 +24,9 @@ from rtp2ws.net.packet import (
     UnsupportedLinkType,
 )
 
-from netgen import fragment, ip_packet, link, tcp, udp
+from netgen import ALL_LINKTYPES, FAMILIES, LINK_FAMILY, V4, V6, fragment, ip_packet, link, packed, tcp, udp
 
-V4 = ("192.0.2.10", "198.51.100.20")
-V6 = ("2001:db8::10", "2001:db8:1::20")
-FAMILIES = {"v4": V4, "v6": V6}
-ALL_LINKTYPES = [
-    DLT_EN10MB,
-    DLT_LINUX_SLL,
-    DLT_LINUX_SLL2,
-    DLT_RAW,
-    DLT_RAW_OPENBSD,
-    LINKTYPE_RAW,
-    DLT_NULL,
-    DLT_LOOP,
-    DLT_IPV4,
-    DLT_IPV6,
-]
 RTP = bytes.fromhex("80000001000000a0deadbeef") + b"\xd5" * 160
-
-
-def packed(addr):
-    return socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
-
-
-def link_family_cases():
-    for lt in ALL_LINKTYPES:
-        for fam in ("v4", "v6"):
-            if (lt == DLT_IPV4 and fam == "v6") or (lt == DLT_IPV6 and fam == "v4"):
-                continue
-            yield lt, fam
-
-
-LINK_FAMILY = list(link_family_cases())
 
 
 def decode(linktype, ip_pkt, now=0.0, **kw):

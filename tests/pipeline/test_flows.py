@@ -36,12 +36,12 @@ import callgen
 import netgen
 from callgen import Call, Party, frames_of, rtp_packets, sdp, tone
 from fastcheck import check_equivalent
+from paths import DATA
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
-DATA = Path(__file__).parent / "data"
 RELAY = DATA / "relay_call.pcap"
 PY = sys.executable
 

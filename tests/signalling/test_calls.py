@@ -6,6 +6,7 @@ from rtp2ws.signalling.calls import CallRegistry, CallStarted, HoldChanged, Medi
 from rtp2ws.signalling.sip import parse_message
 
 from callgen import Call, Party, sdp
+from timelimit import within
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")
@@ -198,24 +199,6 @@ def test_ended_calls_are_forgotten_after_linger():
 
 
 # -- every timer makes progress (issue 10, item 2) -------------------------------------
-
-import contextlib
-import signal
-
-
-@contextlib.contextmanager
-def within(seconds: float):
-    """Fail instead of hanging: the timers below used to loop forever at 100 % CPU."""
-    def alarm(signum, frame):
-        raise TimeoutError(f"did not return within {seconds} s")
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
 
 def progresses(reg, now):
     """expire(now) returns, and whatever is still armed is due strictly after now."""

@@ -179,8 +179,8 @@ def test_frame_ms_validation():
 
 
 def test_protocol_doc_carries_the_schemas():
-    from pathlib import Path
-    doc = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    from paths import ROOT
+    doc = (ROOT / "docs" / "protocol.md").read_text()
     assert doc.endswith(protocol.schemas_markdown())
     for schema in protocol.SCHEMAS.values():
         jsonschema.Draft202012Validator.check_schema(schema)

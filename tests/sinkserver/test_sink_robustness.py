@@ -14,7 +14,16 @@ import signal
 
 import numpy as np
 import pytest
-from test_sinkserver import (
+from websockets.asyncio.client import connect
+
+from rtp2ws.sinks.wav import read_wav
+from rtp2ws.sinkserver import server as sinkserver
+from rtp2ws.sinkserver import session as sinksession
+from rtp2ws.sinkserver.server import StreamStore
+from rtp2ws.sinkserver.session import Session, json_depth, load_json, printable
+from rtp2ws.ws import protocol
+
+from sinkclient import (
     FRAME,
     TIMEOUT,
     end_msg,
@@ -29,14 +38,6 @@ from test_sinkserver import (
     start_msg,
     wav_bytes_like_wavout,
 )
-from websockets.asyncio.client import connect
-
-from rtp2ws.sinks.wav import read_wav
-from rtp2ws.sinkserver import server as sinkserver
-from rtp2ws.sinkserver import session as sinksession
-from rtp2ws.sinkserver.server import StreamStore
-from rtp2ws.sinkserver.session import Session, json_depth, load_json, printable
-from rtp2ws.ws import protocol
 
 
 async def closed_by_sink(uri, msgs, wait=TIMEOUT):

@@ -33,9 +33,8 @@ from rtp2ws.sinks.wav import read_wav
 import callgen
 import netgen
 from callgen import Party, tone
+from paths import ROOT, TOOLS
 
-ROOT = Path(__file__).resolve().parent.parent
-TOOLS = ROOT / "tests" / "tools"
 TEE = ROOT / "deploy" / "iptables" / "tee.sh"
 PY = sys.executable
 CALLS = 2

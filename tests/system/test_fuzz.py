@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from paths import ROOT
+
 SECONDS_PER_TARGET = 3.5
 
 os.environ["RTP2WS_FUZZ_CALL_MS"] = "1000"

@@ -15,8 +15,6 @@ import time
 
 import numpy as np
 import pytest
-from test_calls import within
-from test_live import call_factory, live_factory  # noqa: F401 -- fixtures
 
 from rtp2ws import cli
 from rtp2ws.pipeline.pipeline import Config, Pipeline
@@ -25,7 +23,8 @@ from rtp2ws.sinks.wav import read_wav
 
 import callgen
 from callgen import Call, Party, expected_16k, frames_of, rtp_packets, tone
-from conftest import can_capture
+from skips import can_capture
+from timelimit import within
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")
@@ -151,7 +150,7 @@ def test_a_packet_exactly_when_the_call_is_due_ends_it(tmp_path, answered, due, 
 
 @pytest.mark.skipif(not can_capture(), reason="needs root or CAP_NET_RAW to capture on lo")
 def test_live_survives_a_hostile_packet_during_a_call(tmp_path, live_factory, call_factory):
-    from test_live import B_IP, _filter
+    from livecall import B_IP, _filter
 
     out = tmp_path / "out"
     live = live_factory("-i", "lo", "--bpf", _filter(25170, 26100), "--out-dir", out, "--stats-interval", "1")

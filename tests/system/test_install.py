@@ -31,10 +31,10 @@ import pytest
 
 from rtp2ws import speedups
 
-from conftest import can_capture
+from paths import ROOT
+from skips import can_capture
 
 PY = sys.executable
-ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "rtp2ws"
 CAPTURE = ROOT / "tests" / "data" / "demo_speech.pcap"
 EXTENSIONS = ("_native", "_fastpath", "_wsframe")

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent / "rtp2ws"
+import paths
+
+ROOT = paths.ROOT / "rtp2ws"
 
 LAYERS: list[tuple[str, ...]] = [
     ("__init__", "speedups", "argtypes", "tomlconfig", "_native", "_fastpath", "_wsframe"),

@@ -20,7 +20,8 @@ from rtp2ws.run.metrics import METRICS, MetricsServer, health, parse_hostport
 from rtp2ws.tomlconfig import ConfigError, apply_config
 
 from callgen import sdp, sip
-from conftest import can_capture
+from paths import ROOT
+from skips import can_capture
 
 
 def get(url: str) -> tuple[int, str]:
@@ -256,7 +257,7 @@ def test_config_through_the_command_line(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- deploy files
 
-DEPLOY = __import__("pathlib").Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = ROOT / "deploy"
 
 
 def test_example_config_covers_every_option_and_parses(tmp_path):

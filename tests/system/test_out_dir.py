@@ -17,7 +17,7 @@ import pytest
 
 from rtp2ws import cli
 
-from conftest import can_capture
+from skips import can_capture
 
 PY = sys.executable
 CAPTURE = "tests/data/demo_speech.pcap"

@@ -20,12 +20,11 @@ from rtp2ws import cli
 from rtp2ws.codec.resample import upsample_2x
 from rtp2ws.sinks.wav import read_wav
 
+from paths import DATA, TOOLS
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
-
-DATA = Path(__file__).parent / "data"
-TOOLS = Path(__file__).parent / "tools"
 
 
 def rtp_streams(path):

@@ -22,11 +22,11 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from paths import ROOT
+
 SCRIPT = ROOT / "deploy" / "iptables" / "tee.sh"
 
 PID = os.getpid()

@@ -6,7 +6,6 @@ or is counted, and nothing else."""
 
 import importlib.util
 import socket
-from pathlib import Path
 
 import pytest
 
@@ -37,9 +36,10 @@ from rtp2ws.pipeline.pipeline import Pipeline, Sink
 from rtp2ws.signalling.sdp import SdpParseError, parse_sdp
 from rtp2ws.signalling.sip import SipParseError, parse_message
 
-HERE = Path(__file__).parent
-VECTORS = HERE / "data" / "vectors"
-GENERATOR = HERE / "tools" / "make_vectors.py"
+from paths import DATA, TOOLS
+
+VECTORS = DATA / "vectors"
+GENERATOR = TOOLS / "make_vectors.py"
 
 
 def load(name: str) -> bytes:

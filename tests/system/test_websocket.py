@@ -19,6 +19,7 @@ from rtp2ws.sinks.wav import read_wav
 
 import callgen
 from callgen import Call, Party, frames_of, rtp_packets, tone
+from sinkclient import SinkProcess
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")
@@ -29,41 +30,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class SinkProcess:
-    """``rtp2ws sink`` in its own process."""
-
-    def __init__(self, out_dir, *args, port=0):
-        self.out_dir = out_dir
-        self.args = args
-        self.start(port)
-
-    def start(self, port=0):
-        self.proc = subprocess.Popen([PY, "-m", "rtp2ws.cli", "sink", "--listen", f"127.0.0.1:{port}",
-                                      "--out-dir", str(self.out_dir), *self.args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        assert "listening on" in line, self.proc.stderr.read()
-        self.url_base = line.split()[-1]
-        self.port = int(self.url_base.rsplit(":", 1)[1])
-
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.stderr.read()
-
-    def messages(self):
-        with open(self.out_dir / "messages.jsonl") as f:
-            return [json.loads(line)["message"] for line in f]
 
 
 class ThreadedServer:
@@ -130,8 +96,8 @@ def wavs(d):
 
 @pytest.mark.parametrize("stereo", [False, True])
 def test_streams_are_byte_identical_to_replay_files(tmp_path, sink, stereo):
-    from pathlib import Path
-    demo = Path(__file__).parent / "data" / "demo_speech.pcap"
+    from paths import DATA
+    demo = DATA / "demo_speech.pcap"
     s = sink()
     extra = ["--stereo"] if stereo else []
     r = replay(demo, "--ws-url", s.url_base + "/audio", *extra, "--sip-header", "User-Agent",
