@@ -1,7 +1,7 @@
 """rtp2ws.fastpath.twin: the C twin (rtp2ws._fastpath) and the Python one, same tests.
 
 The strongest check, that the pipeline's output does not change at all when the
-fast path takes packets, runs on every scenario of test_replay.py (its ``run``
+fast path takes packets, runs on every scenario of run/test_replay.py (its ``run``
 calls ``fastcheck.check_equivalent``) and on the captures here."""
 
 import struct

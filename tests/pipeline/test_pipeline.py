@@ -1,5 +1,5 @@
 """Pipeline routing, small and direct: frames built by callgen/netgen in, a sink that
-records what it hears out.  (tests/test_streams.py, test_flows.py and test_replay.py
+records what it hears out.  (tests/sinks/test_streams.py, pipeline/test_flows.py and run/test_replay.py
 run whole calls end to end; these look at one routing decision each.)"""
 
 import struct
