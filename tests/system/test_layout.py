@@ -180,3 +180,115 @@ def test_cli_is_imported_by_nothing():
 def test_known_violation_is_gone(edge):
     a, b = edge
     assert b not in GRAPH[a] or (_layer(b) <= _layer(a) and not any(a in c and b in c for c in _circles(GRAPH)))
+
+
+# -- the tests mirror the package (tests/README.md) -----------------------------------------
+
+STAGES = sorted(p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file())
+NOT_STAGES = {"system": "more than one stage, or the command or the repository as a whole",
+              "data": "captures and parser vectors", "tools": "the scripts that made them"}
+# Test files in a stage's folder named for a topic of a module that has a test file already.
+ALLOWED: dict[str, str] = {
+    "pipeline/test_flows.py": "pipeline.pipeline: one timeline per leg when a second RTP flow matches it",
+    "pipeline/test_probation.py": "pipeline.pipeline: flows that no SDP claims",
+    "sinkserver/test_sink_robustness.py": "sinkserver.session and .server against hostile clients",
+}
+PACKAGE = {str(p.relative_to(ROOT).with_suffix("")) for p in ROOT.rglob("*.py") if p.name != "__init__.py"}
+
+
+def _misplaced(files: list[str], package: set[str], stages: list[str]) -> list[str]:
+    """The test files among ``files`` (paths under tests/) that break the mirror rule:
+    tests/test_<module>.py for rtp2ws/<module>.py; tests/<stage>/test_<module>.py for
+    rtp2ws/<stage>/<module>.py, or test_<stage>.py for the stage as a whole, or a file in
+    ALLOWED; anything in tests/system/.  ``package``: rtp2ws's modules, "media/leg"."""
+    out = []
+    for rel in files:
+        *folders, name = rel.split("/")
+        if not (name.startswith("test_") and name.endswith(".py")):
+            continue
+        module = name[len("test_"):-len(".py")]
+        if folders == []:
+            ok = module in package
+        elif folders == ["system"]:
+            ok = True
+        elif len(folders) == 1 and folders[0] in stages:
+            ok = f"{folders[0]}/{module}" in package or module == folders[0] or rel in ALLOWED
+        else:
+            ok = False
+        if not ok:
+            out.append(rel)
+    return out
+
+
+def _test_files() -> list[str]:
+    return sorted(str(p.relative_to(paths.TESTS)) for p in paths.TESTS.rglob("test_*.py"))
+
+
+def test_every_test_file_mirrors_a_module():
+    assert _misplaced(_test_files(), PACKAGE, STAGES) == []
+
+
+def test_every_folder_of_tests_is_a_stage():
+    folders = [p.name for p in paths.TESTS.iterdir() if p.is_dir() and p.name != "__pycache__"]
+    assert sorted(set(folders) - set(STAGES) - set(NOT_STAGES)) == []
+    assert sorted(set(ALLOWED) - set(_test_files())) == []             # the allowance names files that exist
+
+
+def test_the_mirror_rule_finds_misplaced_files():
+    package = {"cli", "media/leg", "media/rtp"}
+    good = ["test_cli.py", "media/test_leg.py", "media/test_media.py", "system/test_anything.py",
+            "pipeline/test_flows.py", "callgen.py", "media/conftest.py"]
+    bad = ["test_leg.py", "media/test_cli.py", "media/test_jitter.py", "nostage/test_leg.py",
+           "media/deeper/test_leg.py", "data/test_x.py", "tools/test_x.py", "system/deeper/test_x.py"]
+    assert _misplaced(good + bad, package, ["media", "pipeline"]) == bad
+
+
+def _test_imports(source: str) -> list[str]:
+    """Modules named test_* (or conftest) that ``source`` imports, at any depth, and in
+    scripts it carries as strings (run with ``python -c``)."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "import" in node.value:
+            try:
+                out += _test_imports(node.value)
+            except SyntaxError:                     # prose, not a script
+                pass
+            continue
+        else:
+            continue
+        out += [n for n in names if any(p.startswith("test_") or p == "conftest" for p in n.split("."))]
+    return out
+
+
+def test_no_test_file_imports_another():
+    """Shared code lives in the helper modules of tests/ (tests/README.md), so that a test file
+    can move, and pytest imports each test file once, by its path."""
+    found = {}
+    for path in sorted(paths.TESTS.rglob("*.py")):
+        rel = str(path.relative_to(paths.TESTS))
+        if not rel.startswith("data/") and (names := _test_imports(path.read_text(encoding="utf-8"))):
+            found[rel] = names
+    assert found == {}
+
+
+def test_test_imports_are_found():
+    # "tst_" and "cnftest" here, so that this file itself imports neither in a string
+    source = '''
+import os, tst_calls
+from callgen import sdp
+from tests.run.tst_live import PhoneCall
+
+def f():
+    from cnftest import can_capture
+
+SCRIPT = r"""
+import sys
+from tst_websocket import SinkProcess
+"""
+DOC = "a sentence to import, not a script"
+'''.replace("tst_", "test_").replace("cnftest", "conftest")
+    assert _test_imports(source) == ["test_calls", "tests.run.test_live", "conftest", "test_websocket"]
