@@ -10,7 +10,7 @@
   order, in reverse, shuffled, and every other one first then the holes;
   prints the time per datagram and per fragment (best of ``--repeat``).
 
-Numbers only; no assertion (tests/test_packet.py bounds the structures).
+Numbers only; no assertion (tests/net/test_packet.py bounds the structures).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ A long run (``fuzz.run --keep-going``) saves inputs that hit a known bug under
 With ``--guard-known`` a target may also stop an input *before* it reaches a known hang
 or blow-up (raise :class:`KnownBug` from a guard), so that a long run does not spend its
 time there.  When a bug is fixed its entry and guard go, and its reproducer in
-``fuzz/crashes/`` keeps it fixed (``tests/test_fuzz.py``).
+``fuzz/crashes/`` keeps it fixed (``tests/system/test_fuzz.py``).
 
 ``FIXED`` lists the bugs these targets found that are fixed, with the reproducers that
 replay each; ``BUGS`` those still open."""
@@ -58,7 +58,7 @@ FIXED = {
                                     ["pipeline/fast-path-end-time-differs"]),
     "pipeline-silence-in-one-call": ("a long gap in a leg's media was handed out a minute at a time but all of it "
                                      "in one feed or tick, each minute through the filter: 3.2 s of CPU for 85 "
-                                     "hours of gaps in one batch (no input kept: tests/test_hostile_packets.py::"
+                                     "hours of gaps in one batch (no input kept: tests/system/test_hostile_packets.py::"
                                      "test_a_gap_of_hours_goes_out_over_several_ticks_not_in_one_call)", []),
     "correlator-nul-address": ("correlator.pack_ip let inet_pton's ValueError ('embedded null character') escape "
                                "for an SDP c= address with a NUL byte", ["pipeline/sdp-address-with-nul"]),

@@ -1,25 +1,8 @@
-"""Shared test helpers."""
+"""Fixtures for every test (the helpers shared by tests are modules beside this one)."""
 
 import pytest
 
-from rtp2ws.speedups import disabled
-
-
-def native_skip_reason() -> str:
-    if disabled():
-        return "native backend disabled by RTP2WS_NO_NATIVE"
-    return "rtp2ws._native is not built (no C compiler at install time?)"
-
-
-def can_capture() -> bool:
-    """Whether this process may capture on lo (root or CAP_NET_RAW)."""
-    from rtp2ws.capture.live import CaptureOpenError, LiveCapture
-
-    try:
-        LiveCapture("lo", bpf="udp port 9").stop()
-        return True
-    except CaptureOpenError:
-        return False
+from livecall import LiveProcess, PhoneCall
 
 
 @pytest.fixture(autouse=True)
@@ -32,3 +15,31 @@ def _collector_as_it_was():
     yield
     gc.unfreeze()
     gc.set_threshold(*before)
+
+
+# -- rtp2ws live in a process and calls on loopback (livecall), closed after the test ------
+
+@pytest.fixture
+def call_factory():
+    calls = []
+
+    def make(*args):
+        c = PhoneCall(*args)
+        calls.append(c)
+        return c
+    yield make
+    for c in calls:
+        c.close()
+
+
+@pytest.fixture
+def live_factory():
+    procs = []
+
+    def make(*args):
+        p = LiveProcess(*args)
+        procs.append(p)
+        return p
+    yield make
+    for p in procs:
+        p.kill()

@@ -10,6 +10,7 @@ tests need are built here.
 
 from __future__ import annotations
 
+import socket
 import struct
 
 from rtp2ws.bench.netgen import (  # noqa: F401  (re-exported: tests use netgen.udp, netgen._pack, ...)
@@ -48,6 +49,12 @@ __all__ = [
     "link",
     "write_pcap",
     "write_pcapng",
+    "V4",
+    "V6",
+    "FAMILIES",
+    "ALL_LINKTYPES",
+    "LINK_FAMILY",
+    "packed",
 ]
 
 TCP_FLAG_BITS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10}
@@ -187,3 +194,37 @@ def write_pcapng(path, frames: list[tuple[float, bytes]], linktype: int = 1) -> 
             ticks = round(ts * 1_000_000)
             body = struct.pack("<IIIII", 0, ticks >> 32, ticks & 0xFFFFFFFF, len(frame), len(frame)) + frame
             f.write(_block(0x00000006, body))
+
+
+# -- the addresses and link types the decoders' tests run over ---------------------------
+
+V4 = ("192.0.2.10", "198.51.100.20")
+V6 = ("2001:db8::10", "2001:db8:1::20")
+FAMILIES = {"v4": V4, "v6": V6}
+ALL_LINKTYPES = [
+    DLT_EN10MB,
+    DLT_LINUX_SLL,
+    DLT_LINUX_SLL2,
+    DLT_RAW,
+    DLT_RAW_OPENBSD,
+    LINKTYPE_RAW,
+    DLT_NULL,
+    DLT_LOOP,
+    DLT_IPV4,
+    DLT_IPV6,
+]
+
+
+def packed(addr):
+    return socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
+
+
+def link_family_cases():
+    for lt in ALL_LINKTYPES:
+        for fam in ("v4", "v6"):
+            if (lt == DLT_IPV4 and fam == "v6") or (lt == DLT_IPV6 and fam == "v4"):
+                continue
+            yield lt, fam
+
+
+LINK_FAMILY = list(link_family_cases())

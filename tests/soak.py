@@ -21,7 +21,7 @@ freed, audio handed out every 20 ms of capture time), reads the child's peak RSS
 One round is two minutes of capture time (and the jump) at fixed rates; a long
 soak repeats rounds, so the rates stay those of one round and memory must stay
 flat while the capture grows.  The test suite runs one round
-(``tests/test_soak.py``); a long one is:
+(``tests/system/test_soak.py``); a long one is:
 
     python tests/soak.py --rounds 20 --out /tmp/soak     # about 4 M packets
 

@@ -118,7 +118,7 @@ AF_INET6_VALUES = frozenset((10, 24, 28, 30))
 # reads frames by it, and the fast path (rtp2ws.fastpath.twin, native/fastpath.c) is
 # given the row of its capture's link type (``link_layer``), so neither holds a link type
 # number of its own; a link type added here is read by both, and one of a new kind
-# fails tests/test_fastpath.py::test_every_link_type_of_packet_py until the fast path
+# fails tests/fastpath/test_fastpath.py::test_every_link_type_of_packet_py until the fast path
 # learns the kind.
 LINK_ETHERTYPE = "ethertype"  # an EtherType (or cooked protocol) field at ``type_at`` ends a ``header``-byte
                               # header; with ``vlans``, 802.1Q / 802.1ad / QinQ tags may follow it

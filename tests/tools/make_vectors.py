@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the binary test vectors of tests/data/vectors/ (read by tests/test_vectors.py).
+"""Write the binary test vectors of tests/data/vectors/ (read by tests/system/test_vectors.py).
 
 One valid input per parser, ``<name>.bin``, with ``<name>_truncated.bin`` (cut where a
 capture or a lost segment would cut it) and ``<name>_invalid.bin`` (a field no sender

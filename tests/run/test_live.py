@@ -1,0 +1,656 @@
+"""``rtp2ws live`` on a real interface (loopback), with real libpcap, real UDP
+sockets and a real ``rtp2ws sink`` process.  Needs root (or CAP_NET_RAW)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rtp2ws.capture.live import (
+    VLAN_LINKTYPES,
+    CaptureOpenError,
+    LiveCapture,
+    build_bpf,
+    parse_port_range,
+    parse_ports,
+)
+from rtp2ws.net.packet import (
+    DLT_EN10MB,
+    DLT_IPV4,
+    DLT_IPV6,
+    DLT_LINUX_SLL,
+    DLT_LINUX_SLL2,
+    DLT_LOOP,
+    DLT_NULL,
+    DLT_RAW,
+)
+from rtp2ws.sinks.wav import read_wav
+
+import netgen
+from livecall import _filter
+from paths import TESTS
+from skips import can_capture
+
+PY = sys.executable
+
+
+needs_capture = pytest.mark.skipif(not can_capture(), reason="needs root or CAP_NET_RAW to capture on lo")
+
+
+# --------------------------------------------------------------------------- filter
+
+def test_port_parsing():
+    assert parse_ports("5060,5080") == (5060, 5080)
+    assert parse_ports([5060]) == (5060,)
+    assert parse_port_range("16384-32768") == (16384, 32768)
+    assert parse_port_range([10000, 10010]) == (10000, 10010)
+    for bad, msg in (("5060,x", "invalid port 'x'"), ("70000", "port 70000 out of range 1..65535"), ("", "no port given")):
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            parse_ports(bad)
+    with pytest.raises(ValueError, match="port range 20-10 is empty"):
+        parse_port_range("20-10")
+    with pytest.raises(ValueError, match="must be LOW-HIGH"):
+        parse_port_range("10")
+
+
+def test_build_bpf_text():
+    f = build_bpf()
+    assert f.startswith("((udp and (port 5060 or port 5080 or portrange 16384-32768)) or (tcp and (port 5060 or port 5080))")
+    assert "(ip and (ip[6:2] & 0x1fff) != 0)" in f and "(ip6 and ip6[6] == 44)" in f
+    assert f.count("vlan") == 1 and f.index("vlan") > f.index("ip6[6]")
+    assert "tcp" not in build_bpf(sip_tcp=False)
+    assert "port 7000)" in build_bpf((5060,), (7000, 7000))
+    # Elsewhere than on Ethernet, no vlan clause: the filter is the untagged half.
+    assert build_bpf(linktype=DLT_EN10MB) == f
+    assert build_bpf(linktype=DLT_LINUX_SLL) == f[1:f.index(") or (vlan")]
+    assert VLAN_LINKTYPES == {DLT_EN10MB}
+
+
+# What a live handle on Linux may report, among the link types the decoder reads
+# (DLT_RAW_OPENBSD 14 and LINKTYPE_RAW 101 only appear in capture files).
+LIVE_LINKTYPES = [DLT_EN10MB, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_RAW, DLT_IPV4, DLT_IPV6, DLT_NULL, DLT_LOOP]
+
+
+@pytest.mark.parametrize("linktype", LIVE_LINKTYPES)
+@pytest.mark.parametrize("kw", [{}, {"sip_tcp": False}])
+def test_build_bpf_compiles_for_every_link_type(linktype, kw):
+    """libpcap's own compiler (pcap_compile for a handle of that link type) takes the
+    default filter built for it; the Ethernet one (with vlan) only on Ethernet."""
+    import pcap
+
+    pcap.bpf(build_bpf(linktype=linktype, **kw).encode(), linktype)
+    if linktype not in VLAN_LINKTYPES:
+        with pytest.raises(OSError, match="bad filter"):
+            pcap.bpf(build_bpf(linktype=DLT_EN10MB, **kw).encode(), linktype)
+
+
+@needs_capture
+def test_default_filter_opens_any_and_keeps_vlan_on_ethernet():
+    """``-i any`` (Linux cooked v1) used to fail: "no VLAN support for Linux cooked v1"."""
+    def default(linktype):
+        return build_bpf(linktype=linktype)
+
+    with LiveCapture("any", bpf=default) as cap:
+        assert cap.linktype == DLT_LINUX_SLL and "vlan" not in cap.bpf and cap.bpf == default(DLT_LINUX_SLL)
+    with LiveCapture("lo", bpf=default) as cap:
+        assert cap.linktype == DLT_EN10MB and "vlan" in cap.bpf
+
+
+@needs_capture
+@pytest.mark.parametrize("kw", [{}, {"sip_tcp": False}, {"sip_ports": (5060,), "rtp_ports": (10000, 20000)}])
+def test_build_bpf_compiles_on_lo(kw):
+    LiveCapture("lo", bpf=build_bpf(**kw)).stop()
+
+
+@pytest.mark.parametrize("linktype", [DLT_EN10MB, DLT_LINUX_SLL, DLT_LINUX_SLL2])
+def test_build_bpf_matches_the_right_packets(tmp_path, linktype):
+    """libpcap applies the filter to a file exactly as to an interface.  (On a live
+    cooked capture the kernel has taken tags off, so the vlan cases are Ethernet's.)"""
+    import pcap
+
+    big = b"S" * 3000
+    cases = [
+        ("udp sip", netgen.udp("10.0.0.1", 5060, "10.0.0.2", 5060, b"INVITE"), (), True),
+        ("udp sip src 5080", netgen.udp("10.0.0.1", 5080, "10.0.0.2", 41000, b"x"), (), True),
+        ("udp rtp", netgen.udp("10.0.0.1", 40000, "10.0.0.2", 20000, b"\x80" * 20), (), True),
+        ("udp other", netgen.udp("10.0.0.1", 40000, "10.0.0.2", 40001, b"x"), (), False),
+        ("dns", netgen.udp("10.0.0.1", 53, "10.0.0.2", 33000, b"x"), (), False),
+        ("tcp sip", netgen.tcp("10.0.0.1", 40000, "10.0.0.2", 5060, b"INVITE", seq=1), (), True),
+        ("tcp in rtp range", netgen.tcp("10.0.0.1", 40000, "10.0.0.2", 20000, b"x", seq=1), (), False),
+        ("udp6 sip", netgen.udp("2001:db8::1", 5060, "2001:db8::2", 5060, b"x"), (), True),
+        ("udp6 other", netgen.udp("2001:db8::1", 40000, "2001:db8::2", 40001, b"x"), (), False),
+        ("vlan sip", netgen.udp("10.0.0.1", 5060, "10.0.0.2", 5060, b"x"), (100,), True),
+        ("vlan rtp", netgen.udp("10.0.0.1", 40000, "10.0.0.2", 30000, b"x"), (100,), True),
+        ("vlan other", netgen.udp("10.0.0.1", 40000, "10.0.0.2", 40001, b"x"), (100,), False),
+    ]
+    frags = netgen.fragment(netgen.udp("10.0.0.1", 5060, "10.0.0.2", 5060, big), 1500)
+    cases += [("v4 first fragment", frags[0], (), True), ("v4 second fragment", frags[1], (), True),
+              ("vlan v4 second fragment", frags[1], (200,), True)]
+    other = netgen.fragment(netgen.udp("10.0.0.1", 40000, "10.0.0.2", 40001, big), 1500)
+    cases += [("v4 first fragment, other port", other[0], (), False),
+              ("v4 later fragment, any port", other[2], (), True)]
+    frags6 = netgen.fragment(netgen.udp("2001:db8::1", 5060, "2001:db8::2", 5060, big), 1500)
+    cases += [("v6 first fragment", frags6[0], (), True), ("v6 second fragment", frags6[1], (), True),
+              ("vlan v6 fragment", frags6[1], (300,), True)]
+    if linktype != DLT_EN10MB:
+        cases = [c for c in cases if not c[2]]
+    path = tmp_path / "mix.pcap"
+    netgen.write_pcap(str(path), [(1.0 + i, netgen.link(linktype, ip, vlans=v))
+                                  for i, (_, ip, v, _) in enumerate(cases)], linktype)
+    p = pcap.pcap(name=str(path), promisc=False, immediate=False, timeout_ms=0)
+    assert p.datalink() == linktype
+    p.setfilter(build_bpf(linktype=linktype))
+    got = set()
+    p.dispatch(-1, lambda ts, frame: got.add(round(ts) - 1))
+    p.close()
+    want = {i for i, c in enumerate(cases) if c[3]}
+    assert got == want, ([cases[i][0] for i in got - want], [cases[i][0] for i in want - got])
+
+
+@needs_capture
+def test_build_bpf_on_lo_captures_only_matching_traffic():
+    cap = LiveCapture("lo", bpf=build_bpf(sip_ports=(25998,), rtp_ports=(26500, 26510)))
+    cap.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for port in (25998, 26505, 26511, 25997):
+                s.sendto(b"hello", ("127.0.0.1", port))
+        got = []
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            got += cap.get(0.05) or []
+        time.sleep(0.1)
+        got += cap.get(0.05) or []
+    finally:
+        cap.stop()
+    ports = sorted(int.from_bytes(frame[36:38], "big") for _, frame in got)   # Ethernet(14) + IPv4(20) + dport
+    assert ports == [25998, 26505]
+    assert all(abs(ts - time.time()) < 10 for ts, _ in got)
+
+
+def test_capture_errors():
+    with pytest.raises(CaptureOpenError, match=r"^nosuch0: no such network interface"):
+        LiveCapture("nosuch0", bpf="udp")
+    if can_capture():
+        with pytest.raises(CaptureOpenError, match=r"invalid capture filter 'udp and': .*syntax error"):
+            LiveCapture("lo", bpf="udp and")
+
+
+@pytest.mark.skipif(shutil.which("capsh") is None or os.geteuid() != 0, reason="needs capsh and root")
+def test_missing_permission_says_how_to_grant_it():
+    code = ("from rtp2ws.capture.live import LiveCapture, CaptureOpenError\n"
+            "try:\n    LiveCapture('lo', bpf='udp')\nexcept CaptureOpenError as e:\n    print(e)\n")
+    r = subprocess.run(["capsh", "--drop=cap_net_raw", "--", "-c", f'exec "{PY}" -c "$0"', code],
+                       capture_output=True, text=True, timeout=30)
+    assert "lo: no permission to capture" in r.stdout and "CAP_NET_RAW" in r.stdout, r.stdout + r.stderr
+
+
+# --------------------------------------------------------------------------- capture thread
+
+@needs_capture
+def test_overflow_is_counted_and_the_capture_thread_survives():
+    cap = LiveCapture("lo", bpf="udp and dst port 26999", queue_batches=1, batch_packets=4)
+    cap.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            deadline = time.monotonic() + 10
+            sent = 0
+            while cap.overflow_packets == 0 and time.monotonic() < deadline:
+                for _ in range(50):
+                    s.sendto(b"x" * 20, ("127.0.0.1", 26999))
+                sent += 50
+                time.sleep(0.02)
+        time.sleep(0.1)
+        st = cap.stats()
+        assert st["overflow_packets"] > 0 and st["overflow_batches"] > 0
+        assert cap.running and st["running"]
+        assert st["packets"] >= st["overflow_packets"]
+        assert cap.get(0.1)                 # the one queued batch is still there
+        assert cap.clock() is not None
+    finally:
+        cap.stop()
+    assert not cap.running
+    assert cap.stats()["error"] is None
+
+
+@needs_capture
+def test_capture_thread_leaves_the_gil_to_others_when_idle():
+    """pypcap's dispatch keeps the GIL, and a blocking pcap_dispatch on an idle
+    interface does not return: the thread must wait in select, not in libpcap.
+    In a subprocess, so that a regression fails instead of freezing pytest."""
+    code = """
+import time
+from rtp2ws.capture.live import LiveCapture
+cap = LiveCapture("lo", bpf="udp and dst port 26998")
+cap.start()
+t0 = time.monotonic()
+n = 0
+while time.monotonic() - t0 < 0.3:
+    n += 1
+empty = cap.get(0.05)
+skew = abs(cap.clock() - time.time())
+t = time.monotonic()
+cap.stop()
+print(n, empty, round(skew, 3), round(time.monotonic() - t, 3))
+"""
+    r = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    n, empty, skew, stop_s = r.stdout.split()
+    assert int(n) > 10000 and empty == "[]"
+    assert float(skew) < 0.5 and float(stop_s) < 1.0
+
+
+# --------------------------------------------------------------------------- rtp2ws live
+
+@needs_capture
+def test_live_call_to_sink_and_wav(tmp_path, live_factory, call_factory):
+    from sinkclient import SinkProcess
+
+    sink = SinkProcess(tmp_path / "recv")
+    try:
+        out = tmp_path / "out"
+        live = live_factory("-i", "lo", "--bpf", _filter(25070, 26000), "--out-dir", out,
+                            "--ws-url", sink.url_base + "/audio", "--stats-interval", "1")
+        live.wait_for("capturing on lo")
+        call = call_factory("live-1@test", 25070, 26000, 26002)
+        call.setup()
+        call.media(2.0)
+        call.bye()
+        live.wait_for("1 calls so far", timeout=5)
+        time.sleep(0.5)
+        rc, stdout, stderr = live.stop()
+    finally:
+        sink_log = sink.stop()
+    assert rc == 0, stderr
+    m = re.search(r"lo: (\d+) packets captured, (\d+) dropped by the kernel, (\d+) by the interface, "
+                  r"(\d+) by capture-queue overflow; 1 calls, 2 legs with audio", stdout)
+    assert m, stdout
+    assert int(m.group(1)) >= 205 and m.group(4) == "0"
+    assert "streamed 2 streams, 0 reconnects, 0 ms dropped" in stdout
+    assert re.search(r"lo: \d+ packets \(\+\d+\); dropped: \d+ by the kernel, \d+ by the interface, 0 by "
+                     r"capture-queue overflow; \d+ calls and \d+ legs active", stderr), stderr   # periodic line
+    # the sink got both legs, ended by the BYE, with exactly the audio sent
+    msgs = [json.loads(line)["message"] for line in (sink.out_dir / "messages.jsonl").read_text().splitlines()]
+    ends = {m["tag"]: m for m in msgs if m["type"] == "end"}
+    assert set(ends) == {"caller", "callee"}, msgs
+    assert {e["reason"] for e in ends.values()} == {"bye"}
+    for tag in ("caller", "callee"):
+        want = call.expected(tag)
+        assert len(want) == 2 * 8000 * 2
+        got, rate, ch = read_wav(str(sink.out_dir / "live-1@test" / f"{tag}.wav"))
+        assert rate == 16000 and ch == 1
+        assert np.array_equal(got, want), tag
+        local, _, _ = read_wav(str(out / "calls" / "live-1@test" / f"{tag}.wav"))
+        assert np.array_equal(local, want), tag
+    doc = json.loads((out / "calls.json").read_text())
+    assert [c["end_reason"] for c in doc["calls"]] == ["bye"]
+    assert doc["summary"]["kernel_drops"] == int(m.group(2))
+    assert doc["summary"]["end_reason"] == "shutdown"
+    legs = doc["calls"][0]["legs"]
+    assert {leg["tag"]: leg["duration_ms"] for leg in legs} == {"caller": 2000, "callee": 2000}
+    assert "refused {}" in sink_log
+    (line,) = (out / "calls.jsonl").read_text().splitlines()      # written when the call ended
+    assert json.loads(line) == doc["calls"][0]
+
+
+@needs_capture
+def test_live_out_dir_journals_each_call_as_it_ends(tmp_path, live_factory, call_factory):
+    """live --out-dir: a call's line is in calls.jsonl as soon as it ends, while live
+    runs; a call without audio has its line and no folder; calls.json at exit lists both."""
+    out = tmp_path / "out"
+    live = live_factory("-i", "lo", "--bpf", _filter(25470, 26600), "--out-dir", out, "--stats-interval", "1")
+    live.wait_for("capturing on lo")
+    silent = call_factory("silent@test", 25470, 26600, 26602)
+    silent.setup()
+    silent.bye()
+    silent.close()                                        # its SIP port is the next call's
+    talk = call_factory("talk@test", 25470, 26610, 26612)
+    talk.setup()
+    talk.media(0.4)
+    talk.bye()
+    journal = out / "calls.jsonl"
+    live.wait_for('"call_id": "talk@test"', path=journal, timeout=5)
+    lines = [json.loads(x) for x in journal.read_text().splitlines()]
+    assert [(c["call_id"], c["end_reason"]) for c in lines] == [("silent@test", "bye"), ("talk@test", "bye")]
+    assert live.proc.poll() is None                       # still capturing
+    rc, stdout, stderr = live.stop()
+    assert rc == 0, stderr
+    assert "2 calls, 2 legs with audio" in stdout
+    assert os.listdir(out / "calls") == ["talk@test"]
+    doc = json.loads((out / "calls.json").read_text())
+    assert doc["calls"] == lines and doc["summary"]["calls"] == 2
+    for tag in ("caller", "callee"):
+        got, _, _ = read_wav(str(out / "calls" / "talk@test" / f"{tag}.wav"))
+        assert np.array_equal(got, talk.expected(tag)), tag
+
+
+@needs_capture
+def test_nonexistent_interface_is_a_clear_error():
+    r = subprocess.run([PY, "-m", "rtp2ws.cli", "live", "-i", "nosuch0", "--out-dir", "/nonexistent/x"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "rtp2ws: error: nosuch0: no such network interface (see `ip link`)"
+
+
+def test_live_needs_an_interface_and_an_output(tmp_path):
+    r = subprocess.run([PY, "-m", "rtp2ws.cli", "live", "--out-dir", tmp_path], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 2 and "live needs -i/--interface" in r.stderr
+    r = subprocess.run([PY, "-m", "rtp2ws.cli", "live", "-i", "lo"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "live needs --out-dir, --ws-url or both" in r.stderr
+    r = subprocess.run([PY, "-m", "rtp2ws.cli", "live", "-i", "lo", "--rtp-ports", "9-1", "--out-dir", tmp_path],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "port range 9-1 is empty" in r.stderr
+
+
+@needs_capture
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
+def test_user_nobody_still_captures_and_open_call_ends_with_shutdown(live_factory, call_factory):
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    out_parent = tempfile.mkdtemp(prefix="rtp2ws-live-")   # reachable by nobody, unlike pytest's tmp_path
+    os.chmod(out_parent, 0o777)
+    try:
+        out = Path(out_parent) / "out"
+        live = live_factory("-i", "lo", "--bpf", _filter(25170, 26200), "--out-dir", out, "--user", "nobody")
+        live.wait_for("capturing on lo")
+        assert "running as nobody" in live.stderr
+        status = Path(f"/proc/{live.proc.pid}/status").read_text()
+        uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", status, re.MULTILINE).groups()
+        gids = re.search(r"^Gid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", status, re.MULTILINE).groups()
+        assert set(map(int, uids)) == {nobody.pw_uid}
+        assert set(map(int, gids)) == {nobody.pw_gid}
+        call = call_factory("open@test", 25170, 26200, 26202)
+        call.setup()
+        call.media(0.6)
+        time.sleep(0.2)
+        rc, stdout, stderr = live.stop()
+        assert rc == 0, stderr
+        assert "1 calls, 2 legs with audio" in stdout
+        doc = json.loads((out / "calls.json").read_text())
+        assert [c["end_reason"] for c in doc["calls"]] == ["shutdown"]
+        for tag in ("caller", "callee"):
+            wav = out / "calls" / "open@test" / f"{tag}.wav"
+            assert wav.stat().st_uid == nobody.pw_uid
+            got, _, _ = read_wav(str(wav))
+            assert np.array_equal(got, call.expected(tag)), tag   # flushed to the last packet
+    finally:
+        shutil.rmtree(out_parent, ignore_errors=True)
+
+
+@needs_capture
+def test_user_that_does_not_exist(tmp_path):
+    r = subprocess.run([PY, "-m", "rtp2ws.cli", "live", "-i", "lo", "--bpf", "udp port 9", "--out-dir", tmp_path,
+                        "--user", "no-such-user-xyz"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--user no-such-user-xyz: no such user" in r.stderr
+
+
+@needs_capture
+def test_sighup_reopens_the_log_file(tmp_path, live_factory):
+    log = tmp_path / "live.log"
+    live = live_factory("-i", "lo", "--bpf", "udp and port 25270", "--out-dir", tmp_path / "out",
+                        "--log-file", log)
+    live.wait_for("capturing on lo", path=log)
+    log.rename(tmp_path / "live.log.1")
+    live.proc.send_signal(signal.SIGHUP)
+    live.wait_for("log file reopened", path=log, timeout=5)
+    rc, stdout, stderr = live.stop()
+    assert rc == 0, stderr
+    assert stderr == ""                      # everything went to the log file
+    assert "stopped (shutdown)" in log.read_text()
+    assert "capturing on lo" in (tmp_path / "live.log.1").read_text()
+    assert "0 dropped by the kernel" in stdout
+
+
+@needs_capture
+def test_timers_run_without_traffic(call_factory):
+    """The last packets of a leg leave the jitter buffer on the wall clock, with no
+    packet after them to push them out; the call stays open until the end."""
+    from rtp2ws.pipeline.sink import Sink
+    from rtp2ws.run.live import LiveRunner
+
+    class Recorder(Sink):
+        def __init__(self):
+            self.audio = {}
+            self.ended = []
+
+        def leg_audio(self, call, leg, pcm):
+            self.audio.setdefault(leg.tag, []).append(pcm)
+
+        def call_ended(self, call, legs):
+            self.ended.append(call.end_reason)
+
+    cap = LiveCapture("lo", bpf=_filter(25370, 26400))
+    runner = LiveRunner(cap)
+    rec = Recorder()
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(rec, stop), daemon=True)
+    thread.start()
+    try:
+        call = call_factory("idle@test", 25370, 26400, 26402)
+        call.setup()
+        call.media(0.4)
+        t = time.monotonic()
+
+        def complete():   # all but the resampler's filter tail, which waits for the leg's end
+            return all(sum(map(len, rec.audio.get(tag, []))) >= len(call.expected(tag)) - 64
+                       for tag in ("caller", "callee"))
+        while not complete() and time.monotonic() - t < 3:
+            time.sleep(0.01)
+        waited = time.monotonic() - t
+        assert complete(), {k: sum(map(len, v)) for k, v in rec.audio.items()}
+        assert waited < 0.5           # the 60 ms jitter buffer plus a 20 ms tick, not a timeout
+        assert rec.ended == []
+    finally:
+        stop.set()
+        thread.join(10)
+    assert rec.ended == ["shutdown"]
+    for tag in ("caller", "callee"):
+        assert np.array_equal(np.concatenate(rec.audio[tag]), call.expected(tag))
+
+
+@needs_capture
+@pytest.mark.skipif(shutil.which("ip") is None or os.geteuid() != 0, reason="needs ip(8) and root")
+def test_interface_that_disappears_ends_calls_and_exits_1(tmp_path):
+    ns = f"r2wlive{os.getpid()}"
+    if subprocess.run(["ip", "netns", "add", ns], capture_output=True).returncode != 0:
+        pytest.skip("cannot create network namespaces here")
+    proc = None
+    try:
+        for cmd in (["link", "add", "v0", "type", "veth", "peer", "name", "v1"], ["link", "set", "v0", "up"],
+                    ["link", "set", "v1", "up"]):
+            subprocess.run(["ip", "-n", ns, *cmd], check=True, capture_output=True)
+        log = tmp_path / "live.log"
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, PY, "-m", "rtp2ws.cli", "live", "-i", "v0",
+                                 "--out-dir", str(tmp_path / "out"), "--log-file", str(log)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 15
+        while "capturing on v0" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.02)
+        subprocess.run(["ip", "-n", ns, "link", "del", "v0"], check=True, capture_output=True)
+        out, err = proc.communicate(timeout=15)
+        assert proc.returncode == 1, err
+        assert err.strip() == "rtp2ws: error: v0: capture failed: The interface disappeared"
+        assert "v0: 0 packets captured" in out
+        assert "stopped (capture_end)" in log.read_text()
+        assert (tmp_path / "out" / "calls.json").exists()
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+ANY_SENDER = r"""
+import socket, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import callgen, netgen
+from callgen import Call, Party, frames_of, rtp_packets, tone
+from livecall import PhoneCall
+
+out = sys.argv[2]
+# a call on loopback, sent with UDP sockets
+call = PhoneCall("lo@any", 5060, 20000, 20002)
+call.setup()
+call.media(0.6)
+call.bye()
+np.save(f"{out}/lo-caller.npy", call.expected("caller"))
+np.save(f"{out}/lo-callee.npy", call.expected("callee"))
+call.close()
+# a call in 802.1Q VLAN 100, sent as Ethernet frames on v1: the kernel takes the tag
+# off as v0 receives them, and libpcap puts it back into the cooked frame
+a, b = Party("10.9.0.1", 5060, 20010, "1000"), Party("10.9.0.2", 5060, 20012, "2000")
+c = Call("vlan@any", a, b)
+pa, pb = tone(440, 160 * 30), tone(1000, 160 * 30)
+frames = frames_of(c.setup(0.0), rtp_packets(a, b, 0.1, pa, ssrc=1), rtp_packets(b, a, 0.1, pb, ssrc=2),
+                   c.bye(0.8))
+np.save(f"{out}/vlan-caller.npy", callgen.expected_16k(pa))
+np.save(f"{out}/vlan-callee.npy", callgen.expected_16k(pb))
+with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+    s.bind(("v1", 0))
+    t0 = time.monotonic()
+    for t, ip in frames:
+        delay = t0 + t - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        s.send(netgen.link(1, ip, vlans=(100,)))
+print("sent")
+"""
+
+
+@pytest.fixture
+def netns():
+    """A network namespace of the test's own, loopback up: ``-i any`` there sees only
+    the test's traffic.  Yields a function running a command in it."""
+    if shutil.which("ip") is None or os.geteuid() != 0:
+        pytest.skip("needs ip(8) and root")
+    ns = f"r2wns{os.getpid()}"
+    if subprocess.run(["ip", "netns", "add", ns], capture_output=True).returncode != 0:
+        pytest.skip("cannot create network namespaces here")
+    procs = []
+
+    def run(*argv, popen=False, **kw):
+        cmd = ["ip", "netns", "exec", ns, *map(str, argv)]
+        if popen:
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw))
+            return procs[-1]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kw)
+
+    try:
+        run.name = ns
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, capture_output=True)
+        yield run
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _start_live_any(netns, log, *args):
+    proc = netns(PY, "-m", "rtp2ws.cli", "live", "-i", "any", "--log-file", log, *args, popen=True)
+    deadline = time.monotonic() + 15
+    while "capturing on any" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.02)
+    return proc
+
+
+@needs_capture
+def test_live_any_with_the_default_filter(tmp_path, netns):
+    """``rtp2ws live -i any`` with the default filter, in a network namespace of its own:
+    a call on loopback and a call in VLAN 100 arriving on a veth are both decoded, to
+    the sample."""
+    for cmd in (["link", "add", "v0", "type", "veth", "peer", "name", "v1"], ["link", "set", "v0", "up"],
+                ["link", "set", "v1", "up"]):
+        subprocess.run(["ip", "-n", netns.name, *cmd], check=True, capture_output=True)
+    log, out = tmp_path / "live.log", tmp_path / "out"
+    proc = _start_live_any(netns, log, "--sip-ports", "5060", "--rtp-ports", "20000-20100", "--out-dir", out)
+    assert "capturing on any (link type 113), filter: (udp and (port 5060 or portrange 20000-20100))" \
+        in log.read_text()
+    sent = netns(PY, "-c", ANY_SENDER, TESTS, tmp_path)
+    assert sent.returncode == 0 and sent.stdout.strip() == "sent", sent.stderr
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "2 calls, 4 legs with audio" in stdout and "0 malformed" in stdout, stdout
+    doc = json.loads((out / "calls.json").read_text())
+    assert sorted((c["call_id"], c["end_reason"]) for c in doc["calls"]) == [("lo@any", "bye"), ("vlan@any", "bye")]
+    assert "decoder_non_ip" not in doc["summary"]
+    for key in ("lo", "vlan"):
+        for tag in ("caller", "callee"):
+            got, rate, _ = read_wav(str(out / "calls" / f"{key}@any" / f"{tag}.wav"))
+            want = np.load(tmp_path / f"{key}-{tag}.npy")
+            assert rate == 16000 and np.array_equal(got, want), (key, tag)
+
+
+FRAGMENT_FLOOD = r"""
+import socket, struct, sys, time
+n = int(sys.argv[1])
+src, dst = socket.inet_aton("127.0.0.77"), socket.inet_aton("127.0.0.1")
+with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as s:
+    for i in range(n):   # 8-byte UDP fragments past offset 0, round-robin over 4096 datagrams
+        k = i % 4096
+        hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, k + 1, 0x2000 | (1 + i // 4096), 64, 17, 0, src, dst)
+        s.sendto(hdr + b"\xaa" * 8, ("127.0.0.1", 0))
+        if i % 500 == 499:
+            time.sleep(0.002)   # a burst the capture keeps up with, on a loaded machine too
+print("sent")
+"""
+
+METRICS_GET = r"""
+import sys, urllib.request
+print(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode())
+"""
+
+
+@needs_capture
+def test_fragment_flood_is_counted_in_metrics_and_summary(tmp_path, netns):
+    """12,000 8-byte fragments over 4096 datagrams, sent on loopback with a raw socket:
+    past 8192 held the oldest datagrams go, and what they held is counted in
+    rtp2ws_ip_fragments_dropped_total and in calls.json's summary."""
+    n = 12_000
+    log, out = tmp_path / "live.log", tmp_path / "out"
+    # a small snap length: the kernel buffer then holds the whole flood
+    proc = _start_live_any(netns, log, "--out-dir", out, "--metrics", "127.0.0.1:9188", "--snaplen", "256")
+    sent = netns(PY, "-c", FRAGMENT_FLOOD, n)
+    assert sent.returncode == 0 and sent.stdout.strip() == "sent", sent.stderr
+
+    def dropped():
+        r = netns(PY, "-c", METRICS_GET, 9188)
+        assert r.returncode == 0, r.stderr
+        m = re.search(r"^rtp2ws_ip_fragments_dropped_total (\S+)$", r.stdout, re.MULTILINE)
+        return float(m.group(1)) if m else None
+
+    deadline = time.monotonic() + 15
+    value = dropped()
+    while value is not None and value < n - 8192 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        value = dropped()
+    assert value is not None and value >= n - 8192, value
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    summary = json.loads((out / "calls.json").read_text())["summary"]
+    assert summary["kernel_drops"] == summary["overflow_packets"] == 0
+    assert summary["decoder_fragments"] == summary["packets"] == n
+    assert n - 8192 <= summary["decoder_frag_dropped"] <= n and summary["decoder_frag_evicted"] > 0
+    assert summary["decoder_frag_dropped"] >= value

@@ -1,0 +1,375 @@
+"""replay → WebSocket → sink, end to end, with real processes on loopback."""
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import trustme
+
+from rtp2ws.sinks.wav import read_wav
+
+import callgen
+from callgen import Call, Party, frames_of, rtp_packets, tone
+from sinkclient import SinkProcess
+
+A = Party("10.0.0.1", 5060, 4000, "1000")
+B = Party("10.0.0.2", 5060, 5000, "2000")
+PY = sys.executable
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ThreadedServer:
+    """A plain ``websockets`` server in a thread of its own, for the tests that need
+    a server behaving differently from ``rtp2ws sink``."""
+
+    def __init__(self, handler, *, rcvbuf=None, **kw):
+        from websockets.asyncio.server import serve
+
+        self._ready = threading.Event()
+        self._loop = None
+        self._stop = None
+
+        async def main():
+            self._loop = asyncio.get_running_loop()
+            self._stop = self._loop.create_future()
+            async with serve(handler, "127.0.0.1", 0, **kw) as srv:
+                if rcvbuf:
+                    for sock in srv.sockets:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+                self.port = srv.sockets[0].getsockname()[1]
+                self._ready.set()
+                await self._stop
+
+        self._thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10)
+        self.url = f"ws://127.0.0.1:{self.port}/"
+
+    def close(self):
+        self._loop.call_soon_threadsafe(self._stop.set_result, None)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def sink(tmp_path):
+    sinks = []
+
+    def make(*args, port=0, name="recv"):
+        s = SinkProcess(tmp_path / name, *args, port=port)
+        sinks.append(s)
+        return s
+    yield make
+    for s in sinks:
+        s.stop()
+
+
+def replay(*args, timeout=120, env=None):
+    return subprocess.run([PY, "-m", "rtp2ws.cli", "replay", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def make_capture(path, seconds=2.0, call_id="ws@test", headers=()):
+    c = Call(call_id, A, B, invite_headers=list(headers))
+    n = int(seconds * 8000)
+    sa = rtp_packets(A, B, 100.1, tone(440, n), ssrc=1)
+    sb = rtp_packets(B, A, 100.103, tone(1000, n, amp=6000), ssrc=2)
+    return callgen.write(path, frames_of(c.setup(100), sa, sb, c.bye(100.2 + seconds)))
+
+
+def wavs(d):
+    return {p.relative_to(d): p.read_bytes() for p in sorted(d.rglob("*.wav"))}
+
+
+@pytest.mark.parametrize("stereo", [False, True])
+def test_streams_are_byte_identical_to_replay_files(tmp_path, sink, stereo):
+    from paths import DATA
+    demo = DATA / "demo_speech.pcap"
+    s = sink()
+    extra = ["--stereo"] if stereo else []
+    r = replay(demo, "--ws-url", s.url_base + "/audio", *extra, "--sip-header", "User-Agent",
+               "--sip-header", "X-Missing")
+    assert r.returncode == 0, r.stderr
+    assert "0 ms dropped" in r.stdout and "0 reconnects" in r.stdout
+    ref = tmp_path / "ref"
+    assert replay(demo, "--out-dir", ref, *extra).returncode == 0
+    s.stop()
+    got = wavs(s.out_dir)
+    want = {k: v for k, v in wavs(ref / "calls").items() if (k.name == "stereo.wav") == stereo}
+    assert got.keys() == want.keys() and len(got) == (1 if stereo else 2)
+    for k in got:
+        assert got[k] == want[k], k
+    msgs = s.messages()
+    starts = [m for m in msgs if m["type"] == "start"]
+    assert len(starts) == len(got)
+    assert all(m["sip_headers"] == {"User-Agent": "SIPp uac_play.xml", "X-Missing": None} for m in starts), starts[0]
+    ends = [m for m in msgs if m["type"] == "end"]
+    assert [e["reason"] for e in ends] == ["bye"] * len(got)
+    assert all(e["dropped_ms"] == 0 and e["reconnects"] == 0 for e in ends)
+
+
+def test_sink_restart_mid_call_loses_nothing_in_the_buffer(tmp_path, sink):
+    cap = make_capture(tmp_path / "c.pcap", seconds=6.0)
+    ref = tmp_path / "ref"
+    assert replay(cap, "--out-dir", ref).returncode == 0
+    port = free_port()
+    s = sink(port=port)
+    proc = subprocess.Popen([PY, "-m", "rtp2ws.cli", "replay", str(cap), "--ws-url", f"ws://127.0.0.1:{port}/",
+                             "--speed", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.2)
+    s.kill()                 # the analysis server dies mid-call ...
+    time.sleep(1.0)
+    s.start(port)            # ... and comes back a second later
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    s.stop()
+    got = wavs(s.out_dir)
+    assert got == {k: v for k, v in wavs(ref / "calls").items()}
+    ends = [m for m in s.messages() if m["type"] == "end"]
+    assert len(ends) == 2 and all(e["reconnects"] >= 1 and e["dropped_ms"] == 0 for e in ends)
+    resumed = [m for m in s.messages() if m["type"] == "start" and m["resumed"]]
+    assert len(resumed) == 2
+
+
+def test_outage_longer_than_the_buffer_loses_exactly_the_drops(tmp_path, sink):
+    cap = make_capture(tmp_path / "c.pcap", seconds=6.0)
+    ref = tmp_path / "ref"
+    assert replay(cap, "--out-dir", ref).returncode == 0
+    port = free_port()
+    s = sink(port=port)
+    proc = subprocess.Popen([PY, "-m", "rtp2ws.cli", "replay", str(cap), "--ws-url", f"ws://127.0.0.1:{port}/",
+                             "--speed", "2", "--max-buffer-ms", "400"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    s.kill()
+    time.sleep(1.5)          # 3 s of audio at speed 2, far more than 400 ms of buffer
+    s.start(port)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    s.stop()
+    msgs = s.messages()
+    ends = {m["stream_id"]: m for m in msgs if m["type"] == "end"}
+    starts = {m["stream_id"]: m for m in msgs if m["type"] == "start"}
+    total_dropped = 0
+    for sid, end in ends.items():
+        tag = starts[sid]["tag"]
+        drops = [m for m in msgs if m["type"] == "drop" and m["stream_id"] == sid]
+        dropped = sum(m["samples"] for m in drops)
+        assert dropped > 0 and end["dropped_ms"] == dropped // 16
+        got, _, _ = read_wav(str(next(s.out_dir.rglob(f"{tag}.wav"))))
+        want, _, _ = read_wav(str(next(ref.rglob(f"{tag}.wav"))))
+        assert len(got) == len(want)
+        # every sample outside the dropped ranges arrived; inside them is silence
+        hole = np.zeros(len(want), bool)
+        for m in drops:
+            hole[m["offset"] - m["samples"]:m["offset"]] = True
+        assert np.array_equal(got[~hole], want[~hole])
+        assert not got[hole].any()
+        assert hole.sum() == dropped
+        total_dropped += end["dropped_ms"]
+    assert f"{total_dropped} ms dropped" in out
+
+
+def test_server_that_never_reads_does_not_stall_replay(tmp_path):
+    """The server accepts and never reads: replay still finishes, drops are counted."""
+    # 300 s per leg is ~10 MB: more than the kernel's socket buffers can absorb
+    cap = make_capture(tmp_path / "c.pcap", seconds=300.0)
+
+    async def handler(ws):
+        await asyncio.sleep(3600)   # never reads
+
+    server = ThreadedServer(handler, rcvbuf=4096, max_size=None)
+    try:
+        r = replay(cap, "--ws-url", server.url, "--max-buffer-ms", "1000", "--out-dir", tmp_path / "o", timeout=90)
+    finally:
+        server.close()
+    assert r.returncode == 1     # streams given up: reported, not hidden
+    assert "given up" in r.stderr and "dropping the oldest" in r.stderr
+    m = json.load(open(tmp_path / "o" / "calls.json"))
+    assert m["summary"]["streams"]["dropped_ms"] > 100000
+    # the files were still written in full
+    assert all(l["duration_ms"] > 299000 for l in m["calls"][0]["legs"])
+
+
+def test_server_that_accepts_and_never_reads_is_reported_undelivered(tmp_path):
+    """A short call fits in the kernel's buffers, so every write succeeds, ``end``
+    included; the server never reads any of it.  Nothing was acknowledged: exit
+    status 1, and the summary says how much audio is undelivered."""
+    from rawws import ThreadedRawServer
+
+    cap = make_capture(tmp_path / "c.pcap", seconds=1.0)
+    server = ThreadedRawServer(read=False)
+    try:
+        t0 = time.monotonic()
+        r = replay(cap, "--ws-url", server.url, timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        server.close()
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert took < 30            # the linger time (10 s), not forever
+    m = re.search(r"streamed 2 streams, \d+ reconnects, 0 ms dropped, (\d+) ms undelivered", r.stdout)
+    assert m and 1900 <= int(m.group(1)) <= 2200, r.stdout        # both legs, a second each
+    assert "2 given up" in r.stderr and "not acknowledged by the server" in r.stderr
+
+
+def test_sink_stopped_after_end_gets_the_call_when_restarted(tmp_path, sink):
+    """``rtp2ws sink`` is frozen (SIGSTOP) in the middle of a call: the rest of it and
+    ``end`` are written into its socket buffers, never read.  Then it is killed and
+    started again: the unacknowledged audio (the resend window holds all of it here)
+    goes to the new sink, which ends up with the whole call."""
+    cap = make_capture(tmp_path / "c.pcap", seconds=3.0)
+    ref = tmp_path / "ref"
+    assert replay(cap, "--out-dir", ref).returncode == 0
+    port = free_port()
+    s = sink(port=port)
+    proc = subprocess.Popen([PY, "-m", "rtp2ws.cli", "replay", str(cap), "--ws-url", f"ws://127.0.0.1:{port}/",
+                             "--speed", "realtime", "--resend-ms", "10000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 15      # until both legs have streamed a second (bounded)
+    while time.monotonic() < deadline:
+        got = wavs(s.out_dir) if os.path.isdir(s.out_dir) else {}
+        if len(got) == 2 and all((len(v) - 44) // 2 > 16000 for v in got.values()):
+            break
+        time.sleep(0.05)
+    s.proc.send_signal(signal.SIGSTOP)
+    time.sleep(3.0)          # the call ends meanwhile: its last 2 s and end are written, unread
+    s.kill()
+    s.start(port)
+    out, err = proc.communicate(timeout=60)
+    s.stop()
+    assert proc.returncode == 0, err
+    assert wavs(s.out_dir) == wavs(ref / "calls")
+    assert "0 ms dropped, 0 ms undelivered" in out
+    ends = [m for m in s.messages() if m["type"] == "end"]
+    assert len(ends) == 2 and all(e["reconnects"] >= 1 and e["dropped_ms"] == 0 for e in ends)
+
+
+def test_wss_with_private_ca_and_token(tmp_path, sink):
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    cap = make_capture(tmp_path / "c.pcap", seconds=1.0)
+    s = sink("--cert", tmp_path / "server.pem", "--token", "right-token")
+    assert s.url_base.startswith("wss://")
+    url = s.url_base + "/audio"
+    # right token, from an environment variable so it is not on the command line
+    env = dict(os.environ, RTP2WS_AUTH="Authorization: Bearer right-token")
+    r = replay(cap, "--ws-url", url, "--ca-file", tmp_path / "ca.pem", "--header-env", "RTP2WS_AUTH", env=env)
+    assert r.returncode == 0, r.stderr
+    assert len(wavs(s.out_dir)) == 2
+    # wrong token: refused by the sink, reported clearly, secret never printed
+    r = replay(cap, "--ws-url", url, "--ca-file", tmp_path / "ca.pem", "--header", "Authorization: Bearer s3cr3t-wrong")
+    assert r.returncode == 1
+    assert "server refused the connection: HTTP 401" in r.stderr
+    assert "s3cr3t-wrong" not in r.stderr + r.stdout
+    # no CA: the certificate is not trusted, and that is said
+    r = replay(cap, "--ws-url", url, "--max-buffer-ms", "200", timeout=60,
+               env=dict(env, SSL_CERT_FILE="/nonexistent"))
+    assert r.returncode == 1
+    assert "certificate" in r.stderr.lower()
+
+
+def test_realtime_delivers_frames_on_capture_timing(tmp_path):
+    """Frames arrive paced like the capture (tolerance, not a speed assertion)."""
+    cap = make_capture(tmp_path / "c.pcap", seconds=3.0)
+    arrivals = {}
+
+    async def handler(ws):
+        tag = None
+        async for msg in ws:
+            if isinstance(msg, str):
+                m = json.loads(msg)
+                tag = m.get("tag", tag)
+                if m["type"] == "end":
+                    break
+            else:
+                arrivals.setdefault(tag, []).append((time.monotonic(), len(msg)))
+
+    server = ThreadedServer(handler)
+    try:
+        r = replay(cap, "--ws-url", server.url, "--speed", "realtime")
+    finally:
+        server.close()
+    assert r.returncode == 0, r.stderr
+    assert set(arrivals) == {"caller", "callee"}
+    for tag, frames in arrivals.items():
+        times = np.array([t for t, _ in frames])
+        n = len(frames)
+        assert n == 150                       # 3 s of 20 ms frames
+        expected = times[0] + np.arange(n) * 0.020
+        # each frame within 150 ms of its capture schedule (jitter buffer, resampler
+        # look-ahead and a loaded CI machine included), and the whole stream takes ~3 s
+        assert np.abs(times - expected).max() < 0.15, tag
+        assert 2.7 < times[-1] - times[0] < 3.3
+
+
+def test_sigterm_ends_every_leg_with_shutdown(tmp_path, sink):
+    cap = make_capture(tmp_path / "c.pcap", seconds=20.0)
+    s = sink()
+    proc = subprocess.Popen([PY, "-m", "rtp2ws.cli", "replay", str(cap), "--ws-url", s.url_base + "/",
+                             "--speed", "realtime"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 15      # until both legs have streamed over a second (bounded)
+    while time.monotonic() < deadline:
+        got = wavs(s.out_dir) if os.path.isdir(s.out_dir) else {}
+        if len(got) == 2 and all((len(v) - 44) // 2 > 1.2 * 16000 for v in got.values()):
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    s.stop()
+    ends = [m for m in s.messages() if m["type"] == "end"]
+    assert [e["reason"] for e in ends] == ["shutdown", "shutdown"], (err, s.messages())
+    got = wavs(s.out_dir)
+    assert len(got) == 2 and all(16000 < (len(v) - 44) // 2 < 5 * 16000 for v in got.values())
+
+
+def test_keepalive_pings_answered_under_full_load(tmp_path):
+    """A server pinging every 100 ms with a 400 ms timeout keeps every connection
+    while replay decodes 40 concurrent calls at full speed."""
+    rows = []
+    for i in range(40):
+        a = Party(f"10.1.0.{i + 1}", 5060, 4000, f"1{i}")
+        b = Party("10.2.0.1", 5060, 6000 + 2 * i, f"2{i}")
+        c = Call(f"load{i}@test", a, b)
+        n = 8000 * 15
+        rows += [c.setup(100 + i * 0.01),
+                 rtp_packets(a, b, 100.1 + i * 0.01, tone(300 + i, n), ssrc=i + 1),
+                 rtp_packets(b, a, 100.1 + i * 0.01, tone(500 + i, n), ssrc=1000 + i),
+                 c.bye(116 + i * 0.01)]
+    cap = callgen.write(tmp_path / "load.pcap", frames_of(*rows))
+    closes = []
+
+    async def handler(ws):
+        ended = False
+        try:
+            async for msg in ws:
+                if isinstance(msg, str) and json.loads(msg)["type"] == "end":
+                    ended = True
+        finally:
+            closes.append((ended, ws.close_code, ws.close_reason))
+
+    server = ThreadedServer(handler, ping_interval=0.1, ping_timeout=0.4)
+    try:
+        r = replay(cap, "--ws-url", server.url, timeout=300)
+        time.sleep(0.3)
+    finally:
+        server.close()
+    assert r.returncode == 0, r.stderr
+    assert len(closes) == 80
+    assert all(ended and code == 1000 for ended, code, _ in closes), [c for c in closes if c[1] != 1000][:3]
+    assert "keepalive" not in r.stderr
