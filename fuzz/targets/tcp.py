@@ -30,6 +30,7 @@ work is not quadratic: at most 32 sequence-number comparisons per segment fed, p
 
 COMPARISONS_PER_SEGMENT = 32
 MSS = 1460
+MAX_SEGMENT = 65535 - 20 - 20    # the most TCP payload one IPv4 packet can carry (IPv6's 16-bit length: about as much)
 
 
 # counters of data the reassembler gave up on, by its documented bounds (max_buffer,
@@ -106,7 +107,7 @@ def _run(data: bytes, clock, counted) -> None:
                 if tiny:
                     n = 1
                 elif fdp.remaining_bytes():
-                    n = fdp.ConsumeIntInRange(1, max(1, len(stream) - pos))
+                    n = min(MAX_SEGMENT, fdp.ConsumeIntInRange(1, max(1, len(stream) - pos)))
                 else:       # input used up: full-sized segments, not the 1-byte ones ConsumeIntInRange would give
                     n = MSS
                 cuts.append((pos, pos + n))
