@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 
 __all__ = ["number", "whole"]
 
@@ -20,12 +21,12 @@ def _fmt(v: float) -> str:
     return f"{v:g}"
 
 
-def number(lo: float, hi: float, *, lo_open: bool = False, unit: str = ""):
+def number(lo: float, hi: float, *, lo_open: bool = False, unit: str = "") -> Callable[[str | float], float]:
     """A finite number in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
     unit = f" {unit}" if unit else ""
     span = f"{'more than ' + _fmt(lo) if lo_open else 'from ' + _fmt(lo)}{unit} to {_fmt(hi)}{unit}"
 
-    def parse(text) -> float:
+    def parse(text: str | float) -> float:   # str: the command line; int, float (and bool): TOML
         if isinstance(text, bool):
             raise argparse.ArgumentTypeError(f"use a number {span}")
         try:
@@ -42,9 +43,9 @@ def number(lo: float, hi: float, *, lo_open: bool = False, unit: str = ""):
     return parse
 
 
-def whole(lo: int, hi: int):
+def whole(lo: int, hi: int) -> Callable[[str | int], int]:
     """A whole number in ``[lo, hi]``."""
-    def parse(text) -> int:
+    def parse(text: str | int) -> int:
         if isinstance(text, bool) or isinstance(text, float):
             raise argparse.ArgumentTypeError(f"use a whole number from {lo} to {hi}")
         try:

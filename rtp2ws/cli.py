@@ -30,11 +30,18 @@ JITTER_MS = number(0, 2000, unit="ms")
 RTP_TIMEOUT = number(1, 86400, unit="s")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rtp2ws", description="Mirrored SIP/RTP traffic in, per-call 16 kHz audio out.")
+class Parser(argparse.ArgumentParser):
+    """rtp2ws's parser, which keeps the ``live`` subcommand's parser: ``live --config``
+    reads the options it defines (``tomlconfig.apply_config``)."""
+
+    live_parser: argparse.ArgumentParser
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="rtp2ws", description="Mirrored SIP/RTP traffic in, per-call 16 kHz audio out.")
     p.add_argument("--version", action=_Version, help="show the version and the backend each part with a C "
                                                         "twin runs on (native, or its numpy/python twin), and exit")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=argparse.ArgumentParser)
     r = sub.add_parser("replay", help="decode every call in a pcap/pcapng file")
     r.add_argument("capture", help="pcap or pcapng file")
     r.add_argument("--out-dir", help="directory for calls.json and calls/<call>/ with a WAV per leg")
@@ -304,7 +311,9 @@ def _replay_to_websocket(args, config: Config, wav_sink, progress):
     raise_fd_limit(65536)
     streams = StreamSink(frame_ms=args.frame_ms, stereo=args.stereo, sip_headers=tuple(args.sip_header),
                          hold_s=config.jitter_depth + 1.0)
-    return stream_replay(args.capture, config, sender_config(args), streams, speed=args.speed,
+    sender_cfg = sender_config(args)
+    assert sender_cfg is not None  # called with --ws-url only
+    return stream_replay(args.capture, config, sender_cfg, streams, speed=args.speed,
                          also=wav_sink, progress=progress)
 
 
@@ -325,6 +334,7 @@ def cmd_replay(args) -> int:
         if args.ws_url:
             result, sent = _replay_to_websocket(args, config, wav, progress)
         else:
+            assert wav is not None  # without --ws-url, --out-dir is there: checked above
             result, sent = replay(args.capture, wav, config, progress), None
     except ReplayError as e:
         print(f"rtp2ws: error: {e}", file=sys.stderr)

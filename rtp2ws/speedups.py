@@ -9,6 +9,12 @@ backend the same way, by its part's name::
 
     _native, BACKENDS = pick("g711")   # rtp2ws._native or None; ("native", "numpy") or ("numpy",)
     BACKEND = BACKENDS[0]
+    if _native is not None:            # what it uses of the extension, by name (see below)
+        from .._native import decode_alaw as _native_alaw
+
+``pick`` returns a plain module (its type cannot name which one), so a module takes
+what it uses from the extension by name, once ``pick`` chose it: the same objects, and
+mypy checks the calls against the extension's ``.pyi`` stub.
 
 The extension is used unless it is not built (no C compiler at install: setup.py
 warns then) or ``RTP2WS_NO_NATIVE`` is set to anything but empty or ``0`` (an

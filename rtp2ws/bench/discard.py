@@ -34,7 +34,7 @@ class _DiscardProtocol(asyncio.Protocol):
 
     def __init__(self, stats: dict) -> None:
         self.stats = stats
-        self.transport = None
+        self.transport: asyncio.Transport | None = None
         self.shaken = False
         self.head = b""          # incomplete handshake or frame header
         self.skip = 0            # payload bytes still to skip
@@ -48,13 +48,15 @@ class _DiscardProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         st = self.stats
+        transport = self.transport
+        assert transport is not None  # asyncio calls connection_made first
         st["bytes"] += len(data)
         if not self.shaken:
             self.head += data
             end = self.head.find(b"\r\n\r\n")
             if end < 0:
                 if len(self.head) > 65536:
-                    self.transport.close()
+                    transport.close()
                 return
             key = b""
             for line in self.head[:end].split(b"\r\n"):
@@ -62,8 +64,8 @@ class _DiscardProtocol(asyncio.Protocol):
                 if name.strip().lower() == b"sec-websocket-key":
                     key = value.strip()
             accept = base64.b64encode(hashlib.sha1(key + self.GUID).digest())
-            self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
             self.shaken = True
             data, self.head = self.head[end + 4:], b""
             if not data:
@@ -101,11 +103,11 @@ class _DiscardProtocol(asyncio.Protocol):
                 mask = data[pos + hl - 4:pos + hl] if b1 & 0x80 else b"\0\0\0\0"
                 payload = bytes(c ^ mask[i % 4] for i, c in enumerate(data[pos + hl:pos + hl + length]))
                 if op == 8:
-                    self.transport.write(b"\x88" + bytes([len(payload[:2])]) + payload[:2])
-                    self.transport.close()
+                    transport.write(b"\x88" + bytes([len(payload[:2])]) + payload[:2])
+                    transport.close()
                     return
                 if op == 9:
-                    self.transport.write(b"\x8a" + bytes([len(payload)]) + payload)
+                    transport.write(b"\x8a" + bytes([len(payload)]) + payload)
             elif op == 2:
                 st["binary"] += 1
             elif op == 1:
@@ -147,7 +149,9 @@ class SinkProcess:
         else:
             raise ValueError(f"unknown sink {kind!r}: discard or rtp2ws")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
+        stdout = self.proc.stdout
+        assert stdout is not None  # stdout=PIPE
+        line = stdout.readline()
         if "ws://" not in line:
             self.proc.kill()
             raise RuntimeError(f"the {kind} sink did not start: {line!r}")

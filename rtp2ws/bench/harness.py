@@ -79,6 +79,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -98,6 +99,9 @@ from .report import (
     top_functions,
     write_results,
 )
+
+if TYPE_CHECKING:
+    import cProfile
 
 CONFIGS = ("wav", "ws20", "ws100", "stereo", "stereo_wav", "reference", "reference_wav")
 DEFAULT_CONFIGS = ("wav", "ws20", "ws100", "stereo", "reference", "reference_wav")
@@ -164,7 +168,7 @@ class _Profiles:
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self.profilers = []
+        self.profilers: list[cProfile.Profile] = []
 
     def start(self):
         if not self.enabled:
@@ -477,7 +481,7 @@ def measure(config: str, capture: str, info: dict, *, url: str | None = None, sp
     """Run ``run_one`` in a child process (so that each configuration starts from
     a fresh interpreter and its CPU and peak RSS are its own) and derive the metrics."""
     with tempfile.TemporaryDirectory(prefix="rtp2ws-bench-") as tmp:
-        spec = {"config": config, "capture": capture, "url": url, "speed": speed, "profile": profile,
+        spec: dict[str, Any] = {"config": config, "capture": capture, "url": url, "speed": speed, "profile": profile,
                 "latency": latency, "flush_ms": flush_ms, "mem_at": info.get("mem_sample_ts"),
                 "out_dir": os.path.join(tmp, "out"), "result": os.path.join(tmp, "result.json")}
         spec_path = os.path.join(tmp, "spec.json")
@@ -593,7 +597,7 @@ def run_bench(opts: BenchOptions) -> dict:
     cache = Path(opts.cache) if opts.cache else out_dir / "captures"
     gen = {"loss": opts.loss, "reorder": opts.reorder, "seed": opts.seed, "law": opts.law}
     started = time.monotonic()
-    doc = {"version": 1, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(),
+    doc: dict[str, Any] = {"version": 1, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(),
            "settings": {"configs": list(configs), "sweep": list(sweep), "sink": opts.sink, **gen,
                         "quick": opts.quick, "seconds": list(lengths_of(opts.seconds))},
            "runs": [], "ratios": [], "stages": {}, "latency": None}

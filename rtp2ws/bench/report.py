@@ -61,9 +61,9 @@ def _stage_of(key) -> str | None:
         return _MODULE_STAGE.get(f"{sub}/{stem}", _MODULE_STAGE.get(sub, "other"))
     if "dpkt" in parts:
         return _DPKT_STAGE.get(stem, "decode")
-    for pkg, stage in _PACKAGE_STAGE.items():
-        if pkg in parts and stage:
-            return stage
+    for pkg, pkg_stage in _PACKAGE_STAGE.items():
+        if pkg in parts and pkg_stage:
+            return pkg_stage
     if stem in ("reference_pipeline", "wave"):
         return _MODULE_STAGE[stem]
     return None
@@ -148,7 +148,7 @@ def ratios(runs: list, calls: int, seconds: float) -> list[dict]:
 
 def summary(runs: list, configs, calls: int) -> dict:
     """Calls per core of each configuration at ``calls`` (with the longest calls there)."""
-    return {c: _find(runs, c, calls)["calls_per_core"] for c in configs if _find(runs, c, calls)}
+    return {c: found["calls_per_core"] for c in configs if (found := _find(runs, c, calls))}
 
 
 def cost_model(runs: list) -> list[dict]:

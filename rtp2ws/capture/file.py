@@ -281,6 +281,9 @@ class Reader:
 
 
 _native, BACKENDS = pick("fastpath")      # the C Reader is in the fast path's extension
+if _native is not None:
+    # the extension pick() chose, imported by name so that its stub (_fastpath.pyi) types it
+    from .._fastpath import Reader as _NativeReader
 
 
 def reader_class(backend: str | None = None):
@@ -291,5 +294,5 @@ def reader_class(backend: str | None = None):
         raise ValueError(f"fast path backend {backend!r} is not available (have {', '.join(BACKENDS)})")
     if backend == "native":
         assert _native is not None  # "native" is listed only when the extension is there
-        return _native.Reader
+        return _NativeReader
     return Reader

@@ -93,8 +93,9 @@ _native, BACKENDS = pick("g711")
 BACKEND = BACKENDS[0]
 
 if _native is not None:
-    _native_alaw = _native.decode_alaw
-    _native_ulaw = _native.decode_ulaw
+    # the extension pick() chose, imported by name so that its stub (_native.pyi) types it
+    from .._native import decode_alaw as _native_alaw
+    from .._native import decode_ulaw as _native_ulaw
 
     def _native_decode_alaw(payload: bytes) -> np.ndarray:
         return np.frombuffer(_native_alaw(payload), np.int16)

@@ -134,7 +134,8 @@ BACKEND = BACKENDS[0]
 _PHASES_BYTES = PHASES.tobytes()
 
 if _native is not None:
-    _native_core = _native.upsample2x
+    # the extension pick() chose, imported by name so that its stub (_native.pyi) types it
+    from .._native import upsample2x as _native_core
 
     def _native_upsample2x(
         history: np.ndarray | bytes, x: np.ndarray
@@ -142,7 +143,9 @@ if _native is not None:
         # The new history is only ever passed back in, and the core takes any
         # buffer, so it stays the bytes object the core made: wrapping it in
         # an array would cost a good part of a 20 ms chunk's filtering time.
-        out, state = _native_core(_PHASES_BYTES, FRAC_BITS, history, x)
+        # numpy's stubs give ndarray its __buffer__ only for Python >= 3.12, so before that
+        # mypy does not see an array as a Buffer (it is one: the core reads it as such)
+        out, state = _native_core(_PHASES_BYTES, FRAC_BITS, history, x)  # type: ignore[arg-type, unused-ignore]
         return np.frombuffer(out, np.int16), state
 
     _CORES = {"native": _native_upsample2x, "numpy": _numpy_upsample2x}

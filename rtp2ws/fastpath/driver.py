@@ -23,11 +23,16 @@ puts it on the leg (``MediaLeg.absorb``) and counts it as if each packet had bee
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
-from typing import NamedTuple
+from collections.abc import Callable, Hashable, Iterable
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..net.packet import LinkLayer
-from .twin import tables
+from .twin import FastPath, tables
+
+if TYPE_CHECKING:
+    from .. import _fastpath
+    from ..media.leg import MediaLeg
+    from ..signalling.correlator import Correlator, Flow
 
 
 class Taken(NamedTuple):
@@ -46,55 +51,55 @@ class Taken(NamedTuple):
 class FastDriver:
     """Arms, takes and syncs flows of a ``FastPath`` for a pipeline's legs."""
 
-    def __init__(self, link: LinkLayer, deliver_samples: int, correlator,
+    def __init__(self, link: LinkLayer, deliver_samples: int, correlator: Correlator,
                  absorb: Callable[[Hashable, Taken], None]) -> None:
         self.link = link
         self.deliver_samples = deliver_samples
-        self.path = None                      # the FastPath, once ``start`` made it
+        self.path: FastPath | _fastpath.FastPath | None = None   # the FastPath, once ``start`` made it
         self.legs: dict[Hashable, int] = {}   # armed leg key -> slot id (read: "is this leg armed?")
-        self._slots: dict[int, tuple] = {}    # slot id -> (leg key, 5-tuple)
-        self._flows: dict[tuple, int] = {}    # 5-tuple -> slot id
+        self._slots: dict[int, tuple[Hashable, Flow]] = {}   # slot id -> (leg key, 5-tuple)
+        self._flows: dict[Flow, int] = {}     # 5-tuple -> slot id
         self._correlator = correlator
         self._absorb = absorb
         correlator.on_unbind = self.unbound
 
-    def start(self, cls):
+    def start(self, cls: type[FastPath] | type[_fastpath.FastPath]) -> FastPath | _fastpath.FastPath:
         """Make the FastPath of class ``cls`` (the C one or the twin); returns it."""
-        self.path = cls(self.link, self.deliver_samples, *tables())
-        return self.path
+        path = self.path = cls(self.link, self.deliver_samples, *tables())
+        return path
 
     @property
     def packets(self) -> int:
         """Packets the fast path took in all."""
         return self.path.packets if self.path is not None else 0
 
-    def arm(self, key, flow: tuple, leg, payload_type: int) -> None:
+    def arm(self, key: Hashable, flow: Flow, leg: MediaLeg, payload_type: int) -> None:
         """Let the fast path take this flow's next packets, if the leg allows it."""
         if key in self.legs or flow in self._flows:
             return
         state = leg.fast_state(payload_type)
         if state is None or not leg.flows or self._correlator.flows.get(flow, (None,))[0] != key:
             return
-        sid = self.path.arm(flow[0], flow[1], flow[2], flow[3], state.ssrc, state.next_ext, payload_type,
+        sid = self._started().arm(flow[0], flow[1], flow[2], flow[3], state.ssrc, state.next_ext, payload_type,
                             state.alaw, state.expect_ts, state.last_ts, state.last_arrival, state.pending_samples)
         self.legs[key] = sid
         self._slots[sid] = (key, flow)
         self._flows[flow] = sid
 
-    def sync(self, key, disarm: bool = True) -> None:
+    def sync(self, key: Hashable, disarm: bool = True) -> None:
         """Bring the leg ``key`` up to date, if it is armed (and disarm it)."""
         sid = self.legs.get(key)
         if sid is not None:
             self._take(sid, disarm)
 
-    def sync_call(self, call_key: str, tags, disarm: bool) -> None:
+    def sync_call(self, call_key: str, tags: Iterable[str], disarm: bool) -> None:
         """``sync`` each leg of a call (``tags``: its legs' tags)."""
         for tag in tags:
             sid = self.legs.get((call_key, tag))
             if sid is not None:
                 self._take(sid, disarm)
 
-    def unbound(self, flow: tuple) -> None:
+    def unbound(self, flow: Flow) -> None:
         sid = self._flows.get(flow)
         if sid is not None:
             self._take(sid, True)
@@ -110,15 +115,22 @@ class FastDriver:
         for sid in list(self._slots):
             self._take(sid, True)
 
-    def rebase(self, key, pending_samples: int) -> None:
+    def rebase(self, key: Hashable, pending_samples: int) -> None:
         """The armed leg ``key`` now holds ``pending_samples`` (its audio was taken)."""
         sid = self.legs.get(key)
         if sid is not None:
-            self.path.rebase(sid, pending_samples)
+            self._started().rebase(sid, pending_samples)
+
+    def _started(self) -> FastPath | _fastpath.FastPath:
+        """The path, for ``arm`` and for armed slots: the pipeline arms only once ``start``
+        made the path (it checks ``path``), and only ``arm`` arms a slot."""
+        path = self.path
+        assert path is not None
+        return path
 
     def _take(self, sid: int, disarm: bool) -> None:
         key, flow = self._slots[sid]
-        taken = Taken._make(self.path.take(sid, disarm))
+        taken = Taken._make(self._started().take(sid, disarm))
         if disarm:
             del self._slots[sid]
             del self.legs[key]

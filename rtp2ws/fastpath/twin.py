@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import operator
 import struct
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -68,6 +68,10 @@ if TYPE_CHECKING:
     from .. import _fastpath
 
 _native, BACKENDS = pick("fastpath")
+if _native is not None:
+    # the extension pick() chose, imported by name so that its stub (_fastpath.pyi) types it
+    from .._fastpath import FastPath as _NativeFastPath
+    from .._fastpath import ReadError as _NativeReadError
 
 EOF = 0
 TICK = 1
@@ -312,7 +316,7 @@ def default_class() -> type[FastPath] | type[_fastpath.FastPath]:
     """The FastPath of the first of ``BACKENDS`` (for ``feed``: live capture)."""
     if BACKENDS[0] == "native":
         assert _native is not None  # "native" is listed only when the extension is there
-        return cast("type[_fastpath.FastPath]", _native.FastPath)     # (pick() gives a ModuleType)
+        return _NativeFastPath
     return FastPath
 
 
@@ -323,7 +327,7 @@ def for_reader(
     if isinstance(reader, Reader):
         return FastPath, ReadError
     assert _native is not None  # a reader other than the twin's is the extension's
-    return cast("type[_fastpath.FastPath]", _native.FastPath), cast("type[_fastpath.ReadError]", _native.ReadError)
+    return _NativeFastPath, _NativeReadError
 
 
 def tables() -> tuple[bytes, bytes]:

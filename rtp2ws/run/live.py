@@ -107,14 +107,12 @@ def setup_logging(log_file: str | None) -> ReopenableFileHandler | None:
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-    if log_file:
-        handler = ReopenableFileHandler(log_file, encoding="utf-8")
-    else:
-        handler = logging.StreamHandler(sys.stderr)
+    reopenable = ReopenableFileHandler(log_file, encoding="utf-8") if log_file else None
+    handler: logging.Handler = reopenable if reopenable is not None else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    return handler if log_file else None
+    return reopenable
 
 
 # --------------------------------------------------------------------------- decoder thread
@@ -424,7 +422,7 @@ def run_live(opts: LiveOptions) -> int:
                             hup=hup, on_hup=reopen_log)
         runner_box.append(runner)
         log.info("capturing on %s (link type %d), filter: %s%s", co.interface, cap.linktype, cap.bpf,
-                 f"; metrics on http://{opts.metrics[0]}:{metrics.port}/metrics" if metrics else "")
+                 f"; metrics on http://{metrics.host}:{metrics.port}/metrics" if metrics else "")
         if sender is not None:
             summary, sent = _run_with_websocket(opts, sender, config, runner, wav, stop, hup, holder)
         else:

@@ -32,14 +32,15 @@ from __future__ import annotations
 import heapq
 import itertools
 import uuid
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..media.dtmf import DtmfEvent
-from ..media.leg import CodecChange
+from ..media.leg import CodecChange, LegEvent
 from ..pipeline.sink import LegView, Sink
-from ..signalling.calls import CALLEE, CALLER, Call, HoldChanged
+from ..signalling.calls import CALLEE, CALLER, Call, CallEvent, HoldChanged
 from ..ws.protocol import CODEC, PROTOCOL_VERSION, SAMPLE_RATE, validate_frame_ms
 from .wav import iso
 
@@ -52,7 +53,7 @@ MAX_EARLY_EVENTS = 64      # events (hold, DTMF) kept for a stream that has not 
 
 class Open(NamedTuple):
     stream_id: str
-    start: dict
+    start: dict[str, Any]
     channels: int
 
 
@@ -61,7 +62,8 @@ class Audio(NamedTuple):
     pcm: bytes        # int16 LE, channels interleaved: whole frames, the last one shorter only at the end
 
 
-def _audio(stream_id: str, pcm: bytes, _new=tuple.__new__) -> Audio:
+def _audio(stream_id: str, pcm: bytes,
+           _new: Callable[[type[Audio], tuple[str, bytes]], Audio] = tuple.__new__) -> Audio:
     """``Audio(stream_id, pcm)``, without the Python-level ``__new__`` of a
     NamedTuple (an Audio is made for every run of every stream)."""
     return _new(Audio, (stream_id, pcm))
@@ -69,16 +71,19 @@ def _audio(stream_id: str, pcm: bytes, _new=tuple.__new__) -> Audio:
 
 class Event(NamedTuple):
     stream_id: str
-    message: dict
+    message: dict[str, Any]
 
 
 class End(NamedTuple):
     stream_id: str
-    message: dict
+    message: dict[str, Any]
 
 
-def leg_statistics(leg: LegView) -> dict:
-    st = dict(leg.stats)
+Op = Open | Audio | Event | End     # what StreamSink.take_ops hands the adapter
+
+
+def leg_statistics(leg: LegView) -> dict[str, Any]:
+    st: dict[str, Any] = dict(leg.stats)
     st["ssrcs"] = [f"0x{s:08x}" for s in leg.ssrcs]
     st["codecs"] = list(leg.codecs)
     st["dtmf"] = [{"digit": d.digit, "duration_ms": d.duration_ms, "start": iso(d.start)} for d in leg.dtmf_events]
@@ -101,7 +106,7 @@ class _Stream:
         self.sent = 0                 # samples per channel handed out as frames
         self.start_time: float | None = None
 
-    def ident(self, kind: str) -> dict:
+    def ident(self, kind: str) -> dict[str, Any]:
         return {"type": kind, "call_id": self.call_id, "tag": self.tag, "stream_id": self.id}
 
 
@@ -113,19 +118,20 @@ class StreamSink(Sink):
         self.stereo = stereo
         self.sip_headers = tuple(sip_headers)
         self.hold_s = hold_s
-        self.ops: list = []
+        self.ops: list[Op] = []
         self._legs: dict[tuple[str, str], _Stream] = {}          # per-leg streams
         self._extras: dict[str, list[str]] = {}                  # call key -> tags of its open extra-leg streams
-        self._early: dict[tuple[str, str], list[dict]] = {}      # events before a leg stream opened
+        self._early: dict[tuple[str, str], list[dict[str, Any]]] = {}   # events before a leg stream opened
         self.early_dropped = 0                                   # ... beyond MAX_EARLY_EVENTS
         self._mix: dict[str, _Mixer] = {}                        # stereo streams by call key
         self._next_scan = float("-inf")   # capture time of the next look at mixers that got audio
         self._fed: dict[str, _Mixer] = {}    # mixers that got audio since the last look
-        self._held: list = []          # (capture time its hold ends, n, mixer): mixers holding a frame
+        # (capture time its hold ends, n, mixer): mixers holding a frame
+        self._held: list[tuple[float, int, _Mixer]] = []
         self._seq = itertools.count()
         self.late_samples = 0
 
-    def take_ops(self) -> list:
+    def take_ops(self) -> list[Op]:
         ops = self.ops[:]
         self.ops.clear()      # the same list object: the mixers append to it
         return ops
@@ -172,7 +178,7 @@ class StreamSink(Sink):
             pending.append(b[k + full:])
             s.pending_bytes = rest - full
 
-    def leg_event(self, call: Call, leg: LegView, event) -> None:
+    def leg_event(self, call: Call, leg: LegView, event: LegEvent) -> None:
         if isinstance(event, DtmfEvent):
             msg = {"digit": event.digit, "duration_ms": event.duration_ms, "time": iso(event.start)}
             kind, at = "dtmf", event.start
@@ -192,7 +198,7 @@ class StreamSink(Sink):
             return
         self._event(s, kind, msg, _offset(s.start_time, at))
 
-    def call_event(self, call: Call, event) -> None:
+    def call_event(self, call: Call, event: CallEvent) -> None:
         if not isinstance(event, HoldChanged):
             return
         kind = "hold" if event.on_hold else "resume"
@@ -212,7 +218,7 @@ class StreamSink(Sink):
             s = self._legs[(call.key, tag)]
             self._event(s, kind, msg, _offset(s.start_time, event.at))
 
-    def _keep_early(self, key, event: dict) -> None:
+    def _keep_early(self, key: tuple[str, str], event: dict[str, Any]) -> None:
         """An event for a leg whose stream has not opened (no audio yet): kept to send after
         its start, at most MAX_EARLY_EVENTS per leg (a flood of re-INVITEs before any audio)."""
         early = self._early.setdefault(key, [])
@@ -272,7 +278,7 @@ class StreamSink(Sink):
 
     # -- internals ------------------------------------------------------------------
 
-    def _start(self, call: Call, s: _Stream, src, dst) -> None:
+    def _start(self, call: Call, s: _Stream, src: str | None, dst: str | None) -> None:
         msg = s.ident("start")
         msg.update({
             "version": PROTOCOL_VERSION,
@@ -307,7 +313,7 @@ class StreamSink(Sink):
             mix = self._mix[call.key] = _Mixer(call.key, s, self.ops, lambda: self._start(call, s, None, None))
         return mix
 
-    def _event(self, s: _Stream, kind: str, msg: dict, offset: int) -> None:
+    def _event(self, s: _Stream, kind: str, msg: dict[str, Any], offset: int) -> None:
         m = s.ident(kind)
         m.update(msg)
         m["offset"] = offset
@@ -331,12 +337,12 @@ def _offset(start: float | None, at: float) -> int:
 class _Mixer:
     """Caller left, callee right, on a shared timeline starting at the first audio."""
 
-    def __init__(self, key: str, stream: _Stream, ops: list, opening) -> None:
+    def __init__(self, key: str, stream: _Stream, ops: list[Op], opening: Callable[[], None] | None) -> None:
         self.key = key                           # the call's key
         self.stream = stream
         self.ops = ops
         self.opening = opening                   # emits the start message, once, at the first frame
-        self.early: list = []                    # events before that
+        self.early: list[tuple[str, dict[str, Any], float]] = []   # events before that
         self.t0 = stream.start_time
         self.emitted = 0                         # frames (sample pairs) sent
         self.buf = np.zeros((0, 2), dtype=np.int16)   # from `emitted` on
@@ -344,9 +350,9 @@ class _Mixer:
         self.origin: dict[str, int] = {}         # leg tag -> absolute position of its sample 0
         self.received: dict[str, int] = {CALLER: 0, CALLEE: 0}
         self.late = 0
-        self.wake_at = None                      # in StreamSink's heap: the time it wakes
+        self.wake_at: float | None = None        # in StreamSink's heap: the time it wakes
 
-    def event(self, kind: str, msg: dict, at: float) -> None:
+    def event(self, kind: str, msg: dict[str, Any], at: float) -> None:
         if self.opening is not None:
             if len(self.early) < MAX_EARLY_EVENTS:
                 self.early.append((kind, msg, at))    # sent after the start message
@@ -391,7 +397,9 @@ class _Mixer:
 
     def frame_end_time(self, hold_s: float) -> float:
         """Capture time when the first unsent frame's hold ends."""
-        return self.t0 + (self.emitted + self.stream.frame) / RATE + hold_s
+        t0 = self.t0
+        assert t0 is not None    # the start time of the leg whose audio made the mixer (it has a frame)
+        return t0 + (self.emitted + self.stream.frame) / RATE + hold_s
 
     def emit_filled(self) -> None:
         """Send the whole frames every channel has filled."""

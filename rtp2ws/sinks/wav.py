@@ -27,11 +27,13 @@ import json
 import os
 import re
 import struct
+from io import BufferedWriter
+from typing import Any
 
 import numpy as np
 
 from ..pipeline.sink import LegView, Sink
-from ..signalling.calls import CALLEE, CALLER, Call, HoldChanged
+from ..signalling.calls import CALLEE, CALLER, Call, CallEvent, HoldChanged, MediaOffer
 from ..signalling.correlator import format_addr, pack_ip
 
 RATE = 16000
@@ -152,10 +154,10 @@ class WavSink(Sink):
         self._calls_dir = os.path.join(out_dir, CALLS_DIR)
         self._dirs: dict[str, str] = {}                 # call key -> folder, once the call has audio
         self._wavs: dict[tuple[str, str], WavFile] = {}
-        self._holds: dict[str, list[dict]] = {}
-        self.manifest: list[dict] = []                  # journal=False: every ended call
+        self._holds: dict[str, list[dict[str, str | None]]] = {}
+        self.manifest: list[dict[str, Any]] = []                # journal=False: every ended call
         self.ended = 0
-        self._journal = None
+        self._journal: BufferedWriter | None = None
         if journal:
             self._journal = open(os.path.join(out_dir, JOURNAL), "ab")
             self._journal_start = self._journal.tell()
@@ -177,7 +179,7 @@ class WavSink(Sink):
             w = self._wavs[key] = WavFile(os.path.join(self._folder(call), f"{leg.tag}.wav"))
         w.write(pcm)
 
-    def call_event(self, call: Call, event) -> None:
+    def call_event(self, call: Call, event: CallEvent) -> None:
         if isinstance(event, HoldChanged):
             holds = self._holds.setdefault(call.key, [])
             if event.on_hold:
@@ -188,7 +190,7 @@ class WavSink(Sink):
                         h["end"] = iso(event.at)
 
     def call_ended(self, call: Call, legs: dict[str, LegView]) -> None:
-        entry = {
+        entry: dict[str, Any] = {
             "call_id": call.call_id,
             "from": call.from_uri,
             "to": call.to_uri,
@@ -219,14 +221,14 @@ class WavSink(Sink):
         else:
             self.manifest.append(entry)
 
-    def close(self, summary: dict | None = None) -> str:
+    def close(self, summary: dict[str, Any] | None = None) -> str:
         for w in self._wavs.values():
             w.close()
         self._wavs.clear()
         path = os.path.join(self.out_dir, MANIFEST)
         tmp = path + ".tmp"
         if self._journal is None:
-            doc = {"calls": sorted(self.manifest, key=lambda c: (c["start"] or "", c["call_id"]))}
+            doc: dict[str, Any] = {"calls": sorted(self.manifest, key=lambda c: (c["start"] or "", c["call_id"]))}
             if summary is not None:
                 doc["summary"] = summary
             with open(tmp, "w") as f:
@@ -274,7 +276,9 @@ class WavSink(Sink):
     def _rel(self, path: str) -> str:
         return os.path.relpath(path, self.out_dir)
 
-    def _leg_entry(self, call: Call, leg: LegView, w: WavFile | None) -> dict:
+    def _leg_entry(self, call: Call, leg: LegView, w: WavFile | None) -> dict[str, Any]:
+        src: str | None
+        dst: str | None
         if leg.flows:
             src, dst = leg.flows[0]
         else:
@@ -282,7 +286,7 @@ class WavSink(Sink):
             receiver = call.media.get(CALLEE if leg.tag == CALLER else CALLER)
             src = _fmt(sender)
             dst = _fmt(receiver)
-        e = {
+        e: dict[str, Any] = {
             "tag": leg.tag,
             "src": src,
             "dst": dst,
@@ -301,7 +305,7 @@ class WavSink(Sink):
                 e[k] = leg.counts[k]
         return e
 
-    def _write_stereo(self, call: Call, files: dict) -> str | None:
+    def _write_stereo(self, call: Call, files: dict[str, tuple[WavFile, float]]) -> str | None:
         if not files:
             return None
         t0 = min(start for _, start in files.values())
@@ -328,7 +332,7 @@ class WavSink(Sink):
         return self._rel(out.path)
 
 
-def _fmt(offer) -> str | None:
+def _fmt(offer: MediaOffer | None) -> str | None:
     if offer is None:
         return None
     ip = pack_ip(offer.address)

@@ -50,12 +50,17 @@ import ssl
 import sys
 import time
 from collections import ChainMap, OrderedDict
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
 
 from ..sinks.wav import folder_name, safe_name, wav_header
 from ..ws import protocol
 from .session import MAX_TEXT_CHARS, Ended, Refusal, Session, Started, load_json, printable
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import Server
 
 log = logging.getLogger("rtp2ws.sink")
 
@@ -159,7 +164,7 @@ class StreamStore:
         self._messages_fd = os.open(os.path.join(out_dir, MESSAGES_LOG), flags, 0o644)
 
     @property
-    def streams(self) -> ChainMap:
+    def streams(self) -> ChainMap[str, StreamFile]:
         """Every stream known: stream_id → :class:`StreamFile` (a read-only view)."""
         return ChainMap(self.active, self.idle_open, self.idle_ended)
 
@@ -196,10 +201,10 @@ class StreamStore:
             self._forget(sid)
             self._park(s)
         elif rec["event"] == "end":
-            s = self.idle_open.pop(sid, None) or self.idle_ended.pop(sid, None)
-            if s is not None:  # else forgotten already
-                s.ended = True
-                self._park(s)
+            parked = self.idle_open.pop(sid, None) or self.idle_ended.pop(sid, None)
+            if parked is not None:  # else forgotten already
+                parked.ended = True
+                self._park(parked)
 
     def _fix_file(self, s: StreamFile) -> None:
         """Make an existing file a valid WAV of the whole samples it holds (after a crash)."""
@@ -284,6 +289,7 @@ class StreamStore:
             raise Refusal(protocol.CLOSE_POLICY_VIOLATION,
                           f"offset {offset} is more than {self.max_gap_samples / protocol.SAMPLE_RATE:g} s "
                           f"beyond the end of the stream ({s.samples} samples)")
+        assert s.fd is not None  # an attached stream (attach opened it; the last detach closes it)
         os.pwrite(s.fd, data, HEADER_BYTES + offset * s.block)
         s.samples = max(s.samples, offset + len(data) // s.block)
         s.frames += 1
@@ -354,6 +360,7 @@ class StreamStore:
             line = (text + "\n").encode()
         except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the JSON): keep it escaped, the file UTF-8
             line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        assert fd is not None  # the logs are open from the end of __init__ until close()
         os.write(fd, line)  # O_APPEND: one write per line
 
 
@@ -389,10 +396,10 @@ class SinkServer:
         self.max_size = max_size
         self.stats: dict = {"connections": 0, "active": 0, "streams": 0, "resumes": 0, "unknown_resumes": 0,
                             "frames": 0, "bytes": 0, "messages": 0, "ends": 0, "refused": {}}
-        self._server = None
+        self._server: Server | None = None
 
     @property
-    def streams(self) -> dict[str, StreamFile]:
+    def streams(self) -> Mapping[str, StreamFile]:
         return self.store.streams
 
     @property
@@ -402,10 +409,10 @@ class SinkServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         from websockets.asyncio.server import serve
 
-        self._server = await serve(self._handler, host, port, process_request=self._check_token,
-                                   ssl=self.ssl_context, ping_interval=self.ping_interval,
-                                   ping_timeout=self.ping_timeout, max_size=self.max_size)
-        return self._server.sockets[0].getsockname()[1]
+        server = self._server = await serve(self._handler, host, port, process_request=self._check_token,
+                                            ssl=self.ssl_context, ping_interval=self.ping_interval,
+                                            ping_timeout=self.ping_timeout, max_size=self.max_size)
+        return server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -480,7 +487,8 @@ class SinkServer:
                 log.info("%s stream %s: connection closed before end at %d samples", remote,
                          stream.stream_id, stream.samples)
 
-    def _receive(self, session: Session, stream: StreamFile | None, data, now: float, remote: str):
+    def _receive(self, session: Session, stream: StreamFile | None, data: str | bytes, now: float,
+                 remote: str) -> StreamFile | None:
         if isinstance(data, str):
             event = session.receive_text(data, now)
             if isinstance(event, Started) and stream is None:
@@ -497,10 +505,12 @@ class SinkServer:
             self.store.log_message(now, session.stream_id, remote, event.message)
             self.stats["messages"] += 1
             if isinstance(event, Ended):
+                assert stream is not None  # the session ends only after its start, which attached it
                 self.store.finish(stream, event.message, now)
                 self.stats["ends"] += 1
         else:
             audio = session.receive_binary(data)
+            assert stream is not None  # the session takes audio only after its start, which attached it
             self.store.write(stream, audio.offset, audio.data)
             self.stats["frames"] += 1
             self.stats["bytes"] += len(audio.data)
@@ -578,6 +588,7 @@ def run_sink(args) -> int:
     except (OSError, ValueError, ssl.SSLError) as e:
         print(f"rtp2ws: error: {e}", file=sys.stderr)
         return 2
+    run: Callable[[Coroutine[Any, Any, None]], None]
     try:
         from uvloop import run
     except ImportError:

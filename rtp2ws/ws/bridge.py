@@ -25,12 +25,16 @@ import asyncio
 import logging
 import signal
 import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..pipeline.sink import Forward
-from ..sinks.streams import Audio, End, Event, Open, StreamSink
-from .sender import Sender
+from ..sinks.streams import Audio, End, Event, Op, Open, StreamSink
+from .sender import Sender, Stream
 
 log = logging.getLogger("rtp2ws")
+
+T = TypeVar("T")
 
 
 class LoopBridge(Forward):
@@ -53,10 +57,10 @@ class LoopBridge(Forward):
         self._posted: dict[str, int] = {}   # worker thread: audio bytes per stream since the last check
         self._pending = 0
         self._cond = threading.Condition()
-        self._open: dict = {}     # loop thread only: stream_id -> sender Stream
+        self._open: dict[str, Stream] = {}   # loop thread only: stream_id -> sender Stream
         self.waits = 0
 
-    def tick(self, now):
+    def tick(self, now: float) -> None:
         self.streams.tick(now)
         ops = self.streams.take_ops()
         if not ops:
@@ -74,7 +78,7 @@ class LoopBridge(Forward):
                 log.warning("the server is not taking audio fast enough: replay goes on at full speed "
                             "and the oldest queued audio is dropped")
 
-    def _grown(self, ops: list) -> bool:
+    def _grown(self, ops: list[Op]) -> bool:
         """Has some stream been handed a quarter of the high-water mark since the
         last check?  Until then no queue can have crossed it, and the round trip
         to the loop is skipped."""
@@ -108,7 +112,7 @@ class LoopBridge(Forward):
             await asyncio.sleep(0.005)
 
     # loop thread
-    def _apply(self, ops: list) -> None:
+    def _apply(self, ops: list[Op]) -> None:
         streams = self._open
         get = streams.get
         for op in ops:
@@ -139,7 +143,9 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-async def run_with_sender(work, sender: Sender, bridge_factory, drain_timeout: float | None = None):
+async def run_with_sender(work: Callable[[LoopBridge, threading.Event], T], sender: Sender,
+                          bridge_factory: Callable[[asyncio.AbstractEventLoop], LoopBridge],
+                          drain_timeout: float | None = None) -> T:
     """Run ``work(bridge, stop)`` in a thread while the sender runs here.
 
     ``bridge_factory(loop)`` builds the LoopBridge; SIGINT/SIGTERM set ``stop``
@@ -171,13 +177,13 @@ async def run_with_sender(work, sender: Sender, bridge_factory, drain_timeout: f
     return result
 
 
-def stream_summary(sent: dict) -> str:
+def stream_summary(sent: dict[str, Any]) -> str:
     """The streams' part of the summary line."""
     return (f"streamed {sent['streams']} streams, {sent['reconnects']} reconnects, "
             f"{sent['dropped_ms']} ms dropped, {sent.get('undelivered_ms', 0)} ms undelivered")
 
 
-def delivery_error(sent: dict | None) -> str | None:
+def delivery_error(sent: dict[str, Any] | None) -> str | None:
     """The error to report (with exit status 1) when not every stream was delivered:
     refused, given up, or audio sent that the server never acknowledged; else None."""
     if sent is None or not (sent.get("refused") or sent.get("given_up") or sent.get("undelivered_ms")):

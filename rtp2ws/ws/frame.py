@@ -119,4 +119,8 @@ def encode_py(messages: Sequence[str | Buffer], keys: Buffer, split: int = 0) ->
 
 _native, BACKENDS = pick("wsframe")
 BACKEND = BACKENDS[0]
-encode = _native.encode if _native is not None else encode_py
+if _native is not None:
+    # the extension pick() chose, imported by name so that its stub (_wsframe.pyi) types it
+    from .._wsframe import encode
+else:
+    encode = encode_py

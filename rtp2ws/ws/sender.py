@@ -51,24 +51,27 @@ import os
 import random
 import re
 import ssl
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
-from websockets.uri import parse_uri
+from websockets.uri import WebSocketURI, parse_uri
 
+from .. import __version__
+from . import frame as wsframe
+from .outbox import SAMPLES_PER_MS, Message, Outbox, Totals, ms
+from .protocol import CLOSE_INVALID_PAYLOAD, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED_DATA, encode
+
+get_proxy: Callable[[WebSocketURI], str | None] | None
 try:
     from websockets.proxy import get_proxy
 except ImportError:  # pragma: no cover - websockets < 15 has no proxy support, so nothing to look up
     get_proxy = None
-
-from .. import __version__
-from . import frame as wsframe
-from .outbox import SAMPLES_PER_MS, Outbox, Totals, ms
-from .protocol import CLOSE_INVALID_PAYLOAD, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED_DATA, encode
 
 log = logging.getLogger("rtp2ws.sender")
 
@@ -90,7 +93,7 @@ _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")   # RFC 9110 field-name (
 @dataclass
 class SenderConfig:
     url: str                                   # ws:// or wss://
-    headers: list[tuple[str, str]] = ()        # extra HTTP headers; values are secrets, never logged
+    headers: Sequence[tuple[str, str]] = ()    # extra HTTP headers; values are secrets, never logged
     ca_file: str | None = None                 # private CA for wss (verification is always on)
     max_buffer_ms: int = 10000                 # per-stream bound on queued (unsent) audio
     resend_ms: int = 1000                      # sent audio kept until acknowledged, to repeat after a reconnect
@@ -120,7 +123,8 @@ class SenderConfig:
 
 # --------------------------------------------------------------------------- helpers
 
-def load_headers(values: list[str], env_names: list[str] = (), files: list[str] = ()) -> list[tuple[str, str]]:
+def load_headers(values: Sequence[str], env_names: Sequence[str] = (),
+                 files: Sequence[str] = ()) -> list[tuple[str, str]]:
     """Parse ``Name: value`` headers from ``--header`` values, from environment
     variables named by ``--header-env`` (one header a line) and from files
     given by ``--header-file`` (one a line, ``#`` comments and blank lines
@@ -307,7 +311,7 @@ class _Connection(ClientConnection):
     to the acknowledgement pings a stream writes after its audio, which websockets
     did not send and so ignores."""
 
-    on_pong = None
+    on_pong: Callable[[bytes], object] | None = None
 
     def process_event(self, event) -> None:
         super().process_event(event)
@@ -371,11 +375,13 @@ class Stream:
         self.done = False
         self.given_up = False
         self.refused = False
-        self._on_write = None
+        self._on_write: Callable[[int, int], None] | None = None
         self._end_unanswered = False  # the last connection ended after end, its close unanswered
-        self._live = None             # the connection the flush writes to, from its start message on
-        self._proto = None            # its websockets protocol (the state) and transport
-        self._transport = None
+        # the connection the flush writes to, from its start message on; its websockets
+        # protocol (the state) and transport, set with it and kept until the connection ends
+        self._live: _Connection | None = None
+        self._proto: ClientProtocol | None = None
+        self._transport: asyncio.Transport | None = None
         self._out: list = []          # the messages of the write being made
         self._dirty = False           # in the sender's list of streams to flush
         self._wakeup = asyncio.Event()
@@ -391,13 +397,13 @@ class Stream:
                 f"dropped={self.dropped_samples}, connected={self.connected}, done={self.done})")
 
     @property
-    def on_write(self):
+    def on_write(self) -> Callable[[int, int], None] | None:
         """Called as on_write(first, end) after a write that carried the audio at
         offsets first..end-1 for the first time (a probe for latency; None: nothing)."""
         return self._on_write
 
     @on_write.setter
-    def on_write(self, callback) -> None:
+    def on_write(self, callback: Callable[[int, int], None] | None) -> None:
         self._on_write = callback
         self.outbox.note_sent = callback is not None
 
@@ -430,7 +436,7 @@ class Stream:
 
     # -- writing: the sender's flush and the task ------------------------------------
 
-    def _go_live(self, ws) -> None:
+    def _go_live(self, ws: _Connection) -> None:
         self._live = ws
         self._proto = ws.protocol
         self._transport = ws.transport
@@ -449,7 +455,11 @@ class Stream:
             if outbox.ended:
                 self._wake()          # the end goes out once everything before it has
             return 0
-        if self._proto.state is not OPEN or self._live.paused or self._transport.is_closing():
+        # only called with a live connection (both callers check), whose protocol and
+        # transport _go_live set with it
+        live, proto, transport = self._live, self._proto, self._transport
+        assert live is not None and proto is not None and transport is not None
+        if proto.state is not OPEN or live.paused or transport.is_closing():
             self._wake()              # it waits for the drain, or sees the connection end
             return 0
         frames = outbox.take(self._out, BATCH_BYTES)
@@ -471,11 +481,17 @@ class Stream:
             at = outbox.ping_due()
             if at is not None:
                 data += _ping_frame(at.to_bytes(8, "big"), self._sender._mask_keys(4))
-        self._transport.write(data)
+        # called while connected: the transport stays set until the connection ends,
+        # also once the end message cleared _live
+        transport = self._transport
+        assert transport is not None
+        transport.write(data)
         out.clear()
         sent = outbox.sent
         if sent is not None:
             outbox.sent = None
+            # the outbox notes what was sent only while on_write is set (the setter)
+            assert self._on_write is not None
             self._on_write(*sent)
 
     def _flush_now(self) -> None:
@@ -521,7 +537,9 @@ class Stream:
             if reason is None:
                 self._finish_undelivered("cancelled", count_given_up=False)
                 raise
-            asyncio.current_task().uncancel()
+            task = asyncio.current_task()
+            assert task is not None    # this coroutine is the stream's task
+            task.uncancel()
             self._finish_undelivered(reason, count_given_up=reason != "shutdown")
         except Exception:  # a bug: the stream must still end cleanly and be counted
             log.exception("stream %s: sender task failed", self.stream_id)
@@ -687,7 +705,7 @@ class Stream:
         self._go_live(ws)
         resumed, offset = outbox.connected()
         repeated = outbox.retained_samples
-        msgs = [encode(dict(self._start, resumed=resumed, offset=offset))]
+        msgs: list[Message] = [encode(dict(self._start, resumed=resumed, offset=offset))]
         frames = 1 + outbox.resend(msgs, offset)
         frames += outbox.take(msgs, BATCH_BYTES)
         self._write(msgs, frames)
@@ -829,15 +847,17 @@ class Sender:
         stream._dirty = True
         self._dirty.append(stream)
         if self._flush_handle is None:
-            self._flush_handle = self._loop.call_soon(self._flush)
+            loop = self._loop
+            assert loop is not None    # set by open_stream, which made every stream
+            self._flush_handle = loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         """Every marked stream takes its batch; the masking keys for all of
         them come from the key pool (``_mask_keys``); then one write per connection."""
         self._flush_handle = None
         dirty, self._dirty = self._dirty, []
-        ready = []                    # streams with a batch, and its number of frames
-        counts = []
+        ready: list[Stream] = []      # streams with a batch, and its number of frames
+        counts: list[int] = []
         for stream in dirty:
             stream._dirty = False
             if stream._live is None:
