@@ -21,9 +21,10 @@ a SYN and cut into segments that are delivered in any order, with retransmission
 overlaps, is returned exactly: the same messages, in order, each once, as soon as the
 stream is contiguous up to its end, unless the reassembler gave data up as its bounds
 document (and counted it: overflows, segment_overflows, gaps, holes_timed_out,
-flows_evicted, flows_expired).  Held bytes stay within max_buffer per flow and max_bytes
-in all (plus the segment being added), held runs within max_segments per flow, flows
-within max_flows.  Other flows' garbage in between changes none of that.
+flows_evicted, flows_expired).  After each segment, held bytes are within max_buffer per
+flow and within max_bytes in all (or max_buffer, when one flow is all there is), held
+runs within max_segments per flow, flows within max_flows.  Other flows' garbage in
+between changes none of that.
 No call takes more than the per-call limit (many one-byte segments included), and the
 work is not quadratic: at most 32 sequence-number comparisons per segment fed, plus 256
 (counted, so the bound does not depend on the machine's speed)."""
@@ -56,9 +57,9 @@ def _messages(fdp) -> list[bytes]:
 
 def _check_bounds(r: SipTcpReassembler) -> None:
     check(len(r._flows) <= r.max_flows, "more flows than max_flows")
-    check(r.held_bytes <= r.max_bytes + 0xFFFF, f"{r.held_bytes} bytes held, max_bytes {r.max_bytes}")
+    check(r.held_bytes <= max(r.max_bytes, r.max_buffer), f"{r.held_bytes} bytes held, max_bytes {r.max_bytes}")
     for flow in r._flows.values():
-        check(len(flow.buf) + flow.pending_bytes <= r.max_buffer + 0xFFFF,
+        check(len(flow.buf) + flow.pending_bytes <= r.max_buffer,
               f"flow holds {len(flow.buf) + flow.pending_bytes} bytes, max_buffer {r.max_buffer}")
         check(len(flow.runs) <= r.max_segments, f"flow holds {len(flow.runs)} runs, max_segments {r.max_segments}")
 

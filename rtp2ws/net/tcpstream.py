@@ -24,11 +24,12 @@ at the next start line after that message's.
 
 Memory and work are bounded, whatever arrives:
 
-* per flow, held bytes (unframed plus out-of-order) stay within
-  ``max_buffer`` (plus the segment being added): beyond it the oldest hole
-  is skipped (``overflows``, ``gaps``), or unframed data without a message
-  boundary is dropped (``overflows``); dropped bytes are counted in
-  ``discarded_bytes``;
+* per flow, held bytes (unframed plus out-of-order) are within
+  ``max_buffer`` once a segment has been taken: beyond it the oldest hole is
+  skipped (``overflows``, ``gaps``), the messages that completes are framed,
+  and the next hole is skipped while the flow is still over; unframed data
+  without a message boundary is dropped (``overflows``); dropped bytes are
+  counted in ``discarded_bytes``;
 * per flow, at most ``max_segments`` runs of out-of-order data are held (a
   segment that continues a held run joins it, so a stream that goes on in
   order behind one lost segment is one run); a segment that would make one
@@ -258,6 +259,13 @@ class SipTcpReassembler:
         if data:
             self._add_segment(flow, seq, data)
         messages = self._frame(flow)
+        while flow.runs and len(flow.buf) + flow.pending_bytes > self.max_buffer:
+            # Too much held behind holes: skip the oldest, frame what that
+            # completes, and go on while still over.  Framing between skips keeps
+            # every whole message; one skip per segment is not enough, as the
+            # runs behind later holes can each be nearly a segment long.
+            self._skip_hole(flow)
+            messages += self._frame(flow)
         if early:
             messages = early + messages
         if len(flow.buf) > self.max_buffer:
@@ -397,9 +405,10 @@ class SipTcpReassembler:
                 ends[start + len(data)] = head
             elif len(runs) >= self.max_segments:
                 # One run too many: skip the oldest hole, then place the segment.
+                # (The skip frees a run, so this recursion is one level deep.)
                 stats["segment_overflows"] += 1
                 self._skip_hole(flow)
-                self._add_segment(flow, seq, data)  # the skip freed a run: no second skip
+                self._add_segment(flow, seq, data)
                 return
             else:
                 runs[start] = bytearray(data)
@@ -409,8 +418,6 @@ class SipTcpReassembler:
                     self._wait(flow)
             added = len(data)
         flow.pending_bytes += added
-        if flow.pending_bytes + len(flow.buf) > self.max_buffer:
-            self._skip_hole(flow)
 
     def _append(self, flow: _Flow, delta: int, data: bytes | bytearray) -> None:
         """Deliver ``data`` that starts ``-delta`` bytes before ``next_seq``."""

@@ -268,6 +268,57 @@ def test_lost_segment_is_skipped_when_the_held_data_outgrows_the_bound():
     assert r.stats["gaps"] == 1
 
 
+def test_held_data_stays_within_the_bound_behind_several_holes():
+    # fuzz/crashes/tcp/held-bytes-behind-several-holes: one hole skipped per segment left big runs
+    # behind later holes, so a flow held 75,727 bytes with max_buffer 4096.
+    r = SipTcpReassembler(max_buffer=4096)
+    r.feed(seg(0, flags=TCP_SYN), 0)
+    # The run behind the first hole is small, those behind the later ones big: one
+    # skip frees too little.
+    bodies = [8, 8, 380, 380, 380, 380]
+    msgs = [b"MESSAGE sip:x SIP/2.0\r\nCall-ID: m%d\r\nContent-Length: %d\r\n\r\n" % (i, 5 * n) + b"a=%d\r\n" % i * n
+            for i, n in enumerate(bodies)]
+    stream = b"".join(msgs)
+    starts = [sum(map(len, msgs[:i])) for i in range(len(msgs))]
+    out = []
+    # Every message but the first arrives, each with its first ten bytes lost: five
+    # runs behind five holes, and the last one takes the flow over the bound.
+    for i in range(1, len(msgs)):
+        out += r.feed(seg(1 + starts[i] + 10, msgs[i][10:]), 0)
+        assert len(flow_of(r).buf) + flow_of(r).pending_bytes <= r.max_buffer
+    # The lost bytes are never seen: each skip drops only the message cut by its hole.
+    assert out == []
+    assert r.stats["gaps"] >= 2
+    check_invariants(r)
+    # A message that arrives whole after the holes comes out once the holes time out.
+    tail = b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n"
+    out = r.feed(seg(1 + len(stream), tail), 0)
+    for t in range(1, 10):
+        out += r.expire(t * r.hole_timeout)
+    assert out == [tail]
+
+
+def test_whole_messages_behind_several_holes_survive_the_skips():
+    # Framing runs between skips: a skip never discards a message that was whole.
+    r = SipTcpReassembler(max_buffer=4096)
+    r.feed(seg(0, flags=TCP_SYN), 0)
+    bodies = [8, 8, 180, 180, 180, 180, 180, 180]
+    msgs = [b"MESSAGE sip:x SIP/2.0\r\nCall-ID: m%d\r\nContent-Length: %d\r\n\r\n" % (i, 5 * n) + b"a=%d\r\n" % i * n
+            for i, n in enumerate(bodies)]
+    starts = [sum(map(len, msgs[:i])) for i in range(len(msgs))]
+    out = []
+    # Holes are ten bytes each, at the start of messages 0, 2, 4 and 6; messages 1, 3,
+    # 5 and 7 arrive whole, right behind the (partial) message before them.
+    for i in range(0, len(msgs), 2):
+        pair = msgs[i][10:] + msgs[i + 1]
+        out += r.feed(seg(1 + starts[i] + 10, pair), 0)
+        assert len(flow_of(r).buf) + flow_of(r).pending_bytes <= r.max_buffer
+    for t in range(1, 10):
+        out += r.expire(t * r.hole_timeout)
+    assert out == [msgs[1], msgs[3], msgs[5], msgs[7]]
+    check_invariants(r)
+
+
 def test_through_the_packet_decoder():
     client, server = "2001:db8::1", "2001:db8::2"
     stream = INVITE + TRYING
