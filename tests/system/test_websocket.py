@@ -144,6 +144,13 @@ def test_sink_restart_mid_call_loses_nothing_in_the_buffer(tmp_path, sink):
     assert len(resumed) == 2
 
 
+def _messages_so_far(s):
+    try:
+        return s.messages()
+    except (FileNotFoundError, ValueError):     # not created yet, or a line being written
+        return []
+
+
 def test_outage_longer_than_the_buffer_loses_exactly_the_drops(tmp_path, sink):
     cap = make_capture(tmp_path / "c.pcap", seconds=6.0)
     ref = tmp_path / "ref"
@@ -153,7 +160,12 @@ def test_outage_longer_than_the_buffer_loses_exactly_the_drops(tmp_path, sink):
     proc = subprocess.Popen([PY, "-m", "rtp2ws.cli", "replay", str(cap), "--ws-url", f"ws://127.0.0.1:{port}/",
                              "--speed", "2", "--max-buffer-ms", "400"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    # The outage starts once both streams are open (a fixed sleep raced the replay's
+    # start-up on a loaded machine: an outage before any audio dropped nothing).
+    deadline = time.monotonic() + 30
+    while sum(m["type"] == "start" for m in _messages_so_far(s)) < 2:
+        assert time.monotonic() < deadline and proc.poll() is None, "the streams never opened"
+        time.sleep(0.05)
     s.kill()
     time.sleep(1.5)          # 3 s of audio at speed 2, far more than 400 ms of buffer
     s.start(port)
