@@ -10,13 +10,15 @@ work thread, signals and the final drain) and the summary helpers; replay and
 live use them from ``run/`` (``run.replay.stream_replay``, ``run.live``).
 
 The worker owns the pipeline and a ``StreamSink``; after every pipeline tick
-it hands the sink's operations to the loop in one ``call_soon_threadsafe``
-(audio as runs of frames, one operation per stream and tick); the sender then
-writes what one event-loop wake queued with one write per connection.
-The hand-off is bounded: if the loop falls behind by more than ``max_pending``
-operations the worker waits for it (this is CPU back-pressure inside one
-process, never network back-pressure: the sender's per-stream queues drop
-instead of waiting).
+it applies the sink's operations itself (audio as runs of frames, one operation
+per stream and tick): audio and events go into the streams' outboxes under the
+sender's lock, in the order the pipeline made them, and ``Sender.flush`` then
+writes every plain-TCP connection's batch straight to its socket, from this
+thread (``ws.wire``).  The event loop only runs the connections: opening,
+reading, pongs, the close, reconnects; and writes TLS connections' batches.
+The streams' queues are bounded (drop-oldest), so the worker never waits for
+the network; at full speed (``flow_control``) it waits while the server takes
+the audio.
 """
 
 from __future__ import annotations
@@ -42,12 +44,11 @@ class LoopBridge(Forward):
     everything goes through the StreamSink, whose operations leave on each tick."""
 
     def __init__(self, streams: StreamSink, sender: Sender, loop: asyncio.AbstractEventLoop,
-                 max_pending: int = 20000, flow_control: bool = False, stall_s: float = 3.0) -> None:
+                 flow_control: bool = False, stall_s: float = 3.0) -> None:
         super().__init__(streams)
         self.streams = streams
         self.sender = sender
         self.loop = loop
-        self.max_pending = max_pending
         # Replay at full speed only: wait while the server is taking the audio, so a
         # file replays without loss; stop waiting for good once it stalls.
         self.flow_control = flow_control
@@ -55,22 +56,15 @@ class LoopBridge(Forward):
         self.stalled = False
         self._high = sender.config.max_buffer_ms * 16 // 2
         self._posted: dict[str, int] = {}   # worker thread: audio bytes per stream since the last check
-        self._pending = 0
-        self._cond = threading.Condition()
-        self._open: dict[str, Stream] = {}   # loop thread only: stream_id -> sender Stream
-        self.waits = 0
+        self._open: dict[str, Stream] = {}   # worker thread: stream_id -> sender Stream
 
     def tick(self, now: float) -> None:
         self.streams.tick(now)
         ops = self.streams.take_ops()
         if not ops:
             return
-        with self._cond:
-            while self._pending > self.max_pending:
-                self.waits += 1
-                self._cond.wait(0.1)
-            self._pending += len(ops)
-        self.loop.call_soon_threadsafe(self._apply, ops)
+        self._apply(ops)
+        self.sender.flush()
         if self.flow_control and not self.stalled and self._grown(ops):
             fut = asyncio.run_coroutine_threadsafe(self._room(), self.loop)
             if not fut.result():
@@ -111,28 +105,26 @@ class LoopBridge(Forward):
                 return False
             await asyncio.sleep(0.005)
 
-    # loop thread
+    # worker thread
     def _apply(self, ops: list[Op]) -> None:
         streams = self._open
         get = streams.get
-        for op in ops:
-            if type(op) is Audio or isinstance(op, Audio):
-                st = get(op.stream_id)
-                if st is not None:
-                    st.send_audio(op.pcm)       # a run: the sender cuts it into frame_ms messages
-            elif isinstance(op, Open):
-                streams[op.stream_id] = self.sender.open_stream(op.stream_id, op.start, channels=op.channels)
-            elif isinstance(op, Event):
-                st = streams.get(op.stream_id)
-                if st is not None:
-                    st.send_event(op.message)
-            elif isinstance(op, End):
-                st = streams.pop(op.stream_id, None)
-                if st is not None:
-                    st.end(op.message)
-        with self._cond:
-            self._pending -= len(ops)
-            self._cond.notify_all()
+        with self.sender._lock:          # one acquisition for the tick's operations
+            for op in ops:
+                if type(op) is Audio or isinstance(op, Audio):
+                    st = get(op.stream_id)
+                    if st is not None:
+                        st.send_audio(op.pcm)       # a run: the sender cuts it into frame_ms messages
+                elif isinstance(op, Open):
+                    streams[op.stream_id] = self.sender.open_stream(op.stream_id, op.start, channels=op.channels)
+                elif isinstance(op, Event):
+                    st = streams.get(op.stream_id)
+                    if st is not None:
+                        st.send_event(op.message)
+                elif isinstance(op, End):
+                    st = streams.pop(op.stream_id, None)
+                    if st is not None:
+                        st.end(op.message)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -156,6 +148,7 @@ async def run_with_sender(work: Callable[[LoopBridge, threading.Event], T], send
     """
     loop = asyncio.get_running_loop()
     stop = threading.Event()
+    sender.use_loop()
     bridge = bridge_factory(loop)
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:

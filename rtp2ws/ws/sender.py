@@ -6,17 +6,21 @@ stream's :class:`~rtp2ws.ws.outbox.Outbox` holds what is still to be sent, the
 resend window, the offsets and the counts of what was dropped or undelivered,
 and decides what counts as delivered.  It is not the message shapes
 (``ws.protocol``), nor the framing (``ws.frame``), nor the hand-off from the
-pipeline thread (``ws.bridge``).
+pipeline thread (``ws.bridge``), nor the socket writes (``ws.wire``).
 
-Runs only in the event-loop thread.  ``Stream.send_audio``/``send_event``/``end``
-are plain synchronous appends to the stream's outbox.  Once per event-loop wake
-the sender flushes every stream that has news: everything its outbox hands out
-(events, ``drop`` marks and audio, in stream order) is framed in one buffer by
-``wsframe.encode`` and leaves with one ``transport.write`` per connection.  Each
-stream has one task that connects, sends ``start``, waits while the transport
-is over its high-water mark, sends ``end``, and when the connection breaks,
+Two threads use it.  The pipeline's thread queues (``Stream.send_audio``,
+``send_event``, ``end``: plain appends to the stream's outbox) and then calls
+``Sender.flush``, which frames each plain-TCP connection's batch (events, ``drop``
+marks and audio, in stream order) in one buffer with ``wsframe.encode`` and writes
+it straight to the socket through the connection's :class:`~rtp2ws.ws.wire.Wire`.
+The event loop's thread runs each stream's task, which connects, sends ``start``
+and the resend, sends ``end`` and closes, and when the connection breaks,
 reconnects with backoff and resumes (``"resumed": true``, the audio sent but not
-acknowledged again, then the queue).
+acknowledged again, then the queue); it also writes TLS connections' batches
+(through asyncio's transport, once per loop wake) and retries wires whose socket
+was full.  One lock (``Sender._lock``) is held for every outbox operation and
+every write, so frames never interleave whichever thread writes; used from the
+event loop alone (tests, tools), the sender flushes once per loop wake by itself.
 
 Delivery needs evidence (see ``ws.outbox``): this module writes an
 acknowledgement ping after the audio when the outbox has one due (every
@@ -25,16 +29,19 @@ pongs and the server's close frame that answers the close after ``end``.
 
 websockets does the opening handshake, pings and pongs, keepalive, the closing
 handshake and all reading; rtp2ws writes only whole data frames (and its
-acknowledgement pings, which websockets hands back answered) to its transport,
-only while websockets has the connection OPEN (never once a close frame went
-either way), with compression off so no extension touches the frames, and
-never past websockets' write-buffer high-water mark (``paused``, ``drain()``).
-Control frames websockets writes land between whole frames.
+acknowledgement pings, which websockets hands back answered), only while
+websockets has the connection OPEN (never once a close frame went either way),
+with compression off so no extension touches the frames.  Once open, websockets
+itself writes through the wire too (``WireTransport``), so the control frames it
+writes land between whole frames.  No new batch is taken while the wire holds
+bytes its socket did not take (for TLS: while the transport is over websockets'
+high-water mark, ``paused``).
 
 Memory is bounded per stream whatever the server does: the outbox's bounds
 (``max_buffer_ms`` of unsent audio, ``resend_ms`` kept for a resume,
-``MAX_EVENTS`` events), plus what sits in the transport: its high-water mark
-and one batch (``BATCH_BYTES``).
+``MAX_EVENTS`` events), plus what waits for the socket: one batch
+(``BATCH_BYTES``) and websockets' few control frames (TLS: the transport's
+high-water mark and one batch).
 
 Header values and URL credentials are secrets: nothing logged by this module,
 nor by websockets on its behalf, contains them (URLs go through
@@ -51,6 +58,7 @@ import os
 import random
 import re
 import ssl
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
@@ -66,6 +74,7 @@ from .. import __version__
 from . import frame as wsframe
 from .outbox import SAMPLES_PER_MS, Message, Outbox, Totals, ms
 from .protocol import CLOSE_INVALID_PAYLOAD, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED_DATA, encode
+from .wire import Wire, WireTransport, writable
 
 get_proxy: Callable[[WebSocketURI], str | None] | None
 try:
@@ -87,6 +96,7 @@ BATCH_BYTES = 64 * 1024      # payload per transport.write; a larger backlog goe
 KEY_POOL = 64 * 1024         # masking keys drawn from os.urandom at a time (16,384 frames)
 
 OPEN = State.OPEN
+RETRY_S = 0.005              # how often blocked wires are looked at (see ws.wire)
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")   # RFC 9110 field-name (token)
 
 
@@ -335,12 +345,11 @@ class Stream:
     """One outgoing stream: its :class:`~rtp2ws.ws.outbox.Outbox` (the queue,
     the resend window and the counts, sans I/O) and the connection that moves
     its bytes.  The three methods the capture calls append and return at once.
-    Writing is the sender's flush: once per event-loop wake it frames everything
-    queued on every live stream and writes it with one ``transport.write`` per
-    connection.  The stream's task does the waiting: it connects, writes
-    ``start`` and the resend, waits while the transport is over its high-water
-    mark, and sends ``end`` and closes; the stream is delivered once the server
-    answers that close."""
+    Writing is the sender's flush: it frames everything queued on every live
+    stream and writes it with one write per connection (``Sender.flush``).  The
+    stream's task does the waiting: it connects, writes ``start`` and the resend,
+    waits while its socket is full, and sends ``end`` and closes; the stream is
+    delivered once the server answers that close."""
 
     offset = _from_outbox("offset")                  # samples (per channel) appended so far
     frame_samples = _from_outbox("frame_samples")    # samples (per channel) in one binary message
@@ -382,6 +391,7 @@ class Stream:
         self._live: _Connection | None = None
         self._proto: ClientProtocol | None = None
         self._transport: asyncio.Transport | None = None
+        self._wire: Wire | None = None    # plain TCP: the connection's writes (ws.wire); None with TLS
         self._out: list = []          # the messages of the write being made
         self._dirty = False           # in the sender's list of streams to flush
         self._wakeup = asyncio.Event()
@@ -389,8 +399,14 @@ class Stream:
         self._linger_handle: asyncio.TimerHandle | None = None
         self._last_warn: float | None = None
         self._suppressed = 0
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"rtp2ws-stream-{stream_id}")
+        self._task: asyncio.Task | None = None      # made by _begin, in the event loop
+
+    def _begin(self) -> None:
+        """The stream's task starts (in the event loop)."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"rtp2ws-stream-{self.stream_id}")
         self._task.add_done_callback(self._task_done)
+        if self._abort_reason is not None:      # given up before it started
+            self._task.cancel()
 
     def __repr__(self) -> str:
         return (f"Stream({self.stream_id!r}, offset={self.offset}, queued={self.queued_samples}, "
@@ -412,35 +428,76 @@ class Stream:
     def send_audio(self, pcm: bytes) -> None:
         """Queue int16 LE PCM (``channels`` interleaved): one binary message, or
         for a run longer than ``frame_ms`` one message per ``frame_ms``, the
-        last one possibly shorter."""
-        if self._push_audio(pcm) and not self._dirty and self._live is not None:
-            self._sender._mark(self)
+        last one possibly shorter.  From any thread; from another than the event
+        loop's, the caller then calls ``Sender.flush``."""
+        sender = self._sender
+        with sender._lock:
+            if self._push_audio(pcm) and not self._dirty and self._live is not None:
+                sender._mark(self)
 
     def send_event(self, message: dict) -> None:
-        """Queue a text message at the current position of the stream."""
-        if self.outbox.push_event(message) and not self._dirty and self._live is not None:
-            self._sender._mark(self)
+        """Queue a text message at the current position of the stream (from any
+        thread, as ``send_audio``)."""
+        sender = self._sender
+        with sender._lock:
+            if self.outbox.push_event(message) and not self._dirty and self._live is not None:
+                sender._mark(self)
 
     def end(self, message: dict) -> None:
         """Queue the ``end`` message; ``samples``, ``dropped_ms`` and
-        ``reconnects`` are filled in when it is sent."""
-        if self.done or not self.outbox.end(message):
-            return
+        ``reconnects`` are filled in when it is sent.  From any thread."""
+        with self._sender._lock:
+            if self.done or not self.outbox.end(message):
+                return
+        self._sender._in_loop(self._ended)
+
+    def _ended(self) -> None:
         linger = self._sender.config.linger
         self._linger_handle = asyncio.get_running_loop().call_later(max(0.0, linger), self._linger_expired, linger)
-        self._wake()
+        self._wake_now()
 
     def _wake(self) -> None:
+        """Wake the stream's task (from any thread)."""
+        if not self._wakeup.is_set():
+            self._sender._in_loop(self._wake_now)
+
+    def _wake_now(self) -> None:
         if not self._wakeup.is_set():
             self._wakeup.set()
 
     # -- writing: the sender's flush and the task ------------------------------------
 
     def _go_live(self, ws: _Connection) -> None:
-        self._live = ws
-        self._proto = ws.protocol
-        self._transport = ws.transport
-        ws.on_pong = self.outbox.pong
+        """The connection is open: from now on the flush writes to it.  Over plain TCP
+        its writes (websockets' too) go through a wire, from whichever thread has them."""
+        transport = ws.transport
+        sock = transport.get_extra_info("socket")
+        wire = None
+        if transport.get_extra_info("sslcontext") is None and sock is not None and self._sender.direct:
+            try:
+                wire = Wire(sock.fileno(), self._sender._lock)
+            except (OSError, ValueError):     # no descriptor to write to: asyncio's transport does it
+                wire = None
+        with self._sender._lock:
+            if wire is not None:
+                transport = ws.transport = WireTransport(transport, wire)
+            self._wire = wire
+            self._live = ws
+            self._proto = ws.protocol
+            self._transport = transport
+        ws.on_pong = self._pong
+
+    def _pong(self, data: bytes) -> None:
+        with self._sender._lock:
+            self.outbox.pong(data)
+
+    def _go_dead(self) -> None:
+        """The connection is over: nothing more is written to it."""
+        with self._sender._lock:
+            self._live = self._proto = self._transport = None
+            wire, self._wire = self._wire, None
+            if wire is not None:
+                wire.close()
 
     def _take(self) -> int:
         """Move the next batch for the live connection into ``self._out``;
@@ -459,7 +516,9 @@ class Stream:
         # transport _go_live set with it
         live, proto, transport = self._live, self._proto, self._transport
         assert live is not None and proto is not None and transport is not None
-        if proto.state is not OPEN or live.paused or transport.is_closing():
+        wire = self._wire
+        if (proto.state is not OPEN or transport.is_closing()
+                or (live.paused if wire is None else wire.tail or wire.broken is not None)):
             self._wake()              # it waits for the drain, or sees the connection end
             return 0
         frames = outbox.take(self._out, BATCH_BYTES)
@@ -483,9 +542,15 @@ class Stream:
                 data += _ping_frame(at.to_bytes(8, "big"), self._sender._mask_keys(4))
         # called while connected: the transport stays set until the connection ends,
         # also once the end message cleared _live
-        transport = self._transport
-        assert transport is not None
-        transport.write(data)
+        wire = self._wire
+        if wire is not None:
+            wire.write(data)
+            if wire.tail:
+                self._sender._blocked_wire(self)
+        else:
+            transport = self._transport
+            assert transport is not None
+            transport.write(data)
         out.clear()
         sent = outbox.sent
         if sent is not None:
@@ -496,22 +561,25 @@ class Stream:
 
     def _flush_now(self) -> None:
         """The task's own flush (after connecting, after a drain)."""
-        if self._live is not None:
-            frames = self._take()
-            if frames:
-                self._send(self._sender._mask_keys(4 * frames))
+        with self._sender._lock:
+            if self._live is not None:
+                frames = self._take()
+                if frames:
+                    self._send(self._sender._mask_keys(4 * frames))
 
     def _connection_broke(self) -> None:
         """The connection ended without acknowledging everything: what left the
         resend window unacknowledged cannot be sent again."""
-        lost = self.outbox.connection_lost()
+        with self._sender._lock:
+            lost = self.outbox.connection_lost()
         if lost:
             log.warning("stream %s: %d ms of audio sent before the connection ended was not acknowledged and "
                         "no longer fits the resend window (--resend-ms %d): counted as undelivered",
                         self.stream_id, ms(lost), self._sender.config.resend_ms)
 
     def _write(self, msgs: list, frames: int) -> None:
-        """A write of the task's own (start, resend, end): keys of its own."""
+        """A write of the task's own (start, resend, end): keys of its own.
+        Called with the sender's lock held."""
         self._out = msgs
         self._send(self._sender._mask_keys(4 * frames))
         self._out = []
@@ -527,7 +595,8 @@ class Stream:
         if self.done or self._abort_reason is not None:
             return
         self._abort_reason = reason
-        self._task.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
     async def _run(self) -> None:
         try:
@@ -545,7 +614,8 @@ class Stream:
             log.exception("stream %s: sender task failed", self.stream_id)
             self._finish_undelivered("internal error", count_given_up=True)
         finally:
-            self.outbox.close()
+            with self._sender._lock:
+                self.outbox.close()
             if self._linger_handle is not None:
                 self._linger_handle.cancel()
             self.done = True
@@ -562,7 +632,8 @@ class Stream:
     def _finish_undelivered(self, reason: str, count_given_up: bool) -> None:
         """The stream ends undelivered: what is queued counts as dropped, what was
         sent and never acknowledged as undelivered."""
-        queued, unacknowledged = self.outbox.abandon()
+        with self._sender._lock:
+            queued, unacknowledged = self.outbox.abandon()
         lost = queued + unacknowledged
         why = (f"{ms(lost)} ms of audio not delivered"
                + (f" ({ms(unacknowledged)} ms of it sent but not acknowledged by the server)" if unacknowledged
@@ -664,7 +735,7 @@ class Stream:
         self.connected = True
         sender._open += 1
         sender._connects += 1
-        if self.outbox.started:
+        if self.outbox.started:          # read by this thread only (connected() sets it)
             self.reconnects += 1
             sender._reconnects += 1
         reader = asyncio.get_running_loop().create_task(self._read(ws))
@@ -676,6 +747,7 @@ class Stream:
             self.connected = False
             sender._open -= 1
             reader.cancel()
+            self._go_dead()
             if ws.state is not State.CLOSED:
                 ws.transport.abort()
 
@@ -698,17 +770,19 @@ class Stream:
         self._end_unanswered = False
         if ws.protocol.state is not OPEN or ws.transport.is_closing():
             # closed as soon as opened (a close frame right after the handshake): nothing is written
-            outbox.ping_at = None
+            with sender._lock:
+                outbox.ping_at = None
             await asyncio.wait([reader], timeout=sender.config.close_timeout)
             return False
         # start, the resend and what is queued: one write (or the first of several)
         self._go_live(ws)
-        resumed, offset = outbox.connected()
-        repeated = outbox.retained_samples
-        msgs: list[Message] = [encode(dict(self._start, resumed=resumed, offset=offset))]
-        frames = 1 + outbox.resend(msgs, offset)
-        frames += outbox.take(msgs, BATCH_BYTES)
-        self._write(msgs, frames)
+        with sender._lock:
+            resumed, offset = outbox.connected()
+            repeated = outbox.retained_samples
+            msgs: list[Message] = [encode(dict(self._start, resumed=resumed, offset=offset))]
+            frames = 1 + outbox.resend(msgs, offset)
+            frames += outbox.take(msgs, BATCH_BYTES)
+            self._write(msgs, frames)
         if resumed:
             log.info("stream %s: reconnected, resuming at offset %d (%d ms repeated)", self.stream_id, offset,
                      repeated // SAMPLES_PER_MS)
@@ -724,16 +798,18 @@ class Stream:
                     # time-out): let it finish, within the close time-out
                     await asyncio.wait([reader], timeout=sender.config.close_timeout)
                     return False
-                if ws.paused:
+                if self._wire is None and ws.paused:
                     try:
                         await ws.drain()      # websockets' flow control: until under the low-water mark
                     except Exception:  # noqa: BLE001 - the connection is gone; the next round sees it
                         await asyncio.sleep(0)
                     continue
+                # (a blocked wire: the sender's retry wakes this task once the socket took the tail)
                 if outbox.ended and not outbox.pending:
-                    self._live = None
-                    end = outbox.end_message(self.reconnects)
-                    self._write([encode(end)], 1)
+                    with sender._lock:
+                        self._live = None
+                        end = outbox.end_message(self.reconnects)
+                        self._write([encode(end)], 1)
                     if not await self._close_answered(ws):
                         self._end_unanswered = True
                         return False
@@ -743,7 +819,8 @@ class Stream:
                 self._wakeup.clear()
                 await self._wakeup.wait()
         finally:
-            self._live = self._proto = self._transport = None
+            with sender._lock:
+                self._live = self._proto = self._transport = None
             ws.on_pong = None
 
     async def _close_answered(self, ws) -> bool:
@@ -759,14 +836,16 @@ class Stream:
         except (asyncio.TimeoutError, ConnectionClosed):
             pass          # while the transport was paused (websockets' close waits for the drain)
         rcvd = ws.protocol.close_rcvd
-        return self.outbox.end_answered(rcvd.code if rcvd is not None else None)
+        with self._sender._lock:
+            return self.outbox.end_answered(rcvd.code if rcvd is not None else None)
 
 
 # --------------------------------------------------------------------------- sender
 
 class Sender:
-    """Owns the streams, the TLS context, the counters, and the flush: the
-    streams with news since the last one, written once per event-loop wake."""
+    """Owns the streams, the TLS context, the counters, the lock, and the flush:
+    the streams with news since the last one, written by the thread that queued
+    the news (``flush``), or once per event-loop wake."""
 
     def __init__(self, config: SenderConfig) -> None:
         try:
@@ -792,6 +871,15 @@ class Sender:
         self._connecting = asyncio.Semaphore(config.max_connecting)
         self._streams: dict[str, Stream] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        # Held for every outbox operation and every write: the pipeline thread queues
+        # and writes (push, flush) while the event loop runs the connections.
+        self._lock = threading.RLock()
+        # Plain-TCP connections are written straight to their socket (ws.wire);
+        # False: through asyncio's transport, in the event loop only.
+        self.direct = True
+        self._blocked: set[Stream] = set()   # streams whose wire waits for its socket
+        self._retry_armed = False
         self._dirty: list[Stream] = []       # streams to flush
         self._keys = b""                     # os.urandom bytes not yet used as masking keys
         self._keys_at = 0
@@ -825,43 +913,92 @@ class Sender:
             "undelivered_ms": ms(totals.undelivered_samples),
         }
 
+    def use_loop(self) -> None:
+        """Called in the event loop that runs the connections, before streams are
+        opened from another thread."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+
+    def _in_loop(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` in the event loop's thread: now if this is it, else soon."""
+        if threading.get_ident() == self._loop_thread:
+            fn()
+        else:
+            loop = self._loop
+            assert loop is not None    # use_loop() or open_stream() in the loop set it
+            loop.call_soon_threadsafe(fn)
+
     def open_stream(self, stream_id: str, start: dict, *, channels: int = 1) -> Stream:
-        """Start a stream; its task starts connecting at once."""
+        """Start a stream; its task starts connecting at once.  In the event loop,
+        or from another thread once ``use_loop`` was called there."""
         if self._closed:
             raise RuntimeError("the sender is closed")
         if channels not in (1, 2):
             raise ValueError(f"channels must be 1 or 2, not {channels}")
-        if stream_id in self._streams:
-            raise ValueError(f"stream {stream_id} is already open")
         if self._loop is None:
-            self._loop = asyncio.get_running_loop()
+            self.use_loop()
         stream = Stream(self, stream_id, start, channels)
-        self._streams[stream_id] = stream
-        self._opened += 1
+        with self._lock:
+            if stream_id in self._streams:
+                raise ValueError(f"stream {stream_id} is already open")
+            self._streams[stream_id] = stream
+            self._opened += 1
+        self._in_loop(stream._begin)
         return stream
 
     def _mark(self, stream: Stream) -> None:
-        """``stream`` has news for its live connection: flush it (with every
-        other such stream) once the callbacks already due have run, so all that
-        one event-loop wake queued leaves in one write per connection."""
+        """``stream`` has news for its live connection (called with the lock held).
+        In the event loop: flush it (with every other such stream) once the callbacks
+        already due have run, so all that one wake queued leaves in one write per
+        connection; from another thread, whoever queued calls ``flush``."""
         stream._dirty = True
         self._dirty.append(stream)
-        if self._flush_handle is None:
+        if self._flush_handle is None and threading.get_ident() == self._loop_thread:
             loop = self._loop
-            assert loop is not None    # set by open_stream, which made every stream
+            assert loop is not None
             self._flush_handle = loop.call_soon(self._flush)
 
+    def flush(self) -> None:
+        """Write what the streams queued, from the thread that queued it: plain-TCP
+        connections at once (their wires), TLS ones in the event loop."""
+        if threading.get_ident() == self._loop_thread:
+            self._flush()
+            return
+        with self._lock:
+            if not self._dirty:
+                return
+            later = self._flush_streams(direct_only=True)
+            if later and self._flush_handle is None:
+                self._dirty.extend(later)
+                loop = self._loop
+                assert loop is not None
+                self._flush_handle = loop.call_soon_threadsafe(self._flush)
+            elif later:
+                self._dirty.extend(later)
+
     def _flush(self) -> None:
+        """The event loop's flush (see ``_flush_streams``)."""
+        with self._lock:
+            self._flush_handle = None
+            self._flush_streams(direct_only=False)
+
+    def _flush_streams(self, direct_only: bool) -> list[Stream]:
         """Every marked stream takes its batch; the masking keys for all of
-        them come from the key pool (``_mask_keys``); then one write per connection."""
-        self._flush_handle = None
+        them come from the key pool (``_mask_keys``); then one write per connection.
+        With ``direct_only``, streams without a wire are left (and returned) for the
+        event loop.  Called with the lock held."""
         dirty, self._dirty = self._dirty, []
         ready: list[Stream] = []      # streams with a batch, and its number of frames
         counts: list[int] = []
+        later: list[Stream] = []
         for stream in dirty:
-            stream._dirty = False
             if stream._live is None:
+                stream._dirty = False
                 continue
+            if direct_only and stream._wire is None:
+                later.append(stream)
+                continue
+            stream._dirty = False
             try:
                 n = stream._take()
             except Exception:  # a bug: that stream ends (and is counted), the others go on
@@ -873,7 +1010,7 @@ class Sender:
                 ready.append(stream)
                 counts.append(n)
         if not ready:
-            return
+            return later
         keys = self._mask_keys(4 * sum(counts))
         pos = 0
         for stream, n in zip(ready, counts, strict=True):
@@ -885,6 +1022,42 @@ class Sender:
                 stream._out.clear()
                 stream._abort("internal error")
             pos = end
+        return later
+
+    def _blocked_wire(self, stream: Stream) -> None:
+        """``stream``'s socket did not take all of a write (called with the lock held):
+        its wire is retried from the event loop, every ``RETRY_S``, until it did."""
+        self._blocked.add(stream)
+        if not self._retry_armed:
+            self._retry_armed = True
+            self._in_loop(self._arm_retry)
+
+    def _arm_retry(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        loop.call_later(RETRY_S, self._retry)
+
+    def _retry(self) -> None:
+        """Write the tails of the blocked wires whose sockets can take bytes now;
+        a stream whose wire is clear again takes its next batch."""
+        with self._lock:
+            blocked = self._blocked
+            gone = [s for s in blocked if s._wire is None or not s._wire.open]
+            for s in gone:
+                blocked.discard(s)
+                s._wake()
+            wires = {s._wire: s for s in blocked if s._wire is not None}
+            for wire in writable(list(wires)):
+                if wire.retry():
+                    s = wires[wire]
+                    blocked.discard(s)
+                    s._wake()         # the task: the end, or its own flush
+                    if s.outbox.pending and not s._dirty and s._live is not None:
+                        self._mark(s)
+            if blocked:
+                self._arm_retry()
+            else:
+                self._retry_armed = False
 
     def _mask_keys(self, n: int) -> bytes:
         """``n`` bytes of masking keys (RFC 6455 5.3: from a strong source, each used
@@ -899,8 +1072,10 @@ class Sender:
         return self._keys[at:at + n]
 
     def _stream_done(self, stream: Stream) -> None:
-        if self._streams.get(stream.stream_id) is stream:
-            del self._streams[stream.stream_id]
+        with self._lock:
+            if self._streams.get(stream.stream_id) is stream:
+                del self._streams[stream.stream_id]
+            self._blocked.discard(stream)
 
     async def _connect(self):
         async with self._connecting:
@@ -932,7 +1107,9 @@ class Sender:
         streams = [s for s in self._streams.values() if s.outbox.ended and not s.done]
         if not streams:
             return
-        tasks = {s._task: s for s in streams}
+        tasks = {s._task: s for s in streams if s._task is not None}
+        if not tasks:
+            return
         _, pending = await asyncio.wait(tasks, timeout=max(0.0, timeout))
         for task in pending:
             tasks[task]._abort(f"still undelivered after the {timeout:g} s drain timeout")
@@ -947,4 +1124,4 @@ class Sender:
         for s in streams:
             s._abort("shutdown")
         if streams:
-            await asyncio.gather(*(s._task for s in streams), return_exceptions=True)
+            await asyncio.gather(*(s._task for s in streams if s._task is not None), return_exceptions=True)

@@ -1,0 +1,203 @@
+"""One connection's writes, from whichever thread has them, straight to its socket.
+
+Once a plain-TCP WebSocket connection is open, every byte written to it goes
+through its :class:`Wire`, in order: the sender's batches (written by the
+pipeline thread right after its tick, or by the event loop) and websockets' own
+frames (pongs, keepalive pings, the close frame), which reach the wire through
+:class:`WireTransport`, the transport websockets is handed once the handshake is
+done.  One lock (the sender's) is held for every write, so whole frames never
+interleave, whichever thread writes.
+
+* A write goes to the socket at once (``os.write`` on the wire's own duplicate of
+  the socket's descriptor: asyncio's transport may close and reuse its number at any
+  time, the duplicate stays this socket's until the wire closes it).
+* What the socket does not take now is the wire's ``tail``; every later write
+  queues behind it, and the wire is *blocked* until ``retry`` (called while the
+  socket is writable) has written it.  The sender takes no new batch for a blocked
+  wire, so the tail stays within one batch plus websockets' few control frames.
+* The first error (the peer reset the connection, EPIPE) breaks the wire: it
+  writes nothing more and keeps nothing; asyncio's transport sees the same error
+  on its side and ends the connection.
+* ``close()`` ends the wire: its tail, if any, goes back to the caller (to hand to
+  asyncio's transport, which then writes it before it closes), and the duplicate
+  descriptor is closed, so that closing the transport closes the socket.
+
+TLS connections have no wire: their bytes go through the TLS transport, in the
+event loop only (``ws.sender``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import select
+from contextlib import AbstractContextManager
+from typing import Any
+
+__all__ = ["Wire", "WireTransport", "writable"]
+
+_RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
+
+
+class Wire:
+    """The write side of one connection's socket (see the module docstring).
+    Every method is called with ``lock`` held."""
+
+    __slots__ = ("fd", "tail", "broken", "written", "lock")
+
+    def __init__(self, fd: int, lock: AbstractContextManager[Any]) -> None:
+        self.fd = os.dup(fd)
+        os.set_blocking(self.fd, False)
+        self.tail = bytearray()
+        self.broken: OSError | None = None
+        self.written = 0          # bytes the socket took
+        self.lock = lock
+
+    def __repr__(self) -> str:
+        return f"Wire(fd={self.fd}, tail={len(self.tail)}, broken={self.broken is not None})"
+
+    @property
+    def blocked(self) -> bool:
+        """Bytes wait for the socket to take them."""
+        return bool(self.tail)
+
+    @property
+    def open(self) -> bool:
+        return self.fd >= 0 and self.broken is None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` after everything written before it."""
+        if not self.open or not data:
+            return
+        if self.tail:
+            self.tail += data
+            return
+        self._send(data)
+
+    def retry(self) -> bool:
+        """Write what waits; True once nothing does (or the wire can write no more)."""
+        if not self.tail or not self.open:
+            return True
+        tail, self.tail = self.tail, bytearray()
+        self._send(tail)
+        return not self.tail
+
+    def _send(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        pos, size = 0, len(view)
+        while pos < size:
+            try:
+                n = os.write(self.fd, view[pos:])
+            except OSError as e:
+                if e.errno in _RETRY:
+                    break
+                self.broken = e
+                self.tail = bytearray()
+                return
+            pos += n
+            self.written += n
+        if pos < size:
+            self.tail += view[pos:]
+
+    def close(self) -> bytes:
+        """Stop writing: returns what was still waiting (nothing once broken), and
+        closes the duplicate descriptor."""
+        tail = bytes(self.tail) if self.broken is None else b""
+        self.tail = bytearray()
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)
+            finally:
+                self.fd = -1
+        return tail
+
+
+def writable(wires: list[Wire]) -> list[Wire]:
+    """The wires among ``wires`` whose socket can take bytes now (one ``poll``)."""
+    poller = select.poll()
+    by_fd = {}
+    for w in wires:
+        if w.fd >= 0:
+            by_fd[w.fd] = w
+            poller.register(w.fd, select.POLLOUT)
+    if not by_fd:
+        return []
+    return [by_fd[fd] for fd, ev in poller.poll(0) if ev & (select.POLLOUT | select.POLLERR | select.POLLHUP)]
+
+
+class WireTransport(asyncio.Transport):
+    """The transport websockets writes to once the connection is open: its writes go
+    through the wire (under the wire's lock, behind whatever the sender wrote), all
+    the rest to asyncio's transport.  Closing or aborting first ends the wire, whose
+    tail asyncio's transport then writes before it closes."""
+
+    def __init__(self, transport: asyncio.Transport, wire: Wire) -> None:
+        super().__init__()
+        self._transport = transport
+        self.wire = wire
+
+    def write(self, data: Any) -> None:
+        wire = self.wire
+        with wire.lock:
+            if wire.fd >= 0:
+                wire.write(data)
+                return
+        self._transport.write(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def detach(self) -> None:
+        """End the wire: later writes go to asyncio's transport, after the wire's tail."""
+        wire = self.wire
+        with wire.lock:
+            tail = wire.close()
+        if tail:
+            self._transport.write(tail)
+
+    def write_eof(self) -> None:
+        self.detach()
+        self._transport.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def close(self) -> None:
+        self.detach()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self.detach()
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def get_write_buffer_size(self) -> int:
+        wire = self.wire
+        return len(wire.tail) + self._transport.get_write_buffer_size()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._transport.get_write_buffer_limits()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
