@@ -1332,6 +1332,27 @@ outbox_take(ob_outbox *ob, PyObject *args, PyObject *kwargs)
     return n < 0 ? NULL : PyLong_FromLongLong(n);
 }
 
+/* take_framed without keys (the key source failed, or gave too few): the
+   messages are taken and lost, and the ping is marked due, as the Python twin
+   does before it finds out; the exception set stays. */
+static PyObject *
+lose_take(ob_outbox *ob, long long budget)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *msgs = PyList_New(0);
+    if (msgs != NULL) {
+        sink_t s = {msgs, NULL, 0, 0, NULL, 0, 0};
+        long long at;
+        if (take_core(ob, budget, &s) > 0)
+            ping_due(ob, &at);
+        Py_DECREF(msgs);
+    }
+    PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+    return NULL;
+}
+
 static PyObject *
 outbox_take_framed(ob_outbox *ob, PyObject *args, PyObject *kwargs)
 {
@@ -1346,24 +1367,24 @@ outbox_take_framed(ob_outbox *ob, PyObject *args, PyObject *kwargs)
     if (!plan.frames)
         return PyBytes_FromStringAndSize(NULL, 0);
     PyObject *kobj;
-    if (PyCallable_Check(keys)) {
-        kobj = PyObject_CallFunction(keys, "L", (long long)(4 * plan.frames));
-        if (kobj == NULL)
-            return NULL;
-    }
-    else {
-        kobj = Py_NewRef(keys);
-    }
     Py_buffer kv;
+    if (PyCallable_Check(keys))
+        kobj = PyObject_CallFunction(keys, "L", (long long)(4 * plan.frames));
+    else
+        kobj = Py_NewRef(keys);
+    if (kobj == NULL)
+        return lose_take(ob, budget);
     if (PyObject_GetBuffer(kobj, &kv, PyBUF_SIMPLE) < 0) {
         Py_DECREF(kobj);
-        return NULL;
+        return lose_take(ob, budget);
     }
     PyObject *result = NULL;
     if (kv.len < 4 * plan.frames) {
         PyErr_Format(PyExc_ValueError, "%lld frames need %lld mask key bytes, got %zd", (long long)plan.frames,
                      (long long)(4 * plan.frames), kv.len);
-        goto done;
+        PyBuffer_Release(&kv);
+        Py_DECREF(kobj);
+        return lose_take(ob, budget);
     }
     result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)plan.bytes);
     if (result == NULL)

@@ -375,8 +375,8 @@ class OutboxPy:
         frames (binary ones cut every ``frame_samples``), then the acknowledgement
         ping when ``ping_due`` says one is due (b"" when nothing was taken).
         ``keys``: 4 bytes per frame (the ping's last), or a callable given the
-        number of key bytes needed.  Too few keys: ValueError (this twin has taken
-        the messages by then, the C twin not)."""
+        number of key bytes needed (after the take, as the sender draws them).  Too
+        few keys: ValueError, and what was taken is lost (both twins)."""
         msgs: list[Message] = []
         frames = self.take(msgs, budget)
         if not frames:

@@ -549,6 +549,15 @@ def test_take_framed_checks_the_keys():
     ob.push_audio(pcm(0, 2 * FRAME))
     with pytest.raises(ValueError, match="^2 frames need 8 mask key bytes, got 7$"):
         ob.take_framed(b"k" * 7, 1 << 20)
+    assert not ob.pending and ob.sent_samples == 2 * FRAME     # taken (and lost), as the sender would have
+
+    def broken(n: int) -> bytes:
+        raise OSError("no randomness")
+
+    ob.push_audio(pcm(2 * FRAME))
+    with pytest.raises(OSError):
+        ob.take_framed(broken, 1 << 20)
+    assert not ob.pending and ob.sent_samples == 3 * FRAME
 
 
 # --------------------------------------------------------------------------- both twins alike
