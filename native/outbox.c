@@ -24,14 +24,16 @@
  * malloc'd block each (their UTF-8 text and position), the drop message's JSON
  * is a template made once by protocol.encode.
  *
- * What a stream costs: the object (about 300 bytes) + its ident dict (~230) +
- * the drop template (~100): well under 1 KiB with nothing queued and no
- * chunk.  Audio held costs its bytes rounded up to whole chunks per FIFO (at
- * most 2 KiB of slack per FIFO, 8 bytes of link per chunk), run records 16
- * bytes per push (1 KiB per 64 pushes).  A mono stream at the defaults keeps
- * at most 1 s in the resend window (32,000 bytes: 32 chunks) and usually a
- * frame queued, so a call's two streams hold about 70 KiB at most with a
- * server that keeps up, under the 100 KiB the data plane has per call.
+ * What a stream costs: the object (496 bytes with its GC header) + its ident
+ * dict (~180) + the drop template (~90): about 770 bytes with nothing queued
+ * and no chunk (the Python twin: about 3.9 KB), and ~130 bytes more once it
+ * has made a drop message.  Audio held costs its bytes rounded up to whole
+ * chunks per FIFO (at most 2 KiB of slack per FIFO, 8 bytes of link per
+ * chunk), run records 16 bytes per push (1 KiB per 64 pushes).  A mono stream
+ * at the defaults keeps at most 1 s in the resend window (32,000 bytes: 32
+ * chunks) and usually a frame queued, so a call's two streams hold about
+ * 70 KiB at most with a server that keeps up, under the 100 KiB the data
+ * plane has per call.
  *
  * All of it runs with the GIL held (outbox.h).
  */
@@ -428,7 +430,7 @@ struct ob_outbox {
     char *tpl;
     size_t tpl_len, at[2], mlen;
     int swapped;              /* samples come before offset in the template */
-    char *drop_buf;           /* scratch for one drop message */
+    char *drop_buf;           /* scratch for one drop message, from the first one on */
 };
 
 static PyTypeObject OutboxType;
@@ -505,8 +507,7 @@ make_template(ob_outbox *ob)
     const char *a = find_once(s, (size_t)n, mo, MARK_LEN), *b = find_once(s, (size_t)n, ms_, MARK_LEN);
     if (a != NULL && b != NULL) {
         ob->tpl = PyMem_Malloc((size_t)n + 1);
-        ob->drop_buf = PyMem_Malloc((size_t)n + 48);
-        if (ob->tpl == NULL || ob->drop_buf == NULL) {
+        if (ob->tpl == NULL) {
             Py_DECREF(text);
             PyErr_NoMemory();
             return -1;
@@ -536,6 +537,10 @@ drop_utf8(ob_outbox *ob, long long off, long long samples, size_t *len, PyObject
 {
     *hold = NULL;
     if (ob->tpl != NULL) {
+        if (ob->drop_buf == NULL && (ob->drop_buf = PyMem_Malloc(ob->tpl_len + 48)) == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
         long long first = ob->swapped ? samples : off, second = ob->swapped ? off : samples;
         char *p = ob->drop_buf;
         memcpy(p, ob->tpl, ob->at[0]);
