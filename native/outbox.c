@@ -1108,6 +1108,13 @@ fail:
     return NULL;
 }
 
+/* Everything is made by outbox_new; __init__ is there for the signature (the stub's). */
+static int
+outbox_init(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    return 0;
+}
+
 static void
 clear_data(ob_outbox *ob)
 {
@@ -1738,6 +1745,7 @@ static PyTypeObject OutboxType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "One stream's messages on their way out (the C twin of rtp2ws.ws.outbox.OutboxPy).",
     .tp_new = outbox_new,
+    .tp_init = outbox_init,
     .tp_dealloc = (destructor)outbox_dealloc,
     .tp_traverse = (traverseproc)outbox_traverse,
     .tp_clear = (inquiry)outbox_clear,

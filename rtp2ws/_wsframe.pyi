@@ -28,20 +28,50 @@ def chunk_counts() -> tuple[int, int]:
 class Totals:
     """Counters summed over every outbox that shares it (the sender's statistics)."""
 
-    dropped_events: int
-    dropped_samples: int
-    sent_bytes: int
-    sent_frames: int
-    undelivered_samples: int
+    @property
+    def dropped_events(self) -> int: ...
+    @dropped_events.setter
+    def dropped_events(self, value: int) -> None: ...
+    @property
+    def dropped_samples(self) -> int: ...
+    @dropped_samples.setter
+    def dropped_samples(self, value: int) -> None: ...
+    @property
+    def sent_bytes(self) -> int: ...
+    @sent_bytes.setter
+    def sent_bytes(self, value: int) -> None: ...
+    @property
+    def sent_frames(self) -> int: ...
+    @sent_frames.setter
+    def sent_frames(self, value: int) -> None: ...
+    @property
+    def undelivered_samples(self) -> int: ...
+    @undelivered_samples.setter
+    def undelivered_samples(self, value: int) -> None: ...
 
 @final
 class Outbox:
     """One stream's messages on their way out (rtp2ws.ws.outbox.OutboxPy says what each does)."""
 
-    ping_every: int
-    ping_at: int | None
-    note_sent: bool
-    sent: tuple[int, int] | None
+    @property
+    def ping_every(self) -> int:
+        """Unacknowledged audio after which a ping goes."""
+    @ping_every.setter
+    def ping_every(self, value: int) -> None: ...
+    @property
+    def ping_at(self) -> int | None:
+        """The acknowledgement ping in flight: the offset it follows."""
+    @ping_at.setter
+    def ping_at(self, value: int | None) -> None: ...
+    @property
+    def note_sent(self) -> bool: ...
+    @note_sent.setter
+    def note_sent(self, value: bool) -> None: ...
+    @property
+    def sent(self) -> tuple[int, int] | None:
+        """(first, end) of the audio the last take sent first."""
+    @sent.setter
+    def sent(self, value: tuple[int, int] | None) -> None: ...
     @property
     def ident(self) -> dict[str, Any]: ...
     @property
