@@ -25,8 +25,11 @@
 #include <stdint.h>
 #include <string.h>
 
-#define OP_TEXT 0x1
-#define OP_BINARY 0x2
+#include "outbox.h"
+#include "wsframe.h"
+
+#define OP_TEXT WS_OP_TEXT
+#define OP_BINARY WS_OP_BINARY
 
 /* One message, resolved: where its payload is and how it is cut. */
 typedef struct {
@@ -38,52 +41,19 @@ typedef struct {
 static Py_ssize_t
 header_len(Py_ssize_t n)
 {
-    /* 2 bytes, the extended length, and the 4-byte masking key */
-    return n < 126 ? 6 : n < 65536 ? 8 : 14;
+    return (Py_ssize_t)ws_header_len((size_t)n);
 }
 
 static uint8_t *
 put_header(uint8_t *out, int opcode, Py_ssize_t n, const uint8_t *key)
 {
-    *out++ = (uint8_t)(0x80 | opcode);      /* FIN, RSV = 0 */
-    if (n < 126) {
-        *out++ = (uint8_t)(0x80 | n);       /* MASK */
-    }
-    else if (n < 65536) {
-        *out++ = 0x80 | 126;
-        *out++ = (uint8_t)(n >> 8);
-        *out++ = (uint8_t)n;
-    }
-    else {
-        uint64_t v = (uint64_t)n;
-        *out++ = 0x80 | 127;
-        for (int shift = 56; shift >= 0; shift -= 8)
-            *out++ = (uint8_t)(v >> shift);
-    }
-    memcpy(out, key, 4);
-    return out + 4;
+    return ws_put_header(out, opcode, (size_t)n, key);
 }
 
 static uint8_t *
 put_masked(uint8_t *out, const uint8_t *src, Py_ssize_t n, const uint8_t *key)
 {
-    /* The key repeats every 4 bytes from the payload's first byte, so 8 bytes
-       at a time XOR with the key twice over; unaligned access goes through
-       memcpy, which compilers turn into plain loads and stores. */
-    uint32_t k32;
-    uint64_t k64;
-    memcpy(&k32, key, 4);
-    k64 = ((uint64_t)k32 << 32) | k32;
-    Py_ssize_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, src + i, 8);
-        w ^= k64;
-        memcpy(out + i, &w, 8);
-    }
-    for (; i < n; i++)
-        out[i] = src[i] ^ key[i & 3];
-    return out + n;
+    return ws_put_masked(out, src, (size_t)n, key);
 }
 
 static PyObject *
@@ -214,7 +184,8 @@ static PyMethodDef wsframe_methods[] = {
 static struct PyModuleDef wsframe_module = {
     PyModuleDef_HEAD_INIT,
     "rtp2ws._wsframe",
-    "C twin of rtp2ws.ws.frame: many WebSocket client frames in one buffer.",
+    "C twins of rtp2ws.ws.frame (many WebSocket client frames in one buffer)\n"
+    "and of rtp2ws.ws.outbox (Outbox, Totals: one stream's queue toward the server).",
     -1,
     wsframe_methods,
 };
@@ -222,5 +193,12 @@ static struct PyModuleDef wsframe_module = {
 PyMODINIT_FUNC
 PyInit__wsframe(void)
 {
-    return PyModule_Create(&wsframe_module);
+    PyObject *m = PyModule_Create(&wsframe_module);
+    if (m == NULL)
+        return NULL;
+    if (ob_module_init(m) < 0) {       /* Outbox and Totals (native/outbox.c) */
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -63,7 +63,7 @@ def build_parser() -> Parser:
 
 
 def version_line() -> str:
-    """``rtp2ws 0.1.0 (g711: native, resample: native, fastpath: native, wsframe: native)``"""
+    """``rtp2ws 0.1.0 (g711: native, resample: native, fastpath: native, wsframe: native, outbox: native)``"""
     from .speedups import in_use
 
     return f"rtp2ws {__version__} ({', '.join(f'{part}: {backend}' for part, backend in in_use().items())})"

@@ -39,6 +39,7 @@ PARTS: dict[str, tuple[str, str]] = {
     "resample": ("_native", "numpy"),      # rtp2ws.codec.resample (native/resample.c)
     "fastpath": ("_fastpath", "python"),   # rtp2ws.fastpath (native/fastpath.c)
     "wsframe": ("_wsframe", "python"),     # rtp2ws.ws.frame (native/wsframe.c)
+    "outbox": ("_wsframe", "python"),      # rtp2ws.ws.outbox (native/outbox.c)
 }
 
 

@@ -17,7 +17,8 @@ the payload XOR-ed with the key.
 * ``keys``: 4 bytes per frame, in frame order (more are ignored).
 
 ``frame_count(messages, split=0)`` says how many frames (and so how many keys)
-that is.  It only builds bytes: it never reads a frame (websockets does all
+that is; ``ping_frame(payload, key)`` makes the acknowledgement ping the sender
+writes after audio.  It only builds bytes: it never reads a frame (websockets does all
 reading), does not choose what to send (``ws.outbox``) and writes to no
 socket (``ws.sender``).  The C twin ``rtp2ws._wsframe`` (native/wsframe.c) is used unless it
 is not built or ``RTP2WS_NO_NATIVE`` is set (``rtp2ws.speedups`` picks it);
@@ -35,7 +36,7 @@ from ..speedups import pick
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-__all__ = ["BACKEND", "BACKENDS", "encode", "encode_py", "frame_count", "header_length"]
+__all__ = ["BACKEND", "BACKENDS", "encode", "encode_py", "frame_count", "header_length", "ping_frame"]
 
 OP_TEXT = 0x1
 OP_BINARY = 0x2
@@ -83,6 +84,12 @@ def frame_count(messages: Sequence[str | Buffer], split: int = 0) -> int:
             n = memoryview(m).nbytes
             count += max(1, -(-n // split))
     return count
+
+
+def ping_frame(payload: bytes, key: bytes) -> bytes:
+    """A masked client Ping frame (RFC 6455 5.5.2) with an 8-byte payload."""
+    masked = int.from_bytes(payload, "big") ^ int.from_bytes(key + key, "big")
+    return b"\x89\x88" + key + masked.to_bytes(8, "big")
 
 
 def _mask(payload: bytes | memoryview, key: bytes) -> bytes:

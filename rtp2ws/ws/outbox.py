@@ -33,15 +33,40 @@ follows; only the one in flight counts), and the server's close answering the
 close after ``end`` with 1000 or no code at all (not 1001, going away).  The
 window is freed only on such evidence; what is still unacknowledged when the
 stream is given up counts as undelivered.
+
+``take_framed(keys, budget)`` is ``take`` as the sender writes it: the messages
+as masked client frames (``ws.frame.encode``, binary ones cut every
+``frame_samples``), then the acknowledgement ping when one is due.  It is the
+Python face of the C data plane's entry (native/outbox.h), so that the same
+tests check both give the same bytes.
+
+Two twins, like ``ws.frame``: ``OutboxPy`` and ``TotalsPy`` here, the
+reference, and ``rtp2ws._wsframe.Outbox`` and ``Totals`` (native/outbox.c),
+which keep the audio in chunks of a shared free list and need no Python object
+per frame.  ``Outbox`` and ``Totals`` are the C twins unless the extension is
+not built or ``RTP2WS_NO_NATIVE`` is set (``rtp2ws.speedups`` picks them);
+``BACKEND`` names the one in use, ``BACKENDS`` those available, ``TWINS`` maps
+each to its (Outbox, Totals), and the same tests run against both.  The C
+twin's ``queue``, ``retained`` and ``events`` are copies (lists), made when
+read; it takes ``channels`` of 1 or more (the Python twin fails at the first
+push otherwise).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+from ..speedups import pick
+from . import frame as wsframe
 from .protocol import CLOSE_NORMAL, SAMPLE_RATE, encode
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+    from .. import _wsframe
 
 log = logging.getLogger("rtp2ws.sender")
 
@@ -65,7 +90,7 @@ def ms(samples: int) -> int:
     return -(-samples // SAMPLES_PER_MS)
 
 
-class Totals:
+class TotalsPy:
     """Counters summed over every outbox that shares it (the sender's statistics)."""
 
     __slots__ = ("dropped_events", "dropped_samples", "sent_bytes", "sent_frames", "undelivered_samples")
@@ -81,16 +106,18 @@ class Totals:
         return "Totals(" + ", ".join(f"{k}={getattr(self, k)}" for k in self.__slots__) + ")"
 
 
-class Outbox:
+class OutboxPy:
     """One stream's messages on their way out.  ``ident`` (call_id, tag,
-    stream_id) goes into the ``drop`` and ``end`` messages it makes."""
+    stream_id) goes into the ``drop`` and ``end`` messages it makes.  ``totals``:
+    either twin's Totals."""
 
     def __init__(self, ident: dict[str, Any], *, channels: int = 1, frame_ms: int | None = None,
-                 max_buffer_ms: int = 10000, resend_ms: int = 1000, totals: Totals | None = None) -> None:
+                 max_buffer_ms: int = 10000, resend_ms: int = 1000,
+                 totals: TotalsPy | _wsframe.Totals | None = None) -> None:
         self.ident = dict(ident)
         self.stream_id = self.ident.get("stream_id")
         self.channels = channels
-        self.totals = totals if totals is not None else Totals()
+        self.totals: TotalsPy | _wsframe.Totals = totals if totals is not None else TotalsPy()
         self.frame_bytes = 2 * channels
         # Samples (per channel) in one binary message: a longer run pushed at once
         # goes out as several messages of this length.
@@ -343,6 +370,28 @@ class Outbox:
             self._unkeep(retained - self.resend_samples)
         return frames
 
+    def take_framed(self, keys: Buffer | Callable[[int], Buffer], budget: int) -> bytes:
+        """``take(budget)`` as the sender writes it: the messages as masked client
+        frames (binary ones cut every ``frame_samples``), then the acknowledgement
+        ping when ``ping_due`` says one is due (b"" when nothing was taken).
+        ``keys``: 4 bytes per frame (the ping's last), or a callable given the
+        number of key bytes needed (after the take, as the sender draws them).  Too
+        few keys: ValueError, and what was taken is lost (both twins)."""
+        msgs: list[Message] = []
+        frames = self.take(msgs, budget)
+        if not frames:
+            return b""
+        at = self.ping_due()
+        need = 4 * (frames + (at is not None))
+        raw = keys(need) if callable(keys) else keys
+        view = memoryview(raw).cast("B")
+        if len(view) < need:
+            raise ValueError(f"{need // 4} frames need {need} mask key bytes, got {len(view)}")
+        data = wsframe.encode(msgs, view, self.frame_samples * self.frame_bytes)
+        if at is not None:
+            data += wsframe.ping_frame(at.to_bytes(8, "big"), bytes(view[4 * frames:4 * frames + 4]))
+        return data
+
     def end_message(self, reconnects: int) -> dict[str, Any]:
         """The ``end`` message, once nothing is pending: ``samples`` and ``dropped_ms``
         filled in from the counts, ``reconnects`` from the connection side's."""
@@ -460,3 +509,19 @@ class Outbox:
     def _count_undelivered(self, n: int) -> None:
         self.undelivered_samples += n
         self.totals.undelivered_samples += n
+
+
+_native, BACKENDS = pick("outbox")
+BACKEND = BACKENDS[0]
+Outbox: type[OutboxPy] | type[_wsframe.Outbox]
+Totals: type[TotalsPy] | type[_wsframe.Totals]
+TWINS: dict[str, tuple[type[OutboxPy], type[TotalsPy]] | tuple[type[_wsframe.Outbox], type[_wsframe.Totals]]] = {
+    "python": (OutboxPy, TotalsPy)}
+if _native is not None:
+    # the extension pick() chose, imported by name so that its stub (_wsframe.pyi) types it
+    from .._wsframe import Outbox as _NativeOutbox
+    from .._wsframe import Totals as _NativeTotals
+    Outbox, Totals = _NativeOutbox, _NativeTotals
+    TWINS["native"] = (_NativeOutbox, _NativeTotals)
+else:
+    Outbox, Totals = OutboxPy, TotalsPy

@@ -329,12 +329,6 @@ class _Connection(ClientConnection):
             self.on_pong(bytes(event.data))
 
 
-def _ping_frame(payload: bytes, key: bytes) -> bytes:
-    """A masked client Ping frame (RFC 6455 5.5.2) with an 8-byte payload."""
-    masked = int.from_bytes(payload, "big") ^ int.from_bytes(key + key, "big")
-    return b"\x89\x88" + key + masked.to_bytes(8, "big")
-
-
 # --------------------------------------------------------------------------- streams
 
 def _from_outbox(name: str) -> property:
@@ -508,7 +502,7 @@ class Stream:
         going away), and while the transport is under its high-water mark.
         What is over ``BATCH_BYTES`` waits for the next flush."""
         outbox = self.outbox
-        if not outbox.queue and not outbox.events:     # not outbox.pending, without the call (per frame)
+        if not outbox.pending:
             if outbox.ended:
                 self._wake()          # the end goes out once everything before it has
             return 0
@@ -522,7 +516,7 @@ class Stream:
             self._wake()              # it waits for the drain, or sees the connection end
             return 0
         frames = outbox.take(self._out, BATCH_BYTES)
-        if outbox.queue or outbox.events:
+        if outbox.pending:
             self._sender._mark(self)
         elif outbox.ended:
             self._wake()
@@ -539,7 +533,7 @@ class Stream:
         if self._live is not None:
             at = outbox.ping_due()
             if at is not None:
-                data += _ping_frame(at.to_bytes(8, "big"), self._sender._mask_keys(4))
+                data += wsframe.ping_frame(at.to_bytes(8, "big"), self._sender._mask_keys(4))
         # called while connected: the transport stays set until the connection ends,
         # also once the end message cleared _live
         wire = self._wire

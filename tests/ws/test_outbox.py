@@ -2,21 +2,41 @@
 
 A model server (``Server``) reads what ``take``/``resend`` hand out as the real one
 does: a ``start`` puts the next frame at its offset, a ``drop`` moves it, audio
-follows on; a connection that breaks loses the tail of what was written."""
+follows on; a connection that breaks loses the tail of what was written.
+
+Every test runs against both twins (``twin``: the Python reference ``OutboxPy`` and
+the C ``rtp2ws._wsframe.Outbox``), and a differential test drives both with the same
+random calls and compares everything they return, hold, count and log."""
 
 import json
 import logging
+import os
 import random
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
 
-from rtp2ws.ws.outbox import ACK_MIN_MS, MAX_EVENTS, Outbox, Totals, ms
+from rtp2ws.speedups import load_native
+from rtp2ws.ws import outbox as outbox_module
+from rtp2ws.ws.outbox import ACK_MIN_MS, MAX_EVENTS, TWINS, Outbox, OutboxPy, Totals, TotalsPy, ms
 
 FRAME = 320                     # 20 ms at 16 kHz
 IDENT = {"call_id": "call-1", "tag": "caller", "stream_id": "s1"}
+
+
+@pytest.fixture(autouse=True, params=["python", "native"])
+def twin(request, monkeypatch):
+    """Run every test with each twin: ``Outbox`` and ``Totals`` below are its classes."""
+    if request.param not in TWINS:
+        pytest.skip("rtp2ws._wsframe is not built (or RTP2WS_NO_NATIVE is set)")
+    outbox_cls, totals_cls = TWINS[request.param]
+    monkeypatch.setitem(globals(), "Outbox", outbox_cls)
+    monkeypatch.setitem(globals(), "Totals", totals_cls)
+    return request.param
 
 
 def pcm(offset: int, n: int = FRAME, channels: int = 1) -> bytes:
@@ -443,3 +463,300 @@ def test_contiguous_offsets_through_drops_acks_and_reconnects(seed):
     missing = ob.offset - len(server.audio)
     assert ob.dropped_samples <= missing <= ob.dropped_samples + ob.undelivered_samples
     assert totals.dropped_samples == ob.dropped_samples and totals.undelivered_samples == ob.undelivered_samples
+
+
+# --------------------------------------------------------------------------- take_framed: the data plane's take
+
+
+def parse_frames(buf: bytes) -> list[Frame]:
+    """Every frame in ``buf``, as a server (which requires masking) parses them."""
+    reader = StreamReader()
+    reader.feed_data(buf)
+    reader.feed_eof()
+    frames = []
+    while reader.buffer:
+        parser = Frame.parse(reader.read_exact, mask=True)
+        with pytest.raises(StopIteration) as done:
+            next(parser)
+        frames.append(done.value.value)
+    return frames
+
+
+class Keys:
+    """A key source as the sender's (``_mask_keys``): n bytes a call, noted."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = random.Random(seed)
+        self.asked: list[int] = []
+
+    def __call__(self, n: int) -> bytes:
+        self.asked.append(n)
+        return self.rng.randbytes(n)
+
+
+def test_take_framed_is_take_encoded_with_the_ping_after_it():
+    ob = outbox(max_buffer_ms=100, resend_ms=1000)       # 5 frames queued at most; a ping after 500 ms
+    ob.connected()
+    for i in range(24):
+        ob.push_audio(pcm(i * FRAME))
+        ob.take([], 1 << 20)
+    assert ob.ping_due() is None                         # 480 ms written
+    ob.push_event({"type": "codec", "codec": "PCMA"})
+    ob.push_audio(pcm(24 * FRAME, 7 * FRAME))            # one run of 7 frames, 2 dropped
+    keys = Keys()
+    data = ob.take_framed(keys, 1 << 20)
+    frames = parse_frames(data)
+    assert [f.opcode for f in frames] == [Opcode.TEXT, Opcode.TEXT] + [Opcode.BINARY] * 5 + [Opcode.PING]
+    assert keys.asked == [4 * 8]
+    assert json.loads(frames[0].data) == {"type": "codec", "codec": "PCMA"}
+    assert json.loads(frames[1].data) == dict(IDENT, type="drop", offset=26 * FRAME, samples=2 * FRAME)
+    assert b"".join(f.data for f in frames[2:-1]) == pcm(26 * FRAME, 5 * FRAME)
+    assert all(len(f.data) == 2 * FRAME for f in frames[2:-1])
+    assert frames[-1].data == (31 * FRAME).to_bytes(8, "big") and ob.ping_at == 31 * FRAME
+    assert ob.take_framed(keys, 1 << 20) == b"" and keys.asked == [4 * 8]   # nothing: no keys, no ping
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_take_framed_gives_the_same_bytes_on_both_twins(seed):
+    if "native" not in TWINS:
+        pytest.skip("rtp2ws._wsframe is not built (or RTP2WS_NO_NATIVE is set)")
+    rng = random.Random(seed)
+    kw = dict(frame_ms=rng.choice([20, 40]), max_buffer_ms=rng.choice([100, 1000]), resend_ms=rng.choice([0, 600]),
+              channels=rng.choice([1, 2]))
+    both = [cls(dict(IDENT, stream_id="é-s"), **kw) for cls, _ in TWINS.values()]
+    for _ in range(300):
+        r = rng.random()
+        if r < 0.5:
+            chunk = pcm(0, rng.choice([FRAME, 100, 1000]), both[0].channels)
+            assert len({ob.push_audio(chunk) for ob in both}) == 1
+        elif r < 0.6:
+            event = {"type": "dtmf", "digit": "☎", "n": rng.random()}
+            assert len({ob.push_event(event) for ob in both}) == 1
+        elif r < 0.9:
+            budget = rng.choice([0, 1, 700, 5000, 1 << 20])
+            key = rng.randbytes(4 * 400)
+            outs = [ob.take_framed(key, budget) for ob in both]
+            assert outs[0] == outs[1]
+        else:
+            at = both[0].ping_at
+            if at is not None:
+                assert all(ob.pong(at.to_bytes(8, "big")) for ob in both)
+        assert [ob.ping_at for ob in both][0] == both[1].ping_at
+
+
+def test_take_framed_checks_the_keys():
+    ob = outbox()
+    ob.push_audio(pcm(0, 2 * FRAME))
+    with pytest.raises(ValueError, match="^2 frames need 8 mask key bytes, got 7$"):
+        ob.take_framed(b"k" * 7, 1 << 20)
+    assert not ob.pending and ob.sent_samples == 2 * FRAME     # taken (and lost), as the sender would have
+
+    def broken(n: int) -> bytes:
+        raise OSError("no randomness")
+
+    ob.push_audio(pcm(2 * FRAME))
+    with pytest.raises(OSError):
+        ob.take_framed(broken, 1 << 20)
+    assert not ob.pending and ob.sent_samples == 3 * FRAME
+
+
+# --------------------------------------------------------------------------- both twins alike
+
+
+def test_the_twins_share_either_totals():
+    for ob_cls, _ in TWINS.values():
+        for totals in (cls() for _, cls in TWINS.values()):
+            ob = ob_cls(IDENT, totals=totals, max_buffer_ms=20)
+            ob.push_audio(pcm(0, 2 * FRAME))
+            ob.take([], 1 << 20)
+            ob.push_event({"type": "hold"})
+            assert (totals.dropped_samples, totals.sent_frames, totals.sent_bytes) == (FRAME, 1, 2 * FRAME)
+
+
+def test_the_c_twin_holds_audio_in_shared_chunks_and_costs_little_idle():
+    native = load_native("_wsframe")
+    if native is None:
+        pytest.skip("rtp2ws._wsframe is not built (or RTP2WS_NO_NATIVE is set)")
+    used0 = native.chunk_counts()[0]
+    ob = native.Outbox(IDENT, resend_ms=1000)
+    assert sys.getsizeof(ob) + sys.getsizeof(ob.ident) < 1024
+    ob.connected()
+    for i in range(100):                                 # 2 s at realtime, a pong now and then
+        ob.push_audio(pcm(i * FRAME))
+        ob.take_framed(os.urandom, 1 << 20)
+        if ob.ping_at is not None and i % 10 == 0:
+            ob.pong(ob.ping_at.to_bytes(8, "big"))
+        held = ob.queued_bytes + ob.retained_bytes
+        # the window's bytes in whole chunks, at most one partly used at each end of each FIFO
+        assert native.chunk_counts()[0] - used0 <= -(-held // native.CHUNK_BYTES) + 4
+    assert ob.retained_bytes <= 32000
+    ob.end_answered(1000)
+    assert ob.retained_samples == 0 and native.chunk_counts()[0] == used0
+    ob.push_audio(pcm(0, 16000))
+    ob.abandon()
+    assert native.chunk_counts()[0] == used0
+    with pytest.raises(ValueError, match="channels must be 1 or more"):
+        native.Outbox(IDENT, channels=0)
+
+
+# call: weight (ending and abandoning are rare, so that most calls find a stream going on)
+OPS = {"push": 30, "event": 4, "take": 14, "framed": 14, "connected": 4, "ping": 8, "pong": 8, "ack": 3,
+       "lost": 3, "note": 2, "close": 1, "end": 0.4, "end_message": 0.6, "end_answered": 0.5, "abandon": 0.2}
+
+STATE = ("offset", "dropped_samples", "dropped_events", "sent_samples", "acknowledged", "undelivered_samples",
+         "queued_samples", "retained_samples", "queued_bytes", "retained_bytes", "unkept_samples", "ping_at",
+         "expected", "started", "ended", "closed", "dropping", "pending", "sent", "note_sent", "ping_every",
+         "frame_samples", "frame_bytes", "max_samples", "resend_samples", "max_buffer_ms", "resend_ms",
+         "stream_id", "ident", "channels")
+
+
+def state(ob) -> dict:
+    out = {k: getattr(ob, k) for k in STATE}
+    out["queue"] = [(off, bytes(p), n) for off, p, n in ob.queue]
+    out["retained"] = [(off, bytes(p), n) for off, p, n in ob.retained]
+    out["events"] = list(ob.events)
+    out["totals"] = repr(ob.totals)
+    out["repr"] = repr(ob)
+    return out
+
+
+def plain(value):
+    """A return value with every buffer as bytes (the C twin's messages are bytes,
+    the Python twin's bytes or memoryviews)."""
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(plain(v) for v in value)
+    if isinstance(value, (memoryview, bytearray)):
+        return bytes(value)
+    return value
+
+
+def step(ob, op: str, arg):
+    """One call; returns what it returned (or the exception's class and text) and the messages."""
+    msgs: list = []
+    try:
+        if op == "push":
+            r = ob.push_audio(arg)
+        elif op == "event":
+            r = ob.push_event(arg)
+        elif op == "take":
+            r = ob.take(msgs, arg)
+        elif op == "framed":
+            r = ob.take_framed(arg[0], arg[1])
+        elif op == "connected":
+            r = ob.connected()
+        elif op == "ping":
+            r = ob.ping_due()
+        elif op == "pong":
+            r = ob.pong(arg)
+        elif op == "ack":
+            r = ob.acknowledge(arg)
+        elif op == "lost":
+            r = ob.connection_lost()
+        elif op == "end":
+            r = ob.end(arg)
+        elif op == "end_message":
+            r = ob.end_message(arg)
+        elif op == "end_answered":
+            r = ob.end_answered(arg)
+        elif op == "abandon":
+            r = ob.abandon()
+        elif op == "close":
+            r = ob.close()
+        else:
+            ob.note_sent = arg
+            ob.sent = None
+            r = None
+    except (ValueError, RuntimeError) as e:
+        r = (type(e), str(e))
+    return plain(r), plain(msgs)
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen: list = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append((record.name, record.levelno, record.msg, record.args, record.getMessage()))
+
+
+def random_arg(rng: random.Random, op: str, ob, channels: int):
+    if op == "push":
+        n = rng.choice([FRAME, FRAME, 3 * FRAME, FRAME // 2, 1, 0, 4000])
+        data = pcm(ob.offset, n, channels)
+        if rng.random() < 0.05:
+            data += b"\0"                                # not whole samples
+        return rng.choice([bytes, bytearray, memoryview])(data)
+    if op == "event":
+        return {"type": "hold", "by": "caller", "offset": ob.offset, "note": "é" * rng.randrange(3)}
+    if op == "take":
+        return rng.choice([0, 1, 2 * FRAME, 3000, 1 << 20])
+    if op == "framed":
+        return rng.randbytes(4 * 600), rng.choice([0, 1, 2 * FRAME, 3000, 1 << 20])
+    if op == "connected":
+        return None
+    if op == "pong":
+        at = ob.ping_at
+        return rng.choice([b"", b"\0" * 8, (at or 0).to_bytes(8, "big"), ((at or 0) + 1).to_bytes(8, "big")])
+    if op == "ack":
+        return rng.randrange(ob.offset + 2)
+    if op == "end":
+        return {"reason": "bye", "tag": rng.choice(["kept", "caller"])}
+    if op == "end_message":
+        return rng.randrange(3)
+    if op == "end_answered":
+        return rng.choice([1000, 1005, 1001, None])
+    if op == "note":
+        return rng.random() < 0.5
+    return None
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_differential_both_twins_alike_through_random_calls(seed):
+    """Random calls of every kind on both twins: the same return values, messages,
+    attributes, totals and log records after each one."""
+    if "native" not in TWINS:
+        pytest.skip("rtp2ws._wsframe is not built (or RTP2WS_NO_NATIVE is set)")
+    rng = random.Random(seed)
+    channels = rng.choice([1, 1, 2])
+    kw = dict(channels=channels, frame_ms=rng.choice([None, 20, 40, 30.0]),
+              max_buffer_ms=rng.choice([0, 20, 60, 200, 1000]), resend_ms=rng.choice([0, 40, 100, 600, 2000]))
+    ident = dict(IDENT, stream_id=rng.choice(["s1", "é", None]))
+    cls_c, tot_c = TWINS["native"]
+    obs = [OutboxPy(ident, totals=TotalsPy(), **kw), cls_c(ident, totals=tot_c(), **kw)]
+    logger = logging.getLogger("rtp2ws.sender")
+    handlers = [Records(), Records()]
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        for _ in range(600):
+            op = rng.choices(list(OPS), list(OPS.values()))[0]
+            arg = random_arg(rng, op, obs[0], channels)
+            if op == "connected":
+                arg = None
+            results = []
+            for ob, h in zip(obs, handlers):
+                logger.addHandler(h)
+                try:
+                    if op == "connected":
+                        resumed, offset = ob.connected()
+                        msgs: list = []
+                        r = ((resumed, offset), ob.resend(msgs, offset)), plain(msgs)
+                    else:
+                        r = step(ob, op, arg)
+                finally:
+                    logger.removeHandler(h)
+                results.append(r)
+            assert results[0] == results[1], (op, arg)
+            assert state(obs[0]) == state(obs[1]), (op, arg)
+            assert handlers[0].seen == handlers[1].seen
+    finally:
+        logger.setLevel(old_level)
+
+
+def test_backend_is_the_first_of_backends():
+    assert outbox_module.BACKEND == outbox_module.BACKENDS[0]
+    assert outbox_module.Outbox is TWINS[outbox_module.BACKEND][0]
+    assert outbox_module.Totals is TWINS[outbox_module.BACKEND][1]
