@@ -1,6 +1,6 @@
 """The reference: the same job written the simple way, to measure rtp2ws against.
 
-    python benchmarks/reference_pipeline.py CAPTURE (--ws-url URL | --out-dir DIR)
+    python benchmarks/reference_pipeline.py CAPTURE (--ws-url URL [--realtime] | --out-dir DIR)
 
 Per packet: pypcap hands over the frame, dpkt parses Ethernet/IP/UDP, SIP goes
 through ``dpkt.sip`` (Call-ID, CSeq) and two regular expressions on the SDP
@@ -17,6 +17,22 @@ in arrival order, losses just shorten the audio), no re-INVITEs, no TCP SIP,
 no IPv6 or fragments.  It uses uvloop and no permessage-deflate, as rtp2ws
 does, so the comparison is about the pipeline, not the event loop.  Python
 3.13 removed ``audioop``: install ``audioop-lts`` there.
+
+``--realtime`` (``run(..., realtime=True)``, WebSocket output) paces the
+packets on the capture clock, as live capture would hand them over: the
+first packet at once, every other one no earlier than its capture time after
+the first packet's, on the monotonic clock (``Clock``).  The asyncio loop
+just sleeps until the next packet is due; each 20 ms frame is still its own
+``send``.  rtp2ws's ``--speed realtime`` (``run.replay.Pacer``) follows the
+same clock from the same origin, with two differences: it hands on every
+packet due within 2 ms together (up to 2 ms early, so that its fast path
+takes them as one batch), where this one hands on none early; and this one
+sleeps at least 1 ms at a time (uvloop's timers count whole milliseconds and
+return at once from anything shorter, which would spin the loop), so a packet
+may be handed on about a millisecond late.  How late the packets were handed
+on is measured: ``behind_s`` (the last packet) and ``max_behind_s`` in the
+result.  A reference that cannot keep up falls further behind with every
+second of the capture.
 """
 
 from __future__ import annotations
@@ -27,6 +43,7 @@ import os
 import re
 import socket
 import sys
+import time
 import wave
 
 import dpkt
@@ -157,15 +174,40 @@ class Pipeline:
         return ("end", legs)
 
 
+class Clock:
+    """The capture clock on the wall clock: a packet captured ``ts - ts0`` after the
+    first is due that long after the first was handed on (``time.monotonic``)."""
+
+    def __init__(self) -> None:
+        self.origin = None         # (capture ts, monotonic) of the first packet
+        self.behind = 0.0          # how late the latest packet was handed on, seconds
+        self.max_behind = 0.0
+
+    async def until(self, ts: float) -> None:
+        now = time.monotonic()
+        if self.origin is None:
+            self.origin = (ts, now)
+            return
+        due = self.origin[1] + (ts - self.origin[0])
+        while now < due:
+            await asyncio.sleep(max(due - now, 0.001))
+            now = time.monotonic()
+        self.behind = now - due
+        self.max_behind = max(self.max_behind, self.behind)
+
+
 def _safe(call_id: str) -> str:
     return SAFE.sub("_", call_id)[:120]
 
 
-def _results(path: str, pipe: Pipeline, probe=None):
-    """What the pipeline makes of each packet, then the end of every call still open."""
+def _results(path: str, pipe: Pipeline, probe=None, paced: bool = False):
+    """What the pipeline makes of each packet, then the end of every call still open.
+    ``paced``: ('due', ts) before each packet, for the caller to wait until it is due."""
     for ts, buf in pcap.pcap(path, timeout_ms=0):
         if probe is not None and pipe.packets & 1023 == 0:
             probe(ts)
+        if paced:
+            yield ("due", ts)
         r = pipe.frame(buf)
         if r is not None:
             yield r
@@ -201,10 +243,11 @@ def run_wav(path: str, out_dir: str, probe=None) -> dict:
     return {"packets": pipe.packets, "calls": pipe.ncalls, "legs": pipe.nlegs}
 
 
-async def run_ws_async(path: str, url: str, probe=None) -> dict:
+async def run_ws_async(path: str, url: str, probe=None, realtime: bool = False) -> dict:
     from websockets.asyncio.client import connect
 
     pipe = Pipeline()
+    clock = Clock() if realtime else None
     sent = 0
 
     async def close(legs):
@@ -220,8 +263,10 @@ async def run_ws_async(path: str, url: str, probe=None) -> dict:
             await leg.ws.close()
             leg.ws = None
 
-    for r in _results(path, pipe, probe):
-        if r[0] == "audio":
+    for r in _results(path, pipe, probe, paced=clock is not None):
+        if r[0] == "due":
+            await clock.until(r[1])
+        elif r[0] == "audio":
             leg, pcm = r[1], r[2]
             if leg.ws is None:
                 leg.ws = await connect(url, compression=None)
@@ -235,10 +280,16 @@ async def run_ws_async(path: str, url: str, probe=None) -> dict:
                 sent += 1
         else:
             await close(r[1])
-    return {"packets": pipe.packets, "calls": pipe.ncalls, "legs": pipe.nlegs, "sent_frames": sent}
+    out = {"packets": pipe.packets, "calls": pipe.ncalls, "legs": pipe.nlegs, "sent_frames": sent}
+    if clock is not None:
+        out.update(behind_s=clock.behind, max_behind_s=clock.max_behind)
+    return out
 
 
-def run(path: str, *, url: str | None = None, out_dir: str | None = None, probe=None) -> dict:
+def run(path: str, *, url: str | None = None, out_dir: str | None = None, probe=None,
+        realtime: bool = False) -> dict:
+    if realtime and not url:
+        raise ValueError("realtime pacing is for WebSocket output (url)")
     if url:
         try:
             import uvloop
@@ -246,7 +297,7 @@ def run(path: str, *, url: str | None = None, out_dir: str | None = None, probe=
         except ImportError:
             loop = asyncio.new_event_loop()
         try:
-            return loop.run_until_complete(run_ws_async(path, url, probe))
+            return loop.run_until_complete(run_ws_async(path, url, probe, realtime))
         finally:
             loop.close()
     if out_dir:
@@ -261,8 +312,12 @@ def main(argv=None) -> int:
     ap.add_argument("capture")
     ap.add_argument("--ws-url")
     ap.add_argument("--out-dir")
+    ap.add_argument("--realtime", action="store_true",
+                    help="hand each packet on at its capture time (after the first packet's); WebSocket output")
     a = ap.parse_args(argv)
-    print(json.dumps(run(a.capture, url=a.ws_url, out_dir=a.out_dir)))
+    if a.realtime and not a.ws_url:
+        ap.error("--realtime needs --ws-url")
+    print(json.dumps(run(a.capture, url=a.ws_url, out_dir=a.out_dir, realtime=a.realtime)))
     return 0
 
 

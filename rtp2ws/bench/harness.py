@@ -2,7 +2,8 @@
 
     rtp2ws bench [--calls N | --sweep 10,100,500,1000,2000] [--seconds S[,S...]]
                  [--configs wav,ws20,ws100,stereo,reference,reference_wav] [--quick]
-                 [--latency [--latency-calls 200] [--latency-config ws20] [--flush-ms 20]]
+                 [--latency [--latency-calls 200] [--latency-config ws20] [--flush-ms 20]
+                            [--no-latency-reference]]
                  [--out benchmarks/results]
     python benchmarks/calls_per_core.py ...          (the same thing)
 
@@ -54,6 +55,18 @@ every connection gets a write per flush instead of a second of audio at once.
 Latency is measured against the packet's scheduled
 wall time (the pacer's origin); replay's pacer feeds packets up to 2 ms
 early, so values under 2 ms are within its resolution.
+
+In the same run, on the same capture and into the same kind of sink (a fresh
+one), the latency run also replays the reference pipeline at realtime
+(``reference_pipeline.py --realtime``: each packet handed on at its capture
+time, one ``websockets`` send per 20 ms frame), and reports both realtime
+calls per core and their ratio (``--no-latency-reference`` leaves it out).
+Each run's lag behind the capture clock is measured where its pacer hands
+packets on: a run whose last packet was handed on more than ``BEHIND_LIMIT_S``
+late has fallen behind (it carried less than the load), and its figure is
+withheld (``kept_up`` false; ``behind_s``, ``max_behind_s`` say by how much).
+The sink's CPU (``sink.cpu_s``, from ``/proc``, over the run; never counted
+in calls per core) is reported per frame for every run with a sink.
 
 Everything lands in ``--out``: ``calls_per_core.json``, ``calls_per_core.png``
 (calls per core against N), ``calls_per_core.txt`` (the printed table), and
@@ -109,6 +122,7 @@ DEFAULT_SWEEP = (10, 100, 500, 1000, 2000)
 QUICK_SWEEP = (10, 100)
 WS_CONFIGS = {"ws20": (20, False), "ws100": (100, False), "stereo": (20, True)}
 LATENCY_CALLS = 200           # default N of the realtime run: a load one process here carries
+BEHIND_LIMIT_S = 0.1          # a realtime run that ended further behind the capture clock did not keep up
 
 
 # =========================================================================== measurement helpers
@@ -124,6 +138,17 @@ def peak_rss_bytes() -> int:
     except OSError:  # pragma: no cover - not Linux
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of another running process so far (Linux ``/proc``;
+    None elsewhere or once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()     # from field 3 (state) on
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux, or the process ended
+        return None
 
 
 def rss_bytes() -> int:
@@ -211,6 +236,8 @@ class LatencyRecorder:
         self.samples: list[float] = []
         self.stamps: list[float] = []                      # the capture time of each sample
         self.by_pcm: dict[int, tuple] = {}                 # loop thread: id(pcm) -> (capture ts, lag)
+        self.behind = 0.0                                  # how late the pacer met the latest packet, s
+        self.max_behind = 0.0
 
     def sent(self, capture_ts: float) -> None:
         now = time.monotonic()
@@ -319,8 +346,12 @@ def _latency_classes():
 
         def delay(self, ts):
             d = super().delay(ts)
-            if self.recorder.origin is None:
-                self.recorder.origin = self.origin or (ts, time.monotonic())
+            rec = self.recorder
+            if rec.origin is None:
+                rec.origin = self.origin or (ts, time.monotonic())
+            rec.behind = max(-d, 0.0)          # fed at once when late (d < 0)
+            if rec.behind > rec.max_behind:
+                rec.max_behind = rec.behind
             return d
 
     return StampingStreamSink, StampingBridge, StampingSender, StampingPacer
@@ -388,12 +419,17 @@ def run_one(spec: dict) -> dict:
             extra["sent"] = sent
             extra["flush_ms"] = flush_ms
             if latency is not None:
-                extra["latency_samples"], extra["latency_stamps"] = latency
+                extra["latency_samples"], extra["latency_stamps"], extra["behind_s"], extra["max_behind_s"] = latency
         elif reference is not None:
+            if speed is not None and (speed != 1.0 or config != "reference"):
+                raise ValueError("the reference paces only WebSocket output, and only at realtime (speed 1)")
             stats = reference.run(capture, url=spec.get("url") if config == "reference" else None,
-                                  out_dir=out_dir if config == "reference_wav" else None, probe=probe)
+                                  out_dir=out_dir if config == "reference_wav" else None, probe=probe,
+                                  realtime=speed is not None)
             counts = {"packets": stats["packets"], "calls": stats["calls"], "legs": stats["legs"]}
             extra["sent"] = {"sent_frames": stats.get("sent_frames", 0)}
+            if "behind_s" in stats:
+                extra["behind_s"], extra["max_behind_s"] = stats["behind_s"], stats["max_behind_s"]
         else:
             raise ValueError(f"unknown configuration {config!r}")
     finally:
@@ -425,8 +461,8 @@ def run_one(spec: dict) -> dict:
 def _run_ws(capture, url, frame_ms, stereo, speed, probe, profiles, latency, flush_ms=None):
     """``rtp2ws replay --ws-url`` (``run.replay.stream_replay``, as the cli runs it),
     with the benchmark's probes: memory sample, profilers in both threads, latency stamps.
-    Returns (ReplayResult, sender statistics, latency samples and stamps or None, the
-    flush_ms used)."""
+    Returns (ReplayResult, sender statistics, latency samples, stamps and the lag behind
+    the capture clock (latest, most) or None, the flush_ms used)."""
     from contextlib import contextmanager
 
     from ..pipeline.pipeline import FLUSH_MS, Config, deliver_ms
@@ -459,7 +495,8 @@ def _run_ws(capture, url, frame_ms, stereo, speed, probe, profiles, latency, flu
 
     result, stats = stream_replay(capture, config, cfg, streams, speed=speed,
                                   wrap_sink=lambda sink: _probe_sink(sink, probe), worker=profiled, **classes)
-    latency = (recorder.samples, recorder.stamps) if recorder is not None else None
+    latency = (recorder.samples, recorder.stamps, recorder.behind, recorder.max_behind) \
+        if recorder is not None else None
     return result, stats, latency, config.flush_ms
 
 
@@ -555,6 +592,7 @@ class BenchOptions:
     profile: bool = True
     profile_calls: int = 100
     profile_seconds: float = 5.0
+    latency_reference: bool = True        # the reference at realtime beside the latency run
     out: str = "benchmarks/results"
     cache: str | None = None
     quick: bool = False
@@ -573,12 +611,32 @@ def _measure_with_sink(opts: BenchOptions, config: str, capture: str, info: dict
     needs_sink = config in WS_CONFIGS or config == "reference"
     sink = SinkProcess(opts.sink) if needs_sink else None
     try:
+        c0 = process_cpu_s(sink.proc.pid) if sink else None
         res = measure(config, capture, info, url=sink.url if sink else None, **kw)
+        c1 = process_cpu_s(sink.proc.pid) if sink else None
     finally:
         sink_stats = sink.stop() if sink else None
     if sink_stats is not None:
+        if c0 is not None and c1 is not None:        # the sink's own CPU over the run, never counted
+            sink_stats["cpu_s"] = c1 - c0
+            frames = sink_stats.get("binary")
+            sink_stats["us_per_frame"] = (c1 - c0) / frames * 1e6 if frames else None
         res["sink"] = sink_stats
     return res
+
+
+def realtime_entry(res: dict, calls: int, seconds: float) -> dict:
+    """A realtime run's figures for the document: CPU, lag behind the capture clock,
+    and calls per core, withheld (None) when the run fell behind (``BEHIND_LIMIT_S``)."""
+    kept_up = res.get("behind_s") is not None and res["behind_s"] <= BEHIND_LIMIT_S
+    sink = res.get("sink") or {}
+    return {"config": res["config"], "calls": calls, "seconds": seconds, "cpu_s": res["cpu_s"],
+            "wall_s": res["wall_s"], "core_load": res["cpu_s"] / res["wall_s"] if res["wall_s"] > 0 else None,
+            "behind_s": res.get("behind_s"), "max_behind_s": res.get("max_behind_s"), "kept_up": kept_up,
+            # what a live host carries: calls at realtime per core of CPU they took
+            "realtime_calls_per_core": calls * seconds / res["cpu_s"] if kept_up and res["cpu_s"] > 0 else None,
+            "sent_frames": (res.get("sent") or {}).get("sent_frames"), "sink_frames": sink.get("binary"),
+            "sink_cpu_s": sink.get("cpu_s"), "sink_us_per_frame": sink.get("us_per_frame")}
 
 
 def run_bench(opts: BenchOptions) -> dict:
@@ -599,7 +657,8 @@ def run_bench(opts: BenchOptions) -> dict:
     started = time.monotonic()
     doc: dict[str, Any] = {"version": 1, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(),
            "settings": {"configs": list(configs), "sweep": list(sweep), "sink": opts.sink, **gen,
-                        "quick": opts.quick, "seconds": list(lengths_of(opts.seconds))},
+                        "quick": opts.quick, "seconds": list(lengths_of(opts.seconds)),
+                        "behind_limit_s": BEHIND_LIMIT_S},
            "runs": [], "ratios": [], "stages": {}, "latency": None}
 
     for n in sweep:
@@ -633,13 +692,17 @@ def run_bench(opts: BenchOptions) -> dict:
         _log(f"latency: {opts.latency_config} at --speed realtime, N={ln}, {ls:g} s calls")
         lc = opts.latency_config
         res = _measure_with_sink(opts, lc, capture, info, speed=1.0, latency=True, flush_ms=opts.flush_ms)
-        doc["latency"] = dict(res.get("latency") or {}, config=lc, calls=ln, seconds=info["seconds"],
-                              flush_ms=res["flush_ms"],
-                              cpu_s=res["cpu_s"], core_load=res["cpu_s"] / res["wall_s"],
-                              # what a live host carries: calls at realtime per core of CPU they took
-                              realtime_calls_per_core=ln * info["seconds"] / res["cpu_s"],
-                              mem_per_call_kb=res.get("mem_per_call_kb"),
+        doc["latency"] = dict(res.get("latency") or {}, **realtime_entry(res, ln, info["seconds"]),
+                              flush_ms=res["flush_ms"], mem_per_call_kb=res.get("mem_per_call_kb"),
                               peak_rss_mb=res["peak_rss_bytes"] / 2**20)
+        if opts.latency_reference:
+            _log(f"latency: reference at realtime, N={ln}, {ls:g} s calls")
+            ref = _measure_with_sink(opts, "reference", capture, info, speed=1.0)
+            entry = dict(realtime_entry(ref, ln, info["seconds"]), peak_rss_mb=ref["peak_rss_bytes"] / 2**20)
+            mine, theirs = doc["latency"]["realtime_calls_per_core"], entry["realtime_calls_per_core"]
+            doc["latency"]["reference"] = entry
+            # rtp2ws's realtime calls per core over the reference's, when both kept up
+            doc["latency"]["ratio"] = mine / theirs if mine and theirs else None
     doc["elapsed_s"] = time.monotonic() - started
     doc["summary"] = summary(doc["runs"], configs, max(sweep))
     paths = write_results(doc, out_dir)
@@ -706,6 +769,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flush-ms", type=whole(0, 1000), help="--flush-ms of the latency run (default: rtp2ws's own)")
     p.add_argument("--latency-config", choices=tuple(WS_CONFIGS), default="ws20",
                    help="configuration of the latency run (default ws20)")
+    p.add_argument("--no-latency-reference", dest="latency_reference", action="store_false",
+                   help="leave out the reference pipeline's realtime run beside the latency run")
     p.add_argument("--no-profile", dest="profile", action="store_false", help="skip the per-stage profile runs")
     p.add_argument("--profile-calls", type=whole(1, 100000), default=100,
                    help="calls in the profile runs (default 100, 5 s each; never more than the sweep's largest N)")
@@ -725,7 +790,8 @@ def options_from_args(args) -> BenchOptions:
     return BenchOptions(calls=args.calls, seconds=args.seconds, configs=args.configs, sweep=args.sweep,
                         latency=args.latency, latency_calls=args.latency_calls,
                         latency_seconds=args.latency_seconds, flush_ms=args.flush_ms,
-                        latency_config=args.latency_config, profile=args.profile,
+                        latency_config=args.latency_config, latency_reference=args.latency_reference,
+                        profile=args.profile,
                         profile_calls=args.profile_calls, out=args.out, cache=args.cache, quick=args.quick,
                         loss=args.loss, reorder=args.reorder, law=args.law, seed=args.seed, sink=args.sink)
 

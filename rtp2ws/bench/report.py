@@ -223,10 +223,11 @@ def format_table(doc: dict) -> str:
     if lat:
         lines.append("")
         if lat.get("frames"):
+            rt = lat.get("realtime_calls_per_core")
             lines.append(f"latency capture -> socket ({lat.get('config', 'ws20')}, --speed realtime, "
                          f"--flush-ms {lat.get('flush_ms')}, "
                          f"{lat['calls']} calls x {lat['seconds']:g} s, {lat['core_load'] * 100:.0f}% of a core, "
-                         f"{lat.get('realtime_calls_per_core', 0):.0f} realtime calls per core):")
+                         + (f"{rt:.0f} realtime calls per core):" if rt else "fell behind the capture clock):"))
             lines.append(f"  all frames:        p50 {lat['p50_ms']} ms, p90 {lat['p90_ms']} ms, "
                          f"p99 {lat['p99_ms']} ms, "
                          f"max {lat['max_ms']} ms ({lat['frames']} frames)")
@@ -238,7 +239,37 @@ def format_table(doc: dict) -> str:
                 lines.append(f"memory per active call at realtime: {lat['mem_per_call_kb']:.0f} KB")
         else:
             lines.append("latency: no frames measured")
+        lines += _realtime_lines(lat)
     return "\n".join(lines)
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _realtime_lines(lat: dict) -> list[str]:
+    """The latency run's realtime calls per core beside the reference's (``lat["reference"]``)."""
+    runs = [lat] + ([lat["reference"]] if lat.get("reference") else [])
+    out = ["", f"realtime calls per core ({lat['calls']} calls x {lat['seconds']:g} s, the same capture paced on "
+               f"its clock, each into a discard sink of its own; CPU of the decoding process only):"]
+    for r in runs:
+        behind = f"ended {_ms(r.get('behind_s'))} behind the capture clock (at most {_ms(r.get('max_behind_s'))})"
+        if r.get("realtime_calls_per_core"):
+            text = f"{r['realtime_calls_per_core']:>8.0f}  {r['cpu_s']:7.2f} s CPU  {behind}"
+        else:
+            text = (f"   fell behind: {behind}, {r['wall_s']:.1f} s of wall time; no figure "
+                    f"({r['cpu_s']:.2f} s CPU)")
+        sink = r.get("sink_us_per_frame")
+        if sink is not None:
+            text += f"; sink {r['sink_cpu_s']:.2f} s CPU, {sink:.1f} us a frame"
+        out.append(f"  {r['config']:<12}{text}")
+    if lat.get("reference"):
+        ratio = lat.get("ratio")
+        out.append(f"  {lat['config']} / reference at realtime = "
+                   + (f"{ratio:.2f}x" if ratio else "no ratio (a run fell behind the capture clock)"))
+    return out
 
 
 def write_results(doc: dict, out_dir: Path) -> dict:

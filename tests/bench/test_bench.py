@@ -104,12 +104,24 @@ def test_bench_end_to_end(tmp_path, capsys):
     assert doc["stages"]["wav"]["shares"]["decode"] > 0
     lat = doc["latency"]
     assert lat["frames"] == 4 * 2 * 100 and lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    # the reference at realtime in the same run, on the same capture, into a discard sink of its own
+    ref = lat["reference"]
+    assert ref["config"] == "reference" and (ref["calls"], ref["seconds"]) == (4, 2.0)
+    for r in (lat, ref):
+        assert r["kept_up"] and r["behind_s"] <= harness.BEHIND_LIMIT_S, r
+        assert r["realtime_calls_per_core"] == pytest.approx(4 * 2.0 / r["cpu_s"])
+        assert r["sent_frames"] == r["sink_frames"] == 4 * 2 * 100
+        assert r["wall_s"] >= 2.0 and r["sink_cpu_s"] >= 0 and r["sink_us_per_frame"] is not None
+    assert lat["ratio"] == pytest.approx(lat["realtime_calls_per_core"] / ref["realtime_calls_per_core"])
+    assert "ws20 / reference at realtime = " in printed
+    assert ws["sink"]["cpu_s"] >= 0 and "us_per_frame" in ws["sink"]
     assert (out / "calls_per_core.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "calls_per_core.txt").exists()
     assert list((out / "captures").glob("*.pcap"))
 
 
-def test_reference_pipeline_output_is_close_to_rtp2ws(tmp_path):
+def reference_module():
+    """benchmarks/reference_pipeline.py, imported."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         with warnings.catch_warnings():
@@ -117,6 +129,11 @@ def test_reference_pipeline_output_is_close_to_rtp2ws(tmp_path):
             import reference_pipeline
     finally:
         sys.path.pop(0)
+    return reference_pipeline
+
+
+def test_reference_pipeline_output_is_close_to_rtp2ws(tmp_path):
+    reference_pipeline = reference_module()
     cap = tmp_path / "c.pcap"
     capgen.make_capture(cap, 3, 2.0)
     stats = reference_pipeline.run(str(cap), out_dir=str(tmp_path / "ref"))
@@ -130,6 +147,86 @@ def test_reference_pipeline_output_is_close_to_rtp2ws(tmp_path):
             n = min(len(ref), len(ours))
             r = np.corrcoef(ours[:n].astype(float), ref[:n].astype(float))[0, 1]
             assert r > 0.99, (c["call_id"], leg["tag"], r)
+
+
+def test_reference_pipeline_at_realtime_takes_the_capture_time_and_delivers_every_frame(tmp_path, capsys):
+    """``--realtime``: no packet is handed on before its time on the capture clock, so the
+    run takes at least the capture's span of wall time; every 20 ms frame still reaches
+    the sink as a send of its own."""
+    import time
+
+    reference_pipeline = reference_module()
+    cap = tmp_path / "c.pcap"
+    info = capgen.make_capture(cap, 3, 1.0, stagger=0.5)
+    span = info["last_ts"] - info["first_ts"]
+    assert span > 1.4
+    sink = discard.SinkProcess("discard")
+    try:
+        t0 = time.monotonic()
+        assert reference_pipeline.main([str(cap), "--ws-url", sink.url, "--realtime"]) == 0
+        wall = time.monotonic() - t0
+    finally:
+        stats = sink.stop()
+    out = json.loads(capsys.readouterr().out)
+    assert wall >= span, (wall, span)
+    assert out["packets"] == 3 * (2 * 50 + 7) and out["sent_frames"] == 3 * 2 * 50
+    assert 0 <= out["behind_s"] <= out["max_behind_s"]
+    assert stats["binary"] == 3 * 2 * 50 and stats["connections"] == stats["closed"] == 6
+    assert stats["text"] == 2 * 6                                   # a start and an end per leg
+    with pytest.raises(SystemExit):
+        reference_pipeline.main([str(cap), "--out-dir", str(tmp_path / "w"), "--realtime"])   # WebSocket only
+
+
+def test_reference_clock_waits_until_due_and_measures_how_late():
+    """``Clock.until``: the first packet sets the origin; a later one returns no earlier than
+    its capture offset after it, and a packet met late is counted behind by how late."""
+    import time
+
+    clock = reference_module().Clock()
+
+    async def run():
+        await clock.until(100.0)
+        w0 = clock.origin[1]
+        await clock.until(100.05)
+        early = time.monotonic() - (w0 + 0.05)
+        time.sleep(0.25)                        # busy elsewhere: the next packet is met late
+        await clock.until(100.1)
+        late = clock.behind
+        await clock.until(100.4)                # due again: waits, and is met on time
+        return early, late, time.monotonic() - (w0 + 0.3)
+
+    early, late, after = asyncio.run(run())
+    assert early >= 0 and after >= 0
+    assert late >= 0.2 and clock.max_behind == late
+    assert clock.behind < late
+
+
+def test_realtime_figures_are_withheld_when_a_run_fell_behind():
+    """A realtime run whose last packet was met later than BEHIND_LIMIT_S did not carry
+    its load: no calls per core, no ratio, and the table says how far behind it ended."""
+    def res(config, behind):
+        return {"config": config, "cpu_s": 20.0, "wall_s": 25.0, "behind_s": behind, "max_behind_s": 4.0,
+                "sent": {"sent_frames": 4000}, "sink": {"binary": 4000, "cpu_s": 0.4, "us_per_frame": 100.0}}
+
+    ok = harness.realtime_entry(res("ws20", 0.001), 100, 20.0)
+    late = harness.realtime_entry(res("reference", harness.BEHIND_LIMIT_S + 3.0), 100, 20.0)
+    assert ok["kept_up"] and ok["realtime_calls_per_core"] == pytest.approx(100.0)
+    assert not late["kept_up"] and late["realtime_calls_per_core"] is None
+    assert late["sink_us_per_frame"] == 100.0 and late["sink_frames"] == 4000
+    lat = dict(ok, frames=0, reference=late, ratio=None)
+    text = report.format_table({"machine": {"cpu": "x", "cores": 2, "python": "3", "native": True},
+                                "settings": {"sink": "discard"}, "runs": [], "ratios": [], "stages": {},
+                                "latency": lat})
+    (line,) = [x for x in text.splitlines() if x.strip().startswith("reference")]
+    assert "fell behind: ended 3.10 s behind" in line and "no figure" in line
+    assert "ws20 / reference at realtime = no ratio" in text
+
+
+def test_latency_reference_can_be_left_out():
+    p = argparse.ArgumentParser()
+    harness.add_arguments(p)
+    assert harness.options_from_args(p.parse_args(["--latency"])).latency_reference is True
+    assert harness.options_from_args(p.parse_args(["--latency", "--no-latency-reference"])).latency_reference is False
 
 
 def test_stage_attribution_charges_helpers_to_their_callers():
