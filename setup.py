@@ -53,8 +53,10 @@ if os.environ.get("RTP2WS_NO_NATIVE", "") in ("", "0"):
                   depends=["native/native.h"], extra_compile_args=aligned),
         # batch reading of capture files and the in-order RTP fast path (links libpcap):
         # one C file per Python twin (rtp2ws.capture.file.Reader, rtp2ws.fastpath.twin.FastPath)
-        Extension("rtp2ws._fastpath", sources=["native/capture_file.c", "native/fastpath.c"],
-                  depends=["native/capture_file.h"], libraries=["pcap"], extra_compile_args=cflags),
+        # (with the 2x filter of native/resample.c, for the legs it streams itself)
+        Extension("rtp2ws._fastpath", sources=["native/capture_file.c", "native/fastpath.c", "native/resample.c"],
+                  depends=["native/capture_file.h", "native/native.h"], libraries=["pcap"],
+                  extra_compile_args=aligned),
         # WebSocket framing and masking of many messages at once, and the stream queue
         # (rtp2ws.ws.frame.encode, rtp2ws.ws.outbox.Outbox and Totals)
         Extension("rtp2ws._wsframe", sources=["native/wsframe.c", "native/outbox.c"],

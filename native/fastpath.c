@@ -22,6 +22,7 @@
  * for the pipeline.  The same tests run against both.  See docs/ARCHITECTURE.md.
  */
 #include "capture_file.h"
+#include "native.h"
 
 #include <structmember.h>
 
@@ -32,6 +33,7 @@
 #define MAX_PAYLOAD 1024          /* longest payload taken here (128 ms of G.711) */
 #define KEY_LEN 37                /* family, src[16], dst[16], sport, dport */
 #define RESYNC_SAMPLES 4000.0     /* rtp2ws.media.leg.RESYNC_SECONDS * CLOCK */
+#define HIST_MAX 256              /* the 2x filter's state: at most K - 1 samples */
 #define VXLAN_PORT 4789           /* rtp2ws.net.packet.VXLAN_PORT */
 
 /* run() results other than a slow packet */
@@ -83,6 +85,15 @@ typedef struct {
     int64_t base;                 /* 8 kHz samples the leg held before these */
     int ready;
     Py_ssize_t entry;             /* index of the flow in the hash table */
+    /* bound: the fast path streams the leg itself (bind, pump) */
+    int bound;
+    int16_t hist[HIST_MAX];       /* the 2x filter's state */
+    Py_ssize_t nhist;
+    uint8_t *carry;               /* 16 kHz int16 of less than a frame (frame_bytes allocated) */
+    Py_ssize_t ncarry, frame_bytes;
+    int64_t streamed;             /* 8 kHz samples streamed since the last take */
+    uint8_t last_codes[MAX_PAYLOAD];   /* the last packet's payload, once pumped */
+    Py_ssize_t nlast;
 } Slot;
 
 typedef struct {
@@ -108,6 +119,12 @@ typedef struct {
     long long packets;            /* packets taken here in all */
     long long since_tick;
     double now;                   /* latest capture time seen here */
+    int32_t *phases;              /* the 2x filter's taps (2 * K), for bound slots */
+    Py_ssize_t K;
+    int frac_bits;
+    int16_t *x16;                 /* pump scratch: decoded input, filtered output */
+    int16_t *y16;
+    Py_ssize_t scratch_cap;       /* input samples the scratch holds */
 } FastPath;
 
 static uint64_t
@@ -212,15 +229,42 @@ alloc_sid(FastPath *fp)
 static int
 FastPath_init(FastPath *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"link", "deliver_samples", "alaw_table", "ulaw_table", NULL};
+    static char *kwlist[] = {"link", "deliver_samples", "alaw_table", "ulaw_table", "phases", "frac_bits", NULL};
     const char *kind_name;
     Py_ssize_t header, type_at;
     int vlans;
     long long deliver;
-    Py_buffer alaw, ulaw;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "(snnp)Ly*y*", kwlist, &kind_name, &header, &type_at, &vlans,
-                                     &deliver, &alaw, &ulaw))
+    Py_buffer alaw, ulaw, phases = {0};
+    int frac_bits = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "(snnp)Ly*y*|y*i", kwlist, &kind_name, &header, &type_at, &vlans,
+                                     &deliver, &alaw, &ulaw, &phases, &frac_bits))
         return -1;
+    if (phases.buf != NULL) {
+        Py_ssize_t K = phases.len / (2 * (Py_ssize_t)sizeof(int32_t));
+        int bad = phases.len <= 0 || phases.len % (2 * (Py_ssize_t)sizeof(int32_t)) != 0 || K > HIST_MAX + 1
+            || frac_bits < 1 || frac_bits > 48;
+        if (!bad) {
+            PyMem_Free(self->phases);
+            self->phases = PyMem_Malloc((size_t)phases.len);
+            if (self->phases == NULL) {
+                PyBuffer_Release(&phases);
+                PyBuffer_Release(&alaw);
+                PyBuffer_Release(&ulaw);
+                PyErr_NoMemory();
+                return -1;
+            }
+            memcpy(self->phases, phases.buf, (size_t)phases.len);
+            self->K = K;
+            self->frac_bits = frac_bits;
+        }
+        PyBuffer_Release(&phases);
+        if (bad) {
+            PyBuffer_Release(&alaw);
+            PyBuffer_Release(&ulaw);
+            PyErr_SetString(PyExc_ValueError, "phases: 2*K int32 taps (K <= 257), frac_bits in 1..48");
+            return -1;
+        }
+    }
     int kind = 0, field = 0;
     for (size_t i = 0; i < sizeof(link_kinds) / sizeof(link_kinds[0]); i++)
         if (strcmp(kind_name, link_kinds[i].name) == 0) {
@@ -258,8 +302,13 @@ FastPath_init(FastPath *self, PyObject *args, PyObject *kwds)
 static void
 FastPath_dealloc(FastPath *self)
 {
-    for (Py_ssize_t i = 0; i < self->nslots; i++)
+    for (Py_ssize_t i = 0; i < self->nslots; i++) {
         PyMem_Free(self->slots[i].codes);
+        PyMem_Free(self->slots[i].carry);
+    }
+    PyMem_Free(self->phases);
+    PyMem_Free(self->x16);
+    PyMem_Free(self->y16);
     PyMem_Free(self->slots);
     PyMem_Free(self->free_sids);
     PyMem_Free(self->table);
@@ -360,8 +409,66 @@ get_slot(FastPath *self, int sid)
     return &self->slots[sid];
 }
 
+/* Stream a bound slot: decode what it took, filter it to 16 kHz, and return its
+ * whole frames (bytes, possibly empty), keeping the part-frame for the next time;
+ * NULL with an exception set. */
+static PyObject *
+pump_slot(FastPath *fp, Slot *s)
+{
+    Py_ssize_t n = s->nsamples;
+    if (n == 0)
+        return PyBytes_FromStringAndSize(NULL, 0);
+    if (n > fp->scratch_cap) {
+        int16_t *x = PyMem_Realloc(fp->x16, (size_t)n * sizeof(int16_t));
+        if (x == NULL)
+            return PyErr_NoMemory();
+        fp->x16 = x;
+        int16_t *y = PyMem_Realloc(fp->y16, (size_t)(n + HIST_MAX) * 2 * sizeof(int16_t));
+        if (y == NULL)
+            return PyErr_NoMemory();
+        fp->y16 = y;
+        fp->scratch_cap = n;
+    }
+    const int16_t *table = s->table;
+    for (Py_ssize_t i = 0; i < n; i++)
+        fp->x16[i] = table[s->codes[i]];
+    int16_t hist[HIST_MAX];
+    Py_ssize_t n_out, nhist;
+    if (rtp2ws_upsample2x(fp->phases, fp->K, fp->frac_bits, s->hist, s->nhist, fp->x16, n, fp->y16, &n_out,
+                          hist, &nhist) < 0)
+        return NULL;
+    memcpy(s->hist, hist, (size_t)nhist * sizeof(int16_t));
+    s->nhist = nhist;
+    Py_ssize_t ybytes = n_out * 2 * (Py_ssize_t)sizeof(int16_t);
+    Py_ssize_t total = s->ncarry + ybytes;
+    Py_ssize_t whole = total - total % s->frame_bytes;
+    PyObject *frames = PyBytes_FromStringAndSize(NULL, whole);
+    if (frames == NULL)
+        return NULL;
+    const uint8_t *y = (const uint8_t *)fp->y16;
+    if (whole > 0) {
+        uint8_t *out = (uint8_t *)PyBytes_AS_STRING(frames);
+        memcpy(out, s->carry, (size_t)s->ncarry);
+        memcpy(out + s->ncarry, y, (size_t)(whole - s->ncarry));
+        Py_ssize_t rest = total - whole;
+        memcpy(s->carry, y + (whole - s->ncarry), (size_t)rest);
+        s->ncarry = rest;
+    }
+    else {
+        memcpy(s->carry + s->ncarry, y, (size_t)ybytes);
+        s->ncarry = total;
+    }
+    s->streamed += n;
+    s->nlast = s->last_n;
+    memcpy(s->last_codes, s->codes + n - s->last_n, (size_t)s->last_n);
+    s->nsamples = 0;
+    return frames;
+}
+
 /* take(sid, disarm) -> (packets, nbytes, next_ext, last_ts_ext, last_arrival, max_arrival,
- *                       last_payload, samples) */
+ *                       last_payload, samples, streamed, state)
+ * A bound slot keeps the audio it has not streamed yet unless disarmed: then that comes
+ * as samples, with state = (the filter's state, the part-frame) as of its last pump. */
 static PyObject *
 FastPath_take(FastPath *self, PyObject *args)
 {
@@ -371,29 +478,40 @@ FastPath_take(FastPath *self, PyObject *args)
     Slot *s = get_slot(self, sid);
     if (s == NULL)
         return NULL;
-    PyObject *samples = PyBytes_FromStringAndSize(NULL, s->nsamples * 2);
-    if (samples == NULL)
-        return NULL;
-    int16_t *pcm = (int16_t *)PyBytes_AS_STRING(samples);
-    const int16_t *table = s->table;
-    for (Py_ssize_t i = 0; i < s->nsamples; i++)
-        pcm[i] = table[s->codes[i]];
-    PyObject *last = s->packets
-        ? PyBytes_FromStringAndSize((const char *)s->codes + s->nsamples - s->last_n, s->last_n)
+    int keep = s->bound && !disarm;       /* the audio not streamed yet stays for pump() */
+    Py_ssize_t n = keep ? 0 : s->nsamples;
+    PyObject *samples = PyBytes_FromStringAndSize(NULL, n * 2);
+    if (samples != NULL) {
+        int16_t *pcm = (int16_t *)PyBytes_AS_STRING(samples);
+        const int16_t *table = s->table;
+        for (Py_ssize_t i = 0; i < n; i++)
+            pcm[i] = table[s->codes[i]];
+    }
+    PyObject *last = !s->packets ? (Py_INCREF(Py_None), Py_None)
+        : s->nsamples ? PyBytes_FromStringAndSize((const char *)s->codes + s->nsamples - s->last_n, s->last_n)
+                      : PyBytes_FromStringAndSize((const char *)s->last_codes, s->nlast);
+    PyObject *state = s->bound && disarm
+        ? Py_BuildValue("(y#y#)", (const char *)s->hist, s->nhist * (Py_ssize_t)sizeof(int16_t),
+                        (const char *)s->carry, s->ncarry)
         : (Py_INCREF(Py_None), Py_None);
-    if (last == NULL) {
-        Py_DECREF(samples);
+    if (samples == NULL || last == NULL || state == NULL) {
+        Py_XDECREF(samples);
+        Py_XDECREF(last);
+        Py_XDECREF(state);
         return NULL;
     }
-    PyObject *out = Py_BuildValue("LLLLddNN", (long long)s->packets, (long long)s->nbytes,
+    PyObject *out = Py_BuildValue("LLLLddNNLN", (long long)s->packets, (long long)s->nbytes,
                                   (long long)s->next_ext, (long long)s->last_ts_ext, s->last_arrival,
-                                  s->max_arrival, last, samples);
+                                  s->max_arrival, last, samples, (long long)s->streamed, state);
     if (out == NULL)
         return NULL;
-    s->base += s->nsamples;
-    s->nsamples = 0;
+    if (!keep) {
+        s->base += s->nsamples;
+        s->nsamples = 0;
+    }
     s->packets = 0;
     s->nbytes = 0;
+    s->streamed = 0;
     if (disarm && self->nready > 0) {     /* a slot id is reused: it must not stay on the ready list */
         Py_ssize_t j = 0;
         for (Py_ssize_t i = 0; i < self->nready; i++)
@@ -401,9 +519,13 @@ FastPath_take(FastPath *self, PyObject *args)
                 self->ready[j++] = self->ready[i];
         self->nready = j;
     }
-    s->ready = 0;
+    if (!keep)
+        s->ready = 0;
     if (disarm) {
         s->armed = 0;
+        s->bound = 0;
+        PyMem_Free(s->carry);
+        s->carry = NULL;
         self->table[s->entry].state = 2;
         if (s->cap > 16384) {     /* give back what one long delivery interval took */
             PyMem_Free(s->codes);
@@ -412,6 +534,106 @@ FastPath_take(FastPath *self, PyObject *args)
         }
         self->free_sids[self->nfree++] = sid;
     }
+    return out;
+}
+
+/* bind(sid, history, carry, frame_bytes): the slot streams its leg from now on */
+static PyObject *
+FastPath_bind(FastPath *self, PyObject *args)
+{
+    int sid;
+    Py_buffer history, carry;
+    Py_ssize_t frame_bytes;
+    if (!PyArg_ParseTuple(args, "iy*y*n", &sid, &history, &carry, &frame_bytes))
+        return NULL;
+    PyObject *result = NULL;
+    Slot *s = get_slot(self, sid);
+    if (s == NULL)
+        goto done;
+    if (self->phases == NULL) {
+        PyErr_SetString(PyExc_ValueError, "no filter: the FastPath was made without phases");
+        goto done;
+    }
+    if (s->bound) {
+        PyErr_SetString(PyExc_ValueError, "the slot is bound already");
+        goto done;
+    }
+    if (s->nsamples) {
+        PyErr_SetString(PyExc_ValueError, "a slot is bound right after a take");
+        goto done;
+    }
+    if (frame_bytes <= 0 || frame_bytes % 2 || carry.len % 2 || carry.len >= frame_bytes) {
+        PyErr_SetString(PyExc_ValueError, "frame_bytes must be even and positive, the carry a part-frame of int16");
+        goto done;
+    }
+    if (history.len % 2 || history.len / 2 > self->K - 1) {
+        PyErr_SetString(PyExc_ValueError, "history: at most the filter's state of int16");
+        goto done;
+    }
+    uint8_t *buf = PyMem_Malloc((size_t)frame_bytes);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    PyMem_Free(s->carry);
+    s->carry = buf;
+    memcpy(s->carry, carry.buf, (size_t)carry.len);
+    s->ncarry = carry.len;
+    s->frame_bytes = frame_bytes;
+    memcpy(s->hist, history.buf, (size_t)history.len);
+    s->nhist = history.len / 2;
+    s->streamed = 0;
+    s->bound = 1;
+    if (s->ready) {
+        Py_ssize_t j = 0;
+        for (Py_ssize_t i = 0; i < self->nready; i++)
+            if (self->ready[i] != sid)
+                self->ready[j++] = self->ready[i];
+        self->nready = j;
+        s->ready = 0;
+    }
+    result = (Py_INCREF(Py_None), Py_None);
+done:
+    PyBuffer_Release(&history);
+    PyBuffer_Release(&carry);
+    return result;
+}
+
+/* pump() -> [(sid, frames)]: the new audio of every bound slot that is ready (it
+ * took deliver_samples since it was last streamed), streamed; they leave the ready
+ * list, the others stay on it for ready() */
+static PyObject *
+FastPath_pump(FastPath *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t j = 0;
+    for (Py_ssize_t i = 0; i < self->nready; i++) {
+        int sid = self->ready[i];
+        Slot *s = &self->slots[sid];
+        if (!s->bound) {
+            self->ready[j++] = sid;
+            continue;
+        }
+        s->ready = 0;
+        PyObject *frames = pump_slot(self, s);
+        PyObject *item = frames == NULL ? NULL : PyBytes_GET_SIZE(frames) == 0 ? (Py_DECREF(frames), Py_None)
+                                               : Py_BuildValue("(iN)", sid, frames);
+        if (item == NULL || (item != Py_None && PyList_Append(out, item) < 0)) {
+            if (item != Py_None)
+                Py_XDECREF(item);
+            for (Py_ssize_t k = i + 1; k < self->nready; k++)    /* keep the list whole */
+                self->ready[j++] = self->ready[k];
+            self->nready = j;
+            Py_DECREF(out);
+            return NULL;
+        }
+        if (item != Py_None)
+            Py_DECREF(item);
+    }
+    self->nready = j;
     return out;
 }
 
@@ -754,8 +976,11 @@ static PyMethodDef FastPath_methods[] = {
      " -> slot id"},
     {"take", (PyCFunction)FastPath_take, METH_VARARGS,
      "take(sid, disarm) -> (packets, nbytes, next_ext, last_ts_ext, last_arrival, max_arrival,"
-     " last_payload, samples)"},
+     " last_payload, samples, streamed, state)"},
     {"rebase", (PyCFunction)FastPath_rebase, METH_VARARGS, "rebase(sid, base): the leg now holds base samples"},
+    {"bind", (PyCFunction)FastPath_bind, METH_VARARGS,
+     "bind(sid, history, carry, frame_bytes): the fast path streams the slot's leg from now on"},
+    {"pump", (PyCFunction)FastPath_pump, METH_NOARGS, "pump() -> [(sid, frames)]: the bound slots' new frames"},
     {"ready", (PyCFunction)FastPath_ready, METH_NOARGS, "slot ids that reached the delivery size"},
     {"touched", (PyCFunction)FastPath_touched, METH_NOARGS, "armed slot ids with packets not yet taken"},
     {"armed", (PyCFunction)FastPath_armed, METH_NOARGS, "armed slot ids"},
@@ -777,7 +1002,8 @@ static PyTypeObject FastPathType = {
     .tp_name = "rtp2ws._fastpath.FastPath",
     .tp_basicsize = sizeof(FastPath),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "FastPath(link, deliver_samples, alaw_table, ulaw_table); see rtp2ws/fastpath/twin.py.",
+    .tp_doc = "FastPath(link, deliver_samples, alaw_table, ulaw_table, phases=None, frac_bits=0);"
+              " see rtp2ws/fastpath/twin.py.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)FastPath_init,
     .tp_dealloc = (destructor)FastPath_dealloc,
@@ -800,7 +1026,7 @@ PyInit__fastpath(void)
     PyObject *m = PyModule_Create(&fastpath_module);
     if (m == NULL)
         return NULL;
-    if (capture_file_add(m) < 0
+    if (rtp2ws_resample_init() < 0 || capture_file_add(m) < 0
         || PyModule_AddObjectRef(m, "FastPath", (PyObject *)&FastPathType) < 0
         || PyModule_AddIntConstant(m, "EOF", RUN_EOF) < 0
         || PyModule_AddIntConstant(m, "TICK", RUN_TICK) < 0) {

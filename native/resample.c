@@ -551,6 +551,58 @@ run_kernel(int level, const plan_t *pl, const source_t *s, Py_ssize_t n, int16_t
     }
 }
 
+/* The C-level entry (native.h): filter hist (n_hist int16) + x (nx int16) into
+ * out, 2 * n_out int16 where n_out = max(0, n_hist + nx - (K - 1)), and the new
+ * history into new_hist (n_hist + nx - n_out int16, at most K - 1 + ...: the
+ * caller gives room for min(n_hist + nx, K - 1)).  phases: 2*K int32 taps.
+ * Returns 0, or -1 with a Python exception set (no memory).  GIL held. */
+int
+rtp2ws_upsample2x(const void *phases, Py_ssize_t K, int frac_bits, const int16_t *hist, Py_ssize_t n_hist,
+                  const int16_t *x, Py_ssize_t nx, int16_t *out, Py_ssize_t *n_out, int16_t *new_hist,
+                  Py_ssize_t *n_new_hist)
+{
+    source_t src = {(const char *)hist, (const char *)x, n_hist, 0};
+    src.total = n_hist + nx;
+    Py_ssize_t n = src.total - (K - 1);
+    if (n < 0)
+        n = 0;
+    *n_out = n;
+    *n_new_hist = src.total - n;
+    copy_samples(new_hist, &src, n, src.total - n);
+    if (n == 0)
+        return 0;
+    plan_t *pl = acquire_plan(phases, K, frac_bits);
+    if (pl == NULL)
+        return -1;
+    int level = pl->split_exact ? simd_level : SIMD_SCALAR;
+    int16_t stack_samples[CHUNK + STACK_K + MAX_BLOCK];
+    int32_t stack_pairs[CHUNK + STACK_K + MAX_BLOCK];
+    void *heap_scratch = NULL;
+    int16_t *scratch_samples = stack_samples;
+    int32_t *scratch_pairs = stack_pairs;
+    if (K > STACK_K) {
+        size_t len = (size_t)(CHUNK + K + MAX_BLOCK);
+        heap_scratch = PyMem_Malloc(len * (sizeof(int32_t) + sizeof(int16_t)));
+        if (heap_scratch == NULL) {
+            release_plan(pl);
+            PyErr_NoMemory();
+            return -1;
+        }
+        scratch_pairs = (int32_t *)heap_scratch;
+        scratch_samples = (int16_t *)(scratch_pairs + len);
+    }
+    if (n >= GIL_RELEASE_MIN) {
+        Py_BEGIN_ALLOW_THREADS
+        run_kernel(level, pl, &src, n, out, scratch_samples, scratch_pairs);
+        Py_END_ALLOW_THREADS
+    } else {
+        run_kernel(level, pl, &src, n, out, scratch_samples, scratch_pairs);
+    }
+    PyMem_Free(heap_scratch);
+    release_plan(pl);
+    return 0;
+}
+
 static PyObject *
 native_upsample2x(PyObject *self, PyObject *args)
 {
@@ -558,8 +610,6 @@ native_upsample2x(PyObject *self, PyObject *args)
     Py_buffer phases, history, samples;
     int frac_bits;
     PyObject *out = NULL, *state = NULL, *result = NULL;
-    plan_t *pl = NULL;
-    void *heap_scratch = NULL;
 
     if (!PyArg_ParseTuple(args, "y*iy*y*", &phases, &frac_bits, &history, &samples))
         return NULL;
@@ -578,54 +628,21 @@ native_upsample2x(PyObject *self, PyObject *args)
     }
 
     Py_ssize_t K = phases.len / (2 * (Py_ssize_t)sizeof(int32_t));
-    source_t src = {(const char *)history.buf, (const char *)samples.buf, history.len / 2, 0};
-    src.total = src.n_hist + samples.len / 2;
-    Py_ssize_t n = src.total - (K - 1);
-    if (n < 0)
-        n = 0;
-
+    Py_ssize_t total = history.len / 2 + samples.len / 2;
+    Py_ssize_t n = total - (K - 1) > 0 ? total - (K - 1) : 0, n_out, n_hist;
     out = PyByteArray_FromStringAndSize(NULL, n * 2 * (Py_ssize_t)sizeof(int16_t));
-    state = PyBytes_FromStringAndSize(NULL, (src.total - n) * (Py_ssize_t)sizeof(int16_t));
+    state = PyBytes_FromStringAndSize(NULL, (total - n) * (Py_ssize_t)sizeof(int16_t));
     if (out == NULL || state == NULL)
         goto done;
-    copy_samples((int16_t *)PyBytes_AS_STRING(state), &src, n, src.total - n);
-
-    if (n > 0) {
-        pl = acquire_plan(phases.buf, K, frac_bits);
-        if (pl == NULL)
-            goto done;
-        /* The vector kernels need split taps; the scalar one takes any. */
-        int level = pl->split_exact ? simd_level : SIMD_SCALAR;
-
-        int16_t stack_samples[CHUNK + STACK_K + MAX_BLOCK];
-        int32_t stack_pairs[CHUNK + STACK_K + MAX_BLOCK];
-        int16_t *scratch_samples = stack_samples;
-        int32_t *scratch_pairs = stack_pairs;
-        if (K > STACK_K) {
-            size_t len = (size_t)(CHUNK + K + MAX_BLOCK);
-            heap_scratch = PyMem_Malloc(len * (sizeof(int32_t) + sizeof(int16_t)));
-            if (heap_scratch == NULL) {
-                PyErr_NoMemory();
-                goto done;
-            }
-            scratch_pairs = (int32_t *)heap_scratch;
-            scratch_samples = (int16_t *)(scratch_pairs + len);
-        }
-        int16_t *dst = (int16_t *)PyByteArray_AS_STRING(out);
-        if (n >= GIL_RELEASE_MIN) {
-            Py_BEGIN_ALLOW_THREADS
-            run_kernel(level, pl, &src, n, dst, scratch_samples, scratch_pairs);
-            Py_END_ALLOW_THREADS
-        } else {
-            run_kernel(level, pl, &src, n, dst, scratch_samples, scratch_pairs);
-        }
-    }
+    /* the buffers may come from any bytes-like object: read with memcpy (source_t) */
+    if (rtp2ws_upsample2x(phases.buf, K, frac_bits, (const int16_t *)history.buf, history.len / 2,
+                          (const int16_t *)samples.buf, samples.len / 2,
+                          (int16_t *)PyByteArray_AS_STRING(out), &n_out,
+                          (int16_t *)PyBytes_AS_STRING(state), &n_hist) < 0)
+        goto done;
     result = PyTuple_Pack(2, out, state);
 
 done:
-    if (pl != NULL)
-        release_plan(pl);
-    PyMem_Free(heap_scratch);
     Py_XDECREF(out);
     Py_XDECREF(state);
     PyBuffer_Release(&phases);

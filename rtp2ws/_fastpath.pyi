@@ -54,10 +54,17 @@ class FastPath:
     def now(self) -> float:
         """Latest capture time of a packet taken here."""
     def __init__(
-        self, link: tuple[str, int, int, bool], deliver_samples: int, alaw_table: Buffer, ulaw_table: Buffer
+        self,
+        link: tuple[str, int, int, bool],
+        deliver_samples: int,
+        alaw_table: Buffer,
+        ulaw_table: Buffer,
+        phases: Buffer | None = None,
+        frac_bits: int = 0,
     ) -> None:
         """``link`` is the capture's rtp2ws.net.packet.LinkLayer (kind, header, type_at, vlans);
-        the tables are 256 native int16 samples each (rtp2ws.fastpath.twin.tables())."""
+        the tables are 256 native int16 samples each, phases the 2x filter's 2*K int32 taps
+        with frac_bits fraction bits, for bound slots (rtp2ws.fastpath.twin.tables())."""
     def arm(
         self,
         src: Buffer,
@@ -75,9 +82,18 @@ class FastPath:
         /,
     ) -> int:
         """Arm the flow src:sport -> dst:dport (addresses of 4 or 16 bytes) for a leg; returns its slot id."""
-    def take(self, sid: int, disarm: bool, /) -> tuple[int, int, int, int, float, float, bytes | None, bytes]:
-        """``(packets, nbytes, next_ext, last_ts_ext, last_arrival, max_arrival, last_payload, samples)``
-        taken since the last take: samples are native int16; last_payload is None when no packet was."""
+    def take(
+        self, sid: int, disarm: bool, /
+    ) -> tuple[int, int, int, int, float, float, bytes | None, bytes, int, tuple[bytes, bytes] | None]:
+        """``(packets, nbytes, next_ext, last_ts_ext, last_arrival, max_arrival, last_payload, samples,
+        streamed, state)`` taken since the last take: samples are native int16; last_payload is None
+        when no packet was; streamed: samples a bound slot streamed; state: (filter state, part-frame)
+        of a bound slot disarmed."""
+    def bind(self, sid: int, history: Buffer, carry: Buffer, frame_bytes: int, /) -> None:
+        """The slot streams its leg from now on: the 2x filter from ``history``, whole frames of
+        ``frame_bytes`` from the part-frame ``carry``."""
+    def pump(self) -> list[tuple[int, bytes]]:
+        """``(sid, frames)``: the new whole frames of every bound slot that is ready."""
     def rebase(self, sid: int, base: int, /) -> None:
         """The slot's leg now holds ``base`` samples."""
     def ready(self) -> list[int]:

@@ -2,7 +2,12 @@
 ``rtp2ws.fastpath`` taking in-order RTP, in C or in its Python twin) tells the sink
 exactly what the packet-at-a-time pipeline (``feed_batch``) tells it, down to the
 boundaries of each audio chunk.  The one freedom: within a tick, the order in which
-*different legs* get their audio (the pipeline walks a set of legs)."""
+*different legs* get their audio (the pipeline walks a set of legs).
+
+And with a ``StreamSink`` (per-leg streams), which lets the fast path stream legs
+itself (``FastPath.bind``/``pump``): every stream carries the same audio, bytes for
+bytes, with the same messages at the same places in it (start, events, end with its
+statistics).  Only how the audio is cut into runs may differ."""
 
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ from rtp2ws.capture.file import BACKENDS, CaptureError, CaptureFile
 from rtp2ws.fastpath import twin as fastpath
 from rtp2ws.pipeline.pipeline import Config, Pipeline
 from rtp2ws.pipeline.sink import Sink
+from rtp2ws.sinks.streams import Audio, End, Event, Open, StreamSink
+
+LAST_STREAMED = [0]     # frames bytes the fast path streamed itself in the last check (a probe for tests)
 
 
 class Recorder(Sink):
@@ -97,6 +105,68 @@ def _fast_frames(path, config, budget, backend):
     return (rec.log, pipe.stats, pipe.decoder.stats, error), taken
 
 
+class _Streams(StreamSink):
+    """A StreamSink counting what the fast path streamed."""
+
+    streamed = 0
+
+    def fast_audio(self, call, leg, frames):
+        self.streamed += len(frames)
+        super().fast_audio(call, leg, frames)
+
+
+def _stream_story(ops) -> dict:
+    """Per stream (by call and tag): its audio as one buffer, and its messages, each with
+    the number of audio bytes before it (stream ids, random, left out)."""
+    ids, story = {}, {}
+    for op in ops:
+        if isinstance(op, Open):
+            ids[op.stream_id] = (op.start["call_id"], op.start["tag"])
+            story[ids[op.stream_id]] = [bytearray(), [("start", {k: v for k, v in op.start.items()
+                                                                 if k != "stream_id"})]]
+            continue
+        audio, msgs = story[ids[op.stream_id]]
+        if isinstance(op, Audio):
+            audio += op.pcm
+        elif isinstance(op, (Event, End)):
+            msgs.append((len(audio), {k: v for k, v in op.message.items() if k != "stream_id"}))
+    return {k: (bytes(a), m) for k, (a, m) in story.items()}
+
+
+def _streams(path, config, budget, backend, how):
+    sink = _Streams(frame_ms=20, hold_s=config.jitter_depth + 1.0)
+    if how is None:
+        with CaptureFile(path, batch=budget) as cap:
+            pipe = Pipeline(cap.linktype, sink, config)
+            try:
+                for batch in cap.batches():
+                    pipe.feed_batch(batch)
+            except CaptureError:
+                pass
+            pipe.finish()
+    elif how == "reader":
+        with CaptureFile(path, native=True, backend=backend) as cap:
+            pipe = Pipeline(cap.linktype, sink, config)
+            _, read_error = fastpath.for_reader(cap.reader)
+            try:
+                while pipe.run_reader(cap.reader, budget):
+                    pass
+            except read_error:
+                pass
+            pipe.finish()
+    else:
+        cls = fastpath.default_class() if backend == "native" else fastpath.FastPath
+        with CaptureFile(path, batch=budget) as cap:
+            pipe = Pipeline(cap.linktype, sink, config)
+            try:
+                for batch in cap.batches():
+                    pipe.feed_frames(batch, cls)
+            except CaptureError:
+                pass
+            pipe.finish()
+    return _stream_story(sink.take_ops()), sink.streamed
+
+
 def check_equivalent(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0,
                      budgets=(1024, 3), delivers=(0, 1000), flushes=(0, 40)) -> int:
     """Assert the fast path changes nothing; returns how many packets it took (last run)."""
@@ -114,4 +184,16 @@ def check_equivalent(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0,
                 assert got[2] == ref[2], where
                 assert _by_leg(got[0]) == _by_leg(ref[0]), where
                 assert [e for e in got[0] if e[0] != "audio"] == [e for e in ref[0] if e[0] != "audio"], where
+            ref_streams, _ = _streams(path, config, budget, None, None)
+            streamed = 0
+            for backend, how in [(b, h) for b in BACKENDS for h in ("reader", "frames")]:
+                got_streams, n = _streams(path, config, budget, backend, how)
+                streamed += n
+                where = f"{path} streams: backend {backend} via {how}, deliver_ms {deliver}, flush_ms {flush}, budget {budget}"
+                assert got_streams.keys() == ref_streams.keys(), where
+                for k in ref_streams:
+                    assert got_streams[k][1] == ref_streams[k][1], (where, k)
+                    assert got_streams[k][0] == ref_streams[k][0], (where, k, len(got_streams[k][0]),
+                                                                    len(ref_streams[k][0]))
+            LAST_STREAMED[0] = streamed
     return taken

@@ -223,6 +223,20 @@ class Upsampler2x:
         self.reset()
         return out
 
+    @property
+    def state(self) -> bytes:
+        """The filter's state (the held-back input, native int16): what a later
+        ``process`` continues from; set it to continue another filter's stream (the
+        fast path's, for a leg it streamed)."""
+        h = self._history
+        return h if type(h) is bytes else np.asarray(h, dtype=np.int16).tobytes()
+
+    @state.setter
+    def state(self, value: bytes) -> None:
+        if len(value) % 2 or len(value) // 2 > _STEADY:
+            raise ValueError(f"a resampler state is at most {_STEADY} int16 samples, not {len(value)} bytes")
+        self._history = bytes(value) if self.backend == "native" else np.frombuffer(value, np.int16).copy()
+
     def reset(self) -> None:
         """Forget all input: the next sample starts a new stream."""
         # Zeros standing for x[-M+1 .. -1]: with them the first output pair

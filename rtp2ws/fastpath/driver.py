@@ -15,7 +15,11 @@ contract (twin.py's docstring) names:
 * ``unbound(flow)``: the correlator unbinds a flow (``Correlator.on_unbind``);
 * ``take_ready()`` at a hand-out: the legs the fast path filled to ``deliver_samples``;
 * ``rebase(key, pending)`` after the pipeline took a leg's audio;
-* ``take_all()`` at the end of a file and before ``finish``.
+* ``take_all()`` at the end of a file and before ``finish``;
+* ``bind(key, history, carry, frame_bytes)`` once an armed leg's stream can take its
+  audio straight from the fast path (the leg holds none: the pipeline just handed it
+  all out), and ``pump()`` at each hand-out: the whole frames every bound leg's
+  stream gets, as ``(key, frames)``.
 
 What a take brings (``Taken``) goes to the pipeline's ``absorb(key, taken)``, which
 puts it on the leg (``MediaLeg.absorb``) and counts it as if each packet had been fed.
@@ -45,7 +49,9 @@ class Taken(NamedTuple):
     last_arrival: float           # its capture time
     max_arrival: float            # the latest capture time of the packets taken
     last_payload: bytes | None    # the last packet's payload (None when packets is 0)
-    samples: bytes                # their 8 kHz samples, native-endian int16
+    samples: bytes                # their 8 kHz samples, native-endian int16 (a bound slot's: at disarm)
+    streamed: int                 # 8 kHz samples a bound slot streamed since the last take
+    state: tuple[bytes, bytes] | None   # a bound slot disarmed: its filter state and part-frame
 
 
 class FastDriver:
@@ -57,6 +63,7 @@ class FastDriver:
         self.deliver_samples = deliver_samples
         self.path: FastPath | _fastpath.FastPath | None = None   # the FastPath, once ``start`` made it
         self.legs: dict[Hashable, int] = {}   # armed leg key -> slot id (read: "is this leg armed?")
+        self.bound: set[Hashable] = set()     # armed legs whose stream the fast path feeds
         self._slots: dict[int, tuple[Hashable, Flow]] = {}   # slot id -> (leg key, 5-tuple)
         self._flows: dict[Flow, int] = {}     # 5-tuple -> slot id
         self._correlator = correlator
@@ -115,6 +122,18 @@ class FastDriver:
         for sid in list(self._slots):
             self._take(sid, True)
 
+    def bind(self, key: Hashable, history: bytes, carry: bytes, frame_bytes: int) -> None:
+        """The armed leg ``key``'s stream takes its audio from the fast path from now on."""
+        self._started().bind(self.legs[key], history, carry, frame_bytes)
+        self.bound.add(key)
+
+    def pump(self) -> list[tuple[Hashable, bytes]]:
+        """Whole frames of every bound leg, for its stream."""
+        if not self.bound:
+            return []
+        slots = self._slots
+        return [(slots[sid][0], frames) for sid, frames in self._started().pump()]
+
     def rebase(self, key: Hashable, pending_samples: int) -> None:
         """The armed leg ``key`` now holds ``pending_samples`` (its audio was taken)."""
         sid = self.legs.get(key)
@@ -135,5 +154,6 @@ class FastDriver:
             del self._slots[sid]
             del self.legs[key]
             del self._flows[flow]
-        if taken.packets:
+            self.bound.discard(key)
+        if taken.packets or taken.samples or taken.state is not None:
             self._absorb(key, taken)

@@ -29,6 +29,18 @@ Contract (the pipeline keeps its side through ``rtp2ws.fastpath.driver.FastDrive
 * ``ready()`` names the slots whose leg now holds at least
   ``deliver_samples`` samples (``base`` + taken here): the legs the
   pipeline would hand to its sink at the tick.
+* A slot can also be *bound* (``bind``) to a stream that takes its leg's audio
+  in whole frames: then the fast path streams it itself.  ``pump()`` decodes
+  what each bound slot took, filters it to 16 kHz (``rtp2ws.codec.resample``'s
+  2x filter, its state handed over by ``bind``) and cuts whole frames
+  (``frame_bytes``, the part-frame left over carried to the next pump); it
+  returns the frames of each bound slot that is ready (it took ``deliver_samples``
+  since it was last streamed: the pipeline's own pace of hand-outs), and takes it
+  off the ready list, which ``ready()`` then hands out.  ``take`` of a bound slot
+  returns the 8 kHz samples it streamed since the last take (``streamed``) and
+  keeps what it has not streamed yet, unless it disarms: then that comes as
+  ``samples``, with the filter state and the part-frame as of its last pump, so
+  that the leg and its stream go on exactly as if they had made those frames.
 
 ``FastPath(link, ...)`` is given its capture's ``rtp2ws.net.packet.LinkLayer``
 (how to find the IP header), never a link type number: packet.py's ``LINK_TYPES`` is
@@ -51,6 +63,8 @@ import numpy as np
 
 from ..capture.file import Reader, ReadError
 from ..codec.g711 import ALAW_TO_LINEAR, ULAW_TO_LINEAR
+from ..codec.resample import _PHASES_BYTES, _STEADY, FRAC_BITS
+from ..codec.resample import _numpy_upsample2x as _upsample
 from ..media.seq import uint32
 from ..net.packet import (
     LINK_AF,
@@ -96,7 +110,8 @@ def _check_layer(link: object) -> LinkLayer:
 
 class _Slot:
     __slots__ = ("flow", "ssrc", "next_ext", "pt", "table", "expect_ts", "last_ts_ext", "last_arrival",
-                 "max_arrival", "packets", "nbytes", "last_n", "codes", "base", "ready")
+                 "max_arrival", "packets", "nbytes", "last_n", "codes", "base", "ready",
+                 "bound", "history", "carry", "frame_bytes", "streamed", "last_codes")
     flow: tuple[bytes, int, bytes, int]
     ssrc: int
     next_ext: int
@@ -112,15 +127,27 @@ class _Slot:
     codes: bytearray
     base: int
     ready: bool
+    bound: bool
+    history: np.ndarray       # the 2x filter's state (bound slots)
+    carry: bytes              # 16 kHz int16 of less than a frame, for the next pump
+    frame_bytes: int
+    streamed: int             # 8 kHz samples streamed since the last take
+    last_codes: bytes         # the last packet's payload, once pumped
 
 
 class FastPath:
     """Twin of ``_fastpath.FastPath``; the module docstring gives the contract."""
 
-    def __init__(self, link: LinkLayer, deliver_samples: int, alaw_table: bytes, ulaw_table: bytes) -> None:
+    def __init__(self, link: LinkLayer, deliver_samples: int, alaw_table: bytes, ulaw_table: bytes,
+                 phases: bytes | None = None, frac_bits: int = 0) -> None:
         layer = _check_layer(link)
         if len(alaw_table) != 512 or len(ulaw_table) != 512:
             raise ValueError("G.711 tables must be 256 int16 samples each")
+        # The filter of bound slots: this twin computes rtp2ws.codec.resample's (numpy), so
+        # it takes those taps only; the C twin filters with whatever it is given.
+        if phases is not None and (bytes(phases) != _PHASES_BYTES or frac_bits != FRAC_BITS):
+            raise ValueError("the Python FastPath filters with rtp2ws.codec.resample's taps only")
+        self._filter = phases is not None
         self._link = link_reader(layer)     # rtp2ws.net.packet's own reader of this layer
         self.deliver = deliver_samples
         self._alaw = np.frombuffer(alaw_table, dtype="=i2")
@@ -159,22 +186,29 @@ class FastPath:
         s.last_n = 0
         s.codes = bytearray()
         s.base, s.ready = base, False
+        s.bound, s.frame_bytes, s.streamed = False, 0, 0
+        s.carry = s.last_codes = b""
         self._slots[sid] = s
         self._flows[flow] = sid
         return sid
 
-    def take(self, sid: int, disarm: bool) -> tuple[int, int, int, int, float, float, bytes | None, bytes]:
+    def take(self, sid: int, disarm: bool) -> tuple[int, int, int, int, float, float, bytes | None, bytes, int,
+                                                    tuple[bytes, bytes] | None]:
         s = self._slot(sid)
-        codes = bytes(s.codes)
-        out = (s.packets, s.nbytes, s.next_ext, s.last_ts_ext, s.last_arrival, s.max_arrival,
-               codes[len(codes) - s.last_n:] if s.packets else None,
-               s.table[np.frombuffer(codes, np.uint8)].tobytes())
-        s.base += len(codes)
-        s.codes = bytearray()
-        s.packets = s.nbytes = 0
+        keep = s.bound and not disarm       # the audio not streamed yet stays for pump()
+        codes = b"" if keep else bytes(s.codes)
+        last = (None if not s.packets else bytes(s.codes[len(s.codes) - s.last_n:]) if s.codes
+                else s.last_codes)
+        state = (s.history.tobytes(), s.carry) if s.bound and disarm else None
+        out = (s.packets, s.nbytes, s.next_ext, s.last_ts_ext, s.last_arrival, s.max_arrival, last,
+               s.table[np.frombuffer(codes, np.uint8)].tobytes(), s.streamed, state)
+        if not keep:
+            s.base += len(s.codes)
+            s.codes = bytearray()
+            s.ready = False
+        s.packets = s.nbytes = s.streamed = 0
         if disarm and self._ready:    # a slot id is reused: it must not stay on the ready list
             self._ready = [r for r in self._ready if r != sid]
-        s.ready = False
         if disarm:
             del self._slots[sid]
             del self._flows[s.flow]
@@ -183,6 +217,55 @@ class FastPath:
 
     def rebase(self, sid: int, base: int) -> None:
         self._slot(sid).base = base
+
+    def bind(self, sid: int, history: bytes, carry: bytes, frame_bytes: int) -> None:
+        s = self._slot(sid)
+        if not self._filter:
+            raise ValueError("no filter: the FastPath was made without phases")
+        if s.bound:
+            raise ValueError("the slot is bound already")
+        if s.codes:
+            raise ValueError("a slot is bound right after a take")
+        if frame_bytes <= 0 or frame_bytes % 2 or len(carry) % 2 or len(carry) >= frame_bytes:
+            raise ValueError("frame_bytes must be even and positive, the carry a part-frame of int16")
+        if len(history) % 2 or len(history) // 2 > _STEADY:
+            raise ValueError("history: at most the filter's state of int16")
+        s.bound = True
+        s.history = np.frombuffer(history, np.int16).copy()
+        s.carry, s.frame_bytes, s.streamed = bytes(carry), frame_bytes, 0
+        if s.ready:
+            self._ready = [r for r in self._ready if r != sid]
+            s.ready = False
+
+    def pump(self) -> list[tuple[int, bytes]]:
+        out = []
+        keep = []
+        for sid in self._ready:
+            s = self._slots[sid]
+            if not s.bound:
+                keep.append(sid)
+                continue
+            s.ready = False
+            frames = self._pump(s)
+            if frames:
+                out.append((sid, frames))
+        self._ready = keep
+        return out
+
+    def _pump(self, s: _Slot) -> bytes:
+        codes = s.codes
+        if not codes:
+            return b""
+        x = s.table[np.frombuffer(codes, np.uint8)]
+        y, history = _upsample(s.history, x)
+        s.history = history
+        buf = s.carry + y.tobytes()
+        whole = len(buf) - len(buf) % s.frame_bytes
+        s.carry = buf[whole:]
+        s.streamed += len(codes)
+        s.last_codes = bytes(codes[len(codes) - s.last_n:])
+        s.codes = bytearray()
+        return buf[:whole]
 
     def ready(self) -> list[int]:
         out, self._ready = self._ready, []
@@ -330,6 +413,8 @@ def for_reader(
     return _NativeFastPath, _NativeReadError
 
 
-def tables() -> tuple[bytes, bytes]:
-    """The G.711 decoding tables as the fast path takes them (256 native int16 each)."""
-    return ALAW_TO_LINEAR.astype("=i2").tobytes(), ULAW_TO_LINEAR.astype("=i2").tobytes()
+def tables() -> tuple[bytes, bytes, bytes, int]:
+    """The G.711 decoding tables as the fast path takes them (256 native int16 each),
+    and the 2x filter's taps (``rtp2ws.codec.resample``'s) and their fraction bits."""
+    return (ALAW_TO_LINEAR.astype("=i2").tobytes(), ULAW_TO_LINEAR.astype("=i2").tobytes(), _PHASES_BYTES,
+            FRAC_BITS)

@@ -323,9 +323,11 @@ class MediaLeg:
                          self._last_ts, self._last_arrival, self.pending_samples)
 
     def absorb(self, packets: int, nbytes: int, next_ext: int, last_ts: int, last_arrival: float,
-               last_payload: bytes | None, samples: bytes) -> None:
+               last_payload: bytes | None, samples: bytes, streamed: int = 0) -> None:
         """``packets`` in-order packets the fast path took since ``fast_state``: their
-        8 kHz ``samples`` go on the timeline as ``_place`` would have put them
+        8 kHz ``samples`` go on the timeline as ``_place`` would have put them, and
+        ``streamed`` samples went on it straight to the leg's stream (the fast path
+        streamed them, with this leg's filter state: ``resampler_state``).
         (``last_payload`` is None only when the fast path took none: not absorbed)."""
         assert last_payload is not None  # packets > 0: the fast path took some
         self.counts["packets"] += packets
@@ -333,15 +335,37 @@ class MediaLeg:
         self.jb.advance(next_ext, packets)
         pcm = np.frombuffer(samples, dtype=np.int16)
         n = len(pcm)
-        self._pending.append(pcm)
-        self.decoded += n
+        if n:
+            self._pending.append(pcm)
+        self.decoded += n + streamed
         self.pending_samples += n
-        self._cursor += n
+        self._cursor += n + streamed
         self._last_ts = last_ts
         self._last_arrival = last_arrival
         self._last_n = len(last_payload)
         assert self._codec is not None  # fast_state gave the fast path a codec
         self._last_audio = (self._codec, last_payload)
+
+    def absorb_samples(self, samples: bytes) -> None:
+        """8 kHz samples the fast path took before an ``absorb`` that counted their
+        packets (a leg it streamed: what it had not streamed yet)."""
+        pcm = np.frombuffer(samples, dtype=np.int16)
+        n = len(pcm)
+        if n:
+            self._pending.append(pcm)
+            self.decoded += n
+            self.pending_samples += n
+            self._cursor += n
+
+    @property
+    def resampler_state(self) -> bytes:
+        """The 8 -> 16 kHz filter's state: the fast path streams the leg from it, and
+        hands back its own when it stops."""
+        return self._up.state
+
+    @resampler_state.setter
+    def resampler_state(self, state: bytes) -> None:
+        self._up.state = state
 
     @property
     def samples_16k(self) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from typing import cast
 
 from ..fastpath.driver import FastDriver, Taken
 from ..fastpath.twin import TICK, default_class, for_reader
@@ -234,16 +235,45 @@ class Pipeline:
 
     def _absorb(self, key, taken: Taken) -> None:
         """What the fast path took for the leg ``key`` goes on the leg and is counted as
-        its packets would have been (``FastDriver`` calls this)."""
-        self.legs[key].absorb(taken.packets, taken.nbytes, taken.next_ext, taken.last_ts, taken.last_arrival,
-                              taken.last_payload, taken.samples)
+        its packets would have been (``FastDriver`` calls this).  A leg it streamed
+        (``_bind``) gets, when that stops, the filter state and the part-frame its own
+        hand-outs go on from."""
+        leg = self.legs[key]
         packets = taken.packets
-        st = self.stats
-        st["frames"] += packets
-        st["rtp"] += packets
-        self.decoder.count_packets(packets)
-        self._dirty.add(key)
-        self.registry.touch(self.calls[key[0]], taken.max_arrival)
+        if packets:
+            call = self.calls[key[0]]
+            leg.absorb(packets, taken.nbytes, taken.next_ext, taken.last_ts, taken.last_arrival,
+                       taken.last_payload, taken.samples, taken.streamed)
+            st = self.stats
+            st["frames"] += packets
+            st["rtp"] += packets
+            self.decoder.count_packets(packets)
+            self.registry.touch(call, taken.max_arrival)
+        elif taken.samples:       # a streamed leg's last audio, its packets counted before
+            leg.absorb_samples(taken.samples)
+        if taken.samples:
+            self._dirty.add(key)
+        if taken.state is not None:
+            history, carry = taken.state
+            leg.resampler_state = history
+            self.sink.fast_release(self.calls[key[0]], self._views[key], carry)
+
+    def _pump(self) -> None:
+        """The frames the fast path made of the legs it streams go to their streams."""
+        calls, views, fast_audio = self.calls, self._views, self.sink.fast_audio
+        for key, frames in self.fast.pump():
+            k = cast(tuple[str, str], key)      # the driver keeps the pipeline's leg keys
+            fast_audio(calls[k[0]], views[k], frames)
+
+    def _bind(self, call: Call, leg: MediaLeg, key) -> None:
+        """The armed leg ``key`` has handed out all its audio: if its sink takes whole
+        frames, the fast path streams it from now on."""
+        if leg.closed:
+            return
+        target = self.sink.fast_target(call, self._views[key])
+        if target is not None:
+            carry, frame_bytes = target
+            self.fast.bind(key, leg.resampler_state, carry, frame_bytes)
 
     def tick(self, now: float) -> None:
         """Timers: jitter-buffer deadlines, call timeouts; then hand out audio."""
@@ -270,7 +300,9 @@ class Pipeline:
         if now >= self._next_flush:
             if self.config.flush_ms:
                 self._next_flush = now + self.config.flush_ms / 1000.0
-            self.fast.take_ready()      # legs the fast path filled enough to deliver
+            if self.fast.bound:
+                self._pump()            # legs the fast path streams itself, filled enough to deliver
+            self.fast.take_ready()      # the others it filled enough
             self._deliver()
         self.sink.tick(now)
 
@@ -645,6 +677,9 @@ class Pipeline:
             if len(pcm):
                 self.sink.leg_audio(call, view, pcm)
             if not leg.pending_samples:
+                key = (call.key, leg.tag)
+                if key in self.fast.legs and key not in self.fast.bound:
+                    self._bind(call, leg, key)
                 return False
             if pieces is not None:
                 pieces -= 1

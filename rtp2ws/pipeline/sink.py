@@ -109,12 +109,41 @@ class Sink:
     def tick(self, now: float) -> None:
         """Capture time has reached ``now`` (called after each batch and timer run)."""
 
+    # A sink whose output for a leg is whole frames of its 16 kHz audio (a leg's stream)
+    # may let the fast path make them (``rtp2ws.fastpath``: decode, filter, frames), so
+    # that a leg in steady state costs no Python per hand-out.  The default: never.
+
+    def fast_target(self, call: Call, leg: LegView) -> tuple[bytes, int] | None:
+        """Whether the fast path may stream ``leg`` from now on (its audio so far was all
+        handed to ``leg_audio``): None, or (the part-frame this sink holds for it, which
+        it gives up, int16 bytes; the frame size in bytes)."""
+        return None
+
+    def fast_audio(self, call: Call, leg: LegView, frames: bytes) -> None:
+        """Whole frames the fast path made of ``leg``'s audio, in order, as
+        ``leg_audio`` would have cut them (only after ``fast_target`` said yes)."""
+        raise NotImplementedError(f"{type(self).__name__} streams no leg from the fast path")
+
+    def fast_release(self, call: Call, leg: LegView, carry: bytes) -> None:
+        """The fast path stops streaming ``leg``: ``carry`` is the part-frame it held,
+        which ``leg_audio`` goes on from."""
+        raise NotImplementedError(f"{type(self).__name__} streams no leg from the fast path")
+
 
 class Forward(Sink):
     """Passes everything on to ``inner``; subclasses override what they add."""
 
     def __init__(self, inner: Sink) -> None:
         self.inner = inner
+
+    def fast_target(self, call: Call, leg: LegView) -> tuple[bytes, int] | None:
+        return self.inner.fast_target(call, leg)
+
+    def fast_audio(self, call: Call, leg: LegView, frames: bytes) -> None:
+        self.inner.fast_audio(call, leg, frames)
+
+    def fast_release(self, call: Call, leg: LegView, carry: bytes) -> None:
+        self.inner.fast_release(call, leg, carry)
 
     def call_started(self, call: Call) -> None:
         self.inner.call_started(call)

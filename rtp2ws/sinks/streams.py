@@ -178,6 +178,32 @@ class StreamSink(Sink):
             pending.append(b[k + full:])
             s.pending_bytes = rest - full
 
+    # -- the fast path streams a leg (rtp2ws.pipeline.sink.Sink.fast_target) ------------
+
+    def fast_target(self, call: Call, leg: LegView) -> tuple[bytes, int] | None:
+        """A leg's own stream, once open, takes whole frames from the fast path; a
+        stereo stream mixes, so its legs do not."""
+        if self.stereo and leg.tag in _SDP_TAGS:
+            return None
+        s = self._legs.get((call.key, leg.tag))
+        if s is None:
+            return None
+        carry = b"".join(s.pending)
+        s.pending.clear()
+        s.pending_bytes = 0
+        return carry, 2 * s.frame
+
+    def fast_audio(self, call: Call, leg: LegView, frames: bytes) -> None:
+        s = self._legs[(call.key, leg.tag)]
+        self.ops.append(_audio(s.id, frames))
+        s.sent += len(frames) >> 1
+
+    def fast_release(self, call: Call, leg: LegView, carry: bytes) -> None:
+        s = self._legs[(call.key, leg.tag)]
+        if carry:
+            s.pending.append(carry)
+        s.pending_bytes = len(carry)
+
     def leg_event(self, call: Call, leg: LegView, event: LegEvent) -> None:
         if isinstance(event, DtmfEvent):
             msg = {"digit": event.digit, "duration_ms": event.duration_ms, "time": iso(event.start)}

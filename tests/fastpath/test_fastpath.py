@@ -89,7 +89,9 @@ def test_takes_in_order_packets_and_decodes_them(tmp_path, backend):
     # the first packet (seq 100) was not expected; the 9 after it were taken
     assert [r for r in back if r != fastpath.TICK] == [(s[0][0], netgen.link(1, s[0][2]))]
     assert fp.packets == 9 and reader.packets_read == 10
-    packets, nbytes, next_ext, last_ts, last_arrival, max_arrival, last_payload, samples = fp.take(sid, False)
+    (packets, nbytes, next_ext, last_ts, last_arrival, max_arrival, last_payload, samples, streamed,
+     state) = fp.take(sid, False)
+    assert (streamed, state) == (0, None)      # an unbound slot streams nothing
     assert (packets, nbytes, next_ext, last_ts) == (9, 9 * 160, 0x20000 + 110, 8000 + 9 * 160)
     assert last_arrival == max_arrival == s[-1][0]
     assert last_payload == g711.encode_alaw(pcm[-160:])
