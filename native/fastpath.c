@@ -599,7 +599,7 @@ done:
     return result;
 }
 
-/* pump() -> [(sid, frames)]: the new audio of every bound slot that is ready (it
+/* pump() -> [(sid, frames, newest, held)]: the new audio of every bound slot that is ready (it
  * took deliver_samples since it was last streamed), streamed; they leave the ready
  * list, the others stay on it for ready() */
 static PyObject *
@@ -620,7 +620,8 @@ FastPath_pump(FastPath *self, PyObject *unused)
         s->ready = 0;
         PyObject *frames = pump_slot(self, s);
         PyObject *item = frames == NULL ? NULL : PyBytes_GET_SIZE(frames) == 0 ? (Py_DECREF(frames), Py_None)
-                                               : Py_BuildValue("(iN)", sid, frames);
+                                               : Py_BuildValue("(iNdn)", sid, frames, s->last_arrival,
+                                                               s->ncarry / 2);
         if (item == NULL || (item != Py_None && PyList_Append(out, item) < 0)) {
             if (item != Py_None)
                 Py_XDECREF(item);
@@ -980,7 +981,9 @@ static PyMethodDef FastPath_methods[] = {
     {"rebase", (PyCFunction)FastPath_rebase, METH_VARARGS, "rebase(sid, base): the leg now holds base samples"},
     {"bind", (PyCFunction)FastPath_bind, METH_VARARGS,
      "bind(sid, history, carry, frame_bytes): the fast path streams the slot's leg from now on"},
-    {"pump", (PyCFunction)FastPath_pump, METH_NOARGS, "pump() -> [(sid, frames)]: the bound slots' new frames"},
+    {"pump", (PyCFunction)FastPath_pump, METH_NOARGS,
+     "pump() -> [(sid, frames, newest, held)]: the bound slots' new frames, the capture time of their"
+     " newest packet, the samples held after them"},
     {"ready", (PyCFunction)FastPath_ready, METH_NOARGS, "slot ids that reached the delivery size"},
     {"touched", (PyCFunction)FastPath_touched, METH_NOARGS, "armed slot ids with packets not yet taken"},
     {"armed", (PyCFunction)FastPath_armed, METH_NOARGS, "armed slot ids"},

@@ -92,8 +92,9 @@ class FastPath:
     def bind(self, sid: int, history: Buffer, carry: Buffer, frame_bytes: int, /) -> None:
         """The slot streams its leg from now on: the 2x filter from ``history``, whole frames of
         ``frame_bytes`` from the part-frame ``carry``."""
-    def pump(self) -> list[tuple[int, bytes]]:
-        """``(sid, frames)``: the new whole frames of every bound slot that is ready."""
+    def pump(self) -> list[tuple[int, bytes, float, int]]:
+        """``(sid, frames, newest, held)``: the new whole frames of every bound slot that is ready,
+        the capture time of its newest packet, and the 16 kHz samples it holds after them."""
     def rebase(self, sid: int, base: int, /) -> None:
         """The slot's leg now holds ``base`` samples."""
     def ready(self) -> list[int]:

@@ -110,9 +110,9 @@ class _Streams(StreamSink):
 
     streamed = 0
 
-    def fast_audio(self, call, leg, frames):
+    def fast_audio(self, call, leg, frames, newest, held):
         self.streamed += len(frames)
-        super().fast_audio(call, leg, frames)
+        super().fast_audio(call, leg, frames, newest, held)
 
 
 def _stream_story(ops) -> dict:

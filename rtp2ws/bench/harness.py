@@ -286,6 +286,17 @@ def _latency_classes():
                         ops[i] = stamped
                         lag += len(op.pcm) // 2
 
+        def fast_audio(self, call, leg, frames, newest, held):
+            # frames the fast path streamed: stamped as leg_audio's are, from the newest
+            # packet in them and what the fast path holds after them
+            super().fast_audio(call, leg, frames, newest, held)
+            op = self.ops[-1]
+            stamped = StampedAudio(*op)
+            stamped.ts = newest
+            stamped.lag = held
+            stamped.packet = 2 * leg.last_packet_samples or self.frame
+            self.ops[-1] = stamped
+
         def tick(self, now):
             self._tick_now = now
             super().tick(now)

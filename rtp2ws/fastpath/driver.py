@@ -127,12 +127,13 @@ class FastDriver:
         self._started().bind(self.legs[key], history, carry, frame_bytes)
         self.bound.add(key)
 
-    def pump(self) -> list[tuple[Hashable, bytes]]:
-        """Whole frames of every bound leg, for its stream."""
+    def pump(self) -> list[tuple[Hashable, bytes, float, int]]:
+        """Whole frames of every bound leg that is ready, for its stream: (key, frames,
+        capture time of the newest packet in them, 16 kHz samples held after them)."""
         if not self.bound:
             return []
         slots = self._slots
-        return [(slots[sid][0], frames) for sid, frames in self._started().pump()]
+        return [(slots[sid][0], frames, newest, held) for sid, frames, newest, held in self._started().pump()]
 
     def rebase(self, key: Hashable, pending_samples: int) -> None:
         """The armed leg ``key`` now holds ``pending_samples`` (its audio was taken)."""

@@ -34,7 +34,8 @@ Contract (the pipeline keeps its side through ``rtp2ws.fastpath.driver.FastDrive
   what each bound slot took, filters it to 16 kHz (``rtp2ws.codec.resample``'s
   2x filter, its state handed over by ``bind``) and cuts whole frames
   (``frame_bytes``, the part-frame left over carried to the next pump); it
-  returns the frames of each bound slot that is ready (it took ``deliver_samples``
+  returns ``(sid, frames, newest, held)`` for each bound slot that is ready (it took
+  ``deliver_samples``
   since it was last streamed: the pipeline's own pace of hand-outs), and takes it
   off the ready list, which ``ready()`` then hands out.  ``take`` of a bound slot
   returns the 8 kHz samples it streamed since the last take (``streamed``) and
@@ -237,7 +238,7 @@ class FastPath:
             self._ready = [r for r in self._ready if r != sid]
             s.ready = False
 
-    def pump(self) -> list[tuple[int, bytes]]:
+    def pump(self) -> list[tuple[int, bytes, float, int]]:
         out = []
         keep = []
         for sid in self._ready:
@@ -248,7 +249,7 @@ class FastPath:
             s.ready = False
             frames = self._pump(s)
             if frames:
-                out.append((sid, frames))
+                out.append((sid, frames, s.last_arrival, len(s.carry) // 2))
         self._ready = keep
         return out
 

@@ -261,9 +261,9 @@ class Pipeline:
     def _pump(self) -> None:
         """The frames the fast path made of the legs it streams go to their streams."""
         calls, views, fast_audio = self.calls, self._views, self.sink.fast_audio
-        for key, frames in self.fast.pump():
+        for key, frames, newest, held in self.fast.pump():
             k = cast(tuple[str, str], key)      # the driver keeps the pipeline's leg keys
-            fast_audio(calls[k[0]], views[k], frames)
+            fast_audio(calls[k[0]], views[k], frames, newest, held)
 
     def _bind(self, call: Call, leg: MediaLeg, key) -> None:
         """The armed leg ``key`` has handed out all its audio: if its sink takes whole

@@ -119,9 +119,11 @@ class Sink:
         it gives up, int16 bytes; the frame size in bytes)."""
         return None
 
-    def fast_audio(self, call: Call, leg: LegView, frames: bytes) -> None:
+    def fast_audio(self, call: Call, leg: LegView, frames: bytes, newest: float, held: int) -> None:
         """Whole frames the fast path made of ``leg``'s audio, in order, as
-        ``leg_audio`` would have cut them (only after ``fast_target`` said yes)."""
+        ``leg_audio`` would have cut them (only after ``fast_target`` said yes);
+        ``newest``: the capture time of the newest packet in them, ``held``: the 16 kHz
+        samples of it the fast path holds after them (part of the next frame)."""
         raise NotImplementedError(f"{type(self).__name__} streams no leg from the fast path")
 
     def fast_release(self, call: Call, leg: LegView, carry: bytes) -> None:
@@ -139,8 +141,8 @@ class Forward(Sink):
     def fast_target(self, call: Call, leg: LegView) -> tuple[bytes, int] | None:
         return self.inner.fast_target(call, leg)
 
-    def fast_audio(self, call: Call, leg: LegView, frames: bytes) -> None:
-        self.inner.fast_audio(call, leg, frames)
+    def fast_audio(self, call: Call, leg: LegView, frames: bytes, newest: float, held: int) -> None:
+        self.inner.fast_audio(call, leg, frames, newest, held)
 
     def fast_release(self, call: Call, leg: LegView, carry: bytes) -> None:
         self.inner.fast_release(call, leg, carry)

@@ -193,7 +193,7 @@ class StreamSink(Sink):
         s.pending_bytes = 0
         return carry, 2 * s.frame
 
-    def fast_audio(self, call: Call, leg: LegView, frames: bytes) -> None:
+    def fast_audio(self, call: Call, leg: LegView, frames: bytes, newest: float, held: int) -> None:
         s = self._legs[(call.key, leg.tag)]
         self.ops.append(_audio(s.id, frames))
         s.sent += len(frames) >> 1
