@@ -1,7 +1,7 @@
 /*
  * rtp2ws._fastpath: the RTP hot loop in C, a capture file at a time.
  *
- *   FastPath(link, deliver_samples, alaw_table, ulaw_table)
+ *   FastPath(link, deliver_samples, alaw_table, ulaw_table, phases=None, frac_bits=0)
  *                  reads packets from a Reader (run; native/capture_file.c), or from a
  *                  list of (ts, frame) a live capture made (feed), and takes the ones that
  *                  need no decision: RTP on a flow the pipeline has *armed*, with
@@ -10,7 +10,10 @@
  *                  the end of the flow's buffer, decoded (G.711 table look-up)
  *                  into 8 kHz samples when Python takes them.  Any other
  *                  packet ends the run and goes back to Python, which gives
- *                  it to the ordinary pipeline.
+ *                  it to the ordinary pipeline.  A slot can be bound (bind) to
+ *                  a stream that takes whole frames of its leg: pump() then
+ *                  decodes, runs the 2x filter (native/resample.c, the taps
+ *                  given as phases) and cuts the frames itself.
  *
  * ``link`` is rtp2ws.net.packet's LinkLayer for the capture's link type, (kind, header,
  * type_at, vlans): packet.py's LINK_TYPES is the one table of link types, and this file
