@@ -34,7 +34,10 @@ alone), nothing after the end; after every tick(now) no
 timer is left due (the registry's next deadline and every leg's jitter-buffer deadline
 are None or later than now); after finish no call or leg is left.  The same frames
 through the fast path (feed_frames, C twin) tell the sink the same things as feed_batch
-(each leg's audio and events in order, the call events in order, the statistics).
+(each leg's audio and events in order, the call events in order, the statistics; the
+order of different legs' events within a tick is free, as the pipeline walks a set), also
+when the sink takes legs as streams of whole frames and lets the fast path stream them
+(bind, pump, release: the same frames, the part-frame handed back).
 No call takes more than the per-call limit."""
 
 _fast_native = load_native("_fastpath")
@@ -65,7 +68,10 @@ class Checker(Sink):
         story.append(event)
 
     def _event(self, call, event, tags=("caller", "callee")) -> None:
-        self.events.append(event)
+        if event[0] != "leg_event":
+            # a leg's events are in its story: within a tick the pipeline hands different
+            # legs their audio and events in the order of a set (the hash seed's)
+            self.events.append(event)
         for tag in tags:
             self._story((call.key, tag), event)
 
@@ -111,6 +117,64 @@ class Checker(Sink):
     def close(self) -> None:
         for key in list(self._audio):
             self._story(key, ("eof",))
+
+
+class FramingChecker(Checker):
+    """A Checker that takes audio as a leg's stream does: in whole frames, a part-frame
+    held until the rest comes (or the call ends), so it can let the fast path stream
+    the legs (``fast_target``, the part-frame given up; ``fast_release``, taken back)."""
+
+    FRAME_BYTES = 640             # 20 ms at 16 kHz
+
+    def __init__(self, clock=None) -> None:
+        super().__init__(clock)
+        self._part: dict = {}      # (call key, tag) -> int16 bytes of less than a frame
+        self.bound: set = set()
+        self.streamed = 0
+
+    def _leg_audio(self, call, leg, pcm):
+        key = (call.key, leg.tag)
+        check(key not in self.bound, f"leg_audio for {key} while the fast path streams it")
+        buf = self._part.pop(key, b"") + np.ascontiguousarray(pcm, dtype=np.int16).tobytes()
+        whole = len(buf) - len(buf) % self.FRAME_BYTES
+        if len(buf) > whole:
+            self._part[key] = buf[whole:]
+        if whole:
+            super()._leg_audio(call, leg, np.frombuffer(buf[:whole], np.int16))
+
+    def fast_target(self, call, leg):
+        key = (call.key, leg.tag)
+        check(key not in self.bound, f"{key} bound twice")
+        self.bound.add(key)
+        return self._part.pop(key, b""), self.FRAME_BYTES
+
+    def fast_audio(self, call, leg, frames, newest, held):
+        key = (call.key, leg.tag)
+        check(key in self.bound, f"fast_audio for {key}, not bound")
+        check(len(frames) % self.FRAME_BYTES == 0 and 0 <= held < self.FRAME_BYTES // 2, "not whole frames")
+        self.streamed += len(frames)
+        self.bound.discard(key)        # recorded as audio of the leg, then bound again
+        try:
+            super()._leg_audio(call, leg, np.frombuffer(frames, np.int16))
+        finally:
+            self.bound.add(key)
+
+    def fast_release(self, call, leg, carry):
+        key = (call.key, leg.tag)
+        check(key in self.bound, f"fast_release for {key}, not bound")
+        check(len(carry) < self.FRAME_BYTES and len(carry) % 2 == 0, "the part-frame is not less than a frame")
+        self.bound.discard(key)
+        if carry:
+            self._part[key] = carry
+
+    def call_ended(self, call, legs):
+        for tag in legs:
+            key = (call.key, tag)
+            check(key not in self.bound, f"{key} still streamed by the fast path at the end of its call")
+            rest = self._part.pop(key, b"")
+            if rest:       # the last frame, shorter
+                Checker._leg_audio(self, call, legs[tag], np.frombuffer(rest, np.int16))
+        super().call_ended(call, legs)
 
 
 def _sip(fdp) -> bytes:
@@ -233,8 +297,8 @@ def _check_timers(pipe: Pipeline, now: float) -> None:
         check(ldl is None or ldl > now, f"leg {key} has a jitter-buffer deadline {ldl!r} due after tick({now!r})")
 
 
-def _drive(linktype, frames, config, batches, fast, clock):
-    sink = Checker(clock)
+def _drive(linktype, frames, config, batches, fast, clock, framing=False):
+    sink = FramingChecker(clock) if framing else Checker(clock)
     pipe = Pipeline(linktype, sink, config)
     pos = 0
     call = clock.call
@@ -272,16 +336,17 @@ def run(data: bytes, clock) -> None:
                         flush_ms=fdp.PickValueInList([0, 0, 20]))
         if config.deliver_ms and config.flush_ms:
             config.flush_ms = 0
+    framing = fdp.ConsumeIntInRange(0, 1) == 1     # legs as streams: the fast path streams them
     batches, left = [], len(frames)
     while left > 0:
         n = min(left, fdp.PickValueInList([1024, 1, 4, 16, 64]))      # used up: one batch
         batches.append(n)
         left -= n
-    ref = _drive(linktype, frames, config, batches, None, clock)
+    ref = _drive(linktype, frames, config, batches, None, clock, framing)
     if _fast_native is not None:
-        got = _drive(linktype, frames, config, batches, _fast_native.FastPath, clock)
+        got = _drive(linktype, frames, config, batches, _fast_native.FastPath, clock, framing)
     else:
-        got = _drive(linktype, frames, config, batches, fastpath.FastPath, clock)
+        got = _drive(linktype, frames, config, batches, fastpath.FastPath, clock, framing)
     check(got[1] == ref[1], f"pipeline stats differ with the fast path: {got[1]} vs {ref[1]}")
     check(got[2] == ref[2], "decoder stats differ with the fast path")
     check(got[0].legs == ref[0].legs, "a leg's audio or events differ with the fast path")
