@@ -40,6 +40,7 @@ PARTS: dict[str, tuple[str, str]] = {
     "fastpath": ("_fastpath", "python"),   # rtp2ws.fastpath (native/fastpath.c)
     "wsframe": ("_wsframe", "python"),     # rtp2ws.ws.frame (native/wsframe.c)
     "outbox": ("_wsframe", "python"),      # rtp2ws.ws.outbox (native/outbox.c)
+    "wire": ("_wsframe", "python"),        # rtp2ws.ws.wire (native/wire.c)
 }
 
 
