@@ -10,9 +10,10 @@ pipeline thread (``ws.bridge``), nor the socket writes (``ws.wire``).
 
 Two threads use it.  The pipeline's thread queues (``Stream.send_audio``,
 ``send_event``, ``end``: plain appends to the stream's outbox) and then calls
-``Sender.flush``, which frames each plain-TCP connection's batch (events, ``drop``
-marks and audio, in stream order) in one buffer with ``wsframe.encode`` and writes
-it straight to the socket through the connection's :class:`~rtp2ws.ws.wire.Wire`.
+``Sender.flush``, which hands every plain-TCP connection that may write now to one
+call, ``ws.wire.send_batches``: each one's batch (events, ``drop`` marks and audio,
+in stream order) framed and written straight to the socket through the
+connection's :class:`~rtp2ws.ws.wire.Wire` (in C, with no Python per frame).
 The event loop's thread runs each stream's task, which connects, sends ``start``
 and the resend, sends ``end`` and closes, and when the connection breaks,
 reconnects with backoff and resumes (``"resumed": true``, the audio sent but not
