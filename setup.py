@@ -57,10 +57,11 @@ if os.environ.get("RTP2WS_NO_NATIVE", "") in ("", "0"):
         Extension("rtp2ws._fastpath", sources=["native/capture_file.c", "native/fastpath.c", "native/resample.c"],
                   depends=["native/capture_file.h", "native/native.h"], libraries=["pcap"],
                   extra_compile_args=aligned),
-        # WebSocket framing and masking of many messages at once, and the stream queue
-        # (rtp2ws.ws.frame.encode, rtp2ws.ws.outbox.Outbox and Totals)
-        Extension("rtp2ws._wsframe", sources=["native/wsframe.c", "native/outbox.c"],
-                  depends=["native/wsframe.h", "native/outbox.h"], extra_compile_args=cflags),
+        # WebSocket framing and masking of many messages at once, the stream queue and the
+        # socket writes (rtp2ws.ws.frame.encode, rtp2ws.ws.outbox.Outbox and Totals,
+        # rtp2ws.ws.wire.Wire and send_batches)
+        Extension("rtp2ws._wsframe", sources=["native/wsframe.c", "native/outbox.c", "native/wire.c"],
+                  depends=["native/wsframe.h", "native/outbox.h", "native/wire.h"], extra_compile_args=cflags),
     ]
 
 setup(ext_modules=ext_modules, cmdclass={"build_ext": OptionalBuildExt})

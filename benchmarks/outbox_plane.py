@@ -1,7 +1,7 @@
 """What a 20 ms frame costs in the stream queue: the C outbox's data-plane take
 against the Python twin's, per frame of every stream.
 
-    python benchmarks/outbox_plane.py [--streams 1000] [--ticks 200] [--rounds 3]
+    python benchmarks/outbox_plane.py [--streams 1000] [--ticks 200] [--rounds 3] [--sockets]
 
 Each tick pushes one 20 ms mono frame into every stream's outbox and takes it as
 the sender writes it (masked client frames, the acknowledgement ping when due; the
@@ -17,12 +17,28 @@ server's pongs come back every 25 ticks), in four ways:
 The keys come from one buffer drawn beforehand (os.urandom's cost is the same for
 all).  Prints microseconds per frame (best of the rounds) and what the C outboxes
 hold in chunks.  Speed is measured here, never asserted in tests.
+
+With ``--sockets``, the flush with its writes instead: every stream has a loopback
+TCP connection whose other end a reader process drains (epoll), and each tick
+pushes a frame into every (C) outbox and then flushes them all, timed, in three ways:
+
+* ``py flush``: today's sender path per stream (``take`` into a list,
+  ``ws.frame.encode`` with keys from an os.urandom pool, ``ping_due`` and the ping,
+  ``WirePy.write``: one os.write each);
+* ``send_batches_py``: the Python twin of the one-call flush (``take_framed`` +
+  ``WirePy.write``);
+* ``c send_batches``: the C one (C wires; one GIL release for all the writes).
+
+The sender's checks before a stream is taken (``Stream._may_take``) are Python in
+every case and not part of this.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import select
+import socket
 import time
 
 from rtp2ws.speedups import load_native
@@ -83,12 +99,136 @@ def run_take_encode(obs, ticks: int, encode) -> float:
     return t
 
 
+def socket_pairs(n: int) -> tuple[list[socket.socket], int]:
+    """n loopback TCP connections: the client ends, and the pid of a reader process
+    that drains the server ends until it is killed."""
+    from rtp2ws.ws.sender import raise_fd_limit
+    raise_fd_limit(2 * n + 64)
+    lsock = socket.create_server(("127.0.0.1", 0), backlog=n)
+    port = lsock.getsockname()[1]
+    clients, servers = [], []
+    for _ in range(n):
+        c = socket.create_connection(("127.0.0.1", port))
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        clients.append(c)
+        servers.append(lsock.accept()[0])
+    lsock.close()
+    pid = os.fork()
+    if pid == 0:                                  # the reader
+        try:
+            for c in clients:
+                c.close()
+            ep = select.epoll()
+            for s in servers:
+                s.setblocking(False)
+                ep.register(s.fileno(), select.EPOLLIN)
+            while True:
+                for fd, _ in ep.poll():
+                    try:
+                        os.read(fd, 1 << 20)
+                    except BlockingIOError:
+                        pass
+        finally:
+            os._exit(0)
+    for s in servers:
+        s.close()
+    return clients, pid
+
+
+def run_flush(obs, wires, ticks: int, how: str) -> float:
+    """Ticks of one frame per stream, then the flush of every stream: its time."""
+    import threading
+
+    from rtp2ws.ws.wire import send_batches_py
+    native = load_native("_wsframe")
+    lock = threading.RLock()
+    pool = _Pool()
+    items = list(zip(obs, wires, strict=True))
+    t = 0.0
+    for k in range(ticks):
+        for ob in obs:
+            ob.push_audio(FRAME)
+        t0 = time.perf_counter()
+        with lock:
+            if how == "py flush":
+                for ob, wire in items:
+                    msgs: list = []
+                    n = ob.take(msgs, BATCH)
+                    if n:
+                        data = wsframe.encode(msgs, pool(4 * n), 640)
+                        at = ob.ping_due()
+                        if at is not None:
+                            data += wsframe.ping_frame(at.to_bytes(8, "big"), pool(4))
+                        wire.write(data)
+            elif how == "send_batches_py":
+                send_batches_py(items, BATCH)
+            else:
+                assert native is not None
+                native.send_batches(items, BATCH)
+        t += time.perf_counter() - t0
+        if k % 25 == 24:
+            pongs(obs)
+    assert not any(w.blocked or w.broken for w in wires), "the reader fell behind: a socket filled"
+    return t
+
+
+class _Pool:
+    """Masking keys as the sender draws them (Sender._mask_keys)."""
+
+    def __init__(self) -> None:
+        self.keys, self.at = b"", 0
+
+    def __call__(self, n: int) -> bytes:
+        if self.at + n > len(self.keys):
+            self.keys, self.at = os.urandom(max(64 * 1024, n)), 0
+        self.at += n
+        return self.keys[self.at - n:self.at]
+
+
+def main_sockets(args) -> int:
+    import signal
+    import threading
+
+    from rtp2ws.ws.wire import WirePy
+    native = load_native("_wsframe")
+    if native is None:
+        print("rtp2ws._wsframe is not built")
+        return 1
+    clients, pid = socket_pairs(args.streams)
+    try:
+        frames = args.streams * args.ticks
+        print(f"{args.streams} loopback TCP streams x {args.ticks} ticks of 20 ms ({frames} frames), "
+              f"best of {args.rounds}: the flush (take, frame, key, write)")
+        lock = threading.RLock()
+        for how in ("py flush", "send_batches_py", "c send_batches"):
+            best = float("inf")
+            for _ in range(args.rounds):
+                obs = make(native.Outbox, native.Totals, args.streams)
+                cls = native.Wire if how == "c send_batches" else WirePy
+                wires = [cls(c.fileno(), lock) for c in clients]
+                try:
+                    best = min(best, run_flush(obs, wires, args.ticks, how))
+                finally:
+                    for w in wires:
+                        w.close()
+            print(f"  {how:18s} {1e6 * best / frames:6.2f} us/frame")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        for c in clients:
+            c.close()
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--streams", type=int, default=1000)
     ap.add_argument("--ticks", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--sockets", action="store_true", help="the flush with its socket writes (see above)")
     args = ap.parse_args()
+    if args.sockets:
+        return main_sockets(args)
     native = load_native("_wsframe")
     cases = []
     if native is not None:

@@ -1037,6 +1037,20 @@ ob_take_framed(ob_outbox *ob, int64_t budget, uint8_t *out, size_t cap, const ui
     return (Py_ssize_t)s.used;
 }
 
+int
+ob_plan_checked(ob_outbox *ob, int64_t budget, ob_plan_t *plan)
+{
+    return plan_core(ob, budget, plan);
+}
+
+void
+ob_state(const ob_outbox *ob, ob_state_t *state)
+{
+    state->pending = ob->qruns.len || ob->ev_head != NULL;
+    state->ended = ob->ended;
+    state->sent = ob->has_sent;
+}
+
 /* ---------------------------------------------------------------- the Python type */
 
 static PyObject *
@@ -1363,6 +1377,19 @@ lose_take(ob_outbox *ob, long long budget)
     PyErr_Clear();
     PyErr_Restore(type, value, tb);
     return NULL;
+}
+
+int
+ob_lose_take(ob_outbox *ob, int64_t budget)
+{
+    lose_take(ob, budget);
+    return -1;
+}
+
+int
+ob_check(PyObject *o)
+{
+    return Py_IS_TYPE(o, &OutboxType);
 }
 
 static PyObject *

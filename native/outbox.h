@@ -49,4 +49,25 @@ void ob_plan(const ob_outbox *ob, int64_t budget, ob_plan_t *plan);
 Py_ssize_t ob_take_framed(ob_outbox *ob, int64_t budget, uint8_t *out, size_t cap,
                           const uint8_t *keys, size_t nkeys, int64_t *frames);
 
+/* For callers outside outbox.c (native/wire.c's send_batches): */
+
+/* Whether o is an rtp2ws._wsframe.Outbox (exactly). */
+int ob_check(PyObject *o);
+
+/* ob_plan, but 0, or -1 with a Python exception set (the drop message could
+   not be made) instead of frames = -1. */
+int ob_plan_checked(ob_outbox *ob, int64_t budget, ob_plan_t *plan);
+
+/* What the sender looks at after a take: Outbox.pending, .ended, and whether
+   .sent is set (the latency probe's (first, end), left for the caller). */
+typedef struct {
+    int pending, ended, sent;
+} ob_state_t;
+void ob_state(const ob_outbox *ob, ob_state_t *state);
+
+/* take_framed(keys, budget) whose key source failed: what would have been
+   taken is taken and lost, the ping marked due, as Outbox.take_framed does;
+   the exception set stays set.  Returns -1. */
+int ob_lose_take(ob_outbox *ob, int64_t budget);
+
 #endif

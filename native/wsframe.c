@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "outbox.h"
+#include "wire.h"
 #include "wsframe.h"
 
 #define OP_TEXT WS_OP_TEXT
@@ -184,8 +185,9 @@ static PyMethodDef wsframe_methods[] = {
 static struct PyModuleDef wsframe_module = {
     PyModuleDef_HEAD_INIT,
     "rtp2ws._wsframe",
-    "C twins of rtp2ws.ws.frame (many WebSocket client frames in one buffer)\n"
-    "and of rtp2ws.ws.outbox (Outbox, Totals: one stream's queue toward the server).",
+    "C twins of rtp2ws.ws.frame (many WebSocket client frames in one buffer),\n"
+    "of rtp2ws.ws.outbox (Outbox, Totals: one stream's queue toward the server)\n"
+    "and of rtp2ws.ws.wire (Wire: one connection's socket writes; send_batches).",
     -1,
     wsframe_methods,
 };
@@ -196,7 +198,7 @@ PyInit__wsframe(void)
     PyObject *m = PyModule_Create(&wsframe_module);
     if (m == NULL)
         return NULL;
-    if (ob_module_init(m) < 0) {       /* Outbox and Totals (native/outbox.c) */
+    if (ob_module_init(m) < 0 || wire_module_init(m) < 0) {   /* native/outbox.c, native/wire.c */
         Py_DECREF(m);
         return NULL;
     }

@@ -1,9 +1,11 @@
-"""C twins of rtp2ws.ws.frame.encode (many RFC 6455 client frames in one buffer) and
-of rtp2ws.ws.outbox's OutboxPy and TotalsPy (one stream's queue toward the server).
+"""C twins of rtp2ws.ws.frame.encode (many RFC 6455 client frames in one buffer),
+of rtp2ws.ws.outbox's OutboxPy and TotalsPy (one stream's queue toward the server)
+and of rtp2ws.ws.wire's WirePy and send_batches_py (socket writes).
 
-Built from native/wsframe.c and native/outbox.c when a C compiler is available;
-rtp2ws.ws.frame.encode_py and rtp2ws.ws.outbox.OutboxPy/TotalsPy are used otherwise,
-or when RTP2WS_NO_NATIVE=1 is set at import.
+Built from native/wsframe.c, native/outbox.c and native/wire.c when a C compiler is
+available; rtp2ws.ws.frame.encode_py, rtp2ws.ws.outbox.OutboxPy/TotalsPy and
+rtp2ws.ws.wire.WirePy/send_batches_py are used otherwise, or when RTP2WS_NO_NATIVE=1
+is set at import.
 """
 
 from collections.abc import Callable, Sequence
@@ -154,3 +156,41 @@ class Outbox:
     def connection_lost(self) -> int: ...
     def abandon(self) -> tuple[int, int]: ...
     def close(self) -> None: ...
+
+PENDING: Final[int]
+ENDED: Final[int]
+BLOCKED: Final[int]
+BROKE: Final[int]
+SENT: Final[int]
+FAILED: Final[int]
+KEY_POOL: Final[int]
+"""Masking key bytes drawn from getrandom(2) at a time by send_batches."""
+
+@final
+class Wire:
+    """The write side of one connection's socket (rtp2ws.ws.wire.WirePy says what each does)."""
+
+    def __init__(self, fd: int, lock: Any) -> None:
+        """Writes to its own non-blocking duplicate of ``fd``; its methods are called with ``lock`` held."""
+    @property
+    def fd(self) -> int: ...
+    @property
+    def tail(self) -> bytes:
+        """A copy of what the socket has not taken yet."""
+    @property
+    def broken(self) -> OSError | None: ...
+    @property
+    def written(self) -> int: ...
+    @property
+    def lock(self) -> Any: ...
+    @property
+    def blocked(self) -> bool: ...
+    @property
+    def open(self) -> bool: ...
+    def write(self, data: Buffer) -> None: ...
+    def retry(self) -> bool: ...
+    def close(self) -> bytes: ...
+
+def send_batches(items: Sequence[tuple[Outbox, Wire]], budget: int) -> list[tuple[int, int, BaseException | None]]:
+    """Each (Outbox, Wire) pair's next batch framed and written to its wire (one GIL release for
+    all the writes); (index, flags, error) for the items the caller must still act on."""

@@ -40,6 +40,7 @@ PARTS: dict[str, tuple[str, str]] = {
     "fastpath": ("_fastpath", "python"),   # rtp2ws.fastpath (native/fastpath.c)
     "wsframe": ("_wsframe", "python"),     # rtp2ws.ws.frame (native/wsframe.c)
     "outbox": ("_wsframe", "python"),      # rtp2ws.ws.outbox (native/outbox.c)
+    "wire": ("_wsframe", "python"),        # rtp2ws.ws.wire (native/wire.c)
 }
 
 
@@ -91,7 +92,8 @@ def missing_warning() -> str | None:
     for name in gone:
         parts = [part for part, (ext, _) in PARTS.items() if ext == name]
         twins = sorted({PARTS[part][1] for part in parts})
-        what.append(f"rtp2ws.{name} is not built, so {' and '.join(parts)} "
+        named = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+        what.append(f"rtp2ws.{name} is not built, so {named} "
                     f"{'runs' if len(parts) == 1 else 'run'} on the slower {'/'.join(twins)} twin")
     return ("; ".join(what) + " (install a C compiler and reinstall rtp2ws to build it; "
             "RTP2WS_NO_NATIVE=1 chooses the twins without this warning)")

@@ -10,9 +10,10 @@ pipeline thread (``ws.bridge``), nor the socket writes (``ws.wire``).
 
 Two threads use it.  The pipeline's thread queues (``Stream.send_audio``,
 ``send_event``, ``end``: plain appends to the stream's outbox) and then calls
-``Sender.flush``, which frames each plain-TCP connection's batch (events, ``drop``
-marks and audio, in stream order) in one buffer with ``wsframe.encode`` and writes
-it straight to the socket through the connection's :class:`~rtp2ws.ws.wire.Wire`.
+``Sender.flush``, which hands every plain-TCP connection that may write now to one
+call, ``ws.wire.send_batches``: each one's batch (events, ``drop`` marks and audio,
+in stream order) framed and written straight to the socket through the
+connection's :class:`~rtp2ws.ws.wire.Wire` (in C, with no Python per frame).
 The event loop's thread runs each stream's task, which connects, sends ``start``
 and the resend, sends ``end`` and closes, and when the connection breaks,
 reconnects with backoff and resumes (``"resumed": true``, the audio sent but not
@@ -74,7 +75,7 @@ from .. import __version__
 from . import frame as wsframe
 from .outbox import SAMPLES_PER_MS, Message, Outbox, Totals, ms
 from .protocol import CLOSE_INVALID_PAYLOAD, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED_DATA, encode
-from .wire import Wire, WireTransport, writable
+from .wire import BLOCKED, ENDED, PENDING, SENT, AnyWire, Attention, Wire, WireTransport, send_batches, writable
 
 get_proxy: Callable[[WebSocketURI], str | None] | None
 try:
@@ -385,7 +386,7 @@ class Stream:
         self._live: _Connection | None = None
         self._proto: ClientProtocol | None = None
         self._transport: asyncio.Transport | None = None
-        self._wire: Wire | None = None    # plain TCP: the connection's writes (ws.wire); None with TLS
+        self._wire: AnyWire | None = None  # plain TCP: the connection's writes (ws.wire); None with TLS
         self._out: list = []          # the messages of the write being made
         self._dirty = False           # in the sender's list of streams to flush
         self._wakeup = asyncio.Event()
@@ -501,26 +502,44 @@ class Stream:
         (never once a close frame went either way or the TCP connection is
         going away), and while the transport is under its high-water mark.
         What is over ``BATCH_BYTES`` waits for the next flush."""
+        if not self._may_take():
+            return 0
         outbox = self.outbox
-        if not outbox.pending:
-            if outbox.ended:
-                self._wake()          # the end goes out once everything before it has
-            return 0
-        # only called with a live connection (both callers check), whose protocol and
-        # transport _go_live set with it
-        live, proto, transport = self._live, self._proto, self._transport
-        assert live is not None and proto is not None and transport is not None
-        wire = self._wire
-        if (proto.state is not OPEN or transport.is_closing()
-                or (live.paused if wire is None else wire.tail or wire.broken is not None)):
-            self._wake()              # it waits for the drain, or sees the connection end
-            return 0
         frames = outbox.take(self._out, BATCH_BYTES)
         if outbox.pending:
             self._sender._mark(self)
         elif outbox.ended:
             self._wake()
         return frames
+
+    def _may_take(self) -> bool:
+        """Whether the flush may take a batch for the live connection now (``_take``
+        says when); if not, the task is woken when only it can go on."""
+        outbox = self.outbox
+        if not outbox.pending:
+            if outbox.ended:
+                self._wake()          # the end goes out once everything before it has
+            return False
+        # only called with a live connection (both callers check), whose protocol and
+        # transport _go_live set with it
+        live, proto, transport = self._live, self._proto, self._transport
+        assert live is not None and proto is not None and transport is not None
+        wire = self._wire
+        if (proto.state is not OPEN or transport.is_closing()
+                or (live.paused if wire is None else wire.blocked or wire.broken is not None)):
+            self._wake()              # it waits for the drain, or sees the connection end
+            return False
+        return True
+
+    def _sent(self) -> None:
+        """After a write: the latency probe, if the take noted what it sent."""
+        outbox = self.outbox
+        sent = outbox.sent
+        if sent is not None:
+            outbox.sent = None
+            # the outbox notes what was sent only while on_write is set (the setter)
+            assert self._on_write is not None
+            self._on_write(*sent)
 
     def _send(self, keys: bytes) -> None:
         """One ``transport.write`` of ``self._out`` as client frames, masked
@@ -539,19 +558,14 @@ class Stream:
         wire = self._wire
         if wire is not None:
             wire.write(data)
-            if wire.tail:
+            if wire.blocked:
                 self._sender._blocked_wire(self)
         else:
             transport = self._transport
             assert transport is not None
             transport.write(data)
         out.clear()
-        sent = outbox.sent
-        if sent is not None:
-            outbox.sent = None
-            # the outbox notes what was sent only while on_write is set (the setter)
-            assert self._on_write is not None
-            self._on_write(*sent)
+        self._sent()
 
     def _flush_now(self) -> None:
         """The task's own flush (after connecting, after a drain)."""
@@ -977,19 +991,42 @@ class Sender:
             self._flush_streams(direct_only=False)
 
     def _flush_streams(self, direct_only: bool) -> list[Stream]:
-        """Every marked stream takes its batch; the masking keys for all of
-        them come from the key pool (``_mask_keys``); then one write per connection.
-        With ``direct_only``, streams without a wire are left (and returned) for the
-        event loop.  Called with the lock held."""
+        """Every marked stream takes its batch and writes it, one write per
+        connection.  Plain-TCP streams that may write now go in one call,
+        ``ws.wire.send_batches`` (take, frame, key, write, for all of them);
+        then the sender does for each what that call says it must
+        (``_after_batches``).  TLS streams take their batch (``_take``), the
+        masking keys for all of them come from the key pool (``_mask_keys``),
+        then each writes to its transport.  With ``direct_only``, streams
+        without a wire are left (and returned) for the event loop.  Called with
+        the lock held."""
         dirty, self._dirty = self._dirty, []
-        ready: list[Stream] = []      # streams with a batch, and its number of frames
+        ready: list[Stream] = []      # TLS streams with a batch, and its number of frames
         counts: list[int] = []
         later: list[Stream] = []
+        batched: list[Stream] = []    # plain-TCP streams that may write now ...
+        items: list = []              # ... and their (outbox, wire), each wire once
+        wires: set = set()
         for stream in dirty:
             if stream._live is None:
                 stream._dirty = False
                 continue
-            if direct_only and stream._wire is None:
+            wire = stream._wire
+            if wire is not None:
+                stream._dirty = False
+                if wire in wires:     # marked twice (a take of the task's own marks it again)
+                    continue
+                try:
+                    if stream._may_take():
+                        wires.add(wire)
+                        batched.append(stream)
+                        items.append((stream.outbox, wire))
+                except Exception:  # a bug: that stream ends (and is counted), the others go on
+                    log.exception("stream %s: flush failed", stream.stream_id)
+                    stream._out.clear()
+                    stream._abort("internal error")
+                continue
+            if direct_only:
                 later.append(stream)
                 continue
             stream._dirty = False
@@ -1003,6 +1040,8 @@ class Sender:
             if n:
                 ready.append(stream)
                 counts.append(n)
+        if items:
+            self._after_batches(batched, send_batches(items, BATCH_BYTES))
         if not ready:
             return later
         keys = self._mask_keys(4 * sum(counts))
@@ -1017,6 +1056,29 @@ class Sender:
                 stream._abort("internal error")
             pos = end
         return later
+
+    def _after_batches(self, batched: list[Stream], attention: Attention) -> None:
+        """What ``send_batches`` left to the sender, per stream, as ``_take`` and
+        ``_send`` do it for one: mark it again while its outbox holds more, wake its
+        task once it ended with nothing pending, retry its wire while blocked,
+        and the latency probe."""
+        for i, flags, error in attention:
+            stream = batched[i]
+            try:
+                if error is not None:
+                    raise error
+                if flags & PENDING:
+                    self._mark(stream)
+                elif flags & ENDED:
+                    stream._wake()
+                if flags & BLOCKED:
+                    self._blocked_wire(stream)
+                if flags & SENT:
+                    stream._sent()
+            except Exception:  # a bug: that stream ends (and is counted), the others go on
+                log.exception("stream %s: flush failed", stream.stream_id)
+                stream._out.clear()
+                stream._abort("internal error")
 
     def _blocked_wire(self, stream: Stream) -> None:
         """``stream``'s socket did not take all of a write (called with the lock held):

@@ -24,6 +24,33 @@ interleave, whichever thread writes.
 
 TLS connections have no wire: their bytes go through the TLS transport, in the
 event loop only (``ws.sender``).
+
+``send_batches(items, budget)`` is the sender's flush of the wires: for every
+``(outbox, wire)`` pair of a stream that may write now, the outbox's next batch
+(``take_framed``: masked client frames, then the acknowledgement ping when one
+is due, keys from a pool of strong random bytes, each used once) written to
+the wire as ``Wire.write`` writes it.  It returns the attention list:
+``(index, flags, error)`` for each item the sender must still act on, nothing
+for the others.  The flags say what the sender's own code for one stream would
+have seen after its take and its write:
+
+* ``PENDING``: the outbox still has something to take (past ``budget``);
+* ``ENDED``: it ended and nothing is pending (its task sends ``end``);
+* ``BLOCKED``: the write left a tail on the wire (retried from the event loop);
+* ``BROKE``: this write broke the wire;
+* ``SENT``: the outbox's ``sent`` is set (the latency probe, ``on_write``);
+* ``FAILED``: the take (or the write) raised ``error``, the rest unknown.
+
+Two twins, like ``ws.outbox``: ``WirePy`` and ``send_batches_py`` here, the
+reference, and ``rtp2ws._wsframe.Wire`` and ``send_batches`` (native/wire.c),
+which takes every batch into one buffer and writes them all in one pass that
+lets go of the GIL once per call instead of once per socket.  ``Wire`` and
+``send_batches`` are the C twins unless the extension is not built or
+``RTP2WS_NO_NATIVE`` is set (``rtp2ws.speedups`` picks them); ``BACKEND`` names
+the one in use, ``BACKENDS`` those available, ``TWINS`` maps each to its
+(Wire, send_batches).  The C ``send_batches`` takes only C outboxes and C
+wires; the Python one any of both twins.  The C wire's ``tail`` is a copy
+(bytes), made when read.
 """
 
 from __future__ import annotations
@@ -32,15 +59,32 @@ import asyncio
 import errno
 import os
 import select
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
-__all__ = ["Wire", "WireTransport", "writable"]
+from ..speedups import pick
+
+if TYPE_CHECKING:
+    from .. import _wsframe
+    from .outbox import OutboxPy
+
+__all__ = ["BACKEND", "BACKENDS", "BLOCKED", "BROKE", "ENDED", "FAILED", "PENDING", "SENT", "TWINS", "Wire",
+           "WirePy", "WireTransport", "send_batches", "send_batches_py", "writable"]
 
 _RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 
+# send_batches' attention flags (native/wire.c has the same values)
+PENDING = 1      # the outbox still has something to take: the stream is marked again
+ENDED = 2        # the outbox ended and nothing is pending: the stream's task is woken
+BLOCKED = 4      # the wire holds a tail: retried from the event loop
+BROKE = 8        # this write broke the wire
+SENT = 16        # the outbox's sent is set: the latency probe
+FAILED = 32      # the take or the write raised (the error is in the entry)
+KEY_POOL = 64 * 1024   # masking key bytes drawn from os.urandom at a time
 
-class Wire:
+
+class WirePy:
     """The write side of one connection's socket (see the module docstring).
     Every method is called with ``lock`` held."""
 
@@ -113,7 +157,64 @@ class Wire:
         return tail
 
 
-def writable(wires: list[Wire]) -> list[Wire]:
+class _KeyPool:
+    """Masking keys (RFC 6455 5.3: a strong source, each byte used once), cut from
+    ``KEY_POOL`` bytes of ``os.urandom`` at a time."""
+
+    def __init__(self) -> None:
+        self.pool = b""
+        self.at = 0
+
+    def __call__(self, n: int) -> bytes:
+        at = self.at
+        if at + n > len(self.pool):
+            self.pool = os.urandom(max(KEY_POOL, n))
+            at = 0
+        self.at = at + n
+        return self.pool[at:at + n]
+
+
+_keys = _KeyPool()
+
+AnyOutbox = Union["OutboxPy", "_wsframe.Outbox"]
+AnyWire = Union[WirePy, "_wsframe.Wire"]
+Attention = list[tuple[int, int, BaseException | None]]   # (index, flags, error)
+SendBatches = Callable[[Sequence[tuple[Any, Any]], int], Attention]
+
+
+def send_batches_py(items: Sequence[tuple[AnyOutbox, AnyWire]], budget: int) -> Attention:
+    """Each pair's next batch (about ``budget`` bytes) framed and written to its wire;
+    the attention list (see the module docstring).  Each wire at most once
+    (ValueError, before anything is taken)."""
+    if len({id(wire) for _, wire in items}) != len(items):
+        raise ValueError("a wire is given twice")
+    attention: Attention = []
+    for i, (outbox, wire) in enumerate(items):
+        flags = 0
+        try:
+            data = outbox.take_framed(_keys, budget)
+            if data:
+                was = wire.broken
+                wire.write(data)
+                if wire.blocked:
+                    flags |= BLOCKED
+                if was is None and wire.broken is not None:
+                    flags |= BROKE
+        except Exception as e:  # noqa: BLE001 - handed to the caller, as the C twin does
+            attention.append((i, FAILED, e))
+            continue
+        if outbox.pending:
+            flags |= PENDING
+        elif outbox.ended:
+            flags |= ENDED
+        if outbox.sent is not None:
+            flags |= SENT
+        if flags:
+            attention.append((i, flags, None))
+    return attention
+
+
+def writable(wires: Sequence[AnyWire]) -> list[AnyWire]:
     """The wires among ``wires`` whose socket can take bytes now (one ``poll``)."""
     poller = select.poll()
     by_fd = {}
@@ -132,7 +233,7 @@ class WireTransport(asyncio.Transport):
     the rest to asyncio's transport.  Closing or aborting first ends the wire, whose
     tail asyncio's transport then writes before it closes."""
 
-    def __init__(self, transport: asyncio.Transport, wire: Wire) -> None:
+    def __init__(self, transport: asyncio.Transport, wire: AnyWire) -> None:
         super().__init__()
         self._transport = transport
         self.wire = wire
@@ -201,3 +302,18 @@ class WireTransport(asyncio.Transport):
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._transport.get_protocol()
+
+
+_native, BACKENDS = pick("wire")
+BACKEND = BACKENDS[0]
+Wire: type[WirePy] | type[_wsframe.Wire]
+send_batches: SendBatches
+TWINS: dict[str, tuple[type[WirePy] | type[_wsframe.Wire], SendBatches]] = {"python": (WirePy, send_batches_py)}
+if _native is not None:
+    # the extension pick() chose, imported by name so that its stub (_wsframe.pyi) types it
+    from .._wsframe import Wire as _NativeWire
+    from .._wsframe import send_batches as _native_send_batches
+    Wire, send_batches = _NativeWire, _native_send_batches
+    TWINS["native"] = (_NativeWire, _native_send_batches)
+else:
+    Wire, send_batches = WirePy, send_batches_py

@@ -45,7 +45,7 @@ all_built = pytest.mark.skipif(speedups.disabled() or speedups.missing() != [],
 ALL_MISSING = (
     "rtp2ws._native is not built, so g711 and resample run on the slower numpy twin; "
     "rtp2ws._fastpath is not built, so fastpath runs on the slower python twin; "
-    "rtp2ws._wsframe is not built, so wsframe and outbox run on the slower python twin "
+    "rtp2ws._wsframe is not built, so wsframe, outbox and wire run on the slower python twin "
     "(install a C compiler and reinstall rtp2ws to build it; "
     "RTP2WS_NO_NATIVE=1 chooses the twins without this warning)"
 )
@@ -130,7 +130,8 @@ def test_replay_does_not_warn_when_every_extension_is_built(tmp_path):
 def test_version_of_a_build_without_extensions(tmp_path):
     r = subprocess.run([PY, "-m", "rtp2ws.cli", "--version"], env=_env(_package_copy(tmp_path, keep=("_wsframe",))),
                        cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert r.stdout.endswith("(g711: numpy, resample: numpy, fastpath: python, wsframe: native, outbox: native)\n")
+    assert r.stdout.endswith("(g711: numpy, resample: numpy, fastpath: python, wsframe: native, outbox: native, "
+                             "wire: native)\n")
 
 
 def _live_log(tmp_path: Path, env: dict) -> list[str]:

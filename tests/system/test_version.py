@@ -13,11 +13,11 @@ import pytest
 from rtp2ws import __version__, speedups
 from rtp2ws.codec import g711, resample
 from rtp2ws.fastpath import twin as fastpath
-from rtp2ws.ws import frame, outbox
+from rtp2ws.ws import frame, outbox, wire
 
 PY = sys.executable
-NATIVE = f"rtp2ws {__version__} (g711: native, resample: native, fastpath: native, wsframe: native, outbox: native)\n"
-TWINS = f"rtp2ws {__version__} (g711: numpy, resample: numpy, fastpath: python, wsframe: python, outbox: python)\n"
+NATIVE = f"rtp2ws {__version__} (g711: native, resample: native, fastpath: native, wsframe: native, outbox: native, wire: native)\n"
+TWINS = f"rtp2ws {__version__} (g711: numpy, resample: numpy, fastpath: python, wsframe: python, outbox: python, wire: python)\n"
 
 
 def version(**env) -> subprocess.CompletedProcess:
@@ -46,21 +46,23 @@ def test_no_native_set_to_0_or_empty_is_no_opt_out():
 def test_the_registry_says_what_each_module_uses():
     assert speedups.in_use() == {"g711": g711.BACKEND, "resample": resample.BACKEND,
                                  "fastpath": fastpath.BACKENDS[0], "wsframe": frame.BACKEND,
-                                 "outbox": outbox.BACKEND}
-    assert (g711.BACKENDS, resample.BACKENDS, fastpath.BACKENDS, frame.BACKENDS, outbox.BACKENDS) == tuple(
-        speedups.pick(part)[1] for part in ("g711", "resample", "fastpath", "wsframe", "outbox"))
+                                 "outbox": outbox.BACKEND, "wire": wire.BACKEND}
+    assert (g711.BACKENDS, resample.BACKENDS, fastpath.BACKENDS, frame.BACKENDS, outbox.BACKENDS,
+            wire.BACKENDS) == tuple(
+        speedups.pick(part)[1] for part in ("g711", "resample", "fastpath", "wsframe", "outbox", "wire"))
 
 
 def test_the_registry_says_what_each_module_uses_when_opted_out():
     code = ("from rtp2ws import speedups; from rtp2ws.codec import g711, resample; "
-            "from rtp2ws.fastpath import twin; from rtp2ws.ws import frame, outbox; "
+            "from rtp2ws.fastpath import twin; from rtp2ws.ws import frame, outbox, wire; "
             "print(speedups.in_use()); "
-            "print(g711.BACKENDS, resample.BACKENDS, twin.BACKENDS, frame.BACKENDS, outbox.BACKENDS)")
+            "print(g711.BACKENDS, resample.BACKENDS, twin.BACKENDS, frame.BACKENDS, outbox.BACKENDS, wire.BACKENDS)")
     r = subprocess.run([PY, "-c", code], env=dict(os.environ, RTP2WS_NO_NATIVE="1"), capture_output=True,
                        text=True, timeout=60, check=True)
     assert r.stdout.splitlines() == [
-        "{'g711': 'numpy', 'resample': 'numpy', 'fastpath': 'python', 'wsframe': 'python', 'outbox': 'python'}",
-        "('numpy',) ('numpy',) ('python',) ('python',) ('python',)",
+        "{'g711': 'numpy', 'resample': 'numpy', 'fastpath': 'python', 'wsframe': 'python', 'outbox': 'python', "
+        "'wire': 'python'}",
+        "('numpy',) ('numpy',) ('python',) ('python',) ('python',) ('python',)",
     ]
 
 
