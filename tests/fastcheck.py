@@ -111,9 +111,9 @@ class _Streams(StreamSink):
 
     streamed = 0
 
-    def fast_audio(self, call, leg, frames, newest, held):
+    def _fast_feed(self, s, leg, frames, newest, held):
         self.streamed += len(frames)
-        super().fast_audio(call, leg, frames, newest, held)
+        super()._fast_feed(s, leg, frames, newest, held)
 
 
 def _stream_story(ops) -> dict:

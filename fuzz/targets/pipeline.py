@@ -146,11 +146,12 @@ class FramingChecker(Checker):
         key = (call.key, leg.tag)
         check(key not in self.bound, f"{key} bound twice")
         self.bound.add(key)
-        return self._part.pop(key, b""), self.FRAME_BYTES
+        return self._part.pop(key, b""), self.FRAME_BYTES, lambda frames, newest, held: self._feed(
+            call, leg, frames, newest, held)
 
-    def fast_audio(self, call, leg, frames, newest, held):
+    def _feed(self, call, leg, frames, newest, held):
         key = (call.key, leg.tag)
-        check(key in self.bound, f"fast_audio for {key}, not bound")
+        check(key in self.bound, f"the fast path fed {key}, not bound")
         check(len(frames) % self.FRAME_BYTES == 0 and 0 <= held < self.FRAME_BYTES // 2, "not whole frames")
         self.streamed += len(frames)
         self.bound.discard(key)        # recorded as audio of the leg, then bound again

@@ -286,10 +286,10 @@ def _latency_classes():
                         ops[i] = stamped
                         lag += len(op.pcm) // 2
 
-        def fast_audio(self, call, leg, frames, newest, held):
+        def _fast_feed(self, s, leg, frames, newest, held):
             # frames the fast path streamed: stamped as leg_audio's are, from the newest
             # packet in them and what the fast path holds after them
-            super().fast_audio(call, leg, frames, newest, held)
+            super()._fast_feed(s, leg, frames, newest, held)
             op = self.ops[-1]
             stamped = StampedAudio(*op)
             stamped.ts = newest

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import cast
+from collections.abc import Callable, Hashable
 
 from ..fastpath.driver import FastDriver, Taken
 from ..fastpath.twin import TICK, default_class, for_reader
@@ -104,6 +104,8 @@ class Pipeline:
         self.correlator = Correlator()
         self.legs: dict[tuple[str, str], MediaLeg] = {}
         self._views: dict[tuple[str, str], LegView] = {}   # what the sink sees of each leg: one each, made with it
+        # the legs the fast path streams (bound): where their frames go (Sink.fast_target's feed)
+        self._feeds: dict[Hashable, Callable[[bytes, float, int], None]] = {}
         self.calls: dict[str, Call] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._waiting: set[tuple[str, str]] = set()   # legs holding packets in their jitter buffer
@@ -255,15 +257,15 @@ class Pipeline:
             self._dirty.add(key)
         if taken.state is not None:
             history, carry = taken.state
+            del self._feeds[key]
             leg.resampler_state = history
             self.sink.fast_release(self.calls[key[0]], self._views[key], carry)
 
     def _pump(self) -> None:
         """The frames the fast path made of the legs it streams go to their streams."""
-        calls, views, fast_audio = self.calls, self._views, self.sink.fast_audio
+        feeds = self._feeds
         for key, frames, newest, held in self.fast.pump():
-            k = cast(tuple[str, str], key)      # the driver keeps the pipeline's leg keys
-            fast_audio(calls[k[0]], views[k], frames, newest, held)
+            feeds[key](frames, newest, held)
 
     def _bind(self, call: Call, leg: MediaLeg, key) -> None:
         """The armed leg ``key`` has handed out all its audio: if its sink takes whole
@@ -272,7 +274,7 @@ class Pipeline:
             return
         target = self.sink.fast_target(call, self._views[key])
         if target is not None:
-            carry, frame_bytes = target
+            carry, frame_bytes, self._feeds[key] = target
             self.fast.bind(key, leg.resampler_state, carry, frame_bytes)
 
     def tick(self, now: float) -> None:

@@ -8,7 +8,7 @@ The pipeline makes one view per leg, with the leg, and hands that one out every 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from operator import attrgetter
 from types import MappingProxyType
 from typing import Any
@@ -18,6 +18,10 @@ import numpy as np
 from ..media.dtmf import DtmfEvent
 from ..media.leg import LegEvent, MediaLeg
 from ..signalling.calls import Call, CallEvent
+
+# What a sink that lets the fast path stream a leg gives it (Sink.fast_target): the
+# part-frame it gives up, the frame size in bytes, and feed(frames, newest, held).
+FastTarget = tuple[bytes, int, Callable[[bytes, float, int], None]]
 
 
 class LegView:
@@ -113,18 +117,16 @@ class Sink:
     # may let the fast path make them (``rtp2ws.fastpath``: decode, filter, frames), so
     # that a leg in steady state costs no Python per hand-out.  The default: never.
 
-    def fast_target(self, call: Call, leg: LegView) -> tuple[bytes, int] | None:
+    def fast_target(self, call: Call, leg: LegView) -> FastTarget | None:
         """Whether the fast path may stream ``leg`` from now on (its audio so far was all
         handed to ``leg_audio``): None, or (the part-frame this sink holds for it, which
-        it gives up, int16 bytes; the frame size in bytes)."""
+        it gives up, int16 bytes; the frame size in bytes; ``feed(frames, newest, held)``,
+        which takes the whole frames the fast path makes of the leg's audio from then on,
+        in order, as ``leg_audio`` would have cut them: ``newest`` is the capture time of
+        the newest packet in them, ``held`` the 16 kHz samples of it the fast path holds
+        after them, part of the next frame).  ``feed`` is called for this leg alone, with
+        no other sink method on the way (it costs one call per leg and hand-out)."""
         return None
-
-    def fast_audio(self, call: Call, leg: LegView, frames: bytes, newest: float, held: int) -> None:
-        """Whole frames the fast path made of ``leg``'s audio, in order, as
-        ``leg_audio`` would have cut them (only after ``fast_target`` said yes);
-        ``newest``: the capture time of the newest packet in them, ``held``: the 16 kHz
-        samples of it the fast path holds after them (part of the next frame)."""
-        raise NotImplementedError(f"{type(self).__name__} streams no leg from the fast path")
 
     def fast_release(self, call: Call, leg: LegView, carry: bytes) -> None:
         """The fast path stops streaming ``leg``: ``carry`` is the part-frame it held,
@@ -138,11 +140,8 @@ class Forward(Sink):
     def __init__(self, inner: Sink) -> None:
         self.inner = inner
 
-    def fast_target(self, call: Call, leg: LegView) -> tuple[bytes, int] | None:
+    def fast_target(self, call: Call, leg: LegView) -> FastTarget | None:
         return self.inner.fast_target(call, leg)
-
-    def fast_audio(self, call: Call, leg: LegView, frames: bytes, newest: float, held: int) -> None:
-        self.inner.fast_audio(call, leg, frames, newest, held)
 
     def fast_release(self, call: Call, leg: LegView, carry: bytes) -> None:
         self.inner.fast_release(call, leg, carry)

@@ -33,13 +33,14 @@ import heapq
 import itertools
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..media.dtmf import DtmfEvent
 from ..media.leg import CodecChange, LegEvent
-from ..pipeline.sink import LegView, Sink
+from ..pipeline.sink import FastTarget, LegView, Sink
 from ..signalling.calls import CALLEE, CALLER, Call, CallEvent, HoldChanged
 from ..ws.protocol import CODEC, PROTOCOL_VERSION, SAMPLE_RATE, validate_frame_ms
 from .wav import iso
@@ -180,7 +181,7 @@ class StreamSink(Sink):
 
     # -- the fast path streams a leg (rtp2ws.pipeline.sink.Sink.fast_target) ------------
 
-    def fast_target(self, call: Call, leg: LegView) -> tuple[bytes, int] | None:
+    def fast_target(self, call: Call, leg: LegView) -> FastTarget | None:
         """A leg's own stream, once open, takes whole frames from the fast path; a
         stereo stream mixes, so its legs do not."""
         if self.stereo and leg.tag in _SDP_TAGS:
@@ -191,10 +192,10 @@ class StreamSink(Sink):
         carry = b"".join(s.pending)
         s.pending.clear()
         s.pending_bytes = 0
-        return carry, 2 * s.frame
+        return carry, 2 * s.frame, partial(self._fast_feed, s, leg)
 
-    def fast_audio(self, call: Call, leg: LegView, frames: bytes, newest: float, held: int) -> None:
-        s = self._legs[(call.key, leg.tag)]
+    def _fast_feed(self, s: _Stream, leg: LegView, frames: bytes, newest: float, held: int) -> None:
+        """The fast path's whole frames of the leg of stream ``s``: one run."""
         self.ops.append(_audio(s.id, frames))
         s.sent += len(frames) >> 1
 
