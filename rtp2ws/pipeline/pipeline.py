@@ -294,11 +294,14 @@ class Pipeline:
                 self._dirty.add(key)
                 if leg.next_deadline() is None:
                     self._waiting.discard(key)
-        if self._registry_deadline is None or self._registry_deadline <= now:
-            self._expire(now)
         tcp_deadline = self.tcp.next_deadline()    # idle TCP flows, holes waited on too long; feed()
         if tcp_deadline is not None and tcp_deadline <= now:   # also expires first, so the fast path need not stop
             self._tcp_expire(now)
+        # after the TCP timers: a message their skips complete may change the calls' timers
+        # (a Call-ID used again takes its ended call off the linger list), and no call timer
+        # is left due at now
+        if self._registry_deadline is None or self._registry_deadline <= now:
+            self._expire(now)
         if now >= self._next_flush:
             if self.config.flush_ms:
                 self._next_flush = now + self.config.flush_ms / 1000.0
