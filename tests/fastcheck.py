@@ -59,50 +59,41 @@ def _by_leg(log) -> dict:
     return legs
 
 
-def _reference(path, config, budget):
-    rec = Recorder()
+def _drive(path, config, budget, backend, how, sink):
+    """Replay ``path`` into ``sink``: packet at a time (``how`` None: ``feed_batch``), or
+    through the fast path of ``backend`` read from the file (``"reader"``: ``run_reader``)
+    or handed lists of frames as live capture does (``"frames"``: ``feed_frames``).
+    Returns (pipeline, the capture's error or None, packets the fast path took)."""
     error = None
-    with CaptureFile(path, batch=budget) as cap:
-        pipe = Pipeline(cap.linktype, rec, config)
-        try:
-            for batch in cap.batches():
-                pipe.feed_batch(batch)
-        except CaptureError as e:
-            error = e.reason
-        pipe.finish()
-    return rec.log, pipe.stats, pipe.decoder.stats, error
+    if how == "reader":
+        with CaptureFile(path, native=True, backend=backend) as cap:
+            pipe = Pipeline(cap.linktype, sink, config)
+            _, read_error = fastpath.for_reader(cap.reader)
+            try:
+                while pipe.run_reader(cap.reader, budget):
+                    pass
+            except read_error as e:
+                error = str(e)
+            pipe.finish()
+    else:
+        cls = fastpath.default_class() if backend == "native" else fastpath.FastPath
+        with CaptureFile(path, batch=budget) as cap:
+            pipe = Pipeline(cap.linktype, sink, config)
+            try:
+                for batch in cap.batches():
+                    if how is None:
+                        pipe.feed_batch(batch)
+                    else:
+                        pipe.feed_frames(batch, cls)
+            except CaptureError as e:
+                error = e.reason
+            pipe.finish()
+    return pipe, error, pipe.fast.packets
 
 
-def _fast(path, config, budget, backend):
+def _run(path, config, budget, backend, how):
     rec = Recorder()
-    error = None
-    with CaptureFile(path, native=True, backend=backend) as cap:
-        pipe = Pipeline(cap.linktype, rec, config)
-        _, read_error = fastpath.for_reader(cap.reader)
-        try:
-            while pipe.run_reader(cap.reader, budget):
-                pass
-        except read_error as e:
-            error = str(e)
-        pipe.finish()
-        taken = pipe.fast.packets
-    return (rec.log, pipe.stats, pipe.decoder.stats, error), taken
-
-
-def _fast_frames(path, config, budget, backend):
-    """As live capture feeds it: lists of (ts, frame) through ``Pipeline.feed_frames``."""
-    rec = Recorder()
-    error = None
-    cls = fastpath.default_class() if backend == "native" else fastpath.FastPath
-    with CaptureFile(path, batch=budget) as cap:
-        pipe = Pipeline(cap.linktype, rec, config)
-        try:
-            for batch in cap.batches():
-                pipe.feed_frames(batch, cls)
-        except CaptureError as e:
-            error = e.reason
-        pipe.finish()
-        taken = pipe.fast.packets
+    pipe, error, taken = _drive(path, config, budget, backend, how, rec)
     return (rec.log, pipe.stats, pipe.decoder.stats, error), taken
 
 
@@ -136,35 +127,7 @@ def _stream_story(ops) -> dict:
 
 def _streams(path, config, budget, backend, how):
     sink = _Streams(frame_ms=20, hold_s=config.jitter_depth + 1.0)
-    if how is None:
-        with CaptureFile(path, batch=budget) as cap:
-            pipe = Pipeline(cap.linktype, sink, config)
-            try:
-                for batch in cap.batches():
-                    pipe.feed_batch(batch)
-            except CaptureError:
-                pass
-            pipe.finish()
-    elif how == "reader":
-        with CaptureFile(path, native=True, backend=backend) as cap:
-            pipe = Pipeline(cap.linktype, sink, config)
-            _, read_error = fastpath.for_reader(cap.reader)
-            try:
-                while pipe.run_reader(cap.reader, budget):
-                    pass
-            except read_error:
-                pass
-            pipe.finish()
-    else:
-        cls = fastpath.default_class() if backend == "native" else fastpath.FastPath
-        with CaptureFile(path, batch=budget) as cap:
-            pipe = Pipeline(cap.linktype, sink, config)
-            try:
-                for batch in cap.batches():
-                    pipe.feed_frames(batch, cls)
-            except CaptureError:
-                pass
-            pipe.finish()
+    _drive(path, config, budget, backend, how, sink)
     return _stream_story(sink.take_ops()), sink.streamed
 
 
@@ -176,10 +139,10 @@ def check_equivalent(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0,
         config = Config(jitter_depth=jitter_ms / 1000.0, rtp_timeout=rtp_timeout, deliver_ms=deliver,
                         flush_ms=flush)
         for budget in budgets:
-            ref = _reference(path, config, budget)
-            for backend, how in [(b, h) for b in BACKENDS for h in (_fast, _fast_frames)]:
-                got, taken = how(path, config, budget, backend)
-                where = f"{path}: backend {backend} via {how.__name__}, deliver_ms {deliver}, flush_ms {flush}, budget {budget}"
+            ref, _ = _run(path, config, budget, None, None)
+            for backend, how in [(b, h) for b in BACKENDS for h in ("reader", "frames")]:
+                got, taken = _run(path, config, budget, backend, how)
+                where = f"{path}: backend {backend} via {how}, deliver_ms {deliver}, flush_ms {flush}, budget {budget}"
                 assert got[3] == ref[3], where
                 assert got[1] == ref[1], where
                 assert got[2] == ref[2], where

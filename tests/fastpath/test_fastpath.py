@@ -30,6 +30,7 @@ from rtp2ws.signalling.correlator import Correlator
 from rtp2ws.speedups import load_native
 
 import callgen
+import fastcheck
 import netgen
 from callgen import Call, Party, frames_of, rtp_packets, tone
 from fastcheck import check_equivalent
@@ -277,12 +278,16 @@ def test_open_errors_are_oserrors(tmp_path, backend):
 def test_real_captures_unchanged_by_the_fast_path():
     for name in ("demo_speech.pcap", "sipp_uac_pcap.pcap"):
         assert check_equivalent(f"tests/data/{name}", budgets=(1024, 5)) > 0
+        assert fastcheck.LAST_STREAMED[0] > 0      # ... also where it streamed the legs itself
 
 
 def test_many_calls_with_loss_and_reordering(tmp_path):
     path = str(tmp_path / "b.pcap")
     make_capture(path, 12, 3.0, loss=0.03, reorder=0.03, seed=9)
     assert check_equivalent(path, budgets=(1024, 7)) > 1000
+    # legs bound and released again and again (each loss or reordering disarms): still
+    # the same streams, bytes and messages
+    assert fastcheck.LAST_STREAMED[0] > 100_000
 
 
 def test_ipv6_calls_wraparound_and_timeline_jumps(tmp_path):

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
-from websockets.frames import Frame, Opcode
+from websockets.frames import Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
-from websockets.streams import StreamReader
+from wsparse import parse_frames
 
 from rtp2ws.speedups import load_native
 from rtp2ws.ws import frame as wsframe
@@ -37,18 +37,6 @@ def payload(n: int, seed: int = 0) -> bytes:
     return random.Random(seed * 1_000_003 + n).randbytes(n)
 
 
-def parse_all(buf: bytes) -> list[Frame]:
-    """Every frame in ``buf``, as a server (which requires masking) parses them."""
-    reader = StreamReader()
-    reader.feed_data(buf)
-    reader.feed_eof()
-    frames = []
-    while reader.buffer:
-        parser = Frame.parse(reader.read_exact, mask=True)
-        with pytest.raises(StopIteration) as done:
-            next(parser)
-        frames.append(done.value.value)
-    return frames
 
 
 def keys_of(buf: bytes) -> list[bytes]:
@@ -75,7 +63,7 @@ def test_each_size_parses_back(encode, n):
     buf = encode([data, text], keys)
     head = 2 + (2 if 126 <= n < 65536 else 8 if n >= 65536 else 0) + 4
     assert len(buf) == 2 * (head + n)
-    binary, txt = parse_all(buf)
+    binary, txt = parse_frames(buf)
     assert binary.opcode is Opcode.BINARY and binary.data == data
     assert txt.opcode is Opcode.TEXT and txt.data == text.encode()
     for f in (binary, txt):
@@ -92,7 +80,7 @@ def test_many_messages_in_order_each_with_its_own_key(encode):
         msgs.append(payload(n, i) if i % 3 else f'{{"type":"dtmf","n":{n},"from":"Zoë"}}')
     keys = os.urandom(4 * len(msgs))
     buf = encode(msgs, keys)
-    frames = parse_all(buf)
+    frames = parse_frames(buf)
     assert len(frames) == len(msgs) == wsframe.frame_count(msgs)
     for m, f in zip(msgs, frames):
         if isinstance(m, str):
@@ -108,13 +96,13 @@ def test_split_cuts_one_buffer_into_frames(encode, n):
     count = wsframe.frame_count([data], 640)
     assert count == max(1, -(-n // 640))
     keys = os.urandom(4 * count)
-    frames = parse_all(encode(["start", data, "end"], os.urandom(8) + keys, 640))
+    frames = parse_frames(encode(["start", data, "end"], os.urandom(8) + keys, 640))
     assert [f.opcode for f in frames] == [Opcode.TEXT] + [Opcode.BINARY] * count + [Opcode.TEXT]
     audio = frames[1:-1]
     assert b"".join(f.data for f in audio) == data
     assert all(len(f.data) == 640 for f in audio[:-1]) and len(audio[-1].data) == (n % 640 or min(n, 640))
     # split larger than the buffer: one frame
-    assert [f.data for f in parse_all(encode([data], os.urandom(4), n + 1))] == [data]
+    assert [f.data for f in parse_frames(encode([data], os.urandom(4), n + 1))] == [data]
 
 
 def test_buffers_of_any_kind(encode):

@@ -17,8 +17,8 @@ import sys
 
 import numpy as np
 import pytest
-from websockets.frames import Frame, Opcode
-from websockets.streams import StreamReader
+from websockets.frames import Opcode
+from wsparse import parse_frames
 
 from rtp2ws.speedups import load_native
 from rtp2ws.ws import outbox as outbox_module
@@ -468,18 +468,6 @@ def test_contiguous_offsets_through_drops_acks_and_reconnects(seed):
 # --------------------------------------------------------------------------- take_framed: the data plane's take
 
 
-def parse_frames(buf: bytes) -> list[Frame]:
-    """Every frame in ``buf``, as a server (which requires masking) parses them."""
-    reader = StreamReader()
-    reader.feed_data(buf)
-    reader.feed_eof()
-    frames = []
-    while reader.buffer:
-        parser = Frame.parse(reader.read_exact, mask=True)
-        with pytest.raises(StopIteration) as done:
-            next(parser)
-        frames.append(done.value.value)
-    return frames
 
 
 class Keys:

@@ -15,8 +15,8 @@ import threading
 import time
 
 import pytest
-from websockets.frames import Frame, Opcode
-from websockets.streams import StreamReader
+from websockets.frames import Opcode
+from wsparse import parse_frames
 
 from rtp2ws.ws import outbox as outbox_mod
 from rtp2ws.ws import wire as wire_mod
@@ -278,18 +278,6 @@ def test_retry_writes_what_it_can_and_keeps_the_rest_in_order(Wire):
 # --------------------------------------------------------------------------- send_batches
 
 
-def parse_frames(buf: bytes) -> list[Frame]:
-    """Every frame in ``buf`` as a server (which requires masking) parses them."""
-    reader = StreamReader()
-    reader.feed_data(buf)
-    reader.feed_eof()
-    frames = []
-    while reader.buffer:
-        parser = Frame.parse(reader.read_exact, mask=True)
-        with pytest.raises(StopIteration) as done:
-            next(parser)
-        frames.append(done.value.value)
-    return frames
 
 
 def drain(sock) -> bytes:
