@@ -125,8 +125,8 @@ def _stream_story(ops) -> dict:
     return {k: (bytes(a), m) for k, (a, m) in story.items()}
 
 
-def _streams(path, config, budget, backend, how):
-    sink = _Streams(frame_ms=20, hold_s=config.jitter_depth + 1.0)
+def _streams(path, config, budget, backend, how, stereo=False):
+    sink = _Streams(frame_ms=20, stereo=stereo, hold_s=config.jitter_depth + 1.0)
     _drive(path, config, budget, backend, how, sink)
     return _stream_story(sink.take_ops()), sink.streamed
 
@@ -149,16 +149,20 @@ def check_equivalent(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0,
                 assert _by_leg(got[0]) == _by_leg(ref[0]), where
                 assert ([e for e in got[0] if e[0] not in ("audio", "leg_event")]
                         == [e for e in ref[0] if e[0] not in ("audio", "leg_event")]), where
-            ref_streams, _ = _streams(path, config, budget, None, None)
             streamed = 0
-            for backend, how in [(b, h) for b in BACKENDS for h in ("reader", "frames")]:
-                got_streams, n = _streams(path, config, budget, backend, how)
-                streamed += n
-                where = f"{path} streams: backend {backend} via {how}, deliver_ms {deliver}, flush_ms {flush}, budget {budget}"
-                assert got_streams.keys() == ref_streams.keys(), where
-                for k in ref_streams:
-                    assert got_streams[k][1] == ref_streams[k][1], (where, k)
-                    assert got_streams[k][0] == ref_streams[k][0], (where, k, len(got_streams[k][0]),
-                                                                    len(ref_streams[k][0]))
+            # per-leg streams (every leg streamed by the fast path), and stereo (the call's
+            # two legs mixed in Python, its extra legs streamed)
+            for stereo in (False, True):
+                ref_streams, _ = _streams(path, config, budget, None, None, stereo)
+                for backend, how in [(b, h) for b in BACKENDS for h in ("reader", "frames")]:
+                    got_streams, n = _streams(path, config, budget, backend, how, stereo)
+                    streamed += n
+                    where = (f"{path} streams (stereo {stereo}): backend {backend} via {how}, deliver_ms {deliver}, "
+                             f"flush_ms {flush}, budget {budget}")
+                    assert got_streams.keys() == ref_streams.keys(), where
+                    for k in ref_streams:
+                        assert got_streams[k][1] == ref_streams[k][1], (where, k)
+                        assert got_streams[k][0] == ref_streams[k][0], (where, k, len(got_streams[k][0]),
+                                                                        len(ref_streams[k][0]))
             LAST_STREAMED[0] = streamed
     return taken
