@@ -98,13 +98,23 @@ def _run(path, config, budget, backend, how):
 
 
 class _Streams(StreamSink):
-    """A StreamSink counting what the fast path streamed."""
+    """A StreamSink counting what the fast path streamed, and keeping each leg's own
+    account of its audio when its call ends (the timeline's position among it)."""
 
     streamed = 0
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.legs_at_end: list = []
 
     def _fast_feed(self, s, leg, frames, newest, held):
         self.streamed += len(frames)
         super()._fast_feed(s, leg, frames, newest, held)
+
+    def call_ended(self, call, legs):
+        self.legs_at_end.append((call.key, {tag: (leg.decoded, leg.samples_16k, leg.stats, leg.concealed, leg.filled)
+                                            for tag, leg in legs.items()}))
+        super().call_ended(call, legs)
 
 
 def _stream_story(ops) -> dict:
@@ -128,7 +138,9 @@ def _stream_story(ops) -> dict:
 def _streams(path, config, budget, backend, how, stereo=False):
     sink = _Streams(frame_ms=20, stereo=stereo, hold_s=config.jitter_depth + 1.0)
     _drive(path, config, budget, backend, how, sink)
-    return _stream_story(sink.take_ops()), sink.streamed
+    story = _stream_story(sink.take_ops())
+    story[("legs at the end of their calls",)] = (b"", sink.legs_at_end)
+    return story, sink.streamed
 
 
 def check_equivalent(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0,

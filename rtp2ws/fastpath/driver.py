@@ -156,5 +156,5 @@ class FastDriver:
             del self.legs[key]
             del self._flows[flow]
             self.bound.discard(key)
-        if taken.packets or taken.samples or taken.state is not None:
+        if taken.packets or taken.samples or taken.streamed or taken.state is not None:
             self._absorb(key, taken)

@@ -346,16 +346,17 @@ class MediaLeg:
         assert self._codec is not None  # fast_state gave the fast path a codec
         self._last_audio = (self._codec, last_payload)
 
-    def absorb_samples(self, samples: bytes) -> None:
-        """8 kHz samples the fast path took before an ``absorb`` that counted their
-        packets (a leg it streamed: what it had not streamed yet)."""
+    def absorb_samples(self, samples: bytes, streamed: int = 0) -> None:
+        """Audio of packets an earlier ``absorb`` counted (a leg the fast path
+        streamed): ``samples`` (8 kHz) it had not streamed yet go on the timeline, and
+        ``streamed`` samples it streamed since are counted as there."""
         pcm = np.frombuffer(samples, dtype=np.int16)
         n = len(pcm)
         if n:
             self._pending.append(pcm)
-            self.decoded += n
             self.pending_samples += n
-            self._cursor += n
+        self.decoded += n + streamed
+        self._cursor += n + streamed
 
     @property
     def resampler_state(self) -> bytes:

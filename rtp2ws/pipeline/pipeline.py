@@ -251,8 +251,8 @@ class Pipeline:
             st["rtp"] += packets
             self.decoder.count_packets(packets)
             self.registry.touch(call, taken.max_arrival)
-        elif taken.samples:       # a streamed leg's last audio, its packets counted before
-            leg.absorb_samples(taken.samples)
+        elif taken.samples or taken.streamed:    # a streamed leg's audio, its packets counted before
+            leg.absorb_samples(taken.samples, taken.streamed)
         if taken.samples:
             self._dirty.add(key)
         if taken.state is not None:

@@ -290,6 +290,23 @@ def test_many_calls_with_loss_and_reordering(tmp_path):
     assert fastcheck.LAST_STREAMED[0] > 100_000
 
 
+def test_a_streamed_leg_synced_by_sip_then_silent_ends_with_its_whole_timeline(tmp_path):
+    """fuzz/crashes/pipeline/streamed-after-a-timer-sync-then-disarmed: SIP for the call
+    (an INFO) syncs the legs between a packet and the next hand-out, leaving that packet's
+    audio on the slot; the next hand-out streams it; the media then stops and the BYE
+    disarms the leg with no packet since.  The samples streamed in between must still
+    count on the leg's timeline (they did not: its end showed 60 ms less audio)."""
+    c = Call("info@test", A, B)
+    sa = rtp_packets(A, B, 100.1, tone(440, 8000), ssrc=1)          # the caller's media: 1 s
+    sb = rtp_packets(B, A, 100.103, tone(440, 12000), ssrc=2)       # the callee's goes on: hand-outs
+    last = max(t for t, _, _ in sa)
+    c.cseq += 1
+    info = c.request(last + 0.004, "INFO")
+    path = callgen.write(tmp_path / "info.pcap", frames_of(c.setup(100), sa, sb, info, c.bye(last + 1.0)))
+    assert check_equivalent(path, delivers=(0,), flushes=(40,), budgets=(3,)) > 0
+    assert fastcheck.LAST_STREAMED[0] > 0
+
+
 def test_ipv6_calls_wraparound_and_timeline_jumps(tmp_path):
     c = Call("v6@test", A6, B6)
     pcm = tone(300, 8000)
