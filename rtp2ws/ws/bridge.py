@@ -14,7 +14,9 @@ it applies the sink's operations itself (audio as runs of frames, one operation
 per stream and tick): audio and events go into the streams' outboxes under the
 sender's lock, in the order the pipeline made them, and ``Sender.flush`` then
 writes every plain-TCP connection's batch straight to its socket, from this
-thread (``ws.wire``).  The event loop only runs the connections: opening,
+thread (``ws.wire``; paced and live streams: a replay at full speed, which hands
+a second of audio on at a time, leaves its writes to the event loop, where they
+cost half the system time).  The event loop runs the connections: opening,
 reading, pongs, the close, reconnects; and writes TLS connections' batches.
 The streams' queues are bounded (drop-oldest), so the worker never waits for
 the network; at full speed (``flow_control``) it waits while the server takes
