@@ -44,6 +44,7 @@ import time
 from rtp2ws.speedups import load_native
 from rtp2ws.ws import frame as wsframe
 from rtp2ws.ws.outbox import OutboxPy, TotalsPy
+from rtp2ws.ws.wire import KeyPool
 
 FRAME = bytes(range(256)) * 2 + bytes(128)         # 640 bytes: 20 ms at 16 kHz, mono
 KEYS = os.urandom(4 * 64)
@@ -142,7 +143,7 @@ def run_flush(obs, wires, ticks: int, how: str) -> float:
     from rtp2ws.ws.wire import send_batches_py
     native = load_native("_wsframe")
     lock = threading.RLock()
-    pool = _Pool()
+    pool = KeyPool()       # masking keys as the sender draws them
     items = list(zip(obs, wires, strict=True))
     t = 0.0
     for k in range(ticks):
@@ -172,17 +173,6 @@ def run_flush(obs, wires, ticks: int, how: str) -> float:
     return t
 
 
-class _Pool:
-    """Masking keys as the sender draws them (Sender._mask_keys)."""
-
-    def __init__(self) -> None:
-        self.keys, self.at = b"", 0
-
-    def __call__(self, n: int) -> bytes:
-        if self.at + n > len(self.keys):
-            self.keys, self.at = os.urandom(max(64 * 1024, n)), 0
-        self.at += n
-        return self.keys[self.at - n:self.at]
 
 
 def main_sockets(args) -> int:

@@ -75,7 +75,20 @@ from .. import __version__
 from . import frame as wsframe
 from .outbox import SAMPLES_PER_MS, Message, Outbox, Totals, ms
 from .protocol import CLOSE_INVALID_PAYLOAD, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED_DATA, encode
-from .wire import BLOCKED, ENDED, PENDING, SENT, AnyWire, Attention, Wire, WireTransport, send_batches, writable
+from .wire import (
+    BLOCKED,
+    ENDED,
+    PENDING,
+    SENT,
+    AnyWire,
+    Attention,
+    KeyPool,
+    Wire,
+    WireTransport,
+    send_batches,
+    writable,
+)
+from .wire import KEY_POOL as KEY_POOL  # masking key bytes drawn at a time (tests read it here)
 
 get_proxy: Callable[[WebSocketURI], str | None] | None
 try:
@@ -94,7 +107,6 @@ REFUSAL_CLOSE_CODES = frozenset({CLOSE_UNSUPPORTED_DATA, CLOSE_INVALID_PAYLOAD, 
 SENSITIVE_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie"}
 REDACTED = "<redacted>"
 BATCH_BYTES = 64 * 1024      # payload per transport.write; a larger backlog goes out in several
-KEY_POOL = 64 * 1024         # masking keys drawn from os.urandom at a time (16,384 frames)
 
 OPEN = State.OPEN
 RETRY_S = 0.005              # how often blocked wires are looked at (see ws.wire)
@@ -889,8 +901,7 @@ class Sender:
         self._blocked: set[Stream] = set()   # streams whose wire waits for its socket
         self._retry_armed = False
         self._dirty: list[Stream] = []       # streams to flush
-        self._keys = b""                     # os.urandom bytes not yet used as masking keys
-        self._keys_at = 0
+        self._mask_keys = KeyPool()          # masking keys, ping keys too
         self._flush_handle: asyncio.Handle | None = None
         self._closed = False
         self._opened = 0
@@ -1114,18 +1125,6 @@ class Sender:
                 self._arm_retry()
             else:
                 self._retry_armed = False
-
-    def _mask_keys(self, n: int) -> bytes:
-        """``n`` bytes of masking keys (RFC 6455 5.3: from a strong source, each used
-        once), cut from a pool that one ``os.urandom`` call refills: that call lets
-        the decoder thread take the GIL, and the loop may then wait up to the switch
-        interval to get it back, so it is made once per KEY_POOL bytes, not per flush."""
-        at = self._keys_at
-        if at + n > len(self._keys):
-            self._keys = os.urandom(max(KEY_POOL, n))
-            at = 0
-        self._keys_at = at + n
-        return self._keys[at:at + n]
 
     def _stream_done(self, stream: Stream) -> None:
         with self._lock:

@@ -157,9 +157,11 @@ class WirePy:
         return tail
 
 
-class _KeyPool:
+class KeyPool:
     """Masking keys (RFC 6455 5.3: a strong source, each byte used once), cut from
-    ``KEY_POOL`` bytes of ``os.urandom`` at a time."""
+    ``KEY_POOL`` bytes of ``os.urandom`` at a time: that call lets another thread take
+    the GIL, which this one may then wait up to the switch interval to get back, so it
+    is made once per pool, not per flush.  ``pool(n)``: the next ``n`` bytes."""
 
     def __init__(self) -> None:
         self.pool = b""
@@ -174,7 +176,7 @@ class _KeyPool:
         return self.pool[at:at + n]
 
 
-_keys = _KeyPool()
+_keys = KeyPool()
 
 AnyOutbox = Union["OutboxPy", "_wsframe.Outbox"]
 AnyWire = Union[WirePy, "_wsframe.Wire"]
