@@ -622,20 +622,21 @@ FastPath_pump(FastPath *self, PyObject *unused)
         }
         s->ready = 0;
         PyObject *frames = pump_slot(self, s);
-        PyObject *item = frames == NULL ? NULL : PyBytes_GET_SIZE(frames) == 0 ? (Py_DECREF(frames), Py_None)
-                                               : Py_BuildValue("(iNdn)", sid, frames, s->last_arrival,
-                                                               s->ncarry / 2);
-        if (item == NULL || (item != Py_None && PyList_Append(out, item) < 0)) {
-            if (item != Py_None)
-                Py_XDECREF(item);
+        if (frames != NULL && PyBytes_GET_SIZE(frames) == 0) {
+            Py_DECREF(frames);          /* less than a frame so far: nothing to hand on */
+            continue;
+        }
+        PyObject *item = frames == NULL ? NULL
+            : Py_BuildValue("(iNdn)", sid, frames, s->last_arrival, s->ncarry / 2);
+        int failed = item == NULL || PyList_Append(out, item) < 0;
+        Py_XDECREF(item);
+        if (failed) {
             for (Py_ssize_t k = i + 1; k < self->nready; k++)    /* keep the list whole */
                 self->ready[j++] = self->ready[k];
             self->nready = j;
             Py_DECREF(out);
             return NULL;
         }
-        if (item != Py_None)
-            Py_DECREF(item);
     }
     self->nready = j;
     return out;
