@@ -16,10 +16,10 @@ contract (twin.py's docstring) names:
 * ``take_ready()`` at a hand-out: the legs the fast path filled to ``deliver_samples``;
 * ``rebase(key, pending)`` after the pipeline took a leg's audio;
 * ``take_all()`` at the end of a file and before ``finish``;
-* ``bind(key, history, carry, frame_bytes)`` once an armed leg's stream can take its
-  audio straight from the fast path (the leg holds none: the pipeline just handed it
-  all out), and ``pump()`` at each hand-out: the whole frames every bound leg's
-  stream gets, as ``(key, frames)``.
+* ``bind(key, history, carry, frame_bytes, feed)`` once an armed leg's stream can take
+  its audio straight from the fast path (the leg holds none: the pipeline just handed
+  it all out), and ``pump()`` at each hand-out: every bound leg that is ready gets its
+  whole frames through its ``feed(frames, newest, held)``.
 
 What a take brings (``Taken``) goes to the pipeline's ``absorb(key, taken)``, which
 puts it on the leg (``MediaLeg.absorb``) and counts it as if each packet had been fed.
@@ -63,7 +63,8 @@ class FastDriver:
         self.deliver_samples = deliver_samples
         self.path: FastPath | _fastpath.FastPath | None = None   # the FastPath, once ``start`` made it
         self.legs: dict[Hashable, int] = {}   # armed leg key -> slot id (read: "is this leg armed?")
-        self.bound: set[Hashable] = set()     # armed legs whose stream the fast path feeds
+        # armed legs whose stream the fast path feeds, and where their frames go
+        self.bound: dict[Hashable, Callable[[bytes, float, int], None]] = {}
         self._slots: dict[int, tuple[Hashable, Flow]] = {}   # slot id -> (leg key, 5-tuple)
         self._flows: dict[Flow, int] = {}     # 5-tuple -> slot id
         self._correlator = correlator
@@ -122,18 +123,21 @@ class FastDriver:
         for sid in list(self._slots):
             self._take(sid, True)
 
-    def bind(self, key: Hashable, history: bytes, carry: bytes, frame_bytes: int) -> None:
-        """The armed leg ``key``'s stream takes its audio from the fast path from now on."""
+    def bind(self, key: Hashable, history: bytes, carry: bytes, frame_bytes: int,
+             feed: Callable[[bytes, float, int], None]) -> None:
+        """The armed leg ``key``'s stream takes its audio from the fast path from now on,
+        through ``feed(frames, newest, held)`` (``Sink.fast_target``)."""
         self._started().bind(self.legs[key], history, carry, frame_bytes)
-        self.bound.add(key)
+        self.bound[key] = feed
 
-    def pump(self) -> list[tuple[Hashable, bytes, float, int]]:
-        """Whole frames of every bound leg that is ready, for its stream: (key, frames,
-        capture time of the newest packet in them, 16 kHz samples held after them)."""
+    def pump(self) -> None:
+        """Every bound leg that is ready gets its whole frames, with the capture time of
+        the newest packet in them and the 16 kHz samples held after them."""
         if not self.bound:
-            return []
-        slots = self._slots
-        return [(slots[sid][0], frames, newest, held) for sid, frames, newest, held in self._started().pump()]
+            return
+        slots, bound = self._slots, self.bound
+        for sid, frames, newest, held in self._started().pump():
+            bound[slots[sid][0]](frames, newest, held)
 
     def rebase(self, key: Hashable, pending_samples: int) -> None:
         """The armed leg ``key`` now holds ``pending_samples`` (its audio was taken)."""
@@ -155,6 +159,6 @@ class FastDriver:
             del self._slots[sid]
             del self.legs[key]
             del self._flows[flow]
-            self.bound.discard(key)
+            self.bound.pop(key, None)
         if taken.packets or taken.samples or taken.streamed or taken.state is not None:
             self._absorb(key, taken)

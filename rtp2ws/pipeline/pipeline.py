@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Hashable
 
 from ..fastpath.driver import FastDriver, Taken
 from ..fastpath.twin import TICK, default_class, for_reader
@@ -104,8 +103,6 @@ class Pipeline:
         self.correlator = Correlator()
         self.legs: dict[tuple[str, str], MediaLeg] = {}
         self._views: dict[tuple[str, str], LegView] = {}   # what the sink sees of each leg: one each, made with it
-        # the legs the fast path streams (bound): where their frames go (Sink.fast_target's feed)
-        self._feeds: dict[Hashable, Callable[[bytes, float, int], None]] = {}
         self.calls: dict[str, Call] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._waiting: set[tuple[str, str]] = set()   # legs holding packets in their jitter buffer
@@ -257,15 +254,8 @@ class Pipeline:
             self._dirty.add(key)
         if taken.state is not None:
             history, carry = taken.state
-            del self._feeds[key]
             leg.resampler_state = history
             self.sink.fast_release(self.calls[key[0]], self._views[key], carry)
-
-    def _pump(self) -> None:
-        """The frames the fast path made of the legs it streams go to their streams."""
-        feeds = self._feeds
-        for key, frames, newest, held in self.fast.pump():
-            feeds[key](frames, newest, held)
 
     def _bind(self, call: Call, leg: MediaLeg, key) -> None:
         """The armed leg ``key`` has handed out all its audio: if its sink takes whole
@@ -274,8 +264,8 @@ class Pipeline:
             return
         target = self.sink.fast_target(call, self._views[key])
         if target is not None:
-            carry, frame_bytes, self._feeds[key] = target
-            self.fast.bind(key, leg.resampler_state, carry, frame_bytes)
+            carry, frame_bytes, feed = target
+            self.fast.bind(key, leg.resampler_state, carry, frame_bytes, feed)
 
     def tick(self, now: float) -> None:
         """Timers: jitter-buffer deadlines, call timeouts; then hand out audio."""
@@ -305,8 +295,7 @@ class Pipeline:
         if now >= self._next_flush:
             if self.config.flush_ms:
                 self._next_flush = now + self.config.flush_ms / 1000.0
-            if self.fast.bound:
-                self._pump()            # legs the fast path streams itself, filled enough to deliver
+            self.fast.pump()            # legs the fast path streams itself, filled enough to deliver
             self.fast.take_ready()      # the others it filled enough
             self._deliver()
         self.sink.tick(now)
