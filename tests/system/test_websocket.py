@@ -152,7 +152,10 @@ def _messages_so_far(s):
 
 
 def test_outage_longer_than_the_buffer_loses_exactly_the_drops(tmp_path, sink):
-    cap = make_capture(tmp_path / "c.pcap", seconds=6.0)
+    # 10 s of audio at speed 2: even if the streams' starts reach the sink's log late on
+    # a loaded machine (CI once saw a stream finish before the outage began), seconds of
+    # audio are still to come when the server dies.
+    cap = make_capture(tmp_path / "c.pcap", seconds=10.0)
     ref = tmp_path / "ref"
     assert replay(cap, "--out-dir", ref).returncode == 0
     port = free_port()
@@ -167,6 +170,7 @@ def test_outage_longer_than_the_buffer_loses_exactly_the_drops(tmp_path, sink):
         assert time.monotonic() < deadline and proc.poll() is None, "the streams never opened"
         time.sleep(0.05)
     s.kill()
+    assert proc.poll() is None, "the replay ended before the outage began"
     time.sleep(1.5)          # 3 s of audio at speed 2, far more than 400 ms of buffer
     s.start(port)
     out, err = proc.communicate(timeout=60)
