@@ -25,6 +25,7 @@
  * for the pipeline.  The same tests run against both.  See docs/ARCHITECTURE.md.
  */
 #include "capture_file.h"
+#include "lane.h"
 #include "native.h"
 
 #include <structmember.h>
@@ -97,6 +98,7 @@ typedef struct {
     int64_t streamed;             /* 8 kHz samples streamed since the last take */
     uint8_t last_codes[MAX_PAYLOAD];   /* the last packet's payload, once pumped */
     Py_ssize_t nlast;
+    PyObject *lane;               /* bound with a lane: pump() pushes its frames there (a reference) */
 } Slot;
 
 typedef struct {
@@ -308,6 +310,7 @@ FastPath_dealloc(FastPath *self)
     for (Py_ssize_t i = 0; i < self->nslots; i++) {
         PyMem_Free(self->slots[i].codes);
         PyMem_Free(self->slots[i].carry);
+        Py_XDECREF(self->slots[i].lane);
     }
     PyMem_Free(self->phases);
     PyMem_Free(self->x16);
@@ -529,6 +532,7 @@ FastPath_take(FastPath *self, PyObject *args)
         s->bound = 0;
         PyMem_Free(s->carry);
         s->carry = NULL;
+        Py_CLEAR(s->lane);
         self->table[s->entry].state = 2;
         if (s->cap > 16384) {     /* give back what one long delivery interval took */
             PyMem_Free(s->codes);
@@ -540,14 +544,35 @@ FastPath_take(FastPath *self, PyObject *args)
     return out;
 }
 
-/* bind(sid, history, carry, frame_bytes): the slot streams its leg from now on */
+/* The lane API of rtp2ws._wsframe (native/lane.h), imported at the first bind with a lane. */
+static const lane_api_t *lane_api;
+
+static int
+need_lane_api(void)
+{
+    if (lane_api != NULL)
+        return 0;
+    const lane_api_t *api = PyCapsule_Import("rtp2ws._wsframe._lane_api", 0);
+    if (api == NULL)
+        return -1;
+    if (api->version != LANE_API_VERSION) {
+        PyErr_Format(PyExc_ImportError, "rtp2ws._wsframe's lane API is version %d, not %d: rebuild the extensions",
+                     api->version, LANE_API_VERSION);
+        return -1;
+    }
+    lane_api = api;
+    return 0;
+}
+
+/* bind(sid, history, carry, frame_bytes, lane=None): the slot streams its leg from now on */
 static PyObject *
 FastPath_bind(FastPath *self, PyObject *args)
 {
     int sid;
     Py_buffer history, carry;
     Py_ssize_t frame_bytes;
-    if (!PyArg_ParseTuple(args, "iy*y*n", &sid, &history, &carry, &frame_bytes))
+    PyObject *lane = Py_None;
+    if (!PyArg_ParseTuple(args, "iy*y*n|O", &sid, &history, &carry, &frame_bytes, &lane))
         return NULL;
     PyObject *result = NULL;
     Slot *s = get_slot(self, sid);
@@ -573,6 +598,19 @@ FastPath_bind(FastPath *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "history: at most the filter's state of int16");
         goto done;
     }
+    if (lane != Py_None) {
+        if (need_lane_api() < 0)
+            PyErr_Clear();      /* no C lanes here: a Python one */
+        if (lane_api == NULL || !lane_api->check(lane)) {
+            int has = PyObject_HasAttrString(lane, "push");
+            if (has <= 0) {
+                if (has == 0)
+                    PyErr_Format(PyExc_TypeError, "lane must be a Lane (with push()), not %.100s",
+                                 Py_TYPE(lane)->tp_name);
+                goto done;
+            }
+        }
+    }
     uint8_t *buf = PyMem_Malloc((size_t)frame_bytes);
     if (buf == NULL) {
         PyErr_NoMemory();
@@ -587,6 +625,7 @@ FastPath_bind(FastPath *self, PyObject *args)
     s->nhist = history.len / 2;
     s->streamed = 0;
     s->bound = 1;
+    Py_XSETREF(s->lane, lane == Py_None ? NULL : Py_NewRef(lane));
     if (s->ready) {
         Py_ssize_t j = 0;
         for (Py_ssize_t i = 0; i < self->nready; i++)
@@ -604,7 +643,9 @@ done:
 
 /* pump() -> [(sid, frames, newest, held)]: the new audio of every bound slot that is ready (it
  * took deliver_samples since it was last streamed), streamed; they leave the ready
- * list, the others stay on it for ready() */
+ * list, the others stay on it for ready().  A slot bound with a lane has its frames
+ * pushed there instead (lane.push(frames, newest, held, packet): packet is the 16 kHz
+ * samples of its newest packet), and is not in the list. */
 static PyObject *
 FastPath_pump(FastPath *self, PyObject *unused)
 {
@@ -626,10 +667,26 @@ FastPath_pump(FastPath *self, PyObject *unused)
             Py_DECREF(frames);          /* less than a frame so far: nothing to hand on */
             continue;
         }
-        PyObject *item = frames == NULL ? NULL
-            : Py_BuildValue("(iNdn)", sid, frames, s->last_arrival, s->ncarry / 2);
-        int failed = item == NULL || PyList_Append(out, item) < 0;
-        Py_XDECREF(item);
+        int failed;
+        if (frames != NULL && s->lane != NULL) {      /* straight into the stream's outbox */
+            if (lane_api != NULL && lane_api->check(s->lane))
+                failed = lane_api->push(s->lane, (const uint8_t *)PyBytes_AS_STRING(frames),
+                                        PyBytes_GET_SIZE(frames), s->last_arrival, s->ncarry / 2,
+                                        2 * s->last_n) < 0;
+            else {
+                PyObject *r = PyObject_CallMethod(s->lane, "push", "Odnn", frames, s->last_arrival, s->ncarry / 2,
+                                                  2 * s->last_n);
+                failed = r == NULL;
+                Py_XDECREF(r);
+            }
+            Py_DECREF(frames);
+        }
+        else {
+            PyObject *item = frames == NULL ? NULL
+                : Py_BuildValue("(iNdn)", sid, frames, s->last_arrival, s->ncarry / 2);
+            failed = item == NULL || PyList_Append(out, item) < 0;
+            Py_XDECREF(item);
+        }
         if (failed) {
             for (Py_ssize_t k = i + 1; k < self->nready; k++)    /* keep the list whole */
                 self->ready[j++] = self->ready[k];
@@ -984,7 +1041,8 @@ static PyMethodDef FastPath_methods[] = {
      " last_payload, samples, streamed, state)"},
     {"rebase", (PyCFunction)FastPath_rebase, METH_VARARGS, "rebase(sid, base): the leg now holds base samples"},
     {"bind", (PyCFunction)FastPath_bind, METH_VARARGS,
-     "bind(sid, history, carry, frame_bytes): the fast path streams the slot's leg from now on"},
+     "bind(sid, history, carry, frame_bytes, lane=None): the fast path streams the slot's leg from now on\n"
+     "(into the lane's outbox, lane.push(frames, newest, held, packet), when given one)"},
     {"pump", (PyCFunction)FastPath_pump, METH_NOARGS,
      "pump() -> [(sid, frames, newest, held)]: the bound slots' new frames, the capture time of their"
      " newest packet, the samples held after them"},

@@ -726,6 +726,12 @@ ping_due(ob_outbox *ob, long long *at)
 
 /* ---- the capture side */
 
+long long
+ob_offset(const ob_outbox *ob)
+{
+    return ob->offset;
+}
+
 int
 ob_push(ob_outbox *ob, const uint8_t *pcm, size_t size)
 {

@@ -49,7 +49,10 @@ void ob_plan(const ob_outbox *ob, int64_t budget, ob_plan_t *plan);
 Py_ssize_t ob_take_framed(ob_outbox *ob, int64_t budget, uint8_t *out, size_t cap,
                           const uint8_t *keys, size_t nkeys, int64_t *frames);
 
-/* For callers outside outbox.c (native/wire.c's send_batches): */
+/* For callers outside outbox.c (native/wire.c's send_batches, native/lane.c): */
+
+/* Outbox.offset: samples (per channel) pushed so far. */
+long long ob_offset(const ob_outbox *ob);
 
 /* Whether o is an rtp2ws._wsframe.Outbox (exactly). */
 int ob_check(PyObject *o);

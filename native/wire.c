@@ -49,6 +49,7 @@
 #define HAVE_GETRANDOM 1
 #endif
 
+#include "lane.h"
 #include "outbox.h"
 #include "wire.h"
 
@@ -59,6 +60,8 @@
 #define F_BROKE 8       /* this write broke the wire */
 #define F_SENT 16       /* the outbox's sent is set: the latency probe (on_write) */
 #define F_FAILED 32     /* the take (or keeping the tail) raised: error holds the exception */
+#define F_WAKE 64       /* a lane that may not write now: wake its stream's task (Stream._may_take) */
+#define F_MARK 128      /* a live lane without a wire (TLS): mark its stream for the sender's own flush */
 
 #define KEY_POOL (64 * 1024)
 #define ARENA_KEEP (4 * 1024 * 1024)     /* the shared arena is freed when it grew past this */
@@ -506,7 +509,7 @@ scratch_need(scratch *s, size_t n)
 }
 
 typedef struct {
-    wire_obj *w;
+    wire_obj *w;              /* NULL: nothing to write for this item (a lane that may not) */
     ob_outbox *ob;
     size_t at, n;            /* its frames in the scratch */
     int fd;                  /* written in the GIL-free pass when >= 0 */
@@ -560,13 +563,71 @@ send_batches(PyObject *self, PyObject *args, PyObject *kwargs)
     Py_ssize_t marked = 0;
     scratch s = {NULL, 0, 1};
 
-    /* Every item an (Outbox, Wire) pair, each wire once and not being written:
-       checked before anything is taken. */
+    /* Every item an (Outbox, Wire) pair or a Lane, each wire once and not being
+       written: checked before anything is taken.  A lane is unmarked here, and
+       written only if its stream may take a batch now (Stream._may_take): live
+       over plain TCP, something pending, websockets' state OPEN, the transport
+       not closing, the wire neither blocked nor broken; else its flags say what
+       the sender does instead. */
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *it = objs[i];
+        jobs[i].fd = -1;
+        if (lane_check(it)) {
+            lane_obj *l = (lane_obj *)it;
+            l->dirty = 0;
+            if (!l->live || l->owner == Py_None || l->outbox == NULL)
+                continue;
+            if (l->wire == NULL || !Py_IS_TYPE(l->wire, &WireType)) {
+                jobs[i].flags = F_MARK;
+                continue;
+            }
+            ob_state_t st;
+            ob_state((ob_outbox *)l->outbox, &st);
+            if (!st.pending) {
+                jobs[i].flags = st.ended ? F_ENDED : 0;
+                continue;
+            }
+            wire_obj *w = (wire_obj *)l->wire;
+            int may = is_open(w) && !w->len;
+            if (may) {
+                PyObject *state = PyObject_GetAttrString(l->protocol, "_state");
+                if (state == NULL) {
+                    if (fail(&jobs[i]) < 0)
+                        goto done;
+                    continue;
+                }
+                may = state == l->open_state;
+                Py_DECREF(state);
+            }
+            if (may) {
+                PyObject *closing = PyObject_CallMethod(l->transport, "is_closing", NULL);
+                int c = closing == NULL ? -1 : PyObject_IsTrue(closing);
+                Py_XDECREF(closing);
+                if (c < 0) {
+                    if (fail(&jobs[i]) < 0)
+                        goto done;
+                    continue;
+                }
+                may = !c;
+            }
+            if (!may) {
+                jobs[i].flags = F_WAKE;
+                continue;
+            }
+            if (w->busy) {
+                PyErr_Format(PyExc_ValueError, "item %zd: its wire is given twice, or written by another thread", i);
+                goto done;
+            }
+            w->busy = 1;
+            marked = i + 1;
+            jobs[i].w = w;
+            jobs[i].ob = (ob_outbox *)l->outbox;
+            continue;
+        }
         if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 2 || !ob_check(PyTuple_GET_ITEM(it, 0))
             || !Py_IS_TYPE(PyTuple_GET_ITEM(it, 1), &WireType)) {
-            PyErr_Format(PyExc_TypeError, "item %zd: expected an (Outbox, Wire) pair of rtp2ws._wsframe, not %.100s",
+            PyErr_Format(PyExc_TypeError,
+                         "item %zd: expected an (Outbox, Wire) pair or a Lane of rtp2ws._wsframe, not %.100s",
                          i, Py_TYPE(it)->tp_name);
             goto done;
         }
@@ -579,7 +640,6 @@ send_batches(PyObject *self, PyObject *args, PyObject *kwargs)
         marked = i + 1;
         jobs[i].w = w;
         jobs[i].ob = (ob_outbox *)PyTuple_GET_ITEM(it, 0);
-        jobs[i].fd = -1;
     }
     if (!arena_busy) {
         arena_busy = 1;
@@ -593,6 +653,8 @@ send_batches(PyObject *self, PyObject *args, PyObject *kwargs)
     Py_ssize_t writes = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
         job_t *j = &jobs[i];
+        if (j->w == NULL)
+            continue;
         ob_plan_t plan;
         if (ob_plan_checked(j->ob, budget, &plan) < 0) {
             if (fail(j) < 0)
@@ -659,7 +721,7 @@ send_batches(PyObject *self, PyObject *args, PyObject *kwargs)
     for (Py_ssize_t i = 0; i < count; i++) {
         job_t *j = &jobs[i];
         wire_obj *w = j->w;
-        if (j->error != NULL)
+        if (j->error != NULL || w == NULL)
             continue;
         if (j->fd >= 0) {
             w->written += (long long)j->done;
@@ -699,7 +761,8 @@ send_batches(PyObject *self, PyObject *args, PyObject *kwargs)
 
 done:
     for (Py_ssize_t i = 0; i < marked; i++)
-        jobs[i].w->busy = 0;
+        if (jobs[i].w != NULL)
+            jobs[i].w->busy = 0;
     for (Py_ssize_t i = 0; i < count; i++)
         Py_XDECREF(jobs[i].error);
     PyMem_Free(jobs);
@@ -723,7 +786,7 @@ done:
 static PyMethodDef wire_functions[] = {
     {"send_batches", (PyCFunction)(void (*)(void))send_batches, METH_VARARGS | METH_KEYWORDS,
      "send_batches(items, budget) -> list[(index, flags, error)]\n\n"
-     "Each (Outbox, Wire) pair's batch of up to about budget bytes, framed and written to its wire;\n"
+     "Each (Outbox, Wire) pair's (or Lane's) batch of up to about budget bytes, framed and written to its wire;\n"
      "the items the caller must still act on (rtp2ws.ws.wire.send_batches_py is the twin)."},
     {NULL, NULL, 0, NULL},
 };
@@ -740,6 +803,7 @@ wire_module_init(PyObject *m)
     if (PyModule_AddIntConstant(m, "PENDING", F_PENDING) < 0 || PyModule_AddIntConstant(m, "ENDED", F_ENDED) < 0
         || PyModule_AddIntConstant(m, "BLOCKED", F_BLOCKED) < 0 || PyModule_AddIntConstant(m, "BROKE", F_BROKE) < 0
         || PyModule_AddIntConstant(m, "SENT", F_SENT) < 0 || PyModule_AddIntConstant(m, "FAILED", F_FAILED) < 0
+        || PyModule_AddIntConstant(m, "WAKE", F_WAKE) < 0 || PyModule_AddIntConstant(m, "MARK", F_MARK) < 0
         || PyModule_AddIntConstant(m, "KEY_POOL", KEY_POOL) < 0)
         return -1;
     return 0;

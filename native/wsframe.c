@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "outbox.h"
+#include "lane.h"
 #include "wire.h"
 #include "wsframe.h"
 
@@ -198,7 +199,8 @@ PyInit__wsframe(void)
     PyObject *m = PyModule_Create(&wsframe_module);
     if (m == NULL)
         return NULL;
-    if (ob_module_init(m) < 0 || wire_module_init(m) < 0) {   /* native/outbox.c, native/wire.c */
+    /* native/outbox.c, native/wire.c, native/lane.c */
+    if (ob_module_init(m) < 0 || wire_module_init(m) < 0 || lane_module_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

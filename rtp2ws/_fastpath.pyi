@@ -6,7 +6,7 @@ when RTP2WS_NO_NATIVE=1 is set at import.  See rtp2ws.fastpath.twin for the
 contract between the fast path and the pipeline.
 """
 
-from typing import Final, final
+from typing import Any, Final, final
 
 from _typeshed import StrOrBytesPath
 from typing_extensions import Buffer
@@ -89,12 +89,14 @@ class FastPath:
         streamed, state)`` taken since the last take: samples are native int16; last_payload is None
         when no packet was; streamed: samples a bound slot streamed; state: (filter state, part-frame)
         of a bound slot disarmed."""
-    def bind(self, sid: int, history: Buffer, carry: Buffer, frame_bytes: int, /) -> None:
+    def bind(self, sid: int, history: Buffer, carry: Buffer, frame_bytes: int, lane: Any = None, /) -> None:
         """The slot streams its leg from now on: the 2x filter from ``history``, whole frames of
-        ``frame_bytes`` from the part-frame ``carry``."""
+        ``frame_bytes`` from the part-frame ``carry``; pushed into ``lane`` (rtp2ws.ws.lane) by
+        ``pump`` when one is given."""
     def pump(self) -> list[tuple[int, bytes, float, int]]:
         """``(sid, frames, newest, held)``: the new whole frames of every bound slot that is ready,
-        the capture time of its newest packet, and the 16 kHz samples it holds after them."""
+        the capture time of its newest packet, and the 16 kHz samples it holds after them; a slot
+        bound with a lane has them pushed there instead (``lane.push(frames, newest, held, packet)``)."""
     def rebase(self, sid: int, base: int, /) -> None:
         """The slot's leg now holds ``base`` samples."""
     def ready(self) -> list[int]:

@@ -1,11 +1,12 @@
 """C twins of rtp2ws.ws.frame.encode (many RFC 6455 client frames in one buffer),
 of rtp2ws.ws.outbox's OutboxPy and TotalsPy (one stream's queue toward the server)
-and of rtp2ws.ws.wire's WirePy and send_batches_py (socket writes).
+and of rtp2ws.ws.wire's WirePy and send_batches_py (socket writes), and of
+rtp2ws.ws.lane.LanePy (a stream's data plane, where the fast path pushes frames).
 
-Built from native/wsframe.c, native/outbox.c and native/wire.c when a C compiler is
-available; rtp2ws.ws.frame.encode_py, rtp2ws.ws.outbox.OutboxPy/TotalsPy and
-rtp2ws.ws.wire.WirePy/send_batches_py are used otherwise, or when RTP2WS_NO_NATIVE=1
-is set at import.
+Built from native/wsframe.c, native/outbox.c, native/wire.c and native/lane.c when a C
+compiler is available; rtp2ws.ws.frame.encode_py, rtp2ws.ws.outbox.OutboxPy/TotalsPy,
+rtp2ws.ws.wire.WirePy/send_batches_py and rtp2ws.ws.lane.LanePy are used otherwise, or
+when RTP2WS_NO_NATIVE=1 is set at import.
 """
 
 from collections.abc import Callable, Sequence
@@ -163,6 +164,8 @@ BLOCKED: Final[int]
 BROKE: Final[int]
 SENT: Final[int]
 FAILED: Final[int]
+WAKE: Final[int]
+MARK: Final[int]
 KEY_POOL: Final[int]
 """Masking key bytes drawn from getrandom(2) at a time by send_batches."""
 
@@ -191,6 +194,39 @@ class Wire:
     def retry(self) -> bool: ...
     def close(self) -> bytes: ...
 
-def send_batches(items: Sequence[tuple[Outbox, Wire]], budget: int) -> list[tuple[int, int, BaseException | None]]:
-    """Each (Outbox, Wire) pair's next batch framed and written to its wire (one GIL release for
-    all the writes); (index, flags, error) for the items the caller must still act on."""
+@final
+class Lane:
+    """One stream's data plane (rtp2ws.ws.lane.LanePy says what each does)."""
+
+    def __init__(self, outbox: Outbox, marked: list[Any], owner: Any) -> None: ...
+    @property
+    def outbox(self) -> Outbox | None: ...
+    @property
+    def marked(self) -> list[Any] | None: ...
+    @property
+    def owner(self) -> Any: ...
+    @property
+    def wire(self) -> Wire | None: ...
+    @property
+    def live(self) -> bool: ...
+    @property
+    def dirty(self) -> bool: ...
+    @dirty.setter
+    def dirty(self, value: bool) -> None: ...
+    @property
+    def pushed(self) -> int: ...
+    @property
+    def stamps(self) -> list[tuple[int, int, float, int, int]] | None: ...
+    @stamps.setter
+    def stamps(self, value: list[tuple[int, int, float, int, int]] | None) -> None: ...
+    def push(self, pcm: Buffer, newest: float = 0.0, held: int = 0, packet: int = 0) -> None: ...
+    def go_live(self, wire: Any, protocol: Any, transport: Any, open_state: Any) -> None:
+        """``wire``: a Wire, or None (not plain TCP); another object counts as no wire."""
+    def go_dead(self) -> None: ...
+    def release(self) -> None: ...
+
+def send_batches(
+    items: Sequence[tuple[Outbox, Wire] | Lane], budget: int
+) -> list[tuple[int, int, BaseException | None]]:
+    """Each (Outbox, Wire) pair's (or Lane's) next batch framed and written to its wire (one GIL
+    release for all the writes); (index, flags, error) for the items the caller must still act on."""

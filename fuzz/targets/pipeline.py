@@ -12,7 +12,7 @@ import numpy as np
 
 from rtp2ws.fastpath import twin as fastpath
 from rtp2ws.pipeline.pipeline import Config, Pipeline
-from rtp2ws.pipeline.sink import Sink
+from rtp2ws.pipeline.sink import FastTarget, Sink
 from rtp2ws.speedups import load_native
 
 from .. import gen
@@ -146,8 +146,8 @@ class FramingChecker(Checker):
         key = (call.key, leg.tag)
         check(key not in self.bound, f"{key} bound twice")
         self.bound.add(key)
-        return self._part.pop(key, b""), self.FRAME_BYTES, lambda frames, newest, held: self._feed(
-            call, leg, frames, newest, held)
+        return FastTarget(self._part.pop(key, b""), self.FRAME_BYTES, lambda frames, newest, held: self._feed(
+            call, leg, frames, newest, held))
 
     def _feed(self, call, leg, frames, newest, held):
         key = (call.key, leg.tag)

@@ -331,18 +331,30 @@ def _latency_classes():
             rec = self.recorder
             pending: deque = deque()          # (offset of a frame, capture ts), in stream order
             send_audio, step = st.send_audio, st.frame_samples
+            lane = st.lane
+            lane.stamps = []                  # what the fast path pushed into the lane itself
+
+            def stamp(off, end, ts, lag, packet):
+                pending.extend((o, ts - (lag + end - min(o + step, end)) // packet * packet / RATE)
+                               for o in range(off, end, step))
+
+            def from_lane():
+                stamps = lane.stamps
+                if stamps:
+                    for off, end, ts, lag, packet in stamps:
+                        stamp(off, end, ts, lag, packet or step)
+                    stamps.clear()
 
             def stamped_send_audio(pcm):       # a run: one stamp per frame of it
-                stamp = rec.by_pcm.get(id(pcm))
+                from_lane()                    # what the lane took before it comes first
+                stamped = rec.by_pcm.get(id(pcm))
                 off = st.offset
                 send_audio(pcm)
-                if stamp is not None:
-                    ts, lag, packet = stamp
-                    end = st.offset
-                    pending.extend((o, ts - (lag + end - min(o + step, end)) // packet * packet / RATE)
-                                   for o in range(off, end, step))
+                if stamped is not None:
+                    stamp(off, st.offset, *stamped)
 
             def written(first, end):           # after the transport.write that carried [first, end)
+                from_lane()
                 while pending and pending[0][0] < end:
                     off, ts = pending.popleft()
                     if off >= first:           # not dropped before it was sent

@@ -28,7 +28,7 @@ puts it on the leg (``MediaLeg.absorb``) and counts it as if each packet had bee
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..net.packet import LinkLayer
 from .twin import FastPath, tables
@@ -124,10 +124,11 @@ class FastDriver:
             self._take(sid, True)
 
     def bind(self, key: Hashable, history: bytes, carry: bytes, frame_bytes: int,
-             feed: Callable[[bytes, float, int], None]) -> None:
+             feed: Callable[[bytes, float, int], None], lane: Any = None) -> None:
         """The armed leg ``key``'s stream takes its audio from the fast path from now on,
-        through ``feed(frames, newest, held)`` (``Sink.fast_target``)."""
-        self._started().bind(self.legs[key], history, carry, frame_bytes)
+        through ``feed(frames, newest, held)``, or pushed into ``lane`` by the fast path
+        itself (``Sink.fast_target``)."""
+        self._started().bind(self.legs[key], history, carry, frame_bytes, lane)
         self.bound[key] = feed
 
     def pump(self) -> None:

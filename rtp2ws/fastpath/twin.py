@@ -37,7 +37,10 @@ Contract (the pipeline keeps its side through ``rtp2ws.fastpath.driver.FastDrive
   returns ``(sid, frames, newest, held)`` for each bound slot that is ready (it took
   ``deliver_samples``
   since it was last streamed: the pipeline's own pace of hand-outs), and takes it
-  off the ready list, which ``ready()`` then hands out.  ``take`` of a bound slot
+  off the ready list, which ``ready()`` then hands out.  A slot bound with a
+  *lane* (``rtp2ws.ws.lane``: a stream's outbox and connection) has its frames
+  pushed there instead, ``lane.push(frames, newest, held, packet)``, and is not
+  in the list: no Python object per frame in C.  ``take`` of a bound slot
   returns the 8 kHz samples it streamed since the last take (``streamed``) and
   keeps what it has not streamed yet, unless it disarms: then that comes as
   ``samples``, with the filter state and the part-frame as of its last pump, so
@@ -58,7 +61,7 @@ from __future__ import annotations
 
 import operator
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -112,7 +115,7 @@ def _check_layer(link: object) -> LinkLayer:
 class _Slot:
     __slots__ = ("flow", "ssrc", "next_ext", "pt", "table", "expect_ts", "last_ts_ext", "last_arrival",
                  "max_arrival", "packets", "nbytes", "last_n", "codes", "base", "ready",
-                 "bound", "history", "carry", "frame_bytes", "streamed", "last_codes")
+                 "bound", "history", "carry", "frame_bytes", "streamed", "last_codes", "lane")
     flow: tuple[bytes, int, bytes, int]
     ssrc: int
     next_ext: int
@@ -134,6 +137,7 @@ class _Slot:
     frame_bytes: int
     streamed: int             # 8 kHz samples streamed since the last take
     last_codes: bytes         # the last packet's payload, once pumped
+    lane: Any                 # bound with a lane (rtp2ws.ws.lane): pump() pushes its frames there
 
 
 class FastPath:
@@ -189,6 +193,7 @@ class FastPath:
         s.base, s.ready = base, False
         s.bound, s.frame_bytes, s.streamed = False, 0, 0
         s.carry = s.last_codes = b""
+        s.lane = None
         self._slots[sid] = s
         self._flows[flow] = sid
         return sid
@@ -219,7 +224,7 @@ class FastPath:
     def rebase(self, sid: int, base: int) -> None:
         self._slot(sid).base = base
 
-    def bind(self, sid: int, history: bytes, carry: bytes, frame_bytes: int) -> None:
+    def bind(self, sid: int, history: bytes, carry: bytes, frame_bytes: int, lane: Any = None) -> None:
         s = self._slot(sid)
         if not self._filter:
             raise ValueError("no filter: the FastPath was made without phases")
@@ -231,7 +236,10 @@ class FastPath:
             raise ValueError("frame_bytes must be even and positive, the carry a part-frame of int16")
         if len(history) % 2 or len(history) // 2 > _STEADY:
             raise ValueError("history: at most the filter's state of int16")
+        if lane is not None and not callable(getattr(lane, "push", None)):
+            raise TypeError(f"lane must be a Lane (with push()), not {type(lane).__name__}")
         s.bound = True
+        s.lane = lane
         s.history = np.frombuffer(history, np.int16).copy()
         s.carry, s.frame_bytes, s.streamed = bytes(carry), frame_bytes, 0
         if s.ready:
@@ -248,7 +256,11 @@ class FastPath:
                 continue
             s.ready = False
             frames = self._pump(s)
-            if frames:
+            if not frames:
+                continue
+            if s.lane is not None:
+                s.lane.push(frames, s.last_arrival, len(s.carry) // 2, 2 * s.last_n)
+            else:
                 out.append((sid, frames, s.last_arrival, len(s.carry) // 2))
         self._ready = keep
         return out

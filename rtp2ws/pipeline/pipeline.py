@@ -264,8 +264,7 @@ class Pipeline:
             return
         target = self.sink.fast_target(call, self._views[key])
         if target is not None:
-            carry, frame_bytes, feed = target
-            self.fast.bind(key, leg.resampler_state, carry, frame_bytes, feed)
+            self.fast.bind(key, leg.resampler_state, target.carry, target.frame_bytes, target.feed, target.lane)
 
     def tick(self, now: float) -> None:
         """Timers: jitter-buffer deadlines, call timeouts; then hand out audio."""
@@ -295,7 +294,9 @@ class Pipeline:
         if now >= self._next_flush:
             if self.config.flush_ms:
                 self._next_flush = now + self.config.flush_ms / 1000.0
-            self.fast.pump()            # legs the fast path streams itself, filled enough to deliver
+            if self.fast.bound:         # legs the fast path streams itself, filled enough to deliver
+                with self.sink.fast_pumping():
+                    self.fast.pump()
             self.fast.take_ready()      # the others it filled enough
             self._deliver()
         self.sink.tick(now)

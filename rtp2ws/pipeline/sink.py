@@ -9,9 +9,10 @@ The pipeline makes one view per leg, with the leg, and hands that one out every 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from operator import attrgetter
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -19,9 +20,17 @@ from ..media.dtmf import DtmfEvent
 from ..media.leg import LegEvent, MediaLeg
 from ..signalling.calls import Call, CallEvent
 
-# What a sink that lets the fast path stream a leg gives it (Sink.fast_target): the
-# part-frame it gives up, the frame size in bytes, and feed(frames, newest, held).
-FastTarget = tuple[bytes, int, Callable[[bytes, float, int], None]]
+
+class FastTarget(NamedTuple):
+    """What a sink that lets the fast path stream a leg gives it (``Sink.fast_target``)."""
+    carry: bytes                                   # the part-frame it gives up (int16 LE)
+    frame_bytes: int                               # the frame size in bytes
+    feed: Callable[[bytes, float, int], None]      # feed(frames, newest, held)
+    # or, instead of feed, where the fast path pushes the frames itself (rtp2ws.ws.lane)
+    lane: Any = None
+
+
+_NO_CONTEXT = nullcontext()
 
 
 class LegView:
@@ -125,8 +134,17 @@ class Sink:
         in order, as ``leg_audio`` would have cut them: ``newest`` is the capture time of
         the newest packet in them, ``held`` the 16 kHz samples of it the fast path holds
         after them, part of the next frame).  ``feed`` is called for this leg alone, with
-        no other sink method on the way (it costs one call per leg and hand-out)."""
+        no other sink method on the way (it costs one call per leg and hand-out).
+        With a ``lane`` (a stream's, ``rtp2ws.ws.lane``) the fast path pushes the frames
+        there itself and ``feed`` is not called: no Python at all per hand-out."""
         return None
+
+    def fast_pumping(self) -> AbstractContextManager[Any]:
+        """Entered while the fast path pushes frames into the lanes this sink gave it
+        (once per tick, only while it streams some leg): a sink whose lanes' queues
+        another thread also uses holds its lock there, and first puts in them what it
+        queued before (events), so that the frames land after it."""
+        return _NO_CONTEXT
 
     def fast_release(self, call: Call, leg: LegView, carry: bytes) -> None:
         """The fast path stops streaming ``leg``: ``carry`` is the part-frame it held,
@@ -145,6 +163,9 @@ class Forward(Sink):
 
     def fast_release(self, call: Call, leg: LegView, carry: bytes) -> None:
         self.inner.fast_release(call, leg, carry)
+
+    def fast_pumping(self) -> AbstractContextManager[Any]:
+        return self.inner.fast_pumping()
 
     def call_started(self, call: Call) -> None:
         self.inner.call_started(call)

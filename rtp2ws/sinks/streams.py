@@ -104,7 +104,6 @@ class _Stream:
         self.frame_bytes = 2 * channels * frame
         self.pending: list[bytes] = []   # leg streams: int16 LE of less than a frame, waiting for the rest
         self.pending_bytes = 0
-        self.sent = 0                 # samples per channel handed out as frames
         self.start_time: float | None = None
 
     def ident(self, kind: str) -> dict[str, Any]:
@@ -163,7 +162,6 @@ class StreamSink(Sink):
                 return
             pending.append(b[:k])
             head = b"".join(pending)
-            s.sent += s.frame
             pending.clear()
             s.pending_bytes = 0
         # then the whole frames: with that frame, one run; keep the rest
@@ -172,7 +170,6 @@ class StreamSink(Sink):
         if full:
             run = b[k:k + full] if k or full < size else b
             self.ops.append(_audio(s.id, head + run if head is not None else run))
-            s.sent += full >> 1
         elif head is not None:
             self.ops.append(_audio(s.id, head))
         if full < rest:
@@ -192,12 +189,16 @@ class StreamSink(Sink):
         carry = b"".join(s.pending)
         s.pending.clear()
         s.pending_bytes = 0
-        return carry, 2 * s.frame, partial(self._fast_feed, s, leg)
+        return FastTarget(carry, 2 * s.frame, partial(self._fast_feed, s, leg))
+
+    def stream_id(self, call: Call, leg: LegView) -> str | None:
+        """The id of ``leg``'s own stream, once open (None: none, or the leg is mixed)."""
+        s = self._legs.get((call.key, leg.tag))
+        return s.id if s is not None else None
 
     def _fast_feed(self, s: _Stream, leg: LegView, frames: bytes, newest: float, held: int) -> None:
         """The fast path's whole frames of the leg of stream ``s``: one run."""
         self.ops.append(_audio(s.id, frames))
-        s.sent += len(frames) >> 1
 
     def fast_release(self, call: Call, leg: LegView, carry: bytes) -> None:
         s = self._legs[(call.key, leg.tag)]
@@ -350,7 +351,6 @@ class StreamSink(Sink):
         """At the end of a leg stream: what is pending, a last frame shorter than the others."""
         if s.pending_bytes:
             self.ops.append(_audio(s.id, b"".join(s.pending)))
-            s.sent += s.pending_bytes >> 1
         s.pending.clear()
         s.pending_bytes = 0
 
@@ -465,4 +465,3 @@ class _Mixer:
         self.buf = self.buf[n:]
         self.emitted += n
         self.filled = [max(f, self.emitted) for f in self.filled]
-        self.stream.sent = self.emitted

@@ -30,15 +30,18 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
-from ..pipeline.sink import Forward
+from ..pipeline.sink import FastTarget, Forward, LegView
+from ..signalling.calls import Call
 from ..sinks.streams import Audio, End, Event, Op, Open, StreamSink
 from .sender import Sender, Stream
 
 log = logging.getLogger("rtp2ws")
 
 T = TypeVar("T")
+_NO_CONTEXT = nullcontext()
 
 
 class LoopBridge(Forward):
@@ -59,11 +62,14 @@ class LoopBridge(Forward):
         self._high = sender.config.max_buffer_ms * 16 // 2
         self._posted: dict[str, int] = {}   # worker thread: audio bytes per stream since the last check
         self._open: dict[str, Stream] = {}   # worker thread: stream_id -> sender Stream
+        self._pumping = _Pumping(self)
 
     def tick(self, now: float) -> None:
         self.streams.tick(now)
         ops = self.streams.take_ops()
         if not ops:
+            if self.sender._lanes:          # frames the fast path pushed into lanes
+                self.sender.flush()
             return
         self._apply(ops)
         self.sender.flush()
@@ -107,6 +113,31 @@ class LoopBridge(Forward):
                 return False
             await asyncio.sleep(0.005)
 
+    # -- the fast path streams a leg straight into its stream's outbox (ws.lane) -----------
+
+    def fast_target(self, call: Call, leg: LegView) -> FastTarget | None:
+        """The StreamSink's target, with the stream's lane when the sender writes
+        from this thread (paced, live): the fast path then pushes the leg's frames
+        into the outbox itself, and the flush writes them, with no Python per frame."""
+        target = self.streams.fast_target(call, leg)
+        if target is None or not self.sender.direct:
+            return target
+        sid = self.streams.stream_id(call, leg)
+        st = self._open.get(sid) if sid is not None else None
+        if st is None:              # opened in this tick: its Open is still queued
+            ops = self.streams.take_ops()
+            if ops:
+                self._apply(ops)
+            st = self._open.get(sid) if sid is not None else None
+            if st is None:
+                return target
+        return target._replace(lane=st.lane)
+
+    def fast_pumping(self) -> AbstractContextManager[Any]:
+        # without lanes (a full-speed replay writes from the loop) the operations wait for
+        # the tick, where flow control counts them
+        return self._pumping if self.sender.direct else _NO_CONTEXT
+
     # worker thread
     def _apply(self, ops: list[Op]) -> None:
         streams = self._open
@@ -127,6 +158,30 @@ class LoopBridge(Forward):
                     st = streams.pop(op.stream_id, None)
                     if st is not None:
                         st.end(op.message)
+
+
+class _Pumping:
+    """``LoopBridge.fast_pumping``: the sender's lock held while the fast path pushes
+    into lanes, the operations queued before (events, opens) applied first."""
+
+    __slots__ = ("bridge", "lock")
+
+    def __init__(self, bridge: LoopBridge) -> None:
+        self.bridge = bridge
+        self.lock = bridge.sender._lock
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+        try:
+            ops = self.bridge.streams.take_ops()
+            if ops:
+                self.bridge._apply(ops)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

@@ -73,19 +73,23 @@ from websockets.uri import WebSocketURI, parse_uri
 
 from .. import __version__
 from . import frame as wsframe
+from .lane import LanePy, make_lane
 from .outbox import SAMPLES_PER_MS, Message, Outbox, Totals, ms
 from .protocol import CLOSE_INVALID_PAYLOAD, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED_DATA, encode
 from .wire import (
     BLOCKED,
     ENDED,
+    MARK,
     PENDING,
     SENT,
+    WAKE,
     AnyWire,
     Attention,
     KeyPool,
     Wire,
     WireTransport,
     send_batches,
+    send_batches_py,
     writable,
 )
 from .wire import KEY_POOL as KEY_POOL  # masking key bytes drawn at a time (tests read it here)
@@ -383,6 +387,9 @@ class Stream:
                              frame_ms=self._start.get("frame_ms"), max_buffer_ms=cfg.max_buffer_ms,
                              resend_ms=cfg.resend_ms, totals=sender._totals)
         self._push_audio = self.outbox.push_audio
+        # where the fast path pushes a bound leg's frames itself (ws.lane), marked on the
+        # sender's list of lanes with news; live while a connection is
+        self.lane = make_lane(self.outbox, sender._lanes, self)
         # A run longer than frame_ms is framed as several messages of this many bytes.
         self._split = self.outbox.frame_samples * self.outbox.frame_bytes
 
@@ -486,6 +493,7 @@ class Stream:
             except (OSError, ValueError):     # no descriptor to write to: asyncio's transport does it
                 wire = None
         with self._sender._lock:
+            self.lane.go_live(wire, ws.protocol, transport, OPEN)
             if wire is not None:
                 transport = ws.transport = WireTransport(transport, wire)
             self._wire = wire
@@ -501,6 +509,7 @@ class Stream:
     def _go_dead(self) -> None:
         """The connection is over: nothing more is written to it."""
         with self._sender._lock:
+            self.lane.go_dead()
             self._live = self._proto = self._transport = None
             wire, self._wire = self._wire, None
             if wire is not None:
@@ -899,6 +908,7 @@ class Sender:
         # False: through asyncio's transport, in the event loop only.
         self.direct = True
         self._blocked: set[Stream] = set()   # streams whose wire waits for its socket
+        self._lanes: list = []               # the streams' lanes the fast path pushed into (ws.lane)
         self._retry_armed = False
         self._dirty: list[Stream] = []       # streams to flush
         self._mask_keys = KeyPool()          # masking keys, ping keys too
@@ -984,7 +994,7 @@ class Sender:
             self._flush()
             return
         with self._lock:
-            if not self._dirty:
+            if not self._dirty and not self._lanes:
                 return
             later = self._flush_streams(direct_only=True)
             if later and self._flush_handle is None:
@@ -1011,6 +1021,8 @@ class Sender:
         then each writes to its transport.  With ``direct_only``, streams
         without a wire are left (and returned) for the event loop.  Called with
         the lock held."""
+        if self._lanes:
+            self._flush_lanes()
         dirty, self._dirty = self._dirty, []
         ready: list[Stream] = []      # TLS streams with a batch, and its number of frames
         counts: list[int] = []
@@ -1068,19 +1080,35 @@ class Sender:
             pos = end
         return later
 
+    def _flush_lanes(self) -> None:
+        """The lanes the fast path pushed frames into since the last flush: each that
+        may write now takes its batch and writes it, all in one ``send_batches`` call
+        (it does ``_may_take``'s checks itself); ``_after_batches`` does the rest.
+        Called with the lock held."""
+        lanes = self._lanes[:]
+        self._lanes.clear()       # the same list object: the lanes append to it
+        send = send_batches_py if type(lanes[0]) is LanePy else send_batches
+        attention = send(lanes, BATCH_BYTES)
+        if attention:
+            self._after_batches([lane.owner for lane in lanes], attention)
+
     def _after_batches(self, batched: list[Stream], attention: Attention) -> None:
         """What ``send_batches`` left to the sender, per stream, as ``_take`` and
         ``_send`` do it for one: mark it again while its outbox holds more, wake its
-        task once it ended with nothing pending, retry its wire while blocked,
-        and the latency probe."""
+        task once it ended with nothing pending (or, a lane, when it may not write
+        now), retry its wire while blocked, and the latency probe; a lane live
+        without a wire goes to the sender's own flush."""
         for i, flags, error in attention:
             stream = batched[i]
+            if stream is None:        # a lane whose stream is done
+                continue
             try:
                 if error is not None:
                     raise error
-                if flags & PENDING:
-                    self._mark(stream)
-                elif flags & ENDED:
+                if flags & (PENDING | MARK):
+                    if not stream._dirty and stream._live is not None:
+                        self._mark(stream)
+                elif flags & (ENDED | WAKE):
                     stream._wake()
                 if flags & BLOCKED:
                     self._blocked_wire(stream)
@@ -1131,6 +1159,7 @@ class Sender:
             if self._streams.get(stream.stream_id) is stream:
                 del self._streams[stream.stream_id]
             self._blocked.discard(stream)
+            stream.lane.release()
 
     async def _connect(self):
         async with self._connecting:

@@ -41,6 +41,11 @@ have seen after its take and its write:
 * ``SENT``: the outbox's ``sent`` is set (the latency probe, ``on_write``);
 * ``FAILED``: the take (or the write) raised ``error``, the rest unknown.
 
+An item may also be a stream's lane (``ws.lane``: where the fast path pushed its
+frames): it is written only if its stream may take a batch now, and otherwise
+comes back with ``WAKE`` (wake its task), ``MARK`` (live without a wire: the
+sender's own flush takes it) or ``ENDED``.
+
 Two twins, like ``ws.outbox``: ``WirePy`` and ``send_batches_py`` here, the
 reference, and ``rtp2ws._wsframe.Wire`` and ``send_batches`` (native/wire.c),
 which takes every batch into one buffer and writes them all in one pass that
@@ -64,13 +69,14 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Union
 
 from ..speedups import pick
+from .lane import LanePy
 
 if TYPE_CHECKING:
     from .. import _wsframe
     from .outbox import OutboxPy
 
-__all__ = ["BACKEND", "BACKENDS", "BLOCKED", "BROKE", "ENDED", "FAILED", "PENDING", "SENT", "TWINS", "Wire",
-           "WirePy", "WireTransport", "send_batches", "send_batches_py", "writable"]
+__all__ = ["BACKEND", "BACKENDS", "BLOCKED", "BROKE", "ENDED", "FAILED", "MARK", "PENDING", "SENT", "TWINS", "WAKE",
+           "Wire", "WirePy", "WireTransport", "send_batches", "send_batches_py", "writable"]
 
 _RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 
@@ -81,6 +87,8 @@ BLOCKED = 4      # the wire holds a tail: retried from the event loop
 BROKE = 8        # this write broke the wire
 SENT = 16        # the outbox's sent is set: the latency probe
 FAILED = 32      # the take or the write raised (the error is in the entry)
+WAKE = 64        # a lane that may not write now: its stream's task is woken (Stream._may_take)
+MARK = 128       # a live lane without a wire (TLS): its stream is marked for the sender's own flush
 KEY_POOL = 64 * 1024   # masking key bytes drawn from os.urandom at a time
 
 
@@ -181,17 +189,48 @@ _keys = KeyPool()
 AnyOutbox = Union["OutboxPy", "_wsframe.Outbox"]
 AnyWire = Union[WirePy, "_wsframe.Wire"]
 Attention = list[tuple[int, int, BaseException | None]]   # (index, flags, error)
-SendBatches = Callable[[Sequence[tuple[Any, Any]], int], Attention]
+SendBatches = Callable[[Sequence[Any], int], Attention]
 
 
-def send_batches_py(items: Sequence[tuple[AnyOutbox, AnyWire]], budget: int) -> Attention:
-    """Each pair's next batch (about ``budget`` bytes) framed and written to its wire;
-    the attention list (see the module docstring).  Each wire at most once
-    (ValueError, before anything is taken)."""
-    if len({id(wire) for _, wire in items}) != len(items):
-        raise ValueError("a wire is given twice")
+def send_batches_py(items: Sequence[tuple[AnyOutbox, AnyWire] | LanePy], budget: int) -> Attention:
+    """Each pair's (or lane's) next batch (about ``budget`` bytes) framed and written to
+    its wire; the attention list (see the module docstring).  Each wire at most once
+    (ValueError, before anything is taken).  A lane (``ws.lane.LanePy``) is unmarked,
+    and written only if its stream may take a batch now; else it is left with
+    ``WAKE``, ``MARK`` or ``ENDED`` (``ws.lane``)."""
     attention: Attention = []
-    for i, (outbox, wire) in enumerate(items):
+    jobs: list[tuple[int, Any, Any]] = []
+    for i, item in enumerate(items):
+        if type(item) is tuple:
+            jobs.append((i, item[0], item[1]))
+            continue
+        if not isinstance(item, LanePy):
+            raise TypeError(f"item {i}: expected an (outbox, wire) pair or a LanePy, not {type(item).__name__}")
+        lane = item
+        lane.dirty = False
+        if not lane.live or lane.owner is None:
+            continue
+        wire, outbox = lane.wire, lane.outbox
+        if wire is None:
+            attention.append((i, MARK, None))
+            continue
+        if not outbox.pending:
+            if outbox.ended:
+                attention.append((i, ENDED, None))
+            continue
+        try:
+            may = (wire.open and not wire.blocked and lane.protocol._state is lane.open_state
+                   and not lane.transport.is_closing())
+        except Exception as e:  # noqa: BLE001 - handed to the caller, as the C twin does
+            attention.append((i, FAILED, e))
+            continue
+        if not may:
+            attention.append((i, WAKE, None))
+            continue
+        jobs.append((i, outbox, wire))
+    if len({id(wire) for _, _, wire in jobs}) != len(jobs):
+        raise ValueError("a wire is given twice")
+    for i, outbox, wire in jobs:
         flags = 0
         try:
             data = outbox.take_framed(_keys, budget)
@@ -213,6 +252,7 @@ def send_batches_py(items: Sequence[tuple[AnyOutbox, AnyWire]], budget: int) -> 
             flags |= SENT
         if flags:
             attention.append((i, flags, None))
+    attention.sort(key=lambda a: a[0])
     return attention
 
 

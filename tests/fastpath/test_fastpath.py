@@ -422,3 +422,68 @@ def test_driver_brings_a_leg_up_to_date(backend):
     assert leg.counts == ref.counts and leg.jb.stats == ref.jb.stats
     assert np.array_equal(leg.take_audio(), ref.take_audio())
     assert leg.fast_state(8) == ref.fast_state(8)
+
+
+class RecordingLane:
+    """A lane as the fast path sees one: anything with push()."""
+
+    def __init__(self) -> None:
+        self.pushes: list = []
+
+    def push(self, frames, newest, held, packet):
+        self.pushes.append((bytes(frames), newest, held, packet))
+
+
+def _pump_all(tmp_path, backend, lane):
+    pcm, s = stream(10)
+    tmp_path.mkdir(exist_ok=True)
+    path = callgen.write(tmp_path / "s.pcap", frames_of(s))
+    reader, fp, _ = open_fp(path, backend, deliver=160)
+    sid = arm_at(fp, s[0][0])
+    fp.bind(sid, b"", b"", 640, lane)
+    pumped = []
+    while True:
+        r = fp.run(reader, float("inf"), 1)       # a tick after every packet
+        if r == fastpath.EOF:
+            break
+        if r == fastpath.TICK:
+            pumped += fp.pump()
+    return s, sid, pumped, fp.take(sid, True)
+
+
+def test_a_slot_bound_with_a_lane_pushes_its_frames_there(tmp_path, backend):
+    """The frames, the newest packet's time and the samples held that pump() would return
+    go to lane.push instead (with the 16 kHz samples of the newest packet), for a
+    Python lane and for the C one (through the capsule, no Python per frame)."""
+    s, sid, ref, ref_take = _pump_all(tmp_path / "a", backend, None)
+    assert len(ref) >= 7 and all(len(frames) == 640 for _, frames, _, _ in ref)   # less the filter's delay
+    lane = RecordingLane()
+    _, _, got, take = _pump_all(tmp_path / "b", backend, lane)
+    assert got == []
+    assert lane.pushes == [(frames, newest, held, 320) for _, frames, newest, held in ref]
+    assert take[8] == ref_take[8] == 9 * 160          # streamed, counted as before
+    total = 320 * len(ref)
+    from rtp2ws.ws import outbox as outbox_mod
+    from rtp2ws.ws.lane import LanePy, make_lane
+    for twin in outbox_mod.TWINS:
+        ob = outbox_mod.TWINS[twin][0]({"call_id": "c", "tag": "caller", "stream_id": "s"}, frame_ms=20)
+        real = make_lane(ob, [], "stream")
+        assert (type(real) is LanePy) == (twin == "python")
+        real.stamps = []
+        _pump_all(tmp_path / f"c-{twin}", backend, real)
+        assert real.pushed == ob.offset == total
+        assert real.stamps == [(320 * i, 320 * (i + 1), newest, held, 320)
+                               for i, (_, _, newest, held) in enumerate(ref)]
+        msgs: list = []
+        ob.take(msgs, 1 << 20)
+        assert b"".join(bytes(m) for m in msgs if not isinstance(m, str)) == b"".join(
+            frames for _, frames, _, _ in ref)
+
+
+def test_bind_refuses_a_lane_without_push(tmp_path, backend):
+    pcm, s = stream(3)
+    path = callgen.write(tmp_path / "s.pcap", frames_of(s))
+    _, fp, _ = open_fp(path, backend)
+    sid = arm_at(fp, s[0][0])
+    with pytest.raises(TypeError, match="lane"):
+        fp.bind(sid, b"", b"", 640, object())

@@ -121,6 +121,64 @@ def test_streams_are_byte_identical_to_replay_files(tmp_path, sink, stereo):
     assert all(e["dropped_ms"] == 0 and e["reconnects"] == 0 for e in ends)
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_paced_streams_go_through_the_lanes_byte_identical(tmp_path, sink, native):
+    """A paced replay (as live runs): the fast path pushes each leg's frames into its
+    stream's lane and the sender's flush writes them (ws.lane); the server gets
+    exactly what replay writes to files.  Both twins:
+    the C lane and send_batches, and the Python ones."""
+    from rtp2ws.pipeline.pipeline import Config
+    from rtp2ws.run.replay import stream_replay
+    from rtp2ws.sinks.streams import StreamSink
+    from rtp2ws.ws import lane as lane_mod
+    from rtp2ws.ws import sender as sender_mod
+    from rtp2ws.ws.sender import Sender, SenderConfig
+
+    from paths import DATA
+
+    if native and "native" not in lane_mod._BACKENDS:
+        pytest.skip("rtp2ws._wsframe is not built")
+    demo = DATA / "demo_speech.pcap"
+    ref = tmp_path / "ref"
+    assert replay(demo, "--out-dir", ref).returncode == 0
+    s = sink()
+    lanes = []
+
+    class Recording(Sender):
+        def open_stream(self, stream_id, start, *, channels=1):
+            st = super().open_stream(stream_id, start, channels=channels)
+            lanes.append(st.lane)
+            return st
+
+    if not native:      # the Python twins of the outbox, the lane and send_batches
+        from rtp2ws.ws.outbox import OutboxPy
+        from rtp2ws.ws.wire import WirePy, send_batches_py
+        patch = {"Outbox": OutboxPy, "Wire": WirePy, "send_batches": send_batches_py}
+        saved = {k: getattr(sender_mod, k) for k in patch}
+        for k, v in patch.items():
+            setattr(sender_mod, k, v)
+    try:
+        result, stats = stream_replay(str(demo), Config(flush_ms=20), SenderConfig(url=s.url_base + "/audio"),
+                                      StreamSink(frame_ms=20), speed=8.0, sender_cls=Recording)
+    finally:
+        if not native:
+            for k, v in saved.items():
+                setattr(sender_mod, k, v)
+    assert stats["dropped_ms"] == 0 and stats["undelivered_ms"] == 0 and stats["streams"] == 2
+    assert all((type(lane) is lane_mod.LanePy) != native for lane in lanes)
+    pushed = sum(lane.pushed for lane in lanes)
+    samples = sum(len(v) - 44 for v in wavs(ref / "calls").values()) // 2
+    assert pushed > 0.9 * samples       # all but what each leg's first hand-outs and its end carry
+    s.stop()
+    got = wavs(s.out_dir)
+    want = wavs(ref / "calls")
+    assert got.keys() == want.keys() and len(got) == 2
+    for k in got:
+        assert got[k] == want[k], k
+    ends = [m for m in s.messages() if m["type"] == "end"]
+    assert [e["reason"] for e in ends] == ["bye"] * 2
+
+
 def test_sink_restart_mid_call_loses_nothing_in_the_buffer(tmp_path, sink):
     cap = make_capture(tmp_path / "c.pcap", seconds=6.0)
     ref = tmp_path / "ref"
