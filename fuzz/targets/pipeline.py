@@ -3,11 +3,10 @@ packet at a time (feed_batch) and through the fast path (feed_frames), compared.
 
 from __future__ import annotations
 
+import copy
 import struct
 import time
 import zlib
-
-import copy
 
 import atheris
 import numpy as np
