@@ -3,6 +3,7 @@ packet at a time (feed_batch) and through the fast path (feed_frames), compared.
 
 from __future__ import annotations
 
+import copy
 import struct
 import time
 import zlib
@@ -12,6 +13,7 @@ import numpy as np
 
 from rtp2ws.fastpath import twin as fastpath
 from rtp2ws.pipeline.pipeline import Config, Pipeline
+from rtp2ws.pipeline.shard import merge_stats
 from rtp2ws.pipeline.sink import FastTarget, Sink
 from rtp2ws.speedups import load_native
 
@@ -37,7 +39,10 @@ through the fast path (feed_frames, C twin) tell the sink the same things as fee
 (each leg's audio and events in order, the call events in order, the statistics; the
 order of different legs' events within a tick is free, as the pipeline walks a set), also
 when the sink takes legs as streams of whole frames and lets the fast path stream them
-(bind, pump, release: the same frames, the part-frame handed back).
+(bind, pump, release: the same frames, the part-frame handed back).  Sharded
+(Config.shard, 2 or 3 shards, the fast path as above): each call is told to one shard
+only, the shards' sinks together hear what the unsharded one hears, and their
+statistics merged (rtp2ws.pipeline.shard.merge_stats) are the unsharded ones.
 No call takes more than the per-call limit."""
 
 _fast_native = load_native("_fastpath")
@@ -312,7 +317,7 @@ def _drive(linktype, frames, config, batches, fast, clock, framing=False):
             call(pipe.feed_frames, batch, fast)
         _check_timers(pipe, pipe.now)
     call(pipe.finish)
-    check(not pipe.calls and not pipe.legs, "calls or legs left after finish")
+    check(not pipe.calls and not pipe.legs and not pipe.foreign_calls, "calls or legs left after finish")
     check(not sink.open, "a call started and never ended")
     sink.close()
     return sink, pipe.stats, pipe.decoder.stats
@@ -354,6 +359,40 @@ def run(data: bytes, clock) -> None:
     check(got[2] == ref[2], "decoder stats differ with the fast path")
     check(got[0].legs == ref[0].legs, "a leg's audio or events differ with the fast path")
     check(got[0].events == ref[0].events, "the sink's events differ with the fast path")
+    # sharded: 2 or 3 shards (decided without consuming input), each through the fast path
+    count = 2 + (len(data) // 2) % 2
+    fast = _fast_native.FastPath if _fast_native is not None else fastpath.FastPath
+    legs: dict = {}
+    events: dict = {}
+    stats = []
+    for index in range(count):
+        shard = copy.copy(config)
+        shard.shard = (index, count)
+        one = _drive(linktype, frames, shard, batches, fast, clock, framing)
+        mine = _by_call(one[0].events)
+        check(not mine.keys() & events.keys(), f"calls told to two shards: {sorted(mine.keys() & events.keys())}")
+        events.update(mine)
+        legs.update(one[0].legs)
+        stats.append(_all_stats(one))
+    check(legs == got[0].legs, f"a leg's audio or events differ with {count} shards")
+    check(events == _by_call(got[0].events), f"the sink's events differ with {count} shards")
+    want = _all_stats(got)
+    want.pop("foreign")
+    merged = merge_stats(stats)
+    check(merged == want, f"merged stats of {count} shards differ: {merged} vs {want}")
+
+
+def _by_call(events) -> dict:
+    out: dict = {}
+    for e in events:
+        out.setdefault(e[1], []).append(e)
+    return out
+
+
+def _all_stats(driven) -> dict:
+    stats = dict(driven[1])
+    stats.update({f"decoder_{k}": v for k, v in driven[2].items()})
+    return stats
 
 
 TestOneInput = entry("pipeline", run)

@@ -487,3 +487,92 @@ def test_bind_refuses_a_lane_without_push(tmp_path, backend):
     sid = arm_at(fp, s[0][0])
     with pytest.raises(TypeError, match="lane"):
         fp.bind(sid, b"", b"", 640, object())
+
+
+# -- ignored flows (a foreign call's: rtp2ws.pipeline.shard) -------------------------------
+
+def ignore_ab(fp, a=A, b=B):
+    return fp.ignore(netgen._pack(a.ip), a.rtp_port, netgen._pack(b.ip), b.rtp_port)
+
+
+@pytest.mark.parametrize("how", ["run", "feed"])
+def test_ignored_flow_is_counted_and_dropped_with_its_newest_arrival(tmp_path, backend, how):
+    """Any RTP on an ignored flow (whatever its SSRC, sequence or timestamp) is dropped
+    here, counted, and its newest capture time kept; ``ignored`` reads and clears that."""
+    _, s = stream(6)
+    pkts = [p for _, _, p in s]
+    t = [x[0] for x in s]
+    t[3], t[4] = t[4], t[3]            # capture time may step back: the newest is kept
+    ip = bytearray(pkts[2])
+    struct.pack_into("!H", ip, 28 + 2, 999)        # out of sequence: dropped all the same
+    pkts[2] = bytes(ip)
+    path = callgen.write(tmp_path / "s.pcap", list(zip(t, pkts)))
+    reader, fp, _ = open_fp(path, backend)
+    fid = ignore_ab(fp)
+    other = ignore_ab(fp, B, A)
+    assert fid != other
+    if how == "run":
+        back = [r for r in drain(fp, reader) if r != fastpath.TICK]
+    else:
+        batch = [(ts, netgen.link(1, p)) for ts, p in zip(t, pkts)]
+        assert fp.feed(batch, 0, float("inf")) == len(batch)
+        back = []
+    assert back == []
+    assert (fp.foreign, fp.packets) == (6, 0)
+    assert fp.now == max(t)
+    assert fp.ignored(fid, False) == (6, max(t))
+    assert fp.ignored(fid, False) == (0, float("-inf"))       # read and cleared
+    assert fp.ignored(other, True) == (0, float("-inf"))
+    with pytest.raises(KeyError):
+        fp.ignored(other, False)
+    assert fp.ignored(fid, True) == (0, float("-inf"))
+    assert fp.armed() == [] and fp.touched() == []
+
+
+@pytest.mark.parametrize("what", ["padding", "csrc", "rtcp_type", "version", "short", "deadline"])
+def test_ignored_flow_gives_python_what_is_not_plain_rtp(tmp_path, backend, what):
+    """The checks of an armed flow's packets come first: what Python must look at
+    (RTCP, padding, extensions, CSRCs, no payload, a timer due) goes to it."""
+    _, s = stream(3)
+    pkts = [p for _, _, p in s]
+    ip = bytearray(pkts[1])
+    rtp_off = 28
+    if what == "padding":
+        ip[rtp_off] |= 0x20
+    elif what == "csrc":
+        ip[rtp_off] |= 0x01
+    elif what == "rtcp_type":
+        ip[rtp_off + 1] = 200
+    elif what == "version":
+        ip[rtp_off] = 0x40
+    elif what == "short":
+        ip = bytearray(netgen.udp(A.ip, A.rtp_port, B.ip, B.rtp_port, bytes(ip[rtp_off:rtp_off + 12])))
+    pkts[1] = bytes(ip)
+    t = [x[0] for x in s]
+    path = callgen.write(tmp_path / "s.pcap", list(zip(t, pkts)))
+    reader, fp, _ = open_fp(path, backend)
+    fid = ignore_ab(fp)
+    deadline = t[1] if what == "deadline" else float("inf")
+    back = [r for r in drain(fp, reader, deadline) if r != fastpath.TICK]
+    expect = [pkts[1]] if what != "deadline" else pkts[1:]
+    assert [b[1] for b in back] == [netgen.link(1, p) for p in expect]
+    assert fp.ignored(fid, True) == (3 - len(expect), t[2] if what != "deadline" else t[0])
+
+
+def test_a_flow_is_armed_or_ignored_not_both(backend):
+    fp = fast_class(backend)(link_layer(1), 0, *fastpath.tables())
+    fid = ignore_ab(fp)
+    with pytest.raises(ValueError):
+        arm_at(fp, 1.0)
+    with pytest.raises(ValueError):
+        ignore_ab(fp)
+    with pytest.raises(ValueError):
+        fp.ignore(netgen._pack(A.ip), 1, netgen._pack(A6.ip), 2)
+    fp.ignored(fid, True)
+    sid = arm_at(fp, 1.0)
+    with pytest.raises(ValueError):
+        ignore_ab(fp)
+    fp.take(sid, True)
+    fid2 = ignore_ab(fp)              # ids are reused
+    assert fid2 == fid
+    assert fp.foreign == 0
