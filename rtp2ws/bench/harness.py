@@ -52,6 +52,10 @@ replaying ``--latency-config`` (ws20) at ``--speed realtime`` with
 ``--latency-calls`` (200) calls, paced as live capture is (``--flush-ms``), and
 from its CPU the *realtime* calls per core: what a live sidecar carries, where
 every connection gets a write per flush instead of a second of audio at once.
+The calls per core come from a run with no probe (only the pacer's lag, as the
+reference measures its own); the latency from a second run of the same
+capture with the probes, whose own figure is shown beside (the probes cost a
+few microseconds of Python per frame).
 Latency is measured against the packet's scheduled
 wall time (the pacer's origin); replay's pacer feeds packets up to 2 ms
 early, so values under 2 ms are within its resolution.
@@ -442,7 +446,9 @@ def run_one(spec: dict) -> dict:
             extra["sent"] = sent
             extra["flush_ms"] = flush_ms
             if latency is not None:
-                extra["latency_samples"], extra["latency_stamps"], extra["behind_s"], extra["max_behind_s"] = latency
+                if spec.get("latency"):
+                    extra["latency_samples"], extra["latency_stamps"] = latency[0], latency[1]
+                extra["behind_s"], extra["max_behind_s"] = latency[2], latency[3]
         elif reference is not None:
             if speed is not None and (speed != 1.0 or config != "reference"):
                 raise ValueError("the reference paces only WebSocket output, and only at realtime (speed 1)")
@@ -505,6 +511,13 @@ def _run_ws(capture, url, frame_ms, stereo, speed, probe, profiles, latency, flu
         for cls in (bridge_cls, sender_cls, pacer_cls):
             cls.recorder = recorder
         classes = {"bridge_cls": bridge_cls, "sender_cls": sender_cls, "pacer_cls": pacer_cls}
+    elif speed:
+        # no probe but the pacer's lag behind the capture clock, which the reference's
+        # pacer measures the same way: whether the run kept up
+        recorder = LatencyRecorder(speed)
+        pacer_cls = _latency_classes()[3]
+        pacer_cls.recorder = recorder
+        classes = {"pacer_cls": pacer_cls}
     streams = stream_cls(frame_ms=frame_ms, stereo=stereo, hold_s=config.jitter_depth + 1.0)
 
     @contextmanager
@@ -714,10 +727,17 @@ def run_bench(opts: BenchOptions) -> dict:
         capture, info = cached_capture(cache, ln, ls, **gen)
         _log(f"latency: {opts.latency_config} at --speed realtime, N={ln}, {ls:g} s calls")
         lc = opts.latency_config
+        # capacity: the run as the rtp2ws command makes it, no probe but the pacer's lag
+        cap = _measure_with_sink(opts, lc, capture, info, speed=1.0, flush_ms=opts.flush_ms)
+        _log(f"latency: {lc} again, with the latency probes")
         res = _measure_with_sink(opts, lc, capture, info, speed=1.0, latency=True, flush_ms=opts.flush_ms)
-        doc["latency"] = dict(res.get("latency") or {}, **realtime_entry(res, ln, info["seconds"]),
-                              flush_ms=res["flush_ms"], mem_per_call_kb=res.get("mem_per_call_kb"),
-                              peak_rss_mb=res["peak_rss_bytes"] / 2**20)
+        probed = realtime_entry(res, ln, info["seconds"])
+        doc["latency"] = dict(res.get("latency") or {}, **realtime_entry(cap, ln, info["seconds"]),
+                              flush_ms=cap["flush_ms"], mem_per_call_kb=cap.get("mem_per_call_kb"),
+                              peak_rss_mb=cap["peak_rss_bytes"] / 2**20,
+                              # the latency run's own figure: the probes cost CPU of their own
+                              probed_calls_per_core=probed["realtime_calls_per_core"],
+                              probed_kept_up=probed["kept_up"])
         if opts.latency_reference:
             _log(f"latency: reference at realtime, N={ln}, {ls:g} s calls")
             ref = _measure_with_sink(opts, "reference", capture, info, speed=1.0)

@@ -227,7 +227,9 @@ def format_table(doc: dict) -> str:
             lines.append(f"latency capture -> socket ({lat.get('config', 'ws20')}, --speed realtime, "
                          f"--flush-ms {lat.get('flush_ms')}, "
                          f"{lat['calls']} calls x {lat['seconds']:g} s, {lat['core_load'] * 100:.0f}% of a core, "
-                         + (f"{rt:.0f} realtime calls per core):" if rt else "fell behind the capture clock):"))
+                         + (f"{rt:.0f} realtime calls per core" if rt else "fell behind the capture clock")
+                         + (f"; {lat['probed_calls_per_core']:.0f} with the latency probes):"
+                            if lat.get("probed_calls_per_core") else "):"))
             lines.append(f"  all frames:        p50 {lat['p50_ms']} ms, p90 {lat['p90_ms']} ms, "
                          f"p99 {lat['p99_ms']} ms, "
                          f"max {lat['max_ms']} ms ({lat['frames']} frames)")
