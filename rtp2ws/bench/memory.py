@@ -17,8 +17,7 @@ When every call is active (capture time ``mem_sample_ts``) the child looks once:
   tracemalloc on (which costs memory and time of its own) for the attribution.
 * **the C outboxes** (``native/outbox.c``): audio chunks (1 KiB) in use over all
   streams and on the shared free list (``_wsframe.chunk_counts``), and per
-  stream the bytes its chunks take (``Outbox.held_bytes``), queued and in the
-  resend window, as a distribution.  These chunks are plain ``malloc`` and the
+  stream the audio queued and in the resend window, as a distribution.  These chunks are plain ``malloc`` and the
   only large allocation tracemalloc does not see.
 * **malloc** (glibc ``mallinfo2``, all arenas): bytes in use and free in the
   arenas, so that what RSS holds beyond what is allocated (freed memory kept by
@@ -109,21 +108,18 @@ def short_name(filename: str) -> str:
 
 
 def outbox_stats(sender) -> dict:
-    """Per stream: the bytes its chunks take, queued and in the resend window."""
+    """The chunks of all outboxes, and per stream the audio queued and in the resend window."""
     from .. import _wsframe
 
-    held, queued, retained = [], [], []
+    queued, retained = [], []
     with sender._lock:
         streams = list(sender._streams.values())
         for st in streams:
-            ob = st.outbox
-            held.append(getattr(ob, "held_bytes", None))
-            queued.append(ob.queued_bytes)
-            retained.append(ob.retained_bytes)
+            queued.append(st.outbox.queued_bytes)
+            retained.append(st.outbox.retained_bytes)
         in_use, free = _wsframe.chunk_counts()
     return {"streams": len(streams), "chunk_bytes": _wsframe.CHUNK_BYTES, "chunks_in_use": in_use,
-            "chunks_free": free, "held_bytes": _dist([h for h in held if h is not None]),
-            "queued_bytes": _dist(queued), "retained_bytes": _dist(retained)}
+            "chunks_free": free, "queued_bytes": _dist(queued), "retained_bytes": _dist(retained)}
 
 
 def _dist(values: list) -> dict:
@@ -288,8 +284,7 @@ def format_report(n: int, seconds: float, config: str, plain: dict, traced: dict
     chunk_kb = (ob["chunk_bytes"] + 8) / 1024
     lines.append(f"  outbox chunks per call       {ob['chunks_in_use'] * chunk_kb / calls:8.1f} KB   "
                  f"({ob['chunks_in_use']} in use, {ob['chunks_free']} on the free list, {ob['streams']} streams)")
-    for key, label in (("held_bytes", "chunk bytes per stream"), ("retained_bytes", "resend window per stream"),
-                       ("queued_bytes", "queued per stream")):
+    for key, label in (("retained_bytes", "resend window per stream"), ("queued_bytes", "queued per stream")):
         d = ob[key]
         if d.get("n"):
             lines.append(f"    {label:<26} mean {d['mean'] / 1024:6.1f} KB  p50 {d['p50'] / 1024:6.1f}  "
