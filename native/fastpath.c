@@ -41,6 +41,7 @@
 #define KEY_LEN 37                /* family, src[16], dst[16], sport, dport */
 #define RESYNC_SAMPLES 4000.0     /* rtp2ws.media.leg.RESYNC_SECONDS * CLOCK */
 #define HIST_MAX 256              /* the 2x filter's state: at most K - 1 samples */
+#define CODES_MIN 512             /* a slot's first buffer of G.711 bytes: 64 ms (grows by doubling) */
 #define VXLAN_PORT 4789           /* rtp2ws.net.packet.VXLAN_PORT */
 
 /* run() results other than a slow packet */
@@ -1064,7 +1065,7 @@ take_packet(FastPath *fp, double ts, const uint8_t *d, Py_ssize_t len)
     if (fabs((double)dts - gap) > RESYNC_SAMPLES)
         return 0;                 /* the leg re-anchors its timeline: Python's decision */
     if (s->nsamples + n > s->cap) {
-        Py_ssize_t cap = s->cap ? s->cap * 2 : 2048;
+        Py_ssize_t cap = s->cap ? s->cap * 2 : CODES_MIN;
         while (cap < s->nsamples + n)
             cap *= 2;
         uint8_t *b = PyMem_Realloc(s->codes, (size_t)cap);

@@ -856,6 +856,10 @@ def main(argv: list[str] | None = None) -> int:
         return _child_main(argv[1])
     if argv[:1] == ["sink"]:
         return sink_main(argv[1:])
+    if argv[:1] in (["memory"], ["memory-child"]):   # memory per live call and where it goes
+        from . import memory
+
+        return memory.main(argv[1:]) if argv[0] == "memory" else memory._child_main(argv[1])
     p = argparse.ArgumentParser(prog="calls_per_core", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)

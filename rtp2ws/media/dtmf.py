@@ -9,10 +9,11 @@ Sans-I/O: the capture time of each packet is passed in.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import NamedTuple
 
 from .rtp import RtpPacket, parse_telephone_event
+
+REPORTED = 8      # events remembered, so that an event's repeated end packets are not reported again
 
 
 class DtmfEvent(NamedTuple):
@@ -29,7 +30,9 @@ class DtmfDetector:
         self._digit = ""
         self._start = 0.0
         self._duration = 0
-        self._reported: deque[tuple[int, int]] = deque(maxlen=8)
+        # the last REPORTED events' keys: a tuple, nothing allocated until a first event
+        # (an empty deque is 760 bytes, in every leg)
+        self._reported: tuple[tuple[int, int], ...] = ()
         self.malformed = 0
 
     def feed(self, pkt: RtpPacket, arrival: float) -> list[DtmfEvent]:
@@ -57,6 +60,6 @@ class DtmfDetector:
         if self._key is None:
             return []
         key, self._key = self._key, None
-        self._reported.append(key)
+        self._reported = (*self._reported, key)[-REPORTED:]
         ms = round(self._duration * 1000 / self.clock_rate)
         return [DtmfEvent(self._digit, self._start, ms, key[1])]

@@ -333,20 +333,66 @@ def _retry_after(exc: InvalidStatus) -> float | None:
         return None
 
 
+_DATA = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
+
+
 class _Connection(ClientConnection):
     """websockets' client connection, handing every pong to ``on_pong``: the answers
     to the acknowledgement pings a stream writes after its audio, which websockets
-    did not send and so ignores."""
+    did not send and so ignores.  The server's data frames (it is not expected to
+    send any) are dropped as they arrive, so that nothing needs to read them: no
+    message queues up, and websockets goes on reading pings, pongs and the close."""
 
     on_pong: Callable[[bytes], object] | None = None
 
     def process_event(self, event) -> None:
+        if isinstance(event, Frame):
+            if event.opcode in _DATA:
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("ignoring a %d-byte %s frame from the server", len(event.data), event.opcode.name)
+                return
+            if self.on_pong is not None and event.opcode is Opcode.PONG:
+                super().process_event(event)
+                self.on_pong(bytes(event.data))
+                return
         super().process_event(event)
-        if self.on_pong is not None and isinstance(event, Frame) and event.opcode is Opcode.PONG:
-            self.on_pong(bytes(event.data))
 
 
 # --------------------------------------------------------------------------- streams
+
+class _Wakeup:
+    """``asyncio.Event`` for the one task that waits on it (the stream's), made only of
+    a flag and, while the task waits, a future: an ``asyncio.Event`` keeps a deque of
+    waiters from the start, 760 bytes in every stream.  Set and cleared in the event
+    loop; ``is_set`` may be read from any thread."""
+
+    __slots__ = ("_set", "_waiter")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiter: asyncio.Future | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
 
 def _from_outbox(name: str) -> property:
     return property(lambda self: getattr(self.outbox, name), doc=f"The outbox's ``{name}`` (read-only).")
@@ -408,7 +454,7 @@ class Stream:
         self._wire: AnyWire | None = None  # plain TCP: the connection's writes (ws.wire); None with TLS
         self._out: list = []          # the messages of the write being made
         self._dirty = False           # in the sender's list of streams to flush
-        self._wakeup = asyncio.Event()
+        self._wakeup = _Wakeup()
         self._abort_reason: str | None = None
         self._linger_handle: asyncio.TimerHandle | None = None
         self._last_warn: float | None = None
@@ -761,39 +807,38 @@ class Stream:
         """Send over one open connection; True once ``end`` is sent and the
         server answered the close, False when the connection was lost first."""
         sender = self._sender
+        # The handshake's request and response headers (2.5 KB a stream) are read by
+        # nothing once the connection is open (websockets keeps the response object:
+        # its parser still refers to it, and it marks the handshake done).
+        ws.request = None
+        if ws.response is not None:
+            ws.response.headers.clear()
         self.connected = True
         sender._open += 1
         sender._connects += 1
         if self.outbox.started:          # read by this thread only (connected() sets it)
             self.reconnects += 1
             sender._reconnects += 1
-        reader = asyncio.get_running_loop().create_task(self._read(ws))
+        # the pump is woken when the connection ends (websockets reads without a reader:
+        # see _Connection)
+        lost: asyncio.Future = ws.connection_lost_waiter
+        lost.add_done_callback(self._lost)
         try:
-            return await self._pump(ws, reader)
+            return await self._pump(ws, lost)
         except ConnectionClosed:
             return False
         finally:
             self.connected = False
             sender._open -= 1
-            reader.cancel()
+            lost.remove_done_callback(self._lost)
             self._go_dead()
             if ws.state is not State.CLOSED:
                 ws.transport.abort()
 
-    async def _read(self, ws) -> None:
-        """Discards what the server sends (nothing is expected) so that websockets
-        keeps reading (pings answered, pongs and the close frame seen), and wakes
-        the pump when the connection ends."""
-        try:
-            async for message in ws:
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("stream %s: ignoring a %d-byte message from the server", self.stream_id, len(message))
-        except ConnectionClosed:
-            pass
-        finally:
-            self._wake()
+    def _lost(self, _: asyncio.Future) -> None:
+        self._wake()
 
-    async def _pump(self, ws, reader: asyncio.Task) -> bool:
+    async def _pump(self, ws, lost: asyncio.Future) -> bool:
         sender = self._sender
         outbox = self.outbox
         self._end_unanswered = False
@@ -801,7 +846,7 @@ class Stream:
             # closed as soon as opened (a close frame right after the handshake): nothing is written
             with sender._lock:
                 outbox.ping_at = None
-            await asyncio.wait([reader], timeout=sender.config.close_timeout)
+            await asyncio.wait([lost], timeout=sender.config.close_timeout)
             return False
         # start, the resend and what is queued: one write (or the first of several)
         self._go_live(ws)
@@ -820,12 +865,12 @@ class Stream:
         try:
             while True:
                 self._flush_now()
-                if reader.done():
+                if lost.done():
                     return False
                 if ws.protocol.state is not OPEN or ws.transport.is_closing():
                     # websockets is closing (the server's close frame, a keepalive
                     # time-out): let it finish, within the close time-out
-                    await asyncio.wait([reader], timeout=sender.config.close_timeout)
+                    await asyncio.wait([lost], timeout=sender.config.close_timeout)
                     return False
                 if self._wire is None and ws.paused:
                     try:

@@ -357,3 +357,28 @@ def test_discard_sink_counts_frames_and_answers_pings_and_close():
     assert stats["connections"] == stats["closed"] == 1
     assert stats["binary"] == 3 and stats["text"] == 1
     assert stats["bytes"] > 71100
+
+
+def test_memory_breakdown_end_to_end(tmp_path, capsys):
+    """``python -m rtp2ws.bench memory``: RSS per active call at realtime, the outboxes'
+    chunks and resend windows, malloc, and (its second run) tracemalloc by package, file
+    and line, and objects by type."""
+    from rtp2ws.bench import memory
+
+    out = tmp_path / "res"
+    assert harness.main(["memory", "--calls", "3", "--seconds", "2", "--out", str(out), "--top", "5"]) == 0
+    printed = capsys.readouterr().out
+    for line in ("RSS per active call", "outbox chunks per call", "resend window per stream",
+                 "traced Python per call", "by package:", "by line:", "objects by type per call:"):
+        assert line in printed
+    doc = json.loads((out / "memory_per_call.json").read_text())
+    run = doc["runs"][0]
+    assert run["calls"] == 3 and run["plain"]["active_calls"] == 3 and run["plain"]["legs"] == 6
+    plain, traced = run["plain"]["probe"], run["traced"]["probe"]
+    assert plain["rss"] > 0 and plain["outbox"]["streams"] == 6 and "traced" not in plain
+    assert plain["outbox"]["chunks_in_use"] >= plain["outbox"]["retained_bytes"]["sum"] // 1024
+    assert traced["traced"] > 0 and any(a.startswith("rtp2ws/") for a in traced["by_area"])
+    assert len(traced["by_line"]) == 5 and len(traced["objects"]) == 5
+    assert memory.area_of("/x/lib/python3.11/site-packages/websockets/asyncio/client.py") == "websockets"
+    assert memory.area_of("/x/rtp2ws/ws/sender.py") == "rtp2ws/ws"
+    assert memory.area_of("/usr/lib/python3.11/asyncio/tasks.py") == "python/asyncio"

@@ -576,3 +576,31 @@ def test_a_flow_is_armed_or_ignored_not_both(backend):
     fid2 = ignore_ab(fp)              # ids are reused
     assert fid2 == fid
     assert fp.foreign == 0
+
+
+def test_an_armed_slot_starts_with_a_small_buffer(tmp_path, backend):
+    """A slot's G.711 buffer starts at 64 ms and grows by doubling: at realtime a slot holds
+    a packet or two between hand-outs, and 2 KB per leg was a live call's memory for nothing.
+    (tracemalloc sees the native twin's PyMem buffers at the Python line that called it.)"""
+    import tracemalloc
+
+    if backend != "native":
+        pytest.skip("the buffer is the native twin's")
+    legs = 64
+    pcm = tone(440, 160 * 3)
+    flows = [rtp_packets(Party("10.0.0.1", 5060, 4000 + 2 * i, "1000"), B, 10.0, pcm, ssrc=0x1234, seq0=100,
+                         ts0=8000) for i in range(legs)]
+    reader, fp, _ = open_fp(callgen.write(tmp_path / "s.pcap", frames_of(flows[0])), backend)
+    for i, s in enumerate(flows):
+        arm_at(fp, s[0][0], Party("10.0.0.1", 5060, 4000 + 2 * i, "1000"))
+    batch = [(s[1][0], netgen.link(1, s[1][2])) for s in flows]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        assert fp.feed(batch, 0, float("inf")) == legs and fp.packets == legs
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown <= legs * 600              # 512 bytes a slot (it was 2048)
+    batch = [(s[2][0], netgen.link(1, s[2][2])) for s in flows]
+    assert fp.feed(batch, 0, float("inf")) == legs and fp.packets == 2 * legs

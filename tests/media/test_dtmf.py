@@ -35,3 +35,29 @@ def test_malformed_counted():
     d = DtmfDetector()
     assert d.feed(RtpPacket(1, 1, 1, 101, False, b"\x01"), 0) == []
     assert d.malformed == 1
+
+
+def test_the_last_reported_events_are_remembered_and_cost_nothing_before_the_first():
+    """Repeated end packets of the last REPORTED events are ignored, an older one's are an
+    event again; a detector that saw no event holds no memory for them (every leg has a
+    detector, and an empty deque was 760 bytes of each)."""
+    import tracemalloc
+
+    from rtp2ws.media.dtmf import REPORTED
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        detectors = [DtmfDetector() for _ in range(100)]
+        size = (tracemalloc.get_traced_memory()[0] - before) / len(detectors)
+    finally:
+        tracemalloc.stop()
+    assert size <= 300                       # the object itself (it was 910 bytes)
+    d = detectors[0]
+    for k in range(REPORTED + 1):            # events at timestamps 0, 1000, ...
+        assert len(d.feed(ev_pkt(k % 10, True, 160, 1000 * k, 2 * k), float(k))) == 1
+    # the last REPORTED are remembered: their repeated end packets are not reported again
+    assert all(d.feed(ev_pkt(k % 10, True, 160, 1000 * k, 100 + k), 20.0) == []
+               for k in range(1, REPORTED + 1))
+    # the first is forgotten: its end packet once more is an event again
+    assert [e.rtp_timestamp for e in d.feed(ev_pkt(0, True, 160, 0, 200), 21.0)] == [0]

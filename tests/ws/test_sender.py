@@ -1230,3 +1230,48 @@ def test_summary_and_exit_status_report_undelivered_audio():
     live = {"interface": "lo", "packets": 10, "kernel_drops": 0, "interface_drops": 0, "overflow_packets": 0,
             "calls": 1, "legs": 2, "elapsed_s": 1.0}
     assert summary_line(live, lost).endswith("; streamed 2 streams, 1 reconnects, 0 ms dropped, 120 ms undelivered")
+
+
+def test_a_live_stream_holds_one_task_no_handshake_headers_and_drops_what_the_server_sends():
+    """What a live stream keeps in Python, beyond websockets' connection: its own task
+    (websockets reads without a reader task: the server's data frames are dropped as they
+    arrive, so none queue up), none of the handshake's headers, and a wake-up that keeps
+    no list of waiters.  A server that sends messages all along still has its pongs read,
+    so the resend window is freed as usual."""
+    total = 150                                               # 3 s
+
+    async def chatty(ws, index):
+        for i in range(50):                                   # beyond websockets' max_queue (16)
+            await ws.send(f"hello {i}")
+            await ws.send(b"\x00" * 200)
+
+    async def main():
+        sink = await Sink(on_connect=chatty).start()
+        s = Sender(config(sink.port))                         # a ping every 500 ms of audio
+        streams = [s.open_stream(f"h{k}", start_msg(f"h{k}")) for k in range(3)]
+        seen = {}
+        for i in range(total):
+            for st in streams:
+                st.send_audio(frame(i * FRAME))
+            await asyncio.sleep(0.002)
+            if i == total // 2:
+                seen["tasks"] = [t.get_coro().__qualname__ for t in asyncio.all_tasks()
+                                 if t.get_coro().__qualname__.startswith("Stream.")]
+                seen["live"] = [st._live for st in streams]
+                seen["wake"] = [gc.get_referents(st._wakeup) for st in streams]
+        acknowledged = [st.acknowledged for st in streams]
+        for k, st in enumerate(streams):
+            st.end(end_msg(f"h{k}"))
+        await s.drain(5)
+        await s.close()
+        await sink.stop()
+        return streams, seen, acknowledged
+
+    streams, seen, acknowledged = run(main())
+    assert sorted(seen["tasks"]) == ["Stream._run"] * 3
+    for ws in seen["live"]:
+        assert ws is not None and ws.request is None and len(ws.response.headers) == 0
+    assert all(not any(isinstance(r, (list, set)) or type(r).__name__ == "deque" for r in refs)
+               for refs in seen["wake"])
+    assert all(a >= (total - 60) * FRAME for a in acknowledged)      # pongs read while messages came
+    assert all(st.done and st.acknowledged == total * FRAME and st.undelivered_samples == 0 for st in streams)
