@@ -10,6 +10,7 @@ commands run with."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ from .pipeline.pipeline import FLUSH_MS, Config
 from .pipeline.sink import Sink
 from .run import gcpolicy
 from .run.replay import Progress, ReplayError, ReplayResult, replay
+from .run.workerlink import WORKER_ENV
 from .sinks.wav import WavSink
 
 if TYPE_CHECKING:
@@ -194,25 +196,14 @@ def _add_worker_options(p, default: str) -> None:
     p.add_argument("--workers", type=whole(1, 256), metavar="N",
                    help=f"worker processes, each doing the media of a share of the calls (a call's legs and "
                         f"stereo in one), all capturing every packet; 1 runs in this process ({default})")
-    # a worker of --workers N (run.workers): its share and the pipe it reports on
-    p.add_argument("--shard", type=_arg(_parse_shard), help=argparse.SUPPRESS)
-    p.add_argument("--report-fd", type=int, help=argparse.SUPPRESS)
-
-
-def _parse_shard(text: str) -> tuple[int, int]:
-    from .run.workerlink import parse_shard
-
-    return parse_shard(text)
 
 
 def _reporter(args):
-    """A worker's Reporter (``--shard`` given), else None."""
+    """A worker's Reporter (started by run.workers, ``RTP2WS_WORKER`` set), else None."""
     if args.shard is None:
         return None
     from .run.workerlink import Reporter, die_with_parent
 
-    if args.report_fd is None:
-        raise SystemExit("rtp2ws: error: --shard needs --report-fd")
     die_with_parent()
     return Reporter(args.report_fd, args.shard)
 
@@ -273,7 +264,7 @@ def cmd_live(args) -> int:
     if count > 1:
         from .run.workers import run_live_workers
 
-        return run_live_workers(_plan(args, count, live=True))
+        return run_live_workers(_plan(args, count, live=True), opts.capture)
     from .run.live import run_live
 
     return run_live(opts)
@@ -524,6 +515,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rtp2ws: error: {e}", file=sys.stderr)
             return 2
     args.argv = raw          # what --workers N runs again in each worker
+    args.shard, args.report_fd = None, None
+    if args.command in ("live", "replay") and os.environ.get(WORKER_ENV):
+        from .run.workerlink import parse_worker
+
+        try:                 # a worker of --workers N (run.workers): its share and its report pipe
+            args.shard, args.report_fd = parse_worker(os.environ.pop(WORKER_ENV))
+        except ValueError as e:
+            print(f"rtp2ws: error: {WORKER_ENV}: {e}", file=sys.stderr)
+            return 2
     if args.command == "live":
         return cmd_live(args)
     if args.command == "replay":

@@ -348,6 +348,28 @@ def _preload() -> None:
         importlib.import_module(name)
 
 
+def open_capture(co: CaptureOptions) -> LiveCapture:
+    """The capture ``co`` describes, open (not started); CaptureOpenError or ValueError says why not."""
+    bpf = co.bpf or (lambda linktype: build_bpf(co.sip_ports, co.rtp_ports, linktype=linktype))
+    return LiveCapture(co.interface, bpf=bpf, snaplen=co.snaplen, buffer_mb=co.buffer_mb, promisc=co.promisc)
+
+
+def check_capture(co: CaptureOptions) -> str | None:
+    """Opens the capture and closes it again: why it cannot be used, or None (the
+    supervisor of ``--workers`` says it once, before any worker opens its own)."""
+    try:
+        cap = open_capture(co)
+    except (CaptureOpenError, ValueError) as e:
+        return str(e)
+    try:
+        PacketDecoder(cap.linktype)
+    except UnsupportedLinkType as e:
+        return f"{co.interface}: {e}"
+    finally:
+        cap.stop()
+    return None
+
+
 def run_live(opts: LiveOptions) -> int:
     """``rtp2ws live``; returns the exit code."""
     def fail(msg: str) -> int:
@@ -355,9 +377,8 @@ def run_live(opts: LiveOptions) -> int:
         return 2
 
     co = opts.capture
-    bpf = co.bpf or (lambda linktype: build_bpf(co.sip_ports, co.rtp_ports, linktype=linktype))
     try:
-        cap = LiveCapture(co.interface, bpf=bpf, snaplen=co.snaplen, buffer_mb=co.buffer_mb, promisc=co.promisc)
+        cap = open_capture(co)
     except (CaptureOpenError, ValueError) as e:
         return fail(str(e))
     report = opts.report

@@ -1,5 +1,5 @@
 """A worker's end of the pipe to its supervisor (``run.workers``): the reports a
-``live`` or paced ``replay`` worker (started with the hidden ``--shard I/N``) sends
+``live`` or paced ``replay`` worker (started with ``RTP2WS_WORKER=I/N FD``) sends
 instead of printing, serving metrics or writing the manifest itself.
 
 Each report is one JSON object on a line of its own, written whole under a lock
@@ -26,17 +26,23 @@ from typing import Any
 from ..pipeline.sink import LegView, Sink
 from ..signalling.calls import Call
 
-__all__ = ["ManifestReport", "Reporter", "die_with_parent", "parse_shard"]
+__all__ = ["WORKER_ENV", "ManifestReport", "Reporter", "die_with_parent", "parse_worker"]
+
+# Set by the supervisor in a worker's environment (and taken out of it by the worker):
+# ``I/N FD``.  Not an option, so neither --help nor a --config file shows or takes it.
+WORKER_ENV = "RTP2WS_WORKER"
 
 PR_SET_PDEATHSIG = 1
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``I/N`` (worker I of N, 0 <= I < N) -> (I, N); ValueError otherwise."""
-    index, sep, count = text.partition("/")
-    if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
-        raise ValueError(f"--shard must be I/N with 0 <= I < N, not {text!r}")
-    return int(index), int(count)
+def parse_worker(text: str) -> tuple[tuple[int, int], int]:
+    """``RTP2WS_WORKER``'s value ``I/N FD`` (worker I of N, 0 <= I < N, reporting on
+    file descriptor FD) -> ((I, N), FD); ValueError otherwise."""
+    shard, _, fd = text.partition(" ")
+    index, sep, count = shard.partition("/")
+    if not sep or not (index.isdigit() and count.isdigit() and fd.isdigit()) or not 0 <= int(index) < int(count):
+        raise ValueError(f"must be 'I/N FD' with 0 <= I < N, not {text!r}")
+    return (int(index), int(count)), int(fd)
 
 
 def die_with_parent() -> None:

@@ -2,7 +2,7 @@
 calls, and the supervisor that starts them, forwards signals, collects their reports
 and merges them.
 
-Worker I of N is ``python -m rtp2ws.cli <the same arguments> --shard I/N --report-fd FD``:
+Worker I of N is ``python -m rtp2ws.cli <the same arguments>`` with ``RTP2WS_WORKER=I/N FD``:
 it captures every packet itself (its own libpcap handle with the same filter, or its own
 read and pacing of the capture file), parses all SIP, and does media, decoding and
 streaming only for the calls ``pipeline.shard.owner`` gives it (``Config.shard``). It
@@ -42,9 +42,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..sinks.wav import WavSink
+from .workerlink import WORKER_ENV
+
+if TYPE_CHECKING:
+    from .live import CaptureOptions
 
 log = logging.getLogger("rtp2ws.workers")
 
@@ -237,10 +241,10 @@ class Supervisor:
     def spawn(self, index: int) -> Worker:
         r, w = os.pipe()
         os.set_inheritable(w, True)
-        argv = [self.python, "-m", "rtp2ws.cli", *self.plan.argv, "--shard", f"{index}/{self.plan.count}",
-                "--report-fd", str(w)]
+        env = dict(os.environ, **{WORKER_ENV: f"{index}/{self.plan.count} {w}"})
         try:
-            proc = subprocess.Popen(argv, pass_fds=(w,), stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen([self.python, "-m", "rtp2ws.cli", *self.plan.argv], pass_fds=(w,),
+                                    stdin=subprocess.DEVNULL, env=env)
         finally:
             os.close(w)
         os.set_blocking(r, False)
@@ -326,10 +330,11 @@ class Supervisor:
         if worker.summary is not None:
             return
         why = describe_exit(worker.code)
+        if worker.code >= 0 and (self.stopping or worker.ready is None or not self.plan.live):
+            return          # it said why itself (a bad interface, user, directory, capture), with its code
         if not self.plan.live or self.stopping or worker.ready is None or self.plan.user:
-            if not self.stopping or worker.code < 0:
-                self.failed.append(f"{worker.name} (pid {worker.proc.pid}) {why}")
-                log.error("%s (pid %d) %s before it reported its summary", worker.name, worker.proc.pid, why)
+            self.failed.append(f"{worker.name} (pid {worker.proc.pid}) {why}")
+            log.error("%s (pid %d) %s before it reported its summary", worker.name, worker.proc.pid, why)
             if self.plan.live and worker.ready is not None and self.plan.user and not self.stopping:
                 log.error("%s cannot be started again: its capture needs the privileges --user gave up; "
                           "stopping (exit 1) for the service manager to restart rtp2ws", worker.name)
@@ -377,9 +382,14 @@ class Supervisor:
 
 # --------------------------------------------------------------------------- live
 
-def run_live_workers(plan: Plan) -> int:
+def run_live_workers(plan: Plan, capture: CaptureOptions) -> int:
     """``rtp2ws live --workers N`` (N >= 2); returns the exit code."""
-    from .live import REFRESH_S, log_interval, print_summary, setup_logging
+    from .live import REFRESH_S, check_capture, log_interval, print_summary, setup_logging
+
+    problem = check_capture(capture)        # said once here, not by every worker
+    if problem is not None:
+        print(f"rtp2ws: error: {problem}", file=sys.stderr)
+        return 2
 
     try:
         hup_handler = setup_logging(plan.log_file)
