@@ -13,7 +13,10 @@
  *                  it to the ordinary pipeline.  A slot can be bound (bind) to
  *                  a stream that takes whole frames of its leg: pump() then
  *                  decodes, runs the 2x filter (native/resample.c, the taps
- *                  given as phases) and cuts the frames itself.
+ *                  given as phases) and cuts the frames itself.  A flow can
+ *                  also be ignored (ignore: a leg of a call another worker owns,
+ *                  rtp2ws.pipeline.shard): its RTP packets are counted, their
+ *                  newest capture time kept, and dropped (ignored reads that).
  *
  * ``link`` is rtp2ws.net.packet's LinkLayer for the capture's link type, (kind, header,
  * type_at, vlans): packet.py's LINK_TYPES is the one table of link types, and this file
@@ -99,10 +102,18 @@ typedef struct {
     Py_ssize_t nlast;
 } Slot;
 
+/* an ignored flow (a foreign call's): what was dropped on it since the last look */
+typedef struct {
+    int used;
+    int64_t packets;
+    double newest;                /* -inf: none */
+    Py_ssize_t entry;             /* index of the flow in the hash table */
+} Foreign;
+
 typedef struct {
     uint8_t key[KEY_LEN];
     uint8_t state;                /* 0 empty, 1 in use, 2 deleted */
-    int32_t sid;
+    int32_t sid;                  /* an armed slot's id; an ignored flow's is -1 - its id */
 } Entry;
 
 typedef struct {
@@ -128,6 +139,11 @@ typedef struct {
     int16_t *x16;                 /* pump scratch: decoded input, filtered output */
     int16_t *y16;
     Py_ssize_t scratch_cap;       /* input samples the scratch holds */
+    Foreign *foreign;             /* ignored flows, by id */
+    Py_ssize_t nforeign, foreign_cap;
+    int32_t *free_fids;
+    Py_ssize_t nfree_fids;
+    long long dropped;            /* packets dropped on ignored flows, in all (``foreign``) */
 } FastPath;
 
 static uint64_t
@@ -194,7 +210,10 @@ table_grow(FastPath *fp)
         while (t[j].state != 0)
             j = (j + 1) & (cap - 1);
         t[j] = *e;
-        fp->slots[e->sid].entry = j;
+        if (e->sid >= 0)
+            fp->slots[e->sid].entry = j;
+        else
+            fp->foreign[-1 - e->sid].entry = j;
     }
     PyMem_Free(fp->table);
     fp->table = t;
@@ -316,6 +335,8 @@ FastPath_dealloc(FastPath *self)
     PyMem_Free(self->free_sids);
     PyMem_Free(self->table);
     PyMem_Free(self->ready);
+    PyMem_Free(self->foreign);
+    PyMem_Free(self->free_fids);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -330,6 +351,107 @@ ip_arg(PyObject *obj, Py_buffer *buf)
         return -1;
     }
     return 0;
+}
+
+/* The table key of the flow src:sport -> dst:dport (Python arguments); -1 with an exception set. */
+static int
+flow_key(uint8_t *key, PyObject *src_obj, unsigned sport, PyObject *dst_obj, unsigned dport)
+{
+    Py_buffer src, dst;
+    if (ip_arg(src_obj, &src) < 0)
+        return -1;
+    if (ip_arg(dst_obj, &dst) < 0) {
+        PyBuffer_Release(&src);
+        return -1;
+    }
+    int same = src.len == dst.len;
+    if (same)
+        make_key(key, src.buf, dst.buf, (int)src.len, sport & 0xFFFF, dport & 0xFFFF);
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&dst);
+    if (!same) {
+        PyErr_SetString(PyExc_ValueError, "source and destination are of different IP versions");
+        return -1;
+    }
+    return 0;
+}
+
+/* ignore(src, sport, dst, dport) -> id: drop the flow's RTP packets from now on */
+static PyObject *
+FastPath_ignore(FastPath *self, PyObject *args)
+{
+    PyObject *src_obj, *dst_obj;
+    unsigned int sport, dport;
+    if (!PyArg_ParseTuple(args, "OIOI", &src_obj, &sport, &dst_obj, &dport))
+        return NULL;
+    uint8_t key[KEY_LEN];
+    if (flow_key(key, src_obj, sport, dst_obj, dport) < 0)
+        return NULL;
+    if (table_find(self, key) >= 0) {
+        PyErr_SetString(PyExc_ValueError, "flow is already armed");
+        return NULL;
+    }
+    if ((self->table_used + 1) * 2 > self->table_cap && table_grow(self) < 0)
+        return NULL;
+    int32_t fid;
+    if (self->nfree_fids > 0) {
+        fid = self->free_fids[--self->nfree_fids];
+    } else {
+        if (self->nforeign == self->foreign_cap) {
+            Py_ssize_t cap = self->foreign_cap ? self->foreign_cap * 2 : 64;
+            Foreign *f = PyMem_Realloc(self->foreign, (size_t)cap * sizeof(Foreign));
+            if (f == NULL)
+                return PyErr_NoMemory();
+            self->foreign = f;
+            int32_t *free_fids = PyMem_Realloc(self->free_fids, (size_t)cap * sizeof(int32_t));
+            if (free_fids == NULL)
+                return PyErr_NoMemory();
+            self->free_fids = free_fids;
+            self->foreign_cap = cap;
+        }
+        fid = (int32_t)self->nforeign++;
+    }
+    Foreign *f = &self->foreign[fid];
+    f->used = 1;
+    f->packets = 0;
+    f->newest = -HUGE_VAL;
+    Py_ssize_t mask = self->table_cap - 1;
+    Py_ssize_t i = (Py_ssize_t)(hash_key(key) & (uint64_t)mask);
+    while (self->table[i].state == 1)
+        i = (i + 1) & mask;
+    if (self->table[i].state == 0)
+        self->table_used++;
+    memcpy(self->table[i].key, key, KEY_LEN);
+    self->table[i].state = 1;
+    self->table[i].sid = -1 - fid;
+    f->entry = i;
+    return PyLong_FromLong(fid);
+}
+
+/* ignored(fid, release) -> (packets, newest) dropped since the last look; release: no longer ignored */
+static PyObject *
+FastPath_ignored(FastPath *self, PyObject *args)
+{
+    int fid;
+    int release;
+    if (!PyArg_ParseTuple(args, "ip", &fid, &release))
+        return NULL;
+    if (fid < 0 || fid >= self->nforeign || !self->foreign[fid].used) {
+        PyErr_Format(PyExc_KeyError, "flow %d is not ignored", fid);
+        return NULL;
+    }
+    Foreign *f = &self->foreign[fid];
+    PyObject *out = Py_BuildValue("(Ld)", (long long)f->packets, f->newest);
+    if (out == NULL)
+        return NULL;
+    f->packets = 0;
+    f->newest = -HUGE_VAL;
+    if (release) {
+        f->used = 0;
+        self->table[f->entry].state = 2;
+        self->free_fids[self->nfree_fids++] = fid;
+    }
+    return out;
 }
 
 /* arm(src, sport, dst, dport, ssrc, next_ext, pt, alaw, expect_ts, last_ts_ext,
@@ -864,6 +986,16 @@ take_packet(FastPath *fp, double ts, const uint8_t *d, Py_ssize_t len)
     if (e < 0)
         return 0;
     int32_t sid = fp->table[e].sid;
+    if (sid < 0) {                /* ignored: another worker's call */
+        Foreign *f = &fp->foreign[-1 - sid];
+        f->packets++;
+        if (ts > f->newest)
+            f->newest = ts;
+        fp->dropped++;
+        if (ts > fp->now)
+            fp->now = ts;
+        return 1;
+    }
     Slot *s = &fp->slots[sid];
     Py_ssize_t n = plen - 12;
     uint32_t ts32 = be32(p + 4);
@@ -979,6 +1111,10 @@ static PyMethodDef FastPath_methods[] = {
     {"arm", (PyCFunction)FastPath_arm, METH_VARARGS,
      "arm(src, sport, dst, dport, ssrc, next_ext, pt, alaw, expect_ts, last_ts_ext, last_arrival, base)"
      " -> slot id"},
+    {"ignore", (PyCFunction)FastPath_ignore, METH_VARARGS,
+     "ignore(src, sport, dst, dport) -> id: the flow's RTP packets are dropped (counted) from now on"},
+    {"ignored", (PyCFunction)FastPath_ignored, METH_VARARGS,
+     "ignored(fid, release) -> (packets, newest) dropped on the flow since the last look"},
     {"take", (PyCFunction)FastPath_take, METH_VARARGS,
      "take(sid, disarm) -> (packets, nbytes, next_ext, last_ts_ext, last_arrival, max_arrival,"
      " last_payload, samples, streamed, state)"},
@@ -1001,6 +1137,7 @@ static PyMethodDef FastPath_methods[] = {
 static PyMemberDef FastPath_members[] = {
     {"packets", T_LONGLONG, offsetof(FastPath, packets), READONLY, "packets taken here"},
     {"now", T_DOUBLE, offsetof(FastPath, now), READONLY, "latest capture time of a packet taken here"},
+    {"foreign", T_LONGLONG, offsetof(FastPath, dropped), READONLY, "packets dropped on ignored flows, in all"},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -53,6 +53,9 @@ class FastPath:
     @property
     def now(self) -> float:
         """Latest capture time of a packet taken here."""
+    @property
+    def foreign(self) -> int:
+        """Packets dropped here on ignored flows (``ignore``), in all."""
     def __init__(
         self,
         link: tuple[str, int, int, bool],
@@ -82,6 +85,11 @@ class FastPath:
         /,
     ) -> int:
         """Arm the flow src:sport -> dst:dport (addresses of 4 or 16 bytes) for a leg; returns its slot id."""
+    def ignore(self, src: Buffer, sport: int, dst: Buffer, dport: int, /) -> int:
+        """Drop the flow's RTP packets from now on (a foreign call's: rtp2ws.pipeline.shard); its id."""
+    def ignored(self, fid: int, release: bool, /) -> tuple[int, float]:
+        """``(packets, newest)`` dropped on the flow since the last look (newest: -inf for none),
+        cleared; with ``release`` the flow is no longer ignored."""
     def take(
         self, sid: int, disarm: bool, /
     ) -> tuple[int, int, int, int, float, float, bytes | None, bytes, int, tuple[bytes, bytes] | None]:

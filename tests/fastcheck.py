@@ -8,13 +8,21 @@ hash seed's order).
 And with a ``StreamSink`` (per-leg streams), which lets the fast path stream legs
 itself (``FastPath.bind``/``pump``): every stream carries the same audio, bytes for
 bytes, with the same messages at the same places in it (start, events, end with its
-statistics).  Only how the audio is cut into runs may differ."""
+statistics).  Only how the audio is cut into runs may differ.
+
+``check_sharded``: the promise of ``Config.shard`` (rtp2ws.pipeline.shard), on any
+capture: N pipelines, each owning its share of the calls, tell their sinks together
+exactly what one unsharded pipeline tells its sink (each call told to one of them
+only), and their statistics merged (``merge_stats``) are the unsharded ones; packet at
+a time and through the fast path (C and Python, from a file and from lists of frames),
+whose C takes the other shards' media."""
 
 from __future__ import annotations
 
 from rtp2ws.capture.file import BACKENDS, CaptureError, CaptureFile
 from rtp2ws.fastpath import twin as fastpath
 from rtp2ws.pipeline.pipeline import Config, Pipeline
+from rtp2ws.pipeline.shard import merge_stats
 from rtp2ws.pipeline.sink import Sink
 from rtp2ws.sinks.streams import Audio, End, Event, Open, StreamSink
 
@@ -144,8 +152,9 @@ def _streams(path, config, budget, backend, how, stereo=False):
 
 
 def check_equivalent(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0,
-                     budgets=(1024, 3), delivers=(0, 1000), flushes=(0, 40)) -> int:
-    """Assert the fast path changes nothing; returns how many packets it took (last run)."""
+                     budgets=(1024, 3), delivers=(0, 1000), flushes=(0, 40), sharded: bool = True) -> int:
+    """Assert the fast path changes nothing; returns how many packets it took (last run).
+    With ``sharded``, then ``check_sharded`` (the first budget only)."""
     taken = 0
     for deliver, flush in [(d, f) for d in delivers for f in flushes if not (d and f)]:
         config = Config(jitter_depth=jitter_ms / 1000.0, rtp_timeout=rtp_timeout, deliver_ms=deliver,
@@ -177,4 +186,67 @@ def check_equivalent(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0,
                         assert got_streams[k][0] == ref_streams[k][0], (where, k, len(got_streams[k][0]),
                                                                         len(ref_streams[k][0]))
             LAST_STREAMED[0] = streamed
+    if sharded:
+        check_sharded(path, jitter_ms=jitter_ms, rtp_timeout=rtp_timeout, budgets=budgets[:1])
     return taken
+
+
+def all_stats(pipe) -> dict:
+    """A pipeline's statistics as a run reports them (rtp2ws.run.replay): its own, the
+    decoder's, the TCP reassembler's and the registry's."""
+    stats = dict(pipe.stats)
+    stats.update({f"decoder_{k}": v for k, v in pipe.decoder.stats.items()})
+    stats.update({f"tcp_{k}": v for k, v in pipe.tcp.stats.items()})
+    stats.update(pipe.registry.stats)
+    return stats
+
+
+LAST_FOREIGN = [0]      # packets the shards' fast paths dropped as foreign in the last check_sharded
+
+
+def check_sharded(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0, budgets=(1024,),
+                  counts=(2, 3), delivers=(0, 1000)) -> int:
+    """Assert that ``count`` shards together tell what one unsharded pipeline tells; returns
+    how many packets the shards' fast paths dropped as foreign (all runs)."""
+    foreign = 0
+    for deliver in delivers:
+        for budget in budgets:
+            config = Config(jitter_depth=jitter_ms / 1000.0, rtp_timeout=rtp_timeout, deliver_ms=deliver)
+            ref_rec = Recorder()
+            ref_pipe, ref_error, _ = _drive(path, config, budget, None, None, ref_rec)
+            ref_legs = _by_leg(ref_rec.log)
+            ref_calls = _by_call(ref_rec.log)
+            ref_stats = all_stats(ref_pipe)
+            ref_stats.pop("foreign")
+            for count in counts:
+                for backend, how in [(None, None)] + [(b, h) for b in BACKENDS for h in ("reader", "frames")]:
+                    where = f"{path}: {count} shards, backend {backend} via {how}, deliver_ms {deliver}, budget {budget}"
+                    legs: dict = {}
+                    calls: dict = {}
+                    stats = []
+                    for index in range(count):
+                        shard = Config(jitter_depth=config.jitter_depth, rtp_timeout=rtp_timeout, deliver_ms=deliver,
+                                       shard=(index, count))
+                        rec = Recorder()
+                        pipe, error, _ = _drive(path, shard, budget, backend, how, rec)
+                        assert error == ref_error, where
+                        foreign += pipe.fast.foreign_packets
+                        mine = _by_call(rec.log)
+                        assert not mine.keys() & calls.keys(), (where, "a call told to two shards")
+                        calls.update(mine)
+                        legs.update(_by_leg(rec.log))
+                        stats.append(all_stats(pipe))
+                    assert calls == ref_calls, where
+                    assert legs == ref_legs, where
+                    assert merge_stats(stats) == ref_stats, where
+    LAST_FOREIGN[0] = foreign
+    return foreign
+
+
+def _by_call(log) -> dict:
+    """Each call's starts, call events and ends, in order (audio and leg events: ``_by_leg``)."""
+    calls: dict = {}
+    for e in log:
+        if e[0] not in ("audio", "leg_event"):
+            calls.setdefault(e[1], []).append(e)
+    return calls

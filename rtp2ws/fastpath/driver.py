@@ -16,6 +16,12 @@ contract (twin.py's docstring) names:
 * ``take_ready()`` at a hand-out: the legs the fast path filled to ``deliver_samples``;
 * ``rebase(key, pending)`` after the pipeline took a leg's audio;
 * ``take_all()`` at the end of a file and before ``finish``;
+* ``ignore(key, flow)`` after the pipeline let the leg ``key`` of a call another worker
+  owns (``Config.shard``) take an RTP packet of ``flow``: the fast path drops the flow's
+  next packets (``FastPath.ignore``), counting them and their newest arrival, which
+  ``sync``/``sync_call``/``unbound``/``take_all`` hand to ``absorb_foreign(key, packets,
+  newest)`` as they hand armed legs' to ``absorb`` (and release the flow where they
+  disarm); ``foreign_packets`` is how many it dropped in all;
 * ``bind(key, history, carry, frame_bytes, feed)`` once an armed leg's stream can take
   its audio straight from the fast path (the leg holds none: the pipeline just handed
   it all out), and ``pump()`` at each hand-out: every bound leg that is ready gets its
@@ -58,7 +64,8 @@ class FastDriver:
     """Arms, takes and syncs flows of a ``FastPath`` for a pipeline's legs."""
 
     def __init__(self, link: LinkLayer, deliver_samples: int, correlator: Correlator,
-                 absorb: Callable[[Hashable, Taken], None]) -> None:
+                 absorb: Callable[[Hashable, Taken], None],
+                 absorb_foreign: Callable[[Hashable, int, float], None] | None = None) -> None:
         self.link = link
         self.deliver_samples = deliver_samples
         self.path: FastPath | _fastpath.FastPath | None = None   # the FastPath, once ``start`` made it
@@ -67,8 +74,12 @@ class FastDriver:
         self.bound: dict[Hashable, Callable[[bytes, float, int], None]] = {}
         self._slots: dict[int, tuple[Hashable, Flow]] = {}   # slot id -> (leg key, 5-tuple)
         self._flows: dict[Flow, int] = {}     # 5-tuple -> slot id
+        # foreign legs (another worker's calls) -> their flows the fast path drops, and the ids
+        self.foreign: dict[Hashable, dict[Flow, int]] = {}
+        self._ignored: dict[Flow, Hashable] = {}     # 5-tuple dropped -> its foreign leg
         self._correlator = correlator
         self._absorb = absorb
+        self._absorb_foreign = absorb_foreign
         correlator.on_unbind = self.unbound
 
     def start(self, cls: type[FastPath] | type[_fastpath.FastPath]) -> FastPath | _fastpath.FastPath:
@@ -80,6 +91,20 @@ class FastDriver:
     def packets(self) -> int:
         """Packets the fast path took in all."""
         return self.path.packets if self.path is not None else 0
+
+    @property
+    def foreign_packets(self) -> int:
+        """Packets the fast path dropped in all, on flows of foreign legs (``ignore``)."""
+        return self.path.foreign if self.path is not None else 0
+
+    def ignore(self, key: Hashable, flow: Flow) -> None:
+        """Let the fast path drop this flow's next RTP packets for the foreign leg ``key``,
+        if the correlator binds the flow to that leg."""
+        if flow in self._ignored or flow in self._flows or self._correlator.flows.get(flow, (None,))[0] != key:
+            return
+        fid = self._started().ignore(flow[0], flow[1], flow[2], flow[3])
+        self.foreign.setdefault(key, {})[flow] = fid
+        self._ignored[flow] = key
 
     def arm(self, key: Hashable, flow: Flow, leg: MediaLeg, payload_type: int) -> None:
         """Let the fast path take this flow's next packets, if the leg allows it."""
@@ -99,18 +124,26 @@ class FastDriver:
         sid = self.legs.get(key)
         if sid is not None:
             self._take(sid, disarm)
+        elif key in self.foreign:
+            self._seen(key, disarm)
 
     def sync_call(self, call_key: str, tags: Iterable[str], disarm: bool) -> None:
         """``sync`` each leg of a call (``tags``: its legs' tags)."""
         for tag in tags:
-            sid = self.legs.get((call_key, tag))
+            key = (call_key, tag)
+            sid = self.legs.get(key)
             if sid is not None:
                 self._take(sid, disarm)
+            elif key in self.foreign:
+                self._seen(key, disarm)
 
     def unbound(self, flow: Flow) -> None:
         sid = self._flows.get(flow)
         if sid is not None:
             self._take(sid, True)
+        key = self._ignored.get(flow)
+        if key is not None:
+            self._seen(key, True)
 
     def take_ready(self) -> None:
         """Bring up to date the legs the fast path filled to ``deliver_samples``."""
@@ -122,6 +155,8 @@ class FastDriver:
         """Bring every armed leg up to date and disarm it."""
         for sid in list(self._slots):
             self._take(sid, True)
+        for key in list(self.foreign):
+            self._seen(key, True)
 
     def bind(self, key: Hashable, history: bytes, carry: bytes, frame_bytes: int,
              feed: Callable[[bytes, float, int], None]) -> None:
@@ -151,6 +186,22 @@ class FastDriver:
         path = self.path
         assert path is not None
         return path
+
+    def _seen(self, key: Hashable, release: bool) -> None:
+        """What the fast path dropped of the foreign leg ``key``'s flows goes to
+        ``absorb_foreign``; with ``release`` it stops dropping them."""
+        path = self._started()
+        packets, newest = 0, float("-inf")
+        flows = self.foreign.pop(key) if release else self.foreign[key]
+        for flow, fid in flows.items():
+            n, t = path.ignored(fid, release)
+            packets += n
+            if t > newest:
+                newest = t
+            if release:
+                del self._ignored[flow]
+        if packets and self._absorb_foreign is not None:
+            self._absorb_foreign(key, packets, newest)
 
     def _take(self, sid: int, disarm: bool) -> None:
         key, flow = self._slots[sid]

@@ -43,6 +43,15 @@ Contract (the pipeline keeps its side through ``rtp2ws.fastpath.driver.FastDrive
   ``samples``, with the filter state and the part-frame as of its last pump, so
   that the leg and its stream go on exactly as if they had made those frames.
 
+* A flow can also be *ignored* (``ignore``, for a leg of a call another worker owns:
+  ``rtp2ws.pipeline.shard``): ``run``/``feed`` then drop its packets that pass the
+  same RTP checks as an armed flow's before its own (version 2, no padding, extension
+  or CSRCs, not an RTCP type, at least a byte of payload), counting them (``foreign``,
+  in all) and, per flow, how many and the newest capture time, which
+  ``ignored(fid, release)`` reads and clears (and with ``release`` stops ignoring the
+  flow).  Any other packet on it goes to Python as before.  A flow is armed or
+  ignored, not both.
+
 ``FastPath(link, ...)`` is given its capture's ``rtp2ws.net.packet.LinkLayer``
 (how to find the IP header), never a link type number: packet.py's ``LINK_TYPES`` is
 the one table.  Here the frame's link header is read by packet.py's own
@@ -136,6 +145,17 @@ class _Slot:
     last_codes: bytes         # the last packet's payload, once pumped
 
 
+class _Ignored:
+    """An ignored flow: what was dropped on it since the last look."""
+
+    __slots__ = ("flow", "packets", "newest")
+
+    def __init__(self, flow: tuple[bytes, int, bytes, int]) -> None:
+        self.flow = flow
+        self.packets = 0
+        self.newest = float("-inf")
+
+
 class FastPath:
     """Twin of ``_fastpath.FastPath``; the module docstring gives the contract."""
 
@@ -159,6 +179,11 @@ class FastPath:
         self._next_sid = 0
         self._ready: list[int] = []
         self.packets = 0
+        self._ignored: dict[tuple[bytes, int, bytes, int], int] = {}    # flow -> id
+        self._foreign: dict[int, _Ignored] = {}
+        self._free_fids: list[int] = []
+        self._next_fid = 0
+        self.foreign = 0
         self.now = 0.0
         self._since_tick = 0
 
@@ -171,7 +196,7 @@ class FastPath:
         if len(src) != len(dst):
             raise ValueError("source and destination are of different IP versions")
         flow = (bytes(src), sport, bytes(dst), dport)
-        if flow in self._flows:
+        if flow in self._flows or flow in self._ignored:
             raise ValueError("flow is already armed")
         if self._free:
             sid = self._free.pop()
@@ -214,6 +239,35 @@ class FastPath:
             del self._slots[sid]
             del self._flows[s.flow]
             self._free.append(sid)
+        return out
+
+    def ignore(self, src: bytes, sport: int, dst: bytes, dport: int) -> int:
+        if len(src) not in (4, 16) or len(dst) not in (4, 16):
+            raise ValueError("an IP address is 4 or 16 bytes")
+        if len(src) != len(dst):
+            raise ValueError("source and destination are of different IP versions")
+        flow = (bytes(src), sport, bytes(dst), dport)
+        if flow in self._flows or flow in self._ignored:
+            raise ValueError("flow is already armed")
+        if self._free_fids:
+            fid = self._free_fids.pop()
+        else:
+            fid = self._next_fid
+            self._next_fid += 1
+        self._ignored[flow] = fid
+        self._foreign[fid] = _Ignored(flow)
+        return fid
+
+    def ignored(self, fid: int, release: bool) -> tuple[int, float]:
+        f = self._foreign.get(fid)
+        if f is None:
+            raise KeyError(f"flow {fid} is not ignored")
+        out = (f.packets, f.newest)
+        f.packets, f.newest = 0, float("-inf")
+        if release:
+            del self._foreign[fid]
+            del self._ignored[f.flow]
+            self._free_fids.append(fid)
         return out
 
     def rebase(self, sid: int, base: int) -> None:
@@ -363,7 +417,17 @@ class FastPath:
             return False
         sid = self._flows.get((src, sport, dst, dport))
         if sid is None:
-            return False
+            fid = self._ignored.get((src, sport, dst, dport))
+            if fid is None:
+                return False
+            f = self._foreign[fid]        # another worker's call: dropped, its time kept
+            f.packets += 1
+            if ts > f.newest:
+                f.newest = ts
+            self.foreign += 1
+            if ts > self.now:
+                self.now = ts
+            return True
         s = self._slots[sid]
         _b0, b1, seq, ts32, ssrc = _RTP.unpack_from(d, p)
         size = plen - 12

@@ -37,6 +37,7 @@ from ..signalling.correlator import Correlator, format_addr, pack_ip
 from ..signalling.sip import SipParseError, looks_like_sip, parse_message
 from .probation import AFTER_END, FULL, PROBATION_FLOWS, Probation, Promoted
 from .probation import PROBATION_STALE as PROBATION_STALE  # re-exported: tests/test_probation.py
+from .shard import PIPELINE_STATS, ForeignLeg, check_shard, owner
 from .sink import LegView, Sink
 
 UDP = 17
@@ -52,7 +53,8 @@ MAX_EXCESS = 64            # flows of one call beyond EXTRA_LEGS remembered as d
 
 class Config:
     def __init__(self, *, jitter_depth: float = 0.060, rtp_timeout: float = 300.0, media_only: bool = True,
-                 deliver_ms: int = 0, flush_ms: int = 0, probation_flows: int = PROBATION_FLOWS) -> None:
+                 deliver_ms: int = 0, flush_ms: int = 0, probation_flows: int = PROBATION_FLOWS,
+                 shard: tuple[int, int] | None = None) -> None:
         # The command line checks its ranges (cli, argtypes); this keeps other callers
         # from arming timers that never fire (nan) or fire at once (0).
         if not 0 <= jitter_depth <= 10:
@@ -76,6 +78,9 @@ class Config:
         # Unclaimed RTP flows in probation at once: calls in progress when capture starts
         # on a busy PBX, one entry per flow until its second packet makes it a call.
         self.probation_flows = probation_flows
+        # (index, count): this pipeline does the media work of the calls ``shard.owner``
+        # gives to ``index`` only (one worker of ``count``); None: of every call
+        self.shard = check_shard(shard)
 
 
 def deliver_ms(*, stream: bool, paced: bool, max_buffer_ms: int = 10000) -> int:
@@ -104,6 +109,10 @@ class Pipeline:
         self.legs: dict[tuple[str, str], MediaLeg] = {}
         self._views: dict[tuple[str, str], LegView] = {}   # what the sink sees of each leg: one each, made with it
         self.calls: dict[str, Call] = {}
+        # Config.shard: the calls in progress another worker owns, and what is kept of their
+        # legs (rtp2ws.pipeline.shard.ForeignLeg: which flows they take, nothing else)
+        self.foreign_calls: dict[str, Call] = {}
+        self._shadows: dict[tuple[str, str], ForeignLeg] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._waiting: set[tuple[str, str]] = set()   # legs holding packets in their jitter buffer
         self._registry_deadline: float | None = None
@@ -117,13 +126,11 @@ class Pipeline:
         self._split: dict[str, _Split] = {}           # call key -> its extra legs (caller#2 ...)
         self.now = 0.0
         # The fast path (rtp2ws.fastpath), started once run_reader or feed_frames drives the pipeline
-        self.fast = FastDriver(self.decoder.layer, self.config.deliver_ms * 8, self.correlator, self._absorb)
-        self.stats = {
-            "frames": 0, "malformed": 0, "malformed_packet": 0, "malformed_sip": 0, "malformed_rtp": 0,
-            "sip": 0, "rtp": 0, "rtcp": 0, "stun": 0, "zrtp": 0, "unmatched_udp": 0, "other": 0,
-            "rtp_after_end": 0, "internal_errors": 0, "probation_full": 0, "extra_legs": 0,
-            "extra_flow_dropped": 0,
-        }
+        self.fast = FastDriver(self.decoder.layer, self.config.deliver_ms * 8, self.correlator, self._absorb,
+                               self._absorb_foreign)
+        self._foreign_taken = 0        # packets the fast path dropped for foreign calls, counted in stats
+        # what each stat counts, and how N workers' merge: rtp2ws.pipeline.shard.PIPELINE_STATS
+        self.stats = dict.fromkeys(PIPELINE_STATS, 0)
         # Undocumented exceptions a packet raised, (capture time, text), oldest first;
         # the adapters log and clear them (``take_errors``).
         self.errors: list[tuple[float, str]] = []
@@ -257,6 +264,24 @@ class Pipeline:
             leg.resampler_state = history
             self.sink.fast_release(self.calls[key[0]], self._views[key], carry)
 
+    def _absorb_foreign(self, key, packets: int, newest: float) -> None:
+        """The fast path dropped ``packets`` of the foreign leg ``key``'s flows, the newest
+        at ``newest``: the leg took them (``ForeignLeg``), and they are its call's activity,
+        as the owner's leg's packets are its (``FastDriver`` calls this)."""
+        self._shadows[key].counts["packets"] += packets
+        self.registry.touch(self.foreign_calls[key[0]], newest)
+
+    def _count_foreign(self) -> None:
+        """Count the packets the fast path dropped for foreign calls since the last time
+        as the frames they are (``stats["foreign"]`` says how many of them there were)."""
+        n = self.fast.foreign_packets - self._foreign_taken
+        if n:
+            self._foreign_taken += n
+            st = self.stats
+            st["frames"] += n
+            st["foreign"] += n
+            self.decoder.count_packets(n)
+
     def _bind(self, call: Call, leg: MediaLeg, key) -> None:
         """The armed leg ``key`` has handed out all its audio: if its sink takes whole
         frames, the fast path streams it from now on."""
@@ -298,6 +323,8 @@ class Pipeline:
             self.fast.pump()            # legs the fast path streams itself, filled enough to deliver
             self.fast.take_ready()      # the others it filled enough
             self._deliver()
+        if self.fast.foreign:
+            self._count_foreign()
         self.sink.tick(now)
 
     def _tcp_expire(self, now: float) -> None:
@@ -318,7 +345,7 @@ class Pipeline:
             self.errors.append((ts, f"{type(exc).__name__}: {exc}"[:300]))
 
     def _expire(self, now: float) -> None:
-        if self.fast.legs:      # the timers read each call's last activity: bring it up to date
+        if self.fast.legs or self.fast.foreign:      # the timers read each call's last activity: bring it up to date
             for call in self.registry.due(now):
                 self.fast.sync_call(call.key, self._tags(call.key), False)
         self._handle(self.registry.expire(now))
@@ -328,6 +355,7 @@ class Pipeline:
         """End of input: every open call ends with ``reason`` (``capture_end``, or
         ``shutdown`` when the process is asked to stop)."""
         self.fast.take_all()
+        self._count_foreign()
         now = self.now if now is None else now
         self._next_flush = float("-inf")
         self.tick(now)
@@ -345,7 +373,7 @@ class Pipeline:
             self.stats["malformed_sip"] += 1
             return
         self.stats["sip"] += 1
-        if self.fast.legs:      # the call's state (its last activity) as packet-at-a-time would have it
+        if self.fast.legs or self.fast.foreign:      # the call's last activity as packet-at-a-time would have it
             call = self.registry.active.get(msg.call_id)
             if call is not None:
                 self.fast.sync_call(call.key, self._tags(call.key), False)
@@ -356,6 +384,8 @@ class Pipeline:
         key, _rtcp_port = hit
         leg = self.legs.get(key)
         if leg is None:
+            if key in self._shadows:
+                self._foreign_media(key, pkt, ts)
             return
         fast = self.fast
         if key in fast.legs:
@@ -404,6 +434,40 @@ class Pipeline:
         else:
             st["unmatched_udp"] += 1
 
+    def _foreign_media(self, key, pkt, ts: float) -> None:
+        """``_media`` for a leg of a call another worker owns: the packet is dropped
+        (``foreign``), but a flow the leg would take, or give a leg of its own, is taken
+        here too, and RTP the leg takes is its call's activity, as with the owner.  Only
+        what every worker counts alike is counted."""
+        fast = self.fast
+        if key in fast.foreign:
+            fast.sync(key)
+        self.stats["foreign"] += 1
+        payload = pkt.payload
+        if len(payload) >= 12 and payload[0] >> 6 == 2 and not 192 <= payload[1] <= 223:
+            kind = KIND_RTP
+        else:
+            kind = classify(payload)
+        if kind != KIND_RTP:
+            if kind not in (KIND_RTCP, KIND_STUN, KIND_ZRTP):
+                self.stats["unmatched_udp"] += 1      # as the owner counts it: every worker alike
+            return
+        try:
+            rtp = parse_rtp(payload)
+        except ValueError:
+            return
+        leg = self._shadows[key]
+        flow = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
+        if flow != leg.flow and flow not in leg.own_flows:
+            key = self._new_flow(key, leg, flow, rtp, ts)
+            if key is None:
+                return
+            if key in fast.foreign:
+                fast.sync(key)
+        self._push_rtp(key, rtp, ts)
+        if fast.path is not None:
+            fast.ignore(key, flow)
+
     def _unclaimed(self, pkt, ts: float) -> None:
         """RTP no signalling has claimed: after two packets in sequence on one flow
         (RFC 3550 probation), a media-only call takes it, so no audio is lost while
@@ -425,6 +489,9 @@ class Pipeline:
         hit = self.correlator.lookup(pkt.src, pkt.sport, pkt.dst, pkt.dport)
         assert hit is not None  # both legs were just expected
         st["unmatched_udp"] -= 2
+        foreign = call_id in self.foreign_calls
+        if foreign:
+            st["foreign"] += 1 if got.back is None else 2
         self._push_rtp(hit[0], *got.first)
         self._media(hit, pkt, ts)
         if got.back is not None:      # the other direction's first packet, waiting in probation
@@ -432,7 +499,11 @@ class Pipeline:
             self._push_rtp((call_id, CALLEE), *got.back)
 
     def _push_rtp(self, key, rtp, ts: float) -> None:
-        leg = self.legs[key]
+        leg = self.legs.get(key)
+        if leg is None:       # a foreign call's leg: taken, not decoded
+            self._shadows[key].counts["packets"] += 1
+            self.registry.touch(self.foreign_calls[key[0]], ts)
+            return
         self.stats["rtp"] += 1
         leg.push(rtp, ts)
         self._dirty.add(key)
@@ -446,25 +517,32 @@ class Pipeline:
                 self._media_updated(ev.call)
             elif isinstance(ev, CallStarted):
                 call = ev.call
+                shard = self.config.shard
+                if shard is not None and owner(call.key, shard[1]) != shard[0]:
+                    self.foreign_calls[call.key] = call
+                    for tag in (CALLER, CALLEE):
+                        self._shadows[(call.key, tag)] = ForeignLeg(tag)
+                    continue
                 self.calls[call.key] = call
                 for tag in (CALLER, CALLEE):
                     leg = self.legs[(call.key, tag)] = MediaLeg(tag, depth=self.config.jitter_depth)
                     self._views[(call.key, tag)] = LegView(leg)
                 self.sink.call_started(call)
             elif isinstance(ev, HoldChanged):
-                self.sink.call_event(ev.call, ev)
+                if ev.call.key in self.calls:
+                    self.sink.call_event(ev.call, ev)
             elif isinstance(ev, CallEnded):
                 self._call_ended(ev.call)
 
     def _media_updated(self, call: Call) -> None:
         """Re-derive both legs' expectations from the two sides' latest SDP."""
-        if self.fast.legs:
+        if self.fast.legs or self.fast.foreign:
             self.fast.sync_call(call.key, self._tags(call.key), True)
         if self.probation.calls:
             self._identify(call)
         for tag in (CALLER, CALLEE):
             leg = self.legs.get((call.key, tag))
-            if leg is None:
+            if leg is None and (call.key, tag) not in self._shadows:
                 continue
             sender = call.media.get(tag)
             receiver = call.media.get(other(tag))
@@ -474,6 +552,8 @@ class Pipeline:
             if receiver is not None and not receiver.rtcp_mux:
                 rtcp = _addr(receiver.rtcp_address or receiver.address, receiver.rtcp_port or receiver.port + 1)
             self.correlator.expect((call.key, tag), dst, src, rtcp)
+            if leg is None:
+                continue          # a foreign call's: where its packets go is all that is kept
             pt_map: dict = {}
             if sender is not None:
                 pt_map.update(sender.payload_map)
@@ -495,7 +575,7 @@ class Pipeline:
         """Signalling now names the addresses of a media-only call: that call ends
         (``identified``) and the media goes to the signalled call from here on."""
         for key in self.probation.identify(set(_addresses(call))):
-            orphan = self.calls.get(key)
+            orphan = self.calls.get(key) or self.foreign_calls.get(key)
             if orphan is not None:
                 self._handle(self.registry.identify(orphan, call.call_id, self.now))
 
@@ -504,6 +584,9 @@ class Pipeline:
         if sp is not None:
             for flow in list(sp.undecided):
                 self._decide(flow, self._undecided[flow])
+        if call.key in self.foreign_calls:
+            self._foreign_ended(call)
+            return
         legs = {}
         for tag in self._tags(call.key):
             key = (call.key, tag)
@@ -524,6 +607,19 @@ class Pipeline:
                                   call.end if call.end is not None else self.now)
         self.sink.call_ended(call, legs)
 
+    def _foreign_ended(self, call: Call) -> None:
+        """``_call_ended`` for a call another worker owns: its owner tells the sink."""
+        for tag in self._tags(call.key):
+            key = (call.key, tag)
+            if key in self.fast.foreign:
+                self.fast.sync(key)
+            if self._shadows.pop(key, None) is not None:
+                self.correlator.remove(key)
+        del self.foreign_calls[call.key]
+        self._split.pop(call.key, None)
+        self.probation.call_ended(call.key, _addresses(call) if self.config.media_only else (),
+                                  call.end if call.end is not None else self.now)
+
     # -- flows: one timeline per leg ---------------------------------------------------
 
     def _tags(self, call_key: str):
@@ -531,7 +627,7 @@ class Pipeline:
         sp = self._split.get(call_key)
         return (CALLER, CALLEE) if sp is None else (CALLER, CALLEE, *sp.tags)
 
-    def _new_flow(self, key, leg: MediaLeg, flow: tuple, rtp, ts: float):
+    def _new_flow(self, key, leg: MediaLeg | ForeignLeg, flow: tuple, rtp, ts: float):
         """An RTP packet on a flow ``leg`` has not taken.  It is the leg's first flow;
         or it *replaces* the leg's flow (signalling moved the media there, or the leg's
         flow has gone silent: NAT rebinding); or it is *concurrent* (a media relay in
@@ -568,7 +664,7 @@ class Pipeline:
             self._drop_flow_packets(key, 1)
         return target
 
-    def _moved(self, key, leg: MediaLeg, flow: tuple) -> bool:
+    def _moved(self, key, leg: MediaLeg | ForeignLeg, flow: tuple) -> bool:
         """Has signalling moved the leg's media to ``flow`` since the leg took its flow
         (a re-INVITE or UPDATE changed the address the flow goes to or comes from)?"""
         now = self.correlator.expected(key)
@@ -590,7 +686,7 @@ class Pipeline:
         self._undecided_deadline = heap[0][0] if heap else float("inf")
         key = u.key
         self._split[key[0]].undecided.discard(flow)
-        leg = self.legs.get(key)
+        leg = self.legs.get(key) or self._shadows.get(key)
         if leg is None:
             self._drop_flow_packets(key, len(u.packets))
             return None
@@ -604,8 +700,8 @@ class Pipeline:
         if target is None:
             self._drop_flow_packets(key, len(u.packets))
             return None
-        tleg = self.legs[target]
-        if not tleg.flows:
+        tleg = self.legs.get(target)
+        if tleg is not None and not tleg.flows:
             tleg.add_flow(format_addr(flow[0], flow[1]), format_addr(flow[2], flow[3]))
         for rtp, ts in u.packets:
             self._push_rtp(target, rtp, ts)
@@ -621,7 +717,7 @@ class Pipeline:
                 heapq.heappop(heap)
         self._undecided_deadline = heap[0][0] if heap else float("inf")
 
-    def _extra_leg(self, key, leg: MediaLeg, flow: tuple, sp: _Split):
+    def _extra_leg(self, key, leg: MediaLeg | ForeignLeg, flow: tuple, sp: _Split):
         """A leg of its own for a flow concurrent with ``leg``'s: ``caller#2`` (then #3 ...,
         at most EXTRA_LEGS per direction); None beyond that."""
         call_key, tag = key
@@ -632,6 +728,12 @@ class Pipeline:
             return None
         xtag = extra_tag(tag, n)
         xkey = (call_key, xtag)
+        if isinstance(leg, ForeignLeg):   # a foreign call's: its flow is taken, and bound for good
+            self._shadows[xkey] = ForeignLeg(xtag)
+            self._shadows[xkey].take_flow(flow)
+            sp.tags[xtag] = tag
+            self.correlator.assign(flow, xkey)
+            return xkey
         xleg = self.legs[xkey] = MediaLeg(xtag, depth=self.config.jitter_depth)
         self._views[xkey] = LegView(xleg)
         xleg.set_payload_map(leg.pt_map)
@@ -644,10 +746,12 @@ class Pipeline:
         return xkey
 
     def _drop_flow_packets(self, key, n: int) -> None:
-        self.stats["extra_flow_dropped"] += n
         leg = self.legs.get(key)
         if leg is not None:
+            self.stats["extra_flow_dropped"] += n
             leg.count_extra_flow_dropped(n)
+        elif key[0] not in self.foreign_calls:
+            self.stats["extra_flow_dropped"] += n
 
     def _deliver(self) -> None:
         least = self.config.deliver_ms * 8
