@@ -364,7 +364,7 @@ class Supervisor:
     def merged_snapshot(self) -> dict:
         snap = merge_snapshots([w.snapshot for w in self.workers.values() if w.code is None], self.retired)
         if snap:
-            snap["workers"] = sum(1 for w in self.workers.values() if w.code is None)
+            snap["workers"] = sum(1 for w in self.workers.values() if w.code is None and w.ready is not None)
             snap["worker_restarts"] = self.restarts
         return snap
 
