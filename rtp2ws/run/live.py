@@ -389,7 +389,7 @@ def run_live(opts: LiveOptions) -> int:
         cap.stop()
         return fail(f"--log-file {opts.log_file}: {e.strerror or e}")
     slower = missing_warning()
-    if slower:
+    if slower and report is None:       # with --workers, the supervisor says it once
         log.warning("%s", slower)
     # From here on a SIGTERM ends cleanly, and SIGHUP only reopens the log.
     stop = threading.Event()

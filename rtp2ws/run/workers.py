@@ -396,6 +396,11 @@ def run_live_workers(plan: Plan, capture: CaptureOptions) -> int:
     except OSError as e:
         print(f"rtp2ws: error: --log-file {plan.log_file}: {e.strerror or e}", file=sys.stderr)
         return 2
+    from ..speedups import missing_warning
+
+    slower = missing_warning()
+    if slower:          # once, as one process says it
+        logging.getLogger("rtp2ws.live").warning("%s", slower)
     sup = Supervisor(plan)
     metrics = None
     if plan.metrics:
