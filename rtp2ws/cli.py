@@ -10,14 +10,17 @@ commands run with."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING
 
 from . import __version__
 from .argtypes import number, whole
 from .pipeline.pipeline import FLUSH_MS, Config
+from .pipeline.sink import Sink
 from .run import gcpolicy
-from .run.replay import Progress, ReplayError, replay
+from .run.replay import Progress, ReplayError, ReplayResult, replay
+from .run.workerlink import WORKER_ENV
 from .sinks.wav import WavSink
 
 if TYPE_CHECKING:
@@ -56,6 +59,8 @@ def build_parser() -> Parser:
                    help="'realtime' (paced by capture timestamps), a factor such as 4, or 'max' "
                         "(default: max)")
     _add_stream_options(r)
+    _add_worker_options(r, "default: the cores available when paced (--speed other than max) and streaming; "
+                           "else 1")
     p.live_parser = _add_live_parser(sub)
     _add_sink_parser(sub)
     _add_bench_parser(sub)
@@ -183,7 +188,49 @@ def _add_live_parser(sub) -> argparse.ArgumentParser:
     out.add_argument("--rtp-timeout", type=RTP_TIMEOUT, default=300.0,
                      help="end a call after this many seconds without SIP or RTP, 1..86400 (default 300)")
     _add_stream_options(lv)
+    _add_worker_options(lv, "default: the cores available")
     return lv
+
+
+def _add_worker_options(p, default: str) -> None:
+    p.add_argument("--workers", type=whole(1, 256), metavar="N",
+                   help=f"worker processes, each doing the media of a share of the calls (a call's legs and "
+                        f"stereo in one), all capturing every packet; 1 runs in this process ({default})")
+
+
+def _reporter(args):
+    """A worker's Reporter (started by run.workers, ``RTP2WS_WORKER`` set), else None."""
+    if args.shard is None:
+        return None
+    from .run.workerlink import Reporter, die_with_parent
+
+    die_with_parent()
+    return Reporter(args.report_fd, args.shard)
+
+
+def worker_count(args, *, paced_default: bool) -> int:
+    """The workers to run: --workers, else the cores available where that is the
+    default (live, paced streaming replay), else 1.  More than the cores is allowed
+    (they then share cores), with a warning."""
+    from .run.workers import default_count
+
+    if args.shard is not None:
+        return 1
+    cores = default_count()
+    if args.workers is None:
+        return cores if paced_default else 1
+    if args.workers > cores:
+        print(f"rtp2ws: warning: --workers {args.workers} is more than the {cores} cores this process may use: "
+              f"the workers will share them", file=sys.stderr)
+    return int(args.workers)
+
+
+def _plan(args, count: int, *, live: bool):
+    from .run.workers import Plan
+
+    return Plan(tuple(args.argv), count, live, out_dir=args.out_dir, stereo=args.stereo,
+                metrics=getattr(args, "metrics", None), stats_interval=getattr(args, "stats_interval", 60.0),
+                log_file=getattr(args, "log_file", None), user=getattr(args, "user", None))
 
 
 def live_options(args) -> LiveOptions:
@@ -194,10 +241,11 @@ def live_options(args) -> LiveOptions:
     capture = CaptureOptions(args.interface, bpf=args.bpf, sip_ports=tuple(args.sip_ports),
                              rtp_ports=tuple(args.rtp_ports), snaplen=args.snaplen, buffer_mb=args.buffer_mb,
                              promisc=not args.no_promisc, user=args.user)
+    report = _reporter(args)
     return LiveOptions(capture, pipeline_config(args, live=True), sender=sender_config(args),
                        frame_ms=args.frame_ms, sip_headers=tuple(args.sip_header), out_dir=args.out_dir,
-                       stereo=args.stereo, metrics=args.metrics, stats_interval=args.stats_interval,
-                       log_file=args.log_file)
+                       stereo=args.stereo, metrics=args.metrics if report is None else None,
+                       stats_interval=args.stats_interval, log_file=args.log_file, report=report)
 
 
 def cmd_live(args) -> int:
@@ -207,11 +255,16 @@ def cmd_live(args) -> int:
     if not args.out_dir and not args.ws_url:
         print("rtp2ws: error: live needs --out-dir, --ws-url or both", file=sys.stderr)
         return 2
+    count = worker_count(args, paced_default=True)
     try:
         opts = live_options(args)
     except ValueError as e:
         print(f"rtp2ws: error: {e}", file=sys.stderr)
         return 2
+    if count > 1:
+        from .run.workers import run_live_workers
+
+        return run_live_workers(_plan(args, count, live=True), opts.capture)
     from .run.live import run_live
 
     return run_live(opts)
@@ -281,7 +334,8 @@ def pipeline_config(args, *, live: bool = False) -> Config:
     in ``deliver_ms`` batches."""
     paced = live or args.speed is not None
     return Config(jitter_depth=args.jitter_ms / 1000.0, rtp_timeout=args.rtp_timeout,
-                  deliver_ms=0 if live else deliver_ms(args), flush_ms=args.flush_ms if paced else 0)
+                  deliver_ms=0 if live else deliver_ms(args), flush_ms=args.flush_ms if paced else 0,
+                  shard=getattr(args, "shard", None))
 
 
 def sender_config(args) -> SenderConfig | None:
@@ -321,39 +375,70 @@ def cmd_replay(args) -> int:
     if not args.out_dir and not args.ws_url:
         print("rtp2ws: error: replay needs --out-dir, --ws-url or both", file=sys.stderr)
         return 2
+    count = worker_count(args, paced_default=bool(args.ws_url) and args.speed is not None)
+    if count > 1:
+        return _replay_with_workers(args, count)
+    report = _reporter(args)
     config = pipeline_config(args)
     try:
         wav = WavSink(args.out_dir, stereo=args.stereo) if args.out_dir else None
     except OSError as e:
         print(f"rtp2ws: error: --out-dir {args.out_dir}: {e.strerror or e}", file=sys.stderr)
         return 2
-    _warn_if_slower()
+    wav_sink: Sink | None = wav
+    if wav is not None and report is not None:     # a worker: the supervisor writes calls.json
+        from .pipeline.sink import Tee
+        from .run.workerlink import ManifestReport
+
+        wav_sink = Tee(wav, ManifestReport(wav.manifest, report))
+    if report is None:
+        _warn_if_slower()
     gcpolicy.apply()
-    progress = Progress(enabled=False) if args.no_progress else Progress()
+    progress = Progress(enabled=False) if args.no_progress or report is not None else Progress()
     try:
         if args.ws_url:
-            result, sent = _replay_to_websocket(args, config, wav, progress)
+            result, sent = _replay_to_websocket(args, config, wav_sink, progress)
         else:
-            assert wav is not None  # without --ws-url, --out-dir is there: checked above
-            result, sent = replay(args.capture, wav, config, progress), None
+            assert wav_sink is not None  # without --ws-url, --out-dir is there: checked above
+            result, sent = replay(args.capture, wav_sink, config, progress), None
     except ReplayError as e:
         print(f"rtp2ws: error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:   # bad header lines, unusable URL or CA file
         print(f"rtp2ws: error: {e}", file=sys.stderr)
         return 2
+    if report is not None:
+        code = 1 if result.error or _undelivered(sent) else 0
+        report.send("summary", rc=code, sent=sent, result={
+            "path": result.path, "stats": result.stats, "calls": result.calls, "legs": result.legs,
+            "packets": result.packets, "elapsed": result.elapsed, "error": result.error,
+            "internal_errors": result.extra.get("internal_errors", [])})
+        return code
+    return _finish_replay(result, sent, wav)
+
+
+def _undelivered(sent: dict | None) -> str | None:
+    from .ws.bridge import delivery_error
+
+    return delivery_error(sent)
+
+
+def _finish_replay(result: ReplayResult, sent: dict | None, wav) -> int:
+    """The summary line, calls.json and the exit code of a replay (one process or merged workers)."""
     summary = result.summary()
     if sent is not None:
         summary["streams"] = sent
+    if "workers" in result.extra:
+        summary["workers"] = result.extra["workers"]
     if wav is not None:
         wav.close(summary)
     line = result.line()
     undelivered = None
     if sent is not None:
-        from .ws.bridge import delivery_error, stream_summary
+        from .ws.bridge import stream_summary
 
         line += "; " + stream_summary(sent)
-        undelivered = delivery_error(sent)
+        undelivered = _undelivered(sent)
     print(line)
     _report_internal_errors(result.stats.get("internal_errors", 0), result.extra.get("internal_errors", ()))
     if result.error:
@@ -363,6 +448,40 @@ def cmd_replay(args) -> int:
         print(f"rtp2ws: error: {undelivered}", file=sys.stderr)
         return 1
     return 0
+
+
+def _replay_with_workers(args, count: int) -> int:
+    """``replay --workers N``: what would fail in every worker is checked here first
+    (capture, --out-dir, stream options), so it is said once."""
+    from .capture.file import CaptureError, CaptureFile
+    from .run.workers import Manifest, run_replay_workers
+
+    try:
+        with CaptureFile(args.capture):
+            pass
+        sender_config(args)
+    except CaptureError as e:
+        print(f"rtp2ws: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"rtp2ws: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        manifest = Manifest(args.out_dir, stereo=args.stereo) if args.out_dir else None
+    except OSError as e:
+        print(f"rtp2ws: error: --out-dir {args.out_dir}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    _warn_if_slower()
+    outcome = run_replay_workers(_plan(args, count, live=False), manifest)
+    if outcome.result is None:
+        for text in outcome.failed:
+            print(f"rtp2ws: error: {text}", file=sys.stderr)
+        return max(outcome.code, 1)
+    outcome.result.extra["workers"] = {"count": count, "calls": outcome.calls_per_worker}
+    code = _finish_replay(outcome.result, outcome.sent, manifest)
+    for text in outcome.failed:
+        print(f"rtp2ws: error: {text}", file=sys.stderr)
+    return max(code, outcome.code)
 
 
 def _warn_if_slower() -> None:
@@ -385,6 +504,7 @@ def _report_internal_errors(count: int, first: list) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    raw = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.command == "live" and args.config:
         from .tomlconfig import ConfigError, apply_config
@@ -393,6 +513,16 @@ def main(argv: list[str] | None = None) -> int:
             args = apply_config(parser.live_parser, args.config, argv, parse=parser.parse_args)
         except ConfigError as e:
             print(f"rtp2ws: error: {e}", file=sys.stderr)
+            return 2
+    args.argv = raw          # what --workers N runs again in each worker
+    args.shard, args.report_fd = None, None
+    if args.command in ("live", "replay") and os.environ.get(WORKER_ENV):
+        from .run.workerlink import parse_worker
+
+        try:                 # a worker of --workers N (run.workers): its share and its report pipe
+            args.shard, args.report_fd = parse_worker(os.environ.pop(WORKER_ENV))
+        except ValueError as e:
+            print(f"rtp2ws: error: {WORKER_ENV}: {e}", file=sys.stderr)
             return 2
     if args.command == "live":
         return cmd_live(args)

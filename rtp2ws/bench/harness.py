@@ -126,6 +126,7 @@ DEFAULT_SWEEP = (10, 100, 500, 1000, 2000)
 QUICK_SWEEP = (10, 100)
 WS_CONFIGS = {"ws20": (20, False), "ws100": (100, False), "stereo": (20, True)}
 LATENCY_CALLS = 200           # default N of the realtime run: a load one process here carries
+COMPARE_P99_MS = 100.0        # --workers-compare: a run whose p99 latency is above this did not carry its calls
 BEHIND_LIMIT_S = 0.1          # a realtime run that ended further behind the capture clock did not keep up
 
 
@@ -441,7 +442,8 @@ def run_one(spec: dict) -> dict:
         elif config in WS_CONFIGS:
             frame_ms, stereo = WS_CONFIGS[config]
             result, sent, latency, flush_ms = _run_ws(capture, spec["url"], frame_ms, stereo, speed, probe, profiles,
-                                            bool(spec.get("latency")), spec.get("flush_ms"))
+                                                      bool(spec.get("latency")), spec.get("flush_ms"),
+                                                      shard=tuple(spec["shard"]) if spec.get("shard") else None)
             counts = {"packets": result.packets, "calls": result.calls, "legs": result.legs}
             extra["sent"] = sent
             extra["flush_ms"] = flush_ms
@@ -487,7 +489,7 @@ def run_one(spec: dict) -> dict:
     return out
 
 
-def _run_ws(capture, url, frame_ms, stereo, speed, probe, profiles, latency, flush_ms=None):
+def _run_ws(capture, url, frame_ms, stereo, speed, probe, profiles, latency, flush_ms=None, shard=None):
     """``rtp2ws replay --ws-url`` (``run.replay.stream_replay``, as the cli runs it),
     with the benchmark's probes: memory sample, profilers in both threads, latency stamps.
     Returns (ReplayResult, sender statistics, latency samples, stamps and the lag behind
@@ -501,7 +503,7 @@ def _run_ws(capture, url, frame_ms, stereo, speed, probe, profiles, latency, flu
 
     cfg = SenderConfig(url=url)
     config = Config(deliver_ms=deliver_ms(stream=True, paced=bool(speed), max_buffer_ms=cfg.max_buffer_ms),
-                    flush_ms=(FLUSH_MS if flush_ms is None else flush_ms) if speed else 0)
+                    flush_ms=(FLUSH_MS if flush_ms is None else flush_ms) if speed else 0, shard=shard)
     recorder = None
     classes = {}
     stream_cls = StreamSink
@@ -550,25 +552,42 @@ def _child_main(spec_path: str) -> int:
 
 def measure(config: str, capture: str, info: dict, *, url: str | None = None, speed: float | None = None,
             profile: bool = False, latency: bool = False, flush_ms: int | None = None,
-            timeout: float = 3600.0) -> dict:
+            timeout: float = 3600.0, workers: int = 1) -> dict:
     """Run ``run_one`` in a child process (so that each configuration starts from
-    a fresh interpreter and its CPU and peak RSS are its own) and derive the metrics."""
+    a fresh interpreter and its CPU and peak RSS are its own) and derive the metrics.
+    ``workers`` N > 1: N children at once, child I with ``Config.shard = (I, N)``, as
+    ``--workers N`` runs them (each reads and paces the whole capture and does the
+    media of its share of the calls); their CPU is summed, their latency samples pooled."""
     with tempfile.TemporaryDirectory(prefix="rtp2ws-bench-") as tmp:
-        spec: dict[str, Any] = {"config": config, "capture": capture, "url": url, "speed": speed, "profile": profile,
-                "latency": latency, "flush_ms": flush_ms, "mem_at": info.get("mem_sample_ts"),
-                "out_dir": os.path.join(tmp, "out"), "result": os.path.join(tmp, "result.json")}
-        spec_path = os.path.join(tmp, "spec.json")
-        Path(spec_path).write_text(json.dumps(spec))
+        procs, results = [], []
         c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        proc = subprocess.run([sys.executable, "-m", "rtp2ws.bench", "child", spec_path], timeout=timeout,
-                              check=False)
+        for i in range(workers):
+            spec: dict[str, Any] = {"config": config, "capture": capture, "url": url, "speed": speed,
+                                    "profile": profile, "latency": latency, "flush_ms": flush_ms,
+                                    "mem_at": info.get("mem_sample_ts"), "out_dir": os.path.join(tmp, f"out{i}"),
+                                    "result": os.path.join(tmp, f"result{i}.json"),
+                                    "shard": [i, workers] if workers > 1 else None}
+            spec_path = os.path.join(tmp, f"spec{i}.json")
+            Path(spec_path).write_text(json.dumps(spec))
+            procs.append(subprocess.Popen([sys.executable, "-m", "rtp2ws.bench", "child", spec_path]))
+            results.append(spec["result"])
+        outs = []
+        for proc, result in zip(procs, results, strict=True):
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            try:
+                outs.append(json.loads(Path(result).read_text()))
+            except (OSError, ValueError):
+                outs.append({"error": f"the child exited with status {proc.returncode} and no result"})
         c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        try:
-            out = json.loads(Path(spec["result"]).read_text())
-        except (OSError, ValueError):
-            out = {"error": f"the child exited with status {proc.returncode} and no result"}
-    if "error" in out:
-        raise RuntimeError(f"{config}: {out['error']}\n{out.get('traceback', '')}")
+    for o in outs:
+        if "error" in o:
+            raise RuntimeError(f"{config}: {o['error']}\n{o.get('traceback', '')}")
+    out = outs[0] if workers == 1 else merge_worker_results(outs)
+    out["workers"] = workers
     out["process_cpu_s"] = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
     cpu = out["user_s"] + out["sys_s"]
     call_seconds = info["calls"] * info["seconds"]
@@ -589,6 +608,29 @@ def measure(config: str, capture: str, info: dict, *, url: str | None = None, sp
         lo, hi = info["steady_from_ts"] + 1.0, info["steady_until_ts"]
         steady = [d for d, t in zip(samples, stamps, strict=False) if lo <= t < hi]
         out["latency"]["steady"] = latency_summary(steady)
+    return out
+
+
+def merge_worker_results(outs: list[dict]) -> dict:
+    """N workers' ``run_one`` results as one run: CPU, memory, calls and what was sent
+    summed; the capture's packets, wall time and lag behind the clock the most of any."""
+    out = dict(outs[0])
+    for k in ("user_s", "sys_s", "peak_rss_bytes", "baseline_rss_bytes", "calls", "legs"):
+        out[k] = sum(o.get(k) or 0 for o in outs)
+    out["steady_rss_bytes"] = sum(o.get("steady_rss_bytes") or 0 for o in outs) or None
+    for k in ("packets", "wall_s", "behind_s", "max_behind_s"):
+        values = [o[k] for o in outs if o.get(k) is not None]
+        out[k] = max(values) if values else None
+    sent: dict[str, Any] = {}
+    for o in outs:
+        for k, v in (o.get("sent") or {}).items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                sent[k] = sent.get(k, 0) + v
+    out["sent"] = sent
+    if outs[0].get("latency_samples") is not None:
+        out["latency_samples"] = [d for o in outs for d in o["latency_samples"]]
+        out["latency_stamps"] = [t for o in outs for t in o["latency_stamps"]]
+    out["worker_calls"] = [o.get("calls") for o in outs]
     return out
 
 
@@ -637,6 +679,8 @@ class BenchOptions:
     law: str = "alaw"
     seed: int = 1
     sink: str = "discard"
+    workers: int = 1                      # worker processes of the latency run
+    workers_compare: tuple | None = None  # numbers of calls to run at realtime with 1 and 2 workers
 
 
 def _log(msg: str) -> None:
@@ -728,13 +772,14 @@ def run_bench(opts: BenchOptions) -> dict:
         _log(f"latency: {opts.latency_config} at --speed realtime, N={ln}, {ls:g} s calls")
         lc = opts.latency_config
         # capacity: the run as the rtp2ws command makes it, no probe but the pacer's lag
-        cap = _measure_with_sink(opts, lc, capture, info, speed=1.0, flush_ms=opts.flush_ms)
+        cap = _measure_with_sink(opts, lc, capture, info, speed=1.0, flush_ms=opts.flush_ms, workers=opts.workers)
         _log(f"latency: {lc} again, with the latency probes")
-        res = _measure_with_sink(opts, lc, capture, info, speed=1.0, latency=True, flush_ms=opts.flush_ms)
+        res = _measure_with_sink(opts, lc, capture, info, speed=1.0, latency=True, flush_ms=opts.flush_ms,
+                                 workers=opts.workers)
         probed = realtime_entry(res, ln, info["seconds"])
         doc["latency"] = dict(res.get("latency") or {}, **realtime_entry(cap, ln, info["seconds"]),
                               flush_ms=cap["flush_ms"], mem_per_call_kb=cap.get("mem_per_call_kb"),
-                              peak_rss_mb=cap["peak_rss_bytes"] / 2**20,
+                              peak_rss_mb=cap["peak_rss_bytes"] / 2**20, workers=opts.workers,
                               # the latency run's own figure: the probes cost CPU of their own
                               probed_calls_per_core=probed["realtime_calls_per_core"],
                               probed_kept_up=probed["kept_up"])
@@ -746,11 +791,54 @@ def run_bench(opts: BenchOptions) -> dict:
             doc["latency"]["reference"] = entry
             # rtp2ws's realtime calls per core over the reference's, when both kept up
             doc["latency"]["ratio"] = mine / theirs if mine and theirs else None
+    if opts.workers_compare:
+        doc["workers_compare"] = workers_compare(opts, cache, gen)
     doc["elapsed_s"] = time.monotonic() - started
     doc["summary"] = summary(doc["runs"], configs, max(sweep))
     paths = write_results(doc, out_dir)
     doc["files"] = paths
     return doc
+
+
+def workers_compare(opts: BenchOptions, cache: Path, gen: dict) -> dict:
+    """``--workers-compare N1,N2,...``: each number of calls at realtime (``--latency-config``,
+    ``--latency-seconds``) with 1 worker and with 2, into the same sink; per worker count
+    the most calls carried with zero drops (every call streamed, no audio dropped, not
+    behind the capture clock) and p99 latency within ``COMPARE_P99_MS``, the CPU of all
+    its processes, calls per core and latency,
+    and the ratio of the calls carried."""
+    ls = opts.latency_seconds if not opts.quick else min(opts.latency_seconds, 5.0)
+    rows = []
+    for n in opts.workers_compare or ():
+        capture, info = cached_capture(cache, n, ls, **gen)
+        for w in (1, 2):
+            res = _measure_with_sink(opts, opts.latency_config, capture, info, speed=1.0, latency=True,
+                                     flush_ms=opts.flush_ms, workers=w)
+            entry = realtime_entry(res, n, info["seconds"])
+            steady = (res.get("latency") or {}).get("steady") or {}
+            carried = sum(c or 0 for c in res.get("worker_calls") or [res.get("calls")])
+            dropped = (res.get("sent") or {}).get("dropped_ms", 0)
+            wall = res["wall_s"] or 1.0
+            row = {"workers": w, "calls": n, "carried": carried, "dropped_ms": dropped,
+                   "zero_drops": bool(entry["kept_up"]) and not dropped and carried >= n,
+                   # carried: no drops and the latency of a run that keeps up (a backlog shows as seconds)
+                   "carried_ok": bool(entry["kept_up"]) and not dropped and carried >= n
+                   and (steady.get("p99_ms") or 0) <= COMPARE_P99_MS,
+                   "cpu_s": res["cpu_s"], "calls_per_core": n * info["seconds"] / res["cpu_s"],
+                   "p50_ms": steady.get("p50_ms"), "p99_ms": steady.get("p99_ms"), "behind_s": res.get("behind_s"),
+                   "sink_core_load": (entry["sink_cpu_s"] or 0) / wall, "worker_calls": res.get("worker_calls")}
+            rows.append(row)
+            _log(f"  workers {w}: {n} calls, {carried} carried, {dropped} ms dropped, behind {row['behind_s']} s, "
+                 f"{row['cpu_s']:.2f} s CPU ({row['calls_per_core']:.0f} calls/core), p50 {row['p50_ms']} ms, "
+                 f"p99 {row['p99_ms']} ms; sink {row['sink_core_load']:.2f} of a core")
+    best = {}
+    for w in (1, 2):
+        ok = [r for r in rows if r["workers"] == w and r["carried_ok"]]
+        best[w] = max(ok, key=lambda r: r["calls"]) if ok else None
+    ratio = best[2]["calls"] / best[1]["calls"] if best[1] and best[2] else None
+    _log(f"workers compare: 1 worker carries {best[1] and best[1]['calls']} calls, 2 workers "
+         f"{best[2] and best[2]['calls']}, ratio {ratio if ratio is None else round(ratio, 2)}")
+    return {"runs": rows, "best": {str(w): b for w, b in best.items()}, "ratio": ratio}
 
 
 def lengths_of(seconds) -> tuple[float, ...]:
@@ -825,6 +913,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reorder", type=number(0, 1), default=0.0, help="share of RTP packets delayed 25 ms (overtaken)")
     p.add_argument("--law", choices=("alaw", "ulaw"), default="alaw")
     p.add_argument("--seed", type=whole(0, 2 ** 32 - 1), default=1)
+    p.add_argument("--workers", type=whole(1, 64), default=1,
+                   help="worker processes of the latency run, each with its share of the calls (default 1)")
+    p.add_argument("--workers-compare", type=_int_list, metavar="N,N,...",
+                   help="also run each of these numbers of calls at realtime with 1 worker and with 2, and report "
+                        "the most calls each carries with zero drops, their latency and the ratio")
     p.add_argument("--sink", choices=("discard", "rtp2ws"), default="discard",
                    help="WebSocket server in its own process: a minimal discard server (default) or rtp2ws sink")
 
@@ -836,7 +929,8 @@ def options_from_args(args) -> BenchOptions:
                         latency_config=args.latency_config, latency_reference=args.latency_reference,
                         profile=args.profile,
                         profile_calls=args.profile_calls, out=args.out, cache=args.cache, quick=args.quick,
-                        loss=args.loss, reorder=args.reorder, law=args.law, seed=args.seed, sink=args.sink)
+                        loss=args.loss, reorder=args.reorder, law=args.law, seed=args.seed, sink=args.sink,
+                        workers=args.workers, workers_compare=args.workers_compare)
 
 
 def cmd_bench(args) -> int:

@@ -42,6 +42,7 @@ from ..speedups import missing_warning
 
 if TYPE_CHECKING:
     from ..ws.sender import SenderConfig
+    from .workerlink import Reporter
 
 log = logging.getLogger("rtp2ws.live")
 
@@ -79,6 +80,7 @@ class LiveOptions:
     metrics: tuple[str, int] | None = None      # serve /metrics and /healthz here
     stats_interval: float = 60.0
     log_file: str | None = None
+    report: Reporter | None = None              # a worker (run.workers): report to the supervisor instead
 
 
 # --------------------------------------------------------------------------- logging
@@ -102,14 +104,15 @@ class ReopenableFileHandler(logging.FileHandler):
             self.release()
 
 
-def setup_logging(log_file: str | None) -> ReopenableFileHandler | None:
-    """INFO and above to ``log_file`` (reopened on SIGHUP) or to stderr."""
+def setup_logging(log_file: str | None, tag: str | None = None) -> ReopenableFileHandler | None:
+    """INFO and above to ``log_file`` (reopened on SIGHUP) or to stderr; ``tag`` (a
+    worker's ``worker 1/2``) follows the logger's name on every line."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
     reopenable = ReopenableFileHandler(log_file, encoding="utf-8") if log_file else None
     handler: logging.Handler = reopenable if reopenable is not None else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT.replace("%(name)s", f"%(name)s ({tag})") if tag else LOG_FORMAT))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     return reopenable
@@ -138,7 +141,8 @@ class LiveRunner:
 
     def __init__(self, capture: LiveCapture, config: Config | None = None, *, stats_interval: float = 60.0,
                  tick_s: float = TICK_S, refresh_s: float = REFRESH_S, sender_stats=None,
-                 hup: threading.Event | None = None, on_hup=None) -> None:
+                 hup: threading.Event | None = None, on_hup=None, on_publish=None,
+                 log_stats: bool = True) -> None:
         if stats_interval <= 0:
             raise ValueError("stats_interval must be positive")
         self.capture = capture
@@ -149,6 +153,8 @@ class LiveRunner:
         self.sender_stats = sender_stats or (lambda: None)
         self.hup = hup
         self.on_hup = on_hup
+        self.on_publish = on_publish            # called with each snapshot (a worker reports it)
+        self.log_stats = log_stats              # False in a worker: the supervisor logs the merged line
         self.pipe: Pipeline | None = None
         self.counting: Counting | None = None
         self._history: deque = deque()          # (monotonic, total drops) over the last interval
@@ -199,7 +205,9 @@ class LiveRunner:
                 self._publish()
                 next_refresh = t + self.refresh_s
             if t >= next_log:
-                self._log_interval()
+                self._log_errors()
+                if self.log_stats:
+                    self._log_interval()
                 next_log = t + self.stats_interval
         self.reason = "shutdown" if stop.is_set() else "capture_end"
         cap.stop()
@@ -248,6 +256,8 @@ class LiveRunner:
                          "ws_active": ws.get("active", 0), "ws_reconnects": ws.get("reconnects", 0),
                          "ws_queued_ms": ws.get("queued_ms", 0), "ws_dropped_ms": ws.get("dropped_ms", 0)})
         self._snapshot = snap
+        if self.on_publish is not None:
+            self.on_publish(snap)
 
     def _log_errors(self) -> None:
         """Packets that raised what no parser documents (counted as malformed, skipped):
@@ -262,30 +272,10 @@ class LiveRunner:
                   pipe.stats["internal_errors"], ts, text)
 
     def _log_interval(self) -> None:
-        self._log_errors()
         now = self._counts()
         prev = self._last_log or now
         self._last_log = now
-        d = {k: now[k] - prev[k] for k in ("packets", "kernel_drops", "interface_drops", "overflow_packets")}
-        ws = self.sender_stats() or {}
-        line = (f"{self.capture.interface}: {now['packets']} packets (+{d['packets']}); dropped: "
-                f"{now['kernel_drops']} by the kernel, {now['interface_drops']} by the interface, "
-                f"{now['overflow_packets']} by capture-queue overflow; {now['active_calls']} calls and "
-                f"{now['active_legs']} legs active, {now['calls']} calls so far")
-        if ws:
-            line += (f"; {ws.get('open', 0)} streams connected, {ws.get('reconnects', 0)} reconnects, "
-                     f"{ws.get('dropped_ms', 0)} ms audio dropped")
-        log.info("%s", line)
-        if d["kernel_drops"] or d["interface_drops"] or d["overflow_packets"]:
-            parts = []
-            if d["kernel_drops"]:
-                parts.append(f"{d['kernel_drops']} packets dropped by the kernel")
-            if d["interface_drops"]:
-                parts.append(f"{d['interface_drops']} dropped by the interface")
-            if d["overflow_packets"]:
-                parts.append(f"{d['overflow_packets']} dropped because the decoder fell behind")
-            log.warning("the mirror host is not keeping up: %s in the last %g s; consider --buffer-mb, "
-                        "a narrower --bpf or more CPU", ", ".join(parts), self.stats_interval)
+        log_interval(self.capture.interface, prev, now, self.sender_stats() or {}, self.stats_interval)
 
     def summary(self) -> dict:
         c = self._counts()
@@ -308,6 +298,30 @@ class LiveRunner:
             out.update({f"decoder_{k}": v for k, v in self.pipe.decoder.stats.items() if v})
             out.update({f"tcp_{k}": v for k, v in self.pipe.tcp.stats.items() if v})
         return out
+
+
+def log_interval(interface: str, prev: dict, now: dict, ws: dict, interval: float) -> None:
+    """The periodic statistics line (and a warning when packets were dropped) from the
+    counts at the last line (``prev``) and now; ``ws`` the sender's statistics."""
+    d = {k: now[k] - prev[k] for k in ("packets", "kernel_drops", "interface_drops", "overflow_packets")}
+    line = (f"{interface}: {now['packets']} packets (+{d['packets']}); dropped: "
+            f"{now['kernel_drops']} by the kernel, {now['interface_drops']} by the interface, "
+            f"{now['overflow_packets']} by capture-queue overflow; {now['active_calls']} calls and "
+            f"{now['active_legs']} legs active, {now['calls']} calls so far")
+    if ws:
+        line += (f"; {ws.get('open', 0)} streams connected, {ws.get('reconnects', 0)} reconnects, "
+                 f"{ws.get('dropped_ms', 0)} ms audio dropped")
+    log.info("%s", line)
+    if d["kernel_drops"] or d["interface_drops"] or d["overflow_packets"]:
+        parts = []
+        if d["kernel_drops"]:
+            parts.append(f"{d['kernel_drops']} packets dropped by the kernel")
+        if d["interface_drops"]:
+            parts.append(f"{d['interface_drops']} dropped by the interface")
+        if d["overflow_packets"]:
+            parts.append(f"{d['overflow_packets']} dropped because the decoder fell behind")
+        log.warning("the mirror host is not keeping up: %s in the last %g s; consider --buffer-mb, "
+                    "a narrower --bpf or more CPU", ", ".join(parts), interval)
 
 
 def summary_line(s: dict, sent: dict | None) -> str:
@@ -334,6 +348,28 @@ def _preload() -> None:
         importlib.import_module(name)
 
 
+def open_capture(co: CaptureOptions) -> LiveCapture:
+    """The capture ``co`` describes, open (not started); CaptureOpenError or ValueError says why not."""
+    bpf = co.bpf or (lambda linktype: build_bpf(co.sip_ports, co.rtp_ports, linktype=linktype))
+    return LiveCapture(co.interface, bpf=bpf, snaplen=co.snaplen, buffer_mb=co.buffer_mb, promisc=co.promisc)
+
+
+def check_capture(co: CaptureOptions) -> str | None:
+    """Opens the capture and closes it again: why it cannot be used, or None (the
+    supervisor of ``--workers`` says it once, before any worker opens its own)."""
+    try:
+        cap = open_capture(co)
+    except (CaptureOpenError, ValueError) as e:
+        return str(e)
+    try:
+        PacketDecoder(cap.linktype)
+    except UnsupportedLinkType as e:
+        return f"{co.interface}: {e}"
+    finally:
+        cap.stop()
+    return None
+
+
 def run_live(opts: LiveOptions) -> int:
     """``rtp2ws live``; returns the exit code."""
     def fail(msg: str) -> int:
@@ -341,18 +377,19 @@ def run_live(opts: LiveOptions) -> int:
         return 2
 
     co = opts.capture
-    bpf = co.bpf or (lambda linktype: build_bpf(co.sip_ports, co.rtp_ports, linktype=linktype))
     try:
-        cap = LiveCapture(co.interface, bpf=bpf, snaplen=co.snaplen, buffer_mb=co.buffer_mb, promisc=co.promisc)
+        cap = open_capture(co)
     except (CaptureOpenError, ValueError) as e:
         return fail(str(e))
+    report = opts.report
     try:
-        hup_handler = setup_logging(opts.log_file)
+        tag = f"worker {report.shard[0] + 1}/{report.shard[1]}" if report else None
+        hup_handler = setup_logging(opts.log_file, tag)
     except OSError as e:
         cap.stop()
         return fail(f"--log-file {opts.log_file}: {e.strerror or e}")
     slower = missing_warning()
-    if slower:
+    if slower and report is None:       # with --workers, the supervisor says it once
         log.warning("%s", slower)
     # From here on a SIGTERM ends cleanly, and SIGHUP only reopens the log.
     stop = threading.Event()
@@ -400,15 +437,23 @@ def run_live(opts: LiveOptions) -> int:
                 return fail(str(e))
             log.info("running as %s (uid %d, gid %d)", co.user, uid, gid)
         wav = None
+        wav_sink: Sink | None = None
         if opts.out_dir:
             from ..sinks.wav import WavSink
 
             try:
                 # each call's manifest entry goes to calls.jsonl as it ends: memory stays
-                # bounded by the calls in progress however long the capture runs
-                wav = WavSink(opts.out_dir, stereo=opts.stereo, journal=True)
+                # bounded by the calls in progress however long the capture runs; a
+                # worker hands its entries to the supervisor, which writes the journal
+                wav = WavSink(opts.out_dir, stereo=opts.stereo, journal=report is None)
             except OSError as e:
                 return fail(f"--out-dir {opts.out_dir}: {e.strerror or e}")
+            wav_sink = wav
+            if report is not None:
+                from ..pipeline.sink import Tee
+                from .workerlink import ManifestReport
+
+                wav_sink = Tee(wav, ManifestReport(wav.manifest, report))
 
         def reopen_log():
             if hup_handler is not None:
@@ -419,42 +464,64 @@ def run_live(opts: LiveOptions) -> int:
                     print(f"rtp2ws: cannot reopen {opts.log_file}: {e}", file=sys.stderr)
 
         runner = LiveRunner(cap, config, stats_interval=opts.stats_interval, sender_stats=lambda: holder.get("ws"),
-                            hup=hup, on_hup=reopen_log)
+                            hup=hup, on_hup=reopen_log, log_stats=report is None,
+                            on_publish=(lambda snap: report.send("snapshot", snapshot=snap)) if report else None)
         runner_box.append(runner)
-        log.info("capturing on %s (link type %d), filter: %s%s", co.interface, cap.linktype, cap.bpf,
-                 f"; metrics on http://{metrics.host}:{metrics.port}/metrics" if metrics else "")
-        if sender is not None:
-            summary, sent = _run_with_websocket(opts, sender, config, runner, wav, stop, hup, holder)
+        if report is not None:      # the supervisor says "capturing on" once every worker is
+            report.send("ready", interface=co.interface, linktype=cap.linktype, bpf=cap.bpf)
         else:
-            summary, sent = runner.run(wav if wav is not None else Sink(), stop), None
+            log.info("capturing on %s (link type %d), filter: %s%s", co.interface, cap.linktype, cap.bpf,
+                     f"; metrics on http://{metrics.host}:{metrics.port}/metrics" if metrics else "")
+        until = _Either(stop, report.lost) if report is not None else stop
+        if sender is not None:
+            summary, sent = _run_with_websocket(opts, sender, config, runner, wav_sink, stop, hup, holder)
+        else:
+            summary, sent = runner.run(wav_sink if wav_sink is not None else Sink(), until), None
     finally:
         cap.stop()
         if metrics is not None:
             metrics.close()
     if sent is not None:
         summary["streams"] = sent
+    if report is not None:          # the supervisor prints, writes calls.json and decides
+        rc, _ = conclude(co.interface, summary, sent)
+        report.send("summary", summary=summary, sent=sent, rc=rc)
+        return rc
     if wav is not None:
         try:
             wav.close(summary)
         except OSError as e:
             print(f"rtp2ws: error: cannot write calls.json: {e}", file=sys.stderr)
+    return print_summary(co.interface, summary, sent)
+
+
+def print_summary(interface: str, summary: dict, sent: dict | None) -> int:
+    """The exit summary: logged, printed on stdout, errors on stderr; returns the exit code."""
     line = summary_line(summary, sent)
     log.info("stopped (%s): %s", summary["end_reason"], line)
     print(line, flush=True)
+    rc, errors = conclude(interface, summary, sent)
+    for error in errors:
+        print(f"rtp2ws: error: {error}", file=sys.stderr)
+    return rc
+
+
+def conclude(interface: str, summary: dict, sent: dict | None) -> tuple[int, list[str]]:
+    """(exit code, errors to report) of a summary: 1 when the capture failed or a
+    stream was not delivered."""
     if summary.get("capture_error"):
-        print(f"rtp2ws: error: {co.interface}: capture failed: {summary['capture_error']}", file=sys.stderr)
-        return 1
+        return 1, [f"{interface}: capture failed: {summary['capture_error']}"]
     if sent is not None:
         from ..ws.bridge import delivery_error
 
         undelivered = delivery_error(sent)
         if undelivered:
-            print(f"rtp2ws: error: {undelivered}", file=sys.stderr)
-            return 1
-    return 0
+            return 1, [undelivered]
+    return 0, []
 
 
-def _run_with_websocket(opts: LiveOptions, sender, config, runner: LiveRunner, wav, early_stop, hup, holder):
+def _run_with_websocket(opts: LiveOptions, sender, config, runner: LiveRunner, wav: Sink | None, early_stop, hup,
+                        holder):
     import asyncio
 
     from ..pipeline.sink import Tee
@@ -485,7 +552,7 @@ def _run_with_websocket(opts: LiveOptions, sender, config, runner: LiveRunner, w
 
         def work(bridge, stop):
             sink = Tee(bridge, wav) if wav is not None else bridge
-            return runner.run(sink, _Either(stop, early_stop))
+            return runner.run(sink, _Either(stop, early_stop, opts.report.lost if opts.report else None))
 
         try:
             summary = await run_with_sender(work, sender, lambda lp: LoopBridge(streams, sender, lp))

@@ -2,7 +2,8 @@
 
 The numbers come from one ``collect()`` callback that returns the live
 driver's latest snapshot (a dict the decoder thread replaces whole about once
-a second), so the HTTP thread never reads another thread's mutable state.
+a second; with ``--workers N`` the supervisor's merge of the workers'), so the
+HTTP thread never reads another thread's mutable state.
 The registry is our own, not prometheus_client's global one.
 
 ``/metrics``  the Prometheus text format.
@@ -47,6 +48,8 @@ METRICS = (
     ("queued_audio_ms", "gauge", "ws_queued_ms", "Audio waiting to be sent, summed over streams, in ms"),
     ("dropped_audio_ms", "counter", "ws_dropped_ms", "Audio dropped because a stream's buffer was full, in ms"),
     ("capture_running", "gauge", "capture_running", "1 while the capture thread runs"),
+    ("workers", "gauge", "workers", "Worker processes capturing now (--workers N; 0 when one process does all)"),
+    ("worker_restarts", "counter", "worker_restarts", "Worker processes started again after one died"),
 )
 
 

@@ -382,3 +382,19 @@ def test_memory_breakdown_end_to_end(tmp_path, capsys):
     assert memory.area_of("/x/lib/python3.11/site-packages/websockets/asyncio/client.py") == "websockets"
     assert memory.area_of("/x/rtp2ws/ws/sender.py") == "rtp2ws/ws"
     assert memory.area_of("/usr/lib/python3.11/asyncio/tasks.py") == "python/asyncio"
+
+
+def test_worker_results_merge_as_one_run():
+    from rtp2ws.bench.harness import merge_worker_results
+
+    a = {"config": "ws20", "user_s": 1.0, "sys_s": 0.5, "peak_rss_bytes": 10, "baseline_rss_bytes": 4,
+         "steady_rss_bytes": 8, "calls": 3, "legs": 6, "packets": 100, "wall_s": 10.0, "behind_s": 0.01,
+         "max_behind_s": 0.2, "sent": {"sent_frames": 30, "dropped_ms": 0}, "latency_samples": [0.01],
+         "latency_stamps": [1.0]}
+    b = dict(a, user_s=2.0, calls=2, legs=4, wall_s=10.5, behind_s=0.02, sent={"sent_frames": 20, "dropped_ms": 40},
+             latency_samples=[0.02, 0.03], latency_stamps=[2.0, 3.0])
+    m = merge_worker_results([a, b])
+    assert (m["user_s"], m["sys_s"], m["calls"], m["legs"], m["peak_rss_bytes"]) == (3.0, 1.0, 5, 10, 20)
+    assert (m["packets"], m["wall_s"], m["behind_s"], m["max_behind_s"]) == (100, 10.5, 0.02, 0.2)
+    assert m["sent"] == {"sent_frames": 50, "dropped_ms": 40} and m["worker_calls"] == [3, 2]
+    assert m["latency_samples"] == [0.01, 0.02, 0.03] and m["latency_stamps"] == [1.0, 2.0, 3.0]
