@@ -86,6 +86,13 @@ Reader_bytes_read(Reader *self, void *closure)
 int
 capture_reader_next(Reader *r, double *ts_out, const uint8_t **data_out, Py_ssize_t *len_out)
 {
+    if (r->held) {
+        r->held = 0;
+        *ts_out = r->held_ts;
+        *data_out = r->held_data;
+        *len_out = r->held_len;
+        return 1;
+    }
     if (r->pcap == NULL)
         return 0;
     struct pcap_pkthdr *hdr;
@@ -124,6 +131,24 @@ capture_reader_next(Reader *r, double *ts_out, const uint8_t **data_out, Py_ssiz
     return 1;
 }
 
+void
+capture_reader_hold(Reader *r, double ts, const uint8_t *data, Py_ssize_t len)
+{
+    r->held = 1;
+    r->held_ts = ts;
+    r->held_data = data;
+    r->held_len = len;
+}
+
+static PyObject *
+Reader_held_ts(Reader *r, void *closure)
+{
+    (void)closure;
+    if (!r->held)
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble(r->held_ts);
+}
+
 int
 capture_reader_raise(Reader *r)
 {
@@ -152,6 +177,8 @@ static PyMemberDef Reader_members[] = {
 
 static PyGetSetDef Reader_getset[] = {
     {"bytes_read", (getter)Reader_bytes_read, NULL, "position in the file", NULL},
+    {"held_ts", (getter)Reader_held_ts, NULL,
+     "capture time of the packet a paced run stopped before (read next), or None", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -22,6 +22,11 @@ typedef struct {
     double last_ts;               /* time given to the last packet read */
     long long bad_timestamps;     /* packets whose time was outside 0..MAX_TIMESTAMP */
     long long first_bad_timestamp;    /* number of the first of them (1-based), 0: none */
+    /* a packet read and handed back (capture_reader_hold): the next one read (paced runs) */
+    int held;
+    double held_ts;
+    const uint8_t *held_data;     /* libpcap's buffer: valid until the next read, which returns it */
+    Py_ssize_t held_len;
 } Reader;
 
 extern PyTypeObject capture_ReaderType;
@@ -31,6 +36,10 @@ extern PyTypeObject capture_ReaderType;
  * back in r->error for capture_reader_raise); -1 with a Python exception set.  As
  * rtp2ws.capture.file.Reader.next_packet. */
 int capture_reader_next(Reader *r, double *ts, const uint8_t **data, Py_ssize_t *len);
+
+/* The packet capture_reader_next just returned is read again by its next call (nothing is
+ * read from the file in between). */
+void capture_reader_hold(Reader *r, double ts, const uint8_t *data, Py_ssize_t len);
 
 /* Raise the kept-back read error as ReadError (once) and return -1; 0 when there is none. */
 int capture_reader_raise(Reader *r);

@@ -47,6 +47,7 @@
 /* run() results other than a slow packet */
 #define RUN_EOF 0
 #define RUN_TICK 1
+#define RUN_PAUSE 2
 
 /* rtp2ws.net.packet's LINK_* kinds: how to find the IP header */
 enum { LINK_ETHERTYPE = 1, LINK_IP, LINK_IPV4, LINK_IPV6, LINK_AF, LINK_AF_NET };
@@ -1097,14 +1098,16 @@ take_packet(FastPath *fp, double ts, const uint8_t *d, Py_ssize_t len)
     return 1;
 }
 
-/* run(reader, deadline, budget) -> (ts, frame) for Python, RUN_TICK, or RUN_EOF */
+/* run(reader, deadline, budget, until=inf) -> (ts, frame) for Python, RUN_TICK, RUN_EOF, or
+ * RUN_PAUSE: the next packet is at or after until, and stays in the reader (held_ts) */
 static PyObject *
 FastPath_run(FastPath *self, PyObject *args)
 {
     Reader *r;
     double deadline;
     long long budget;
-    if (!PyArg_ParseTuple(args, "O!dL", &capture_ReaderType, &r, &deadline, &budget))
+    double until = HUGE_VAL;
+    if (!PyArg_ParseTuple(args, "O!dL|d", &capture_ReaderType, &r, &deadline, &budget, &until))
         return NULL;
     for (;;) {
         if (self->since_tick >= budget) {
@@ -1113,7 +1116,7 @@ FastPath_run(FastPath *self, PyObject *args)
         }
         if (capture_reader_raise(r) < 0)
             return NULL;
-        if (r->pcap == NULL)
+        if (r->pcap == NULL && !r->held)
             return PyLong_FromLong(RUN_EOF);
         double ts;
         const uint8_t *data;
@@ -1127,6 +1130,10 @@ FastPath_run(FastPath *self, PyObject *args)
                 return PyLong_FromLong(RUN_TICK);
             }
             continue;
+        }
+        if (ts >= until) {                /* not due yet: read again by the next run */
+            capture_reader_hold(r, ts, data, len);
+            return PyLong_FromLong(RUN_PAUSE);
         }
         self->since_tick++;
         if (ts < deadline && take_packet(self, ts, data, len))
@@ -1189,7 +1196,8 @@ static PyMethodDef FastPath_methods[] = {
     {"feed", (PyCFunction)FastPath_feed, METH_VARARGS,
      "feed(batch, pos, deadline) -> index of the first (ts, frame) of batch[pos:] not taken"},
     {"run", (PyCFunction)FastPath_run, METH_VARARGS,
-     "run(reader, deadline, budget) -> (ts, frame) | TICK | EOF"},
+     "run(reader, deadline, budget, until=inf) -> (ts, frame) | TICK | EOF | PAUSE (the next packet is at or\n"
+     "after until: it stays in the reader, held_ts)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1232,7 +1240,8 @@ PyInit__fastpath(void)
     if (rtp2ws_resample_init() < 0 || capture_file_add(m) < 0
         || PyModule_AddObjectRef(m, "FastPath", (PyObject *)&FastPathType) < 0
         || PyModule_AddIntConstant(m, "EOF", RUN_EOF) < 0
-        || PyModule_AddIntConstant(m, "TICK", RUN_TICK) < 0) {
+        || PyModule_AddIntConstant(m, "TICK", RUN_TICK) < 0
+        || PyModule_AddIntConstant(m, "PAUSE", RUN_PAUSE) < 0) {
         Py_DECREF(m);
         return NULL;
     }

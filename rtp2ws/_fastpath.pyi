@@ -15,6 +15,8 @@ EOF: Final[int]
 """``FastPath.run`` result: the capture file is at its end."""
 TICK: Final[int]
 """``FastPath.run`` result: ``budget`` packets were read since the last tick."""
+PAUSE: Final[int]
+"""``FastPath.run`` result: the next packet is at or after ``until``; it stays in the reader."""
 
 class ReadError(Exception):
     """The capture broke off; ``str()`` is libpcap's message."""
@@ -38,6 +40,9 @@ class Reader:
     @property
     def bytes_read(self) -> int:
         """Position in the file."""
+    @property
+    def held_ts(self) -> float | None:
+        """Capture time of the packet a paced run stopped before (read next), or None."""
     def __init__(self, path: StrOrBytesPath) -> None:
         """Raises OSError with libpcap's message when the file cannot be opened."""
     def close(self) -> None:
@@ -115,6 +120,7 @@ class FastPath:
         """Armed slot ids."""
     def feed(self, batch: list[tuple[float, bytes]], pos: int, deadline: float, /) -> int:
         """Index of the first ``(ts, frame)`` of ``batch[pos:]`` not taken (``len(batch)``: all)."""
-    def run(self, reader: Reader, deadline: float, budget: int, /) -> tuple[float, bytes] | int:
-        """Read ``reader`` until a packet for Python ``(ts, frame)``, ``TICK`` or ``EOF``;
-        raises ReadError when the capture breaks off."""
+    def run(self, reader: Reader, deadline: float, budget: int, until: float = ..., /) -> tuple[float, bytes] | int:
+        """Read ``reader`` until a packet for Python ``(ts, frame)``, ``TICK``, ``EOF``, or ``PAUSE``
+        before a packet at or after ``until`` (read again next); raises ReadError when the capture
+        breaks off."""

@@ -73,7 +73,38 @@ def _drive(path, config, budget, backend, how, sink):
     or handed lists of frames as live capture does (``"frames"``: ``feed_frames``).
     Returns (pipeline, the capture's error or None, packets the fast path took)."""
     error = None
-    if how == "reader":
+    if how == "paced":
+        # paced replay's way (rtp2ws.run.replay): run_reader_until stops before the first
+        # packet at or after `until`, which then moves to that packet's time + the step
+        step = budget / 1000.0
+        with CaptureFile(path, native=True, backend=backend) as cap:
+            pipe = Pipeline(cap.linktype, sink, config)
+            _, read_error = fastpath.for_reader(cap.reader)
+            until = float("-inf")
+            try:
+                while pipe.run_reader_until(cap.reader, until):
+                    until = cap.reader.held_ts + step
+            except read_error as e:
+                error = str(e)
+            pipe.finish()
+    elif how == "paced_ref":
+        # the same ticks, packet at a time: a tick before the first packet at or after `until`
+        step = budget / 1000.0
+        with CaptureFile(path, batch=budget) as cap:
+            pipe = Pipeline(cap.linktype, sink, config)
+            until = float("-inf")
+            try:
+                for batch in cap.batches():
+                    for ts, frame in batch:
+                        if ts >= until:
+                            pipe.tick(pipe.now)
+                            until = ts + step
+                        pipe.feed(ts, frame)
+            except CaptureError as e:
+                error = e.reason
+            pipe.tick(pipe.now)
+            pipe.finish()
+    elif how == "reader":
         with CaptureFile(path, native=True, backend=backend) as cap:
             pipe = Pipeline(cap.linktype, sink, config)
             _, read_error = fastpath.for_reader(cap.reader)
@@ -186,6 +217,17 @@ def check_equivalent(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0,
                         assert got_streams[k][0] == ref_streams[k][0], (where, k, len(got_streams[k][0]),
                                                                         len(ref_streams[k][0]))
             LAST_STREAMED[0] = streamed
+            if budget == budgets[0]:     # paced (run_reader_until), against the same ticks packet at a time
+                ref, _ = _run(path, config, budget, None, "paced_ref")
+                for backend in BACKENDS:
+                    got, _ = _run(path, config, budget, backend, "paced")
+                    where = f"{path}: backend {backend} paced, deliver_ms {deliver}, flush_ms {flush}, step {budget} ms"
+                    assert got[3] == ref[3], where
+                    assert got[1] == ref[1], where
+                    assert got[2] == ref[2], where
+                    assert _by_leg(got[0]) == _by_leg(ref[0]), where
+                    assert ([e for e in got[0] if e[0] not in ("audio", "leg_event")]
+                            == [e for e in ref[0] if e[0] not in ("audio", "leg_event")]), where
     if sharded:
         check_sharded(path, jitter_ms=jitter_ms, rtp_timeout=rtp_timeout, budgets=budgets[:1])
     return taken

@@ -235,6 +235,16 @@ class Reader:
         self._batch: list[tuple[float, bytes]] = []
         self._i = 0
         self._done = False
+        self._held: tuple[float, bytes] | None = None   # handed back by a paced run: read next
+
+    @property
+    def held_ts(self) -> float | None:
+        """Capture time of the packet a paced run stopped before (read next), or None."""
+        return self._held[0] if self._held is not None else None
+
+    def hold(self, item: tuple[float, bytes]) -> None:
+        """``item``, just read, is read again by the next ``next_packet``."""
+        self._held = item
 
     @property
     def bytes_read(self) -> int:
@@ -255,6 +265,9 @@ class Reader:
     def next_packet(self) -> tuple[float, bytes] | None:
         """The next ``(ts, frame)``; None at the end of the file, and when it breaks off
         (then ``error`` holds libpcap's message until ``raise_error``)."""
+        if self._held is not None:
+            item, self._held = self._held, None
+            return item
         while self._i >= len(self._batch):
             if self._done:
                 return None

@@ -102,6 +102,7 @@ if _native is not None:
 
 EOF = 0
 TICK = 1
+PAUSE = 2     # run(): the next packet is at or after ``until`` and stays in the reader
 MAX_PAYLOAD = 1024          # longest payload taken here (128 ms of G.711)
 RESYNC_SAMPLES = 4000.0     # rtp2ws.media.leg.RESYNC_SECONDS * CLOCK
 _H = struct.Struct("!H")
@@ -352,9 +353,11 @@ class FastPath:
 
     # -- the loop ------------------------------------------------------------------
 
-    def run(self, reader: Reader, deadline: float, budget: int) -> tuple[float, bytes] | int:
+    def run(self, reader: Reader, deadline: float, budget: int,
+            until: float = float("inf")) -> tuple[float, bytes] | int:
         """(ts, frame) of the first packet not taken here, ``TICK`` after ``budget``
-        packets since the last tick, ``EOF`` at the end of the file."""
+        packets since the last tick, ``EOF`` at the end of the file, ``PAUSE`` before a
+        packet at or after ``until`` (it stays in the reader: ``held_ts``, read next)."""
         if not isinstance(reader, Reader):
             raise TypeError("run() needs a rtp2ws.capture.file.Reader")
         next_packet = reader.next_packet
@@ -372,8 +375,11 @@ class FastPath:
                 if reader.error is not None:
                     continue
                 return EOF
-            self._since_tick += 1
             ts, frame = item
+            if ts >= until:
+                reader.hold(item)
+                return PAUSE
+            self._since_tick += 1
             if ts < deadline and self._take_packet(ts, frame):
                 continue
             return ts, frame

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from bisect import bisect_right
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from ..capture.file import CaptureError, CaptureFile
@@ -27,7 +25,6 @@ if TYPE_CHECKING:
 
 
 EARLY_S = 0.002           # paced: packets due this soon are fed now, with those due already
-_time = itemgetter(0)
 
 
 class ReplayError(Exception):
@@ -141,9 +138,8 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
     progress = progress or Progress(enabled=False)
     if pacer is not None and stop is None:
         stop = pacer.stop
-    fast = pacer is None      # paced replay hands packets over one at a time, on their timing
     try:
-        cap = CaptureFile(path, native=fast)
+        cap = CaptureFile(path, native=True)
     except CaptureError as e:
         raise ReplayError(str(e)) from None
     counting = Counting(sink)
@@ -154,43 +150,35 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
             pipe = Pipeline(cap.linktype, counting, config)
         except UnsupportedLinkType as e:
             raise ReplayError(f"{path}: {e}") from None
-        if fast:
-            reader = cap.reader
-            _, read_error = fastpath.for_reader(reader)
-            try:
+        reader = cap.reader
+        _, read_error = fastpath.for_reader(reader)
+        try:
+            if pacer is None:
                 while pipe.run_reader(reader, tick_every or cap.batch):
                     progress.update(reader.bytes_read, cap.size, reader.packets_read, counting.calls)
                     if stop is not None and stop.is_set():
                         reason = "shutdown"
                         break
-            except read_error as e:
-                error = f"{path}: packet {reader.packets_read + 1}: {e}"
-            packets = reader.packets_read
-            timing = reader
-        else:
-            assert pacer is not None  # not fast: a paced replay
-            try:
-                for batch in cap.batches():
-                    # the packets whose time has come (up to EARLY_S ahead) go together (fast
-                    # path), found by bisection on their times: no Python per packet here
-                    i, n = 0, len(batch)
-                    while i < n:
-                        wait = pacer.delay(batch[i][0])
-                        if wait > EARLY_S:
-                            if not pacer.sleep(wait):
-                                break
-                            continue
-                        j = bisect_right(batch, pacer.reached(EARLY_S), i + 1, n, key=_time)
-                        pipe.feed_frames(batch[i:j] if i or j < n else batch)
-                        i = j
-                    progress.update(cap.bytes_read, cap.size, cap.packets_read, counting.calls)
+            else:
+                # paced: every packet whose time has come (up to EARLY_S ahead) goes through
+                # at once, the fast path taking what it can, and the first packet not due
+                # yet stays in the reader (held_ts) until it is
+                until = float("-inf")
+                while pipe.run_reader_until(reader, until):
+                    held = reader.held_ts
+                    assert held is not None   # run_reader_until stopped before it
+                    wait = pacer.delay(held)
+                    if wait > EARLY_S:
+                        pacer.sleep(wait)
+                    progress.update(reader.bytes_read, cap.size, reader.packets_read, counting.calls)
                     if stop is not None and stop.is_set():
                         reason = "shutdown"
                         break
-            except CaptureError as e:
-                error = str(e)
-            packets = cap.packets_read
-            timing = cap
+                    until = pacer.reached(EARLY_S)
+        except read_error as e:
+            error = f"{path}: packet {reader.packets_read + 1}: {e}"
+        packets = reader.packets_read
+        timing = reader
         progress.update(cap.size, cap.size, packets, counting.calls, force=True)
         progress.done()
         pipe.finish(reason=reason)

@@ -604,3 +604,24 @@ def test_an_armed_slot_starts_with_a_small_buffer(tmp_path, backend):
     assert grown <= legs * 600              # 512 bytes a slot (it was 2048)
     batch = [(s[2][0], netgen.link(1, s[2][2])) for s in flows]
     assert fp.feed(batch, 0, float("inf")) == legs and fp.packets == 2 * legs
+
+
+def test_run_pauses_before_a_packet_not_due_and_reads_it_next(tmp_path, backend):
+    """run(..., until): the first packet at or after ``until`` stays in the reader
+    (``held_ts``), counted once, and is the next one read: a paced replay's wait."""
+    pcm, s = stream(6)
+    path = callgen.write(tmp_path / "s.pcap", frames_of(s))
+    reader, fp, _ = open_fp(path, backend)
+    arm_at(fp, s[0][0])
+    first = fp.run(reader, float("inf"), 1 << 30, float("-inf"))
+    assert first == fastpath.PAUSE and reader.held_ts == s[0][0] and reader.packets_read == 1
+    assert fp.run(reader, float("inf"), 1 << 30, s[0][0]) == fastpath.PAUSE    # still not due
+    assert reader.packets_read == 1 and fp.packets == 0
+    # the held packet (seq 100, not expected by the armed flow) comes back to Python
+    back = fp.run(reader, float("inf"), 1 << 30, s[3][0])
+    assert back == (s[0][0], netgen.link(1, s[0][2]))
+    assert fp.run(reader, float("inf"), 1 << 30, s[3][0]) == fastpath.PAUSE
+    assert fp.packets == 2 and reader.held_ts == s[3][0] and reader.packets_read == 4
+    assert fp.run(reader, float("inf"), 1 << 30) == fastpath.TICK          # the rest, then its tick
+    assert fp.run(reader, float("inf"), 1 << 30) == fastpath.EOF
+    assert fp.packets == 5 and reader.packets_read == 6 and reader.held_ts is None
