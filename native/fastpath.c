@@ -142,7 +142,9 @@ typedef struct {
     int frac_bits;
     int16_t *x16;                 /* pump scratch: decoded input, filtered output */
     int16_t *y16;
+    uint8_t *out;                 /* ... and whole frames: a carry and the filtered output */
     Py_ssize_t scratch_cap;       /* input samples the scratch holds */
+    Py_ssize_t out_cap;           /* the largest carry (frame_bytes) out was sized for */
     Foreign *foreign;             /* ignored flows, by id */
     Py_ssize_t nforeign, foreign_cap;
     int32_t *free_fids;
@@ -336,6 +338,7 @@ FastPath_dealloc(FastPath *self)
     PyMem_Free(self->phases);
     PyMem_Free(self->x16);
     PyMem_Free(self->y16);
+    PyMem_Free(self->out);
     PyMem_Free(self->slots);
     PyMem_Free(self->free_sids);
     PyMem_Free(self->table);
@@ -539,25 +542,43 @@ get_slot(FastPath *self, int sid)
     return &self->slots[sid];
 }
 
-/* Stream a bound slot: decode what it took, filter it to 16 kHz, and return its
- * whole frames (bytes, possibly empty), keeping the part-frame for the next time;
- * NULL with an exception set. */
-static PyObject *
-pump_slot(FastPath *fp, Slot *s)
+/* Stream a bound slot: decode what it took, filter it to 16 kHz, and put its whole
+ * frames in the pump's scratch (*out, *whole bytes, possibly none), keeping the
+ * part-frame for the next time; -1 with an exception set. */
+static int
+pump_slot(FastPath *fp, Slot *s, const uint8_t **out_p, Py_ssize_t *whole_p)
 {
     Py_ssize_t n = s->nsamples;
+    *out_p = NULL;
+    *whole_p = 0;
     if (n == 0)
-        return PyBytes_FromStringAndSize(NULL, 0);
+        return 0;
+    Py_ssize_t need_fb = s->frame_bytes > fp->out_cap ? s->frame_bytes : fp->out_cap;
     if (n > fp->scratch_cap) {
         int16_t *x = PyMem_Realloc(fp->x16, (size_t)n * sizeof(int16_t));
-        if (x == NULL)
-            return PyErr_NoMemory();
+        if (x == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
         fp->x16 = x;
         int16_t *y = PyMem_Realloc(fp->y16, (size_t)(n + HIST_MAX) * 2 * sizeof(int16_t));
-        if (y == NULL)
-            return PyErr_NoMemory();
+        if (y == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
         fp->y16 = y;
-        fp->scratch_cap = n;
+    }
+    if (n > fp->scratch_cap || need_fb > fp->out_cap) {
+        /* whole frames: a carry (less than a frame) and every filtered sample */
+        Py_ssize_t cap_n = n > fp->scratch_cap ? n : fp->scratch_cap;
+        uint8_t *o = PyMem_Realloc(fp->out, (size_t)(cap_n + HIST_MAX) * 2 * sizeof(int16_t) + (size_t)need_fb);
+        if (o == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        fp->out = o;
+        fp->out_cap = need_fb;
+        fp->scratch_cap = cap_n;
     }
     const int16_t *table = s->table;
     for (Py_ssize_t i = 0; i < n; i++)
@@ -566,23 +587,22 @@ pump_slot(FastPath *fp, Slot *s)
     Py_ssize_t n_out, nhist;
     if (rtp2ws_upsample2x(fp->phases, fp->K, fp->frac_bits, s->hist, s->nhist, fp->x16, n, fp->y16, &n_out,
                           hist, &nhist) < 0)
-        return NULL;
+        return -1;
     memcpy(s->hist, hist, (size_t)nhist * sizeof(int16_t));
     s->nhist = nhist;
     Py_ssize_t ybytes = n_out * 2 * (Py_ssize_t)sizeof(int16_t);
     Py_ssize_t total = s->ncarry + ybytes;
     Py_ssize_t whole = total - total % s->frame_bytes;
-    PyObject *frames = PyBytes_FromStringAndSize(NULL, whole);
-    if (frames == NULL)
-        return NULL;
     const uint8_t *y = (const uint8_t *)fp->y16;
     if (whole > 0) {
-        uint8_t *out = (uint8_t *)PyBytes_AS_STRING(frames);
+        uint8_t *out = fp->out;
         memcpy(out, s->carry, (size_t)s->ncarry);
         memcpy(out + s->ncarry, y, (size_t)(whole - s->ncarry));
         Py_ssize_t rest = total - whole;
         memcpy(s->carry, y + (whole - s->ncarry), (size_t)rest);
         s->ncarry = rest;
+        *out_p = out;
+        *whole_p = whole;
     }
     else {
         memcpy(s->carry + s->ncarry, y, (size_t)ybytes);
@@ -592,7 +612,7 @@ pump_slot(FastPath *fp, Slot *s)
     s->nlast = s->last_n;
     memcpy(s->last_codes, s->codes + n - s->last_n, (size_t)s->last_n);
     s->nsamples = 0;
-    return frames;
+    return 0;
 }
 
 /* take(sid, disarm) -> (packets, nbytes, next_ext, last_ts_ext, last_arrival, max_arrival,
@@ -786,28 +806,25 @@ FastPath_pump(FastPath *self, PyObject *unused)
             continue;
         }
         s->ready = 0;
-        PyObject *frames = pump_slot(self, s);
-        if (frames != NULL && PyBytes_GET_SIZE(frames) == 0) {
-            Py_DECREF(frames);          /* less than a frame so far: nothing to hand on */
-            continue;
-        }
-        int failed;
-        if (frames != NULL && s->lane != NULL) {      /* straight into the stream's outbox */
-            if (lane_api != NULL && lane_api->check(s->lane))
-                failed = lane_api->push(s->lane, (const uint8_t *)PyBytes_AS_STRING(frames),
-                                        PyBytes_GET_SIZE(frames), s->last_arrival, s->ncarry / 2,
-                                        2 * s->last_n) < 0;
-            else {
-                PyObject *r = PyObject_CallMethod(s->lane, "push", "Odnn", frames, s->last_arrival, s->ncarry / 2,
-                                                  2 * s->last_n);
-                failed = r == NULL;
-                Py_XDECREF(r);
-            }
-            Py_DECREF(frames);
+        const uint8_t *frames;
+        Py_ssize_t nframes;
+        int failed = pump_slot(self, s, &frames, &nframes) < 0;
+        if (!failed && nframes == 0)
+            continue;                   /* less than a frame so far: nothing to hand on */
+        if (failed)
+            ;
+        else if (s->lane != NULL && lane_api != NULL && lane_api->check(s->lane))
+            /* straight into the stream's outbox, no Python object */
+            failed = lane_api->push(s->lane, frames, nframes, s->last_arrival, s->ncarry / 2, 2 * s->last_n) < 0;
+        else if (s->lane != NULL) {
+            PyObject *r = PyObject_CallMethod(s->lane, "push", "y#dnn", (const char *)frames, nframes,
+                                              s->last_arrival, s->ncarry / 2, 2 * s->last_n);
+            failed = r == NULL;
+            Py_XDECREF(r);
         }
         else {
-            PyObject *item = frames == NULL ? NULL
-                : Py_BuildValue("(iNdn)", sid, frames, s->last_arrival, s->ncarry / 2);
+            PyObject *item = Py_BuildValue("(iy#dn)", sid, (const char *)frames, nframes, s->last_arrival,
+                                           s->ncarry / 2);
             failed = item == NULL || PyList_Append(out, item) < 0;
             Py_XDECREF(item);
         }

@@ -481,6 +481,7 @@ take_keys(uint8_t *dst, size_t n)
 /* ------------------------------------------------------------------ send_batches */
 
 static uint8_t *arena;               /* shared scratch of send_batches, unless in use */
+static PyObject *str_state, *str_is_closing;    /* interned names, for the lanes' checks */
 static size_t arena_cap;
 static int arena_busy;
 
@@ -590,7 +591,7 @@ send_batches(PyObject *self, PyObject *args, PyObject *kwargs)
             wire_obj *w = (wire_obj *)l->wire;
             int may = is_open(w) && !w->len;
             if (may) {
-                PyObject *state = PyObject_GetAttrString(l->protocol, "_state");
+                PyObject *state = PyObject_GetAttr(l->protocol, str_state);
                 if (state == NULL) {
                     if (fail(&jobs[i]) < 0)
                         goto done;
@@ -600,7 +601,7 @@ send_batches(PyObject *self, PyObject *args, PyObject *kwargs)
                 Py_DECREF(state);
             }
             if (may) {
-                PyObject *closing = PyObject_CallMethod(l->transport, "is_closing", NULL);
+                PyObject *closing = PyObject_CallMethodNoArgs(l->transport, str_is_closing);
                 int c = closing == NULL ? -1 : PyObject_IsTrue(closing);
                 Py_XDECREF(closing);
                 if (c < 0) {
@@ -794,6 +795,10 @@ static PyMethodDef wire_functions[] = {
 int
 wire_module_init(PyObject *m)
 {
+    str_state = PyUnicode_InternFromString("_state");
+    str_is_closing = PyUnicode_InternFromString("is_closing");
+    if (str_state == NULL || str_is_closing == NULL)
+        return -1;
     if (PyType_Ready(&WireType) < 0)
         return -1;
     if (PyModule_AddObjectRef(m, "Wire", (PyObject *)&WireType) < 0)
