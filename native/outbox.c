@@ -16,7 +16,7 @@
  *
  * Storage, memory proportional to what is held.  Audio is kept in chunks of
  * CHUNK_BYTES (1 KiB) taken from one free list shared by every outbox of the
- * process (at most POOL_KEEP chunks stay on it; more go back to malloc).  An
+ * process (at most POOL_KEEP chunks, or an eighth of those in use, stay on it; more go back to malloc).  An
  * outbox has four chunk FIFOs: the queue's runs (16-byte records: offset,
  * samples) and their PCM packed one after the other, and the same two for the
  * resend window; take() copies a run's PCM from the queue's FIFO to the
@@ -101,7 +101,9 @@ static void
 chunk_put(chunk *c)
 {
     chunks_used--;
-    if (pool_free < POOL_KEEP) {
+    /* keep what the next pushes will take again (acknowledgements free chunks in bursts,
+       every stream twice a second): an eighth of those in use, at least POOL_KEEP */
+    if (pool_free < POOL_KEEP || pool_free < chunks_used / 8) {
         c->next = pool;
         pool = c;
         pool_free++;
