@@ -39,6 +39,7 @@ from ..net.packet import PacketDecoder, UnsupportedLinkType
 from ..pipeline.pipeline import Config, Pipeline
 from ..pipeline.sink import Counting, Sink
 from ..speedups import missing_warning
+from . import heap
 
 if TYPE_CHECKING:
     from ..ws.sender import SenderConfig
@@ -184,6 +185,7 @@ class LiveRunner:
         t = time.monotonic()
         next_refresh = t + self.refresh_s
         next_log = t + self.stats_interval
+        next_trim = t + heap.TRIM_EVERY_S
         self._last_log = self._counts()
         while not stop.is_set():
             batch = cap.get(self.tick_s)
@@ -209,6 +211,9 @@ class LiveRunner:
                 if self.log_stats:
                     self._log_interval()
                 next_log = t + self.stats_interval
+            if t >= next_trim:
+                heap.trim()         # what start-up and ended calls freed, back to the system
+                next_trim = t + heap.TRIM_EVERY_S
         self.reason = "shutdown" if stop.is_set() else "capture_end"
         cap.stop()
         while True:                 # what the capture had queued when it stopped

@@ -18,6 +18,7 @@ from ..fastpath import twin as fastpath
 from ..net.packet import UnsupportedLinkType
 from ..pipeline.pipeline import Config, Pipeline
 from ..pipeline.sink import Counting, Sink
+from . import heap
 
 if TYPE_CHECKING:
     from ..sinks.streams import StreamSink
@@ -164,6 +165,7 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
                 # at once, the fast path taking what it can, and the first packet not due
                 # yet stays in the reader (held_ts) until it is
                 until = float("-inf")
+                next_trim = time.monotonic() + heap.TRIM_EVERY_S
                 while pipe.run_reader_until(reader, until):
                     held = reader.held_ts
                     assert held is not None   # run_reader_until stopped before it
@@ -175,6 +177,9 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
                         reason = "shutdown"
                         break
                     until = pacer.reached(EARLY_S)
+                    if time.monotonic() >= next_trim:
+                        heap.trim()     # what start-up and ended calls freed, back to the system
+                        next_trim = time.monotonic() + heap.TRIM_EVERY_S
         except read_error as e:
             error = f"{path}: packet {reader.packets_read + 1}: {e}"
         packets = reader.packets_read
