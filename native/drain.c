@@ -20,6 +20,12 @@
  * and rtp2ws.bench.discard.WalkerPy, its Python twin, the same bytes cut at
  * random places and compare the counts and the replies.
  *
+ * Drain(tick_ms=T): after each wake the next comes at least T ms later (not
+ * after a full batch of events or a recv of 64 KB or more), so that at realtime
+ * a socket's frames gather and are read several at a time: the cost per frame
+ * is the recv's, and each recv sends an ACK.  Pongs and the close echo then
+ * wait up to T ms.
+ *
  * A control frame longer than 125 bytes (5.5) is a protocol error: the walk
  * stops there and the connection is closed without a reply (the twin too).
  *
@@ -27,7 +33,8 @@
  * under a mutex and an eventfd; from then on only that thread touches it.  The
  * counters are written by that thread alone and read by counts() with relaxed
  * atomic loads.  stop() (also at deallocation) wakes the thread, joins it
- * without the GIL, and closes every connection it still holds.
+ * without the GIL, and closes every connection it still holds.  The thread
+ * blocks every signal, so that SIGTERM reaches the interpreter's thread.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -35,12 +42,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "drain.h"
@@ -49,6 +58,7 @@
 #define UNIT_MAX (14 + CONTROL_MAX)          /* longest header, and a control frame with it */
 #define READ_BYTES (256 * 1024)              /* one recv's buffer */
 #define MAX_EVENTS 256
+#define STREAMING_BYTES (64 * 1024)          /* a recv this large: a socket streams faster than ticks */
 
 /* ------------------------------------------------------------------ the walk */
 
@@ -303,6 +313,8 @@ typedef struct {
     conn *pending;                /* handed over, not yet taken by the thread */
     int stopping;
     conn *conns;                  /* the thread's own */
+    long tick_ns;                 /* after a wake, the next at least this much later */
+    int streaming;                /* this wake read a socket that streams: no pause after it */
     uint64_t added, closed, binary, text, bytes;
     uint8_t *rbuf;
 } drain_obj;
@@ -417,6 +429,8 @@ conn_read(drain_obj *d, conn *c)
 {
     ssize_t r = recv(c->fd, d->rbuf, READ_BYTES, MSG_DONTWAIT);
     if (r > 0) {
+        if (r >= STREAMING_BYTES)
+            d->streaming = 1;
         count(&d->bytes, (uint64_t)r);
         walk_into(d, c, d->rbuf, (size_t)r);
         conn_flush(d, c);
@@ -437,6 +451,9 @@ drain_thread(void *arg)
                 continue;
             break;
         }
+        struct timespec woke;
+        clock_gettime(CLOCK_MONOTONIC, &woke);
+        d->streaming = 0;
         for (int i = 0; i < n; i++) {
             conn *c = evs[i].data.ptr;
             if (c == NULL) {                       /* the eventfd: connections handed over, or stop */
@@ -466,6 +483,19 @@ drain_thread(void *arg)
                 conn_read(d, c);
             else if (e & (EPOLLERR | EPOLLHUP))
                 conn_close(d, c);
+        }
+        if (d->tick_ns > 0 && n < MAX_EVENTS && !d->streaming) {
+            /* let the frames gather: each socket then takes several in one recv (a
+               recv costs about 4 us here, most of it the ACK it sends), one
+               epoll_wait finds many sockets ready, and the writers wake nobody.
+               Not after a full batch of events or a socket that streams (--speed
+               max): the pause would throttle it */
+            struct timespec until = woke;
+            until.tv_nsec += d->tick_ns;
+            until.tv_sec += until.tv_nsec / 1000000000L;
+            until.tv_nsec %= 1000000000L;
+            while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR)
+                ;
         }
     }
     return NULL;
@@ -507,40 +537,57 @@ drain_stop(drain_obj *d)
 static PyObject *
 drain_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    if (no_arguments("Drain", args, kwds) < 0)
-        return NULL;
     drain_obj *d = (drain_obj *)type->tp_alloc(type, 0);
     if (d == NULL)
         return NULL;
     d->epfd = d->evfd = -1;
+    d->stopping = 1;                               /* until __init__ starts it */
     pthread_mutex_init(&d->lock, NULL);
+    return (PyObject *)d;
+}
+
+static int
+drain_init(drain_obj *d, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"tick_ms", NULL};
+    double tick_ms = 0.0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|d:Drain", kwlist, &tick_ms))
+        return -1;
+    if (!(tick_ms >= 0.0 && tick_ms <= 1000.0)) {
+        PyErr_SetString(PyExc_ValueError, "tick_ms must be from 0 to 1000");
+        return -1;
+    }
+    if (d->rbuf != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the drain is already started");
+        return -1;
+    }
+    d->tick_ns = (long)(tick_ms * 1e6);
     d->rbuf = malloc(READ_BYTES);
     if (d->rbuf == NULL) {
-        Py_DECREF(d);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        return -1;
     }
     d->epfd = epoll_create1(EPOLL_CLOEXEC);
     d->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (d->epfd < 0 || d->evfd < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        Py_DECREF(d);
-        return NULL;
-    }
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-    if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->evfd, &ev) < 0) {
+    if (d->epfd < 0 || d->evfd < 0 || epoll_ctl(d->epfd, EPOLL_CTL_ADD, d->evfd, &ev) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
-        Py_DECREF(d);
-        return NULL;
+        return -1;
     }
+    /* the thread starts with every signal blocked: they go to the interpreter's thread */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     int err = pthread_create(&d->thread, NULL, drain_thread, d);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (err != 0) {
         errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
-        Py_DECREF(d);
-        return NULL;
+        return -1;
     }
     d->running = 1;
-    return (PyObject *)d;
+    d->stopping = 0;
+    return 0;
 }
 
 static void
@@ -648,6 +695,7 @@ static PyTypeObject DrainType = {
     .tp_doc = "Drain(): the discard sink's WebSocket connections after their handshake, "
               "read, walked and answered by a thread of its own (rtp2ws.bench.discard).",
     .tp_new = drain_new,
+    .tp_init = (initproc)drain_init,
     .tp_dealloc = (destructor)drain_dealloc,
     .tp_methods = drain_methods,
 };

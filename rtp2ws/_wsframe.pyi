@@ -252,6 +252,9 @@ class Drain:
     """The discard sink's connections after their handshake: a thread of its own (no GIL)
     with an epoll loop over every socket handed over, frames walked as DrainWalker does."""
 
+    def __init__(self, tick_ms: float = 0.0) -> None:
+        """After each wake, the next at least ``tick_ms`` later (0 to 1000, else ValueError), unless
+        the wake had a full batch of events or a socket that streams (a recv of 64 KB or more)."""
     def add(self, fd: int, reply: Buffer = b"", head: Buffer = b"") -> None:
         """Hand a connection over: a duplicate of ``fd`` is taken, ``reply`` written first, ``head``
         (what followed the handshake) walked, then every byte read.  ValueError once stopped."""

@@ -165,12 +165,14 @@ def wait_for(cond, seconds: float = 10.0) -> bool:
 
 
 @needs_native
-def test_drain_answers_pings_and_echoes_the_close_over_a_real_socket():
+@pytest.mark.parametrize("tick_ms", [0.0, 50.0])
+def test_drain_answers_pings_and_echoes_the_close_over_a_real_socket(tick_ms):
     """A connection handed over mid-frame: the reply written first, the head walked, a ping
     split across the head and later sends answered, large frames read in many recvs, the
-    close echoed and the socket then closed (the client reads EOF); counts as sent."""
+    close echoed and the socket then closed (the client reads EOF); counts as sent.  With
+    a tick or without."""
     assert _wsframe is not None
-    drain = _wsframe.Drain()
+    drain = _wsframe.Drain(tick_ms=tick_ms)
     client, server = pair()
     try:
         ping = frame(9, b"ack 4200")
@@ -231,6 +233,38 @@ def test_drain_serves_many_connections_and_counts_a_peer_that_goes_away():
     finally:
         for client, _ in ends:
             client.close()
+        drain.stop()
+
+
+@needs_native
+def test_drain_tick_gathers_frames_but_never_throttles_a_streaming_socket():
+    """With a tick the drain reads a socket at most once per tick, so a pong waits for it;
+    a socket that streams (a recv of 64 KB or more) is read again at once: 32 MB through
+    one socket take far less than the 128 ticks of one 256 KB read per tick."""
+    assert _wsframe is not None
+    with pytest.raises(ValueError, match="tick_ms"):
+        _wsframe.Drain(tick_ms=-1)
+    drain = _wsframe.Drain(tick_ms=250.0)
+    client, server = pair()
+    try:
+        drain.add(server.fileno())
+        server.close()
+        client.sendall(frame(9, b"first"))
+        assert recv_exactly(client, 7) == b"\x8a\x05first"          # idle: read at once
+        t0 = time.monotonic()
+        client.sendall(frame(9, b"second"))
+        assert recv_exactly(client, 8) == b"\x8a\x06second"         # within the tick of that wake
+        assert time.monotonic() - t0 >= 0.1
+        t0 = time.monotonic()
+        chunk = frame(2, bytes(1 << 20), mask=None)
+        for _ in range(32):
+            client.sendall(chunk)
+        client.sendall(frame(9, b"done"))
+        assert recv_exactly(client, 6) == b"\x8a\x04done"
+        assert time.monotonic() - t0 < 8.0
+        assert drain.counts()["binary"] == 32
+    finally:
+        client.close()
         drain.stop()
 
 
@@ -295,6 +329,6 @@ def test_sink_counts_every_frame_of_a_real_replay(tmp_path, sink_walker):
 
 @needs_native
 def test_the_sink_uses_the_c_drain_when_built(monkeypatch):
-    assert type(discard._drain()).__name__ == "Drain"
+    assert type(discard._drain()).__name__ == "Drain" and discard.DRAIN_TICK_MS > 0
     monkeypatch.setenv("RTP2WS_NO_NATIVE", "1")
     assert discard._drain() is None
