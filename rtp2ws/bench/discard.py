@@ -1,6 +1,6 @@
 """The discard sink: the WebSocket server the bench streams to, in a process of its own.
 
-    python -m rtp2ws.bench sink [--listen 127.0.0.1:0] [--tick-ms 100]
+    python -m rtp2ws.bench sink [--listen 127.0.0.1:0] [--tick-ms 0]
 
 A minimal WebSocket server (``_DiscardProtocol``): the handshake, then frame
 headers walked and payloads skipped without unmasking, pings answered and
@@ -177,12 +177,13 @@ class _DiscardProtocol(asyncio.Protocol):
             transport.close()
 
 
-# The C drain reads a socket at most once per tick (unless it streams, as at --speed max):
-# a 20 ms frame stream then gives 5 frames to a recv instead of 1, and a recv costs about
-# 4 us here (most of it the ACK it sends).  Measured with 1,200 connections of 20 ms frames:
-# 2.3 us a frame with no tick, 0.9 us at 100 ms.  Pongs wait up to a tick: the sender's
-# acknowledgement pings go every 500 ms, websockets' keepalive allows 20 s.
-DRAIN_TICK_MS = 100.0
+# --tick-ms: the C drain reads a socket at most once per tick (unless it streams, as at
+# --speed max): a 20 ms frame stream then gives 5 frames to a recv instead of 1 at 100 ms,
+# and a recv costs about 4 us here (most of it the ACK it sends).  Measured with 1,200
+# connections of 20 ms frames: 2.3 us a frame with no tick, 0.9 us at 100 ms.  But pongs
+# and close echoes wait up to a tick, and a client that awaits each close in turn (the
+# bench's reference pipeline, at realtime) falls behind by as much: so 0 by default.
+DRAIN_TICK_MS = 0.0
 
 
 def _drain(tick_ms: float = DRAIN_TICK_MS) -> Drain | None:
@@ -263,8 +264,9 @@ def main(argv: list[str]) -> int:
     sp = argparse.ArgumentParser(prog="python -m rtp2ws.bench sink")
     sp.add_argument("--listen", default="127.0.0.1:0")
     sp.add_argument("--tick-ms", type=float, default=DRAIN_TICK_MS,
-                    help="the C drain reads each socket at most once per tick, unless it streams "
-                         f"(default {DRAIN_TICK_MS:g}; 0: as soon as data comes)")
+                    help="the C drain reads each socket at most once per tick, unless it streams: "
+                         "cheaper per frame at realtime, but pongs and close echoes wait up to a tick "
+                         f"(default {DRAIN_TICK_MS:g}: as soon as data comes)")
     a = sp.parse_args(argv)
     host, _, port = a.listen.rpartition(":")
     from ..ws.bridge import new_event_loop
