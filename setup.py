@@ -59,10 +59,13 @@ if os.environ.get("RTP2WS_NO_NATIVE", "") in ("", "0"):
                   extra_compile_args=aligned),
         # WebSocket framing and masking of many messages at once, the stream queue and the
         # socket writes (rtp2ws.ws.frame.encode, rtp2ws.ws.outbox.Outbox and Totals,
-        # rtp2ws.ws.wire.Wire and send_batches, rtp2ws.ws.lane.Lane)
+        # rtp2ws.ws.wire.Wire and send_batches, rtp2ws.ws.lane.Lane), and the bench's
+        # discard sink after the handshake (rtp2ws.bench.discard: Drain, DrainWalker)
         Extension("rtp2ws._wsframe",
-                  sources=["native/wsframe.c", "native/outbox.c", "native/wire.c", "native/lane.c"],
-                  depends=["native/wsframe.h", "native/outbox.h", "native/wire.h", "native/lane.h"],
+                  sources=["native/wsframe.c", "native/outbox.c", "native/wire.c", "native/lane.c",
+                           "native/drain.c"],
+                  depends=["native/wsframe.h", "native/outbox.h", "native/wire.h", "native/lane.h",
+                           "native/drain.h"],
                   extra_compile_args=cflags),
     ]
 

@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "drain.h"
 #include "outbox.h"
 #include "lane.h"
 #include "wire.h"
@@ -188,7 +189,8 @@ static struct PyModuleDef wsframe_module = {
     "rtp2ws._wsframe",
     "C twins of rtp2ws.ws.frame (many WebSocket client frames in one buffer),\n"
     "of rtp2ws.ws.outbox (Outbox, Totals: one stream's queue toward the server)\n"
-    "and of rtp2ws.ws.wire (Wire: one connection's socket writes; send_batches).",
+    "of rtp2ws.ws.wire (Wire: one connection's socket writes; send_batches)\n"
+    "and of the bench's discard sink after the handshake (Drain, DrainWalker).",
     -1,
     wsframe_methods,
 };
@@ -199,8 +201,9 @@ PyInit__wsframe(void)
     PyObject *m = PyModule_Create(&wsframe_module);
     if (m == NULL)
         return NULL;
-    /* native/outbox.c, native/wire.c, native/lane.c */
-    if (ob_module_init(m) < 0 || wire_module_init(m) < 0 || lane_module_init(m) < 0) {
+    /* native/outbox.c, native/wire.c, native/lane.c, native/drain.c */
+    if (ob_module_init(m) < 0 || wire_module_init(m) < 0 || lane_module_init(m) < 0
+        || drain_module_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1,12 +1,13 @@
 """C twins of rtp2ws.ws.frame.encode (many RFC 6455 client frames in one buffer),
 of rtp2ws.ws.outbox's OutboxPy and TotalsPy (one stream's queue toward the server)
 and of rtp2ws.ws.wire's WirePy and send_batches_py (socket writes), and of
-rtp2ws.ws.lane.LanePy (a stream's data plane, where the fast path pushes frames).
+rtp2ws.ws.lane.LanePy (a stream's data plane, where the fast path pushes frames), and of
+rtp2ws.bench.discard.WalkerPy (Drain, DrainWalker: the bench's discard sink after the handshake).
 
-Built from native/wsframe.c, native/outbox.c, native/wire.c and native/lane.c when a C
-compiler is available; rtp2ws.ws.frame.encode_py, rtp2ws.ws.outbox.OutboxPy/TotalsPy,
-rtp2ws.ws.wire.WirePy/send_batches_py and rtp2ws.ws.lane.LanePy are used otherwise, or
-when RTP2WS_NO_NATIVE=1 is set at import.
+Built from native/wsframe.c, native/outbox.c, native/wire.c, native/lane.c and native/drain.c
+when a C compiler is available; rtp2ws.ws.frame.encode_py, rtp2ws.ws.outbox.OutboxPy/TotalsPy,
+rtp2ws.ws.wire.WirePy/send_batches_py, rtp2ws.ws.lane.LanePy and WalkerPy are used otherwise,
+or when RTP2WS_NO_NATIVE=1 is set at import.
 """
 
 from collections.abc import Callable, Sequence
@@ -230,3 +231,34 @@ def send_batches(
 ) -> list[tuple[int, int, BaseException | None]]:
     """Each (Outbox, Wire) pair's (or Lane's) next batch framed and written to its wire (one GIL
     release for all the writes); (index, flags, error) for the items the caller must still act on."""
+
+@final
+class DrainWalker:
+    """One connection's frames after the handshake, walked as the drain walks them
+    (rtp2ws.bench.discard.WalkerPy says what each does)."""
+
+    @property
+    def binary(self) -> int: ...
+    @property
+    def text(self) -> int: ...
+    @property
+    def closing(self) -> bool:
+        """A close frame (or a control frame over 125 bytes) was met: nothing more is walked."""
+    def feed(self, data: Buffer, /) -> bytes:
+        """Walk the bytes received; the replies to write (pongs, the close echoed)."""
+
+@final
+class Drain:
+    """The discard sink's connections after their handshake: a thread of its own (no GIL)
+    with an epoll loop over every socket handed over, frames walked as DrainWalker does."""
+
+    def __init__(self, tick_ms: float = 0.0) -> None:
+        """After each wake, the next at least ``tick_ms`` later (0 to 1000, else ValueError), unless
+        the wake had a full batch of events or a socket that streams (a recv of 64 KB or more)."""
+    def add(self, fd: int, reply: Buffer = b"", head: Buffer = b"") -> None:
+        """Hand a connection over: a duplicate of ``fd`` is taken, ``reply`` written first, ``head``
+        (what followed the handshake) walked, then every byte read.  ValueError once stopped."""
+    def counts(self) -> dict[str, int]:
+        """connections handed over, closed, binary and text frames, bytes read by the drain."""
+    def stop(self) -> None:
+        """Stop the thread and close every connection it still holds."""
