@@ -182,6 +182,17 @@ def _streams(path, config, budget, backend, how, stereo=False):
     return story, sink.streamed
 
 
+def _assert_same(got, ref, where: str) -> None:
+    """Two runs' (log, stats, decoder stats, error) tell the same: the same errors and
+    counters, each leg's own story, and the calls' events in the same order."""
+    assert got[3] == ref[3], where
+    assert got[1] == ref[1], where
+    assert got[2] == ref[2], where
+    assert _by_leg(got[0]) == _by_leg(ref[0]), where
+    assert ([e for e in got[0] if e[0] not in ("audio", "leg_event")]
+            == [e for e in ref[0] if e[0] not in ("audio", "leg_event")]), where
+
+
 def check_equivalent(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0,
                      budgets=(1024, 3), delivers=(0, 1000), flushes=(0, 40), sharded: bool = True) -> int:
     """Assert the fast path changes nothing; returns how many packets it took (last run).
@@ -194,13 +205,8 @@ def check_equivalent(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0,
             ref, _ = _run(path, config, budget, None, None)
             for backend, how in [(b, h) for b in BACKENDS for h in ("reader", "frames")]:
                 got, taken = _run(path, config, budget, backend, how)
-                where = f"{path}: backend {backend} via {how}, deliver_ms {deliver}, flush_ms {flush}, budget {budget}"
-                assert got[3] == ref[3], where
-                assert got[1] == ref[1], where
-                assert got[2] == ref[2], where
-                assert _by_leg(got[0]) == _by_leg(ref[0]), where
-                assert ([e for e in got[0] if e[0] not in ("audio", "leg_event")]
-                        == [e for e in ref[0] if e[0] not in ("audio", "leg_event")]), where
+                _assert_same(got, ref, f"{path}: backend {backend} via {how}, deliver_ms {deliver}, "
+                                       f"flush_ms {flush}, budget {budget}")
             streamed = 0
             # per-leg streams (every leg streamed by the fast path), and stereo (the call's
             # two legs mixed in Python, its extra legs streamed)
@@ -221,13 +227,8 @@ def check_equivalent(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0,
                 ref, _ = _run(path, config, budget, None, "paced_ref")
                 for backend in BACKENDS:
                     got, _ = _run(path, config, budget, backend, "paced")
-                    where = f"{path}: backend {backend} paced, deliver_ms {deliver}, flush_ms {flush}, step {budget} ms"
-                    assert got[3] == ref[3], where
-                    assert got[1] == ref[1], where
-                    assert got[2] == ref[2], where
-                    assert _by_leg(got[0]) == _by_leg(ref[0]), where
-                    assert ([e for e in got[0] if e[0] not in ("audio", "leg_event")]
-                            == [e for e in ref[0] if e[0] not in ("audio", "leg_event")]), where
+                    _assert_same(got, ref, f"{path}: backend {backend} paced, deliver_ms {deliver}, "
+                                           f"flush_ms {flush}, step {budget} ms")
     if sharded:
         check_sharded(path, jitter_ms=jitter_ms, rtp_timeout=rtp_timeout, budgets=budgets[:1])
     return taken

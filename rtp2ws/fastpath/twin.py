@@ -194,8 +194,8 @@ class FastPath:
 
     # -- the pipeline's side ---------------------------------------------------
 
-    def arm(self, src: bytes, sport: int, dst: bytes, dport: int, ssrc: int, next_ext: int, pt: int,
-            alaw: bool, expect_ts: int, last_ts_ext: int, last_arrival: float, base: int) -> int:
+    def _new_flow(self, src: bytes, sport: int, dst: bytes, dport: int) -> tuple[bytes, int, bytes, int]:
+        """The 5-tuple key of a flow neither armed nor ignored (``arm``, ``ignore``)."""
         if len(src) not in (4, 16) or len(dst) not in (4, 16):
             raise ValueError("an IP address is 4 or 16 bytes")
         if len(src) != len(dst):
@@ -203,6 +203,11 @@ class FastPath:
         flow = (bytes(src), sport, bytes(dst), dport)
         if flow in self._flows or flow in self._ignored:
             raise ValueError("flow is already armed")
+        return flow
+
+    def arm(self, src: bytes, sport: int, dst: bytes, dport: int, ssrc: int, next_ext: int, pt: int,
+            alaw: bool, expect_ts: int, last_ts_ext: int, last_arrival: float, base: int) -> int:
+        flow = self._new_flow(src, sport, dst, dport)
         if self._free:
             sid = self._free.pop()
         else:
@@ -248,13 +253,7 @@ class FastPath:
         return out
 
     def ignore(self, src: bytes, sport: int, dst: bytes, dport: int) -> int:
-        if len(src) not in (4, 16) or len(dst) not in (4, 16):
-            raise ValueError("an IP address is 4 or 16 bytes")
-        if len(src) != len(dst):
-            raise ValueError("source and destination are of different IP versions")
-        flow = (bytes(src), sport, bytes(dst), dport)
-        if flow in self._flows or flow in self._ignored:
-            raise ValueError("flow is already armed")
+        flow = self._new_flow(src, sport, dst, dport)
         if self._free_fids:
             fid = self._free_fids.pop()
         else:
