@@ -74,7 +74,7 @@ def _drive(path, config, budget, backend, how, sink):
     Returns (pipeline, the capture's error or None, packets the fast path took)."""
     error = None
     if how == "paced":
-        # paced replay's way (rtp2ws.run.replay): run_reader_until stops before the first
+        # paced replay's way (rtp2ws.run.replay): run_reader with until stops before the first
         # packet at or after `until`, which then moves to that packet's time + the step
         step = budget / 1000.0
         with CaptureFile(path, native=True, backend=backend) as cap:
@@ -82,8 +82,9 @@ def _drive(path, config, budget, backend, how, sink):
             _, read_error = fastpath.for_reader(cap.reader)
             until = float("-inf")
             try:
-                while pipe.run_reader_until(cap.reader, until):
-                    until = cap.reader.held_ts + step
+                while pipe.run_reader(cap.reader, 1 << 62, until):
+                    if cap.reader.held_ts is not None:      # else: the tick of the last packets
+                        until = cap.reader.held_ts + step
             except read_error as e:
                 error = str(e)
             pipe.finish()
@@ -223,7 +224,7 @@ def check_equivalent(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0,
                         assert got_streams[k][0] == ref_streams[k][0], (where, k, len(got_streams[k][0]),
                                                                         len(ref_streams[k][0]))
             LAST_STREAMED[0] = streamed
-            if budget == budgets[0]:     # paced (run_reader_until), against the same ticks packet at a time
+            if budget == budgets[0]:     # paced (run_reader with until), against the same ticks packet at a time
                 ref, _ = _run(path, config, budget, None, "paced_ref")
                 for backend in BACKENDS:
                     got, _ = _run(path, config, budget, backend, "paced")

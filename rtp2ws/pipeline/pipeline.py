@@ -195,46 +195,26 @@ class Pipeline:
         errors, self.errors = self.errors, []
         return errors
 
-    def run_reader(self, reader, budget: int = 1024) -> bool:
+    def run_reader(self, reader, budget: int = 1024, until: float = float("inf")) -> bool:
         """Feed packets from ``reader`` (``CaptureFile(..., native=True).reader``) until
-        ``budget`` packets have been read since the last tick, then tick; False at the
-        end of the file.  In-order RTP on armed flows is taken by the fast path
-        (``rtp2ws.fastpath.twin``); every other packet goes through ``feed``.  The result is
-        the same as feeding every packet, ``budget`` at a time, with ``feed_batch``."""
+        ``budget`` packets have been read since the last tick, or (paced) until the next
+        one is at or after capture time ``until`` (it stays in the reader:
+        ``reader.held_ts``), then tick; False at the end of the file.  In-order RTP on
+        armed flows is taken by the fast path (``rtp2ws.fastpath.twin``); every other
+        packet goes through ``feed``.  The result is the same as feeding every packet,
+        with a tick at the same places, with ``feed_batch``."""
         fp = self.fast.path or self.fast.start(for_reader(reader)[0])
         run = fp.run
         while True:
-            r = run(reader, self._fast_deadline(), budget)
+            r = run(reader, self._fast_deadline(), budget, until)
             if fp.now > self.now:
                 self.now = fp.now
             if type(r) is tuple:
                 self.feed(r[0], r[1])
                 continue
-            if r == TICK:
+            if r == TICK or r == PAUSE:
                 self.tick(self.now)
                 return True
-            self.fast.take_all()
-            return False
-
-    def run_reader_until(self, reader, until: float) -> bool:
-        """Paced ``run_reader``: feed packets from ``reader`` until the next one is at or
-        after capture time ``until`` (it stays in the reader, ``reader.held_ts``), then
-        tick; False at the end of the file.  No Python per packet the fast path takes."""
-        fp = self.fast.path or self.fast.start(for_reader(reader)[0])
-        run = fp.run
-        while True:
-            r = run(reader, self._fast_deadline(), 1 << 62, until)
-            if fp.now > self.now:
-                self.now = fp.now
-            if type(r) is tuple:
-                self.feed(r[0], r[1])
-                continue
-            if r == PAUSE:
-                self.tick(self.now)
-                return True
-            if r == TICK:              # what was read before the end
-                self.tick(self.now)
-                continue
             self.fast.take_all()
             return False
 

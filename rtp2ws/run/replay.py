@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 
 EARLY_S = 0.002           # paced: packets due this soon are fed now, with those due already
+PACED_BUDGET = 1 << 62    # paced: a tick when the next packet is not due, not after a count
 
 
 class ReplayError(Exception):
@@ -166,9 +167,10 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
                 # yet stays in the reader (held_ts) until it is
                 until = float("-inf")
                 next_trim = time.monotonic() + heap.TRIM_EVERY_S
-                while pipe.run_reader_until(reader, until):
+                while pipe.run_reader(reader, PACED_BUDGET, until):
                     held = reader.held_ts
-                    assert held is not None   # run_reader_until stopped before it
+                    if held is None:          # the tick of the file's last packets
+                        continue
                     wait = pacer.delay(held)
                     if wait > EARLY_S:
                         pacer.sleep(wait)
