@@ -66,14 +66,9 @@ class LoopBridge(Forward):
 
     def tick(self, now: float) -> None:
         self.streams.tick(now)
-        ops = self.streams.take_ops()
-        if not ops:
-            if self.sender._lanes:          # frames the fast path pushed into lanes
-                self.sender.flush()
-            return
-        self._apply(ops)
-        self.sender.flush()
-        if self.flow_control and not self.stalled and self._grown(ops):
+        ops = self._apply_queued()
+        self.sender.flush()         # with no operation too: what the fast path pushed into lanes
+        if ops and self.flow_control and not self.stalled and self._grown(ops):
             fut = asyncio.run_coroutine_threadsafe(self._room(), self.loop)
             if not fut.result():
                 self.stalled = True
@@ -125,9 +120,7 @@ class LoopBridge(Forward):
         sid = self.streams.stream_id(call, leg)
         st = self._open.get(sid) if sid is not None else None
         if st is None:              # opened in this tick: its Open is still queued
-            ops = self.streams.take_ops()
-            if ops:
-                self._apply(ops)
+            self._apply_queued()
             st = self._open.get(sid) if sid is not None else None
             if st is None:
                 return target
@@ -139,6 +132,13 @@ class LoopBridge(Forward):
         return self._pumping if self.sender.direct else _NO_CONTEXT
 
     # worker thread
+    def _apply_queued(self) -> list[Op]:
+        """Apply what the StreamSink queued since the last time; returns it."""
+        ops = self.streams.take_ops()
+        if ops:
+            self._apply(ops)
+        return ops
+
     def _apply(self, ops: list[Op]) -> None:
         streams = self._open
         get = streams.get
@@ -173,9 +173,7 @@ class _Pumping:
     def __enter__(self) -> None:
         self.lock.acquire()
         try:
-            ops = self.bridge.streams.take_ops()
-            if ops:
-                self.bridge._apply(ops)
+            self.bridge._apply_queued()
         except BaseException:
             self.lock.release()
             raise
