@@ -228,6 +228,23 @@ table_grow(FastPath *fp)
     return 0;
 }
 
+/* Put key in the table for slot sid (a foreign flow: -1 - its id), in its first free or
+ * deleted place; the caller made room (table_grow).  Returns the place. */
+static Py_ssize_t
+table_put(FastPath *fp, const uint8_t *key, int32_t sid)
+{
+    Py_ssize_t mask = fp->table_cap - 1;
+    Py_ssize_t i = (Py_ssize_t)(hash_key(key) & (uint64_t)mask);
+    while (fp->table[i].state == 1)
+        i = (i + 1) & mask;
+    if (fp->table[i].state == 0)
+        fp->table_used++;
+    memcpy(fp->table[i].key, key, KEY_LEN);
+    fp->table[i].state = 1;
+    fp->table[i].sid = sid;
+    return i;
+}
+
 static int
 alloc_sid(FastPath *fp)
 {
@@ -423,16 +440,7 @@ FastPath_ignore(FastPath *self, PyObject *args)
     f->used = 1;
     f->packets = 0;
     f->newest = -HUGE_VAL;
-    Py_ssize_t mask = self->table_cap - 1;
-    Py_ssize_t i = (Py_ssize_t)(hash_key(key) & (uint64_t)mask);
-    while (self->table[i].state == 1)
-        i = (i + 1) & mask;
-    if (self->table[i].state == 0)
-        self->table_used++;
-    memcpy(self->table[i].key, key, KEY_LEN);
-    self->table[i].state = 1;
-    self->table[i].sid = -1 - fid;
-    f->entry = i;
+    f->entry = table_put(self, key, -1 - fid);
     return PyLong_FromLong(fid);
 }
 
@@ -519,16 +527,7 @@ FastPath_arm(FastPath *self, PyObject *args)
     s->last_arrival = last_arrival;
     s->max_arrival = last_arrival;
     s->base = base;
-    Py_ssize_t mask = self->table_cap - 1;
-    Py_ssize_t i = (Py_ssize_t)(hash_key(key) & (uint64_t)mask);
-    while (self->table[i].state == 1)
-        i = (i + 1) & mask;
-    if (self->table[i].state == 0)
-        self->table_used++;
-    memcpy(self->table[i].key, key, KEY_LEN);
-    self->table[i].state = 1;
-    self->table[i].sid = sid;
-    s->entry = i;
+    s->entry = table_put(self, key, sid);
     return PyLong_FromLong(sid);
 }
 
