@@ -293,6 +293,13 @@ class Pipeline:
         if target is not None:
             self.fast.bind(key, leg.resampler_state, target.carry, target.frame_bytes, target.feed, target.lane)
 
+    @property
+    def next_handout(self) -> float:
+        """Capture time of the next tick that hands out audio when ``Config.flush_ms``
+        paces hand-outs (-inf when every tick does): a packet due before it sends
+        nothing sooner for being fed sooner, so a paced reader may let it wait."""
+        return self._next_flush if self.config.flush_ms else float("-inf")
+
     def tick(self, now: float) -> None:
         """Timers: jitter-buffer deadlines, call timeouts; then hand out audio."""
         if now >= self._undecided_deadline:

@@ -171,7 +171,10 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
                     held = reader.held_ts
                     if held is None:          # the tick of the file's last packets
                         continue
-                    wait = pacer.delay(held)
+                    # a packet due before the next hand-out waits for it: fed sooner, its
+                    # audio would leave no sooner, and each wake costs a sleep and a tick
+                    # (200 calls: 15,000 wakes in 20 s against 1,000)
+                    wait = pacer.delay(max(held, pipe.next_handout))
                     if wait > EARLY_S:
                         pacer.sleep(wait)
                     progress.update(reader.bytes_read, cap.size, reader.packets_read, counting.calls)

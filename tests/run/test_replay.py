@@ -708,3 +708,47 @@ def test_iso_is_total():
         assert iso(ts) == ISO_LAST == "9999-12-31T23:59:59.999+00:00"
     for ts in (-62135596801.0, -4.6e18, float("-inf")):
         assert iso(ts) == ISO_FIRST == "0001-01-01T00:00:00.000+00:00"
+
+
+def test_paced_replay_wakes_once_per_hand_out_and_changes_no_sample(tmp_path):
+    """Paced with ``Config.flush_ms``, a replay reads the packets due before the next
+    hand-out when it comes, not each as it falls due: 8 legs whose packets fall due
+    2.5 ms apart wake it about once per 20 ms hand-out (not 8 times), and every leg's
+    audio is the one an unpaced replay gives."""
+    from rtp2ws.pipeline.pipeline import Config
+    from rtp2ws.run.replay import Pacer, replay
+
+    from fastcheck import Recorder
+
+    frames = []
+    for i in range(4):
+        a = Party(f"10.0.1.{i + 1}", 5060, 4000 + 2 * i, "1000")
+        b = Party(f"10.0.2.{i + 1}", 5060, 6000 + 2 * i, "2000")
+        c, setup, sa, sb, _, _ = basic_call(t0=100.0 + 0.005 * i, call_id=f"paced{i}@test", a=a, b=b, n=4000)
+        sb = [(t + 0.0075, seq, pkt) for t, seq, pkt in sb]     # 2.5 ms steps over the 8 legs
+        frames += frames_of(setup, sa, sb, c.bye(100.7 + 0.005 * i))
+    frames.sort(key=lambda f: f[0])
+    path = callgen.write(tmp_path / "c.pcap", frames)
+
+    class Counting(Pacer):
+        sleeps = 0
+
+        def sleep(self, seconds):
+            Counting.sleeps += 1
+            return super().sleep(seconds)
+
+    def audio(rec):
+        out = {}
+        for e in rec.log:
+            if e[0] == "audio":
+                out[e[1], e[2]] = out.get((e[1], e[2]), b"") + e[3]
+        return out
+
+    paced, plain = Recorder(), Recorder()
+    config = Config(flush_ms=20)
+    replay(path, paced, config, pacer=Counting(1.0))
+    replay(path, plain, config)
+    assert audio(paced) == audio(plain) and len(audio(paced)) == 8
+    assert all(len(pcm) == 2 * 2 * 4000 for pcm in audio(paced).values())
+    seconds = frames[-1][0] - frames[0][0]          # about 0.72 s: 36 hand-outs
+    assert Counting.sleeps <= seconds / 0.020 + 6, Counting.sleeps
