@@ -19,6 +19,17 @@ growing (fewer, larger batches while the decoder catches up); once it is full
 too, it is dropped and its packets counted in ``overflow_packets``.  Memory is
 therefore bounded by ``(queue_batches + 1) * batch_packets`` frames.
 
+Waking no more than the consumer needs.  ``hold_until`` (wall-clock time, set by
+the consumer) tells the thread that packets are of no use before then: once the
+ring is empty it sleeps until that time (at most ``poll_s``) instead of waking for
+every packet, and then takes them all as one batch.  Live decoding sets it to the
+next hand-out (``--flush-ms``): with 200 calls that is one wake per 20 ms instead
+of one for nearly every packet.  The ring holds what comes meanwhile.  Between
+handing a batch over and the consumer's next word, the thread assumes the consumer
+wants the next one ``poll_s`` later, as long as its last word was a hold at all
+(else the first packet after the batch would wake it again, the consumer being
+busy with the batch).
+
 Only the capture thread touches the pcap handle (dispatch, stats, close): the
 kernel counters are read there every second, and once more when it stops.
 """
@@ -183,12 +194,16 @@ class LiveCapture:
         self.bytes = 0
         self.overflow_packets = 0
         self.overflow_batches = 0
+        self.batches = 0                  # handed over (queued)
         self.error: str | None = None
         self._kernel = {"recv": 0, "drop": 0, "ifdrop": 0}   # 64-bit totals, under _lock
         self._raw: tuple[int, int, int] | None = None
         # Wall-clock time before which every captured packet has been queued:
         # with an empty queue, a decoder may run its timers up to here.
         self._drained_until = time.time()
+        # Wall-clock time before which the consumer has no use for packets (any thread
+        # writes it, the capture thread reads it: a plain float)
+        self.hold_until = float("-inf")
         self._read_stats()
 
     def __repr__(self) -> str:
@@ -253,6 +268,7 @@ class LiveCapture:
             "interface_drops": k["ifdrop"],
             "overflow_packets": self.overflow_packets,
             "overflow_batches": self.overflow_batches,
+            "batches": self.batches,
             "queued_batches": self._queue.qsize(),
             "running": self.running,
             "error": self.error,
@@ -302,6 +318,11 @@ class LiveCapture:
         try:
             while not self._stop.is_set():
                 mark = time.time()
+                hold = self.hold_until - mark
+                if hold > 0 and not pending:
+                    # nothing wanted before then: let the ring gather it (releases the GIL)
+                    self._stop.wait(min(hold, self.poll_s))
+                    continue
                 before = len(pending)
                 n = p.dispatch(limit - before, collect)
                 if n < 0:
@@ -315,6 +336,9 @@ class LiveCapture:
                     self.bytes += sum(len(f) for _, f in pending[before:])
                 if got < limit - before or len(pending) >= limit:
                     # the ring is empty, or the batch is full: hand it over
+                    if pending and got < limit - before and self.hold_until != float("-inf"):
+                        # hold until the consumer says (before it can see the batch and say)
+                        self.hold_until = max(self.hold_until, mark + self.poll_s)
                     if pending and self._push(pending):
                         pending = []
                         append = pending.append
@@ -346,6 +370,7 @@ class LiveCapture:
         """True when the batch was queued or dropped, False when kept to grow."""
         try:
             self._queue.put_nowait(batch)
+            self.batches += 1
             return True
         except queue.Full:
             if len(batch) < self.batch_packets and not final:

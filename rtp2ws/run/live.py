@@ -11,6 +11,9 @@ Threads:
   no batch comes for ``tick_s`` (20 ms), runs the timers with the wall clock
   (``LiveCapture.clock()``: the time before which every packet has been
   handed over), so jitter-buffer deadlines and timeouts fire without traffic.
+  After each batch it tells the capture thread when the next hand-out is due
+  (``LiveCapture.hold_until``: ``Pipeline.next_handout`` + ``HOLD_LATE_S``), so
+  that packets come as one batch per hand-out rather than a wake per packet;
   It also publishes a statistics snapshot about once a second (the only thing
   ``/metrics`` and ``/healthz`` read) and writes the periodic log line;
 * event-loop thread (main thread, uvloop) with ``--ws-url``: the ``Sender``,
@@ -49,6 +52,7 @@ log = logging.getLogger("rtp2ws.live")
 
 TICK_S = 0.02          # timers run at least this often without traffic
 REFRESH_S = 1.0        # statistics snapshot for metrics/health
+HOLD_LATE_S = 0.001    # the capture thread wakes this long after a hand-out is due: its packets are in
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -198,6 +202,7 @@ class LiveRunner:
                 if now is not None:
                     last = max(last, now, pipe.now)
                     pipe.tick(last)
+            cap.hold_until = pipe.next_handout + HOLD_LATE_S
             if self.hup is not None and self.hup.is_set():
                 self.hup.clear()
                 if self.on_hup is not None:

@@ -253,6 +253,80 @@ print(n, empty, round(skew, 3), round(time.monotonic() - t, 3))
     assert float(skew) < 0.5 and float(stop_s) < 1.0
 
 
+@needs_capture
+def test_capture_holds_packets_until_the_consumer_wants_them():
+    """``hold_until``: with the ring empty, the thread sleeps until then and hands what
+    came meanwhile over as one batch; with no hold, each packet comes as it arrives."""
+    cap = LiveCapture("lo", bpf="udp and dst port 26996")
+    cap.start()
+    got = []
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            def send(n, gap):
+                for i in range(n):
+                    s.sendto(i.to_bytes(2, "big"), ("127.0.0.1", 26996))
+                    time.sleep(gap)
+
+            def collect(n):
+                deadline = time.monotonic() + 5
+                while sum(len(b) for _, b in got) < n and time.monotonic() < deadline:
+                    b = cap.get(0.05)
+                    if b:
+                        got.append((time.time(), b))
+
+            cap.hold_until = hold = time.time() + 0.4
+            time.sleep(0.05)                   # the thread is holding now
+            send(10, 0.01)                     # over about 0.1 s, all before the hold ends
+            collect(10)
+            assert [len(b) for _, b in got] == [10]
+            assert got[0][0] >= hold - 0.002
+            got.clear()
+            cap.hold_until = float("-inf")     # no hold: a batch as each packet comes
+            time.sleep(0.05)
+            send(5, 0.05)
+            collect(5)
+            assert len(got) >= 4, [len(b) for _, b in got]
+    finally:
+        cap.stop()
+    assert cap.stats()["batches"] >= 5
+
+
+@needs_capture
+@pytest.mark.parametrize("flush_ms", [0, 20])
+def test_live_decoding_wakes_once_per_hand_out(flush_ms):
+    """With ``flush_ms`` the decoder asks the capture thread to hold packets until the
+    next hand-out: packets 2 ms apart come about one batch per 20 ms, not one each."""
+    from rtp2ws.pipeline.pipeline import Config
+    from rtp2ws.pipeline.sink import Sink
+    from rtp2ws.run.live import LiveRunner
+
+    cap = LiveCapture("lo", bpf="udp and dst port 26994")
+    runner = LiveRunner(cap, Config(flush_ms=flush_ms))
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(Sink(), stop), daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.1)
+        before = cap.batches
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            t0 = time.monotonic()
+            for i in range(200):                 # 0.4 s
+                s.sendto(b"x" * 40, ("127.0.0.1", 26994))
+                delay = t0 + (i + 1) * 0.002 - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+        time.sleep(0.1)
+        batches = cap.batches - before
+        assert cap.packets == 200
+    finally:
+        stop.set()
+        thread.join(10)
+    if flush_ms:
+        assert batches <= 0.5 / 0.020 + 3, batches
+    else:
+        assert batches > 60, batches
+
+
 # --------------------------------------------------------------------------- rtp2ws live
 
 @needs_capture
