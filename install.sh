@@ -22,7 +22,7 @@ if [ "$apt" = 1 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q --no-install-recommends \
-    python3 python3-venv python3-dev gcc libpcap-dev \
+    python3 python3-venv python3-dev gcc libpcap-dev liburing-dev \
     sip-tester tcpdump espeak-ng sox iproute2 iptables procps
 fi
 PY=${PYTHON:-python3}

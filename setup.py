@@ -40,6 +40,12 @@ class OptionalBuildExt(build_ext):
         )
 
 
+def have_header(name: str) -> bool:
+    """Whether the system has ``name`` (liburing.h: from liburing-dev, which install.sh installs)."""
+    dirs = ["/usr/include", "/usr/local/include"] + [d for d in os.environ.get("CPATH", "").split(":") if d]
+    return any(os.path.exists(os.path.join(d, name)) for d in dirs)
+
+
 ext_modules = []
 if os.environ.get("RTP2WS_NO_NATIVE", "") in ("", "0"):
     cflags = ["-O3"] if os.name != "nt" else []
@@ -61,12 +67,15 @@ if os.environ.get("RTP2WS_NO_NATIVE", "") in ("", "0"):
         # socket writes (rtp2ws.ws.frame.encode, rtp2ws.ws.outbox.Outbox and Totals,
         # rtp2ws.ws.wire.Wire and send_batches, rtp2ws.ws.lane.Lane), and the bench's
         # discard sink after the handshake (rtp2ws.bench.discard: Drain, DrainWalker)
+        # (the writes of a flush go through one io_uring when liburing is there: native/wire.c)
         Extension("rtp2ws._wsframe",
                   sources=["native/wsframe.c", "native/outbox.c", "native/wire.c", "native/lane.c",
                            "native/drain.c"],
                   depends=["native/wsframe.h", "native/outbox.h", "native/wire.h", "native/lane.h",
                            "native/drain.h"],
-                  extra_compile_args=cflags),
+                  extra_compile_args=cflags,
+                  **({"define_macros": [("HAVE_LIBURING", "1")], "libraries": ["uring"]}
+                     if have_header("liburing.h") else {})),
     ]
 
 setup(ext_modules=ext_modules, cmdclass={"build_ext": OptionalBuildExt})

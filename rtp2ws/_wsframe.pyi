@@ -226,6 +226,13 @@ class Lane:
     def go_dead(self) -> None: ...
     def release(self) -> None: ...
 
+def use_uring(on: bool = ..., /) -> bool:
+    """Turn send_batches' io_uring writes on or off (RTP2WS_NO_URING=1 starts them off);
+    whether they are in use (False also when not built with liburing or refused)."""
+
+def uring_info() -> dict[str, Any]:
+    """state ('on', 'off', 'not made yet', 'refused', 'not built'), error (errno), sends, calls."""
+
 def send_batches(
     items: Sequence[tuple[Outbox, Wire] | Lane], budget: int
 ) -> list[tuple[int, int, BaseException | None]]:

@@ -194,7 +194,7 @@ class LiveCapture:
         self.bytes = 0
         self.overflow_packets = 0
         self.overflow_batches = 0
-        self.batches = 0                  # handed over (queued)
+        self.batches_handed = 0           # queued for the consumer
         self.error: str | None = None
         self._kernel = {"recv": 0, "drop": 0, "ifdrop": 0}   # 64-bit totals, under _lock
         self._raw: tuple[int, int, int] | None = None
@@ -268,7 +268,7 @@ class LiveCapture:
             "interface_drops": k["ifdrop"],
             "overflow_packets": self.overflow_packets,
             "overflow_batches": self.overflow_batches,
-            "batches": self.batches,
+            "batches_handed": self.batches_handed,
             "queued_batches": self._queue.qsize(),
             "running": self.running,
             "error": self.error,
@@ -370,7 +370,7 @@ class LiveCapture:
         """True when the batch was queued or dropped, False when kept to grow."""
         try:
             self._queue.put_nowait(batch)
-            self.batches += 1
+            self.batches_handed += 1
             return True
         except queue.Full:
             if len(batch) < self.batch_packets and not final:

@@ -288,7 +288,7 @@ def test_capture_holds_packets_until_the_consumer_wants_them():
             assert len(got) >= 4, [len(b) for _, b in got]
     finally:
         cap.stop()
-    assert cap.stats()["batches"] >= 5
+    assert cap.stats()["batches_handed"] >= 5
 
 
 @needs_capture
@@ -307,7 +307,7 @@ def test_live_decoding_wakes_once_per_hand_out(flush_ms):
     thread.start()
     try:
         time.sleep(0.1)
-        before = cap.batches
+        before = cap.batches_handed
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             t0 = time.monotonic()
             for i in range(200):                 # 0.4 s
@@ -316,7 +316,7 @@ def test_live_decoding_wakes_once_per_hand_out(flush_ms):
                 if delay > 0:
                     time.sleep(delay)
         time.sleep(0.1)
-        batches = cap.batches - before
+        batches = cap.batches_handed - before
         assert cap.packets == 200
     finally:
         stop.set()

@@ -26,12 +26,25 @@ from rtp2ws.ws.wire import BLOCKED, BROKE, ENDED, FAILED, PENDING, SENT, WirePy,
 send_batches_py = wire_mod.send_batches_py
 
 
-@pytest.fixture(params=["python", "native"])
+def uring_default() -> bool:
+    return os.environ.get("RTP2WS_NO_URING", "") in ("", "0")
+
+
+@pytest.fixture(params=["python", "native", "native/write"])
 def twin(request):
-    """The twin under test: its name; Wire, send_batches and Outbox are looked up by it."""
-    if request.param not in wire_mod.TWINS:
+    """The twin under test: its name; Wire, send_batches and Outbox are looked up by it.
+    The C send_batches runs twice: its writes through io_uring (skipped where it is not
+    built or the kernel refuses it) and as write(2)s (``use_uring(False)``)."""
+    name, _, how = request.param.partition("/")
+    if name not in wire_mod.TWINS:
         pytest.skip("rtp2ws._wsframe is not built (or RTP2WS_NO_NATIVE is set)")
-    return request.param
+    if name == "native":
+        from rtp2ws import _wsframe
+        on = _wsframe.use_uring(how != "write")
+        request.addfinalizer(lambda: _wsframe.use_uring(uring_default()))
+        if how != "write" and not on:
+            pytest.skip(f"io_uring is not in use: {_wsframe.uring_info()}")
+    return name
 
 
 @pytest.fixture
@@ -540,3 +553,48 @@ def test_the_c_send_batches_does_what_the_python_twin_does(seed):
             for a, b in pairs:
                 a.close()
                 b.close()
+
+
+def test_the_c_writes_go_through_io_uring_and_a_forked_child_makes_its_own_ring():
+    """With io_uring on, send_batches' writes are sends through the ring (counted), the
+    peers read every frame; a forked child (``--workers``) does not use its parent's
+    ring but makes its own, and the parent's still works after."""
+    from rtp2ws import _wsframe
+    if not _wsframe.use_uring(True):
+        pytest.skip(f"io_uring is not in use: {_wsframe.uring_info()}")
+    try:
+        def one_round(n):
+            pairs = [big_pair() for _ in range(n)]
+            obs = [outbox_of("native", i) for i in range(n)]
+            wires = [_wsframe.Wire(a.fileno(), threading.RLock()) for a, _ in pairs]
+            try:
+                before = _wsframe.uring_info()
+                for ob in obs:
+                    ob.push_audio(pcm(0))
+                assert _wsframe.send_batches(list(zip(obs, wires, strict=True)), 64 * 1024) == []
+                after = _wsframe.uring_info()
+                got = [parse_frames(drain(b)) for _, b in pairs]
+                return (after["sends"] - before["sends"], after["calls"] - before["calls"],
+                        [[f.data for f in frames] for frames in got])
+            finally:
+                for w in wires:
+                    w.close()
+                for a, b in pairs:
+                    a.close()
+                    b.close()
+
+        assert one_round(3) == (3, 1, [[pcm(0)]] * 3)
+        pid = os.fork()
+        if pid == 0:                                  # the child: exit code says how it went
+            ok = False
+            try:
+                ok = one_round(2) == (2, 1, [[pcm(0)]] * 2) and _wsframe.uring_info()["state"] == "on"
+            finally:
+                os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert one_round(2) == (2, 1, [[pcm(0)]] * 2)
+        assert not _wsframe.use_uring(False)           # off: write(2)s, not counted
+        assert one_round(2)[:2] == (0, 0)
+    finally:
+        _wsframe.use_uring(uring_default())
