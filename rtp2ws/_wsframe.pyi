@@ -226,6 +226,9 @@ class Lane:
     def go_dead(self) -> None: ...
     def release(self) -> None: ...
 
+def take_marked(marked: list[Any], /) -> list[Any]:
+    """The items, and ``marked`` emptied keeping its room (rtp2ws.ws.lane.take_marked_py)."""
+
 def use_uring(on: bool = ..., /) -> bool:
     """Turn send_batches' io_uring writes on or off (RTP2WS_NO_URING=1 starts them off);
     whether they are in use (False also when not built with liburing or refused)."""

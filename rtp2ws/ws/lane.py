@@ -40,7 +40,7 @@ from ..speedups import pick
 if TYPE_CHECKING:
     from .. import _wsframe
 
-__all__ = ["BACKEND", "LanePy", "make_lane"]
+__all__ = ["BACKEND", "LanePy", "make_lane", "take_marked", "take_marked_py"]
 
 
 class LanePy:
@@ -109,3 +109,14 @@ def make_lane(outbox: Any, marked: list[Any], owner: Any) -> AnyLane:
         lane: AnyLane = _native.Lane(outbox, marked, owner)
         return lane
     return LanePy(outbox, marked, owner)
+
+
+def take_marked_py(marked: list[Any]) -> list[Any]:
+    """The lanes marked since the last flush, and ``marked`` emptied (the twin of
+    ``_wsframe.take_marked``, which keeps the list's room for the next flush's appends)."""
+    lanes = marked[:]
+    marked.clear()
+    return lanes
+
+
+take_marked = _native.take_marked if _native is not None else take_marked_py

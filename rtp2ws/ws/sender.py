@@ -73,7 +73,7 @@ from websockets.uri import WebSocketURI, parse_uri
 
 from .. import __version__
 from . import frame as wsframe
-from .lane import LanePy, make_lane
+from .lane import LanePy, make_lane, take_marked
 from .outbox import SAMPLES_PER_MS, Message, Outbox, Totals, ms
 from .protocol import CLOSE_INVALID_PAYLOAD, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED_DATA, encode
 from .wire import (
@@ -1141,8 +1141,7 @@ class Sender:
         may write now takes its batch and writes it, all in one ``send_batches`` call
         (it does ``_may_take``'s checks itself); ``_after_batches`` does the rest.
         Called with the lock held."""
-        lanes = self._lanes[:]
-        self._lanes.clear()       # the same list object: the lanes append to it
+        lanes = take_marked(self._lanes)     # the same list object stays: the lanes append to it
         send = send_batches_py if type(lanes[0]) is LanePy else send_batches
         attention = send(lanes, BATCH_BYTES)
         if attention:

@@ -93,6 +93,39 @@ def test_make_lane_picks_the_twin_of_the_outbox():
         assert type(lane_mod.make_lane(outbox_of("native"), [], None)) is _wsframe.Lane
 
 
+def test_take_marked_hands_over_the_lanes_and_the_list_goes_on(twin):
+    """The sender's flush takes the marked lanes out of the one list they append to:
+    all of them in order, the list empty after and still the one the lanes mark."""
+    import sys
+
+    take = lane_mod.take_marked_py
+    if twin == "native":
+        from rtp2ws import _wsframe
+        take = _wsframe.take_marked
+        with pytest.raises(TypeError):
+            take(())
+    marked: list = []
+    lanes = [lane_of(twin, outbox_of(twin, i), marked) for i in range(40)]
+    for lane in lanes:
+        lane.go_live(None, protocol(), Transport(), OPEN)
+    for rnd in range(3):
+        for lane in lanes[rnd:]:
+            lane.push(pcm(0))
+        refs = sys.getrefcount(lanes[-1])
+        got = take(marked)
+        after = sys.getrefcount(lanes[-1])
+        assert after == refs                                 # the reference moved, none leaked
+        assert got == lanes[rnd:] and marked == [] and type(got) is list
+        if twin == "native":                                 # its room kept for the next appends
+            assert sys.getsizeof(marked) >= sys.getsizeof([]) + 8 * len(got)
+        for lane in got:
+            lane.dirty = False                               # as send_batches does
+        del got
+    assert take(marked) == []
+    lanes[5].push(pcm(0))
+    assert marked == [lanes[5]]
+
+
 def test_a_push_queues_and_marks_the_lane_once_while_live(twin):
     ob = outbox_of(twin)
     marked: list = []
