@@ -445,7 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
     # SIGTERM as SIGINT: the namespace and the veth go in run's finally either way
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    run(args)
+    try:
+        run(args)
+    except KeyboardInterrupt:
+        print("live_capacity: interrupted; its processes ended, the namespace and the veth removed", file=sys.stderr)
+        return 130
     return 0
 
 
