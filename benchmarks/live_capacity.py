@@ -32,7 +32,9 @@ itself.  Needs root and ip(8).
    its workers), from ``/proc/PID/stat`` (utime, stime, cutime, cstime) of the whole
    tree, read when the sender starts and again just before the SIGTERM: so the window is
    the sender's run plus ``--settle`` (start-up and imports are not in it; ``cpu_total_s``
-   is everything up to the SIGTERM).  **calls per core** = N x call seconds / that CPU,
+   is everything up to the SIGTERM; ``cpu_user_s`` and ``cpu_sys_s`` split the window's;
+   ``threads``: [thread id, name, user s, system s] of the main process's threads in the
+   window, in the order they were made).  **calls per core** = N x call seconds / that CPU,
    as ``rtp2ws bench`` counts it.  A run that did not carry the load gets no figure
    (``carried`` false, the raw one in ``calls_per_core_raw``): packets dropped by the
    kernel (pcap statistics; for rtp2ws also by the interface or its capture queue), the
@@ -101,7 +103,7 @@ def send_frames(sock: socket.socket, data: bytes, offsets: list[int], lengths: l
     the frames due, then a sleep until the next is due, at least 1 ms."""
     view = memoryview(data)
     n = len(offsets)
-    i = errors = wakes = 0
+    i = errors = batches = 0
     max_behind = 0.0
     while i < n:
         now = time.monotonic()
@@ -109,7 +111,7 @@ def send_frames(sock: socket.socket, data: bytes, offsets: list[int], lengths: l
         if due > now:
             time.sleep(max(due - now, 0.001))
             continue
-        wakes += 1
+        batches += 1
         max_behind = max(max_behind, now - due)         # the oldest frame of this wake waited longest
         while i < n and start + times[i] <= now:
             try:
@@ -118,7 +120,7 @@ def send_frames(sock: socket.socket, data: bytes, offsets: list[int], lengths: l
                 errors += 1
             i += 1
     behind = time.monotonic() - (start + times[-1]) if n else 0.0
-    return {"frames": n, "errors": errors, "wakes": wakes, "behind_s": behind,
+    return {"frames": n, "errors": errors, "batches": batches, "behind_s": behind,
             "max_behind_s": max(max_behind, behind)}
 
 
@@ -191,29 +193,51 @@ class Veth:
 
 # =========================================================================== processes and CPU
 
-def tree_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and all its descendants, alive or reaped by
-    one of them (``/proc/*/stat``: utime, stime, cutime, cstime)."""
+def _stat(path: str) -> list[str] | None:
+    """A /proc stat file's fields from field 3 (state) on, or None once it is gone."""
+    try:
+        with open(path) as f:
+            return f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def tree_cpu_s(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid`` and all its descendants, alive or reaped by
+    one of them (``/proc/*/stat``: utime + cutime, stime + cstime)."""
     tck = os.sysconf("SC_CLK_TCK")
     children: dict[int, list[int]] = {}
-    ticks: dict[int, int] = {}
+    ticks: dict[int, tuple[int, int]] = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()          # from field 3 (state) on
-        except OSError:
+        fields = _stat(f"/proc/{name}/stat") if name.isdigit() else None
+        if fields is None:
             continue
         p = int(name)
         children.setdefault(int(fields[1]), []).append(p)
-        ticks[p] = sum(int(x) for x in fields[11:15])
-    total, todo = 0, [pid]
+        ticks[p] = (int(fields[11]) + int(fields[13]), int(fields[12]) + int(fields[14]))
+    user = system = 0
+    todo = [pid]
     while todo:
         p = todo.pop()
-        total += ticks.get(p, 0)
+        u, k = ticks.get(p, (0, 0))
+        user, system = user + u, system + k
         todo += children.get(p, [])
-    return total / tck
+    return user / tck, system / tck
+
+
+def thread_cpu_s(pid: int) -> dict[int, tuple[str, float, float]]:
+    """Each thread of ``pid``: (its name, user and system CPU seconds so far)."""
+    tck = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name in os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}/task") else ():
+        fields = _stat(f"/proc/{pid}/task/{name}/stat")
+        try:
+            comm = Path(f"/proc/{pid}/task/{name}/comm").read_text().strip()
+        except OSError:
+            continue
+        if fields is not None:
+            out[int(name)] = (comm, int(fields[11]) / tck, int(fields[12]) / tck)
+    return out
 
 
 class Child:
@@ -323,9 +347,11 @@ def run_pipeline(name: str, cmd: list[str], veth: Veth, capture: str, info: dict
         sender.go(start)
         time.sleep(max(start - time.monotonic(), 0.0))
         t0, c0, s0 = time.monotonic(), tree_cpu_s(proc.proc.pid), process_cpu_s(sink.proc.pid)
+        th0 = thread_cpu_s(proc.proc.pid)
         sent = sender.result(timeout=info["last_ts"] - info["first_ts"] + 120)
         time.sleep(settle)
         t1, c1, s1 = time.monotonic(), tree_cpu_s(proc.proc.pid), process_cpu_s(sink.proc.pid)
+        th1 = thread_cpu_s(proc.proc.pid)
         rx1 = veth.counters()
         out = proc.stop()
     finally:
@@ -333,7 +359,11 @@ def run_pipeline(name: str, cmd: list[str], veth: Veth, capture: str, info: dict
     got = parse_summary(out) if name == "rtp2ws" else json.loads(out.strip().splitlines()[-1])
     calls, seconds = info["calls"], info["seconds"]
     expected = calls * 2 * round(seconds * FRAMES_PER_S)
-    cpu = c1 - c0
+    user, system = c1[0] - c0[0], c1[1] - c0[1]
+    cpu = user + system
+    # the main process's threads over the window, in the order they were made (a diagnosis)
+    threads = [[tid, comm, round(u - th0.get(tid, ("", 0.0, 0.0))[1], 2), round(k - th0.get(tid, ("", 0.0, 0.0))[2], 2)]
+               for tid, (comm, u, k) in sorted(th1.items())]
     sink_frames = (sink_stats or {}).get("binary")
     drops = {k: got.get(k) for k in ("kernel_drops", "interface_drops", "overflow_packets") if k in got}
     carried = (not any(drops.values()) and sink_frames == expected and sent["errors"] == 0
@@ -341,7 +371,8 @@ def run_pipeline(name: str, cmd: list[str], veth: Veth, capture: str, info: dict
     raw = calls * seconds / cpu if cpu > 0 else None
     return {
         "pipeline": name, "command": cmd, "calls": calls, "seconds": seconds,
-        "window_s": t1 - t0, "cpu_s": cpu, "cpu_total_s": c1, "core_load": cpu / (t1 - t0),
+        "window_s": t1 - t0, "cpu_s": cpu, "cpu_user_s": user, "cpu_sys_s": system, "cpu_total_s": sum(c1),
+        "core_load": cpu / (t1 - t0), "threads": threads,
         "calls_per_core": raw if carried else None, "calls_per_core_raw": raw, "carried": carried,
         **drops, "captured_packets": got.get("packets") if name == "rtp2ws" else got.get("pcap_received"),
         "pipeline_calls": got.get("calls"), "pipeline_legs": got.get("legs"),
@@ -376,7 +407,8 @@ def line(e: dict) -> str:
     figure = f"{e['calls_per_core']:8.0f}" if e["calls_per_core"] else "       -"
     drops = ", ".join(f"{k} {e[k]}" for k in ("kernel_drops", "interface_drops", "overflow_packets") if k in e)
     s = e["sender"]
-    return (f"  {e['pipeline']:<10} {figure} calls per core  {e['cpu_s']:6.2f} s CPU over {e['window_s']:.1f} s "
+    return (f"  {e['pipeline']:<10} {figure} calls per core  {e['cpu_s']:6.2f} s CPU ({e['cpu_sys_s']:.2f} sys) "
+            f"over {e['window_s']:.1f} s "
             f"({e['core_load']:.2f} of a core)  {drops}  sink frames {e['sink_frames']}/{e['expected_frames']}  "
             f"sender ended {s['behind_s'] * 1000:.1f} ms behind (worst {s['max_behind_s'] * 1000:.1f} ms)"
             + ("" if e["carried"] else f"  NOT CARRIED (raw {e['calls_per_core_raw']:.0f})"))

@@ -94,6 +94,8 @@ def test_both_pipelines_carry_a_tiny_load_and_the_namespace_goes(tmp_path):
         e = doc[name]
         assert e["carried"], e
         assert e["cpu_s"] > 0 and e["window_s"] >= 2.0 and e["cpu_total_s"] >= e["cpu_s"]
+        assert e["cpu_user_s"] + e["cpu_sys_s"] == pytest.approx(e["cpu_s"])
+        assert e["threads"] and sum(u + k for _, _, u, k in e["threads"]) <= e["cpu_s"] + 0.05   # one process each
         assert e["calls_per_core"] == pytest.approx(4 * 2.0 / e["cpu_s"]) and e["calls_per_core"] > 0
         assert e["kernel_drops"] == e["interface_drops"] == 0
         assert e["pipeline_calls"] == 4 and e["pipeline_legs"] == 8
