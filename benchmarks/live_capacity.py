@@ -380,7 +380,7 @@ def run_pipeline(name: str, cmd: list[str], veth: Veth, capture: str, info: dict
         "sink": dict(sink_stats or {}, cpu_s=(s1 - s0) if s0 is not None and s1 is not None else None),
         "sender": sent, "veth": {k: (rx1[k] - rx0[k]) if rx1[k] is not None and rx0[k] is not None else None
                                  for k in rx0},
-        "summary": got, "stderr_tail": proc.stderr[-1500:],
+        "summary": got, "exit_code": proc.proc.returncode, "stderr_tail": proc.stderr[-1500:],
     }
 
 

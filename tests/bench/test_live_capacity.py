@@ -92,7 +92,7 @@ def test_both_pipelines_carry_a_tiny_load_and_the_namespace_goes(tmp_path):
     frames = 4 * 2 * 100
     for name in ("rtp2ws", "reference"):
         e = doc[name]
-        assert e["carried"], e
+        assert e["carried"] and e["exit_code"] == 0, e
         assert e["cpu_s"] > 0 and e["window_s"] >= 2.0 and e["cpu_total_s"] >= e["cpu_s"]
         assert e["cpu_user_s"] + e["cpu_sys_s"] == pytest.approx(e["cpu_s"])
         assert e["threads"] and sum(u + k for _, _, u, k in e["threads"]) <= e["cpu_s"] + 0.05   # one process each
