@@ -40,10 +40,12 @@ itself.  Needs root and ip(8).
    kernel (pcap statistics; for rtp2ws also by the interface or its capture queue), the
    sink short of N x 2 x S x 50 frames, or the sender more than ``BEHIND_LIMIT_S`` behind.
 
-The kernel's share: on a veth the receiving side's work (the capture ring's copy
-included) runs in the sender's system calls, so neither pipeline is charged for it, as
-neither would be for a NIC's interrupts on another core.  Results: the printed table
-and ``OUT/live_capacity.json``.  Speed is measured here, never asserted in tests.
+The kernel's share: on a veth the receiving side's work (the copy into the capture
+ring included) mostly runs as a softirq on the way out of the sender's ``send`` (the
+sender's ``cpu_s``, about 3 us a frame here), so neither pipeline is charged for it, as
+neither would be for a NIC's interrupts on another core; waking the pipeline and reading
+the ring are its own.  Results: the printed table and ``OUT/live_capacity.json``.  Speed
+is measured here, never asserted in tests.
 """
 
 from __future__ import annotations
