@@ -1,6 +1,7 @@
 """The reference: the same job written the simple way, to measure rtp2ws against.
 
     python benchmarks/reference_pipeline.py CAPTURE (--ws-url URL [--realtime] | --out-dir DIR)
+    python benchmarks/reference_pipeline.py --live IFACE (--ws-url URL | --out-dir DIR)
 
 Per packet: pypcap hands over the frame, dpkt parses Ethernet/IP/UDP, SIP goes
 through ``dpkt.sip`` (Call-ID, CSeq) and two regular expressions on the SDP
@@ -33,6 +34,16 @@ may be handed on about a millisecond late.  How late the packets were handed
 on is measured: ``behind_s`` (the last packet) and ``max_behind_s`` in the
 result.  A reference that cannot keep up falls further behind with every
 second of the capture.
+
+``--live IFACE`` (``run(None, live=IFACE, ...)``) reads a network interface
+instead of a file (``live_frames``: pypcap in immediate mode, the kernel
+buffer ``rtp2ws live`` has by default, no filter), everything else as it is,
+and says ``capturing on IFACE`` on stderr once the capture is open.  It runs
+until SIGTERM, then ends the calls still open as at a file's end and prints
+its result, with the kernel's counts (``kernel_drops``: packets the capture
+buffer had no room for).  The handle is non-blocking and the loop waits in
+``select`` while the buffer is empty: a blocking pypcap read of an idle
+interface neither returns nor lets a signal handler run.
 """
 
 from __future__ import annotations
@@ -41,6 +52,8 @@ import asyncio
 import json
 import os
 import re
+import select
+import signal
 import socket
 import sys
 import time
@@ -122,6 +135,7 @@ class Pipeline:
         self.packets = 0
         self.ncalls = 0
         self.nlegs = 0
+        self.pcap_stats = None         # live: the kernel's (received, dropped, dropped by the interface)
 
     def frame(self, buf: bytes):
         """Returns ('audio', leg, pcm), ('end', legs) or None."""
@@ -200,10 +214,32 @@ def _safe(call_id: str) -> str:
     return SAFE.sub("_", call_id)[:120]
 
 
-def _results(path: str, pipe: Pipeline, probe=None, paced: bool = False):
+def live_frames(iface: str, pipe: Pipeline):
+    """(ts, frame) from a network interface until SIGTERM; then the kernel's counts in ``pipe``."""
+    stopped = []
+    signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
+    pc = pcap.pcap(iface, immediate=True, timeout_ms=100, buffer_size=64 << 20)
+    pc.setnonblock(True)
+    print(f"capturing on {iface}", file=sys.stderr, flush=True)
+    while not stopped:
+        frames = pc.readpkts()
+        if not frames:
+            select.select([pc.fileno()], [], [], 0.1)
+        yield from frames
+    pipe.pcap_stats = pc.stats()
+
+
+def _counts(pipe: Pipeline) -> dict:
+    out = {"packets": pipe.packets, "calls": pipe.ncalls, "legs": pipe.nlegs}
+    if pipe.pcap_stats is not None:
+        out.update(zip(("pcap_received", "kernel_drops", "interface_drops"), pipe.pcap_stats, strict=True))
+    return out
+
+
+def _results(path: str | None, pipe: Pipeline, probe=None, paced: bool = False, live: str | None = None):
     """What the pipeline makes of each packet, then the end of every call still open.
     ``paced``: ('due', ts) before each packet, for the caller to wait until it is due."""
-    for ts, buf in pcap.pcap(path, timeout_ms=0):
+    for ts, buf in live_frames(live, pipe) if live else pcap.pcap(path, timeout_ms=0):
         if probe is not None and pipe.packets & 1023 == 0:
             probe(ts)
         if paced:
@@ -217,7 +253,7 @@ def _results(path: str, pipe: Pipeline, probe=None, paced: bool = False):
             yield r
 
 
-def run_wav(path: str, out_dir: str, probe=None) -> dict:
+def run_wav(path: str | None, out_dir: str, probe=None, live: str | None = None) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     pipe = Pipeline()
 
@@ -227,7 +263,7 @@ def run_wav(path: str, out_dir: str, probe=None) -> dict:
                 leg.wav.close()
                 leg.wav = None
 
-    for r in _results(path, pipe, probe):
+    for r in _results(path, pipe, probe, live=live):
         if r[0] == "audio":
             leg, pcm = r[1], r[2]
             if leg.wav is None:
@@ -240,10 +276,11 @@ def run_wav(path: str, out_dir: str, probe=None) -> dict:
             leg.wav.writeframesraw(pcm)
         else:
             close(r[1])
-    return {"packets": pipe.packets, "calls": pipe.ncalls, "legs": pipe.nlegs}
+    return _counts(pipe)
 
 
-async def run_ws_async(path: str, url: str, probe=None, realtime: bool = False) -> dict:
+async def run_ws_async(path: str | None, url: str, probe=None, realtime: bool = False,
+                       live: str | None = None) -> dict:
     from websockets.asyncio.client import connect
 
     pipe = Pipeline()
@@ -263,7 +300,7 @@ async def run_ws_async(path: str, url: str, probe=None, realtime: bool = False) 
             await leg.ws.close()
             leg.ws = None
 
-    for r in _results(path, pipe, probe, paced=clock is not None):
+    for r in _results(path, pipe, probe, paced=clock is not None, live=live):
         if r[0] == "due":
             await clock.until(r[1])
         elif r[0] == "audio":
@@ -280,16 +317,16 @@ async def run_ws_async(path: str, url: str, probe=None, realtime: bool = False) 
                 sent += 1
         else:
             await close(r[1])
-    out = {"packets": pipe.packets, "calls": pipe.ncalls, "legs": pipe.nlegs, "sent_frames": sent}
+    out = dict(_counts(pipe), sent_frames=sent)
     if clock is not None:
         out.update(behind_s=clock.behind, max_behind_s=clock.max_behind)
     return out
 
 
-def run(path: str, *, url: str | None = None, out_dir: str | None = None, probe=None,
-        realtime: bool = False) -> dict:
-    if realtime and not url:
-        raise ValueError("realtime pacing is for WebSocket output (url)")
+def run(path: str | None, *, url: str | None = None, out_dir: str | None = None, probe=None,
+        realtime: bool = False, live: str | None = None) -> dict:
+    if realtime and (not url or live):
+        raise ValueError("realtime pacing is for WebSocket output (url) from a file")
     if url:
         try:
             import uvloop
@@ -297,11 +334,11 @@ def run(path: str, *, url: str | None = None, out_dir: str | None = None, probe=
         except ImportError:
             loop = asyncio.new_event_loop()
         try:
-            return loop.run_until_complete(run_ws_async(path, url, probe, realtime))
+            return loop.run_until_complete(run_ws_async(path, url, probe, realtime, live))
         finally:
             loop.close()
     if out_dir:
-        return run_wav(path, out_dir, probe)
+        return run_wav(path, out_dir, probe, live)
     raise ValueError("give url or out_dir")
 
 
@@ -309,15 +346,18 @@ def main(argv=None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("capture")
+    ap.add_argument("capture", nargs="?")
+    ap.add_argument("--live", metavar="IFACE", help="capture on this interface instead (until SIGTERM)")
     ap.add_argument("--ws-url")
     ap.add_argument("--out-dir")
     ap.add_argument("--realtime", action="store_true",
                     help="hand each packet on at its capture time (after the first packet's); WebSocket output")
     a = ap.parse_args(argv)
-    if a.realtime and not a.ws_url:
-        ap.error("--realtime needs --ws-url")
-    print(json.dumps(run(a.capture, url=a.ws_url, out_dir=a.out_dir, realtime=a.realtime)))
+    if (a.capture is None) == (a.live is None):
+        ap.error("give a capture file or --live IFACE")
+    if a.realtime and (not a.ws_url or a.live):
+        ap.error("--realtime needs --ws-url and a capture file")
+    print(json.dumps(run(a.capture, url=a.ws_url, out_dir=a.out_dir, realtime=a.realtime, live=a.live)))
     return 0
 
 

@@ -177,6 +177,20 @@ def test_reference_pipeline_at_realtime_takes_the_capture_time_and_delivers_ever
         reference_pipeline.main([str(cap), "--out-dir", str(tmp_path / "w"), "--realtime"])   # WebSocket only
 
 
+def test_reference_reads_a_file_or_an_interface_and_paces_only_a_file(capsys):
+    """``--live IFACE`` replaces the capture file (tests/bench/test_live_capacity.py runs it);
+    one of the two is needed, not both, and ``--realtime`` paces a file only."""
+    reference_pipeline = reference_module()
+    for argv in ([], ["c.pcap", "--live", "lo", "--ws-url", "ws://x/"], ["--live", "lo", "--ws-url", "ws://x/", "--realtime"]):
+        with pytest.raises(SystemExit):
+            reference_pipeline.main(argv)
+    err = capsys.readouterr().err
+    assert err.count("give a capture file or --live IFACE") == 2
+    assert "--realtime needs --ws-url and a capture file" in err
+    with pytest.raises(ValueError, match="from a file"):
+        reference_pipeline.run(None, url="ws://x/", realtime=True, live="lo")
+
+
 def test_reference_clock_waits_until_due_and_measures_how_late():
     """``Clock.until``: the first packet sets the origin; a later one returns no earlier than
     its capture offset after it, and a packet met late is counted behind by how late."""
