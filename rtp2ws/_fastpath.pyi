@@ -49,6 +49,16 @@ class Reader:
         """Close the capture file."""
 
 @final
+class Collector:
+    """pypcap's dispatch callback (rtp2ws.capture.live.CollectorPy): (ts, frame) appended to batch."""
+
+    batch: list[tuple[float, bytes]]
+    def __init__(self, batch: list[tuple[float, bytes]]) -> None: ...
+    def __call__(self, ts: float, frame: bytes, /, *args: object) -> None: ...
+    def take_bytes(self) -> int:
+        """The frames' bytes collected since the last call."""
+
+@final
 class FastPath:
     """Takes the RTP packets of armed flows that need no decision (see rtp2ws.fastpath.twin)."""
 

@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterator
 import pcap
 
 from ..net.packet import DLT_EN10MB
+from ..speedups import pick
 
 __all__ = ["CaptureOpenError", "LiveCapture", "build_bpf", "drop_privileges", "parse_port_range", "parse_ports"]
 
@@ -146,6 +147,30 @@ def _open_error(interface: str, message: str) -> CaptureOpenError:
     if "activateing" in low or "activating" in low:   # pypcap's prefix around libpcap's message
         message = message.split("was ", 1)[-1]
     return CaptureOpenError(f"{interface}: cannot capture: {message}")
+
+
+class CollectorPy:
+    """pypcap's dispatch callback: ``(ts, frame)`` appended to ``batch``, the bytes
+    counted (``take_bytes``).  The twin of ``_fastpath.Collector``, which does the same
+    without a Python frame per packet."""
+
+    __slots__ = ("batch", "_bytes")
+
+    def __init__(self, batch: list) -> None:
+        self.batch = batch
+        self._bytes = 0
+
+    def __call__(self, ts: float, frame: bytes, *_: object) -> None:
+        self.batch.append((ts, frame))
+        self._bytes += len(frame)
+
+    def take_bytes(self) -> int:
+        n, self._bytes = self._bytes, 0
+        return n
+
+
+_native, COLLECTORS = pick("fastpath")      # the C collector is in the fast path's extension
+Collector = _native.Collector if _native is not None else CollectorPy
 
 
 class LiveCapture:
@@ -309,10 +334,7 @@ class LiveCapture:
         fd = p.fileno()
         limit = self.batch_packets
         pending: list = []
-        append = pending.append
-
-        def collect(ts, frame):
-            append((ts, frame))
+        collect = Collector(pending)
 
         next_stats = time.monotonic() + STATS_EVERY_S
         try:
@@ -333,15 +355,14 @@ class LiveCapture:
                 got = len(pending) - before
                 if got:
                     self.packets += got
-                    self.bytes += sum(len(f) for _, f in pending[before:])
+                    self.bytes += collect.take_bytes()
                 if got < limit - before or len(pending) >= limit:
                     # the ring is empty, or the batch is full: hand it over
                     if pending and got < limit - before and self.hold_until != float("-inf"):
                         # hold until the consumer says (before it can see the batch and say)
                         self.hold_until = max(self.hold_until, mark + self.poll_s)
                     if pending and self._push(pending):
-                        pending = []
-                        append = pending.append
+                        pending = collect.batch = []
                     if not pending and got < limit - before:
                         self._drained_until = mark
                 t = time.monotonic()

@@ -253,6 +253,31 @@ print(n, empty, round(skew, 3), round(time.monotonic() - t, 3))
     assert float(skew) < 0.5 and float(stop_s) < 1.0
 
 
+@pytest.mark.parametrize("twin", ["python", "native"])
+def test_the_collector_appends_each_packet_and_counts_its_bytes(twin):
+    """The capture thread's pypcap callback, both twins: (ts, frame) appended to the
+    batch it holds now, extra arguments ignored, the bytes counted until taken."""
+    from rtp2ws.capture import live
+
+    if twin == "native":
+        if live._native is None:
+            pytest.skip("rtp2ws._fastpath is not built (or RTP2WS_NO_NATIVE is set)")
+        cls = live._native.Collector
+    else:
+        cls = live.CollectorPy
+    first: list = []
+    c = cls(first)
+    c(1.5, b"abc")
+    c(2.25, b"de", "extra")
+    assert first == [(1.5, b"abc"), (2.25, b"de")] and c.take_bytes() == 5 and c.take_bytes() == 0
+    second: list = []
+    c.batch = second
+    c(3.0, b"z" * 70)
+    assert second == [(3.0, b"z" * 70)] and len(first) == 2 and c.batch is second and c.take_bytes() == 70
+    with pytest.raises(TypeError):
+        c(4.0)
+
+
 @needs_capture
 def test_capture_holds_packets_until_the_consumer_wants_them():
     """``hold_until``: with the ring empty, the thread sleeps until then and hands what
