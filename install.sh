@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # rtp2ws set-up, in one command, on a fresh Debian/Ubuntu machine:
-#   system packages (libpcap-dev for pypcap, gcc and Python headers for the native
+#   system packages (libpcap-dev for pypcap, gcc, Python headers and liburing-dev for the native
 #   extensions, sipp/tcpdump/espeak-ng/sox used by the tests), a virtual environment
 #   in .venv with rtp2ws and its test, bench and sink extras installed in it (a
 #   warning names any C extension that could not be built), then the demo: the bundled speech call
