@@ -52,9 +52,14 @@ class Reader:
 class Collector:
     """pypcap's dispatch callback (rtp2ws.capture.live.CollectorPy): (ts, frame) appended to batch."""
 
-    batch: list[tuple[float, bytes]]
+    @property
+    def batch(self) -> list[tuple[float, bytes]]:
+        """The list appended to; set it to go on in another (called as ``(ts, frame)``)."""
+    @batch.setter
+    def batch(self, value: list[tuple[float, bytes]]) -> None: ...
     def __init__(self, batch: list[tuple[float, bytes]]) -> None: ...
-    def __call__(self, ts: float, frame: bytes, /, *args: object) -> None: ...
+    def __call__(self, *args: object, **kwargs: object) -> None:
+        """(ts, frame, ...): appends (ts, frame), counts the frame's bytes."""
     def take_bytes(self) -> int:
         """The frames' bytes collected since the last call."""
 
