@@ -663,7 +663,8 @@ put_all_uring(struct io_uring *r, job_t *jobs, Py_ssize_t count, const uint8_t *
         /* what the ring did not take (or did not report): written here; with
            submitted < queued the kernel kept the rest in the ring, so no more
            goes through it this call */
-        int broken = submitted < (int)queued || reaped < (unsigned)(submitted > 0 ? submitted : 0);
+        int broken = submitted < (int)queued || reaped < (unsigned)(submitted > 0 ? submitted : 0)
+                     || (queued == 0 && i < count);    /* no entry to be had: never loop on it */
         for (Py_ssize_t k = first; k < i; k++) {
             job_t *j = &jobs[k];
             if (j->fd >= 0 && j->done == (size_t)-1)
