@@ -648,8 +648,8 @@ put_all_uring(struct io_uring *r, job_t *jobs, Py_ssize_t count, const uint8_t *
             reaped++;
             if (res < 0) {
                 j->done = 0;
-                j->err = -res == EINTR ? 0 : -res;
-                if (-res == EINTR)               /* as put() retries it */
+                j->err = -res;
+                if (-res == EINTR || -res == ENOTSOCK)   /* as put() retries it; a pipe: write(2) */
                     j->done = put(j->fd, buf + j->at, j->n, &j->err);
             }
             else {

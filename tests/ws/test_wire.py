@@ -598,3 +598,26 @@ def test_the_c_writes_go_through_io_uring_and_a_forked_child_makes_its_own_ring(
         assert one_round(2)[:2] == (0, 0)
     finally:
         _wsframe.use_uring(uring_default())
+
+
+def test_the_c_writes_to_a_descriptor_that_is_no_socket_fall_back_to_write():
+    """A send through the ring on a pipe answers ENOTSOCK: the bytes go by write(2)
+    instead, as before the ring, and the wire is not broken."""
+    from rtp2ws import _wsframe
+    if not _wsframe.use_uring(True):
+        pytest.skip(f"io_uring is not in use: {_wsframe.uring_info()}")
+    r, w = os.pipe()
+    try:
+        ob = outbox_of("native")
+        wire = _wsframe.Wire(w, threading.RLock())
+        ob.push_audio(pcm(0))
+        sends = _wsframe.uring_info()["sends"]
+        assert _wsframe.send_batches([(ob, wire)], 64 * 1024) == []
+        assert _wsframe.uring_info()["sends"] == sends + 1
+        assert wire.open and not wire.blocked and wire.broken is None
+        assert [f.data for f in parse_frames(os.read(r, 1 << 16))] == [pcm(0)]
+        wire.close()
+    finally:
+        os.close(r)
+        os.close(w)
+        _wsframe.use_uring(uring_default())
