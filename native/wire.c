@@ -607,18 +607,31 @@ typedef struct {
     PyObject *error;
 } job_t;
 
+#define NOT_WRITTEN ((size_t)-1)     /* job_t.done of a job with a descriptor, until written */
+
+/* put() for every job still NOT_WRITTEN.  Touches no Python object: runs without the GIL. */
+static void
+put_rest(job_t *jobs, Py_ssize_t count, const uint8_t *buf)
+{
+    for (Py_ssize_t i = 0; i < count; i++) {
+        job_t *j = &jobs[i];
+        if (j->fd >= 0 && j->done == NOT_WRITTEN)
+            j->done = put(j->fd, buf + j->at, j->n, &j->err);
+    }
+}
+
 #ifdef HAVE_LIBURING
 /* put() for every job with a descriptor, through the ring: up to RING_ENTRIES sends
    submitted at once, all reaped before the next ones (a job's buffer stays the
-   scratch's until then); a short send's rest, and any send the ring did not take,
-   written by put().  Touches no Python object: runs without the GIL. */
+   scratch's until then); a short send's rest, and any send the ring did not take or
+   report, written by put() (then the ring is not used again: it may hold entries the
+   kernel did not consume).  Touches no Python object: runs without the GIL. */
 static void
 put_all_uring(struct io_uring *r, job_t *jobs, Py_ssize_t count, const uint8_t *buf)
 {
     Py_ssize_t i = 0;
     while (i < count) {
         unsigned queued = 0;
-        Py_ssize_t first = i;
         for (; i < count && queued < RING_ENTRIES; i++) {
             job_t *j = &jobs[i];
             if (j->fd < 0)
@@ -628,7 +641,6 @@ put_all_uring(struct io_uring *r, job_t *jobs, Py_ssize_t count, const uint8_t *
                 break;
             io_uring_prep_send(sqe, j->fd, buf + j->at, j->n, MSG_DONTWAIT | MSG_NOSIGNAL);
             io_uring_sqe_set_data64(sqe, (unsigned long long)i);
-            j->done = (size_t)-1;              /* not completed yet */
             queued++;
         }
         int submitted = queued ? io_uring_submit(r) : 0;
@@ -660,26 +672,14 @@ put_all_uring(struct io_uring *r, job_t *jobs, Py_ssize_t count, const uint8_t *
                     j->done = k + put(j->fd, buf + j->at + k, j->n - k, &j->err);
             }
         }
-        /* what the ring did not take (or did not report): written here; with
-           submitted < queued the kernel kept the rest in the ring, so no more
-           goes through it this call */
-        int broken = submitted < (int)queued || reaped < (unsigned)(submitted > 0 ? submitted : 0)
-                     || (queued == 0 && i < count);    /* no entry to be had: never loop on it */
-        for (Py_ssize_t k = first; k < i; k++) {
-            job_t *j = &jobs[k];
-            if (j->fd >= 0 && j->done == (size_t)-1)
-                j->done = put(j->fd, buf + j->at, j->n, &j->err);
-        }
-        if (broken) {
-            for (; i < count; i++)
-                if (jobs[i].fd >= 0)
-                    jobs[i].done = put(jobs[i].fd, buf + jobs[i].at, jobs[i].n, &jobs[i].err);
-            /* the ring may hold entries the kernel did not consume: not used again */
+        if (submitted < (int)queued || reaped < (unsigned)(submitted > 0 ? submitted : 0)
+            || (queued == 0 && i < count)) {     /* no entry to be had: never loop on it */
             io_uring_queue_exit(r);
             ring_state = -EIO;
-            return;
+            break;
         }
     }
+    put_rest(jobs, count, buf);
 }
 #endif
 
@@ -860,6 +860,7 @@ send_batches(PyObject *self, PyObject *args, PyObject *kwargs)
                 }
                 else {
                     j->fd = w->fd;
+                    j->done = NOT_WRITTEN;
                     writes++;
                 }
             }
@@ -887,11 +888,7 @@ send_batches(PyObject *self, PyObject *args, PyObject *kwargs)
 #endif
         {
             Py_BEGIN_ALLOW_THREADS
-            for (Py_ssize_t i = 0; i < count; i++) {
-                job_t *j = &jobs[i];
-                if (j->fd >= 0)
-                    j->done = put(j->fd, buf + j->at, j->n, &j->err);
-            }
+            put_rest(jobs, count, buf);
             Py_END_ALLOW_THREADS
         }
     }

@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator
 import pcap
 
 from ..net.packet import DLT_EN10MB
-from ..speedups import pick
+from ..speedups import load_native
 
 __all__ = ["CaptureOpenError", "LiveCapture", "build_bpf", "drop_privileges", "parse_port_range", "parse_ports"]
 
@@ -169,7 +169,7 @@ class CollectorPy:
         return n
 
 
-_native, COLLECTORS = pick("fastpath")      # the C collector is in the fast path's extension
+_native = load_native("_fastpath")      # the C collector is in the fast path's extension
 Collector = _native.Collector if _native is not None else CollectorPy
 
 
@@ -356,14 +356,15 @@ class LiveCapture:
                 if got:
                     self.packets += got
                     self.bytes += collect.take_bytes()
-                if got < limit - before or len(pending) >= limit:
+                drained = got < limit - before      # dispatch took all the ring held
+                if drained or len(pending) >= limit:
                     # the ring is empty, or the batch is full: hand it over
-                    if pending and got < limit - before and self.hold_until != float("-inf"):
+                    if pending and drained and self.hold_until != float("-inf"):
                         # hold until the consumer says (before it can see the batch and say)
                         self.hold_until = max(self.hold_until, mark + self.poll_s)
                     if pending and self._push(pending):
                         pending = collect.batch = []
-                    if not pending and got < limit - before:
+                    if not pending and drained:
                         self._drained_until = mark
                 t = time.monotonic()
                 if t >= next_stats:
