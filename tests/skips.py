@@ -1,4 +1,7 @@
-"""Skip conditions shared by the tests: the C extensions, and permission to capture."""
+"""Skip conditions shared by the tests: the C extensions, permission to capture, network namespaces."""
+
+import os
+import subprocess
 
 from rtp2ws.speedups import disabled
 
@@ -18,3 +21,14 @@ def can_capture() -> bool:
         return True
     except CaptureOpenError:
         return False
+
+
+def netns_problem() -> str | None:
+    """Why this process cannot make a network namespace (tried: one is added and
+    deleted again), or None when it can.  Needs root and ip(8)."""
+    name = f"r2wprobe{os.getpid()}"
+    r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"cannot create network namespaces here: {r.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    return None

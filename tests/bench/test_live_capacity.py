@@ -19,6 +19,7 @@ import pytest
 from rtp2ws.bench import capgen
 
 from paths import ROOT
+from skips import netns_problem
 
 PY = sys.executable
 SCRIPT = ROOT / "benchmarks" / "live_capacity.py"
@@ -31,12 +32,7 @@ def _skip_reason() -> str | None:
         return "needs ip(8) (iproute2)"
     if importlib.util.find_spec("dpkt") is None:
         return "the reference pipeline needs dpkt: pip install 'rtp2ws[bench]'"
-    name = f"r2wprobe{os.getpid()}"
-    r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if r.returncode != 0:
-        return f"cannot create network namespaces here: {r.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)
-    return None
+    return netns_problem()
 
 
 SKIP = _skip_reason()

@@ -34,6 +34,7 @@ import callgen
 import netgen
 from callgen import Party, tone
 from paths import ROOT, TOOLS
+from skips import netns_problem
 
 TEE = ROOT / "deploy" / "iptables" / "tee.sh"
 PY = sys.executable
@@ -68,12 +69,7 @@ def _namespaces_work():
     why = _ensure_tools()
     if why:
         return why
-    name = f"r2wprobe{os.getpid()}"
-    r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    if r.returncode != 0:
-        return f"cannot create network namespaces here: {r.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)
-    return None
+    return netns_problem()
 
 
 SKIP = _namespaces_work()

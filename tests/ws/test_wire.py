@@ -48,6 +48,21 @@ def twin(request):
 
 
 @pytest.fixture
+def ring():
+    """rtp2ws._wsframe with its writes through io_uring (skipped where they cannot be),
+    put back as the environment says afterwards."""
+    if "native" not in wire_mod.TWINS:
+        pytest.skip("rtp2ws._wsframe is not built (or RTP2WS_NO_NATIVE is set)")
+    from rtp2ws import _wsframe
+    try:
+        if not _wsframe.use_uring(True):
+            pytest.skip(f"io_uring is not in use: {_wsframe.uring_info()}")
+        yield _wsframe
+    finally:
+        _wsframe.use_uring(uring_default())
+
+
+@pytest.fixture
 def Wire(twin):  # noqa: N802 - the class under test
     return wire_mod.TWINS[twin][0]
 
@@ -309,6 +324,15 @@ def pcm(offset: int, n: int = 320) -> bytes:
     return b"".join(((offset + i) & 0x7FFF).to_bytes(2, "little") for i in range(n))
 
 
+def close_all(wires, pairs) -> None:
+    """Close the wires, then both ends of every socket pair."""
+    for w in wires:
+        w.close()
+    for a, b in pairs:
+        a.close()
+        b.close()
+
+
 def big_pair():
     a, b = socket.socketpair()
     a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
@@ -355,11 +379,7 @@ def test_send_batches_writes_frames_a_server_accepts_in_order_with_the_pings(twi
             assert all(f.fin and not (f.rsv1 or f.rsv2 or f.rsv3) for f in frames)
             assert not ob.pending and ob.expected == 60 * 320 and ob.retained_samples == 1000 * 16   # resend_ms
     finally:
-        for w in wires:
-            w.close()
-        for a, b in pairs:
-            a.close()
-            b.close()
+        close_all(wires, pairs)
 
 
 def test_a_full_socket_keeps_the_tail_and_the_rest_waits_in_the_outbox(twin, Wire):
@@ -448,11 +468,7 @@ def test_a_failing_take_is_handed_back_and_the_others_go_on(twin, Wire):
         assert [(i, flags, type(e)) for i, flags, e in attention] == [(1, FAILED, TypeError)]
         assert wires[0].written == wires[2].written == 8 + 640 and wires[1].written == 0
     finally:
-        for w in wires:
-            w.close()
-        for a, b in pairs:
-            a.close()
-            b.close()
+        close_all(wires, pairs)
 
 
 @pytest.mark.skipif("native" not in wire_mod.TWINS, reason="rtp2ws._wsframe is not built")
@@ -548,64 +564,50 @@ def test_the_c_send_batches_does_what_the_python_twin_does(seed):
         assert pings >= 1
     finally:
         for obs, _, wires, pairs, _ in sides.values():
-            for w in wires:
-                w.close()
-            for a, b in pairs:
-                a.close()
-                b.close()
+            close_all(wires, pairs)
 
 
-def test_the_c_writes_go_through_io_uring_and_a_forked_child_makes_its_own_ring():
+def test_the_c_writes_go_through_io_uring_and_a_forked_child_makes_its_own_ring(ring):
     """With io_uring on, send_batches' writes are sends through the ring (counted), the
     peers read every frame; a forked child (``--workers``) does not use its parent's
     ring but makes its own, and the parent's still works after."""
-    from rtp2ws import _wsframe
-    if not _wsframe.use_uring(True):
-        pytest.skip(f"io_uring is not in use: {_wsframe.uring_info()}")
-    try:
-        def one_round(n):
-            pairs = [big_pair() for _ in range(n)]
-            obs = [outbox_of("native", i) for i in range(n)]
-            wires = [_wsframe.Wire(a.fileno(), threading.RLock()) for a, _ in pairs]
-            try:
-                before = _wsframe.uring_info()
-                for ob in obs:
-                    ob.push_audio(pcm(0))
-                assert _wsframe.send_batches(list(zip(obs, wires, strict=True)), 64 * 1024) == []
-                after = _wsframe.uring_info()
-                got = [parse_frames(drain(b)) for _, b in pairs]
-                return (after["sends"] - before["sends"], after["calls"] - before["calls"],
-                        [[f.data for f in frames] for frames in got])
-            finally:
-                for w in wires:
-                    w.close()
-                for a, b in pairs:
-                    a.close()
-                    b.close()
+    _wsframe = ring
 
-        assert one_round(3) == (3, 1, [[pcm(0)]] * 3)
-        pid = os.fork()
-        if pid == 0:                                  # the child: exit code says how it went
-            ok = False
-            try:
-                ok = one_round(2) == (2, 1, [[pcm(0)]] * 2) and _wsframe.uring_info()["state"] == "on"
-            finally:
-                os._exit(0 if ok else 1)
-        _, status = os.waitpid(pid, 0)
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-        assert one_round(2) == (2, 1, [[pcm(0)]] * 2)
-        assert not _wsframe.use_uring(False)           # off: write(2)s, not counted
-        assert one_round(2)[:2] == (0, 0)
-    finally:
-        _wsframe.use_uring(uring_default())
+    def one_round(n):
+        pairs = [big_pair() for _ in range(n)]
+        obs = [outbox_of("native", i) for i in range(n)]
+        wires = [_wsframe.Wire(a.fileno(), threading.RLock()) for a, _ in pairs]
+        try:
+            before = _wsframe.uring_info()
+            for ob in obs:
+                ob.push_audio(pcm(0))
+            assert _wsframe.send_batches(list(zip(obs, wires, strict=True)), 64 * 1024) == []
+            after = _wsframe.uring_info()
+            got = [parse_frames(drain(b)) for _, b in pairs]
+            return (after["sends"] - before["sends"], after["calls"] - before["calls"],
+                    [[f.data for f in frames] for frames in got])
+        finally:
+            close_all(wires, pairs)
+
+    assert one_round(3) == (3, 1, [[pcm(0)]] * 3)
+    pid = os.fork()
+    if pid == 0:                                  # the child: exit code says how it went
+        ok = False
+        try:
+            ok = one_round(2) == (2, 1, [[pcm(0)]] * 2) and _wsframe.uring_info()["state"] == "on"
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert one_round(2) == (2, 1, [[pcm(0)]] * 2)
+    assert not _wsframe.use_uring(False)           # off: write(2)s, not counted
+    assert one_round(2)[:2] == (0, 0)
 
 
-def test_the_c_writes_to_a_descriptor_that_is_no_socket_fall_back_to_write():
+def test_the_c_writes_to_a_descriptor_that_is_no_socket_fall_back_to_write(ring):
     """A send through the ring on a pipe answers ENOTSOCK: the bytes go by write(2)
     instead, as before the ring, and the wire is not broken."""
-    from rtp2ws import _wsframe
-    if not _wsframe.use_uring(True):
-        pytest.skip(f"io_uring is not in use: {_wsframe.uring_info()}")
+    _wsframe = ring
     r, w = os.pipe()
     try:
         ob = outbox_of("native")
@@ -620,4 +622,3 @@ def test_the_c_writes_to_a_descriptor_that_is_no_socket_fall_back_to_write():
     finally:
         os.close(r)
         os.close(w)
-        _wsframe.use_uring(uring_default())
