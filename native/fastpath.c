@@ -483,23 +483,9 @@ FastPath_arm(FastPath *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OIOIILIpILdL", &src_obj, &sport, &dst_obj, &dport, &ssrc, &next_ext, &pt,
                           &alaw, &expect_ts, &last_ts_ext, &last_arrival, &base))
         return NULL;
-    Py_buffer src, dst;
-    if (ip_arg(src_obj, &src) < 0)
-        return NULL;
-    if (ip_arg(dst_obj, &dst) < 0) {
-        PyBuffer_Release(&src);
-        return NULL;
-    }
     uint8_t key[KEY_LEN];
-    int same = src.len == dst.len;
-    if (same)
-        make_key(key, src.buf, dst.buf, (int)src.len, sport & 0xFFFF, dport & 0xFFFF);
-    PyBuffer_Release(&src);
-    PyBuffer_Release(&dst);
-    if (!same) {
-        PyErr_SetString(PyExc_ValueError, "source and destination are of different IP versions");
+    if (flow_key(key, src_obj, sport, dst_obj, dport) < 0)
         return NULL;
-    }
     if (table_find(self, key) >= 0) {
         PyErr_SetString(PyExc_ValueError, "flow is already armed");
         return NULL;
