@@ -56,6 +56,14 @@ def extra_tag(tag: str, n: int) -> str:
     return f"{tag}#{n}"
 
 
+def remember_flow(own: dict[Flow, bool], flow: Flow) -> None:
+    """``flow`` becomes the newest of a leg's ``own_flows``, which keep the last OWN_FLOWS."""
+    own.pop(flow, None)
+    own[flow] = True
+    if len(own) > OWN_FLOWS:
+        del own[next(iter(own))]
+
+
 # 8 kHz audio waiting to be resampled: an array, a gap's silence as its length, or
 # a packet's (codec, payload) still to decode.
 Pending = int | tuple[str, bytes] | np.ndarray
@@ -164,11 +172,7 @@ class MediaLeg:
         ``expect`` is what signalling expected of the leg's flows at that moment."""
         self.flow = flow
         self.flow_expect = expect
-        own = self.own_flows
-        own.pop(flow, None)
-        own[flow] = True
-        if len(own) > OWN_FLOWS:
-            del own[next(iter(own))]
+        remember_flow(self.own_flows, flow)
 
     def add_flow(self, src: str, dst: str) -> None:
         """List a flow the leg's packets came on, as text (``flows``: the pipeline lists

@@ -19,7 +19,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Mapping
 
-from ..media.leg import OWN_FLOWS
+from ..media.leg import remember_flow
 from ..signalling.correlator import Addr, Flow
 
 ONCE = "once"         # every worker counts it identically (every packet, all signalling): taken once
@@ -128,8 +128,4 @@ class ForeignLeg:
         """``MediaLeg.take_flow``."""
         self.flow = flow
         self.flow_expect = expect
-        own = self.own_flows
-        own.pop(flow, None)
-        own[flow] = True
-        if len(own) > OWN_FLOWS:
-            del own[next(iter(own))]
+        remember_flow(self.own_flows, flow)
