@@ -584,7 +584,7 @@ class Stream:
             return 0
         outbox = self.outbox
         frames = outbox.take(self._out, BATCH_BYTES)
-        if outbox.pending:
+        if outbox.pending and not self._dirty:    # marked already: the task's own take
             self._sender._mark(self)
         elif outbox.ended:
             self._wake()
@@ -1093,7 +1093,7 @@ class Sender:
             wire = stream._wire
             if wire is not None:
                 stream._dirty = False
-                if wire in wires:     # marked twice (a take of the task's own marks it again)
+                if wire in wires:     # marked twice (every _mark caller checks _dirty: a guard)
                     continue
                 try:
                     if stream._may_take():

@@ -1275,3 +1275,44 @@ def test_a_live_stream_holds_one_task_no_handshake_headers_and_drops_what_the_se
                for refs in seen["wake"])
     assert all(a >= (total - 60) * FRAME for a in acknowledged)      # pongs read while messages came
     assert all(st.done and st.acknowledged == total * FRAME and st.undelivered_samples == 0 for st in streams)
+
+
+def test_a_task_flush_that_leaves_more_does_not_mark_a_marked_stream_twice(tmp_path):
+    """A TLS stream (no wire: the sender takes its batch itself) marked by the audio it was
+    given, then flushed by its own task (``_flush_now``, as after connecting or a drain)
+    with more left than a batch: the task's take must not mark it a second time, else the
+    next flush took two batches into one write with keys for one, and the stream was
+    given up as an internal error.  Every frame arrives once, in order."""
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    n = 400                                             # 8 s of frames: 256 KB, four batches
+
+    async def main():
+        sink = await Sink().start(ssl=server_ctx)
+        sender = Sender(SenderConfig(url=f"wss://127.0.0.1:{sink.port}/audio", ca_file=str(ca_file),
+                                     max_buffer_ms=60_000, resend_ms=60_000))
+        st = sender.open_stream("m1", start_msg("m1"))
+        for _ in range(200):
+            if st._live is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert st._live is not None and st._wire is None    # TLS: no wire
+        with sender._lock:
+            for i in range(n):
+                st.send_audio(frame(i * FRAME))             # marks it, the loop's flush is due
+            st._flush_now()                                 # the task's own flush, before it
+            assert sender._dirty.count(st) == 1
+        st.end(end_msg("m1"))
+        await sender.drain(10)
+        await sender.close()
+        await sink.stop()
+        return sink, st
+
+    sink, st = run(main())
+    assert st.done and not st.given_up
+    audio, _, end = assemble(sink.conns)
+    assert [audio[k] for k in sorted(audio)] == [frame(i * FRAME) for i in range(n)]
+    assert sorted(audio) == [i * FRAME for i in range(n)] and end["stream_id"] == "m1"
