@@ -58,9 +58,11 @@ if os.environ.get("RTP2WS_NO_NATIVE", "") in ("", "0"):
         Extension("rtp2ws._native", sources=["native/_native.c", "native/g711.c", "native/resample.c"],
                   depends=["native/native.h"], extra_compile_args=aligned),
         # batch reading of capture files and the in-order RTP fast path (links libpcap):
-        # one C file per Python twin (rtp2ws.capture.file.Reader, rtp2ws.fastpath.twin.FastPath)
+        # one C file per Python twin (rtp2ws.capture.file.Reader, rtp2ws.capture.live.LiveReaderPy,
+        # rtp2ws.fastpath.twin.FastPath)
         # (with the 2x filter of native/resample.c, for the legs it streams itself)
-        Extension("rtp2ws._fastpath", sources=["native/capture_file.c", "native/fastpath.c", "native/resample.c"],
+        Extension("rtp2ws._fastpath",
+                  sources=["native/capture_file.c", "native/capture_live.c", "native/fastpath.c", "native/resample.c"],
                   depends=["native/capture_file.h", "native/native.h"], libraries=["pcap"],
                   extra_compile_args=aligned),
         # WebSocket framing and masking of many messages at once, the stream queue and the

@@ -55,6 +55,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import signal
 import socket
 import struct
@@ -311,8 +312,7 @@ class Sender:
 # =========================================================================== one pipeline's run
 
 SUMMARY = re.compile(r"(?P<packets>\d+) packets captured, (?P<kernel_drops>\d+) dropped by the kernel, "
-                     r"(?P<interface_drops>\d+) by the interface, (?P<overflow_packets>\d+) by capture-queue "
-                     r"overflow; (?P<calls>\d+) calls, (?P<legs>\d+) legs with audio")
+                     r"(?P<interface_drops>\d+) by the interface; (?P<calls>\d+) calls, (?P<legs>\d+) legs with audio")
 STREAMS = re.compile(r"streamed (?P<streams>\d+) streams, (?P<reconnects>\d+) reconnects, "
                      r"(?P<dropped_ms>\d+) ms dropped, (?P<undelivered_ms>\d+) ms undelivered")
 
@@ -367,7 +367,7 @@ def run_pipeline(name: str, cmd: list[str], veth: Veth, capture: str, info: dict
     threads = [[tid, comm, round(u - th0.get(tid, ("", 0.0, 0.0))[1], 2), round(k - th0.get(tid, ("", 0.0, 0.0))[2], 2)]
                for tid, (comm, u, k) in sorted(th1.items())]
     sink_frames = (sink_stats or {}).get("binary")
-    drops = {k: got.get(k) for k in ("kernel_drops", "interface_drops", "overflow_packets") if k in got}
+    drops = {k: got.get(k) for k in ("kernel_drops", "interface_drops") if k in got}
     carried = (not any(drops.values()) and sink_frames == expected and sent["errors"] == 0
                and sent["behind_s"] <= behind_limit())
     raw = calls * seconds / cpu if cpu > 0 else None
@@ -407,7 +407,7 @@ def behind_limit() -> float:
 
 def line(e: dict) -> str:
     figure = f"{e['calls_per_core']:8.0f}" if e["calls_per_core"] else "       -"
-    drops = ", ".join(f"{k} {e[k]}" for k in ("kernel_drops", "interface_drops", "overflow_packets") if k in e)
+    drops = ", ".join(f"{k} {e[k]}" for k in ("kernel_drops", "interface_drops") if k in e)
     s = e["sender"]
     return (f"  {e['pipeline']:<10} {figure} calls per core  {e['cpu_s']:6.2f} s CPU ({e['cpu_sys_s']:.2f} sys) "
             f"over {e['window_s']:.1f} s "
@@ -428,7 +428,7 @@ def run(args: argparse.Namespace) -> dict:
     children: list = []
     doc: dict = {"version": 1, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(),
                  "commit": git_commit(), "calls": args.calls, "seconds": info["seconds"], "workers": args.workers,
-                 "settle_s": args.settle, "capture": capture, "capture_packets": info["packets"],
+                 "settle_s": args.settle, "rtp2ws_args": args.rtp2ws_args, "capture": capture, "capture_packets": info["packets"],
                  "netns": veth.ns, "interface": veth.capture, "peer": veth.peer,
                  "cpu_window": "from the sender's first frame to --settle seconds after its last"}
     print(f"live capacity: {args.calls} calls x {info['seconds']:g} s, {info['packets']} frames, on veth "
@@ -436,7 +436,7 @@ def run(args: argparse.Namespace) -> dict:
     try:
         veth.open()
         runs = [("rtp2ws", [PY, "-m", "rtp2ws.cli", "live", "-i", veth.capture, "--ws-url", "{url}",
-                            "--workers", str(args.workers)])]
+                            "--workers", str(args.workers), *shlex.split(args.rtp2ws_args)])]
         if args.reference:
             runs.append(("reference", [PY, str(ROOT / "benchmarks" / "reference_pipeline.py"), "--live",
                                        veth.capture, "--ws-url", "{url}"]))
@@ -467,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=20.0, help="call length")
     ap.add_argument("--workers", type=int, default=1, help="rtp2ws live --workers")
+    ap.add_argument("--rtp2ws-args", default="",
+                    help="more options for rtp2ws live, one string (e.g. \"--frame-ms 100 --flush-ms 100\")")
     ap.add_argument("--no-reference", dest="reference", action="store_false", help="rtp2ws only")
     ap.add_argument("--settle", type=float, default=1.0,
                     help="seconds after the sender's end before the SIGTERM, counted (the calls' ends)")

@@ -20,7 +20,7 @@
 /* latest capture time taken as it is: 9999-12-31T23:59:59Z (rtp2ws.capture.file.MAX_TIMESTAMP) */
 #define MAX_TIMESTAMP 253402300799.0
 
-static PyObject *ReadError;
+PyObject *capture_ReadError;
 
 static int
 Reader_init(Reader *self, PyObject *args, PyObject *kwds)
@@ -99,6 +99,10 @@ capture_reader_next(Reader *r, double *ts_out, const uint8_t **data_out, Py_ssiz
     const u_char *data;
     int rc = pcap_next_ex(r->pcap, &hdr, &data);
     if (rc != 1) {
+        if (rc == 0 && r->live) {         /* non-blocking: the ring is empty now */
+            r->waiting = 1;
+            return 2;
+        }
         if (rc == PCAP_ERROR) {
             const char *msg = pcap_geterr(r->pcap);
             size_t n = strlen(msg) + 1;
@@ -117,8 +121,10 @@ capture_reader_next(Reader *r, double *ts_out, const uint8_t **data_out, Py_ssiz
         return 0;
     }
     r->packets_read++;
+    r->waiting = 0;
+    r->nbytes += hdr->caplen;
     /* tv_usec holds nanoseconds here; as pypcap computes it, so both readers give the same float */
-    double ts = (double)hdr->ts.tv_sec + (double)hdr->ts.tv_usec / 1000000000.0;
+    double ts = (double)hdr->ts.tv_sec + (double)hdr->ts.tv_usec / (r->usec ? 1000000.0 : 1000000000.0);
     if (!(ts >= 0.0 && ts <= MAX_TIMESTAMP)) {   /* as rtp2ws.capture.file.CaptureFile.batches */
         if (r->bad_timestamps++ == 0)
             r->first_bad_timestamp = r->packets_read;
@@ -154,7 +160,7 @@ capture_reader_raise(Reader *r)
 {
     if (r->error == NULL)
         return 0;
-    PyErr_SetString(ReadError, r->error);
+    PyErr_SetString(capture_ReadError, r->error);
     PyMem_Free(r->error);
     r->error = NULL;
     return -1;
@@ -186,7 +192,7 @@ PyTypeObject capture_ReaderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "rtp2ws._fastpath.Reader",
     .tp_basicsize = sizeof(Reader),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,    /* LiveReader (native/capture_live.c) */
     .tp_doc = "Reader(path): a pcap or pcapng file opened with libpcap, read by FastPath.run.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Reader_init,
@@ -196,140 +202,13 @@ PyTypeObject capture_ReaderType = {
     .tp_getset = Reader_getset,
 };
 
-/* ------------------------------------------------------------------ Collector
- * The live capture thread's pypcap callback (rtp2ws.capture.live.CollectorPy is the
- * twin): collector(ts, frame) appends (ts, frame) to collector.batch and counts the
- * bytes, without a Python frame per packet (the closure it replaces cost about 0.4 us
- * a packet of the capture thread's time). */
-typedef struct {
-    PyObject_HEAD
-    PyObject *batch;              /* a list */
-    long long nbytes;
-} Collector;
-
-static int
-Collector_init(Collector *self, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"batch", NULL};
-    PyObject *batch;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!", kwlist, &PyList_Type, &batch))
-        return -1;
-    Py_XSETREF(self->batch, Py_NewRef(batch));
-    self->nbytes = 0;
-    return 0;
-}
-
-static PyObject *
-Collector_call(Collector *self, PyObject *args, PyObject *kwds)
-{
-    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
-        PyErr_SetString(PyExc_TypeError, "Collector takes no keyword arguments");
-        return NULL;
-    }
-    if (PyTuple_GET_SIZE(args) < 2) {
-        PyErr_SetString(PyExc_TypeError, "Collector(ts, frame, ...) needs the time and the frame");
-        return NULL;
-    }
-    PyObject *frame = PyTuple_GET_ITEM(args, 1);
-    Py_ssize_t n = PyObject_Length(frame);
-    if (n < 0)
-        return NULL;
-    PyObject *item = PyTuple_GetSlice(args, 0, 2);
-    if (item == NULL)
-        return NULL;
-    int r = PyList_Append(self->batch, item);
-    Py_DECREF(item);
-    if (r < 0)
-        return NULL;
-    self->nbytes += n;
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-Collector_get_batch(Collector *self, void *closure)
-{
-    (void)closure;
-    return Py_NewRef(self->batch);
-}
-
-static int
-Collector_set_batch(Collector *self, PyObject *value, void *closure)
-{
-    (void)closure;
-    if (value == NULL || !PyList_Check(value)) {
-        PyErr_SetString(PyExc_TypeError, "batch must be a list");
-        return -1;
-    }
-    Py_XSETREF(self->batch, Py_NewRef(value));
-    return 0;
-}
-
-static PyObject *
-Collector_take_bytes(Collector *self, PyObject *unused)
-{
-    (void)unused;
-    long long n = self->nbytes;
-    self->nbytes = 0;
-    return PyLong_FromLongLong(n);
-}
-
-static int
-Collector_traverse(Collector *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->batch);
-    return 0;
-}
-
-static int
-Collector_clear(Collector *self)
-{
-    Py_CLEAR(self->batch);
-    return 0;
-}
-
-static void
-Collector_dealloc(Collector *self)
-{
-    PyObject_GC_UnTrack(self);
-    Collector_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static PyMethodDef Collector_methods[] = {
-    {"take_bytes", (PyCFunction)Collector_take_bytes, METH_NOARGS,
-     "take_bytes() -> int: the frames' bytes collected since the last call."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef Collector_getset[] = {
-    {"batch", (getter)Collector_get_batch, (setter)Collector_set_batch, "the list appended to", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PyTypeObject CollectorType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "rtp2ws._fastpath.Collector",
-    .tp_basicsize = sizeof(Collector),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Collector(batch): pypcap's dispatch callback; (ts, frame) appended to batch, bytes counted.",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Collector_init,
-    .tp_call = (ternaryfunc)Collector_call,
-    .tp_dealloc = (destructor)Collector_dealloc,
-    .tp_traverse = (traverseproc)Collector_traverse,
-    .tp_clear = (inquiry)Collector_clear,
-    .tp_methods = Collector_methods,
-    .tp_getset = Collector_getset,
-};
-
 int
 capture_file_add(PyObject *m)
 {
-    if (PyType_Ready(&capture_ReaderType) < 0 || PyType_Ready(&CollectorType) < 0
-        || PyModule_AddObjectRef(m, "Collector", (PyObject *)&CollectorType) < 0)
+    if (PyType_Ready(&capture_ReaderType) < 0)
         return -1;
-    ReadError = PyErr_NewException("rtp2ws._fastpath.ReadError", NULL, NULL);
-    if (ReadError == NULL || PyModule_AddObjectRef(m, "ReadError", ReadError) < 0
+    capture_ReadError = PyErr_NewException("rtp2ws._fastpath.ReadError", NULL, NULL);
+    if (capture_ReadError == NULL || PyModule_AddObjectRef(m, "ReadError", capture_ReadError) < 0
         || PyModule_AddObjectRef(m, "Reader", (PyObject *)&capture_ReaderType) < 0)
         return -1;
     return 0;

@@ -27,14 +27,22 @@ typedef struct {
     double held_ts;
     const uint8_t *held_data;     /* libpcap's buffer: valid until the next read, which returns it */
     Py_ssize_t held_len;
+    /* a live handle (LiveReader, native/capture_live.c): a read that finds the ring empty is
+     * not the end */
+    int live;
+    int waiting;                  /* the last read found no packet (live) */
+    int usec;                     /* tv_usec holds microseconds (a live interface without nanoseconds) */
+    long long nbytes;             /* bytes of the packets read (live) */
 } Reader;
 
 extern PyTypeObject capture_ReaderType;
+extern PyObject *capture_ReadError;
 
 /* The next packet: 1 with *ts, *data and *len set (valid until the next call); 0 at the
- * end of the file (the handle is closed) or when the file broke off (the error is kept
- * back in r->error for capture_reader_raise); -1 with a Python exception set.  As
- * rtp2ws.capture.file.Reader.next_packet. */
+ * end of the file (the handle is closed) or when the capture broke off (the error is kept
+ * back in r->error for capture_reader_raise); 2 when a live handle has no packet now
+ * (r->waiting); -1 with a Python exception set.  As rtp2ws.capture.file.Reader.next_packet
+ * and rtp2ws.capture.live.LiveReaderPy.next_packet. */
 int capture_reader_next(Reader *r, double *ts, const uint8_t **data, Py_ssize_t *len);
 
 /* The packet capture_reader_next just returned is read again by its next call (nothing is
@@ -46,5 +54,8 @@ int capture_reader_raise(Reader *r);
 
 /* Add Reader and ReadError to the module. */
 int capture_file_add(PyObject *module);
+
+/* Add LiveReader (native/capture_live.c) to the module, after capture_file_add. */
+int capture_live_add(PyObject *module);
 
 #endif

@@ -48,6 +48,7 @@
 #define RUN_EOF 0
 #define RUN_TICK 1
 #define RUN_PAUSE 2
+#define RUN_IDLE 3                /* a live reader has no packet now (reader.waiting) */
 
 /* rtp2ws.net.packet's LINK_* kinds: how to find the IP header */
 enum { LINK_ETHERTYPE = 1, LINK_IP, LINK_IPV4, LINK_IPV6, LINK_AF, LINK_AF_NET };
@@ -1100,8 +1101,9 @@ take_packet(FastPath *fp, double ts, const uint8_t *d, Py_ssize_t len)
     return 1;
 }
 
-/* run(reader, deadline, budget, until=inf) -> (ts, frame) for Python, RUN_TICK, RUN_EOF, or
- * RUN_PAUSE: the next packet is at or after until, and stays in the reader (held_ts) */
+/* run(reader, deadline, budget, until=inf) -> (ts, frame) for Python, RUN_TICK, RUN_EOF,
+ * RUN_PAUSE: the next packet is at or after until, and stays in the reader (held_ts), or
+ * RUN_IDLE: a live reader (LiveReader) has no packet now */
 static PyObject *
 FastPath_run(FastPath *self, PyObject *args)
 {
@@ -1126,11 +1128,13 @@ FastPath_run(FastPath *self, PyObject *args)
         int rc = capture_reader_next(r, &ts, &data, &len);
         if (rc < 0)
             return NULL;
-        if (rc == 0) {
+        if (rc == 0 || rc == 2) {
             if (self->since_tick > 0) {   /* what was read before the end gets its tick first */
                 self->since_tick = 0;
                 return PyLong_FromLong(RUN_TICK);
             }
+            if (rc == 2)
+                return PyLong_FromLong(RUN_IDLE);
             continue;
         }
         if (ts >= until) {                /* not due yet: read again by the next run */
@@ -1199,7 +1203,7 @@ static PyMethodDef FastPath_methods[] = {
      "feed(batch, pos, deadline) -> index of the first (ts, frame) of batch[pos:] not taken"},
     {"run", (PyCFunction)FastPath_run, METH_VARARGS,
      "run(reader, deadline, budget, until=inf) -> (ts, frame) | TICK | EOF | PAUSE (the next packet is at or\n"
-     "after until: it stays in the reader, held_ts)"},
+     "after until: it stays in the reader, held_ts) | IDLE (a LiveReader has no packet now)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1243,7 +1247,8 @@ PyInit__fastpath(void)
         || PyModule_AddObjectRef(m, "FastPath", (PyObject *)&FastPathType) < 0
         || PyModule_AddIntConstant(m, "EOF", RUN_EOF) < 0
         || PyModule_AddIntConstant(m, "TICK", RUN_TICK) < 0
-        || PyModule_AddIntConstant(m, "PAUSE", RUN_PAUSE) < 0) {
+        || PyModule_AddIntConstant(m, "PAUSE", RUN_PAUSE) < 0
+        || PyModule_AddIntConstant(m, "IDLE", RUN_IDLE) < 0 || capture_live_add(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -9,7 +9,7 @@ contract between the fast path and the pipeline.
 from typing import Any, Final, final
 
 from _typeshed import StrOrBytesPath
-from typing_extensions import Buffer
+from typing_extensions import Buffer, disjoint_base
 
 EOF: Final[int]
 """``FastPath.run`` result: the capture file is at its end."""
@@ -17,11 +17,13 @@ TICK: Final[int]
 """``FastPath.run`` result: ``budget`` packets were read since the last tick."""
 PAUSE: Final[int]
 """``FastPath.run`` result: the next packet is at or after ``until``; it stays in the reader."""
+IDLE: Final[int]
+"""``FastPath.run`` result: a ``LiveReader`` has no packet now (``waiting``)."""
 
 class ReadError(Exception):
     """The capture broke off; ``str()`` is libpcap's message."""
 
-@final
+@disjoint_base
 class Reader:
     """A pcap or pcapng file opened with libpcap (nanosecond timestamps), read by FastPath.run."""
 
@@ -49,19 +51,29 @@ class Reader:
         """Close the capture file."""
 
 @final
-class Collector:
-    """pypcap's dispatch callback (rtp2ws.capture.live.CollectorPy): (ts, frame) appended to batch."""
+class LiveReader(Reader):
+    """A network interface opened with libpcap (immediate mode, non-blocking, nanosecond
+    timestamps where the interface has them), read by FastPath.run in the caller's thread
+    (rtp2ws.capture.live.LiveReaderPy is the twin)."""
 
     @property
-    def batch(self) -> list[tuple[float, bytes]]:
-        """The list appended to; set it to go on in another (called as ``(ts, frame)``)."""
-    @batch.setter
-    def batch(self, value: list[tuple[float, bytes]]) -> None: ...
-    def __init__(self, batch: list[tuple[float, bytes]]) -> None: ...
-    def __call__(self, *args: object, **kwargs: object) -> None:
-        """(ts, frame, ...): appends (ts, frame), counts the frame's bytes."""
-    def take_bytes(self) -> int:
-        """The frames' bytes collected since the last call."""
+    def waiting(self) -> bool:
+        """The last read found no packet in the ring (FastPath.run answered IDLE)."""
+    @property
+    def closed(self) -> bool:
+        """Closed (``close()``), or ended by libpcap."""
+    @property
+    def bytes(self) -> int:
+        """Bytes of the packets read."""
+    def __init__(self, interface: str, snaplen: int = 65535, promisc: bool = True,
+                 buffer_size: int = 67108864) -> None:
+        """Raises OSError with libpcap's message when the interface cannot be opened."""
+    def setfilter(self, text: str, /) -> None:
+        """Compile and apply a tcpdump-syntax filter (OSError with libpcap's message)."""
+    def fileno(self) -> int:
+        """The descriptor that polls readable when the ring holds a packet."""
+    def stats(self) -> tuple[int, int, int]:
+        """(received, dropped, interface_dropped): libpcap's 32-bit counters."""
 
 @final
 class FastPath:
@@ -136,6 +148,6 @@ class FastPath:
     def feed(self, batch: list[tuple[float, bytes]], pos: int, deadline: float, /) -> int:
         """Index of the first ``(ts, frame)`` of ``batch[pos:]`` not taken (``len(batch)``: all)."""
     def run(self, reader: Reader, deadline: float, budget: int, until: float = ..., /) -> tuple[float, bytes] | int:
-        """Read ``reader`` until a packet for Python ``(ts, frame)``, ``TICK``, ``EOF``, or ``PAUSE``
-        before a packet at or after ``until`` (read again next); raises ReadError when the capture
-        breaks off."""
+        """Read ``reader`` until a packet for Python ``(ts, frame)``, ``TICK``, ``EOF``, ``PAUSE``
+        before a packet at or after ``until`` (read again next), or ``IDLE`` when a ``LiveReader``
+        has no packet now; raises ReadError when the capture breaks off."""

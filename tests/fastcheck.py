@@ -70,7 +70,7 @@ def _by_leg(log) -> dict:
 def _drive(path, config, budget, backend, how, sink):
     """Replay ``path`` into ``sink``: packet at a time (``how`` None: ``feed_batch``), or
     through the fast path of ``backend`` read from the file (``"reader"``: ``run_reader``)
-    or handed lists of frames as live capture does (``"frames"``: ``feed_frames``).
+    or handed lists of frames (``"frames"``: ``feed_frames``).
     Returns (pipeline, the capture's error or None, packets the fast path took)."""
     error = None
     if how == "paced":

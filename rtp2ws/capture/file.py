@@ -236,6 +236,7 @@ class Reader:
         self._i = 0
         self._done = False
         self._held: tuple[float, bytes] | None = None   # handed back by a paced run: read next
+        self.waiting = False              # (a live reader's "no packet now"; a file has none)
 
     @property
     def held_ts(self) -> float | None:

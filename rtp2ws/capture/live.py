@@ -1,61 +1,51 @@
-"""Live capture adapter: a network interface in, ``(timestamp, frame)`` batches out.
+"""Live capture adapter: a network interface in, packets read by the decoder itself.
 
-The live twin of ``capture.CaptureFile``: libpcap (through pypcap) reads the
-interface in a thread of its own, and batches reach the decoder through a
-bounded queue.  No decoding here.
+The live twin of ``capture.file``: libpcap opens the interface (immediate mode,
+non-blocking, ``--buffer-mb`` of kernel ring) and the decoder's thread reads it
+with ``Pipeline.run_reader`` as replay reads a file.  The reader is the C
+``_fastpath.LiveReader`` (a ``Reader`` subtype that ``FastPath.run`` reads
+directly: in-order RTP on armed flows never becomes a Python object) or its
+twin ``LiveReaderPy`` (pypcap); both answer "no packet now" (``waiting``)
+distinctly from the end.  No decoding here.
 
-Threads and the GIL.  pypcap's ``dispatch`` calls ``pcap_dispatch`` without
-releasing the GIL, and with libpcap 1.10 on Linux a blocking ``pcap_dispatch``
-on an idle interface does not return at the read timeout (it polls the ring
-without one): the whole process would freeze, signal handlers included.  So the
-handle is non-blocking: the thread waits in ``select`` (which releases the GIL)
-and ``dispatch`` only takes what the ring already holds, at most
-``batch_packets`` at a time; each packet costs one short Python callback, and
-the interpreter can switch to the decoder between callbacks.
+No thread of its own.  A capture thread moving packets from the ring into a
+queue of Python batches costs a bytes, a float and a tuple per packet (measured:
+a fifth of the live process's CPU at 200 calls), and the kernel's ring is as
+good a buffer (64 MiB hold about 12 s of 200 calls' RTP).  What does not fit while
+the decoder is busy the kernel drops and counts (``kernel_drops``).
 
-Never blocking on the decoder.  A batch goes on the queue when the ring is
-empty or the batch is full.  While the queue is full the pending batch keeps
-growing (fewer, larger batches while the decoder catches up); once it is full
-too, it is dropped and its packets counted in ``overflow_packets``.  Memory is
-therefore bounded by ``(queue_batches + 1) * batch_packets`` frames.
+Waiting.  ``LiveCapture.wait(hold, timeout)`` waits in ``select`` on the handle
+(releasing the GIL), or, when the caller has no use for packets before ``hold``
+(the next hand-out, ``--flush-ms``), sleeps until then and lets the ring gather
+them: one wake per hand-out instead of one per packet.
 
-Waking no more than the consumer needs.  ``hold_until`` (wall-clock time, set by
-the consumer) tells the thread that packets are of no use before then: once the
-ring is empty it sleeps until that time (at most ``poll_s``) instead of waking for
-every packet, and then takes them all as one batch.  Live decoding sets it to the
-next hand-out (``--flush-ms``): with 200 calls that is one wake per 20 ms instead
-of one for nearly every packet.  The ring holds what comes meanwhile.  Between
-handing a batch over and the consumer's next word, the thread assumes the consumer
-wants the next one ``poll_s`` later, as long as its last word was a hold at all
-(else the first packet after the batch would wake it again, the consumer being
-busy with the batch).
-
-Only the capture thread touches the pcap handle (dispatch, stats, close): the
-kernel counters are read there every second, and once more when it stops.
+Only the reading thread touches the handle (read, wait, ``poll_stats``, stop): the
+kernel counters are read there once a second, and once more when it stops;
+``stats()`` may be called from any thread.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import queue
 import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pcap
 
 from ..net.packet import DLT_EN10MB
-from ..speedups import load_native
+from ..speedups import pick
+from .file import ReadError
 
-__all__ = ["CaptureOpenError", "LiveCapture", "build_bpf", "drop_privileges", "parse_port_range", "parse_ports"]
+__all__ = ["CaptureOpenError", "LiveCapture", "LiveReaderPy", "build_bpf", "drop_privileges", "live_reader_class",
+           "parse_port_range", "parse_ports"]
 
 log = logging.getLogger("rtp2ws.capture")
 
-STATS_EVERY_S = 1.0          # the capture thread reads the kernel counters this often
+STATS_EVERY_S = 1.0          # the reading thread reads the kernel counters this often
 U32 = 1 << 32                # libpcap's counters are 32-bit and wrap
 
 # Link types on which the default filter also matches inside 802.1Q/802.1ad tags.  libpcap
@@ -149,164 +139,208 @@ def _open_error(interface: str, message: str) -> CaptureOpenError:
     return CaptureOpenError(f"{interface}: cannot capture: {message}")
 
 
-class CollectorPy:
-    """pypcap's dispatch callback: ``(ts, frame)`` appended to ``batch``, the bytes
-    counted (``take_bytes``).  The twin of ``_fastpath.Collector``, which does the same
-    without a Python frame per packet."""
+class LiveReaderPy:
+    """Twin of ``_fastpath.LiveReader``: an interface opened with pypcap (immediate,
+    non-blocking), read a packet at a time by ``FastPath.run`` (``rtp2ws.fastpath.twin``)
+    in the caller's thread.  ``next_packet`` answers None with ``waiting`` set when the
+    kernel's ring holds no packet now; the caller waits on ``fileno()`` and reads again.
+    pypcap hands packets over ``BATCH`` at a time (``dispatch``)."""
 
-    __slots__ = ("batch", "_bytes")
+    BATCH = 256
 
-    def __init__(self, batch: list) -> None:
-        self.batch = batch
-        self._bytes = 0
+    def __init__(self, interface: str, snaplen: int = 65535, promisc: bool = True,
+                 buffer_size: int = 64 << 20) -> None:
+        self._pcap = pcap.pcap(name=interface, snaplen=snaplen, promisc=promisc, immediate=True,
+                               timeout_ms=100, buffer_size=buffer_size)
+        self._pcap.setnonblock(True)
+        self.linktype: int = self._pcap.datalink()
+        self.packets_read = 0
+        self.bytes = 0
+        self.waiting = False
+        self.error: str | None = None     # the capture broke off: libpcap's message, until raise_error
+        self._batch: list[tuple[float, bytes]] = []
+        self._i = 0
+        self._held: tuple[float, bytes] | None = None
 
-    def __call__(self, ts: float, frame: bytes, *_: object) -> None:
-        self.batch.append((ts, frame))
-        self._bytes += len(frame)
+    @property
+    def closed(self) -> bool:
+        return self._pcap is None
 
-    def take_bytes(self) -> int:
-        n, self._bytes = self._bytes, 0
-        return n
+    def setfilter(self, text: str) -> None:
+        if self._pcap is None:
+            raise ValueError("the capture is closed")
+        try:
+            self._pcap.setfilter(text)
+        except OSError as e:
+            msg = e.args[0] if e.args else str(e)
+            raise OSError(msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg)) from None
+
+    def fileno(self) -> int:
+        if self._pcap is None:
+            raise ValueError("the capture is closed")
+        return self._pcap.fileno()
+
+    def stats(self) -> tuple[int, int, int]:
+        if self._pcap is None:
+            raise ValueError("the capture is closed")
+        return tuple(self._pcap.stats())
+
+    def close(self) -> None:
+        if self._pcap is not None:
+            self._pcap.close()
+            self._pcap = None
+
+    @property
+    def held_ts(self) -> float | None:
+        return self._held[0] if self._held is not None else None
+
+    def hold(self, item: tuple[float, bytes]) -> None:
+        self._held = item
+
+    def _collect(self, ts: float, frame: bytes, *_: object) -> None:
+        self._batch.append((ts, frame))
+
+    def next_packet(self) -> tuple[float, bytes] | None:
+        """The next ``(ts, frame)``; None when the ring is empty now (``waiting``), when
+        the capture broke off (``error``) or once closed."""
+        if self._held is not None:
+            item, self._held = self._held, None
+            return item
+        if self._i >= len(self._batch):
+            if self._pcap is None:
+                return None
+            self._batch = []
+            self._i = 0
+            n = self._pcap.dispatch(self.BATCH, self._collect)
+            if n < 0:
+                err = self._pcap.geterr()
+                self.error = err.decode("utf-8", "replace") if isinstance(err, bytes) else str(err)
+                return None
+            if not self._batch:
+                self.waiting = True
+                return None
+        item = self._batch[self._i]
+        self._i += 1
+        self.waiting = False
+        self.packets_read += 1
+        self.bytes += len(item[1])
+        return item
+
+    def raise_error(self) -> None:
+        """Raise the kept-back error as ``ReadError`` (once), if there is one."""
+        if self.error is not None:
+            message, self.error = self.error, None
+            raise ReadError(message)
 
 
-_native = load_native("_fastpath")      # the C collector is in the fast path's extension
-Collector = _native.Collector if _native is not None else CollectorPy
+_native, BACKENDS = pick("fastpath")      # the C reader is in the fast path's extension
+
+
+def live_reader_class(backend: str | None = None):
+    """The live reader of ``backend`` (``native``, ``python``; default: the first of
+    ``BACKENDS``); ``Pipeline.run_reader`` takes the fast path that goes with it."""
+    backend = backend or BACKENDS[0]
+    if backend not in BACKENDS:
+        raise ValueError(f"fast path backend {backend!r} is not available (have {', '.join(BACKENDS)})")
+    if backend == "native":
+        assert _native is not None  # "native" is listed only when the extension is there
+        return _native.LiveReader
+    return LiveReaderPy
 
 
 class LiveCapture:
-    """Capture ``interface`` in a daemon thread; read batches with ``get``/``batches``.
+    """``interface`` open for capture, read in the caller's thread: ``reader`` (the C
+    ``LiveReader`` or its twin) goes to ``Pipeline.run_reader``; ``wait`` sleeps until
+    the ring has packets, or until a time before which the caller wants none.
 
-    ``bpf`` is the filter, or a function of the opened handle's link type that
-    returns it (``build_bpf``'s depends on the link type); ``self.bpf`` is the
-    filter applied."""
+    ``bpf`` is the filter, or a function of the opened handle's link type that returns
+    it (``build_bpf``'s depends on the link type); ``self.bpf`` is the filter applied.
+    Only the reading thread touches the handle (read, wait, ``poll_stats``, ``stop``);
+    ``stats()`` may be called from any thread."""
 
-    def __init__(self, interface: str, *, bpf: str | Callable[[int], str], snaplen: int = 65535, buffer_mb: int = 64,
-                 promisc: bool = True, immediate: bool = True, queue_batches: int = 64,
-                 batch_packets: int = 2048, poll_s: float = 0.02) -> None:
-        if queue_batches < 1 or batch_packets < 1:
-            raise ValueError("queue_batches and batch_packets must be at least 1")
+    def __init__(self, interface: str, *, bpf: str | Callable[[int], str], snaplen: int = 65535,
+                 buffer_mb: int = 64, promisc: bool = True, backend: str | None = None) -> None:
         if not 0 < snaplen <= 262144:
             raise ValueError("snaplen must be 1..262144")
         if buffer_mb < 1:
             raise ValueError("buffer_mb must be at least 1")
         self.interface = interface
-        self.batch_packets = batch_packets
-        self.poll_s = poll_s
         try:
-            self._pcap = pcap.pcap(name=interface, snaplen=snaplen, promisc=promisc, immediate=immediate,
-                                   timeout_ms=100, buffer_size=buffer_mb << 20)
+            self.reader = live_reader_class(backend)(interface, snaplen, promisc, buffer_mb << 20)
         except OSError as e:
             raise _open_error(interface, str(e)) from None
+        self.linktype: int = self.reader.linktype
         if callable(bpf):
-            bpf = bpf(self._pcap.datalink())
+            bpf = bpf(self.linktype)
         self.bpf: str = bpf
         try:
-            self._pcap.setfilter(bpf)
+            self.reader.setfilter(bpf)
         except OSError as e:
-            self._pcap.close()
-            msg = e.args[0] if e.args else str(e)
-            if isinstance(msg, bytes):
-                msg = msg.decode("utf-8", "replace")
-            raise CaptureOpenError(f"invalid capture filter {bpf!r}: {msg}") from None
-        self._pcap.setnonblock(True)
-        self.linktype: int = self._pcap.datalink()
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_batches)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        # capture thread writes, anyone reads (plain ints, or under _lock)
-        self.packets = 0
-        self.bytes = 0
-        self.overflow_packets = 0
-        self.overflow_batches = 0
-        self.batches_handed = 0           # queued for the consumer
+            self.reader.close()
+            raise CaptureOpenError(f"invalid capture filter {bpf!r}: {e}") from None
+        self._fd = self.reader.fileno()
         self.error: str | None = None
+        self.stopped = False
+        self._lock = threading.Lock()
         self._kernel = {"recv": 0, "drop": 0, "ifdrop": 0}   # 64-bit totals, under _lock
         self._raw: tuple[int, int, int] | None = None
-        # Wall-clock time before which every captured packet has been queued:
-        # with an empty queue, a decoder may run its timers up to here.
-        self._drained_until = time.time()
-        # Wall-clock time before which the consumer has no use for packets (any thread
-        # writes it, the capture thread reads it: a plain float)
-        self.hold_until = float("-inf")
+        self._next_stats = time.monotonic() + STATS_EVERY_S
+        self.wakes = 0                    # returns from wait()
         self._read_stats()
 
     def __repr__(self) -> str:
-        return f"LiveCapture({self.interface!r}, linktype={self.linktype}, {self.packets} packets)"
-
-    # -- consumer side ------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("capture already started")
-        self._thread = threading.Thread(target=self._run, name=f"capture-{self.interface}", daemon=True)
-        self._thread.start()
-
-    @property
-    def started(self) -> bool:
-        return self._thread is not None
+        return f"LiveCapture({self.interface!r}, linktype={self.linktype}, {self.reader.packets_read} packets)"
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return not self.stopped and self.error is None and not self.reader.closed
 
-    def get(self, timeout: float) -> list | None:
-        """The next batch; ``[]`` after ``timeout`` seconds without one; None once
-        the capture has stopped and everything it captured has been taken."""
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            if not self.running:
-                try:
-                    return self._queue.get_nowait()
-                except queue.Empty:
-                    return None
-            return []
+    def wait(self, hold: float, timeout: float) -> None:
+        """Return once the ring has a packet (at most ``timeout`` seconds), but not
+        before wall-clock time ``hold``: the caller has no use for packets before then,
+        and the ring gathers them meanwhile (releases the GIL either way)."""
+        now = time.time()
+        if hold > now:
+            time.sleep(min(hold - now, timeout))
+        else:
+            try:
+                select.select([self._fd], [], [], timeout)
+            except InterruptedError:
+                pass
+        self.wakes += 1
 
-    def batches(self, timeout: float = 0.02) -> Iterator[list]:
-        """Batches of ``(ts, frame)``; an empty list on timeout, so the consumer can
-        run its timers.  Ends when the capture has stopped and is drained."""
-        while True:
-            batch = self.get(timeout)
-            if batch is None:
-                return
-            yield batch
+    def failed(self, message: str) -> None:
+        """The capture broke off (a ``ReadError`` from the reader): nothing more is read."""
+        self.error = message
+        log.error("%s: capture failed: %s", self.interface, message)
 
-    def clock(self) -> float | None:
-        """A time up to which timers may run: every packet stamped before it has
-        been handed out.  None while a batch waits in the queue (take it first)."""
-        until = self._drained_until
-        if not self.running:
-            until = max(until, time.time())
-        if not self._queue.empty():
-            return None
-        return until
+    def poll_stats(self) -> None:
+        """Read the kernel's counters if a second has passed since the last time."""
+        t = time.monotonic()
+        if t >= self._next_stats:
+            self._read_stats()
+            self._next_stats = t + STATS_EVERY_S
 
     def stats(self) -> dict:
         with self._lock:
             k = dict(self._kernel)
+        r = self.reader
         return {
-            "packets": self.packets,
-            "bytes": self.bytes,
+            "packets": r.packets_read,
+            "bytes": r.bytes,
             "kernel_received": k["recv"],
             "kernel_drops": k["drop"],
             "interface_drops": k["ifdrop"],
-            "overflow_packets": self.overflow_packets,
-            "overflow_batches": self.overflow_batches,
-            "batches_handed": self.batches_handed,
-            "queued_batches": self._queue.qsize(),
             "running": self.running,
             "error": self.error,
         }
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread (it closes the handle).  Queued batches stay readable."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        elif self._pcap is not None:
-            self._pcap.close()
-            self._pcap = None
+    def stop(self) -> None:
+        """Read the counters a last time and close the handle."""
+        if not self.stopped:
+            self.stopped = True
+            self._read_stats()
+            self.reader.close()
 
     def __enter__(self) -> LiveCapture:
         return self
@@ -314,12 +348,10 @@ class LiveCapture:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    # -- capture thread -----------------------------------------------------------
-
     def _read_stats(self) -> None:
         try:
-            raw = self._pcap.stats()
-        except OSError:
+            raw = self.reader.stats()
+        except (OSError, ValueError):
             return
         with self._lock:
             if self._raw is not None:
@@ -328,78 +360,6 @@ class LiveCapture:
             else:
                 self._kernel = dict(zip(("recv", "drop", "ifdrop"), raw, strict=True))
             self._raw = tuple(raw)
-
-    def _run(self) -> None:
-        p = self._pcap
-        fd = p.fileno()
-        limit = self.batch_packets
-        pending: list = []
-        collect = Collector(pending)
-
-        next_stats = time.monotonic() + STATS_EVERY_S
-        try:
-            while not self._stop.is_set():
-                mark = time.time()
-                hold = self.hold_until - mark
-                if hold > 0 and not pending:
-                    # nothing wanted before then: let the ring gather it (releases the GIL)
-                    self._stop.wait(min(hold, self.poll_s))
-                    continue
-                before = len(pending)
-                n = p.dispatch(limit - before, collect)
-                if n < 0:
-                    err = p.geterr()
-                    self.error = err.decode("utf-8", "replace") if isinstance(err, bytes) else str(err)
-                    log.error("%s: capture failed: %s", self.interface, self.error)
-                    break
-                got = len(pending) - before
-                if got:
-                    self.packets += got
-                    self.bytes += collect.take_bytes()
-                drained = got < limit - before      # dispatch took all the ring held
-                if drained or len(pending) >= limit:
-                    # the ring is empty, or the batch is full: hand it over
-                    if pending and drained and self.hold_until != float("-inf"):
-                        # hold until the consumer says (before it can see the batch and say)
-                        self.hold_until = max(self.hold_until, mark + self.poll_s)
-                    if pending and self._push(pending):
-                        pending = collect.batch = []
-                    if not pending and drained:
-                        self._drained_until = mark
-                t = time.monotonic()
-                if t >= next_stats:
-                    self._read_stats()
-                    next_stats = t + STATS_EVERY_S
-                if got == 0 or pending:
-                    try:
-                        select.select([fd], [], [], self.poll_s)   # releases the GIL
-                    except InterruptedError:
-                        pass
-                    except OSError as e:
-                        if e.errno != errno.EINTR:
-                            raise
-        except Exception as e:
-            self.error = f"{type(e).__name__}: {e}"
-            log.exception("%s: capture thread failed", self.interface)
-        finally:
-            if pending:
-                self._push(pending, final=True)
-            self._read_stats()
-            p.close()
-            self._pcap = None
-
-    def _push(self, batch: list, final: bool = False) -> bool:
-        """True when the batch was queued or dropped, False when kept to grow."""
-        try:
-            self._queue.put_nowait(batch)
-            self.batches_handed += 1
-            return True
-        except queue.Full:
-            if len(batch) < self.batch_packets and not final:
-                return False
-            self.overflow_packets += len(batch)
-            self.overflow_batches += 1
-            return True
 
 
 # --------------------------------------------------------------------------- privileges

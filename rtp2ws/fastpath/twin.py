@@ -75,6 +75,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..capture.file import Reader, ReadError
+from ..capture.live import LiveReaderPy
 from ..codec.g711 import ALAW_TO_LINEAR, ULAW_TO_LINEAR
 from ..codec.resample import _PHASES_BYTES, _STEADY, FRAC_BITS
 from ..codec.resample import _numpy_upsample2x as _upsample
@@ -103,6 +104,7 @@ if _native is not None:
 EOF = 0
 TICK = 1
 PAUSE = 2     # run(): the next packet is at or after ``until`` and stays in the reader
+IDLE = 3      # run(): a live reader has no packet now (``reader.waiting``)
 MAX_PAYLOAD = 1024          # longest payload taken here (128 ms of G.711)
 RESYNC_SAMPLES = 4000.0     # rtp2ws.media.leg.RESYNC_SECONDS * CLOCK
 _H = struct.Struct("!H")
@@ -352,13 +354,14 @@ class FastPath:
 
     # -- the loop ------------------------------------------------------------------
 
-    def run(self, reader: Reader, deadline: float, budget: int,
+    def run(self, reader: Reader | LiveReaderPy, deadline: float, budget: int,
             until: float = float("inf")) -> tuple[float, bytes] | int:
         """(ts, frame) of the first packet not taken here, ``TICK`` after ``budget``
         packets since the last tick, ``EOF`` at the end of the file, ``PAUSE`` before a
-        packet at or after ``until`` (it stays in the reader: ``held_ts``, read next)."""
-        if not isinstance(reader, Reader):
-            raise TypeError("run() needs a rtp2ws.capture.file.Reader")
+        packet at or after ``until`` (it stays in the reader: ``held_ts``, read next),
+        ``IDLE`` when a live reader has no packet now."""
+        if not isinstance(reader, (Reader, LiveReaderPy)):
+            raise TypeError("run() needs a rtp2ws.capture.file.Reader or rtp2ws.capture.live.LiveReaderPy")
         next_packet = reader.next_packet
         while True:
             if self._since_tick >= budget:
@@ -373,7 +376,7 @@ class FastPath:
                     return TICK
                 if reader.error is not None:
                     continue
-                return EOF
+                return IDLE if reader.waiting else EOF
             ts, frame = item
             if ts >= until:
                 reader.hold(item)
@@ -486,10 +489,11 @@ def default_class() -> type[FastPath] | type[_fastpath.FastPath]:
 
 
 def for_reader(
-    reader: Reader | _fastpath.Reader,
+    reader: Reader | LiveReaderPy | _fastpath.Reader,
 ) -> tuple[type[FastPath] | type[_fastpath.FastPath], type[ReadError] | type[_fastpath.ReadError]]:
-    """``(FastPath class, ReadError class)`` that go with ``reader`` (``rtp2ws.capture.file.reader_class``)."""
-    if isinstance(reader, Reader):
+    """``(FastPath class, ReadError class)`` that go with ``reader`` (``rtp2ws.capture.file.reader_class``,
+    ``rtp2ws.capture.live.live_reader_class``)."""
+    if isinstance(reader, (Reader, LiveReaderPy)):
         return FastPath, ReadError
     assert _native is not None  # a reader other than the twin's is the extension's
     return _NativeFastPath, _NativeReadError

@@ -17,7 +17,7 @@ import heapq
 import itertools
 
 from ..fastpath.driver import FastDriver, Taken
-from ..fastpath.twin import PAUSE, TICK, default_class, for_reader
+from ..fastpath.twin import IDLE, PAUSE, TICK, default_class, for_reader
 from ..media.leg import EXTRA_LEGS, MediaLeg, extra_tag
 from ..media.rtp import KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP, classify, parse_rtp
 from ..net.packet import MalformedPacket, PacketDecoder
@@ -199,7 +199,9 @@ class Pipeline:
         """Feed packets from ``reader`` (``CaptureFile(..., native=True).reader``) until
         ``budget`` packets have been read since the last tick, or (paced) until the next
         one is at or after capture time ``until`` (it stays in the reader:
-        ``reader.held_ts``), then tick; False at the end of the file.  In-order RTP on
+        ``reader.held_ts``), then tick; False at the end of the file.  A live reader
+        (``capture.live.LiveCapture.reader``) also stops, with True, when its ring is
+        empty (``reader.waiting``; the packets before had their tick).  In-order RTP on
         armed flows is taken by the fast path (``rtp2ws.fastpath.twin``); every other
         packet goes through ``feed``.  The result is the same as feeding every packet,
         with a tick at the same places, with ``feed_batch``."""
@@ -215,12 +217,15 @@ class Pipeline:
             if r == TICK or r == PAUSE:
                 self.tick(self.now)
                 return True
+            if r == IDLE:
+                return True
             self.fast.take_all()
             return False
 
     def feed_frames(self, batch: list, fast_class=None) -> None:
-        """``feed_batch`` for live capture: the same result, with in-order RTP on armed
-        flows taken by the fast path (``FastPath.feed``) rather than one by one here."""
+        """``feed_batch`` for frames that come as Python lists (frames from anything but
+        a libpcap handle, and the tests' batches): the same result, with in-order RTP on
+        armed flows taken by the fast path (``FastPath.feed``) rather than one by one here."""
         fp = self.fast.path or self.fast.start(fast_class or default_class())
         i, n = 0, len(batch)
         while i < n:

@@ -3,25 +3,26 @@ and/or WAV files, until SIGINT/SIGTERM.
 
 Threads:
 
-* capture thread (``capture.live.LiveCapture``): libpcap → bounded queue of
-  ``(ts, frame)`` batches; never waits for the decoder (a full queue drops
-  and counts);
-* decoder thread (``LiveRunner.run``): owns the ``Pipeline`` and the sinks'
-  decoder-side state; feeds each batch with its capture timestamps and, when
-  no batch comes for ``tick_s`` (20 ms), runs the timers with the wall clock
-  (``LiveCapture.clock()``: the time before which every packet has been
-  handed over), so jitter-buffer deadlines and timeouts fire without traffic.
-  After each batch it tells the capture thread when the next hand-out is due
-  (``LiveCapture.hold_until``: ``Pipeline.next_handout`` + ``HOLD_LATE_S``), so
-  that packets come as one batch per hand-out rather than a wake per packet;
-  It also publishes a statistics snapshot about once a second (the only thing
+* decoder thread (``LiveRunner.run``): reads the interface itself
+  (``capture.live.LiveCapture``: libpcap's ring, through the C ``LiveReader``
+  or its twin) into the ``Pipeline`` with ``Pipeline.run_reader``, as replay
+  reads a file: in-order RTP on armed flows never becomes a Python object.
+  When the ring is empty it runs the timers with the wall clock (every packet
+  stamped before the read began has been read), so jitter-buffer deadlines and
+  timeouts fire without traffic, then waits: until ``Pipeline.next_handout``
+  + ``HOLD_LATE_S`` when hand-outs are paced (``--flush-ms``: the ring gathers
+  a hand-out's packets meanwhile, one wake per hand-out rather than one per
+  packet), else until a packet comes (at most ``tick_s``).  The kernel's ring
+  (``--buffer-mb``) is the only buffer: what does not fit while the decoder is
+  busy is counted in ``kernel_drops``.  It also owns the sinks' decoder-side
+  state, publishes a statistics snapshot about once a second (the only thing
   ``/metrics`` and ``/healthz`` read) and writes the periodic log line;
 * event-loop thread (main thread, uvloop) with ``--ws-url``: the ``Sender``,
   reached through ``ws.bridge.LoopBridge`` as in replay (no flow control:
   live audio never waits for the network);
 * metrics thread (``metrics.MetricsServer``) with ``--metrics``.
 
-Stop: SIGINT/SIGTERM stop the capture; what it had queued is decoded, every
+Stop: SIGINT/SIGTERM stop the capture; what the ring held is decoded, every
 leg is flushed and every call ended with ``shutdown``; the streams drain and
 a summary with the drop counts is printed.  SIGHUP reopens ``--log-file``.
 """
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..capture.live import CaptureOpenError, LiveCapture, build_bpf, drop_privileges
+from ..fastpath.twin import for_reader
 from ..net.packet import PacketDecoder, UnsupportedLinkType
 from ..pipeline.pipeline import Config, Pipeline
 from ..pipeline.sink import Counting, Sink
@@ -52,7 +54,8 @@ log = logging.getLogger("rtp2ws.live")
 
 TICK_S = 0.02          # timers run at least this often without traffic
 REFRESH_S = 1.0        # statistics snapshot for metrics/health
-HOLD_LATE_S = 0.001    # the capture thread wakes this long after a hand-out is due: its packets are in
+HOLD_LATE_S = 0.001    # the decoder wakes this long after a hand-out is due: its packets are in
+BUDGET = 2048          # packets read between two ticks at most
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -183,26 +186,30 @@ class LiveRunner:
         self.counting = Counting(sink)
         self.pipe = pipe = Pipeline(cap.linktype, self.counting, self.config)
         self.started = time.monotonic()
-        if not cap.started:
-            cap.start()
+        reader = cap.reader
+        read_error = for_reader(reader)[1]
         last = 0.0                 # latest time given to the timers
         t = time.monotonic()
         next_refresh = t + self.refresh_s
         next_log = t + self.stats_interval
         next_trim = t + heap.TRIM_EVERY_S
         self._last_log = self._counts()
+        self.reason = None
         while not stop.is_set():
-            batch = cap.get(self.tick_s)
-            if batch is None:       # the capture thread ended by itself
+            mark = time.time()
+            try:
+                more = pipe.run_reader(reader, BUDGET)
+            except read_error as e:
+                cap.failed(str(e))
                 break
-            if batch:
-                pipe.feed_frames(batch)
-            else:
-                now = cap.clock()
-                if now is not None:
-                    last = max(last, now, pipe.now)
-                    pipe.tick(last)
-            cap.hold_until = pipe.next_handout + HOLD_LATE_S
+            if not more:           # the handle closed by itself
+                break
+            if reader.waiting:
+                # the ring was empty: every packet stamped before mark has been read
+                last = max(last, mark, pipe.now)
+                pipe.tick(last)
+                cap.wait(pipe.next_handout + HOLD_LATE_S, self.tick_s)
+            cap.poll_stats()
             if self.hup is not None and self.hup.is_set():
                 self.hup.clear()
                 if self.on_hup is not None:
@@ -220,12 +227,13 @@ class LiveRunner:
                 heap.trim()         # what start-up and ended calls freed, back to the system
                 next_trim = t + heap.TRIM_EVERY_S
         self.reason = "shutdown" if stop.is_set() else "capture_end"
+        if cap.running:             # what the ring holds now
+            try:
+                while pipe.run_reader(reader, BUDGET) and not reader.waiting:
+                    pass
+            except read_error as e:
+                cap.failed(str(e))
         cap.stop()
-        while True:                 # what the capture had queued when it stopped
-            batch = cap.get(0)
-            if not batch:
-                break
-            pipe.feed_frames(batch)
         pipe.finish(max(last, pipe.now, time.time()), reason=self.reason)
         self._log_errors()
         self._publish()
@@ -245,7 +253,7 @@ class LiveRunner:
     def _publish(self) -> None:
         c = self._counts()
         t = time.monotonic()
-        drops = c["kernel_drops"] + c["interface_drops"] + c["overflow_packets"]
+        drops = c["kernel_drops"] + c["interface_drops"]
         hist = self._history
         hist.append((t, drops))
         while len(hist) > 1 and hist[1][0] <= t - self.stats_interval:
@@ -295,7 +303,6 @@ class LiveRunner:
             "bytes": c["bytes"],
             "kernel_drops": c["kernel_drops"],
             "interface_drops": c["interface_drops"],
-            "overflow_packets": c["overflow_packets"],
             "calls": c["calls"],
             "legs": c["legs_with_audio"],
             "elapsed_s": round(time.monotonic() - self.started, 3),
@@ -313,30 +320,29 @@ class LiveRunner:
 def log_interval(interface: str, prev: dict, now: dict, ws: dict, interval: float) -> None:
     """The periodic statistics line (and a warning when packets were dropped) from the
     counts at the last line (``prev``) and now; ``ws`` the sender's statistics."""
-    d = {k: now[k] - prev[k] for k in ("packets", "kernel_drops", "interface_drops", "overflow_packets")}
+    d = {k: now[k] - prev[k] for k in ("packets", "kernel_drops", "interface_drops")}
     line = (f"{interface}: {now['packets']} packets (+{d['packets']}); dropped: "
-            f"{now['kernel_drops']} by the kernel, {now['interface_drops']} by the interface, "
-            f"{now['overflow_packets']} by capture-queue overflow; {now['active_calls']} calls and "
+            f"{now['kernel_drops']} by the kernel, {now['interface_drops']} by the interface; "
+            f"{now['active_calls']} calls and "
             f"{now['active_legs']} legs active, {now['calls']} calls so far")
     if ws:
         line += (f"; {ws.get('open', 0)} streams connected, {ws.get('reconnects', 0)} reconnects, "
                  f"{ws.get('dropped_ms', 0)} ms audio dropped")
     log.info("%s", line)
-    if d["kernel_drops"] or d["interface_drops"] or d["overflow_packets"]:
+    if d["kernel_drops"] or d["interface_drops"]:
         parts = []
         if d["kernel_drops"]:
-            parts.append(f"{d['kernel_drops']} packets dropped by the kernel")
+            parts.append(f"{d['kernel_drops']} packets dropped by the kernel (its capture buffer was full: "
+                         f"the decoder fell behind, or --buffer-mb is too small for the bursts)")
         if d["interface_drops"]:
             parts.append(f"{d['interface_drops']} dropped by the interface")
-        if d["overflow_packets"]:
-            parts.append(f"{d['overflow_packets']} dropped because the decoder fell behind")
         log.warning("the mirror host is not keeping up: %s in the last %g s; consider --buffer-mb, "
                     "a narrower --bpf or more CPU", ", ".join(parts), interval)
 
 
 def summary_line(s: dict, sent: dict | None) -> str:
     line = (f"{s['interface']}: {s['packets']} packets captured, {s['kernel_drops']} dropped by the kernel, "
-            f"{s['interface_drops']} by the interface, {s['overflow_packets']} by capture-queue overflow; "
+            f"{s['interface_drops']} by the interface; "
             f"{s['calls']} calls, {s['legs']} legs with audio, {s.get('rtp', 0)} RTP, {s.get('sip', 0)} SIP, "
             f"{s.get('malformed', 0)} malformed, {s['elapsed_s']:.1f} s")
     if sent is not None:

@@ -8,7 +8,7 @@ The registry is our own, not prometheus_client's global one.
 
 ``/metrics``  the Prometheus text format.
 ``/healthz``  200 ``ok`` while the capture runs, the snapshot is fresh and no
-              packet was dropped (kernel, interface, capture queue) over the
+              packet was dropped (by the kernel or the interface) over the
               last interval; 503 with the reason otherwise.
 """
 
@@ -31,10 +31,9 @@ PREFIX = "rtp2ws_"
 METRICS = (
     ("captured_packets", "counter", "packets", "Packets captured on the interface (after the BPF filter)"),
     ("captured_bytes", "counter", "bytes", "Bytes captured (as captured, up to the snap length)"),
-    ("kernel_dropped_packets", "counter", "kernel_drops", "Packets the kernel dropped: capture buffer full"),
+    ("kernel_dropped_packets", "counter", "kernel_drops",
+     "Packets the kernel dropped: capture buffer full (the decoder fell behind)"),
     ("interface_dropped_packets", "counter", "interface_drops", "Packets the interface or its driver dropped"),
-    ("queue_overflow_packets", "counter", "overflow_packets",
-     "Packets dropped because the decoder fell behind the capture thread"),
     ("malformed_packets", "counter", "malformed", "Packets that could not be decoded (link/IP/UDP, SIP or RTP)"),
     ("ip_fragments_dropped", "counter", "frag_dropped",
      "IP fragments dropped with the incomplete datagrams evicted to keep the reassembly buffers within "
@@ -76,7 +75,7 @@ def health(snapshot: dict | None, *, stale_s: float = 10.0, now: float | None = 
     recent = snapshot.get("drops_recent", 0)
     if recent:
         return False, (f"{recent} packets dropped in the last {snapshot.get('drops_window_s', 0):g} s "
-                       f"(kernel, interface or capture queue)")
+                       f"(by the kernel or the interface)")
     return True, "ok"
 
 

@@ -59,7 +59,7 @@ MAX_LINE = 64 * 2 ** 20                          # a report longer than this is 
 # Merging worker reports: what every worker counts identically (each sees every
 # packet) is taken once (max); what each counts for its own calls is summed.
 CAPTURE_ONCE = ("packets", "bytes")
-CAPTURE_SUM = ("kernel_drops", "interface_drops", "overflow_packets")
+CAPTURE_SUM = ("kernel_drops", "interface_drops")
 CALL_SUM = ("calls", "legs", "legs_with_audio")
 SNAPSHOT_ONCE = (*CAPTURE_ONCE, "malformed", "frag_dropped", "active_calls")
 SNAPSHOT_COUNTERS = (*CAPTURE_SUM, "calls", "legs_with_audio", "ws_streams", "ws_reconnects", "ws_dropped_ms")

@@ -160,167 +160,228 @@ def test_build_bpf_matches_the_right_packets(tmp_path, linktype):
     assert got == want, ([cases[i][0] for i in got - want], [cases[i][0] for i in want - got])
 
 
+BACKENDS = ["python", "native"]
+
+
+def _backend(backend: str) -> str:
+    from rtp2ws.capture import live
+
+    if backend not in live.BACKENDS:
+        pytest.skip("rtp2ws._fastpath is not built (or RTP2WS_NO_NATIVE is set)")
+    return backend
+
+
+def _recording(cap: LiveCapture):
+    """A pipeline over ``cap``'s link type that keeps every packet handed to ``feed``
+    (with no call, the fast path hands every packet there)."""
+    from rtp2ws.pipeline.pipeline import Pipeline
+    from rtp2ws.pipeline.sink import Sink
+
+    class Recording(Pipeline):
+        def __init__(self) -> None:
+            super().__init__(cap.linktype, Sink())
+            self.got: list[tuple[float, bytes]] = []
+
+        def feed(self, ts: float, frame: bytes) -> None:
+            self.got.append((ts, frame))
+            super().feed(ts, frame)
+
+    return Recording()
+
+
+def _read(cap: LiveCapture, pipe, n: int, timeout: float = 5.0) -> None:
+    """Read ``cap`` into ``pipe`` until it has ``n`` packets and the ring is empty."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert pipe.run_reader(cap.reader, 64)
+        if cap.reader.waiting:
+            if len(pipe.got) >= n:
+                return
+            cap.wait(float("-inf"), 0.05)
+
+
 @needs_capture
-def test_build_bpf_on_lo_captures_only_matching_traffic():
-    cap = LiveCapture("lo", bpf=build_bpf(sip_ports=(25998,), rtp_ports=(26500, 26510)))
-    cap.start()
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_build_bpf_on_lo_captures_only_matching_traffic(backend):
+    cap = LiveCapture("lo", bpf=build_bpf(sip_ports=(25998,), rtp_ports=(26500, 26510)), backend=_backend(backend))
+    pipe = _recording(cap)
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for port in (25998, 26505, 26511, 25997):
                 s.sendto(b"hello", ("127.0.0.1", port))
-        got = []
-        deadline = time.monotonic() + 5
-        while len(got) < 2 and time.monotonic() < deadline:
-            got += cap.get(0.05) or []
+        _read(cap, pipe, 2)
         time.sleep(0.1)
-        got += cap.get(0.05) or []
+        _read(cap, pipe, 2)
     finally:
         cap.stop()
+    got = pipe.got
     ports = sorted(int.from_bytes(frame[36:38], "big") for _, frame in got)   # Ethernet(14) + IPv4(20) + dport
     assert ports == [25998, 26505]
     assert all(abs(ts - time.time()) < 10 for ts, _ in got)
+    st = cap.stats()
+    assert st["packets"] == 2 and st["bytes"] == sum(len(f) for _, f in got) and st["kernel_received"] >= 2
+    assert not cap.running and not st["running"] and st["error"] is None
 
 
-def test_capture_errors():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_capture_errors(backend):
+    backend = _backend(backend)
     with pytest.raises(CaptureOpenError, match=r"^nosuch0: no such network interface"):
-        LiveCapture("nosuch0", bpf="udp")
+        LiveCapture("nosuch0", bpf="udp", backend=backend)
     if can_capture():
         with pytest.raises(CaptureOpenError, match=r"invalid capture filter 'udp and': .*syntax error"):
-            LiveCapture("lo", bpf="udp and")
+            LiveCapture("lo", bpf="udp and", backend=backend)
 
 
 @pytest.mark.skipif(shutil.which("capsh") is None or os.geteuid() != 0, reason="needs capsh and root")
-def test_missing_permission_says_how_to_grant_it():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_missing_permission_says_how_to_grant_it(backend):
     code = ("from rtp2ws.capture.live import LiveCapture, CaptureOpenError\n"
-            "try:\n    LiveCapture('lo', bpf='udp')\nexcept CaptureOpenError as e:\n    print(e)\n")
+            f"try:\n    LiveCapture('lo', bpf='udp', backend='{_backend(backend)}')\n"
+            "except CaptureOpenError as e:\n    print(e)\n")
     r = subprocess.run(["capsh", "--drop=cap_net_raw", "--", "-c", f'exec "{PY}" -c "$0"', code],
                        capture_output=True, text=True, timeout=30)
     assert "lo: no permission to capture" in r.stdout and "CAP_NET_RAW" in r.stdout, r.stdout + r.stderr
 
 
-# --------------------------------------------------------------------------- capture thread
+# --------------------------------------------------------------------------- reading
 
 @needs_capture
-def test_overflow_is_counted_and_the_capture_thread_survives():
-    cap = LiveCapture("lo", bpf="udp and dst port 26999", queue_batches=1, batch_packets=4)
-    cap.start()
+def test_both_live_readers_read_the_same_packets():
+    """The C LiveReader and its pypcap twin, open on lo side by side, read the same
+    frames at the same times (to the microsecond: the twin's are microseconds), count
+    the same bytes, and both say ``waiting`` once the ring is empty."""
+    _backend("native")
+    caps = [LiveCapture("lo", bpf="udp and dst port 26993", backend=b) for b in BACKENDS]
+    pipes = [_recording(c) for c in caps]
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            deadline = time.monotonic() + 10
-            sent = 0
-            while cap.overflow_packets == 0 and time.monotonic() < deadline:
-                for _ in range(50):
-                    s.sendto(b"x" * 20, ("127.0.0.1", 26999))
-                sent += 50
-                time.sleep(0.02)
-        time.sleep(0.1)
-        st = cap.stats()
-        assert st["overflow_packets"] > 0 and st["overflow_batches"] > 0
-        assert cap.running and st["running"]
-        assert st["packets"] >= st["overflow_packets"]
-        assert cap.get(0.1)                 # the one queued batch is still there
-        assert cap.clock() is not None
+            for i in range(30):
+                s.sendto(i.to_bytes(2, "big") * (i + 1), ("127.0.0.1", 26993))
+        for c, p in zip(caps, pipes, strict=True):
+            _read(c, p, 30)
+            assert c.reader.waiting
     finally:
-        cap.stop()
-    assert not cap.running
-    assert cap.stats()["error"] is None
+        for c in caps:
+            c.stop()
+    (py, native) = (p.got for p in pipes)
+    assert len(py) == len(native) == 30
+    assert [f for _, f in py] == [f for _, f in native]
+    assert all(abs(a - b) < 2e-6 for (a, _), (b, _) in zip(py, native, strict=True))
+    assert caps[0].stats()["bytes"] == caps[1].stats()["bytes"] == sum(len(f) for _, f in py)
+    assert caps[0].stats()["packets"] == caps[1].stats()["packets"] == 30
 
 
 @needs_capture
-def test_capture_thread_leaves_the_gil_to_others_when_idle():
-    """pypcap's dispatch keeps the GIL, and a blocking pcap_dispatch on an idle
-    interface does not return: the thread must wait in select, not in libpcap.
-    In a subprocess, so that a regression fails instead of freezing pytest."""
-    code = """
-import time
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_full_ring_is_counted_as_kernel_drops_and_reading_goes_on(backend):
+    """Nothing reads for a while and the kernel's ring (1 MiB here) fills: the kernel
+    drops and counts, and what the ring held is still read, and what comes after."""
+    cap = LiveCapture("lo", bpf="udp and dst port 26999", buffer_mb=1, backend=_backend(backend))
+    pipe = _recording(cap)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(2000):
+                s.sendto(b"x" * 20, ("127.0.0.1", 26999))
+            time.sleep(0.1)
+            _read(cap, pipe, 1)
+            held = len(pipe.got)
+            s.sendto(b"y" * 20, ("127.0.0.1", 26999))
+            _read(cap, pipe, held + 1)
+        cap.poll_stats()
+        time.sleep(1.1)
+        cap.poll_stats()
+        st = cap.stats()
+    finally:
+        cap.stop()
+    assert 0 < held < 2000
+    assert pipe.got[-1][1].endswith(b"y" * 20)
+    # lo shows the kernel each packet twice (sent and received; libpcap skips the sent
+    # copies it reads): at least every packet not read was dropped
+    assert st["kernel_drops"] >= 2000 - held, st
+    assert st["packets"] == held + 1 and st["running"] and st["error"] is None
+
+
+@needs_capture
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_waiting_leaves_the_gil_to_others_and_ends_on_time(backend):
+    """``wait`` waits in select (or sleeps), without the GIL, for at most ``timeout``;
+    another thread runs meanwhile.  In a subprocess, so that a regression fails instead
+    of freezing pytest."""
+    code = f"""
+import threading, time
 from rtp2ws.capture.live import LiveCapture
-cap = LiveCapture("lo", bpf="udp and dst port 26998")
-cap.start()
-t0 = time.monotonic()
+cap = LiveCapture("lo", bpf="udp and dst port 26998", backend="{_backend(backend)}")
 n = 0
-while time.monotonic() - t0 < 0.3:
-    n += 1
-empty = cap.get(0.05)
-skew = abs(cap.clock() - time.time())
-t = time.monotonic()
+done = threading.Event()
+def count():
+    global n
+    while not done.is_set():
+        n += 1
+t = threading.Thread(target=count)
+t.start()
+t0 = time.monotonic()
+cap.wait(float("-inf"), 0.3)
+idle = time.monotonic() - t0
+t0 = time.monotonic()
+cap.wait(time.time() + 0.2, 1.0)
+held = time.monotonic() - t0
+done.set()
+t.join()
 cap.stop()
-print(n, empty, round(skew, 3), round(time.monotonic() - t, 3))
+print(n, round(idle, 3), round(held, 3), cap.wakes)
 """
     r = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=20)
     assert r.returncode == 0, r.stderr
-    n, empty, skew, stop_s = r.stdout.split()
-    assert int(n) > 10000 and empty == "[]"
-    assert float(skew) < 0.5 and float(stop_s) < 1.0
-
-
-@pytest.mark.parametrize("twin", ["python", "native"])
-def test_the_collector_appends_each_packet_and_counts_its_bytes(twin):
-    """The capture thread's pypcap callback, both twins: (ts, frame) appended to the
-    batch it holds now, extra arguments ignored, the bytes counted until taken."""
-    from rtp2ws.capture import live
-
-    if twin == "native":
-        if live._native is None:
-            pytest.skip("rtp2ws._fastpath is not built (or RTP2WS_NO_NATIVE is set)")
-        cls = live._native.Collector
-    else:
-        cls = live.CollectorPy
-    first: list = []
-    c = cls(first)
-    c(1.5, b"abc")
-    c(2.25, b"de", "extra")
-    assert first == [(1.5, b"abc"), (2.25, b"de")] and c.take_bytes() == 5 and c.take_bytes() == 0
-    second: list = []
-    c.batch = second
-    c(3.0, b"z" * 70)
-    assert second == [(3.0, b"z" * 70)] and len(first) == 2 and c.batch is second and c.take_bytes() == 70
-    with pytest.raises(TypeError):
-        c(4.0)
+    n, idle, held, wakes = r.stdout.split()
+    assert int(n) > 10000
+    assert 0.25 < float(idle) < 1.0 and 0.18 < float(held) < 0.6 and wakes == "2"
 
 
 @needs_capture
-def test_capture_holds_packets_until_the_consumer_wants_them():
-    """``hold_until``: with the ring empty, the thread sleeps until then and hands what
-    came meanwhile over as one batch; with no hold, each packet comes as it arrives."""
-    cap = LiveCapture("lo", bpf="udp and dst port 26996")
-    cap.start()
-    got = []
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_wait_returns_for_a_packet_unless_held(backend):
+    """Without a hold, ``wait`` returns as soon as a packet is in the ring; with one, it
+    sleeps until then although packets came, and they are all there to read."""
+    cap = LiveCapture("lo", bpf="udp and dst port 26996", backend=_backend(backend))
+    pipe = _recording(cap)
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            def send(n, gap):
-                for i in range(n):
-                    s.sendto(i.to_bytes(2, "big"), ("127.0.0.1", 26996))
-                    time.sleep(gap)
+            def send_later(n, delay):
+                def go():
+                    time.sleep(delay)
+                    for i in range(n):
+                        s.sendto(i.to_bytes(2, "big"), ("127.0.0.1", 26996))
+                t = threading.Thread(target=go)
+                t.start()
+                return t
 
-            def collect(n):
-                deadline = time.monotonic() + 5
-                while sum(len(b) for _, b in got) < n and time.monotonic() < deadline:
-                    b = cap.get(0.05)
-                    if b:
-                        got.append((time.time(), b))
-
-            cap.hold_until = hold = time.time() + 0.4
-            time.sleep(0.05)                   # the thread is holding now
-            send(10, 0.01)                     # over about 0.1 s, all before the hold ends
-            collect(10)
-            assert [len(b) for _, b in got] == [10]
-            assert got[0][0] >= hold - 0.002
-            got.clear()
-            cap.hold_until = float("-inf")     # no hold: a batch as each packet comes
-            time.sleep(0.05)
-            send(5, 0.05)
-            collect(5)
-            assert len(got) >= 4, [len(b) for _, b in got]
+            sender = send_later(1, 0.1)
+            t0 = time.monotonic()
+            cap.wait(float("-inf"), 2.0)
+            prompt = time.monotonic() - t0
+            sender.join()
+            _read(cap, pipe, 1)
+            sender = send_later(10, 0.05)
+            hold = time.time() + 0.4
+            t0 = time.monotonic()
+            cap.wait(hold, 1.0)
+            held = time.monotonic() - t0
+            sender.join()
+            assert time.time() >= hold
+            _read(cap, pipe, 11)
     finally:
         cap.stop()
-    assert cap.stats()["batches_handed"] >= 5
+    assert 0.05 < prompt < 1.0, prompt
+    assert 0.35 < held < 0.9, held
+    assert len(pipe.got) == 11
 
 
 @needs_capture
 @pytest.mark.parametrize("flush_ms", [0, 20])
 def test_live_decoding_wakes_once_per_hand_out(flush_ms):
-    """With ``flush_ms`` the decoder asks the capture thread to hold packets until the
-    next hand-out: packets 2 ms apart come about one batch per 20 ms, not one each."""
+    """With ``flush_ms`` the decoder holds packets in the ring until the next hand-out:
+    packets 2 ms apart are read about once per 20 ms, not one wake each."""
     from rtp2ws.pipeline.pipeline import Config
     from rtp2ws.pipeline.sink import Sink
     from rtp2ws.run.live import LiveRunner
@@ -332,7 +393,7 @@ def test_live_decoding_wakes_once_per_hand_out(flush_ms):
     thread.start()
     try:
         time.sleep(0.1)
-        before = cap.batches_handed
+        before = cap.wakes
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             t0 = time.monotonic()
             for i in range(200):                 # 0.4 s
@@ -341,15 +402,15 @@ def test_live_decoding_wakes_once_per_hand_out(flush_ms):
                 if delay > 0:
                     time.sleep(delay)
         time.sleep(0.1)
-        batches = cap.batches_handed - before
-        assert cap.packets == 200
+        wakes = cap.wakes - before
+        assert cap.stats()["packets"] == 200
     finally:
         stop.set()
         thread.join(10)
     if flush_ms:
-        assert batches <= 0.5 / 0.020 + 3, batches
+        assert wakes <= 0.5 / 0.020 + 3, wakes
     else:
-        assert batches > 60, batches
+        assert wakes > 60, wakes
 
 
 # --------------------------------------------------------------------------- rtp2ws live
@@ -374,13 +435,13 @@ def test_live_call_to_sink_and_wav(tmp_path, live_factory, call_factory):
     finally:
         sink_log = sink.stop()
     assert rc == 0, stderr
-    m = re.search(r"lo: (\d+) packets captured, (\d+) dropped by the kernel, (\d+) by the interface, "
-                  r"(\d+) by capture-queue overflow; 1 calls, 2 legs with audio", stdout)
+    m = re.search(r"lo: (\d+) packets captured, (\d+) dropped by the kernel, (\d+) by the interface; "
+                  r"1 calls, 2 legs with audio", stdout)
     assert m, stdout
-    assert int(m.group(1)) >= 205 and m.group(4) == "0"
+    assert int(m.group(1)) >= 205 and m.group(2) == "0"
     assert "streamed 2 streams, 0 reconnects, 0 ms dropped" in stdout
-    assert re.search(r"lo: \d+ packets \(\+\d+\); dropped: \d+ by the kernel, \d+ by the interface, 0 by "
-                     r"capture-queue overflow; \d+ calls and \d+ legs active", stderr), stderr   # periodic line
+    assert re.search(r"lo: \d+ packets \(\+\d+\); dropped: 0 by the kernel, \d+ by the interface; "
+                     r"\d+ calls and \d+ legs active", stderr), stderr   # periodic line
     # the sink got both legs, ended by the BYE, with exactly the audio sent
     msgs = [json.loads(line)["message"] for line in (sink.out_dir / "messages.jsonl").read_text().splitlines()]
     ends = {m["tag"]: m for m in msgs if m["type"] == "end"}
@@ -749,7 +810,7 @@ def test_fragment_flood_is_counted_in_metrics_and_summary(tmp_path, netns):
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
     summary = json.loads((out / "calls.json").read_text())["summary"]
-    assert summary["kernel_drops"] == summary["overflow_packets"] == 0
+    assert summary["kernel_drops"] == 0 and "overflow_packets" not in summary
     assert summary["decoder_fragments"] == summary["packets"] == n
     assert n - 8192 <= summary["decoder_frag_dropped"] <= n and summary["decoder_frag_evicted"] > 0
     assert summary["decoder_frag_dropped"] >= value

@@ -73,11 +73,11 @@ def test_snapshots_merge_once_what_every_worker_sees_and_sum_the_rest():
 
 def test_live_summaries_and_streams_merge():
     a = {"interface": "lo", "packets": 10, "bytes": 100, "kernel_drops": 0, "interface_drops": 0,
-         "overflow_packets": 1, "calls": 1, "legs": 2, "elapsed_s": 3.0, "end_reason": "shutdown", "frames": 10,
+         "calls": 1, "legs": 2, "elapsed_s": 3.0, "end_reason": "shutdown", "frames": 10,
          "sip": 4, "rtp": 6, "foreign": 3, "decoder_fragments": 2}
-    b = dict(a, calls=2, legs=4, elapsed_s=3.5, rtp=3, foreign=6, overflow_packets=0)
+    b = dict(a, calls=2, legs=4, elapsed_s=3.5, rtp=3, foreign=6, kernel_drops=1)
     m = workers.merge_live_summaries([a, b])
-    assert (m["packets"], m["calls"], m["legs"], m["overflow_packets"], m["elapsed_s"]) == (10, 3, 6, 1, 3.5)
+    assert (m["packets"], m["calls"], m["legs"], m["kernel_drops"], m["elapsed_s"]) == (10, 3, 6, 1, 3.5)
     assert (m["frames"], m["sip"], m["rtp"], m["decoder_fragments"]) == (10, 4, 9, 2)
     assert "foreign" not in m and m["end_reason"] == "shutdown"
     assert workers.merge_live_summaries([a, dict(b, end_reason="capture_end", capture_error="x")])["capture_error"] \

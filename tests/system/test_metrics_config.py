@@ -129,7 +129,7 @@ def test_health_reasons():
     assert health(dict(ok, capture_running=False, capture_error="Network is down"), now=now) == (
         False, "capture is not running: Network is down")
     assert health(dict(ok, drops_recent=12), now=now) == (
-        False, "12 packets dropped in the last 60 s (kernel, interface or capture queue)")
+        False, "12 packets dropped in the last 60 s (by the kernel or the interface)")
     assert health(dict(ok, monotonic=50.0), now=now, stale_s=10) == (False, "the decoder has not reported for 50 s")
 
 
@@ -138,8 +138,7 @@ class FakeCapture:
 
     def __init__(self):
         self.counts = {"packets": 0, "bytes": 0, "kernel_received": 0, "kernel_drops": 0, "interface_drops": 0,
-                       "overflow_packets": 0, "overflow_batches": 0, "queued_batches": 0, "running": True,
-                       "error": None}
+                       "running": True, "error": None}
 
     def stats(self):
         return dict(self.counts)
@@ -150,15 +149,16 @@ def test_drops_count_against_health_for_one_interval_and_warn(caplog):
     runner = LiveRunner(cap, stats_interval=0.3)
     assert health(runner.snapshot())[0]
     runner._log_interval()
-    cap.counts.update(packets=1000, kernel_drops=7, overflow_packets=3)
+    cap.counts.update(packets=1000, kernel_drops=7, interface_drops=3)
     runner._publish()
     ok, reason = health(runner.snapshot())
     assert not ok and reason.startswith("10 packets dropped in the last 0.3 s")
     with caplog.at_level(logging.INFO, logger="rtp2ws.live"):
         runner._log_interval()
     warn = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warn == [("the mirror host is not keeping up: 7 packets dropped by the kernel, 3 dropped because the "
-                     "decoder fell behind in the last 0.3 s; consider --buffer-mb, a narrower --bpf or more CPU")]
+    assert warn == [("the mirror host is not keeping up: 7 packets dropped by the kernel (its capture buffer was "
+                     "full: the decoder fell behind, or --buffer-mb is too small for the bursts), 3 dropped by the "
+                     "interface in the last 0.3 s; consider --buffer-mb, a narrower --bpf or more CPU")]
     time.sleep(0.35)
     runner._publish()
     assert health(runner.snapshot()) == (True, "ok")   # nothing new over the last interval

@@ -1227,7 +1227,7 @@ def test_summary_and_exit_status_report_undelivered_audio():
     assert delivery_error(lost) == ("0 streams refused by the server, 0 given up, 120 ms of audio sent but not "
                                     "acknowledged by the server (see the log above)")
     assert delivery_error(dict(ok, given_up=1)).startswith("0 streams refused by the server, 1 given up")
-    live = {"interface": "lo", "packets": 10, "kernel_drops": 0, "interface_drops": 0, "overflow_packets": 0,
+    live = {"interface": "lo", "packets": 10, "kernel_drops": 0, "interface_drops": 0,
             "calls": 1, "legs": 2, "elapsed_s": 1.0}
     assert summary_line(live, lost).endswith("; streamed 2 streams, 1 reconnects, 0 ms dropped, 120 ms undelivered")
 
