@@ -1,6 +1,7 @@
 """Live capacity: ``rtp2ws live`` capturing on a real interface at realtime, against the reference.
 
     python benchmarks/live_capacity.py [--calls 200] [--seconds 20] [--workers 1] [--no-reference]
+                                       [--frame-ms 20] [--rtp2ws-args "..."]
                                        [--settle 1.0] [--out DIR] [--cache DIR]
 
 Issue 12 asks what a live sidecar carries.  ``rtp2ws bench --latency`` measures it with a
@@ -22,8 +23,9 @@ itself.  Needs root and ip(8).
    frame; ``max_behind_s``, the worst wake).
 4. One after the other, on the same capture, each into a discard sink of its own
    (``python -m rtp2ws.bench sink``): ``rtp2ws live -i r2wlb<pid> --ws-url URL --workers
-   N`` (defaults otherwise: --flush-ms 20, the default SIP/RTP port filter, 64 MiB
-   kernel buffer), then the reference, ``benchmarks/reference_pipeline.py --live
+   N --frame-ms F --flush-ms F`` (``--frame-ms``, 20 by default; then ``--rtp2ws-args``;
+   defaults otherwise: the default SIP/RTP port filter, 64 MiB kernel buffer), then the
+   reference (always 20 ms frames), ``benchmarks/reference_pipeline.py --live
    r2wlb<pid> --ws-url URL`` (pypcap + dpkt + audioop, one ``websockets`` send per 20 ms
    frame).  Each is started, waited for until it says ``capturing on``, then the sender
    runs; ``--settle`` seconds after the sender's end (the calls' BYEs are in the capture:
@@ -69,7 +71,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 READY_TIMEOUT_S = 60.0       # for a pipeline to say "capturing on", the sender to load its frames
 LEAD_S = 0.3                 # the sender's start is this far ahead of when it is told
-FRAMES_PER_S = 50            # 20 ms frames, per leg
+MS_PER_S = 1000
 
 
 # =========================================================================== the sender (in the namespace)
@@ -330,7 +332,7 @@ def parse_summary(out: str) -> dict:
 
 
 def run_pipeline(name: str, cmd: list[str], veth: Veth, capture: str, info: dict, settle: float,
-                 children: list) -> dict:
+                 children: list, frame_ms: int = 20) -> dict:
     """One pipeline on the interface, fed by the sender, into a discard sink of its own."""
     from rtp2ws.bench.discard import SinkProcess
     from rtp2ws.bench.harness import process_cpu_s
@@ -360,7 +362,7 @@ def run_pipeline(name: str, cmd: list[str], veth: Veth, capture: str, info: dict
         sink_stats = sink.stop()
     got = parse_summary(out) if name == "rtp2ws" else json.loads(out.strip().splitlines()[-1])
     calls, seconds = info["calls"], info["seconds"]
-    expected = calls * 2 * round(seconds * FRAMES_PER_S)
+    expected = calls * 2 * round(seconds * MS_PER_S / frame_ms)     # frames per leg
     user, system = c1[0] - c0[0], c1[1] - c0[1]
     cpu = user + system
     # the main process's threads over the window, in the order they were made (a diagnosis)
@@ -428,7 +430,7 @@ def run(args: argparse.Namespace) -> dict:
     children: list = []
     doc: dict = {"version": 1, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(),
                  "commit": git_commit(), "calls": args.calls, "seconds": info["seconds"], "workers": args.workers,
-                 "settle_s": args.settle, "rtp2ws_args": args.rtp2ws_args, "capture": capture, "capture_packets": info["packets"],
+                 "settle_s": args.settle, "frame_ms": args.frame_ms, "rtp2ws_args": args.rtp2ws_args, "capture": capture, "capture_packets": info["packets"],
                  "netns": veth.ns, "interface": veth.capture, "peer": veth.peer,
                  "cpu_window": "from the sender's first frame to --settle seconds after its last"}
     print(f"live capacity: {args.calls} calls x {info['seconds']:g} s, {info['packets']} frames, on veth "
@@ -436,12 +438,13 @@ def run(args: argparse.Namespace) -> dict:
     try:
         veth.open()
         runs = [("rtp2ws", [PY, "-m", "rtp2ws.cli", "live", "-i", veth.capture, "--ws-url", "{url}",
-                            "--workers", str(args.workers), *shlex.split(args.rtp2ws_args)])]
+                            "--workers", str(args.workers), "--frame-ms", str(args.frame_ms), "--flush-ms",
+                            str(args.frame_ms), *shlex.split(args.rtp2ws_args)], args.frame_ms)]
         if args.reference:
             runs.append(("reference", [PY, str(ROOT / "benchmarks" / "reference_pipeline.py"), "--live",
-                                       veth.capture, "--ws-url", "{url}"]))
-        for name, cmd in runs:
-            e = run_pipeline(name, cmd, veth, capture, info, args.settle, children)
+                                       veth.capture, "--ws-url", "{url}"], 20))
+        for name, cmd, frame_ms in runs:
+            e = run_pipeline(name, cmd, veth, capture, info, args.settle, children, frame_ms)
             doc[name] = e
             print(line(e), file=sys.stderr, flush=True)
     finally:
@@ -467,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=20.0, help="call length")
     ap.add_argument("--workers", type=int, default=1, help="rtp2ws live --workers")
+    ap.add_argument("--frame-ms", type=int, default=20,
+                    help="rtp2ws's --frame-ms and --flush-ms (the reference always sends 20 ms frames)")
     ap.add_argument("--rtp2ws-args", default="",
                     help="more options for rtp2ws live, one string (e.g. \"--frame-ms 100 --flush-ms 100\")")
     ap.add_argument("--no-reference", dest="reference", action="store_false", help="rtp2ws only")
