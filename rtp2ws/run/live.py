@@ -56,6 +56,7 @@ TICK_S = 0.02          # timers run at least this often without traffic
 REFRESH_S = 1.0        # statistics snapshot for metrics/health
 HOLD_LATE_S = 0.001    # the decoder wakes this long after a hand-out is due: its packets are in
 BUDGET = 2048          # packets read between two ticks at most
+FINAL_READ_S = 2.0     # at stop, what the ring holds is read for at most this long
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -227,9 +228,11 @@ class LiveRunner:
                 heap.trim()         # what start-up and ended calls freed, back to the system
                 next_trim = t + heap.TRIM_EVERY_S
         self.reason = "shutdown" if stop.is_set() else "capture_end"
-        if cap.running:             # what the ring holds now
+        if cap.running:             # what the ring holds now (a flood that never lets it empty: FINAL_READ_S)
+            deadline = time.monotonic() + FINAL_READ_S
             try:
-                while pipe.run_reader(reader, BUDGET) and not reader.waiting:
+                while (pipe.run_reader(reader, BUDGET) and not reader.waiting
+                       and time.monotonic() < deadline):
                     pass
             except read_error as e:
                 cap.failed(str(e))

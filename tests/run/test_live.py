@@ -413,6 +413,43 @@ def test_live_decoding_wakes_once_per_hand_out(flush_ms):
         assert wakes > 60, wakes
 
 
+@needs_capture
+def test_stop_during_a_flood_reads_the_ring_for_a_bounded_time():
+    """At stop the decoder reads what the ring holds, but a flood that never lets it
+    empty does not keep it from ending: at most ``FINAL_READ_S`` of it."""
+    from rtp2ws.pipeline.pipeline import Config
+    from rtp2ws.pipeline.sink import Sink
+    from rtp2ws.run import live as run_live
+
+    cap = LiveCapture("lo", bpf="udp and dst port 26992", backend=_backend("python"))
+    runner = run_live.LiveRunner(cap, Config())
+    stop = threading.Event()
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (runner.run(Sink(), stop), done.set()), daemon=True)
+    flood = subprocess.Popen([PY, "-c", (
+        "import socket, time\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "end = time.monotonic() + 15\n"
+        "while time.monotonic() < end:\n"
+        "    for _ in range(1000):\n"
+        "        s.sendto(b'x' * 20, ('127.0.0.1', 26992))\n")])
+    try:
+        thread.start()
+        time.sleep(1.0)                    # the ring is full by now: the twin reads slower than lo sends
+        stop.set()
+        t0 = time.monotonic()
+        assert done.wait(run_live.FINAL_READ_S + 3.0), "the decoder did not stop during the flood"
+        took = time.monotonic() - t0
+        assert flood.poll() is None        # the flood was still on when it stopped
+    finally:
+        flood.kill()
+        flood.wait()
+        stop.set()
+        thread.join(10)
+    assert took >= run_live.FINAL_READ_S - 0.5, took      # it did read on while the ring was not empty
+    assert runner.reason == "shutdown" and cap.stats()["packets"] > 1000
+
+
 # --------------------------------------------------------------------------- rtp2ws live
 
 @needs_capture
