@@ -25,7 +25,7 @@ import pcap
 
 from ..speedups import pick
 
-__all__ = ["BACKENDS", "CaptureError", "CaptureFile", "ReadError", "Reader", "reader_class"]
+__all__ = ["BACKENDS", "CaptureError", "CaptureFile", "PacketReader", "ReadError", "Reader", "reader_class"]
 
 PCAP_FILE_HEADER = 24
 PCAP_RECORD_HEADER = 16
@@ -218,7 +218,37 @@ class ReadError(Exception):
     """The capture broke off; ``str()`` is libpcap's message."""
 
 
-class Reader:
+class PacketReader:
+    """What ``FastPath.run`` (``rtp2ws.fastpath.twin``) reads: ``next_packet``, a packet
+    handed back (``hold``, read next), a read error kept back until the packets before it
+    had their tick (``error``, ``raise_error``), and ``waiting``: a live reader's "no
+    packet now" (a file has none).  The twins of ``_fastpath.Reader`` (``Reader``) and of
+    its subtype ``_fastpath.LiveReader`` (``rtp2ws.capture.live.LiveReaderPy``)."""
+
+    waiting = False
+    error: str | None = None
+    _held: tuple[float, bytes] | None = None
+
+    def next_packet(self) -> tuple[float, bytes] | None:
+        raise NotImplementedError
+
+    @property
+    def held_ts(self) -> float | None:
+        """Capture time of the packet a paced run stopped before (read next), or None."""
+        return self._held[0] if self._held is not None else None
+
+    def hold(self, item: tuple[float, bytes]) -> None:
+        """``item``, just read, is read again by the next ``next_packet``."""
+        self._held = item
+
+    def raise_error(self) -> None:
+        """Raise the read error kept back as ``ReadError`` (once), if there is one."""
+        if self.error is not None:
+            message, self.error = self.error, None
+            raise ReadError(message)
+
+
+class Reader(PacketReader):
     """Twin of ``_fastpath.Reader``: a capture file read through pypcap (``CaptureFile``)
     a batch at a time, handed out a packet at a time to ``FastPath.run``
     (``rtp2ws.fastpath.twin``)."""
@@ -235,17 +265,7 @@ class Reader:
         self._batch: list[tuple[float, bytes]] = []
         self._i = 0
         self._done = False
-        self._held: tuple[float, bytes] | None = None   # handed back by a paced run: read next
-        self.waiting = False              # (a live reader's "no packet now"; a file has none)
-
-    @property
-    def held_ts(self) -> float | None:
-        """Capture time of the packet a paced run stopped before (read next), or None."""
-        return self._held[0] if self._held is not None else None
-
-    def hold(self, item: tuple[float, bytes]) -> None:
-        """``item``, just read, is read again by the next ``next_packet``."""
-        self._held = item
+        self._held = None                 # handed back by a paced run: read next
 
     @property
     def bytes_read(self) -> int:
@@ -286,12 +306,6 @@ class Reader:
         self._i += 1
         self.packets_read += 1
         return item
-
-    def raise_error(self) -> None:
-        """Raise the read error kept back as ``ReadError`` (once), if there is one."""
-        if self.error is not None:
-            message, self.error = self.error, None
-            raise ReadError(message)
 
 
 _native, BACKENDS = pick("fastpath")      # the C Reader is in the fast path's extension

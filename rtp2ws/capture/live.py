@@ -38,7 +38,7 @@ import pcap
 
 from ..net.packet import DLT_EN10MB
 from ..speedups import pick
-from .file import ReadError
+from .file import PacketReader
 
 __all__ = ["CaptureOpenError", "LiveCapture", "LiveReaderPy", "build_bpf", "drop_privileges", "live_reader_class",
            "parse_port_range", "parse_ports"]
@@ -139,7 +139,7 @@ def _open_error(interface: str, message: str) -> CaptureOpenError:
     return CaptureOpenError(f"{interface}: cannot capture: {message}")
 
 
-class LiveReaderPy:
+class LiveReaderPy(PacketReader):
     """Twin of ``_fastpath.LiveReader``: an interface opened with pypcap (immediate,
     non-blocking), read a packet at a time by ``FastPath.run`` (``rtp2ws.fastpath.twin``)
     in the caller's thread.  ``next_packet`` answers None with ``waiting`` set when the
@@ -157,10 +157,10 @@ class LiveReaderPy:
         self.packets_read = 0
         self.bytes = 0
         self.waiting = False
-        self.error: str | None = None     # the capture broke off: libpcap's message, until raise_error
+        self.error = None                 # the capture broke off: libpcap's message, until raise_error
         self._batch: list[tuple[float, bytes]] = []
         self._i = 0
-        self._held: tuple[float, bytes] | None = None
+        self._held = None
 
     @property
     def closed(self) -> bool:
@@ -190,13 +190,6 @@ class LiveReaderPy:
             self._pcap.close()
             self._pcap = None
 
-    @property
-    def held_ts(self) -> float | None:
-        return self._held[0] if self._held is not None else None
-
-    def hold(self, item: tuple[float, bytes]) -> None:
-        self._held = item
-
     def _collect(self, ts: float, frame: bytes, *_: object) -> None:
         self._batch.append((ts, frame))
 
@@ -225,12 +218,6 @@ class LiveReaderPy:
         self.packets_read += 1
         self.bytes += len(item[1])
         return item
-
-    def raise_error(self) -> None:
-        """Raise the kept-back error as ``ReadError`` (once), if there is one."""
-        if self.error is not None:
-            message, self.error = self.error, None
-            raise ReadError(message)
 
 
 _native, BACKENDS = pick("fastpath")      # the C reader is in the fast path's extension

@@ -74,8 +74,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..capture.file import Reader, ReadError
-from ..capture.live import LiveReaderPy
+from ..capture.file import PacketReader, ReadError
 from ..codec.g711 import ALAW_TO_LINEAR, ULAW_TO_LINEAR
 from ..codec.resample import _PHASES_BYTES, _STEADY, FRAC_BITS
 from ..codec.resample import _numpy_upsample2x as _upsample
@@ -354,14 +353,14 @@ class FastPath:
 
     # -- the loop ------------------------------------------------------------------
 
-    def run(self, reader: Reader | LiveReaderPy, deadline: float, budget: int,
+    def run(self, reader: PacketReader, deadline: float, budget: int,
             until: float = float("inf")) -> tuple[float, bytes] | int:
         """(ts, frame) of the first packet not taken here, ``TICK`` after ``budget``
         packets since the last tick, ``EOF`` at the end of the file, ``PAUSE`` before a
         packet at or after ``until`` (it stays in the reader: ``held_ts``, read next),
         ``IDLE`` when a live reader has no packet now."""
-        if not isinstance(reader, (Reader, LiveReaderPy)):
-            raise TypeError("run() needs a rtp2ws.capture.file.Reader or rtp2ws.capture.live.LiveReaderPy")
+        if not isinstance(reader, PacketReader):
+            raise TypeError("run() needs a rtp2ws.capture.file.PacketReader (Reader, or capture.live.LiveReaderPy)")
         next_packet = reader.next_packet
         while True:
             if self._since_tick >= budget:
@@ -489,11 +488,11 @@ def default_class() -> type[FastPath] | type[_fastpath.FastPath]:
 
 
 def for_reader(
-    reader: Reader | LiveReaderPy | _fastpath.Reader,
+    reader: PacketReader | _fastpath.Reader,
 ) -> tuple[type[FastPath] | type[_fastpath.FastPath], type[ReadError] | type[_fastpath.ReadError]]:
     """``(FastPath class, ReadError class)`` that go with ``reader`` (``rtp2ws.capture.file.reader_class``,
     ``rtp2ws.capture.live.live_reader_class``)."""
-    if isinstance(reader, (Reader, LiveReaderPy)):
+    if isinstance(reader, PacketReader):
         return FastPath, ReadError
     assert _native is not None  # a reader other than the twin's is the extension's
     return _NativeFastPath, _NativeReadError

@@ -22,7 +22,8 @@ Threads:
   live audio never waits for the network);
 * metrics thread (``metrics.MetricsServer``) with ``--metrics``.
 
-Stop: SIGINT/SIGTERM stop the capture; what the ring held is decoded, every
+Stop: SIGINT/SIGTERM stop the capture; what the ring held is decoded (for at
+most ``FINAL_READ_S``: a flood need not end first), every
 leg is flushed and every call ended with ``shutdown``; the streams drain and
 a summary with the drop counts is printed.  SIGHUP reopens ``--log-file``.
 """

@@ -414,14 +414,22 @@ def test_live_decoding_wakes_once_per_hand_out(flush_ms):
 
 
 @needs_capture
-def test_stop_during_a_flood_reads_the_ring_for_a_bounded_time():
+def test_stop_during_a_flood_reads_the_ring_for_a_bounded_time(monkeypatch):
     """At stop the decoder reads what the ring holds, but a flood that never lets it
-    empty does not keep it from ending: at most ``FINAL_READ_S`` of it."""
-    from rtp2ws.pipeline.pipeline import Config
+    empty does not keep it from ending: at most ``FINAL_READ_S`` of it.  The decoder is
+    made slow (half a millisecond a packet: a busy decoder), so that the flood surely
+    outruns it."""
+    from rtp2ws.pipeline.pipeline import Config, Pipeline
     from rtp2ws.pipeline.sink import Sink
     from rtp2ws.run import live as run_live
 
-    cap = LiveCapture("lo", bpf="udp and dst port 26992", backend=_backend("python"))
+    class Slow(Pipeline):
+        def feed(self, ts: float, frame: bytes) -> None:
+            time.sleep(0.0005)
+            super().feed(ts, frame)
+
+    monkeypatch.setattr(run_live, "Pipeline", Slow)
+    cap = LiveCapture("lo", bpf="udp and dst port 26992")
     runner = run_live.LiveRunner(cap, Config())
     stop = threading.Event()
     done = threading.Event()
