@@ -25,7 +25,8 @@ import pcap
 
 from ..speedups import pick
 
-__all__ = ["BACKENDS", "CaptureError", "CaptureFile", "PacketReader", "ReadError", "Reader", "reader_class"]
+__all__ = ["BACKENDS", "CaptureError", "CaptureFile", "PacketReader", "ReadError", "Reader", "check_backend",
+           "reader_class"]
 
 PCAP_FILE_HEADER = 24
 PCAP_RECORD_HEADER = 16
@@ -314,13 +315,19 @@ if _native is not None:
     from .._fastpath import Reader as _NativeReader
 
 
-def reader_class(backend: str | None = None):
-    """The ``Reader`` of ``backend`` (``native``, ``python``; default: the first of
-    ``BACKENDS``).  ``Pipeline.run_reader`` takes the fast path that goes with it."""
+def check_backend(backend: str | None) -> str:
+    """``backend`` (``native``, ``python``; None: the first of ``BACKENDS``), checked to be
+    available; the readers here and in ``capture.live`` are chosen by it."""
     backend = backend or BACKENDS[0]
     if backend not in BACKENDS:
         raise ValueError(f"fast path backend {backend!r} is not available (have {', '.join(BACKENDS)})")
-    if backend == "native":
+    return backend
+
+
+def reader_class(backend: str | None = None):
+    """The ``Reader`` of ``backend`` (``native``, ``python``; default: the first of
+    ``BACKENDS``).  ``Pipeline.run_reader`` takes the fast path that goes with it."""
+    if check_backend(backend) == "native":
         assert _native is not None  # "native" is listed only when the extension is there
         return _NativeReader
     return Reader

@@ -37,11 +37,10 @@ from collections.abc import Callable
 import pcap
 
 from ..net.packet import DLT_EN10MB
-from ..speedups import pick
-from .file import PacketReader
+from .file import BACKENDS, PacketReader, check_backend
 
-__all__ = ["CaptureOpenError", "LiveCapture", "LiveReaderPy", "build_bpf", "drop_privileges", "live_reader_class",
-           "parse_port_range", "parse_ports"]
+__all__ = ["BACKENDS", "CaptureOpenError", "LiveCapture", "LiveReaderPy", "build_bpf", "drop_privileges",
+           "live_reader_class", "parse_port_range", "parse_ports"]
 
 log = logging.getLogger("rtp2ws.capture")
 
@@ -139,6 +138,11 @@ def _open_error(interface: str, message: str) -> CaptureOpenError:
     return CaptureOpenError(f"{interface}: cannot capture: {message}")
 
 
+def _text(msg: object) -> str:
+    """pypcap's message (bytes, sometimes) as text."""
+    return msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg)
+
+
 class LiveReaderPy(PacketReader):
     """Twin of ``_fastpath.LiveReader``: an interface opened with pypcap (immediate,
     non-blocking), read a packet at a time by ``FastPath.run`` (``rtp2ws.fastpath.twin``)
@@ -172,8 +176,7 @@ class LiveReaderPy(PacketReader):
         try:
             self._pcap.setfilter(text)
         except OSError as e:
-            msg = e.args[0] if e.args else str(e)
-            raise OSError(msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg)) from None
+            raise OSError(_text(e.args[0] if e.args else str(e))) from None
 
     def fileno(self) -> int:
         if self._pcap is None:
@@ -206,8 +209,7 @@ class LiveReaderPy(PacketReader):
             self._i = 0
             n = self._pcap.dispatch(self.BATCH, self._collect)
             if n < 0:
-                err = self._pcap.geterr()
-                self.error = err.decode("utf-8", "replace") if isinstance(err, bytes) else str(err)
+                self.error = _text(self._pcap.geterr())
                 return None
             if not self._batch:
                 self.waiting = True
@@ -220,18 +222,13 @@ class LiveReaderPy(PacketReader):
         return item
 
 
-_native, BACKENDS = pick("fastpath")      # the C reader is in the fast path's extension
-
-
 def live_reader_class(backend: str | None = None):
     """The live reader of ``backend`` (``native``, ``python``; default: the first of
-    ``BACKENDS``); ``Pipeline.run_reader`` takes the fast path that goes with it."""
-    backend = backend or BACKENDS[0]
-    if backend not in BACKENDS:
-        raise ValueError(f"fast path backend {backend!r} is not available (have {', '.join(BACKENDS)})")
-    if backend == "native":
-        assert _native is not None  # "native" is listed only when the extension is there
-        return _native.LiveReader
+    ``capture.file.BACKENDS``); ``Pipeline.run_reader`` takes the fast path that goes with it."""
+    if check_backend(backend) == "native":
+        from .._fastpath import LiveReader  # the C reader is in the fast path's extension
+
+        return LiveReader
     return LiveReaderPy
 
 
