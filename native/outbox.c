@@ -420,6 +420,7 @@ struct ob_outbox {
     long long offset, dropped_samples, dropped_events, sent_samples, acknowledged, undelivered_samples;
     long long queued_samples, retained_samples;
     long long unkept, unkept_end;
+    long long resume_at;      /* Outbox.resume_at: where a resumed connection starts */
     long long ping_at, expected;
     long long sent_first, sent_end;
     long long gap_dropped;
@@ -634,16 +635,19 @@ dropping_stopped(ob_outbox *ob)
     return r;
 }
 
-/* Outbox._trim: whole messages off the front of (runs, data) until excess samples are gone. */
+/* Outbox._trim: whole messages off the front of (runs, data) until excess samples are gone;
+   *end: the offset right after the last sample removed (0 if none). */
 static long long
-trim(ob_outbox *ob, fifo *runs, fifo *data, long long excess)
+trim(ob_outbox *ob, fifo *runs, fifo *data, long long excess, long long *end)
 {
     long long fs = ob->frame_samples, removed = 0;
+    *end = 0;
     while (removed < excess && runs->len) {
         run *r = runs_front(runs);
         long long cut = (excess - removed + fs - 1) / fs * fs;
         if (cut >= r->n) {
             long long n = r->n;
+            *end = r->off + n;
             fifo_drop(data, (size_t)(n * ob->frame_bytes));
             fifo_drop(runs, sizeof(run));
             removed += n;
@@ -653,6 +657,7 @@ trim(ob_outbox *ob, fifo *runs, fifo *data, long long excess)
             r->off += cut;
             r->n -= cut;
             removed += cut;
+            *end = r->off;
         }
     }
     return removed;
@@ -661,7 +666,8 @@ trim(ob_outbox *ob, fifo *runs, fifo *data, long long excess)
 static int
 drop_oldest(ob_outbox *ob)
 {
-    long long dropped = trim(ob, &ob->qruns, &ob->qdata, ob->queued_samples - ob->max_samples);
+    long long end;
+    long long dropped = trim(ob, &ob->qruns, &ob->qdata, ob->queued_samples - ob->max_samples, &end);
     ob->queued_samples -= dropped;
     int r = count_dropped(ob, dropped);
     ob->gap_dropped += dropped;
@@ -677,7 +683,10 @@ drop_oldest(ob_outbox *ob)
 static void
 unkeep(ob_outbox *ob, long long excess)
 {
-    long long removed = trim(ob, &ob->rruns, &ob->rdata, excess);
+    long long end;
+    long long removed = trim(ob, &ob->rruns, &ob->rdata, excess, &end);
+    if (end > ob->resume_at)
+        ob->resume_at = end;
     ob->retained_samples -= removed;
     ob->unkept += removed;
     ob->unkept_end = ob->rruns.len ? runs_front(&ob->rruns)->off : ob->expected;
@@ -689,6 +698,8 @@ acknowledge(ob_outbox *ob, long long offset)
     if (offset <= ob->acknowledged)
         return;
     ob->acknowledged = offset;
+    if (offset > ob->resume_at)
+        ob->resume_at = offset;
     long long freed = 0;
     while (ob->rruns.len) {
         run *r = runs_front(&ob->rruns);
@@ -1312,9 +1323,7 @@ outbox_connected(ob_outbox *ob, PyObject *Py_UNUSED(ignored))
     ob->started = 1;
     if (!resumed)
         return Py_BuildValue("(Oi)", Py_False, 0);
-    long long at = ob->rruns.len ? runs_front(&ob->rruns)->off
-                   : ob->qruns.len ? runs_front(&ob->qruns)->off : ob->offset;
-    return Py_BuildValue("(OL)", Py_True, at);
+    return Py_BuildValue("(OL)", Py_True, ob->resume_at);
 }
 
 static PyObject *
@@ -1751,6 +1760,7 @@ static PyMemberDef outbox_members[] = {
     RO("dropped_events", T_LONGLONG, dropped_events, NULL),
     RO("sent_samples", T_LONGLONG, sent_samples, NULL),
     RO("acknowledged", T_LONGLONG, acknowledged, NULL),
+    RO("resume_at", T_LONGLONG, resume_at, "Where a resumed connection starts (see Outbox.connected)."),
     RO("undelivered_samples", T_LONGLONG, undelivered_samples, NULL),
     RO("queued_samples", T_LONGLONG, queued_samples, NULL),
     RO("retained_samples", T_LONGLONG, retained_samples, NULL),

@@ -26,7 +26,7 @@ exception class with the same text.  Skipped when the C extension is not built."
 _native = load_native("_wsframe")
 _log = logging.getLogger("rtp2ws.sender")
 
-STATE = ("offset", "dropped_samples", "dropped_events", "sent_samples", "acknowledged", "undelivered_samples",
+STATE = ("offset", "dropped_samples", "dropped_events", "sent_samples", "acknowledged", "resume_at", "undelivered_samples",
          "queued_samples", "retained_samples", "queued_bytes", "retained_bytes", "unkept_samples", "ping_at",
          "expected", "started", "ended", "closed", "dropping", "pending", "sent", "note_sent", "ping_every",
          "frame_samples", "frame_bytes", "max_samples", "resend_samples", "max_buffer_ms", "resend_ms",

@@ -144,6 +144,11 @@ class OutboxPy:
         self.retained_samples = 0
         self._unkept = 0              # samples that left `retained` unacknowledged ...
         self._unkept_end = 0          # ... all before this offset
+        # Where a resumed connection starts: the first offset the server may lack that can
+        # still be sent or announced.  It is the resend window's start with the gap (dropped
+        # audio) before its first run, if any: that gap's ``drop`` went out with the audio
+        # after it, unacknowledged, and may have been lost with the connection.
+        self.resume_at = 0
         self.ping_at: int | None = None   # the acknowledgement ping in flight: the offset it follows
         self.expected = 0             # on the current connection: the offset the server expects next
         self.started = False          # a first start (resumed=false) has gone out
@@ -227,7 +232,7 @@ class OutboxPy:
         return True
 
     def _drop_oldest(self) -> None:
-        dropped = self._trim(self.queue, self.queued_samples - self.max_samples)
+        dropped, _ = self._trim(self.queue, self.queued_samples - self.max_samples)
         self.queued_samples -= dropped
         self._count_dropped(dropped)
         self._gap_dropped += dropped
@@ -236,21 +241,24 @@ class OutboxPy:
             log.warning("stream %s: %d ms of audio queued (server slow or unreachable), dropping the oldest",
                         self.stream_id, self.max_buffer_ms)
 
-    def _trim(self, runs: deque[Run], excess: int) -> int:
+    def _trim(self, runs: deque[Run], excess: int) -> tuple[int, int]:
         """Remove whole messages from the front of ``runs`` until ``excess``
-        samples are gone (or nothing is left); returns the samples removed."""
+        samples are gone (or nothing is left); returns the samples removed and the
+        offset right after the last of them (0 if none)."""
         fs = self.frame_samples
-        removed = 0
+        removed = end = 0
         while removed < excess and runs:
             off, pcm, n = runs[0]
             cut = -(-(excess - removed) // fs) * fs
             if cut >= n:
                 runs.popleft()
                 removed += n
+                end = off + n
             else:
                 runs[0] = (off + cut, memoryview(pcm)[cut * self.frame_bytes:], n - cut)
                 removed += cut
-        return removed
+                end = off + cut
+        return removed, end
 
     def _dropping_stopped(self) -> None:
         self.dropping = False
@@ -266,18 +274,17 @@ class OutboxPy:
 
     def connected(self) -> tuple[bool, int]:
         """A connection is about to send ``start``: (resumed, offset) for it.  The
-        first start is at offset 0; a resumed one at the oldest audio the server
-        may lack (the resend window, else the queue, else the current offset)."""
+        first start is at offset 0; a resumed one at ``resume_at``, the first offset
+        the server may lack that can still be sent or announced: the resend window
+        with the gap before it (so that ``resend`` repeats that gap's ``drop``), else
+        where the audio sent so far ends (so that ``take`` announces a gap before
+        the queue).  What left the window unacknowledged comes before it: lost."""
         self.ping_at = None
         resumed = self.started
         self.started = True
         if not resumed:
             return False, 0
-        if self.retained:
-            return True, self.retained[0][0]
-        if self.queue:
-            return True, self.queue[0][0]
-        return True, self.offset
+        return True, self.resume_at
 
     def resend(self, msgs: list[Message], offset: int) -> int:
         """Append the resend window (audio already sent once, from ``offset`` on)
@@ -438,6 +445,8 @@ class OutboxPy:
         if offset <= self.acknowledged:
             return
         self.acknowledged = offset
+        if offset > self.resume_at:
+            self.resume_at = offset
         retained = self.retained
         freed = 0
         while retained:
@@ -462,7 +471,9 @@ class OutboxPy:
         unacknowledged (acknowledged audio has left it already).  Should the
         connection break before a pong acknowledges it, it is undelivered."""
         retained = self.retained
-        removed = self._trim(retained, excess)
+        removed, end = self._trim(retained, excess)
+        if end > self.resume_at:
+            self.resume_at = end
         self.retained_samples -= removed
         self._unkept += removed
         self._unkept_end = retained[0][0] if retained else self.expected
