@@ -1,7 +1,7 @@
 """Live capacity: ``rtp2ws live`` capturing on a real interface at realtime, against the reference.
 
     python benchmarks/live_capacity.py [--calls 200] [--seconds 20] [--workers 1] [--no-reference]
-                                       [--frame-ms 20] [--rtp2ws-args "..."]
+                                       [--frame-ms 20] [--rtp2ws-args "..."] [--remote-sink]
                                        [--settle 1.0] [--out DIR] [--cache DIR]
 
 Issue 12 asks what a live sidecar carries.  ``rtp2ws bench --latency`` measures it with a
@@ -41,6 +41,14 @@ itself.  Needs root and ip(8).
    (``carried`` false, the raw one in ``calls_per_core_raw``): packets dropped by the
    kernel (pcap statistics; for rtp2ws also by the interface or its capture queue), the
    sink short of N x 2 x S x 50 frames, or the sender more than ``BEHIND_LIMIT_S`` behind.
+
+``--remote-sink`` puts each pipeline's sink on a host of its own (``SinkHost``: a second
+namespace behind a veth pair, Receive Packet Steering on its side, the sink and the sender
+pinned to the last CPUs and the pipeline to the first ``--workers``).  On loopback the
+receiving side's TCP work runs inside the writer's ``send`` and is charged to the
+pipeline (about a third of rtp2ws's CPU at 20 ms frames, in perf); a sidecar streaming to
+an analysis server on another host does not pay it.  Both figures are worth reporting:
+loopback is the default.
 
 The kernel's share: on a veth the receiving side's work (the copy into the capture
 ring included) mostly runs as a softirq on the way out of the sender's ``send`` (the
@@ -196,6 +204,53 @@ class Veth:
         return out
 
 
+class SinkHost:
+    """``--remote-sink``: the analysis server on a host of its own, as in production.  A
+    second namespace, ``ns`` (``r2wsk<tag>``), reached from the root namespace over a veth
+    pair (``root`` 10.211.0.1/30, ``peer`` 10.211.0.2/30 inside).  The sink listens on the
+    peer and runs on ``cpus`` (taskset), and so does the receiving side's kernel work:
+    Receive Packet Steering on the peer's queue hands each segment the pipeline writes to
+    those CPUs.  On loopback that work (TCP receive, socket look-up, waking the sink) runs
+    in the writer's system call and is charged to the pipeline: about a third of
+    rtp2ws's CPU at 20 ms frames.  The pipeline itself runs on the other CPUs (see
+    ``Pinning``), so whatever it is charged is its own."""
+
+    ROOT_IP, PEER_IP = "10.211.0.1", "10.211.0.2"
+
+    def __init__(self, tag: str, cpus: list[int]) -> None:
+        self.ns = f"r2wsk{tag}"
+        self.root = f"r2wsk{tag}"
+        self.peer = f"r2wskp{tag}"
+        self.cpus = cpus
+        self.made = False
+
+    def open(self) -> SinkHost:
+        ip("netns", "add", self.ns)
+        self.made = True
+        ip("link", "add", self.root, "type", "veth", "peer", "name", self.peer, "netns", self.ns)
+        ip("addr", "add", f"{self.ROOT_IP}/30", "dev", self.root)
+        ip("-n", self.ns, "addr", "add", f"{self.PEER_IP}/30", "dev", self.peer)
+        ip("link", "set", self.root, "up")
+        ip("-n", self.ns, "link", "set", self.peer, "up")
+        ip("-n", self.ns, "link", "set", "lo", "up")
+        mask = format(sum(1 << c for c in self.cpus), "x")
+        r = subprocess.run(["ip", "netns", "exec", self.ns, "sh", "-c",
+                            f"echo {mask} > /sys/class/net/{self.peer}/queues/rx-0/rps_cpus"],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError(f"RPS on {self.peer}: {r.stderr.strip()}")
+        return self
+
+    def prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.ns, "taskset", "-c", ",".join(map(str, self.cpus))]
+
+    def close(self) -> None:
+        if self.made:
+            ip("link", "del", self.root, check=False)
+            ip("netns", "del", self.ns, check=False)
+            self.made = False
+
+
 # =========================================================================== processes and CPU
 
 def _stat(path: str) -> list[str] | None:
@@ -289,9 +344,11 @@ class Child:
 class Sender:
     """``send_main`` in the namespace, on the peer."""
 
-    def __init__(self, veth: Veth, capture: str) -> None:
-        self.proc = subprocess.Popen(["ip", "netns", "exec", veth.ns, PY, str(Path(__file__).resolve()), "send",
-                                      veth.peer, capture], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    def __init__(self, veth: Veth, capture: str, cpus: list[int] | None = None) -> None:
+        pin = ["taskset", "-c", ",".join(map(str, cpus))] if cpus else []
+        self.proc = subprocess.Popen(["ip", "netns", "exec", veth.ns, *pin, PY, str(Path(__file__).resolve()),
+                                      "send", veth.peer, capture],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("ready"):
@@ -332,16 +389,24 @@ def parse_summary(out: str) -> dict:
 
 
 def run_pipeline(name: str, cmd: list[str], veth: Veth, capture: str, info: dict, settle: float,
-                 children: list, frame_ms: int = 20) -> dict:
-    """One pipeline on the interface, fed by the sender, into a discard sink of its own."""
+                 children: list, frame_ms: int = 20, host: SinkHost | None = None,
+                 cpus: list[int] | None = None) -> dict:
+    """One pipeline on the interface, fed by the sender, into a discard sink of its own
+    (on loopback, or behind ``host``; then the pipeline runs on ``cpus``, the sender and
+    the sink on the host's)."""
     from rtp2ws.bench.discard import SinkProcess
     from rtp2ws.bench.harness import process_cpu_s
 
-    sink = SinkProcess("discard")
+    if host is None:
+        sink = SinkProcess("discard")
+    else:
+        sink = SinkProcess("discard", listen=f"{host.PEER_IP}:0", prefix=host.prefix())
     children.append(sink)
     try:
         cmd = [c.replace("{url}", sink.url) for c in cmd]
-        sender = Sender(veth, capture)
+        if cpus is not None:
+            cmd = ["taskset", "-c", ",".join(map(str, cpus)), *cmd]
+        sender = Sender(veth, capture, host.cpus if host is not None else None)
         children.append(sender)
         proc = Child(cmd)
         children.append(proc)
@@ -427,16 +492,31 @@ def run(args: argparse.Namespace) -> dict:
     capture, info = cached_capture(Path(args.cache or out_dir / "captures"), args.calls, args.seconds,
                                    loss=0.0, reorder=0.0, seed=1, law="alaw")
     veth = Veth(str(os.getpid()))
+    host = cpus = None
+    if args.remote_sink:
+        ncpu = len(os.sched_getaffinity(0))
+        if args.workers >= ncpu:
+            raise SystemExit(f"--remote-sink: --workers {args.workers} leaves none of the {ncpu} CPUs to the sink")
+        every = sorted(os.sched_getaffinity(0))
+        cpus = every[:args.workers]
+        host = SinkHost(str(os.getpid()), every[args.workers:])
     children: list = []
     doc: dict = {"version": 1, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(),
                  "commit": git_commit(), "calls": args.calls, "seconds": info["seconds"], "workers": args.workers,
                  "settle_s": args.settle, "frame_ms": args.frame_ms, "rtp2ws_args": args.rtp2ws_args, "capture": capture, "capture_packets": info["packets"],
                  "netns": veth.ns, "interface": veth.capture, "peer": veth.peer,
+                 "remote_sink": None if host is None else {"netns": host.ns, "sink_cpus": host.cpus,
+                                                           "pipeline_cpus": cpus},
                  "cpu_window": "from the sender's first frame to --settle seconds after its last"}
     print(f"live capacity: {args.calls} calls x {info['seconds']:g} s, {info['packets']} frames, on veth "
           f"{veth.capture} (peer {veth.peer} in namespace {veth.ns})", file=sys.stderr, flush=True)
+    if host is not None:
+        print(f"  the sink and the sender on CPUs {host.cpus} (sink in namespace {host.ns}, its receive work "
+              f"steered there), the pipeline on CPUs {cpus}", file=sys.stderr, flush=True)
     try:
         veth.open()
+        if host is not None:
+            host.open()
         runs = [("rtp2ws", [PY, "-m", "rtp2ws.cli", "live", "-i", veth.capture, "--ws-url", "{url}",
                             "--workers", str(args.workers), "--frame-ms", str(args.frame_ms), "--flush-ms",
                             str(args.frame_ms), *shlex.split(args.rtp2ws_args)], args.frame_ms)]
@@ -444,13 +524,15 @@ def run(args: argparse.Namespace) -> dict:
             runs.append(("reference", [PY, str(ROOT / "benchmarks" / "reference_pipeline.py"), "--live",
                                        veth.capture, "--ws-url", "{url}"], 20))
         for name, cmd, frame_ms in runs:
-            e = run_pipeline(name, cmd, veth, capture, info, args.settle, children, frame_ms)
+            e = run_pipeline(name, cmd, veth, capture, info, args.settle, children, frame_ms, host, cpus)
             doc[name] = e
             print(line(e), file=sys.stderr, flush=True)
     finally:
         for c in reversed(children):      # what is still running after an error or SIGINT
             end(c.proc)
         veth.close()
+        if host is not None:
+            host.close()
     mine, theirs = doc["rtp2ws"]["calls_per_core"], (doc.get("reference") or {}).get("calls_per_core")
     doc["ratio"] = mine / theirs if mine and theirs else None
     if args.reference:
@@ -475,6 +557,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rtp2ws-args", default="",
                     help="more options for rtp2ws live, one string (e.g. \"--frame-ms 100 --flush-ms 100\")")
     ap.add_argument("--no-reference", dest="reference", action="store_false", help="rtp2ws only")
+    ap.add_argument("--remote-sink", action="store_true",
+                    help="the sink behind a veth pair in a namespace of its own, its receive work and the "
+                         "sender on the last CPUs, each pipeline pinned to the first --workers CPUs (as a "
+                         "sidecar streaming to another host); default: the sink on loopback, nothing pinned")
     ap.add_argument("--settle", type=float, default=1.0,
                     help="seconds after the sender's end before the SIGTERM, counted (the calls' ends)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "live"))

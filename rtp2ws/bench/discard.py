@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..speedups import load_native
@@ -218,19 +219,23 @@ async def _serve_discard(host: str, port: int, tick_ms: float = DRAIN_TICK_MS) -
 class SinkProcess:
     """The WebSocket server the benchmark streams to, in a process of its own."""
 
-    def __init__(self, kind: str = "discard", out_dir: str | None = None) -> None:
+    def __init__(self, kind: str = "discard", out_dir: str | None = None, *, listen: str = "127.0.0.1:0",
+                 prefix: Sequence[str] = ()) -> None:
+        """``listen``: HOST:PORT (port 0: any free one); ``prefix``: a command the sink runs
+        under (e.g. ``ip netns exec NS`` and ``taskset -c CPUS``: it must exec the sink,
+        so that its signals reach it)."""
         self.kind = kind
         self._tmp = None
         if kind == "discard":
-            cmd = [sys.executable, "-m", "rtp2ws.bench", "sink", "--listen", "127.0.0.1:0"]
+            cmd = [sys.executable, "-m", "rtp2ws.bench", "sink", "--listen", listen]
         elif kind == "rtp2ws":
             if out_dir is None:
                 self._tmp = tempfile.mkdtemp(prefix="rtp2ws-bench-sink-")
                 out_dir = self._tmp
-            cmd = [sys.executable, "-m", "rtp2ws.cli", "sink", "--listen", "127.0.0.1:0", "--out-dir", out_dir]
+            cmd = [sys.executable, "-m", "rtp2ws.cli", "sink", "--listen", listen, "--out-dir", out_dir]
         else:
             raise ValueError(f"unknown sink {kind!r}: discard or rtp2ws")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([*prefix, *cmd], stdout=subprocess.PIPE, text=True)
         stdout = self.proc.stdout
         assert stdout is not None  # stdout=PIPE
         line = stdout.readline()
