@@ -22,6 +22,8 @@ from .run import gcpolicy
 from .run.replay import Progress, ReplayError, ReplayResult, replay
 from .run.workerlink import WORKER_ENV
 from .sinks.wav import WavSink
+from .ws.formats import DEFAULT as DEFAULT_FORMAT
+from .ws.formats import FORMATS
 
 if TYPE_CHECKING:
     from .run.live import LiveOptions
@@ -111,6 +113,9 @@ def _frame_ms(text: str) -> int:
 def _add_stream_options(p) -> None:
     g = p.add_argument_group("streaming to an analysis server")
     g.add_argument("--ws-url", help="ws:// or wss:// URL: stream every call leg there, one connection per leg")
+    g.add_argument("--ws-format", choices=FORMATS, default=DEFAULT_FORMAT,
+                   help="the messages' shape (docs/protocol.md): rtp2ws (default), or seed: the same messages "
+                        "with a tag per stream, <call>-<leg>, for a server that names its files by tag")
     g.add_argument("--frame-ms", type=_frame_ms, default=20, help="audio per binary message: 20..1000, step 20")
     g.add_argument("--flush-ms", type=whole(0, 1000), default=FLUSH_MS,
                    help=f"when paced (live, --speed realtime): hand audio to the connections at most every "
@@ -353,6 +358,7 @@ def sender_config(args) -> SenderConfig | None:
         max_buffer_ms=args.max_buffer_ms,
         resend_ms=args.resend_ms,
         max_connecting=args.max_connecting,
+        ws_format=args.ws_format,
     )
 
 
@@ -363,10 +369,10 @@ def _replay_to_websocket(args, config: Config, wav_sink, progress):
     from .ws.sender import raise_fd_limit
 
     raise_fd_limit(65536)
-    streams = StreamSink(frame_ms=args.frame_ms, stereo=args.stereo, sip_headers=tuple(args.sip_header),
-                         hold_s=config.jitter_depth + 1.0)
     sender_cfg = sender_config(args)
     assert sender_cfg is not None  # called with --ws-url only
+    streams = StreamSink(frame_ms=args.frame_ms, stereo=args.stereo, sip_headers=tuple(args.sip_header),
+                         hold_s=config.jitter_depth + 1.0, ws_format=sender_cfg.ws_format)
     return stream_replay(args.capture, config, sender_cfg, streams, speed=args.speed,
                          also=wav_sink, progress=progress)
 

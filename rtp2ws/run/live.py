@@ -551,7 +551,8 @@ def _run_with_websocket(opts: LiveOptions, sender, config, runner: LiveRunner, w
 
     raise_fd_limit(65536)
     streams = StreamSink(frame_ms=opts.frame_ms, stereo=opts.stereo, sip_headers=opts.sip_headers,
-                         hold_s=config.jitter_depth + 1.0)
+                         hold_s=config.jitter_depth + 1.0,
+                         ws_format=opts.sender.ws_format if opts.sender is not None else "rtp2ws")
 
     async def main():
         loop = asyncio.get_running_loop()

@@ -42,6 +42,7 @@ from ..media.dtmf import DtmfEvent
 from ..media.leg import CodecChange, LegEvent
 from ..pipeline.sink import FastTarget, LegView, Sink
 from ..signalling.calls import CALLEE, CALLER, Call, CallEvent, HoldChanged
+from ..ws import formats
 from ..ws.protocol import CODEC, PROTOCOL_VERSION, SAMPLE_RATE, validate_frame_ms
 from .wav import iso
 
@@ -95,10 +96,11 @@ def leg_statistics(leg: LegView) -> dict[str, Any]:
 class _Stream:
     """Identity and framing state of one outgoing stream."""
 
-    def __init__(self, call: Call, tag: str, channels: int, frame: int) -> None:
+    def __init__(self, call: Call, tag: str, channels: int, frame: int, ws_format: str = formats.DEFAULT) -> None:
         self.id = uuid.uuid4().hex
         self.call_id = call.call_id
         self.tag = tag
+        self.wire_tag = formats.wire_tag(ws_format, call.key, tag)     # the tag its messages carry
         self.channels = channels
         self.frame = frame            # samples per channel per frame
         self.frame_bytes = 2 * channels * frame
@@ -107,13 +109,14 @@ class _Stream:
         self.start_time: float | None = None
 
     def ident(self, kind: str) -> dict[str, Any]:
-        return {"type": kind, "call_id": self.call_id, "tag": self.tag, "stream_id": self.id}
+        return {"type": kind, "call_id": self.call_id, "tag": self.wire_tag, "stream_id": self.id}
 
 
 class StreamSink(Sink):
     def __init__(self, *, frame_ms: int = 20, stereo: bool = False, sip_headers: tuple[str, ...] = (),
-                 hold_s: float = 1.06) -> None:
+                 hold_s: float = 1.06, ws_format: str = formats.DEFAULT) -> None:
         self.frame = validate_frame_ms(frame_ms) * RATE // 1000
+        self.ws_format = formats.check(ws_format)
         self.frame_ms = frame_ms
         self.stereo = stereo
         self.sip_headers = tuple(sip_headers)
@@ -321,7 +324,7 @@ class StreamSink(Sink):
         key = (call.key, leg.tag)
         s = self._legs.get(key)
         if s is None:
-            s = self._legs[key] = _Stream(call, leg.tag, 1, self.frame)
+            s = self._legs[key] = _Stream(call, leg.tag, 1, self.frame, self.ws_format)
             s.start_time = leg.start_time
             if leg.tag not in _SDP_TAGS:
                 self._extras.setdefault(call.key, []).append(leg.tag)
@@ -336,7 +339,7 @@ class StreamSink(Sink):
     def _mixer(self, call: Call, leg: LegView) -> _Mixer:
         mix = self._mix.get(call.key)
         if mix is None:
-            s = _Stream(call, "stereo", 2, self.frame)
+            s = _Stream(call, "stereo", 2, self.frame, self.ws_format)
             s.start_time = leg.start_time
             mix = self._mix[call.key] = _Mixer(call.key, s, self.ops, lambda: self._start(call, s, None, None))
         return mix

@@ -137,6 +137,8 @@ class SenderConfig:
     # rtp2ws starts (or when the server comes back) connect a batch at a time instead of
     # flooding the server's listen backlog, and each waits its turn before open_timeout starts.
     max_connecting: int = 64
+    # The messages' shape (ws.formats): "rtp2ws" (docs/protocol.md), or "seed" (a tag per stream).
+    ws_format: str = "rtp2ws"
 
     @property
     def linger(self) -> float:
