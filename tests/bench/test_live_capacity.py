@@ -108,6 +108,34 @@ def test_both_pipelines_carry_a_tiny_load_and_the_namespace_goes(tmp_path):
 
 
 @needs_netns
+def test_remote_sink_runs_each_pipeline_pinned_and_its_sink_in_a_namespace_of_its_own(tmp_path):
+    """``--remote-sink`` (twice, ``--repeat 2``): every run carried the load into a sink
+    listening in the second namespace, the pipeline pinned to the first CPU; the median
+    run stands; both namespaces and both veth pairs are gone afterwards."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("--remote-sink needs 2 CPUs: one for the pipeline, one for the sink")
+    out = tmp_path / "out"
+    r = subprocess.run([PY, str(SCRIPT), "--calls", "2", "--seconds", "2", "--settle", "0.5", "--remote-sink",
+                        "--repeat", "2", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((out / "live_capacity.json").read_text())
+    host = doc["remote_sink"]
+    first = sorted(os.sched_getaffinity(0))[0]
+    assert host["pipeline_cpus"] == [first] and first not in host["sink_cpus"]
+    assert gone(doc["netns"], doc["interface"], doc["peer"]) and gone(host["netns"], host["netns"])
+    assert len(doc["runs"]) == 2
+    for one in doc["runs"]:
+        for name in ("rtp2ws", "reference"):
+            e = one[name]
+            assert e["carried"] and e["affinity"] == [first], e
+            assert e["sink_frames"] == e["expected_frames"] == 2 * 2 * 100
+            assert "ws://10.211.0.2:" in " ".join(e["command"])
+    figures = sorted(one["rtp2ws"]["calls_per_core"] for one in doc["runs"])
+    assert doc["rtp2ws"]["calls_per_core"] == figures[0]          # the lower of two is the median run
+    assert "rtp2ws calls per core over 2 runs: " in r.stderr
+
+
+@needs_netns
 def test_sigint_midway_removes_the_namespace_and_ends_every_process(tmp_path):
     proc = subprocess.Popen([PY, str(SCRIPT), "--calls", "2", "--seconds", "30", "--no-reference",
                              "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
