@@ -291,18 +291,23 @@ def test_resend_marks_gaps_in_the_window():
     assert json.loads(msgs[1])["offset"] == 3 * FRAME and json.loads(msgs[1])["samples"] == 2 * FRAME
 
 
+def one_frame_sent_and_acknowledged():
+    """An outbox of 40 ms (two frames) whose first frame went out and was acknowledged."""
+    ob = outbox(max_buffer_ms=40, resend_ms=1000)
+    ob.connected()
+    ob.push_audio(pcm(0))
+    ob.take([], 1 << 20)
+    ob.acknowledge(FRAME)
+    return ob
+
+
 def test_a_gap_after_everything_acknowledged_is_announced_on_the_next_connection():
     """Everything sent was acknowledged when the connection broke (the server's last
     read was a ping), and the outage dropped audio: the resumed start is where the
     sent audio ends, so the gap before the queue gets its ``drop``.  (It once started
     at the queue's first offset: the sink saw the gap in the offsets only, and the
     end's ``dropped_ms`` named audio no ``drop`` had announced.)"""
-    ob = outbox(max_buffer_ms=40, resend_ms=1000)
-    ob.connected()
-    msgs = []
-    ob.push_audio(pcm(0))
-    ob.take(msgs, 1 << 20)
-    ob.acknowledge(FRAME)
+    ob = one_frame_sent_and_acknowledged()
     assert ob.retained_samples == 0
     ob.connection_lost()
     for i in range(1, 5):                               # 1 and 2 are dropped during the outage
@@ -320,12 +325,7 @@ def test_a_drop_lost_with_the_connection_is_sent_again():
     """The ``drop`` went out with the audio after it, and the connection broke
     before the server read them: the resend starts before the gap and repeats the
     ``drop`` (the same offset and samples) ahead of the audio."""
-    ob = outbox(max_buffer_ms=40, resend_ms=1000)
-    ob.connected()
-    msgs = []
-    ob.push_audio(pcm(0))
-    ob.take(msgs, 1 << 20)
-    ob.acknowledge(FRAME)
+    ob = one_frame_sent_and_acknowledged()
     for i in range(1, 5):
         ob.push_audio(pcm(i * FRAME))
     first = []
