@@ -19,6 +19,7 @@ from .argtypes import number, whole
 from .pipeline.pipeline import FLUSH_MS, Config
 from .pipeline.sink import Sink
 from .run import gcpolicy
+from .run.logs import FORMATS, LEVELS
 from .run.replay import Progress, ReplayError, ReplayResult, replay
 from .run.workerlink import WORKER_ENV
 from .sinks.wav import WavSink
@@ -33,13 +34,16 @@ if TYPE_CHECKING:
 # Ranges of the options the pipeline reads (argtypes: nan and infinities are refused too).
 JITTER_MS = number(0, 2000, unit="ms")
 RTP_TIMEOUT = number(1, 86400, unit="s")
+COUNT = whole(1, 10 ** 12)
 
 
 class Parser(argparse.ArgumentParser):
-    """rtp2ws's parser, which keeps the ``live`` subcommand's parser: ``live --config``
-    reads the options it defines (``tomlconfig.apply_config``)."""
+    """rtp2ws's parser, which keeps the subcommands' parsers: ``live --config`` reads the
+    options ``live`` defines (``tomlconfig.apply_config``), and each reports its own
+    errors found after parsing (``-r`` or a capture, ``--bpf`` or an expression)."""
 
     live_parser: argparse.ArgumentParser
+    replay_parser: argparse.ArgumentParser
 
 
 def build_parser() -> Parser:
@@ -48,7 +52,11 @@ def build_parser() -> Parser:
                                                         "twin runs on (native, or its numpy/python twin), and exit")
     sub = p.add_subparsers(dest="command", required=True, parser_class=argparse.ArgumentParser)
     r = sub.add_parser("replay", help="decode every call in a pcap/pcapng file")
-    r.add_argument("capture", help="pcap or pcapng file")
+    p.replay_parser = r
+    r.add_argument("capture", nargs="?", help="pcap or pcapng file (or -r FILE)")
+    r.add_argument("-r", dest="read_file", metavar="FILE", help="pcap or pcapng file, as tcpdump -r reads it")
+    r.add_argument("-c", "--count", type=COUNT, metavar="COUNT",
+                   help="stop after COUNT packets, 1..10^12, as if the file ended there (like tcpdump -c)")
     r.add_argument("--out-dir", help="directory for calls.json and calls/<call>/ with a WAV per leg")
     r.add_argument("--stereo", action="store_true",
                    help="stereo per call (caller left, callee right): an extra WAV, or one stream per call")
@@ -60,6 +68,7 @@ def build_parser() -> Parser:
     r.add_argument("--speed", type=_speed, default=None,
                    help="'realtime' (paced by capture timestamps), a factor such as 4, or 'max' "
                         "(default: max)")
+    _add_log_options(r, None, "default: warning; info adds a line per call start and end")
     _add_stream_options(r)
     _add_worker_options(r, "default: the cores available when paced (--speed other than max) and streaming; "
                            "else 1")
@@ -140,6 +149,14 @@ def _add_stream_options(p) -> None:
     g.add_argument("--ca-file", help="CA certificate(s) to verify a wss:// server with")
 
 
+def _add_log_options(p, level: str | None, default: str) -> None:
+    p.add_argument("--log-level", choices=LEVELS, default=level,
+                   help=f"log messages of this level and above ({default})")
+    p.add_argument("--log-format", choices=FORMATS, default="text",
+                   help="text (default), or json: one object per line with time, level, logger, message and "
+                        "call_id/stream_id/tag where the line is about a call or stream")
+
+
 def _arg(parse):
     """An argparse type from a parser raising ValueError (argparse then shows our message)."""
     def convert(text):
@@ -161,8 +178,14 @@ def _add_live_parser(sub) -> argparse.ArgumentParser:
     lv.add_argument("--config", metavar="FILE",
                     help="TOML file with any of these options (long names, e.g. ws_url = \"wss://...\"); "
                          "the command line overrides it")
+    lv.add_argument("expression", nargs="*",
+                    help="capture filter (tcpdump syntax, its words joined by spaces) replacing the one built "
+                         "from the ports; the same as --bpf")
     cap = lv.add_argument_group("capture")
-    cap.add_argument("-i", "--interface", help="interface to capture on (required, here or in --config)")
+    cap.add_argument("-i", "--interface",
+                     help="interface to capture on, by name or by its number in -D (required, here or in --config)")
+    cap.add_argument("-D", "--list-interfaces", action="store_true",
+                     help="list the interfaces that can be captured on, numbered (like tcpdump -D), and exit")
     cap.add_argument("--bpf", metavar="EXPR", help="capture filter replacing the one built from the ports")
     cap.add_argument("--sip-ports", type=_arg(parse_ports), default=(5060, 5080), metavar="P,P",
                      help="SIP ports, UDP and TCP (default 5060,5080)")
@@ -176,13 +199,18 @@ def _add_live_parser(sub) -> argparse.ArgumentParser:
     cap.add_argument("--buffer-mb", type=whole(1, 4096), default=64,
                      help="kernel capture buffer in MiB, 1..4096 (default 64)")
     cap.add_argument("--no-promisc", action="store_true", help="do not put the interface in promiscuous mode")
-    cap.add_argument("--user", metavar="NAME", help="switch to this user once the capture is open (like tcpdump -Z)")
+    cap.add_argument("-Z", "--user", metavar="NAME",
+                     help="switch to this user once the capture is open (like tcpdump -Z)")
+    cap.add_argument("-c", "--count", type=COUNT, metavar="COUNT",
+                     help="stop after COUNT packets captured, 1..10^12: every call ends, the summary is printed "
+                          "and rtp2ws exits (like tcpdump -c); runs in one process (not with --workers N > 1)")
     ops = lv.add_argument_group("operation")
     ops.add_argument("--metrics", type=_arg(parse_hostport), metavar="HOST:PORT",
                      help="serve Prometheus /metrics and /healthz here, e.g. 127.0.0.1:9100")
     ops.add_argument("--stats-interval", type=number(0, 86400, lo_open=True, unit="s"), default=60.0,
                      metavar="SECONDS", help="seconds between statistics log lines (default 60)")
     ops.add_argument("--log-file", metavar="PATH", help="log here instead of stderr (reopened on SIGHUP)")
+    _add_log_options(ops, "info", "default: info, with a line per call start and end")
     out = lv.add_argument_group("output")
     out.add_argument("--out-dir", help="directory for calls/<call>/ with a WAV per leg, calls.jsonl (a line as each "
                                        "call ends) and calls.json (written at exit)")
@@ -216,10 +244,17 @@ def _reporter(args):
 def worker_count(args, *, paced_default: bool) -> int:
     """The workers to run: --workers, else the cores available where that is the
     default (live, paced streaming replay), else 1.  More than the cores is allowed
-    (they then share cores), with a warning."""
+    (they then share cores), with a warning.  ``live -c`` runs in one process
+    (ValueError with --workers N > 1); ``replay -c`` in as many as without it: every
+    worker reads the same first COUNT packets."""
     from .run.workers import default_count
 
     if args.shard is not None:
+        return 1
+    if args.command == "live" and args.count is not None:   # -c: one capture counts the packets
+        if args.workers is not None and args.workers > 1:
+            raise ValueError(f"-c/--count stops one capture after COUNT packets: it runs in one process, "
+                             f"not with --workers {args.workers}")
         return 1
     cores = default_count()
     if args.workers is None:
@@ -235,33 +270,59 @@ def _plan(args, count: int, *, live: bool):
 
     return Plan(tuple(args.argv), count, live, out_dir=args.out_dir, stereo=args.stereo,
                 metrics=getattr(args, "metrics", None), stats_interval=getattr(args, "stats_interval", 60.0),
-                log_file=getattr(args, "log_file", None), user=getattr(args, "user", None))
+                log_file=getattr(args, "log_file", None), user=getattr(args, "user", None),
+                log_level=_log_level(args), log_format=args.log_format)
+
+
+def _log_level(args) -> str:
+    """--log-level, else the command's default: info for live, warning for replay (its
+    per-call lines would flood the console of a replay of thousands of calls)."""
+    return args.log_level or ("info" if args.command == "live" else "warning")
 
 
 def live_options(args) -> LiveOptions:
     """The LiveOptions of ``live`` arguments; reads the --header-env variables and
     --header-file files (ValueError names a bad one)."""
+    from .capture.live import resolve_interface
     from .run.live import CaptureOptions, LiveOptions
 
-    capture = CaptureOptions(args.interface, bpf=args.bpf, sip_ports=tuple(args.sip_ports),
+    capture = CaptureOptions(resolve_interface(args.interface) or "", bpf=args.bpf, sip_ports=tuple(args.sip_ports),
                              rtp_ports=tuple(args.rtp_ports), snaplen=args.snaplen, buffer_mb=args.buffer_mb,
                              promisc=not args.no_promisc, user=args.user)
     report = _reporter(args)
     return LiveOptions(capture, pipeline_config(args, live=True), sender=sender_config(args),
                        frame_ms=args.frame_ms, sip_headers=tuple(args.sip_header), out_dir=args.out_dir,
                        stereo=args.stereo, metrics=args.metrics if report is None else None,
-                       stats_interval=args.stats_interval, log_file=args.log_file, report=report)
+                       stats_interval=args.stats_interval, log_file=args.log_file, log_level=_log_level(args),
+                       log_format=args.log_format, count=args.count, report=report)
+
+
+def list_interfaces() -> int:
+    """``live -D``: the interfaces libpcap can capture on, numbered as tcpdump -D numbers
+    them (``-i`` takes the number too)."""
+    from .capture.live import describe_interface, find_interfaces
+
+    try:
+        found = find_interfaces()
+    except OSError as e:
+        print(f"rtp2ws: error: cannot list the interfaces: {e}", file=sys.stderr)
+        return 2
+    for n, dev in enumerate(found, 1):
+        print(f"{n}.{describe_interface(dev)}")
+    return 0
 
 
 def cmd_live(args) -> int:
+    if args.list_interfaces:
+        return list_interfaces()
     if not args.interface:
         print("rtp2ws: error: live needs -i/--interface (or interface in the --config file)", file=sys.stderr)
         return 2
     if not args.out_dir and not args.ws_url:
         print("rtp2ws: error: live needs --out-dir, --ws-url or both", file=sys.stderr)
         return 2
-    count = worker_count(args, paced_default=True)
     try:
+        count = worker_count(args, paced_default=True)
         opts = live_options(args)
     except ValueError as e:
         print(f"rtp2ws: error: {e}", file=sys.stderr)
@@ -294,6 +355,7 @@ def _add_sink_parser(sub) -> None:
                    help="seconds to wait for a pong, 0 for no limit")
     s.add_argument("--max-size", type=whole(1024, 64 * 2 ** 20), default=2 ** 20,
                    help="largest message in bytes, 1024..67108864 (default 1 MiB)")
+    _add_log_options(s, "info", "default: info")
 
 
 def cmd_sink(args) -> int:
@@ -374,13 +436,24 @@ def _replay_to_websocket(args, config: Config, wav_sink, progress):
     streams = StreamSink(frame_ms=args.frame_ms, stereo=args.stereo, sip_headers=tuple(args.sip_header),
                          hold_s=config.jitter_depth + 1.0, ws_format=sender_cfg.ws_format)
     return stream_replay(args.capture, config, sender_cfg, streams, speed=args.speed,
-                         also=wav_sink, progress=progress)
+                         also=wav_sink, progress=progress, count=args.count)
 
 
 def cmd_replay(args) -> int:
     if not args.out_dir and not args.ws_url:
         print("rtp2ws: error: replay needs --out-dir, --ws-url or both", file=sys.stderr)
         return 2
+    from .run import logs
+
+    worker = f"{args.shard[0] + 1}/{args.shard[1]}" if args.shard is not None else None
+    logging = logs.setup(_log_level(args), args.log_format, worker=worker)
+    try:
+        return _replay(args)
+    finally:
+        logging.restore()
+
+
+def _replay(args) -> int:
     count = worker_count(args, paced_default=bool(args.ws_url) and args.speed is not None)
     if count > 1:
         return _replay_with_workers(args, count)
@@ -406,7 +479,7 @@ def cmd_replay(args) -> int:
             result, sent = _replay_to_websocket(args, config, wav_sink, progress)
         else:
             assert wav_sink is not None  # without --ws-url, --out-dir is there: checked above
-            result, sent = replay(args.capture, wav_sink, config, progress), None
+            result, sent = replay(args.capture, wav_sink, config, progress, count=args.count), None
     except ReplayError as e:
         print(f"rtp2ws: error: {e}", file=sys.stderr)
         return 2
@@ -508,18 +581,45 @@ def _report_internal_errors(count: int, first: list) -> None:
               f"(counted as malformed); the first, at capture time {ts}: {text!r}", file=sys.stderr)
 
 
+def _capture_argument(parser: argparse.ArgumentParser, args) -> None:
+    """``replay FILE`` or ``replay -r FILE`` (tcpdump's), exactly one: ``args.capture``."""
+    if args.capture is not None and args.read_file is not None:
+        parser.error(f"give the capture once: as -r {args.read_file} or as {args.capture}, not both")
+    if args.capture is None and args.read_file is None:
+        parser.error("the capture file is required (replay FILE, or -r FILE)")
+    if args.capture is None:
+        args.capture = args.read_file
+
+
+def _filter_argument(parser: argparse.ArgumentParser, args, given_bpf: str | None) -> None:
+    """``live ... EXPRESSION`` (tcpdump's trailing words, joined by spaces) or ``--bpf
+    EXPR``, not both on the command line; either replaces a --config file's bpf."""
+    if not args.expression:
+        return
+    expression = " ".join(args.expression)
+    if given_bpf is not None:
+        parser.error(f"give the capture filter once: as --bpf {given_bpf!r} or as the words at the end "
+                     f"({expression!r}), not both")
+    args.bpf = expression
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    if args.command == "live" and args.config:
-        from .tomlconfig import ConfigError, apply_config
+    if args.command == "replay":
+        _capture_argument(parser.replay_parser, args)
+    if args.command == "live":
+        given_bpf = args.bpf                # on the command line (a --config file's comes below)
+        if args.config:
+            from .tomlconfig import ConfigError, apply_config
 
-        try:
-            args = apply_config(parser.live_parser, args.config, argv, parse=parser.parse_args)
-        except ConfigError as e:
-            print(f"rtp2ws: error: {e}", file=sys.stderr)
-            return 2
+            try:
+                args = apply_config(parser.live_parser, args.config, argv, parse=parser.parse_args)
+            except ConfigError as e:
+                print(f"rtp2ws: error: {e}", file=sys.stderr)
+                return 2
+        _filter_argument(parser.live_parser, args, given_bpf)
     args.argv = raw          # what --workers N runs again in each worker
     args.shard, args.report_fd = None, None
     if args.command in ("live", "replay") and os.environ.get(WORKER_ENV):

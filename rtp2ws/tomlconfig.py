@@ -22,8 +22,8 @@ import tomllib
 
 __all__ = ["ConfigError", "apply_config", "load_config", "option_table"]
 
-# never read from a file
-EXCLUDED = frozenset({"help", "version", "config"})
+# never read from a file: one-off actions and runs (-D lists the interfaces, -c stops after a count)
+EXCLUDED = frozenset({"help", "version", "config", "list_interfaces", "count"})
 
 
 class ConfigError(Exception):

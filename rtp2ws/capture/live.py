@@ -33,14 +33,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import pcap
 
 from ..net.packet import DLT_EN10MB
 from .file import BACKENDS, PacketReader, check_backend
 
-__all__ = ["BACKENDS", "CaptureOpenError", "LiveCapture", "LiveReaderPy", "build_bpf", "drop_privileges",
-           "live_reader_class", "parse_port_range", "parse_ports"]
+__all__ = ["BACKENDS", "CaptureOpenError", "Interface", "LiveCapture", "LiveReaderPy", "build_bpf",
+           "describe_interface", "drop_privileges", "find_interfaces", "live_reader_class", "parse_port_range",
+           "parse_ports", "resolve_interface"]
 
 log = logging.getLogger("rtp2ws.capture")
 
@@ -377,3 +379,110 @@ def drop_privileges(user: str) -> tuple[int, int]:
     else:
         raise PermissionError(f"--user {user}: root privileges could be regained")
     return pw.pw_uid, pw.pw_gid
+
+
+# --------------------------------------------------------------------------- interfaces
+
+# pcap_if_t.flags (pcap/pcap.h), named as tcpdump -D names them
+PCAP_IF_LOOPBACK = 0x1
+PCAP_IF_UP = 0x2
+PCAP_IF_RUNNING = 0x4
+PCAP_IF_WIRELESS = 0x8
+PCAP_IF_CONNECTION_STATUS = 0x30
+_FLAG_NAMES = ((PCAP_IF_UP, "Up"), (PCAP_IF_RUNNING, "Running"), (PCAP_IF_LOOPBACK, "Loopback"),
+               (PCAP_IF_WIRELESS, "Wireless"))
+_STATUS = {False: {0x00: "Connection status unknown", 0x10: "Connected", 0x20: "Disconnected"},
+           True: {0x00: "Association status unknown", 0x10: "Associated", 0x20: "Not associated"}}
+
+
+class Interface(NamedTuple):
+    """An interface ``pcap_findalldevs`` lists: its name, description (or None) and
+    ``PCAP_IF_*`` flags (0 where libpcap's own list could not be read)."""
+    name: str
+    description: str | None = None
+    flags: int = 0
+
+
+def find_interfaces() -> list[Interface]:
+    """The interfaces libpcap can capture on, in ``pcap_findalldevs``'s order (tcpdump
+    -D's): with descriptions and flags read from libpcap itself, else pypcap's names
+    alone.  OSError when libpcap cannot list them."""
+    found = _findalldevs()
+    if found is None:           # no libpcap to call through ctypes: pypcap's names
+        return [Interface(name) for name in pcap.findalldevs()]
+    return found
+
+
+def _findalldevs() -> list[Interface] | None:
+    """``pcap_findalldevs`` through ctypes (pypcap's ``findalldevs`` keeps only the
+    names); None when libpcap cannot be loaded so."""
+    import ctypes
+    import ctypes.util
+
+    class PcapIf(ctypes.Structure):
+        pass
+
+    PcapIf._fields_ = [("next", ctypes.POINTER(PcapIf)), ("name", ctypes.c_char_p),
+                       ("description", ctypes.c_char_p), ("addresses", ctypes.c_void_p),
+                       ("flags", ctypes.c_uint32)]
+    name = ctypes.util.find_library("pcap")
+    if name is None:
+        return None
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError:
+        return None
+    lib.pcap_findalldevs.argtypes = [ctypes.POINTER(ctypes.POINTER(PcapIf)), ctypes.c_char_p]
+    lib.pcap_findalldevs.restype = ctypes.c_int
+    lib.pcap_freealldevs.argtypes = [ctypes.POINTER(PcapIf)]
+    lib.pcap_freealldevs.restype = None
+    first = ctypes.POINTER(PcapIf)()
+    errbuf = ctypes.create_string_buffer(256)
+    if lib.pcap_findalldevs(ctypes.byref(first), errbuf) != 0:
+        raise OSError(_text(errbuf.value))
+    out = []
+    try:
+        dev = first
+        while dev:
+            d = dev.contents
+            out.append(Interface(_text(d.name), _text(d.description) if d.description else None, int(d.flags)))
+            dev = d.next
+    finally:
+        if first:
+            lib.pcap_freealldevs(first)
+    return out
+
+
+def describe_interface(dev: Interface) -> str:
+    """``lo [Up, Running, Loopback]``, ``any (Pseudo-device ...) [Up, Running]``: as
+    tcpdump -D prints an interface, without its number."""
+    text = dev.name
+    if dev.description:
+        text += f" ({dev.description})"
+    if dev.flags:
+        names = [n for bit, n in _FLAG_NAMES if dev.flags & bit]
+        status = _STATUS[bool(dev.flags & PCAP_IF_WIRELESS)].get(dev.flags & PCAP_IF_CONNECTION_STATUS)
+        text += f" [{', '.join(names) or 'none'}{', ' + status if status else ''}]"
+    return text
+
+
+def resolve_interface(text: str | None) -> str | None:
+    """``-i``: an interface's name, or its number in ``find_interfaces`` (tcpdump -D's),
+    as tcpdump takes it: a number is a name only when an interface has that name.
+    ValueError names a number out of range."""
+    if text is None or not (text.isascii() and text.isdigit()):
+        return text
+    try:
+        socket.if_nametoindex(text)
+        return text                          # an interface named as a number
+    except OSError:
+        pass
+    n = int(text)
+    try:
+        found = find_interfaces()
+    except OSError as e:
+        raise ValueError(f"-i {text}: cannot list the interfaces to find number {n}: {e}") from None
+    if not 1 <= n <= len(found):
+        raise ValueError(f"-i {text}: there is no interface number {n}; `rtp2ws live -D` lists "
+                         f"{len(found)}, numbered from 1")
+    return found[n - 1].name

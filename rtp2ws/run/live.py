@@ -45,7 +45,7 @@ from ..net.packet import PacketDecoder, UnsupportedLinkType
 from ..pipeline.pipeline import Config, Pipeline
 from ..pipeline.sink import Counting, Sink
 from ..speedups import missing_warning
-from . import heap
+from . import heap, logs
 
 if TYPE_CHECKING:
     from ..ws.sender import SenderConfig
@@ -58,7 +58,6 @@ REFRESH_S = 1.0        # statistics snapshot for metrics/health
 HOLD_LATE_S = 0.001    # the decoder wakes this long after a hand-out is due: its packets are in
 BUDGET = 2048          # packets read between two ticks at most
 FINAL_READ_S = 2.0     # at stop, what the ring holds is read for at most this long
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 # --------------------------------------------------------------------------- options
@@ -90,42 +89,10 @@ class LiveOptions:
     metrics: tuple[str, int] | None = None      # serve /metrics and /healthz here
     stats_interval: float = 60.0
     log_file: str | None = None
+    log_level: str = "info"
+    log_format: str = "text"                    # or json (rtp2ws.run.logs)
+    count: int | None = None                    # stop after this many packets captured (-c)
     report: Reporter | None = None              # a worker (run.workers): report to the supervisor instead
-
-
-# --------------------------------------------------------------------------- logging
-
-class ReopenableFileHandler(logging.FileHandler):
-    """A log file that ``reopen()`` closes and opens again by name (logrotate's
-    ``postrotate kill -HUP``)."""
-
-    def reopen(self) -> None:
-        """Raises OSError (and keeps writing to the old file) if the new one cannot be opened."""
-        self.acquire()
-        try:
-            new = self._open()
-            old, self.stream = self.stream, new
-            if old is not None:
-                try:
-                    old.flush()
-                finally:
-                    old.close()
-        finally:
-            self.release()
-
-
-def setup_logging(log_file: str | None, tag: str | None = None) -> ReopenableFileHandler | None:
-    """INFO and above to ``log_file`` (reopened on SIGHUP) or to stderr; ``tag`` (a
-    worker's ``worker 1/2``) follows the logger's name on every line."""
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    reopenable = ReopenableFileHandler(log_file, encoding="utf-8") if log_file else None
-    handler: logging.Handler = reopenable if reopenable is not None else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT.replace("%(name)s", f"%(name)s ({tag})") if tag else LOG_FORMAT))
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    return reopenable
 
 
 # --------------------------------------------------------------------------- decoder thread
@@ -152,10 +119,13 @@ class LiveRunner:
     def __init__(self, capture: LiveCapture, config: Config | None = None, *, stats_interval: float = 60.0,
                  tick_s: float = TICK_S, refresh_s: float = REFRESH_S, sender_stats=None,
                  hup: threading.Event | None = None, on_hup=None, on_publish=None,
-                 log_stats: bool = True) -> None:
+                 log_stats: bool = True, count: int | None = None) -> None:
         if stats_interval <= 0:
             raise ValueError("stats_interval must be positive")
+        if count is not None and count < 1:
+            raise ValueError("count must be at least 1")
         self.capture = capture
+        self.count = count                      # -c: stop after this many packets read (None: never)
         self.config = config or Config()
         self.stats_interval = stats_interval
         self.tick_s = tick_s
@@ -185,7 +155,7 @@ class LiveRunner:
         """Decode until ``stop`` is set or the capture fails; then end every call.
         Returns the summary."""
         cap = self.capture
-        self.counting = Counting(sink)
+        self.counting = Counting(logs.CallLog(sink))
         self.pipe = pipe = Pipeline(cap.linktype, self.counting, self.config)
         self.started = time.monotonic()
         reader = cap.reader
@@ -197,10 +167,15 @@ class LiveRunner:
         next_trim = t + heap.TRIM_EVERY_S
         self._last_log = self._counts()
         self.reason = None
+        counted = False
         while not stop.is_set():
+            budget = self._budget(reader)
+            if not budget:         # -c: COUNT packets read, and had their tick
+                counted = True
+                break
             mark = time.time()
             try:
-                more = pipe.run_reader(reader, BUDGET)
+                more = pipe.run_reader(reader, budget)
             except read_error as e:
                 cap.failed(str(e))
                 break
@@ -228,11 +203,11 @@ class LiveRunner:
             if t >= next_trim:
                 heap.trim()         # what start-up and ended calls freed, back to the system
                 next_trim = t + heap.TRIM_EVERY_S
-        self.reason = "shutdown" if stop.is_set() else "capture_end"
-        if cap.running:             # what the ring holds now (a flood that never lets it empty: FINAL_READ_S)
+        self.reason = "shutdown" if stop.is_set() and not counted else "capture_end"
+        if cap.running and not counted:     # what the ring holds now (a flood that never lets it empty: FINAL_READ_S)
             deadline = time.monotonic() + FINAL_READ_S
             try:
-                while (pipe.run_reader(reader, BUDGET) and not reader.waiting
+                while ((budget := self._budget(reader)) and pipe.run_reader(reader, budget) and not reader.waiting
                        and time.monotonic() < deadline):
                     pass
             except read_error as e:
@@ -242,6 +217,15 @@ class LiveRunner:
         self._log_errors()
         self._publish()
         return self.summary()
+
+    def _budget(self, reader) -> int:
+        """Packets the next read may take: ``BUDGET``, and with -c no more than are left
+        of COUNT (0: none).  Every read starts just after a tick (``Pipeline.run_reader``
+        returns on a tick, or on an empty ring with nothing read since the last one), so
+        the fast path stops after exactly this many."""
+        if self.count is None:
+            return BUDGET
+        return max(0, min(BUDGET, self.count - reader.packets_read))
 
     def _counts(self) -> dict:
         c = self.capture.stats()
@@ -403,8 +387,8 @@ def run_live(opts: LiveOptions) -> int:
         return fail(str(e))
     report = opts.report
     try:
-        tag = f"worker {report.shard[0] + 1}/{report.shard[1]}" if report else None
-        hup_handler = setup_logging(opts.log_file, tag)
+        worker = f"{report.shard[0] + 1}/{report.shard[1]}" if report else None
+        hup_handler = logs.setup(opts.log_level, opts.log_format, opts.log_file, worker).file
     except OSError as e:
         cap.stop()
         return fail(f"--log-file {opts.log_file}: {e.strerror or e}")
@@ -484,7 +468,7 @@ def run_live(opts: LiveOptions) -> int:
                     print(f"rtp2ws: cannot reopen {opts.log_file}: {e}", file=sys.stderr)
 
         runner = LiveRunner(cap, config, stats_interval=opts.stats_interval, sender_stats=lambda: holder.get("ws"),
-                            hup=hup, on_hup=reopen_log, log_stats=report is None,
+                            hup=hup, on_hup=reopen_log, log_stats=report is None, count=opts.count,
                             on_publish=(lambda snap: report.send("snapshot", snapshot=snap)) if report else None)
         runner_box.append(runner)
         if report is not None:      # the supervisor says "capturing on" once every worker is

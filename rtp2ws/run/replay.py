@@ -18,7 +18,7 @@ from ..fastpath import twin as fastpath
 from ..net.packet import UnsupportedLinkType
 from ..pipeline.pipeline import Config, Pipeline
 from ..pipeline.sink import Counting, Sink
-from . import heap
+from . import heap, logs
 
 if TYPE_CHECKING:
     from ..sinks.streams import StreamSink
@@ -128,14 +128,26 @@ class Pacer:
         return not self.stop.wait(seconds)
 
 
+def _budget(reader, budget: int, count: int | None) -> int:
+    """Packets the next ``run_reader`` may take: ``budget``, and no more than are left of
+    ``count`` (0: none).  A read starts after a tick, or after a pause before the packet
+    held back (read again, not counted again): it may take that one too, and a pause's
+    packets since the tick only make the read stop sooner."""
+    if count is None:
+        return budget
+    return max(0, min(budget, count - reader.packets_read + (reader.held_ts is not None)))
+
+
 def replay(path: str, sink: Sink, config: Config | None = None, progress: Progress | None = None,
-           pacer: Pacer | None = None, stop=None, tick_every: int | None = None) -> ReplayResult:
+           pacer: Pacer | None = None, stop=None, tick_every: int | None = None,
+           count: int | None = None) -> ReplayResult:
     """Run a capture file through the pipeline.  Raises ReplayError when it cannot start;
     a capture that breaks off part-way still delivers every call up to the break and
     reports the error in the result.  With a ``pacer`` packets are fed on their capture
     timing; setting ``stop`` (a threading.Event) ends every call with ``shutdown``.
     ``tick_every`` runs the pipeline's timers (and so hands out audio) every that
-    many packets instead of once per batch."""
+    many packets instead of once per batch.  ``count`` (-c) stops after that many
+    packets, as the end of the file would."""
     t0 = time.monotonic()
     progress = progress or Progress(enabled=False)
     if pacer is not None and stop is None:
@@ -144,7 +156,7 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
         cap = CaptureFile(path, native=True)
     except CaptureError as e:
         raise ReplayError(str(e)) from None
-    counting = Counting(sink)
+    counting = Counting(logs.CallLog(sink))
     error = None
     reason = "capture_end"
     with cap:
@@ -156,7 +168,8 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
         _, read_error = fastpath.for_reader(reader)
         try:
             if pacer is None:
-                while pipe.run_reader(reader, tick_every or cap.batch):
+                while ((budget := _budget(reader, tick_every or cap.batch, count))
+                       and pipe.run_reader(reader, budget)):
                     progress.update(reader.bytes_read, cap.size, reader.packets_read, counting.calls)
                     if stop is not None and stop.is_set():
                         reason = "shutdown"
@@ -167,7 +180,7 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
                 # yet stays in the reader (held_ts) until it is
                 until = float("-inf")
                 next_trim = time.monotonic() + heap.TRIM_EVERY_S
-                while pipe.run_reader(reader, PACED_BUDGET, until):
+                while (budget := _budget(reader, PACED_BUDGET, count)) and pipe.run_reader(reader, budget, until):
                     held = reader.held_ts
                     if held is None:          # the tick of the file's last packets
                         continue
@@ -205,7 +218,7 @@ def replay(path: str, sink: Sink, config: Config | None = None, progress: Progre
 
 def stream_replay(capture, config, sender_cfg: SenderConfig, streams: StreamSink, *, speed: float | None,
                   also=None, progress=None, wrap_sink=None, worker=None,
-                  sender_cls=None, bridge_cls=None, pacer_cls=None):
+                  sender_cls=None, bridge_cls=None, pacer_cls=None, count: int | None = None):
     """Replay ``capture`` through ``streams`` to a sender on a new event loop; returns
     (ReplayResult, sender statistics).  ``also`` gets everything too (WAV files);
     ``wrap_sink``, ``worker`` (a context manager factory, entered in the decoding thread)
@@ -235,7 +248,7 @@ def stream_replay(capture, config, sender_cfg: SenderConfig, streams: StreamSink
             with (worker or nullcontext)():
                 pacer = pacer_cls(speed, stop) if speed else None
                 return replay(capture, sink, config, progress, pacer=pacer, stop=stop,
-                              tick_every=64 if pacer is None else None)
+                              tick_every=64 if pacer is None else None, count=count)
 
         def bridge(loop):
             return bridge_cls(streams, sender, loop, flow_control=speed is None)

@@ -197,6 +197,8 @@ class Plan:
     metrics: tuple[str, int] | None = None
     stats_interval: float = 60.0
     log_file: str | None = None
+    log_level: str = "info"
+    log_format: str = "text"
     user: str | None = None
 
 
@@ -384,7 +386,8 @@ class Supervisor:
 
 def run_live_workers(plan: Plan, capture: CaptureOptions) -> int:
     """``rtp2ws live --workers N`` (N >= 2); returns the exit code."""
-    from .live import REFRESH_S, check_capture, log_interval, print_summary, setup_logging
+    from . import logs
+    from .live import REFRESH_S, check_capture, log_interval, print_summary
 
     problem = check_capture(capture)        # said once here, not by every worker
     if problem is not None:
@@ -392,7 +395,7 @@ def run_live_workers(plan: Plan, capture: CaptureOptions) -> int:
         return 2
 
     try:
-        hup_handler = setup_logging(plan.log_file)
+        hup_handler = logs.setup(plan.log_level, plan.log_format, plan.log_file).file
     except OSError as e:
         print(f"rtp2ws: error: --log-file {plan.log_file}: {e.strerror or e}", file=sys.stderr)
         return 2

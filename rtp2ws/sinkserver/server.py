@@ -93,6 +93,16 @@ class OneLine(logging.Filter):
 log.addFilter(OneLine())
 
 
+def stream_extra(stream: StreamFile | None, session: Session | None = None) -> dict[str, str]:
+    """``extra=`` of a log line about a stream: its stream_id, call_id and tag (JSON logs
+    carry them as keys; text shows what the message says)."""
+    if stream is not None:
+        return {"stream_id": stream.stream_id, "call_id": stream.call_id, "tag": stream.tag}
+    if session is not None and session.stream_id is not None:
+        return {"stream_id": session.stream_id}
+    return {}
+
+
 def format_remote(addr) -> str:
     if not addr:
         return "?"
@@ -468,7 +478,7 @@ class SinkServer:
         except ConnectionClosed:
             pass
         except OSError as e:  # disk full, permissions: this connection fails, the others go on
-            log.error("%s stream %s: %s", remote, session.stream_id, e)
+            log.error("%s stream %s: %s", remote, session.stream_id, e, extra=stream_extra(stream, session))
             refusal = Refusal(1011, "sink cannot write the stream")
         finally:
             self.stats["active"] -= 1
@@ -485,7 +495,7 @@ class SinkServer:
                 self._refused(sent.code, remote, sent.reason)  # websockets refused it (1009, 1007, 1002)
             elif stream is not None:
                 log.info("%s stream %s: connection closed before end at %d samples", remote,
-                         stream.stream_id, stream.samples)
+                         stream.stream_id, stream.samples, extra=stream_extra(stream))
 
     def _receive(self, session: Session, stream: StreamFile | None, data: str | bytes, now: float,
                  remote: str) -> StreamFile | None:
@@ -498,10 +508,11 @@ class SinkServer:
                     self.stats["unknown_resumes"] += 1
                     log.warning("%s stream %s resumed at offset %d but unknown here (ended or idle longer than the "
                                 "last %d streams, or never seen): new file %s", remote, stream.stream_id,
-                                event.message["offset"], self.store.max_idle, stream.path)
+                                event.message["offset"], self.store.max_idle, stream.path, extra=stream_extra(stream))
                 else:
                     log.info("%s stream %s %s (%s) -> %s at offset %d", remote, stream.stream_id,
-                             "started" if created else "resumed", stream.tag, stream.path, event.message["offset"])
+                             "started" if created else "resumed", stream.tag, stream.path, event.message["offset"],
+                             extra=stream_extra(stream))
             self.store.log_message(now, session.stream_id, remote, event.message)
             self.stats["messages"] += 1
             if isinstance(event, Ended):
@@ -569,9 +580,22 @@ async def _serve_until_signal(server: SinkServer, host: str, port: int) -> None:
                  s["connections"], s["streams"], s["resumes"], s["ends"], s["frames"], s["refused"])
 
 
+SINK_LOG_FORMAT = "%(asctime)s %(name)s %(message)s"
+
+
 def run_sink(args) -> int:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    from ..run import logs
+
+    # the sink's own records are one line already (OneLine); json escapes whatever else comes
+    logging_ = logs.setup(getattr(args, "log_level", "info"), getattr(args, "log_format", "text"),
+                          text_format=SINK_LOG_FORMAT, escape=False)
+    try:
+        return _run_sink(args)
+    finally:
+        logging_.restore()
+
+
+def _run_sink(args) -> int:
     try:
         os.makedirs(args.out_dir, exist_ok=True)
     except OSError as e:

@@ -13,8 +13,8 @@ Everything a client sends is bounded here before it is used: a text message is
 at most ``MAX_TEXT_CHARS`` long and ``MAX_JSON_DEPTH`` deep (checked before
 ``json.loads``, refused with 1007), validated against its schema (1008),
 identifiers at most ``MAX_ID_CHARS``, and a frame's end below the 4 GiB WAV
-limit (``MAX_DATA_BYTES``).  ``printable`` makes any client text one printable
-line, for logs.
+limit (``MAX_DATA_BYTES``).  ``printable`` (``rtp2ws.run.logs``, the rule of every
+text log) makes any client text one printable line, for logs.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import jsonschema
 import numpy as np
 from jsonschema.exceptions import best_match
 
+from ..run.logs import printable as printable  # re-exported: the sink's logs use it
 from ..ws import protocol
 
 MAX_DATA_BYTES = 0xFFFFFFFF - 36  # the RIFF size field is 32 bits
@@ -44,24 +45,6 @@ def clip_reason(text: str) -> str:
     if len(raw) <= MAX_REASON_BYTES:
         return text
     return raw[:MAX_REASON_BYTES - 3].decode(errors="ignore") + "..."
-
-
-def _escape_char(c: str) -> str:
-    if c == "\\":
-        return "\\\\"
-    if c in "\n\r\t":
-        return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}[c]
-    n = ord(c)
-    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
-
-
-def printable(text: str) -> str:
-    """``text`` as one printable line: a backslash doubled, newlines, other
-    control characters and anything else ``str.isprintable`` rejects (line and
-    paragraph separators, format and bidi controls, lone surrogates) escaped."""
-    if text.isprintable() and "\\" not in text:
-        return text
-    return "".join(c if c.isprintable() and c != "\\" else _escape_char(c) for c in text)
 
 
 class Refusal(Exception):

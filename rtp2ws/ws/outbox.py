@@ -215,7 +215,8 @@ class OutboxPy:
             self.dropped_events += 1
             self.totals.dropped_events += 1
             if self.dropped_events == 1:
-                log.warning("stream %s: more than %d events queued, dropping new ones", self.stream_id, MAX_EVENTS)
+                log.warning("stream %s: more than %d events queued, dropping new ones", self.stream_id, MAX_EVENTS,
+                            extra=self.ident)
             return False
         self.events.append((self.offset, encode(message)))
         return True
@@ -239,7 +240,7 @@ class OutboxPy:
         if not self.dropping:
             self.dropping = True
             log.warning("stream %s: %d ms of audio queued (server slow or unreachable), dropping the oldest",
-                        self.stream_id, self.max_buffer_ms)
+                        self.stream_id, self.max_buffer_ms, extra=self.ident)
 
     def _trim(self, runs: deque[Run], excess: int) -> tuple[int, int]:
         """Remove whole messages from the front of ``runs`` until ``excess``
@@ -263,7 +264,8 @@ class OutboxPy:
     def _dropping_stopped(self) -> None:
         self.dropping = False
         log.warning("stream %s: stopped dropping audio; %d ms dropped (%d ms in total)",
-                    self.stream_id, self._gap_dropped // SAMPLES_PER_MS, self.dropped_samples // SAMPLES_PER_MS)
+                    self.stream_id, self._gap_dropped // SAMPLES_PER_MS, self.dropped_samples // SAMPLES_PER_MS,
+                    extra=self.ident)
         self._gap_dropped = 0
 
     def _count_dropped(self, n: int) -> None:

@@ -441,6 +441,8 @@ class Stream:
         self._start["stream_id"] = stream_id
         self._start.setdefault("type", "start")
         self._start.setdefault("channels", channels)
+        # extra= of its log lines: JSON logs carry them as keys (rtp2ws.run.logs)
+        self.log_extra = {k: self._start.get(k) for k in ("call_id", "tag", "stream_id")}
         cfg = sender.config
         self.outbox = Outbox({k: self._start.get(k) for k in ("call_id", "tag", "stream_id")}, channels=channels,
                              frame_ms=self._start.get("frame_ms"), max_buffer_ms=cfg.max_buffer_ms,
@@ -663,7 +665,7 @@ class Stream:
         if lost:
             log.warning("stream %s: %d ms of audio sent before the connection ended was not acknowledged and "
                         "no longer fits the resend window (--resend-ms %d): counted as undelivered",
-                        self.stream_id, ms(lost), self._sender.config.resend_ms)
+                        self.stream_id, ms(lost), self._sender.config.resend_ms, extra=self.log_extra)
 
     def _write(self, msgs: list, frames: int) -> None:
         """A write of the task's own (start, resend, end): keys of its own.
@@ -699,7 +701,7 @@ class Stream:
             task.uncancel()
             self._finish_undelivered(reason, count_given_up=reason != "shutdown")
         except Exception:  # a bug: the stream must still end cleanly and be counted
-            log.exception("stream %s: sender task failed", self.stream_id)
+            log.exception("stream %s: sender task failed", self.stream_id, extra=self.log_extra)
             self._finish_undelivered("internal error", count_given_up=True)
         finally:
             with self._sender._lock:
@@ -729,9 +731,9 @@ class Stream:
         if count_given_up:
             self.given_up = True
             self._sender._given_up += 1
-            log.warning("stream %s: giving up (%s); %s", self.stream_id, reason, why)
+            log.warning("stream %s: giving up (%s); %s", self.stream_id, reason, why, extra=self.log_extra)
         elif lost:
-            log.info("stream %s: %s with %s", self.stream_id, reason, why)
+            log.info("stream %s: %s with %s", self.stream_id, reason, why, extra=self.log_extra)
 
     def _backoff(self, attempt: int) -> float:
         cfg = self._sender.config
@@ -745,7 +747,7 @@ class Stream:
             self._suppressed += 1
             return
         more = f" ({self._suppressed} similar since the last message)" if self._suppressed else ""
-        log.log(level, "%s", self._sender._scrub(f"stream {self.stream_id}: {what}{more}"))
+        log.log(level, "%s", self._sender._scrub(f"stream {self.stream_id}: {what}{more}"), extra=self.log_extra)
         self._last_warn = now
         self._suppressed = 0
 
@@ -789,7 +791,8 @@ class Stream:
                     why = f"end not acknowledged: {why}"
                 if code in REFUSAL_CLOSE_CODES:
                     # the server rejected what we sent: sending it again would be rejected again
-                    log.error("%s", sender._scrub(f"stream {self.stream_id}: server refused the stream ({why})"))
+                    log.error("%s", sender._scrub(f"stream {self.stream_id}: server refused the stream ({why})"),
+                              extra=self.log_extra)
                     self.refused = True
                     sender._refused += 1
                     self._finish_undelivered("refused", count_given_up=False)
@@ -811,7 +814,7 @@ class Stream:
         hint = "check --header / the token" if r.status_code in (401, 403, 407) else "check the URL"
         log.error("%s", self._sender._scrub(
             f"stream {self.stream_id}: server refused the connection: HTTP {r.status_code} {r.reason_phrase} "
-            f"({hint})"))
+            f"({hint})"), extra=self.log_extra)
         self.refused = True
         self._sender._refused += 1
         self._finish_undelivered("refused", count_given_up=False)
@@ -872,9 +875,10 @@ class Stream:
             self._write(msgs, frames)
         if resumed:
             log.info("stream %s: reconnected, resuming at offset %d (%d ms repeated)", self.stream_id, offset,
-                     repeated // SAMPLES_PER_MS)
+                     repeated // SAMPLES_PER_MS, extra=self.log_extra)
         elif log.isEnabledFor(logging.DEBUG):
-            log.debug("%s", sender._scrub(f"stream {self.stream_id}: connected to {sender.url_for_logs}"))
+            log.debug("%s", sender._scrub(f"stream {self.stream_id}: connected to {sender.url_for_logs}"),
+                      extra=self.log_extra)
         try:
             while True:
                 self._flush_now()
@@ -901,7 +905,7 @@ class Stream:
                         self._end_unanswered = True
                         return False
                     log.debug("stream %s: delivered (%d samples, %d ms dropped, %d reconnects)", self.stream_id,
-                              end["samples"], end["dropped_ms"], self.reconnects)
+                              end["samples"], end["dropped_ms"], self.reconnects, extra=self.log_extra)
                     return True
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -1103,7 +1107,7 @@ class Sender:
                         batched.append(stream)
                         items.append((stream.outbox, wire))
                 except Exception:  # a bug: that stream ends (and is counted), the others go on
-                    log.exception("stream %s: flush failed", stream.stream_id)
+                    log.exception("stream %s: flush failed", stream.stream_id, extra=stream.log_extra)
                     stream._out.clear()
                     stream._abort("internal error")
                 continue
@@ -1114,7 +1118,7 @@ class Sender:
             try:
                 n = stream._take()
             except Exception:  # a bug: that stream ends (and is counted), the others go on
-                log.exception("stream %s: flush failed", stream.stream_id)
+                log.exception("stream %s: flush failed", stream.stream_id, extra=stream.log_extra)
                 stream._out.clear()
                 stream._abort("internal error")
                 continue
@@ -1132,7 +1136,7 @@ class Sender:
             try:
                 stream._send(keys[pos:end])
             except Exception:
-                log.exception("stream %s: flush failed", stream.stream_id)
+                log.exception("stream %s: flush failed", stream.stream_id, extra=stream.log_extra)
                 stream._out.clear()
                 stream._abort("internal error")
             pos = end
@@ -1172,7 +1176,7 @@ class Sender:
                 if flags & SENT:
                     stream._sent()
             except Exception:  # a bug: that stream ends (and is counted), the others go on
-                log.exception("stream %s: flush failed", stream.stream_id)
+                log.exception("stream %s: flush failed", stream.stream_id, extra=stream.log_extra)
                 stream._out.clear()
                 stream._abort("internal error")
 

@@ -859,3 +859,142 @@ def test_fragment_flood_is_counted_in_metrics_and_summary(tmp_path, netns):
     assert summary["decoder_fragments"] == summary["packets"] == n
     assert n - 8192 <= summary["decoder_frag_dropped"] <= n and summary["decoder_frag_evicted"] > 0
     assert summary["decoder_frag_dropped"] >= value
+
+
+# --------------------------------------------------------------------------- tcpdump's idioms
+
+@needs_capture
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_count_stops_after_exactly_count_packets(backend, call_factory):
+    """``-c COUNT``: the runner reads COUNT packets and not one more (the C reader and its
+    pypcap twin alike), decodes every one of them, ends the call with capture_end and
+    returns by itself, though packets keep coming."""
+    from rtp2ws.codec import g711
+    from rtp2ws.codec.resample import upsample_2x
+    from rtp2ws.pipeline.sink import Sink
+    from rtp2ws.run.live import LiveRunner
+
+    class Recorder(Sink):
+        def __init__(self):
+            self.audio = {}
+            self.ended = []
+
+        def leg_audio(self, call, leg, pcm):
+            self.audio.setdefault(leg.tag, []).append(pcm)
+
+        def call_ended(self, call, legs):
+            self.ended.append((call.end_reason, {tag: v.stats["packets"] for tag, v in legs.items()}))
+
+    count = 3 + 2 * 9 + 1                   # INVITE, 200, ACK; nine packets each way; one more
+    cap = LiveCapture("lo", bpf=_filter(25570, 26700), backend=_backend(backend))
+    runner = LiveRunner(cap, count=count)
+    rec = Recorder()
+    stop = threading.Event()
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(runner.run(rec, stop)), daemon=True)
+    thread.start()
+    try:
+        call = call_factory("count@test", 25570, 26700, 26702)
+        call.setup()
+        call.media(0.6)                     # 30 packets each way: more than COUNT in all
+        call.bye()
+        thread.join(15)
+        assert not thread.is_alive(), "the runner did not stop after COUNT packets"
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not stop.is_set() or result["end_reason"] == "capture_end"
+    assert result["packets"] == count == cap.stats()["packets"]
+    assert result["end_reason"] == "capture_end"
+    assert result["sip"] == 3 and result["rtp"] == count - 3
+    assert rec.ended == [("capture_end", {"caller": 10, "callee": 9})]
+    for tag, n in (("caller", 10), ("callee", 9)):    # exactly the first packets' audio, to the sample
+        want = upsample_2x(g711.decode_alaw(b"".join(call.payloads[tag][:n])))
+        assert np.array_equal(np.concatenate(rec.audio[tag]), want), tag
+
+
+def _live(*args, **kw):
+    return subprocess.run([PY, "-m", "rtp2ws.cli", "live", *map(str, args)], capture_output=True, text=True,
+                          timeout=60, **kw)
+
+
+@needs_capture
+def test_live_count_with_a_trailing_filter_and_an_interface_number(tmp_path, live_factory, call_factory):
+    """``rtp2ws live -i N -c COUNT --out-dir D udp and ...``, as tcpdump is written: lo by
+    its number in -D, the filter from the words at the end, and the run ends by itself
+    after COUNT packets, exit status 0, with the summary and calls.json."""
+    from rtp2ws.capture.live import find_interfaces
+
+    number = [d.name for d in find_interfaces()].index("lo") + 1
+    out = tmp_path / "out"
+    words = _filter(25670, 26800).split()
+    live = live_factory("-i", number, "-c", 25, "--out-dir", out, *words)
+    live.wait_for("capturing on lo")
+    assert f"filter: {' '.join(words)}" in live.stderr
+    call = call_factory("count-cli@test", 25670, 26800, 26802)
+    call.setup()
+    call.media(0.6)
+    call.bye()
+    deadline = time.monotonic() + 20
+    while live.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert live.proc.poll() is not None, "live -c did not end by itself"
+    rc, stdout, stderr = live.stop()
+    assert rc == 0, stderr
+    assert stdout.startswith("lo: 25 packets captured, 0 dropped by the kernel"), stdout
+    assert "stopped (capture_end)" in stderr
+    doc = json.loads((out / "calls.json").read_text())
+    assert doc["summary"]["packets"] == 25 and doc["summary"]["end_reason"] == "capture_end"
+    assert [c["end_reason"] for c in doc["calls"]] == ["capture_end"]
+    assert sum(leg["packets"] for leg in doc["calls"][0]["legs"]) == 22
+
+
+def test_live_filter_count_and_interface_errors(tmp_path):
+    r = _live("-i", "lo", "--out-dir", tmp_path, "--bpf", "udp", "udp", "port", "5060")
+    assert r.returncode == 2 and "rtp2ws live: error: give the capture filter once: as --bpf 'udp' or as the " \
+                                  "words at the end ('udp port 5060'), not both" in r.stderr, r.stderr
+    r = _live("-i", "lo", "--out-dir", tmp_path, "-c", "10", "--workers", "2")
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "rtp2ws: error: -c/--count stops one capture after COUNT packets: it runs in one process, not with "
+        "--workers 2"), r.stderr
+    r = _live("-i", "4242", "--out-dir", tmp_path)
+    assert r.returncode == 2 and "rtp2ws: error: -i 4242: there is no interface number 4242; `rtp2ws live -D` " \
+                                  "lists" in r.stderr, r.stderr
+    for bad in ("0", "-1", "x"):
+        r = _live("-i", "lo", "--out-dir", tmp_path, "-c", bad)
+        assert r.returncode == 2 and "argument -c/--count: use a whole number from 1 to" in r.stderr, r.stderr
+
+
+def test_tcpdump_option_letters_are_aliases(tmp_path):
+    """-Z is --user, -c --count, -D --list-interfaces, -r replay's capture; a --config
+    file's bpf gives way to the words at the end of the command line."""
+    from rtp2ws import cli
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["live", "-i", "lo", "-Z", "nobody", "-c", "7", "--out-dir", "o", "udp", "port", "9"])
+    assert (args.user, args.count, args.expression) == ("nobody", 7, ["udp", "port", "9"])
+    assert parser.parse_args(["live", "-D"]).list_interfaces
+    conf = tmp_path / "c.toml"
+    conf.write_text('interface = "lo"\nout_dir = "o"\nbpf = "tcp"\nuser = "daemon"\n')
+    from rtp2ws.tomlconfig import apply_config
+
+    argv = ["live", "--config", str(conf), "udp", "port", "9"]
+    args = apply_config(parser.live_parser, str(conf), argv, parse=parser.parse_args)
+    cli._filter_argument(parser.live_parser, args, None)
+    assert args.bpf == "udp port 9" and args.user == "daemon"
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="needs tcpdump")
+def test_list_interfaces_as_tcpdump_lists_them(netns):
+    """``rtp2ws live -D`` prints what ``tcpdump -D`` prints (numbers, descriptions,
+    flags), here in a namespace of the test's own with a veth pair (one end down), so
+    that nothing else changes the list between the two."""
+    for cmd in (["link", "add", "r2w0", "type", "veth", "peer", "name", "r2w1"], ["link", "set", "r2w0", "up"]):
+        subprocess.run(["ip", "-n", netns.name, *cmd], check=True, capture_output=True)
+    ours = netns(PY, "-m", "rtp2ws.cli", "live", "-D")
+    theirs = netns("tcpdump", "-D")
+    assert ours.returncode == 0 and theirs.returncode == 0, ours.stderr + theirs.stderr
+    assert ours.stdout == theirs.stdout
+    lines = ours.stdout.splitlines()
+    assert any(re.fullmatch(r"\d+\.lo \[Up, Running, Loopback\]", line) for line in lines), lines
+    assert any(line.split(".", 1)[1].startswith("r2w0 ") for line in lines), lines

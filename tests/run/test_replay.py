@@ -15,6 +15,7 @@ from rtp2ws.sinks.wav import read_wav
 
 import callgen
 import netgen
+import paths
 from callgen import Call, Party, expected_16k, frames_of, rtp_packets, sdp, tone
 from fastcheck import check_equivalent
 
@@ -752,3 +753,100 @@ def test_paced_replay_wakes_once_per_hand_out_and_changes_no_sample(tmp_path):
     assert all(len(pcm) == 2 * 2 * 4000 for pcm in audio(paced).values())
     seconds = frames[-1][0] - frames[0][0]          # about 0.72 s: 36 hand-outs
     assert Counting.sleeps <= seconds / 0.020 + 6, Counting.sleeps
+
+
+# --------------------------------------------------------------------------- tcpdump's -r and -c
+
+DEMO = str(paths.DATA / "demo_speech.pcap")      # 1151 packets: 7 SIP, 1144 RTP, one call
+
+
+def _first_packets(path: str, n: int, dest) -> str:
+    """The first ``n`` packets of ``path`` as a capture of their own."""
+    from rtp2ws.capture.file import CaptureFile
+
+    frames = []
+    with CaptureFile(path, native=False) as cap:
+        for batch in cap.batches():
+            frames.extend(batch)
+        linktype = cap.linktype
+    netgen.write_pcap(str(dest), frames[:n], linktype)
+    return str(dest)
+
+
+def _outputs(out) -> tuple[list, dict]:
+    """calls.json's calls and every WAV's bytes, by path under out/."""
+    doc = json.loads((out / "calls.json").read_text())
+    wavs = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.wav"))}
+    return doc["calls"], wavs
+
+
+def test_replay_takes_the_capture_as_r_file_once(tmp_path, capsys):
+    assert cli.main(["replay", "-r", DEMO, "--out-dir", str(tmp_path / "r"), "--no-progress"]) == 0
+    by_r = capsys.readouterr().out
+    assert cli.main(["replay", DEMO, "--out-dir", str(tmp_path / "p"), "--no-progress"]) == 0
+    assert capsys.readouterr().out.replace(str(tmp_path / "p"), "") == by_r.replace(str(tmp_path / "r"), "")
+    assert _outputs(tmp_path / "r") == _outputs(tmp_path / "p")
+    for argv, said in ((["replay", DEMO, "-r", DEMO], "give the capture once: as -r"),
+                       (["replay"], "the capture file is required (replay FILE, or -r FILE)")):
+        with pytest.raises(SystemExit) as e:
+            cli.main([*argv, "--out-dir", str(tmp_path / "x")])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("usage: rtp2ws replay") and f"rtp2ws replay: error: {said}" in err, err
+
+
+@pytest.mark.parametrize("count", [1, 3, 4, 100, 577])
+def test_replay_count_stops_after_exactly_count_packets(tmp_path, capsys, count):
+    """``-c N`` decodes the first N packets and nothing after them: the same calls and
+    audio as a capture cut after N packets (both end with capture_end)."""
+    out = tmp_path / "c"
+    assert cli.main(["replay", DEMO, "-c", str(count), "--out-dir", str(out), "--no-progress"]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith(f"{DEMO}: {count} packets, "), line
+    cut = _first_packets(DEMO, count, tmp_path / "cut.pcap")
+    assert cli.main(["replay", cut, "--out-dir", str(tmp_path / "cut"), "--no-progress"]) == 0
+    assert _outputs(out) == _outputs(tmp_path / "cut")
+    doc = json.loads((out / "calls.json").read_text())
+    assert doc["summary"]["packets"] == count
+    assert doc["summary"].get("rtp", 0) + doc["summary"].get("sip", 0) == count
+    if count >= 3:
+        assert [c["end_reason"] for c in doc["calls"]] == ["capture_end"]
+
+
+def test_replay_count_is_exact_paced_and_in_ticks():
+    """The budget of every read: a paced replay (a packet held back before each hand-out,
+    read again after it) and a full-speed one ticking every 7 packets both stop after
+    exactly ``count`` packets, every one of them decoded, whichever packet the count
+    ends on (a held one included: the pacer here lets time reach each packet it is
+    asked about, so a hold comes every hand-out, on no clock)."""
+    from rtp2ws.pipeline.pipeline import Config
+    from rtp2ws.pipeline.sink import Sink
+    from rtp2ws.run.replay import Pacer, replay
+
+    class Stepping(Pacer):
+        """Time is always just past the packet (or hand-out) last waited for."""
+        asked = float("-inf")
+
+        def delay(self, ts):
+            self.asked = ts
+            return 0.0
+
+        def reached(self, early=0.0):
+            return self.asked + 1e-6
+
+    for count in [*range(1, 41), 300, 1151, 5000]:
+        want = min(count, 1151)
+        for kw in ({"pacer": Stepping(1.0)}, {"tick_every": 7}):
+            r = replay(DEMO, Sink(), Config(flush_ms=20), count=count, **kw)
+            assert r.packets == want, (count, kw)
+            assert r.stats.get("rtp", 0) + r.stats.get("sip", 0) == want, (count, kw, r.stats)
+
+
+def test_replay_count_with_workers_reads_the_same_packets_in_each(tmp_path, capsys):
+    """``replay -c N --workers 2``: every worker reads the first N packets and decodes its
+    share of their calls; together what one process makes of them."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert cli.main(["replay", DEMO, "-c", "400", "--out-dir", str(one), "--no-progress"]) == 0
+    assert cli.main(["replay", DEMO, "-c", "400", "--out-dir", str(two), "--no-progress", "--workers", "2"]) == 0
+    assert "400 packets" in capsys.readouterr().out
+    assert _outputs(one) == _outputs(two)

@@ -140,6 +140,27 @@ def test_cli_stderr_one_line_per_record(tmp_path):
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \S+ ", line) for line in lines), lines
 
 
+def test_cli_json_log_one_object_per_record(tmp_path):
+    """``rtp2ws sink --log-format json``: every stderr line is a JSON object, and the lines
+    about a stream carry its stream_id, call_id and tag exactly as the client sent them."""
+    async def go():
+        proc, base = await spawn_sink(tmp_path, "--log-format", "json")
+        try:
+            await send_stream(base, [start_msg(stream_id=FORGED_SID, call_id=FORGED_CALL), frame(0),
+                                     end_msg(FRAME, stream_id=FORGED_SID, call_id=FORGED_CALL)])
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            return await asyncio.wait_for(proc.wait(), TIMEOUT)
+
+    assert run(go()) == 0
+    text = (tmp_path / "sink.stderr").read_text()
+    docs = [json.loads(line) for line in text.split("\n") if line]
+    assert docs and all({"time", "level", "logger", "message"} <= set(d) for d in docs), docs
+    about = [d for d in docs if d.get("stream_id") == FORGED_SID]
+    assert about and all((d["call_id"], d["tag"]) == (FORGED_CALL, "caller") for d in about), docs
+    assert any(d["message"].startswith("stopped:") for d in docs)
+
+
 # -- JSON --------------------------------------------------------------------------------
 
 

@@ -52,6 +52,7 @@ def test_the_walk_finds_the_options_the_issue_names():
                   "--max-connecting"):
             assert (c, o) in found
     assert ("live", "--snaplen") in found and ("live", "--buffer-mb") in found
+    assert ("live", "--count") in found and ("replay", "--count") in found      # -c, as tcpdump's
     assert ("sink", "--max-size") in found and ("bench", "--loss") in found
     assert len(found) >= 25
 
@@ -80,6 +81,8 @@ def test_every_numeric_option_has_a_range(command, option, action):
     ["live", "-i", "lo", "--out-dir", "o", "--rtp-timeout", "0"],
     ["live", "-i", "lo", "--out-dir", "o", "--snaplen", "0"],
     ["live", "-i", "lo", "--out-dir", "o", "--stats-interval", "nan"],
+    ["live", "-i", "lo", "--out-dir", "o", "-c", "0"],
+    ["replay", "c.pcap", "--out-dir", "o", "-c", "-5"],
     ["sink", "--out-dir", "o", "--ping-interval", "-1"],
     ["bench", "--loss", "2"],
 ])
