@@ -292,9 +292,10 @@ load_helpers(void)
     return 0;
 }
 
-/* logger.warning(fmt, *args), args built by Py_BuildValue(argfmt, ...). */
+/* logger.warning(fmt, *args, extra=extra), args built by Py_BuildValue(argfmt, ...);
+   extra: the outbox's ident (call_id, tag, stream_id), as the Python twin logs it. */
 static int
-warn(const char *fmt, const char *argfmt, ...)
+warn(PyObject *extra, const char *fmt, const char *argfmt, ...)
 {
     va_list va;
     va_start(va, argfmt);
@@ -308,9 +309,11 @@ warn(const char *fmt, const char *argfmt, ...)
     Py_DECREF(rest);
     if (args == NULL)
         return -1;
-    PyObject *method = PyObject_GetAttrString(logger, "warning");
-    PyObject *r = method != NULL ? PyObject_Call(method, args, NULL) : NULL;
+    PyObject *kwargs = Py_BuildValue("{s:O}", "extra", extra);
+    PyObject *method = kwargs != NULL ? PyObject_GetAttrString(logger, "warning") : NULL;
+    PyObject *r = method != NULL ? PyObject_Call(method, args, kwargs) : NULL;
     Py_XDECREF(method);
+    Py_XDECREF(kwargs);
     Py_DECREF(args);
     if (r == NULL)
         return -1;
@@ -629,7 +632,7 @@ static int
 dropping_stopped(ob_outbox *ob)
 {
     ob->dropping = 0;
-    int r = warn("stream %s: stopped dropping audio; %d ms dropped (%d ms in total)", "(OLL)", ob->stream_id,
+    int r = warn(ob->ident, "stream %s: stopped dropping audio; %d ms dropped (%d ms in total)", "(OLL)", ob->stream_id,
                  ob->gap_dropped / SAMPLES_PER_MS, ob->dropped_samples / SAMPLES_PER_MS);
     ob->gap_dropped = 0;
     return r;
@@ -673,7 +676,7 @@ drop_oldest(ob_outbox *ob)
     ob->gap_dropped += dropped;
     if (!ob->dropping) {
         ob->dropping = 1;
-        if (warn("stream %s: %d ms of audio queued (server slow or unreachable), dropping the oldest", "(OL)",
+        if (warn(ob->ident, "stream %s: %d ms of audio queued (server slow or unreachable), dropping the oldest", "(OL)",
                  ob->stream_id, ob->max_buffer_ms) < 0)
             r = -1;
     }
@@ -1245,7 +1248,7 @@ outbox_push_event(ob_outbox *ob, PyObject *args, PyObject *kwargs)
         ob->dropped_events++;
         if (totals_add(ob->totals, T_DROPPED_EVENTS, 1) < 0)
             return NULL;
-        if (ob->dropped_events == 1 && warn("stream %s: more than %d events queued, dropping new ones", "(Oi)",
+        if (ob->dropped_events == 1 && warn(ob->ident, "stream %s: more than %d events queued, dropping new ones", "(Oi)",
                                             ob->stream_id, MAX_EVENTS) < 0)
             return NULL;
         Py_RETURN_FALSE;

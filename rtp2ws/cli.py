@@ -19,12 +19,13 @@ from .argtypes import number, whole
 from .pipeline.pipeline import FLUSH_MS, Config
 from .pipeline.sink import Sink
 from .run import gcpolicy
-from .run.logs import FORMATS, LEVELS
+from .run.logs import FORMATS as LOG_FORMATS
+from .run.logs import LEVELS
 from .run.replay import Progress, ReplayError, ReplayResult, replay
 from .run.workerlink import WORKER_ENV
 from .sinks.wav import WavSink
-from .ws.formats import DEFAULT as DEFAULT_FORMAT
-from .ws.formats import FORMATS
+from .ws.formats import DEFAULT as DEFAULT_WS_FORMAT
+from .ws.formats import FORMATS as WS_FORMATS
 
 if TYPE_CHECKING:
     from .run.live import LiveOptions
@@ -122,7 +123,7 @@ def _frame_ms(text: str) -> int:
 def _add_stream_options(p) -> None:
     g = p.add_argument_group("streaming to an analysis server")
     g.add_argument("--ws-url", help="ws:// or wss:// URL: stream every call leg there, one connection per leg")
-    g.add_argument("--ws-format", choices=FORMATS, default=DEFAULT_FORMAT,
+    g.add_argument("--ws-format", choices=WS_FORMATS, default=DEFAULT_WS_FORMAT,
                    help="the messages' shape (docs/protocol.md): rtp2ws (default), or seed: the same messages "
                         "with a tag per stream, <call>-<leg>, for a server that names its files by tag")
     g.add_argument("--frame-ms", type=_frame_ms, default=20, help="audio per binary message: 20..1000, step 20")
@@ -152,7 +153,7 @@ def _add_stream_options(p) -> None:
 def _add_log_options(p, level: str | None, default: str) -> None:
     p.add_argument("--log-level", choices=LEVELS, default=level,
                    help=f"log messages of this level and above ({default})")
-    p.add_argument("--log-format", choices=FORMATS, default="text",
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="text",
                    help="text (default), or json: one object per line with time, level, logger, message and "
                         "call_id/stream_id/tag where the line is about a call or stream")
 

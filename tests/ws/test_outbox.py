@@ -162,6 +162,18 @@ def test_close_says_how_much_an_unfinished_episode_dropped(caplog):
     assert last == "stream s1: stopped dropping audio; 20 ms dropped (20 ms in total)"
 
 
+def test_log_records_carry_the_streams_identity(caplog):
+    """Both twins log with ``extra=ident``: JSON logs (run.logs) carry call_id, tag and stream_id."""
+    caplog.set_level(logging.INFO, logger="rtp2ws.sender")
+    ob = outbox(max_buffer_ms=40)
+    for i in range(4):
+        ob.push_audio(pcm(i * FRAME))
+    ob.close()
+    assert len(caplog.records) == 2
+    for r in caplog.records:
+        assert (r.call_id, r.tag, r.stream_id) == (IDENT["call_id"], IDENT["tag"], IDENT["stream_id"])
+
+
 def test_events_are_capped_and_counted(caplog):
     totals = Totals()
     ob = outbox(totals=totals)
