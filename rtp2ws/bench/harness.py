@@ -742,7 +742,7 @@ def missing_extras(opts: BenchOptions) -> str | None:
     last step, would otherwise fail after minutes of measuring), or None.  psutil and
     soxr are not needed here: psutil is the RSS fallback off Linux, soxr a yardstick
     of benchmarks/resampler_quality.py."""
-    needs = [(("matplotlib",), "matplotlib", "bench", "the plot")]
+    needs: list[tuple[tuple[str, ...], str, str, str]] = [(("matplotlib",), "matplotlib", "bench", "the plot")]
     if any(c.startswith("reference") for c in opts.configs) or (opts.latency and opts.latency_reference):
         needs.append((("dpkt",), "dpkt", "bench", "the reference pipeline"))
         # reference_pipeline.py: audioop, gone from the standard library in 3.13
