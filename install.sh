@@ -5,20 +5,24 @@
 #   in .venv with rtp2ws and its test, bench and sink extras installed in it (a
 #   warning names any C extension that could not be built), then the demo: the bundled speech call
 #   replayed into out/demo/ (one WAV per leg, a stereo WAV, calls.json).
-# Options: --no-demo skips the demo; --no-apt skips the system packages.
+#   Before the demo, deploy/install-system.sh: /usr/local/bin/rtp2ws (a link to .venv/bin/rtp2ws,
+#   what the systemd unit deploy/rtp2ws.service runs) and the documentation in /usr/share/doc/rtp2ws/.
+# Options: --no-demo skips the demo; --no-apt skips the system packages; --no-system skips
+# /usr/local/bin/rtp2ws and /usr/share/doc/rtp2ws/ (an install without root, for development).
 set -euo pipefail
 cd "$(dirname "$0")"
-demo=1 apt=1
+demo=1 apt=1 system=1
 for arg in "$@"; do
   case "$arg" in
     --no-demo) demo=0 ;;
     --no-apt) apt=0 ;;
+    --no-system) system=0 ;;
     *) echo "install.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
 if [ "$apt" = 1 ]; then
-  SUDO=""
-  [ "$(id -u)" = 0 ] || SUDO=sudo
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q --no-install-recommends \
@@ -34,6 +38,9 @@ fi
 # pip -q hides setup.py's warning when a C extension could not be built: say it here
 echo "installed: $(.venv/bin/rtp2ws --version)"
 .venv/bin/python -c 'from rtp2ws.speedups import missing_warning as m; w = m(); w and print("WARNING:", w)'
+if [ "$system" = 1 ]; then
+  $SUDO deploy/install-system.sh
+fi
 if [ "$demo" = 1 ]; then
   # The main job on the bundled capture: replay the demo call into the built-in sink
   # (rtp2ws sink, the reference analysis server) over WebSocket, and to files.

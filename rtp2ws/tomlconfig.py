@@ -17,8 +17,12 @@ to it.
 from __future__ import annotations
 
 import argparse
+import sys
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:                       # Python 3.10: tomli, the library tomllib was made from (a dependency there)
+    import tomli as tomllib
 
 __all__ = ["ConfigError", "apply_config", "load_config", "option_table"]
 

@@ -125,8 +125,11 @@ class PhoneCall:
         self._send_sip(sip(f"ACK sip:2000@{B_IP}:{self.sip_port} SIP/2.0", self._headers("ACK", 1, True, True)), True)
         time.sleep(0.05)
 
-    def media(self, seconds: float):
-        """20 ms of A-law each way every 20 ms, paced on an absolute schedule."""
+    def media(self, seconds: float, lose: dict[str, set[int]] | None = None):
+        """20 ms of A-law each way every 20 ms, paced on an absolute schedule; ``lose``:
+        per leg (caller, callee) the packets, counted from 0 in this call of media, that
+        are not sent (their sequence numbers are skipped: lost on the way)."""
+        lose = lose or {}
         n = round(seconds / 0.02)
         t0 = time.monotonic()
         for i in range(n):
@@ -135,8 +138,9 @@ class PhoneCall:
                 payload = g711.encode_alaw(tone(freq, 160, start=self.pos))
                 pkt = RtpPacket(self.seq[tag] & 0xFFFF, self.ts[tag], 0x1111 if tag == "caller" else 0x2222,
                                 8, i == 0 and not self.payloads[tag], payload)
-                self.socks[src].sendto(serialize_rtp(pkt), dst)
-                self.payloads[tag].append(bytes(payload))
+                if i not in lose.get(tag, ()):
+                    self.socks[src].sendto(serialize_rtp(pkt), dst)
+                    self.payloads[tag].append(bytes(payload))
                 self.seq[tag] += 1
                 self.ts[tag] += 160
             self.pos += 160

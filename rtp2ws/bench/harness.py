@@ -719,11 +719,52 @@ def realtime_entry(res: dict, calls: int, seconds: float) -> dict:
             "sink_cpu_s": sink.get("cpu_s"), "sink_us_per_frame": sink.get("us_per_frame")}
 
 
+def _importable(*names: str) -> bool:
+    """Whether any of the modules ``names`` imports (imported for real: a module that is
+    there but broken, or hidden, counts as missing)."""
+    import importlib
+    import warnings
+
+    for name in names:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)      # audioop, Python 3.11/3.12
+                importlib.import_module(name)
+            return True
+        except ImportError:
+            pass
+    return False
+
+
+def missing_extras(opts: BenchOptions) -> str | None:
+    """What this run needs beyond rtp2ws's own dependencies and cannot import, as the one
+    line ``rtp2ws bench`` fails with before it generates or runs anything (the plot, the
+    last step, would otherwise fail after minutes of measuring), or None.  psutil and
+    soxr are not needed here: psutil is the RSS fallback off Linux, soxr a yardstick
+    of benchmarks/resampler_quality.py."""
+    needs: list[tuple[tuple[str, ...], str, str, str]] = [(("matplotlib",), "matplotlib", "bench", "the plot")]
+    if any(c.startswith("reference") for c in opts.configs) or (opts.latency and opts.latency_reference):
+        needs.append((("dpkt",), "dpkt", "bench", "the reference pipeline"))
+        # reference_pipeline.py: audioop, gone from the standard library in 3.13
+        needs.append((("audioop", "audioop_lts"), "audioop-lts", "bench", "the reference pipeline"))
+    if opts.sink == "rtp2ws":
+        needs.append((("jsonschema",), "jsonschema", "sink", "--sink rtp2ws"))
+    missing = [(package, extra, why) for modules, package, extra, why in needs if not _importable(*modules)]
+    if not missing:
+        return None
+    extras = ",".join(sorted({extra for _, extra, _ in missing}))
+    what = ", ".join(f"{package} (for {why})" for package, _, why in missing)
+    return f"rtp2ws bench needs {what}, not installed: pip install 'rtp2ws[{extras}]'"
+
+
 def run_bench(opts: BenchOptions) -> dict:
     configs = tuple(opts.configs)
     for c in configs:
         if c not in CONFIGS:
             raise ValueError(f"unknown configuration {c!r} (choose from {', '.join(CONFIGS)})")
+    missing = missing_extras(opts)
+    if missing:
+        raise RuntimeError(missing)
     if opts.sweep:
         sweep = tuple(opts.sweep)
     elif opts.calls:

@@ -46,6 +46,7 @@ from ..pipeline.pipeline import Config, Pipeline
 from ..pipeline.sink import Counting, Sink
 from ..speedups import missing_warning
 from . import heap, logs
+from .metrics import LegLoss
 
 if TYPE_CHECKING:
     from ..ws.sender import SenderConfig
@@ -137,6 +138,7 @@ class LiveRunner:
         self.log_stats = log_stats              # False in a worker: the supervisor logs the merged line
         self.pipe: Pipeline | None = None
         self.counting: Counting | None = None
+        self.loss: LegLoss | None = None            # the per-leg loss histogram (metrics)
         self._history: deque = deque()          # (monotonic, total drops) over the last interval
         self._last_log: dict | None = None
         self._snapshot: dict = {}
@@ -155,7 +157,8 @@ class LiveRunner:
         """Decode until ``stop`` is set or the capture fails; then end every call.
         Returns the summary."""
         cap = self.capture
-        self.counting = Counting(logs.CallLog(sink))
+        self.loss = LegLoss(sink)
+        self.counting = Counting(logs.CallLog(self.loss))
         self.pipe = pipe = Pipeline(cap.linktype, self.counting, self.config)
         self.started = time.monotonic()
         reader = cap.reader
@@ -256,6 +259,8 @@ class LiveRunner:
             "drops_window_s": self.stats_interval,
         }
         snap.update(c)
+        if self.loss is not None:
+            snap["leg_loss"] = self.loss.snapshot()
         ws = self.sender_stats()
         if ws:
             snap.update({"ws_open": ws.get("open", 0), "ws_streams": ws.get("streams", 0),

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..sinks.wav import WavSink
+from .metrics import LOSS_BUCKETS, merge_histograms
 from .workerlink import WORKER_ENV
 
 if TYPE_CHECKING:
@@ -149,6 +150,8 @@ def merge_snapshots(snaps: list[dict], retired: dict | None = None) -> dict:
         out[k] = sum(s.get(k, 0) or 0 for s in snaps) + retired.get(k, 0)
     for k in SNAPSHOT_GAUGES:
         out[k] = sum(s.get(k, 0) or 0 for s in snaps)
+    # each leg is observed by the one worker that owns its call: the buckets add up
+    out["leg_loss"] = merge_histograms([s.get("leg_loss") for s in snaps] + [retired.get("leg_loss")], LOSS_BUCKETS)
     return out
 
 
@@ -165,6 +168,7 @@ def retire(retired: dict, snap: dict) -> None:
         retired[k] = retired.get(k, 0) + (snap.get(k, 0) or 0)
     for k in SNAPSHOT_ONCE:
         retired[k] = max(retired.get(k, 0), snap.get(k, 0) or 0)
+    retired["leg_loss"] = merge_histograms([retired.get("leg_loss"), snap.get("leg_loss")], LOSS_BUCKETS)
 
 
 # --------------------------------------------------------------------------- the manifest

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -449,6 +450,57 @@ def test_progress_bar_on_a_terminal(tmp_path):
     os.close(master)
     assert r.returncode == 0
     assert "100.0%" in shown and "[##############################]" in shown
+    assert "1 calls" in r.stdout
+
+
+def _replay_on_a_terminal(tmp_path, *args, stderr_tty=True, columns=0):
+    """rtp2ws replay with stderr on a pseudo-terminal (``columns`` wide; 0: the width a new
+    one says, unknown) or a pipe: (result, what stderr showed)."""
+    import fcntl
+    import pty
+    import termios
+    tmp_path.mkdir(exist_ok=True)
+    c, setup, sa, sb, pa, pb = basic_call(n=1600)
+    path = callgen.write(tmp_path / "p.pcap", frames_of(setup, sa, sb, c.bye(101)))
+    cmd = [sys.executable, "-m", "rtp2ws.cli", "replay", path, "--out-dir", str(tmp_path / "o"), *args]
+    if not stderr_tty:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        return r, r.stderr
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=slave, text=True, timeout=60)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:         # EIO: the terminal's other side is closed and read out
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    return r, shown.decode()
+
+
+@pytest.mark.parametrize("columns", [120, 0])
+def test_progress_bar_shows_the_rate_and_the_time_left(tmp_path, columns):
+    r, shown = _replay_on_a_terminal(tmp_path, columns=columns)
+    assert r.returncode == 0
+    draws = [d for d in shown.replace("\n", "\r").split("\r") if d]
+    # the last draw: the whole file read, at some rate, nothing left; then the counts
+    assert re.match(r"\[#{30}\] 100\.0%  [\d.]+[kMG]?B/s  00:00 left  \d+ packets", draws[-1]), draws
+    # never wider than the terminal (a line that wraps breaks the redraw): of unknown width, 80
+    assert all(len(d) <= (columns or 80) for d in draws), draws
+    if columns == 120:
+        assert re.fullmatch(r".* left  27 packets  1 calls *", draws[-1]), draws
+
+
+def test_no_progress_bar_off_a_terminal_or_with_no_progress(tmp_path):
+    r, shown = _replay_on_a_terminal(tmp_path, stderr_tty=False)
+    assert r.returncode == 0 and shown == ""
+    r, shown = _replay_on_a_terminal(tmp_path / "2", "--no-progress")
+    assert r.returncode == 0 and shown == ""
     assert "1 calls" in r.stdout
 
 

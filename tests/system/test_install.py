@@ -221,6 +221,44 @@ def test_the_reference_pipeline_without_dpkt_says_which_extra_to_install(tmp_pat
     assert r.stdout == "the reference pipeline needs dpkt: pip install 'rtp2ws[bench]'\n"
 
 
+def _bench(tmp_path: Path, blocked: tuple[str, ...], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "-m", "rtp2ws.cli", "bench", "--calls", "2", "--seconds", "1", "--no-profile",
+                           "--out", str(tmp_path / "results"), *args],
+                          env=_env(_blocking(tmp_path, *blocked)), cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("blocked, args, line", [
+    (("matplotlib",), ("--configs", "wav"),
+     "rtp2ws bench needs matplotlib (for the plot), not installed: pip install 'rtp2ws[bench]'"),
+    (("dpkt",), ("--configs", "wav,reference"),
+     "rtp2ws bench needs dpkt (for the reference pipeline), not installed: pip install 'rtp2ws[bench]'"),
+    (("matplotlib", "jsonschema"), ("--configs", "ws20", "--sink", "rtp2ws"),
+     "rtp2ws bench needs matplotlib (for the plot), jsonschema (for --sink rtp2ws), not installed: "
+     "pip install 'rtp2ws[bench,sink]'"),
+])
+def test_bench_without_an_extra_fails_first_naming_it(tmp_path, blocked, args, line):
+    """Before it generates a capture or measures anything: one line, exit status 2."""
+    r = _bench(tmp_path, blocked, *args)
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", f"rtp2ws: error: {line}\n")
+    assert not (tmp_path / "results").exists()
+
+
+def test_bench_without_dpkt_runs_what_does_not_need_it(tmp_path):
+    """dpkt is asked for only by the reference pipeline's runs (here none: wav only, and
+    no --latency, whose reference run it would be)."""
+    code = ("from rtp2ws.bench.harness import BenchOptions, missing_extras\n"
+            "print(missing_extras(BenchOptions(configs=('wav', 'ws20'))))\n"
+            "print(missing_extras(BenchOptions(configs=('wav',), latency=True)))\n"
+            "print(missing_extras(BenchOptions(configs=('wav',), latency=True, latency_reference=False)))\n")
+    r = subprocess.run([PY, "-c", code], env=_env(_blocking(tmp_path, "dpkt")), cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60, check=True)
+    assert r.stdout.splitlines() == [
+        "None",
+        "rtp2ws bench needs dpkt (for the reference pipeline), not installed: pip install 'rtp2ws[bench]'",
+        "None"]
+
+
 # --------------------------------------------------------------------------- stubs
 
 

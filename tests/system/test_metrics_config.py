@@ -81,7 +81,7 @@ def test_metrics_move_and_health_follows_the_capture():
             assert f"rtp2ws_{name}{'_total' if kind == 'counter' else ''}" in v, name
         assert v["rtp2ws_captured_packets_total"] == 0
         assert v["rtp2ws_capture_running"] == 1
-        assert v["rtp2ws_websocket_connections_open"] == 2 and v["rtp2ws_queued_audio_ms"] == 40
+        assert v["rtp2ws_websocket_connections_open"] == 2 and v["rtp2ws_queued_audio_seconds"] == 0.04
         assert get(base + "/healthz") == (200, "ok\n")
 
         invite = sip("INVITE sip:b@127.0.0.1 SIP/2.0", [
