@@ -426,6 +426,10 @@ class Pipeline:
                 key = self._new_flow(key, leg, flow, rtp, ts)
                 if key is None:
                     return           # held until decided, or dropped
+                if key not in self.legs:       # the flow was held for a leg of a call another worker owns
+                    st["foreign"] += 1
+                    self._foreign_rtp(key, flow, rtp, ts)
+                    return
                 leg = self.legs[key]
                 if key in fast.legs:
                     fast.sync(key)
@@ -477,8 +481,25 @@ class Pipeline:
             key = self._new_flow(key, leg, flow, rtp, ts)
             if key is None:
                 return
-            if key in fast.foreign:
-                fast.sync(key)
+            owned = self.legs.get(key)
+            if owned is not None:          # the flow was held for a leg this worker owns: its packet
+                self.stats["foreign"] -= 1
+                if key in fast.legs:
+                    fast.sync(key)
+                if not owned.flows:
+                    owned.add_flow(format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport))
+                self._push_rtp(key, rtp, ts)
+                if fast.path is not None:
+                    fast.arm(key, flow, owned, rtp.payload_type)
+                return
+        self._foreign_rtp(key, flow, rtp, ts)
+
+    def _foreign_rtp(self, key, flow: tuple, rtp, ts: float) -> None:
+        """RTP a foreign call's leg takes: its call's activity, not decoded, and the fast
+        path told to drop the flow's next packets."""
+        fast = self.fast
+        if key in fast.foreign:
+            fast.sync(key)
         self._push_rtp(key, rtp, ts)
         if fast.path is not None:
             fast.ignore(key, flow)

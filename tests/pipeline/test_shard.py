@@ -209,3 +209,32 @@ def test_foreign_call_times_out_when_its_owner_does_then_its_address_is_media_on
             assert ends[0][0] == ("nobye@t", "timeout", pytest.approx(last_rtp)), ends[0]
             assert [k for k, *_ in ends[0]] == ["nobye@t", "rtp:10.0.0.1:4000-10.0.0.2:5000"]
     check_sharded(path, rtp_timeout=5.0, budgets=(1024, 3))
+
+
+def _flow_held_then_claimed_by_another_call(y_id, x_id):
+    """Call ``y_id``'s callee leg goes quiet and a new flow F (10.0.0.3:7000 -> the caller's
+    10.0.0.1:4000) starts: held, undecided, for that leg.  Then call ``x_id`` is set up with
+    SDP that makes F exactly its callee's media, so F's next packets match ``x_id``'s leg
+    while F is still held for ``y_id``'s; deciding F gives it to ``y_id``'s leg."""
+    a, b, c = Party("10.0.0.1", 5060, 4000, "1000"), B, Party("10.0.0.3", 5062, 7000, "3000")
+    y, x = Call(y_id, a, b), Call(x_id, a, c, from_tag="fx", to_tag="tx")
+    n = 8000
+    return frames_of(y.setup(0.0),
+                     rtp_packets(a, b, 0.1, tone(440, 2 * n), ssrc=1),
+                     rtp_packets(b, a, 0.1, tone(660, n // 2), ssrc=2),          # Y's callee: 0.1 .. 0.6 s
+                     rtp_packets(c, a, 0.62, tone(880, n), ssrc=3),              # F: 0.62 .. 1.62 s
+                     x.setup(0.7),                                               # X: callee is F's source
+                     y.bye(2.5), x.bye(2.6))
+
+
+@pytest.mark.parametrize("y_owner", [0, 1])
+def test_a_flow_held_for_one_workers_call_and_claimed_by_anothers(tmp_path, y_owner):
+    """The flow was held for a leg of a call one worker owns, and its next packet matched a
+    leg of a call the other worker owns: each worker hands the packet to the leg the flow
+    was held for, decoded only by that call's owner (the non-owner once looked that leg up
+    among its own and raised KeyError: a fuzz finding, fuzz/crashes/pipeline/
+    flow-held-for-another-workers-call)."""
+    y_id, = _owned_by(y_owner, 2)
+    x_id, = _owned_by(1 - y_owner, 2, prefix="x")
+    path = callgen.write(tmp_path / "held.pcap", _flow_held_then_claimed_by_another_call(y_id, x_id))
+    check_sharded(path, budgets=(1024, 3), counts=(2,))
