@@ -431,13 +431,7 @@ class Pipeline:
                     self._foreign_rtp(key, flow, rtp, ts)
                     return
                 leg = self.legs[key]
-                if key in fast.legs:
-                    fast.sync(key)
-            if not leg.flows:
-                leg.add_flow(format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport))
-            self._push_rtp(key, rtp, ts)
-            if fast.path is not None:
-                fast.arm(key, flow, leg, rtp.payload_type)
+            self._owned_rtp(key, leg, flow, rtp, ts)
             return
         if not leg.flows:
             leg.add_flow(format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport))
@@ -484,15 +478,22 @@ class Pipeline:
             owned = self.legs.get(key)
             if owned is not None:          # the flow was held for a leg this worker owns: its packet
                 self.stats["foreign"] -= 1
-                if key in fast.legs:
-                    fast.sync(key)
-                if not owned.flows:
-                    owned.add_flow(format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport))
-                self._push_rtp(key, rtp, ts)
-                if fast.path is not None:
-                    fast.arm(key, flow, owned, rtp.payload_type)
+                self._owned_rtp(key, owned, flow, rtp, ts)
                 return
         self._foreign_rtp(key, flow, rtp, ts)
+
+    def _owned_rtp(self, key, leg: MediaLeg, flow: tuple, rtp, ts: float) -> None:
+        """RTP a leg of this worker's takes, once its flow is settled: decoded, and the
+        fast path armed for the flow (a leg the flow decision changed brought up to date
+        first; the packet's own leg was at the top of ``_media``: a no-op then)."""
+        fast = self.fast
+        if key in fast.legs:
+            fast.sync(key)
+        if not leg.flows:
+            leg.add_flow(format_addr(flow[0], flow[1]), format_addr(flow[2], flow[3]))
+        self._push_rtp(key, rtp, ts)
+        if fast.path is not None:
+            fast.arm(key, flow, leg, rtp.payload_type)
 
     def _foreign_rtp(self, key, flow: tuple, rtp, ts: float) -> None:
         """RTP a foreign call's leg takes: its call's activity, not decoded, and the fast
