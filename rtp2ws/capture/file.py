@@ -25,7 +25,7 @@ import pcap
 
 from ..speedups import pick
 
-__all__ = ["BACKENDS", "CaptureError", "CaptureFile", "PacketReader", "ReadError", "Reader", "check_backend",
+__all__ = ["BACKENDS", "CaptureError", "CaptureFile", "PacketReader", "ReadError", "Reader", "check_backend", "libpcap",
            "reader_class"]
 
 PCAP_FILE_HEADER = 24
@@ -57,6 +57,18 @@ class CaptureError(Exception):
         self.reason = reason if reason is not None else message
 
 
+def libpcap() -> ctypes.CDLL | None:
+    """libpcap itself through ctypes, for what pypcap does not expose (its open error,
+    the interfaces' descriptions and flags); None when it cannot be loaded so."""
+    name = ctypes.util.find_library("pcap")
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
 def _libpcap_open_error(path: str) -> str | None:
     """libpcap's own message for a file it refuses to open.
 
@@ -64,12 +76,8 @@ def _libpcap_open_error(path: str) -> str | None:
     ``pcap_open_offline`` fails, which hides the real reason; ask libpcap
     directly.  Returns None if libpcap opens the file or cannot be loaded.
     """
-    name = ctypes.util.find_library("pcap")
-    if name is None:
-        return None
-    try:
-        lib = ctypes.CDLL(name)
-    except OSError:
+    lib = libpcap()
+    if lib is None:
         return None
     lib.pcap_open_offline.restype = ctypes.c_void_p
     lib.pcap_open_offline.argtypes = [ctypes.c_char_p, ctypes.c_char_p]

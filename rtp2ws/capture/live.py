@@ -38,7 +38,7 @@ from typing import NamedTuple
 import pcap
 
 from ..net.packet import DLT_EN10MB
-from .file import BACKENDS, PacketReader, check_backend
+from .file import BACKENDS, PacketReader, check_backend, libpcap
 
 __all__ = ["BACKENDS", "CaptureOpenError", "Interface", "LiveCapture", "LiveReaderPy", "build_bpf",
            "describe_interface", "drop_privileges", "find_interfaces", "live_reader_class", "parse_port_range",
@@ -417,7 +417,6 @@ def _findalldevs() -> list[Interface] | None:
     """``pcap_findalldevs`` through ctypes (pypcap's ``findalldevs`` keeps only the
     names); None when libpcap cannot be loaded so."""
     import ctypes
-    import ctypes.util
 
     class PcapIf(ctypes.Structure):
         pass
@@ -425,12 +424,8 @@ def _findalldevs() -> list[Interface] | None:
     PcapIf._fields_ = [("next", ctypes.POINTER(PcapIf)), ("name", ctypes.c_char_p),
                        ("description", ctypes.c_char_p), ("addresses", ctypes.c_void_p),
                        ("flags", ctypes.c_uint32)]
-    name = ctypes.util.find_library("pcap")
-    if name is None:
-        return None
-    try:
-        lib = ctypes.CDLL(name)
-    except OSError:
+    lib = libpcap()
+    if lib is None:
         return None
     lib.pcap_findalldevs.argtypes = [ctypes.POINTER(ctypes.POINTER(PcapIf)), ctypes.c_char_p]
     lib.pcap_findalldevs.restype = ctypes.c_int
