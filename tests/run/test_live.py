@@ -37,6 +37,7 @@ from rtp2ws.net.packet import (
     DLT_NULL,
     DLT_RAW,
 )
+from rtp2ws.pipeline.sink import Sink
 from rtp2ws.sinks.wav import read_wav
 
 import netgen
@@ -175,7 +176,6 @@ def _recording(cap: LiveCapture):
     """A pipeline over ``cap``'s link type that keeps every packet handed to ``feed``
     (with no call, the fast path hands every packet there)."""
     from rtp2ws.pipeline.pipeline import Pipeline
-    from rtp2ws.pipeline.sink import Sink
 
     class Recording(Pipeline):
         def __init__(self) -> None:
@@ -187,6 +187,23 @@ def _recording(cap: LiveCapture):
             super().feed(ts, frame)
 
     return Recording()
+
+
+class _Recorder(Sink):
+    """A sink that keeps each leg's audio hand-outs, and each ended call's reason and its
+    legs' packet counts."""
+
+    def __init__(self):
+        self.audio = {}
+        self.ended = []
+        self.packets = []
+
+    def leg_audio(self, call, leg, pcm):
+        self.audio.setdefault(leg.tag, []).append(pcm)
+
+    def call_ended(self, call, legs):
+        self.ended.append(call.end_reason)
+        self.packets.append({tag: v.stats["packets"] for tag, v in legs.items()})
 
 
 def _read(cap: LiveCapture, pipe, n: int, timeout: float = 5.0) -> None:
@@ -383,7 +400,6 @@ def test_live_decoding_wakes_once_per_hand_out(flush_ms):
     """With ``flush_ms`` the decoder holds packets in the ring until the next hand-out:
     packets 2 ms apart are read about once per 20 ms, not one wake each."""
     from rtp2ws.pipeline.pipeline import Config
-    from rtp2ws.pipeline.sink import Sink
     from rtp2ws.run.live import LiveRunner
 
     cap = LiveCapture("lo", bpf="udp and dst port 26994")
@@ -420,7 +436,6 @@ def test_stop_during_a_flood_reads_the_ring_for_a_bounded_time(monkeypatch):
     made slow (half a millisecond a packet: a busy decoder), so that the flood surely
     outruns it."""
     from rtp2ws.pipeline.pipeline import Config, Pipeline
-    from rtp2ws.pipeline.sink import Sink
     from rtp2ws.run import live as run_live
 
     class Slow(Pipeline):
@@ -625,23 +640,11 @@ def test_sighup_reopens_the_log_file(tmp_path, live_factory):
 def test_timers_run_without_traffic(call_factory):
     """The last packets of a leg leave the jitter buffer on the wall clock, with no
     packet after them to push them out; the call stays open until the end."""
-    from rtp2ws.pipeline.sink import Sink
     from rtp2ws.run.live import LiveRunner
-
-    class Recorder(Sink):
-        def __init__(self):
-            self.audio = {}
-            self.ended = []
-
-        def leg_audio(self, call, leg, pcm):
-            self.audio.setdefault(leg.tag, []).append(pcm)
-
-        def call_ended(self, call, legs):
-            self.ended.append(call.end_reason)
 
     cap = LiveCapture("lo", bpf=_filter(25370, 26400))
     runner = LiveRunner(cap)
-    rec = Recorder()
+    rec = _Recorder()
     stop = threading.Event()
     thread = threading.Thread(target=runner.run, args=(rec, stop), daemon=True)
     thread.start()
@@ -871,24 +874,12 @@ def test_count_stops_after_exactly_count_packets(backend, call_factory):
     returns by itself, though packets keep coming."""
     from rtp2ws.codec import g711
     from rtp2ws.codec.resample import upsample_2x
-    from rtp2ws.pipeline.sink import Sink
     from rtp2ws.run.live import LiveRunner
-
-    class Recorder(Sink):
-        def __init__(self):
-            self.audio = {}
-            self.ended = []
-
-        def leg_audio(self, call, leg, pcm):
-            self.audio.setdefault(leg.tag, []).append(pcm)
-
-        def call_ended(self, call, legs):
-            self.ended.append((call.end_reason, {tag: v.stats["packets"] for tag, v in legs.items()}))
 
     count = 3 + 2 * 9 + 1                   # INVITE, 200, ACK; nine packets each way; one more
     cap = LiveCapture("lo", bpf=_filter(25570, 26700), backend=_backend(backend))
     runner = LiveRunner(cap, count=count)
-    rec = Recorder()
+    rec = _Recorder()
     stop = threading.Event()
     result = {}
     thread = threading.Thread(target=lambda: result.update(runner.run(rec, stop)), daemon=True)
@@ -907,7 +898,7 @@ def test_count_stops_after_exactly_count_packets(backend, call_factory):
     assert result["packets"] == count == cap.stats()["packets"]
     assert result["end_reason"] == "capture_end"
     assert result["sip"] == 3 and result["rtp"] == count - 3
-    assert rec.ended == [("capture_end", {"caller": 10, "callee": 9})]
+    assert rec.ended == ["capture_end"] and rec.packets == [{"caller": 10, "callee": 9}]
     for tag, n in (("caller", 10), ("callee", 9)):    # exactly the first packets' audio, to the sample
         want = upsample_2x(g711.decode_alaw(b"".join(call.payloads[tag][:n])))
         assert np.array_equal(np.concatenate(rec.audio[tag]), want), tag

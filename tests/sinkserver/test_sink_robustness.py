@@ -122,10 +122,11 @@ def test_log_records_are_one_line(tmp_path, caplog):
     assert log[0]["stream_id"] == FORGED_SID and log[0]["message"]["call_id"] == FORGED_CALL
 
 
-def test_cli_stderr_one_line_per_record(tmp_path):
-    """Through the real CLI: every stderr line is a record that starts with its timestamp."""
+def _one_forged_stream_through_the_cli(tmp_path, *args):
+    """``rtp2ws sink *args`` gets one stream with a forged stream_id and call_id, then
+    SIGTERM; its exit status (stderr in tmp_path/sink.stderr)."""
     async def go():
-        proc, base = await spawn_sink(tmp_path)
+        proc, base = await spawn_sink(tmp_path, *args)
         try:
             await send_stream(base, [start_msg(stream_id=FORGED_SID, call_id=FORGED_CALL), frame(0),
                                      end_msg(FRAME, stream_id=FORGED_SID, call_id=FORGED_CALL)])
@@ -133,7 +134,12 @@ def test_cli_stderr_one_line_per_record(tmp_path):
             proc.send_signal(signal.SIGTERM)
             return await asyncio.wait_for(proc.wait(), TIMEOUT)
 
-    assert run(go()) == 0
+    return run(go())
+
+
+def test_cli_stderr_one_line_per_record(tmp_path):
+    """Through the real CLI: every stderr line is a record that starts with its timestamp."""
+    assert _one_forged_stream_through_the_cli(tmp_path) == 0
     lines = (tmp_path / "sink.stderr").read_text().splitlines()
     sink_lines = [line for line in lines if " rtp2ws.sink " in line]
     assert any(printable(FORGED_SID) in line for line in sink_lines)
@@ -143,16 +149,7 @@ def test_cli_stderr_one_line_per_record(tmp_path):
 def test_cli_json_log_one_object_per_record(tmp_path):
     """``rtp2ws sink --log-format json``: every stderr line is a JSON object, and the lines
     about a stream carry its stream_id, call_id and tag exactly as the client sent them."""
-    async def go():
-        proc, base = await spawn_sink(tmp_path, "--log-format", "json")
-        try:
-            await send_stream(base, [start_msg(stream_id=FORGED_SID, call_id=FORGED_CALL), frame(0),
-                                     end_msg(FRAME, stream_id=FORGED_SID, call_id=FORGED_CALL)])
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            return await asyncio.wait_for(proc.wait(), TIMEOUT)
-
-    assert run(go()) == 0
+    assert _one_forged_stream_through_the_cli(tmp_path, "--log-format", "json") == 0
     text = (tmp_path / "sink.stderr").read_text()
     docs = [json.loads(line) for line in text.split("\n") if line]
     assert docs and all({"time", "level", "logger", "message"} <= set(d) for d in docs), docs
