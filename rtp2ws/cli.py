@@ -193,10 +193,8 @@ def _add_live_parser(sub) -> argparse.ArgumentParser:
     cap.add_argument("--rtp-ports", type=_arg(parse_port_range), default=(16384, 32768), metavar="LOW-HIGH",
                      help="RTP/RTCP port range (default 16384-32768)")
     cap.add_argument("--snaplen", type=whole(64, 262144), default=65535,
-                     help="bytes kept per packet, 64..262144 (default 65535). Every packet takes a kernel-buffer "
-                          "slot this big (the MTU, if smaller, when the interface has GRO/LRO off): to buffer more "
-                          "packets in --buffer-mb, lower it or run `ethtool -K IFACE gro off lro off` on the "
-                          "mirror port")
+                     help="bytes kept per packet, 64..262144 (default 65535); a packet takes its own length in "
+                          "the kernel buffer, not this")
     cap.add_argument("--buffer-mb", type=whole(1, 4096), default=64,
                      help="kernel capture buffer in MiB, 1..4096 (default 64)")
     cap.add_argument("--no-promisc", action="store_true", help="do not put the interface in promiscuous mode")

@@ -1,6 +1,6 @@
 """Live capture adapter: a network interface in, packets read by the decoder itself.
 
-The live twin of ``capture.file``: libpcap opens the interface (immediate mode,
+The live twin of ``capture.file``: libpcap opens the interface (buffered mode,
 non-blocking, ``--buffer-mb`` of kernel ring) and the decoder's thread reads it
 with ``Pipeline.run_reader`` as replay reads a file.  The reader is the C
 ``_fastpath.LiveReader`` (a ``Reader`` subtype that ``FastPath.run`` reads
@@ -13,6 +13,20 @@ queue of Python batches costs a bytes, a float and a tuple per packet (measured:
 a fifth of the live process's CPU at 200 calls), and the kernel's ring is as
 good a buffer (64 MiB hold about 12 s of 200 calls' RTP).  What does not fit while
 the decoder is busy the kernel drops and counts (``kernel_drops``).
+
+The ring: buffered, not immediate, mode.  On Linux immediate mode means TPACKET_V2,
+where each packet takes a slot as big as the snapshot length, and on an interface
+with GRO or TSO (a veth, most NICs) libpcap sizes the slot for 64 KiB whatever
+``--snaplen`` says about the MTU: 64 MiB held 1,023 packets (measured on a veth),
+25 ms of 400 calls, so one hold (below) or one stall of the GIL dropped packets, and
+the gaps sent every flow through the slow path: past 300 calls the process fell over.
+Buffered mode is TPACKET_V3: packets at their own length in blocks (the same ring
+kept 50,000 200-byte frames of 50,000 sent), each block handed over when full or
+``RETIRE_MS`` after it opened (measured on loopback, Linux 6.18: a packet is
+readable 0.5 ms after capture at the median, 1.1 ms at worst).  So a packet may still
+be in the kernel's open block ``CAPTURE_LAG_S`` after its capture time; kernels whose
+block timer counts in jiffies (before the hrtimer one) may take a few ms more, which
+matters only to a jitter buffer shallower than that (``--jitter-ms`` under 5).
 
 Waiting.  ``LiveCapture.wait(hold, timeout)`` waits in ``select`` on the handle
 (releasing the GIL), or, when the caller has no use for packets before ``hold``
@@ -47,6 +61,8 @@ __all__ = ["BACKENDS", "CaptureOpenError", "Interface", "LiveCapture", "LiveRead
 log = logging.getLogger("rtp2ws.capture")
 
 STATS_EVERY_S = 1.0          # the reading thread reads the kernel counters this often
+RETIRE_MS = 1                # libpcap's buffer timeout: a TPACKET_V3 block is handed over this long after it opened
+CAPTURE_LAG_S = 0.002        # a packet is readable at the latest this long after capture (RETIRE_MS and slack)
 U32 = 1 << 32                # libpcap's counters are 32-bit and wrap
 
 # Link types on which the default filter also matches inside 802.1Q/802.1ad tags.  libpcap
@@ -146,8 +162,8 @@ def _text(msg: object) -> str:
 
 
 class LiveReaderPy(PacketReader):
-    """Twin of ``_fastpath.LiveReader``: an interface opened with pypcap (immediate,
-    non-blocking), read a packet at a time by ``FastPath.run`` (``rtp2ws.fastpath.twin``)
+    """Twin of ``_fastpath.LiveReader``: an interface opened with pypcap (buffered,
+    ``RETIRE_MS``, non-blocking), read a packet at a time by ``FastPath.run`` (``rtp2ws.fastpath.twin``)
     in the caller's thread.  ``next_packet`` answers None with ``waiting`` set when the
     kernel's ring holds no packet now; the caller waits on ``fileno()`` and reads again.
     pypcap hands packets over ``BATCH`` at a time (``dispatch``)."""
@@ -156,8 +172,8 @@ class LiveReaderPy(PacketReader):
 
     def __init__(self, interface: str, snaplen: int = 65535, promisc: bool = True,
                  buffer_size: int = 64 << 20) -> None:
-        self._pcap = pcap.pcap(name=interface, snaplen=snaplen, promisc=promisc, immediate=True,
-                               timeout_ms=100, buffer_size=buffer_size)
+        self._pcap = pcap.pcap(name=interface, snaplen=snaplen, promisc=promisc, immediate=False,
+                               timeout_ms=RETIRE_MS, buffer_size=buffer_size)
         self._pcap.setnonblock(True)
         self.linktype: int = self._pcap.datalink()
         self.packets_read = 0

@@ -39,7 +39,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..capture.live import CaptureOpenError, LiveCapture, build_bpf, drop_privileges
+from ..capture.live import CAPTURE_LAG_S, CaptureOpenError, LiveCapture, build_bpf, drop_privileges
 from ..fastpath.twin import for_reader
 from ..net.packet import PacketDecoder, UnsupportedLinkType
 from ..pipeline.pipeline import Config, Pipeline
@@ -56,7 +56,7 @@ log = logging.getLogger("rtp2ws.live")
 
 TICK_S = 0.02          # timers run at least this often without traffic
 REFRESH_S = 1.0        # statistics snapshot for metrics/health
-HOLD_LATE_S = 0.001    # the decoder wakes this long after a hand-out is due: its packets are in
+HOLD_LATE_S = CAPTURE_LAG_S   # the decoder wakes this long after a hand-out is due: its packets are in
 BUDGET = 2048          # packets read between two ticks at most
 FINAL_READ_S = 2.0     # at stop, what the ring holds is read for at most this long
 
@@ -185,10 +185,11 @@ class LiveRunner:
             if not more:           # the handle closed by itself
                 break
             if reader.waiting:
-                # the ring was empty: every packet stamped before mark has been read
-                last = max(last, mark, pipe.now)
+                # the ring was empty: every packet stamped before mark, but for the
+                # kernel's open block (CAPTURE_LAG_S), has been read
+                last = max(last, mark - CAPTURE_LAG_S, pipe.now)
                 pipe.tick(last)
-                cap.wait(pipe.next_handout + HOLD_LATE_S, self.tick_s)
+                cap.wait(pipe.next_handout + HOLD_LATE_S, self.tick_s + HOLD_LATE_S)
             cap.poll_stats()
             if self.hup is not None and self.hup.is_set():
                 self.hup.clear()
