@@ -21,7 +21,7 @@ with GRO or TSO (a veth, most NICs) libpcap sizes the slot for 64 KiB whatever
 25 ms of 400 calls, so one hold (below) or one stall of the GIL dropped packets, and
 the gaps sent every flow through the slow path: past 300 calls the process fell over.
 Buffered mode is TPACKET_V3: packets at their own length in blocks (the same ring
-kept 50,000 200-byte frames of 50,000 sent), each block handed over when full or
+kept all 50,000 of 50,000 214-byte frames sent unread), each block handed over when full or
 ``RETIRE_MS`` after it opened (measured on loopback, Linux 6.18: a packet is
 readable 0.5 ms after capture at the median, 1.1 ms at worst).  So a packet may still
 be in the kernel's open block ``CAPTURE_LAG_S`` after its capture time; kernels whose

@@ -217,6 +217,17 @@ def _read(cap: LiveCapture, pipe, n: int, timeout: float = 5.0) -> None:
             cap.wait(float("-inf"), 0.05)
 
 
+def _kernel_stats(cap: LiveCapture) -> dict:
+    """``cap.stats()`` once the kernel's counters have been read after everything sent
+    (the reading thread reads them at most every ``STATS_EVERY_S``)."""
+    from rtp2ws.capture.live import STATS_EVERY_S
+
+    cap.poll_stats()
+    time.sleep(STATS_EVERY_S + 0.1)
+    cap.poll_stats()
+    return cap.stats()
+
+
 @needs_capture
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_build_bpf_on_lo_captures_only_matching_traffic(backend):
@@ -306,10 +317,7 @@ def test_a_full_ring_is_counted_as_kernel_drops_and_reading_goes_on(backend):
             held = len(pipe.got)
             s.sendto(b"y" * 20, ("127.0.0.1", 26999))
             _read(cap, pipe, held + 1)
-        cap.poll_stats()
-        time.sleep(1.1)
-        cap.poll_stats()
-        st = cap.stats()
+        st = _kernel_stats(cap)
     finally:
         cap.stop()
     assert 0 < held < sent
@@ -336,10 +344,7 @@ def test_the_default_ring_holds_packets_at_their_own_length(backend):
                 s.sendto(i.to_bytes(4, "big") * 50, ("127.0.0.1", 26998))
         time.sleep(0.1)
         _read(cap, pipe, sent)
-        cap.poll_stats()
-        time.sleep(1.1)
-        cap.poll_stats()
-        st = cap.stats()
+        st = _kernel_stats(cap)
     finally:
         cap.stop()
     assert [int.from_bytes(f[-4:], "big") for _, f in pipe.got] == list(range(sent))
