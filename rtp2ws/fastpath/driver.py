@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ..media.leg import Jitter
 from ..net.packet import LinkLayer
 from .twin import FastPath, tables
 
@@ -58,6 +59,7 @@ class Taken(NamedTuple):
     samples: bytes                # their 8 kHz samples, native-endian int16 (a bound slot's: at disarm)
     streamed: int                 # 8 kHz samples a bound slot streamed since the last take
     state: tuple[bytes, bytes] | None   # a bound slot disarmed: its filter state and part-frame
+    jitter: Jitter                # the leg's interarrival jitter now (rtp2ws.media.leg.Jitter)
 
 
 class FastDriver:
@@ -114,7 +116,8 @@ class FastDriver:
         if state is None or not leg.flows or self._correlator.flows.get(flow, (None,))[0] != key:
             return
         sid = self._started().arm(flow[0], flow[1], flow[2], flow[3], state.ssrc, state.next_ext, payload_type,
-                            state.alaw, state.expect_ts, state.last_ts, state.last_arrival, state.pending_samples)
+                            state.alaw, state.expect_ts, state.last_ts, state.last_arrival, state.pending_samples,
+                            state.jitter)
         self.legs[key] = sid
         self._slots[sid] = (key, flow)
         self._flows[flow] = sid
@@ -206,7 +209,8 @@ class FastDriver:
 
     def _take(self, sid: int, disarm: bool) -> None:
         key, flow = self._slots[sid]
-        taken = Taken._make(self._started().take(sid, disarm))
+        *fields, jitter = self._started().take(sid, disarm)
+        taken = Taken(*fields, Jitter._make(jitter))
         if disarm:
             del self._slots[sid]
             del self.legs[key]

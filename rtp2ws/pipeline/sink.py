@@ -94,9 +94,13 @@ class LegView:
         return tuple(self._leg.dtmf_events)
 
     @property
-    def stats(self) -> dict[str, int]:
-        """The leg's statistics (``MediaLeg.stats``): packets, lost, late, ..., a new dict."""
+    def stats(self) -> dict[str, int | float | None]:
+        """The leg's statistics (``MediaLeg.stats``): packets, lost, late, ..., jitter_ms,
+        max_jitter_ms (None before the leg measured any), a new dict."""
         return self._leg.stats
+
+    jitter = property(attrgetter("_leg.jitter"),
+                      doc="The leg's interarrival jitter so far (``rtp2ws.media.leg.Jitter``, 8 kHz units).")
 
     @property
     def jitter_stats(self) -> dict[str, int]:
