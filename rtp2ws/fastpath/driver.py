@@ -36,7 +36,6 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..media.leg import Jitter
 from ..net.packet import LinkLayer
 from .twin import FastPath, tables
 
@@ -59,7 +58,7 @@ class Taken(NamedTuple):
     samples: bytes                # their 8 kHz samples, native-endian int16 (a bound slot's: at disarm)
     streamed: int                 # 8 kHz samples a bound slot streamed since the last take
     state: tuple[bytes, bytes] | None   # a bound slot disarmed: its filter state and part-frame
-    jitter: Jitter                # the leg's interarrival jitter now (rtp2ws.media.leg.Jitter)
+    jitter: tuple[float, float, int, float]   # the leg's interarrival jitter now (as rtp2ws.media.leg.Jitter)
 
 
 class FastDriver:
@@ -209,8 +208,7 @@ class FastDriver:
 
     def _take(self, sid: int, disarm: bool) -> None:
         key, flow = self._slots[sid]
-        *fields, jitter = self._started().take(sid, disarm)
-        taken = Taken(*fields, Jitter._make(jitter))
+        taken = Taken._make(self._started().take(sid, disarm))
         if disarm:
             del self._slots[sid]
             del self.legs[key]

@@ -66,14 +66,14 @@ Jitter" and "Max Jitter") reports them.  The choices, and where they follow Wire
   the packets it leaves out: the same figure when it leaves none out.
 
 A stream with neither markers after its first packet, comfort noise nor reordering,
-loss or not, gets Wireshark's figures (tests/media/test_jitter.py compares with
+loss or not, gets Wireshark's figures (tests/media/test_leg_jitter.py compares with
 tshark's).  The fast path (rtp2ws.fastpath) measures the packets it takes with the
 same arithmetic on the same values, and hands the state back (``Jitter``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, cast
+from typing import TYPE_CHECKING, NamedTuple, TypedDict, cast
 
 import numpy as np
 
@@ -170,6 +170,19 @@ def jitter_ms(jitter: Jitter) -> tuple[float | None, float | None]:
         return None, None
     per_ms = CLOCK / 1000
     return round(jitter.total / jitter.counted / per_ms, 3), round(jitter.peak / per_ms, 3)
+
+
+class LegStats(TypedDict):
+    """A leg's statistics (``MediaLeg.stats``), as calls.json and the ``end`` message give them."""
+
+    packets: int
+    lost: int
+    late: int
+    duplicates: int
+    reordered: int
+    concealed_ms: int
+    jitter_ms: float | None       # mean interarrival jitter (``jitter_ms()``), None before any
+    max_jitter_ms: float | None
 
 
 class FastState(NamedTuple):
@@ -406,7 +419,8 @@ class MediaLeg:
                          self._last_ts, self._last_arrival, self.pending_samples, self.jitter)
 
     def absorb(self, packets: int, nbytes: int, next_ext: int, last_ts: int, last_arrival: float,
-               last_payload: bytes | None, samples: bytes, streamed: int = 0, *, jitter: Jitter) -> None:
+               last_payload: bytes | None, samples: bytes, streamed: int = 0, *,
+               jitter: tuple[float, float, int, float]) -> None:
         """``packets`` in-order packets the fast path took since ``fast_state``: their
         8 kHz ``samples`` go on the timeline as ``_place`` would have put them, and
         ``streamed`` samples went on it straight to the leg's stream (the fast path
@@ -463,7 +477,7 @@ class MediaLeg:
         return Jitter(self._jitter, self._jitter_total, self._jitter_counted, self._jitter_peak)
 
     @property
-    def stats(self) -> dict[str, int | float | None]:
+    def stats(self) -> LegStats:
         js = self.jb.stats
         mean, peak = jitter_ms(self.jitter)
         return {
