@@ -847,7 +847,7 @@ class Stream:
 
     def _refuse(self, e: InvalidStatus) -> None:
         r = e.response
-        body = r.body if isinstance(r.body, bytes) else None
+        body = bytes(r.body) if r.body else None      # websockets reads it into a bytearray
         hint = formats.refusal_hint(self._sender.config.ws_format, r.status_code, body)
         if hint is None:
             hint = "check --header / the token" if r.status_code in (401, 403, 407) else "check the URL"
