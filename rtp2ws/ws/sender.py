@@ -44,6 +44,17 @@ Memory is bounded per stream whatever the server does: the outbox's bounds
 (``BATCH_BYTES``) and websockets' few control frames (TLS: the transport's
 high-water mark and one batch).
 
+The format (``--ws-format``, ``ws.formats``) decides the rest of what goes on the
+wire: the subprotocol offered, each connection's first message (rtp2ws's
+``start`` with ``resumed`` and ``offset``, or another server's), which events
+go out and how, and whether the stream resumes.  A format without resume
+(``vonage``, ``audiofork``, ``jambonz``) keeps no resend window (what the
+server had not acknowledged when a connection broke is undelivered), announces
+no gap, sends no ``end`` (the close alone ends it), and ``vonage`` completes the
+last frame with silence.  An HTTP 400 whose body names the subprotocol, or a
+connection opened with a subprotocol the stream did not offer, is refused with
+a line saying which format offers which.
+
 Header values and URL credentials are secrets: nothing logged by this module,
 nor by websockets on its behalf, contains them (URLs go through
 ``redact_url``, websockets' debug lines through a scrubbing logger).
@@ -532,9 +543,10 @@ class Stream:
         (``formats.event``), or not at all when it has no such message."""
         sender = self._sender
         if not self._format.resumes:
-            message = formats.event(self._format.name, message)
-            if message is None:
+            shaped = formats.event(self._format.name, message)
+            if shaped is None:
                 return
+            message = shaped
         with sender._lock:
             if self.outbox.push_event(message) and not self._dirty and self._live is not None:
                 sender._mark(self)

@@ -258,6 +258,7 @@ def test_vonage_gets_what_vonage_sends(tmp_path, servers):
     # the events and the streams' counts are where they are with any format
     (call,) = manifest["calls"]
     assert [d["digit"] for leg in call["legs"] if leg["tag"] == "caller" for d in leg["dtmf"]] == ["5"]
+    assert [h["by"] for h in call["holds"]] == ["caller"]
     assert manifest["summary"]["streams"]["streams"] == 2 and manifest["summary"]["streams"]["dropped_ms"] == 0
     assert "streamed 2 streams, 0 reconnects, 0 ms dropped, 0 ms undelivered" in r.stdout
 
