@@ -861,11 +861,14 @@ class Stream:
         r = e.response
         body = bytes(r.body) if r.body else None      # websockets reads it into a bytearray
         hint = formats.refusal_hint(self._sender.config.ws_format, r.status_code, body)
-        if hint is None:
-            hint = "check --header / the token" if r.status_code in (401, 403, 407) else "check the URL"
-        said = _first_line(body)
-        self._refused(f"server refused the connection: HTTP {r.status_code} {r.reason_phrase}"
-                      + (f": {said!r}" if said else "") + f" ({hint})")
+        said = ""
+        if hint is not None:          # about the subprotocol: the server's own words too
+            said = f": {_first_line(body)!r}"
+        elif r.status_code in (401, 403, 407):
+            hint = "check --header / the token"
+        else:
+            hint = "check the URL"
+        self._refused(f"server refused the connection: HTTP {r.status_code} {r.reason_phrase}{said} ({hint})")
 
     def _refuse_subprotocol(self, e: NegotiationError) -> None:
         """The server opened the connection with a subprotocol this stream did not offer."""
