@@ -418,6 +418,7 @@ struct ob_outbox {
     PyObject *end;            /* the end message (dict) once end() was called, else NULL */
     int channels;
     char started, ended, closed, note_sent, dropping, has_ping, has_sent;
+    char announce_gaps;       /* a drop message before audio after a gap (else only counted) */
     long long frame_bytes, frame_samples;
     long long max_buffer_ms, resend_ms, max_samples, resend_samples, ping_every;
     long long offset, dropped_samples, dropped_events, sent_samples, acknowledged, undelivered_samples;
@@ -889,7 +890,8 @@ take_core(ob_outbox *ob, long long budget, sink_t *s)
             const char *dt = NULL;
             size_t dl = 0;
             PyObject *hold = NULL;
-            if (off > expected && (dt = drop_utf8(ob, off, off - expected, &dl, &hold)) == NULL) {
+            if (off > expected && ob->announce_gaps
+                && (dt = drop_utf8(ob, off, off - expected, &dl, &hold)) == NULL) {
                 err = 1;
                 break;
             }
@@ -999,7 +1001,7 @@ plan_core(ob_outbox *ob, long long budget, ob_plan_t *plan)
             e = e->next;
         }
         else if (r != NULL) {
-            if (r->off > expected) {
+            if (r->off > expected && ob->announce_gaps) {
                 Py_ssize_t dl = drop_len(ob, r->off, r->off - expected);
                 if (dl < 0)
                     return -1;
@@ -1078,11 +1080,13 @@ ob_state(const ob_outbox *ob, ob_state_t *state)
 static PyObject *
 outbox_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"ident", "channels", "frame_ms", "max_buffer_ms", "resend_ms", "totals", NULL};
+    static char *kwlist[] = {"ident", "channels", "frame_ms", "max_buffer_ms", "resend_ms", "totals",
+                             "announce_gaps", NULL};
     PyObject *ident, *channels = NULL, *frame_ms = Py_None, *max_buffer_ms = NULL, *resend_ms = NULL;
     PyObject *totals = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$OOOOO:Outbox", kwlist, &ident, &channels, &frame_ms,
-                                     &max_buffer_ms, &resend_ms, &totals))
+    int announce_gaps = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$OOOOOp:Outbox", kwlist, &ident, &channels, &frame_ms,
+                                     &max_buffer_ms, &resend_ms, &totals, &announce_gaps))
         return NULL;
     if (load_helpers() < 0)
         return NULL;
@@ -1105,6 +1109,7 @@ outbox_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         }
     }
     ob->channels = (int)ch;
+    ob->announce_gaps = (char)announce_gaps;
     ob->frame_bytes = 2 * ch;
     long long fms = DEFAULT_FRAME_MS;
     int truthy = PyObject_IsTrue(frame_ms);
@@ -1136,7 +1141,7 @@ outbox_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         ob->totals = Py_NewRef(totals);
     if (ob->totals == NULL)
         goto fail;
-    if (make_template(ob) < 0)
+    if (ob->announce_gaps && make_template(ob) < 0)      /* no drop message, no template */
         goto fail;
     return (PyObject *)ob;
 fail:
@@ -1344,7 +1349,7 @@ outbox_resend(ob_outbox *ob, PyObject *args, PyObject *kwargs)
     cur_init(&dc, &ob->rdata);
     for (size_t i = 0; i < nruns; i++) {
         const run *r = cur_run(&rc);
-        if (r->off > expected) {
+        if (r->off > expected && ob->announce_gaps) {
             if (append_msg(msgs, drop_str_py_or_tpl(ob, r->off, r->off - expected)) < 0)
                 return NULL;
             frames++;
@@ -1772,6 +1777,7 @@ static PyMemberDef outbox_members[] = {
     RO("ended", T_BOOL, ended, NULL),
     RO("closed", T_BOOL, closed, NULL),
     RO("dropping", T_BOOL, dropping, NULL),
+    RO("announce_gaps", T_BOOL, announce_gaps, "A drop message before audio that follows a gap."),
     {NULL},
 };
 

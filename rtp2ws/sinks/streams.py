@@ -117,6 +117,7 @@ class StreamSink(Sink):
                  hold_s: float = 1.06, ws_format: str = formats.DEFAULT) -> None:
         self.frame = validate_frame_ms(frame_ms) * RATE // 1000
         self.ws_format = formats.check(ws_format)
+        formats.check_options(ws_format, frame_ms=frame_ms, stereo=stereo, sip_headers=sip_headers)
         self.frame_ms = frame_ms
         self.stereo = stereo
         self.sip_headers = tuple(sip_headers)
