@@ -1,4 +1,4 @@
-"""Lint in CI: ruff, configured in pyproject.toml ([tool.ruff]), over the whole tree."""
+"""Lint in CI: ruff and mypy, configured in pyproject.toml, over the whole tree; shellcheck over every shell script."""
 
 import shutil
 import subprocess
@@ -79,3 +79,41 @@ def test_mypy_is_strict_on_the_core_and_not_on_the_adapters(tmp_path):
         "rtp2ws/signalling/untyped_probe.py no-untyped-def",
         "rtp2ws/signalling/wrong_probe.py return-value",
     ], out
+
+
+# -- shellcheck: every shell script the project ships (install.sh installs shellcheck) ------------
+
+def _shell_scripts() -> list[str]:
+    tracked = subprocess.run(["git", "ls-files"], capture_output=True, text=True, cwd=ROOT, check=True).stdout.split()
+    scripts = []
+    for name in tracked:
+        path = ROOT / name
+        if not path.is_file():
+            continue
+        with path.open("rb") as f:
+            first = f.readline()
+        if name.endswith(".sh") or (first.startswith(b"#!") and first.split(b"/")[-1].split()[-1] in (b"sh", b"bash")):
+            scripts.append(name)
+    return scripts
+
+
+def _shellcheck() -> str:
+    exe = shutil.which("shellcheck")
+    if exe is None:
+        pytest.fail("shellcheck is not installed: apt-get install shellcheck (install.sh does)")
+    return exe
+
+
+def test_shellcheck_finds_nothing():
+    scripts = _shell_scripts()
+    assert {"install.sh", "test.sh", ".ci/run", "deploy/iptables/tee.sh"} <= set(scripts), scripts
+    proc = subprocess.run([_shellcheck(), *scripts], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_shellcheck_would_report_a_finding(tmp_path):
+    """The check above can fail: an unquoted expansion is flagged."""
+    bad = tmp_path / "probe.sh"
+    bad.write_text("#!/bin/sh\necho $1\n")
+    proc = subprocess.run([_shellcheck(), str(bad)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "SC2086" in proc.stdout, proc.stdout + proc.stderr

@@ -581,11 +581,3 @@ def test_help():
     for word in ("up", "down", "status", "--gateway6", "--sip-ports", "--rtp-ports",
                  "--sip-tcp", "--chain", "--dry-run"):
         assert word in proc.stdout
-
-
-def test_shellcheck_clean():
-    if not shutil.which("shellcheck"):
-        pytest.skip("shellcheck is not installed (apt install shellcheck)")
-    proc = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True,
-                          timeout=TIMEOUT)
-    assert proc.returncode == 0, proc.stdout

@@ -85,7 +85,7 @@ done
 
 [[ $IP == 127.* ]] || die "--ip must be a loopback address (127.0.0.0/8), got $IP"
 for p in "$UAC_SIP" "$UAS_SIP" "$UAC_RTP" "$UAS_RTP" "$RELAY_SIP" "$RELAY_RTP"; do
-    [[ $p =~ ^[0-9]+$ ]] && (( p > 1024 && p < 65000 )) || die "bad port: $p"
+    if ! [[ $p =~ ^[0-9]+$ ]] || (( p <= 1024 || p >= 65000 )); then die "bad port: $p"; fi
 done
 for tool in sipp tcpdump python3 timeout; do
     command -v "$tool" >/dev/null || die "'$tool' not found (apt-get install sip-tester tcpdump python3 coreutils)"
