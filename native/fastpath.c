@@ -150,7 +150,6 @@ typedef struct {
     Py_ssize_t K;
     int frac_bits;
     int16_t *x16;                 /* pump scratch: decoded input, filtered output */
-    int16_t *y16;
     uint8_t *out;                 /* ... and whole frames: a carry and the filtered output */
     Py_ssize_t scratch_cap;       /* input samples the scratch holds */
     Py_ssize_t out_cap;           /* the largest carry (frame_bytes) out was sized for */
@@ -363,7 +362,6 @@ FastPath_dealloc(FastPath *self)
     }
     PyMem_Free(self->phases);
     PyMem_Free(self->x16);
-    PyMem_Free(self->y16);
     PyMem_Free(self->out);
     PyMem_Free(self->slots);
     PyMem_Free(self->free_sids);
@@ -568,15 +566,10 @@ pump_slot(FastPath *fp, Slot *s, const uint8_t **out_p, Py_ssize_t *whole_p)
             return -1;
         }
         fp->x16 = x;
-        int16_t *y = PyMem_Realloc(fp->y16, (size_t)(n + HIST_MAX) * 2 * sizeof(int16_t));
-        if (y == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        fp->y16 = y;
     }
     if (n > fp->scratch_cap || need_fb > fp->out_cap) {
-        /* whole frames: a carry (less than a frame) and every filtered sample */
+        /* the carry (less than a frame), then every filtered sample after it: the filter
+           writes there itself, so whole frames go out with no copy of their own */
         Py_ssize_t cap_n = n > fp->scratch_cap ? n : fp->scratch_cap;
         uint8_t *o = PyMem_Realloc(fp->out, (size_t)(cap_n + HIST_MAX) * 2 * sizeof(int16_t) + (size_t)need_fb);
         if (o == NULL) {
@@ -592,28 +585,22 @@ pump_slot(FastPath *fp, Slot *s, const uint8_t **out_p, Py_ssize_t *whole_p)
         fp->x16[i] = table[s->codes[i]];
     int16_t hist[HIST_MAX];
     Py_ssize_t n_out, nhist;
-    if (rtp2ws_upsample2x(fp->phases, fp->K, fp->frac_bits, s->hist, s->nhist, fp->x16, n, fp->y16, &n_out,
-                          hist, &nhist) < 0)
+    uint8_t *out = fp->out;
+    memcpy(out, s->carry, (size_t)s->ncarry);     /* an even number of bytes: int16 samples */
+    if (rtp2ws_upsample2x(fp->phases, fp->K, fp->frac_bits, s->hist, s->nhist, fp->x16, n,
+                          (int16_t *)(out + s->ncarry), &n_out, hist, &nhist) < 0)
         return -1;
     memcpy(s->hist, hist, (size_t)nhist * sizeof(int16_t));
     s->nhist = nhist;
     Py_ssize_t ybytes = n_out * 2 * (Py_ssize_t)sizeof(int16_t);
     Py_ssize_t total = s->ncarry + ybytes;
     Py_ssize_t whole = total - total % s->frame_bytes;
-    const uint8_t *y = (const uint8_t *)fp->y16;
+    Py_ssize_t rest = total - whole;
+    memcpy(s->carry, out + whole, (size_t)rest);
+    s->ncarry = rest;
     if (whole > 0) {
-        uint8_t *out = fp->out;
-        memcpy(out, s->carry, (size_t)s->ncarry);
-        memcpy(out + s->ncarry, y, (size_t)(whole - s->ncarry));
-        Py_ssize_t rest = total - whole;
-        memcpy(s->carry, y + (whole - s->ncarry), (size_t)rest);
-        s->ncarry = rest;
         *out_p = out;
         *whole_p = whole;
-    }
-    else {
-        memcpy(s->carry + s->ncarry, y, (size_t)ybytes);
-        s->ncarry = total;
     }
     s->streamed += n;
     s->nlast = s->last_n;
