@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -448,3 +449,72 @@ def test_keepalive_pings_answered_under_full_load(tmp_path):
     assert len(closes) == 80
     assert all(ended and code == 1000 for ended, code, _ in closes), [c for c in closes if c[1] != 1000][:3]
     assert "keepalive" not in r.stderr
+
+
+def _g711_compress(pcm, law):
+    """int16 -> G.711 as G.191 quantises (audioop: lin2alaw is G.191's; for µ-law a negative
+    x is encoded as ~x with the sign bit cleared, where audioop negates)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import audioop
+        except ImportError:
+            audioop = pytest.importorskip("audioop_lts")
+    pcm = np.asarray(pcm, dtype=np.int16)
+    if law == "alaw":
+        return audioop.lin2alaw(pcm.astype("<i2").tobytes(), 2)
+    neg = pcm < 0
+    mag = np.where(neg, -(pcm.astype(np.int32)) - 1, pcm).astype("<i2")
+    codes = np.frombuffer(audioop.lin2ulaw(mag.tobytes(), 2), np.uint8)
+    return np.where(neg, codes & 0x7F, codes).astype(np.uint8).tobytes()
+
+
+@pytest.mark.parametrize("options,workers", [
+    (["--rate", "8000", "--encoding", "mulaw"], 1),
+    (["--rate", "24000", "--encoding", "alaw", "--mix", "mixed"], 1),
+    (["--rate", "48000", "--stereo"], 2),
+])
+def test_replay_streams_in_the_format_asked_for(tmp_path, sink, options, workers):
+    """Replay at full speed into ``rtp2ws sink`` with a rate, encoding and mix other than the
+    default (and with --workers): the sink's WAVs are byte-identical to --out-dir's, in
+    that format (WAV header fields), and hold the L16 audio of a run at the same rate and
+    mix, encoded with the test's own G.711 compressor."""
+    from rtp2ws.sinks.wav import read_wav_format
+
+    from paths import DATA
+
+    demo = DATA / "demo_speech.pcap"
+    s = sink()
+    more = ["--workers", str(workers)] if workers > 1 else []
+    r = replay(demo, "--ws-url", s.url_base + "/audio", *options, *more)
+    assert r.returncode == 0, r.stderr
+    assert "0 ms dropped" in r.stdout and "0 reconnects" in r.stdout
+    ref, lin = tmp_path / "ref", tmp_path / "lin"
+    assert replay(demo, "--out-dir", ref, *options, *more).returncode == 0
+    rate = options[options.index("--rate") + 1]
+    mix = "stereo" if "--stereo" in options else options[options.index("--mix") + 1] if "--mix" in options \
+        else "per-leg"
+    assert replay(demo, "--out-dir", lin, "--rate", rate, "--mix", mix).returncode == 0   # L16, one process
+    s.stop()
+    got = wavs(s.out_dir)
+    combined = mix != "per-leg"
+    want = {k: v for k, v in wavs(ref / "calls").items() if (k.name in ("stereo.wav", "mixed.wav")) == combined}
+    assert got.keys() == want.keys() and len(got) == (1 if combined else 2)
+    encoding = options[options.index("--encoding") + 1] if "--encoding" in options else "l16"
+    channels = 2 if mix == "stereo" else 1
+    for k in got:
+        assert got[k] == want[k], k
+        data, audio, ch = read_wav_format(str(s.out_dir / k))
+        head = got[k][:60]
+        tag, ch2, rate2, byte_rate, block, bits = struct.unpack_from("<HHIIHH", head, 20)
+        sample = 2 if encoding == "l16" else 1
+        assert (tag, ch2, rate2, bits) == ({"l16": 1, "mulaw": 7, "alaw": 6}[encoding], channels, int(rate), 8 * sample)
+        assert (byte_rate, block) == (int(rate) * sample * channels, sample * channels)
+        linear, _, _ = read_wav_format(str(lin / "calls" / k))
+        pcm = np.frombuffer(linear, "<i2")
+        assert data == (pcm.tobytes() if encoding == "l16" else
+                        _g711_compress(pcm, "ulaw" if encoding == "mulaw" else "alaw")), k
+    starts = [m for m in s.messages() if m["type"] == "start"]
+    assert {(m["codec"], m["sample_rate"], m["channels"]) for m in starts} == \
+        {({"l16": "L16", "mulaw": "PCMU", "alaw": "PCMA"}[encoding], int(rate), channels)}
