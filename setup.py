@@ -64,7 +64,9 @@ if os.environ.get("RTP2WS_NO_NATIVE", "") in ("", "0"):
         Extension("rtp2ws._fastpath",
                   sources=["native/capture_file.c", "native/capture_live.c", "native/fastpath.c", "native/resample.c"],
                   depends=["native/capture_file.h", "native/native.h"], libraries=["pcap"],
-                  extra_compile_args=aligned),
+                  # no fused multiply-add (aarch64 contracts by default): the interarrival
+                  # jitter must round as its Python twin's does, step by step
+                  extra_compile_args=aligned + (["-ffp-contract=off"] if os.name != "nt" else [])),
         # WebSocket framing and masking of many messages at once, the stream queue and the
         # socket writes (rtp2ws.ws.frame.encode, rtp2ws.ws.outbox.Outbox and Totals,
         # rtp2ws.ws.wire.Wire and send_batches, rtp2ws.ws.lane.Lane), and the bench's

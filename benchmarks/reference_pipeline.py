@@ -36,8 +36,10 @@ result.  A reference that cannot keep up falls further behind with every
 second of the capture.
 
 ``--live IFACE`` (``run(None, live=IFACE, ...)``) reads a network interface
-instead of a file (``live_frames``: pypcap in immediate mode, the kernel
-buffer ``rtp2ws live`` has by default, no filter), everything else as it is,
+instead of a file (``live_frames``: pypcap opened as ``rtp2ws live`` opens an
+interface, buffered with a 1 ms timeout and its default kernel buffer, no filter:
+in immediate mode an interface with GRO or TSO gives each packet a 64 KiB slot
+and the buffer holds 1,023 packets, which a pipeline near a full core overflows), everything else as it is,
 and says ``capturing on IFACE`` on stderr once the capture is open.  It runs
 until SIGTERM, then ends the calls still open as at a file's end and prints
 its result, with the kernel's counts (``kernel_drops``: packets the capture
@@ -218,7 +220,7 @@ def live_frames(iface: str, pipe: Pipeline):
     """(ts, frame) from a network interface until SIGTERM; then the kernel's counts in ``pipe``."""
     stopped = []
     signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
-    pc = pcap.pcap(iface, immediate=True, timeout_ms=100, buffer_size=64 << 20)
+    pc = pcap.pcap(iface, immediate=False, timeout_ms=1, buffer_size=64 << 20)
     pc.setnonblock(True)
     print(f"capturing on {iface}", file=sys.stderr, flush=True)
     while not stopped:

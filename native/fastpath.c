@@ -17,6 +17,9 @@
  *                  also be ignored (ignore: a leg of a call another worker owns,
  *                  rtp2ws.pipeline.shard): its RTP packets are counted, their
  *                  newest capture time kept, and dropped (ignored reads that).
+ *                  Each slot measures the RFC 3550 interarrival jitter of the packets
+ *                  it takes exactly as rtp2ws.media.leg does (its docstring), from
+ *                  the state arm is given; take hands it back.
  *
  * ``link`` is rtp2ws.net.packet's LinkLayer for the capture's link type, (kind, header,
  * type_at, vlans): packet.py's LINK_TYPES is the one table of link types, and this file
@@ -105,6 +108,11 @@ typedef struct {
     uint8_t last_codes[MAX_PAYLOAD];   /* the last packet's payload, once pumped */
     Py_ssize_t nlast;
     PyObject *lane;               /* bound with a lane: pump() pushes its frames there (a reference) */
+    /* the leg's interarrival jitter (rtp2ws.media.leg.Jitter), RTP timestamp units */
+    double jitter;                /* J after the last packet */
+    double jitter_total;          /* J summed over the packets counted (no marker bit) */
+    int64_t jitter_counted;
+    double jitter_peak;           /* the largest J counted */
 } Slot;
 
 /* an ignored flow (a foreign call's): what was dropped on it since the last look */
@@ -472,7 +480,8 @@ FastPath_ignored(FastPath *self, PyObject *args)
 }
 
 /* arm(src, sport, dst, dport, ssrc, next_ext, pt, alaw, expect_ts, last_ts_ext,
- *     last_arrival, base) -> slot id */
+ *     last_arrival, base, jitter=(0.0, 0.0, 0, 0.0)) -> slot id
+ * jitter: the leg's (current, total, counted, peak), finite and not negative */
 static PyObject *
 FastPath_arm(FastPath *self, PyObject *args)
 {
@@ -481,9 +490,17 @@ FastPath_arm(FastPath *self, PyObject *args)
     long long next_ext, last_ts_ext, base;
     int alaw;
     double last_arrival;
-    if (!PyArg_ParseTuple(args, "OIOIILIpILdL", &src_obj, &sport, &dst_obj, &dport, &ssrc, &next_ext, &pt,
-                          &alaw, &expect_ts, &last_ts_ext, &last_arrival, &base))
+    double jitter = 0.0, jitter_total = 0.0, jitter_peak = 0.0;
+    long long jitter_counted = 0;
+    if (!PyArg_ParseTuple(args, "OIOIILIpILdL|(ddLd)", &src_obj, &sport, &dst_obj, &dport, &ssrc, &next_ext, &pt,
+                          &alaw, &expect_ts, &last_ts_ext, &last_arrival, &base, &jitter, &jitter_total,
+                          &jitter_counted, &jitter_peak))
         return NULL;
+    if (!(jitter >= 0.0 && jitter < HUGE_VAL && jitter_total >= 0.0 && jitter_total < HUGE_VAL
+          && jitter_peak >= 0.0 && jitter_peak < HUGE_VAL && jitter_counted >= 0)) {
+        PyErr_SetString(PyExc_ValueError, "jitter state must be finite and not negative");
+        return NULL;
+    }
     uint8_t key[KEY_LEN];
     if (flow_key(key, src_obj, sport, dst_obj, dport) < 0)
         return NULL;
@@ -514,6 +531,10 @@ FastPath_arm(FastPath *self, PyObject *args)
     s->last_arrival = last_arrival;
     s->max_arrival = last_arrival;
     s->base = base;
+    s->jitter = jitter;
+    s->jitter_total = jitter_total;
+    s->jitter_counted = jitter_counted;
+    s->jitter_peak = jitter_peak;
     s->entry = table_put(self, key, sid);
     return PyLong_FromLong(sid);
 }
@@ -602,7 +623,7 @@ pump_slot(FastPath *fp, Slot *s, const uint8_t **out_p, Py_ssize_t *whole_p)
 }
 
 /* take(sid, disarm) -> (packets, nbytes, next_ext, last_ts_ext, last_arrival, max_arrival,
- *                       last_payload, samples, streamed, state)
+ *                       last_payload, samples, streamed, state, jitter)
  * A bound slot keeps the audio it has not streamed yet unless disarmed: then that comes
  * as samples, with state = (the filter's state, the part-frame) as of its last pump. */
 static PyObject *
@@ -636,9 +657,10 @@ FastPath_take(FastPath *self, PyObject *args)
         Py_XDECREF(state);
         return NULL;
     }
-    PyObject *out = Py_BuildValue("LLLLddNNLN", (long long)s->packets, (long long)s->nbytes,
+    PyObject *out = Py_BuildValue("LLLLddNNLN(ddLd)", (long long)s->packets, (long long)s->nbytes,
                                   (long long)s->next_ext, (long long)s->last_ts_ext, s->last_arrival,
-                                  s->max_arrival, last, samples, (long long)s->streamed, state);
+                                  s->max_arrival, last, samples, (long long)s->streamed, state, s->jitter,
+                                  s->jitter_total, (long long)s->jitter_counted, s->jitter_peak);
     if (out == NULL)
         return NULL;
     if (!keep) {
@@ -1066,7 +1088,8 @@ take_packet(FastPath *fp, double ts, const uint8_t *d, Py_ssize_t len)
         return 0;
     int32_t dts = (int32_t)(ts32 - s->last_ts32);
     double gap = (ts - s->last_arrival) * 8000.0;
-    if (fabs((double)dts - gap) > RESYNC_SAMPLES)
+    double skew = fabs((double)dts - gap);      /* RFC 3550's D, in timestamp units */
+    if (skew > RESYNC_SAMPLES)
         return 0;                 /* the leg re-anchors its timeline: Python's decision */
     if (s->nsamples + n > s->cap) {
         Py_ssize_t cap = s->cap ? s->cap * 2 : CODES_MIN;
@@ -1091,6 +1114,16 @@ take_packet(FastPath *fp, double ts, const uint8_t *d, Py_ssize_t len)
     s->last_arrival = ts;
     if (ts > s->max_arrival)
         s->max_arrival = ts;
+    /* interarrival jitter, as MediaLeg._place: J += (D - J) / 16; a packet without the
+       marker bit is counted (sum, count, maximum).  No branch: the marker bit weighs it
+       (1.0 * J and 0.0 + sum are exact, and J >= 0, so the maximum is the twin's) */
+    double j = s->jitter + (skew - s->jitter) / 16.0;
+    int counted = !(p[1] & 0x80);
+    double w = (double)counted * j;
+    s->jitter = j;
+    s->jitter_total += w;
+    s->jitter_counted += counted;
+    s->jitter_peak = w > s->jitter_peak ? w : s->jitter_peak;
     /* the packet is taken now: if the ready list cannot grow, the slot is delivered
        when Python next takes it for another reason, never twice */
     if (!s->ready && s->base + s->nsamples >= fp->deliver && push_ready(fp, sid) == 0)
@@ -1180,15 +1213,15 @@ FastPath_feed(FastPath *self, PyObject *args)
 
 static PyMethodDef FastPath_methods[] = {
     {"arm", (PyCFunction)FastPath_arm, METH_VARARGS,
-     "arm(src, sport, dst, dport, ssrc, next_ext, pt, alaw, expect_ts, last_ts_ext, last_arrival, base)"
-     " -> slot id"},
+     "arm(src, sport, dst, dport, ssrc, next_ext, pt, alaw, expect_ts, last_ts_ext, last_arrival, base,"
+     " jitter=(0.0, 0.0, 0, 0.0)) -> slot id"},
     {"ignore", (PyCFunction)FastPath_ignore, METH_VARARGS,
      "ignore(src, sport, dst, dport) -> id: the flow's RTP packets are dropped (counted) from now on"},
     {"ignored", (PyCFunction)FastPath_ignored, METH_VARARGS,
      "ignored(fid, release) -> (packets, newest) dropped on the flow since the last look"},
     {"take", (PyCFunction)FastPath_take, METH_VARARGS,
      "take(sid, disarm) -> (packets, nbytes, next_ext, last_ts_ext, last_arrival, max_arrival,"
-     " last_payload, samples, streamed, state)"},
+     " last_payload, samples, streamed, state, jitter)"},
     {"rebase", (PyCFunction)FastPath_rebase, METH_VARARGS, "rebase(sid, base): the leg now holds base samples"},
     {"bind", (PyCFunction)FastPath_bind, METH_VARARGS,
      "bind(sid, history, carry, frame_bytes, lane=None): the fast path streams the slot's leg from now on\n"

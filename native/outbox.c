@@ -419,6 +419,7 @@ struct ob_outbox {
     int channels, sample_bytes;
     long long sample_rate, samples_per_ms;
     char started, ended, closed, note_sent, dropping, has_ping, has_sent;
+    char announce_gaps;       /* a drop message before audio after a gap (else only counted) */
     long long frame_bytes, frame_samples;
     long long max_buffer_ms, resend_ms, max_samples, resend_samples, ping_every;
     long long offset, dropped_samples, dropped_events, sent_samples, acknowledged, undelivered_samples;
@@ -890,7 +891,8 @@ take_core(ob_outbox *ob, long long budget, sink_t *s)
             const char *dt = NULL;
             size_t dl = 0;
             PyObject *hold = NULL;
-            if (off > expected && (dt = drop_utf8(ob, off, off - expected, &dl, &hold)) == NULL) {
+            if (off > expected && ob->announce_gaps
+                && (dt = drop_utf8(ob, off, off - expected, &dl, &hold)) == NULL) {
                 err = 1;
                 break;
             }
@@ -1000,7 +1002,7 @@ plan_core(ob_outbox *ob, long long budget, ob_plan_t *plan)
             e = e->next;
         }
         else if (r != NULL) {
-            if (r->off > expected) {
+            if (r->off > expected && ob->announce_gaps) {
                 Py_ssize_t dl = drop_len(ob, r->off, r->off - expected);
                 if (dl < 0)
                     return -1;
@@ -1080,13 +1082,15 @@ static PyObject *
 outbox_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"ident", "channels", "frame_ms", "max_buffer_ms", "resend_ms", "totals",
-                             "sample_rate", "sample_bytes", NULL};
+                             "announce_gaps", "sample_rate", "sample_bytes", NULL};
     PyObject *ident, *channels = NULL, *frame_ms = Py_None, *max_buffer_ms = NULL, *resend_ms = NULL;
     PyObject *totals = Py_None;
+    int announce_gaps = 1;
     long long sample_rate = DEFAULT_SAMPLE_RATE;
     int sample_bytes = 2;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$OOOOOLi:Outbox", kwlist, &ident, &channels, &frame_ms,
-                                     &max_buffer_ms, &resend_ms, &totals, &sample_rate, &sample_bytes))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$OOOOOpLi:Outbox", kwlist, &ident, &channels, &frame_ms,
+                                     &max_buffer_ms, &resend_ms, &totals, &announce_gaps, &sample_rate,
+                                     &sample_bytes))
         return NULL;
     /* the stream's audio format (rtp2ws.codec.audioformat), as the Python twin checks it */
     if (sample_rate < 1000 || sample_rate % 1000 || (sample_bytes != 1 && sample_bytes != 2)) {
@@ -1115,6 +1119,7 @@ outbox_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         }
     }
     ob->channels = (int)ch;
+    ob->announce_gaps = (char)announce_gaps;
     ob->sample_rate = sample_rate;
     ob->sample_bytes = sample_bytes;
     const long long spm = ob->samples_per_ms = sample_rate / 1000;
@@ -1148,7 +1153,7 @@ outbox_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         ob->totals = Py_NewRef(totals);
     if (ob->totals == NULL)
         goto fail;
-    if (make_template(ob) < 0)
+    if (ob->announce_gaps && make_template(ob) < 0)      /* no drop message, no template */
         goto fail;
     return (PyObject *)ob;
 fail:
@@ -1356,7 +1361,7 @@ outbox_resend(ob_outbox *ob, PyObject *args, PyObject *kwargs)
     cur_init(&dc, &ob->rdata);
     for (size_t i = 0; i < nruns; i++) {
         const run *r = cur_run(&rc);
-        if (r->off > expected) {
+        if (r->off > expected && ob->announce_gaps) {
             if (append_msg(msgs, drop_str_py_or_tpl(ob, r->off, r->off - expected)) < 0)
                 return NULL;
             frames++;
@@ -1787,6 +1792,7 @@ static PyMemberDef outbox_members[] = {
     RO("ended", T_BOOL, ended, NULL),
     RO("closed", T_BOOL, closed, NULL),
     RO("dropping", T_BOOL, dropping, NULL),
+    RO("announce_gaps", T_BOOL, announce_gaps, "A drop message before audio that follows a gap."),
     {NULL},
 };
 

@@ -37,7 +37,7 @@ typedef struct {
 void ob_plan(const ob_outbox *ob, int64_t budget, ob_plan_t *plan);
 
 /* Outbox.take(budget) (events and audio in stream order, a drop message
-   before audio after a gap) written as masked client frames into out: text
+   before audio after a gap unless announce_gaps is off) written as masked client frames into out: text
    frames for events and drop messages, binary frames cut every frame_samples,
    then the acknowledgement ping when one is due (Outbox.ping_due), as the
    sender writes them.  keys: 4 bytes per frame in order.  It stops before a

@@ -131,6 +131,8 @@ class Outbox:
     @property
     def dropping(self) -> bool: ...
     @property
+    def announce_gaps(self) -> bool: ...
+    @property
     def pending(self) -> bool: ...
     @property
     def queued_bytes(self) -> int: ...
@@ -149,7 +151,7 @@ class Outbox:
         """A copy of the queued events."""
     def __init__(self, ident: dict[str, Any], *, channels: int = 1, frame_ms: int | None = None,
                  max_buffer_ms: int = 10000, resend_ms: int = 1000, totals: Totals | TotalsPy | None = None,
-                 sample_rate: int = 16000, sample_bytes: int = 2) -> None:
+                 announce_gaps: bool = True, sample_rate: int = 16000, sample_bytes: int = 2) -> None:
         """``channels`` must be 1 or more, ``sample_rate`` a whole number of kHz, ``sample_bytes``
         1 or 2 (ValueError)."""
     def push_audio(self, pcm: Buffer) -> bool: ...

@@ -151,8 +151,10 @@ def _add_stream_options(p) -> None:
     g = p.add_argument_group("streaming to an analysis server")
     g.add_argument("--ws-url", help="ws:// or wss:// URL: stream every call leg there, one connection per leg")
     g.add_argument("--ws-format", choices=WS_FORMATS, default=DEFAULT_WS_FORMAT,
-                   help="the messages' shape (docs/protocol.md): rtp2ws (default), or seed: the same messages "
-                        "with a tag per stream, <call>-<leg>, for a server that names its files by tag")
+                   help="what goes on the wire (docs/protocol.md): rtp2ws (default); seed: the same messages "
+                        "with a tag per stream, <call>-<leg>, for a server that names its files by tag; vonage: "
+                        "the Vonage Voice API WebSocket protocol (20 ms frames, mono); audiofork: mod_audio_fork "
+                        "(subprotocol audio.drachtio.org); jambonz: jambonz listen (audio.jambonz.org)")
     g.add_argument("--frame-ms", type=_frame_ms, default=20, help="audio per binary message: 20..1000, step 20")
     g.add_argument("--flush-ms", type=whole(0, 1000), default=FLUSH_MS,
                    help=f"when paced (live, --speed realtime): hand audio to the connections at most every "
@@ -436,11 +438,15 @@ def sender_config(args) -> SenderConfig | None:
     a bad one)."""
     if not args.ws_url:
         return None
+    from .ws import formats
     from .ws.sender import SenderConfig, load_headers
 
+    headers = load_headers(args.header, args.header_env, args.header_file)
+    formats.check_options(args.ws_format, frame_ms=args.frame_ms, stereo=args.stereo, sip_headers=args.sip_header,
+                          headers=[name for name, _ in headers])
     return SenderConfig(
         url=args.ws_url,
-        headers=load_headers(args.header, args.header_env, args.header_file),
+        headers=headers,
         ca_file=args.ca_file,
         max_buffer_ms=args.max_buffer_ms,
         resend_ms=args.resend_ms,

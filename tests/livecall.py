@@ -125,11 +125,14 @@ class PhoneCall:
         self._send_sip(sip(f"ACK sip:2000@{B_IP}:{self.sip_port} SIP/2.0", self._headers("ACK", 1, True, True)), True)
         time.sleep(0.05)
 
-    def media(self, seconds: float, lose: dict[str, set[int]] | None = None):
+    def media(self, seconds: float, lose: dict[str, set[int]] | None = None, paired: tuple[str, ...] = ()):
         """20 ms of A-law each way every 20 ms, paced on an absolute schedule; ``lose``:
         per leg (caller, callee) the packets, counted from 0 in this call of media, that
-        are not sent (their sequence numbers are skipped: lost on the way)."""
+        are not sent (their sequence numbers are skipped: lost on the way); the legs in
+        ``paired`` send their packets two at a time, each even one held back 20 ms and
+        sent with the next (every interarrival D is then 20 ms)."""
         lose = lose or {}
+        held: dict[str, tuple] = {}
         n = round(seconds / 0.02)
         t0 = time.monotonic()
         for i in range(n):
@@ -139,7 +142,12 @@ class PhoneCall:
                 pkt = RtpPacket(self.seq[tag] & 0xFFFF, self.ts[tag], 0x1111 if tag == "caller" else 0x2222,
                                 8, i == 0 and not self.payloads[tag], payload)
                 if i not in lose.get(tag, ()):
-                    self.socks[src].sendto(serialize_rtp(pkt), dst)
+                    if tag in paired and i % 2 == 0 and i + 1 < n:
+                        held[tag] = (serialize_rtp(pkt), dst)
+                    else:
+                        if tag in held:
+                            self.socks[src].sendto(*held.pop(tag))
+                        self.socks[src].sendto(serialize_rtp(pkt), dst)
                     self.payloads[tag].append(bytes(payload))
                 self.seq[tag] += 1
                 self.ts[tag] += 160

@@ -17,7 +17,8 @@ INVARIANT = """\
 FastPath (C) and its Python twin, made alike and given the same calls (arm, feed of the
 same (ts, frame) batches with the same deadlines, take, rebase, ready, touched, armed),
 give identical results: the index feed stops at, every field take returns (counters,
-sequence and timestamp state, arrival times, the last payload, the decoded samples),
+sequence and timestamp state, arrival times, the last payload, the decoded samples, the
+interarrival jitter: current, sum, count and maximum, to the bit, from any state arm is given),
 the slot ids, the ready list, packets and now; and where one raises, the other raises
 the same exception class.  Frames are RTP on armed flows over every link type, IPv4 and
 IPv6, with one field off at a time (sequence, timestamp, SSRC, payload type, padding,
@@ -66,14 +67,18 @@ def run(data: bytes, clock) -> None:
             ts = fdp.ConsumeIntInRange(0, 0xFFFFFFFF)
             pt = fdp.PickValueInList([0, 8, 18])
             arrival = t + fdp.PickValueInList([0.0, -0.02, 0.6])
+            jitter = fdp.PickValueInList([(0.0, 0.0, 0, 0.0), (3.25, 100.5, 40, 9.0), (1e-300, 0.0, 0, 0.0),
+                                          (-1.0, 0.0, 0, 0.0), (0.0, float("nan"), 0, 0.0),
+                                          (0.0, 0.0, -1, 0.0), (1.0, 2.0, 3)])
             sid = _both("arm", c, p, src, sport, dst, dport, ssrc, seq, pt, fdp.ConsumeBool(), ts,
-                        ts - 160 + fdp.PickValueInList([0, 0, 1, 2 ** 33]), arrival, fdp.PickValueInList([0, 100]))
+                        ts - 160 + fdp.PickValueInList([0, 0, 1, 2 ** 33]), arrival, fdp.PickValueInList([0, 100]),
+                        jitter)
             if sid is not None:
                 flows.append([src, sport, dst, dport, v6, ssrc, seq, ts, pt])
         elif op <= 4:
             batch = []
             for _ in range(fdp.ConsumeIntInRange(1, 16)):
-                t += fdp.PickValueInList([0.02, 0.02, 0.0, 0.7, -0.02])
+                t += fdp.PickValueInList([0.02, 0.02, 0.0, 0.7, -0.02, 0.0213, 0.0171, 0.45])
                 if fdp.ConsumeIntInRange(0, 5) == 0:
                     f, _ = gen.frame(fdp, linktype, lambda q: q.ConsumeBytes(q.ConsumeIntInRange(0, 200)))
                     batch.append((t, f))

@@ -14,7 +14,7 @@ from ..common import check, entry
 
 INVARIANT = """\
 Outbox (C) and its Python twin, made alike (channels, frame_ms, max_buffer_ms, resend_ms,
-ident) and given the same calls (push_audio of whole, partial and not-whole frames as
+announce_gaps, ident) and given the same calls (push_audio of whole, partial and not-whole frames as
 bytes/bytearray/memoryview, push_event, take and take_framed with any budget and the same
 keys, connected + resend, ping_due, pong with the right and wrong payloads, acknowledge,
 connection_lost, end, end_message, end_answered, abandon, close, note_sent), return the
@@ -30,7 +30,7 @@ STATE = ("offset", "dropped_samples", "dropped_events", "sent_samples", "acknowl
          "queued_samples", "retained_samples", "queued_bytes", "retained_bytes", "unkept_samples", "ping_at",
          "expected", "started", "ended", "closed", "dropping", "pending", "sent", "note_sent", "ping_every",
          "frame_samples", "frame_bytes", "max_samples", "resend_samples", "max_buffer_ms", "resend_ms",
-         "stream_id", "ident", "channels")
+         "stream_id", "ident", "channels", "announce_gaps")
 
 
 class _Records(logging.Handler):
@@ -77,7 +77,8 @@ def run(data: bytes, clock) -> None:
     channels = fdp.PickValueInList([1, 1, 2, 3])
     kw = dict(channels=channels, frame_ms=fdp.PickValueInList([None, 0, 20, 40, 1, 1000]),
               max_buffer_ms=fdp.PickValueInList([0, 1, 20, 60, 200, 10000, -5]),
-              resend_ms=fdp.PickValueInList([0, 20, 100, 1000, 2000, -1]))
+              resend_ms=fdp.PickValueInList([0, 20, 100, 1000, 2000, -1]),
+              announce_gaps=fdp.PickValueInList([True, True, False]))
     ident = {"call_id": "c", "tag": "caller", "stream_id": fdp.PickValueInList(["s1", "é", None, "1" * 19])}
     pair = [OutboxPy(ident, totals=TotalsPy(), **kw), _native.Outbox(ident, totals=_native.Totals(), **kw)]
     handlers = [_Records(), _Records()]

@@ -36,7 +36,8 @@ alone), nothing after the end; after every tick(now) no
 timer is left due (the registry's next deadline and every leg's jitter-buffer deadline
 are None or later than now); after finish no call or leg is left.  The same frames
 through the fast path (feed_frames, C twin) tell the sink the same things as feed_batch
-(each leg's audio and events in order, the call events in order, the statistics; the
+(each leg's audio and events in order, the call events in order, the statistics, each
+leg's interarrival jitter to the bit; the
 order of different legs' events within a tick is free, as the pipeline walks a set), also
 when the sink takes legs as streams of whole frames and lets the fast path stream them
 (bind, pump, release: the same frames, the part-frame handed back).  Sharded
@@ -116,7 +117,7 @@ class Checker(Sink):
         self._alive(call)
         self.open.discard(call.key)
         self._event(call, ("end", call.key, call.end_reason, call.end,
-                           {tag: (leg.stats, dict(leg.counts), leg.ssrcs, leg.codecs, leg.samples_16k)
+                           {tag: (leg.stats, dict(leg.counts), leg.ssrcs, leg.codecs, leg.samples_out, leg.jitter)
                             for tag, leg in legs.items()}))
 
     def close(self) -> None:

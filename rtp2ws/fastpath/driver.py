@@ -58,6 +58,7 @@ class Taken(NamedTuple):
     samples: bytes                # their 8 kHz samples, native-endian int16 (a bound slot's: at disarm)
     streamed: int                 # 8 kHz samples a bound slot streamed since the last take
     state: tuple[bytes, bytes] | None   # a bound slot disarmed: its filter state and part-frame
+    jitter: tuple[float, float, int, float]   # the leg's interarrival jitter now (as rtp2ws.media.leg.Jitter)
 
 
 class FastDriver:
@@ -114,7 +115,8 @@ class FastDriver:
         if state is None or not leg.flows or self._correlator.flows.get(flow, (None,))[0] != key:
             return
         sid = self._started().arm(flow[0], flow[1], flow[2], flow[3], state.ssrc, state.next_ext, payload_type,
-                            state.alaw, state.expect_ts, state.last_ts, state.last_arrival, state.pending_samples)
+                            state.alaw, state.expect_ts, state.last_ts, state.last_arrival, state.pending_samples,
+                            state.jitter)
         self.legs[key] = sid
         self._slots[sid] = (key, flow)
         self._flows[flow] = sid

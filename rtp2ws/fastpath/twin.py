@@ -23,6 +23,13 @@ Contract (the pipeline keeps its side through ``rtp2ws.fastpath.driver.FastDrive
   to change), so the leg is exactly what packet-at-a-time processing would
   have left.  ``run`` also stops at ``deadline`` (the next call timer or IP
   fragment expiry), so timers see every packet before them.
+* The fast path measures the interarrival jitter of the packets it takes as the leg
+  does (``rtp2ws.media.leg``'s docstring: RFC 3550's J, its sum and count over the
+  packets without the marker bit, its maximum), with the same arithmetic on the same
+  values in the same order, so that the figures are exactly the packet-at-a-time
+  ones: ``arm`` is given the leg's ``(current, total, counted, peak)`` (default: none
+  yet) and ``take`` returns them as they are now (the last item).  D is the distance
+  the timeline check computes already; the C twin adds no branch for it.
 * ``run`` counts every packet, taken or not, towards ``budget`` and returns
   ``TICK`` when it is reached, so the pipeline's timers run at the same
   packet counts as a batch-at-a-time reader's.
@@ -68,6 +75,7 @@ against both.  The capture reader ``run`` reads is capture's
 
 from __future__ import annotations
 
+import math
 import operator
 import struct
 from typing import TYPE_CHECKING, Any
@@ -123,10 +131,23 @@ def _check_layer(link: object) -> LinkLayer:
     return LinkLayer(kind, header, type_at, vlans)
 
 
+def _check_jitter(jitter: object) -> tuple[float, float, int, float]:
+    """``arm``'s jitter state as the C twin checks it: (current, total, counted, peak),
+    finite and not negative."""
+    if not isinstance(jitter, tuple) or len(jitter) != 4:
+        raise TypeError("jitter must be a tuple (current, total, counted, peak)")
+    current, total, peak = float(jitter[0]), float(jitter[1]), float(jitter[3])
+    counted = operator.index(jitter[2])
+    if not all(0.0 <= x < math.inf for x in (current, total, peak)) or not 0 <= counted < 2 ** 63:
+        raise ValueError("jitter state must be finite and not negative")
+    return current, total, counted, peak
+
+
 class _Slot:
     __slots__ = ("flow", "ssrc", "next_ext", "pt", "table", "expect_ts", "last_ts_ext", "last_arrival",
                  "max_arrival", "packets", "nbytes", "last_n", "codes", "base", "ready",
-                 "bound", "history", "carry", "frame_bytes", "streamed", "last_codes", "lane")
+                 "bound", "history", "carry", "frame_bytes", "streamed", "last_codes", "lane",
+                 "jitter", "jitter_total", "jitter_counted", "jitter_peak")
     flow: tuple[bytes, int, bytes, int]
     ssrc: int
     next_ext: int
@@ -149,6 +170,10 @@ class _Slot:
     streamed: int             # 8 kHz samples streamed since the last take
     last_codes: bytes         # the last packet's payload, once pumped
     lane: Any                 # bound with a lane (rtp2ws.ws.lane): pump() pushes its frames there
+    jitter: float             # the leg's interarrival jitter (rtp2ws.media.leg.Jitter), 8 kHz units
+    jitter_total: float
+    jitter_counted: int
+    jitter_peak: float
 
 
 class _Ignored:
@@ -207,7 +232,9 @@ class FastPath:
         return flow
 
     def arm(self, src: bytes, sport: int, dst: bytes, dport: int, ssrc: int, next_ext: int, pt: int,
-            alaw: bool, expect_ts: int, last_ts_ext: int, last_arrival: float, base: int) -> int:
+            alaw: bool, expect_ts: int, last_ts_ext: int, last_arrival: float, base: int,
+            jitter: tuple[float, float, int, float] = (0.0, 0.0, 0, 0.0)) -> int:
+        current, total, counted, peak = _check_jitter(jitter)
         flow = self._new_flow(src, sport, dst, dport)
         if self._free:
             sid = self._free.pop()
@@ -226,12 +253,13 @@ class FastPath:
         s.bound, s.frame_bytes, s.streamed = False, 0, 0
         s.carry = s.last_codes = b""
         s.lane = None
+        s.jitter, s.jitter_total, s.jitter_counted, s.jitter_peak = current, total, counted, peak
         self._slots[sid] = s
         self._flows[flow] = sid
         return sid
 
     def take(self, sid: int, disarm: bool) -> tuple[int, int, int, int, float, float, bytes | None, bytes, int,
-                                                    tuple[bytes, bytes] | None]:
+                                                    tuple[bytes, bytes] | None, tuple[float, float, int, float]]:
         s = self._slot(sid)
         keep = s.bound and not disarm       # the audio not streamed yet stays for pump()
         codes = b"" if keep else bytes(s.codes)
@@ -239,7 +267,8 @@ class FastPath:
                 else s.last_codes)
         state = (s.history.tobytes(), s.carry) if s.bound and disarm else None
         out = (s.packets, s.nbytes, s.next_ext, s.last_ts_ext, s.last_arrival, s.max_arrival, last,
-               s.table[np.frombuffer(codes, np.uint8)].tobytes(), s.streamed, state)
+               s.table[np.frombuffer(codes, np.uint8)].tobytes(), s.streamed, state,
+               (s.jitter, s.jitter_total, s.jitter_counted, s.jitter_peak))
         if not keep:
             s.base += len(s.codes)
             s.codes = bytearray()
@@ -458,7 +487,8 @@ class FastPath:
         dts = (ts32 - s.last_ts_ext) & 0xFFFFFFFF
         if dts >= 0x80000000:
             dts -= 0x100000000
-        if abs(float(dts) - (ts - s.last_arrival) * 8000.0) > RESYNC_SAMPLES:
+        skew = abs(float(dts) - (ts - s.last_arrival) * 8000.0)     # RFC 3550's D
+        if skew > RESYNC_SAMPLES:
             return False
         s.codes += d[p + 12:p + plen]      # decoded when taken
         s.last_n = size
@@ -470,6 +500,12 @@ class FastPath:
         s.last_arrival = ts
         if ts > s.max_arrival:
             s.max_arrival = ts
+        j = s.jitter = s.jitter + (skew - s.jitter) / 16.0      # as MediaLeg._place
+        if not b1 & 0x80:                                        # no marker: counted
+            s.jitter_total += j
+            s.jitter_counted += 1
+            if j > s.jitter_peak:
+                s.jitter_peak = j
         if not s.ready and s.base + len(s.codes) >= self.deliver:
             self._ready.append(sid)
             s.ready = True

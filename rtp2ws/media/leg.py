@@ -26,11 +26,55 @@ that matches the same SDP leg while the first one goes on becomes its own
 leg, tagged ``<tag>#2`` (``extra_tag``), with its own jitter buffer and
 timeline; one that takes over (NAT rebinding, media moved by a re-INVITE)
 continues this leg.
+
+Interarrival jitter
+-------------------
+Each leg measures the interarrival jitter of RFC 3550 section 6.4.1 (the code of its
+appendix A.8), in RTP timestamp units (8 kHz for G.711): for each audio packet placed
+on the timeline after the first, D = |(R - R') * 8000 - (S - S')|, the difference
+between how far apart the packet and the one placed before it (R', S') arrived and
+how far apart their timestamps say they were sent, and J += (D - J) / 16.  The leg
+reports the mean of J over the packets counted (``jitter_ms``) and its largest value
+(``max_jitter_ms``), in milliseconds, as Wireshark's RTP stream analysis
+(ui/tap-rtp-analysis.c, ``rtppacket_analyse``; ``tshark -z rtp,streams``'s "Mean
+Jitter" and "Max Jitter") reports them.  The choices, and where they follow Wireshark:
+
+* first packet of the leg: no D; J starts at 0 and the packet is not counted (as
+  Wireshark);
+* a new stream (an SSRC change, a sequence restart: the jitter buffer's
+  ``new_stream``): its first packet is the new reference and is not counted, and J
+  starts again at 0 (RFC 3550 keeps jitter per source; Wireshark makes it a separate
+  stream).  The mean and the maximum go on over the leg's streams;
+* sequence gaps (loss): nothing special; D spans the gap, with the timestamps of the
+  packets on either side (as Wireshark);
+* marker bit: J is updated, but the packet is left out of the mean and the maximum
+  (as Wireshark, which does so because a talkspurt starts there);
+* timestamp jumps: a packet whose D is over ``RESYNC_SECONDS`` (the timeline
+  re-anchors on its capture time: hold with a frozen RTP clock, a sender restart)
+  becomes the new reference and is not counted; J is kept.  Wireshark counts it, and one
+  such jump then dominates its figures for the next hundred packets;
+* out-of-order packets: J follows the order packets are *placed*, the sequence order
+  the jitter buffer restores, with each packet's own arrival time; Wireshark follows
+  arrival order and leaves a packet older than the newest one out of the mean and the
+  maximum.  Duplicates and packets too late to place are not measured (Wireshark
+  measures them, out of the mean);
+* only the audio the leg decodes is measured (G.711 of the negotiated codec): comfort
+  noise, DTMF and unknown payload types are not, and do not move the reference (an
+  encrypted leg has no figure).  Wireshark computes J on comfort noise too and leaves
+  the packet after it out of the mean;
+* the mean is the sum of J over the packets counted divided by their number.  Wireshark
+  divides by every packet of the stream after the first, carrying its running mean for
+  the packets it leaves out: the same figure when it leaves none out.
+
+A stream with neither markers after its first packet, comfort noise nor reordering,
+loss or not, gets Wireshark's figures (tests/media/test_leg_jitter.py compares with
+tshark's).  The fast path (rtp2ws.fastpath) measures the packets it takes with the
+same arithmetic on the same values, and hands the state back (``Jitter``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, cast
+from typing import TYPE_CHECKING, NamedTuple, TypedDict, cast
 
 import numpy as np
 
@@ -107,6 +151,41 @@ class CodecChange(NamedTuple):
 LegEvent = DtmfEvent | CodecChange     # what ``take_events`` hands out
 
 
+class Jitter(NamedTuple):
+    """A leg's interarrival jitter so far (module docstring), in RTP timestamp units (8 kHz):
+    what the fast path is given when it arms a leg and hands back when it takes it."""
+
+    current: float         # J after the last packet placed
+    total: float           # the sum of J over the packets counted
+    counted: int           # packets counted (in the mean and the maximum)
+    peak: float            # the largest J counted
+
+
+NO_JITTER = Jitter(0.0, 0.0, 0, 0.0)
+
+
+def jitter_ms(jitter: Jitter) -> tuple[float | None, float | None]:
+    """(mean, max) jitter in milliseconds, rounded to the microsecond as Wireshark prints
+    them; (None, None) before a packet was counted."""
+    if not jitter.counted:
+        return None, None
+    per_ms = CLOCK / 1000
+    return round(jitter.total / jitter.counted / per_ms, 3), round(jitter.peak / per_ms, 3)
+
+
+class LegStats(TypedDict):
+    """A leg's statistics (``MediaLeg.stats``), as calls.json and the ``end`` message give them."""
+
+    packets: int
+    lost: int
+    late: int
+    duplicates: int
+    reordered: int
+    concealed_ms: int
+    jitter_ms: float | None       # mean interarrival jitter (``jitter_ms()``), None before any
+    max_jitter_ms: float | None
+
+
 class FastState(NamedTuple):
     """What the fast path needs to take a leg's next packets (``MediaLeg.fast_state``)."""
 
@@ -117,6 +196,7 @@ class FastState(NamedTuple):
     last_ts: int           # extended RTP timestamp of the last audio packet placed
     last_arrival: float    # its capture time
     pending_samples: int   # 8 kHz samples the leg holds, not yet handed out
+    jitter: Jitter         # the interarrival jitter so far
 
 
 class MediaLeg:
@@ -125,7 +205,8 @@ class MediaLeg:
     __slots__ = ("tag", "jb", "pt_map", "encrypted", "dtmf", "start_time", "ssrcs", "codecs", "flows", "flow",
                  "flow_expect", "own_flows", "dtmf_events", "counts", "concealed", "filled", "decoded", "_cursor",
                  "_ts_off", "_last_ts", "_last_arrival", "_last_n", "_last_audio", "_codec", "_pending",
-                 "pending_samples", "_lost_carry", "_restart", "_up", "_events", "closed", "_drained", "rate")
+                 "pending_samples", "_lost_carry", "_restart", "_up", "_events", "closed", "_drained",
+                 "_jitter", "_jitter_total", "_jitter_counted", "_jitter_peak", "rate")
 
     def __init__(self, tag: str, *, depth: float = 0.060, rate: int = 16000) -> None:
         self.tag = tag
@@ -166,6 +247,10 @@ class MediaLeg:
         self._events: list[LegEvent] = []
         self.closed = False
         self._drained = False
+        self._jitter = 0.0           # interarrival jitter J (module docstring), 8 kHz units
+        self._jitter_total = 0.0     # ... summed over the packets counted
+        self._jitter_counted = 0
+        self._jitter_peak = 0.0
 
     # -- flows (decided by the pipeline) ------------------------------------------
 
@@ -333,14 +418,16 @@ class MediaLeg:
         ssrc = jb.ssrc
         assert ssrc is not None  # in_order: the buffer follows a stream
         return FastState(ssrc, jb.next_sequence, codec == "PCMA", uint32(self._cursor + self._ts_off),
-                         self._last_ts, self._last_arrival, self.pending_samples)
+                         self._last_ts, self._last_arrival, self.pending_samples, self.jitter)
 
     def absorb(self, packets: int, nbytes: int, next_ext: int, last_ts: int, last_arrival: float,
-               last_payload: bytes | None, samples: bytes, streamed: int = 0) -> None:
+               last_payload: bytes | None, samples: bytes, streamed: int = 0, *,
+               jitter: tuple[float, float, int, float]) -> None:
         """``packets`` in-order packets the fast path took since ``fast_state``: their
         8 kHz ``samples`` go on the timeline as ``_place`` would have put them, and
         ``streamed`` samples went on it straight to the leg's stream (the fast path
-        streamed them, with this leg's filter state: ``resampler_state``).
+        streamed them, with this leg's filter state: ``resampler_state``); ``jitter``
+        is the leg's interarrival jitter after them.
         (``last_payload`` is None only when the fast path took none: not absorbed)."""
         assert last_payload is not None  # packets > 0: the fast path took some
         self.counts["packets"] += packets
@@ -358,6 +445,7 @@ class MediaLeg:
         self._last_n = len(last_payload)
         assert self._codec is not None  # fast_state gave the fast path a codec
         self._last_audio = (self._codec, last_payload)
+        self._jitter, self._jitter_total, self._jitter_counted, self._jitter_peak = jitter
 
     def absorb_samples(self, samples: bytes, streamed: int = 0) -> None:
         """Audio of packets an earlier ``absorb`` counted (a leg the fast path
@@ -387,8 +475,14 @@ class MediaLeg:
         return self.rate // CLOCK * self._cursor
 
     @property
-    def stats(self) -> dict[str, int]:
+    def jitter(self) -> Jitter:
+        """The interarrival jitter so far (module docstring), in RTP timestamp units."""
+        return Jitter(self._jitter, self._jitter_total, self._jitter_counted, self._jitter_peak)
+
+    @property
+    def stats(self) -> LegStats:
         js = self.jb.stats
+        mean, peak = jitter_ms(self.jitter)
         return {
             "packets": self.counts["packets"],
             "lost": js["lost"],
@@ -396,6 +490,8 @@ class MediaLeg:
             "duplicates": js["duplicates"],
             "reordered": js["reordered"],
             "concealed_ms": self.concealed * 1000 // CLOCK,
+            "jitter_ms": mean,
+            "max_jitter_ms": peak,
         }
 
     # -- internals ----------------------------------------------------------------
@@ -446,12 +542,22 @@ class MediaLeg:
                 d -= 0x100000000
             ts = self._last_ts + d
             arrival_gap = (r.arrival - self._last_arrival) * CLOCK
-            if self._restart or abs(d - arrival_gap) > RESYNC_SECONDS * CLOCK:
+            skew = abs(d - arrival_gap)      # RFC 3550's D (module docstring: Interarrival jitter)
+            if self._restart or skew > RESYNC_SECONDS * CLOCK:
                 gap = max(0, round(arrival_gap) - self._last_n)
                 pos = self._cursor + gap
                 self._ts_off = ts - pos
+                if self._restart:
+                    self._jitter = 0.0       # a new stream: its J starts again
             else:
                 pos = ts - self._ts_off
+                # the fast path does the same arithmetic (twin.py, native/fastpath.c)
+                j = self._jitter = self._jitter + (skew - self._jitter) / 16
+                if not pkt.marker:
+                    self._jitter_total += j
+                    self._jitter_counted += 1
+                    if j > self._jitter_peak:
+                        self._jitter_peak = j
         self._restart = False
         self._last_ts = ts
         self._last_arrival = r.arrival

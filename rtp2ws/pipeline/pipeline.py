@@ -263,7 +263,7 @@ class Pipeline:
         if packets:
             call = self.calls[key[0]]
             leg.absorb(packets, taken.nbytes, taken.next_ext, taken.last_ts, taken.last_arrival,
-                       taken.last_payload, taken.samples, taken.streamed)
+                       taken.last_payload, taken.samples, taken.streamed, jitter=taken.jitter)
             st = self.stats
             st["frames"] += packets
             st["rtp"] += packets

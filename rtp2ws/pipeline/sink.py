@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..media.dtmf import DtmfEvent
-from ..media.leg import LegEvent, MediaLeg
+from ..media.leg import LegEvent, LegStats, MediaLeg
 from ..signalling.calls import Call, CallEvent
 
 
@@ -95,9 +95,13 @@ class LegView:
         return tuple(self._leg.dtmf_events)
 
     @property
-    def stats(self) -> dict[str, int]:
-        """The leg's statistics (``MediaLeg.stats``): packets, lost, late, ..., a new dict."""
+    def stats(self) -> LegStats:
+        """The leg's statistics (``MediaLeg.stats``): packets, lost, late, ..., jitter_ms,
+        max_jitter_ms (None before the leg measured any), a new dict."""
         return self._leg.stats
+
+    jitter = property(attrgetter("_leg.jitter"),
+                      doc="The leg's interarrival jitter so far (``rtp2ws.media.leg.Jitter``, 8 kHz units).")
 
     @property
     def jitter_stats(self) -> dict[str, int]:

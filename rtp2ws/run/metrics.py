@@ -20,6 +20,10 @@ Every metric is in base units: durations in ``_seconds``, sizes in ``_bytes``
     statistics; legs that got no RTP are not observed).  With ``--workers`` each leg
     is observed by the worker that owns its call, and the supervisor adds the
     workers' buckets (``merge_histograms``), so the merge is exact.
+``rtp2ws_leg_jitter_seconds``  a histogram, observed once per leg when its call ends:
+    the leg's mean interarrival jitter (RFC 3550, as Wireshark's "Mean Jitter":
+    ``rtp2ws.media.leg``'s docstring; ``LegJitter``; legs that measured none, fewer than
+    two audio packets, are not observed), merged across workers the same way.
 
 ``/metrics``  the Prometheus text format.
 ``/healthz``  200 ``ok`` while the capture runs, the snapshot is fresh and no
@@ -36,11 +40,12 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from ..media.leg import CLOCK
 from ..pipeline.sink import Forward, LegView, Sink
 from ..signalling.calls import Call
 
-__all__ = ["LOSS_BUCKETS", "METRICS", "SCALE", "LegLoss", "MetricsServer", "build_info", "health",
-           "merge_histograms", "parse_hostport"]
+__all__ = ["JITTER_BUCKETS", "LOSS_BUCKETS", "METRICS", "SCALE", "LegJitter", "LegLoss", "MetricsServer",
+           "build_info", "health", "merge_histograms", "parse_hostport"]
 
 log = logging.getLogger("rtp2ws.metrics")
 
@@ -83,6 +88,13 @@ SCALE = {"ws_queued_ms": 0.001, "ws_dropped_ms": 0.001}
 # the workers' buckets and every scrape's add up.
 LOSS_BUCKETS = (0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
+# Upper bounds of the per-leg jitter histogram, in seconds: a LAN or a clean path stays
+# under 1-2 ms; 5-20 ms is a loaded WAN or Wi-Fi hop; 30 ms is where VoIP equipment
+# usually alarms (a common SLA figure), and 50 ms eats a typical 60 ms jitter buffer
+# (ours by default, --jitter-ms): from there on packets come too late to play.  100 and
+# 200 ms are a broken path.
+JITTER_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
+
 
 def new_histogram(buckets: tuple[float, ...]) -> dict:
     """A histogram as the snapshot carries it: per bucket the observations that fell in
@@ -124,6 +136,26 @@ class LegLoss(Forward):
             seen = st["packets"] + st["lost"]
             if seen:
                 observe(self.hist, LOSS_BUCKETS, st["lost"] / seen)
+        self.inner.call_ended(call, legs)
+
+    def snapshot(self) -> dict:
+        h = self.hist
+        return {"counts": list(h["counts"]), "sum": h["sum"], "count": h["count"]}
+
+
+class LegJitter(Forward):
+    """On the way to the real sink: each leg's mean interarrival jitter, in seconds, into
+    ``hist`` when its call ends (decoder thread; the snapshot carries a copy)."""
+
+    def __init__(self, inner: Sink) -> None:
+        super().__init__(inner)
+        self.hist = new_histogram(JITTER_BUCKETS)
+
+    def call_ended(self, call: Call, legs: dict[str, LegView]) -> None:
+        for leg in legs.values():
+            j = leg.jitter
+            if j.counted:
+                observe(self.hist, JITTER_BUCKETS, j.total / j.counted / CLOCK)
         self.inner.call_ended(call, legs)
 
     def snapshot(self) -> dict:
@@ -192,14 +224,19 @@ class _Collector:
                 yield CounterMetricFamily(PREFIX + name, text, value=value)
             else:
                 yield GaugeMetricFamily(PREFIX + name, text, value=value)
-        hist = snap.get("leg_loss") or new_histogram(LOSS_BUCKETS)
-        cumulative, running = [], 0
-        for bound, n in zip((*LOSS_BUCKETS, float("inf")), hist["counts"], strict=True):
-            running += n
-            cumulative.append((floatToGoString(bound), running))
-        yield HistogramMetricFamily(PREFIX + "leg_packet_loss_ratio",
-                                    "Packets a leg lost, of those sent to it (received + lost), observed once per "
-                                    "leg when its call ends", buckets=cumulative, sum_value=hist["sum"])
+        for key, buckets, name, text in (
+                ("leg_loss", LOSS_BUCKETS, "leg_packet_loss_ratio",
+                 "Packets a leg lost, of those sent to it (received + lost), observed once per leg when its call "
+                 "ends"),
+                ("leg_jitter", JITTER_BUCKETS, "leg_jitter_seconds",
+                 "A leg's mean RTP interarrival jitter (RFC 3550, Wireshark's mean jitter), observed once per leg "
+                 "with audio when its call ends")):
+            hist = snap.get(key) or new_histogram(buckets)
+            cumulative, running = [], 0
+            for bound, n in zip((*buckets, float("inf")), hist["counts"], strict=True):
+                running += n
+                cumulative.append((floatToGoString(bound), running))
+            yield HistogramMetricFamily(PREFIX + name, text, buckets=cumulative, sum_value=hist["sum"])
 
 
 class _Server6(ThreadingHTTPServer):

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..sinks.wav import WavSink
-from .metrics import LOSS_BUCKETS, merge_histograms
+from .metrics import JITTER_BUCKETS, LOSS_BUCKETS, merge_histograms
 from .workerlink import WORKER_ENV
 
 if TYPE_CHECKING:
@@ -65,6 +65,9 @@ CALL_SUM = ("calls", "legs", "legs_with_audio")
 SNAPSHOT_ONCE = (*CAPTURE_ONCE, "malformed", "frag_dropped", "active_calls")
 SNAPSHOT_COUNTERS = (*CAPTURE_SUM, "calls", "legs_with_audio", "ws_streams", "ws_reconnects", "ws_dropped_ms")
 SNAPSHOT_GAUGES = ("active_legs", "drops_recent", "ws_open", "ws_active", "ws_queued_ms")
+# the per-leg histograms (rtp2ws.run.metrics): each leg is observed by the one worker that
+# owns its call, so the workers' buckets add up
+HISTOGRAMS = (("leg_loss", LOSS_BUCKETS), ("leg_jitter", JITTER_BUCKETS))
 READER_ONCE = ("bad_timestamps", "first_bad_timestamp")   # replay: the capture file's, the same in each
 
 
@@ -150,8 +153,8 @@ def merge_snapshots(snaps: list[dict], retired: dict | None = None) -> dict:
         out[k] = sum(s.get(k, 0) or 0 for s in snaps) + retired.get(k, 0)
     for k in SNAPSHOT_GAUGES:
         out[k] = sum(s.get(k, 0) or 0 for s in snaps)
-    # each leg is observed by the one worker that owns its call: the buckets add up
-    out["leg_loss"] = merge_histograms([s.get("leg_loss") for s in snaps] + [retired.get("leg_loss")], LOSS_BUCKETS)
+    for key, buckets in HISTOGRAMS:
+        out[key] = merge_histograms([s.get(key) for s in snaps] + [retired.get(key)], buckets)
     return out
 
 
@@ -168,7 +171,8 @@ def retire(retired: dict, snap: dict) -> None:
         retired[k] = retired.get(k, 0) + (snap.get(k, 0) or 0)
     for k in SNAPSHOT_ONCE:
         retired[k] = max(retired.get(k, 0), snap.get(k, 0) or 0)
-    retired["leg_loss"] = merge_histograms([retired.get("leg_loss"), snap.get("leg_loss")], LOSS_BUCKETS)
+    for key, buckets in HISTOGRAMS:
+        retired[key] = merge_histograms([retired.get(key), snap.get(key)], buckets)
 
 
 # --------------------------------------------------------------------------- the manifest

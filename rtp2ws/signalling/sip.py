@@ -275,6 +275,9 @@ def _uri_user(uri: str) -> str | None:
     return unquote(user) or None
 
 
+uri_user = _uri_user     # public: ws.formats names a call's parties by it
+
+
 def _media_type(content_type: str | None) -> tuple[str, dict[str, str | None]]:
     """``multipart/mixed;boundary="x"`` -> (``multipart/mixed``, params)."""
     if not content_type:

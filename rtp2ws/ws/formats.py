@@ -1,5 +1,6 @@
 """The wire formats a stream can speak (``--ws-format``), sans I/O: what differs
-between them in the messages a stream sends.
+between them in what a stream puts on the wire.  ``docs/protocol.md`` describes
+each, with the published source of the others.
 
 * ``rtp2ws`` (the default): ``docs/protocol.md``.  ``tag`` is the leg's own
   (``caller``, ``callee``, ``caller#2`` ..., ``stereo``); ``stream_id`` tells
@@ -13,16 +14,70 @@ between them in the messages a stream sends.
   name (``sinks.wav.folder_name``: its key when that is safe as a file name,
   else a safe form of it plus 8 hex digits of its SHA-1), e.g.
   ``a84b4c76e66710@pc33-caller``.
+* ``vonage``: the Vonage Voice API's WebSocket protocol: a ``websocket:connected``
+  text message first (``content-type`` and the endpoint's ``headers`` as top-level
+  fields), then binary frames of exactly 20 ms, ``websocket:dtmf`` text messages
+  between them, and a normal close.  Mono only.
+* ``audiofork``: FreeSWITCH's mod_audio_fork (subprotocol ``audio.drachtio.org``)
+  and ``jambonz``: jambonz's ``listen`` verb, built on it (``audio.jambonz.org``):
+  one JSON metadata text message first, then binary audio only, and a normal close.
+
+The last three define no resume, no offsets and no end message: a stream in one
+of them sends no ``drop``, ``hold``, ``resume``, ``codec`` or ``end`` (they are
+counted as with ``rtp2ws``, in ``calls.json`` and the metrics), repeats nothing
+after a reconnect (``resumes`` is False: the first message again, then the audio
+still queued), and ends with a close 1000.
+
+The sender (``ws.sender``) asks this module for everything a format changes:
+the subprotocol it offers (``Format.subprotocol``), the first message of each
+connection (``first_message``), how an rtp2ws event looks on the wire, if at
+all (``event``), whether a stream resumes and ends with ``end``
+(``Format.resumes``) and whether its last frame is padded to a whole one
+(``Format.whole_frames``).  ``StreamSink`` asks it for the tag (``wire_tag``).
+``check_options`` refuses the options a format contradicts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..signalling.sip import uri_user
 from ..sinks.wav import folder_name
 
 RTP2WS = "rtp2ws"
 SEED = "seed"
-FORMATS = (RTP2WS, SEED)
+VONAGE = "vonage"
+AUDIOFORK = "audiofork"
+JAMBONZ = "jambonz"
+FORMATS = (RTP2WS, SEED, VONAGE, AUDIOFORK, JAMBONZ)
 DEFAULT = RTP2WS
+
+SUBPROTOCOL_HEADER = "sec-websocket-protocol"
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    subprotocol: str | None = None   # offered on the opening handshake (Sec-WebSocket-Protocol)
+    resumes: bool = True             # rtp2ws's protocol: resumed start, resend window, drop, events, end
+    frame_ms: int | None = None      # the only frame length the format allows (None: --frame-ms)
+    whole_frames: bool = False       # every binary message frame_ms long: the last one padded with silence
+    stereo: bool = True              # may carry a --stereo stream (two channels)
+    own_fields: tuple[str, ...] = ()  # fields of its first message that SIP headers must not overwrite
+
+
+_VONAGE_FIELDS = ("event", "content-type", "call_id", "tag", "stream_id", "from", "to")
+_FORK_FIELDS = ("callSid", "callId", "from", "to", "sampleRate", "mixType", "tag")
+
+SPECS: dict[str, Format] = {
+    RTP2WS: Format(RTP2WS),
+    SEED: Format(SEED),
+    VONAGE: Format(VONAGE, resumes=False, frame_ms=20, whole_frames=True, stereo=False, own_fields=_VONAGE_FIELDS),
+    AUDIOFORK: Format(AUDIOFORK, subprotocol="audio.drachtio.org", resumes=False, own_fields=_FORK_FIELDS),
+    JAMBONZ: Format(JAMBONZ, subprotocol="audio.jambonz.org", resumes=False, own_fields=_FORK_FIELDS),
+}
 
 
 def check(fmt: str) -> str:
@@ -32,9 +87,132 @@ def check(fmt: str) -> str:
     return fmt
 
 
+def spec(fmt: str) -> Format:
+    """The Format named ``fmt`` (ValueError listing them for another name)."""
+    return SPECS[check(fmt)]
+
+
+def check_options(fmt: str, *, frame_ms: int = 20, stereo: bool = False, sip_headers: Iterable[str] = (),
+                  headers: Iterable[str] = ()) -> None:
+    """ValueError, saying why, for the options ``fmt`` contradicts: another
+    ``--frame-ms`` than the one it fixes, ``--stereo`` for a mono-only format,
+    a ``--sip-header`` named like one of the fields its first message has of its
+    own (the headers go beside them), and a ``Sec-WebSocket-Protocol`` among the
+    ``--header`` names (``headers``): the subprotocol comes from the format."""
+    f = spec(fmt)
+    for name in headers:
+        if name.lower() == SUBPROTOCOL_HEADER:
+            raise ValueError(f"--header {name}: the WebSocket subprotocol comes from --ws-format "
+                             f"({subprotocols_offered()}), not from --header")
+    if f.frame_ms is not None and frame_ms != f.frame_ms:
+        raise ValueError(f"--ws-format {fmt} sends {f.frame_ms} ms frames, as its protocol fixes; "
+                         f"--frame-ms {frame_ms} contradicts it (leave --frame-ms out)")
+    if stereo and not f.stereo:
+        raise ValueError(f"--ws-format {fmt} carries one channel (its protocol has no channel count): "
+                         f"--stereo cannot go with it")
+    own = {k.lower() for k in f.own_fields}
+    for name in sip_headers:
+        if name.lower() in own:
+            raise ValueError(f"--sip-header {name}: with --ws-format {fmt} the SIP headers are fields of the "
+                             f"first message beside its own ({', '.join(f.own_fields)}), and {name} would "
+                             f"take the place of one")
+
+
+def subprotocols_offered() -> str:
+    """Which format offers which subprotocol, for messages."""
+    named = [f"{f.name} offers {f.subprotocol}" for f in SPECS.values() if f.subprotocol]
+    bare = [f.name for f in SPECS.values() if not f.subprotocol]
+    return "; ".join(named) + f"; {', '.join(bare)} offer none"
+
+
 def wire_tag(fmt: str, call_key: str, tag: str) -> str:
     """The ``tag`` a stream's messages carry in format ``fmt``, for the leg (or
     ``stereo``) ``tag`` of the call whose key is ``call_key``."""
     if fmt == SEED:
         return f"{folder_name(call_key)}-{tag}"
     return tag
+
+
+def first_message(fmt: str, start: Mapping[str, Any], *, resumed: bool = False, offset: int = 0) -> dict[str, Any]:
+    """The first text message of a connection of a stream whose rtp2ws ``start``
+    message (``StreamSink`` makes it: call_id, tag, stream_id, from, to,
+    sample_rate, channels, sip_headers ...) is ``start``.  ``resumed`` and
+    ``offset`` (``Outbox.connected``) go into rtp2ws's own start only."""
+    if fmt == VONAGE:
+        return _vonage_connected(start)
+    if fmt in (AUDIOFORK, JAMBONZ):
+        return _fork_metadata(start)
+    return dict(start, resumed=resumed, offset=offset)
+
+
+def event(fmt: str, message: dict[str, Any]) -> dict[str, Any] | None:
+    """An rtp2ws event message (``dtmf``, ``hold``, ``resume``, ``codec``) as format
+    ``fmt`` sends it; None when the format has no such message (it is not sent)."""
+    if SPECS[fmt].resumes:
+        return message
+    if fmt == VONAGE and message.get("type") == "dtmf":
+        return {"event": "websocket:dtmf", "digit": message["digit"], "duration": message["duration_ms"]}
+    return None
+
+
+def _headers(start: Mapping[str, Any]) -> dict[str, str]:
+    """The ``--sip-header`` values the INVITE had (absent ones are left out)."""
+    return {k: v for k, v in (start.get("sip_headers") or {}).items() if v is not None}
+
+
+def _vonage_connected(start: Mapping[str, Any]) -> dict[str, Any]:
+    """Vonage's first message: ``event`` and ``content-type``, then what an NCCO's
+    websocket endpoint puts in ``headers``, at the top level: the call's identity
+    and the SIP headers asked for."""
+    msg: dict[str, Any] = {"event": "websocket:connected",
+                           "content-type": f"audio/l16;rate={start['sample_rate']}"}
+    for k in ("call_id", "tag", "stream_id", "from", "to"):
+        msg[k] = start.get(k)
+    msg.update(_headers(start))
+    return msg
+
+
+def _fork_metadata(start: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata text message of mod_audio_fork's start command, with the fields
+    jambonz's ``listen`` puts in it: the call attributes it knows (``callSid``:
+    this stream's id, one per leg as each leg of a jambonz dial has its own;
+    ``callId``: the SIP Call-ID; ``from``/``to``: the user parts of the From and To
+    URIs), ``sampleRate`` and ``mixType``; then, as a listen verb's ``metadata``
+    adds its own, the leg's ``tag`` and the SIP headers asked for."""
+    msg: dict[str, Any] = {
+        "callSid": start["stream_id"],
+        "callId": start.get("call_id"),
+        "from": _user(start.get("from")),
+        "to": _user(start.get("to")),
+        "sampleRate": start["sample_rate"],
+        "mixType": "stereo" if start.get("channels") == 2 else "mono",
+        "tag": start.get("tag"),
+    }
+    msg.update(_headers(start))
+    return msg
+
+
+def _user(uri: str | None) -> str | None:
+    """The user part of a SIP URI (the number of a tel: URI), else the URI itself."""
+    if not uri:
+        return uri
+    return uri_user(uri) or uri
+
+
+def refusal_hint(fmt: str, status: int, body: bytes | None) -> str | None:
+    """What to say about an HTTP refusal of the opening handshake whose answer
+    (status and body) says it is about the subprotocol; None otherwise.
+
+    websockets' server answers a client that offers none of its subprotocols with
+    400 and ``Failed to open a WebSocket connection: missing subprotocol.`` (or
+    ``invalid subprotocol; expected one of ...``); Node's ``ws`` answers a malformed
+    ``Sec-WebSocket-Protocol`` with 400 ``Invalid Sec-WebSocket-Protocol header``
+    (it opens without a subprotocol otherwise: a server that requires one refuses
+    in its own ``verifyClient``, with the status that sets)."""
+    text = (body or b"").decode("utf-8", "replace").lower()
+    if status != 400 or not ("subprotocol" in text or SUBPROTOCOL_HEADER in text):
+        return None
+    offered = spec(fmt).subprotocol
+    sent = f"offered {offered}" if offered else "offered none"
+    return (f"the server refuses the WebSocket subprotocol: --ws-format {fmt} {sent} "
+            f"({subprotocols_offered()}); pick the --ws-format the server speaks")

@@ -113,9 +113,12 @@ class OutboxPy:
 
     def __init__(self, ident: dict[str, Any], *, channels: int = 1, frame_ms: int | None = None,
                  max_buffer_ms: int = 10000, resend_ms: int = 1000,
-                 totals: TotalsPy | _wsframe.Totals | None = None, sample_rate: int = SAMPLE_RATE,
-                 sample_bytes: int = 2) -> None:
+                 totals: TotalsPy | _wsframe.Totals | None = None, announce_gaps: bool = True,
+                 sample_rate: int = SAMPLE_RATE, sample_bytes: int = 2) -> None:
         self.ident = dict(ident)
+        # A ``drop`` message before audio that follows a gap; False: the gap is only
+        # counted (a format with no such message, ws.formats).
+        self.announce_gaps = bool(announce_gaps)
         self.stream_id = self.ident.get("stream_id")
         self.channels = channels
         self.totals: TotalsPy | _wsframe.Totals = totals if totals is not None else TotalsPy()
@@ -307,7 +310,7 @@ class OutboxPy:
         expected = offset
         frames = audio_frames = audio_bytes = 0
         for off, pcm, n in self.retained:
-            if off > expected:
+            if off > expected and self.announce_gaps:
                 msgs.append(encode(dict(self.ident, type="drop", offset=off, samples=off - expected)))
                 frames += 1
             msgs.append(pcm)
@@ -343,7 +346,7 @@ class OutboxPy:
                 off, pcm, n = item
                 if not taken:
                     first = off
-                if off > expected:
+                if off > expected and self.announce_gaps:
                     msgs.append(encode(dict(self.ident, type="drop", offset=off, samples=off - expected)))
                     texts += 1
                 msgs.append(pcm)

@@ -122,6 +122,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "reconnects": {"type": "integer", "minimum": 0},
             "packets": {"type": "integer"}, "lost": {"type": "integer"}, "late": {"type": "integer"},
             "duplicates": {"type": "integer"}, "reordered": {"type": "integer"}, "concealed_ms": {"type": "integer"},
+            "jitter_ms": {"type": ["number", "null"], "minimum": 0,
+                          "description": "mean RTP interarrival jitter (RFC 3550, as Wireshark's mean jitter); "
+                                         "null when the leg had fewer than two audio packets"},
+            "max_jitter_ms": {"type": ["number", "null"], "minimum": 0,
+                              "description": "largest RTP interarrival jitter (as Wireshark's max jitter)"},
             "ssrcs": {"type": "array", "items": {"type": "string"}},
             "codecs": {"type": "array", "items": {"type": "string"}},
             "dtmf": {"type": "array", "items": _DTMF},

@@ -44,6 +44,17 @@ Memory is bounded per stream whatever the server does: the outbox's bounds
 (``BATCH_BYTES``) and websockets' few control frames (TLS: the transport's
 high-water mark and one batch).
 
+The format (``--ws-format``, ``ws.formats``) decides the rest of what goes on the
+wire: the subprotocol offered, each connection's first message (rtp2ws's
+``start`` with ``resumed`` and ``offset``, or another server's), which events
+go out and how, and whether the stream resumes.  A format without resume
+(``vonage``, ``audiofork``, ``jambonz``) keeps no resend window (what the
+server had not acknowledged when a connection broke is undelivered), announces
+no gap, sends no ``end`` (the close alone ends it), and ``vonage`` completes the
+last frame with silence.  An HTTP 400 whose body names the subprotocol, or a
+connection opened with a subprotocol the stream did not offer, is refused with
+a line saying which format offers which.
+
 Header values and URL credentials are secrets: nothing logged by this module,
 nor by websockets on its behalf, contains them (URLs go through
 ``redact_url``, websockets' debug lines through a scrubbing logger).
@@ -66,13 +77,15 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.client import ClientProtocol
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI, NegotiationError
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
+from websockets.typing import Subprotocol
 from websockets.uri import WebSocketURI, parse_uri
 
 from .. import __version__
 from ..codec.audioformat import AudioFormat
+from . import formats
 from . import frame as wsframe
 from .lane import LanePy, make_lane, take_marked
 from .outbox import Message, Outbox, Totals, ms
@@ -138,7 +151,8 @@ class SenderConfig:
     # rtp2ws starts (or when the server comes back) connect a batch at a time instead of
     # flooding the server's listen backlog, and each waits its turn before open_timeout starts.
     max_connecting: int = 64
-    # The messages' shape (ws.formats): "rtp2ws" (docs/protocol.md), or "seed" (a tag per stream).
+    # What goes on the wire (ws.formats): "rtp2ws" (docs/protocol.md), "seed" (a tag per stream),
+    # or another server's protocol ("vonage", "audiofork", "jambonz"): no resume, no rtp2ws messages.
     ws_format: str = "rtp2ws"
     # The audio every stream carries (--rate, --encoding): samples a millisecond and bytes a
     # sample of the outboxes, and the milliseconds the statistics report.
@@ -331,6 +345,14 @@ def _describe(exc: BaseException, config: SenderConfig) -> tuple[int, str]:
     return logging.WARNING, f"{type(exc).__name__}: {exc}"
 
 
+def _first_line(body: bytes | None, limit: int = 200) -> str:
+    """The first line of an HTTP answer's body, for a log line (at most ``limit`` characters)."""
+    if not body:
+        return ""
+    line = body.decode("utf-8", "replace").strip().partition("\n")[0].strip()
+    return line[:limit] + ("..." if len(line) > limit else "")
+
+
 def _retry_after(exc: InvalidStatus) -> float | None:
     value = exc.response.headers.get("Retry-After")
     try:
@@ -448,9 +470,14 @@ class Stream:
         # extra= of its log lines: JSON logs carry them as keys (rtp2ws.run.logs)
         self.log_extra = {k: self._start.get(k) for k in ("call_id", "tag", "stream_id")}
         cfg = sender.config
+        fmt = self._format = sender.format
+        # A format without resume (ws.formats) repeats nothing after a reconnect, so keeps no
+        # resend window (what the server did not acknowledge is undelivered when the connection
+        # breaks), and has no drop message to announce a gap with.
         self.outbox = Outbox({k: self._start.get(k) for k in ("call_id", "tag", "stream_id")}, channels=channels,
                              frame_ms=self._start.get("frame_ms"), max_buffer_ms=cfg.max_buffer_ms,
-                             resend_ms=cfg.resend_ms, totals=sender._totals, sample_rate=cfg.audio.rate,
+                             resend_ms=cfg.resend_ms if fmt.resumes else 0, totals=sender._totals,
+                             announce_gaps=fmt.resumes, sample_rate=cfg.audio.rate,
                              sample_bytes=cfg.audio.sample_bytes)
         self._push_audio = self.outbox.push_audio
         # where the fast path pushes a bound leg's frames itself (ws.lane), marked on the
@@ -517,8 +544,14 @@ class Stream:
 
     def send_event(self, message: dict) -> None:
         """Queue a text message at the current position of the stream (from any
-        thread, as ``send_audio``)."""
+        thread, as ``send_audio``): an rtp2ws event, sent as the format has it
+        (``formats.event``), or not at all when it has no such message."""
         sender = self._sender
+        if not self._format.resumes:
+            shaped = formats.event(self._format.name, message)
+            if shaped is None:
+                return
+            message = shaped
         with sender._lock:
             if self.outbox.push_event(message) and not self._dirty and self._live is not None:
                 sender._mark(self)
@@ -527,7 +560,15 @@ class Stream:
         """Queue the ``end`` message; ``samples``, ``dropped_ms`` and
         ``reconnects`` are filled in when it is sent.  From any thread."""
         with self._sender._lock:
-            if self.done or not self.outbox.end(message):
+            if self.done:
+                return
+            outbox = self.outbox
+            if self._format.whole_frames and not outbox.ended:
+                # every binary message a whole frame: the last one is completed with silence
+                short = outbox.offset % outbox.frame_samples
+                if short:
+                    self.send_audio(bytes((outbox.frame_samples - short) * outbox.frame_bytes))
+            if not outbox.end(message):
                 return
         self._sender._in_loop(self._ended)
 
@@ -667,7 +708,11 @@ class Stream:
         resend window unacknowledged cannot be sent again."""
         with self._sender._lock:
             lost = self.outbox.connection_lost()
-        if lost:
+        if lost and not self._format.resumes:
+            log.warning("stream %s: %d ms of audio sent before the connection ended was not acknowledged "
+                        "(--ws-format %s repeats nothing after a reconnect): counted as undelivered",
+                        self.stream_id, ms(lost), self._format.name, extra=self.log_extra)
+        elif lost:
             log.warning("stream %s: %d ms of audio sent before the connection ended was not acknowledged and "
                         "no longer fits the resend window (--resend-ms %d): counted as undelivered",
                         self.stream_id, ms(lost, self.outbox.samples_per_ms), self._sender.config.resend_ms,
@@ -780,6 +825,9 @@ class Stream:
                 self._warn(logging.WARNING, f"cannot connect to {sender.url_for_logs}: "
                                             f"{_describe(e, cfg)[1]}; retrying in {delay:.2f} s")
             except Exception as e:  # noqa: BLE001 - any failure is retried, never fatal to the loop
+                if isinstance(e, NegotiationError) and "subprotocol" in str(e):
+                    self._refuse_subprotocol(e)     # the server wants another: asking again changes nothing
+                    return
                 sender._connect_failures += 1
                 delay = self._delay(attempt, None)
                 level, why = _describe(e, cfg)
@@ -818,10 +866,27 @@ class Stream:
 
     def _refuse(self, e: InvalidStatus) -> None:
         r = e.response
-        hint = "check --header / the token" if r.status_code in (401, 403, 407) else "check the URL"
-        log.error("%s", self._sender._scrub(
-            f"stream {self.stream_id}: server refused the connection: HTTP {r.status_code} {r.reason_phrase} "
-            f"({hint})"), extra=self.log_extra)
+        body = bytes(r.body) if r.body else None      # websockets reads it into a bytearray
+        hint = formats.refusal_hint(self._sender.config.ws_format, r.status_code, body)
+        said = ""
+        if hint is not None:          # about the subprotocol: the server's own words too
+            said = f": {_first_line(body)!r}"
+        elif r.status_code in (401, 403, 407):
+            hint = "check --header / the token"
+        else:
+            hint = "check the URL"
+        self._refused(f"server refused the connection: HTTP {r.status_code} {r.reason_phrase}{said} ({hint})")
+
+    def _refuse_subprotocol(self, e: NegotiationError) -> None:
+        """The server opened the connection with a subprotocol this stream did not offer."""
+        fmt = self._sender.config.ws_format
+        offered = self._sender.format.subprotocol
+        self._refused(f"server refused the connection: {e} (--ws-format {fmt} offered "
+                      f"{offered or 'none'}; {formats.subprotocols_offered()}: pick the --ws-format the "
+                      f"server speaks)")
+
+    def _refused(self, what: str) -> None:
+        log.error("%s", self._sender._scrub(f"stream {self.stream_id}: {what}"), extra=self.log_extra)
         self.refused = True
         self._sender._refused += 1
         self._finish_undelivered("refused", count_given_up=False)
@@ -876,11 +941,15 @@ class Stream:
         with sender._lock:
             resumed, offset = outbox.connected()
             repeated = outbox.retained_samples
-            msgs: list[Message] = [encode(dict(self._start, resumed=resumed, offset=offset))]
-            frames = 1 + outbox.resend(msgs, offset)
+            first = formats.first_message(self._format.name, self._start, resumed=resumed, offset=offset)
+            msgs: list[Message] = [encode(first)]
+            frames = 1 + outbox.resend(msgs, offset)     # none without resume (no resend window)
             frames += outbox.take(msgs, BATCH_BYTES)
             self._write(msgs, frames)
-        if resumed:
+        if resumed and not self._format.resumes:
+            log.info("stream %s: reconnected, the first message again and then the audio still queued",
+                     self.stream_id, extra=self.log_extra)
+        elif resumed:
             log.info("stream %s: reconnected, resuming at offset %d (%d ms repeated)", self.stream_id, offset,
                      repeated // outbox.samples_per_ms, extra=self.log_extra)
         elif log.isEnabledFor(logging.DEBUG):
@@ -907,7 +976,8 @@ class Stream:
                     with sender._lock:
                         self._live = None
                         end = outbox.end_message(self.reconnects)
-                        self._write([encode(end)], 1)
+                        if self._format.resumes:      # the other formats end with the close alone
+                            self._write([encode(end)], 1)
                     if not await self._close_answered(ws):
                         self._end_unanswered = True
                         return False
@@ -959,6 +1029,9 @@ class Sender:
         self.config = config
         self.url_for_logs = redact_url(config.url)
         self._headers = list(config.headers or ())
+        formats.check_options(config.ws_format, headers=[name for name, _ in self._headers])
+        self.format = formats.spec(config.ws_format)   # what goes on the wire
+        self._subprotocols = [Subprotocol(self.format.subprotocol)] if self.format.subprotocol else None
         self._scrub = _Scrubber(config.url, self._headers)
         self._ws_logger = _ScrubbingLogger(logging.getLogger("websockets.client"), self._scrub)
         self._ssl = ssl.create_default_context(cafile=config.ca_file) if scheme == "wss" else None
@@ -1247,6 +1320,7 @@ class Sender:
             # No extension: PCM barely compresses, deflate would cost CPU and memory per stream,
             # and the frames rtp2ws writes itself must go out as they are (RSV bits 0).
             compression=None,
+            subprotocols=self._subprotocols,
             user_agent_header=f"rtp2ws/{__version__}",
             logger=self._ws_logger,
             create_connection=_Connection,

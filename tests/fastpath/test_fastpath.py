@@ -91,8 +91,10 @@ def test_takes_in_order_packets_and_decodes_them(tmp_path, backend):
     assert [r for r in back if r != fastpath.TICK] == [(s[0][0], netgen.link(1, s[0][2]))]
     assert fp.packets == 9 and reader.packets_read == 10
     (packets, nbytes, next_ext, last_ts, last_arrival, max_arrival, last_payload, samples, streamed,
-     state) = fp.take(sid, False)
+     state, jitter) = fp.take(sid, False)
     assert (streamed, state) == (0, None)      # an unbound slot streams nothing
+    # every packet on time (to the rounding of the capture times): 9 counted, J about 0
+    assert jitter[2] == 9 and 0.0 <= jitter[0] <= jitter[3] < 1e-6 and 0.0 <= jitter[1] < 1e-5
     assert (packets, nbytes, next_ext, last_ts) == (9, 9 * 160, 0x20000 + 110, 8000 + 9 * 160)
     assert last_arrival == max_arrival == s[-1][0]
     assert last_payload == g711.encode_alaw(pcm[-160:])
@@ -395,7 +397,7 @@ def test_driver_brings_a_leg_up_to_date(backend):
     def absorb(k, taken):
         got.append((k, taken))
         leg.absorb(taken.packets, taken.nbytes, taken.next_ext, taken.last_ts, taken.last_arrival,
-                   taken.last_payload, taken.samples)
+                   taken.last_payload, taken.samples, jitter=taken.jitter)
 
     driver = FastDriver(link_layer(1), 0, correlator, absorb)
     assert correlator.on_unbind == driver.unbound
@@ -421,7 +423,8 @@ def test_driver_brings_a_leg_up_to_date(backend):
     assert driver.packets == fp.packets == 11
     assert leg.counts == ref.counts and leg.jb.stats == ref.jb.stats
     assert np.array_equal(leg.take_audio(), ref.take_audio())
-    assert leg.fast_state(8) == ref.fast_state(8)
+    assert leg.fast_state(8) == ref.fast_state(8)     # the interarrival jitter too, to the bit
+    assert leg.jitter == ref.jitter and leg.jitter.counted == 11
 
 
 class RecordingLane:

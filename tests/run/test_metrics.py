@@ -1,11 +1,12 @@
 """``rtp2ws live --metrics``: the real endpoint of a live run on loopback, scraped over
 HTTP and read with prometheus_client's own parser.  Base units, ``rtp2ws_build_info``,
-the process and platform collectors, and the per-leg loss histogram, in one process
-and merged from two workers.  (The snapshot and /healthz logic:
+the process and platform collectors, and the per-leg loss and jitter histograms, in one
+process and merged from two workers.  (The snapshot and /healthz logic:
 tests/system/test_metrics_config.py.)"""
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 import urllib.request
@@ -15,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import rtp2ws
 from rtp2ws.pipeline.shard import owner
-from rtp2ws.run.metrics import LOSS_BUCKETS
+from rtp2ws.run.metrics import JITTER_BUCKETS, LOSS_BUCKETS
 from rtp2ws.speedups import in_use
 
 from livecall import LiveProcess
@@ -145,7 +146,47 @@ def test_live_workers_merge_the_loss_histogram(tmp_path, call_factory):
         live.kill()
     assert rc == 0, stderr
     assert families["rtp2ws_workers"].samples[0].value == 2
+    buckets, total, count = histogram(families["rtp2ws_leg_jitter_seconds"])
+    assert count == 4 and buckets[float("inf")] == 4      # every leg, observed by its worker
     buckets, total, count = histogram(families["rtp2ws_leg_packet_loss_ratio"])
     assert count == 4 and total == pytest.approx(0.12)
     assert buckets[0.0] == 2 and buckets[0.01] == 2 and buckets[0.02] == 3 and buckets[0.05] == 3
     assert buckets[0.1] == 4 and buckets[float("inf")] == 4
+
+
+@needs_capture
+def test_live_leg_jitter_histogram_is_the_legs_mean_jitter(tmp_path, call_factory):
+    """The callee sends its packets two at a time (every D 20 ms: its J climbs towards
+    20 ms, a mean of about 17 ms over two seconds), the caller on time.  The histogram
+    has one observation per leg, in seconds, whose sum and buckets are the legs'
+    ``jitter_ms`` in calls.json."""
+    port = 9332
+    out = tmp_path / "out"
+    live = LiveProcess("-i", "lo", "--bpf", _filter(), "--out-dir", out, "--workers", 1,
+                       "--metrics", f"127.0.0.1:{port}", "--stats-interval", "1")
+    try:
+        live.wait_for("capturing on lo")
+        families = scrape(port)
+        assert families["rtp2ws_leg_jitter_seconds"].type == "histogram"
+        buckets, total, count = histogram(families["rtp2ws_leg_jitter_seconds"])
+        assert sorted(buckets) == [*JITTER_BUCKETS, float("inf")]
+        assert (count, total) == (0, 0) and set(buckets.values()) == {0}
+        call = call_factory("jitter@test", SIP_PORT, RTP_LO, RTP_LO + 2)
+        call.setup()
+        call.media(2.0, paired=("callee",))
+        call.bye()
+        families = wait_for_legs(port, 2)
+        rc, _, stderr = live.stop()
+    finally:
+        live.kill()
+    assert rc == 0, stderr
+    (entry,) = json.loads((out / "calls.json").read_text())["calls"]
+    legs = {leg["tag"]: leg for leg in entry["legs"]}
+    assert 10.0 < legs["callee"]["jitter_ms"] < 25.0 and legs["callee"]["max_jitter_ms"] < 30.0
+    assert legs["caller"]["jitter_ms"] < legs["callee"]["jitter_ms"]
+    buckets, total, count = histogram(families["rtp2ws_leg_jitter_seconds"])
+    seconds = [legs[tag]["jitter_ms"] / 1000 for tag in ("caller", "callee")]
+    assert count == 2 and total == pytest.approx(sum(seconds), abs=2e-6)    # calls.json: to the microsecond
+    for bound in JITTER_BUCKETS:
+        assert buckets[bound] == sum(s <= bound for s in seconds), (bound, seconds)
+    assert buckets[0.01] <= 1 and buckets[0.03] == 2 and buckets[float("inf")] == 2

@@ -71,6 +71,30 @@ def test_snapshots_merge_once_what_every_worker_sees_and_sum_the_rest():
         == "gone"
 
 
+def test_the_per_leg_histograms_add_up_across_workers_and_deaths():
+    """Loss and jitter histograms: each leg is observed by one worker, so the merged
+    buckets, sums and counts are the workers' added, a dead worker's kept."""
+    from rtp2ws.run.metrics import JITTER_BUCKETS, LOSS_BUCKETS, new_histogram, observe
+
+    snaps = []
+    for jitters, losses in (([0.0004, 0.012], [0.0, 0.02]), ([0.25], [0.5])):
+        jh, lh = new_histogram(JITTER_BUCKETS), new_histogram(LOSS_BUCKETS)
+        for j in jitters:
+            observe(jh, JITTER_BUCKETS, j)
+        for loss in losses:
+            observe(lh, LOSS_BUCKETS, loss)
+        snaps.append({"leg_jitter": jh, "leg_loss": lh})
+    m = workers.merge_snapshots(snaps)
+    # 0.4 ms under 1 ms, 12 ms under 20 ms, 250 ms above every bound
+    assert m["leg_jitter"]["counts"] == [1, 0, 0, 0, 1, 0, 0, 0, 0, 1]
+    assert m["leg_jitter"]["count"] == 3 and m["leg_jitter"]["sum"] == pytest.approx(0.2624)
+    assert m["leg_loss"]["count"] == 3 and m["leg_loss"]["sum"] == pytest.approx(0.52)
+    retired: dict = {}
+    workers.retire(retired, snaps[1])
+    m2 = workers.merge_snapshots([snaps[0]], retired)
+    assert m2["leg_jitter"] == m["leg_jitter"] and m2["leg_loss"] == m["leg_loss"]
+
+
 def test_live_summaries_and_streams_merge():
     a = {"interface": "lo", "packets": 10, "bytes": 100, "kernel_drops": 0, "interface_drops": 0,
          "calls": 1, "legs": 2, "elapsed_s": 3.0, "end_reason": "shutdown", "frames": 10,

@@ -33,3 +33,88 @@ def test_an_unknown_format_is_refused_with_the_list():
     with pytest.raises(ValueError, match="rtp2ws, seed"):
         formats.check("twilio-ish")
     assert formats.check("seed") == "seed"
+
+
+# -- what the other servers' formats put on the wire (docs/protocol.md, with their sources) --
+
+START = {"type": "start", "call_id": "a84b4c76e66710@pc33", "tag": "caller", "stream_id": "9f0c", "version": 1,
+         "from": "sip:alice@atlanta.example.com", "to": "tel:+15083728299", "src": "10.0.0.1:4000",
+         "dst": "10.0.0.2:5000", "codec": "L16", "sample_rate": 16000, "channels": 1, "frame_ms": 20,
+         "start_time": "2024-01-01T00:00:00.000+00:00",
+         "sip_headers": {"X-Customer-Id": "42", "X-Missing": None}}
+
+
+def test_rtp2ws_and_seed_send_their_own_start_with_resumed_and_offset():
+    for fmt in ("rtp2ws", "seed"):
+        assert formats.first_message(fmt, START, resumed=True, offset=320) == dict(START, resumed=True, offset=320)
+        assert formats.event(fmt, {"type": "hold", "by": "caller"}) == {"type": "hold", "by": "caller"}
+        assert formats.spec(fmt).resumes and formats.spec(fmt).subprotocol is None
+
+
+def test_vonage_first_message_is_websocket_connected_with_the_headers_at_the_top_level():
+    msg = formats.first_message("vonage", START, resumed=True, offset=320)
+    assert msg == {"event": "websocket:connected", "content-type": "audio/l16;rate=16000",
+                   "call_id": "a84b4c76e66710@pc33", "tag": "caller", "stream_id": "9f0c",
+                   "from": "sip:alice@atlanta.example.com", "to": "tel:+15083728299", "X-Customer-Id": "42"}
+    assert list(msg)[:2] == ["event", "content-type"]
+    assert formats.first_message("vonage", dict(START, sample_rate=8000))["content-type"] == "audio/l16;rate=8000"
+
+
+def test_vonage_sends_dtmf_its_way_and_no_other_event():
+    dtmf = {"type": "dtmf", "call_id": "c", "tag": "caller", "stream_id": "s", "digit": "5", "duration_ms": 260,
+            "offset": 1600, "time": "..."}
+    assert formats.event("vonage", dtmf) == {"event": "websocket:dtmf", "digit": "5", "duration": 260}
+    for kind in ("hold", "resume", "codec", "drop", "end"):
+        assert formats.event("vonage", {"type": kind, "offset": 0}) is None
+
+
+@pytest.mark.parametrize("fmt, subprotocol", [("audiofork", "audio.drachtio.org"), ("jambonz", "audio.jambonz.org")])
+def test_audiofork_and_jambonz_send_listen_metadata_and_no_event(fmt, subprotocol):
+    f = formats.spec(fmt)
+    assert f.subprotocol == subprotocol and not f.resumes and not f.whole_frames and f.stereo
+    assert formats.first_message(fmt, START, resumed=True, offset=320) == {
+        "callSid": "9f0c", "callId": "a84b4c76e66710@pc33", "from": "alice", "to": "+15083728299",
+        "sampleRate": 16000, "mixType": "mono", "tag": "caller", "X-Customer-Id": "42"}
+    stereo = formats.first_message(fmt, dict(START, tag="stereo", channels=2, **{"from": "anonymous"}))
+    assert (stereo["mixType"], stereo["tag"], stereo["from"]) == ("stereo", "stereo", "anonymous")
+    for kind in ("dtmf", "hold", "resume", "codec"):
+        assert formats.event(fmt, {"type": kind, "digit": "1", "duration_ms": 100}) is None
+
+
+def test_options_a_format_contradicts_are_refused_saying_why():
+    formats.check_options("vonage", frame_ms=20, sip_headers=["X-Customer-Id"], headers=["Authorization"])
+    with pytest.raises(ValueError, match=r"--ws-format vonage sends 20 ms frames.*--frame-ms 100 contradicts"):
+        formats.check_options("vonage", frame_ms=100)
+    with pytest.raises(ValueError, match="--ws-format vonage carries one channel.*--stereo"):
+        formats.check_options("vonage", stereo=True)
+    formats.check_options("audiofork", frame_ms=100, stereo=True)
+    with pytest.raises(ValueError, match="--sip-header From: .*vonage.*would take the place of one"):
+        formats.check_options("vonage", sip_headers=["From"])
+    with pytest.raises(ValueError, match="--sip-header callsid: .*jambonz"):
+        formats.check_options("jambonz", sip_headers=["callsid"])
+    formats.check_options("rtp2ws", sip_headers=["From"])
+    for fmt in formats.FORMATS:
+        with pytest.raises(ValueError, match="--header Sec-WebSocket-Protocol: the WebSocket subprotocol comes "
+                                             "from --ws-format .*audiofork offers audio.drachtio.org"):
+            formats.check_options(fmt, headers=["Sec-WebSocket-Protocol"])
+
+
+# what websockets' server (15+) and Node's ws (8.x) answer a client without the subprotocol they want
+WEBSOCKETS_MISSING = b"Failed to open a WebSocket connection: missing subprotocol.\n"
+WEBSOCKETS_INVALID = b"Failed to open a WebSocket connection: invalid subprotocol; expected one of audio.drachtio.org.\n"
+NODE_WS_INVALID = b"Invalid Sec-WebSocket-Protocol header"
+
+
+@pytest.mark.parametrize("body", [WEBSOCKETS_MISSING, WEBSOCKETS_INVALID, NODE_WS_INVALID])
+def test_a_400_about_the_subprotocol_says_which_format_offers_which(body):
+    hint = formats.refusal_hint("rtp2ws", 400, body)
+    assert hint.startswith("the server refuses the WebSocket subprotocol: --ws-format rtp2ws offered none")
+    assert "audiofork offers audio.drachtio.org; jambonz offers audio.jambonz.org" in hint
+    assert "offered audio.jambonz.org" in formats.refusal_hint("jambonz", 400, body)
+
+
+def test_other_refusals_are_not_about_the_subprotocol():
+    assert formats.refusal_hint("rtp2ws", 400, b"Failed to open a WebSocket connection: missing Upgrade header.\n") \
+        is None
+    assert formats.refusal_hint("rtp2ws", 400, None) is None
+    assert formats.refusal_hint("rtp2ws", 401, WEBSOCKETS_MISSING) is None

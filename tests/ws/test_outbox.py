@@ -585,13 +585,36 @@ def test_take_framed_is_take_encoded_with_the_ping_after_it():
     assert ob.take_framed(keys, 1 << 20) == b"" and keys.asked == [4 * 8]   # nothing: no keys, no ping
 
 
+def test_without_gap_announcements_a_gap_is_counted_and_not_sent():
+    """``announce_gaps=False`` (a format with no ``drop`` message, ws.formats): the
+    audio after a gap follows the audio before it with no text between, in take,
+    take_framed and resend alike; the gap is counted as dropped all the same."""
+    ob = outbox(max_buffer_ms=100, resend_ms=1000, announce_gaps=False)
+    assert not ob.announce_gaps and outbox().announce_gaps
+    ob.connected()
+    ob.push_audio(pcm(0))
+    ob.take([], 1 << 20)
+    ob.push_event({"type": "codec", "codec": "PCMA"})
+    ob.push_audio(pcm(FRAME, 7 * FRAME))                # 2 frames dropped: the oldest
+    data = ob.take_framed(Keys(), 1 << 20)
+    frames = parse_frames(data)
+    assert [f.opcode for f in frames] == [Opcode.TEXT] + [Opcode.BINARY] * 5
+    assert b"".join(f.data for f in frames[1:]) == pcm(3 * FRAME, 5 * FRAME)
+    assert ob.dropped_samples == 2 * FRAME and ob.totals.dropped_samples == 2 * FRAME
+    ob.connection_lost()
+    assert ob.connected() == (True, 0)
+    resent: list = []
+    assert ob.resend(resent, 0) == 6 and kinds(resent) == [FRAME, 5 * FRAME]     # the window, with no drop
+
+
+@pytest.mark.parametrize("announce_gaps", [True, False])
 @pytest.mark.parametrize("seed", range(4))
-def test_take_framed_gives_the_same_bytes_on_both_twins(seed):
+def test_take_framed_gives_the_same_bytes_on_both_twins(seed, announce_gaps):
     if "native" not in TWINS:
         pytest.skip("rtp2ws._wsframe is not built (or RTP2WS_NO_NATIVE is set)")
     rng = random.Random(seed)
     kw = dict(frame_ms=rng.choice([20, 40]), max_buffer_ms=rng.choice([100, 1000]), resend_ms=rng.choice([0, 600]),
-              channels=rng.choice([1, 2]))
+              channels=rng.choice([1, 2]), announce_gaps=announce_gaps)
     both = [cls(dict(IDENT, stream_id="é-s"), **kw) for cls, _ in TWINS.values()]
     for _ in range(300):
         r = rng.random()
