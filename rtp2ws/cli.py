@@ -442,8 +442,9 @@ def sender_config(args) -> SenderConfig | None:
     from .ws.sender import SenderConfig, load_headers
 
     headers = load_headers(args.header, args.header_env, args.header_file)
-    formats.check_options(args.ws_format, frame_ms=args.frame_ms, stereo=args.stereo, sip_headers=args.sip_header,
-                          headers=[name for name, _ in headers])
+    audio = audio_format(args)
+    formats.check_options(args.ws_format, frame_ms=args.frame_ms, sip_headers=args.sip_header,
+                          headers=[name for name, _ in headers], audio=audio)
     return SenderConfig(
         url=args.ws_url,
         headers=headers,
@@ -452,7 +453,7 @@ def sender_config(args) -> SenderConfig | None:
         resend_ms=args.resend_ms,
         max_connecting=args.max_connecting,
         ws_format=args.ws_format,
-        audio=audio_format(args),
+        audio=audio,
     )
 
 

@@ -136,7 +136,7 @@ class StreamSink(Sink):
         self.rate = audio.rate
         self.frame = validate_frame_ms(frame_ms) * self.rate // 1000
         self.ws_format = formats.check(ws_format)
-        formats.check_options(ws_format, frame_ms=frame_ms, stereo=stereo, sip_headers=sip_headers)
+        formats.check_options(ws_format, frame_ms=frame_ms, sip_headers=sip_headers, audio=audio)
         self.frame_ms = frame_ms
         self.stereo = audio.mix == "stereo"
         self.mixing = audio.mix != "per-leg"    # the call's two SDP legs go to one stream (_Mixer)
