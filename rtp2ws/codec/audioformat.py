@@ -83,7 +83,8 @@ def convert(pcm: np.ndarray, rate: int, encoding: str) -> bytes:
 
 def mix_saturating(pairs: np.ndarray) -> np.ndarray:
     """int16 [n, 2] (caller, callee) -> int16 [n]: their sum, saturated to int16."""
-    total: np.ndarray = pairs.astype(np.int32).sum(axis=1)
+    total: np.ndarray = pairs[:, 0].astype(np.int32)     # (half the time of .sum(axis=1))
+    total += pairs[:, 1]
     np.clip(total, -32768, 32767, out=total)
     mixed: np.ndarray = total.astype(np.int16)
     return mixed
