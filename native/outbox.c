@@ -48,7 +48,7 @@
 #include "outbox.h"
 #include "wsframe.h"
 
-#define SAMPLES_PER_MS 16
+#define DEFAULT_SAMPLE_RATE 16000
 #define MAX_EVENTS 1000
 #define DEFAULT_FRAME_MS 20
 #define ACK_MIN_MS 500
@@ -419,7 +419,8 @@ struct ob_outbox {
     PyObject *stream_id;
     PyObject *totals;
     PyObject *end;            /* the end message (dict) once end() was called, else NULL */
-    int channels;
+    int channels, sample_bytes;
+    long long sample_rate, samples_per_ms;
     char started, ended, closed, note_sent, dropping, has_ping, has_sent;
     char announce_gaps;       /* a drop message before audio after a gap (else only counted) */
     long long frame_bytes, frame_samples;
@@ -637,7 +638,7 @@ dropping_stopped(ob_outbox *ob)
 {
     ob->dropping = 0;
     int r = warn(ob->ident, "stream %s: stopped dropping audio; %d ms dropped (%d ms in total)", "(OLL)", ob->stream_id,
-                 ob->gap_dropped / SAMPLES_PER_MS, ob->dropped_samples / SAMPLES_PER_MS);
+                 ob->gap_dropped / ob->samples_per_ms, ob->dropped_samples / ob->samples_per_ms);
     ob->gap_dropped = 0;
     return r;
 }
@@ -760,8 +761,8 @@ ob_push(ob_outbox *ob, const uint8_t *pcm, size_t size)
     size_t fb = (size_t)ob->frame_bytes;
     size_t n = size / fb;
     if (n * fb != size) {
-        PyErr_Format(PyExc_ValueError, "stream %S: %zd bytes is not a whole number of %d-channel 16-bit samples",
-                     ob->stream_id, (Py_ssize_t)size, ob->channels);
+        PyErr_Format(PyExc_ValueError, "stream %S: %zd bytes is not a whole number of %d-channel %d-bit samples",
+                     ob->stream_id, (Py_ssize_t)size, ob->channels, 8 * ob->sample_bytes);
         return -1;
     }
     if (!n)
@@ -1084,13 +1085,22 @@ static PyObject *
 outbox_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"ident", "channels", "frame_ms", "max_buffer_ms", "resend_ms", "totals",
-                             "announce_gaps", NULL};
+                             "announce_gaps", "sample_rate", "sample_bytes", NULL};
     PyObject *ident, *channels = NULL, *frame_ms = Py_None, *max_buffer_ms = NULL, *resend_ms = NULL;
     PyObject *totals = Py_None;
     int announce_gaps = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$OOOOOp:Outbox", kwlist, &ident, &channels, &frame_ms,
-                                     &max_buffer_ms, &resend_ms, &totals, &announce_gaps))
+    long long sample_rate = DEFAULT_SAMPLE_RATE;
+    int sample_bytes = 2;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$OOOOOpLi:Outbox", kwlist, &ident, &channels, &frame_ms,
+                                     &max_buffer_ms, &resend_ms, &totals, &announce_gaps, &sample_rate,
+                                     &sample_bytes))
         return NULL;
+    /* the stream's audio format (rtp2ws.codec.audioformat), as the Python twin checks it */
+    if (sample_rate < 1000 || sample_rate % 1000 || (sample_bytes != 1 && sample_bytes != 2)) {
+        PyErr_Format(PyExc_ValueError, "an outbox takes a whole number of kHz and 1 or 2 bytes a sample, "
+                     "not %lld Hz and %d", sample_rate, sample_bytes);
+        return NULL;
+    }
     if (load_helpers() < 0)
         return NULL;
     ob_outbox *ob = (ob_outbox *)type->tp_alloc(type, 0);
@@ -1113,7 +1123,10 @@ outbox_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     ob->channels = (int)ch;
     ob->announce_gaps = (char)announce_gaps;
-    ob->frame_bytes = 2 * ch;
+    ob->sample_rate = sample_rate;
+    ob->sample_bytes = sample_bytes;
+    const long long spm = ob->samples_per_ms = sample_rate / 1000;
+    ob->frame_bytes = sample_bytes * ch;
     long long fms = DEFAULT_FRAME_MS;
     int truthy = PyObject_IsTrue(frame_ms);
     if (truthy < 0)
@@ -1127,17 +1140,16 @@ outbox_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         if (fms == -1 && PyErr_Occurred())
             goto fail;
     }
-    ob->frame_samples = (fms > 1 ? fms : 1) * SAMPLES_PER_MS;
+    ob->frame_samples = (fms > 1 ? fms : 1) * spm;
     ob->max_buffer_ms = 10000;
     ob->resend_ms = 1000;
     if (max_buffer_ms != NULL && (ob->max_buffer_ms = PyLong_AsLongLong(max_buffer_ms)) == -1 && PyErr_Occurred())
         goto fail;
     if (resend_ms != NULL && (ob->resend_ms = PyLong_AsLongLong(resend_ms)) == -1 && PyErr_Occurred())
         goto fail;
-    ob->max_samples = (ob->max_buffer_ms > 0 ? ob->max_buffer_ms : 0) * SAMPLES_PER_MS;
-    ob->resend_samples = (ob->resend_ms > 0 ? ob->resend_ms : 0) * SAMPLES_PER_MS;
-    ob->ping_every = ob->resend_samples / 2 > ACK_MIN_MS * SAMPLES_PER_MS ? ob->resend_samples / 2
-                                                                          : ACK_MIN_MS * SAMPLES_PER_MS;
+    ob->max_samples = (ob->max_buffer_ms > 0 ? ob->max_buffer_ms : 0) * spm;
+    ob->resend_samples = (ob->resend_ms > 0 ? ob->resend_ms : 0) * spm;
+    ob->ping_every = ob->resend_samples / 2 > ACK_MIN_MS * spm ? ob->resend_samples / 2 : ACK_MIN_MS * spm;
     if (totals == Py_None)
         ob->totals = PyObject_CallNoArgs((PyObject *)&TotalsType);
     else
@@ -1486,7 +1498,7 @@ outbox_end_message(ob_outbox *ob, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     PyObject *samples = PyLong_FromLongLong(ob->offset);
-    PyObject *dropped = PyLong_FromLongLong(ob->dropped_samples / SAMPLES_PER_MS);
+    PyObject *dropped = PyLong_FromLongLong(ob->dropped_samples / ob->samples_per_ms);
     int r = samples != NULL && dropped != NULL && PyDict_SetItemString(ob->end, "samples", samples) == 0
             && PyDict_SetItemString(ob->end, "dropped_ms", dropped) == 0
             && PyDict_SetItemString(ob->end, "reconnects", reconnects) == 0;
@@ -1759,7 +1771,10 @@ static PyMemberDef outbox_members[] = {
     RO("stream_id", T_OBJECT, stream_id, NULL),
     RO("totals", T_OBJECT, totals, NULL),
     RO("channels", T_INT, channels, NULL),
-    RO("frame_bytes", T_LONGLONG, frame_bytes, NULL),
+    RO("frame_bytes", T_LONGLONG, frame_bytes, "Bytes of one sample of every channel."),
+    RO("sample_rate", T_LONGLONG, sample_rate, NULL),
+    RO("sample_bytes", T_INT, sample_bytes, "Bytes a sample per channel: 2 (L16) or 1 (G.711)."),
+    RO("samples_per_ms", T_LONGLONG, samples_per_ms, NULL),
     RO("frame_samples", T_LONGLONG, frame_samples, "Samples (per channel) in one binary message."),
     RO("max_buffer_ms", T_LONGLONG, max_buffer_ms, NULL),
     RO("resend_ms", T_LONGLONG, resend_ms, NULL),

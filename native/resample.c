@@ -252,10 +252,15 @@ make_plan(const void *phases, Py_ssize_t K, int frac_bits)
     return pl;
 }
 
-/* The last plan made stays cached.  Plans are reference counted (always with
- * the GIL held) because a call filtering without the GIL may still be using
- * the plan that another thread's call replaces in the cache. */
-static plan_t *cached_plan = NULL;
+/* The last PLAN_CACHE plans made stay cached (the 2x filter; the 3x and 6x
+ * interpolators of rtp2ws.codec.resample.Upsampler run their phases through
+ * this core two at a time, so two or three plans take turns).  Plans are
+ * reference counted (always with the GIL held) because a call filtering
+ * without the GIL may still be using a plan that another thread's call
+ * evicts from the cache. */
+#define PLAN_CACHE 4
+static plan_t *cached_plans[PLAN_CACHE];
+static int next_evicted = 0;
 
 static void
 release_plan(plan_t *pl)
@@ -267,18 +272,22 @@ release_plan(plan_t *pl)
 static plan_t *
 acquire_plan(const void *phases, Py_ssize_t K, int frac_bits)
 {
-    plan_t *pl = cached_plan;
-    if (pl != NULL && pl->K == K && pl->frac_bits == frac_bits
-        && memcmp(pl->phases, phases, (size_t)(2 * K) * sizeof(int32_t)) == 0) {
-        pl->refs++;
-        return pl;
+    for (int i = 0; i < PLAN_CACHE; i++) {
+        plan_t *pl = cached_plans[i];
+        if (pl != NULL && pl->K == K && pl->frac_bits == frac_bits
+            && memcmp(pl->phases, phases, (size_t)(2 * K) * sizeof(int32_t)) == 0) {
+            pl->refs++;
+            return pl;
+        }
     }
-    pl = make_plan(phases, K, frac_bits);
+    plan_t *pl = make_plan(phases, K, frac_bits);
     if (pl == NULL)
         return NULL;
-    if (cached_plan != NULL)
-        release_plan(cached_plan);
-    cached_plan = pl;
+    int slot = next_evicted;
+    next_evicted = (next_evicted + 1) % PLAN_CACHE;
+    if (cached_plans[slot] != NULL)
+        release_plan(cached_plans[slot]);
+    cached_plans[slot] = pl;
     pl->refs++;  /* one for the cache, one for the caller */
     return pl;
 }

@@ -59,3 +59,23 @@ def whole(lo: int, hi: int) -> Callable[[str | int], int]:
     parse.__name__ = "whole"
     parse.kind = int  # type: ignore[attr-defined]  # (see number)
     return parse
+
+
+def one_of(values: tuple[int, ...]) -> Callable[[str | int], int]:
+    """A whole number among ``values`` (e.g. the output rates)."""
+    listed = ", ".join(map(str, values))
+
+    def parse(text: str | int) -> int:
+        if isinstance(text, bool) or isinstance(text, float):
+            raise argparse.ArgumentTypeError(f"use one of {listed}")
+        try:
+            v = int(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"use one of {listed}") from None
+        if v not in values:
+            raise argparse.ArgumentTypeError(f"use one of {listed}, not {text}")
+        return v
+
+    parse.__name__ = "one_of"
+    parse.kind = int  # type: ignore[attr-defined]  # (see number)
+    return parse

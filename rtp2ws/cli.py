@@ -15,7 +15,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .argtypes import number, whole
+from .argtypes import number, one_of, whole
 from .pipeline.pipeline import FLUSH_MS, Config
 from .pipeline.sink import Sink
 from .run import gcpolicy
@@ -48,7 +48,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    p = Parser(prog="rtp2ws", description="Mirrored SIP/RTP traffic in, per-call 16 kHz audio out.")
+    p = Parser(prog="rtp2ws", description="Mirrored SIP/RTP traffic in, per-call audio out (16 kHz L16 by default).")
     p.add_argument("--version", action=_Version, help="show the version and the backend each part with a C "
                                                         "twin runs on (native, or its numpy/python twin), and exit")
     sub = p.add_subparsers(dest="command", required=True, parser_class=argparse.ArgumentParser)
@@ -59,8 +59,7 @@ def build_parser() -> Parser:
     r.add_argument("-c", "--count", type=COUNT, metavar="COUNT",
                    help="stop after COUNT packets, 1..10^12, as if the file ended there (like tcpdump -c)")
     r.add_argument("--out-dir", help="directory for calls.json and calls/<call>/ with a WAV per leg")
-    r.add_argument("--stereo", action="store_true",
-                   help="stereo per call (caller left, callee right): an extra WAV, or one stream per call")
+    _add_audio_options(r)
     r.add_argument("--jitter-ms", type=JITTER_MS, default=60.0,
                    help="jitter buffer depth in ms, 0..2000 (default 60)")
     r.add_argument("--rtp-timeout", type=RTP_TIMEOUT, default=300.0,
@@ -118,6 +117,34 @@ def _frame_ms(text: str) -> int:
         return validate_frame_ms(int(text))
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_audio_options(p) -> None:
+    from .codec.audioformat import ENCODINGS, MIXES, RATES
+
+    p.add_argument("--rate", type=one_of(RATES), default=16000, metavar="{" + ",".join(map(str, RATES)) + "}",
+                   help="output sample rate of every stream and WAV: 8000 (G.711's own, no filter), 16000 "
+                        "(default), 24000 or 48000 (3x, 6x interpolation)")
+    p.add_argument("--encoding", choices=ENCODINGS, default="l16",
+                   help="output samples: l16 (16-bit little-endian PCM, default), mulaw or alaw (G.711, 8 bits)")
+    p.add_argument("--mix", choices=MIXES, default=None,
+                   help="per-leg (default): a stream/WAV per leg; stereo: one stream per call, caller left, "
+                        "callee right (WAV: an extra stereo.wav); mixed: the same, both legs summed into one "
+                        "channel (WAV: an extra mixed.wav)")
+    p.add_argument("--stereo", action="store_true", help="the same as --mix stereo")
+
+
+def audio_format(args):
+    """The AudioFormat of ``--rate``, ``--encoding``, ``--mix`` (``--stereo``: ``--mix
+    stereo``); ValueError when --stereo and --mix say different things."""
+    from .codec.audioformat import AudioFormat
+
+    mix = args.mix
+    if args.stereo:
+        if mix not in (None, "stereo"):
+            raise ValueError(f"--stereo is --mix stereo: it contradicts --mix {mix}")
+        mix = "stereo"
+    return AudioFormat(args.rate, args.encoding, mix or "per-leg")
 
 
 def _add_stream_options(p) -> None:
@@ -215,8 +242,7 @@ def _add_live_parser(sub) -> argparse.ArgumentParser:
     out = lv.add_argument_group("output")
     out.add_argument("--out-dir", help="directory for calls/<call>/ with a WAV per leg, calls.jsonl (a line as each "
                                        "call ends) and calls.json (written at exit)")
-    out.add_argument("--stereo", action="store_true",
-                     help="stereo per call (caller left, callee right): an extra WAV, or one stream per call")
+    _add_audio_options(out)
     out.add_argument("--jitter-ms", type=JITTER_MS, default=60.0,
                      help="jitter buffer depth in ms, 0..2000 (default 60)")
     out.add_argument("--rtp-timeout", type=RTP_TIMEOUT, default=300.0,
@@ -269,7 +295,7 @@ def worker_count(args, *, paced_default: bool) -> int:
 def _plan(args, count: int, *, live: bool):
     from .run.workers import Plan
 
-    return Plan(tuple(args.argv), count, live, out_dir=args.out_dir, stereo=args.stereo,
+    return Plan(tuple(args.argv), count, live, out_dir=args.out_dir, stereo=audio_format(args).mix == "stereo",
                 metrics=getattr(args, "metrics", None), stats_interval=getattr(args, "stats_interval", 60.0),
                 log_file=getattr(args, "log_file", None), user=getattr(args, "user", None),
                 log_level=_log_level(args), log_format=args.log_format)
@@ -293,7 +319,7 @@ def live_options(args) -> LiveOptions:
     report = _reporter(args)
     return LiveOptions(capture, pipeline_config(args, live=True), sender=sender_config(args),
                        frame_ms=args.frame_ms, sip_headers=tuple(args.sip_header), out_dir=args.out_dir,
-                       stereo=args.stereo, metrics=args.metrics if report is None else None,
+                       audio=audio_format(args), metrics=args.metrics if report is None else None,
                        stats_interval=args.stats_interval, log_file=args.log_file, log_level=_log_level(args),
                        log_format=args.log_format, count=args.count, report=report)
 
@@ -403,7 +429,7 @@ def pipeline_config(args, *, live: bool = False) -> Config:
     paced = live or args.speed is not None
     return Config(jitter_depth=args.jitter_ms / 1000.0, rtp_timeout=args.rtp_timeout,
                   deliver_ms=0 if live else deliver_ms(args), flush_ms=args.flush_ms if paced else 0,
-                  shard=getattr(args, "shard", None))
+                  shard=getattr(args, "shard", None), rate=args.rate)
 
 
 def sender_config(args) -> SenderConfig | None:
@@ -416,8 +442,9 @@ def sender_config(args) -> SenderConfig | None:
     from .ws.sender import SenderConfig, load_headers
 
     headers = load_headers(args.header, args.header_env, args.header_file)
-    formats.check_options(args.ws_format, frame_ms=args.frame_ms, stereo=args.stereo, sip_headers=args.sip_header,
-                          headers=[name for name, _ in headers])
+    audio = audio_format(args)
+    formats.check_options(args.ws_format, frame_ms=args.frame_ms, sip_headers=args.sip_header,
+                          headers=[name for name, _ in headers], audio=audio)
     return SenderConfig(
         url=args.ws_url,
         headers=headers,
@@ -426,6 +453,7 @@ def sender_config(args) -> SenderConfig | None:
         resend_ms=args.resend_ms,
         max_connecting=args.max_connecting,
         ws_format=args.ws_format,
+        audio=audio,
     )
 
 
@@ -438,8 +466,8 @@ def _replay_to_websocket(args, config: Config, wav_sink, progress):
     raise_fd_limit(65536)
     sender_cfg = sender_config(args)
     assert sender_cfg is not None  # called with --ws-url only
-    streams = StreamSink(frame_ms=args.frame_ms, stereo=args.stereo, sip_headers=tuple(args.sip_header),
-                         hold_s=config.jitter_depth + 1.0, ws_format=sender_cfg.ws_format)
+    streams = StreamSink(frame_ms=args.frame_ms, sip_headers=tuple(args.sip_header),
+                         hold_s=config.jitter_depth + 1.0, ws_format=sender_cfg.ws_format, audio=sender_cfg.audio)
     return stream_replay(args.capture, config, sender_cfg, streams, speed=args.speed,
                          also=wav_sink, progress=progress, count=args.count)
 
@@ -465,7 +493,7 @@ def _replay(args) -> int:
     report = _reporter(args)
     config = pipeline_config(args)
     try:
-        wav = WavSink(args.out_dir, stereo=args.stereo) if args.out_dir else None
+        wav = WavSink(args.out_dir, audio=audio_format(args)) if args.out_dir else None
     except OSError as e:
         print(f"rtp2ws: error: --out-dir {args.out_dir}: {e.strerror or e}", file=sys.stderr)
         return 2
@@ -551,7 +579,7 @@ def _replay_with_workers(args, count: int) -> int:
         print(f"rtp2ws: error: {e}", file=sys.stderr)
         return 2
     try:
-        manifest = Manifest(args.out_dir, stereo=args.stereo) if args.out_dir else None
+        manifest = Manifest(args.out_dir, audio=audio_format(args)) if args.out_dir else None
     except OSError as e:
         print(f"rtp2ws: error: --out-dir {args.out_dir}: {e.strerror or e}", file=sys.stderr)
         return 2
@@ -625,6 +653,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"rtp2ws: error: {e}", file=sys.stderr)
                 return 2
         _filter_argument(parser.live_parser, args, given_bpf)
+    if args.command in ("live", "replay"):
+        try:
+            audio_format(args)
+        except ValueError as e:
+            (parser.live_parser if args.command == "live" else parser.replay_parser).error(str(e))
     args.argv = raw          # what --workers N runs again in each worker
     args.shard, args.report_fd = None, None
     if args.command in ("live", "replay") and os.environ.get(WORKER_ENV):

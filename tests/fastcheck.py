@@ -49,7 +49,7 @@ class Recorder(Sink):
 
     def call_ended(self, call, legs):
         state = {tag: (leg.stats, dict(leg.counts), leg.ssrcs, leg.codecs, leg.flows, repr(leg.dtmf_events),
-                       leg.start_time, leg.concealed, leg.filled, leg.decoded, leg.samples_16k, leg.jitter_stats,
+                       leg.start_time, leg.concealed, leg.filled, leg.decoded, leg.samples_out, leg.jitter_stats,
                        leg.jitter)    # the interarrival jitter as measured, to the bit
                  for tag, leg in legs.items()}
         self.log.append(("end", call.key, call.end_reason if hasattr(call, "end_reason") else None,
@@ -153,7 +153,7 @@ class _Streams(StreamSink):
         super()._fast_feed(s, leg, frames, newest, held)
 
     def call_ended(self, call, legs):
-        self.legs_at_end.append((call.key, {tag: (leg.decoded, leg.samples_16k, leg.stats, leg.concealed, leg.filled)
+        self.legs_at_end.append((call.key, {tag: (leg.decoded, leg.samples_out, leg.stats, leg.concealed, leg.filled)
                                             for tag, leg in legs.items()}))
         super().call_ended(call, legs)
 

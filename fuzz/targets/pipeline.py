@@ -117,7 +117,7 @@ class Checker(Sink):
         self._alive(call)
         self.open.discard(call.key)
         self._event(call, ("end", call.key, call.end_reason, call.end,
-                           {tag: (leg.stats, dict(leg.counts), leg.ssrcs, leg.codecs, leg.samples_16k, leg.jitter)
+                           {tag: (leg.stats, dict(leg.counts), leg.ssrcs, leg.codecs, leg.samples_out, leg.jitter)
                             for tag, leg in legs.items()}))
 
     def close(self) -> None:

@@ -37,6 +37,7 @@ the extension is built and ``RTP2WS_NO_NATIVE`` is not set at import, else
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, cast
 
 import numpy as np
@@ -60,29 +61,40 @@ KAISER_BETA = 9.0  # best image rejection for M = 20 (about -90 dB at 4.6 kHz)
 FRAC_BITS = 24  # taps in Q24; accumulator stays below 2**41
 
 
-def _design_taps(half_length: int, beta: float, frac_bits: int) -> np.ndarray:
-    m = half_length
-    length = 4 * m - 1
-    centre = 2 * m - 1
+def _design_taps(half_length: int, beta: float, frac_bits: int, factor: int = 2) -> np.ndarray:
+    """The Q``frac_bits`` prototype of the ``factor``-times interpolator (module doc):
+    ``2 * factor * half_length - 1`` taps of ``sinc(d / factor) * kaiser(beta)``, zero
+    at every non-zero multiple of ``factor``, centre tap exactly 1, each polyphase
+    branch summing to exactly 1."""
+    m, big_l = half_length, factor
+    length = 2 * big_l * m - 1
+    centre = big_l * m - 1
     d = np.arange(length) - centre
-    odd = d % 2 != 0
-    # Gain 2 for the zero-stuffed input: 2 * 0.5 * sinc(d / 2).
-    ideal = np.where(odd, np.sinc(d / 2), 0.0) * np.kaiser(length, beta)
+    off = d % big_l != 0
+    # Gain L for the zero-stuffed input: L * (1 / L) * sinc(d / L).
+    ideal = np.where(off, np.sinc(d / big_l), 0.0) * np.kaiser(length, beta)
     one = 1 << frac_bits
     taps = np.zeros(length, dtype=np.int64)
-    taps[odd] = np.round(ideal[odd] * one).astype(np.int64)
+    taps[off] = np.round(ideal[off] * one).astype(np.int64)
     taps[centre] = one
-    # The odd taps form one polyphase branch; make it sum to exactly 1.0.  The
-    # remainder is even (the taps are symmetric), so symmetry survives.
-    remainder = one - int(taps[odd].sum())
-    taps[centre - 1] += remainder // 2
-    taps[centre + 1] += remainder // 2
+    # Make every other polyphase branch (taps at d = p mod L) sum to exactly 1.0, the
+    # rounding remainder going to its tap nearest the centre.  Branch L - p mirrors
+    # branch p (same remainder), so symmetry survives; a branch that mirrors itself
+    # (p = L / 2: the 2x filter's only one) has an even remainder, split between
+    # its two taps next to the centre.
+    for p in range(1, big_l):
+        remainder = one - int(taps[d % big_l == p].sum())
+        if 2 * p == big_l:
+            taps[centre - p] += remainder // 2
+            taps[centre + p] += remainder // 2
+        else:
+            taps[centre + (p if 2 * p < big_l else p - big_l)] += remainder
     return taps
 
 
-def _polyphase(taps: np.ndarray) -> np.ndarray:
-    padded = np.concatenate([[0], taps])  # length 4M: even, centre at 2M
-    phases: np.ndarray = padded.reshape(-1, 2).T.astype(np.int32).copy()
+def _polyphase(taps: np.ndarray, factor: int = 2) -> np.ndarray:
+    padded = np.concatenate([[0], taps])  # length 2LM: centre at LM
+    phases: np.ndarray = padded.reshape(-1, factor).T.astype(np.int32).copy()
     return phases
 
 
@@ -253,3 +265,193 @@ def upsample_2x(x: np.ndarray, backend: str | None = None) -> np.ndarray:
     out = upsampler.process(x)
     tail = upsampler.flush()
     return np.concatenate([out, tail]) if len(out) else tail
+
+
+# -- other output rates: 8 kHz as it is, 24 and 48 kHz by 3x and 6x interpolation ------
+
+IN_RATE = 8000
+RATES = (8000, 16000, 24000, 48000)
+"""The output rates a leg can be resampled to (``make_upsampler``)."""
+
+FACTORS = (3, 6)
+"""The interpolation factors of ``Upsampler``: 24 and 48 kHz."""
+
+FILTERS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+"""factor -> (prototype taps, polyphase taps [factor, K]), int32, read-only: the 3x
+and 6x filters are designed as the 2x one is (``_design_taps``: the same
+``HALF_LENGTH``, ``KAISER_BETA`` and ``FRAC_BITS``, so the same 5 ms span, the same
+4 kHz cut-off and transition band in Hz, ``K = 2 * HALF_LENGTH`` taps per phase and the
+same ``HALF_LENGTH`` input samples of delay), with ``2 * factor * HALF_LENGTH - 1`` taps."""
+for _factor in (2, *FACTORS):
+    _taps = _design_taps(HALF_LENGTH, KAISER_BETA, FRAC_BITS, _factor).astype(np.int32)
+    _phases = _polyphase(_taps, _factor)
+    _taps.flags.writeable = False
+    _phases.flags.writeable = False
+    FILTERS[_factor] = (_taps, _phases)
+del _factor, _taps, _phases
+
+
+def _numpy_interpolate(phases: np.ndarray, history: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``_numpy_upsample2x`` for any number of phases: every phase's dot product with
+    every window of ``K`` samples as one matrix product in float64, which is exact here
+    (each product of an int16 sample and a Q24 tap, and each partial sum of ``K`` of them,
+    is an integer below 2**53), then rounded half up and saturated as in integers."""
+    factor, k = phases.shape
+    buf = np.concatenate([history, x]).astype(np.int16)
+    n = len(buf) - (k - 1)
+    if n <= 0:
+        return _EMPTY, buf
+    windows = np.lib.stride_tricks.sliding_window_view(buf.astype(np.float64), k)[:n]   # window j: buf[j : j + K]
+    acc = (windows @ phases[:, ::-1].T.astype(np.float64)).astype(np.int64)              # (n, factor)
+    acc += _ROUND
+    acc >>= FRAC_BITS
+    np.clip(acc, -32768, 32767, out=acc)
+    return acc.astype(np.int16).reshape(-1), buf[n:].copy()
+
+
+def _native_interpolate(factor: int, pairs: list[bytes], history: np.ndarray | bytes,
+                        x: np.ndarray) -> tuple[np.ndarray, bytes]:
+    """The C 2x core run once per pair of phases (``pairs``: int32[2, K] each, the last
+    one padded with phase 0 when the count is odd) over the same input, interleaved:
+    bit-identical to ``_numpy_interpolate`` (each output is the same integer sum)."""
+    outs = []
+    state = b""
+    for pair in pairs:
+        out, state = _native_core(pair, FRAC_BITS, history, x)  # type: ignore[arg-type, unused-ignore]
+        outs.append(np.frombuffer(out, np.int16).reshape(-1, 2))
+    return np.hstack(outs)[:, :factor].reshape(-1), state
+
+
+class Upsampler:
+    """Streaming ``factor``-times interpolator (3: 8 -> 24 kHz, 6: 8 -> 48 kHz) with the
+    interface of ``Upsampler2x``: ``process``, ``silence``, ``flush``, ``state``,
+    ``reset``, ``delay`` (``factor * HALF_LENGTH`` output samples, 2.5 ms, compensated).
+    ``backend``: ``"native"`` (the C 2x core, a pair of phases at a time) or ``"numpy"``;
+    None means ``BACKEND``.  Both give bit-identical output."""
+
+    _history: np.ndarray | bytes     # the core's state (see ``_Core``)
+
+    def __init__(self, factor: int, backend: str | None = None) -> None:
+        if factor not in FACTORS:
+            raise ValueError(f"Upsampler interpolates by one of {FACTORS}, not {factor}")
+        backend = BACKEND if backend is None else backend
+        if backend not in BACKENDS:
+            raise ValueError(f"resampler backend {backend!r} is not available (have {BACKENDS})")
+        self.factor = factor
+        self.backend = backend
+        self.delay = factor * HALF_LENGTH
+        phases = FILTERS[factor][1]
+        self.rate = IN_RATE * factor
+        if backend == "native":
+            order = list(range(factor)) + [0] * (factor % 2)
+            pairs = [phases[order[i:i + 2]].tobytes() for i in range(0, len(order), 2)]
+            self._core: Callable[[Any, np.ndarray], tuple[np.ndarray, np.ndarray | bytes]] = (
+                partial(_native_interpolate, factor, pairs))
+        else:
+            self._core = partial(_numpy_interpolate, phases)
+        self.reset()
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        """int16 samples at 8 kHz in -> int16 samples at ``factor`` x 8 kHz out."""
+        x = np.asarray(x)
+        if x.dtype != np.int16:
+            raise ValueError(f"Upsampler expects int16 samples, got {x.dtype}")
+        out, self._history = self._core(self._history, np.ascontiguousarray(x.reshape(-1)))
+        return out
+
+    def silence(self, n: int) -> np.ndarray:
+        """``process(np.zeros(n))``, without the arithmetic once the held-back input is
+        all zeros."""
+        h = self._history
+        held = np.frombuffer(h, np.int16) if type(h) is bytes else cast(np.ndarray, h)
+        if len(held) == _STEADY and not held.any():
+            return np.zeros(self.factor * n, dtype=np.int16)
+        if n <= 2 * _STEADY:
+            return self.process(np.zeros(n, dtype=np.int16))
+        head = self.process(np.zeros(_STEADY, dtype=np.int16))
+        out = np.zeros(len(head) + self.factor * (n - _STEADY), dtype=np.int16)
+        out[:len(head)] = head
+        return out
+
+    def flush(self) -> np.ndarray:
+        """Drain the held-back tail, then reset for a new stream."""
+        out = self.process(np.zeros(HALF_LENGTH, dtype=np.int16))
+        self.reset()
+        return out
+
+    @property
+    def state(self) -> bytes:
+        h = self._history
+        return h if type(h) is bytes else np.asarray(h, dtype=np.int16).tobytes()
+
+    @state.setter
+    def state(self, value: bytes) -> None:
+        if len(value) % 2 or len(value) // 2 > _STEADY:
+            raise ValueError(f"a resampler state is at most {_STEADY} int16 samples, not {len(value)} bytes")
+        self._history = bytes(value) if self.backend == "native" else np.frombuffer(value, np.int16).copy()
+
+    def reset(self) -> None:
+        self._history = np.zeros(HALF_LENGTH - 1, dtype=np.int16)
+
+    def __repr__(self) -> str:
+        return (f"Upsampler(factor={self.factor}, backend={self.backend!r}, taps={len(FILTERS[self.factor][0])}, "
+                f"delay={self.delay})")
+
+
+class Passthrough:
+    """8 kHz out as it came in (``--rate 8000``: G.711's own rate, no filter), with the
+    interface of ``Upsampler2x``."""
+
+    delay = 0
+    factor = 1
+    rate = IN_RATE
+    backend = "none"
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if x.dtype != np.int16:
+            raise ValueError(f"Passthrough expects int16 samples, got {x.dtype}")
+        return x.reshape(-1)
+
+    def silence(self, n: int) -> np.ndarray:
+        return _ZEROS[:n] if n <= len(_ZEROS) else np.zeros(n, dtype=np.int16)
+
+    def flush(self) -> np.ndarray:
+        return _EMPTY
+
+    @property
+    def state(self) -> bytes:
+        return b""
+
+    @state.setter
+    def state(self, value: bytes) -> None:
+        if value:
+            raise ValueError("8 kHz output has no filter state")
+
+    def reset(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return "Passthrough()"
+
+
+AnyUpsampler = Upsampler2x | Upsampler | Passthrough
+
+
+def make_upsampler(rate: int, backend: str | None = None) -> AnyUpsampler:
+    """The streaming filter from 8 kHz to ``rate`` (one of ``RATES``)."""
+    if rate == 16000:
+        return Upsampler2x(backend)
+    if rate == IN_RATE:
+        return Passthrough()
+    if rate in (24000, 48000):
+        return Upsampler(rate // IN_RATE, backend)
+    raise ValueError(f"the output rate must be one of {', '.join(map(str, RATES))}, not {rate}")
+
+
+def upsample(x: np.ndarray, rate: int, backend: str | None = None) -> np.ndarray:
+    """One-shot 8 kHz -> ``rate``: ``len(result) == rate // 8000 * len(x)``."""
+    up = make_upsampler(rate, backend)
+    out = up.process(x)
+    tail = up.flush()
+    return np.concatenate([out, tail]) if len(out) else np.asarray(tail)

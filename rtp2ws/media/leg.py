@@ -1,4 +1,5 @@
-"""One direction of a call's audio: RTP packets in, 16 kHz PCM out.
+"""One direction of a call's audio: RTP packets in, PCM at the output rate out
+(16 kHz by default; 8, 24 or 48 kHz: ``rate``).
 
 A ``MediaLeg`` owns the leg's jitter buffer, its timeline, the DTMF
 detector, the G.711 decoder choice and the resampler state.  Sans-I/O:
@@ -13,7 +14,7 @@ that silence-suppression gaps, comfort noise, DTMF and lost packets all
 become samples (silence, silence, silence, concealment).  A new SSRC, or
 an RTP timestamp that disagrees with the capture clock by more than
 ``RESYNC_SECONDS``, re-anchors the timeline on capture time, so that the
-output stays continuous and sample N stays close to ``start_time + N/16000``.
+output stays continuous and sample N stays close to ``start_time + N/rate``.
 A packet that overlaps audio already emitted is trimmed: no sample is
 emitted twice.
 
@@ -78,7 +79,7 @@ from typing import TYPE_CHECKING, NamedTuple, TypedDict, cast
 import numpy as np
 
 from ..codec import g711
-from ..codec.resample import Upsampler2x
+from ..codec.resample import make_upsampler
 from .dtmf import DtmfDetector, DtmfEvent
 from .jitterbuffer import JitterBuffer, Released
 from .plc import conceal
@@ -205,10 +206,11 @@ class MediaLeg:
                  "flow_expect", "own_flows", "dtmf_events", "counts", "concealed", "filled", "decoded", "_cursor",
                  "_ts_off", "_last_ts", "_last_arrival", "_last_n", "_last_audio", "_codec", "_pending",
                  "pending_samples", "_lost_carry", "_restart", "_up", "_events", "closed", "_drained",
-                 "_jitter", "_jitter_total", "_jitter_counted", "_jitter_peak")
+                 "_jitter", "_jitter_total", "_jitter_counted", "_jitter_peak", "rate")
 
-    def __init__(self, tag: str, *, depth: float = 0.060) -> None:
+    def __init__(self, tag: str, *, depth: float = 0.060, rate: int = 16000) -> None:
         self.tag = tag
+        self.rate = rate             # of the audio handed out (rtp2ws.codec.resample.RATES)
         self.jb = JitterBuffer(depth)
         self.pt_map: dict[int, tuple[str, int]] = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 13: ("CN", 8000)}
         self.encrypted = False
@@ -241,7 +243,7 @@ class MediaLeg:
         self.pending_samples = 0   # ... and how many 8 kHz samples that is
         self._lost_carry = 0
         self._restart = False
-        self._up = Upsampler2x()
+        self._up = make_upsampler(rate)   # 8 kHz -> rate (16 kHz: Upsampler2x, as the fast path filters)
         self._events: list[LegEvent] = []
         self.closed = False
         self._drained = False
@@ -327,7 +329,7 @@ class MediaLeg:
     # -- output -----------------------------------------------------------------
 
     def take_audio(self) -> np.ndarray:
-        """16 kHz samples produced since the last call (the tail too once closed), at
+        """Samples at ``rate`` produced since the last call (the tail too once closed), at
         most ``MAX_TAKE`` 8 kHz samples' worth: call again while ``pending_samples``."""
         pending = self._pending
         if pending:
@@ -459,8 +461,8 @@ class MediaLeg:
 
     @property
     def resampler_state(self) -> bytes:
-        """The 8 -> 16 kHz filter's state: the fast path streams the leg from it, and
-        hands back its own when it stops."""
+        """The 8 kHz -> ``rate`` filter's state: the fast path streams a 16 kHz leg from
+        it, and hands back its own when it stops."""
         return self._up.state
 
     @resampler_state.setter
@@ -468,8 +470,9 @@ class MediaLeg:
         self._up.state = state
 
     @property
-    def samples_16k(self) -> int:
-        return 2 * self._cursor
+    def samples_out(self) -> int:
+        """Samples at ``rate`` on the timeline so far."""
+        return self.rate // CLOCK * self._cursor
 
     @property
     def jitter(self) -> Jitter:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import itertools
 
+from ..codec.resample import RATES
 from ..fastpath.driver import FastDriver, Taken
 from ..fastpath.twin import IDLE, PAUSE, TICK, default_class, for_reader
 from ..media.leg import EXTRA_LEGS, MediaLeg, extra_tag
@@ -49,12 +50,13 @@ MAX_HELD = 256             # packets of a new flow held while that is undecided 
 MAX_UNDECIDED = 4          # new flows of one call undecided at once; more are counted and dropped
 MAX_UNDECIDED_ALL = 1024   # ... and of all calls
 MAX_EXCESS = 64            # flows of one call beyond EXTRA_LEGS remembered as dropped
+FAST_RATE = 16000          # the output rate the fast path streams legs at (its filter is Upsampler2x's)
 
 
 class Config:
     def __init__(self, *, jitter_depth: float = 0.060, rtp_timeout: float = 300.0, media_only: bool = True,
                  deliver_ms: int = 0, flush_ms: int = 0, probation_flows: int = PROBATION_FLOWS,
-                 shard: tuple[int, int] | None = None) -> None:
+                 shard: tuple[int, int] | None = None, rate: int = 16000) -> None:
         # The command line checks its ranges (cli, argtypes); this keeps other callers
         # from arming timers that never fire (nan) or fire at once (0).
         if not 0 <= jitter_depth <= 10:
@@ -65,7 +67,12 @@ class Config:
             raise ValueError("deliver_ms and flush_ms must not be negative")
         if probation_flows < 1:
             raise ValueError("probation_flows must be at least 1")
+        if rate not in RATES:
+            raise ValueError(f"rate must be one of {', '.join(map(str, RATES))}, not {rate}")
         self.jitter_depth = jitter_depth
+        # The rate of the audio the legs hand to the sinks (8 kHz G.711 resampled: 16000 by
+        # default, the one rate the fast path streams at)
+        self.rate = rate
         self.rtp_timeout = rtp_timeout
         self.media_only = media_only    # RTP without signalling becomes a media-only call
         # Hand a leg's audio to the sink once this much is pending (0: every tick).  Files
@@ -292,7 +299,7 @@ class Pipeline:
     def _bind(self, call: Call, leg: MediaLeg, key) -> None:
         """The armed leg ``key`` has handed out all its audio: if its sink takes whole
         frames, the fast path streams it from now on."""
-        if leg.closed:
+        if leg.closed or leg.rate != FAST_RATE:
             return
         target = self.sink.fast_target(call, self._views[key])
         if target is not None:
@@ -562,7 +569,8 @@ class Pipeline:
                     continue
                 self.calls[call.key] = call
                 for tag in (CALLER, CALLEE):
-                    leg = self.legs[(call.key, tag)] = MediaLeg(tag, depth=self.config.jitter_depth)
+                    leg = self.legs[(call.key, tag)] = MediaLeg(tag, depth=self.config.jitter_depth,
+                                                                rate=self.config.rate)
                     self._views[(call.key, tag)] = LegView(leg)
                 self.sink.call_started(call)
             elif isinstance(ev, HoldChanged):
@@ -771,7 +779,7 @@ class Pipeline:
             sp.tags[xtag] = tag
             self.correlator.assign(flow, xkey)
             return xkey
-        xleg = self.legs[xkey] = MediaLeg(xtag, depth=self.config.jitter_depth)
+        xleg = self.legs[xkey] = MediaLeg(xtag, depth=self.config.jitter_depth, rate=self.config.rate)
         self._views[xkey] = LegView(xleg)
         xleg.set_payload_map(leg.pt_map)
         if leg.encrypted:

@@ -56,7 +56,7 @@ class LegView:
         raise AttributeError(f"a leg's view is read-only: cannot delete {name!r}")
 
     def __repr__(self) -> str:
-        return f"LegView({self.tag!r}, packets={self.counts['packets']}, samples_16k={self.samples_16k})"
+        return f"LegView({self.tag!r}, packets={self.counts['packets']}, samples_out={self.samples_out})"
 
     # Read through, one C call each (``operator.attrgetter``): sinks read some of
     # these on every hand-off.
@@ -67,7 +67,8 @@ class LegView:
                             doc="Capture time of the newest audio packet placed on the timeline.")
     last_packet_samples = property(attrgetter("_leg.last_packet_samples"),
                                    doc="8 kHz samples of the newest audio packet placed on the timeline.")
-    samples_16k = property(attrgetter("_leg.samples_16k"), doc="16 kHz samples on the timeline so far.")
+    samples_out = property(attrgetter("_leg.samples_out"), doc="Samples at the output rate on the timeline so far.")
+    rate = property(attrgetter("_leg.rate"), doc="The output rate of the leg's audio (16000 by default).")
     concealed = property(attrgetter("_leg.concealed"), doc="8 kHz samples concealed after loss.")
     filled = property(attrgetter("_leg.filled"), doc="8 kHz samples of silence inserted in gaps.")
     decoded = property(attrgetter("_leg.decoded"), doc="8 kHz samples decoded from payloads.")

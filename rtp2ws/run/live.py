@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..capture.live import CAPTURE_LAG_S, CaptureOpenError, LiveCapture, build_bpf, drop_privileges
+from ..codec.audioformat import AudioFormat
 from ..fastpath.twin import for_reader
 from ..net.packet import PacketDecoder, UnsupportedLinkType
 from ..pipeline.pipeline import Config, Pipeline
@@ -86,7 +87,8 @@ class LiveOptions:
     frame_ms: int = 20
     sip_headers: tuple[str, ...] = ()           # INVITE headers copied into the start message
     out_dir: str | None = None
-    stereo: bool = False
+    stereo: bool = False                        # the same as audio's mix "stereo"
+    audio: AudioFormat = AudioFormat()          # --rate, --encoding, --mix
     metrics: tuple[str, int] | None = None      # serve /metrics and /healthz here
     stats_interval: float = 60.0
     log_file: str | None = None
@@ -459,7 +461,7 @@ def run_live(opts: LiveOptions) -> int:
                 # each call's manifest entry goes to calls.jsonl as it ends: memory stays
                 # bounded by the calls in progress however long the capture runs; a
                 # worker hands its entries to the supervisor, which writes the journal
-                wav = WavSink(opts.out_dir, stereo=opts.stereo, journal=report is None)
+                wav = WavSink(opts.out_dir, stereo=opts.stereo, journal=report is None, audio=opts.audio)
             except OSError as e:
                 return fail(f"--out-dir {opts.out_dir}: {e.strerror or e}")
             wav_sink = wav
@@ -545,7 +547,7 @@ def _run_with_websocket(opts: LiveOptions, sender, config, runner: LiveRunner, w
 
     raise_fd_limit(65536)
     streams = StreamSink(frame_ms=opts.frame_ms, stereo=opts.stereo, sip_headers=opts.sip_headers,
-                         hold_s=config.jitter_depth + 1.0,
+                         hold_s=config.jitter_depth + 1.0, audio=opts.audio,
                          ws_format=opts.sender.ws_format if opts.sender is not None else "rtp2ws")
 
     async def main():
@@ -555,7 +557,8 @@ def _run_with_websocket(opts: LiveOptions, sender, config, runner: LiveRunner, w
         def publish():
             st = sender.stats
             # loop thread: the sender's streams may be read here
-            st["queued_ms"] = sum(s.queued_samples for s in list(sender._streams.values())) // 16
+            st["queued_ms"] = (sum(s.queued_samples for s in list(sender._streams.values()))
+                               // sender.config.audio.samples_per_ms)
             holder["ws"] = st
 
         async def publisher():

@@ -16,8 +16,8 @@ framing (``ws.frame``).
   the path) is a leg of its own, ``caller#2`` (``rtp2ws.pipeline.pipeline``), and gets
   its own mono stream with that tag and the call's ``call_id``, in stereo mode
   too; hold and resume reach it once its stream is open.
-* Stereo: one stream per call, caller left and callee right, positioned on
-  capture time like the stereo WAV.  A frame goes out once both channels
+* Stereo (``mix="stereo"``): one stream per call, caller left and callee
+  right, positioned on capture time like the stereo WAV.  A frame goes out once both channels
   have audio for it (looked at once per frame of capture time, so that the
   two legs' hand-offs leave as one run), or at the first tick when capture
   time is ``hold_s`` past its end (a leg that sends nothing, e.g. during
@@ -25,6 +25,15 @@ framing (``ws.frame``).
   already sent is dropped and counted.  Only mixers that got audio since the
   last look are looked at, and those holding a frame wait in a heap by the
   time their hold ends, so a tick costs nothing for the others.
+* Mixed (``mix="mixed"``): the stereo stream's frames, aligned the same way
+  (the same ``_Mixer``), each sample pair summed with saturation into one
+  channel; tag ``mixed``.
+
+Every stream carries the run's ``AudioFormat`` (``rtp2ws.codec.audioformat``):
+the legs hand over int16 samples at its rate, and they are encoded (L16, or
+G.711 at one byte a sample) before they are cut into frames, so a part-frame
+held between two hand-offs is encoded bytes.  Only 16 kHz L16 legs of their own
+are streamed by the fast path (``fast_target``).
 """
 
 from __future__ import annotations
@@ -38,15 +47,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..codec.audioformat import AudioFormat, mix_saturating
 from ..media.dtmf import DtmfEvent
 from ..media.leg import CodecChange, LegEvent
 from ..pipeline.sink import FastTarget, LegView, Sink
 from ..signalling.calls import CALLEE, CALLER, Call, CallEvent, HoldChanged
 from ..ws import formats
-from ..ws.protocol import CODEC, PROTOCOL_VERSION, SAMPLE_RATE, validate_frame_ms
+from ..ws.protocol import PROTOCOL_VERSION, SAMPLE_RATE, validate_frame_ms
 from .wav import iso
 
-RATE = SAMPLE_RATE
+RATE = SAMPLE_RATE      # the default output rate
 PCM = np.dtype("<i2")
 _SDP_TAGS = (CALLER, CALLEE)
 
@@ -61,7 +71,8 @@ class Open(NamedTuple):
 
 class Audio(NamedTuple):
     stream_id: str
-    pcm: bytes        # int16 LE, channels interleaved: whole frames, the last one shorter only at the end
+    pcm: bytes        # int16 LE or G.711 (the run's AudioFormat), channels interleaved: whole frames,
+                      # the last one shorter only at the end
 
 
 def _audio(stream_id: str, pcm: bytes,
@@ -96,15 +107,16 @@ def leg_statistics(leg: LegView) -> dict[str, Any]:
 class _Stream:
     """Identity and framing state of one outgoing stream."""
 
-    def __init__(self, call: Call, tag: str, channels: int, frame: int, ws_format: str = formats.DEFAULT) -> None:
+    def __init__(self, call: Call, tag: str, channels: int, frame: int, ws_format: str = formats.DEFAULT,
+                 sample_bytes: int = 2) -> None:
         self.id = uuid.uuid4().hex
         self.call_id = call.call_id
         self.tag = tag
         self.wire_tag = formats.wire_tag(ws_format, call.key, tag)     # the tag its messages carry
         self.channels = channels
         self.frame = frame            # samples per channel per frame
-        self.frame_bytes = 2 * channels * frame
-        self.pending: list[bytes] = []   # leg streams: int16 LE of less than a frame, waiting for the rest
+        self.frame_bytes = sample_bytes * channels * frame
+        self.pending: list[bytes] = []   # leg streams: encoded audio of less than a frame, waiting for the rest
         self.pending_bytes = 0
         self.start_time: float | None = None
 
@@ -114,12 +126,21 @@ class _Stream:
 
 class StreamSink(Sink):
     def __init__(self, *, frame_ms: int = 20, stereo: bool = False, sip_headers: tuple[str, ...] = (),
-                 hold_s: float = 1.06, ws_format: str = formats.DEFAULT) -> None:
-        self.frame = validate_frame_ms(frame_ms) * RATE // 1000
+                 hold_s: float = 1.06, ws_format: str = formats.DEFAULT, audio: AudioFormat | None = None) -> None:
+        audio = audio if audio is not None else AudioFormat()
+        if stereo:                 # the old flag: mix="stereo"
+            if audio.mix == "mixed":
+                raise ValueError("stereo=True and mix='mixed' contradict each other")
+            audio = AudioFormat(audio.rate, audio.encoding, "stereo")
+        self.audio = audio
+        self.rate = audio.rate
+        self.frame = validate_frame_ms(frame_ms) * self.rate // 1000
         self.ws_format = formats.check(ws_format)
-        formats.check_options(ws_format, frame_ms=frame_ms, stereo=stereo, sip_headers=sip_headers)
+        formats.check_options(ws_format, frame_ms=frame_ms, sip_headers=sip_headers, audio=audio)
         self.frame_ms = frame_ms
-        self.stereo = stereo
+        self.stereo = audio.mix == "stereo"
+        self.mixing = audio.mix != "per-leg"    # the call's two SDP legs go to one stream (_Mixer)
+        self._encode = None if audio.encoding == "l16" else audio.encode
         self.sip_headers = tuple(sip_headers)
         self.hold_s = hold_s
         self.ops: list[Op] = []
@@ -143,18 +164,21 @@ class StreamSink(Sink):
     # -- Sink ---------------------------------------------------------------------
 
     def leg_audio(self, call: Call, leg: LegView, pcm: np.ndarray) -> None:
-        if self.stereo and leg.tag in _SDP_TAGS:
+        if self.mixing and leg.tag in _SDP_TAGS:
             mix = self._mixer(call, leg)
             mix.add(leg, pcm)
             self._fed[call.key] = mix
             return
         s = self._legs.get((call.key, leg.tag)) or self._leg_stream(call, leg)
-        if pcm.dtype != PCM:
-            pcm = pcm.astype(PCM)
-        b = pcm.tobytes()          # one copy; the cutting below is on bytes, cheaper than on arrays
+        if self._encode is not None:
+            b = self._encode(pcm)
+        else:
+            if pcm.dtype != PCM:
+                pcm = pcm.astype(PCM)
+            b = pcm.tobytes()          # one copy; the cutting below is on bytes, cheaper than on arrays
         size = len(b)
         pending = s.pending
-        fb = 2 * s.frame
+        fb = s.frame_bytes
         head = None
         k = 0
         if pending:
@@ -183,9 +207,10 @@ class StreamSink(Sink):
     # -- the fast path streams a leg (rtp2ws.pipeline.sink.Sink.fast_target) ------------
 
     def fast_target(self, call: Call, leg: LegView) -> FastTarget | None:
-        """A leg's own stream, once open, takes whole frames from the fast path; a
-        stereo stream mixes, so its legs do not."""
-        if self.stereo and leg.tag in _SDP_TAGS:
+        """A leg's own stream, once open, takes whole frames from the fast path when
+        they are 16 kHz L16 (the fast path's filter and samples); a stereo or mixed
+        stream mixes, so its legs do not."""
+        if not self.audio.fast or (self.mixing and leg.tag in _SDP_TAGS):
             return None
         s = self._legs.get((call.key, leg.tag))
         if s is None:
@@ -193,7 +218,7 @@ class StreamSink(Sink):
         carry = b"".join(s.pending)
         s.pending.clear()
         s.pending_bytes = 0
-        return FastTarget(carry, 2 * s.frame, partial(self._fast_feed, s, leg))
+        return FastTarget(carry, s.frame_bytes, partial(self._fast_feed, s, leg))
 
     def stream_id(self, call: Call, leg: LegView) -> str | None:
         """The id of ``leg``'s own stream, once open (None: none, or the leg is mixed)."""
@@ -219,7 +244,7 @@ class StreamSink(Sink):
             kind, at = "codec", event.at
         else:
             return
-        if self.stereo and leg.tag in _SDP_TAGS:
+        if self.mixing and leg.tag in _SDP_TAGS:
             mix = self._mix.get(call.key)
             if mix is not None:
                 mix.event(kind, msg, at)
@@ -228,14 +253,14 @@ class StreamSink(Sink):
         if s is None:
             self._keep_early((call.key, leg.tag), dict(msg, type=kind, _at=at))
             return
-        self._event(s, kind, msg, _offset(s.start_time, at))
+        self._event(s, kind, msg, _offset(s.start_time, at, self.rate))
 
     def call_event(self, call: Call, event: CallEvent) -> None:
         if not isinstance(event, HoldChanged):
             return
         kind = "hold" if event.on_hold else "resume"
         msg = {"by": event.side, "time": iso(event.at)}
-        if self.stereo:
+        if self.mixing:
             mix = self._mix.get(call.key)
             if mix is not None:
                 mix.event(kind, msg, event.at)
@@ -243,12 +268,12 @@ class StreamSink(Sink):
             for tag in _SDP_TAGS:
                 s = self._legs.get((call.key, tag))
                 if s is not None:
-                    self._event(s, kind, msg, _offset(s.start_time, event.at))
+                    self._event(s, kind, msg, _offset(s.start_time, event.at, self.rate))
                 else:
                     self._keep_early((call.key, tag), dict(msg, type=kind, _at=event.at))
         for tag in self._extras.get(call.key, ()):
             s = self._legs[(call.key, tag)]
-            self._event(s, kind, msg, _offset(s.start_time, event.at))
+            self._event(s, kind, msg, _offset(s.start_time, event.at, self.rate))
 
     def _keep_early(self, key: tuple[str, str], event: dict[str, Any]) -> None:
         """An event for a leg whose stream has not opened (no audio yet): kept to send after
@@ -261,7 +286,7 @@ class StreamSink(Sink):
 
     def call_ended(self, call: Call, legs: dict[str, LegView]) -> None:
         self._extras.pop(call.key, None)
-        if self.stereo:
+        if self.mixing:
             self._fed.pop(call.key, None)
             mix = self._mix.pop(call.key, None)
             if mix is not None:
@@ -272,7 +297,7 @@ class StreamSink(Sink):
                 self.late_samples += mix.late
                 self.ops.append(End(mix.stream.id, end))
         tags = [t for t in legs if t not in _SDP_TAGS]      # extra legs: always their own streams
-        for tag in tags if self.stereo else [*_SDP_TAGS, *tags]:
+        for tag in tags if self.mixing else [*_SDP_TAGS, *tags]:
             self._early.pop((call.key, tag), None)
             s = self._legs.pop((call.key, tag), None)
             if s is None:
@@ -315,7 +340,7 @@ class StreamSink(Sink):
         msg.update({
             "version": PROTOCOL_VERSION,
             "from": call.from_uri, "to": call.to_uri, "src": src, "dst": dst,
-            "codec": CODEC, "sample_rate": RATE, "channels": s.channels, "frame_ms": self.frame_ms,
+            "codec": self.audio.codec, "sample_rate": self.rate, "channels": s.channels, "frame_ms": self.frame_ms,
             "start_time": iso(s.start_time),
             "sip_headers": {name: call.invite.header(name) if call.invite else None for name in self.sip_headers},
         })
@@ -325,7 +350,7 @@ class StreamSink(Sink):
         key = (call.key, leg.tag)
         s = self._legs.get(key)
         if s is None:
-            s = self._legs[key] = _Stream(call, leg.tag, 1, self.frame, self.ws_format)
+            s = self._legs[key] = _Stream(call, leg.tag, 1, self.frame, self.ws_format, self.audio.sample_bytes)
             s.start_time = leg.start_time
             if leg.tag not in _SDP_TAGS:
                 self._extras.setdefault(call.key, []).append(leg.tag)
@@ -334,15 +359,17 @@ class StreamSink(Sink):
             for ev in self._early.pop(key, []):
                 at = ev.pop("_at")
                 kind = ev.pop("type")
-                self._event(s, kind, ev, _offset(s.start_time, at))
+                self._event(s, kind, ev, _offset(s.start_time, at, self.rate))
         return s
 
     def _mixer(self, call: Call, leg: LegView) -> _Mixer:
         mix = self._mix.get(call.key)
         if mix is None:
-            s = _Stream(call, "stereo", 2, self.frame, self.ws_format)
+            channels = self.audio.combined_channels
+            s = _Stream(call, self.audio.mix, channels, self.frame, self.ws_format, self.audio.sample_bytes)
             s.start_time = leg.start_time
-            mix = self._mix[call.key] = _Mixer(call.key, s, self.ops, lambda: self._start(call, s, None, None))
+            mix = self._mix[call.key] = _Mixer(call.key, s, self.ops, lambda: self._start(call, s, None, None),
+                                               self.rate, self.audio.encode)
         return mix
 
     def _event(self, s: _Stream, kind: str, msg: dict[str, Any], offset: int) -> None:
@@ -359,17 +386,21 @@ class StreamSink(Sink):
         s.pending_bytes = 0
 
 
-def _offset(start: float | None, at: float) -> int:
+def _offset(start: float | None, at: float, rate: int = RATE) -> int:
     if start is None:
         return 0
-    return max(0, round((at - start) * RATE))
+    return max(0, round((at - start) * rate))
 
 
 class _Mixer:
-    """Caller left, callee right, on a shared timeline starting at the first audio."""
+    """Caller left, callee right, on a shared timeline starting at the first audio; sent
+    as two channels, or (a 1-channel stream: mixed) as their saturating sum."""
 
-    def __init__(self, key: str, stream: _Stream, ops: list[Op], opening: Callable[[], None] | None) -> None:
+    def __init__(self, key: str, stream: _Stream, ops: list[Op], opening: Callable[[], None] | None,
+                 rate: int = RATE, encode: Callable[[np.ndarray], bytes] | None = None) -> None:
         self.key = key                           # the call's key
+        self.rate = rate
+        self.encode = encode if encode is not None else _l16
         self.stream = stream
         self.ops = ops
         self.opening = opening                   # emits the start message, once, at the first frame
@@ -390,7 +421,7 @@ class _Mixer:
             return
         m = self.stream.ident(kind)
         m.update(msg)
-        m["offset"] = _offset(self.t0, at)
+        m["offset"] = _offset(self.t0, at, self.rate)
         self.ops.append(Event(self.stream.id, m))
 
     def add(self, leg: LegView, pcm: np.ndarray) -> None:
@@ -398,12 +429,12 @@ class _Mixer:
         if leg.tag not in self.origin:
             if self.opening is not None and leg.start_time < self.t0:
                 # an earlier leg turned up before anything was sent: move the origin back
-                shift = round((self.t0 - leg.start_time) * RATE)
+                shift = round((self.t0 - leg.start_time) * self.rate)
                 self.t0 = self.stream.start_time = leg.start_time
                 self.origin = {tag: o + shift for tag, o in self.origin.items()}
                 self.filled = [f + shift if f else 0 for f in self.filled]
                 self.buf = np.concatenate([np.zeros((shift, 2), dtype=np.int16), self.buf])
-            self.origin[leg.tag] = _offset(self.t0, leg.start_time)
+            self.origin[leg.tag] = _offset(self.t0, leg.start_time, self.rate)
         pos = self.origin[leg.tag] + self.received[leg.tag]
         self.received[leg.tag] += len(pcm)
         lo = max(pos, self.emitted)
@@ -430,7 +461,7 @@ class _Mixer:
         """Capture time when the first unsent frame's hold ends."""
         t0 = self.t0
         assert t0 is not None    # the start time of the leg whose audio made the mixer (it has a frame)
-        return t0 + (self.emitted + self.stream.frame) / RATE + hold_s
+        return t0 + (self.emitted + self.stream.frame) / self.rate + hold_s
 
     def emit_filled(self) -> None:
         """Send the whole frames every channel has filled."""
@@ -447,7 +478,7 @@ class _Mixer:
         if until is None:
             ready = max(self.filled)
         elif self.t0 is not None:
-            ready = max(ready, min(max(self.filled), int((until - self.t0) * RATE)))
+            ready = max(ready, min(max(self.filled), int((until - self.t0) * self.rate)))
         n = ready - self.emitted
         if until is not None:
             n = (n // frame) * frame
@@ -465,7 +496,13 @@ class _Mixer:
             grown = np.zeros((n, 2), dtype=np.int16)
             grown[:len(self.buf)] = self.buf
             self.buf = grown
-        self.ops.append(_audio(self.stream.id, self.buf[:n].astype(PCM, copy=False).tobytes()))   # one run
+        pairs = self.buf[:n]
+        self.ops.append(_audio(self.stream.id, self.encode(pairs if self.stream.channels == 2
+                                                           else mix_saturating(pairs))))   # one run
         self.buf = self.buf[n:]
         self.emitted += n
         self.filled = [max(f, self.emitted) for f in self.filled]
+
+
+def _l16(pcm: np.ndarray) -> bytes:
+    return pcm.astype(PCM, copy=False).tobytes()

@@ -1,10 +1,17 @@
 """File output adapter: one WAV per leg, optional stereo WAV per call, and
 ``calls.json``, the manifest a QA tool reads.
 
-WAV files are 16 kHz mono (stereo: caller left, callee right) 16-bit PCM.
-A leg is ``<tag>.wav``: ``caller``, ``callee``, and for a second flow running
-alongside a leg's (a media relay in the path) ``caller#2.wav`` and so on; the
-stereo WAV is made of ``caller`` and ``callee`` only.
+WAV files are mono, in the run's ``AudioFormat`` (``rtp2ws.codec.audioformat``):
+16-bit PCM at 16 kHz by default (format tag 1), or 8, 24, 48 kHz, or G.711
+µ-law / A-law (format tags 7 and 6, 8 bits a sample, with the ``fact`` chunk
+the RIFF specification asks of non-PCM data).  A leg is ``<tag>.wav``:
+``caller``, ``callee``, and for a second flow running alongside a leg's (a
+media relay in the path) ``caller#2.wav`` and so on.  With ``mix="stereo"`` a
+call also gets ``stereo.wav`` (caller left, callee right), with ``mix="mixed"``
+``mixed.wav`` (the two summed with saturation), made of ``caller`` and
+``callee`` only, positioned on capture time; made at the call's end from the
+legs' linear samples (for G.711 legs, kept beside them in ``.<tag>.l16`` until
+then), so they hold what the stereo and mixed streams carry.
 Audio is buffered per leg and appended in chunks, so no file handle is held
 open per call and thousands of concurrent calls do not exhaust descriptors.
 
@@ -13,7 +20,7 @@ per call under ``calls/``, so no Call-ID can name a run file::
 
     calls.json            the manifest (written by ``WavSink.close``)
     calls.jsonl           journal mode (live): one line per call, as it ends
-    calls/<name>/         per call with audio: caller.wav, callee.wav (caller#2.wav ...), stereo.wav
+    calls/<name>/         per call with audio: caller.wav, callee.wav (caller#2.wav ...), stereo.wav or mixed.wav
 
 A call's folder is made with its first audio: a call without audio (an INVITE
 flood, a rejected call) has a manifest entry and nothing on disk.
@@ -32,12 +39,16 @@ from typing import Any
 
 import numpy as np
 
+from ..codec.audioformat import AudioFormat, mix_saturating
 from ..pipeline.sink import LegView, Sink
 from ..signalling.calls import CALLEE, CALLER, Call, CallEvent, HoldChanged, MediaOffer
 from ..signalling.correlator import format_addr, pack_ip
 
-RATE = 16000
-FLUSH_BYTES = 2 * RATE        # per leg: written once a second of audio is in (never holds two)
+RATE = 16000                  # the default rate
+FLUSH_BYTES = 2 * RATE        # per leg: written once this much audio is in (a second of the default)
+PCM_HEADER = 44               # bytes of a PCM WAV's header (RIFF, fmt of 16 bytes, data)
+G711_HEADER = 58              # ... of a G.711 one (RIFF, fmt of 18 bytes with cbSize 0, fact, data)
+_DEFAULT = AudioFormat()
 _SAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 
 
@@ -79,26 +90,49 @@ def iso(ts: float | None) -> str | None:
         return ISO_LAST if ts > 0 else ISO_FIRST
 
 
-def wav_header(data_bytes: int, channels: int = 1, rate: int = RATE) -> bytes:
-    block = 2 * channels
-    return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + data_bytes, b"WAVE", b"fmt ", 16, 1, channels,
-                       rate, rate * block, block, 16, b"data", data_bytes)
+def wav_header(data_bytes: int, channels: int = 1, rate: int = RATE, encoding: str = "l16") -> bytes:
+    """The header of a WAV of ``data_bytes`` of audio: ``PCM_HEADER`` bytes for l16 (16-bit
+    PCM), ``G711_HEADER`` for mulaw/alaw (8 bits, a ``fact`` chunk with the sample count)."""
+    audio = AudioFormat(rate, encoding)
+    block = audio.sample_bytes * channels
+    if encoding == "l16":
+        return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + data_bytes, b"WAVE", b"fmt ", 16, 1, channels,
+                           rate, rate * block, block, 16, b"data", data_bytes)
+    return struct.pack("<4sI4s4sIHHIIHHH4sII4sI", b"RIFF", G711_HEADER - 8 + data_bytes, b"WAVE", b"fmt ", 18,
+                       audio.wav_format_tag, channels, rate, rate * block, block, 8, 0,
+                       b"fact", 4, data_bytes // block, b"data", data_bytes)
+
+
+def header_bytes(encoding: str) -> int:
+    """Bytes before the audio of a WAV this module writes."""
+    return PCM_HEADER if encoding == "l16" else G711_HEADER
 
 
 class WavFile:
-    """A 16-bit PCM WAV written by appending; the header is fixed up on close."""
+    """A WAV in ``audio``'s rate and encoding (16-bit PCM at 16 kHz by default), written
+    by appending int16 samples (encoded on the way); the header is fixed up on close."""
 
-    def __init__(self, path: str, channels: int = 1) -> None:
+    def __init__(self, path: str, channels: int = 1, audio: AudioFormat = _DEFAULT) -> None:
         self.path = path
         self.channels = channels
+        self.audio = audio
+        self.header_bytes = header_bytes(audio.encoding)
         self.data_bytes = 0
         self._buf: list[bytes] = []
         self._buffered = 0
         with open(path, "wb") as f:
-            f.write(wav_header(0, channels))
+            f.write(self._header())
+
+    def _header(self) -> bytes:
+        return wav_header(self.data_bytes, self.channels, self.audio.rate, self.audio.encoding)
+
+    @property
+    def samples(self) -> int:
+        """Samples per channel written (flushed) so far."""
+        return self.data_bytes // (self.audio.sample_bytes * self.channels)
 
     def write(self, pcm: np.ndarray) -> None:
-        b = pcm.astype("<i2", copy=False).tobytes()
+        b = self.audio.encode(pcm)
         self._buf.append(b)
         self._buffered += len(b)
         if self._buffered >= FLUSH_BYTES:
@@ -111,7 +145,8 @@ class WavFile:
         # buffered writer costs more than the write.  Descriptors stay free between flushes.
         fd = os.open(self.path, os.O_WRONLY)
         try:
-            os.pwrite(fd, self._buf[0] if len(self._buf) == 1 else b"".join(self._buf), 44 + self.data_bytes)
+            os.pwrite(fd, self._buf[0] if len(self._buf) == 1 else b"".join(self._buf),
+                      self.header_bytes + self.data_bytes)
         finally:
             os.close(fd)
         self.data_bytes += self._buffered
@@ -121,17 +156,34 @@ class WavFile:
     def close(self) -> None:
         self.flush()
         with open(self.path, "r+b") as f:
-            f.write(wav_header(self.data_bytes, self.channels))
+            f.write(self._header())
 
 
 def read_wav(path: str) -> tuple[np.ndarray, int, int]:
-    """(samples int16 [frames, channels] or [frames], rate, channels) of a WAV this module wrote."""
-    import wave
+    """(samples int16 [frames, channels] or [frames], rate, channels) of a WAV this module
+    wrote; G.711 decoded to int16 (``read_wav_format`` says which it was)."""
+    data, audio, ch = read_wav_format(path)
+    pcm = audio.decode(data)
+    return (pcm.reshape(-1, ch) if ch > 1 else pcm), audio.rate, ch
 
-    with wave.open(path, "rb") as w:
-        ch, rate, n = w.getnchannels(), w.getframerate(), w.getnframes()
-        data = np.frombuffer(w.readframes(n), dtype="<i2")
-    return (data.reshape(-1, ch) if ch > 1 else data), rate, ch
+
+def read_wav_format(path: str) -> tuple[bytes, AudioFormat, int]:
+    """(the audio bytes as stored, their AudioFormat, channels) of a WAV this module wrote
+    (fixed layout: ``wav_header``); ValueError for anything else."""
+    with open(path, "rb") as f:
+        head = f.read(G711_HEADER)
+        riff, _, wave, fmt, size, tag, ch, rate, _, _, bits = struct.unpack_from("<4sI4s4sIHHIIHH", head)
+        if riff != b"RIFF" or wave != b"WAVE" or fmt != b"fmt ":
+            raise ValueError(f"{path}: not a WAV written by rtp2ws")
+        encodings = {1: "l16", 7: "mulaw", 6: "alaw"}
+        if tag not in encodings or size != (16 if tag == 1 else 18):
+            raise ValueError(f"{path}: format tag {tag} with a {size}-byte fmt chunk is not one rtp2ws writes")
+        encoding = encodings[tag]
+        offset = header_bytes(encoding)
+        data_bytes = struct.unpack_from("<I", head, offset - 4)[0]
+        f.seek(offset)
+        data = f.read(data_bytes)
+    return data, AudioFormat(rate, encoding), ch
 
 
 CALLS_DIR = "calls"            # per-call folders; nothing else is written there
@@ -147,13 +199,26 @@ class WavSink(Sink):
     progress; ``close`` writes ``calls.json`` from the lines this sink appended
     (in the order the calls ended), reading them back one at a time."""
 
-    def __init__(self, out_dir: str, *, stereo: bool = False, journal: bool = False) -> None:
+    def __init__(self, out_dir: str, *, stereo: bool = False, journal: bool = False,
+                 audio: AudioFormat | None = None) -> None:
+        audio = audio if audio is not None else _DEFAULT
+        if stereo:                 # the old flag: mix="stereo"
+            if audio.mix == "mixed":
+                raise ValueError("stereo=True and mix='mixed' contradict each other")
+            audio = AudioFormat(audio.rate, audio.encoding, "stereo")
         self.out_dir = out_dir
-        self.stereo = stereo
+        self.audio = audio
+        self.stereo = audio.mix == "stereo"
+        # A call's stereo/mixed WAV is made of its legs' linear samples: the leg WAVs
+        # themselves for l16, else a linear copy kept beside them until the call ends.
+        self._combined = audio.mix != "per-leg"
+        self._linear_copy = self._combined and audio.encoding != "l16"
+        self._linear_audio = AudioFormat(audio.rate)
         os.makedirs(out_dir, exist_ok=True)
         self._calls_dir = os.path.join(out_dir, CALLS_DIR)
         self._dirs: dict[str, str] = {}                 # call key -> folder, once the call has audio
         self._wavs: dict[tuple[str, str], WavFile] = {}
+        self._linear: dict[tuple[str, str], WavFile] = {}     # G.711 legs' linear copies (see above)
         self._holds: dict[str, list[dict[str, str | None]]] = {}
         self.manifest: list[dict[str, Any]] = []                # journal=False: every ended call
         self.ended = 0
@@ -176,8 +241,14 @@ class WavSink(Sink):
         key = (call.key, leg.tag)
         w = self._wavs.get(key)
         if w is None:
-            w = self._wavs[key] = WavFile(os.path.join(self._folder(call), f"{leg.tag}.wav"))
+            w = self._wavs[key] = WavFile(os.path.join(self._folder(call), f"{leg.tag}.wav"), audio=self.audio)
         w.write(pcm)
+        if self._linear_copy and leg.tag in (CALLER, CALLEE):
+            lin = self._linear.get(key)
+            if lin is None:
+                lin = self._linear[key] = WavFile(os.path.join(self._folder(call), f".{leg.tag}.l16"),
+                                                  audio=self._linear_audio)
+            lin.write(pcm)
 
     def call_event(self, call: Call, event: CallEvent) -> None:
         if isinstance(event, HoldChanged):
@@ -209,10 +280,16 @@ class WavSink(Sink):
             if w is not None:
                 w.close()
                 if tag in (CALLER, CALLEE):    # the stereo WAV is the two SDP legs
-                    files[tag] = (w, leg.start_time)
+                    lin = self._linear.pop((call.key, tag), None)
+                    if lin is not None:
+                        lin.close()
+                    files[tag] = (lin if lin is not None else w, leg.start_time)
             entry["legs"].append(self._leg_entry(call, leg, w))
-        if self.stereo:
-            entry["stereo_wav"] = self._write_stereo(call, files)
+        if self._combined:
+            entry[f"{self.audio.mix}_wav"] = self._write_combined(call, files)
+            for f, _ in files.values():
+                if f.path.endswith(".l16"):
+                    os.unlink(f.path)
         self._dirs.pop(call.key, None)
         self.ended += 1
         if self._journal is not None:
@@ -225,6 +302,9 @@ class WavSink(Sink):
         for w in self._wavs.values():
             w.close()
         self._wavs.clear()
+        for w in self._linear.values():     # calls that never ended: their linear copies go
+            os.unlink(w.path)
+        self._linear.clear()
         path = os.path.join(self.out_dir, MANIFEST)
         tmp = path + ".tmp"
         if self._journal is None:
@@ -294,7 +374,7 @@ class WavSink(Sink):
             "ssrcs": [f"0x{s:08x}" for s in leg.ssrcs],
             "codecs": list(leg.codecs),
             "wav": self._rel(w.path) if w is not None else None,
-            "duration_ms": (w.data_bytes // 2) * 1000 // RATE if w is not None else 0,
+            "duration_ms": w.samples * 1000 // w.audio.rate if w is not None else 0,
         }
         e.update(leg.stats)
         e["dtmf"] = [{"digit": d.digit, "start": iso(d.start), "duration_ms": d.duration_ms}
@@ -305,21 +385,28 @@ class WavSink(Sink):
                 e[k] = leg.counts[k]
         return e
 
-    def _write_stereo(self, call: Call, files: dict[str, tuple[WavFile, float]]) -> str | None:
+    def _write_combined(self, call: Call, files: dict[str, tuple[WavFile, float]]) -> str | None:
+        """``stereo.wav`` (caller left, callee right) or ``mixed.wav`` (their saturating
+        sum) from the two SDP legs' linear samples (``files``: l16 WAVs), positioned on
+        capture time."""
         if not files:
             return None
+        rate = self.audio.rate
         t0 = min(start for _, start in files.values())
         chans = []
         for tag in (CALLER, CALLEE):
             if tag in files:
                 w, start = files[tag]
-                data = np.memmap(w.path, dtype="<i2", mode="r", offset=44) if w.data_bytes else np.zeros(0, "<i2")
-                chans.append((round((start - t0) * RATE), data))
+                data = (np.memmap(w.path, dtype="<i2", mode="r", offset=w.header_bytes) if w.data_bytes
+                        else np.zeros(0, "<i2"))
+                chans.append((round((start - t0) * rate), data))
             else:
                 chans.append((0, np.zeros(0, "<i2")))
         total = max(off + len(d) for off, d in chans)
-        out = WavFile(os.path.join(self._folder(call), "stereo.wav"), channels=2)
-        step = RATE * 10
+        mixed = self.audio.mix == "mixed"
+        out = WavFile(os.path.join(self._folder(call), f"{self.audio.mix}.wav"), channels=1 if mixed else 2,
+                      audio=self.audio)
+        step = rate * 10
         for a in range(0, total, step):
             b = min(total, a + step)
             frame = np.zeros((b - a, 2), dtype=np.int16)
@@ -327,7 +414,7 @@ class WavSink(Sink):
                 lo, hi = max(a, off), min(b, off + len(d))
                 if hi > lo:
                     frame[lo - a:hi - a, ch] = d[lo - off:hi - off]
-            out.write(frame.reshape(-1))
+            out.write(mix_saturating(frame) if mixed else frame.reshape(-1))
         out.close()
         return self._rel(out.path)
 

@@ -33,7 +33,7 @@ its stream, a connection must send ``start`` within ``start_timeout`` seconds,
 and every record of the ``rtp2ws.sink`` logger is one printable line
 (:func:`~rtp2ws.sinkserver.session.printable`). Memory: a stream with no
 connection keeps only what a resume needs (stream_id, call_id, tag, channels,
-path, samples written), and at most ``max_idle`` such streams are kept, ended
+codec, sample rate, path, samples written), and at most ``max_idle`` such streams are kept, ended
 ones forgotten first, oldest first; a stream resumed after it was forgotten
 gets a new file and a warning.
 """
@@ -41,6 +41,7 @@ gets a new file and a warning.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hmac
 import json
 import logging
@@ -55,7 +56,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from ..sinks.wav import folder_name, safe_name, wav_header
+from ..sinks.wav import folder_name, header_bytes, safe_name, wav_header
 from ..ws import protocol
 from .session import MAX_TEXT_CHARS, Ended, Refusal, Session, Started, load_json, printable
 
@@ -64,7 +65,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rtp2ws.sink")
 
-HEADER_BYTES = 44
+HEADER_BYTES = 44   # of an L16 stream's WAV (PCMU/PCMA: sinks.wav.G711_HEADER)
+_ENCODINGS = {"L16": "l16", "PCMU": "mulaw", "PCMA": "alaw"}    # a start's codec -> sinks.wav's encoding
 MAX_NAME_SUFFIX = 10000  # <tag>-2.wav … <tag>-9999.wav
 HEADER_REFRESH_SAMPLES = protocol.SAMPLE_RATE  # rewrite the header about once per second of audio
 STREAMS_LOG = "streams.jsonl"
@@ -123,6 +125,8 @@ class StreamFile:
     tag: str
     path: str  # relative to the output directory
     channels: int
+    codec: str = protocol.CODEC                # of the start: the WAV's format and sample size
+    sample_rate: int = protocol.SAMPLE_RATE
     samples: int = 0  # per channel, the length of the WAV's data
     ended: bool = False
     frames: int = 0
@@ -132,8 +136,19 @@ class StreamFile:
     _header_samples: int = field(default=-1, repr=False)
 
     @property
+    def encoding(self) -> str:
+        return _ENCODINGS[self.codec]
+
+    @property
     def block(self) -> int:
-        return 2 * self.channels
+        return (2 if self.codec == "L16" else 1) * self.channels
+
+    @property
+    def header_bytes(self) -> int:
+        return header_bytes(self.encoding)
+
+    def header(self) -> builtins.bytes:     # (``bytes`` is a field here)
+        return wav_header(self.samples * self.block, self.channels, self.sample_rate, self.encoding)
 
 
 def valid_path(path) -> bool:
@@ -203,9 +218,12 @@ class StreamStore:
         if not isinstance(sid, str):
             raise TypeError(f"stream_id is {type(sid).__name__}")
         if rec["event"] == "open":
-            s = StreamFile(sid, rec["call_id"], rec["tag"], rec["path"], int(rec["channels"]))
+            s = StreamFile(sid, rec["call_id"], rec["tag"], rec["path"], int(rec["channels"]),
+                           rec.get("codec", protocol.CODEC), int(rec.get("sample_rate", protocol.SAMPLE_RATE)))
             if s.channels not in (1, 2):
                 raise ValueError(f"bad channels {s.channels}")
+            if s.codec not in _ENCODINGS or s.sample_rate not in protocol.SAMPLE_RATES:
+                raise ValueError(f"bad codec {s.codec!r} or sample rate {s.sample_rate}")
             if not valid_path(s.path):
                 raise ValueError(f"path {s.path!r} is not inside the output directory")
             self._forget(sid)
@@ -229,11 +247,13 @@ class StreamStore:
 
     def _fix_fd(self, s: StreamFile, fd: int) -> int:
         size = os.fstat(fd).st_size
-        samples = max(0, size - HEADER_BYTES) // s.block
-        if size != HEADER_BYTES + samples * s.block:
-            os.ftruncate(fd, HEADER_BYTES + samples * s.block)  # a torn last sample, or no header yet
-        header = wav_header(samples * s.block, s.channels)
-        if os.pread(fd, HEADER_BYTES, 0) != header:
+        head = s.header_bytes
+        samples = max(0, size - head) // s.block
+        if size != head + samples * s.block:
+            os.ftruncate(fd, head + samples * s.block)  # a torn last sample, or no header yet
+        s.samples = samples
+        header = s.header()
+        if os.pread(fd, head, 0) != header:
             os.pwrite(fd, header, 0)
         s._header_samples = samples
         return samples
@@ -263,11 +283,13 @@ class StreamStore:
         s = self.get(sid)
         created = s is None
         if s is None:
-            s = StreamFile(sid, start["call_id"], start["tag"], self._new_path(start), int(start["channels"]))
+            s = StreamFile(sid, start["call_id"], start["tag"], self._new_path(start), int(start["channels"]),
+                           start["codec"], int(start["sample_rate"]))
             self._append(self._index_fd, {"event": "open", "stream_id": sid, "call_id": s.call_id, "tag": s.tag,
-                                          "path": s.path, "channels": s.channels, "created": now})
+                                          "path": s.path, "channels": s.channels, "codec": s.codec,
+                                          "sample_rate": s.sample_rate, "created": now})
         else:
-            for key in ("call_id", "tag", "channels"):
+            for key in ("call_id", "tag", "channels", "codec", "sample_rate"):
                 if start[key] != getattr(s, key):
                     raise Refusal(protocol.CLOSE_POLICY_VIOLATION,
                                   f"invalid start: {key} differs from the earlier start of this stream_id")
@@ -295,12 +317,13 @@ class StreamStore:
         """Audio at ``offset``: overwrites what is there; a hole before it reads as zeros."""
         if not data:
             return
-        if offset - s.samples > self.max_gap_samples:
+        gap = self.max_gap_samples * s.sample_rate // protocol.SAMPLE_RATE     # max_gap_samples: at 16 kHz
+        if offset - s.samples > gap:
             raise Refusal(protocol.CLOSE_POLICY_VIOLATION,
-                          f"offset {offset} is more than {self.max_gap_samples / protocol.SAMPLE_RATE:g} s "
+                          f"offset {offset} is more than {gap / s.sample_rate:g} s "
                           f"beyond the end of the stream ({s.samples} samples)")
         assert s.fd is not None  # an attached stream (attach opened it; the last detach closes it)
-        os.pwrite(s.fd, data, HEADER_BYTES + offset * s.block)
+        os.pwrite(s.fd, data, s.header_bytes + offset * s.block)
         s.samples = max(s.samples, offset + len(data) // s.block)
         s.frames += 1
         s.bytes += len(data)
@@ -348,7 +371,7 @@ class StreamStore:
 
     def _write_header(self, s: StreamFile) -> None:
         if s.fd is not None and s._header_samples != s.samples:
-            os.pwrite(s.fd, wav_header(s.samples * s.block, s.channels), 0)
+            os.pwrite(s.fd, s.header(), 0)
             s._header_samples = s.samples
 
     def _new_path(self, start: dict) -> str:

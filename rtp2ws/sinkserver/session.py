@@ -160,12 +160,13 @@ class Session:
     frame goes: set by ``start`` and ``drop``, advanced by every frame.
     """
 
-    IDENTITY = ("stream_id", "call_id", "tag", "channels")
+    IDENTITY = ("stream_id", "call_id", "tag", "channels", "codec", "sample_rate")
 
     def __init__(self) -> None:
         self.start: dict[str, Any] | None = None  # the IDENTITY fields of the first start, not the whole message
         self.ended = False
         self.position = 0
+        self.sample_bytes = 2     # of the start's codec: L16 2, PCMU/PCMA 1
         self.block = 2
 
     @property
@@ -184,7 +185,7 @@ class Session:
             raise Refusal(protocol.CLOSE_POLICY_VIOLATION,
                           f"{kind} stream_id does not match this connection's start")
         elif kind == "start":
-            for key in ("call_id", "tag", "channels"):
+            for key in ("call_id", "tag", "channels", "codec", "sample_rate"):
                 if msg[key] != self.start[key]:
                     raise Refusal(protocol.CLOSE_POLICY_VIOLATION, f"invalid start: {key} changed on this connection")
         if kind == "start":
@@ -195,7 +196,8 @@ class Session:
             if self.start is None:
                 self.start = {key: msg[key] for key in self.IDENTITY}
             # JSON Schema counts 1.0 as an integer: what becomes a position or a size is made an int
-            self.block = 2 * int(msg["channels"])
+            self.sample_bytes = 2 if msg["codec"] == "L16" else 1
+            self.block = self.sample_bytes * int(msg["channels"])
             self.position = int(msg["offset"])
             self._check_offset(self.position, 0)
             return Started(msg, now)
@@ -215,7 +217,8 @@ class Session:
         if len(data) % self.block:
             raise Refusal(protocol.CLOSE_INVALID_PAYLOAD,
                           f"binary frame of {len(data)} bytes is not a multiple of {self.block} "
-                          f"({self.block // 2} channel{'s' if self.block > 2 else ''} of int16)")
+                          f"({self.block // self.sample_bytes} channel{'s' if self.block > self.sample_bytes else ''} "
+                          f"of {'int16' if self.sample_bytes == 2 else 'G.711 bytes'})")
         self._check_offset(self.position, len(data))
         audio = Audio(self.position, bytes(data))
         self.position += len(data) // self.block

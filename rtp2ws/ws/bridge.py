@@ -59,7 +59,7 @@ class LoopBridge(Forward):
         self.flow_control = flow_control
         self.stall_s = stall_s
         self.stalled = False
-        self._high = sender.config.max_buffer_ms * 16 // 2
+        self._high = sender.config.max_buffer_ms * sender.config.audio.samples_per_ms // 2
         self._posted: dict[str, int] = {}   # worker thread: audio bytes per stream since the last check
         self._open: dict[str, Stream] = {}   # worker thread: stream_id -> sender Stream
         self._pumping = _Pumping(self)

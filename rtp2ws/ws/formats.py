@@ -17,10 +17,13 @@ each, with the published source of the others.
 * ``vonage``: the Vonage Voice API's WebSocket protocol: a ``websocket:connected``
   text message first (``content-type`` and the endpoint's ``headers`` as top-level
   fields), then binary frames of exactly 20 ms, ``websocket:dtmf`` text messages
-  between them, and a normal close.  Mono only.
+  between them, and a normal close.  One channel (a leg, or ``--mix mixed``), L16
+  at 8 or 16 kHz (``content-type`` says which).
 * ``audiofork``: FreeSWITCH's mod_audio_fork (subprotocol ``audio.drachtio.org``)
   and ``jambonz``: jambonz's ``listen`` verb, built on it (``audio.jambonz.org``):
   one JSON metadata text message first, then binary audio only, and a normal close.
+  L16 at 8 or 16 kHz (jambonz also 24 and 48 kHz), ``sampleRate`` saying which;
+  ``mixType`` ``mono`` (a leg's stream), ``mixed`` or ``stereo`` (``--mix``).
 
 The last three define no resume, no offsets and no end message: a stream in one
 of them sends no ``drop``, ``hold``, ``resume``, ``codec`` or ``end`` (they are
@@ -34,7 +37,9 @@ connection (``first_message``), how an rtp2ws event looks on the wire, if at
 all (``event``), whether a stream resumes and ends with ``end``
 (``Format.resumes``) and whether its last frame is padded to a whole one
 (``Format.whole_frames``).  ``StreamSink`` asks it for the tag (``wire_tag``).
-``check_options`` refuses the options a format contradicts.
+``check_options`` refuses the options a format contradicts, among them an
+``--encoding`` or ``--rate`` its protocol cannot carry (``Format.encodings``,
+``Format.rates``).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..codec.audioformat import AudioFormat
 from ..signalling.sip import uri_user
 from ..sinks.wav import folder_name
 
@@ -66,6 +72,8 @@ class Format:
     whole_frames: bool = False       # every binary message frame_ms long: the last one padded with silence
     stereo: bool = True              # may carry a --stereo stream (two channels)
     own_fields: tuple[str, ...] = ()  # fields of its first message that SIP headers must not overwrite
+    encodings: tuple[str, ...] | None = None   # the --encoding values its protocol carries (None: any)
+    rates: tuple[int, ...] | None = None       # the --rate values its protocol carries (None: any)
 
 
 _VONAGE_FIELDS = ("event", "content-type", "call_id", "tag", "stream_id", "from", "to")
@@ -74,9 +82,14 @@ _FORK_FIELDS = ("callSid", "callId", "from", "to", "sampleRate", "mixType", "tag
 SPECS: dict[str, Format] = {
     RTP2WS: Format(RTP2WS),
     SEED: Format(SEED),
-    VONAGE: Format(VONAGE, resumes=False, frame_ms=20, whole_frames=True, stereo=False, own_fields=_VONAGE_FIELDS),
-    AUDIOFORK: Format(AUDIOFORK, subprotocol="audio.drachtio.org", resumes=False, own_fields=_FORK_FIELDS),
-    JAMBONZ: Format(JAMBONZ, subprotocol="audio.jambonz.org", resumes=False, own_fields=_FORK_FIELDS),
+    # Vonage: content-type audio/l16;rate=8000 or 16000 (the NCCO websocket endpoint's two values)
+    VONAGE: Format(VONAGE, resumes=False, frame_ms=20, whole_frames=True, stereo=False, own_fields=_VONAGE_FIELDS,
+                   encodings=("l16",), rates=(8000, 16000)),
+    # mod_audio_fork: L16 at "8k" or "16k"; jambonz listen: L16 at 8000, 16000, 24000, 48000 (or 64000)
+    AUDIOFORK: Format(AUDIOFORK, subprotocol="audio.drachtio.org", resumes=False, own_fields=_FORK_FIELDS,
+                      encodings=("l16",), rates=(8000, 16000)),
+    JAMBONZ: Format(JAMBONZ, subprotocol="audio.jambonz.org", resumes=False, own_fields=_FORK_FIELDS,
+                    encodings=("l16",), rates=(8000, 16000, 24000, 48000)),
 }
 
 
@@ -93,13 +106,23 @@ def spec(fmt: str) -> Format:
 
 
 def check_options(fmt: str, *, frame_ms: int = 20, stereo: bool = False, sip_headers: Iterable[str] = (),
-                  headers: Iterable[str] = ()) -> None:
+                  headers: Iterable[str] = (), audio: AudioFormat | None = None) -> None:
     """ValueError, saying why, for the options ``fmt`` contradicts: another
-    ``--frame-ms`` than the one it fixes, ``--stereo`` for a mono-only format,
-    a ``--sip-header`` named like one of the fields its first message has of its
-    own (the headers go beside them), and a ``Sec-WebSocket-Protocol`` among the
-    ``--header`` names (``headers``): the subprotocol comes from the format."""
+    ``--frame-ms`` than the one it fixes, ``--stereo`` (or ``audio.mix`` stereo)
+    for a mono-only format, an ``--encoding`` or ``--rate`` (``audio``) its
+    protocol cannot carry, a ``--sip-header`` named like one of the fields its
+    first message has of its own (the headers go beside them), and a
+    ``Sec-WebSocket-Protocol`` among the ``--header`` names (``headers``): the
+    subprotocol comes from the format."""
     f = spec(fmt)
+    if audio is not None:
+        stereo = stereo or audio.mix == "stereo"
+        if f.encodings is not None and audio.encoding not in f.encodings:
+            raise ValueError(f"--ws-format {fmt} carries {', '.join(f.encodings)} audio only, as its protocol "
+                             f"fixes: --encoding {audio.encoding} cannot go with it")
+        if f.rates is not None and audio.rate not in f.rates:
+            raise ValueError(f"--ws-format {fmt} carries audio at {' or '.join(map(str, f.rates))} Hz only, as its "
+                             f"protocol fixes: --rate {audio.rate} cannot go with it")
     for name in headers:
         if name.lower() == SUBPROTOCOL_HEADER:
             raise ValueError(f"--header {name}: the WebSocket subprotocol comes from --ws-format "
@@ -185,11 +208,20 @@ def _fork_metadata(start: Mapping[str, Any]) -> dict[str, Any]:
         "from": _user(start.get("from")),
         "to": _user(start.get("to")),
         "sampleRate": start["sample_rate"],
-        "mixType": "stereo" if start.get("channels") == 2 else "mono",
+        "mixType": mix_type(start),
         "tag": start.get("tag"),
     }
     msg.update(_headers(start))
     return msg
+
+
+def mix_type(start: Mapping[str, Any]) -> str:
+    """mod_audio_fork's ``mixType`` of a stream: ``stereo`` (two channels: ``--mix
+    stereo``), ``mixed`` (the call's legs summed: ``--mix mixed``, tag ``mixed``) or
+    ``mono`` (one leg's own stream)."""
+    if start.get("channels") == 2:
+        return "stereo"
+    return "mixed" if start.get("tag") == "mixed" else "mono"
 
 
 def _user(uri: str | None) -> str | None:

@@ -85,9 +85,9 @@ Run = tuple[int, Pcm, int]           # (offset, pcm, samples): a run of whole me
 Message = str | Pcm                  # what take() and resend() hand out: text, or binary to cut into frames
 
 
-def ms(samples: int) -> int:
+def ms(samples: int, samples_per_ms: int = SAMPLES_PER_MS) -> int:
     """Milliseconds of audio, rounded up: a loss is never reported as 0 ms."""
-    return -(-samples // SAMPLES_PER_MS)
+    return -(-samples // samples_per_ms)
 
 
 class TotalsPy:
@@ -113,7 +113,8 @@ class OutboxPy:
 
     def __init__(self, ident: dict[str, Any], *, channels: int = 1, frame_ms: int | None = None,
                  max_buffer_ms: int = 10000, resend_ms: int = 1000,
-                 totals: TotalsPy | _wsframe.Totals | None = None, announce_gaps: bool = True) -> None:
+                 totals: TotalsPy | _wsframe.Totals | None = None, announce_gaps: bool = True,
+                 sample_rate: int = SAMPLE_RATE, sample_bytes: int = 2) -> None:
         self.ident = dict(ident)
         # A ``drop`` message before audio that follows a gap; False: the gap is only
         # counted (a format with no such message, ws.formats).
@@ -121,17 +122,25 @@ class OutboxPy:
         self.stream_id = self.ident.get("stream_id")
         self.channels = channels
         self.totals: TotalsPy | _wsframe.Totals = totals if totals is not None else TotalsPy()
-        self.frame_bytes = 2 * channels
+        # The stream's audio format (rtp2ws.codec.audioformat): offsets, frames and bounds
+        # count samples, made of sample_bytes bytes per channel, sample_rate a second.
+        if sample_rate < 1000 or sample_rate % 1000 or sample_bytes not in (1, 2):
+            raise ValueError(f"an outbox takes a whole number of kHz and 1 or 2 bytes a sample, "
+                             f"not {sample_rate} Hz and {sample_bytes}")
+        self.sample_rate = sample_rate
+        self.sample_bytes = sample_bytes
+        self.samples_per_ms = spm = sample_rate // 1000
+        self.frame_bytes = sample_bytes * channels
         # Samples (per channel) in one binary message: a longer run pushed at once
         # goes out as several messages of this length.
-        self.frame_samples = max(1, int(frame_ms or DEFAULT_FRAME_MS)) * SAMPLES_PER_MS
+        self.frame_samples = max(1, int(frame_ms or DEFAULT_FRAME_MS)) * spm
         self.max_buffer_ms = max_buffer_ms
         self.resend_ms = resend_ms
-        self.max_samples = max(0, max_buffer_ms) * SAMPLES_PER_MS
-        self.resend_samples = max(0, resend_ms) * SAMPLES_PER_MS
+        self.max_samples = max(0, max_buffer_ms) * spm
+        self.resend_samples = max(0, resend_ms) * spm
         # A ping (its payload: the offset it follows) goes after this much unacknowledged
         # audio, half the window, so that its pong normally frees the window before it is full.
-        self.ping_every = max(self.resend_samples // 2, ACK_MIN_MS * SAMPLES_PER_MS)
+        self.ping_every = max(self.resend_samples // 2, ACK_MIN_MS * spm)
 
         self.offset = 0               # samples (per channel) pushed so far
         self.dropped_samples = 0
@@ -186,7 +195,8 @@ class OutboxPy:
     # -- capture side: O(1), never waits ------------------------------------------------
 
     def push_audio(self, pcm: bytes | bytearray | memoryview) -> bool:
-        """Queue int16 LE PCM (``channels`` interleaved) at the next offset; True if
+        """Queue PCM (``sample_bytes`` a sample: int16 LE or G.711; ``channels``
+        interleaved) at the next offset; True if
         it was queued (False: empty, after ``end``, or abandoned and only counted)."""
         if self.ended:
             return False
@@ -196,7 +206,7 @@ class OutboxPy:
         n = size // self.frame_bytes
         if n * self.frame_bytes != size:
             raise ValueError(f"stream {self.stream_id}: {size} bytes is not a whole number of "
-                             f"{self.channels}-channel 16-bit samples")
+                             f"{self.channels}-channel {8 * self.sample_bytes}-bit samples")
         if not n:
             return False
         offset = self.offset
@@ -267,7 +277,8 @@ class OutboxPy:
     def _dropping_stopped(self) -> None:
         self.dropping = False
         log.warning("stream %s: stopped dropping audio; %d ms dropped (%d ms in total)",
-                    self.stream_id, self._gap_dropped // SAMPLES_PER_MS, self.dropped_samples // SAMPLES_PER_MS,
+                    self.stream_id, self._gap_dropped // self.samples_per_ms,
+                    self.dropped_samples // self.samples_per_ms,
                     extra=self.ident)
         self._gap_dropped = 0
 
@@ -411,7 +422,7 @@ class OutboxPy:
         if end is None:
             raise RuntimeError(f"stream {self.stream_id}: end_message() before end()")
         end["samples"] = self.offset
-        end["dropped_ms"] = self.dropped_samples // SAMPLES_PER_MS
+        end["dropped_ms"] = self.dropped_samples // self.samples_per_ms
         end["reconnects"] = reconnects
         return end
 

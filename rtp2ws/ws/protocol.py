@@ -1,9 +1,12 @@
 """The wire protocol between rtp2ws and an analysis server.
 
-One WebSocket connection per call leg (or per call with ``--stereo``):
+One WebSocket connection per call leg (or per call with ``--mix stereo`` or
+``--mix mixed``):
 
 1. text ``start`` (sent again with ``"resumed": true`` after a reconnect),
-2. binary frames of little-endian 16-bit PCM at 16 kHz, ``frame_ms`` long
+2. binary frames of audio in the ``codec`` and at the ``sample_rate`` the
+   ``start`` message names (by default little-endian 16-bit PCM, ``L16``, at
+   16 kHz; ``PCMU``/``PCMA``: G.711, one byte a sample), ``frame_ms`` long
    (the last one may be shorter), contiguous in time,
 3. text event messages (``dtmf``, ``hold``, ``resume``, ``codec``, ``drop``)
    between frames, at the point of the stream where they happened,
@@ -29,8 +32,10 @@ import json
 from typing import Any
 
 PROTOCOL_VERSION = 1
-SAMPLE_RATE = 16000
-CODEC = "L16"
+SAMPLE_RATE = 16000     # the default; a start message says the stream's own (SAMPLE_RATES)
+CODEC = "L16"           # the default; a start message says the stream's own (CODECS)
+SAMPLE_RATES = (8000, 16000, 24000, 48000)
+CODECS = ("L16", "PCMU", "PCMA")
 FRAME_MS_STEP = 20
 FRAME_MS_MAX = 1000
 
@@ -44,9 +49,9 @@ CLOSE_TOO_BIG = 1009
 
 _TIME = {"type": "string", "description": "capture time, ISO 8601 with milliseconds and UTC offset"}
 _OFFSET = {"type": "integer", "minimum": 0, "description": "sample position in the stream (per channel)"}
-_TAG = {"type": "string", "pattern": "^(caller|callee)(#[2-9])?$|^stereo$",
+_TAG = {"type": "string", "pattern": "^(caller|callee)(#[2-9])?$|^stereo$|^mixed$",
         "description": "caller, callee; caller#2, callee#2 ... for a further RTP flow running alongside "
-                       "that leg's (e.g. through a media relay); stereo"}
+                       "that leg's (e.g. through a media relay); stereo or mixed (--mix)"}
 _ADDR = {"type": ["string", "null"], "description": "ip:port, IPv6 as [addr]:port"}
 _DTMF = {
     "type": "object",
@@ -79,8 +84,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "version": {"const": PROTOCOL_VERSION},
             "from": {"type": "string"}, "to": {"type": "string"},
             "src": _ADDR, "dst": _ADDR,
-            "codec": {"const": CODEC},
-            "sample_rate": {"const": SAMPLE_RATE},
+            "codec": {"enum": list(CODECS), "description": "of the binary frames: L16 (16-bit little-endian "
+                      "PCM), PCMU (G.711 mu-law) or PCMA (G.711 A-law), one byte a sample (--encoding)"},
+            "sample_rate": {"enum": list(SAMPLE_RATES), "description": "samples a second per channel (--rate)"},
             "channels": {"enum": [1, 2]},
             "frame_ms": {"type": "integer", "minimum": FRAME_MS_STEP, "maximum": FRAME_MS_MAX,
                          "multipleOf": FRAME_MS_STEP},
@@ -102,7 +108,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                                                     "time": _TIME},
                        "The call was taken off hold."),
     "codec": _message("codec", ["codec", "offset"], {"codec": {"type": "string"}, "offset": _OFFSET, "time": _TIME},
-                      "The RTP codec changed (the stream stays L16 at 16 kHz)."),
+                      "The RTP codec changed (the stream keeps the codec and rate of its start message)."),
     "drop": _message("drop", ["offset", "samples"], {"offset": _OFFSET, "samples": {"type": "integer", "minimum": 1}},
                      "The sender's buffer overflowed: `samples` samples were dropped; "
                      "the next frame starts at offset."),

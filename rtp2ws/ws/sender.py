@@ -84,10 +84,11 @@ from websockets.typing import Subprotocol
 from websockets.uri import WebSocketURI, parse_uri
 
 from .. import __version__
+from ..codec.audioformat import AudioFormat
 from . import formats
 from . import frame as wsframe
 from .lane import LanePy, make_lane, take_marked
-from .outbox import SAMPLES_PER_MS, Message, Outbox, Totals, ms
+from .outbox import Message, Outbox, Totals, ms
 from .protocol import CLOSE_INVALID_PAYLOAD, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED_DATA, encode
 from .wire import (
     BLOCKED,
@@ -153,6 +154,9 @@ class SenderConfig:
     # What goes on the wire (ws.formats): "rtp2ws" (docs/protocol.md), "seed" (a tag per stream),
     # or another server's protocol ("vonage", "audiofork", "jambonz"): no resume, no rtp2ws messages.
     ws_format: str = "rtp2ws"
+    # The audio every stream carries (--rate, --encoding): samples a millisecond and bytes a
+    # sample of the outboxes, and the milliseconds the statistics report.
+    audio: AudioFormat = AudioFormat()
 
     @property
     def linger(self) -> float:
@@ -473,7 +477,8 @@ class Stream:
         self.outbox = Outbox({k: self._start.get(k) for k in ("call_id", "tag", "stream_id")}, channels=channels,
                              frame_ms=self._start.get("frame_ms"), max_buffer_ms=cfg.max_buffer_ms,
                              resend_ms=cfg.resend_ms if fmt.resumes else 0, totals=sender._totals,
-                             announce_gaps=fmt.resumes)
+                             announce_gaps=fmt.resumes, sample_rate=cfg.audio.rate,
+                             sample_bytes=cfg.audio.sample_bytes)
         self._push_audio = self.outbox.push_audio
         # where the fast path pushes a bound leg's frames itself (ws.lane), marked on the
         # sender's list of lanes with news; live while a connection is
@@ -710,7 +715,8 @@ class Stream:
         elif lost:
             log.warning("stream %s: %d ms of audio sent before the connection ended was not acknowledged and "
                         "no longer fits the resend window (--resend-ms %d): counted as undelivered",
-                        self.stream_id, ms(lost), self._sender.config.resend_ms, extra=self.log_extra)
+                        self.stream_id, ms(lost, self.outbox.samples_per_ms), self._sender.config.resend_ms,
+                        extra=self.log_extra)
 
     def _write(self, msgs: list, frames: int) -> None:
         """A write of the task's own (start, resend, end): keys of its own.
@@ -770,8 +776,9 @@ class Stream:
         with self._sender._lock:
             queued, unacknowledged = self.outbox.abandon()
         lost = queued + unacknowledged
-        why = (f"{ms(lost)} ms of audio not delivered"
-               + (f" ({ms(unacknowledged)} ms of it sent but not acknowledged by the server)" if unacknowledged
+        spm = self.outbox.samples_per_ms
+        why = (f"{ms(lost, spm)} ms of audio not delivered"
+               + (f" ({ms(unacknowledged, spm)} ms of it sent but not acknowledged by the server)" if unacknowledged
                   else ""))
         if count_given_up:
             self.given_up = True
@@ -944,7 +951,7 @@ class Stream:
                      self.stream_id, extra=self.log_extra)
         elif resumed:
             log.info("stream %s: reconnected, resuming at offset %d (%d ms repeated)", self.stream_id, offset,
-                     repeated // SAMPLES_PER_MS, extra=self.log_extra)
+                     repeated // outbox.samples_per_ms, extra=self.log_extra)
         elif log.isEnabledFor(logging.DEBUG):
             log.debug("%s", sender._scrub(f"stream {self.stream_id}: connected to {sender.url_for_logs}"),
                       extra=self.log_extra)
@@ -1061,6 +1068,7 @@ class Sender:
     @property
     def stats(self) -> dict:
         totals = self._totals
+        spm = self.config.audio.samples_per_ms
         return {
             "streams": self._opened,
             "active": len(self._streams),
@@ -1069,12 +1077,12 @@ class Sender:
             "reconnects": self._reconnects,
             "connect_failures": self._connect_failures,
             "refused": self._refused,
-            "dropped_ms": totals.dropped_samples // SAMPLES_PER_MS,
+            "dropped_ms": totals.dropped_samples // spm,
             "dropped_events": totals.dropped_events,
             "sent_frames": totals.sent_frames,
             "sent_bytes": totals.sent_bytes,
             "given_up": self._given_up,
-            "undelivered_ms": ms(totals.undelivered_samples),
+            "undelivered_ms": ms(totals.undelivered_samples, spm),
         }
 
     def use_loop(self) -> None:

@@ -93,7 +93,7 @@ def test_in_order_audio_is_the_g711_reference_upsampled(pt, name, decode):
     assert np.array_equal(out, upsample_2x(x))
     assert leg.start_time == T0 and leg.last_arrival == pkts[-1][0]
     assert leg.decoded == len(x) == 1600 and leg.concealed == 0 and leg.filled == 0
-    assert leg.samples_16k == 2 * len(x)
+    assert leg.samples_out == 2 * len(x)
     assert leg.codecs == [name] and leg.ssrcs == [SSRC]
     assert leg.counts["packets"] == 10 and leg.counts["bytes"] == 1600
     assert leg.stats == {"packets": 10, "lost": 0, "late": 0, "duplicates": 0, "reordered": 0, "concealed_ms": 0,
@@ -144,7 +144,7 @@ def test_a_silence_suppression_gap_becomes_silence_of_its_length(gap):
     assert all(len(y) <= 2 * MAX_TAKE for y in parts)
     assert np.array_equal(np.concatenate(parts), reference(alaw(pls[:5]), zeros(gap), alaw(pls[5:])))
     assert leg.filled == gap and leg.concealed == 0 and leg.stats["lost"] == 0
-    assert leg.samples_16k == 2 * (1600 + gap)
+    assert leg.samples_out == 2 * (1600 + gap)
 
 
 @pytest.mark.parametrize("lost", [1, 4])     # 4 packets (640 samples) outlast the 480-sample fade
@@ -182,9 +182,9 @@ def test_a_missing_packet_arriving_after_its_slot_was_concealed_is_dropped():
     leg = MediaLeg("caller", depth=0.060)
     push_all(leg, pkts[:2] + pkts[3:])
     leg.poll(pkts[3][0] + 0.060)
-    before = leg.samples_16k
+    before = leg.samples_out
     leg.push(pkts[2][1], pkts[5][0] + 0.1)
-    assert leg.samples_16k == before and leg.stats["late"] == 1 and leg.concealed == 160
+    assert leg.samples_out == before and leg.stats["late"] == 1 and leg.concealed == 160
     out = closed(leg)
     assert np.array_equal(out, reference(alaw(pls[:2]), conceal(alaw(pls[1:2]), 160), alaw(pls[3:])))
 
@@ -228,7 +228,7 @@ def test_a_timestamp_jump_the_capture_clock_disagrees_with_re_anchors():
     leg = MediaLeg("caller")
     push_all(leg, first + second)
     assert np.array_equal(closed(leg), reference(alaw(pls)))
-    assert leg.filled == 0 and leg.samples_16k == 2 * 8 * 160
+    assert leg.filled == 0 and leg.samples_out == 2 * 8 * 160
 
 
 def test_a_packet_overlapping_emitted_audio_is_trimmed_or_dropped():
@@ -335,7 +335,7 @@ def test_take_audio_hands_out_at_most_max_take_and_pending_samples_is_exact():
     pkts = audio(pls) + audio(pls[:2], seq0=SEQ0 + secs, ts0=resume, t0=T0 + (resume - TS0) / CLOCK)
     leg = MediaLeg("caller")
     push_all(leg, pkts)
-    placed = leg.samples_16k // 2
+    placed = leg.samples_out // 2
     assert placed == (secs + secs + 2) * CLOCK
     assert leg.pending_samples == placed
     parts = []
@@ -361,7 +361,7 @@ def test_close_flushes_the_resampler_tail_so_output_is_exactly_twice_the_input()
     leg.close()
     tail = leg.take_audio()
     assert len(tail) == Upsampler2x.delay
-    assert len(head) + len(tail) == 2 * leg.decoded == leg.samples_16k
+    assert len(head) + len(tail) == 2 * leg.decoded == leg.samples_out
     assert np.array_equal(np.concatenate([head, tail]), reference(alaw(pls)))
     leg.close()                                          # twice is once
     assert len(leg.take_audio()) == 0 and leg.closed
@@ -386,3 +386,37 @@ def test_a_leg_has_no_dict_of_its_own():
     finally:
         tracemalloc.stop()
     assert size <= 3700        # jitter buffer, detector, resampler and counters included (it was 5,500)
+
+
+# -- other output rates ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [8000, 24000, 48000])
+def test_other_rates_are_the_g711_reference_at_that_rate(rate):
+    """``rate``: the leg hands out the same timeline (gaps, loss) resampled to it: at 8 kHz
+    the G.711 decode itself, sample for sample (computed here with the ITU-T formula, not
+    the decoder's table); at 24 and 48 kHz that signal through the 3x / 6x filter."""
+    from rtp2ws.codec.resample import upsample
+
+    pls = payloads(20, seed=rate)
+    # a silence-suppression gap of two packets: the sequence goes on, the timestamp jumps
+    pkts = audio(pls[:10]) + audio(pls[12:], seq0=SEQ0 + 10, ts0=TS0 + 12 * 160, t0=T0 + 12 * 0.02)
+    leg = MediaLeg("caller", rate=rate)
+    push_all(leg, pkts)
+    out = np.concatenate([take_all(leg), closed(leg)])
+
+    def alaw_formula(code):            # G.711 A-law expansion, on the 16-bit scale
+        v = code ^ 0x55
+        seg, mant = (v >> 4) & 7, v & 15
+        mag = (mant << 4) + 8 if seg == 0 else ((mant << 4) + 0x108) << (seg - 1)
+        return mag if v & 0x80 else -mag
+
+    first = np.array([alaw_formula(b) for b in b"".join(pls[:10])], dtype=np.int16)
+    rest = np.array([alaw_formula(b) for b in b"".join(pls[12:])], dtype=np.int16)
+    x8 = np.concatenate([first, zeros(320), rest])
+    assert leg.filled == 320 and leg.concealed == 0
+    if rate == 8000:
+        np.testing.assert_array_equal(out, x8)
+    else:
+        np.testing.assert_array_equal(out, upsample(x8, rate))
+    assert len(out) == rate // 8000 * len(x8) == leg.samples_out

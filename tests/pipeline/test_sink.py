@@ -66,7 +66,7 @@ class Recorder(Sink):
 
     def call_ended(self, call, legs):
         self.log.append((self.name, "end", call.key, call.end_reason,
-                         [(tag, leg.stats, dict(leg.counts), leg.samples_16k) for tag, leg in legs.items()]))
+                         [(tag, leg.stats, dict(leg.counts), leg.samples_out) for tag, leg in legs.items()]))
 
     def tick(self, now):
         self.log.append((self.name, "tick", now))
@@ -182,8 +182,8 @@ def _same(view: LegView, leg: MediaLeg) -> None:
     assert view.counts == leg.counts and view.stats == leg.stats and view.jitter_stats == leg.jb.stats
     assert view.ssrcs == tuple(leg.ssrcs) and view.codecs == tuple(leg.codecs) and view.flows == tuple(leg.flows)
     assert view.dtmf_events == tuple(leg.dtmf_events)
-    assert (view.last_arrival, view.last_packet_samples, view.samples_16k) == \
-        (leg.last_arrival, leg.last_packet_samples, leg.samples_16k)
+    assert (view.last_arrival, view.last_packet_samples, view.samples_out) == \
+        (leg.last_arrival, leg.last_packet_samples, leg.samples_out)
     assert (view.concealed, view.filled, view.decoded) == (leg.concealed, leg.filled, leg.decoded)
 
 
@@ -240,7 +240,7 @@ def test_a_sink_cannot_change_the_leg():
         tried += 1
         view, leg = views[-1], pipe.legs[("talk@x", "caller")]
         for name, value in (("tag", "callee"), ("start_time", 0.0), ("counts", {}), ("encrypted", True),
-                            ("samples_16k", 0), ("jb", None), ("_leg", None), ("anything", 1)):
+                            ("samples_out", 0), ("jb", None), ("_leg", None), ("anything", 1)):
             with pytest.raises(AttributeError, match="read-only"):
                 setattr(view, name, value)
         for name in ("tag", "counts", "start_time", "_leg"):

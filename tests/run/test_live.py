@@ -559,6 +559,45 @@ def test_live_call_to_sink_and_wav(tmp_path, live_factory, call_factory):
 
 
 @needs_capture
+def test_live_streams_and_writes_the_format_of_its_config_file(tmp_path, live_factory, call_factory):
+    """``rate = 8000`` and ``encoding = "alaw"`` in the --config file: A-law RTP in, A-law at
+    8 kHz out, so the sink's WAV and --out-dir's hold exactly the payload bytes sent."""
+    from rtp2ws.sinks.wav import read_wav_format
+
+    from sinkclient import SinkProcess
+
+    config = tmp_path / "rtp2ws.toml"
+    config.write_text('rate = 8000\nencoding = "alaw"\nframe_ms = 40\n')
+    sink = SinkProcess(tmp_path / "recv")
+    try:
+        out = tmp_path / "out"
+        live = live_factory("--config", config, "-i", "lo", "--bpf", _filter(25070, 26000), "--out-dir", out,
+                            "--ws-url", sink.url_base + "/audio")
+        live.wait_for("capturing on lo")
+        call = call_factory("live-fmt@test", 25070, 26000, 26002)
+        call.setup()
+        call.media(1.0)
+        call.bye()
+        live.wait_for("call ended: live-fmt@test", timeout=5)      # in a worker (live: one per core)
+        time.sleep(0.5)
+        rc, stdout, stderr = live.stop()
+    finally:
+        sink.stop()
+    assert rc == 0, stderr
+    assert "streamed 2 streams, 0 reconnects, 0 ms dropped" in stdout
+    msgs = [json.loads(line)["message"] for line in (sink.out_dir / "messages.jsonl").read_text().splitlines()]
+    starts = [m for m in msgs if m["type"] == "start"]
+    assert [(m["codec"], m["sample_rate"], m["frame_ms"]) for m in starts] == [("PCMA", 8000, 40)] * 2
+    for tag in ("caller", "callee"):
+        sent = b"".join(call.payloads[tag])
+        assert len(sent) == 8000
+        for path in (sink.out_dir / "live-fmt@test" / f"{tag}.wav", out / "calls" / "live-fmt@test" / f"{tag}.wav"):
+            data, audio, ch = read_wav_format(str(path))
+            assert (audio.rate, audio.encoding, ch) == (8000, "alaw", 1)
+            assert data == sent, (tag, path)
+
+
+@needs_capture
 def test_live_out_dir_journals_each_call_as_it_ends(tmp_path, live_factory, call_factory):
     """live --out-dir: a call's line is in calls.jsonl as soon as it ends, while live
     runs; a call without audio has its line and no folder; calls.json at exit lists both."""

@@ -264,9 +264,9 @@ def test_extra_leg_has_a_stream_of_its_own(tmp_path, stereo):
 
 def test_schemas_accept_extra_leg_tags_only():
     ok = {"type": "drop", "call_id": "c", "stream_id": "s", "offset": 0, "samples": 1}
-    for tag in ("caller", "callee", "stereo", "caller#2", "callee#4"):
+    for tag in ("caller", "callee", "stereo", "mixed", "caller#2", "callee#4"):
         jsonschema.validate(dict(ok, tag=tag), protocol.SCHEMAS["drop"])
-    for tag in ("caller#1", "caller#", "mixed", "caller#2/../x", "stereo#2", ""):
+    for tag in ("caller#1", "caller#", "mix", "caller#2/../x", "stereo#2", "mixed#2", ""):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(dict(ok, tag=tag), protocol.SCHEMAS["drop"])
 

@@ -304,7 +304,8 @@ def test_lone_surrogate_kept_and_logs_stay_utf8(tmp_path):
 def test_huge_identifiers_refused_and_session_keeps_identity_only(tmp_path):
     s = Session()
     s.receive_text(json.dumps(start_msg(sip_headers={"X-Big": "v" * 100000})), 1.0)
-    assert s.start == {"stream_id": "s1", "call_id": "call-1@test", "tag": "caller", "channels": 1}
+    assert s.start == {"stream_id": "s1", "call_id": "call-1@test", "tag": "caller", "channels": 1,
+                       "codec": "L16", "sample_rate": 16000}
 
     limit = sinksession.MAX_ID_CHARS
     cases = [start_msg(stream_id="s" * (limit + 1)), start_msg(stream_id="c", call_id="c" * (limit + 1))]

@@ -53,6 +53,46 @@ async def refused(uri, msgs):
 # -- sans-I/O core -------------------------------------------------------------------
 
 
+def test_session_counts_g711_frames_in_bytes_and_keeps_the_format():
+    """A PCMU/PCMA stream's samples are one byte each; a start that resumes the stream in
+    another codec or rate is refused."""
+    s = Session()
+    s.receive_text(json.dumps(start_msg(channels=2, codec="PCMU", sample_rate=8000)), 1.0)
+    assert s.receive_binary(b"\xff" * 8).offset == 0 and s.position == 4
+    with pytest.raises(Refusal) as e:
+        s.receive_binary(b"\xff" * 3)
+    assert (e.value.code, e.value.reason) == (1007, "binary frame of 3 bytes is not a multiple of 2 "
+                                                    "(2 channels of G.711 bytes)")
+    for change in ({"codec": "PCMA"}, {"sample_rate": 16000}):
+        with pytest.raises(Refusal) as e:
+            s.receive_text(json.dumps(dict(start_msg(channels=2, codec="PCMU", sample_rate=8000, resumed=True),
+                                           **change)), 2.0)
+        assert e.value.reason == f"invalid start: {next(iter(change))} changed on this connection"
+
+
+def test_store_writes_each_streams_format_and_reloads_it(tmp_path):
+    """The WAV of a PCMA stream at 24 kHz: format tag 6, 8 bits, its rate, the fact chunk;
+    after a restart of the store (streams.jsonl) a resume goes on in the same format."""
+    from rtp2ws.sinks.wav import read_wav_format
+    from rtp2ws.sinkserver.server import StreamStore
+
+    store = StreamStore(str(tmp_path))
+    st, _ = store.attach(start_msg(codec="PCMA", sample_rate=24000), 1.0)
+    store.write(st, 0, bytes(range(100)))
+    store.detach(st)
+    store.close()
+    again = StreamStore(str(tmp_path))
+    st, created = again.attach(start_msg(codec="PCMA", sample_rate=24000, resumed=True, offset=100), 3.0)
+    assert not created and (st.codec, st.sample_rate, st.samples) == ("PCMA", 24000, 100)
+    again.write(st, 100, b"\xd5" * 20)
+    again.detach(st)
+    again.close()
+    data, audio, ch = read_wav_format(str(tmp_path / st.path))
+    assert (audio.rate, audio.encoding, ch, data) == (24000, "alaw", 1, bytes(range(100)) + b"\xd5" * 20)
+    raw = (tmp_path / st.path).read_bytes()
+    assert raw[38:50] == b"fact" + (4).to_bytes(4, "little") + (120).to_bytes(4, "little")
+
+
 def test_session_offsets_and_refusals():
     s = Session()
     with pytest.raises(Refusal) as e:

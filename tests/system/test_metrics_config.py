@@ -287,3 +287,33 @@ def test_systemd_unit_verifies(tmp_path):
     r = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "rtp2ws.service" not in r.stderr, r.stderr
+
+
+def test_audio_options_from_the_file_and_the_command_line(tmp_path, capsys):
+    """rate, encoding and mix come from the file as from the command line, into the
+    AudioFormat every part runs with; stereo = true is mix = "stereo"; a value out of
+    their sets, or --stereo against another mix, is a clear error."""
+    from rtp2ws.codec.audioformat import AudioFormat
+
+    args, _ = parse(tmp_path, 'rate = 8000\nencoding = "mulaw"\nmix = "mixed"\n')
+    assert cli.audio_format(args) == AudioFormat(8000, "mulaw", "mixed")
+    assert cli.pipeline_config(args, live=True).rate == 8000
+    args, _ = parse(tmp_path, 'rate = 48000\nstereo = true\n', "--encoding", "alaw", "-i", "lo", "--ws-url", "ws://h/")
+    assert cli.audio_format(args) == AudioFormat(48000, "alaw", "stereo")
+    assert cli.sender_config(args).audio == AudioFormat(48000, "alaw", "stereo")
+    args, _ = parse(tmp_path, "")
+    assert cli.audio_format(args) == AudioFormat() and cli.pipeline_config(args, live=True).rate == 16000
+    for text, message in (("rate = 44100\n", "rate: use one of 8000, 16000, 24000, 48000, not 44100"),
+                          ('rate = "8000"\n', "rate must be an integer"),
+                          ('encoding = "g722"\n', "encoding must be one of l16, mulaw, alaw, not 'g722'"),
+                          ('mix = "both"\n', "mix must be one of per-leg, stereo, mixed, not 'both'")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            parse(tmp_path, text)
+    path = tmp_path / "c.toml"
+    path.write_text('stereo = true\nmix = "mixed"\n')
+    with pytest.raises(SystemExit):
+        cli.main(["live", "--config", str(path), "-i", "lo", "--out-dir", str(tmp_path)])
+    assert "--stereo is --mix stereo: it contradicts --mix mixed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["replay", "x.pcap", "--out-dir", str(tmp_path), "--rate", "11025"])
+    assert "argument --rate: use one of 8000, 16000, 24000, 48000, not 11025" in capsys.readouterr().err

@@ -198,8 +198,9 @@ def reference(out) -> tuple[dict[str, bytes], dict]:
     manifest = json.loads((out / "calls.json").read_text())
     (call,) = manifest["calls"]
     wavs = {leg["tag"]: leg["wav"] for leg in call["legs"]}
-    if call.get("stereo_wav"):
-        wavs["stereo"] = call["stereo_wav"]
+    for mix in ("stereo", "mixed"):
+        if call.get(f"{mix}_wav"):
+            wavs[mix] = call[f"{mix}_wav"]
     ref = {}
     for tag, rel in wavs.items():
         samples, _, _ = read_wav(str(out / rel))
@@ -279,29 +280,74 @@ def test_vonage_refuses_what_contradicts_its_protocol(tmp_path, servers):
 
 # --------------------------------------------------------------------------- audiofork, jambonz
 
-@pytest.mark.parametrize("fmt, subprotocol, stereo", [("audiofork", "audio.drachtio.org", False),
-                                                      ("audiofork", "audio.drachtio.org", True),
-                                                      ("jambonz", "audio.jambonz.org", False)])
-def test_audiofork_servers_get_the_metadata_then_audio_only(tmp_path, servers, fmt, subprotocol, stereo):
+@pytest.mark.parametrize("fmt, subprotocol, options, mix_type, rate", [
+    ("audiofork", "audio.drachtio.org", [], "mono", 16000),
+    ("audiofork", "audio.drachtio.org", ["--stereo"], "stereo", 16000),
+    ("audiofork", "audio.drachtio.org", ["--mix", "mixed", "--rate", "8000"], "mixed", 8000),
+    ("jambonz", "audio.jambonz.org", [], "mono", 16000),
+    ("jambonz", "audio.jambonz.org", ["--rate", "24000", "--mix", "stereo"], "stereo", 24000)])
+def test_audiofork_servers_get_the_metadata_then_audio_only(tmp_path, servers, fmt, subprotocol, options, mix_type,
+                                                            rate):
+    """``mixType`` and ``sampleRate`` follow --mix and --rate; the audio is the WAV
+    --out-dir writes in the same run (leg, stereo or mixed), at that rate."""
     cap = make_capture(tmp_path / "c.pcap")
     srv = servers("callSid", subprotocols=[subprotocol])
     out = tmp_path / "out"
-    extra = ["--stereo"] if stereo else []
-    r = replay(cap, "--ws-url", srv.url, "--ws-format", fmt, "--out-dir", out, "--sip-header", CUSTOMER[0], *extra)
+    r = replay(cap, "--ws-url", srv.url, "--ws-format", fmt, "--out-dir", out, "--sip-header", CUSTOMER[0], *options)
     assert r.returncode == 0, r.stderr
     ref, _ = reference(out)
     streams = srv.streams()
-    assert len(streams) == (1 if stereo else 2)
+    assert len(streams) == (2 if mix_type == "mono" else 1)
     for sid, (conn,) in streams.items():
         assert not conn.errors and conn.subprotocol == subprotocol
         tag = conn.first["tag"]
-        assert conn.first == {"callSid": sid, "callId": CALL_ID, "from": "1000", "to": "2000", "sampleRate": 16000,
-                              "mixType": "stereo" if stereo else "mono", "tag": tag, CUSTOMER[0]: CUSTOMER[1]}
-        assert tag == "stereo" if stereo else tag in ("caller", "callee")
-        # then binary L16 only: no DTMF, hold, drop or end; the leg's (or the call's stereo) WAV exactly
+        assert conn.first == {"callSid": sid, "callId": CALL_ID, "from": "1000", "to": "2000", "sampleRate": rate,
+                              "mixType": mix_type, "tag": tag, CUSTOMER[0]: CUSTOMER[1]}
+        assert tag in ("caller", "callee") if mix_type == "mono" else tag == mix_type
+        # then binary L16 only: no DTMF, hold, drop or end; the leg's (or the call's stereo or
+        # mixed) WAV exactly, at that rate (each leg sends 3 s)
         assert conn.texts == []
         assert conn.audio == ref[tag]
+        assert len(conn.audio) // (4 if mix_type == "stereo" else 2) >= 3 * rate
         assert conn.close_code == 1000
+
+
+def test_vonage_at_8_khz_mixed_is_one_stream_of_both_legs(tmp_path, servers):
+    """--rate 8000 --mix mixed: one connection a call, content-type audio/l16;rate=8000,
+    binary messages of 20 ms at 8 kHz (320 bytes): the call's mixed.wav."""
+    cap = make_capture(tmp_path / "c.pcap")
+    srv = servers("stream_id")
+    out = tmp_path / "out"
+    r = replay(cap, "--ws-url", srv.url, "--ws-format", "vonage", "--out-dir", out, "--rate", "8000",
+               "--mix", "mixed")
+    assert r.returncode == 0, r.stderr
+    ref, _ = reference(out)
+    ((sid, (conn,)),) = srv.streams().items()
+    assert not conn.errors
+    assert conn.first == {"event": "websocket:connected", "content-type": "audio/l16;rate=8000", "call_id": CALL_ID,
+                          "tag": "mixed", "stream_id": sid, "from": "sip:1000@10.0.0.1", "to": "sip:2000@10.0.0.2"}
+    assert conn.frames and all(len(f) == 320 for f in conn.frames)
+    want = ref["mixed"]
+    assert len(want) >= 3 * 8000 * 2 and len(conn.audio) == -(-len(want) // 320) * 320
+    assert conn.audio[:len(want)] == want and not any(conn.audio[len(want):])
+    assert [json.loads(t) for t in conn.texts] == [{"event": "websocket:dtmf", "digit": "5", "duration": 120}]
+    assert conn.close_code == 1000
+
+
+@pytest.mark.parametrize("fmt, options, said", [
+    ("vonage", ["--encoding", "mulaw"], "--ws-format vonage carries l16 audio only, as its protocol fixes: "
+                                        "--encoding mulaw cannot go with it"),
+    ("vonage", ["--rate", "24000"], "--ws-format vonage carries audio at 8000 or 16000 Hz only, as its protocol "
+                                    "fixes: --rate 24000 cannot go with it"),
+    ("vonage", ["--mix", "stereo"], "--ws-format vonage carries one channel"),
+    ("audiofork", ["--rate", "48000"], "--ws-format audiofork carries audio at 8000 or 16000 Hz only"),
+    ("jambonz", ["--encoding", "alaw"], "--ws-format jambonz carries l16 audio only")])
+def test_audio_a_format_cannot_carry_is_refused_before_connecting(tmp_path, servers, fmt, options, said):
+    cap = make_capture(tmp_path / "c.pcap", seconds=0.5)
+    srv = servers("stream_id")
+    r = replay(cap, "--ws-url", srv.url, "--ws-format", fmt, *options)
+    assert r.returncode == 2 and f"rtp2ws: error: {said}" in r.stderr, r.stderr
+    assert srv.conns == []
 
 
 def test_a_server_requiring_a_subprotocol_refuses_the_default_format_and_the_log_says_why(tmp_path, servers):

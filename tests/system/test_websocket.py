@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -448,3 +449,166 @@ def test_keepalive_pings_answered_under_full_load(tmp_path):
     assert len(closes) == 80
     assert all(ended and code == 1000 for ended, code, _ in closes), [c for c in closes if c[1] != 1000][:3]
     assert "keepalive" not in r.stderr
+
+
+def _g711_compress(pcm, law):
+    """int16 -> G.711 as G.191 quantises (audioop: lin2alaw is G.191's; for µ-law a negative
+    x is encoded as ~x with the sign bit cleared, where audioop negates)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import audioop
+        except ImportError:
+            audioop = pytest.importorskip("audioop_lts")
+    pcm = np.asarray(pcm, dtype=np.int16)
+    if law == "alaw":
+        return audioop.lin2alaw(pcm.astype("<i2").tobytes(), 2)
+    neg = pcm < 0
+    mag = np.where(neg, -(pcm.astype(np.int32)) - 1, pcm).astype("<i2")
+    codes = np.frombuffer(audioop.lin2ulaw(mag.tobytes(), 2), np.uint8)
+    return np.where(neg, codes & 0x7F, codes).astype(np.uint8).tobytes()
+
+
+@pytest.mark.parametrize("options,workers", [
+    (["--rate", "8000", "--encoding", "mulaw"], 1),
+    (["--rate", "24000", "--encoding", "alaw", "--mix", "mixed"], 1),
+    (["--rate", "48000", "--stereo"], 2),
+])
+def test_replay_streams_in_the_format_asked_for(tmp_path, sink, options, workers):
+    """Replay at full speed into ``rtp2ws sink`` with a rate, encoding and mix other than the
+    default (and with --workers): the sink's WAVs are byte-identical to --out-dir's, in
+    that format (WAV header fields), and hold the L16 audio of a run at the same rate and
+    mix, encoded with the test's own G.711 compressor."""
+    from rtp2ws.sinks.wav import read_wav_format
+
+    from paths import DATA
+
+    demo = DATA / "demo_speech.pcap"
+    s = sink()
+    more = ["--workers", str(workers)] if workers > 1 else []
+    r = replay(demo, "--ws-url", s.url_base + "/audio", *options, *more)
+    assert r.returncode == 0, r.stderr
+    assert "0 ms dropped" in r.stdout and "0 reconnects" in r.stdout
+    ref, lin = tmp_path / "ref", tmp_path / "lin"
+    assert replay(demo, "--out-dir", ref, *options, *more).returncode == 0
+    rate = options[options.index("--rate") + 1]
+    mix = "stereo" if "--stereo" in options else options[options.index("--mix") + 1] if "--mix" in options \
+        else "per-leg"
+    assert replay(demo, "--out-dir", lin, "--rate", rate, "--mix", mix).returncode == 0   # L16, one process
+    s.stop()
+    got = wavs(s.out_dir)
+    combined = mix != "per-leg"
+    want = {k: v for k, v in wavs(ref / "calls").items() if (k.name in ("stereo.wav", "mixed.wav")) == combined}
+    assert got.keys() == want.keys() and len(got) == (1 if combined else 2)
+    encoding = options[options.index("--encoding") + 1] if "--encoding" in options else "l16"
+    channels = 2 if mix == "stereo" else 1
+    for k in got:
+        assert got[k] == want[k], k
+        data, audio, ch = read_wav_format(str(s.out_dir / k))
+        head = got[k][:60]
+        tag, ch2, rate2, byte_rate, block, bits = struct.unpack_from("<HHIIHH", head, 20)
+        sample = 2 if encoding == "l16" else 1
+        assert (tag, ch2, rate2, bits) == ({"l16": 1, "mulaw": 7, "alaw": 6}[encoding], channels, int(rate), 8 * sample)
+        assert (byte_rate, block) == (int(rate) * sample * channels, sample * channels)
+        linear, _, _ = read_wav_format(str(lin / "calls" / k))
+        pcm = np.frombuffer(linear, "<i2")
+        assert data == (pcm.tobytes() if encoding == "l16" else
+                        _g711_compress(pcm, "ulaw" if encoding == "mulaw" else "alaw")), k
+    starts = [m for m in s.messages() if m["type"] == "start"]
+    assert {(m["codec"], m["sample_rate"], m["channels"]) for m in starts} == \
+        {({"l16": "L16", "mulaw": "PCMU", "alaw": "PCMA"}[encoding], int(rate), channels)}
+
+
+def _g711_expand(payload, law):
+    """G.711 bytes -> int16 by audioop (the 16-bit levels G.711 defines)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import audioop
+        except ImportError:
+            audioop = pytest.importorskip("audioop_lts")
+    lin = audioop.alaw2lin(payload, 2) if law == "alaw" else audioop.ulaw2lin(payload, 2)
+    return np.frombuffer(lin, "<i2").astype(np.int32)
+
+
+MIX_CALLS = [("mix-1@test", Party("10.0.1.1", 5060, 4000, "1001"), Party("10.0.1.2", 5060, 5000, "2001"), 0.3375),
+             ("mix-2@test", Party("10.0.2.1", 5060, 4000, "1002"), Party("10.0.2.2", 5060, 5000, "2002"), 0.0225)]
+
+
+def _mix_capture(path):
+    """Two calls whose callee starts ``late`` s after the caller (not a whole frame: 2,700 and
+    180 samples at 8 kHz), both full-scale 440 Hz tones in phase where they overlap (their sum
+    does not fit int16: saturation, not wrap-around, is seen); caller A-law, callee µ-law.
+    Returns the capture and each call's (caller payloads, callee payloads, late)."""
+    parts, sent = [], {}
+    for i, (call_id, a, b, late) in enumerate(MIX_CALLS):
+        c = Call(call_id, a, b)
+        t0 = 100.0 + i * 0.01
+        n = 12000
+        sa = rtp_packets(a, b, t0 + 0.1, tone(440, n, amp=30000.0), ssrc=1 + i)
+        sb = rtp_packets(b, a, t0 + 0.1 + late, tone(440, n, start=round(late * 8000), amp=30000.0), ssrc=11 + i,
+                         pt=0, law="ulaw")
+        sent[call_id] = (b"".join(ip[40:] for _, _, ip in sa), b"".join(ip[40:] for _, _, ip in sb), late)
+        parts += [c.setup(t0), sa, sb, c.bye(t0 + 0.3 + late + n / 8000)]
+    return callgen.write(path, frames_of(*parts)), sent
+
+
+@pytest.mark.parametrize("options,workers", [
+    (["--rate", "8000", "--encoding", "alaw"], 1),
+    (["--rate", "16000", "--encoding", "l16"], 2),
+    (["--rate", "48000", "--encoding", "mulaw"], 1),
+])
+def test_mixed_is_the_saturating_sum_of_the_legs_aligned_on_capture_time(tmp_path, sink, options, workers):
+    """--mix mixed into ``rtp2ws sink`` (and --out-dir in the same run): one stream per call,
+    whose audio is the two legs summed with saturation, the callee's placed where its
+    first packet was captured.  At 8 kHz the legs are the G.711 expansion of the payloads
+    sent (audioop's, the ITU levels); at other rates the per-leg 16-bit WAVs at that rate
+    (of the same run for l16, else of a run with --encoding l16: the mix is made of linear
+    samples, then encoded); the sum is the test's own, encoded by the test's own G.711
+    compressor; the lengths are exact: from the caller's first sample to the callee's
+    last."""
+    from rtp2ws.sinks.wav import read_wav_format
+
+    cap, sent = _mix_capture(tmp_path / "mix.pcap")
+    rate, encoding = int(options[1]), options[3]
+    s = sink()
+    out = tmp_path / "out"
+    more = ["--workers", str(workers)] if workers > 1 else []
+    r = replay(cap, "--ws-url", s.url_base + "/audio", "--out-dir", out, "--mix", "mixed", *options, *more)
+    assert r.returncode == 0, r.stderr
+    assert "streamed 2 streams, 0 reconnects, 0 ms dropped" in r.stdout
+    s.stop()
+    starts = [m for m in s.messages() if m["type"] == "start"]
+    assert sorted((m["call_id"], m["tag"], m["channels"], m["sample_rate"], m["codec"]) for m in starts) == \
+        [(c, "mixed", 1, rate, {"l16": "L16", "mulaw": "PCMU", "alaw": "PCMA"}[encoding]) for c, *_ in MIX_CALLS]
+    manifest = {c["call_id"]: c for c in json.loads((out / "calls.json").read_text())["calls"]}
+    lin = out
+    if encoding != "l16" and rate != 8000:
+        lin = tmp_path / "lin"
+        assert replay(cap, "--out-dir", lin, "--rate", str(rate)).returncode == 0
+    linear = {c["call_id"]: c for c in json.loads((lin / "calls.json").read_text())["calls"]}
+    for call_id, (pay_a, pay_b, late) in sent.items():
+        if rate == 8000:
+            legs = [_g711_expand(pay_a, "alaw"), _g711_expand(pay_b, "ulaw")]
+        else:
+            legs = []
+            for tag in ("caller", "callee"):
+                (leg,) = [x for x in linear[call_id]["legs"] if x["tag"] == tag]
+                data, audio, _ = read_wav_format(str(lin / leg["wav"]))
+                assert (audio.rate, audio.encoding) == (rate, "l16")
+                legs.append(np.frombuffer(data, "<i2").astype(np.int32))
+        assert len(legs[0]) == len(legs[1]) == 12000 * rate // 8000
+        off = round(late * rate)
+        total = np.zeros(off + len(legs[1]), dtype=np.int32)
+        total[:len(legs[0])] += legs[0]
+        total[off:] += legs[1]
+        assert (np.abs(total) > 32767).sum() > rate // 10        # it saturates, often
+        want = np.clip(total, -32768, 32767).astype("<i2")
+        want_bytes = want.tobytes() if encoding == "l16" else _g711_compress(want, "ulaw" if encoding == "mulaw"
+                                                                              else "alaw")
+        for path in (s.out_dir / call_id / "mixed.wav", out / manifest[call_id]["mixed_wav"]):
+            data, audio, ch = read_wav_format(str(path))
+            assert (audio.rate, audio.encoding, ch) == (rate, encoding, 1)
+            assert data == want_bytes, (call_id, path)

@@ -2,6 +2,7 @@
 
 import pytest
 
+from rtp2ws.codec.audioformat import AudioFormat
 from rtp2ws.sinks.wav import folder_name
 from rtp2ws.ws import formats
 
@@ -77,6 +78,8 @@ def test_audiofork_and_jambonz_send_listen_metadata_and_no_event(fmt, subprotoco
         "sampleRate": 16000, "mixType": "mono", "tag": "caller", "X-Customer-Id": "42"}
     stereo = formats.first_message(fmt, dict(START, tag="stereo", channels=2, **{"from": "anonymous"}))
     assert (stereo["mixType"], stereo["tag"], stereo["from"]) == ("stereo", "stereo", "anonymous")
+    mixed = formats.first_message(fmt, dict(START, tag="mixed", sample_rate=8000))
+    assert (mixed["mixType"], mixed["tag"], mixed["sampleRate"]) == ("mixed", "mixed", 8000)
     for kind in ("dtmf", "hold", "resume", "codec"):
         assert formats.event(fmt, {"type": kind, "digit": "1", "duration_ms": 100}) is None
 
@@ -97,6 +100,32 @@ def test_options_a_format_contradicts_are_refused_saying_why():
         with pytest.raises(ValueError, match="--header Sec-WebSocket-Protocol: the WebSocket subprotocol comes "
                                              "from --ws-format .*audiofork offers audio.drachtio.org"):
             formats.check_options(fmt, headers=["Sec-WebSocket-Protocol"])
+
+
+@pytest.mark.parametrize("fmt, rates", [("vonage", (8000, 16000)), ("audiofork", (8000, 16000)),
+                                        ("jambonz", (8000, 16000, 24000, 48000)),
+                                        ("rtp2ws", (8000, 16000, 24000, 48000)),
+                                        ("seed", (8000, 16000, 24000, 48000))])
+def test_the_audio_a_format_cannot_carry_is_refused_saying_why(fmt, rates):
+    """Vonage's content-type is audio/l16 at 8 or 16 kHz; mod_audio_fork streams L16 at
+    8k or 16k, jambonz's listen also at 24 and 48 kHz; rtp2ws's own start message names
+    any rate and codec.  Vonage carries one channel: a mixed stream, not a stereo one."""
+    own = fmt in ("rtp2ws", "seed")
+    for rate in (8000, 16000, 24000, 48000):
+        for encoding in ("l16", "mulaw", "alaw"):
+            for mix in ("per-leg", "stereo", "mixed"):
+                audio = AudioFormat(rate, encoding, mix)
+                if encoding != "l16" and not own:
+                    why = f"--ws-format {fmt} carries l16 audio only.*--encoding {encoding} cannot go with it"
+                elif rate not in rates:
+                    why = f"--ws-format {fmt} carries audio at {' or '.join(map(str, rates))} Hz only.*--rate {rate}"
+                elif mix == "stereo" and fmt == "vonage":
+                    why = "--ws-format vonage carries one channel"
+                else:
+                    formats.check_options(fmt, audio=audio)
+                    continue
+                with pytest.raises(ValueError, match=why):
+                    formats.check_options(fmt, audio=audio)
 
 
 # what websockets' server (15+) and Node's ws (8.x) answer a client without the subprotocol they want

@@ -852,3 +852,39 @@ def test_backend_is_the_first_of_backends():
     assert outbox_module.BACKEND == outbox_module.BACKENDS[0]
     assert outbox_module.Outbox is TWINS[outbox_module.BACKEND][0]
     assert outbox_module.Totals is TWINS[outbox_module.BACKEND][1]
+
+
+# --------------------------------------------------------------------------- other audio formats
+
+
+@pytest.mark.parametrize("rate,sample_bytes,channels", [(8000, 1, 1), (24000, 2, 1), (48000, 1, 2), (8000, 2, 2)])
+def test_rate_and_sample_size_set_frames_bounds_and_the_drop_accounting(caplog, rate, sample_bytes, channels):
+    """An outbox of another rate and sample size (--rate, --encoding): messages of frame_ms
+    at that rate, the bounds in samples of that rate, offsets and drops in samples, and
+    milliseconds from them."""
+    caplog.set_level(logging.INFO, logger="rtp2ws.sender")
+    spm = rate // 1000
+    frame = 20 * spm
+    ob = outbox(max_buffer_ms=100, resend_ms=1000, sample_rate=rate, sample_bytes=sample_bytes, channels=channels)
+    assert (ob.sample_rate, ob.sample_bytes, ob.samples_per_ms) == (rate, sample_bytes, spm)
+    assert (ob.frame_samples, ob.frame_bytes) == (frame, sample_bytes * channels)
+    assert (ob.max_samples, ob.resend_samples, ob.ping_every) == (100 * spm, 1000 * spm, 500 * spm)
+    block = sample_bytes * channels
+    run = bytes(range(256)) * (12 * frame * block // 256 + 1)
+    assert ob.push_audio(run[:12 * frame * block]) and ob.offset == 12 * frame      # 12 frames, 7 dropped
+    assert ob.dropped_samples == 7 * frame and ob.queued_bytes == 5 * frame * block
+    if block > 1:
+        with pytest.raises(ValueError, match=f"is not a whole number of {channels}-channel {8 * sample_bytes}-bit"):
+            ob.push_audio(b"\0" * (block + 1))
+    ob.connected()
+    frames = parse_frames(ob.take_framed(Keys(), 1 << 20))      # as the sender writes them
+    assert json.loads(frames[0].data) == dict(IDENT, type="drop", offset=7 * frame, samples=7 * frame)
+    assert [len(f.data) for f in frames[1:]] == [frame * block] * 5
+    assert b"".join(f.data for f in frames[1:]) == run[7 * frame * block:12 * frame * block]
+    ob.end(dict(IDENT, type="end", reason="bye"))
+    assert ob.end_message(0)["dropped_ms"] == 140 and ob.end_message(0)["samples"] == 12 * frame
+    assert "stream s1: 100 ms of audio queued (server slow or unreachable), dropping the oldest" in \
+        [r.getMessage() for r in caplog.records]
+    for bad in ({"sample_rate": 8001}, {"sample_rate": 500}, {"sample_bytes": 3}, {"sample_bytes": 0}):
+        with pytest.raises(ValueError, match="an outbox takes a whole number of kHz and 1 or 2 bytes a sample"):
+            outbox(**bad)
