@@ -25,6 +25,11 @@ framing (``ws.frame``).
   already sent is dropped and counted.  Only mixers that got audio since the
   last look are looked at, and those holding a frame wait in a heap by the
   time their hold ends, so a tick costs nothing for the others.
+* A format with one stream per call (``twilio``: ``formats.Format.call_stream``)
+  is mixed as stereo, with three differences: each leg starts at an even sample
+  of the stream (its 8 kHz samples are then the stream's even ones), a ``track``
+  event says where (``offset``) once it is known, and ``dtmf`` says the ``leg``.
+  Extra legs (``caller#2`` ...) are not streamed in it (the format has two tracks).
 """
 
 from __future__ import annotations
@@ -119,7 +124,8 @@ class StreamSink(Sink):
         self.ws_format = formats.check(ws_format)
         formats.check_options(ws_format, frame_ms=frame_ms, stereo=stereo, sip_headers=sip_headers)
         self.frame_ms = frame_ms
-        self.stereo = stereo
+        self.call_stream = formats.spec(ws_format).call_stream    # both legs as tracks of one stream
+        self.stereo = stereo or self.call_stream
         self.sip_headers = tuple(sip_headers)
         self.hold_s = hold_s
         self.ops: list[Op] = []
@@ -148,6 +154,8 @@ class StreamSink(Sink):
             mix.add(leg, pcm)
             self._fed[call.key] = mix
             return
+        if self.call_stream:
+            return          # an extra leg: the call's stream has no track for it
         s = self._legs.get((call.key, leg.tag)) or self._leg_stream(call, leg)
         if pcm.dtype != PCM:
             pcm = pcm.astype(PCM)
@@ -222,7 +230,11 @@ class StreamSink(Sink):
         if self.stereo and leg.tag in _SDP_TAGS:
             mix = self._mix.get(call.key)
             if mix is not None:
+                if self.call_stream:
+                    msg["leg"] = leg.tag
                 mix.event(kind, msg, at)
+            return
+        if self.call_stream:
             return
         s = self._legs.get((call.key, leg.tag))
         if s is None:
@@ -342,7 +354,8 @@ class StreamSink(Sink):
         if mix is None:
             s = _Stream(call, "stereo", 2, self.frame, self.ws_format)
             s.start_time = leg.start_time
-            mix = self._mix[call.key] = _Mixer(call.key, s, self.ops, lambda: self._start(call, s, None, None))
+            mix = self._mix[call.key] = _Mixer(call.key, s, self.ops, lambda: self._start(call, s, None, None),
+                                               tracks=self.call_stream)
         return mix
 
     def _event(self, s: _Stream, kind: str, msg: dict[str, Any], offset: int) -> None:
@@ -368,8 +381,12 @@ def _offset(start: float | None, at: float) -> int:
 class _Mixer:
     """Caller left, callee right, on a shared timeline starting at the first audio."""
 
-    def __init__(self, key: str, stream: _Stream, ops: list[Op], opening: Callable[[], None] | None) -> None:
+    def __init__(self, key: str, stream: _Stream, ops: list[Op], opening: Callable[[], None] | None,
+                 tracks: bool = False) -> None:
         self.key = key                           # the call's key
+        # a call_stream format's: legs start at even samples, and a track event says where
+        self.tracks = tracks
+        self.grid = 2 if tracks else 1
         self.stream = stream
         self.ops = ops
         self.opening = opening                   # emits the start message, once, at the first frame
@@ -398,12 +415,14 @@ class _Mixer:
         if leg.tag not in self.origin:
             if self.opening is not None and leg.start_time < self.t0:
                 # an earlier leg turned up before anything was sent: move the origin back
-                shift = round((self.t0 - leg.start_time) * RATE)
+                shift = round((self.t0 - leg.start_time) * RATE / self.grid) * self.grid
                 self.t0 = self.stream.start_time = leg.start_time
                 self.origin = {tag: o + shift for tag, o in self.origin.items()}
                 self.filled = [f + shift if f else 0 for f in self.filled]
                 self.buf = np.concatenate([np.zeros((shift, 2), dtype=np.int16), self.buf])
-            self.origin[leg.tag] = _offset(self.t0, leg.start_time)
+            self.origin[leg.tag] = _offset(self.t0, leg.start_time) // self.grid * self.grid
+            if self.tracks and self.opening is None:
+                self._track(leg.tag)
         pos = self.origin[leg.tag] + self.received[leg.tag]
         self.received[leg.tag] += len(pcm)
         lo = max(pos, self.emitted)
@@ -454,10 +473,19 @@ class _Mixer:
         if n > 0:
             self._send(n)
 
+    def _track(self, tag: str) -> None:
+        """Where leg ``tag``'s track begins: its first sample, or the first not sent yet."""
+        m = self.stream.ident("track")
+        m.update(leg=tag, offset=max(self.origin[tag], self.emitted))
+        self.ops.append(Event(self.stream.id, m))
+
     def _send(self, n: int) -> None:
         if self.opening is not None:
             self.opening()
             self.opening = None
+            if self.tracks:
+                for tag in self.origin:
+                    self._track(tag)
             for kind, msg, at in self.early:
                 self.event(kind, msg, at)
             self.early = []

@@ -21,8 +21,13 @@ each, with the published source of the others.
 * ``audiofork``: FreeSWITCH's mod_audio_fork (subprotocol ``audio.drachtio.org``)
   and ``jambonz``: jambonz's ``listen`` verb, built on it (``audio.jambonz.org``):
   one JSON metadata text message first, then binary audio only, and a normal close.
+* ``twilio``: Twilio Media Streams: one stream per call carrying both legs as
+  tracks (``call_stream``: ``StreamSink`` mixes them as for ``--stereo``, each leg
+  starting at an even sample), every message JSON text (``text_media``: built by
+  ``ws.twilio`` as the stream is written, on the sender's Python path), µ-law at
+  8 kHz in 20 ms chunks.
 
-The last three define no resume, no offsets and no end message: a stream in one
+The last four define no resume, no offsets and no end message: a stream in one
 of them sends no ``drop``, ``hold``, ``resume``, ``codec`` or ``end`` (they are
 counted as with ``rtp2ws``, in ``calls.json`` and the metrics), repeats nothing
 after a reconnect (``resumes`` is False: the first message again, then the audio
@@ -51,7 +56,8 @@ SEED = "seed"
 VONAGE = "vonage"
 AUDIOFORK = "audiofork"
 JAMBONZ = "jambonz"
-FORMATS = (RTP2WS, SEED, VONAGE, AUDIOFORK, JAMBONZ)
+TWILIO = "twilio"
+FORMATS = (RTP2WS, SEED, VONAGE, AUDIOFORK, JAMBONZ, TWILIO)
 DEFAULT = RTP2WS
 
 SUBPROTOCOL_HEADER = "sec-websocket-protocol"
@@ -66,6 +72,8 @@ class Format:
     whole_frames: bool = False       # every binary message frame_ms long: the last one padded with silence
     stereo: bool = True              # may carry a --stereo stream (two channels)
     own_fields: tuple[str, ...] = ()  # fields of its first message that SIP headers must not overwrite
+    call_stream: bool = False        # one stream per call, both legs in it (two channels on capture time)
+    text_media: bool = False         # audio as text messages made by ws.twilio (not binary frames)
 
 
 _VONAGE_FIELDS = ("event", "content-type", "call_id", "tag", "stream_id", "from", "to")
@@ -77,6 +85,7 @@ SPECS: dict[str, Format] = {
     VONAGE: Format(VONAGE, resumes=False, frame_ms=20, whole_frames=True, stereo=False, own_fields=_VONAGE_FIELDS),
     AUDIOFORK: Format(AUDIOFORK, subprotocol="audio.drachtio.org", resumes=False, own_fields=_FORK_FIELDS),
     JAMBONZ: Format(JAMBONZ, subprotocol="audio.jambonz.org", resumes=False, own_fields=_FORK_FIELDS),
+    TWILIO: Format(TWILIO, resumes=False, frame_ms=20, stereo=False, call_stream=True, text_media=True),
 }
 
 
@@ -107,6 +116,9 @@ def check_options(fmt: str, *, frame_ms: int = 20, stereo: bool = False, sip_hea
     if f.frame_ms is not None and frame_ms != f.frame_ms:
         raise ValueError(f"--ws-format {fmt} sends {f.frame_ms} ms frames, as its protocol fixes; "
                          f"--frame-ms {frame_ms} contradicts it (leave --frame-ms out)")
+    if stereo and f.call_stream:
+        raise ValueError(f"--ws-format {fmt} streams both legs of a call on one connection, each as a mono "
+                         f"track of its own: --stereo cannot go with it")
     if stereo and not f.stereo:
         raise ValueError(f"--ws-format {fmt} carries one channel (its protocol has no channel count): "
                          f"--stereo cannot go with it")
@@ -150,6 +162,8 @@ def event(fmt: str, message: dict[str, Any]) -> dict[str, Any] | None:
     ``fmt`` sends it; None when the format has no such message (it is not sent)."""
     if SPECS[fmt].resumes:
         return message
+    if fmt == TWILIO and message.get("type") in ("dtmf", "track"):
+        return message      # ws.twilio makes its dtmf message, and places the tracks, as it is written
     if fmt == VONAGE and message.get("type") == "dtmf":
         return {"event": "websocket:dtmf", "digit": message["digit"], "duration": message["duration_ms"]}
     return None
