@@ -329,6 +329,8 @@ class Upsampler:
     ``backend``: ``"native"`` (the C 2x core, a pair of phases at a time) or ``"numpy"``;
     None means ``BACKEND``.  Both give bit-identical output."""
 
+    _history: np.ndarray | bytes     # the last input samples the next output needs (reset sets it)
+
     def __init__(self, factor: int, backend: str | None = None) -> None:
         if factor not in FACTORS:
             raise ValueError(f"Upsampler interpolates by one of {FACTORS}, not {factor}")

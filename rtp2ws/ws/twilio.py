@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from ..codec.g711 import encode_ulaw
+from .outbox import Message
 
 DEFAULT_ACCOUNT_SID = "AC" + "0" * 32
 PROTOCOL = "Call"
@@ -139,7 +140,7 @@ class TwilioStream:
         self._head.append(self._text({"event": "stop", "sequenceNumber": None, "streamSid": self.stream_sid,
                                       "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}}))
 
-    def convert(self, msgs: list) -> list[str]:
+    def convert(self, msgs: list[Message]) -> list[str]:
         """The outbox's messages (text, and two-channel 16 kHz PCM runs), in order, as
         the Twilio messages they make, in order; what ``connect`` and ``stop`` queued first."""
         out, self._head = self._head, []
@@ -177,7 +178,7 @@ class TwilioStream:
                                 "dtmf": {"track": TRACKS[ch] + "_track", "digit": str(msg["digit"])}})]
         return []
 
-    def _audio(self, pcm) -> list[str]:
+    def _audio(self, pcm: bytes | memoryview) -> list[str]:
         """A run of two-channel 16 kHz PCM at ``position``: its even samples, µ-law, into the tracks."""
         a = np.frombuffer(pcm, dtype="<i2").reshape(-1, 2)
         first = self.position
