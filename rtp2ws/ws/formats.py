@@ -31,7 +31,9 @@ The last four define no resume, no offsets and no end message: a stream in one
 of them sends no ``drop``, ``hold``, ``resume``, ``codec`` or ``end`` (they are
 counted as with ``rtp2ws``, in ``calls.json`` and the metrics), repeats nothing
 after a reconnect (``resumes`` is False: the first message again, then the audio
-still queued), and ends with a close 1000.
+still queued), and ends with a close 1000 (``twilio``: its ``stop`` message first;
+its first messages, ``connected`` and ``start``, come from ``ws.twilio``, not from
+``first_message``).
 
 The sender (``ws.sender``) asks this module for everything a format changes:
 the subprotocol it offers (``Format.subprotocol``), the first message of each
