@@ -133,7 +133,10 @@ class TwilioServer:
                     self._dropped.add(sid)
                     conn.dropped = True
                     # what websockets read already (it answered the pings among it) was received:
-                    # taken, then the connection is dropped with what is still unread
+                    # nothing more is read from the socket, what websockets holds is taken, then
+                    # the connection is dropped with what is still unread
+                    ws.transport.pause_reading()
+                    ws.transport.resume_reading = lambda: None     # (websockets' flow control would)
                     while True:
                         try:
                             msg = await asyncio.wait_for(ws.recv(), 0.05)
