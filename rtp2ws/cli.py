@@ -147,6 +147,12 @@ def audio_format(args):
     return AudioFormat(args.rate, args.encoding, mix or "per-leg")
 
 
+def _account_sid(text: str) -> str:
+    from .ws.twilio import check_account_sid
+
+    return check_account_sid(text)
+
+
 def _add_stream_options(p) -> None:
     g = p.add_argument_group("streaming to an analysis server")
     g.add_argument("--ws-url", help="ws:// or wss:// URL: stream every call leg there, one connection per leg")
@@ -154,7 +160,11 @@ def _add_stream_options(p) -> None:
                    help="what goes on the wire (docs/protocol.md): rtp2ws (default); seed: the same messages "
                         "with a tag per stream, <call>-<leg>, for a server that names its files by tag; vonage: "
                         "the Vonage Voice API WebSocket protocol (20 ms frames, mono); audiofork: mod_audio_fork "
-                        "(subprotocol audio.drachtio.org); jambonz: jambonz listen (audio.jambonz.org)")
+                        "(subprotocol audio.drachtio.org); jambonz: jambonz listen (audio.jambonz.org); twilio: "
+                        "Twilio Media Streams (one connection per call, caller inbound and callee outbound tracks, "
+                        "base64 µ-law 8 kHz in JSON)")
+    g.add_argument("--twilio-account-sid", type=_arg(_account_sid), default=None, metavar="AC...",
+                   help="the accountSid of --ws-format twilio's start and stop messages (default AC and 32 zeros)")
     g.add_argument("--frame-ms", type=_frame_ms, default=20, help="audio per binary message: 20..1000, step 20")
     g.add_argument("--flush-ms", type=whole(0, 1000), default=FLUSH_MS,
                    help=f"when paced (live, --speed realtime): hand audio to the connections at most every "
@@ -454,6 +464,7 @@ def sender_config(args) -> SenderConfig | None:
         max_connecting=args.max_connecting,
         ws_format=args.ws_format,
         audio=audio,
+        **({"twilio_account_sid": args.twilio_account_sid} if args.twilio_account_sid else {}),
     )
 
 

@@ -34,6 +34,14 @@ the legs hand over int16 samples at its rate, and they are encoded (L16, or
 G.711 at one byte a sample) before they are cut into frames, so a part-frame
 held between two hand-offs is encoded bytes.  Only 16 kHz L16 legs of their own
 are streamed by the fast path (``fast_target``).
+* A format with one stream per call (``twilio``: ``formats.Format.call_stream``)
+  is mixed as stereo (16-bit L16 at the run's rate, whatever ``--encoding``: the
+  format encodes it itself), with three differences: each leg starts at a sample
+  of the stream that is a multiple of rate/8000 (those samples are then the 8 kHz
+  ones G.711 decoded to: ``codec.resample``'s interpolators pass their inputs
+  through at every rate/8000-th output), a ``track``
+  event says where (``offset``) once it is known, and ``dtmf`` says the ``leg``.
+  Extra legs (``caller#2`` ...) are not streamed in it (the format has two tracks).
 """
 
 from __future__ import annotations
@@ -138,6 +146,9 @@ class StreamSink(Sink):
         self.ws_format = formats.check(ws_format)
         formats.check_options(ws_format, frame_ms=frame_ms, sip_headers=sip_headers, audio=audio)
         self.frame_ms = frame_ms
+        self.call_stream = formats.spec(ws_format).call_stream    # both legs as tracks of one stream
+        if self.call_stream:       # two channels of L16 at the run's rate, which the format encodes itself
+            audio = self.audio = AudioFormat(audio.rate, "l16", "stereo")
         self.stereo = audio.mix == "stereo"
         self.mixing = audio.mix != "per-leg"    # the call's two SDP legs go to one stream (_Mixer)
         self._encode = None if audio.encoding == "l16" else audio.encode
@@ -169,6 +180,8 @@ class StreamSink(Sink):
             mix.add(leg, pcm)
             self._fed[call.key] = mix
             return
+        if self.call_stream:
+            return          # an extra leg: the call's stream has no track for it
         s = self._legs.get((call.key, leg.tag)) or self._leg_stream(call, leg)
         if self._encode is not None:
             b = self._encode(pcm)
@@ -247,7 +260,11 @@ class StreamSink(Sink):
         if self.mixing and leg.tag in _SDP_TAGS:
             mix = self._mix.get(call.key)
             if mix is not None:
+                if self.call_stream:
+                    msg["leg"] = leg.tag
                 mix.event(kind, msg, at)
+            return
+        if self.call_stream:
             return
         s = self._legs.get((call.key, leg.tag))
         if s is None:
@@ -369,7 +386,7 @@ class StreamSink(Sink):
             s = _Stream(call, self.audio.mix, channels, self.frame, self.ws_format, self.audio.sample_bytes)
             s.start_time = leg.start_time
             mix = self._mix[call.key] = _Mixer(call.key, s, self.ops, lambda: self._start(call, s, None, None),
-                                               self.rate, self.audio.encode)
+                                               self.rate, self.audio.encode, tracks=self.call_stream)
         return mix
 
     def _event(self, s: _Stream, kind: str, msg: dict[str, Any], offset: int) -> None:
@@ -397,10 +414,15 @@ class _Mixer:
     as two channels, or (a 1-channel stream: mixed) as their saturating sum."""
 
     def __init__(self, key: str, stream: _Stream, ops: list[Op], opening: Callable[[], None] | None,
-                 rate: int = RATE, encode: Callable[[np.ndarray], bytes] | None = None) -> None:
+                 rate: int = RATE, encode: Callable[[np.ndarray], bytes] | None = None,
+                 tracks: bool = False) -> None:
         self.key = key                           # the call's key
         self.rate = rate
         self.encode = encode if encode is not None else _l16
+        # a call_stream format's: legs start at a multiple of rate/8000 (an 8 kHz sample of
+        # G.711's), and a track event says where
+        self.tracks = tracks
+        self.grid = rate // 8000 if tracks else 1
         self.stream = stream
         self.ops = ops
         self.opening = opening                   # emits the start message, once, at the first frame
@@ -429,12 +451,14 @@ class _Mixer:
         if leg.tag not in self.origin:
             if self.opening is not None and leg.start_time < self.t0:
                 # an earlier leg turned up before anything was sent: move the origin back
-                shift = round((self.t0 - leg.start_time) * self.rate)
+                shift = round((self.t0 - leg.start_time) * self.rate / self.grid) * self.grid
                 self.t0 = self.stream.start_time = leg.start_time
                 self.origin = {tag: o + shift for tag, o in self.origin.items()}
                 self.filled = [f + shift if f else 0 for f in self.filled]
                 self.buf = np.concatenate([np.zeros((shift, 2), dtype=np.int16), self.buf])
-            self.origin[leg.tag] = _offset(self.t0, leg.start_time, self.rate)
+            self.origin[leg.tag] = _offset(self.t0, leg.start_time, self.rate) // self.grid * self.grid
+            if self.tracks and self.opening is None:
+                self._track(leg.tag)
         pos = self.origin[leg.tag] + self.received[leg.tag]
         self.received[leg.tag] += len(pcm)
         lo = max(pos, self.emitted)
@@ -485,10 +509,19 @@ class _Mixer:
         if n > 0:
             self._send(n)
 
+    def _track(self, tag: str) -> None:
+        """Where leg ``tag``'s track begins: its first sample, or the first not sent yet."""
+        m = self.stream.ident("track")
+        m.update(leg=tag, offset=max(self.origin[tag], self.emitted))
+        self.ops.append(Event(self.stream.id, m))
+
     def _send(self, n: int) -> None:
         if self.opening is not None:
             self.opening()
             self.opening = None
+            if self.tracks:
+                for tag in self.origin:
+                    self._track(tag)
             for kind, msg, at in self.early:
                 self.event(kind, msg, at)
             self.early = []

@@ -24,12 +24,19 @@ each, with the published source of the others.
   one JSON metadata text message first, then binary audio only, and a normal close.
   L16 at 8 or 16 kHz (jambonz also 24 and 48 kHz), ``sampleRate`` saying which;
   ``mixType`` ``mono`` (a leg's stream), ``mixed`` or ``stereo`` (``--mix``).
+* ``twilio``: Twilio Media Streams: one stream per call carrying both legs as
+  tracks (``call_stream``: ``StreamSink`` mixes them as for ``--stereo``, in L16 at
+  the run's rate, each leg starting at an 8 kHz sample), every message JSON text (``text_media``: built by
+  ``ws.twilio`` as the stream is written, on the sender's Python path), µ-law at
+  8 kHz in 20 ms chunks.
 
-The last three define no resume, no offsets and no end message: a stream in one
+The last four define no resume, no offsets and no end message: a stream in one
 of them sends no ``drop``, ``hold``, ``resume``, ``codec`` or ``end`` (they are
 counted as with ``rtp2ws``, in ``calls.json`` and the metrics), repeats nothing
 after a reconnect (``resumes`` is False: the first message again, then the audio
-still queued), and ends with a close 1000.
+still queued), and ends with a close 1000 (``twilio``: its ``stop`` message first;
+its first messages, ``connected`` and ``start``, come from ``ws.twilio``, not from
+``first_message``).
 
 The sender (``ws.sender``) asks this module for everything a format changes:
 the subprotocol it offers (``Format.subprotocol``), the first message of each
@@ -57,7 +64,8 @@ SEED = "seed"
 VONAGE = "vonage"
 AUDIOFORK = "audiofork"
 JAMBONZ = "jambonz"
-FORMATS = (RTP2WS, SEED, VONAGE, AUDIOFORK, JAMBONZ)
+TWILIO = "twilio"
+FORMATS = (RTP2WS, SEED, VONAGE, AUDIOFORK, JAMBONZ, TWILIO)
 DEFAULT = RTP2WS
 
 SUBPROTOCOL_HEADER = "sec-websocket-protocol"
@@ -74,6 +82,8 @@ class Format:
     own_fields: tuple[str, ...] = ()  # fields of its first message that SIP headers must not overwrite
     encodings: tuple[str, ...] | None = None   # the --encoding values its protocol carries (None: any)
     rates: tuple[int, ...] | None = None       # the --rate values its protocol carries (None: any)
+    call_stream: bool = False        # one stream per call, both legs in it (two channels on capture time)
+    text_media: bool = False         # audio as text messages made by ws.twilio (not binary frames)
 
 
 _VONAGE_FIELDS = ("event", "content-type", "call_id", "tag", "stream_id", "from", "to")
@@ -90,6 +100,8 @@ SPECS: dict[str, Format] = {
                       encodings=("l16",), rates=(8000, 16000)),
     JAMBONZ: Format(JAMBONZ, subprotocol="audio.jambonz.org", resumes=False, own_fields=_FORK_FIELDS,
                     encodings=("l16",), rates=(8000, 16000, 24000, 48000)),
+    # Twilio: µ-law at 8 kHz always, made by ws.twilio from the L16 stream (--rate, --encoding: the WAVs')
+    TWILIO: Format(TWILIO, resumes=False, frame_ms=20, stereo=False, call_stream=True, text_media=True),
 }
 
 
@@ -130,6 +142,10 @@ def check_options(fmt: str, *, frame_ms: int = 20, stereo: bool = False, sip_hea
     if f.frame_ms is not None and frame_ms != f.frame_ms:
         raise ValueError(f"--ws-format {fmt} sends {f.frame_ms} ms frames, as its protocol fixes; "
                          f"--frame-ms {frame_ms} contradicts it (leave --frame-ms out)")
+    if f.call_stream and (stereo or (audio is not None and audio.mix != "per-leg")):
+        given = "--stereo" if stereo else f"--mix {audio.mix}" if audio is not None else ""
+        raise ValueError(f"--ws-format {fmt} streams both legs of a call on one connection, each as a mono "
+                         f"track of its own: {given} cannot go with it")
     if stereo and not f.stereo:
         raise ValueError(f"--ws-format {fmt} carries one channel (its protocol has no channel count): "
                          f"--stereo cannot go with it")
@@ -173,6 +189,8 @@ def event(fmt: str, message: dict[str, Any]) -> dict[str, Any] | None:
     ``fmt`` sends it; None when the format has no such message (it is not sent)."""
     if SPECS[fmt].resumes:
         return message
+    if fmt == TWILIO and message.get("type") in ("dtmf", "track"):
+        return message      # ws.twilio makes its dtmf message, and places the tracks, as it is written
     if fmt == VONAGE and message.get("type") == "dtmf":
         return {"event": "websocket:dtmf", "digit": message["digit"], "duration": message["duration_ms"]}
     return None

@@ -55,6 +55,14 @@ last frame with silence.  An HTTP 400 whose body names the subprotocol, or a
 connection opened with a subprotocol the stream did not offer, is refused with
 a line saying which format offers which.
 
+``twilio`` (``Format.text_media``) sends its audio as JSON text messages whose
+sequence numbers count the messages of each connection, so they are made as
+they are written: its streams have no wire (the C data plane writes binary
+frames) and are written from the event loop, as TLS ones are; ``Stream._send``
+hands the outbox's batch to the stream's ``ws.twilio.TwilioStream``, which
+makes ``connected`` and ``start`` at each connection, the media, ``dtmf`` and
+``stop``.
+
 Header values and URL credentials are secrets: nothing logged by this module,
 nor by websockets on its behalf, contains them (URLs go through
 ``redact_url``, websockets' debug lines through a scrubbing logger).
@@ -90,6 +98,7 @@ from . import frame as wsframe
 from .lane import LanePy, make_lane, take_marked
 from .outbox import Message, Outbox, Totals, ms
 from .protocol import CLOSE_INVALID_PAYLOAD, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED_DATA, encode
+from .twilio import DEFAULT_ACCOUNT_SID, TwilioStream
 from .wire import (
     BLOCKED,
     ENDED,
@@ -152,11 +161,12 @@ class SenderConfig:
     # flooding the server's listen backlog, and each waits its turn before open_timeout starts.
     max_connecting: int = 64
     # What goes on the wire (ws.formats): "rtp2ws" (docs/protocol.md), "seed" (a tag per stream),
-    # or another server's protocol ("vonage", "audiofork", "jambonz"): no resume, no rtp2ws messages.
+    # or another server's protocol ("vonage", "audiofork", "jambonz", "twilio"): no resume, no rtp2ws messages.
     ws_format: str = "rtp2ws"
     # The audio every stream carries (--rate, --encoding): samples a millisecond and bytes a
     # sample of the outboxes, and the milliseconds the statistics report.
     audio: AudioFormat = AudioFormat()
+    twilio_account_sid: str = DEFAULT_ACCOUNT_SID    # the accountSid of --ws-format twilio's messages
 
     @property
     def linger(self) -> float:
@@ -474,11 +484,14 @@ class Stream:
         # A format without resume (ws.formats) repeats nothing after a reconnect, so keeps no
         # resend window (what the server did not acknowledge is undelivered when the connection
         # breaks), and has no drop message to announce a gap with.
+        # Twilio's messages are made as they are written (ws.twilio): it reads the gaps from
+        # the drop messages, and sends none.
+        self._media = TwilioStream(self._start, cfg.twilio_account_sid) if fmt.text_media else None
         self.outbox = Outbox({k: self._start.get(k) for k in ("call_id", "tag", "stream_id")}, channels=channels,
                              frame_ms=self._start.get("frame_ms"), max_buffer_ms=cfg.max_buffer_ms,
                              resend_ms=cfg.resend_ms if fmt.resumes else 0, totals=sender._totals,
-                             announce_gaps=fmt.resumes, sample_rate=cfg.audio.rate,
-                             sample_bytes=cfg.audio.sample_bytes)
+                             announce_gaps=fmt.resumes or fmt.text_media, sample_rate=cfg.audio.rate,
+                             sample_bytes=2 if fmt.call_stream else cfg.audio.sample_bytes)
         self._push_audio = self.outbox.push_audio
         # where the fast path pushes a bound leg's frames itself (ws.lane), marked on the
         # sender's list of lanes with news; live while a connection is
@@ -594,7 +607,8 @@ class Stream:
         transport = ws.transport
         sock = transport.get_extra_info("socket")
         wire = None
-        if transport.get_extra_info("sslcontext") is None and sock is not None and self._sender.direct:
+        if (transport.get_extra_info("sslcontext") is None and sock is not None and self._sender.direct
+                and self._media is None):
             try:
                 wire = Wire(sock.fileno(), self._sender._lock)
             except (OSError, ValueError):     # no descriptor to write to: asyncio's transport does it
@@ -676,7 +690,11 @@ class Stream:
         acknowledgement enough)."""
         out = self._out
         outbox = self.outbox
-        data = wsframe.encode(out, keys, self._split)
+        if self._media is not None:         # Twilio: every message text, made now (ws.twilio)
+            texts = self._media.convert(out)
+            data = wsframe.encode(texts, self._sender._mask_keys(4 * len(texts)), self._split)
+        else:
+            data = wsframe.encode(out, keys, self._split)
         if self._live is not None:
             at = outbox.ping_due()
             if at is not None:
@@ -941,9 +959,15 @@ class Stream:
         with sender._lock:
             resumed, offset = outbox.connected()
             repeated = outbox.retained_samples
-            first = formats.first_message(self._format.name, self._start, resumed=resumed, offset=offset)
-            msgs: list[Message] = [encode(first)]
-            frames = 1 + outbox.resend(msgs, offset)     # none without resume (no resend window)
+            msgs: list[Message] = []
+            if self._media is not None:
+                self._media.connect()                    # connected and start, made as they are written
+                frames = 0
+            else:
+                first = formats.first_message(self._format.name, self._start, resumed=resumed, offset=offset)
+                msgs.append(encode(first))
+                frames = 1
+            frames += outbox.resend(msgs, offset)        # none without resume (no resend window)
             frames += outbox.take(msgs, BATCH_BYTES)
             self._write(msgs, frames)
         if resumed and not self._format.resumes:
@@ -978,6 +1002,9 @@ class Stream:
                         end = outbox.end_message(self.reconnects)
                         if self._format.resumes:      # the other formats end with the close alone
                             self._write([encode(end)], 1)
+                        elif self._media is not None:   # ... or with Twilio's stop
+                            self._media.stop()
+                            self._write([], 0)
                     if not await self._close_answered(ws):
                         self._end_unanswered = True
                         return False

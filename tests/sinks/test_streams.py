@@ -290,3 +290,33 @@ def test_events_before_a_stream_opens_are_bounded():
     assert ss.early_dropped == 2 * (300 - MAX_EARLY_EVENTS)
     pipe.finish()
     assert ss._early == {}
+
+
+def test_a_call_stream_format_mixes_the_legs_at_even_samples_and_says_where_each_begins(tmp_path):
+    """--ws-format twilio: one two-channel stream per call (no stream for the relay's
+    caller#2: the format has two tracks), each leg placed at an even sample (the callee
+    comes 50.06 ms after the caller: 16 kHz sample 800.96, placed at 800, not 801), a ``track``
+    event with that offset before the audio, and the leg on ``dtmf``."""
+    c, frames = relay_frames()
+    b2 = rtp_packets(B, A, 100.15006, tone(1000, 4000, amp=6000), ssrc=3)
+    d = callgen.dtmf_packets(B, A, 100.7, 7, ssrc=3, seq0=9000, ts=60000)
+    ss = StreamSink(frame_ms=20, ws_format="twilio")
+    wav = WavSink(str(tmp_path))
+    run_pipeline(sorted(frames + frames_of(b2, d), key=lambda f: f[0]), Tee(ss, wav))
+    wav.close()
+    streams = list(streams_of(ss.take_ops()).values())
+    assert len(streams) == 1
+    (s,) = streams
+    assert s["open"].channels == 2
+    texts = s["text"]
+    tracks = [t for t in texts if isinstance(t, dict) and t["type"] == "track"]
+    assert [(t["leg"], t["offset"]) for t in tracks] == [("caller", 0), ("callee", 800)]
+    assert texts.index(tracks[1]) < next(i for i, t in enumerate(texts) if t == ("audio", 1280)) + 3
+    dtmf = [t for t in texts if isinstance(t, dict) and t["type"] == "dtmf"]
+    assert [(t["digit"], t["leg"]) for t in dtmf] == [("7", "callee")]
+    pcm = np.frombuffer(b"".join(s["audio"]), dtype="<i2").reshape(-1, 2)
+    legs = {leg["tag"]: read_wav(str(tmp_path / leg["wav"]))[0] for leg in wav.manifest[0]["legs"]}
+    assert set(legs) == {"caller", "callee", "caller#2"}
+    callee = legs["callee"]
+    assert np.array_equal(pcm[800:800 + len(callee), 1], callee) and not pcm[:800, 1].any()
+    assert np.array_equal(pcm[:len(legs["caller"]), 0], legs["caller"])

@@ -147,3 +147,21 @@ def test_other_refusals_are_not_about_the_subprotocol():
         is None
     assert formats.refusal_hint("rtp2ws", 400, None) is None
     assert formats.refusal_hint("rtp2ws", 401, WEBSOCKETS_MISSING) is None
+
+
+def test_twilio_is_one_text_stream_per_call_of_20_ms_and_refuses_what_contradicts_it():
+    f = formats.spec("twilio")
+    assert f.call_stream and f.text_media and not f.resumes and f.subprotocol is None and f.frame_ms == 20
+    formats.check_options("twilio", frame_ms=20, sip_headers=["From", "X-Customer-Id"])   # customParameters
+    with pytest.raises(ValueError, match="--ws-format twilio sends 20 ms frames, as its protocol fixes; "
+                                         "--frame-ms 40 contradicts it"):
+        formats.check_options("twilio", frame_ms=40)
+    with pytest.raises(ValueError, match="streams both legs of a call on one connection, each as a mono track"):
+        formats.check_options("twilio", stereo=True)
+    # DTMF and the tracks' places go to ws.twilio, which makes Twilio's messages; the rest is not sent
+    assert formats.event("twilio", {"type": "dtmf", "digit": "5", "leg": "caller"}) == \
+        {"type": "dtmf", "digit": "5", "leg": "caller"}
+    assert formats.event("twilio", {"type": "track", "leg": "callee", "offset": 800})["offset"] == 800
+    for kind in ("hold", "resume", "codec"):
+        assert formats.event("twilio", {"type": kind}) is None
+    assert [s.name for s in formats.SPECS.values() if s.call_stream] == ["twilio"]
