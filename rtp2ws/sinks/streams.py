@@ -43,6 +43,7 @@ from ..media.leg import CodecChange, LegEvent
 from ..pipeline.sink import FastTarget, LegView, Sink
 from ..signalling.calls import CALLEE, CALLER, Call, CallEvent, HoldChanged
 from ..ws import formats
+from ..ws.audiohook import display_name
 from ..ws.protocol import CODEC, PROTOCOL_VERSION, SAMPLE_RATE, validate_frame_ms
 from .wav import iso
 
@@ -119,7 +120,8 @@ class StreamSink(Sink):
         self.ws_format = formats.check(ws_format)
         formats.check_options(ws_format, frame_ms=frame_ms, stereo=stereo, sip_headers=sip_headers)
         self.frame_ms = frame_ms
-        self.stereo = stereo
+        self.format = formats.spec(ws_format)
+        self.stereo = stereo or self.format.per_call     # audiohook: one stream per call, as --stereo
         self.sip_headers = tuple(sip_headers)
         self.hold_s = hold_s
         self.ops: list[Op] = []
@@ -184,8 +186,9 @@ class StreamSink(Sink):
 
     def fast_target(self, call: Call, leg: LegView) -> FastTarget | None:
         """A leg's own stream, once open, takes whole frames from the fast path; a
-        stereo stream mixes, so its legs do not."""
-        if self.stereo and leg.tag in _SDP_TAGS:
+        stereo stream mixes, so its legs do not; nor do the streams of a format whose binary
+        messages are not the L16 frames (audiohook: PCMU, after its session opened)."""
+        if self.stereo and leg.tag in _SDP_TAGS or not self.format.raw_frames:
             return None
         s = self._legs.get((call.key, leg.tag))
         if s is None:
@@ -319,6 +322,8 @@ class StreamSink(Sink):
             "start_time": iso(s.start_time),
             "sip_headers": {name: call.invite.header(name) if call.invite else None for name in self.sip_headers},
         })
+        if self.format.per_call:      # audiohook's participant has the caller's display name (aniName)
+            msg["from_name"] = display_name(call.invite.header("from") if call.invite else None)
         self.ops.append(Open(s.id, msg, s.channels))
 
     def _leg_stream(self, call: Call, leg: LegView) -> _Stream:

@@ -18,6 +18,10 @@ each, with the published source of the others.
   text message first (``content-type`` and the endpoint's ``headers`` as top-level
   fields), then binary frames of exactly 20 ms, ``websocket:dtmf`` text messages
   between them, and a normal close.  Mono only.
+* ``audiohook``: Genesys AudioHook (v2), a client that talks back: one session per
+  call (both legs as the channels ``external`` and ``internal``), PCMU at 8 kHz
+  after ``open``/``opened``; ``ws.audiohook`` is its state machine, ``ws.hookstream``
+  the stream the sender makes for it.  None of the rtp2ws messages go out.
 * ``audiofork``: FreeSWITCH's mod_audio_fork (subprotocol ``audio.drachtio.org``)
   and ``jambonz``: jambonz's ``listen`` verb, built on it (``audio.jambonz.org``):
   one JSON metadata text message first, then binary audio only, and a normal close.
@@ -51,7 +55,8 @@ SEED = "seed"
 VONAGE = "vonage"
 AUDIOFORK = "audiofork"
 JAMBONZ = "jambonz"
-FORMATS = (RTP2WS, SEED, VONAGE, AUDIOFORK, JAMBONZ)
+AUDIOHOOK = "audiohook"
+FORMATS = (RTP2WS, SEED, VONAGE, AUDIOFORK, JAMBONZ, AUDIOHOOK)
 DEFAULT = RTP2WS
 
 SUBPROTOCOL_HEADER = "sec-websocket-protocol"
@@ -66,6 +71,9 @@ class Format:
     whole_frames: bool = False       # every binary message frame_ms long: the last one padded with silence
     stereo: bool = True              # may carry a --stereo stream (two channels)
     own_fields: tuple[str, ...] = ()  # fields of its first message that SIP headers must not overwrite
+    per_call: bool = False           # one stream per call, both legs as its channels (as --stereo)
+    raw_frames: bool = True          # binary messages are the stream's L16 frames as they are (the fast path's)
+    own_headers: tuple[str, ...] = ()   # HTTP headers it sets per connection: not --header
 
 
 _VONAGE_FIELDS = ("event", "content-type", "call_id", "tag", "stream_id", "from", "to")
@@ -77,6 +85,8 @@ SPECS: dict[str, Format] = {
     VONAGE: Format(VONAGE, resumes=False, frame_ms=20, whole_frames=True, stereo=False, own_fields=_VONAGE_FIELDS),
     AUDIOFORK: Format(AUDIOFORK, subprotocol="audio.drachtio.org", resumes=False, own_fields=_FORK_FIELDS),
     JAMBONZ: Format(JAMBONZ, subprotocol="audio.jambonz.org", resumes=False, own_fields=_FORK_FIELDS),
+    AUDIOHOOK: Format(AUDIOHOOK, resumes=False, per_call=True, raw_frames=False,
+                      own_headers=("Audiohook-Session-Id", "Audiohook-Correlation-Id")),
 }
 
 
@@ -101,6 +111,9 @@ def check_options(fmt: str, *, frame_ms: int = 20, stereo: bool = False, sip_hea
     ``--header`` names (``headers``): the subprotocol comes from the format."""
     f = spec(fmt)
     for name in headers:
+        if name.lower() in {h.lower() for h in f.own_headers}:
+            raise ValueError(f"--header {name}: with --ws-format {fmt} every connection has its own "
+                             f"({', '.join(f.own_headers)}: rtp2ws sets them)")
         if name.lower() == SUBPROTOCOL_HEADER:
             raise ValueError(f"--header {name}: the WebSocket subprotocol comes from --ws-format "
                              f"({subprotocols_offered()}), not from --header")
