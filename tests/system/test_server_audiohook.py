@@ -92,12 +92,13 @@ class Server:
     ``resume_s``), ``disconnect``, ``reconnect`` (first session only) or ``garbage``
     (malformed messages the client must skip)."""
 
-    def __init__(self, choose=("external", "internal"), script=(), resume_s=0.3):
+    def __init__(self, choose=("external", "internal"), script=(), resume_s=0.3, open_delay_s=0.0):
         from websockets.asyncio.server import serve
 
         self.choose = choose
         self.script = list(script)
         self.resume_s = resume_s
+        self.open_delay_s = open_delay_s
         self.sessions: list[Session] = []
         self._ready = threading.Event()
 
@@ -178,6 +179,7 @@ class Server:
                     s.open = p
                     s.cursor = samples(m["position"])
                     if self.choose is not None:
+                        await asyncio.sleep(self.open_delay_s)
                         s.chosen = list(self.choose)
                         media = [{"type": "audio", "format": "PCMU", "channels": s.chosen, "rate": 8000}]
                         await send("opened", {"media": media, "startPaused": False})
@@ -200,6 +202,8 @@ class Server:
                     if samples(p["start"]) != s.cursor:
                         s.errors.append(f"discarded start {p['start']} at {s.cursor}")
                     s.cursor += samples(p["discarded"])
+                    if samples(m["position"]) != s.cursor:
+                        s.errors.append(f"discarded: position {m['position']} is not start + discarded")
                 elif kind == "close":
                     s.closed = True
                     await send("closed", {})
@@ -219,7 +223,7 @@ class Server:
         before = [x["serverseq"] for x in s.messages[:-1]]
         if not (0 <= m["serverseq"] <= server_seq) or (before and m["serverseq"] < before[-1]):
             s.errors.append(f"serverseq {m['serverseq']} (server at {server_seq})")
-        if m["type"] not in ("open", "resumed") and samples(m["position"]) != s.cursor:
+        if m["type"] not in ("open", "resumed", "discarded") and samples(m["position"]) != s.cursor:
             s.errors.append(f"{m['type']}: position {m['position']} where the server counts {s.cursor}")
 
     def audio(self, s: Session, width: int) -> tuple[bytes, int]:
@@ -432,3 +436,27 @@ def test_options_that_contradict_audiohook_are_refused(tmp_path, servers):
                             *extra], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and f"rtp2ws: error: {said}" in r.stderr, (extra, r.stderr)
     assert srv.sessions == []
+
+
+def test_audio_dropped_while_the_server_opens_is_told_with_discarded(tmp_path, servers):
+    """The server takes 1.2 s to answer open while --max-buffer-ms is 300: the oldest
+    audio is dropped, counted, and told (``discarded`` from the start); the rest is the
+    WAV's, where the stream says."""
+    cap = make_capture(tmp_path / "c.pcap", seconds=4.0)
+    srv = servers(open_delay_s=1.2)
+    out = tmp_path / "out"
+    r = replay(cap, "--ws-url", srv.url, "--out-dir", out, "--stereo", "--speed", "realtime",
+               "--max-buffer-ms", "300", "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    ref, manifest = stereo_ulaw(out)
+    (s,) = srv.sessions
+    assert s.errors == []
+    d = [m for m in s.messages if m["type"] == "discarded"]
+    assert len(d) == 1 and d[0]["parameters"]["start"] == "PT0S"
+    lost = samples(d[0]["parameters"]["discarded"])
+    assert 0.5 * 8000 < lost < 1.2 * 8000
+    want = ref["hook0@test"]
+    for p, b in s.chunks:
+        assert want[p * 2:p * 2 + len(b)] == b
+    assert lost + sum(len(b) for _, b in s.chunks) // 2 == len(want) // 2
+    assert manifest["summary"]["streams"]["dropped_ms"] == -(-lost * 2 // 16)

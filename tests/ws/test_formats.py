@@ -93,6 +93,12 @@ def test_options_a_format_contradicts_are_refused_saying_why():
     with pytest.raises(ValueError, match="--sip-header callsid: .*jambonz"):
         formats.check_options("jambonz", sip_headers=["callsid"])
     formats.check_options("rtp2ws", sip_headers=["From"])
+    # audiohook: one session per call (--stereo or not), its per-connection headers its own
+    formats.check_options("audiohook", frame_ms=100, stereo=True, headers=["X-API-KEY", "Audiohook-Organization-Id"])
+    for name in ("Audiohook-Session-Id", "audiohook-correlation-id"):
+        with pytest.raises(ValueError, match=f"--header {name}: with --ws-format audiohook every connection has its "
+                                             f"own \\(Audiohook-Session-Id, Audiohook-Correlation-Id: rtp2ws sets"):
+            formats.check_options("audiohook", headers=[name])
     for fmt in formats.FORMATS:
         with pytest.raises(ValueError, match="--header Sec-WebSocket-Protocol: the WebSocket subprotocol comes "
                                              "from --ws-format .*audiofork offers audio.drachtio.org"):
