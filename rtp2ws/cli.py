@@ -127,7 +127,9 @@ def _add_stream_options(p) -> None:
                    help="what goes on the wire (docs/protocol.md): rtp2ws (default); seed: the same messages "
                         "with a tag per stream, <call>-<leg>, for a server that names its files by tag; vonage: "
                         "the Vonage Voice API WebSocket protocol (20 ms frames, mono); audiofork: mod_audio_fork "
-                        "(subprotocol audio.drachtio.org); jambonz: jambonz listen (audio.jambonz.org)")
+                        "(subprotocol audio.drachtio.org); jambonz: jambonz listen (audio.jambonz.org); audiohook: a "
+                        "Genesys AudioHook v2 client, one session per call, PCMU 8 kHz (X-API-KEY and "
+                        "Audiohook-Organization-Id through --header)")
     g.add_argument("--frame-ms", type=_frame_ms, default=20, help="audio per binary message: 20..1000, step 20")
     g.add_argument("--flush-ms", type=whole(0, 1000), default=FLUSH_MS,
                    help=f"when paced (live, --speed realtime): hand audio to the connections at most every "

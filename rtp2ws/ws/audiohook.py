@@ -35,12 +35,12 @@ samples at 8 kHz.
 from __future__ import annotations
 
 import json
-import math
 import re
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 VERSION = "2"
 RATE = 8000                         # PCMU at 8 kHz: the one medium offered
@@ -322,17 +322,18 @@ class Session:
             return self._bad(f"{kind}: seq and clientseq must be whole numbers")
         if not isinstance(params, dict):
             return self._bad(f"{kind}: parameters must be an object")
+        assert isinstance(seq, int) and isinstance(clientseq, int)     # _count said so
         out: list[Out] = []
         if seq != self.serverseq + 1:
             out += self._bad(f"{kind}: seq {seq} after {self.serverseq}")    # counted, the message still read
         self.serverseq = max(self.serverseq, seq)
         self._acknowledged(clientseq)
-        handler = getattr(self, f"_on_{kind}", None)
+        handler = self._HANDLERS.get(kind)
         if handler is None:
             return out + self._bad(f"unknown type {kind!r}")
-        return out + handler(msg, params, now)
+        return out + handler(self, msg, params, now)
 
-    def _on_opened(self, msg: dict, params: dict, now: float) -> list[Out]:
+    def _on_opened(self, msg: dict[str, Any], params: dict[str, Any], now: float) -> list[Out]:
         if self.state != OPENING:
             return self._bad(f"'opened' in state {self.state}")
         chosen = params.get("media")
@@ -364,7 +365,7 @@ class Session:
             out.append(self._message("paused", {}))
         return out
 
-    def _on_pong(self, msg: dict, params: dict, now: float) -> list[Out]:
+    def _on_pong(self, msg: dict[str, Any], params: dict[str, Any], now: float) -> list[Out]:
         if self._ping_out is None or msg["clientseq"] != self._ping_out[0]:
             return self._bad(f"'pong' with clientseq {msg['clientseq']} answers no ping")
         self.rtt = max(0.0, now - self._ping_out[1])
@@ -378,7 +379,7 @@ class Session:
         self._ping_due = now + self.ping_interval_s
         return []
 
-    def _on_pause(self, msg: dict, params: dict, now: float) -> list[Out]:
+    def _on_pause(self, msg: dict[str, Any], params: dict[str, Any], now: float) -> list[Out]:
         if self.state != OPEN:
             return []                   # closing: nothing more is sent anyway
         was = self.paused
@@ -387,7 +388,7 @@ class Session:
             return [self._message("paused", {})]     # idempotent: says so again
         return self._paused_changed(was)
 
-    def _on_resume(self, msg: dict, params: dict, now: float) -> list[Out]:
+    def _on_resume(self, msg: dict[str, Any], params: dict[str, Any], now: float) -> list[Out]:
         if self.state != OPEN:
             return []
         was = self.paused
@@ -398,7 +399,7 @@ class Session:
             return [self._message("paused", {})]     # still on hold: resumes when the hold ends
         return self._paused_changed(was)
 
-    def _on_disconnect(self, msg: dict, params: dict, now: float) -> list[Out]:
+    def _on_disconnect(self, msg: dict[str, Any], params: dict[str, Any], now: float) -> list[Out]:
         reason = params.get("reason")
         info = params.get("info")
         if not isinstance(reason, str):
@@ -407,13 +408,13 @@ class Session:
             return []
         return [*self.close("disconnect", now), Disconnect(reason, info if isinstance(info, str) else None)]
 
-    def _on_reconnect(self, msg: dict, params: dict, now: float) -> list[Out]:
+    def _on_reconnect(self, msg: dict[str, Any], params: dict[str, Any], now: float) -> list[Out]:
         if self.state != OPEN:
             return self._bad(f"'reconnect' in state {self.state}")
         info = params.get("info")
         return [*self.close("reconnect", now), Reconnect(info if isinstance(info, str) else None)]
 
-    def _on_closed(self, msg: dict, params: dict, now: float) -> list[Out]:
+    def _on_closed(self, msg: dict[str, Any], params: dict[str, Any], now: float) -> list[Out]:
         if self.state != CLOSING:
             return self._bad(f"'closed' in state {self.state}")
         self.state = CLOSED
@@ -421,10 +422,16 @@ class Session:
         self.acked = self.position
         return [Closed()]
 
-    def _on_event(self, msg: dict, params: dict, now: float) -> list[Out]:
+    def _on_event(self, msg: dict[str, Any], params: dict[str, Any], now: float) -> list[Out]:
         return [ServerEvent(msg["type"], params)]
 
     _on_update = _on_updated = _on_event
+
+    _HANDLERS: ClassVar[dict[str, Callable[[Session, dict[str, Any], dict[str, Any], float], list[Out]]]] = {
+        "opened": _on_opened, "pong": _on_pong, "pause": _on_pause, "resume": _on_resume,
+        "disconnect": _on_disconnect, "reconnect": _on_reconnect, "closed": _on_closed,
+        "event": _on_event, "update": _on_event, "updated": _on_event,
+    }
 
     # -- internals ----------------------------------------------------------------------
 
@@ -479,6 +486,7 @@ class Session:
 
 
 def _count(v: object) -> bool:
+    """A sequence number: a whole number, not negative (not a bool)."""
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
@@ -493,8 +501,3 @@ def display_name(value: str | None) -> str:
     if len(name) >= 2 and name[0] == name[-1] == '"':
         name = re.sub(r"\\(.)", r"\1", name[1:-1])
     return name
-
-
-def rtt_text(seconds: float) -> str:
-    """Round-trip time for logs (ms)."""
-    return "-" if math.isnan(seconds) else f"{seconds * 1000:.1f} ms"

@@ -31,10 +31,11 @@ import logging
 import re
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .. import __version__
@@ -81,7 +82,7 @@ class HookStream:
     """One AudioHook stream; the capture side (``send_audio``, ``send_event``, ``end``)
     appends under the sender's lock and returns at once, the task does the rest."""
 
-    def __init__(self, sender: Sender, stream_id: str, start: dict, channels: int) -> None:
+    def __init__(self, sender: Sender, stream_id: str, start: dict[str, Any], channels: int) -> None:
         from .sender import _Wakeup
 
         self._sender = sender
@@ -119,9 +120,9 @@ class HookStream:
         self._wakeup = _Wakeup()
         self._abort_reason: str | None = None
         self._linger_handle: asyncio.TimerHandle | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
-    def _identity(self, headers) -> ah.Identity:
+    def _identity(self, headers: Sequence[tuple[str, str]]) -> ah.Identity:
         st = self._start
         org = next((v for n, v in headers if n.lower() == ORG_HEADER), NIL_UUID)
         call_id = st.get("call_id") or self.stream_id
@@ -136,6 +137,12 @@ class HookStream:
             custom_config=custom or None)
 
     # -- read by the bridge and the run (units of the sender's counters: 16 kHz samples) --
+
+    @property
+    def _stats(self) -> dict[str, int]:
+        stats = self._sender.audiohook
+        assert stats is not None          # the sender makes HookStreams for audiohook only
+        return stats
 
     @property
     def queued_samples(self) -> int:
@@ -197,7 +204,7 @@ class HookStream:
         self.dropped += n
         self._sender._totals.dropped_samples += n * _UNITS
 
-    def send_event(self, message: dict) -> None:
+    def send_event(self, message: dict[str, Any]) -> None:
         """A hold pauses the stream (``paused``), its end resumes it (``resumed``); the
         other rtp2ws events (DTMF, codec) have no AudioHook message and are not sent."""
         kind = message.get("type")
@@ -208,7 +215,7 @@ class HookStream:
                 self._queue.append(kind == "hold")
         self._wake()
 
-    def end(self, message: dict) -> None:
+    def end(self, message: dict[str, Any]) -> None:
         with self._sender._lock:
             if self.ended or self.done:
                 return
@@ -291,7 +298,7 @@ class HookStream:
     async def _connect_loop(self) -> None:
         sender = self._sender
         cfg = sender.config
-        stats = sender.audiohook
+        stats = self._stats
         attempt = 0
         previous: ah.Session | None = None
         while True:
@@ -308,7 +315,7 @@ class HookStream:
                                        open_timeout=cfg.open_timeout, ping_interval=cfg.ping_interval,
                                        ping_timeout=cfg.ping_timeout, close_timeout=cfg.close_timeout,
                                        compression=None, user_agent_header=f"rtp2ws/{__version__}",
-                                       logger=sender._ws_logger, **sender._proxy)
+                                       logger=sender._ws_logger, **sender._proxy)  # type: ignore[arg-type]
             except asyncio.CancelledError:
                 raise
             except InvalidStatus as e:
@@ -356,16 +363,16 @@ class HookStream:
                                               f"retrying in {delay:.2f} s"), extra=self.log_extra)
         await asyncio.sleep(delay)
 
-    async def _serve(self, ws, s: ah.Session) -> str:
+    async def _serve(self, ws: ClientConnection, s: ah.Session) -> str:
         """One session over one connection: "done" (closed, or disconnected), "reconnect",
         "refused" or "lost"."""
         sender = self._sender
-        stats = sender.audiohook
+        stats = self._stats
         loop = asyncio.get_running_loop()
         self.connected = True
         sender._open += 1
         why_closing: str | None = None          # the reason of the close sent
-        reader: asyncio.Future | None = None
+        reader: asyncio.Future[str | bytes] | None = None
         try:
             await self._send(ws, s.open(loop.time()))
             reader = asyncio.ensure_future(ws.recv())
@@ -418,7 +425,7 @@ class HookStream:
                 except (asyncio.TimeoutError, ConnectionClosed):
                     ws.transport.abort()
 
-    async def _act(self, ws, s: ah.Session, outs: list[ah.Out], stats: dict) -> str | None:
+    async def _act(self, ws: ClientConnection, s: ah.Session, outs: list[ah.Out], stats: dict[str, int]) -> str | None:
         """Send what the session said to, and act on what happened; the outcome of the
         session once it is over, else None."""
         outcome = None
@@ -474,7 +481,7 @@ class HookStream:
         self._count_dropped(left)
         return "done"
 
-    async def _pump(self, ws, s: ah.Session) -> list[ah.Out]:
+    async def _pump(self, ws: ClientConnection, s: ah.Session) -> list[ah.Out]:
         """Everything queued, in order: audio sent (open, not paused) or discarded
         (paused, no channels, before discardTo), holds pausing and resuming the session.
         The text messages this makes go out between the audio where they belong; what
@@ -526,14 +533,14 @@ class HookStream:
             await self._write(ws, frames)
         return other
 
-    async def _write(self, ws, frames: list[bytes]) -> None:
+    async def _write(self, ws: ClientConnection, frames: list[bytes]) -> None:
         totals = self._sender._totals
         for f in frames:
             await ws.send(f)
             totals.sent_frames += 1
             totals.sent_bytes += len(f)
 
-    async def _send(self, ws, outs: list[ah.Out]) -> None:
+    async def _send(self, ws: ClientConnection, outs: list[ah.Out]) -> None:
         for out in outs:
             if isinstance(out, ah.Send):
                 await ws.send(json.dumps(out.message, separators=(",", ":")))

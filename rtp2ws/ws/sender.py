@@ -1029,7 +1029,7 @@ class Sender:
         self._headers = list(config.headers or ())
         formats.check_options(config.ws_format, headers=[name for name, _ in self._headers])
         # --ws-format audiohook: its streams are ws.hookstream's, counted here too
-        self.audiohook: dict | None = None
+        self.audiohook: dict[str, int] | None = None
         if config.ws_format == formats.AUDIOHOOK:
             hookstream.check_headers(self._headers)
             self.audiohook = hookstream.new_stats()

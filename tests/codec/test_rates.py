@@ -5,8 +5,19 @@ import numpy as np
 import pytest
 
 from rtp2ws.codec import resample
-from rtp2ws.codec.resample import (FILTERS, FRAC_BITS, HALF_LENGTH, PHASES, TAPS, Passthrough, Upsampler,
-                                   Upsampler2x, make_upsampler, upsample, upsample_2x)
+from rtp2ws.codec.resample import (
+    FILTERS,
+    FRAC_BITS,
+    HALF_LENGTH,
+    PHASES,
+    TAPS,
+    Passthrough,
+    Upsampler,
+    Upsampler2x,
+    make_upsampler,
+    upsample,
+    upsample_2x,
+)
 
 from skips import native_skip_reason
 
