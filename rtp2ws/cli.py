@@ -162,7 +162,9 @@ def _add_stream_options(p) -> None:
                         "the Vonage Voice API WebSocket protocol (20 ms frames, mono); audiofork: mod_audio_fork "
                         "(subprotocol audio.drachtio.org); jambonz: jambonz listen (audio.jambonz.org); twilio: "
                         "Twilio Media Streams (one connection per call, caller inbound and callee outbound tracks, "
-                        "base64 µ-law 8 kHz in JSON)")
+                        "base64 µ-law 8 kHz in JSON); audiohook: a "
+                        "Genesys AudioHook v2 client, one session per call, PCMU 8 kHz (X-API-KEY and "
+                        "Audiohook-Organization-Id through --header)")
     g.add_argument("--twilio-account-sid", type=_arg(_account_sid), default=None, metavar="AC...",
                    help="the accountSid of --ws-format twilio's start and stop messages (default AC and 32 zeros)")
     g.add_argument("--frame-ms", type=_frame_ms, default=20, help="audio per binary message: 20..1000, step 20")

@@ -349,6 +349,7 @@ class Upsampler:
                 partial(_native_interpolate, factor, pairs))
         else:
             self._core = partial(_numpy_interpolate, phases)
+        self._history: np.ndarray | bytes
         self.reset()
 
     def process(self, x: np.ndarray) -> np.ndarray:

@@ -61,6 +61,7 @@ from ..media.leg import CodecChange, LegEvent
 from ..pipeline.sink import FastTarget, LegView, Sink
 from ..signalling.calls import CALLEE, CALLER, Call, CallEvent, HoldChanged
 from ..ws import formats
+from ..ws.audiohook import display_name
 from ..ws.protocol import PROTOCOL_VERSION, SAMPLE_RATE, validate_frame_ms
 from .wav import iso
 
@@ -146,8 +147,11 @@ class StreamSink(Sink):
         self.ws_format = formats.check(ws_format)
         formats.check_options(ws_format, frame_ms=frame_ms, sip_headers=sip_headers, audio=audio)
         self.frame_ms = frame_ms
-        self.call_stream = formats.spec(ws_format).call_stream    # both legs as tracks of one stream
-        if self.call_stream:       # two channels of L16 at the run's rate, which the format encodes itself
+        self.format = formats.spec(ws_format)
+        self.call_stream = self.format.call_stream    # twilio: both legs as tracks of one stream
+        if self.call_stream or self.format.per_call:
+            # one stream per call (twilio, audiohook): two channels of L16 at the run's rate,
+            # which the format encodes itself
             audio = self.audio = AudioFormat(audio.rate, "l16", "stereo")
         self.stereo = audio.mix == "stereo"
         self.mixing = audio.mix != "per-leg"    # the call's two SDP legs go to one stream (_Mixer)
@@ -157,7 +161,8 @@ class StreamSink(Sink):
         self.ops: list[Op] = []
         self._legs: dict[tuple[str, str], _Stream] = {}          # per-leg streams
         self._extras: dict[str, list[str]] = {}                  # call key -> tags of its open extra-leg streams
-        self._early: dict[tuple[str, str], list[dict[str, Any]]] = {}   # events before a leg stream opened
+        # events before a leg stream opened, or (tag "") before a call's mixer was made
+        self._early: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.early_dropped = 0                                   # ... beyond MAX_EARLY_EVENTS
         self._mix: dict[str, _Mixer] = {}                        # stereo streams by call key
         self._next_scan = float("-inf")   # capture time of the next look at mixers that got audio
@@ -222,8 +227,9 @@ class StreamSink(Sink):
     def fast_target(self, call: Call, leg: LegView) -> FastTarget | None:
         """A leg's own stream, once open, takes whole frames from the fast path when
         they are 16 kHz L16 (the fast path's filter and samples); a stereo or mixed
-        stream mixes, so its legs do not."""
-        if not self.audio.fast or (self.mixing and leg.tag in _SDP_TAGS):
+        stream mixes, so its legs do not; nor do the streams of a format whose binary
+        messages are not the L16 frames (audiohook: PCMU, after its session opened)."""
+        if not self.audio.fast or (self.mixing and leg.tag in _SDP_TAGS) or not self.format.raw_frames:
             return None
         s = self._legs.get((call.key, leg.tag))
         if s is None:
@@ -258,11 +264,9 @@ class StreamSink(Sink):
         else:
             return
         if self.mixing and leg.tag in _SDP_TAGS:
-            mix = self._mix.get(call.key)
-            if mix is not None:
-                if self.call_stream:
-                    msg["leg"] = leg.tag
-                mix.event(kind, msg, at)
+            if self.call_stream:
+                msg["leg"] = leg.tag
+            self._mix_event(call, kind, msg, at)
             return
         if self.call_stream:
             return
@@ -278,9 +282,7 @@ class StreamSink(Sink):
         kind = "hold" if event.on_hold else "resume"
         msg = {"by": event.side, "time": iso(event.at)}
         if self.mixing:
-            mix = self._mix.get(call.key)
-            if mix is not None:
-                mix.event(kind, msg, event.at)
+            self._mix_event(call, kind, msg, event.at)
         else:
             for tag in _SDP_TAGS:
                 s = self._legs.get((call.key, tag))
@@ -291,6 +293,17 @@ class StreamSink(Sink):
         for tag in self._extras.get(call.key, ()):
             s = self._legs[(call.key, tag)]
             self._event(s, kind, msg, _offset(s.start_time, event.at, self.rate))
+
+    def _mix_event(self, call: Call, kind: str, msg: dict[str, Any], at: float) -> None:
+        """An event for the call's stereo or mixed stream; kept (under the tag ``""``) until
+        the stream's mixer exists: an event can come before the first audio is handed
+        over (a DTMF packet is an event when it arrives; its leg's audio comes after the
+        jitter buffer, or after the fast path's batch)."""
+        mix = self._mix.get(call.key)
+        if mix is not None:
+            mix.event(kind, msg, at)
+        else:
+            self._keep_early((call.key, ""), dict(msg, type=kind, _at=at))
 
     def _keep_early(self, key: tuple[str, str], event: dict[str, Any]) -> None:
         """An event for a leg whose stream has not opened (no audio yet): kept to send after
@@ -305,6 +318,7 @@ class StreamSink(Sink):
         self._extras.pop(call.key, None)
         if self.mixing:
             self._fed.pop(call.key, None)
+            self._early.pop((call.key, ""), None)
             mix = self._mix.pop(call.key, None)
             if mix is not None:
                 mix.emit(until=None)
@@ -361,6 +375,8 @@ class StreamSink(Sink):
             "start_time": iso(s.start_time),
             "sip_headers": {name: call.invite.header(name) if call.invite else None for name in self.sip_headers},
         })
+        if self.format.per_call:      # audiohook's participant has the caller's display name (aniName)
+            msg["from_name"] = display_name(call.invite.header("from") if call.invite else None)
         self.ops.append(Open(s.id, msg, s.channels))
 
     def _leg_stream(self, call: Call, leg: LegView) -> _Stream:
@@ -387,6 +403,10 @@ class StreamSink(Sink):
             s.start_time = leg.start_time
             mix = self._mix[call.key] = _Mixer(call.key, s, self.ops, lambda: self._start(call, s, None, None),
                                                self.rate, self.audio.encode, tracks=self.call_stream)
+            for ev in self._early.pop((call.key, ""), []):
+                at = ev.pop("_at")
+                kind = ev.pop("type")
+                mix.event(kind, ev, at)
         return mix
 
     def _event(self, s: _Stream, kind: str, msg: dict[str, Any], offset: int) -> None:

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from ..pipeline.sink import FastTarget, Forward, LegView
 from ..signalling.calls import Call
 from ..sinks.streams import Audio, End, Event, Op, Open, StreamSink
+from .hookstream import HookStream
 from .sender import Sender, Stream
 
 log = logging.getLogger("rtp2ws")
@@ -61,7 +62,7 @@ class LoopBridge(Forward):
         self.stalled = False
         self._high = sender.config.max_buffer_ms * sender.config.audio.samples_per_ms // 2
         self._posted: dict[str, int] = {}   # worker thread: audio bytes per stream since the last check
-        self._open: dict[str, Stream] = {}   # worker thread: stream_id -> sender Stream
+        self._open: dict[str, Stream | HookStream] = {}   # worker thread: stream_id -> sender Stream
         self._pumping = _Pumping(self)
 
     def tick(self, now: float) -> None:

@@ -19,6 +19,10 @@ each, with the published source of the others.
   fields), then binary frames of exactly 20 ms, ``websocket:dtmf`` text messages
   between them, and a normal close.  One channel (a leg, or ``--mix mixed``), L16
   at 8 or 16 kHz (``content-type`` says which).
+* ``audiohook``: Genesys AudioHook (v2), a client that talks back: one session per
+  call (both legs as the channels ``external`` and ``internal``), PCMU at 8 kHz
+  after ``open``/``opened``; ``ws.audiohook`` is its state machine, ``ws.hookstream``
+  the stream the sender makes for it.  None of the rtp2ws messages go out.
 * ``audiofork``: FreeSWITCH's mod_audio_fork (subprotocol ``audio.drachtio.org``)
   and ``jambonz``: jambonz's ``listen`` verb, built on it (``audio.jambonz.org``):
   one JSON metadata text message first, then binary audio only, and a normal close.
@@ -65,7 +69,8 @@ VONAGE = "vonage"
 AUDIOFORK = "audiofork"
 JAMBONZ = "jambonz"
 TWILIO = "twilio"
-FORMATS = (RTP2WS, SEED, VONAGE, AUDIOFORK, JAMBONZ, TWILIO)
+AUDIOHOOK = "audiohook"
+FORMATS = (RTP2WS, SEED, VONAGE, AUDIOFORK, JAMBONZ, TWILIO, AUDIOHOOK)
 DEFAULT = RTP2WS
 
 SUBPROTOCOL_HEADER = "sec-websocket-protocol"
@@ -84,6 +89,9 @@ class Format:
     rates: tuple[int, ...] | None = None       # the --rate values its protocol carries (None: any)
     call_stream: bool = False        # one stream per call, both legs in it (two channels on capture time)
     text_media: bool = False         # audio as text messages made by ws.twilio (not binary frames)
+    per_call: bool = False           # one stream per call, both legs as its channels (as --stereo)
+    raw_frames: bool = True          # binary messages are the stream's L16 frames as they are (the fast path's)
+    own_headers: tuple[str, ...] = ()   # HTTP headers it sets per connection: not --header
 
 
 _VONAGE_FIELDS = ("event", "content-type", "call_id", "tag", "stream_id", "from", "to")
@@ -102,6 +110,9 @@ SPECS: dict[str, Format] = {
                     encodings=("l16",), rates=(8000, 16000, 24000, 48000)),
     # Twilio: µ-law at 8 kHz always, made by ws.twilio from the L16 stream (--rate, --encoding: the WAVs')
     TWILIO: Format(TWILIO, resumes=False, frame_ms=20, stereo=False, call_stream=True, text_media=True),
+    # AudioHook: PCMU at 8 kHz always, made by ws.hookstream from the L16 stream (--rate, --encoding: the WAVs')
+    AUDIOHOOK: Format(AUDIOHOOK, resumes=False, per_call=True, raw_frames=False,
+                      own_headers=("Audiohook-Session-Id", "Audiohook-Correlation-Id")),
 }
 
 
@@ -122,11 +133,16 @@ def check_options(fmt: str, *, frame_ms: int = 20, stereo: bool = False, sip_hea
     """ValueError, saying why, for the options ``fmt`` contradicts: another
     ``--frame-ms`` than the one it fixes, ``--stereo`` (or ``audio.mix`` stereo)
     for a mono-only format, an ``--encoding`` or ``--rate`` (``audio``) its
-    protocol cannot carry, a ``--sip-header`` named like one of the fields its
+    protocol cannot carry (twilio and audiohook take any: their streams are theirs,
+    those options change the WAVs only), a ``--sip-header`` named like one of the fields its
     first message has of its own (the headers go beside them), and a
     ``Sec-WebSocket-Protocol`` among the ``--header`` names (``headers``): the
     subprotocol comes from the format."""
     f = spec(fmt)
+    if f.call_stream or f.per_call:
+        # one stream per call with both legs in it, in the format's own encoding and rate:
+        # --rate, --encoding and --mix (--stereo) change the WAVs only
+        stereo, audio = False, None
     if audio is not None:
         stereo = stereo or audio.mix == "stereo"
         if f.encodings is not None and audio.encoding not in f.encodings:
@@ -136,16 +152,15 @@ def check_options(fmt: str, *, frame_ms: int = 20, stereo: bool = False, sip_hea
             raise ValueError(f"--ws-format {fmt} carries audio at {' or '.join(map(str, f.rates))} Hz only, as its "
                              f"protocol fixes: --rate {audio.rate} cannot go with it")
     for name in headers:
+        if name.lower() in {h.lower() for h in f.own_headers}:
+            raise ValueError(f"--header {name}: with --ws-format {fmt} every connection has its own "
+                             f"({', '.join(f.own_headers)}: rtp2ws sets them)")
         if name.lower() == SUBPROTOCOL_HEADER:
             raise ValueError(f"--header {name}: the WebSocket subprotocol comes from --ws-format "
                              f"({subprotocols_offered()}), not from --header")
     if f.frame_ms is not None and frame_ms != f.frame_ms:
         raise ValueError(f"--ws-format {fmt} sends {f.frame_ms} ms frames, as its protocol fixes; "
                          f"--frame-ms {frame_ms} contradicts it (leave --frame-ms out)")
-    if f.call_stream and (stereo or (audio is not None and audio.mix != "per-leg")):
-        given = "--stereo" if stereo else f"--mix {audio.mix}" if audio is not None else ""
-        raise ValueError(f"--ws-format {fmt} streams both legs of a call on one connection, each as a mono "
-                         f"track of its own: {given} cannot go with it")
     if stereo and not f.stereo:
         raise ValueError(f"--ws-format {fmt} carries one channel (its protocol has no channel count): "
                          f"--stereo cannot go with it")

@@ -93,12 +93,13 @@ from websockets.uri import WebSocketURI, parse_uri
 
 from .. import __version__
 from ..codec.audioformat import AudioFormat
-from . import formats
+from . import formats, hookstream
 from . import frame as wsframe
 from .lane import LanePy, make_lane, take_marked
 from .outbox import Message, Outbox, Totals, ms
 from .protocol import CLOSE_INVALID_PAYLOAD, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED_DATA, encode
 from .twilio import DEFAULT_ACCOUNT_SID, TwilioStream
+from .wakeup import Wakeup
 from .wire import (
     BLOCKED,
     ENDED,
@@ -409,40 +410,6 @@ class _Connection(ClientConnection):
 
 # --------------------------------------------------------------------------- streams
 
-class _Wakeup:
-    """``asyncio.Event`` for the one task that waits on it (the stream's), made only of
-    a flag and, while the task waits, a future: an ``asyncio.Event`` keeps a deque of
-    waiters from the start, 760 bytes in every stream.  Set and cleared in the event
-    loop; ``is_set`` may be read from any thread."""
-
-    __slots__ = ("_set", "_waiter")
-
-    def __init__(self) -> None:
-        self._set = False
-        self._waiter: asyncio.Future | None = None
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        self._set = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def clear(self) -> None:
-        self._set = False
-
-    async def wait(self) -> None:
-        if self._set:
-            return
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-
-
 def _from_outbox(name: str) -> property:
     return property(lambda self: getattr(self.outbox, name), doc=f"The outbox's ``{name}`` (read-only).")
 
@@ -514,7 +481,7 @@ class Stream:
         self._wire: AnyWire | None = None  # plain TCP: the connection's writes (ws.wire); None with TLS
         self._out: list = []          # the messages of the write being made
         self._dirty = False           # in the sender's list of streams to flush
-        self._wakeup = _Wakeup()
+        self._wakeup = Wakeup()
         self._abort_reason: str | None = None
         self._linger_handle: asyncio.TimerHandle | None = None
         self._last_warn: float | None = None
@@ -527,6 +494,11 @@ class Stream:
         self._task.add_done_callback(self._task_done)
         if self._abort_reason is not None:      # given up before it started
             self._task.cancel()
+
+    @property
+    def ended(self) -> bool:
+        """``end`` was called."""
+        return self.outbox.ended
 
     def __repr__(self) -> str:
         return (f"Stream({self.stream_id!r}, offset={self.offset}, queued={self.queued_samples}, "
@@ -1057,6 +1029,11 @@ class Sender:
         self.url_for_logs = redact_url(config.url)
         self._headers = list(config.headers or ())
         formats.check_options(config.ws_format, headers=[name for name, _ in self._headers])
+        # --ws-format audiohook: its streams are ws.hookstream's, counted here too
+        self.audiohook: dict[str, int] | None = None
+        if config.ws_format == formats.AUDIOHOOK:
+            hookstream.check_headers(self._headers)
+            self.audiohook = hookstream.new_stats()
         self.format = formats.spec(config.ws_format)   # what goes on the wire
         self._subprotocols = [Subprotocol(self.format.subprotocol)] if self.format.subprotocol else None
         self._scrub = _Scrubber(config.url, self._headers)
@@ -1067,7 +1044,7 @@ class Sender:
         if config.max_connecting < 1:
             raise ValueError("max_connecting must be at least 1")
         self._connecting = asyncio.Semaphore(config.max_connecting)
-        self._streams: dict[str, Stream] = {}
+        self._streams: dict[str, Stream | hookstream.HookStream] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         # Held for every outbox operation and every write: the pipeline thread queues
@@ -1110,7 +1087,7 @@ class Sender:
             "sent_bytes": totals.sent_bytes,
             "given_up": self._given_up,
             "undelivered_ms": ms(totals.undelivered_samples, spm),
-        }
+        } | {f"audiohook_{k}": v for k, v in (self.audiohook or {}).items()}
 
     def use_loop(self) -> None:
         """Called in the event loop that runs the connections, before streams are
@@ -1127,7 +1104,7 @@ class Sender:
             assert loop is not None    # use_loop() or open_stream() in the loop set it
             loop.call_soon_threadsafe(fn)
 
-    def open_stream(self, stream_id: str, start: dict, *, channels: int = 1) -> Stream:
+    def open_stream(self, stream_id: str, start: dict, *, channels: int = 1) -> Stream | hookstream.HookStream:
         """Start a stream; its task starts connecting at once.  In the event loop,
         or from another thread once ``use_loop`` was called there."""
         if self._closed:
@@ -1136,7 +1113,7 @@ class Sender:
             raise ValueError(f"channels must be 1 or 2, not {channels}")
         if self._loop is None:
             self.use_loop()
-        stream = Stream(self, stream_id, start, channels)
+        stream = (hookstream.HookStream if self.audiohook is not None else Stream)(self, stream_id, start, channels)
         with self._lock:
             if stream_id in self._streams:
                 raise ValueError(f"stream {stream_id} is already open")
@@ -1358,7 +1335,7 @@ class Sender:
         """Wait until every ended stream is delivered or given up; give up on the
         rest at ``timeout`` (what they still queued counts as dropped, what they
         sent and the server never acknowledged as undelivered)."""
-        streams = [s for s in self._streams.values() if s.outbox.ended and not s.done]
+        streams = [s for s in self._streams.values() if s.ended and not s.done]
         if not streams:
             return
         tasks = {s._task: s for s in streams if s._task is not None}

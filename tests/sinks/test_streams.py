@@ -271,6 +271,34 @@ def test_schemas_accept_extra_leg_tags_only():
             jsonschema.validate(dict(ok, tag=tag), protocol.SCHEMAS["drop"])
 
 
+@pytest.mark.parametrize("mix", ["stereo", "mixed"])
+def test_a_calls_events_before_its_mixer_exists_wait_for_it(mix):
+    """A stereo or mixed stream's mixer is made by the call's first audio handed over,
+    which can come after events: a DTMF packet is an event when it arrives, its leg's
+    audio only after the jitter buffer (here: no tick before the end, as when the fast
+    path holds a batch).  The events wait for the mixer, then for the start message, and
+    go out where they happened."""
+    from rtp2ws.codec.audioformat import AudioFormat
+
+    c = Call("mixev@test", A, B)
+    f = c.setup(100)
+    pa, pb = tone(440, 4000), tone(1000, 4000, amp=6000)
+    s1 = rtp_packets(A, B, 100.1, pa[:1920], ssrc=7, seq0=10, ts0=0)
+    d = callgen.dtmf_packets(A, B, 100.1 + 0.24, 5, ssrc=7, seq0=22, ts=1920)
+    s2 = rtp_packets(A, B, 100.1 + 0.44, pa[1920:3840], ssrc=7, seq0=30, ts0=1920 + 1600)
+    sb = rtp_packets(B, A, 100.1, pb, ssrc=2)
+    c.cseq = 2
+    hold = c.request(100.3, "INVITE", body=callgen.sdp(A.ip, 4000, direction="sendonly"))
+    ss = StreamSink(audio=AudioFormat(16000, "l16", mix))
+    run_pipeline(frames_of(f, s1, d, hold, s2, sb, c.bye(101)), ss, tick_every=10**9)
+    ((sid, stream),) = streams_of(ss.take_ops()).items()
+    assert stream["open"].start["tag"] == mix
+    texts = [t for t in stream["text"] if isinstance(t, dict)]
+    assert [(t["type"], t["offset"]) for t in texts if t["type"] in ("dtmf", "hold")] == \
+        [("hold", round(0.2 * 16000)), ("dtmf", 2 * 1920)]
+    assert ss._early == {}
+
+
 def test_events_before_a_stream_opens_are_bounded():
     """A flood of hold/resume re-INVITEs before any audio: each leg keeps at most
     MAX_EARLY_EVENTS to send after its start, and counts the rest (issue 10)."""

@@ -357,8 +357,8 @@ def test_a_server_requiring_a_subprotocol_refuses_the_default_format_and_the_log
     assert r.returncode == 1
     assert "server refused the connection: HTTP 400 Bad Request: 'Failed to open a WebSocket connection: missing " \
            "subprotocol.' (the server refuses the WebSocket subprotocol: --ws-format rtp2ws offered none " \
-           "(audiofork offers audio.drachtio.org; jambonz offers audio.jambonz.org; rtp2ws, seed, vonage, twilio " \
-           "offer none); pick the --ws-format the server speaks)" in r.stderr, r.stderr
+           "(audiofork offers audio.drachtio.org; jambonz offers audio.jambonz.org; rtp2ws, seed, vonage, twilio, " \
+           "audiohook offer none); pick the --ws-format the server speaks)" in r.stderr, r.stderr
     assert "check the URL" not in r.stderr
     # jambonz's subprotocol is not mod_audio_fork's
     r = replay(cap, "--ws-url", srv.url, "--ws-format", "jambonz")

@@ -349,10 +349,6 @@ def test_twilio_refuses_what_contradicts_its_protocol(tmp_path, server):
     srv = server()
     for extra, said in [(["--frame-ms", "40"], "--ws-format twilio sends 20 ms frames, as its protocol fixes; "
                                                "--frame-ms 40 contradicts it"),
-                        (["--stereo"], "--ws-format twilio streams both legs of a call on one connection, each as "
-                                       "a mono track of its own: --stereo cannot go with it"),
-                        (["--mix", "mixed"], "--ws-format twilio streams both legs of a call on one connection, "
-                                             "each as a mono track of its own: --mix mixed cannot go with it"),
                         (["--header", "Sec-WebSocket-Protocol: x"],
                          "--header Sec-WebSocket-Protocol: the WebSocket subprotocol comes from --ws-format"),
                         (["--twilio-account-sid", "AC123"],

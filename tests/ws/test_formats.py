@@ -96,6 +96,12 @@ def test_options_a_format_contradicts_are_refused_saying_why():
     with pytest.raises(ValueError, match="--sip-header callsid: .*jambonz"):
         formats.check_options("jambonz", sip_headers=["callsid"])
     formats.check_options("rtp2ws", sip_headers=["From"])
+    # audiohook: one session per call (--stereo or not), its per-connection headers its own
+    formats.check_options("audiohook", frame_ms=100, stereo=True, headers=["X-API-KEY", "Audiohook-Organization-Id"])
+    for name in ("Audiohook-Session-Id", "audiohook-correlation-id"):
+        with pytest.raises(ValueError, match=f"--header {name}: with --ws-format audiohook every connection has its "
+                                             f"own \\(Audiohook-Session-Id, Audiohook-Correlation-Id: rtp2ws sets"):
+            formats.check_options("audiohook", headers=[name])
     for fmt in formats.FORMATS:
         with pytest.raises(ValueError, match="--header Sec-WebSocket-Protocol: the WebSocket subprotocol comes "
                                              "from --ws-format .*audiofork offers audio.drachtio.org"):
@@ -156,8 +162,11 @@ def test_twilio_is_one_text_stream_per_call_of_20_ms_and_refuses_what_contradict
     with pytest.raises(ValueError, match="--ws-format twilio sends 20 ms frames, as its protocol fixes; "
                                          "--frame-ms 40 contradicts it"):
         formats.check_options("twilio", frame_ms=40)
-    with pytest.raises(ValueError, match="streams both legs of a call on one connection, each as a mono track"):
-        formats.check_options("twilio", stereo=True)
+    # the stream is the format's own (both legs, µ-law at 8 kHz): --rate, --encoding, --mix set the WAVs only
+    for fmt in ("twilio", "audiohook"):
+        formats.check_options(fmt, stereo=True, audio=AudioFormat(48000, "alaw", "mixed"))
+    with pytest.raises(ValueError, match="carries l16 audio only"):
+        formats.check_options("vonage", audio=AudioFormat(16000, "alaw", "per-leg"))
     # DTMF and the tracks' places go to ws.twilio, which makes Twilio's messages; the rest is not sent
     assert formats.event("twilio", {"type": "dtmf", "digit": "5", "leg": "caller"}) == \
         {"type": "dtmf", "digit": "5", "leg": "caller"}
