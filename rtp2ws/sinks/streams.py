@@ -402,7 +402,8 @@ class StreamSink(Sink):
             s = _Stream(call, self.audio.mix, channels, self.frame, self.ws_format, self.audio.sample_bytes)
             s.start_time = leg.start_time
             mix = self._mix[call.key] = _Mixer(call.key, s, self.ops, lambda: self._start(call, s, None, None),
-                                               self.rate, self.audio.encode, tracks=self.call_stream)
+                                               self.rate, self.audio.encode, tracks=self.call_stream,
+                                               align=self.call_stream or self.format.per_call)
             for ev in self._early.pop((call.key, ""), []):
                 at = ev.pop("_at")
                 kind = ev.pop("type")
@@ -435,14 +436,15 @@ class _Mixer:
 
     def __init__(self, key: str, stream: _Stream, ops: list[Op], opening: Callable[[], None] | None,
                  rate: int = RATE, encode: Callable[[np.ndarray], bytes] | None = None,
-                 tracks: bool = False) -> None:
+                 tracks: bool = False, align: bool = False) -> None:
         self.key = key                           # the call's key
         self.rate = rate
         self.encode = encode if encode is not None else _l16
-        # a call_stream format's: legs start at a multiple of rate/8000 (an 8 kHz sample of
-        # G.711's), and a track event says where
+        # a format that encodes 8 kHz itself (twilio, audiohook: align): legs start at a
+        # multiple of rate/8000, so that the samples it takes are G.711's own; twilio's
+        # (tracks) also gets a track event saying where each begins
         self.tracks = tracks
-        self.grid = rate // 8000 if tracks else 1
+        self.grid = rate // 8000 if align else 1
         self.stream = stream
         self.ops = ops
         self.opening = opening                   # emits the start message, once, at the first frame
