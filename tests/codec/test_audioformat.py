@@ -5,11 +5,11 @@ the RTP payloads it sent: the G.711 expansion and compression of Python's ``audi
 fields read with ``struct``."""
 
 import struct
-import warnings
 
 import jsonschema
 import numpy as np
 import pytest
+from g191 import compress, expand
 
 from rtp2ws.codec import audioformat
 from rtp2ws.codec.audioformat import AudioFormat
@@ -23,13 +23,6 @@ from rtp2ws.ws import protocol
 import netgen
 from callgen import Call, Party, frames_of, rtp_packets, tone
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    try:
-        import audioop
-    except ImportError:           # Python 3.13: the bench extra's audioop-lts
-        audioop = pytest.importorskip("audioop_lts")
-
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")
 N = 8000                          # 8 kHz samples a leg sends (1 s)
@@ -40,23 +33,7 @@ FORMATS = [(rate, enc) for rate in (8000, 16000, 24000, 48000) for enc in ("l16"
 # -- independent references --------------------------------------------------------------
 
 
-def expand(payload: bytes, law: str) -> np.ndarray:
-    """G.711 payload -> int16 by audioop (16-bit linear, as G.711 defines the levels)."""
-    lin = audioop.alaw2lin(payload, 2) if law == "alaw" else audioop.ulaw2lin(payload, 2)
-    return np.frombuffer(lin, "<i2").astype(np.int16)
-
-
-def compress(pcm: np.ndarray, law: str) -> bytes:
-    """int16 -> G.711 bytes as ITU-T G.191 quantises them.  audioop's lin2alaw is G.191's;
-    its lin2ulaw negates negative inputs where G.191 takes the one's complement, so a
-    negative x is encoded as ~x (= -x - 1, not negative) with the sign bit cleared."""
-    pcm = np.asarray(pcm, dtype=np.int16)
-    if law == "alaw":
-        return audioop.lin2alaw(pcm.astype("<i2").tobytes(), 2)
-    neg = pcm < 0
-    mag = np.where(neg, -(pcm.astype(np.int32)) - 1, pcm).astype("<i2")
-    codes = np.frombuffer(audioop.lin2ulaw(mag.tobytes(), 2), np.uint8)
-    return np.where(neg, codes & 0x7F, codes).astype(np.uint8).tobytes()
+# expand, compress: tests/g191.py (audioop's G.711, G.191's quantiser)
 
 
 def sent_payloads(packets) -> bytes:

@@ -352,20 +352,13 @@ def test_a_session_per_call_in_the_medium_the_server_chose(tmp_path, servers, ch
     assert r.stderr.count("skipped a malformed AudioHook message") == 3
 
 
-def ulaw_expand(code: bytes) -> np.ndarray:
-    """G.711 µ-law decoding (G.191's ``ulaw_expand``): the inverted code's segment and
-    mantissa give ((2 m + 33) << segment) - 33, times 4, negative without the sign bit."""
-    c = ~np.frombuffer(code, dtype=np.uint8).astype(np.int32) & 0xFF
-    seg, mant = (c >> 4) & 7, c & 15
-    mag = (((2 * mant + 33) << seg) - 33) * 4
-    return np.where(c & 0x80, -mag, mag).astype(np.int16)
-
-
 @pytest.mark.parametrize("rate", [16000, 48000])
 def test_mu_law_legs_come_back_as_they_were_sent(tmp_path, servers, rate):
     """A µ-law call whose callee starts 49 samples of 16 kHz after the caller (not a
     sample of 8 kHz): each channel of the session is its leg's own G.711 samples from
     the leg's first on, whatever --rate the run has; no sample is an interpolated one."""
+    import g191
+
     from rtp2ws.codec import g711
 
     a, b = Party("10.0.0.1", 5060, 4000, "1000"), Party("10.0.0.2", 5060, 5000, "2000")
@@ -383,7 +376,7 @@ def test_mu_law_legs_come_back_as_they_were_sent(tmp_path, servers, rate):
     got, _ = srv.audio(s, 2)
     external, internal = got[0::2], got[1::2]
     for leg, sent, begin in ((external, pa, 0), (internal, pb, 24)):    # 49 of 16 kHz: from 8 kHz sample 24
-        want = ulaw(ulaw_expand(g711.encode_ulaw(sent)))     # the payload's samples (µ-law's two zeros: one)
+        want = ulaw(g191.expand(g711.encode_ulaw(sent), "ulaw"))   # the payload's samples (µ-law's two zeros: one)
         assert leg[begin:begin + len(want)] == want
 
 

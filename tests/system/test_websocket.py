@@ -451,25 +451,6 @@ def test_keepalive_pings_answered_under_full_load(tmp_path):
     assert "keepalive" not in r.stderr
 
 
-def _g711_compress(pcm, law):
-    """int16 -> G.711 as G.191 quantises (audioop: lin2alaw is G.191's; for µ-law a negative
-    x is encoded as ~x with the sign bit cleared, where audioop negates)."""
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            import audioop
-        except ImportError:
-            audioop = pytest.importorskip("audioop_lts")
-    pcm = np.asarray(pcm, dtype=np.int16)
-    if law == "alaw":
-        return audioop.lin2alaw(pcm.astype("<i2").tobytes(), 2)
-    neg = pcm < 0
-    mag = np.where(neg, -(pcm.astype(np.int32)) - 1, pcm).astype("<i2")
-    codes = np.frombuffer(audioop.lin2ulaw(mag.tobytes(), 2), np.uint8)
-    return np.where(neg, codes & 0x7F, codes).astype(np.uint8).tobytes()
-
-
 @pytest.mark.parametrize("options,workers", [
     (["--rate", "8000", "--encoding", "mulaw"], 1),
     (["--rate", "24000", "--encoding", "alaw", "--mix", "mixed"], 1),
@@ -480,6 +461,8 @@ def test_replay_streams_in_the_format_asked_for(tmp_path, sink, options, workers
     default (and with --workers): the sink's WAVs are byte-identical to --out-dir's, in
     that format (WAV header fields), and hold the L16 audio of a run at the same rate and
     mix, encoded with the test's own G.711 compressor."""
+    import g191
+
     from rtp2ws.sinks.wav import read_wav_format
 
     from paths import DATA
@@ -514,23 +497,10 @@ def test_replay_streams_in_the_format_asked_for(tmp_path, sink, options, workers
         linear, _, _ = read_wav_format(str(lin / "calls" / k))
         pcm = np.frombuffer(linear, "<i2")
         assert data == (pcm.tobytes() if encoding == "l16" else
-                        _g711_compress(pcm, "ulaw" if encoding == "mulaw" else "alaw")), k
+                        g191.compress(pcm, "ulaw" if encoding == "mulaw" else "alaw")), k
     starts = [m for m in s.messages() if m["type"] == "start"]
     assert {(m["codec"], m["sample_rate"], m["channels"]) for m in starts} == \
         {({"l16": "L16", "mulaw": "PCMU", "alaw": "PCMA"}[encoding], int(rate), channels)}
-
-
-def _g711_expand(payload, law):
-    """G.711 bytes -> int16 by audioop (the 16-bit levels G.711 defines)."""
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            import audioop
-        except ImportError:
-            audioop = pytest.importorskip("audioop_lts")
-    lin = audioop.alaw2lin(payload, 2) if law == "alaw" else audioop.ulaw2lin(payload, 2)
-    return np.frombuffer(lin, "<i2").astype(np.int32)
 
 
 MIX_CALLS = [("mix-1@test", Party("10.0.1.1", 5060, 4000, "1001"), Party("10.0.1.2", 5060, 5000, "2001"), 0.3375),
@@ -569,6 +539,8 @@ def test_mixed_is_the_saturating_sum_of_the_legs_aligned_on_capture_time(tmp_pat
     samples, then encoded); the sum is the test's own, encoded by the test's own G.711
     compressor; the lengths are exact: from the caller's first sample to the callee's
     last."""
+    import g191
+
     from rtp2ws.sinks.wav import read_wav_format
 
     cap, sent = _mix_capture(tmp_path / "mix.pcap")
@@ -591,7 +563,7 @@ def test_mixed_is_the_saturating_sum_of_the_legs_aligned_on_capture_time(tmp_pat
     linear = {c["call_id"]: c for c in json.loads((lin / "calls.json").read_text())["calls"]}
     for call_id, (pay_a, pay_b, late) in sent.items():
         if rate == 8000:
-            legs = [_g711_expand(pay_a, "alaw"), _g711_expand(pay_b, "ulaw")]
+            legs = [g191.expand(pay_a, "alaw").astype(np.int32), g191.expand(pay_b, "ulaw").astype(np.int32)]
         else:
             legs = []
             for tag in ("caller", "callee"):
@@ -606,7 +578,7 @@ def test_mixed_is_the_saturating_sum_of_the_legs_aligned_on_capture_time(tmp_pat
         total[off:] += legs[1]
         assert (np.abs(total) > 32767).sum() > rate // 10        # it saturates, often
         want = np.clip(total, -32768, 32767).astype("<i2")
-        want_bytes = want.tobytes() if encoding == "l16" else _g711_compress(want, "ulaw" if encoding == "mulaw"
+        want_bytes = want.tobytes() if encoding == "l16" else g191.compress(want, "ulaw" if encoding == "mulaw"
                                                                               else "alaw")
         for path in (s.out_dir / call_id / "mixed.wav", out / manifest[call_id]["mixed_wav"]):
             data, audio, ch = read_wav_format(str(path))
