@@ -196,7 +196,8 @@ class Session:
         self.discard_to = 0                  # opened's discardTo: audio before it is dropped
         self.acked = self.position           # the server read the stream up to here (clientseq)
         self.rtt: float | None = None        # seconds, of the last ping answered
-        self.rtts: list[float] = []
+        self.rtt_max = 0.0                   # seconds, the longest round trip (of self.pongs pings)
+        self.pongs = 0
         self.pings = 0
         self.malformed = 0
         self.sent_samples = 0                # audio sent in this session (per channel)
@@ -369,7 +370,8 @@ class Session:
         if self._ping_out is None or msg["clientseq"] != self._ping_out[0]:
             return self._bad(f"'pong' with clientseq {msg['clientseq']} answers no ping")
         self.rtt = max(0.0, now - self._ping_out[1])
-        self.rtts.append(self.rtt)
+        self.rtt_max = max(self.rtt_max, self.rtt)
+        self.pongs += 1
         self._ping_out = None
         if self.state != OPEN:
             return []

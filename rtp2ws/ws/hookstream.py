@@ -414,9 +414,9 @@ class HookStream:
             if reader is not None and not reader.done():
                 reader.cancel()
             stats["pings"] += s.pings
-            if s.rtts:
+            if s.pongs:
                 log.debug("stream %s: session %s: %d pings, round trip at most %.1f ms", self.stream_id, s.id,
-                          len(s.rtts), max(s.rtts) * 1000, extra=self.log_extra)
+                          s.pongs, s.rtt_max * 1000, extra=self.log_extra)
             if ws.state.name != "CLOSED":
                 try:
                     await asyncio.wait_for(ws.close(), sender.config.close_timeout)

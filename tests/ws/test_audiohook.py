@@ -66,7 +66,7 @@ def test_pings_measure_the_round_trip_and_say_it():
     s.open(0.0)
     opened(s)                              # ping seq 2 at t=1.0
     assert s.receive(server(s, "pong", 2, clientseq=2), 1.25) != []     # the second ping at once, with rtt
-    assert s.rtt == 0.25
+    assert s.rtt == 0.25 and (s.pongs, s.rtt_max) == (1, 0.25)     # what the session log line says
     ping = sends(s.receive(server(s, "pong", 2, clientseq=2), 1.25))
     assert ping == [] and s.malformed == 2     # a repeated seq, and a pong of no ping: counted, no ping
     s2 = ah.Session(IDENT)
