@@ -112,7 +112,6 @@ class HookStream:
         self.lane = _NoLane()
         self.on_write = None
         self.session: ah.Session | None = None
-        self.sessions: list[str] = []        # the ids of its sessions, in order
         self.correlation_id = str(uuid.uuid4())
         self.ident = self._identity(cfg.headers)
         self._wakeup = Wakeup()
@@ -335,7 +334,6 @@ class HookStream:
                 self.reconnects += 1
                 sender._reconnects += 1
             self.session = s
-            self.sessions.append(s.id)
             stats["sessions"] += 1
             sender._connects += 1
             outcome = await self._serve(ws, s)
