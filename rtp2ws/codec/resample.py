@@ -172,7 +172,36 @@ _ZEROS = np.zeros(60 * 16000, dtype=np.int16)
 _ZEROS.flags.writeable = False
 
 
-class Upsampler2x:
+class _Stateful:
+    """The filter state both interpolators carry between calls (``_history``, the
+    held-back input: native bytes or an int16 array, by ``backend``), read and set as
+    ``state`` and cleared by ``reset``."""
+
+    backend: str
+    _history: np.ndarray | bytes     # the core's state (see ``_Core``)
+
+    @property
+    def state(self) -> bytes:
+        """The filter's state (the held-back input, native int16): what a later
+        ``process`` continues from; set it to continue another filter's stream (the
+        fast path's, for a leg it streamed)."""
+        h = self._history
+        return h if type(h) is bytes else np.asarray(h, dtype=np.int16).tobytes()
+
+    @state.setter
+    def state(self, value: bytes) -> None:
+        if len(value) % 2 or len(value) // 2 > _STEADY:
+            raise ValueError(f"a resampler state is at most {_STEADY} int16 samples, not {len(value)} bytes")
+        self._history = bytes(value) if self.backend == "native" else np.frombuffer(value, np.int16).copy()
+
+    def reset(self) -> None:
+        """Forget all input: the next sample starts a new stream."""
+        # Zeros standing for x[-M+1 .. -1]: with them the first output pair
+        # (for input 0) comes out as soon as x[M] is in.
+        self._history = np.zeros(HALF_LENGTH - 1, dtype=np.int16)
+
+
+class Upsampler2x(_Stateful):
     """Streaming 2x interpolator; state carried between calls so that
     concatenating process() outputs for any chunking + flush() equals one-shot output.
 
@@ -183,8 +212,6 @@ class Upsampler2x:
     """Group delay of the filter in 16 kHz samples (40 = 2.5 ms), compensated:
     ``process`` returns output up to this many samples behind its input, and
     ``flush`` returns the rest."""
-
-    _history: np.ndarray | bytes     # the core's state (see ``_Core``)
 
     def __init__(self, backend: str | None = None) -> None:
         backend = BACKEND if backend is None else backend
@@ -234,26 +261,6 @@ class Upsampler2x:
         out, _ = self._core(self._history, np.zeros(HALF_LENGTH, dtype=np.int16))
         self.reset()
         return out
-
-    @property
-    def state(self) -> bytes:
-        """The filter's state (the held-back input, native int16): what a later
-        ``process`` continues from; set it to continue another filter's stream (the
-        fast path's, for a leg it streamed)."""
-        h = self._history
-        return h if type(h) is bytes else np.asarray(h, dtype=np.int16).tobytes()
-
-    @state.setter
-    def state(self, value: bytes) -> None:
-        if len(value) % 2 or len(value) // 2 > _STEADY:
-            raise ValueError(f"a resampler state is at most {_STEADY} int16 samples, not {len(value)} bytes")
-        self._history = bytes(value) if self.backend == "native" else np.frombuffer(value, np.int16).copy()
-
-    def reset(self) -> None:
-        """Forget all input: the next sample starts a new stream."""
-        # Zeros standing for x[-M+1 .. -1]: with them the first output pair
-        # (for input 0) comes out as soon as x[M] is in.
-        self._history = np.zeros(HALF_LENGTH - 1, dtype=np.int16)
 
     def __repr__(self) -> str:
         return f"Upsampler2x(backend={self.backend!r}, taps={len(TAPS)}, delay={self.delay})"
@@ -322,14 +329,12 @@ def _native_interpolate(factor: int, pairs: list[bytes], history: np.ndarray | b
     return np.hstack(outs)[:, :factor].reshape(-1), state
 
 
-class Upsampler:
+class Upsampler(_Stateful):
     """Streaming ``factor``-times interpolator (3: 8 -> 24 kHz, 6: 8 -> 48 kHz) with the
     interface of ``Upsampler2x``: ``process``, ``silence``, ``flush``, ``state``,
     ``reset``, ``delay`` (``factor * HALF_LENGTH`` output samples, 2.5 ms, compensated).
     ``backend``: ``"native"`` (the C 2x core, a pair of phases at a time) or ``"numpy"``;
     None means ``BACKEND``.  Both give bit-identical output."""
-
-    _history: np.ndarray | bytes     # the core's state (see ``_Core``)
 
     def __init__(self, factor: int, backend: str | None = None) -> None:
         if factor not in FACTORS:
@@ -349,7 +354,6 @@ class Upsampler:
                 partial(_native_interpolate, factor, pairs))
         else:
             self._core = partial(_numpy_interpolate, phases)
-        self._history: np.ndarray | bytes
         self.reset()
 
     def process(self, x: np.ndarray) -> np.ndarray:
@@ -379,20 +383,6 @@ class Upsampler:
         out = self.process(np.zeros(HALF_LENGTH, dtype=np.int16))
         self.reset()
         return out
-
-    @property
-    def state(self) -> bytes:
-        h = self._history
-        return h if type(h) is bytes else np.asarray(h, dtype=np.int16).tobytes()
-
-    @state.setter
-    def state(self, value: bytes) -> None:
-        if len(value) % 2 or len(value) // 2 > _STEADY:
-            raise ValueError(f"a resampler state is at most {_STEADY} int16 samples, not {len(value)} bytes")
-        self._history = bytes(value) if self.backend == "native" else np.frombuffer(value, np.int16).copy()
-
-    def reset(self) -> None:
-        self._history = np.zeros(HALF_LENGTH - 1, dtype=np.int16)
 
     def __repr__(self) -> str:
         return (f"Upsampler(factor={self.factor}, backend={self.backend!r}, taps={len(FILTERS[self.factor][0])}, "
