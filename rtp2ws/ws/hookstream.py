@@ -43,6 +43,7 @@ from ..codec import g711
 from ..signalling.sip import uri_user
 from . import audiohook as ah
 from .outbox import ms
+from .streamtask import StreamTask
 from .wakeup import Wakeup
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,9 +79,12 @@ class _NoLane:
         pass
 
 
-class HookStream:
+class HookStream(StreamTask):
     """One AudioHook stream; the capture side (``send_audio``, ``send_event``, ``end``)
     appends under the sender's lock and returns at once, the task does the rest."""
+
+    TASK = "audiohook"
+    _sender: Sender
 
     def __init__(self, sender: Sender, stream_id: str, start: dict[str, Any], channels: int) -> None:
         self._sender = sender
@@ -237,38 +241,6 @@ class HookStream:
         self._wakeup.set()
 
     # -- the task -------------------------------------------------------------------------
-
-    def _begin(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"rtp2ws-audiohook-{self.stream_id}")
-        if self._abort_reason is not None:
-            self._task.cancel()
-
-    def _abort(self, reason: str) -> None:
-        if self.done or self._abort_reason is not None:
-            return
-        self._abort_reason = reason
-        if self._task is not None:
-            self._task.cancel()
-
-    async def _run(self) -> None:
-        try:
-            await self._connect_loop()
-        except asyncio.CancelledError:
-            reason = self._abort_reason
-            task = asyncio.current_task()
-            if reason is not None and task is not None:
-                task.uncancel()
-            self._finish_undelivered(reason or "cancelled", count_given_up=reason not in (None, "shutdown"))
-            if reason is None:
-                raise
-        except Exception:  # a bug: the stream still ends, counted
-            log.exception("stream %s: audiohook task failed", self.stream_id, extra=self.log_extra)
-            self._finish_undelivered("internal error", count_given_up=True)
-        finally:
-            if self._linger_handle is not None:
-                self._linger_handle.cancel()
-            self.done = True
-            self._sender._stream_done(self)  # type: ignore[arg-type]
 
     def _finish_undelivered(self, reason: str, count_given_up: bool) -> None:
         with self._sender._lock:

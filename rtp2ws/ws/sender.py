@@ -98,6 +98,7 @@ from . import frame as wsframe
 from .lane import LanePy, make_lane, take_marked
 from .outbox import Message, Outbox, Totals, ms
 from .protocol import CLOSE_INVALID_PAYLOAD, CLOSE_POLICY_VIOLATION, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED_DATA, encode
+from .streamtask import StreamTask
 from .twilio import DEFAULT_ACCOUNT_SID, TwilioStream
 from .wakeup import Wakeup
 from .wire import (
@@ -414,7 +415,7 @@ def _from_outbox(name: str) -> property:
     return property(lambda self: getattr(self.outbox, name), doc=f"The outbox's ``{name}`` (read-only).")
 
 
-class Stream:
+class Stream(StreamTask):
     """One outgoing stream: its :class:`~rtp2ws.ws.outbox.Outbox` (the queue,
     the resend window and the counts, sans I/O) and the connection that moves
     its bytes.  The three methods the capture calls append and return at once.
@@ -487,13 +488,6 @@ class Stream:
         self._last_warn: float | None = None
         self._suppressed = 0
         self._task: asyncio.Task | None = None      # made by _begin, in the event loop
-
-    def _begin(self) -> None:
-        """The stream's task starts (in the event loop)."""
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"rtp2ws-stream-{self.stream_id}")
-        self._task.add_done_callback(self._task_done)
-        if self._abort_reason is not None:      # given up before it started
-            self._task.cancel()
 
     @property
     def ended(self) -> bool:
@@ -721,44 +715,9 @@ class Stream:
         if not self.done:
             self._abort(f"could not deliver within {linger:g} s of the end of the stream")
 
-    def _abort(self, reason: str) -> None:
-        """Give up (counted as given up unless the sender shuts down)."""
-        if self.done or self._abort_reason is not None:
-            return
-        self._abort_reason = reason
-        if self._task is not None:
-            self._task.cancel()
-
-    async def _run(self) -> None:
-        try:
-            await self._connect_loop()
-        except asyncio.CancelledError:
-            reason = self._abort_reason
-            if reason is None:
-                self._finish_undelivered("cancelled", count_given_up=False)
-                raise
-            task = asyncio.current_task()
-            assert task is not None    # this coroutine is the stream's task
-            task.uncancel()
-            self._finish_undelivered(reason, count_given_up=reason != "shutdown")
-        except Exception:  # a bug: the stream must still end cleanly and be counted
-            log.exception("stream %s: sender task failed", self.stream_id, extra=self.log_extra)
-            self._finish_undelivered("internal error", count_given_up=True)
-        finally:
-            with self._sender._lock:
-                self.outbox.close()
-            if self._linger_handle is not None:
-                self._linger_handle.cancel()
-            self.done = True
-            self._sender._stream_done(self)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        # A task cancelled before its first step never ran _run's finally.
-        if not self.done:
-            reason = self._abort_reason or "cancelled"
-            self._finish_undelivered(reason, count_given_up=reason not in ("shutdown", "cancelled"))
-            self.done = True
-            self._sender._stream_done(self)
+    def _task_ended(self) -> None:
+        with self._sender._lock:
+            self.outbox.close()
 
     def _finish_undelivered(self, reason: str, count_given_up: bool) -> None:
         """The stream ends undelivered: what is queued counts as dropped, what was
