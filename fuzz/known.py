@@ -62,6 +62,10 @@ FIXED = {
                                      "test_a_gap_of_hours_goes_out_over_several_ticks_not_in_one_call)", []),
     "correlator-nul-address": ("correlator.pack_ip let inet_pton's ValueError ('embedded null character') escape "
                                "for an SDP c= address with a NUL byte", ["pipeline/sdp-address-with-nul"]),
+    "audiohook-duration-infinity": ("an AudioHook server's 'opened' with a discardTo of 400 digits: the seconds "
+                                    "are infinity as a float, and round() raised OverflowError out of "
+                                    "Session.receive (parse_duration said ValueError only)",
+                                    ["audiohook/opened-discardTo-400-digits"]),
 }
 
 

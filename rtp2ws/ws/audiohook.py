@@ -35,6 +35,7 @@ samples at 8 kHz.
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections import deque
@@ -80,7 +81,10 @@ def parse_duration(text: object) -> int:
     m = _DURATION.match(text) if isinstance(text, str) else None
     if m is None:
         raise ValueError(f"not a duration in seconds (PT<n>S): {text!r}")
-    return round(float(m.group(1)) * RATE)
+    samples = float(m.group(1)) * RATE
+    if not math.isfinite(samples):      # 400 digits: infinity, which round() cannot take
+        raise ValueError(f"a duration of {len(m.group(1))} digits is out of range")
+    return round(samples)
 
 
 def derived_id(*parts: str) -> str:

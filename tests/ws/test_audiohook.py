@@ -37,6 +37,8 @@ def test_durations_are_exact_seconds():
     assert ah.parse_duration("PT1.5S") == 12000 and ah.parse_duration("PT0S") == 0
     with pytest.raises(ValueError, match="not a duration"):
         ah.parse_duration("1.5")
+    with pytest.raises(ValueError, match="out of range"):        # infinity as a float: not OverflowError
+        ah.parse_duration("PT" + "9" * 400 + "S")
 
 
 def test_open_has_the_call_and_the_offered_media_and_no_audio_goes_before_opened():
