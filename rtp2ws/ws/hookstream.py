@@ -100,7 +100,7 @@ class HookStream(StreamTask):
         self._taken_in = 0                    # samples (per channel) handed in, at the output rate
         self._frame = max(1, int(self._start.get("frame_ms") or 20)) * ah.RATE // 1000   # samples a message
         self._queue: deque[bytes | bool] = deque()   # PCMU runs (channels interleaved); True/False: hold on/off
-        self._pending_holds: list[bool] = []   # holds dropped from the queue's head with the audio around them
+        self._pending_hold: bool | None = None   # the last hold mark dropped from the queue's head with the audio
         self._queued = 0                     # samples (per channel, 8 kHz) in the queue
         self._gap = 0                        # samples dropped from the head of the queue, not yet told
         self._limit = max(1, cfg.max_buffer_ms) * ah.RATE // 1000
@@ -188,7 +188,7 @@ class HookStream(StreamTask):
             head = q[0]
             if isinstance(head, bool):
                 q.popleft()
-                self._pending_holds.append(head)
+                self._pending_hold = head     # the audio around it is gone: only the last one counts
                 continue
             over = (self._queued - self._limit) * width
             if len(head) <= over:
@@ -213,7 +213,11 @@ class HookStream(StreamTask):
             return
         with self._sender._lock:
             if not self.ended:
-                self._queue.append(kind == "hold")
+                q = self._queue
+                if q and isinstance(q[-1], bool):
+                    q[-1] = kind == "hold"        # no audio since the last: only where it ends up counts
+                else:
+                    q.append(kind == "hold")
         self._wake()
 
     def end(self, message: dict[str, Any]) -> None:
@@ -459,7 +463,7 @@ class HookStream(StreamTask):
             self._queue.clear()
             self._queued = 0
             gap, self._gap = self._gap, 0
-            holds, self._pending_holds = self._pending_holds, []
+            hold, self._pending_hold = self._pending_hold, None
         other: list[ah.Out] = []
         frames: list[bytes] = []
 
@@ -470,8 +474,8 @@ class HookStream(StreamTask):
             await self._send(ws, outs)
             other.extend(o for o in outs if not isinstance(o, ah.Send))
 
-        for held in holds:
-            await told(s.hold(held))
+        if hold is not None:
+            await told(s.hold(hold))
         await told(s.discard(gap))
         width = self.channels
         for item in items:
