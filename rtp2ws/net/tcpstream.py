@@ -519,9 +519,9 @@ class SipTcpReassembler:
         if flow.ws is not None:
             data = bytes(buf)
             buf.clear()
-            out = flow.ws.feed(data, stats)
-            stats["messages"] += len(out)
-            return out
+            messages = flow.ws.feed(data, stats)
+            stats["messages"] += len(messages)
+            return messages
         out: list[bytes] = []
         pos = 0  # start of the message being framed
         phase, scan = flow.phase, flow.scan

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 
-from websockets.frames import Opcode
+from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, Side
 
 __all__ = ["HTTP_LINE", "MAX_HTTP_HEAD", "WsSipReader", "upgrade"]
@@ -104,6 +104,8 @@ class WsSipReader:
         out: list[bytes] = []
         parts = self._parts
         for frame in p.events_received():
+            if not isinstance(frame, Frame):     # Request, Response: the handshake's, not here
+                continue
             op = frame.opcode
             if op is Opcode.TEXT or op is Opcode.BINARY or op is Opcode.CONT:
                 if op is not Opcode.CONT:
