@@ -226,7 +226,7 @@ class MediaLeg:
         self.dtmf_events: list[DtmfEvent] = []
         self.counts = {
             "packets": 0, "bytes": 0, "cn": 0, "unknown_pt": 0, "encrypted_packets": 0,
-            "rtcp": 0, "stun": 0, "zrtp": 0, "malformed": 0, "overlap_dropped": 0, "extra_flow_dropped": 0,
+            "rtcp": 0, "stun": 0, "zrtp": 0, "dtls": 0, "malformed": 0, "overlap_dropped": 0, "extra_flow_dropped": 0,
             "dtmf_not_listed": 0,
         }
         self.concealed = 0       # 8 kHz samples concealed after loss
@@ -273,10 +273,10 @@ class MediaLeg:
         self.counts["malformed"] += 1
 
     def count_other(self, kind: str) -> None:
-        """A packet on the leg's addresses that is not RTP: ``rtcp``, ``stun`` or ``zrtp``
-        (ZRTP negotiates keys: the leg's audio is encrypted from then on)."""
+        """A packet on the leg's addresses that is not RTP: ``rtcp``, ``stun``, ``zrtp`` or
+        ``dtls`` (ZRTP and DTLS-SRTP negotiate keys: the leg's audio is encrypted from then on)."""
         self.counts[kind] += 1
-        if kind == "zrtp":
+        if kind == "zrtp" or kind == "dtls":
             self.encrypted = True
 
     def count_extra_flow_dropped(self, n: int) -> None:

@@ -20,7 +20,7 @@ from ..codec.resample import RATES
 from ..fastpath.driver import FastDriver, Taken
 from ..fastpath.twin import IDLE, PAUSE, TICK, default_class, for_reader
 from ..media.leg import EXTRA_LEGS, MediaLeg, extra_tag
-from ..media.rtp import KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP, classify, parse_rtp
+from ..media.rtp import KIND_DTLS, KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP, classify, parse_rtp
 from ..net.packet import MalformedPacket, PacketDecoder
 from ..net.tcpstream import SipTcpReassembler
 from ..signalling.calls import (
@@ -451,6 +451,9 @@ class Pipeline:
         elif kind == KIND_ZRTP:
             st["zrtp"] += 1
             leg.count_other("zrtp")      # and the leg's audio is encrypted from here on
+        elif kind == KIND_DTLS:
+            st["dtls"] += 1
+            leg.count_other("dtls")      # DTLS-SRTP: the same
         else:
             st["unmatched_udp"] += 1
 
@@ -469,7 +472,7 @@ class Pipeline:
         else:
             kind = classify(payload)
         if kind != KIND_RTP:
-            if kind not in (KIND_RTCP, KIND_STUN, KIND_ZRTP):
+            if kind not in (KIND_RTCP, KIND_STUN, KIND_ZRTP, KIND_DTLS):
                 self.stats["unmatched_udp"] += 1      # as the owner counts it: every worker alike
             return
         try:

@@ -41,6 +41,7 @@ PIPELINE_STATS: dict[str, str] = {
     "rtcp": SUM,                  # ... RTCP, STUN, ZRTP on a call's addresses
     "stun": SUM,
     "zrtp": SUM,
+    "dtls": SUM,                  # DTLS (RFC 7983: first byte 20-63) on a call's addresses
     "unmatched_udp": ONCE,        # UDP no call took (probation's included; every worker sees it)
     "other": ONCE,                # frames that are not UDP/TCP
     "rtp_after_end": ONCE,        # probation's verdicts: the same in every worker

@@ -144,6 +144,55 @@ def test_tcpdump_any_capture_recorded_now(tmp_path):
     _any_call_matches(tmp_path, cap)
 
 
+def _webrtc_call_matches(tmp_path, cap) -> None:
+    """tests/tools/record_webrtc_call.py's capture: the WebRTC call, signalled in SIP over
+    WebSocket, with its DTLS legs flagged encrypted and no audio written; the PBX's plain
+    B leg decoded to the audio of every RTP packet."""
+    m, out = replay(tmp_path, cap)
+    calls = {c["call_id"]: c for c in m["calls"]}
+    assert sorted(calls) == ["pstn-bleg@pbx", "webrtc-call@sipjs.invalid"]
+    webrtc = calls["webrtc-call@sipjs.invalid"]
+    assert webrtc["end_reason"] == "bye"
+    legs = {leg["tag"]: leg for leg in webrtc["legs"]}
+    assert (legs["caller"]["src"], legs["callee"]["src"]) == ("127.0.0.1:30000", "127.0.0.1:30002")
+    for leg in legs.values():
+        assert leg["encrypted"] and leg["wav"] is None and leg["packets"] == 0 and leg["dtls"] > 0
+    assert not list((out / "calls").glob("webrtc*/*.wav"))
+    # the DTLS records tshark finds on each leg's flow, each counted on its leg
+    dtls = subprocess.run(["tshark", "-r", str(cap), "-Y", "dtls", "-T", "fields", "-e", "udp.srcport"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert (legs["caller"]["dtls"], legs["callee"]["dtls"]) == (dtls.count("30000"), dtls.count("30002"))
+    assert m["summary"]["tcp_ws_upgrades"] == 2 and m["summary"]["tcp_ws_messages"] == 8
+    assert "tcp_ws_errors" not in m["summary"] and "tcp_desyncs" not in m["summary"]
+    pstn = calls["pstn-bleg@pbx"]
+    assert pstn["end_reason"] == "bye"
+    streams = rtp_streams(cap)
+    for tag in ("caller", "callee"):
+        entry, got = leg_audio(out, pstn, tag)
+        pkts = streams[(entry["src"], entry["dst"])]
+        assert entry["packets"] == len(pkts) == 50 and not entry["encrypted"]
+        assert np.array_equal(got, expected_leg(pkts))
+
+
+needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+
+
+@needs_tshark
+def test_webrtc_call_over_websocket(tmp_path):
+    _webrtc_call_matches(tmp_path, DATA / "webrtc_ws_call.pcap")
+
+
+@needs_tshark
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("tcpdump") is None or shutil.which("openssl") is None,
+                    reason="needs root, tcpdump and openssl")
+def test_webrtc_call_over_websocket_recorded_now(tmp_path):
+    cap = tmp_path / "webrtc.pcap"
+    r = subprocess.run([sys.executable, str(TOOLS / "record_webrtc_call.py"), str(cap)], capture_output=True,
+                       text=True, timeout=90)
+    assert r.returncode == 0, r.stderr[-2000:]
+    _webrtc_call_matches(tmp_path, cap)
+
+
 def _can_record():
     if os.geteuid() != 0:
         return "needs root (tcpdump on lo, sipp raw-socket RTP)"
