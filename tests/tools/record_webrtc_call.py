@@ -124,9 +124,10 @@ def dtls(workdir: Path) -> None:
 
 def conversation(seconds: float, workdir: Path) -> None:
     sys.path.insert(0, str(TESTS))
-    from livecall import PhoneCall
     from websockets.sync.client import connect
     from websockets.sync.server import serve
+
+    from livecall import PhoneCall
 
     bleg = PhoneCall(PSTN_CALL_ID, 5060, 20000, 20002)
     server = serve(lambda conn: pbx(conn, bleg), "127.0.0.1", WS_PORT, subprotocols=["sip"],
