@@ -222,6 +222,8 @@ def _add_nats_options(p) -> None:
                         "reconnect publishes again (default 120)")
     g.add_argument("--nats-chunk-ms", type=whole(0, 1000), default=100, metavar="MS",
                    help="each stream's audio is published this often, as one message (default 100)")
+    g.add_argument("--nats-ack-timeout", type=number(0.1, 60, unit="s"), default=5.0, metavar="SECONDS",
+                   help="a message not acknowledged this long is published again, with its id (default 5)")
     g.add_argument("--nats-max-inflight", type=whole(16, 1 << 20), default=1024, metavar="N",
                    help="messages published and not yet acknowledged, over all streams (default 1024); "
                         "beyond, the streams' queues hold the audio")
@@ -370,7 +372,7 @@ def live_options(args) -> LiveOptions:
                        frame_ms=args.frame_ms, sip_headers=tuple(args.sip_header), out_dir=args.out_dir,
                        audio=audio_format(args), metrics=args.metrics if report is None else None,
                        stats_interval=args.stats_interval, log_file=args.log_file, log_level=_log_level(args),
-                       log_format=args.log_format, count=args.count, report=report)
+                       log_format=args.log_format, count=args.count, report=report, nats=nats_config(args))
 
 
 def list_interfaces() -> int:
@@ -394,8 +396,8 @@ def cmd_live(args) -> int:
     if not args.interface:
         print("rtp2ws: error: live needs -i/--interface (or interface in the --config file)", file=sys.stderr)
         return 2
-    if not args.out_dir and not args.ws_url:
-        print("rtp2ws: error: live needs --out-dir, --ws-url or both", file=sys.stderr)
+    if not args.out_dir and not args.ws_url and not args.nats_url:
+        print("rtp2ws: error: live needs --out-dir, --ws-url, --nats-url or several", file=sys.stderr)
         return 2
     try:
         count = worker_count(args, paced_default=True)
@@ -558,7 +560,8 @@ def nats_config(args):
                       storage=args.nats_storage, max_age_s=args.nats_max_age, max_bytes=args.nats_max_bytes,
                       replicas=args.nats_replicas, duplicate_window_s=args.nats_duplicate_window,
                       max_buffer_ms=args.max_buffer_ms, max_inflight=args.nats_max_inflight,
-                      chunk_ms=args.nats_chunk_ms, frame_ms=args.frame_ms, audio=audio_format(args))
+                      chunk_ms=args.nats_chunk_ms, frame_ms=args.frame_ms, ack_timeout_s=args.nats_ack_timeout,
+                      audio=audio_format(args))
 
 
 def nats_sink(args, config: Config, *, flow_control: bool):

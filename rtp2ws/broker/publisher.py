@@ -468,11 +468,9 @@ class NatsPublisher:
             seq = int(msg.subject.rpartition(".")[2])
         except ValueError:
             return
-        m = self._inflight.get(seq)
-        if m is None:
-            return                      # answered already (a resend's second answer)
         headers = msg.headers or {}
         ok = False
+        resp: Any = {}
         if headers.get(STATUS) != NO_RESPONDERS and msg.data:
             try:
                 resp = json.loads(msg.data)
@@ -481,10 +479,13 @@ class NatsPublisher:
             if isinstance(resp, dict) and "error" not in resp and "seq" in resp:
                 ok = True
                 if resp.get("duplicate"):
-                    self.counts["duplicates"] += 1
-            elif isinstance(resp, dict) and "error" in resp:
-                log.warning("JetStream refused a message of stream %s: %s", m.stream.id, resp["error"],
-                            extra={"stream_id": m.stream.id})
+                    self.counts["duplicates"] += 1     # (often a resend's second answer)
+        m = self._inflight.get(seq)
+        if m is None:
+            return                      # answered already: a resend's second answer
+        if isinstance(resp, dict) and "error" in resp:
+            log.warning("JetStream refused a message of stream %s: %s", m.stream.id, resp["error"],
+                        extra={"stream_id": m.stream.id})
         if not ok:
             self.counts["errors"] += 1
             if self._resend_at is None:

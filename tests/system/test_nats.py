@@ -4,6 +4,7 @@ broker killed mid-call loses nothing and stores nothing twice, and the workers o
 group share the streams."""
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
@@ -124,6 +125,34 @@ def test_broker_killed_mid_call_loses_nothing_and_stores_nothing_twice(tmp_path)
         assert ids and max(ids.values()) == 1, [k for k, v in ids.items() if v > 1]
     finally:
         server.stop()
+
+
+def test_a_broker_slower_than_the_ack_timeout_gets_the_resend_and_drops_it_as_duplicates(tmp_path, nats_server):
+    """The server stops answering (SIGSTOP) for longer than --nats-ack-timeout: what was
+    published meanwhile is published again with the same ids, and JetStream stores each
+    message once (without Nats-Msg-Id it would store the resend too)."""
+    import signal
+    cap = make_capture(tmp_path / "c.pcap", calls=1, seconds=4.0)
+    ref = tmp_path / "ref"
+    assert rtp2ws("replay", cap, "--out-dir", ref).returncode == 0
+    proc = subprocess.Popen([PY, "-m", "rtp2ws.cli", "replay", str(cap), "--nats-url", nats_server.url,
+                             "--speed", "realtime", "--nats-ack-timeout", "0.5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    nats_server.proc.send_signal(signal.SIGSTOP)
+    time.sleep(2.0)
+    nats_server.proc.send_signal(signal.SIGCONT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    m = re.search(r"(\d+) published again, (\d+) duplicates dropped by JetStream\), 0 reconnects, 0 ms dropped, "
+                  r"0 ms undelivered", out)
+    assert m and int(m.group(1)) > 0 and int(m.group(2)) > 0, out
+    got = tmp_path / "got"
+    consume(nats_server.url, got)
+    assert wavs(got) == wavs(ref / "calls") and len(wavs(got)) == 2
+    msgs = stored(nats_server.url)
+    keys = Counter((s, h["Rtp2ws-Stream"], h.get("Rtp2ws-Offset") or d) for s, h, d in msgs)
+    assert max(keys.values()) == 1
 
 
 def test_two_consumers_of_one_group_share_the_streams(tmp_path, nats_server):
