@@ -271,12 +271,14 @@ class NatsPublisher:
             log.debug("NATS: %s", e)
 
         try:
-            nc = self._nc = await nats.connect(
+            # nats-py retries an initial connection for ever with max_reconnect_attempts=-1
+            nc = self._nc = await asyncio.wait_for(nats.connect(
                 cfg.url.split(","), connect_timeout=cfg.connect_timeout_s, allow_reconnect=True,
                 max_reconnect_attempts=-1, reconnect_time_wait=0.25, disconnected_cb=disconnected,
-                reconnected_cb=reconnected, error_cb=error, name="rtp2ws", pending_size=0)
+                reconnected_cb=reconnected, error_cb=error, name="rtp2ws", pending_size=0), cfg.connect_timeout_s)
         except Exception as e:  # noqa: BLE001 - nats-py raises several kinds; one message
-            raise NatsError(f"cannot connect to NATS at {cfg.url}: {e or type(e).__name__}") from None
+            raise NatsError(f"cannot connect to NATS at {sj.redact_url(cfg.url)}: "
+                            f"{str(e) or type(e).__name__}") from None
         try:
             await self._ensure_stream(nc)
             self._reply_prefix = nc.new_inbox() + "."

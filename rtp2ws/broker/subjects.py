@@ -51,6 +51,14 @@ _PREFIX = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+_USERINFO = re.compile(r"//[^/@,]*@")
+
+
+def redact_url(url: str) -> str:
+    """``nats://user:password@host`` with the credentials hidden, for messages and logs."""
+    return _USERINFO.sub("//<redacted>@", url)
+
+
 def check_prefix(prefix: str) -> str:
     """A subject prefix: dot-separated tokens of letters, digits, ``_`` and ``-``."""
     if not _PREFIX.match(prefix):

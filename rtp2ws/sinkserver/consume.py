@@ -309,7 +309,7 @@ def run_consume(config: ConsumeConfig) -> int:
         try:
             await consumer.run(stop)
         except Exception as e:  # noqa: BLE001 - cannot connect: one line
-            print(f"rtp2ws: error: NATS at {config.url}: {e or type(e).__name__}", file=sys.stderr)
+            print(f"rtp2ws: error: NATS at {sj.redact_url(config.url)}: {e or type(e).__name__}", file=sys.stderr)
             return 2
         st = consumer.stats
         print(f"consumed {st['streams']} streams ({st['ended']} ended, {st['timed_out']} timed out, "

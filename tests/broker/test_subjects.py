@@ -49,3 +49,9 @@ def test_prefixes_that_would_not_make_subjects_are_refused(bad):
     with pytest.raises(ValueError):
         sj.check_prefix(bad)
     assert sj.check_prefix("contact-centre.eu_1") == "contact-centre.eu_1"
+
+
+def test_credentials_in_a_url_are_hidden():
+    url = "nats://rtp2ws:s3cret@nats-1:4222,nats://rtp2ws:s3cret@nats-2:4222"
+    assert "s3cret" not in sj.redact_url(url) and "nats-2:4222" in sj.redact_url(url)
+    assert sj.redact_url("nats://127.0.0.1:4222") == "nats://127.0.0.1:4222"

@@ -172,3 +172,10 @@ def test_two_consumers_of_one_group_share_the_streams(tmp_path, nats_server):
     assert not w1.keys() & w2.keys()                  # none written twice
     assert {**w1, **w2} == wavs(ref / "calls")        # none lost, each byte-identical
     assert len(w1) + len(w2) == 16
+
+
+def test_an_unreachable_server_is_a_clear_error_without_the_password(tmp_path):
+    from natsserver import free_port
+    r = rtp2ws("replay", DATA / "demo_speech.pcap", "--nats-url", f"nats://rtp2ws:s3cret@127.0.0.1:{free_port()}")
+    assert r.returncode == 2 and "cannot connect to NATS at nats://<redacted>@127.0.0.1:" in r.stderr, r.stderr
+    assert "s3cret" not in r.stderr + r.stdout
