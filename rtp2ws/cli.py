@@ -449,8 +449,8 @@ def cmd_sink(args) -> int:
 
 def _add_consume_parser(sub) -> None:
     from .broker import subjects
-    from .sinkserver.consume import DEFAULT_GROUP
 
+    default_group = subjects.DEFAULT_GROUP
     c = sub.add_parser("consume", help="rebuild per-leg WAVs from the streams published to NATS JetStream",
                        description="Reads what rtp2ws published with --nats-url and writes one WAV per stream, "
                                    "as rtp2ws sink does. Workers with the same --group share the streams: each "
@@ -462,8 +462,8 @@ def _add_consume_parser(sub) -> None:
                    metavar="NAME", help=f"default {subjects.DEFAULT_STREAM}")
     c.add_argument("--nats-prefix", type=_arg(subjects.check_prefix), default=subjects.DEFAULT_PREFIX,
                    metavar="PREFIX", help=f"default {subjects.DEFAULT_PREFIX}")
-    c.add_argument("--group", type=_arg(subjects.check_stream_name), default=DEFAULT_GROUP,
-                   help=f"the durable consumer the workers of one group share (default {DEFAULT_GROUP})")
+    c.add_argument("--group", type=_arg(subjects.check_stream_name), default=default_group,
+                   help=f"the durable consumer the workers of one group share (default {default_group})")
     c.add_argument("--max-streams", type=whole(1, 100000), default=256, metavar="N",
                    help="streams this worker writes at once (default 256): the next ones go to the others")
     c.add_argument("--idle-timeout", type=number(1, 86400, unit="s"), default=60.0, metavar="SECONDS",

@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 DEFAULT_PREFIX = "rtp2ws"
 DEFAULT_STREAM = "RTP2WS"
+DEFAULT_GROUP = "rtp2ws-consume"      # rtp2ws consume's durable consumer unless --group names another
 MAX_TOKEN = 200
 
 MSG_ID = "Nats-Msg-Id"

@@ -44,7 +44,7 @@ log = logging.getLogger("rtp2ws.consume")
 BATCH = 256                  # audio messages pulled at once
 PROGRESS_S = 5.0             # a stream's start is marked in progress this often
 CHECK_S = 5.0                # a reading consumer is looked up after this long without messages
-DEFAULT_GROUP = "rtp2ws-consume"
+DEFAULT_GROUP = sj.DEFAULT_GROUP
 
 
 @dataclass
