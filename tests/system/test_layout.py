@@ -10,7 +10,7 @@ Layers, bottom to top (a module may import its own layer and the ones below):
     signalling, media
     fastpath
     pipeline
-    sinks, ws
+    sinks, ws, broker
     run
     bench, sinkserver        (programs of their own, next to cli)
     cli
@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("signalling", "media"),
     ("fastpath",),
     ("pipeline",),
-    ("sinks", "ws"),
+    ("sinks", "ws", "broker"),
     ("run",),
     ("bench", "sinkserver"),
     ("cli",),
