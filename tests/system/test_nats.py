@@ -158,12 +158,21 @@ def test_a_broker_slower_than_the_ack_timeout_gets_the_resend_and_drops_it_as_du
 def test_two_consumers_of_one_group_share_the_streams(tmp_path, nats_server):
     cap = make_capture(tmp_path / "c.pcap", calls=8, seconds=1.0)
     ref = tmp_path / "ref"
-    r = rtp2ws("replay", cap, "--nats-url", nats_server.url, "--out-dir", ref)
+    assert rtp2ws("replay", cap, "--out-dir", ref).returncode == 0
+    # the stream made (a capture with no call), then both workers waiting on it before any
+    # call is published: a worker started a second later than the other would find every
+    # stream done (each takes milliseconds), which is sharing too, but shows nothing
+    r = rtp2ws("replay", callgen.write(tmp_path / "empty.pcap", []), "--nats-url", nats_server.url)
     assert r.returncode == 0, r.stderr
     outs = [tmp_path / "w1", tmp_path / "w2"]
     procs = [subprocess.Popen([PY, "-m", "rtp2ws.cli", "consume", "--nats-url", nats_server.url, "--out-dir", str(o),
                                "--group", "asr", "--max-streams", "1", "--exit-idle", "3"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for o in outs]
+    for p in procs:
+        assert p.stdout is not None
+        assert p.stdout.readline().startswith("rtp2ws consume: group asr"), p.communicate(timeout=10)
+    r = rtp2ws("replay", cap, "--nats-url", nats_server.url)
+    assert r.returncode == 0, r.stderr
     for p in procs:
         out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
