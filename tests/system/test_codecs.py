@@ -166,3 +166,47 @@ def test_opus_with_a_packet_recovered_by_fec(tmp_path, channels):
     assert legs["caller"]["codecs"] == ["OPUS"] and legs["caller"]["lost"] == 1
     assert legs["caller"]["concealed_ms"] == 20
     assert np.array_equal(wavs["caller"][0], codecgen.opus_reference(pk, 24000, lost=(50,)))
+
+
+def rtp_payloads(path):
+    """(payload type, payload) of every RTP packet in a capture, read by dpkt."""
+    import dpkt
+    out = []
+    with open(path, "rb") as f:
+        for _, buf in dpkt.pcap.Reader(f):
+            udp = dpkt.ethernet.Ethernet(buf).data.data
+            if isinstance(udp, dpkt.udp.UDP) and udp.data[:1] == b"\x80" and len(udp.data) > 12:
+                rtp = dpkt.rtp.RTP(udp.data)
+                out.append((rtp.pt, rtp.data))
+    return out
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+def test_sipp_call_reinvited_to_g722_on_loopback(tmp_path, rate):
+    """A capture made by real tools (tests/data/make_captures.sh g722): SIPp plays a PCMU
+    pcap, re-INVITEs to G.722, plays a G.722 pcap (spandsp's encoder), tcpdump records it.
+    Before: the G.722 half was 206 packets of unknown_pt and 2.42 s of audio.  Now the
+    leg is both halves on one timeline: the PCMU audio, the short pause of the re-INVITE
+    (silence: the RTP clock says so), then spandsp's decode of the G.722 payloads."""
+    from paths import DATA
+    path = DATA / "sipp_g722_reinvite.pcap"
+    out = tmp_path / "out"
+    assert cli.main(["replay", str(path), "--out-dir", str(out), "--no-progress", "--rate", str(rate)]) == 0
+    with open(out / "calls.json") as f:
+        (call,) = json.load(f)["calls"]
+    caller = next(leg for leg in call["legs"] if leg["tag"] == "caller")
+    assert caller["codecs"] == ["PCMU", "G722"] and "unknown_pt" not in caller
+    assert caller["packets"] == 327 and caller["lost"] == 0
+    data, got_rate, _ = read_wav(str(out / caller["wav"]))
+    payloads = rtp_payloads(path)
+    u = b"".join(p for pt, p in payloads if pt == 0)
+    g = [p for pt, p in payloads if pt == 9]
+    assert len(u) == 121 * 160 and len(g) == 206
+    wide = codecgen.g722_reference(g, rate)
+    gap = (len(data) - len(wide)) * 8000 // rate - len(u)
+    assert 0 <= gap < 4000
+    expected = np.concatenate([upsample(np.concatenate([g711.decode_ulaw(u), np.zeros(gap, np.int16)]), rate), wide])
+    assert got_rate == rate and np.array_equal(data, expected)
+    assert caller["duration_ms"] == len(expected) * 1000 // rate
+    if rate == 16000:
+        check_equivalent(str(path))
