@@ -2,7 +2,8 @@
 (16 kHz by default; 8, 24 or 48 kHz: ``rate``).
 
 A ``MediaLeg`` owns the leg's jitter buffer, its timeline, the DTMF
-detector, the G.711 decoder choice and the resampler state.  Sans-I/O:
+detector, its decoders (G.711 by table; G.722, G.729 and Opus by a library,
+``codec.decoders``, one stateful decoder per codec) and the resampler state.  Sans-I/O:
 packets arrive with their capture time, and the owner calls ``poll(now)``
 when ``next_deadline()`` passes.
 
@@ -17,6 +18,17 @@ an RTP timestamp that disagrees with the capture clock by more than
 output stays continuous and sample N stays close to ``start_time + N/rate``.
 A packet that overlaps audio already emitted is trimmed: no sample is
 emitted twice.
+
+Codecs
+------
+Positions are in 8 kHz units whatever the codec (every codec's packets are whole
+multiples of 1/8000 s; an Opus timestamp, at 48 kHz, counts 6 to a unit), and a packet
+whose RTP clock differs from the last audio packet's re-anchors on capture time.  G.711
+is decoded a run at a time when handed out; the library codecs as each packet is placed
+(their decoders keep state, and their concealment, FEC and comfort noise go in timeline
+order), at their own rate (``Wide``), and ``take_audio`` resamples each run of one rate
+through its filter, drained at a change of rate: a call that goes PCMU -> G.722 -> PCMU
+keeps sample N at ``start_time + N/rate``.  Each change of codec is a ``CodecChange``.
 
 Flows
 -----
@@ -58,7 +70,7 @@ Jitter" and "Max Jitter") reports them.  The choices, and where they follow Wire
   arrival order and leaves a packet older than the newest one out of the mean and the
   maximum.  Duplicates and packets too late to place are not measured (Wireshark
   measures them, out of the mean);
-* only the audio the leg decodes is measured (G.711 of the negotiated codec): comfort
+* only the audio the leg decodes is measured (a codec it decodes): comfort
   noise, DTMF and unknown payload types are not, and do not move the reference (an
   encrypted leg has no figure).  Wireshark computes J on comfort noise too and leaves
   the packet after it out of the mean;
