@@ -27,6 +27,7 @@ class Decoder(Protocol):
 
     name: str
     rate: int         # of the audio it gives
+    has_fec: bool     # ``recover`` can give the audio of a lost packet from the next one
 
     def duration(self, payload: bytes) -> int:
         """The payload's duration in 8 kHz units; ValueError when it is malformed."""

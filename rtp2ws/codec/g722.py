@@ -52,6 +52,7 @@ class G722Decoder:
     """One stream's G.722 decoder: payloads in, int16 samples at ``rate`` (16000 or 8000) out."""
 
     name = "G722"
+    has_fec = False
 
     def __init__(self, rate: int = 16000) -> None:
         if rate not in (8000, 16000):

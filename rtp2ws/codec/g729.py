@@ -67,6 +67,7 @@ class G729Decoder:
     """One stream's G.729 (A, B) decoder: payloads in, int16 at 8 kHz out."""
 
     name = "G729"
+    has_fec = False
     rate = 8000
 
     def __init__(self) -> None:

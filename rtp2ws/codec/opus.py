@@ -71,6 +71,7 @@ class OpusDecoder:
     """One stream's Opus decoder: packets in, mono int16 at ``rate`` out."""
 
     name = "OPUS"
+    has_fec = True
 
     def __init__(self, rate: int = 48000) -> None:
         if rate not in RATES:

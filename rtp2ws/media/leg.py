@@ -768,11 +768,17 @@ class MediaLeg:
             gap = pos - self._cursor
             hidden = min(gap, lost * n) if lost else 0
             if hidden:
-                fec = min(hidden, n)
-                parts = [self._conceal(dec, hidden - fec)] if hidden > fec else []
-                recovered = dec.recover(payload, fec)
-                parts.append(self._conceal(dec, fec) if recovered is None else recovered)
-                self._add_wide(rate, np.concatenate(parts) if len(parts) > 1 else parts[0])
+                # concealment (at most PLC_MAX, then silence as its length), and with FEC the
+                # packet's redundancy for the audio just before it (libopus: in that order)
+                fec = min(hidden, n) if dec.has_fec else 0
+                head = min(hidden - fec, PLC_MAX)
+                if head:
+                    self._add_wide(rate, self._conceal(dec, head))
+                if hidden - fec - head:
+                    self._pending.append(hidden - fec - head)
+                if fec:
+                    recovered = dec.recover(payload, fec)
+                    self._add_wide(rate, self._conceal(dec, fec) if recovered is None else recovered)
                 self.concealed += hidden
             rest = gap - hidden
             if rest:
@@ -813,11 +819,12 @@ class MediaLeg:
             self._wide = True
 
     def _conceal(self, dec: Decoder, ticks: int) -> np.ndarray:
-        """``ticks`` (8 kHz units) of concealment at ``dec.rate``: the codec's own for
-        up to ``PLC_MAX``, else the last packet's audio repeated and faded out; then silence."""
+        """``ticks`` (8 kHz units, at most ``PLC_MAX`` but for a packet that did not
+        decode) of concealment at ``dec.rate``: the codec's own, else the last packet's
+        audio repeated and faded out, then silence."""
         rate = dec.rate
         total = ticks * rate // CLOCK
-        own = dec.conceal(min(ticks, PLC_MAX))
+        own = dec.conceal(ticks)
         if own is None:
             return conceal(self._last_wide, total, FADE_SAMPLES * rate // CLOCK)
         if len(own) >= total:

@@ -3,30 +3,25 @@ codec changes within a leg: one continuous timeline, sample N at start_time + N/
 
 Every expected signal is the reference decoder's output of the same bitstream (the
 library fed the packets in order, with its own concealment where the leg must use it),
-put through the one filter from the codec's rate to the output rate, in one go."""
+put through the one filter from the codec's rate to the output rate, in one go
+(tests/codecgen.py)."""
 
 import numpy as np
 import pytest
 
 from rtp2ws.codec import g711
-from rtp2ws.codec.g722 import G722Decoder, G722Encoder
-from rtp2ws.codec.g729 import G729Decoder, G729Encoder
-from rtp2ws.codec.opus import OpusDecoder, OpusEncoder
-from rtp2ws.codec.resample import RATES, make_converter, upsample
-from rtp2ws.media.leg import CLOCK, FILL_MAX, CodecChange, MediaLeg
+from rtp2ws.codec.g722 import G722Decoder
+from rtp2ws.codec.g729 import G729Decoder
+from rtp2ws.codec.opus import OpusDecoder
+from rtp2ws.codec.resample import RATES, upsample
+from rtp2ws.media.leg import CLOCK, FILL_MAX, PLC_MAX, CodecChange, MediaLeg
 from rtp2ws.media.plc import FADE_SAMPLES, conceal
 from rtp2ws.media.rtp import RtpPacket
 
-from speech import speech
+import codecgen
 
 SSRC = 0x5EED0002
 T0 = 100.0
-
-
-def convert(x, source, rate):
-    """``x`` at ``source`` Hz through the leg's filter to ``rate``, in one go."""
-    f = make_converter(source, rate)
-    return np.concatenate([f.process(x), f.flush()])
 
 
 def drained(leg):
@@ -64,12 +59,6 @@ class Sender:
         return leg
 
 
-def g722_packets(seconds=None):
-    x = speech(16000)
-    bits = G722Encoder().encode(x[:len(x) // 320 * 320])
-    return [bits[i:i + 160] for i in range(0, len(bits), 160)]
-
-
 def pcmu_packets(n, seed=1):
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, 160, dtype=np.uint8).tobytes() for _ in range(n)]
@@ -82,7 +71,7 @@ def test_pcmu_then_g722_then_pcmu_is_one_timeline(rate):
     """The issue's call: PCMU, a re-INVITE to G.722 (the same SSRC and RTP clock going
     on), then back.  Each segment is its decoder's output at the output rate; nothing is
     lost, added or shifted at the changes."""
-    u1, g, u2 = pcmu_packets(50), g722_packets(), pcmu_packets(40, seed=2)
+    u1, g, u2 = pcmu_packets(50), codecgen.g722_payloads(), pcmu_packets(40, seed=2)
     s = Sender()
     for p in u1:
         s.send(0, p, 160)
@@ -96,7 +85,7 @@ def test_pcmu_then_g722_then_pcmu_is_one_timeline(rate):
     out = drained(leg)
     wide = G722Decoder(8000 if rate == 8000 else 16000)
     expected = np.concatenate([upsample(g711.decode_ulaw(b"".join(u1)), rate),
-                               convert(wide.decode(b"".join(g)), wide.rate, rate),
+                               codecgen.convert(wide.decode(b"".join(g)), wide.rate, rate),
                                upsample(g711.decode_ulaw(b"".join(u2)), rate)])
     assert len(out) == len(expected) == (len(u1) + len(g) + len(u2)) * 160 * rate // CLOCK
     assert np.array_equal(out, expected)
@@ -107,7 +96,7 @@ def test_pcmu_then_g722_then_pcmu_is_one_timeline(rate):
 
 
 def test_the_fast_path_is_refused_while_g722_plays_and_offered_again_after():
-    u1, g, u2 = pcmu_packets(5), g722_packets()[:5], pcmu_packets(5, seed=2)
+    u1, g, u2 = pcmu_packets(5), codecgen.g722_payloads()[:5], pcmu_packets(5, seed=2)
     s = Sender()
     for p in u1:
         s.send(0, p, 160)
@@ -126,7 +115,7 @@ def test_the_fast_path_is_refused_while_g722_plays_and_offered_again_after():
 
 
 def test_a_new_ssrc_resets_the_decoder():
-    g = g722_packets()
+    g = codecgen.g722_payloads()
     a, b = Sender(), Sender(ssrc=SSRC + 1, seq=7, ts=900_000, t=T0 + 40 * 0.02)
     for p in g[:40]:
         a.send(9, p, 160)
@@ -142,7 +131,7 @@ def test_a_new_ssrc_resets_the_decoder():
 
 
 def test_a_lost_g722_packet_repeats_the_last_audio_faded_at_16khz():
-    g = g722_packets()[:20]
+    g = codecgen.g722_payloads()[:20]
     s = Sender()
     for i, p in enumerate(g):
         s.send(9, p, 160, drop=i == 10)
@@ -167,86 +156,41 @@ def test_malformed_and_empty_payloads_are_counted_never_decoded():
 
 # -- G.729 with Annex B -------------------------------------------------------------------------
 
-def g729_frames(vad):
-    x = speech(8000)
-    pause = np.random.default_rng(7).normal(0, 30, 12000).astype(np.int16)
-    x = np.concatenate([x, pause, x]) if vad else x
-    enc = G729Encoder(vad=vad)
-    return [enc.encode_frame(x[i:i + 80]) for i in range(0, len(x) // 80 * 80, 80)]
-
-
-def packetize(frames):
-    """20 ms packets of two frames; a SID frame ends its packet, a frame not sent ends
-    one too: [(payload, 8 kHz units not sent before it)]."""
-    out, cur, skip = [], [], 0
-    for f in frames:
-        if not f:
-            if cur:
-                out.append((b"".join(cur), skip))
-                cur, skip = [], 0
-            skip += 80
-            continue
-        cur.append(f)
-        if len(cur) == 2 or len(f) == 2:
-            out.append((b"".join(cur), skip))
-            cur, skip = [], 0
-    if cur:
-        out.append((b"".join(cur), skip))
-    return out
-
-
-def reference_g729(frames, lost=()):
-    """bcg729 fed every frame in order: an erased frame for each one not sent or lost."""
-    dec = G729Decoder()
-    return np.concatenate([dec.decode(f) if f and i not in lost else dec.conceal(80)
-                           for i, f in enumerate(frames)])
-
-
 @pytest.mark.parametrize("rate", RATES)
 def test_g729_is_bcg729s_output_at_every_rate(rate):
-    frames = g729_frames(vad=False)
+    frames = codecgen.g729_frames(vad=False)
     s = Sender()
-    for payload, _ in packetize(frames):
+    for payload, _ in codecgen.g729_packets(frames):
         s.send(18, payload, len(payload) // 10 * 80)
     leg = s.into(MediaLeg("caller", rate=rate))
-    assert np.array_equal(drained(leg), upsample(reference_g729(frames), rate))
+    assert np.array_equal(drained(leg), upsample(codecgen.g729_reference(frames), rate))
     assert leg.codecs == ["G729"]
 
 
 def test_g729_annex_b_sid_frames_and_the_comfort_noise_of_the_frames_not_sent():
-    frames = g729_frames(vad=True)
+    frames = codecgen.g729_frames(vad=True)
     assert {len(f) for f in frames} == {0, 2, 10}
     s = Sender()
-    for payload, skip in packetize(frames):
+    for payload, skip in codecgen.g729_packets(frames):
         s.send(18, payload, (len(payload) // 10 + (len(payload) % 10 == 2)) * 80, skip=skip)
     leg = s.into(MediaLeg("caller", rate=8000))
     out = drained(leg)
-    assert np.array_equal(out, reference_g729(frames))
+    assert np.array_equal(out, codecgen.g729_reference(frames))
     assert leg.stats["lost"] == 0 and leg.concealed == 0 and leg.filled > 0
     assert leg.filled <= FILL_MAX
 
 
 def test_a_lost_g729_packet_is_bcg729s_concealment():
-    frames = g729_frames(vad=False)[:100]
+    frames = codecgen.g729_frames(vad=False)[:100]
     s = Sender()
-    for i, (payload, _) in enumerate(packetize(frames)):
+    for i, (payload, _) in enumerate(codecgen.g729_packets(frames)):
         s.send(18, payload, 160, drop=i == 20)
     leg = s.into(MediaLeg("caller", rate=8000))
-    assert np.array_equal(drained(leg), reference_g729(frames, lost=(40, 41)))
+    assert np.array_equal(drained(leg), codecgen.g729_reference(frames, lost=(40, 41)))
     assert leg.concealed == 160
 
 
 # -- Opus ---------------------------------------------------------------------------------------
-
-def opus_packets(channels=1, pause=0.0, **kw):
-    x = speech(48000)
-    if pause:
-        x = np.concatenate([x, np.zeros(int(pause * 48000), np.int16), x])
-    x = x[:len(x) // 960 * 960]
-    src = x if channels == 1 else np.stack([x, x // 2], 1).reshape(-1)
-    enc = OpusEncoder(48000, channels, **kw)
-    return [enc.encode(src[i * channels:(i + 960) * channels]) for i in range(0, len(x), 960)]
-
 
 def opus_leg(rate):
     leg = MediaLeg("caller", rate=rate)
@@ -257,7 +201,7 @@ def opus_leg(rate):
 @pytest.mark.parametrize("channels", [1, 2])
 @pytest.mark.parametrize("rate", RATES)
 def test_opus_is_decoded_at_the_output_rate_mono(rate, channels):
-    pk = opus_packets(channels)
+    pk = codecgen.opus_payloads(channels)
     s = Sender(ts=3_000_001)            # a 48 kHz timestamp that is no multiple of 6
     for p in pk:
         s.send(111, p, 160, clock=48000)
@@ -269,7 +213,7 @@ def test_opus_is_decoded_at_the_output_rate_mono(rate, channels):
 
 
 def test_opus_fec_recovers_a_dropped_packet_from_the_next():
-    pk = opus_packets(fec=True, loss_perc=20)[:80]
+    pk = codecgen.opus_payloads(fec=True, loss_perc=20)[:80]
     s = Sender()
     for i, p in enumerate(pk):
         s.send(111, p, 160, clock=48000, drop=i == 30)
@@ -283,7 +227,7 @@ def test_opus_fec_recovers_a_dropped_packet_from_the_next():
 
 
 def test_opus_two_lost_packets_conceal_then_recover():
-    pk = opus_packets(fec=True, loss_perc=20)[:80]
+    pk = codecgen.opus_payloads(fec=True, loss_perc=20)[:80]
     s = Sender()
     for i, p in enumerate(pk):
         s.send(111, p, 160, clock=48000, drop=i in (30, 31))
@@ -299,7 +243,7 @@ def test_opus_dtx_gaps_are_what_the_decoder_makes_of_the_frames_not_sent():
     """A sender with DTX does not send the 1-byte frames of silence (the timestamp jumps,
     the sequence does not): the leg runs the decoder over the gap, as the reference
     decoder does over those frames."""
-    pk = opus_packets(pause=1.0, dtx=True)
+    pk = codecgen.opus_payloads(pause_s=1.0, dtx=True)
     s = Sender()
     skip = 0
     for p in pk:
@@ -316,3 +260,20 @@ def test_opus_dtx_gaps_are_what_the_decoder_makes_of_the_frames_not_sent():
     assert len(out) == len(expected)
     assert np.array_equal(out, expected)
     assert leg.stats["lost"] == 0 and leg.concealed == 0
+
+
+def test_a_long_loss_is_concealed_by_the_codec_for_plc_max_then_silence():
+    """30 G.729 packets (600 ms) lost: bcg729 conceals the first PLC_MAX (200 ms), the rest
+    is silence kept as its length (no codec runs for minutes of a loss)."""
+    frames = codecgen.g729_frames(vad=False)[:160]
+    s = Sender()
+    for i, (payload, _) in enumerate(codecgen.g729_packets(frames)):
+        s.send(18, payload, 160, drop=20 <= i < 50)
+    leg = s.into(MediaLeg("caller", rate=8000))
+    out = drained(leg)
+    dec = G729Decoder()
+    head = dec.decode(b"".join(frames[:40]))
+    hidden = dec.conceal(PLC_MAX)
+    tail = dec.decode(b"".join(frames[100:]))
+    assert np.array_equal(out, np.concatenate([head, hidden, np.zeros(4800 - PLC_MAX, np.int16), tail]))
+    assert leg.concealed == 4800 and PLC_MAX == 1600
