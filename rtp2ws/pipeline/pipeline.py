@@ -804,7 +804,10 @@ class Pipeline:
     def _deliver(self) -> None:
         least = self.config.deliver_ms * 8
         dirty, self._dirty = self._dirty, set()
-        for key in dirty:
+        # in the order of their keys, not the set's: that order follows the string hashes
+        # (another in every process) and the order the keys came in (another with the fast
+        # path), and a stereo or mixed stream gets its two legs' events in this order
+        for key in sorted(dirty) if len(dirty) > 1 else dirty:
             leg = self.legs.get(key)
             if leg is not None and leg.pending_samples >= least:
                 if self._emit(self.calls[key[0]], leg, TICK_PIECES):

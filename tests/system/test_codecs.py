@@ -71,9 +71,7 @@ def replay(tmp_path, frames, *args, name="cap.pcap"):
 def pcmu_to_g722_call():
     """The issue's call: PCMU for 1 s, a re-INVITE to G.722 (both parties go on with the
     same SSRC and RTP clock; the callee 1.2 s later), G.722 speech to the end.  Returns
-    frames, and per leg its PCMU payloads and G.722 payloads.  (The two legs' codec events
-    are far apart: within one hand-out, the order of two legs' events in a stereo stream
-    is the order the pipeline hands the legs out, which the fast path does not keep.)"""
+    frames, and per leg its PCMU payloads and G.722 payloads."""
     c = Call("reinvite@codecs", A, B)
     frames = c.setup(100.0, pts=(0, 101))
     g = codecgen.g722_payloads()
