@@ -83,6 +83,7 @@ from ..codec.resample import make_upsampler
 from .dtmf import DtmfDetector, DtmfEvent
 from .jitterbuffer import JitterBuffer, Released
 from .plc import conceal
+from .quality import Delta, LegQuality
 from .rtp import RtpPacket
 from .seq import uint32
 
@@ -197,6 +198,7 @@ class FastState(NamedTuple):
     last_arrival: float    # its capture time
     pending_samples: int   # 8 kHz samples the leg holds, not yet handed out
     jitter: Jitter         # the interarrival jitter so far
+    delta: Delta           # the max-delta state (rtp2ws.media.quality)
 
 
 class MediaLeg:
@@ -206,7 +208,7 @@ class MediaLeg:
                  "flow_expect", "own_flows", "dtmf_events", "counts", "concealed", "filled", "decoded", "_cursor",
                  "_ts_off", "_last_ts", "_last_arrival", "_last_n", "_last_audio", "_codec", "_pending",
                  "pending_samples", "_lost_carry", "_restart", "_up", "_events", "closed", "_drained",
-                 "_jitter", "_jitter_total", "_jitter_counted", "_jitter_peak", "rate")
+                 "_jitter", "_jitter_total", "_jitter_counted", "_jitter_peak", "rate", "quality")
 
     def __init__(self, tag: str, *, depth: float = 0.060, rate: int = 16000) -> None:
         self.tag = tag
@@ -251,6 +253,7 @@ class MediaLeg:
         self._jitter_total = 0.0     # ... summed over the packets counted
         self._jitter_counted = 0
         self._jitter_peak = 0.0
+        self.quality = LegQuality()      # loss, max delta, RTCP about the leg, MOS (rtp2ws.media.quality)
 
     # -- flows (decided by the pipeline) ------------------------------------------
 
@@ -306,6 +309,7 @@ class MediaLeg:
         c["bytes"] += len(pkt.payload)
         if pkt.ssrc not in self.ssrcs:
             self.ssrcs.append(pkt.ssrc)
+        self.quality.on_rtp(pkt.ssrc, pkt.sequence, pkt.timestamp, pkt.marker, pkt.payload_type, now)
         for r in self.jb.push(pkt, now):
             self._place(r)
 
@@ -417,21 +421,25 @@ class MediaLeg:
             return None
         ssrc = jb.ssrc
         assert ssrc is not None  # in_order: the buffer follows a stream
+        if not self.quality.fast_ok(ssrc):
+            return None
         return FastState(ssrc, jb.next_sequence, codec == "PCMA", uint32(self._cursor + self._ts_off),
-                         self._last_ts, self._last_arrival, self.pending_samples, self.jitter)
+                         self._last_ts, self._last_arrival, self.pending_samples, self.jitter,
+                         self.quality.delta)
 
     def absorb(self, packets: int, nbytes: int, next_ext: int, last_ts: int, last_arrival: float,
                last_payload: bytes | None, samples: bytes, streamed: int = 0, *,
-               jitter: tuple[float, float, int, float]) -> None:
+               jitter: tuple[float, float, int, float], delta: tuple[float, int, float]) -> None:
         """``packets`` in-order packets the fast path took since ``fast_state``: their
         8 kHz ``samples`` go on the timeline as ``_place`` would have put them, and
         ``streamed`` samples went on it straight to the leg's stream (the fast path
         streamed them, with this leg's filter state: ``resampler_state``); ``jitter``
-        is the leg's interarrival jitter after them.
+        is the leg's interarrival jitter after them, ``delta`` its max-delta state.
         (``last_payload`` is None only when the fast path took none: not absorbed)."""
         assert last_payload is not None  # packets > 0: the fast path took some
         self.counts["packets"] += packets
         self.counts["bytes"] += nbytes
+        self.quality.on_taken(self.jb.next_sequence & 0xFFFF, packets, delta)
         self.jb.advance(next_ext, packets)
         pcm = np.frombuffer(samples, dtype=np.int16)
         n = len(pcm)
@@ -493,6 +501,12 @@ class MediaLeg:
             "jitter_ms": mean,
             "max_jitter_ms": peak,
         }
+
+    @property
+    def quality_report(self) -> dict[str, object]:
+        """The leg's ``quality`` (``rtp2ws.media.quality``: loss, max delta, jitter, RTCP's
+        view, MOS), as calls.json and the ``end`` message give it."""
+        return self.quality.report(self._codec, self.jb.depth, *jitter_ms(self.jitter))
 
     # -- internals ----------------------------------------------------------------
 
