@@ -3,14 +3,17 @@
 ``parse_compound(data)`` reads a compound RTCP datagram into a tuple of typed packets,
 or raises ``RtcpError`` (a ``ValueError``) with an exact reason.  The datagram must
 parse *cleanly*, as RFC 3550 appendix A.2 checks a compound packet: every packet of
-version 2, a length that stays inside the datagram, padding only on the last packet,
-and the lengths adding up to the datagram's exactly.  Nothing else is required (the
+version 2 and of a type in RTCP's range (192-223, which RFC 5761 keeps apart from RTP's
+payload types), a length that stays inside the datagram, padding only on the last
+packet, and the lengths adding up to the datagram's exactly.  Nothing else is required (the
 first packet need not be SR or RR: reduced-size RTCP, RFC 5506, sends feedback alone).
 
 That exact sum is what keeps SRTCP (RFC 3711 3.4) out: an SRTCP packet carries, after
 its (encrypted) RTCP, 4 bytes of E flag and index and an authentication tag (usually
-10 bytes), which no RTCP length covers, so it raises ``RtcpError`` ("lengths ... do
-not add up") and is counted by the caller, never read as reports.
+10 bytes), which no RTCP length covers (14 bytes, never a whole packet; a 4-byte tag's
+8 bytes would have to start with a type in range), so it raises ``RtcpError`` and is
+counted by the caller, never read as reports; past the first 8 bytes the rest of an
+encrypted one is random to the parser, and the lengths it reads there end the same way.
 
 Packets (RFC 3550 6.4-6.7, RFC 3611 4):
 
@@ -299,6 +302,8 @@ def parse_compound(data: bytes) -> tuple[RtcpPacket, ...]:
         b0, pt, words = _HDR.unpack_from(data, pos)
         if b0 >> 6 != 2:
             raise RtcpError(f"RTCP packet has invalid version {b0 >> 6}")
+        if not 192 <= pt <= 223:
+            raise RtcpError(f"RTCP packet type {pt} is outside 192-223")
         end = pos + 4 * (words + 1)
         if end > n:
             raise RtcpError("RTCP lengths do not add up to the datagram's")
