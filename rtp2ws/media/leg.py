@@ -266,7 +266,7 @@ class MediaLeg:
 
     def add_flow(self, src: str, dst: str) -> None:
         """List a flow the leg's packets came on, as text (``flows``: the pipeline lists
-        the first, from the first packet for the leg, RTP or not)."""
+        the first, from the first packet for the leg, RTP, STUN or ZRTP, not RTCP)."""
         self.flows.append((src, dst))
 
     # -- packets the pipeline saw on the leg's addresses, counted here ------------------

@@ -443,13 +443,14 @@ class Pipeline:
                 leg = self.legs[key]
             self._owned_rtp(key, leg, flow, rtp, ts)
             return
-        if not leg.flows:
-            leg.add_flow(format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport))
-        if kind == KIND_RTCP:
+        if kind == KIND_RTCP:       # not the leg's media flow: RTCP often comes first, from its own port
             st["rtcp"] += 1
             leg.count_other("rtcp")
             self._rtcp(key, leg, payload, ts)
-        elif kind == KIND_STUN:
+            return
+        if not leg.flows:
+            leg.add_flow(format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport))
+        if kind == KIND_STUN:
             st["stun"] += 1
             leg.count_other("stun")
         elif kind == KIND_ZRTP:
