@@ -74,7 +74,7 @@ same arithmetic on the same values, and hands the state back (``Jitter``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, TypedDict, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, cast
 
 import numpy as np
 
@@ -503,7 +503,7 @@ class MediaLeg:
         }
 
     @property
-    def quality_report(self) -> dict[str, object]:
+    def quality_report(self) -> dict[str, Any]:
         """The leg's ``quality`` (``rtp2ws.media.quality``: loss, max delta, jitter, RTCP's
         view, MOS), as calls.json and the ``end`` message give it."""
         return self.quality.report(self._codec, self.jb.depth, *jitter_ms(self.jitter))

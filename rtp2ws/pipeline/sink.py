@@ -101,7 +101,7 @@ class LegView:
         return self._leg.stats
 
     @property
-    def quality(self) -> dict[str, object]:
+    def quality(self) -> dict[str, Any]:
         """The leg's quality (``MediaLeg.quality_report``: loss, max delta, jitter, what RTCP
         said, MOS), a new dict."""
         return self._leg.quality_report
