@@ -18,8 +18,9 @@
  *                  rtp2ws.pipeline.shard): its RTP packets are counted, their
  *                  newest capture time kept, and dropped (ignored reads that).
  *                  Each slot measures the RFC 3550 interarrival jitter of the packets
- *                  it takes exactly as rtp2ws.media.leg does (its docstring), from
- *                  the state arm is given; take hands it back.
+ *                  it takes exactly as rtp2ws.media.leg does (its docstring), and
+ *                  the leg's max delta as rtp2ws.media.quality does, from the state
+ *                  arm is given; take hands them back.
  *
  * ``link`` is rtp2ws.net.packet's LinkLayer for the capture's link type, (kind, header,
  * type_at, vlans): packet.py's LINK_TYPES is the one table of link types, and this file
@@ -113,6 +114,10 @@ typedef struct {
     double jitter_total;          /* J summed over the packets counted (no marker bit) */
     int64_t jitter_counted;
     double jitter_peak;           /* the largest J counted */
+    /* the leg's max delta (rtp2ws.media.quality.Delta) */
+    double delta_ref;             /* capture time of the reference packet */
+    uint32_t delta_ts;            /* its RTP timestamp */
+    double delta_peak;            /* the largest delta counted, seconds (-inf: none) */
 } Slot;
 
 /* an ignored flow (a foreign call's): what was dropped on it since the last look */
@@ -478,8 +483,9 @@ FastPath_ignored(FastPath *self, PyObject *args)
 }
 
 /* arm(src, sport, dst, dport, ssrc, next_ext, pt, alaw, expect_ts, last_ts_ext,
- *     last_arrival, base, jitter=(0.0, 0.0, 0, 0.0)) -> slot id
- * jitter: the leg's (current, total, counted, peak), finite and not negative */
+ *     last_arrival, base, jitter=(0.0, 0.0, 0, 0.0), delta=(last_arrival, last_ts_ext, -inf)) -> slot id
+ * jitter: the leg's (current, total, counted, peak), finite and not negative;
+ * delta: its (reference time, reference RTP timestamp, peak), finite (the peak may be -inf) */
 static PyObject *
 FastPath_arm(FastPath *self, PyObject *args)
 {
@@ -490,10 +496,22 @@ FastPath_arm(FastPath *self, PyObject *args)
     double last_arrival;
     double jitter = 0.0, jitter_total = 0.0, jitter_peak = 0.0;
     long long jitter_counted = 0;
-    if (!PyArg_ParseTuple(args, "OIOIILIpILdL|(ddLd)", &src_obj, &sport, &dst_obj, &dport, &ssrc, &next_ext, &pt,
-                          &alaw, &expect_ts, &last_ts_ext, &last_arrival, &base, &jitter, &jitter_total,
-                          &jitter_counted, &jitter_peak))
+    double delta_ref = 0.0, delta_peak = -HUGE_VAL;
+    long long delta_ts = 0;
+    if (!PyArg_ParseTuple(args, "OIOIILIpILdL|(ddLd)(dLd)", &src_obj, &sport, &dst_obj, &dport, &ssrc, &next_ext,
+                          &pt, &alaw, &expect_ts, &last_ts_ext, &last_arrival, &base, &jitter, &jitter_total,
+                          &jitter_counted, &jitter_peak, &delta_ref, &delta_ts, &delta_peak))
         return NULL;
+    if (PyTuple_GET_SIZE(args) < 14) {    /* no delta given: the last packet is the reference */
+        delta_ref = last_arrival;
+        delta_ts = (long long)(uint32_t)last_ts_ext;
+    }
+    if (!(isfinite(delta_ref) && (isfinite(delta_peak) || delta_peak == -HUGE_VAL)
+          && delta_ts >= 0 && delta_ts <= 0xFFFFFFFFLL)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "delta state must be finite (the peak may be -inf) and a 32-bit timestamp");
+        return NULL;
+    }
     if (!(jitter >= 0.0 && jitter < HUGE_VAL && jitter_total >= 0.0 && jitter_total < HUGE_VAL
           && jitter_peak >= 0.0 && jitter_peak < HUGE_VAL && jitter_counted >= 0)) {
         PyErr_SetString(PyExc_ValueError, "jitter state must be finite and not negative");
@@ -533,6 +551,9 @@ FastPath_arm(FastPath *self, PyObject *args)
     s->jitter_total = jitter_total;
     s->jitter_counted = jitter_counted;
     s->jitter_peak = jitter_peak;
+    s->delta_ref = delta_ref;
+    s->delta_ts = (uint32_t)delta_ts;
+    s->delta_peak = delta_peak;
     s->entry = table_put(self, key, sid);
     return PyLong_FromLong(sid);
 }
@@ -610,7 +631,7 @@ pump_slot(FastPath *fp, Slot *s, const uint8_t **out_p, Py_ssize_t *whole_p)
 }
 
 /* take(sid, disarm) -> (packets, nbytes, next_ext, last_ts_ext, last_arrival, max_arrival,
- *                       last_payload, samples, streamed, state, jitter)
+ *                       last_payload, samples, streamed, state, jitter, delta)
  * A bound slot keeps the audio it has not streamed yet unless disarmed: then that comes
  * as samples, with state = (the filter's state, the part-frame) as of its last pump. */
 static PyObject *
@@ -644,10 +665,11 @@ FastPath_take(FastPath *self, PyObject *args)
         Py_XDECREF(state);
         return NULL;
     }
-    PyObject *out = Py_BuildValue("LLLLddNNLN(ddLd)", (long long)s->packets, (long long)s->nbytes,
+    PyObject *out = Py_BuildValue("LLLLddNNLN(ddLd)(dLd)", (long long)s->packets, (long long)s->nbytes,
                                   (long long)s->next_ext, (long long)s->last_ts_ext, s->last_arrival,
                                   s->max_arrival, last, samples, (long long)s->streamed, state, s->jitter,
-                                  s->jitter_total, (long long)s->jitter_counted, s->jitter_peak);
+                                  s->jitter_total, (long long)s->jitter_counted, s->jitter_peak,
+                                  s->delta_ref, (long long)s->delta_ts, s->delta_peak);
     if (out == NULL)
         return NULL;
     if (!keep) {
@@ -1111,6 +1133,15 @@ take_packet(FastPath *fp, double ts, const uint8_t *d, Py_ssize_t len)
     s->jitter_total += w;
     s->jitter_counted += counted;
     s->jitter_peak = w > s->jitter_peak ? w : s->jitter_peak;
+    /* max delta, as LegQuality.on_rtp: a timestamp not behind the reference's moves it,
+       and its delta counts unless the marker bit is set */
+    if ((int32_t)(ts32 - s->delta_ts) >= 0) {
+        double delta = ts - s->delta_ref;
+        if (!(p[1] & 0x80) && delta > s->delta_peak)
+            s->delta_peak = delta;
+        s->delta_ref = ts;
+        s->delta_ts = ts32;
+    }
     /* the packet is taken now: if the ready list cannot grow, the slot is delivered
        when Python next takes it for another reason, never twice */
     if (!s->ready && s->base + s->nsamples >= fp->deliver && push_ready(fp, sid) == 0)
@@ -1201,14 +1232,14 @@ FastPath_feed(FastPath *self, PyObject *args)
 static PyMethodDef FastPath_methods[] = {
     {"arm", (PyCFunction)FastPath_arm, METH_VARARGS,
      "arm(src, sport, dst, dport, ssrc, next_ext, pt, alaw, expect_ts, last_ts_ext, last_arrival, base,"
-     " jitter=(0.0, 0.0, 0, 0.0)) -> slot id"},
+     " jitter=(0.0, 0.0, 0, 0.0), delta=(last_arrival, last_ts_ext, -inf)) -> slot id"},
     {"ignore", (PyCFunction)FastPath_ignore, METH_VARARGS,
      "ignore(src, sport, dst, dport) -> id: the flow's RTP packets are dropped (counted) from now on"},
     {"ignored", (PyCFunction)FastPath_ignored, METH_VARARGS,
      "ignored(fid, release) -> (packets, newest) dropped on the flow since the last look"},
     {"take", (PyCFunction)FastPath_take, METH_VARARGS,
      "take(sid, disarm) -> (packets, nbytes, next_ext, last_ts_ext, last_arrival, max_arrival,"
-     " last_payload, samples, streamed, state, jitter)"},
+     " last_payload, samples, streamed, state, jitter, delta)"},
     {"rebase", (PyCFunction)FastPath_rebase, METH_VARARGS, "rebase(sid, base): the leg now holds base samples"},
     {"bind", (PyCFunction)FastPath_bind, METH_VARARGS,
      "bind(sid, history, carry, frame_bytes, lane=None): the fast path streams the slot's leg from now on\n"

@@ -115,10 +115,13 @@ class FastPath:
         last_arrival: float,
         base: int,
         jitter: tuple[float, float, int, float] = ...,
+        delta: tuple[float, int, float] = ...,
         /,
     ) -> int:
         """Arm the flow src:sport -> dst:dport (addresses of 4 or 16 bytes) for a leg; returns its slot id.
-        ``jitter``: the leg's interarrival jitter (current, total, counted, peak), default none yet."""
+        ``jitter``: the leg's interarrival jitter (current, total, counted, peak), default none yet;
+        ``delta``: its max-delta state (reference time, reference RTP timestamp, peak or -inf), default
+        the last packet as the reference, none counted."""
     def ignore(self, src: Buffer, sport: int, dst: Buffer, dport: int, /) -> int:
         """Drop the flow's RTP packets from now on (a foreign call's: rtp2ws.pipeline.shard); its id."""
     def ignored(self, fid: int, release: bool, /) -> tuple[int, float]:
@@ -127,11 +130,12 @@ class FastPath:
     def take(
         self, sid: int, disarm: bool, /
     ) -> tuple[int, int, int, int, float, float, bytes | None, bytes, int, tuple[bytes, bytes] | None,
-               tuple[float, float, int, float]]:
+               tuple[float, float, int, float], tuple[float, int, float]]:
         """``(packets, nbytes, next_ext, last_ts_ext, last_arrival, max_arrival, last_payload, samples,
-        streamed, state, jitter)`` taken since the last take: samples are native int16; last_payload is None
+        streamed, state, jitter, delta)`` taken since the last take: samples are native int16; last_payload is None
         when no packet was; streamed: samples a bound slot streamed; state: (filter state, part-frame)
-        of a bound slot disarmed; jitter: the leg's interarrival jitter now (current, total, counted, peak)."""
+        of a bound slot disarmed; jitter: the leg's interarrival jitter now (current, total, counted, peak);
+        delta: its max-delta state now."""
     def bind(self, sid: int, history: Buffer, carry: Buffer, frame_bytes: int, lane: Any = None, /) -> None:
         """The slot streams its leg from now on: the 2x filter from ``history``, whole frames of
         ``frame_bytes`` from the part-frame ``carry``; pushed into ``lane`` (rtp2ws.ws.lane) by

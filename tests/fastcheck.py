@@ -50,7 +50,8 @@ class Recorder(Sink):
     def call_ended(self, call, legs):
         state = {tag: (leg.stats, dict(leg.counts), leg.ssrcs, leg.codecs, leg.flows, repr(leg.dtmf_events),
                        leg.start_time, leg.concealed, leg.filled, leg.decoded, leg.samples_out, leg.jitter_stats,
-                       leg.jitter)    # the interarrival jitter as measured, to the bit
+                       leg.jitter,    # the interarrival jitter as measured, to the bit
+                       leg.quality)   # loss, max delta, RTCP's view, MOS
                  for tag, leg in legs.items()}
         self.log.append(("end", call.key, call.end_reason if hasattr(call, "end_reason") else None,
                          call.end, call.last_activity, state))

@@ -59,6 +59,7 @@ class Taken(NamedTuple):
     streamed: int                 # 8 kHz samples a bound slot streamed since the last take
     state: tuple[bytes, bytes] | None   # a bound slot disarmed: its filter state and part-frame
     jitter: tuple[float, float, int, float]   # the leg's interarrival jitter now (as rtp2ws.media.leg.Jitter)
+    delta: tuple[float, int, float]           # its max-delta state now (as rtp2ws.media.quality.Delta)
 
 
 class FastDriver:
@@ -116,7 +117,7 @@ class FastDriver:
             return
         sid = self._started().arm(flow[0], flow[1], flow[2], flow[3], state.ssrc, state.next_ext, payload_type,
                             state.alaw, state.expect_ts, state.last_ts, state.last_arrival, state.pending_samples,
-                            state.jitter)
+                            state.jitter, state.delta)
         self.legs[key] = sid
         self._slots[sid] = (key, flow)
         self._flows[flow] = sid

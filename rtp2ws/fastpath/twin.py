@@ -28,8 +28,14 @@ Contract (the pipeline keeps its side through ``rtp2ws.fastpath.driver.FastDrive
   packets without the marker bit, its maximum), with the same arithmetic on the same
   values in the same order, so that the figures are exactly the packet-at-a-time
   ones: ``arm`` is given the leg's ``(current, total, counted, peak)`` (default: none
-  yet) and ``take`` returns them as they are now (the last item).  D is the distance
+  yet) and ``take`` returns them as they are now (the jitter item).  D is the distance
   the timeline check computes already; the C twin adds no branch for it.
+* Likewise the leg's max delta (``rtp2ws.media.quality``: Wireshark's "Max Delta"):
+  ``arm`` is given its ``(reference capture time, reference RTP timestamp, largest
+  delta)`` (default: the last packet, ``last_arrival`` and ``last_ts_ext``, none counted
+  yet, ``-inf``) and ``take`` returns them as its last item; a
+  packet whose timestamp is not behind the reference's moves the reference, and counts
+  its delta unless it carries the marker bit.
 * ``run`` counts every packet, taken or not, towards ``budget`` and returns
   ``TICK`` when it is reached, so the pipeline's timers run at the same
   packet counts as a batch-at-a-time reader's.
@@ -143,11 +149,23 @@ def _check_jitter(jitter: object) -> tuple[float, float, int, float]:
     return current, total, counted, peak
 
 
+def _check_delta(delta: object) -> tuple[float, int, float]:
+    """``arm``'s max-delta state as the C twin checks it: (reference time, reference RTP
+    timestamp (32 bits), largest delta or -inf), the times not NaN nor infinite but the peak."""
+    if not isinstance(delta, tuple) or len(delta) != 3:
+        raise TypeError("delta must be a tuple (reference, reference timestamp, peak)")
+    ref, peak = float(delta[0]), float(delta[2])
+    ref_ts = operator.index(delta[1])
+    if not (math.isfinite(ref) and (math.isfinite(peak) or peak == -math.inf)) or not 0 <= ref_ts < 2 ** 32:
+        raise ValueError("delta state must be finite (the peak may be -inf) and a 32-bit timestamp")
+    return ref, ref_ts, peak
+
+
 class _Slot:
     __slots__ = ("flow", "ssrc", "next_ext", "pt", "table", "expect_ts", "last_ts_ext", "last_arrival",
                  "max_arrival", "packets", "nbytes", "last_n", "codes", "base", "ready",
                  "bound", "history", "carry", "frame_bytes", "streamed", "last_codes", "lane",
-                 "jitter", "jitter_total", "jitter_counted", "jitter_peak")
+                 "jitter", "jitter_total", "jitter_counted", "jitter_peak", "delta_ref", "delta_ts", "delta_peak")
     flow: tuple[bytes, int, bytes, int]
     ssrc: int
     next_ext: int
@@ -174,6 +192,9 @@ class _Slot:
     jitter_total: float
     jitter_counted: int
     jitter_peak: float
+    delta_ref: float          # the leg's max delta (rtp2ws.media.quality.Delta): the reference's time,
+    delta_ts: int             # its RTP timestamp,
+    delta_peak: float         # the largest delta (seconds), -inf before one
 
 
 class _Ignored:
@@ -233,8 +254,11 @@ class FastPath:
 
     def arm(self, src: bytes, sport: int, dst: bytes, dport: int, ssrc: int, next_ext: int, pt: int,
             alaw: bool, expect_ts: int, last_ts_ext: int, last_arrival: float, base: int,
-            jitter: tuple[float, float, int, float] = (0.0, 0.0, 0, 0.0)) -> int:
+            jitter: tuple[float, float, int, float] = (0.0, 0.0, 0, 0.0),
+            delta: tuple[float, int, float] | None = None) -> int:
         current, total, counted, peak = _check_jitter(jitter)
+        delta_ref, delta_ts, delta_peak = _check_delta(
+            (last_arrival, uint32(last_ts_ext), -math.inf) if delta is None else delta)
         flow = self._new_flow(src, sport, dst, dport)
         if self._free:
             sid = self._free.pop()
@@ -254,12 +278,14 @@ class FastPath:
         s.carry = s.last_codes = b""
         s.lane = None
         s.jitter, s.jitter_total, s.jitter_counted, s.jitter_peak = current, total, counted, peak
+        s.delta_ref, s.delta_ts, s.delta_peak = delta_ref, delta_ts, delta_peak
         self._slots[sid] = s
         self._flows[flow] = sid
         return sid
 
     def take(self, sid: int, disarm: bool) -> tuple[int, int, int, int, float, float, bytes | None, bytes, int,
-                                                    tuple[bytes, bytes] | None, tuple[float, float, int, float]]:
+                                                    tuple[bytes, bytes] | None, tuple[float, float, int, float],
+                                                    tuple[float, int, float]]:
         s = self._slot(sid)
         keep = s.bound and not disarm       # the audio not streamed yet stays for pump()
         codes = b"" if keep else bytes(s.codes)
@@ -268,7 +294,8 @@ class FastPath:
         state = (s.history.tobytes(), s.carry) if s.bound and disarm else None
         out = (s.packets, s.nbytes, s.next_ext, s.last_ts_ext, s.last_arrival, s.max_arrival, last,
                s.table[np.frombuffer(codes, np.uint8)].tobytes(), s.streamed, state,
-               (s.jitter, s.jitter_total, s.jitter_counted, s.jitter_peak))
+               (s.jitter, s.jitter_total, s.jitter_counted, s.jitter_peak),
+               (s.delta_ref, s.delta_ts, s.delta_peak))
         if not keep:
             s.base += len(s.codes)
             s.codes = bytearray()
@@ -506,6 +533,11 @@ class FastPath:
             s.jitter_counted += 1
             if j > s.jitter_peak:
                 s.jitter_peak = j
+        if (ts32 - s.delta_ts) & 0xFFFFFFFF < 0x80000000:       # max delta, as LegQuality.on_rtp
+            delta = ts - s.delta_ref
+            if not b1 & 0x80 and delta > s.delta_peak:
+                s.delta_peak = delta
+            s.delta_ref, s.delta_ts = ts, ts32
         if not s.ready and s.base + len(s.codes) >= self.deliver:
             self._ready.append(sid)
             s.ready = True

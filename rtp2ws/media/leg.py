@@ -86,7 +86,7 @@ same arithmetic on the same values, and hands the state back (``Jitter``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, TypedDict, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, cast
 
 import numpy as np
 
@@ -96,6 +96,7 @@ from ..codec.resample import AnyConverter, make_converter, make_upsampler
 from .dtmf import DtmfDetector, DtmfEvent
 from .jitterbuffer import JitterBuffer, Released
 from .plc import FADE_SAMPLES, conceal
+from .quality import Delta, LegQuality
 from .rtp import RtpPacket
 from .seq import uint32
 
@@ -230,6 +231,7 @@ class FastState(NamedTuple):
     last_arrival: float    # its capture time
     pending_samples: int   # 8 kHz samples the leg holds, not yet handed out
     jitter: Jitter         # the interarrival jitter so far
+    delta: Delta           # the max-delta state (rtp2ws.media.quality)
 
 
 class MediaLeg:
@@ -240,7 +242,7 @@ class MediaLeg:
                  "_ts_off", "_last_ts", "_last_arrival", "_last_n", "_last_audio", "_codec", "_pending",
                  "pending_samples", "_lost_carry", "_restart", "_up", "_events", "closed", "_drained",
                  "_jitter", "_jitter_total", "_jitter_counted", "_jitter_peak", "rate", "_decoders", "_clock",
-                 "_domain", "_conv", "_fed", "_wide", "_last_wide")
+                 "_domain", "_conv", "_fed", "_wide", "_last_wide", "quality")
 
     def __init__(self, tag: str, *, depth: float = 0.060, rate: int = 16000) -> None:
         self.tag = tag
@@ -280,7 +282,7 @@ class MediaLeg:
         self._up = make_upsampler(rate)   # 8 kHz -> rate (16 kHz: Upsampler2x, as the fast path filters)
         # Codecs decoded by a library (codec.decoders), made at their first packet: name -> decoder
         # (None: its library is missing); the RTP clock of the last audio packet placed
-        self._decoders: dict[str, Decoder | None] = {}
+        self._decoders: dict[str, Decoder | None] | None = None    # made at the first (most legs: G.711 only)
         self._clock = CLOCK
         # take_audio's filter: from ``_domain`` (the rate of the audio it takes now) to ``rate``;
         # ``_fed``: it has had input since it was last flushed; ``_wide``: a decoder's audio
@@ -297,6 +299,7 @@ class MediaLeg:
         self._jitter_total = 0.0     # ... summed over the packets counted
         self._jitter_counted = 0
         self._jitter_peak = 0.0
+        self.quality = LegQuality()      # loss, max delta, RTCP about the leg, MOS (rtp2ws.media.quality)
 
     # -- flows (decided by the pipeline) ------------------------------------------
 
@@ -309,7 +312,7 @@ class MediaLeg:
 
     def add_flow(self, src: str, dst: str) -> None:
         """List a flow the leg's packets came on, as text (``flows``: the pipeline lists
-        the first, from the first packet for the leg, RTP or not)."""
+        the first, from the first packet for the leg, RTP, STUN or ZRTP, not RTCP)."""
         self.flows.append((src, dst))
 
     # -- packets the pipeline saw on the leg's addresses, counted here ------------------
@@ -352,6 +355,7 @@ class MediaLeg:
         c["bytes"] += len(pkt.payload)
         if pkt.ssrc not in self.ssrcs:
             self.ssrcs.append(pkt.ssrc)
+        self.quality.on_rtp(pkt.ssrc, pkt.sequence, pkt.timestamp, pkt.marker, pkt.payload_type, now)
         for r in self.jb.push(pkt, now):
             self._place(r)
 
@@ -538,21 +542,25 @@ class MediaLeg:
             return None
         ssrc = jb.ssrc
         assert ssrc is not None  # in_order: the buffer follows a stream
+        if not self.quality.fast_ok(ssrc):
+            return None
         return FastState(ssrc, jb.next_sequence, codec == "PCMA", uint32(self._cursor + self._ts_off),
-                         self._last_ts, self._last_arrival, self.pending_samples, self.jitter)
+                         self._last_ts, self._last_arrival, self.pending_samples, self.jitter,
+                         self.quality.delta)
 
     def absorb(self, packets: int, nbytes: int, next_ext: int, last_ts: int, last_arrival: float,
                last_payload: bytes | None, samples: bytes, streamed: int = 0, *,
-               jitter: tuple[float, float, int, float]) -> None:
+               jitter: tuple[float, float, int, float], delta: tuple[float, int, float]) -> None:
         """``packets`` in-order packets the fast path took since ``fast_state``: their
         8 kHz ``samples`` go on the timeline as ``_place`` would have put them, and
         ``streamed`` samples went on it straight to the leg's stream (the fast path
         streamed them, with this leg's filter state: ``resampler_state``); ``jitter``
-        is the leg's interarrival jitter after them.
+        is the leg's interarrival jitter after them, ``delta`` its max-delta state.
         (``last_payload`` is None only when the fast path took none: not absorbed)."""
         assert last_payload is not None  # packets > 0: the fast path took some
         self.counts["packets"] += packets
         self.counts["bytes"] += nbytes
+        self.quality.on_taken(self.jb.next_sequence & 0xFFFF, packets, delta)
         self.jb.advance(next_ext, packets)
         pcm = np.frombuffer(samples, dtype=np.int16)
         n = len(pcm)
@@ -620,6 +628,12 @@ class MediaLeg:
             "max_jitter_ms": peak,
         }
 
+    @property
+    def quality_report(self) -> dict[str, Any]:
+        """The leg's ``quality`` (``rtp2ws.media.quality``: loss, max delta, jitter, RTCP's
+        view, MOS), as calls.json and the ``end`` message give it."""
+        return self.quality.report(self._codec, self.jb.depth, *jitter_ms(self.jitter))
+
     # -- internals ----------------------------------------------------------------
 
     def _add_dtmf(self, ev: DtmfEvent) -> None:
@@ -633,22 +647,23 @@ class MediaLeg:
         """The leg's decoder for ``name`` (a key of ``codec.decoders.SUPPORTED``), made at
         its first use; None when its library is not installed (its packets are then
         counted as ``unknown_pt``)."""
-        try:
-            return self._decoders[name]
-        except KeyError:
-            pass
+        decoders = self._decoders
+        if decoders is None:
+            decoders = self._decoders = {}
+        elif name in decoders:
+            return decoders[name]
         try:
             dec: Decoder | None = make_decoder(name, self.rate)
         except CodecUnavailable:
             dec = None
-        self._decoders[name] = dec
+        decoders[name] = dec
         return dec
 
     def _place(self, r: Released) -> None:
         pkt = r.packet
         if r.new_stream:
             self._restart = True
-            for old in self._decoders.values():    # a new stream: its decoders start again
+            for old in (self._decoders or {}).values():    # a new stream: its decoders start again
                 if old is not None:
                     old.reset()
         name, clock = self.pt_map.get(pkt.payload_type, ("?", 0))

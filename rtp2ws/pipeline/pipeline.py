@@ -20,6 +20,8 @@ from ..codec.resample import RATES
 from ..fastpath.driver import FastDriver, Taken
 from ..fastpath.twin import IDLE, PAUSE, TICK, default_class, for_reader
 from ..media.leg import EXTRA_LEGS, MediaLeg, extra_tag
+from ..media.quality import LegQuality, apply_rtcp, pair
+from ..media.rtcp import RtcpError, parse_compound
 from ..media.rtp import KIND_DTLS, KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP, classify, parse_rtp
 from ..net.packet import MalformedPacket, PacketDecoder
 from ..net.tcpstream import SipTcpReassembler
@@ -263,7 +265,8 @@ class Pipeline:
         if packets:
             call = self.calls[key[0]]
             leg.absorb(packets, taken.nbytes, taken.next_ext, taken.last_ts, taken.last_arrival,
-                       taken.last_payload, taken.samples, taken.streamed, jitter=taken.jitter)
+                       taken.last_payload, taken.samples, taken.streamed, jitter=taken.jitter,
+                       delta=taken.delta)
             st = self.stats
             st["frames"] += packets
             st["rtp"] += packets
@@ -440,12 +443,14 @@ class Pipeline:
                 leg = self.legs[key]
             self._owned_rtp(key, leg, flow, rtp, ts)
             return
-        if not leg.flows:
-            leg.add_flow(format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport))
-        if kind == KIND_RTCP:
+        if kind == KIND_RTCP:       # not the leg's media flow: RTCP often comes first, from its own port
             st["rtcp"] += 1
             leg.count_other("rtcp")
-        elif kind == KIND_STUN:
+            self._rtcp(key, leg, payload, ts)
+            return
+        if not leg.flows:
+            leg.add_flow(format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport))
+        if kind == KIND_STUN:
             st["stun"] += 1
             leg.count_other("stun")
         elif kind == KIND_ZRTP:
@@ -456,6 +461,30 @@ class Pipeline:
             leg.count_other("dtls")      # DTLS-SRTP: the same
         else:
             st["unmatched_udp"] += 1
+
+    def _rtcp(self, key, leg: MediaLeg, payload: bytes, ts: float) -> None:
+        """RTCP on the leg's addresses (its RTP port with rtcp-mux, or its RTCP port): the
+        sender's times go to this leg's quality, each report to the leg of the SSRC it
+        names among the call's (``rtp2ws.media.quality.apply_rtcp``).  What does not
+        parse cleanly (SRTCP among it) is counted, not used; neither is the RTCP of an
+        encrypted leg (SRTCP whose lengths happen to add up)."""
+        st = self.stats
+        if leg.encrypted:
+            st["rtcp_encrypted"] += 1
+            return
+        try:
+            packets = parse_compound(payload)
+        except RtcpError:
+            st["rtcp_malformed"] += 1
+            leg.quality.malformed += 1
+            return
+        by_ssrc: dict[int, LegQuality] = {}
+        for tag in self._tags(key[0]):
+            other_leg = self.legs.get((key[0], tag))
+            if other_leg is not None:
+                for ssrc in other_leg.ssrcs:
+                    by_ssrc.setdefault(ssrc, other_leg.quality)
+        st["rtcp_unmatched"] += apply_rtcp(packets, leg.quality, by_ssrc, ts)
 
     def _foreign_media(self, key, pkt, ts: float) -> None:
         """``_media`` for a leg of a call another worker owns: the packet is dropped
@@ -575,6 +604,7 @@ class Pipeline:
                     leg = self.legs[(call.key, tag)] = MediaLeg(tag, depth=self.config.jitter_depth,
                                                                 rate=self.config.rate)
                     self._views[(call.key, tag)] = LegView(leg)
+                pair(self.legs[(call.key, CALLER)].quality, self.legs[(call.key, CALLEE)].quality)
                 self.sink.call_started(call)
             elif isinstance(ev, HoldChanged):
                 if ev.call.key in self.calls:

@@ -39,6 +39,9 @@ PIPELINE_STATS: dict[str, str] = {
     "sip": ONCE,                  # SIP messages parsed
     "rtp": SUM,                   # RTP packets that went to a leg
     "rtcp": SUM,                  # ... RTCP, STUN, ZRTP on a call's addresses
+    "rtcp_malformed": SUM,        # ... of which did not parse cleanly (SRTCP among them): not used
+    "rtcp_encrypted": SUM,        # ... of which came on an encrypted leg: not parsed (SRTCP)
+    "rtcp_unmatched": SUM,        # report blocks / XR items naming no SSRC of the call's legs
     "stun": SUM,
     "zrtp": SUM,
     "dtls": SUM,                  # DTLS (RFC 7983: first byte 20-63) on a call's addresses

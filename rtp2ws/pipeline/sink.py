@@ -100,6 +100,12 @@ class LegView:
         max_jitter_ms (None before the leg measured any), a new dict."""
         return self._leg.stats
 
+    @property
+    def quality(self) -> dict[str, Any]:
+        """The leg's quality (``MediaLeg.quality_report``: loss, max delta, jitter, what RTCP
+        said, MOS), a new dict."""
+        return self._leg.quality_report
+
     jitter = property(attrgetter("_leg.jitter"),
                       doc="The leg's interarrival jitter so far (``rtp2ws.media.leg.Jitter``, 8 kHz units).")
 

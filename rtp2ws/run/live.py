@@ -47,7 +47,7 @@ from ..pipeline.pipeline import Config, Pipeline
 from ..pipeline.sink import Counting, Sink
 from ..speedups import missing_warning
 from . import heap, logs
-from .metrics import LegJitter, LegLoss
+from .metrics import LegJitter, LegLoss, LegQualityHistograms
 
 if TYPE_CHECKING:
     from ..broker.publisher import NatsConfig
@@ -144,6 +144,7 @@ class LiveRunner:
         self.counting: Counting | None = None
         self.loss: LegLoss | None = None            # the per-leg loss histogram (metrics)
         self.jitter: LegJitter | None = None        # ... and jitter histogram
+        self.quality: LegQualityHistograms | None = None    # ... and MOS, max delta, round trip
         self._history: deque = deque()          # (monotonic, total drops) over the last interval
         self._last_log: dict | None = None
         self._snapshot: dict = {}
@@ -162,7 +163,8 @@ class LiveRunner:
         """Decode until ``stop`` is set or the capture fails; then end every call.
         Returns the summary."""
         cap = self.capture
-        self.jitter = LegJitter(sink)
+        self.quality = LegQualityHistograms(sink)
+        self.jitter = LegJitter(self.quality)
         self.loss = LegLoss(self.jitter)
         self.counting = Counting(logs.CallLog(self.loss))
         self.pipe = pipe = Pipeline(cap.linktype, self.counting, self.config)
@@ -270,6 +272,8 @@ class LiveRunner:
             snap["leg_loss"] = self.loss.snapshot()
         if self.jitter is not None:
             snap["leg_jitter"] = self.jitter.snapshot()
+        if self.quality is not None:
+            snap.update(self.quality.snapshot())
         ws = self.sender_stats()
         if ws:
             snap.update({"ws_open": ws.get("open", 0), "ws_streams": ws.get("streams", 0),

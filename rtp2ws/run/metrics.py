@@ -24,6 +24,13 @@ Every metric is in base units: durations in ``_seconds``, sizes in ``_bytes``
     the leg's mean interarrival jitter (RFC 3550, as Wireshark's "Mean Jitter":
     ``rtp2ws.media.leg``'s docstring; ``LegJitter``; legs that measured none, fewer than
     two audio packets, are not observed), merged across workers the same way.
+``rtp2ws_leg_mos``, ``rtp2ws_leg_max_delta_seconds``, ``rtp2ws_leg_rtt_seconds``
+    histograms, observed once per leg when its call ends (``LegQualityHistograms``, from
+    the leg's ``quality``: ``rtp2ws.media.quality``): the E-model MOS estimate (legs of a
+    codec not rated, or with no RTP, are not observed), the largest interval between two
+    packets (Wireshark's "Max Delta"), and the mean RTCP round trip between the capture
+    point and the leg's receiver (legs with no SR/RR or RRTR/DLRR pair are not
+    observed); merged across workers the same way.
 
 ``/metrics``  the Prometheus text format.
 ``/healthz``  200 ``ok`` while the capture runs, the snapshot is fresh and no
@@ -44,8 +51,9 @@ from ..media.leg import CLOCK
 from ..pipeline.sink import Forward, LegView, Sink
 from ..signalling.calls import Call
 
-__all__ = ["JITTER_BUCKETS", "LOSS_BUCKETS", "METRICS", "SCALE", "LegJitter", "LegLoss", "MetricsServer",
-           "build_info", "health", "merge_histograms", "parse_hostport"]
+__all__ = ["DELTA_BUCKETS", "JITTER_BUCKETS", "LOSS_BUCKETS", "METRICS", "MOS_BUCKETS", "QUALITY_HISTOGRAMS",
+           "RTT_BUCKETS", "SCALE", "LegJitter", "LegLoss", "LegQualityHistograms", "MetricsServer", "build_info",
+           "health", "merge_histograms", "parse_hostport"]
 
 log = logging.getLogger("rtp2ws.metrics")
 
@@ -94,6 +102,34 @@ LOSS_BUCKETS = (0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 # (ours by default, --jitter-ms): from there on packets come too late to play.  100 and
 # 200 ms are a broken path.
 JITTER_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
+
+# Upper bounds of the per-leg MOS histogram: G.107's user-satisfaction bands (R 90, 80,
+# 70, 60, 50: MOS about 4.34, 4.03, 3.60, 3.10, 2.58), with the top split finer, where a
+# clean G.711 leg (4.41) and one with a little loss or delay differ.
+MOS_BUCKETS = (1.5, 2.0, 2.58, 3.1, 3.6, 4.03, 4.2, 4.34, 4.4, 4.5)
+
+# Upper bounds of the per-leg max-delta histogram, in seconds: 20 ms packets arrive 20 ms
+# apart; 30-60 ms is one or two packets late or lost; beyond 100 ms a gap a listener
+# hears (or silence suppression without a marker); seconds: the stream stalled.
+DELTA_BUCKETS = (0.025, 0.03, 0.04, 0.06, 0.08, 0.1, 0.2, 0.5, 1.0, 5.0)
+
+# Upper bounds of the per-leg round-trip histogram, in seconds: a LAN under 10 ms, a
+# country 20-50 ms, a continent 100 ms; G.114 puts 150 ms one way (300 ms round trip)
+# as the limit for most applications, and 400 ms one way as unacceptable.
+RTT_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.8)
+
+# (snapshot key, buckets, metric name, help): the histograms LegQualityHistograms fills
+QUALITY_HISTOGRAMS = (
+    ("leg_mos", MOS_BUCKETS, "leg_mos",
+     "A leg's MOS estimate by the ITU-T G.107 E-model (simplified: rtp2ws.media.quality), observed once per "
+     "rated leg when its call ends"),
+    ("leg_max_delta", DELTA_BUCKETS, "leg_max_delta_seconds",
+     "The largest interval between two consecutive RTP packets of a leg (Wireshark's Max Delta), observed once "
+     "per leg when its call ends"),
+    ("leg_rtt", RTT_BUCKETS, "leg_rtt_seconds",
+     "A leg's mean RTCP round trip (capture point to its receiver, from SR/RR LSR and DLSR or XR RRTR/DLRR), "
+     "observed once per leg that has one when its call ends"),
+)
 
 
 def new_histogram(buckets: tuple[float, ...]) -> dict:
@@ -163,6 +199,32 @@ class LegJitter(Forward):
         return {"counts": list(h["counts"]), "sum": h["sum"], "count": h["count"]}
 
 
+class LegQualityHistograms(Forward):
+    """On the way to the real sink: each leg's MOS, max delta and round trip (its
+    ``quality``) into their histograms when its call ends (decoder thread; the snapshot
+    carries copies)."""
+
+    def __init__(self, inner: Sink) -> None:
+        super().__init__(inner)
+        self.hists = {key: new_histogram(buckets) for key, buckets, _, _ in QUALITY_HISTOGRAMS}
+
+    def call_ended(self, call: Call, legs: dict[str, LegView]) -> None:
+        mos_h, delta_h, rtt_h = (self.hists[key] for key, _, _, _ in QUALITY_HISTOGRAMS)
+        for leg in legs.values():
+            q = leg.quality
+            if q["mos"] is not None:
+                observe(mos_h, MOS_BUCKETS, q["mos"])
+            if q["max_delta_ms"] is not None:
+                observe(delta_h, DELTA_BUCKETS, q["max_delta_ms"] / 1000)
+            if q["rtt_ms"] is not None:
+                observe(rtt_h, RTT_BUCKETS, q["rtt_ms"] / 1000)
+        self.inner.call_ended(call, legs)
+
+    def snapshot(self) -> dict:
+        return {key: {"counts": list(h["counts"]), "sum": h["sum"], "count": h["count"]}
+                for key, h in self.hists.items()}
+
+
 def build_info() -> dict[str, str]:
     """``rtp2ws_build_info``'s labels: version, python, and each part's backend."""
     import platform
@@ -230,7 +292,8 @@ class _Collector:
                  "ends"),
                 ("leg_jitter", JITTER_BUCKETS, "leg_jitter_seconds",
                  "A leg's mean RTP interarrival jitter (RFC 3550, Wireshark's mean jitter), observed once per leg "
-                 "with audio when its call ends")):
+                 "with audio when its call ends"),
+                *QUALITY_HISTOGRAMS):
             hist = snap.get(key) or new_histogram(buckets)
             cumulative, running = [], 0
             for bound, n in zip((*buckets, float("inf")), hist["counts"], strict=True):

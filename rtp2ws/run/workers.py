@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..sinks.wav import WavSink
-from .metrics import JITTER_BUCKETS, LOSS_BUCKETS, merge_histograms
+from .metrics import JITTER_BUCKETS, LOSS_BUCKETS, QUALITY_HISTOGRAMS, merge_histograms
 from .workerlink import WORKER_ENV
 
 if TYPE_CHECKING:
@@ -67,7 +67,8 @@ SNAPSHOT_COUNTERS = (*CAPTURE_SUM, "calls", "legs_with_audio", "ws_streams", "ws
 SNAPSHOT_GAUGES = ("active_legs", "drops_recent", "ws_open", "ws_active", "ws_queued_ms")
 # the per-leg histograms (rtp2ws.run.metrics): each leg is observed by the one worker that
 # owns its call, so the workers' buckets add up
-HISTOGRAMS = (("leg_loss", LOSS_BUCKETS), ("leg_jitter", JITTER_BUCKETS))
+HISTOGRAMS = (("leg_loss", LOSS_BUCKETS), ("leg_jitter", JITTER_BUCKETS),
+              *((key, buckets) for key, buckets, _, _ in QUALITY_HISTOGRAMS))
 READER_ONCE = ("bad_timestamps", "first_bad_timestamp")   # replay: the capture file's, the same in each
 
 

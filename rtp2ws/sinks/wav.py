@@ -380,6 +380,7 @@ class WavSink(Sink):
         e["dtmf"] = [{"digit": d.digit, "start": iso(d.start), "duration_ms": d.duration_ms}
                      for d in leg.dtmf_events]
         e["encrypted"] = leg.encrypted
+        e["quality"] = leg.quality
         for k in ("cn", "unknown_pt", "rtcp", "stun", "zrtp", "dtls", "malformed", "extra_flow_dropped"):
             if leg.counts[k]:
                 e[k] = leg.counts[k]

@@ -59,6 +59,38 @@ _DTMF = {
     "properties": {"digit": {"type": "string", "minLength": 1}, "duration_ms": {"type": "integer", "minimum": 0},
                    "start": _TIME, "offset": _OFFSET},
 }
+_MS = {"type": ["number", "null"], "minimum": 0}
+_QUALITY = {
+    "type": "object",
+    "description": "the leg's quality (rtp2ws.media.quality; docs/protocol.md, Leg quality)",
+    "required": ["expected", "lost", "loss_pct", "max_delta_ms", "jitter_ms", "max_jitter_ms", "rtt_ms",
+                 "max_rtt_ms", "remote", "xr", "rtcp_malformed", "r_factor", "mos", "delay_ms"],
+    "properties": {
+        "expected": {"type": "integer", "minimum": 0,
+                     "description": "RTP packets the leg's streams expected (RFC 3550 A.3)"},
+        "lost": {"type": "integer", "description": "expected less received (negative with duplicates)"},
+        "loss_pct": {"type": "number", "minimum": 0, "maximum": 100},
+        "max_delta_ms": dict(_MS, description="largest interval between consecutive packets (Wireshark's Max Delta)"),
+        "jitter_ms": _MS, "max_jitter_ms": _MS,
+        "rtt_ms": dict(_MS, description="mean round trip capture point <-> the leg's receiver, from RTCP "
+                                        "LSR/DLSR or XR RRTR/DLRR"),
+        "max_rtt_ms": _MS,
+        "remote": {"type": ["object", "null"],
+                   "description": "the last RTCP report block about the leg (its receiver's view)",
+                   "properties": {"reports": {"type": "integer", "minimum": 1},
+                                  "fraction_lost_pct": {"type": "number"}, "cumulative_lost": {"type": "integer"},
+                                  "loss_pct": _MS, "jitter_ms": _MS, "max_jitter_ms": _MS}},
+        "xr": {"type": ["object", "null"], "description": "the last RTCP XR VoIP Metrics block about the leg",
+               "properties": {"loss_pct": _MS, "discard_pct": _MS, "round_trip_ms": _MS,
+                              "end_system_delay_ms": _MS, "r_factor": _MS, "mos_lq": _MS, "mos_cq": _MS}},
+        "rtcp_malformed": {"type": "integer", "minimum": 0,
+                           "description": "RTCP on the leg's addresses that did not parse cleanly (SRTCP among it)"},
+        "r_factor": {"type": ["number", "null"],
+                     "description": "E-model R (ITU-T G.107, simplified); null for a codec not rated"},
+        "mos": {"type": ["number", "null"], "minimum": 1, "maximum": 4.5},
+        "delay_ms": {"type": "number", "minimum": 0, "description": "the one-way delay the E-model assumed"},
+    },
+}
 
 
 def _message(name: str, required: list[str], properties: dict[str, Any], description: str) -> dict[str, Any]:
@@ -131,6 +163,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "codecs": {"type": "array", "items": {"type": "string"}},
             "dtmf": {"type": "array", "items": _DTMF},
             "encrypted": {"type": "boolean"},
+            "quality": _QUALITY,
             "legs": {"type": "object", "description": "stereo streams: the statistics of each leg by tag"},
         },
         "Last message; the sender then closes with code 1000.",

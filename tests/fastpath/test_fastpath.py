@@ -91,8 +91,11 @@ def test_takes_in_order_packets_and_decodes_them(tmp_path, backend):
     assert [r for r in back if r != fastpath.TICK] == [(s[0][0], netgen.link(1, s[0][2]))]
     assert fp.packets == 9 and reader.packets_read == 10
     (packets, nbytes, next_ext, last_ts, last_arrival, max_arrival, last_payload, samples, streamed,
-     state, jitter) = fp.take(sid, False)
+     state, jitter, delta) = fp.take(sid, False)
     assert (streamed, state) == (0, None)      # an unbound slot streams nothing
+    # max delta: from the armed packet (by default the last, seq 100) on, every packet's
+    # distance from the one before; the reference is the last packet taken
+    assert delta == (s[-1][0], 8000 + 9 * 160, max(b[0] - a[0] for a, b in zip(s, s[1:], strict=False)))
     # every packet on time (to the rounding of the capture times): 9 counted, J about 0
     assert jitter[2] == 9 and 0.0 <= jitter[0] <= jitter[3] < 1e-6 and 0.0 <= jitter[1] < 1e-5
     assert (packets, nbytes, next_ext, last_ts) == (9, 9 * 160, 0x20000 + 110, 8000 + 9 * 160)
@@ -397,7 +400,7 @@ def test_driver_brings_a_leg_up_to_date(backend):
     def absorb(k, taken):
         got.append((k, taken))
         leg.absorb(taken.packets, taken.nbytes, taken.next_ext, taken.last_ts, taken.last_arrival,
-                   taken.last_payload, taken.samples, jitter=taken.jitter)
+                   taken.last_payload, taken.samples, jitter=taken.jitter, delta=taken.delta)
 
     driver = FastDriver(link_layer(1), 0, correlator, absorb)
     assert correlator.on_unbind == driver.unbound
@@ -425,6 +428,8 @@ def test_driver_brings_a_leg_up_to_date(backend):
     assert np.array_equal(leg.take_audio(), ref.take_audio())
     assert leg.fast_state(8) == ref.fast_state(8)     # the interarrival jitter too, to the bit
     assert leg.jitter == ref.jitter and leg.jitter.counted == 11
+    assert leg.quality.delta == ref.quality.delta and leg.quality.counts == ref.quality.counts == (12, 12)
+    assert leg.quality_report == ref.quality_report
 
 
 class RecordingLane:

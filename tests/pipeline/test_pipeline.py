@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from rtp2ws.codec.resample import Upsampler2x
 from rtp2ws.media.rtp import RtpPacket, serialize_rtp
@@ -280,3 +281,65 @@ def test_legs_are_handed_out_in_the_same_order_in_every_process(tmp_path):
     assert sum(e[2] == "DtmfEvent" for e in runs[0]) == 12
     assert sum(e[2] == "audio" for e in runs[0]) > 12     # more than one hand-out a leg
     assert runs[0] == runs[1] == runs[2]
+
+
+def _rtcp_call(call_id, extra_a, extra_b, rtcp_a, rtcp_b):
+    """A PCMU call both ways for 1 s whose SDPs carry ``extra_a``/``extra_b`` (a=rtcp,
+    a=rtcp-mux); the caller sends an SR (its SSRC 0xA, a block about the callee's 0xB) to
+    ``rtcp_b``, the callee answers with an RR about 0xA naming that SR 0.1 s later (DLSR
+    0.06 s) to ``rtcp_a``, then an SRTCP-like datagram (the RR with an index and a tag)."""
+    from rtp2ws.bench.capgen import sdp
+    from rtp2ws.media.rtcp import ReceiverReport, ReportBlock, SenderReport, serialize
+
+    c = Call(call_id, A, B)
+    frames = c.request(100.0, "INVITE", body=sdp(A.ip, A.rtp_port, pts=(0,), extra=extra_a), to_tag=False)
+    frames += c.response(100.05, 200, "OK", "INVITE", body=sdp(B.ip, B.rtp_port, pts=(0,), extra=extra_b))
+    frames += c.request(100.06, "ACK")
+    pcm = tone(440, 8000)
+    frames += frames_of(rtp_packets(A, B, 100.1, pcm, ssrc=0xA, pt=0, law="ulaw", seq0=10),
+                        rtp_packets(B, A, 100.1, pcm, ssrc=0xB, pt=0, law="ulaw", seq0=20))
+    ntp = (3_900_000_000 << 32) | 0x40000000
+    sr = serialize(SenderReport(0xA, ntp, 4000, 25, 4000, (ReportBlock(0xB, 0, 0, 44, 16, 0, 0),)))
+    rr = serialize(ReceiverReport(0xB, (ReportBlock(0xA, 13, 2, 34, 40, (ntp >> 16) & 0xFFFFFFFF,
+                                                    round(0.06 * 65536)),)))
+    frames += [(100.6, netgen.udp(A.ip, rtcp_a[1], B.ip, rtcp_b[1], sr)),
+               (100.7, netgen.udp(B.ip, rtcp_b[1], A.ip, rtcp_a[1], rr)),
+               (100.8, netgen.udp(B.ip, rtcp_b[1], A.ip, rtcp_a[1], rr + b"\x80\x00\x00\x01" + bytes(10)))]
+    frames += c.bye(101.5)
+    frames.sort(key=lambda f: f[0])
+    return frames
+
+
+@pytest.mark.parametrize("how", ["port+1", "a=rtcp", "rtcp-mux"])
+def test_rtcp_reaches_the_legs_of_the_ssrcs_it_reports(how):
+    """RTCP at the RTP port + 1, at SDP's a=rtcp port (RFC 3605) or muxed on the RTP port
+    (a=rtcp-mux, RFC 5761): the sender's SR reaches its own leg (its time kept), each
+    report block the leg of the SSRC it names: the callee's RR is the caller's leg's far
+    end's view and gives its round trip (0.1 s less DLSR 0.06 s); SRTCP is counted, not used."""
+    extra = {"port+1": ("", ""), "a=rtcp": ("a=rtcp:4999", "a=rtcp:5999"),
+             "rtcp-mux": ("a=rtcp-mux", "a=rtcp-mux")}[how]
+    ports = {"port+1": (A.rtp_port + 1, B.rtp_port + 1), "a=rtcp": (4999, 5999),
+             "rtcp-mux": (A.rtp_port, B.rtp_port)}[how]
+    frames = _rtcp_call(f"{how}@test", *extra, (A.ip, ports[0]), (B.ip, ports[1]))
+    sink = Recorder()
+    pipe = Pipeline(DLT_EN10MB, sink)
+    feed(pipe, frames[:-2])
+    caller, callee = pipe.legs[(f"{how}@test", "caller")], pipe.legs[(f"{how}@test", "callee")]
+    assert caller.counts["rtcp"] == 1 and callee.counts["rtcp"] == 2
+    assert pipe.stats["rtcp"] == 3 and pipe.stats["rtcp_malformed"] == 1 and pipe.stats["unmatched_udp"] == 0
+    q, qb = caller.quality_report, callee.quality_report
+    assert q["remote"] == {"reports": 1, "fraction_lost_pct": round(100 * 13 / 256, 3), "cumulative_lost": 2,
+                           "loss_pct": 8.0, "jitter_ms": 5.0, "max_jitter_ms": 5.0}      # 2 of 34 - 10 + 1
+    assert q["rtt_ms"] == pytest.approx(40.0, abs=0.01)
+    assert qb["remote"]["reports"] == 1 and qb["remote"]["jitter_ms"] == 2.0 and qb["rtt_ms"] is None
+    assert qb["rtcp_malformed"] == 1 and q["rtcp_malformed"] == 0
+    assert q["expected"] == q["expected"] == 50 and q["lost"] == 0 and q["mos"] is not None
+
+
+def test_rtcp_to_a_port_signalling_did_not_name_is_not_a_legs():
+    """With a=rtcp the RTP port + 1 is no RTCP port: a datagram there is unclaimed."""
+    frames = _rtcp_call("rtcp-port@test", "a=rtcp:4999", "a=rtcp:5999", (A.ip, A.rtp_port + 1),
+                        (B.ip, B.rtp_port + 1))
+    pipe = Pipeline(DLT_EN10MB, Recorder())
+    feed(pipe, frames)
+    assert pipe.stats["rtcp"] == 0 and pipe.stats["unmatched_udp"] == 3

@@ -16,7 +16,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import rtp2ws
 from rtp2ws.pipeline.shard import owner
-from rtp2ws.run.metrics import JITTER_BUCKETS, LOSS_BUCKETS
+from rtp2ws.run.metrics import (
+    DELTA_BUCKETS,
+    JITTER_BUCKETS,
+    LOSS_BUCKETS,
+    MOS_BUCKETS,
+    RTT_BUCKETS,
+    LegQualityHistograms,
+    MetricsServer,
+)
 from rtp2ws.speedups import in_use
 
 from livecall import LiveProcess
@@ -152,6 +160,11 @@ def test_live_workers_merge_the_loss_histogram(tmp_path, call_factory):
     assert count == 4 and total == pytest.approx(0.12)
     assert buckets[0.0] == 2 and buckets[0.01] == 2 and buckets[0.02] == 3 and buckets[0.05] == 3
     assert buckets[0.1] == 4 and buckets[float("inf")] == 4
+    for name in ("rtp2ws_leg_mos", "rtp2ws_leg_max_delta_seconds"):     # G.711 legs: every one rated
+        assert histogram(families[name])[2] == 4, name
+    assert histogram(families["rtp2ws_leg_rtt_seconds"])[2] == 0              # no RTCP in these calls
+    _, total, _ = histogram(families["rtp2ws_leg_mos"])
+    assert 4 * 3.5 < total < 4 * 4.5
 
 
 @needs_capture
@@ -190,3 +203,41 @@ def test_live_leg_jitter_histogram_is_the_legs_mean_jitter(tmp_path, call_factor
     for bound in JITTER_BUCKETS:
         assert buckets[bound] == sum(s <= bound for s in seconds), (bound, seconds)
     assert buckets[0.01] <= 1 and buckets[0.03] == 2 and buckets[float("inf")] == 2
+
+
+def test_quality_histograms_are_the_legs_quality():
+    """The real-RTCP capture (tests/data/gst_rtcp_call.pcap) through the pipeline with
+    ``LegQualityHistograms`` on the way: the exposition's MOS, max-delta and round-trip
+    histograms have one observation per leg, whose sums and buckets are the legs'
+    ``quality`` (seconds for the times)."""
+    from rtp2ws.pipeline.sink import Sink
+    from rtp2ws.run.replay import replay
+
+    from paths import DATA
+
+    class Legs(Sink):
+        def __init__(self):
+            self.quality = {}
+
+        def call_ended(self, call, legs):
+            self.quality.update({tag: leg.quality for tag, leg in legs.items()})
+
+    legs = Legs()
+    hist = LegQualityHistograms(legs)
+    replay(str(DATA / "gst_rtcp_call.pcap"), hist)
+    assert set(legs.quality) == {"caller", "callee"}
+    server = MetricsServer(lambda: hist.snapshot(), "127.0.0.1", 0).start()
+    try:
+        families = scrape(server.port)
+    finally:
+        server.close()
+    for name, key, bounds, scale in (("rtp2ws_leg_mos", "mos", MOS_BUCKETS, 1),
+                                     ("rtp2ws_leg_max_delta_seconds", "max_delta_ms", DELTA_BUCKETS, 1000),
+                                     ("rtp2ws_leg_rtt_seconds", "rtt_ms", RTT_BUCKETS, 1000)):
+        assert families[name].type == "histogram"
+        values = [q[key] / scale for q in legs.quality.values()]
+        buckets, total, count = histogram(families[name])
+        assert count == 2 and total == pytest.approx(sum(values)), name
+        assert sorted(buckets) == [*bounds, float("inf")]
+        for bound in bounds:
+            assert buckets[bound] == sum(v <= bound for v in values), (name, bound, values)

@@ -93,6 +93,19 @@ def test_the_per_leg_histograms_add_up_across_workers_and_deaths():
     workers.retire(retired, snaps[1])
     m2 = workers.merge_snapshots([snaps[0]], retired)
     assert m2["leg_jitter"] == m["leg_jitter"] and m2["leg_loss"] == m["leg_loss"]
+    # the quality histograms (MOS, max delta, round trip) merge the same way
+    from rtp2ws.run.metrics import QUALITY_HISTOGRAMS
+    qsnaps = []
+    for values in ((4.41, 0.021, 0.04), (2.0, 0.5, None)):
+        snap = {}
+        for (key, buckets, _, _), v in zip(QUALITY_HISTOGRAMS, values, strict=True):
+            snap[key] = new_histogram(buckets)
+            if v is not None:
+                observe(snap[key], buckets, v)
+        qsnaps.append(snap)
+    mq = workers.merge_snapshots(qsnaps)
+    assert [mq[key]["count"] for key, _, _, _ in QUALITY_HISTOGRAMS] == [2, 2, 1]
+    assert mq["leg_mos"]["sum"] == pytest.approx(6.41) and mq["leg_rtt"]["sum"] == pytest.approx(0.04)
 
 
 def test_live_summaries_and_streams_merge():
