@@ -21,6 +21,7 @@ from ..fastpath.driver import FastDriver, Taken
 from ..fastpath.twin import IDLE, PAUSE, TICK, default_class, for_reader
 from ..media.leg import EXTRA_LEGS, MediaLeg, extra_tag
 from ..media.rtp import KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP, classify, parse_rtp
+from ..media.srtp import REPLAYED, SrtpStream, leg_keys
 from ..net.packet import MalformedPacket, PacketDecoder
 from ..net.tcpstream import SipTcpReassembler
 from ..signalling.calls import (
@@ -114,6 +115,8 @@ class Pipeline:
         self.registry = CallRegistry(rtp_timeout=self.config.rtp_timeout)
         self.correlator = Correlator()
         self.legs: dict[tuple[str, str], MediaLeg] = {}
+        # (call key, caller/callee) -> the SRTP that side sends, decrypted before its legs (SDES keys)
+        self._srtp: dict[tuple[str, str], SrtpStream] = {}
         self._views: dict[tuple[str, str], LegView] = {}   # what the sink sees of each leg: one each, made with it
         self.calls: dict[str, Call] = {}
         # Config.shard: the calls in progress another worker owns, and what is kept of their
@@ -418,6 +421,15 @@ class Pipeline:
             kind = KIND_RTP     # rtp.classify's answer for the common case, inline
         else:
             kind = classify(payload)
+        if self._srtp and (kind == KIND_RTP or kind == KIND_RTCP):
+            srtp = self._srtp.get((key[0], key[1].partition("#")[0]))    # an extra leg: its SDP leg's sender
+            if srtp is not None:
+                clear = srtp.unprotect(payload, ts) if kind == KIND_RTP else srtp.unprotect_rtcp(payload, ts)
+                if clear is None:
+                    self._srtp_dropped(key, leg, pkt, kind, srtp.failure, ts)
+                    return
+                payload = clear
+                st["srtp"] += 1
         if kind == KIND_RTP:
             try:
                 rtp = parse_rtp(payload)
@@ -499,8 +511,18 @@ class Pipeline:
         if not leg.flows:
             leg.add_flow(format_addr(flow[0], flow[1]), format_addr(flow[2], flow[3]))
         self._push_rtp(key, rtp, ts)
-        if fast.path is not None:
+        if fast.path is not None and leg.srtp is None:    # the fast path would take SRTP for clear G.711
             fast.arm(key, flow, leg, rtp.payload_type)
+
+    def _srtp_dropped(self, key, leg: MediaLeg, pkt, kind: str, why: str, ts: float) -> None:
+        """An SRTP/SRTCP packet for ``leg`` that no key authenticates (or a replay): counted
+        and dropped, never decoded; still its call's activity."""
+        if not leg.flows:
+            leg.add_flow(format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport))
+        counter = "srtp_replayed" if why == REPLAYED else "srtp_failed" if kind == KIND_RTP else "srtcp_failed"
+        self.stats[counter] += 1
+        leg.count_srtp(counter)
+        self.registry.touch(self.calls[key[0]], ts)
 
     def _foreign_rtp(self, key, flow: tuple, rtp, ts: float) -> None:
         """RTP a foreign call's leg takes: its call's activity, not decoded, and the fast
@@ -605,16 +627,38 @@ class Pipeline:
             if receiver is not None:
                 pt_map.update(receiver.payload_map)   # the receiver's numbering rules what is sent to it
             leg.set_payload_map(pt_map)
-            if (sender is not None and sender.encrypted) or (receiver is not None and receiver.encrypted):
-                leg.mark_encrypted()
+            self._srtp_keys(call, tag, leg, sender, receiver)
         sp = self._split.get(call.key)
         if sp is not None:
             for xtag, tag in sp.tags.items():     # an extra leg follows its SDP leg's payload map
                 leg, xleg = self.legs.get((call.key, tag)), self.legs.get((call.key, xtag))
                 if leg is not None and xleg is not None:
                     xleg.set_payload_map(leg.pt_map)
+                    xleg.set_srtp(leg.srtp)
                     if leg.encrypted:
                         xleg.mark_encrypted()
+
+    def _srtp_keys(self, call: Call, tag: str, leg: MediaLeg, sender, receiver) -> None:
+        """Whether the leg ``tag`` is decrypted, and with which keys, from the two sides'
+        latest SDP (``media.srtp.leg_keys``): the key in a side's a=crypto is the one it
+        sends with, so the caller's audio takes the caller's keys.  A leg encrypted
+        otherwise (DTLS-SRTP, ZRTP, SAVP with no key) is flagged, its audio not decoded."""
+        keys = leg_keys(sender, receiver)
+        skey = (call.key, tag)
+        if keys is None:
+            self._srtp.pop(skey, None)
+            leg.set_srtp(None)
+            declined = (sender is not None and sender.crypto and receiver is not None and not receiver.crypto
+                        and not receiver.encrypted)       # plain RTP answered to an SDES offer
+            if not declined and ((sender is not None and sender.encrypted)
+                                 or (receiver is not None and receiver.encrypted)):
+                leg.mark_encrypted()
+            return
+        srtp = self._srtp.get(skey)
+        if srtp is None:
+            srtp = self._srtp[skey] = SrtpStream()
+        srtp.set_keys(keys, self.now)
+        leg.set_srtp(srtp.suite or (receiver.crypto[0].suite if receiver is not None and receiver.crypto else None))
 
     def _identify(self, call: Call) -> None:
         """Signalling now names the addresses of a media-only call: that call ends
@@ -648,6 +692,8 @@ class Pipeline:
             legs[tag] = self._views.pop(key)
         self.calls.pop(call.key, None)
         self._split.pop(call.key, None)
+        for tag in (CALLER, CALLEE):
+            self._srtp.pop((call.key, tag), None)
         self.probation.call_ended(call.key, _addresses(call) if self.config.media_only else (),
                                   call.end if call.end is not None else self.now)
         self.sink.call_ended(call, legs)
@@ -782,6 +828,7 @@ class Pipeline:
         xleg = self.legs[xkey] = MediaLeg(xtag, depth=self.config.jitter_depth, rate=self.config.rate)
         self._views[xkey] = LegView(xleg)
         xleg.set_payload_map(leg.pt_map)
+        xleg.set_srtp(leg.srtp)
         if leg.encrypted:
             xleg.mark_encrypted()
         xleg.take_flow(flow)

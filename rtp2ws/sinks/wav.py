@@ -380,7 +380,9 @@ class WavSink(Sink):
         e["dtmf"] = [{"digit": d.digit, "start": iso(d.start), "duration_ms": d.duration_ms}
                      for d in leg.dtmf_events]
         e["encrypted"] = leg.encrypted
-        for k in ("cn", "unknown_pt", "rtcp", "stun", "zrtp", "malformed", "extra_flow_dropped"):
+        e["srtp"] = leg.srtp
+        for k in ("cn", "unknown_pt", "rtcp", "stun", "zrtp", "malformed", "extra_flow_dropped", "srtp_failed",
+                  "srtcp_failed", "srtp_replayed"):
             if leg.counts[k]:
                 e[k] = leg.counts[k]
         return e
