@@ -28,6 +28,10 @@ def key_for(suite: str, seed: str) -> bytes:
     return (hashlib.sha512(seed.encode()).digest() * 2)[:n]
 
 
+def b64(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
 def crypto_line(tag: int, suite: str, key: bytes, *, mki: tuple[int, int] | None = None,
                 lifetime: str | None = None, params: str = "") -> str:
     """``a=crypto:<tag> <suite> inline:<key||salt>[|lifetime][|mki:len] [params]``."""

@@ -105,6 +105,14 @@ def keys_for(sender: Sequence[CryptoAttribute], chosen: Iterable[CryptoAttribute
     return keys[:MAX_KEYS]
 
 
+def sdes_declined(sender: MediaOffer | None, receiver: MediaOffer | None) -> bool:
+    """Both sides' SDP are known, one has ``a=crypto`` and the other answered with neither
+    keys nor another encryption (plain RTP/AVP): the call's media is plain RTP both ways."""
+    if sender is None or receiver is None or bool(sender.crypto) == bool(receiver.crypto):
+        return False
+    return not (receiver.encrypted if sender.crypto else sender.encrypted)
+
+
 def leg_keys(sender: MediaOffer | None, receiver: MediaOffer | None) -> list[SrtpKey] | None:
     """The keys a leg's packets are decrypted with, from the latest SDP of the side that
     sends them (``sender``) and of the side they go to (``receiver``); None when the leg
@@ -120,7 +128,7 @@ def leg_keys(sender: MediaOffer | None, receiver: MediaOffer | None) -> list[Srt
     """
     if sender is not None and sender.crypto:
         if receiver is not None and not receiver.crypto:
-            return None
+            return None           # declined (plain RTP) or another way chosen (DTLS)
         keys = keys_for(sender.crypto, receiver.crypto if receiver is not None else ())
         return keys or None
     if sender is None and receiver is not None and receiver.crypto:

@@ -21,7 +21,7 @@ from ..fastpath.driver import FastDriver, Taken
 from ..fastpath.twin import IDLE, PAUSE, TICK, default_class, for_reader
 from ..media.leg import EXTRA_LEGS, MediaLeg, extra_tag
 from ..media.rtp import KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP, classify, parse_rtp
-from ..media.srtp import REPLAYED, SrtpStream, leg_keys
+from ..media.srtp import REPLAYED, SrtpStream, leg_keys, sdes_declined
 from ..net.packet import MalformedPacket, PacketDecoder
 from ..net.tcpstream import SipTcpReassembler
 from ..signalling.calls import (
@@ -648,9 +648,7 @@ class Pipeline:
         if keys is None:
             self._srtp.pop(skey, None)
             leg.set_srtp(None)
-            declined = (sender is not None and sender.crypto and receiver is not None and not receiver.crypto
-                        and not receiver.encrypted)       # plain RTP answered to an SDES offer
-            if not declined and ((sender is not None and sender.encrypted)
+            if not sdes_declined(sender, receiver) and ((sender is not None and sender.encrypted)
                                  or (receiver is not None and receiver.encrypted)):
                 leg.mark_encrypted()
             return

@@ -84,3 +84,184 @@ def test_each_suite_decodes_to_the_clear_calls_wavs(tmp_path, suite):
         assert np.array_equal(wav(out2, secret), wav(out, plain))
         assert np.array_equal(wav(out2, secret), expected_16k(pcm))
     assert m2["summary"]["srtp"] == 100
+
+
+def srtp_call(suite="AES_CM_128_HMAC_SHA1_80", n=8000, call_id="srtp@test", offer_extra="", answer_extra="",
+              proto="RTP/SAVP"):
+    sa, sb, pa, pb = streams(n)
+    ka, kb = srtpgen.key_for(suite, "caller"), srtpgen.key_for(suite, "callee")
+    c = Call(call_id, A, B)
+    f = setup(c, 100.0, srtpgen.crypto_line(1, suite, ka) + offer_extra,
+              srtpgen.crypto_line(1, suite, kb) + answer_extra, proto=proto)
+    return c, f, sa, sb, pa, pb, ka, kb
+
+
+def test_key_change_by_reinvite_mid_call(tmp_path):
+    """The caller re-INVITEs with new keys half-way; the callee answers with new keys too.
+    Three caller packets under the old key arrive after the re-INVITE (in flight), and
+    two callee packets under the old key arrive after the 200: all decode."""
+    suite = "AES_CM_128_HMAC_SHA1_80"
+    c, f, sa, sb, pa, pb, ka, kb = srtp_call(suite)
+    ka2, kb2 = srtpgen.key_for(suite, "caller2"), srtpgen.key_for(suite, "callee2")
+    sess_a, sess_a2 = srtpgen.session(suite, ka), srtpgen.session(suite, ka2)
+    sess_b, sess_b2 = srtpgen.session(suite, kb), srtpgen.session(suite, kb2)
+    half = 25
+    ea = srtpgen.protect_stream(sa[:half + 3], sess_a) + srtpgen.protect_stream(sa[half + 3:], sess_a2)
+    eb = srtpgen.protect_stream(sb[:half + 2], sess_b) + srtpgen.protect_stream(sb[half + 2:], sess_b2)
+    t = sa[half][0] - 0.001          # the re-INVITE just before the caller's packet 25
+    c.cseq += 1
+    reinvite = c.request(t, "INVITE", body=sdp(A.ip, A.rtp_port, pts=(8, 101), proto="RTP/SAVP",
+                                               extra=srtpgen.crypto_line(1, suite, ka2), origin="- 1234 2"))
+    reinvite += c.response(t + 0.0005, 200, "OK", "INVITE", body=sdp(B.ip, B.rtp_port, pts=(8, 101), proto="RTP/SAVP",
+                                                                     extra=srtpgen.crypto_line(1, suite, kb2),
+                                                                     origin="- 1234 2"))
+    reinvite += c.request(t + 0.0007, "ACK")
+    rc, m, out = replay(tmp_path, frames_of(f, ea, eb, reinvite, c.bye(101.5)))
+    caller, callee = leg(m["calls"][0], "caller"), leg(m["calls"][0], "callee")
+    for entry, pcm in ((caller, pa), (callee, pb)):
+        assert entry["packets"] == 50 and entry["lost"] == 0 and "srtp_failed" not in entry
+        assert np.array_equal(wav(out, entry), expected_16k(pcm))
+
+
+def test_new_keys_take_over_and_old_ones_go(tmp_path):
+    """After a re-INVITE with new keys, packets under the old key still decode for a
+    moment (PREVIOUS_GRACE after the new key first worked), not for ever: a sender that
+    goes back to the old key 3 s after the switch has its packets refused."""
+    suite = "AES_CM_128_HMAC_SHA1_32"
+    n = 8000 * 5
+    c, f, sa, sb, pa, pb, ka, kb = srtp_call(suite, n=n)
+    ka2 = srtpgen.key_for(suite, "caller2")
+    sess_a, sess_a2 = srtpgen.session(suite, ka), srtpgen.session(suite, ka2)
+    # 0-49 old key, 50-199 new key, 200-249 the old key again (its libsrtp state goes on)
+    ea = (srtpgen.protect_stream(sa[:50], sess_a) + srtpgen.protect_stream(sa[50:200], sess_a2)
+          + srtpgen.protect_stream(sa[200:], sess_a))
+    t = sa[50][0] - 0.01
+    c.cseq += 1
+    reinvite = c.request(t, "INVITE", body=sdp(A.ip, A.rtp_port, pts=(8, 101), proto="RTP/SAVP",
+                                               extra=srtpgen.crypto_line(1, suite, ka2)))
+    rc, m, out = replay(tmp_path, frames_of(f, ea, reinvite, c.bye(106)))
+    caller = leg(m["calls"][0], "caller")
+    assert caller["packets"] == 200 and caller["srtp_failed"] == 50
+    got = wav(out, caller)
+    assert np.array_equal(got[:200 * 320 - 64], expected_16k(pa)[:200 * 320 - 64])   # the filter tail aside
+    assert not got[200 * 320:].any()          # silence after, never noise
+
+
+def test_srtcp_decrypted_and_counted(tmp_path):
+    """SRTCP on the RTCP port (no rtcp-mux) and multiplexed on the RTP port are
+    decrypted and counted as the leg's RTCP; one with a broken tag is counted as failed."""
+    suite = "AES_CM_128_HMAC_SHA1_80"
+    c, f, sa, sb, pa, pb, ka, kb = srtp_call(suite)
+    sess_a, sess_b = srtpgen.session(suite, ka), srtpgen.session(suite, kb)
+    ea, eb = srtpgen.protect_stream(sa, sess_a), srtpgen.protect_stream(sb, sess_b)
+    sr_a = sess_a.protect_rtcp(srtpgen.rtcp_sr(SSRC_A, packets=10))
+    sr_b = sess_b.protect_rtcp(srtpgen.rtcp_sr(SSRC_B, packets=10))
+    sr_b2 = sess_b.protect_rtcp(srtpgen.rtcp_sr(SSRC_B, packets=20))
+    bad = sr_b2[:-1] + bytes([sr_b2[-1] ^ 1])
+    rtcp = [(100.5, netgen.udp(A.ip, A.rtp_port + 1, B.ip, B.rtp_port + 1, sr_a)),
+            (100.6, netgen.udp(B.ip, B.rtp_port, A.ip, A.rtp_port, sr_b)),      # multiplexed
+            (100.7, netgen.udp(B.ip, B.rtp_port + 1, A.ip, A.rtp_port + 1, bad))]
+    rc, m, out = replay(tmp_path, frames_of(f, ea, eb, rtcp, c.bye(101.5)))
+    caller, callee = leg(m["calls"][0], "caller"), leg(m["calls"][0], "callee")
+    assert caller["rtcp"] == 1 and callee["rtcp"] == 1 and callee["srtcp_failed"] == 1
+    assert "srtp_replayed" not in callee
+    assert m["summary"]["srtp"] == 102
+    assert np.array_equal(wav(out, callee), expected_16k(pb))
+
+
+def test_wrong_key_counted_never_noise(tmp_path):
+    suite = "AES_CM_128_HMAC_SHA1_80"
+    c, f, sa, sb, pa, pb, ka, kb = srtp_call(suite)
+    ea = srtpgen.protect_stream(sa, srtpgen.session(suite, srtpgen.key_for(suite, "not the caller's")))
+    eb = srtpgen.protect_stream(sb, srtpgen.session(suite, kb))
+    rc, m, out = replay(tmp_path, frames_of(f, ea, eb, c.bye(101.5)))
+    caller, callee = leg(m["calls"][0], "caller"), leg(m["calls"][0], "callee")
+    assert caller["srtp_failed"] == 50 and caller["packets"] == 0 and caller["wav"] is None
+    assert caller["srtp"] == suite and caller["encrypted"] is False
+    assert np.array_equal(wav(out, callee), expected_16k(pb))
+    assert m["summary"]["srtp_failed"] == 50
+
+
+def test_offer_with_several_keys_answer_picks_one(tmp_path):
+    """The offer lists a GCM line (tag 1) and an 80-bit line (tag 2, two keys with MKIs);
+    the answer takes tag 2; the caller sends with its second key (MKI 2)."""
+    s80 = "AES_CM_128_HMAC_SHA1_80"
+    gcm = "AEAD_AES_128_GCM"
+    sa, sb, pa, pb = streams()
+    k1, k2 = srtpgen.key_for(s80, "key1"), srtpgen.key_for(s80, "key2")
+    kb = srtpgen.key_for(s80, "callee")
+    offer = "\n".join([srtpgen.crypto_line(1, gcm, srtpgen.key_for(gcm, "gcm")),
+                       f"a=crypto:2 {s80} inline:{srtpgen.b64(k1)}|2^31|1:2;inline:{srtpgen.b64(k2)}|2^31|2:2 KDR=0"])
+    c = Call("multi@test", A, B)
+    f = setup(c, 100.0, offer, srtpgen.crypto_line(2, s80, kb), proto="RTP/SAVP")
+    ea = srtpgen.protect_stream(sa, srtpgen.session(s80, k2), mki=b"\x00\x02", suite=s80)
+    eb = srtpgen.protect_stream(sb, srtpgen.session(s80, kb))
+    rc, m, out = replay(tmp_path, frames_of(f, ea, eb, c.bye(101.5)))
+    caller = leg(m["calls"][0], "caller")
+    assert caller["packets"] == 50 and "srtp_failed" not in caller
+    assert np.array_equal(wav(out, caller), expected_16k(pa))
+
+
+def test_avp_profile_with_crypto_is_decrypted(tmp_path):
+    """Key material decides, not the m= line's profile: RTP/AVP with a=crypto (best-effort SRTP)."""
+    suite = "AEAD_AES_256_GCM"
+    c, f, sa, sb, pa, pb, ka, kb = srtp_call(suite, proto="RTP/AVP")
+    ea = srtpgen.protect_stream(sa, srtpgen.session(suite, ka))
+    eb = srtpgen.protect_stream(sb, srtpgen.session(suite, kb))
+    rc, m, out = replay(tmp_path, frames_of(f, ea, eb, c.bye(101.5)))
+    for tag, pcm in (("caller", pa), ("callee", pb)):
+        assert np.array_equal(wav(out, leg(m["calls"][0], tag)), expected_16k(pcm))
+
+
+def test_sdes_declined_by_a_plain_answer_is_clear_rtp(tmp_path):
+    """An RTP/AVP offer with a=crypto answered RTP/AVP with none: both send plain RTP."""
+    sa, sb, pa, pb = streams()
+    c = Call("declined@test", A, B)
+    suite = "AES_CM_128_HMAC_SHA1_80"
+    f = setup(c, 100.0, srtpgen.crypto_line(1, suite, srtpgen.key_for(suite, "x")), "", proto="RTP/AVP")
+    rc, m, out = replay(tmp_path, frames_of(f, sa, sb, c.bye(101.5)))
+    for tag, pcm in (("caller", pa), ("callee", pb)):
+        entry = leg(m["calls"][0], tag)
+        assert entry["encrypted"] is False and entry["srtp"] is None
+        assert np.array_equal(wav(out, entry), expected_16k(pcm))
+
+
+@pytest.mark.parametrize("kind", ["savp-no-key", "dtls", "dtls-chosen-over-sdes"])
+def test_encrypted_without_sdes_keys_stays_flagged_no_wav(tmp_path, kind):
+    """RTP/SAVP with no a=crypto, DTLS-SRTP (a=fingerprint, UDP/TLS/RTP/SAVPF), and an
+    offer of both SDES and DTLS answered with DTLS: flagged, nothing written."""
+    suite = "AES_CM_128_HMAC_SHA1_80"
+    fp = "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\na=setup:actpass"
+    offer, answer, proto = {
+        "savp-no-key": ("", "", "RTP/SAVP"),
+        "dtls": (fp, fp.replace("actpass", "active"), "UDP/TLS/RTP/SAVPF"),
+        "dtls-chosen-over-sdes": (srtpgen.crypto_line(1, suite, srtpgen.key_for(suite, "a")) + "\n" + fp,
+                                  fp.replace("actpass", "active"), "UDP/TLS/RTP/SAVPF"),
+    }[kind]
+    sa, sb, pa, pb = streams()
+    ea = srtpgen.protect_stream(sa, srtpgen.session(suite, srtpgen.key_for(suite, "dtls-a")))
+    eb = srtpgen.protect_stream(sb, srtpgen.session(suite, srtpgen.key_for(suite, "dtls-b")))
+    c = Call("dtls@test", A, B)
+    rc, m, out = replay(tmp_path, frames_of(setup(c, 100.0, offer, answer, proto=proto), ea, eb, c.bye(101.5)))
+    for tag in ("caller", "callee"):
+        entry = leg(m["calls"][0], tag)
+        assert entry["encrypted"] is True and entry["wav"] is None and entry["srtp"] is None
+        assert entry["packets"] == 50
+    assert not list((out / "calls").glob("*/*.wav")) if (out / "calls").exists() else True
+
+
+def test_malformed_crypto_lines_counted_never_a_crash(tmp_path):
+    suite = "AES_CM_128_HMAC_SHA1_80"
+    bad = "\n".join(["a=crypto:1 AES_CM_128_HMAC_SHA1_80",                     # no key
+                     "a=crypto:x AES_CM_128_HMAC_SHA1_80 inline:AAAA",         # tag not a number
+                     "a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:!!notbase64",  # not base64
+                     "a=crypto:4 AES_CM_128_HMAC_SHA1_80 inline:" + "A" * 40 + "|2^20|1:999",   # MKI length
+                     "a=crypto:5 AES_CM_128_HMAC_SHA1_80 inline:QUJD",         # 3 bytes: wrong length, parsed
+                     "a=crypto:6 NO_SUCH_SUITE inline:" + "A" * 40,            # unknown suite, parsed
+                     "a=crypto:"])
+    c, f, sa, sb, pa, pb, ka, kb = srtp_call(suite, offer_extra="\n" + bad)
+    ea = srtpgen.protect_stream(sa, srtpgen.session(suite, ka))
+    eb = srtpgen.protect_stream(sb, srtpgen.session(suite, kb))
+    rc, m, out = replay(tmp_path, frames_of(f, ea, eb, c.bye(101.5)))
+    assert rc == 0 and m["summary"]["sdp_crypto_errors"] == 5 and m["summary"]["malformed"] == 0
+    assert np.array_equal(wav(out, leg(m["calls"][0], "caller")), expected_16k(pa))
