@@ -194,7 +194,7 @@ class SrtpStream:
         self._current: list[_Context] = []
         self._previous: list[_Context] = []
         self._previous_until: float | None = None    # when the previous keys go (set once a current one works)
-        self._by_ssrc: dict[int, _Context] = {}      # at most MAX_KEYS * 2 * MAX_SSRCS entries
+        self._by_ssrc: dict[int, _Context] = {}      # at most 2 * MAX_SSRCS entries, the newest
         self.failure = FAILED                        # why the last packet refused was refused
         self.suite: str | None = None                # the suite of the first current key
 
@@ -272,7 +272,7 @@ class SrtpStream:
         by = self._by_ssrc
         by.pop(ssrc, None)
         by[ssrc] = ctx
-        if len(by) > 2 * MAX_KEYS * MAX_SSRCS:
+        if len(by) > 2 * MAX_SSRCS:
             del by[next(iter(by))]
 
     def _forget_dropped(self) -> None:

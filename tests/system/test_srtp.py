@@ -265,3 +265,37 @@ def test_malformed_crypto_lines_counted_never_a_crash(tmp_path):
     rc, m, out = replay(tmp_path, frames_of(f, ea, eb, c.bye(101.5)))
     assert rc == 0 and m["summary"]["sdp_crypto_errors"] == 5 and m["summary"]["malformed"] == 0
     assert np.array_equal(wav(out, leg(m["calls"][0], "caller")), expected_16k(pa))
+
+
+def test_websocket_streams_carry_the_decrypted_audio(tmp_path):
+    """``rtp2ws replay --ws-url`` to a real ``rtp2ws sink``: each leg's stream is the
+    clear audio, byte for byte what replay writes to files, and its end says the suite."""
+    import subprocess
+    import sys
+
+    from sinkclient import SinkProcess
+
+    suite = "AEAD_AES_128_GCM"
+    c, f, sa, sb, pa, pb, ka, kb = srtp_call(suite)
+    ea = srtpgen.protect_stream(sa, srtpgen.session(suite, ka))
+    eb = srtpgen.protect_stream(sb, srtpgen.session(suite, kb))
+    cap = callgen.write(tmp_path / "srtp.pcap", frames_of(f, ea, eb, c.bye(101.5)))
+    s = SinkProcess(tmp_path / "recv")
+    try:
+        r = subprocess.run([sys.executable, "-m", "rtp2ws.cli", "replay", cap, "--ws-url", s.url_base + "/audio"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+    finally:
+        s.stop()
+    ref = tmp_path / "ref"
+    assert cli.main(["replay", cap, "--out-dir", str(ref), "--no-progress"]) == 0
+    got = {p.relative_to(s.out_dir): p.read_bytes() for p in sorted(s.out_dir.rglob("*.wav"))}
+    want = {p.relative_to(ref / "calls"): p.read_bytes() for p in sorted((ref / "calls").rglob("*.wav"))}
+    assert got == want and len(got) == 2
+    with open(ref / "calls.json") as fh:
+        m = json.load(fh)
+    for tag, pcm in (("caller", pa), ("callee", pb)):
+        assert np.array_equal(wav(ref, leg(m["calls"][0], tag)), expected_16k(pcm))
+    ends = [msg for msg in s.messages() if msg["type"] == "end"]
+    assert len(ends) == 2 and all(e["srtp"] == suite and e["encrypted"] is False and e["packets"] == 50
+                                  for e in ends)
