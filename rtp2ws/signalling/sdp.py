@@ -145,10 +145,11 @@ _RTCP = re.compile(
 #   lifetime     = ["2^"] 1*(DIGIT)
 #   mki          = mki-value ":" mki-length     ; mki-length 1*3DIGIT, 1..128
 #   session-param = 1*(VCHAR)                   ; KDR=, UNENCRYPTED_SRTP, WSH= ...: kept, not used
-_CRYPTO = re.compile(r"(?P<tag>[0-9]{1,9})[ \t]+(?P<suite>[A-Za-z0-9_]+)[ \t]+(?P<keys>\S+)(?P<params>(?:[ \t]+\S+)*)")
+_CRYPTO = re.compile(r"(?P<tag>[0-9]{1,9})[ \t]+(?P<suite>[A-Za-z0-9_]+)[ \t]+(?P<keys>\S+)(?P<params>(?:[ \t]+\S+)*)",
+                     re.ASCII)
 _INLINE = re.compile(
     r"inline:(?P<key>[A-Za-z0-9+/]+={0,2})(?:\|(?P<life>(?:2\^)?[0-9]{1,20}))?(?:\|0*(?P<mki>[0-9]{1,10}):0*(?P<mkilen>[0-9]{1,3}))?",
-    re.IGNORECASE)
+    re.IGNORECASE | re.ASCII)      # ASCII: no Kelvin sign for a "k", no long s for an "s"
 MAX_CRYPTO_KEYS = 16     # inline keys read from one a=crypto line (more are ignored)
 
 #   a=ptime:<packet time>  a=maxptime:<maximum packet time>  (milliseconds;
@@ -208,7 +209,7 @@ def parse_crypto(value: str) -> CryptoAttribute:
         try:
             # RFC 3548 base64; some stacks leave out the padding
             raw = base64.b64decode(k.group("key") + "=" * (-len(k.group("key")) % 4), validate=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):
             raise SdpParseError("SDP a=crypto inline key is not base64") from None
         life = k.group("life")
         lifetime = None

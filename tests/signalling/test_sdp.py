@@ -449,6 +449,7 @@ def test_crypto_rfc4568_example_and_forms():
     "1 AES_CM_128_HMAC_SHA1_80 inline:QUJD|2^20|1:129", "1 AES_CM_128_HMAC_SHA1_80 inline:QUJD|x",
     "1 AES_CM_128_HMAC_SHA1_80 uri:https://example.invalid/key", "1 AES-CM inline:QUJD",
     "1 AES_CM_128_HMAC_SHA1_80 inline:Q",                          # not base64 of anything
+    "1 AES_CM_128_HMAC_SHA1_80 inline:\u212a\u212aAA",              # Kelvin signs, not ASCII letters
 ])
 def test_crypto_malformed(value):
     with pytest.raises(SdpParseError):
