@@ -307,9 +307,9 @@ def test_baresip_srtp_call_recorded_with_real_agents(tmp_path):
     decrypt whole, and what they decode to is what each agent played: its sources'
     µ-law, sample for sample at 8 kHz (the 2x filter passes its inputs through on even
     samples) save baresip's own rounding of a few percent of them by one µ-law step."""
-    from paths import DATA
-
     from rtp2ws.codec import g711
+
+    from paths import DATA
 
     out = tmp_path / "out"
     assert cli.main(["replay", str(DATA / "baresip_srtp.pcap"), "--out-dir", str(out), "--no-progress"]) == 0
@@ -331,3 +331,58 @@ def test_baresip_srtp_call_recorded_with_real_agents(tmp_path):
             best = max(best, float(np.mean(got[:n] == want[off:off + n])))
         assert best > 0.95, (tag, best)
     assert m["summary"]["srtp"] >= 380 and m["summary"]["srtp_failed"] == 0
+
+
+def test_keylog_decrypts_a_call_whose_signalling_is_not_seen(tmp_path):
+    """SIP over TLS: only the SRTP is in the capture.  A key log with the senders'
+    addresses decrypts the media-only call rtp2ws makes of it, from its first packet
+    (the one probation held) on; without the key log it would be G.711 of ciphertext."""
+    suite = "AES_CM_128_HMAC_SHA1_32"
+    sa, sb, pa, pb = streams()
+    ka, kb = srtpgen.key_for(suite, "tls-a"), srtpgen.key_for(suite, "tls-b")
+    ea = srtpgen.protect_stream(sa, srtpgen.session(suite, ka))
+    eb = srtpgen.protect_stream(sb, srtpgen.session(suite, kb))
+    keylog = tmp_path / "keys.log"
+    keylog.write_text("# from the SBC\n"
+                      f"src {A.ip}:{A.rtp_port} {suite} inline:{srtpgen.b64(ka)}\n"
+                      f"src {B.ip}:{B.rtp_port} {suite} inline:{srtpgen.b64(kb)}\n")
+    rc, m, out = replay(tmp_path, frames_of(ea, eb), "--srtp-keylog", str(keylog))
+    (call,) = m["calls"]
+    assert call["call_id"].startswith("rtp:")
+    for tag, pcm in (("caller", pa), ("callee", pb)):
+        entry = leg(call, tag)
+        assert entry["srtp"] == suite and entry["packets"] == 50 and "srtp_failed" not in entry
+        assert np.array_equal(wav(out, entry), expected_16k(pcm))
+    assert m["summary"]["srtp"] == 100
+    rc, m, out = replay(tmp_path, frames_of(ea, eb), name="nokeys.pcap")
+    assert leg(m["calls"][0], "caller")["srtp"] is None      # (decoded as noise: nothing says it is SRTP)
+
+
+def test_keylog_by_call_for_sdp_without_keys(tmp_path):
+    """The SIP is seen but its SDP carries no a=crypto (RTP/SAVP, keys exchanged otherwise):
+    ``call`` lines give each side's key, and the legs decode instead of being flagged."""
+    suite = "AEAD_AES_256_GCM"
+    sa, sb, pa, pb = streams()
+    ka, kb = srtpgen.key_for(suite, "log-a"), srtpgen.key_for(suite, "log-b")
+    c = Call("keylog@test", A, B)
+    f = setup(c, 100.0, "", "", proto="RTP/SAVP")
+    ea = srtpgen.protect_stream(sa, srtpgen.session(suite, ka))
+    eb = srtpgen.protect_stream(sb, srtpgen.session(suite, kb))
+    keylog = tmp_path / "keys.log"
+    keylog.write_text(f"call keylog@test caller {suite} inline:{srtpgen.b64(ka)}\n"
+                      f"call keylog@test callee {suite} inline:{srtpgen.b64(kb)}\n")
+    rc, m, out = replay(tmp_path, frames_of(f, ea, eb, c.bye(101.5)), "--srtp-keylog", str(keylog))
+    for tag, pcm in (("caller", pa), ("callee", pb)):
+        entry = leg(m["calls"][0], tag)
+        assert entry["encrypted"] is False and entry["srtp"] == suite
+        assert np.array_equal(wav(out, entry), expected_16k(pcm))
+
+
+def test_keylog_errors_are_named_at_start(tmp_path, capsys):
+    cap = callgen.write(tmp_path / "c.pcap", frames_of(streams()[0]))
+    bad = tmp_path / "bad.log"
+    bad.write_text("src 10.0.0.1:4000 AES_CM_128_HMAC_SHA1_80 inline:QUJD\n")
+    for path, says in ((bad, "line 1: the inline key is not"), (tmp_path / "missing.log", "No such file")):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["replay", cap, "--srtp-keylog", str(path), "--no-progress"])
+        assert exc.value.code == 2 and says in capsys.readouterr().err
