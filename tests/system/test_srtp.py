@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from rtp2ws import cli
+from rtp2ws.media.keylog import parse_keylog
 from rtp2ws.sinks.wav import read_wav
 
 import callgen
@@ -29,7 +30,9 @@ SSRC_A, SSRC_B = 0xAAAA0001, 0xBBBB0001
 
 def replay(tmp_path, frames, *args, name="cap.pcap"):
     path = callgen.write(tmp_path / name, frames)
-    check_equivalent(path)
+    opts = dict(zip(args[::2], args[1::2]))
+    keylog = parse_keylog(open(opts["--srtp-keylog"]).read()) if "--srtp-keylog" in opts else None
+    check_equivalent(path, srtp_keylog=keylog)
     out = tmp_path / ("out-" + name)
     rc = cli.main(["replay", path, "--out-dir", str(out), "--no-progress", *args])
     with open(out / "calls.json") as f:
