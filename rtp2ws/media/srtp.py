@@ -9,9 +9,11 @@ rollover counter, the replay window and the SRTCP index.
 Suites (``PROFILES``): AES_CM_128_HMAC_SHA1_80 and _32 (RFC 4568), AEAD_AES_128_GCM and
 AEAD_AES_256_GCM (RFC 7714).  pylibsrtp exposes libsrtp's profiles and no other policy,
 so AES_192_CM/AES_256_CM (RFC 6188) and F8 are not decrypted: a leg offered only those
-stays flagged ``encrypted``.  Session parameters (``KDR=``, ``UNENCRYPTED_SRTP`` ...) are
-read by the SDP parser and not used: libsrtp 2 derives keys once (KDR 0), as every
-common stack sends.
+stays flagged ``encrypted``.  Session parameters: ``UNENCRYPTED_SRTCP`` needs nothing
+(SRTCP says so in its E bit, which libsrtp reads); ``UNENCRYPTED_SRTP`` packets are
+authenticated by libsrtp and their payload taken as sent; a line with
+``UNAUTHENTICATED_SRTP`` or a ``KDR`` other than 0 is not used (libsrtp 2 has neither),
+so such a leg is flagged rather than decoded wrong.
 
 Keys are tried, not assumed.  The offerer's SDP may list several ``a=crypto`` lines
 (the answer names the tag it took, which ``keys_for`` puts first), a re-INVITE brings
@@ -75,11 +77,13 @@ _REPLAY_ERRORS = frozenset({"replay check failed (bad index)", "replay check fai
 
 
 class SrtpKey(NamedTuple):
-    """One master key and salt, its suite, and the MKI its packets carry (b"" for none)."""
+    """One master key and salt, its suite, and the MKI its packets carry (b"" for none);
+    ``clear_payload``: its SRTP is authenticated, not encrypted (``UNENCRYPTED_SRTP``)."""
 
     suite: str
     key_salt: bytes
     mki: bytes = b""
+    clear_payload: bool = False
 
     def __repr__(self) -> str:          # never the key in a log line
         return f"SrtpKey({self.suite}, mki={self.mki.hex() or '-'})"
@@ -94,12 +98,16 @@ def keys_for(sender: Sequence[CryptoAttribute], chosen: Iterable[CryptoAttribute
     ordered = sorted(sender, key=lambda c: (c.tag, c.suite) not in taken)     # stable: SDP order otherwise
     keys: list[SrtpKey] = []
     for attr in ordered:
-        if attr.suite not in PROFILES or not attr.known:
-            continue
+        params = {p.partition("=")[0].upper(): p.partition("=")[2] for p in attr.session_params}
+        if (attr.suite not in PROFILES or not attr.known or "UNAUTHENTICATED_SRTP" in params
+                or params.get("KDR", "0").lstrip("0")):
+            continue     # libsrtp 2 has no unauthenticated SRTP nor a key derivation rate
+        clear = "UNENCRYPTED_SRTP" in params and _TAGS[attr.suite] is not None
         for k in attr.keys:
             if k.mki_length and k.mki >= 1 << (8 * k.mki_length):
                 continue
-            key = SrtpKey(attr.suite, k.key_salt, k.mki.to_bytes(k.mki_length, "big") if k.mki_length else b"")
+            key = SrtpKey(attr.suite, k.key_salt, k.mki.to_bytes(k.mki_length, "big") if k.mki_length else b"",
+                          clear)
             if key not in keys:
                 keys.append(key)
     return keys[:MAX_KEYS]
@@ -163,6 +171,8 @@ class _Context:
             return REPLAYED if str(exc) in _REPLAY_ERRORS else FAILED
         except ValueError:        # longer than pylibsrtp's buffer (1500 bytes)
             return FAILED
+        if self.key.clear_payload and not rtcp:
+            clear = data[:len(clear)]     # authenticated; the payload was sent in clear (libsrtp "decrypted" it)
         ssrcs = self.ssrcs
         if ssrc not in ssrcs:
             ssrcs[ssrc] = None

@@ -166,3 +166,31 @@ def test_parsed_packet_after_decryption_is_the_clear_one():
     rx = stream_with(S80, key)
     clear = rx.unprotect(srtpgen.session(S80, key).protect(rtp(7)), 0.0)
     assert clear is not None and parse_rtp(clear).sequence == 7
+
+
+def unencrypted_srtp(key: bytes, clear: bytes) -> bytes:
+    """An UNENCRYPTED_SRTP packet (RFC 4568 section 6.3.1): the payload in clear, the tag
+    over it, made with libsrtp: AES counter mode is a keystream XOR, so the keystream for
+    the packet's index is what a fresh sender makes of zeros, and protecting the clear
+    payload XOR that keystream gives the clear payload with its tag."""
+    head, body = clear[:12], clear[12:]
+    stream = srtpgen.session(S80, key).protect(head + bytes(len(body)))[12:12 + len(body)]
+    return srtpgen.session(S80, key).protect(head + bytes(a ^ b for a, b in zip(body, stream)))
+
+
+def test_session_parameters():
+    key = srtpgen.key_for(S80, "k")
+    line = srtpgen.crypto_line(1, S80, key)
+    clear, = keys_for([crypto(line + " UNENCRYPTED_SRTP UNENCRYPTED_SRTCP KDR=0")])
+    assert clear.clear_payload and not keys_for([crypto(line)])[0].clear_payload
+    assert keys_for([crypto(line + " UNAUTHENTICATED_SRTP")]) == [] and keys_for([crypto(line + " KDR=24")]) == []
+    packet = unencrypted_srtp(key, rtp(1))
+    assert packet[:-10] == rtp(1)                     # as sent: the payload in clear
+    rx = SrtpStream()
+    rx.set_keys([clear], 0.0)
+    assert rx.unprotect(packet, 0.0) == rtp(1)
+    other = unencrypted_srtp(key, rtp(3))
+    forged = other[:20] + bytes([other[20] ^ 1]) + other[21:]
+    assert rx.unprotect(forged, 0.0) is None and rx.failure == FAILED
+    plain = stream_with(S80, key)                     # without the parameter: libsrtp's output, not the audio
+    assert plain.unprotect(unencrypted_srtp(key, rtp(2)), 0.0) != rtp(2)
