@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # rtp2ws set-up, in one command, on a fresh Debian/Ubuntu machine:
 #   system packages (libpcap-dev for pypcap, gcc, Python headers and liburing-dev for the native
-#   extensions, sipp/tcpdump/espeak-ng/sox/tshark/shellcheck used by the tests), a virtual environment
-#   in .venv with rtp2ws and its test, bench and sink extras installed in it (a
+#   extensions, spandsp/bcg729/libopus for G.722/G.729/Opus,
+#   sipp/tcpdump/espeak-ng/sox/tshark/shellcheck/nats-server used by the tests), a virtual
+#   environment in .venv with rtp2ws and its test, bench, sink and nats extras installed in it (a
 #   warning names any C extension that could not be built), then the demo: the bundled speech call
 #   replayed into out/demo/ (one WAV per leg, a stereo WAV, calls.json).
 #   Before the demo, deploy/install-system.sh: /usr/local/bin/rtp2ws (a link to .venv/bin/rtp2ws,
@@ -27,14 +28,15 @@ if [ "$apt" = 1 ]; then
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q --no-install-recommends \
     python3 python3-venv python3-dev gcc libpcap-dev liburing-dev \
-    sip-tester tcpdump tshark espeak-ng sox iproute2 iptables procps shellcheck
+    sip-tester tcpdump tshark espeak-ng sox iproute2 iptables procps shellcheck nats-server \
+    libspandsp-dev libbcg729-dev libopus-dev
 fi
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,bench,sink]'
+.venv/bin/python -m pip install -q -e '.[test,bench,sink,nats]'
 # pip -q hides setup.py's warning when a C extension could not be built: say it here
 echo "installed: $(.venv/bin/rtp2ws --version)"
 .venv/bin/python -c 'from rtp2ws.speedups import missing_warning as m; w = m(); w and print("WARNING:", w)'

@@ -71,10 +71,12 @@ def build_parser() -> Parser:
                         "(default: max)")
     _add_log_options(r, None, "default: warning; info adds a line per call start and end")
     _add_stream_options(r)
+    _add_nats_options(r)
     _add_worker_options(r, "default: the cores available when paced (--speed other than max) and streaming; "
                            "else 1")
     p.live_parser = _add_live_parser(sub)
     _add_sink_parser(sub)
+    _add_consume_parser(sub)
     _add_bench_parser(sub)
     return p
 
@@ -192,6 +194,42 @@ def _add_stream_options(p) -> None:
     g.add_argument("--ca-file", help="CA certificate(s) to verify a wss:// server with")
 
 
+def _add_nats_options(p) -> None:
+    from .broker import subjects
+
+    g = p.add_argument_group("publishing to NATS JetStream (docs/nats.md; --max-buffer-ms, --frame-ms, "
+                             "--sip-header apply too)")
+    g.add_argument("--nats-url", metavar="nats://HOST:PORT",
+                   help="publish every stream to NATS JetStream there (several servers: comma-separated), "
+                        "beside or instead of --ws-url and --out-dir")
+    g.add_argument("--nats-stream", type=_arg(subjects.check_stream_name), default=subjects.DEFAULT_STREAM,
+                   metavar="NAME", help=f"the JetStream stream, created if missing (default {subjects.DEFAULT_STREAM})")
+    g.add_argument("--nats-prefix", type=_arg(subjects.check_prefix), default=subjects.DEFAULT_PREFIX,
+                   metavar="PREFIX", help=f"subjects PREFIX.audio.<call>.<leg> and PREFIX.calls "
+                                          f"(default {subjects.DEFAULT_PREFIX})")
+    g.add_argument("--nats-retention", choices=("limits", "interest"), default="limits",
+                   help="a created stream's retention: limits (default: kept until --nats-max-age or "
+                        "--nats-max-bytes) or interest (kept until every consumer took it)")
+    g.add_argument("--nats-storage", choices=("file", "memory"), default="file",
+                   help="a created stream's storage (default file)")
+    g.add_argument("--nats-max-age", type=number(1, 10 ** 8, unit="s"), default=86400.0, metavar="SECONDS",
+                   help="a created stream keeps messages this long (default 86400)")
+    g.add_argument("--nats-max-bytes", type=whole(1 << 20, 1 << 50), default=1 << 30, metavar="BYTES",
+                   help="a created stream keeps at most this much, the oldest going first (default 1 GiB)")
+    g.add_argument("--nats-replicas", type=whole(1, 5), default=1, metavar="N",
+                   help="a created stream's replicas, 1..5 (3 on a cluster of three, deploy/nats/)")
+    g.add_argument("--nats-duplicate-window", type=number(10, 86400, unit="s"), default=120.0, metavar="SECONDS",
+                   help="a created stream drops a message whose id it stored this recently: what a "
+                        "reconnect publishes again (default 120)")
+    g.add_argument("--nats-chunk-ms", type=whole(0, 1000), default=100, metavar="MS",
+                   help="each stream's audio is published this often, as one message (default 100)")
+    g.add_argument("--nats-ack-timeout", type=number(0.1, 60, unit="s"), default=5.0, metavar="SECONDS",
+                   help="a message not acknowledged this long is published again, with its id (default 5)")
+    g.add_argument("--nats-max-inflight", type=whole(16, 1 << 20), default=1024, metavar="N",
+                   help="messages published and not yet acknowledged, over all streams (default 1024); "
+                        "beyond, the streams' queues hold the audio")
+
+
 def _add_log_options(p, level: str | None, default: str) -> None:
     p.add_argument("--log-level", choices=LEVELS, default=level,
                    help=f"log messages of this level and above ({default})")
@@ -262,6 +300,7 @@ def _add_live_parser(sub) -> argparse.ArgumentParser:
                      help="end a call after this many seconds without SIP or RTP, 1..86400 (default 300)")
     out.add_argument("--srtp-keylog", metavar="FILE", help=SRTP_KEYLOG_HELP)
     _add_stream_options(lv)
+    _add_nats_options(lv)
     _add_worker_options(lv, "default: the cores available")
     return lv
 
@@ -335,7 +374,7 @@ def live_options(args) -> LiveOptions:
                        frame_ms=args.frame_ms, sip_headers=tuple(args.sip_header), out_dir=args.out_dir,
                        audio=audio_format(args), metrics=args.metrics if report is None else None,
                        stats_interval=args.stats_interval, log_file=args.log_file, log_level=_log_level(args),
-                       log_format=args.log_format, count=args.count, report=report)
+                       log_format=args.log_format, count=args.count, report=report, nats=nats_config(args))
 
 
 def list_interfaces() -> int:
@@ -359,8 +398,8 @@ def cmd_live(args) -> int:
     if not args.interface:
         print("rtp2ws: error: live needs -i/--interface (or interface in the --config file)", file=sys.stderr)
         return 2
-    if not args.out_dir and not args.ws_url:
-        print("rtp2ws: error: live needs --out-dir, --ws-url or both", file=sys.stderr)
+    if not args.out_dir and not args.ws_url and not args.nats_url:
+        print("rtp2ws: error: live needs --out-dir, --ws-url, --nats-url or several", file=sys.stderr)
         return 2
     try:
         count = worker_count(args, paced_default=True)
@@ -410,6 +449,46 @@ def cmd_sink(args) -> int:
     return run_sink(args)
 
 
+def _add_consume_parser(sub) -> None:
+    from .broker import subjects
+
+    default_group = subjects.DEFAULT_GROUP
+    c = sub.add_parser("consume", help="rebuild per-leg WAVs from the streams published to NATS JetStream",
+                       description="Reads what rtp2ws published with --nats-url and writes one WAV per stream, "
+                                   "as rtp2ws sink does. Workers with the same --group share the streams: each "
+                                   "is written by one of them (at least once: a worker that dies leaves its "
+                                   "streams to the others, written again at the same offsets).")
+    c.add_argument("--nats-url", required=True, metavar="nats://HOST:PORT")
+    c.add_argument("--out-dir", required=True, help="directory for WAV files, streams.jsonl and messages.jsonl")
+    c.add_argument("--nats-stream", type=_arg(subjects.check_stream_name), default=subjects.DEFAULT_STREAM,
+                   metavar="NAME", help=f"default {subjects.DEFAULT_STREAM}")
+    c.add_argument("--nats-prefix", type=_arg(subjects.check_prefix), default=subjects.DEFAULT_PREFIX,
+                   metavar="PREFIX", help=f"default {subjects.DEFAULT_PREFIX}")
+    c.add_argument("--group", type=_arg(subjects.check_stream_name), default=default_group,
+                   help=f"the durable consumer the workers of one group share (default {default_group})")
+    c.add_argument("--max-streams", type=whole(1, 100000), default=256, metavar="N",
+                   help="streams this worker writes at once (default 256): the next ones go to the others")
+    c.add_argument("--idle-timeout", type=number(1, 86400, unit="s"), default=60.0, metavar="SECONDS",
+                   help="a stream with no message this long is closed without its end (default 60)")
+    c.add_argument("--exit-idle", type=number(0, 86400, unit="s"), default=None, metavar="SECONDS",
+                   help="exit once no stream is open and no record came for this long (default: run until "
+                        "SIGINT/SIGTERM)")
+    _add_log_options(c, "info", "default: info")
+
+
+def cmd_consume(args) -> int:
+    from .run import logs
+    from .sinkserver.consume import ConsumeConfig, run_consume
+
+    logging_ = logs.setup(args.log_level, args.log_format)
+    try:
+        return run_consume(ConsumeConfig(args.nats_url, args.out_dir, stream=args.nats_stream,
+                                         prefix=args.nats_prefix, group=args.group, max_streams=args.max_streams,
+                                         idle_timeout_s=args.idle_timeout, exit_idle_s=args.exit_idle))
+    finally:
+        logging_.restore()
+
+
 def _add_bench_parser(sub) -> None:
     from .bench.harness import add_arguments
 
@@ -433,7 +512,8 @@ def cmd_bench(args) -> int:
 def deliver_ms(args) -> int:
     from .pipeline.pipeline import deliver_ms as for_use
 
-    return for_use(stream=bool(args.ws_url), paced=args.speed is not None, max_buffer_ms=args.max_buffer_ms)
+    return for_use(stream=bool(args.ws_url or args.nats_url), paced=args.speed is not None,
+                   max_buffer_ms=args.max_buffer_ms)
 
 
 SRTP_KEYLOG_HELP = ("SRTP keys the capture does not show (SIP over TLS), read at start: lines 'call <Call-ID> "
@@ -494,6 +574,36 @@ def sender_config(args) -> SenderConfig | None:
     )
 
 
+def nats_config(args):
+    """The NatsConfig of the --nats-* options, None without --nats-url."""
+    if not getattr(args, "nats_url", None):
+        return None
+    from .broker.publisher import NatsConfig
+
+    return NatsConfig(args.nats_url, stream=args.nats_stream, prefix=args.nats_prefix, retention=args.nats_retention,
+                      storage=args.nats_storage, max_age_s=args.nats_max_age, max_bytes=args.nats_max_bytes,
+                      replicas=args.nats_replicas, duplicate_window_s=args.nats_duplicate_window,
+                      max_buffer_ms=args.max_buffer_ms, max_inflight=args.nats_max_inflight,
+                      chunk_ms=args.nats_chunk_ms, frame_ms=args.frame_ms, ack_timeout_s=args.nats_ack_timeout,
+                      audio=audio_format(args))
+
+
+def nats_sink(args, config: Config, *, flow_control: bool):
+    """With --nats-url: the started publisher and the sink feeding it (NatsError when the
+    server cannot be used); else (None, None)."""
+    cfg = nats_config(args)
+    if cfg is None:
+        return None, None
+    from .broker.publisher import NatsBridge, NatsPublisher
+    from .sinks.streams import StreamSink
+
+    publisher = NatsPublisher(cfg)
+    publisher.start()
+    streams = StreamSink(frame_ms=args.frame_ms, sip_headers=tuple(args.sip_header),
+                         hold_s=config.jitter_depth + 1.0, audio=cfg.audio)
+    return publisher, NatsBridge(streams, publisher, flow_control=flow_control)
+
+
 def _replay_to_websocket(args, config: Config, wav_sink, progress):
     """``rtp2ws replay --ws-url``: returns (ReplayResult, sender statistics)."""
     from .run.replay import stream_replay
@@ -510,8 +620,8 @@ def _replay_to_websocket(args, config: Config, wav_sink, progress):
 
 
 def cmd_replay(args) -> int:
-    if not args.out_dir and not args.ws_url:
-        print("rtp2ws: error: replay needs --out-dir, --ws-url or both", file=sys.stderr)
+    if not args.out_dir and not args.ws_url and not args.nats_url:
+        print("rtp2ws: error: replay needs --out-dir, --ws-url, --nats-url or several", file=sys.stderr)
         return 2
     from .run import logs
 
@@ -542,28 +652,65 @@ def _replay(args) -> int:
         wav_sink = Tee(wav, ManifestReport(wav.manifest, report))
     if report is None:
         _warn_if_slower()
+    from .broker.publisher import NatsError
+
+    try:
+        publisher, nats = nats_sink(args, config, flow_control=args.speed is None)
+    except (NatsError, ValueError) as e:
+        print(f"rtp2ws: error: {e}", file=sys.stderr)
+        return 2
+    if nats is not None:
+        from .pipeline.sink import Tee
+
+        wav_sink = Tee(nats, wav_sink) if wav_sink is not None else nats
     gcpolicy.apply()
     progress = Progress(enabled=False) if args.no_progress or report is not None else Progress()
+    published = None
     try:
         if args.ws_url:
             result, sent = _replay_to_websocket(args, config, wav_sink, progress)
         else:
-            assert wav_sink is not None  # without --ws-url, --out-dir is there: checked above
-            result, sent = replay(args.capture, wav_sink, config, progress, count=args.count), None
+            assert wav_sink is not None  # without --ws-url, --out-dir or --nats-url is there: checked above
+            # a full-speed replay to NATS hands audio out every 64 packets, as to WebSocket, so
+            # that one hand-off never overflows a stream's queue
+            tick_every = 64 if nats is not None and args.speed is None else None
+            pacer = _paced(args.speed) if nats is not None and args.speed is not None else None
+            result, sent = replay(args.capture, wav_sink, config, progress, count=args.count,
+                                  tick_every=tick_every, pacer=pacer), None
     except ReplayError as e:
         print(f"rtp2ws: error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:   # bad header lines, unusable URL or CA file
         print(f"rtp2ws: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if publisher is not None:
+            published = publisher.close()
     if report is not None:
-        code = 1 if result.error or _undelivered(sent) else 0
+        code = 1 if result.error or _undelivered(sent) or _undelivered(published) else 0
+        if published is not None:
+            from .broker.publisher import summary as nats_summary
+
+            print(f"worker {args.shard[0] + 1}/{args.shard[1]}: {nats_summary(published)}", file=sys.stderr)
         report.send("summary", rc=code, sent=sent, result={
             "path": result.path, "stats": result.stats, "calls": result.calls, "legs": result.legs,
             "packets": result.packets, "elapsed": result.elapsed, "error": result.error,
             "internal_errors": result.extra.get("internal_errors", [])})
         return code
-    return _finish_replay(result, sent, wav)
+    return _finish_replay(result, sent, wav, published)
+
+
+def _paced(speed: float):
+    """A replay's Pacer whose stop event SIGINT and SIGTERM set (every call then ends
+    with ``shutdown``), as the WebSocket replay's thread has."""
+    import signal
+
+    from .run.replay import Pacer
+
+    pacer = Pacer(speed)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: pacer.stop.set())
+    return pacer
 
 
 def _undelivered(sent: dict | None) -> str | None:
@@ -572,11 +719,13 @@ def _undelivered(sent: dict | None) -> str | None:
     return delivery_error(sent)
 
 
-def _finish_replay(result: ReplayResult, sent: dict | None, wav) -> int:
+def _finish_replay(result: ReplayResult, sent: dict | None, wav, published: dict | None = None) -> int:
     """The summary line, calls.json and the exit code of a replay (one process or merged workers)."""
     summary = result.summary()
     if sent is not None:
         summary["streams"] = sent
+    if published is not None:
+        summary["nats"] = published
     if "workers" in result.extra:
         summary["workers"] = result.extra["workers"]
     if wav is not None:
@@ -588,6 +737,11 @@ def _finish_replay(result: ReplayResult, sent: dict | None, wav) -> int:
 
         line += "; " + stream_summary(sent)
         undelivered = _undelivered(sent)
+    if published is not None:
+        from .broker.publisher import summary as nats_summary
+
+        line += "; " + nats_summary(published)
+        undelivered = undelivered or _undelivered(published)
     print(line)
     _report_internal_errors(result.stats.get("internal_errors", 0), result.extra.get("internal_errors", ()))
     if result.error:
@@ -714,6 +868,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_sink(args)
     if args.command == "bench":
         return cmd_bench(args)
+    if args.command == "consume":
+        return cmd_consume(args)
     return 2
 
 

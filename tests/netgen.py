@@ -47,6 +47,11 @@ __all__ = [
     "tcp",
     "fragment",
     "link",
+    "gre",
+    "erspan",
+    "ipip",
+    "tunnel",
+    "TUNNELS",
     "write_pcap",
     "write_pcapng",
     "V4",
@@ -163,6 +168,86 @@ def link(linktype: int, ip_pkt: bytes, *, vlans: tuple[int, ...] = (), pad: bool
     if linktype == DLT_LOOP:
         return struct.pack("!I", 24 if v6 else 2) + ip_pkt
     raise ValueError(f"no link header for link type {linktype}")
+
+
+# -- tunnels: the outer IP packet around an inner IP packet or Ethernet frame ------------
+
+OUTER_V4 = ("203.0.113.1", "203.0.113.2")
+OUTER_V6 = ("2001:db8:ffff::1", "2001:db8:ffff::2")
+
+
+def gre(src: str, dst: str, inner: bytes, *, ptype: int | None = None, key: int | None = None,
+        seq: int | None = None, csum: bool = False) -> bytes:
+    """An IP packet (protocol 47) with a GRE header (RFC 2784, key and sequence number
+    per RFC 2890) around ``inner``: ``ptype`` defaults to the inner IP version's
+    EtherType; the checksum, with ``csum``, covers the GRE header and payload."""
+    if ptype is None:
+        ptype = 0x86DD if inner[0] >> 4 == 6 else 0x0800
+    flags = (0x8000 if csum else 0) | (0x2000 if key is not None else 0) | (0x1000 if seq is not None else 0)
+    opt = b""
+    if csum:
+        opt += b"\0\0\0\0"
+    if key is not None:
+        opt += struct.pack("!I", key)
+    if seq is not None:
+        opt += struct.pack("!I", seq)
+    body = struct.pack("!HH", flags, ptype) + opt + inner
+    if csum:
+        body = body[:4] + struct.pack("!H", checksum(body)) + body[6:]
+    return ip_packet(src, dst, 47, body)
+
+
+def erspan(src: str, dst: str, frame: bytes, *, kind: int, session: int = 7, seq: int = 1,
+           vlan: int = 0, subheader: bool = False, frame_type: int = 0, version: int | None = None) -> bytes:
+    """An ERSPAN copy of the Ethernet ``frame`` in GRE, as draft-foschiano-erspan and
+    Wireshark have them: ``kind`` 1 (GRE 0x88BE, no sequence number, no header), 2 (0x88BE,
+    S bit, 8-byte header, version 1) or 3 (0x22EB, S bit, 12-byte header, version 2, and
+    with ``subheader`` the 8-byte platform subheader (platform 7) and the O bit)."""
+    if kind == 1:
+        return gre(src, dst, frame, ptype=0x88BE)
+    if kind == 2:
+        ver = 1 if version is None else version
+        hdr = struct.pack("!HHI", ver << 12 | vlan, session & 0x3FF, 0x1234)
+        return gre(src, dst, hdr + frame, ptype=0x88BE, seq=seq)
+    ver = 2 if version is None else version
+    word = (frame_type & 0x1F) << 10 | (1 if subheader else 0)
+    hdr = struct.pack("!HHIHH", ver << 12 | vlan, session & 0x3FF, 0x00C0FFEE, 0, word)
+    if subheader:
+        hdr += struct.pack("!II", 7 << 26 | 0x42, 0x1)
+    return gre(src, dst, hdr + frame, ptype=0x22EB, seq=seq)
+
+
+def ipip(src: str, dst: str, inner: bytes) -> bytes:
+    """IP in IP: ``inner`` (IPv4: protocol 4, IPv6: 41) in an IP packet from ``src``."""
+    return ip_packet(src, dst, 41 if inner[0] >> 4 == 6 else 4, inner)
+
+
+TUNNELS = ["gre", "gre-key-seq-csum", "gretap", "gre6", "erspan1", "erspan2", "erspan3", "erspan3-sub",
+           "ip6erspan2", "ipip", "ipip6", "gre-in-gre"]
+
+
+def tunnel(kind: str, ip_pkt: bytes) -> bytes:
+    """``ip_pkt`` wrapped in the tunnel ``kind`` (one of ``TUNNELS``): the outer IP packet."""
+    s4, d4 = OUTER_V4
+    s6, d6 = OUTER_V6
+    if kind == "gre":
+        return gre(s4, d4, ip_pkt)
+    if kind == "gre-key-seq-csum":
+        return gre(s4, d4, ip_pkt, key=0xABCD, seq=99, csum=True)
+    if kind == "gretap":
+        return gre(s4, d4, ethernet(ip_pkt), ptype=0x6558, key=5)
+    if kind == "gre6":
+        return gre(s6, d6, ip_pkt)
+    if kind.startswith("erspan") or kind.startswith("ip6erspan"):
+        s, d = (s6, d6) if kind.startswith("ip6") else (s4, d4)
+        return erspan(s, d, ethernet(ip_pkt), kind=int(kind.split("erspan")[1][0]), subheader=kind.endswith("-sub"))
+    if kind == "ipip":
+        return ipip(s4, d4, ip_pkt)
+    if kind == "ipip6":
+        return ipip(s6, d6, ip_pkt)
+    if kind == "gre-in-gre":
+        return gre(s4, d4, gre("198.18.0.1", "198.18.0.2", ip_pkt, key=1))
+    raise ValueError(f"no tunnel {kind}")
 
 
 def _file_linktype(linktype: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 from rtp2ws.media import rtp
-from rtp2ws.media.rtp import KIND_OTHER, KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP
+from rtp2ws.media.rtp import KIND_DTLS, KIND_OTHER, KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP
 
 from ..common import check, entry
 
@@ -18,7 +18,7 @@ payload lies within the input.  parse_telephone_event(payload) raises ValueError
 bytes, else round-trips its 4 bytes (but the reserved bit).  No call takes more than
 the per-call limit."""
 
-KINDS = (KIND_RTP, KIND_RTCP, KIND_STUN, KIND_ZRTP, KIND_OTHER)
+KINDS = (KIND_RTP, KIND_RTCP, KIND_STUN, KIND_ZRTP, KIND_DTLS, KIND_OTHER)
 
 
 def run(data: bytes, clock) -> None:

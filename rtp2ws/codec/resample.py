@@ -426,7 +426,54 @@ class Passthrough:
         return "Passthrough()"
 
 
+class ThreeHalves:
+    """16 -> 24 kHz (G.722's audio at ``--rate 24000``): the 3x interpolator (to 48 kHz),
+    of which every other output sample is kept (its cut-off, the input's 8 kHz Nyquist
+    frequency, is below the 12 kHz of the output's: nothing folds back).  The interface of
+    ``Upsampler``; over a stream of an even number of samples, 3/2 as many out."""
+
+    factor = 1.5
+
+    def __init__(self, backend: str | None = None) -> None:
+        self._up = Upsampler(3, backend)
+        self.backend = self._up.backend
+        self.delay = self._up.delay // 2
+        self._made = 0          # 48 kHz samples made so far: which of the next ones are kept
+
+    def _keep(self, y: np.ndarray) -> np.ndarray:
+        out = y[self._made % 2::2]
+        self._made += len(y)
+        return np.ascontiguousarray(out)
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        return self._keep(self._up.process(x))
+
+    def silence(self, n: int) -> np.ndarray:
+        return self._keep(self._up.silence(n))
+
+    def flush(self) -> np.ndarray:
+        out = self._keep(self._up.flush())
+        self._made = 0
+        return out
+
+    @property
+    def state(self) -> bytes:
+        return self._up.state
+
+    @state.setter
+    def state(self, value: bytes) -> None:
+        self._up.state = value
+
+    def reset(self) -> None:
+        self._up.reset()
+        self._made = 0
+
+    def __repr__(self) -> str:
+        return f"ThreeHalves(backend={self.backend!r})"
+
+
 AnyUpsampler = Upsampler2x | Upsampler | Passthrough
+AnyConverter = Upsampler2x | Upsampler | Passthrough | ThreeHalves
 
 
 def make_upsampler(rate: int, backend: str | None = None) -> AnyUpsampler:
@@ -446,3 +493,18 @@ def upsample(x: np.ndarray, rate: int, backend: str | None = None) -> np.ndarray
     out = up.process(x)
     tail = up.flush()
     return np.concatenate([out, tail]) if len(out) else np.asarray(tail)
+
+
+def make_converter(source: int, rate: int, backend: str | None = None) -> AnyConverter:
+    """The streaming filter from ``source`` Hz to ``rate`` (one of ``RATES``): 8 kHz by
+    ``make_upsampler``; the same rate as it is; 16 kHz (G.722) to 48 kHz by 3x, to 24 kHz
+    by ``ThreeHalves``."""
+    if source == IN_RATE:
+        return make_upsampler(rate, backend)
+    if source == rate:
+        return Passthrough()
+    if source == 16000 and rate == 48000:
+        return Upsampler(3, backend)
+    if source == 16000 and rate == 24000:
+        return ThreeHalves(backend)
+    raise ValueError(f"no filter from {source} Hz to {rate} Hz")

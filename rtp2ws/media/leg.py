@@ -2,7 +2,8 @@
 (16 kHz by default; 8, 24 or 48 kHz: ``rate``).
 
 A ``MediaLeg`` owns the leg's jitter buffer, its timeline, the DTMF
-detector, the G.711 decoder choice and the resampler state.  Sans-I/O:
+detector, its decoders (G.711 by table; G.722, G.729 and Opus by a library,
+``codec.decoders``, one stateful decoder per codec) and the resampler state.  Sans-I/O:
 packets arrive with their capture time, and the owner calls ``poll(now)``
 when ``next_deadline()`` passes.
 
@@ -17,6 +18,17 @@ an RTP timestamp that disagrees with the capture clock by more than
 output stays continuous and sample N stays close to ``start_time + N/rate``.
 A packet that overlaps audio already emitted is trimmed: no sample is
 emitted twice.
+
+Codecs
+------
+Positions are in 8 kHz units whatever the codec (every codec's packets are whole
+multiples of 1/8000 s; an Opus timestamp, at 48 kHz, counts 6 to a unit), and a packet
+whose RTP clock differs from the last audio packet's re-anchors on capture time.  G.711
+is decoded a run at a time when handed out; the library codecs as each packet is placed
+(their decoders keep state, and their concealment, FEC and comfort noise go in timeline
+order), at their own rate (``Wide``), and ``take_audio`` resamples each run of one rate
+through its filter, drained at a change of rate: a call that goes PCMU -> G.722 -> PCMU
+keeps sample N at ``start_time + N/rate``.  Each change of codec is a ``CodecChange``.
 
 Flows
 -----
@@ -58,7 +70,7 @@ Jitter" and "Max Jitter") reports them.  The choices, and where they follow Wire
   arrival order and leaves a packet older than the newest one out of the mean and the
   maximum.  Duplicates and packets too late to place are not measured (Wireshark
   measures them, out of the mean);
-* only the audio the leg decodes is measured (G.711 of the negotiated codec): comfort
+* only the audio the leg decodes is measured (a codec it decodes): comfort
   noise, DTMF and unknown payload types are not, and do not move the reference (an
   encrypted leg has no figure).  Wireshark computes J on comfort noise too and leaves
   the packet after it out of the mean;
@@ -79,10 +91,11 @@ from typing import TYPE_CHECKING, NamedTuple, TypedDict, cast
 import numpy as np
 
 from ..codec import g711
-from ..codec.resample import make_upsampler
+from ..codec.decoders import SUPPORTED, CodecUnavailable, Decoder, make_decoder
+from ..codec.resample import AnyConverter, make_converter, make_upsampler
 from .dtmf import DtmfDetector, DtmfEvent
 from .jitterbuffer import JitterBuffer, Released
-from .plc import conceal
+from .plc import FADE_SAMPLES, conceal
 from .rtp import RtpPacket
 from .seq import uint32
 
@@ -93,7 +106,11 @@ CLOCK = 8000
 RESYNC_SECONDS = 0.5
 EXTRA_LEGS = 3          # concurrent flows beyond the first, per direction: <tag>#2 .. <tag>#4
 OWN_FLOWS = 8           # flows a leg remembers having taken (NAT rebinding, re-INVITE moves)
-_DECODERS = {"PCMA": g711.decode_alaw, "PCMU": g711.decode_ulaw}
+_DECODERS = {"PCMA": g711.decode_alaw, "PCMU": g711.decode_ulaw}     # decoded here, lazily, by table
+# what a leg knows without SDP: the static payload types it decodes (RFC 3551)
+STATIC_MAP = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 9: ("G722", 8000), 13: ("CN", 8000), 18: ("G729", 8000)}
+PLC_MAX = CLOCK // 5      # the codec's own concealment at most 200 ms (then silence), a loss's
+FILL_MAX = 10 * CLOCK     # comfort noise (G.729 B, Opus DTX) at most 10 s of a gap (then silence)
 
 
 def extra_tag(tag: str, n: int) -> str:
@@ -109,9 +126,25 @@ def remember_flow(own: dict[Flow, bool], flow: Flow) -> None:
         del own[next(iter(own))]
 
 
-# 8 kHz audio waiting to be resampled: an array, a gap's silence as its length, or
-# a packet's (codec, payload) still to decode.
-Pending = int | tuple[str, bytes] | np.ndarray
+class Wide:
+    """Audio a codec decoder gave at its own rate (``source``: G.722's 16 kHz, Opus's
+    output rate; G.729's 8 kHz is an array like G.711's), waiting to be resampled."""
+
+    __slots__ = ("source", "pcm")
+
+    def __init__(self, source: int, pcm: np.ndarray) -> None:
+        self.source = source
+        self.pcm = pcm
+
+    @property
+    def ticks(self) -> int:
+        return len(self.pcm) * CLOCK // self.source
+
+
+# Audio waiting to be resampled: 8 kHz audio (an array, or a G.711 packet's (codec,
+# payload) still to decode), a gap's silence as its length in 8 kHz units, or a
+# decoder's audio at another rate (``Wide``).
+Pending = int | tuple[str, bytes] | np.ndarray | Wide
 
 
 def _assemble(pending: list[Pending]) -> np.ndarray:
@@ -206,13 +239,14 @@ class MediaLeg:
                  "flow_expect", "own_flows", "dtmf_events", "counts", "concealed", "filled", "decoded", "_cursor",
                  "_ts_off", "_last_ts", "_last_arrival", "_last_n", "_last_audio", "_codec", "_pending",
                  "pending_samples", "_lost_carry", "_restart", "_up", "_events", "closed", "_drained",
-                 "_jitter", "_jitter_total", "_jitter_counted", "_jitter_peak", "rate", "srtp")
+                 "_jitter", "_jitter_total", "_jitter_counted", "_jitter_peak", "rate", "_decoders", "_clock",
+                 "_domain", "_conv", "_fed", "_wide", "_last_wide", "srtp")
 
     def __init__(self, tag: str, *, depth: float = 0.060, rate: int = 16000) -> None:
         self.tag = tag
         self.rate = rate             # of the audio handed out (rtp2ws.codec.resample.RATES)
         self.jb = JitterBuffer(depth)
-        self.pt_map: dict[int, tuple[str, int]] = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 13: ("CN", 8000)}
+        self.pt_map: dict[int, tuple[str, int]] = dict(STATIC_MAP)
         self.encrypted = False
         self.srtp: str | None = None   # the SRTP suite its SDP keys (SDES) are for: decrypted before it
         self.dtmf = DtmfDetector()
@@ -227,7 +261,7 @@ class MediaLeg:
         self.dtmf_events: list[DtmfEvent] = []
         self.counts = {
             "packets": 0, "bytes": 0, "cn": 0, "unknown_pt": 0, "encrypted_packets": 0,
-            "rtcp": 0, "stun": 0, "zrtp": 0, "malformed": 0, "overlap_dropped": 0, "extra_flow_dropped": 0,
+            "rtcp": 0, "stun": 0, "zrtp": 0, "dtls": 0, "malformed": 0, "overlap_dropped": 0, "extra_flow_dropped": 0,
             "dtmf_not_listed": 0, "srtp_failed": 0, "srtcp_failed": 0, "srtp_replayed": 0,
         }
         self.concealed = 0       # 8 kHz samples concealed after loss
@@ -245,6 +279,18 @@ class MediaLeg:
         self._lost_carry = 0
         self._restart = False
         self._up = make_upsampler(rate)   # 8 kHz -> rate (16 kHz: Upsampler2x, as the fast path filters)
+        # Codecs decoded by a library (codec.decoders), made at their first packet: name -> decoder
+        # (None: its library is missing); the RTP clock of the last audio packet placed
+        self._decoders: dict[str, Decoder | None] = {}
+        self._clock = CLOCK
+        # take_audio's filter: from ``_domain`` (the rate of the audio it takes now) to ``rate``;
+        # ``_fed``: it has had input since it was last flushed; ``_wide``: a decoder's audio
+        # (``Wide``) is pending, or ``_domain`` is not 8 kHz (take_audio's general way)
+        self._domain = CLOCK
+        self._conv: AnyConverter = self._up
+        self._fed = False
+        self._wide = False
+        self._last_wide: np.ndarray | None = None    # the last library-decoded packet's audio
         self._events: list[LegEvent] = []
         self.closed = False
         self._drained = False
@@ -274,10 +320,10 @@ class MediaLeg:
         self.counts["malformed"] += 1
 
     def count_other(self, kind: str) -> None:
-        """A packet on the leg's addresses that is not RTP: ``rtcp``, ``stun`` or ``zrtp``
-        (ZRTP negotiates keys: the leg's audio is encrypted from then on)."""
+        """A packet on the leg's addresses that is not RTP: ``rtcp``, ``stun``, ``zrtp`` or
+        ``dtls`` (ZRTP and DTLS-SRTP negotiate keys: the leg's audio is encrypted from then on)."""
         self.counts[kind] += 1
-        if kind == "zrtp":
+        if kind == "zrtp" or kind == "dtls":
             self.encrypted = True
 
     def count_srtp(self, kind: str) -> None:
@@ -292,7 +338,7 @@ class MediaLeg:
     # -- configuration from signalling ---------------------------------------
 
     def set_payload_map(self, pt_map: dict[int, tuple[str, int]]) -> None:
-        merged = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 13: ("CN", 8000)}
+        merged = dict(STATIC_MAP)
         merged.update(pt_map)
         self.pt_map = merged
         for name, rate in merged.values():
@@ -343,7 +389,10 @@ class MediaLeg:
         """Samples at ``rate`` produced since the last call (the tail too once closed), at
         most ``MAX_TAKE`` 8 kHz samples' worth: call again while ``pending_samples``."""
         pending = self._pending
-        if pending:
+        if self._wide:
+            y = self._take_mixed()
+        elif pending:
+            self._fed = True
             first = pending[0]
             if type(first) is int and first >= CLOCK:     # a second or more of a gap's silence:
                 n = first if first <= MAX_TAKE else MAX_TAKE   # nothing to assemble, and once the
@@ -364,9 +413,81 @@ class MediaLeg:
             y = np.zeros(0, dtype=np.int16)
         if self.closed and not self._drained and not self._pending:
             self._drained = True
-            if self.decoded:
-                y = np.concatenate([y, self._up.flush()])
+            if self._fed:
+                y = np.concatenate([y, self._conv.flush()])
         return y
+
+    def _take_mixed(self) -> np.ndarray:
+        """``take_audio`` when a decoder's audio at another rate is pending, or the filter
+        takes such audio now: runs of one rate at a time, each through its filter; at a
+        change of rate the filter so far is drained (its output then has exactly its
+        input's length at ``rate``) and the next one starts afresh.  At most ``MAX_TAKE``."""
+        pending = self._pending
+        out: list[np.ndarray] = []
+        budget = MAX_TAKE
+        while pending and budget:
+            head = pending[0]
+            domain = head.source if type(head) is Wide else self._domain if type(head) is int else CLOCK
+            if domain != self._domain:
+                if self._fed:
+                    out.append(self._conv.flush())
+                else:
+                    self._conv.reset()
+                self._fed = False
+                self._domain = domain
+                self._conv = self._up if domain == CLOCK else make_converter(domain, self.rate)
+            run: list[Pending] = []
+            while pending and budget:
+                item = pending[0]
+                kind = type(item)
+                if kind is Wide:
+                    wide = cast(Wide, item)
+                    if wide.source != domain:
+                        break
+                    n = wide.ticks
+                elif kind is int:
+                    n = cast(int, item)
+                elif domain != CLOCK:
+                    break
+                else:
+                    n = len(item[1]) if kind is tuple else len(cast(np.ndarray, item))   # type: ignore[index]
+                if n > budget:           # the part that fits; the rest stays
+                    k = budget
+                    if kind is int:
+                        run.append(k)
+                        pending[0] = n - k
+                    elif kind is Wide:
+                        cut = k * wide.source // CLOCK
+                        run.append(Wide(wide.source, wide.pcm[:cut]))
+                        pending[0] = Wide(wide.source, wide.pcm[cut:])
+                    elif kind is tuple:
+                        codec, payload = cast(tuple[str, bytes], item)
+                        run.append((codec, payload[:k]))
+                        pending[0] = (codec, payload[k:])
+                    else:
+                        array = cast(np.ndarray, item)
+                        run.append(array[:k])
+                        pending[0] = array[k:]
+                    n = k
+                else:
+                    run.append(item)
+                    del pending[0]
+                budget -= n
+                self.pending_samples -= n
+            if not run:
+                continue
+            self._fed = True
+            if domain == CLOCK:
+                out.append(self._conv.process(_assemble(run)))
+            else:
+                out.append(self._conv.process(np.concatenate([
+                    item.pcm if isinstance(item, Wide) else np.zeros(cast(int, item) * domain // CLOCK, np.int16)
+                    for item in run])))
+        if not pending and self._domain == CLOCK:
+            self._wide = False       # back to the usual way
+        if not out:
+            return np.zeros(0, dtype=np.int16)
+        return out[0] if len(out) == 1 else np.concatenate(out)
 
     def _take_front(self, limit: int) -> np.ndarray:
         """The first ``limit`` 8 kHz samples of what is pending, or fewer up to a second
@@ -422,7 +543,7 @@ class MediaLeg:
         buffer and ``_place``; None otherwise."""
         jb = self.jb
         codec = self._codec
-        if (not jb.in_order or self.closed or self.encrypted or self._restart or self._lost_carry
+        if (not jb.in_order or self.closed or self.encrypted or self._restart or self._lost_carry or self._wide
                 or self.start_time is None or codec not in _DECODERS or self._last_audio is None
                 or self.pt_map.get(payload_type, ("?", 0))[0] != codec):
             return None
@@ -448,6 +569,8 @@ class MediaLeg:
         n = len(pcm)
         if n:
             self._pending.append(pcm)
+        if streamed:
+            self._fed = True
         self.decoded += n + streamed
         self.pending_samples += n
         self._cursor += n + streamed
@@ -467,6 +590,8 @@ class MediaLeg:
         if n:
             self._pending.append(pcm)
             self.pending_samples += n
+        if streamed:
+            self._fed = True
         self.decoded += n + streamed
         self._cursor += n + streamed
 
@@ -479,6 +604,7 @@ class MediaLeg:
     @resampler_state.setter
     def resampler_state(self, state: bytes) -> None:
         self._up.state = state
+        self._fed = True
 
     @property
     def samples_out(self) -> int:
@@ -514,38 +640,73 @@ class MediaLeg:
             self.counts["dtmf_not_listed"] += 1
         self._events.append(ev)
 
+    def _decoder(self, name: str) -> Decoder | None:
+        """The leg's decoder for ``name`` (a key of ``codec.decoders.SUPPORTED``), made at
+        its first use; None when its library is not installed (its packets are then
+        counted as ``unknown_pt``)."""
+        try:
+            return self._decoders[name]
+        except KeyError:
+            pass
+        try:
+            dec: Decoder | None = make_decoder(name, self.rate)
+        except CodecUnavailable:
+            dec = None
+        self._decoders[name] = dec
+        return dec
+
     def _place(self, r: Released) -> None:
         pkt = r.packet
         if r.new_stream:
             self._restart = True
-        name = self.pt_map.get(pkt.payload_type, ("?", 0))[0]
+            for old in self._decoders.values():    # a new stream: its decoders start again
+                if old is not None:
+                    old.reset()
+        name, clock = self.pt_map.get(pkt.payload_type, ("?", 0))
         decode = _DECODERS.get(name)
+        dec = None
         if decode is None:
-            self._lost_carry += r.lost_before
-            if name == "TELEPHONE-EVENT":
-                for ev in self.dtmf.feed(pkt, r.arrival):
-                    self._add_dtmf(ev)
-            elif name == "CN":
-                self.counts["cn"] += 1
-            else:
-                self.counts["unknown_pt"] += 1
-                self._note_codec(f"PT{pkt.payload_type}" if name == "?" else name, r.arrival)
-            return
+            dec = self._decoder(name) if name in SUPPORTED else None
+            if dec is None:
+                self._lost_carry += r.lost_before
+                if name == "TELEPHONE-EVENT":
+                    for ev in self.dtmf.feed(pkt, r.arrival):
+                        self._add_dtmf(ev)
+                elif name == "CN":
+                    self.counts["cn"] += 1
+                else:
+                    self.counts["unknown_pt"] += 1
+                    self._note_codec(f"PT{pkt.payload_type}" if name == "?" else name, r.arrival)
+                return
         if self.encrypted:
             self.counts["encrypted_packets"] += 1
             return
-        if name != self._codec:
-            self._note_codec(name, r.arrival)
         payload = pkt.payload
-        n = len(payload)
+        if dec is None:
+            n = len(payload)
+        elif not payload:
+            n = 0
+        else:
+            try:
+                n = dec.duration(payload)
+            except ValueError:
+                self._lost_carry += r.lost_before
+                self.counts["malformed"] += 1
+                return
+        if name != self._codec:
+            if dec is not None and self._codec is not None and name in self.codecs:
+                dec.reset()          # a new segment of a codec seen before: a new stream for its decoder
+            self._note_codec(name, r.arrival)
         if n == 0:
             return
+        clock = clock or CLOCK
         lost = r.lost_before + self._lost_carry
         self._lost_carry = 0
         if self.start_time is None:
             self.start_time = r.arrival
             pos = 0
             self._ts_off = pkt.timestamp
+            self._clock = clock
             ts = pkt.timestamp
         else:
             d = (pkt.timestamp - self._last_ts) & 0xFFFFFFFF     # seq.uint32_delta, inlined (per packet)
@@ -553,15 +714,18 @@ class MediaLeg:
                 d -= 0x100000000
             ts = self._last_ts + d
             arrival_gap = (r.arrival - self._last_arrival) * CLOCK
-            skew = abs(d - arrival_gap)      # RFC 3550's D (module docstring: Interarrival jitter)
-            if self._restart or skew > RESYNC_SECONDS * CLOCK:
+            # RFC 3550's D (module docstring: Interarrival jitter), in 8 kHz units whatever the clock
+            skew = abs((d if clock == CLOCK else d * CLOCK / clock) - arrival_gap)
+            if self._restart or clock != self._clock or skew > RESYNC_SECONDS * CLOCK:
+                # a new stream, a codec of another RTP clock, a jump: on capture time
                 gap = max(0, round(arrival_gap) - self._last_n)
                 pos = self._cursor + gap
-                self._ts_off = ts - pos
+                self._ts_off = ts - pos * clock // CLOCK
+                self._clock = clock
                 if self._restart:
                     self._jitter = 0.0       # a new stream: its J starts again
             else:
-                pos = ts - self._ts_off
+                pos = ts - self._ts_off if clock == CLOCK else (ts - self._ts_off) * CLOCK // clock
                 # the fast path does the same arithmetic (twin.py, native/fastpath.c)
                 j = self._jitter = self._jitter + (skew - self._jitter) / 16
                 if not pkt.marker:
@@ -573,6 +737,9 @@ class MediaLeg:
         self._last_ts = ts
         self._last_arrival = r.arrival
         self._last_n = n
+        if dec is not None:
+            self._place_decoded(dec, payload, n, pos, lost)
+            return
         if pos > self._cursor:
             gap = pos - self._cursor
             hidden = min(gap, lost * n) if lost else 0
@@ -601,6 +768,79 @@ class MediaLeg:
         self.decoded += len(payload)
         self.pending_samples += len(payload)
         self._cursor += len(payload)
+
+    def _place_decoded(self, dec: Decoder, payload: bytes, n: int, pos: int, lost: int) -> None:
+        """A packet of a library-decoded codec at timeline position ``pos`` (8 kHz units),
+        ``n`` long, ``lost`` packets lost just before it: the gap before it (the codec's
+        forward error correction, concealment or comfort noise where it has them), then
+        its audio, decoded now (the decoder is stateful: in timeline order)."""
+        rate = dec.rate
+        if pos > self._cursor:
+            gap = pos - self._cursor
+            hidden = min(gap, lost * n) if lost else 0
+            if hidden:
+                # concealment (at most PLC_MAX, then silence as its length), and with FEC the
+                # packet's redundancy for the audio just before it (libopus: in that order)
+                fec = min(hidden, n) if dec.has_fec else 0
+                head = min(hidden - fec, PLC_MAX)
+                if head:
+                    self._add_wide(rate, self._conceal(dec, head))
+                if hidden - fec - head:
+                    self._pending.append(hidden - fec - head)
+                if fec:
+                    recovered = dec.recover(payload, fec)
+                    self._add_wide(rate, self._conceal(dec, fec) if recovered is None else recovered)
+                self.concealed += hidden
+            rest = gap - hidden
+            if rest:
+                noise = None if lost else dec.fill(min(rest, FILL_MAX))
+                if noise is not None:
+                    self._add_wide(rate, noise)
+                    rest -= len(noise) * CLOCK // rate
+                if rest:
+                    self._pending.append(rest)
+                self.filled += gap - hidden
+            self.pending_samples += gap
+            self._cursor = pos
+        elif pos < self._cursor and self._cursor - pos >= n:
+            self.counts["overlap_dropped"] += 1
+            return
+        try:
+            pcm = dec.decode(payload)
+        except ValueError:
+            self.counts["malformed"] += 1           # its place on the timeline is concealed
+            pcm = self._conceal(dec, n)
+        want = n * rate // CLOCK
+        if len(pcm) != want:
+            pcm = np.concatenate([pcm, np.zeros(want - len(pcm), np.int16)]) if len(pcm) < want else pcm[:want]
+        self._last_wide = pcm
+        self._last_audio = None
+        if pos < self._cursor:
+            trim = self._cursor - pos
+            pcm = pcm[trim * rate // CLOCK:]
+            n -= trim
+        self._add_wide(rate, pcm)
+        self.decoded += n
+        self.pending_samples += n
+        self._cursor += n
+
+    def _add_wide(self, rate: int, pcm: np.ndarray) -> None:
+        self._pending.append(pcm if rate == CLOCK else Wide(rate, pcm))
+        if rate != CLOCK:
+            self._wide = True
+
+    def _conceal(self, dec: Decoder, ticks: int) -> np.ndarray:
+        """``ticks`` (8 kHz units, at most ``PLC_MAX`` but for a packet that did not
+        decode) of concealment at ``dec.rate``: the codec's own, else the last packet's
+        audio repeated and faded out, then silence."""
+        rate = dec.rate
+        total = ticks * rate // CLOCK
+        own = dec.conceal(ticks)
+        if own is None:
+            return conceal(self._last_wide, total, FADE_SAMPLES * rate // CLOCK)
+        if len(own) >= total:
+            return own[:total]
+        return np.concatenate([own, np.zeros(total - len(own), np.int16)])
 
     def _note_codec(self, name: str, at: float) -> None:
         if name not in self.codecs:

@@ -22,6 +22,7 @@ KIND_RTP = "rtp"
 KIND_RTCP = "rtcp"
 KIND_STUN = "stun"
 KIND_ZRTP = "zrtp"
+KIND_DTLS = "dtls"
 KIND_OTHER = "other"
 
 _HDR = struct.Struct("!BBHII")
@@ -107,9 +108,10 @@ def serialize_rtp(pkt: RtpPacket, padding: int = 0) -> bytes:
 
 
 def classify(data: bytes) -> str:
-    """Tell RTP from RTCP, STUN and ZRTP arriving on a media port.
+    """Tell RTP from RTCP, STUN, ZRTP and DTLS arriving on a media port.
 
-    RFC 7983 demultiplexes by the first byte (0-3 STUN, 128-191 RTP/RTCP);
+    RFC 7983 demultiplexes by the first byte (0-3 STUN, 20-63 DTLS: a record's
+    content type, or DTLS 1.3's unified header, 128-191 RTP/RTCP);
     RFC 5761 separates RTCP from RTP by the second byte (192-223 is RTCP's
     packet type range, which RTP payload types 64-95 would collide with and
     so are not used).  ZRTP (RFC 6189) uses version bits 0b00 with its own
@@ -130,6 +132,8 @@ def classify(data: bytes) -> str:
             return KIND_STUN
         if b0 == 0x10 and cookie == ZRTP_MAGIC_COOKIE:
             return KIND_ZRTP
+    if 20 <= b0 <= 63:
+        return KIND_DTLS
     return KIND_OTHER
 
 

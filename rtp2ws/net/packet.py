@@ -19,9 +19,32 @@ Supported link types (the values ``pcap_datalink()`` returns):
   ``DLT_LOOP`` (network byte order): BSD loopback.
 
 IPv4 (with options) and IPv6 (with extension headers) are decoded down to
-UDP or TCP.  Fragmented datagrams of either version are reassembled.  IP,
-UDP and TCP checksums are not verified: mirrored traffic often carries
-checksums that were left to the NIC.
+UDP or TCP.
+
+Tunnels are opened wherever they appear, and what is inside decoded again (the
+``Packet`` is the innermost UDP/TCP), at most ``MAX_TUNNELS`` deep (deeper:
+counted in ``tunnel_too_deep``, dropped), each counted by kind:
+
+* ``vxlan``: VXLAN (RFC 7348, UDP 4789, the I flag set): an Ethernet frame;
+  what cloud traffic mirroring (AWS, Azure vTAP) sends.
+* ``gre``: GRE (RFC 2784; checksum, key and sequence number per RFC 2890), IP
+  protocol 47 over IPv4 or IPv6, carrying IPv4 (0x0800), IPv6 (0x86DD) or an
+  Ethernet frame (0x6558, transparent Ethernet bridging: Linux gretap).
+* ``erspan``: Cisco ERSPAN inside GRE, as Wireshark reads it: protocol 0x88BE
+  without the S bit is type I (the mirrored Ethernet frame right after GRE);
+  with it, an ERSPAN header follows whose version says its size: 1 (type II,
+  8 bytes) or 2 (type III, 12 bytes, and the 8-byte platform subheader when
+  its O bit is set), which 0x22EB always carries.  Only Ethernet frames (frame
+  type 0) are mirrored copies of packets.
+* ``ipip``: IP in IP: IPv4 (protocol 4) or IPv6 (41) inside IPv4 or IPv6.
+
+What a tunnel carries that is not decoded (GRE version 1 (PPTP), source routes,
+other protocol types, other ERSPAN versions or frame types) is counted in
+``tunnel_other``; a truncated tunnel header is ``MalformedPacket``.
+
+Fragmented datagrams of either version are reassembled.  IP, UDP, TCP and GRE
+checksums are not verified: mirrored traffic often carries checksums that were
+left to the NIC.
 
 Fragment buffers are bounded as a whole, not per datagram, because a mirror
 port delivers whatever anyone sends: at most ``max_frag_buffers`` incomplete
@@ -70,8 +93,12 @@ __all__ = [
     "LinkType",
     "link_layer",
     "link_reader",
+    "IPPROTO_GRE",
+    "IPPROTO_IPIP",
+    "IPPROTO_IPV6",
     "IPPROTO_TCP",
     "IPPROTO_UDP",
+    "MAX_TUNNELS",
     "TCP_FIN",
     "TCP_SYN",
     "TCP_RST",
@@ -103,6 +130,19 @@ VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100))
 
 VXLAN_PORT = 4789
 VXLAN_HEADER_LENGTH = 8
+MAX_TUNNELS = 4           # tunnels opened in one frame, nested (a mirror of a tunnel is two)
+ETHERTYPE_TEB = 0x6558    # transparent Ethernet bridging (GRE: gretap)
+ETHERTYPE_ERSPAN = 0x88BE  # ERSPAN types I and II
+ETHERTYPE_ERSPAN3 = 0x22EB  # ERSPAN type III
+GRE_HEADER_LENGTH = 4
+GRE_CSUM = 0x8000         # checksum present (with 2 reserved bytes)
+GRE_ROUTING = 0x4000      # RFC 1701 source routing (obsolete): not decoded
+GRE_KEY = 0x2000          # RFC 2890 key present
+GRE_SEQ = 0x1000          # RFC 2890 sequence number present (ERSPAN: a header follows)
+GRE_VERSION = 0x0007
+ERSPAN2_HEADER_LENGTH = 8
+ERSPAN3_HEADER_LENGTH = 12
+ERSPAN3_SUBHEADER_LENGTH = 8
 ETH_HEADER_LENGTH = 14
 VLAN_TAG_LENGTH = 4
 SLL_HEADER_LENGTH = 16
@@ -166,10 +206,13 @@ LINKTYPE_NAMES: dict[int, str] = {linktype: t.name for linktype, t in LINK_TYPES
 # -- IP / transport ---------------------------------------------------------
 
 IPPROTO_HOPOPTS = 0
+IPPROTO_IPIP = 4
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
+IPPROTO_IPV6 = 41
 IPPROTO_ROUTING = 43
 IPPROTO_FRAGMENT = 44
+IPPROTO_GRE = 47
 IPPROTO_AH = 51
 IPPROTO_DSTOPTS = 60
 IPPROTO_MOBILITY = 135
@@ -192,9 +235,11 @@ TCP_RST = 0x04
 TCP_PSH = 0x08
 TCP_ACK = 0x10
 
+_TUNNEL_PROTOS = frozenset((IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_GRE))
 _IPV6_EXT_8 = frozenset((IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS, IPPROTO_MOBILITY))
 
 _H = struct.Struct("!H")
+_HH = struct.Struct("!HH")
 _I_LE = struct.Struct("<I")
 _I_BE = struct.Struct("!I")
 _IPV4 = struct.Struct("!BxHHHxB")  # ver/ihl, total length, id, flags/offset, protocol
@@ -364,11 +409,17 @@ class PacketDecoder:
         self._frag_deadline = float("inf")
         self._frag_pieces = 0  # fragments held, over all buffers
         self._frag_bytes = 0  # payload bytes held, over all buffers
+        self._tunnels = 0  # tunnels opened in the frame being decoded
         self.stats: dict[str, int] = {
             "packets": 0,
             "malformed": 0,
             "non_ip": 0,
             "vxlan": 0,
+            "gre": 0,
+            "erspan": 0,
+            "ipip": 0,
+            "tunnel_other": 0,
+            "tunnel_too_deep": 0,
             "other_proto": 0,
             "ip_len_zero": 0,
             "fragments": 0,
@@ -407,12 +458,10 @@ class PacketDecoder:
         self.stats["packets"] += 1
         if now >= self._frag_deadline:
             self.expire(now)
+        self._tunnels = 0
         try:
             off, version = self._link(data)
-            pkt = self._ip(data, off, version, now)
-            if pkt is not None and pkt.dport == VXLAN_PORT and pkt.proto == IPPROTO_UDP:
-                pkt = self._vxlan(pkt, now)
-            return pkt
+            return self._ip(data, off, version, now)
         except MalformedPacket:
             self.stats["malformed"] += 1
             raise
@@ -430,16 +479,93 @@ class PacketDecoder:
         self.stats["non_ip"] += 1
         return None
 
+    def _tunnel(self, kind: str) -> bool:
+        """One more tunnel opened in this frame (counted as ``kind``); False past ``MAX_TUNNELS``."""
+        if self._tunnels >= MAX_TUNNELS:
+            self.stats["tunnel_too_deep"] += 1
+            return False
+        self._tunnels += 1
+        self.stats[kind] += 1
+        return True
+
     def _vxlan(self, outer: Packet, now: float) -> Packet | None:
         """Cloud traffic mirroring (e.g. AWS VPC Traffic Mirroring) delivers copies in
-        VXLAN (RFC 7348, UDP 4789): decode the inner Ethernet frame, one level deep."""
+        VXLAN (RFC 7348, UDP 4789): decode the inner Ethernet frame."""
         payload = outer.payload
         if len(payload) < VXLAN_HEADER_LENGTH or not payload[0] & 0x08:
             return outer
-        self.stats["vxlan"] += 1
-        inner = payload[VXLAN_HEADER_LENGTH:]
-        off, version = _LINK_ETHERNET(inner)
-        return self._ip(inner, off, version, now)
+        if not self._tunnel("vxlan"):
+            return None
+        return self._ethernet(payload[VXLAN_HEADER_LENGTH:], now)
+
+    def _ethernet(self, frame: bytes, now: float) -> Packet | None:
+        off, version = _LINK_ETHERNET(frame)
+        return self._ip(frame, off, version, now)
+
+    def _ipip(self, data: bytes, off: int, end: int, version: int, now: float) -> Packet | None:
+        """IPv4 (protocol 4) or IPv6 (41) inside IP, at ``off``."""
+        if not self._tunnel("ipip"):
+            return None
+        inner = data[off:end]
+        return self._ipv4(inner, 0, now) if version == 4 else self._ipv6(inner, 0, now)
+
+    def _gre(self, data: bytes, off: int, end: int, now: float) -> Packet | None:
+        """GRE (RFC 2784, RFC 2890) at ``off``: IPv4, IPv6, Ethernet or ERSPAN inside."""
+        if end - off < GRE_HEADER_LENGTH:
+            raise MalformedPacket("GRE header truncated")
+        flags, ptype = _HH.unpack_from(data, off)
+        if flags & (GRE_VERSION | GRE_ROUTING):
+            self.stats["tunnel_other"] += 1
+            return None
+        off += GRE_HEADER_LENGTH
+        if flags & GRE_CSUM:
+            off += 4
+        if flags & GRE_KEY:
+            off += 4
+        if flags & GRE_SEQ:
+            off += 4
+        if off > end:
+            raise MalformedPacket("GRE header truncated")
+        if ptype == ETHERTYPE_ERSPAN or ptype == ETHERTYPE_ERSPAN3:
+            return self._erspan(data, off, end, ptype == ETHERTYPE_ERSPAN3 or bool(flags & GRE_SEQ), now)
+        version = ethertype_version(ptype)
+        if version:
+            if not self._tunnel("gre"):
+                return None
+            return self._ip(data[off:end], 0, version, now)
+        if ptype == ETHERTYPE_TEB:
+            if not self._tunnel("gre"):
+                return None
+            return self._ethernet(data[off:end], now)
+        self.stats["tunnel_other"] += 1
+        return None
+
+    def _erspan(self, data: bytes, off: int, end: int, header: bool, now: float) -> Packet | None:
+        """ERSPAN at ``off`` (after GRE): type I has no ``header``; II and III say theirs."""
+        if header:
+            if end - off < ERSPAN2_HEADER_LENGTH:
+                raise MalformedPacket("ERSPAN header truncated")
+            version = data[off] >> 4
+            if version == 1:                # type II
+                off += ERSPAN2_HEADER_LENGTH
+            elif version == 2:              # type III
+                if end - off < ERSPAN3_HEADER_LENGTH:
+                    raise MalformedPacket("ERSPAN header truncated")
+                (word,) = _H.unpack_from(data, off + 10)
+                off += ERSPAN3_HEADER_LENGTH
+                if word & 0x0001:           # O: the platform-specific subheader follows
+                    off += ERSPAN3_SUBHEADER_LENGTH
+                    if off > end:
+                        raise MalformedPacket("ERSPAN platform subheader truncated")
+                if (word >> 10) & 0x1F:     # frame type: 0 is Ethernet
+                    self.stats["tunnel_other"] += 1
+                    return None
+            else:
+                self.stats["tunnel_other"] += 1
+                return None
+        if not self._tunnel("erspan"):
+            return None
+        return self._ethernet(data[off:end], now)
 
     def expire(self, now: float) -> None:
         """Drop fragment buffers older than ``frag_timeout`` (``decode`` calls this)."""
@@ -515,8 +641,8 @@ class PacketDecoder:
             if done is None:
                 return None
             payload = done[1]
-            return self._transport(proto, src, dst, payload, 0, len(payload))
-        return self._transport(proto, src, dst, data, off + hlen, end)
+            return self._transport(proto, src, dst, payload, 0, len(payload), now)
+        return self._transport(proto, src, dst, data, off + hlen, end, now)
 
     # -- IPv6 ----------------------------------------------------------------
 
@@ -553,8 +679,8 @@ class PacketDecoder:
     ) -> Packet | None:
         """Walk the extension headers from ``off`` to UDP or TCP."""
         while True:
-            if nh == IPPROTO_UDP or nh == IPPROTO_TCP:
-                return self._transport(nh, src, dst, data, off, end)
+            if nh == IPPROTO_UDP or nh == IPPROTO_TCP or nh in _TUNNEL_PROTOS:
+                return self._transport(nh, src, dst, data, off, end, now)
             if nh in _IPV6_EXT_8 or nh == IPPROTO_AH:
                 if end - off < 8:
                     raise MalformedPacket("IPv6 extension header truncated")
@@ -597,7 +723,8 @@ class PacketDecoder:
 
     # -- transport ------------------------------------------------------------
 
-    def _transport(self, proto: int, src: bytes, dst: bytes, data: bytes, off: int, end: int) -> Packet | None:
+    def _transport(self, proto: int, src: bytes, dst: bytes, data: bytes, off: int, end: int,
+                   now: float) -> Packet | None:
         avail = end - off
         if proto == IPPROTO_UDP:
             if avail < UDP_HEADER_LENGTH:
@@ -607,7 +734,10 @@ class PacketDecoder:
                 raise MalformedPacket(f"UDP length {ulen} is less than 8")
             if ulen > avail:
                 raise MalformedPacket(f"UDP length {ulen} exceeds {avail} bytes of IP payload")
-            return Packet(IPPROTO_UDP, src, sport, dst, dport, data[off + 8 : off + ulen], 0, 0)
+            pkt = Packet(IPPROTO_UDP, src, sport, dst, dport, data[off + 8 : off + ulen], 0, 0)
+            if dport == VXLAN_PORT:
+                return self._vxlan(pkt, now)
+            return pkt
         if proto == IPPROTO_TCP:
             if avail < TCP_HEADER_LENGTH:
                 raise MalformedPacket("TCP header truncated")
@@ -618,6 +748,12 @@ class PacketDecoder:
             if hlen > avail:
                 raise MalformedPacket("TCP options truncated")
             return Packet(IPPROTO_TCP, src, sport, dst, dport, data[off + hlen : end], seq, flags)
+        if proto == IPPROTO_GRE:
+            return self._gre(data, off, end, now)
+        if proto == IPPROTO_IPIP:
+            return self._ipip(data, off, end, 4, now)
+        if proto == IPPROTO_IPV6:
+            return self._ipip(data, off, end, 6, now)
         self.stats["other_proto"] += 1
         return None
 

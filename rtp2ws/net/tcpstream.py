@@ -53,6 +53,14 @@ Memory and work are bounded, whatever arrives:
   expiry starts mid-stream again at its next segment, which usually begins
   a message.
 
+SIP over WebSocket (RFC 7118, ``ws://``: plain TCP) is read on any flow: where a start
+line would be, an HTTP request or status line begins a header block (at most
+``wsstream.MAX_HTTP_HEAD`` bytes); when it is the client's upgrade to WebSocket with the
+``sip`` subprotocol, or the server's ``101`` that picked it, the rest of that direction
+is WebSocket frames, each whole text or binary message one SIP message
+(``rtp2ws.net.wsstream``; its counters are this reassembler's).  Skipping a hole
+restarts the frame reader at the next data.
+
 Held runs sit in a heap by stream offset, so a segment costs O(log n)
 however many are held, and framing resumes where it stopped: each byte is
 scanned a bounded number of times, whatever the segmentation.
@@ -66,6 +74,7 @@ from heapq import heapify, heappop, heappush
 from typing import NamedTuple
 
 from .packet import TCP_FIN, TCP_RST, TCP_SYN, Packet
+from .wsstream import HTTP_LINE, MAX_HTTP_HEAD, WsSipReader, upgrade
 
 __all__ = ["SipTcpReassembler", "FlowKey"]
 
@@ -102,7 +111,9 @@ _END_OF_HEADERS = b"\r\n\r\n"
 #   _LINE_SP   the start line has begun "token SP", no LF  bytes looked at for the LF
 #   _HEAD      the start line is valid; headers not ended   where to look for CRLFCRLF next
 #   _BODY      the headers are whole                        the message's length
-_START, _LINE, _LINE_SP, _HEAD, _BODY = range(5)
+#   _HTTP      an HTTP request or status line: its header   where to look for CRLFCRLF next
+#              block is not whole yet
+_START, _LINE, _LINE_SP, _HEAD, _BODY, _HTTP = range(6)
 
 
 class FlowKey(NamedTuple):
@@ -126,7 +137,7 @@ def _length(digits: bytes) -> int | None:
 
 class _Flow:
     __slots__ = ("next_seq", "delivered", "isn", "heap", "runs", "ends", "pending_bytes", "buf", "fin_seq",
-                 "last_seen", "in_sync", "phase", "scan", "hole_since", "hole_serial", "key")
+                 "last_seen", "in_sync", "phase", "scan", "hole_since", "hole_serial", "key", "ws")
 
     def __init__(self, next_seq: int, isn: int | None, now: float) -> None:
         self.next_seq = next_seq  # sequence number of the next byte to deliver
@@ -146,6 +157,12 @@ class _Flow:
         self.hole_since: float | None = None  # capture time data began to wait behind the hole
         self.hole_serial = 0  # which entry of the reassembler's hole heap is this flow's
         self.key: FlowKey | None = None  # set by feed
+        self.ws: WsSipReader | None = None  # after a SIP WebSocket handshake: its frames
+
+    @property
+    def held(self) -> int:
+        """Bytes held: unframed, out of order, in the WebSocket reader."""
+        return len(self.buf) + self.pending_bytes + (self.ws.held if self.ws is not None else 0)
 
 
 class SipTcpReassembler:
@@ -207,6 +224,11 @@ class SipTcpReassembler:
             "discarded_bytes": 0,
             "bad_content_length": 0,
             "holes_timed_out": 0,
+            "ws_upgrades": 0,
+            "ws_messages": 0,
+            "ws_control": 0,
+            "ws_errors": 0,
+            "http_other": 0,
         }
 
     def __repr__(self) -> str:
@@ -253,7 +275,7 @@ class SipTcpReassembler:
         flows[key] = flow
         flow.key = key
         flow.last_seen = now
-        held = len(flow.buf) + flow.pending_bytes
+        held = flow.held
         if flags & TCP_FIN:
             flow.fin_seq = (seq + len(data)) % SEQ_MOD
         if data:
@@ -275,7 +297,7 @@ class SipTcpReassembler:
             stats["discarded_bytes"] += len(flow.buf)
             flow.buf.clear()
             flow.phase, flow.scan = _START, 0
-        self.held_bytes += len(flow.buf) + flow.pending_bytes - held
+        self.held_bytes += flow.held - held
         if flow.fin_seq is not None and flow.next_seq == flow.fin_seq:
             del flows[key]
             self._discard(flow)
@@ -320,11 +342,11 @@ class SipTcpReassembler:
             if due is None or due > now:
                 break
             _, _, key, flow = heappop(holes)
-            held = len(flow.buf) + flow.pending_bytes
+            held = flow.held
             self.stats["holes_timed_out"] += 1
             self._skip_hole(flow, timed_out=True)
             messages += self._frame(flow)
-            self.held_bytes += len(flow.buf) + flow.pending_bytes - held
+            self.held_bytes += flow.held - held
         flows = self._flows
         timeout = self.idle_timeout
         while flows:
@@ -358,7 +380,9 @@ class SipTcpReassembler:
             self.stats["flows_evicted_bytes"] += 1
 
     def _discard(self, flow: _Flow) -> None:
-        dropped = len(flow.buf) + flow.pending_bytes
+        dropped = flow.held
+        if flow.ws is not None:
+            flow.ws.restart()
         if dropped:
             self.held_bytes -= dropped
             self.stats["discarded_bytes"] += dropped
@@ -476,6 +500,9 @@ class SipTcpReassembler:
         self.stats["discarded_bytes"] += len(flow.buf)
         flow.buf.clear()
         flow.phase, flow.scan = _START, 0
+        if flow.ws is not None:
+            self.stats["discarded_bytes"] += flow.ws.held
+            flow.ws.restart()
         start = flow.heap[0]
         flow.next_seq = (flow.next_seq + start - flow.delivered) % SEQ_MOD
         flow.delivered = start
@@ -489,6 +516,12 @@ class SipTcpReassembler:
         if not size:
             return []
         stats = self.stats
+        if flow.ws is not None:
+            data = bytes(buf)
+            buf.clear()
+            messages = flow.ws.feed(data, stats)
+            stats["messages"] += len(messages)
+            return messages
         out: list[bytes] = []
         pos = 0  # start of the message being framed
         phase, scan = flow.phase, flow.scan
@@ -508,6 +541,28 @@ class SipTcpReassembler:
                 pos = end
                 phase, scan = _START, 0
                 continue
+            if phase == _HTTP:
+                hdr_end = buf.find(_END_OF_HEADERS, pos + scan)
+                if hdr_end < 0:
+                    if size - pos > MAX_HTTP_HEAD:
+                        pos = self._resync(flow, pos, size)
+                        phase, scan = _START, 0
+                        continue
+                    scan = max(size - pos - 3, scan)
+                    break
+                ws, client = upgrade(bytes(buf[pos:hdr_end]))
+                pos = hdr_end + 4
+                phase, scan = _START, 0
+                if not ws:
+                    stats["http_other"] += 1
+                    continue
+                stats["ws_upgrades"] += 1
+                flow.ws = WsSipReader(client, self.max_buffer)
+                out += flow.ws.feed(bytes(buf[pos:size]), stats)
+                stats["messages"] += len(out)
+                buf.clear()
+                flow.phase, flow.scan = _START, 0
+                return out
             if phase != _HEAD:  # _LINE or _LINE_SP
                 eol = buf.find(b"\n", pos + scan)
                 if eol < 0:
@@ -529,6 +584,9 @@ class SipTcpReassembler:
                     scan = size - pos
                     break
                 if not _START_LINE.match(buf, pos, eol):
+                    if HTTP_LINE.match(buf, pos, eol):
+                        phase, scan = _HTTP, max(eol - 1 - pos, 0)
+                        continue
                     pos = self._resync(flow, pos, size)
                     phase, scan = _START, 0
                     continue

@@ -21,7 +21,7 @@ from ..fastpath.driver import FastDriver, Taken
 from ..fastpath.twin import IDLE, PAUSE, TICK, default_class, for_reader
 from ..media.keylog import KeyLog
 from ..media.leg import EXTRA_LEGS, MediaLeg, extra_tag
-from ..media.rtp import KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP, classify, parse_rtp, serialize_rtp
+from ..media.rtp import KIND_DTLS, KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP, classify, parse_rtp, serialize_rtp
 from ..media.srtp import REPLAYED, SrtpStream, leg_keys, sdes_declined
 from ..net.packet import MalformedPacket, PacketDecoder
 from ..net.tcpstream import SipTcpReassembler
@@ -468,6 +468,9 @@ class Pipeline:
         elif kind == KIND_ZRTP:
             st["zrtp"] += 1
             leg.count_other("zrtp")      # and the leg's audio is encrypted from here on
+        elif kind == KIND_DTLS:
+            st["dtls"] += 1
+            leg.count_other("dtls")      # DTLS-SRTP: the same
         else:
             st["unmatched_udp"] += 1
 
@@ -486,7 +489,7 @@ class Pipeline:
         else:
             kind = classify(payload)
         if kind != KIND_RTP:
-            if kind not in (KIND_RTCP, KIND_STUN, KIND_ZRTP):
+            if kind not in (KIND_RTCP, KIND_STUN, KIND_ZRTP, KIND_DTLS):
                 self.stats["unmatched_udp"] += 1      # as the owner counts it: every worker alike
             return
         try:
@@ -897,7 +900,10 @@ class Pipeline:
     def _deliver(self) -> None:
         least = self.config.deliver_ms * 8
         dirty, self._dirty = self._dirty, set()
-        for key in dirty:
+        # in the order of their keys, not the set's: that order follows the string hashes
+        # (another in every process) and the order the keys came in (another with the fast
+        # path), and a stereo or mixed stream gets its two legs' events in this order
+        for key in sorted(dirty) if len(dirty) > 1 else dirty:
             leg = self.legs.get(key)
             if leg is not None and leg.pending_samples >= least:
                 if self._emit(self.calls[key[0]], leg, TICK_PIECES):

@@ -41,6 +41,7 @@ PIPELINE_STATS: dict[str, str] = {
     "rtcp": SUM,                  # ... RTCP, STUN, ZRTP on a call's addresses
     "stun": SUM,
     "zrtp": SUM,
+    "dtls": SUM,                  # DTLS (RFC 7983: first byte 20-63) on a call's addresses
     "srtp": SUM,                  # SRTP/SRTCP packets decrypted (SDES keys) before their leg
     "srtp_failed": SUM,           # ... dropped: no key authenticated them
     "srtcp_failed": SUM,

@@ -50,6 +50,7 @@ from . import heap, logs
 from .metrics import LegJitter, LegLoss
 
 if TYPE_CHECKING:
+    from ..broker.publisher import NatsConfig
     from ..ws.sender import SenderConfig
     from .workerlink import Reporter
 
@@ -96,6 +97,7 @@ class LiveOptions:
     log_format: str = "text"                    # or json (rtp2ws.run.logs)
     count: int | None = None                    # stop after this many packets captured (-c)
     report: Reporter | None = None              # a worker (run.workers): report to the supervisor instead
+    nats: NatsConfig | None = None              # publish every stream to NATS JetStream too (--nats-url)
 
 
 # --------------------------------------------------------------------------- decoder thread
@@ -414,6 +416,8 @@ def run_live(opts: LiveOptions) -> int:
         signal.signal(sig, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: hup.set())
     metrics = None
+    publisher = None
+    published: dict | None = None
     try:
         try:
             PacketDecoder(cap.linktype)
@@ -471,6 +475,20 @@ def run_live(opts: LiveOptions) -> int:
 
                 wav_sink = Tee(wav, ManifestReport(wav.manifest, report))
 
+        if opts.nats is not None:
+            from ..broker.publisher import NatsBridge, NatsError, NatsPublisher
+            from ..pipeline.sink import Tee
+            from ..sinks.streams import StreamSink
+
+            publisher = NatsPublisher(opts.nats)
+            try:
+                publisher.start()
+            except NatsError as e:
+                return fail(str(e))
+            nats = NatsBridge(StreamSink(frame_ms=opts.frame_ms, sip_headers=opts.sip_headers,
+                                         hold_s=config.jitter_depth + 1.0, audio=opts.audio), publisher)
+            wav_sink = Tee(nats, wav_sink) if wav_sink is not None else nats
+
         def reopen_log():
             if hup_handler is not None:
                 try:
@@ -497,8 +515,15 @@ def run_live(opts: LiveOptions) -> int:
         cap.stop()
         if metrics is not None:
             metrics.close()
+        if publisher is not None:
+            published = publisher.close()
     if sent is not None:
         summary["streams"] = sent
+    if published is not None:
+        from ..broker.publisher import summary as nats_summary
+
+        summary["nats"] = published
+        log.info("NATS: %s", nats_summary(published))
     if report is not None:          # the supervisor prints, writes calls.json and decides
         rc, _ = conclude(co.interface, summary, sent)
         report.send("summary", summary=summary, sent=sent, rc=rc)
@@ -527,12 +552,16 @@ def conclude(interface: str, summary: dict, sent: dict | None) -> tuple[int, lis
     stream was not delivered."""
     if summary.get("capture_error"):
         return 1, [f"{interface}: capture failed: {summary['capture_error']}"]
-    if sent is not None:
-        from ..ws.bridge import delivery_error
+    from ..ws.bridge import delivery_error
 
+    if sent is not None:
         undelivered = delivery_error(sent)
         if undelivered:
             return 1, [undelivered]
+    if summary.get("nats") is not None:
+        undelivered = delivery_error(summary["nats"])
+        if undelivered:
+            return 1, [f"NATS: {undelivered}"]
     return 0, []
 
 

@@ -12,8 +12,10 @@ from rtp2ws.codec.resample import (
     PHASES,
     TAPS,
     Passthrough,
+    ThreeHalves,
     Upsampler,
     Upsampler2x,
+    make_converter,
     make_upsampler,
     upsample,
     upsample_2x,
@@ -208,3 +210,34 @@ def test_rates_and_errors():
         Upsampler(3).process(np.zeros(4))
     with pytest.raises(ValueError, match="at most 39 int16 samples"):
         Upsampler(6).state = bytes(80)
+
+
+def test_16khz_audio_of_g722_to_24_and_48khz(backend):
+    """make_converter(16000, rate): 48 kHz through the 3x filter; 24 kHz every other
+    sample of it, whatever the chunking (silence included), 3/2 as many samples."""
+    x = np.random.default_rng(5).integers(-20000, 20000, 3200).astype(np.int16)
+    x[1000:1500] = 0
+    full = Upsampler(3, backend)
+    at48 = np.concatenate([full.process(x), full.flush()])
+    c48 = make_converter(16000, 48000, backend)
+    assert isinstance(c48, Upsampler) and c48.factor == 3
+    np.testing.assert_array_equal(np.concatenate([c48.process(x[:777]), c48.process(x[777:]), c48.flush()]), at48)
+    c24 = make_converter(16000, 24000, backend)
+    assert isinstance(c24, ThreeHalves)
+    pieces = [c24.process(x[:333]), c24.process(x[333:1000]), c24.silence(500), c24.process(x[1500:1501]),
+              c24.process(x[1501:]), c24.flush()]
+    out = np.concatenate(pieces)
+    assert len(out) == 3 * len(x) // 2
+    np.testing.assert_array_equal(out, at48[::2])
+    # after the flush it starts again
+    np.testing.assert_array_equal(np.concatenate([c24.process(x), c24.flush()]), at48[::2])
+
+
+def test_converters_from_each_source():
+    assert isinstance(make_converter(16000, 16000), Passthrough)
+    assert isinstance(make_converter(24000, 24000), Passthrough)
+    assert isinstance(make_converter(8000, 16000), Upsampler2x)
+    assert make_converter(8000, 48000).factor == 6
+    for source, rate in ((16000, 8000), (48000, 16000), (12000, 24000)):
+        with pytest.raises(ValueError, match="no filter from"):
+            make_converter(source, rate)

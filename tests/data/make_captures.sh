@@ -7,10 +7,13 @@
 #   demo_speech_callee_8k.wav     8 kHz source audio of the callee sentence
 #   relay_call.pcap               a call through a SIP proxy + transcoding media relay:
 #                                 each direction is two concurrent RTP flows (mode C)
+#   sipp_g722_reinvite.pcap       a PCMU call that re-INVITEs to G.722: SIPp plays a PCMU pcap,
+#                                 re-INVITEs, plays a G.722 pcap made by spandsp's encoder
+#                                 (tools/make_g722_rtp.py, run with the project's .venv python)
 #
-# Usage: make_captures.sh [all|sipp|demo|relay]   (default all)
+# Usage: make_captures.sh [all|sipp|demo|relay|g722]   (default all)
 #
-# Needs root and the Debian packages sip-tester tcpdump espeak-ng sox
+# Needs root and the Debian packages sip-tester tcpdump espeak-ng sox libspandsp-dev
 # (tshark optional, for the summary).  Traffic stays on the loopback interface.
 # Call-IDs and packet timestamps differ on every run; the audio is
 # deterministic for a given espeak-ng/sox version.
@@ -28,7 +31,7 @@ GAP=0.8    # callee answers 0.8 s after the caller stops
 TAIL=0.6   # both legs keep sending silence this long after the callee stops
 
 ONLY=${1:-all}
-case $ONLY in all|sipp|demo|relay) ;; *) echo "usage: $0 [all|sipp|demo|relay]" >&2; exit 2;; esac
+case $ONLY in all|sipp|demo|relay|g722) ;; *) echo "usage: $0 [all|sipp|demo|relay|g722]" >&2; exit 2;; esac
 want() { [[ $ONLY == all || $ONLY == "$1" ]]; }
 
 TMP=$(mktemp -d /tmp/make_captures.XXXXXX)
@@ -85,15 +88,30 @@ python3 "$TOOLS/make_speech_rtp.py" "One moment please." "$TMP/relay_callee.pcap
     --uas-scenario "$TOOLS/uas_play_pcmu.xml" --uas-audio-pcap "$TMP/relay_callee.pcap"
 fi
 
+# ---------------------------------------------------------------- G.722 re-INVITE
+if want g722; then
+echo "== sipp_g722_reinvite.pcap (PCMU, re-INVITE, G.722: one SSRC, sequence and timestamps going on)"
+VENV_PY=${VENV_PY:-$HERE/../../.venv/bin/python}
+python3 "$TOOLS/make_speech_rtp.py" "Hello, this call starts in mu law." "$TMP/g722_part1.pcap" --law ulaw \
+    --ssrc 0x5EED0722 --seq 2000 --ts 80000
+"$VENV_PY" "$TOOLS/make_g722_rtp.py" "And now the same call speaks G seven twenty two, in wide band." \
+    "$TMP/g722_part2.pcap" --ssrc 0x5EED0722 --seq 2121 --ts 99360
+"$TOOLS/record_sipp_call.sh" "$HERE/sipp_g722_reinvite.pcap" \
+    --scenario "$TOOLS/uac_reinvite_g722.xml" --audio-pcap "$TMP/g722_part1.pcap" \
+    --audio-pcap2 "$TMP/g722_part2.pcap" --uas-scenario "$TOOLS/uas_reinvite_g722.xml" \
+    --uac-sip-port 15160 --uas-sip-port 15162 --uac-rtp-port 16300 --uas-rtp-port 16400
+fi
+
 # ---------------------------------------------------------------- summary
 echo "== summary"
-ls -l "$HERE"/sipp_uac_pcap.pcap "$HERE"/demo_speech.pcap "$HERE"/demo_speech_*_8k.wav "$HERE"/relay_call.pcap
+ls -l "$HERE"/sipp_uac_pcap.pcap "$HERE"/demo_speech.pcap "$HERE"/demo_speech_*_8k.wav "$HERE"/relay_call.pcap \
+    "$HERE"/sipp_g722_reinvite.pcap
 want sipp && python3 "$TOOLS/pcap_summary.py" "$HERE/sipp_uac_pcap.pcap"
 want demo && python3 "$TOOLS/pcap_summary.py" "$HERE/demo_speech.pcap" \
     --ref "$HERE/demo_speech_caller_8k.wav" --ref "$HERE/demo_speech_callee_8k.wav"
 want relay && python3 "$TOOLS/pcap_summary.py" "$HERE/relay_call.pcap"
 if command -v tshark >/dev/null; then
-    for f in "$HERE/sipp_uac_pcap.pcap" "$HERE/demo_speech.pcap" "$HERE/relay_call.pcap"; do
+    for f in "$HERE/sipp_uac_pcap.pcap" "$HERE/demo_speech.pcap" "$HERE/relay_call.pcap" "$HERE/sipp_g722_reinvite.pcap"; do
         echo "-- tshark $f"
         tshark -r "$f" -q -z sip,stat -z rtp,streams 2>/dev/null
     done

@@ -3,6 +3,7 @@ import struct
 import pytest
 
 from rtp2ws.media.rtp import (
+    KIND_DTLS,
     KIND_OTHER,
     KIND_RTCP,
     KIND_RTP,
@@ -60,6 +61,12 @@ def test_classify():
     assert classify(stun) == KIND_STUN
     zrtp = b"\x10\x00\x00\x01" + struct.pack("!I", 0x5A525450) + b"\x00" * 20
     assert classify(zrtp) == KIND_ZRTP
+    # DTLS (RFC 7983: first byte 20-63): a DTLS 1.2 handshake record (ClientHello), change
+    # cipher spec, application data, alert, and DTLS 1.3's unified header (0b001xxxxx)
+    for head in ("16fefd", "14fefd", "17fefd", "15feff", "2f"):
+        assert classify(bytes.fromhex(head) + bytes(13)) == KIND_DTLS, head
+    assert classify(bytes.fromhex("13fefd") + bytes(13)) == KIND_OTHER    # 19: below DTLS's range
+    assert classify(bytes.fromhex("40fefd") + bytes(13)) == KIND_OTHER    # 64: above it
     assert classify(b"hello world, this is not media") == KIND_OTHER
     assert classify(b"\x80") == KIND_OTHER
 

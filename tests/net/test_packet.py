@@ -1,6 +1,8 @@
 import random
+import shutil
 import socket
 import struct
+import subprocess
 
 import pytest
 
@@ -24,7 +26,26 @@ from rtp2ws.net.packet import (
     UnsupportedLinkType,
 )
 
-from netgen import ALL_LINKTYPES, FAMILIES, LINK_FAMILY, V4, V6, fragment, ip_packet, link, packed, tcp, udp
+import netgen
+from netgen import (
+    ALL_LINKTYPES,
+    FAMILIES,
+    LINK_FAMILY,
+    TUNNELS,
+    V4,
+    V6,
+    erspan,
+    ethernet,
+    fragment,
+    gre,
+    ip_packet,
+    ipip,
+    link,
+    packed,
+    tcp,
+    tunnel,
+    udp,
+)
 
 RTP = bytes.fromhex("80000001000000a0deadbeef") + b"\xd5" * 160
 
@@ -425,6 +446,9 @@ def _valid_samples():
     out.append((DLT_RAW, _v4(17, struct.pack("!HHHH", 1, 2, 9, 0) + b"o", options=b"\x94\x04\0\0")))
     for f in fragment(udp(V4[0], 1, V4[1], 2, BIG[:300]), 100) + fragment(udp(V6[0], 1, V6[1], 2, BIG[:300]), 120):
         out.append((DLT_RAW, f))
+    for kind in TUNNELS:
+        out.append((DLT_EN10MB, link(DLT_EN10MB, tunnel(kind, udp(V4[0], 1, V4[1], 2, b"fuzz" * 5)))))
+        out.append((DLT_RAW, tunnel(kind, tcp(V6[0], 1, V6[1], 2, b"fuzz", seq=3))))
     return out
 
 
@@ -481,6 +505,120 @@ def test_vxlan_decapsulated():
     # not VXLAN (I flag clear): left as the outer UDP datagram
     p = d.decode(link(DLT_EN10MB, udp("172.31.0.5", 55000, "172.31.0.9", 4789, b"\x00" * 30)), 1.0)
     assert p.dport == 4789
+
+
+# -- tunnels: GRE, ERSPAN, IP in IP ----------------------------------------------------
+
+
+TUNNEL_STAT = {"gre": "gre", "gre-key-seq-csum": "gre", "gretap": "gre", "gre6": "gre", "erspan1": "erspan",
+               "erspan2": "erspan", "erspan3": "erspan", "erspan3-sub": "erspan", "ip6erspan2": "erspan",
+               "ipip": "ipip", "ipip6": "ipip", "gre-in-gre": "gre"}
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+@pytest.mark.parametrize("kind", TUNNELS)
+@pytest.mark.parametrize("linktype", [DLT_EN10MB, DLT_LINUX_SLL2, DLT_RAW])
+def test_tunnels_decapsulated(kind, fam, linktype):
+    src, dst = FAMILIES[fam]
+    d = PacketDecoder(linktype)
+    p = d.decode(link(linktype, tunnel(kind, udp(src, 4000, dst, 5000, RTP))), 1.0)
+    assert p == Packet(17, packed(src), 4000, packed(dst), 5000, RTP, 0, 0)
+    p = d.decode(link(linktype, tunnel(kind, tcp(src, 5060, dst, 5061, b"SIP", seq=77, flags="PA"))), 1.0)
+    assert (p.proto, p.src, p.sport, p.dport, p.payload, p.tcp_seq) == (6, packed(src), 5060, 5061, b"SIP", 77)
+    assert d.stats[TUNNEL_STAT[kind]] == (4 if kind == "gre-in-gre" else 2)
+    assert d.stats["malformed"] == d.stats["tunnel_other"] == d.stats["tunnel_too_deep"] == 0
+
+
+def test_tunnel_carrying_a_fragmented_datagram_and_a_fragmented_tunnel():
+    inner = udp(V4[0], 4000, V4[1], 5000, BIG[:3000])
+    d = PacketDecoder(DLT_EN10MB)
+    # the inner datagram fragmented before it went into the tunnel
+    out = [d.decode(link(DLT_EN10MB, tunnel("erspan2", f)), 1.0) for f in fragment(inner, 1400)]
+    assert out[:-1] == [None, None] and out[-1].payload == BIG[:3000]
+    # the outer packet fragmented on its way
+    out = [d.decode(link(DLT_EN10MB, f), 1.0) for f in fragment(tunnel("gre", inner), 1400)]
+    assert out[:-1] == [None, None] and out[-1].payload == BIG[:3000]
+    assert d.stats["reassembled"] == 2
+
+
+def test_vxlan_inside_gre_and_gre_inside_vxlan():
+    inner = udp(V4[0], 4000, V4[1], 5000, RTP)
+    vx = udp("172.31.0.5", 55000, "172.31.0.9", 4789, b"\x08\0\0\0\0\0\x01\0" + ethernet(tunnel("gre", inner)))
+    d = PacketDecoder(DLT_EN10MB)
+    assert d.decode(link(DLT_EN10MB, vx), 1.0).payload == RTP
+    assert d.decode(link(DLT_EN10MB, tunnel("gre", vx)), 1.0).payload == RTP
+    assert (d.stats["vxlan"], d.stats["gre"]) == (2, 3)
+
+
+def test_tunnels_nest_at_most_max_tunnels_deep():
+    from rtp2ws.net.packet import MAX_TUNNELS
+    pkt = udp(V4[0], 4000, V4[1], 5000, RTP)
+    for _ in range(MAX_TUNNELS):
+        pkt = gre("198.18.0.1", "198.18.0.2", pkt)
+    d = PacketDecoder(DLT_RAW)
+    assert d.decode(pkt, 0).payload == RTP
+    assert d.decode(ipip("198.18.0.3", "198.18.0.4", pkt), 0) is None
+    assert d.stats["tunnel_too_deep"] == 1 and d.stats["ipip"] == 1 and d.stats["gre"] == 2 * MAX_TUNNELS - 1
+
+
+def _gre_raw(body: bytes) -> bytes:
+    return ip_packet("203.0.113.1", "203.0.113.2", 47, body)
+
+
+ETH = ethernet(udp(V4[0], 4000, V4[1], 5000, RTP))
+
+
+@pytest.mark.parametrize("body,stat", [
+    (struct.pack("!HH", 0x0001, 0x880B) + b"\0" * 4 + ETH, "tunnel_other"),     # version 1: PPTP's enhanced GRE
+    (struct.pack("!HH", 0x4000, 0x0800) + b"\0" * 8, "tunnel_other"),           # RFC 1701 source routing
+    (struct.pack("!HH", 0, 0x8847) + b"\0" * 8, "tunnel_other"),                # MPLS: not decoded
+    (struct.pack("!HHHHI", 0x1000, 0x88BE, 0, 3 << 12, 0) + b"\0" * 4 + ETH, "tunnel_other"),  # ERSPAN version 3
+    (struct.pack("!HHI", 0x1000, 0x22EB, 0) + struct.pack("!HHIHH", 2 << 12, 1, 0, 0, 2 << 10) + ETH[14:],
+     "tunnel_other"),                                                         # ERSPAN III frame type 2 (IP)
+    (struct.pack("!HH", 0x6558, 0x0806) + b"\0" * 28, "tunnel_other"),          # flags nonsense: ptype ARP
+])
+def test_tunnel_payloads_not_decoded_are_counted(body, stat):
+    d = PacketDecoder(DLT_RAW)
+    assert d.decode(_gre_raw(body), 0) is None
+    assert d.stats[stat] == 1 and d.stats["malformed"] == 0
+
+
+def test_non_ip_inside_gretap_is_non_ip():
+    arp = bytes(6) + bytes(6) + b"\x08\x06" + bytes(28)
+    d = PacketDecoder(DLT_RAW)
+    assert d.decode(_gre_raw(struct.pack("!HH", 0, 0x6558) + arp), 0) is None
+    assert d.stats["non_ip"] == 1 and d.stats["gre"] == 1
+
+
+@pytest.mark.parametrize("body,message", [
+    (b"\0\0\x08", "GRE header truncated"),
+    (struct.pack("!HH", 0xB000, 0x0800) + b"\0" * 8, "GRE header truncated"),           # C, K, S: 12 bytes more
+    (struct.pack("!HHI", 0x1000, 0x88BE, 1) + b"\x10\0\0", "ERSPAN header truncated"),
+    (struct.pack("!HHI", 0x1000, 0x22EB, 1) + struct.pack("!HHI", 2 << 12, 1, 0), "ERSPAN header truncated"),
+    (struct.pack("!HHI", 0x1000, 0x22EB, 1) + struct.pack("!HHIHH", 2 << 12, 1, 0, 0, 1) + b"\0" * 7,
+     "ERSPAN platform subheader truncated"),
+    (struct.pack("!HH", 0, 0x0800) + b"\x45\0\0", "IPv4 header truncated"),
+    (struct.pack("!HH", 0, 0x88BE) + ETH[:12], "Ethernet header truncated"),
+])
+def test_truncated_tunnel_headers_are_malformed(body, message):
+    d = PacketDecoder(DLT_RAW)
+    with pytest.raises(MalformedPacket, match=f"^{message}$"):
+        d.decode(_gre_raw(body), 0)
+    assert d.stats["malformed"] == 1
+
+
+def test_erspan_type_follows_the_header_version_as_wireshark_reads_it():
+    """0x88BE with the S bit carries a header whose version says its size (a type III
+    header there is read as one); 0x22EB always carries one."""
+    def ptype(pkt: bytes, value: int) -> bytes:     # the GRE protocol type after a 20-byte IPv4 header
+        return pkt[:22] + struct.pack("!H", value) + pkt[24:]
+
+    d = PacketDecoder(DLT_RAW)
+    for pkt in (ptype(erspan(*netgen.OUTER_V4, ETH, kind=3), 0x88BE), ptype(erspan(*netgen.OUTER_V4, ETH, kind=2),
+                                                                            0x22EB),
+                erspan(*netgen.OUTER_V4, ETH, kind=3, subheader=True, vlan=100)):
+        assert d.decode(pkt, 0).payload == RTP
+    assert d.stats["erspan"] == 3
 
 
 # -- fragment floods ---------------------------------------------------------------
@@ -716,3 +854,55 @@ def test_random_overlapping_fragments_keep_the_first_bytes():
             assert (got is None) == (not all(have)), trial
         assert got.payload == bytes(model[8:]), trial
         assert d.pending_fragments == 0 and d.held_fragments == (0, 0)
+
+
+# -- tunnels as tshark reads them ----------------------------------------------------------
+
+TSHARK = shutil.which("tshark")
+
+
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (install.sh installs it)")
+def test_tunnels_decode_as_tshark_reads_them(tmp_path):
+    """Every tunnel, both inner families, over Ethernet and Linux cooked v2, carrying SIP
+    over UDP and TCP and RTP: tshark (Wireshark's dissectors) finds the same innermost
+    addresses, ports, payload and SIP method, and RTP sequence numbers, as the decoder."""
+    sip = b"INVITE sip:2000@example.com SIP/2.0\r\nCall-ID: tunnel\r\nContent-Length: 0\r\n\r\n"
+    rtp = bytes.fromhex("8000beef00000a0012345678") + b"\xd5" * 160
+    cases = []
+    for i, kind in enumerate(TUNNELS):
+        for fam in ("v4", "v6"):
+            src, dst = FAMILIES[fam]       # a TCP connection of its own each (else tshark sees retransmissions)
+            cases += [udp(src, 5060, dst, 5060, sip), tcp(src, 6000 + i, dst, 5060, sip, seq=1000),
+                      udp(src, 40000, dst, 40002, rtp)]
+            cases[-3:] = [tunnel(kind, c) for c in cases[-3:]]
+    expected = {}
+    for linktype in (DLT_EN10MB, DLT_LINUX_SLL2):
+        frames = [(i * 0.01, link(linktype, c)) for i, c in enumerate(cases)]
+        path = tmp_path / f"tunnels-{linktype}.pcap"
+        netgen.write_pcap(path, frames, linktype)
+        out = subprocess.run([TSHARK, "-r", str(path), "-o", "rtp.heuristic_rtp:TRUE", "-T", "fields",
+                              "-E", "occurrence=a", "-E", "aggregator=|", "-e", "frame.protocols", "-e", "ip.src",
+                              "-e", "ip.dst", "-e", "ipv6.src", "-e", "ipv6.dst", "-e", "udp.srcport",
+                              "-e", "udp.dstport", "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "sip.Method",
+                              "-e", "rtp.seq", "-e", "_ws.malformed"],
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+        assert len(out) == len(frames)
+        d = PacketDecoder(linktype)
+        for (ts, frame), line in zip(frames, out, strict=True):
+            protos, ip_src, ip_dst, ip6_src, ip6_dst, usp, udp_, tsp, tdp, method, seq, bad = line.split("\t")
+            assert not bad, line
+            p = d.decode(frame, ts)
+            # the innermost IP header is the last one tshark lists
+            inner6 = [x for x in protos.split(":") if x in ("ip", "ipv6")][-1] == "ipv6"
+            src, dst = (ip6_src, ip6_dst) if inner6 else (ip_src, ip_dst)
+            got_src = socket.inet_ntop(socket.AF_INET6 if len(p.src) == 16 else socket.AF_INET, p.src)
+            got_dst = socket.inet_ntop(socket.AF_INET6 if len(p.dst) == 16 else socket.AF_INET, p.dst)
+            assert (got_src, got_dst) == (src.split("|")[-1], dst.split("|")[-1]), line
+            sport, dport = (usp, udp_) if p.proto == 17 else (tsp, tdp)
+            assert (str(p.sport), str(p.dport)) == (sport.split("|")[-1], dport.split("|")[-1]), line
+            if p.payload.startswith(b"INVITE"):
+                assert method == "INVITE", line
+            else:
+                assert int(seq) == int.from_bytes(p.payload[2:4], "big") == 0xBEEF, line
+            expected[linktype] = expected.get(linktype, 0) + 1
+    assert expected == {DLT_EN10MB: len(cases), DLT_LINUX_SLL2: len(cases)}

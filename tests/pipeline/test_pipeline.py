@@ -2,7 +2,11 @@
 records what it hears out.  (tests/sinks/test_streams.py, pipeline/test_flows.py and run/test_replay.py
 run whole calls end to end; these look at one routing decision each.)"""
 
+import json
+import os
 import struct
+import subprocess
+import sys
 
 import numpy as np
 
@@ -12,8 +16,9 @@ from rtp2ws.net.packet import DLT_EN10MB
 from rtp2ws.pipeline.pipeline import Config, Pipeline, Sink
 from rtp2ws.signalling.correlator import pack_ip
 
+import callgen
 import netgen
-from callgen import Call, Party, expected_16k, frames_of, rtp_packets, tone
+from callgen import Call, Party, dtmf_packets, expected_16k, frames_of, rtp_packets, tone
 
 A = Party("10.0.0.1", 5060, 4000, "1000")
 B = Party("10.0.0.2", 5060, 5000, "2000")
@@ -229,3 +234,49 @@ def test_tick_without_packets_delivers_held_audio_after_the_jitter_depth():
     leg = pipe.legs[("tick@test", "caller")]
     assert leg.stats["lost"] == 1 and leg.concealed == 160
     assert sink.ticks[-1] == first_held + depth
+
+
+_ORDER_SCRIPT = """
+import json, sys
+from rtp2ws.pipeline.pipeline import Config, Sink
+from rtp2ws.run.replay import replay
+
+class Order(Sink):
+    def __init__(self):
+        self.seen = []
+    def leg_audio(self, call, leg, pcm):
+        self.seen.append([call.call_id, leg.tag, "audio"])
+    def leg_event(self, call, leg, event):
+        self.seen.append([call.call_id, leg.tag, type(event).__name__])
+
+sink = Order()
+replay(sys.argv[1], sink, Config(deliver_ms=100))
+print(json.dumps(sink.seen))
+"""
+
+
+def test_legs_are_handed_out_in_the_same_order_in_every_process(tmp_path):
+    """Within a hand-out, the legs (and so their events, which a stereo or mixed stream
+    takes in this order) go to the sink in the order of their keys: the same order in
+    every process, whatever the string hashes (PYTHONHASHSEED), and with the fast path
+    as without."""
+    frames = []
+    for i in range(6):
+        a, b = Party(f"10.1.{i}.1", 5060, 4000, "1000"), Party(f"10.1.{i}.2", 5060, 5000, "2000")
+        c = Call(f"order-{i}@test", a, b)
+        n = 32000           # 4 s, the digits at 2 s: mid-call, handed out with the legs' audio
+        frames += [c.setup(100.0), rtp_packets(a, b, 100.1, tone(440, n), ssrc=1),
+                   rtp_packets(b, a, 100.1, tone(900, n), ssrc=2),
+                   dtmf_packets(a, b, 102.0, 5, ssrc=1, seq0=2000, ts=60000),
+                   dtmf_packets(b, a, 102.0, 7, ssrc=2, seq0=2000, ts=60000), c.bye(104.5)]
+    path = callgen.write(tmp_path / "order.pcap", frames_of(*frames))
+    runs = []
+    for seed in ("1", "2", "3"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        r = subprocess.run([sys.executable, "-c", _ORDER_SCRIPT, path], capture_output=True, text=True, env=env,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        runs.append(json.loads(r.stdout))
+    assert sum(e[2] == "DtmfEvent" for e in runs[0]) == 12
+    assert sum(e[2] == "audio" for e in runs[0]) > 12     # more than one hand-out a leg
+    assert runs[0] == runs[1] == runs[2]

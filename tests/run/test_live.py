@@ -42,6 +42,7 @@ from rtp2ws.sinks.wav import read_wav
 
 import netgen
 from livecall import _filter
+from natsserver import nats_server  # noqa: F401 - the fixture
 from paths import TESTS
 from skips import can_capture
 
@@ -1060,3 +1061,29 @@ def test_list_interfaces_as_tcpdump_lists_them(netns):
     lines = ours.stdout.splitlines()
     assert any(re.fullmatch(r"\d+\.lo \[Up, Running, Loopback\]", line) for line in lines), lines
     assert any(line.split(".", 1)[1].startswith("r2w0 ") for line in lines), lines
+
+
+@needs_capture
+def test_live_publishes_to_nats_beside_the_wavs(tmp_path, live_factory, call_factory, nats_server):
+    """``live --nats-url`` with ``--out-dir``: what rtp2ws consume rebuilds from JetStream
+    is the WAVs byte for byte."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    live = live_factory("-i", "lo", "--bpf", _filter(25090, 26100), "--out-dir", out, "--nats-url", nats_server.url,
+                        "--workers", "1")
+    live.wait_for("capturing on lo")
+    call = call_factory("live-nats@test", 25090, 26100, 26102)
+    call.setup()
+    call.media(1.0)
+    call.bye()
+    time.sleep(1.0)
+    rc, stdout, stderr = live.stop()
+    assert rc == 0, stderr
+    got = tmp_path / "got"
+    r = subprocess.run([sys.executable, "-m", "rtp2ws.cli", "consume", "--nats-url", nats_server.url, "--out-dir",
+                        str(got), "--exit-idle", "2"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    want = {p.relative_to(out / "calls"): p.read_bytes() for p in (out / "calls").rglob("*.wav")}
+    assert {p.relative_to(got): p.read_bytes() for p in got.rglob("*.wav")} == want and len(want) == 2

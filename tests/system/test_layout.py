@@ -10,7 +10,7 @@ Layers, bottom to top (a module may import its own layer and the ones below):
     signalling, media
     fastpath
     pipeline
-    sinks, ws
+    sinks, ws, broker
     run
     bench, sinkserver        (programs of their own, next to cli)
     cli
@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("signalling", "media"),
     ("fastpath",),
     ("pipeline",),
-    ("sinks", "ws"),
+    ("sinks", "ws", "broker"),
     ("run",),
     ("bench", "sinkserver"),
     ("cli",),
@@ -219,6 +219,7 @@ ALLOWED: dict[str, str] = {
     "codec/test_rates.py": "codec.resample's output rates: the 3x and 6x interpolators, 8 kHz as decoded",
     "bench/test_live_capacity.py": "bench: its captures and discard sink under rtp2ws live, benchmarks/live_capacity.py",
     "media/test_leg_jitter.py": "media.leg's interarrival jitter: by hand, on both paths, against tshark",
+    "media/test_leg_codecs.py": "media.leg with G.722, G.729 and Opus, and codec changes on one timeline",
     "pipeline/test_flows.py": "pipeline.pipeline: one timeline per leg when a second RTP flow matches it",
     "sinkserver/test_sink_robustness.py": "sinkserver.session and .server against hostile clients",
 }

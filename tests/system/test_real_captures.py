@@ -9,10 +9,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import dpkt
+import dpkt.sll
+import dpkt.sll2
 import numpy as np
 import pytest
 
@@ -31,9 +34,10 @@ def rtp_streams(path):
     """{(src ip:port, dst ip:port): [(seq, pt, payload), ...]} via dpkt, in capture order."""
     streams = {}
     with open(path, "rb") as f:
-        for ts, buf in dpkt.pcap.Reader(f):
-            eth = dpkt.ethernet.Ethernet(buf)
-            ip = eth.data
+        reader = dpkt.pcap.Reader(f)
+        link = {1: dpkt.ethernet.Ethernet, 113: dpkt.sll.SLL, 276: dpkt.sll2.SLL2}[reader.datalink()]
+        for ts, buf in reader:
+            ip = link(buf).data
             if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.udp.UDP):
                 continue
             udp = ip.data
@@ -105,6 +109,88 @@ def test_demo_speech_both_legs(tmp_path):
         assert similarity(refs[tag], ref) > 0.9 > 0.3 > similarity(refs[other], ref)
     stereo, rate, ch = read_wav(os.path.join(out, call["stereo_wav"]))
     assert ch == 2 and rate == 16000
+
+
+def _any_call_matches(tmp_path, cap) -> None:
+    """``tcpdump -i any``'s capture of tests/tools/record_any_call.py's call: both legs,
+    the audio of every RTP packet (as dpkt reads the cooked capture) to the sample."""
+    m, out = replay(tmp_path, cap)
+    (call,) = m["calls"]
+    assert call["call_id"] == "any-call@loopback" and call["end_reason"] == "bye"
+    streams = rtp_streams(cap)
+    assert len(streams) == 2
+    for tag, src in (("caller", "127.0.0.1:20000"), ("callee", "127.0.0.2:20002")):
+        entry, got = leg_audio(out, call, tag)
+        assert entry["src"] == src
+        pkts = streams[(entry["src"], entry["dst"])]
+        assert entry["packets"] == len(pkts) == 50 and entry["lost"] == 0
+        assert np.array_equal(got, expected_leg(pkts))
+
+
+@pytest.mark.parametrize("name,linktype", [("any_call_sll.pcap", 113), ("any_call_sll2.pcap", 276)])
+def test_tcpdump_any_captures(tmp_path, name, linktype):
+    """Linux cooked captures v1 and v2 as ``tcpdump -i any`` wrote them (tests/data/README.md)."""
+    with open(DATA / name, "rb") as f:
+        assert dpkt.pcap.Reader(f).datalink() == linktype
+    _any_call_matches(tmp_path, DATA / name)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("tcpdump") is None, reason="needs root and tcpdump")
+def test_tcpdump_any_capture_recorded_now(tmp_path):
+    cap = tmp_path / "any.pcap"
+    r = subprocess.run([sys.executable, str(TOOLS / "record_any_call.py"), str(cap)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    _any_call_matches(tmp_path, cap)
+
+
+def _webrtc_call_matches(tmp_path, cap) -> None:
+    """tests/tools/record_webrtc_call.py's capture: the WebRTC call, signalled in SIP over
+    WebSocket, with its DTLS legs flagged encrypted and no audio written; the PBX's plain
+    B leg decoded to the audio of every RTP packet."""
+    m, out = replay(tmp_path, cap)
+    calls = {c["call_id"]: c for c in m["calls"]}
+    assert sorted(calls) == ["pstn-bleg@pbx", "webrtc-call@sipjs.invalid"]
+    webrtc = calls["webrtc-call@sipjs.invalid"]
+    assert webrtc["end_reason"] == "bye"
+    legs = {leg["tag"]: leg for leg in webrtc["legs"]}
+    assert (legs["caller"]["src"], legs["callee"]["src"]) == ("127.0.0.1:30000", "127.0.0.1:30002")
+    for leg in legs.values():
+        assert leg["encrypted"] and leg["wav"] is None and leg["packets"] == 0 and leg["dtls"] > 0
+    assert not list((out / "calls").glob("webrtc*/*.wav"))
+    # the DTLS records tshark finds on each leg's flow, each counted on its leg
+    dtls = subprocess.run(["tshark", "-r", str(cap), "-Y", "dtls", "-T", "fields", "-e", "udp.srcport"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert (legs["caller"]["dtls"], legs["callee"]["dtls"]) == (dtls.count("30000"), dtls.count("30002"))
+    assert m["summary"]["tcp_ws_upgrades"] == 2 and m["summary"]["tcp_ws_messages"] == 8
+    assert "tcp_ws_errors" not in m["summary"] and "tcp_desyncs" not in m["summary"]
+    pstn = calls["pstn-bleg@pbx"]
+    assert pstn["end_reason"] == "bye"
+    streams = rtp_streams(cap)
+    for tag in ("caller", "callee"):
+        entry, got = leg_audio(out, pstn, tag)
+        pkts = streams[(entry["src"], entry["dst"])]
+        assert entry["packets"] == len(pkts) == 50 and not entry["encrypted"]
+        assert np.array_equal(got, expected_leg(pkts))
+
+
+needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+
+
+@needs_tshark
+def test_webrtc_call_over_websocket(tmp_path):
+    _webrtc_call_matches(tmp_path, DATA / "webrtc_ws_call.pcap")
+
+
+@needs_tshark
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("tcpdump") is None or shutil.which("openssl") is None,
+                    reason="needs root, tcpdump and openssl")
+def test_webrtc_call_over_websocket_recorded_now(tmp_path):
+    cap = tmp_path / "webrtc.pcap"
+    r = subprocess.run([sys.executable, str(TOOLS / "record_webrtc_call.py"), str(cap)], capture_output=True,
+                       text=True, timeout=90)
+    assert r.returncode == 0, r.stderr[-2000:]
+    _webrtc_call_matches(tmp_path, cap)
 
 
 def _can_record():

@@ -188,7 +188,18 @@ def test_sink_restart_mid_call_loses_nothing_in_the_buffer(tmp_path, sink):
     s = sink(port=port)
     proc = subprocess.Popen([PY, "-m", "rtp2ws.cli", "replay", str(cap), "--ws-url", f"ws://127.0.0.1:{port}/",
                              "--speed", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.2)
+    # both streams are up (a busy machine may take seconds to start the replay): then the
+    # audio of the call's first half-second (at speed 2) reaches the sink before it dies
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if sum(m["type"] == "start" for m in s.messages()) >= 2:
+                break
+        except (OSError, ValueError):      # not written yet, or a line half written
+            pass
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert proc.poll() is None, "the replay ended before the sink was killed"
     s.kill()                 # the analysis server dies mid-call ...
     time.sleep(1.0)
     s.start(port)            # ... and comes back a second later

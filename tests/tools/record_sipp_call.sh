@@ -23,6 +23,8 @@
 # Options:
 #   --scenario FILE        UAC scenario XML (selects mode B)
 #   --audio-pcap FILE      RTP pcap played by the UAC (mode B, required)
+#   --audio-pcap2 FILE     a second RTP pcap the UAC scenario may play, as uac_audio2.pcap
+#                          (uac_reinvite_g722.xml: the G.722 part after its re-INVITE)
 #   --uas-scenario FILE    UAS scenario XML (default: uas_play.xml in mode B,
 #                          uas_answer.xml in mode A)
 #   --uas-audio-pcap FILE  RTP pcap played by the UAS (mode B; default: the
@@ -57,13 +59,14 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 [[ $# -ge 1 && $1 != -* ]] || { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 OUT=$1; shift
 
-SCENARIO=""; AUDIO=""; UAS_SCENARIO=""; UAS_AUDIO=""; BUILTIN_UAS=0; PAUSE_MS=""
+SCENARIO=""; AUDIO=""; AUDIO2=""; UAS_SCENARIO=""; UAS_AUDIO=""; BUILTIN_UAS=0; PAUSE_MS=""
 IP=127.0.0.1; UAC_SIP=15060; UAS_SIP=15062; UAC_RTP=16000; UAS_RTP=16100
 SIPP_PCAP_DIR=""; KEEP_LOGS=""; RELAY=0; RELAY_SIP=15064; RELAY_RTP=16200
 while [[ $# -gt 0 ]]; do
     case $1 in
         --scenario) SCENARIO=$2; shift 2;;
         --audio-pcap) AUDIO=$2; shift 2;;
+        --audio-pcap2) AUDIO2=$2; shift 2;;
         --uas-scenario) UAS_SCENARIO=$2; shift 2;;
         --uas-audio-pcap) UAS_AUDIO=$2; shift 2;;
         --builtin-uas) BUILTIN_UAS=1; shift;;
@@ -167,6 +170,10 @@ else
     UAS_SCENARIO=${UAS_SCENARIO:-$SCRIPT_DIR/uas_play.xml}
     [[ -f $UAS_SCENARIO ]] || die "UAS scenario not found: $UAS_SCENARIO"
     ln -s "$(abspath "$AUDIO")" "$WORK/uac/uac_audio.pcap"
+    if [[ -n $AUDIO2 ]]; then
+        [[ -f $AUDIO2 ]] || die "second audio pcap not found: $AUDIO2"
+        ln -s "$(abspath "$AUDIO2")" "$WORK/uac/uac_audio2.pcap"
+    fi
     ln -s "$(abspath "$UAS_AUDIO")" "$WORK/uas/uas_audio.pcap"
     if [[ -z $PAUSE_MS ]]; then
         a=$(pcap_ms "$AUDIO"); b=$(pcap_ms "$UAS_AUDIO")
