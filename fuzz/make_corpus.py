@@ -72,6 +72,11 @@ def seeds() -> dict[str, list[bytes]]:
     generated = [ip for _, ip in call.setup(100.0)] + [ip for _, ip in call.bye(101.0)]
     gen_sips = _payloads([(0.0, netgen.link(1, ip)) for ip in generated])
     sdps += [callgen.sdp(a.ip, a.rtp_port).encode(), callgen.sdp(b.ip, b.rtp_port, direction="sendonly").encode()]
+    sdps.append(callgen.sdp(a.ip, a.rtp_port, proto="RTP/SAVP", extra="\n".join([       # SDES, RFC 4568
+        "a=crypto:1 AEAD_AES_128_GCM inline:3ThJHRDWhBIrnk1Yn91NjQZkG7sOvHdoWJeLKc",
+        "a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:4;"
+        "inline:QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk|2^20|2:4 KDR=0 UNENCRYPTED_SRTCP",
+        "a=crypto:x broken"])).encode())
 
     out: dict[str, list[bytes]] = {t: list(blobs) for t in TARGETS}
     # packet: every link type, the real frames re-wrapped (raw mode: 0x00, link type index, frames)

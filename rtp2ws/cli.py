@@ -64,6 +64,7 @@ def build_parser() -> Parser:
                    help="jitter buffer depth in ms, 0..2000 (default 60)")
     r.add_argument("--rtp-timeout", type=RTP_TIMEOUT, default=300.0,
                    help="end a call after this many seconds without SIP or RTP, 1..86400 (default 300)")
+    r.add_argument("--srtp-keylog", metavar="FILE", help=SRTP_KEYLOG_HELP)
     r.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     r.add_argument("--speed", type=_speed, default=None,
                    help="'realtime' (paced by capture timestamps), a factor such as 4, or 'max' "
@@ -297,6 +298,7 @@ def _add_live_parser(sub) -> argparse.ArgumentParser:
                      help="jitter buffer depth in ms, 0..2000 (default 60)")
     out.add_argument("--rtp-timeout", type=RTP_TIMEOUT, default=300.0,
                      help="end a call after this many seconds without SIP or RTP, 1..86400 (default 300)")
+    out.add_argument("--srtp-keylog", metavar="FILE", help=SRTP_KEYLOG_HELP)
     _add_stream_options(lv)
     _add_nats_options(lv)
     _add_worker_options(lv, "default: the cores available")
@@ -514,6 +516,28 @@ def deliver_ms(args) -> int:
                    max_buffer_ms=args.max_buffer_ms)
 
 
+SRTP_KEYLOG_HELP = ("SRTP keys the capture does not show (SIP over TLS), read at start: lines 'call <Call-ID> "
+                    "<caller|callee> <suite> inline:<key>' or 'src <address>:<port> <suite> inline:<key>' "
+                    "(rtp2ws.media.keylog)")
+
+
+def load_srtp_keylog(path: str | None):
+    """The --srtp-keylog file's keys (None without the option); ValueError says what is wrong."""
+    if not path:
+        return None
+    from .media.keylog import parse_keylog
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read(16 * 1024 * 1024)
+    except OSError as e:
+        raise ValueError(f"--srtp-keylog {path}: {e.strerror or e}") from None
+    try:
+        return parse_keylog(text)
+    except ValueError as e:
+        raise ValueError(f"--srtp-keylog {path}: {e}") from None
+
+
 def pipeline_config(args, *, live: bool = False) -> Config:
     """The pipeline's Config for ``replay`` or ``live`` arguments: paced input (live,
     ``--speed`` other than max) hands audio out every ``--flush-ms``; full-speed replay
@@ -521,7 +545,7 @@ def pipeline_config(args, *, live: bool = False) -> Config:
     paced = live or args.speed is not None
     return Config(jitter_depth=args.jitter_ms / 1000.0, rtp_timeout=args.rtp_timeout,
                   deliver_ms=0 if live else deliver_ms(args), flush_ms=args.flush_ms if paced else 0,
-                  shard=getattr(args, "shard", None), rate=args.rate)
+                  shard=getattr(args, "shard", None), rate=args.rate, srtp_keylog=getattr(args, "srtp_keys", None))
 
 
 def sender_config(args) -> SenderConfig | None:
@@ -823,6 +847,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("live", "replay"):
         try:
             audio_format(args)
+            args.srtp_keys = load_srtp_keylog(args.srtp_keylog)
         except ValueError as e:
             (parser.live_parser if args.command == "live" else parser.replay_parser).error(str(e))
     args.argv = raw          # what --workers N runs again in each worker

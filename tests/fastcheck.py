@@ -197,13 +197,15 @@ def _assert_same(got, ref, where: str) -> None:
 
 
 def check_equivalent(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0,
-                     budgets=(1024, 3), delivers=(0, 1000), flushes=(0, 40), sharded: bool = True) -> int:
+                     budgets=(1024, 3), delivers=(0, 1000), flushes=(0, 40), sharded: bool = True,
+                     srtp_keylog=None) -> int:
     """Assert the fast path changes nothing; returns how many packets it took (last run).
-    With ``sharded``, then ``check_sharded`` (the first budget only)."""
+    With ``sharded``, then ``check_sharded`` (the first budget only).  ``srtp_keylog``:
+    the pipelines' ``Config.srtp_keylog`` (rtp2ws.media.keylog.KeyLog)."""
     taken = 0
     for deliver, flush in [(d, f) for d in delivers for f in flushes if not (d and f)]:
         config = Config(jitter_depth=jitter_ms / 1000.0, rtp_timeout=rtp_timeout, deliver_ms=deliver,
-                        flush_ms=flush)
+                        flush_ms=flush, srtp_keylog=srtp_keylog)
         for budget in budgets:
             ref, _ = _run(path, config, budget, None, None)
             for backend, how in [(b, h) for b in BACKENDS for h in ("reader", "frames")]:
@@ -233,7 +235,7 @@ def check_equivalent(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0,
                     _assert_same(got, ref, f"{path}: backend {backend} paced, deliver_ms {deliver}, "
                                            f"flush_ms {flush}, step {budget} ms")
     if sharded:
-        check_sharded(path, jitter_ms=jitter_ms, rtp_timeout=rtp_timeout, budgets=budgets[:1])
+        check_sharded(path, jitter_ms=jitter_ms, rtp_timeout=rtp_timeout, budgets=budgets[:1], srtp_keylog=srtp_keylog)
     return taken
 
 
@@ -251,13 +253,14 @@ LAST_FOREIGN = [0]      # packets the shards' fast paths dropped as foreign in t
 
 
 def check_sharded(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0, budgets=(1024,),
-                  counts=(2, 3), delivers=(0, 1000)) -> int:
+                  counts=(2, 3), delivers=(0, 1000), srtp_keylog=None) -> int:
     """Assert that ``count`` shards together tell what one unsharded pipeline tells; returns
     how many packets the shards' fast paths dropped as foreign (all runs)."""
     foreign = 0
     for deliver in delivers:
         for budget in budgets:
-            config = Config(jitter_depth=jitter_ms / 1000.0, rtp_timeout=rtp_timeout, deliver_ms=deliver)
+            config = Config(jitter_depth=jitter_ms / 1000.0, rtp_timeout=rtp_timeout, deliver_ms=deliver,
+                            srtp_keylog=srtp_keylog)
             for backend, how in [(None, None)] + [(b, h) for b in BACKENDS for h in ("reader", "frames")]:
                 # the same way unsharded (check_equivalent compares the ways with each other)
                 ref_rec = Recorder()
@@ -273,7 +276,7 @@ def check_sharded(path, *, jitter_ms: float = 60, rtp_timeout: float = 300.0, bu
                     stats = []
                     for index in range(count):
                         shard = Config(jitter_depth=config.jitter_depth, rtp_timeout=rtp_timeout, deliver_ms=deliver,
-                                       shard=(index, count))
+                                       shard=(index, count), srtp_keylog=srtp_keylog)
                         rec = Recorder()
                         pipe, error, _ = _drive(path, shard, budget, backend, how, rec)
                         assert error == ref_error, where

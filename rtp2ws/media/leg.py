@@ -242,7 +242,7 @@ class MediaLeg:
                  "_ts_off", "_last_ts", "_last_arrival", "_last_n", "_last_audio", "_codec", "_pending",
                  "pending_samples", "_lost_carry", "_restart", "_up", "_events", "closed", "_drained",
                  "_jitter", "_jitter_total", "_jitter_counted", "_jitter_peak", "rate", "_decoders", "_clock",
-                 "_domain", "_conv", "_fed", "_wide", "_last_wide", "quality")
+                 "_domain", "_conv", "_fed", "_wide", "_last_wide", "quality", "srtp")
 
     def __init__(self, tag: str, *, depth: float = 0.060, rate: int = 16000) -> None:
         self.tag = tag
@@ -250,6 +250,7 @@ class MediaLeg:
         self.jb = JitterBuffer(depth)
         self.pt_map: dict[int, tuple[str, int]] = dict(STATIC_MAP)
         self.encrypted = False
+        self.srtp: str | None = None   # the SRTP suite its SDP keys (SDES) are for: decrypted before it
         self.dtmf = DtmfDetector()
         self.start_time: float | None = None
         self.ssrcs: list[int] = []
@@ -263,7 +264,7 @@ class MediaLeg:
         self.counts = {
             "packets": 0, "bytes": 0, "cn": 0, "unknown_pt": 0, "encrypted_packets": 0,
             "rtcp": 0, "stun": 0, "zrtp": 0, "dtls": 0, "malformed": 0, "overlap_dropped": 0, "extra_flow_dropped": 0,
-            "dtmf_not_listed": 0,
+            "dtmf_not_listed": 0, "srtp_failed": 0, "srtcp_failed": 0, "srtp_replayed": 0,
         }
         self.concealed = 0       # 8 kHz samples concealed after loss
         self.filled = 0          # 8 kHz samples of silence inserted in gaps
@@ -328,6 +329,11 @@ class MediaLeg:
         if kind == "zrtp" or kind == "dtls":
             self.encrypted = True
 
+    def count_srtp(self, kind: str) -> None:
+        """An SRTP or SRTCP packet for the leg that was dropped before it (media.srtp):
+        ``srtp_failed``/``srtcp_failed`` (no key authenticates it), ``srtp_replayed``."""
+        self.counts[kind] += 1
+
     def count_extra_flow_dropped(self, n: int) -> None:
         """``n`` packets of a new flow that no leg took (beyond ``EXTRA_LEGS``, or bounds)."""
         self.counts["extra_flow_dropped"] += n
@@ -341,6 +347,11 @@ class MediaLeg:
         for name, rate in merged.values():
             if name == "TELEPHONE-EVENT" and rate:
                 self.dtmf.clock_rate = rate
+
+    def set_srtp(self, suite: str | None) -> None:
+        """Its packets are SRTP with keys from SDP (``suite``), decrypted before they
+        reach it (the pipeline's rtp2ws.media.srtp.SrtpStream); None: no longer."""
+        self.srtp = suite
 
     def mark_encrypted(self) -> None:
         """The leg's audio is encrypted (SRTP in SDP, or its SDP leg's is): its packets

@@ -19,10 +19,12 @@ import itertools
 from ..codec.resample import RATES
 from ..fastpath.driver import FastDriver, Taken
 from ..fastpath.twin import IDLE, PAUSE, TICK, default_class, for_reader
+from ..media.keylog import KeyLog
 from ..media.leg import EXTRA_LEGS, MediaLeg, extra_tag
 from ..media.quality import LegQuality, apply_rtcp, pair
 from ..media.rtcp import RtcpError, parse_compound
-from ..media.rtp import KIND_DTLS, KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP, classify, parse_rtp
+from ..media.rtp import KIND_DTLS, KIND_RTCP, KIND_RTP, KIND_STUN, KIND_ZRTP, classify, parse_rtp, serialize_rtp
+from ..media.srtp import REPLAYED, SrtpStream, leg_keys, sdes_declined
 from ..net.packet import MalformedPacket, PacketDecoder
 from ..net.tcpstream import SipTcpReassembler
 from ..signalling.calls import (
@@ -58,7 +60,7 @@ FAST_RATE = 16000          # the output rate the fast path streams legs at (its 
 class Config:
     def __init__(self, *, jitter_depth: float = 0.060, rtp_timeout: float = 300.0, media_only: bool = True,
                  deliver_ms: int = 0, flush_ms: int = 0, probation_flows: int = PROBATION_FLOWS,
-                 shard: tuple[int, int] | None = None, rate: int = 16000) -> None:
+                 shard: tuple[int, int] | None = None, rate: int = 16000, srtp_keylog: KeyLog | None = None) -> None:
         # The command line checks its ranges (cli, argtypes); this keeps other callers
         # from arming timers that never fire (nan) or fire at once (0).
         if not 0 <= jitter_depth <= 10:
@@ -90,6 +92,8 @@ class Config:
         # (index, count): this pipeline does the media work of the calls ``shard.owner``
         # gives to ``index`` only (one worker of ``count``); None: of every call
         self.shard = check_shard(shard)
+        # SRTP keys the capture does not show (--srtp-keylog: rtp2ws.media.keylog), by call and by sender
+        self.srtp_keylog = srtp_keylog if srtp_keylog else None
 
 
 def deliver_ms(*, stream: bool, paced: bool, max_buffer_ms: int = 10000) -> int:
@@ -116,6 +120,8 @@ class Pipeline:
         self.registry = CallRegistry(rtp_timeout=self.config.rtp_timeout)
         self.correlator = Correlator()
         self.legs: dict[tuple[str, str], MediaLeg] = {}
+        # (call key, caller/callee) -> the SRTP that side sends, decrypted before its legs (SDES keys)
+        self._srtp: dict[tuple[str, str], SrtpStream] = {}
         self._views: dict[tuple[str, str], LegView] = {}   # what the sink sees of each leg: one each, made with it
         self.calls: dict[str, Call] = {}
         # Config.shard: the calls in progress another worker owns, and what is kept of their
@@ -421,6 +427,17 @@ class Pipeline:
             kind = KIND_RTP     # rtp.classify's answer for the common case, inline
         else:
             kind = classify(payload)
+        if (self._srtp or self.config.srtp_keylog) and (kind == KIND_RTP or kind == KIND_RTCP):
+            srtp = self._srtp.get((key[0], key[1].partition("#")[0]))    # an extra leg: its SDP leg's sender
+            if srtp is None and self.config.srtp_keylog is not None:
+                srtp = self._keylog_stream(key, leg, pkt.src, pkt.sport)
+            if srtp is not None:
+                clear = srtp.unprotect(payload, ts) if kind == KIND_RTP else srtp.unprotect_rtcp(payload, ts)
+                if clear is None:
+                    self._srtp_dropped(key, leg, pkt, kind, srtp.failure, ts)
+                    return
+                payload = clear
+                st["srtp"] += 1
         if kind == KIND_RTP:
             try:
                 rtp = parse_rtp(payload)
@@ -531,8 +548,56 @@ class Pipeline:
         if not leg.flows:
             leg.add_flow(format_addr(flow[0], flow[1]), format_addr(flow[2], flow[3]))
         self._push_rtp(key, rtp, ts)
-        if fast.path is not None:
+        if fast.path is not None and leg.srtp is None:    # the fast path would take SRTP for clear G.711
             fast.arm(key, flow, leg, rtp.payload_type)
+
+    def _keylog_stream(self, key, leg: MediaLeg, ip: bytes, port: int) -> SrtpStream | None:
+        """The key log's keys for SRTP from ``ip``:``port`` (``src`` lines), for a leg with no
+        keys from SDP (its signalling not seen: a media-only call, SIP over TLS)."""
+        log = self.config.srtp_keylog
+        keys = log.for_src(ip, port) if log is not None else []
+        if not keys or leg.encrypted:
+            return None
+        skey = (key[0], key[1].partition("#")[0])
+        srtp = self._srtp[skey] = SrtpStream()
+        srtp.set_keys(keys, self.now)
+        if key in self.fast.legs:
+            self.fast.sync(key)
+        leg.set_srtp(srtp.suite)
+        return srtp
+
+    def _push_first(self, key, rtp, ts: float, src: tuple[bytes, int]) -> None:
+        """A media-only call's packet that probation held (parsed): decrypted first when
+        the key log has keys for its sender (its bytes again from the parsed packet)."""
+        leg = self.legs.get(key)
+        if leg is not None and self.config.srtp_keylog is not None:
+            srtp = self._srtp.get(key) or self._keylog_stream(key, leg, *src)
+            if srtp is not None:
+                clear = srtp.unprotect(serialize_rtp(rtp), ts)
+                if clear is None:
+                    counter = "srtp_replayed" if srtp.failure == REPLAYED else "srtp_failed"
+                    self.stats[counter] += 1
+                    leg.count_srtp(counter)
+                    return
+                self.stats["srtp"] += 1
+                try:
+                    rtp = parse_rtp(clear)
+                except ValueError:
+                    self.stats["malformed"] += 1
+                    self.stats["malformed_rtp"] += 1
+                    leg.count_malformed()
+                    return
+        self._push_rtp(key, rtp, ts)
+
+    def _srtp_dropped(self, key, leg: MediaLeg, pkt, kind: str, why: str, ts: float) -> None:
+        """An SRTP/SRTCP packet for ``leg`` that no key authenticates (or a replay): counted
+        and dropped, never decoded; still its call's activity."""
+        if not leg.flows:
+            leg.add_flow(format_addr(pkt.src, pkt.sport), format_addr(pkt.dst, pkt.dport))
+        counter = "srtp_replayed" if why == REPLAYED else "srtp_failed" if kind == KIND_RTP else "srtcp_failed"
+        self.stats[counter] += 1
+        leg.count_srtp(counter)
+        self.registry.touch(self.calls[key[0]], ts)
 
     def _foreign_rtp(self, key, flow: tuple, rtp, ts: float) -> None:
         """RTP a foreign call's leg takes: its call's activity, not decoded, and the fast
@@ -568,11 +633,11 @@ class Pipeline:
         foreign = call_id in self.foreign_calls
         if foreign:
             st["foreign"] += 1 if got.back is None else 2
-        self._push_rtp(hit[0], *got.first)
+        self._push_first(hit[0], *got.first, a)
         self._media(hit, pkt, ts)
         if got.back is not None:      # the other direction's first packet, waiting in probation
             st["unmatched_udp"] -= 1
-            self._push_rtp((call_id, CALLEE), *got.back)
+            self._push_first((call_id, CALLEE), *got.back, b)
 
     def _push_rtp(self, key, rtp, ts: float) -> None:
         leg = self.legs.get(key)
@@ -638,16 +703,44 @@ class Pipeline:
             if receiver is not None:
                 pt_map.update(receiver.payload_map)   # the receiver's numbering rules what is sent to it
             leg.set_payload_map(pt_map)
-            if (sender is not None and sender.encrypted) or (receiver is not None and receiver.encrypted):
-                leg.mark_encrypted()
+            self._srtp_keys(call, tag, leg, sender, receiver)
         sp = self._split.get(call.key)
         if sp is not None:
             for xtag, tag in sp.tags.items():     # an extra leg follows its SDP leg's payload map
                 leg, xleg = self.legs.get((call.key, tag)), self.legs.get((call.key, xtag))
                 if leg is not None and xleg is not None:
                     xleg.set_payload_map(leg.pt_map)
+                    xleg.set_srtp(leg.srtp)
                     if leg.encrypted:
                         xleg.mark_encrypted()
+
+    def _srtp_keys(self, call: Call, tag: str, leg: MediaLeg, sender, receiver) -> None:
+        """Whether the leg ``tag`` is decrypted, and with which keys, from the two sides'
+        latest SDP (``media.srtp.leg_keys``): the key in a side's a=crypto is the one it
+        sends with, so the caller's audio takes the caller's keys.  A leg encrypted
+        otherwise (DTLS-SRTP, ZRTP, SAVP with no key) is flagged, its audio not decoded."""
+        keys = leg_keys(sender, receiver)
+        log = self.config.srtp_keylog
+        if log is not None:          # keys the key log has for this call's side, or its SDP address
+            extra = log.for_call(call.call_id, tag)
+            sent_from = _addr(sender.address, sender.port) if sender is not None else None
+            if sent_from is not None:
+                extra = extra + log.for_src(*sent_from)
+            if extra:
+                keys = list(dict.fromkeys((keys or []) + extra))
+        skey = (call.key, tag)
+        if keys is None:
+            self._srtp.pop(skey, None)
+            leg.set_srtp(None)
+            if not sdes_declined(sender, receiver) and ((sender is not None and sender.encrypted)
+                                 or (receiver is not None and receiver.encrypted)):
+                leg.mark_encrypted()
+            return
+        srtp = self._srtp.get(skey)
+        if srtp is None:
+            srtp = self._srtp[skey] = SrtpStream()
+        srtp.set_keys(keys, self.now)
+        leg.set_srtp(srtp.suite or (receiver.crypto[0].suite if receiver is not None and receiver.crypto else None))
 
     def _identify(self, call: Call) -> None:
         """Signalling now names the addresses of a media-only call: that call ends
@@ -681,6 +774,8 @@ class Pipeline:
             legs[tag] = self._views.pop(key)
         self.calls.pop(call.key, None)
         self._split.pop(call.key, None)
+        for tag in (CALLER, CALLEE):
+            self._srtp.pop((call.key, tag), None)
         self.probation.call_ended(call.key, _addresses(call) if self.config.media_only else (),
                                   call.end if call.end is not None else self.now)
         self.sink.call_ended(call, legs)
@@ -815,6 +910,7 @@ class Pipeline:
         xleg = self.legs[xkey] = MediaLeg(xtag, depth=self.config.jitter_depth, rate=self.config.rate)
         self._views[xkey] = LegView(xleg)
         xleg.set_payload_map(leg.pt_map)
+        xleg.set_srtp(leg.srtp)
         if leg.encrypted:
             xleg.mark_encrypted()
         xleg.take_flow(flow)

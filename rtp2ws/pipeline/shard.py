@@ -45,6 +45,10 @@ PIPELINE_STATS: dict[str, str] = {
     "stun": SUM,
     "zrtp": SUM,
     "dtls": SUM,                  # DTLS (RFC 7983: first byte 20-63) on a call's addresses
+    "srtp": SUM,                  # SRTP/SRTCP packets decrypted (SDES keys) before their leg
+    "srtp_failed": SUM,           # ... dropped: no key authenticated them
+    "srtcp_failed": SUM,
+    "srtp_replayed": SUM,         # ... dropped by the replay check (duplicates)
     "unmatched_udp": ONCE,        # UDP no call took (probation's included; every worker sees it)
     "other": ONCE,                # frames that are not UDP/TCP
     "rtp_after_end": ONCE,        # probation's verdicts: the same in every worker
@@ -61,8 +65,8 @@ DERIVED_FROM = {"malformed": ("malformed_packet", "malformed_sip", "malformed_rt
 # registry's (CallRegistry.stats, unprefixed) and the capture's: every worker decodes
 # every frame and follows all signalling, so all are counted identically.
 ONCE_PREFIXES = ("decoder_", "tcp_")
-ONCE_KEYS = frozenset({"sip_messages", "sip_duplicates", "sip_orphans", "sdp_errors", "sip_errors", "calls",
-                       "picked_up", "media_only", "bad_timestamps", "first_bad_timestamp"})
+ONCE_KEYS = frozenset({"sip_messages", "sip_duplicates", "sip_orphans", "sdp_errors", "sdp_crypto_errors",
+                       "sip_errors", "calls", "picked_up", "media_only", "bad_timestamps", "first_bad_timestamp"})
 
 
 def owner(call_key: str, count: int) -> int:

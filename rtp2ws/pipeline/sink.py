@@ -62,7 +62,9 @@ class LegView:
     # these on every hand-off.
     start_time = property(attrgetter("_leg.start_time"),
                           doc="Capture time of the leg's sample 0 (None before its first audio).")
-    encrypted = property(attrgetter("_leg.encrypted"), doc="Audio encrypted (SRTP in SDP, or ZRTP seen).")
+    encrypted = property(attrgetter("_leg.encrypted"),
+                         doc="Audio encrypted and not decrypted (DTLS-SRTP, ZRTP, SRTP with no key in SDP).")
+    srtp = property(attrgetter("_leg.srtp"), doc="The SRTP suite of the SDES keys it is decrypted with, or None.")
     last_arrival = property(attrgetter("_leg.last_arrival"),
                             doc="Capture time of the newest audio packet placed on the timeline.")
     last_packet_samples = property(attrgetter("_leg.last_packet_samples"),

@@ -28,7 +28,7 @@ import heapq
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .sdp import SdpParseError, parse_sdp
+from .sdp import CryptoAttribute, SdpParseError, parse_sdp
 from .sip import SipMessage, SipParseError
 
 CALLER = "caller"
@@ -57,6 +57,8 @@ class MediaOffer:
     direction: str
     encrypted: bool
     ptime: int | None
+    # the a=crypto lines (SDES, RFC 4568): the keys this side *sends* its SRTP with
+    crypto: tuple[CryptoAttribute, ...] = ()
 
     @property
     def on_hold(self) -> bool:
@@ -134,7 +136,7 @@ class CallRegistry:
         self._timers: list[tuple[float, int, Call]] = []   # heap of (due, serial, call): timeouts to check
         self._serial = 0
         self.stats = {"sip_messages": 0, "sip_duplicates": 0, "sip_orphans": 0, "sdp_errors": 0,
-                      "sip_errors": 0, "calls": 0, "picked_up": 0, "media_only": 0}
+                      "sdp_crypto_errors": 0, "sip_errors": 0, "calls": 0, "picked_up": 0, "media_only": 0}
 
     # -- input ------------------------------------------------------------------
 
@@ -378,11 +380,12 @@ class CallRegistry:
             m = sdp.audio()
             if m is None or not m.address:
                 continue
+            self.stats["sdp_crypto_errors"] += m.crypto_errors
             offer = MediaOffer(
                 address=m.address, port=m.port, rtcp_port=m.rtcp_port, rtcp_address=m.rtcp_address,
                 rtcp_mux=m.rtcp_mux,
                 payload_map={pt: (enc[0], enc[1]) for pt, enc in m.rtpmap.items()},
-                direction=m.direction, encrypted=m.encrypted, ptime=m.ptime,
+                direction=m.direction, encrypted=m.encrypted, ptime=m.ptime, crypto=tuple(m.crypto),
             )
             was = any(call.hold.values())
             call.hold[side] = offer.on_hold

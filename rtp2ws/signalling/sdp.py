@@ -14,16 +14,22 @@ read, since those decide where media goes.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass, field
 from typing import cast
 
 __all__ = [
+    "CRYPTO_SUITES",
     "DIRECTIONS",
     "STATIC_PAYLOAD_TYPES",
+    "CryptoAttribute",
+    "InlineKey",
     "MediaDescription",
     "SdpParseError",
     "SessionDescription",
+    "parse_crypto",
     "parse_sdp",
 ]
 
@@ -61,6 +67,20 @@ STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int, int]] = {
     32: ("MPV", 90000, 1),
     33: ("MP2T", 90000, 1),
     34: ("H263", 90000, 1),
+}
+
+# SDES crypto suites (RFC 4568 section 6.2, RFC 6188, RFC 7714): name -> (master key,
+# master salt) lengths in bytes, what an ``inline:`` key||salt must decode to.
+CRYPTO_SUITES: dict[str, tuple[int, int]] = {
+    "AES_CM_128_HMAC_SHA1_80": (16, 14),
+    "AES_CM_128_HMAC_SHA1_32": (16, 14),
+    "F8_128_HMAC_SHA1_80": (16, 14),
+    "AES_192_CM_HMAC_SHA1_80": (24, 14),
+    "AES_192_CM_HMAC_SHA1_32": (24, 14),
+    "AES_256_CM_HMAC_SHA1_80": (32, 14),
+    "AES_256_CM_HMAC_SHA1_32": (32, 14),
+    "AEAD_AES_128_GCM": (16, 12),
+    "AEAD_AES_256_GCM": (32, 12),
 }
 
 _ENCRYPTION_ATTRIBUTES = frozenset({"crypto", "fingerprint", "zrtp-hash"})
@@ -115,12 +135,94 @@ _FMTP = re.compile(r"0*(?P<pt>[0-9]{1,10})(?:[ \t]+(?P<params>.*))?")
 _RTCP = re.compile(
     r"0*(?P<port>[0-9]{1,10})(?:[ \t]+\S+[ \t]+\S+[ \t]+(?P<address>[^/\s]+)(?:/\S*)?)?"
 )
+#   a=crypto:<tag> <crypto-suite> <key-params> [<session-params>]     (RFC 4568 section 9.1)
+#   tag          = 1*9DIGIT
+#   crypto-suite = 1*(ALPHA / DIGIT / "_")
+#   key-params   = key-param *(";" key-param)
+#   key-param    = key-method ":" key-info      ; key-method "inline" (others: not SDES in clear)
+#   key-info     = key-salt ["|" lifetime] ["|" mki]
+#   key-salt     = 1*(base64)                   ; master key || master salt
+#   lifetime     = ["2^"] 1*(DIGIT)
+#   mki          = mki-value ":" mki-length     ; mki-length 1*3DIGIT, 1..128
+#   session-param = 1*(VCHAR)                   ; KDR=, UNENCRYPTED_SRTP, WSH= ...: kept, not used
+_CRYPTO = re.compile(r"(?P<tag>[0-9]{1,9})[ \t]+(?P<suite>[A-Za-z0-9_]+)[ \t]+(?P<keys>\S+)(?P<params>(?:[ \t]+\S+)*)",
+                     re.ASCII)
+_INLINE = re.compile(
+    r"inline:(?P<key>[A-Za-z0-9+/]+={0,2})(?:\|(?P<life>(?:2\^)?[0-9]{1,20}))?(?:\|0*(?P<mki>[0-9]{1,10}):0*(?P<mkilen>[0-9]{1,3}))?",
+    re.IGNORECASE | re.ASCII)      # ASCII: no Kelvin sign for a "k", no long s for an "s"
+MAX_CRYPTO_KEYS = 16     # inline keys read from one a=crypto line (more are ignored)
+
 #   a=ptime:<packet time>  a=maxptime:<maximum packet time>  (milliseconds;
 #   fractional values are seen in the wild and truncated)
 # Numbers are read with at most 10 significant digits (leading zeros aside): int()
 # refuses more than 4,300, and nothing in SDP needs more than a 32-bit value.
 _FORMAT = re.compile(r"[0-9]{1,3}")     # ASCII digits only: str.isdigit() takes "²", int() does not
 _MILLISECONDS = re.compile(r"0*(?P<ms>[0-9]{1,10})(?:\.[0-9]*)?")
+
+
+@dataclass(frozen=True)
+class InlineKey:
+    """One ``inline:`` key of an ``a=crypto`` line: master key || master salt, with its
+    lifetime (in packets, None when not given) and its MKI (value, length in bytes; the
+    length 0 when the packets carry none)."""
+
+    key_salt: bytes
+    lifetime: int | None = None
+    mki: int = 0
+    mki_length: int = 0
+
+    def __repr__(self) -> str:          # never the key itself in a log line
+        return f"InlineKey({len(self.key_salt)} bytes, mki={self.mki}:{self.mki_length})"
+
+
+@dataclass(frozen=True)
+class CryptoAttribute:
+    """An ``a=crypto`` line (RFC 4568 SDES): the key(s) its sender encrypts the SRTP and
+    SRTCP it *sends* with."""
+
+    tag: int
+    suite: str                          # upper case, as CRYPTO_SUITES names them
+    keys: tuple[InlineKey, ...]
+    session_params: tuple[str, ...] = ()
+
+    @property
+    def known(self) -> bool:
+        """A suite of CRYPTO_SUITES whose every key has its key||salt length."""
+        lengths = CRYPTO_SUITES.get(self.suite)
+        return lengths is not None and all(len(k.key_salt) == sum(lengths) for k in self.keys)
+
+
+def parse_crypto(value: str) -> CryptoAttribute:
+    """An ``a=crypto`` attribute's value; SdpParseError when it does not follow RFC 4568
+    section 9.1, has no inline key, or a key is not base64.  Only ``inline:`` keys are
+    kept (other key methods carry no key in the SDP)."""
+    m = _CRYPTO.fullmatch(value.strip())
+    if m is None:
+        raise SdpParseError("SDP a=crypto line malformed")
+    keys: list[InlineKey] = []
+    for param in m.group("keys").split(";")[:MAX_CRYPTO_KEYS]:
+        k = _INLINE.fullmatch(param)
+        if k is None:
+            if param[:7].lower() == "inline:":
+                raise SdpParseError("SDP a=crypto inline key malformed")
+            continue
+        try:
+            # RFC 3548 base64; some stacks leave out the padding
+            raw = base64.b64decode(k.group("key") + "=" * (-len(k.group("key")) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise SdpParseError("SDP a=crypto inline key is not base64") from None
+        life = k.group("life")
+        lifetime = None
+        if life is not None:
+            lifetime = 1 << min(int(life[2:]), 64) if life.startswith("2^") else int(life)
+        mki_length = int(k.group("mkilen") or 0)
+        if k.group("mki") is not None and not 1 <= mki_length <= 128:
+            raise SdpParseError("SDP a=crypto MKI length out of range")
+        keys.append(InlineKey(raw, lifetime, int(k.group("mki") or 0), mki_length))
+    if not keys:
+        raise SdpParseError("SDP a=crypto line has no inline key")
+    return CryptoAttribute(int(m.group("tag")), m.group("suite").upper(), tuple(keys),
+                           tuple(m.group("params").split()))
 
 
 @dataclass
@@ -141,6 +243,8 @@ class MediaDescription:
     rtcp_mux: bool = False
     direction: str = DEFAULT_DIRECTION
     encrypted: bool = False
+    crypto: list[CryptoAttribute] = field(default_factory=list)   # a=crypto lines, in order
+    crypto_errors: int = 0               # a=crypto lines that did not parse (ignored)
     attributes: list[tuple[str, str | None]] = field(default_factory=list)
 
     @property
@@ -227,6 +331,11 @@ def _finish_media(media: MediaDescription, session: SessionDescription,
                 media.rtcp_address = m.group("address")
         elif key == "rtcp-mux":
             media.rtcp_mux = True
+        elif key == "crypto":
+            try:
+                media.crypto.append(parse_crypto(value or ""))
+            except SdpParseError:
+                media.crypto_errors += 1
     media.direction = direction or session.direction
     for pt in media.formats:
         if pt not in media.rtpmap and pt in STATIC_PAYLOAD_TYPES:

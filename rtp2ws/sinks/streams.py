@@ -111,6 +111,7 @@ def leg_statistics(leg: LegView) -> dict[str, Any]:
     st["dtmf"] = [{"digit": d.digit, "duration_ms": d.duration_ms, "start": iso(d.start)} for d in leg.dtmf_events]
     st["encrypted"] = leg.encrypted
     st["quality"] = leg.quality
+    st["srtp"] = leg.srtp
     return st
 
 

@@ -381,7 +381,9 @@ class WavSink(Sink):
                      for d in leg.dtmf_events]
         e["encrypted"] = leg.encrypted
         e["quality"] = leg.quality
-        for k in ("cn", "unknown_pt", "rtcp", "stun", "zrtp", "dtls", "malformed", "extra_flow_dropped"):
+        e["srtp"] = leg.srtp
+        for k in ("cn", "unknown_pt", "rtcp", "stun", "zrtp", "dtls", "malformed", "extra_flow_dropped", "srtp_failed",
+                  "srtcp_failed", "srtp_replayed"):
             if leg.counts[k]:
                 e[k] = leg.counts[k]
         return e

@@ -298,3 +298,27 @@ def test_message_identities_a_call_remembers_are_bounded():
         feed(reg, c.request(1.0 + i * 0.001, "INFO"))
     assert len(call._seen) == MAX_SEEN and call.sip_messages == 5 + 5000
     assert feed(reg, c.request(7.0, "INFO")) == [] and call.sip_duplicates == 1
+
+
+def test_each_sides_crypto_keys_are_its_own_and_a_key_change_is_an_update():
+    """The a=crypto lines of a side's SDP are the keys that side sends with (RFC 4568
+    section 6.1): the caller's offer's on the caller's MediaOffer, the callee's answer's
+    on the callee's; new keys in a re-INVITE are a MediaUpdated, the same ones are not."""
+    key = "inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR"
+    c = Call("srtp@x", A, B)
+    offer = sdp(A.ip, A.rtp_port, proto="RTP/SAVP", extra=f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 {key}\na=crypto:x")
+    answer = sdp(B.ip, B.rtp_port, proto="RTP/SAVP", extra=f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 {key[:-4]}AAAA")
+    reg = CallRegistry()
+    frames = c.request(0.0, "INVITE", body=offer, to_tag=False) + c.response(0.1, 200, "OK", "INVITE", body=answer)
+    ev = feed(reg, frames)
+    call = ev[0].call
+    caller, callee = call.media["caller"].crypto, call.media["callee"].crypto
+    assert len(caller) == len(callee) == 1 and caller[0].keys != callee[0].keys
+    assert reg.stats["sdp_crypto_errors"] == 1
+    c.cseq += 1
+    same = c.request(1.0, "INVITE", body=offer)
+    assert kinds(feed(reg, same)) == []
+    c.cseq += 1
+    rekey = c.request(2.0, "INVITE", body=offer.replace("PS1u", "QS1u"))
+    ev = feed(reg, rekey)
+    assert kinds(ev) == ["MediaUpdated"] and ev[0].side == "caller" and ev[0].offer.crypto != caller

@@ -4,9 +4,12 @@ import pytest
 
 from rtp2ws.signalling.sdp import (
     STATIC_PAYLOAD_TYPES,
+    CryptoAttribute,
+    InlineKey,
     MediaDescription,
     SdpParseError,
     SessionDescription,
+    parse_crypto,
     parse_sdp,
 )
 
@@ -412,3 +415,51 @@ def test_a_port_of_thousands_of_digits_is_a_malformed_m_line():
 def test_leading_zeros_are_still_numbers():
     a = parse_sdp(sdp(HEAD + "m=audio 0004000 RTP/AVP 008\na=rtpmap:008 PCMA/0008000\na=ptime:0020")).audio()
     assert a.port == 4000 and a.formats == [8] and a.rtpmap[8] == ("PCMA", 8000, 1) and a.ptime == 20
+
+
+# RFC 4568 section 4's example offer (its key, lifetime and MKI)
+RFC4568_KEY = "PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR"
+
+
+def test_crypto_rfc4568_example_and_forms():
+    import base64
+    desc = parse_sdp(f"v=0\nc=IN IP4 10.0.0.1\nm=audio 49170 RTP/SAVP 0\n"
+                     f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{RFC4568_KEY}|2^20|1:32\n")
+    (c,) = desc.audio().crypto
+    assert c == CryptoAttribute(1, "AES_CM_128_HMAC_SHA1_80",
+                                (InlineKey(base64.b64decode(RFC4568_KEY), 1 << 20, 1, 32),))
+    assert c.known and len(c.keys[0].key_salt) == 30
+    assert RFC4568_KEY not in repr(c) and "30 bytes" in repr(c)
+    # several keys, a plain lifetime, unpadded base64, session parameters, lower case
+    two = parse_crypto(f"7 aead_aes_256_gcm inline:{'A' * 59};inline:{'B' * 59}=|1000 KDR=0 WSH=64 UNENCRYPTED_SRTCP")
+    assert two.tag == 7 and two.suite == "AEAD_AES_256_GCM" and two.known
+    assert [len(k.key_salt) for k in two.keys] == [44, 44]
+    assert two.keys[1].lifetime == 1000 and two.keys[0].lifetime is None and two.keys[0].mki_length == 0
+    assert two.session_params == ("KDR=0", "WSH=64", "UNENCRYPTED_SRTCP")
+    # an unknown key method next to an inline key is skipped; an unknown suite is kept, not known
+    other = parse_crypto(f"2 SOME_FUTURE_SUITE uri:https://example.invalid/key;inline:{RFC4568_KEY}")
+    assert len(other.keys) == 1 and not other.known
+    assert not parse_crypto("3 AES_CM_128_HMAC_SHA1_80 inline:QUJD").known       # 3 bytes, not 30
+
+
+@pytest.mark.parametrize("value", [
+    "", "1", "1 AES_CM_128_HMAC_SHA1_80", "x AES_CM_128_HMAC_SHA1_80 inline:QUJD",
+    "1234567890 AES_CM_128_HMAC_SHA1_80 inline:QUJD",              # tag of 10 digits
+    "1 AES_CM_128_HMAC_SHA1_80 inline:!!!!", "1 AES_CM_128_HMAC_SHA1_80 inline:QUJD|2^20|1:0",
+    "1 AES_CM_128_HMAC_SHA1_80 inline:QUJD|2^20|1:129", "1 AES_CM_128_HMAC_SHA1_80 inline:QUJD|x",
+    "1 AES_CM_128_HMAC_SHA1_80 uri:https://example.invalid/key", "1 AES-CM inline:QUJD",
+    "1 AES_CM_128_HMAC_SHA1_80 inline:Q",                          # not base64 of anything
+    "1 AES_CM_128_HMAC_SHA1_80 inline:\u212a\u212aAA",              # Kelvin signs, not ASCII letters
+])
+def test_crypto_malformed(value):
+    with pytest.raises(SdpParseError):
+        parse_crypto(value)
+
+
+def test_malformed_crypto_lines_counted_others_kept():
+    desc = parse_sdp(f"v=0\nc=IN IP4 10.0.0.1\nm=audio 5004 RTP/SAVP 0\na=crypto:1 broken\na=crypto\n"
+                     f"a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{RFC4568_KEY}\n"
+                     f"m=audio 5006 RTP/SAVP 0\na=crypto:9 AES_CM_128_HMAC_SHA1_80 inline:{RFC4568_KEY}\n")
+    first, second = desc.media
+    assert first.crypto_errors == 2 and [c.tag for c in first.crypto] == [2] and first.encrypted
+    assert second.crypto_errors == 0 and [c.tag for c in second.crypto] == [9]     # per media description
