@@ -643,7 +643,7 @@ class MediaLeg:
     def quality_report(self) -> dict[str, Any]:
         """The leg's ``quality`` (``rtp2ws.media.quality``: loss, max delta, jitter, RTCP's
         view, MOS), as calls.json and the ``end`` message give it."""
-        return self.quality.report(self._codec, self.jb.depth, *jitter_ms(self.jitter))
+        return self.quality.report(self._codec, self.jb.depth, *jitter_ms(self.jitter), clock=self._clock)
 
     # -- internals ----------------------------------------------------------------
 

@@ -277,3 +277,18 @@ def test_a_long_loss_is_concealed_by_the_codec_for_plc_max_then_silence():
     tail = dec.decode(b"".join(frames[100:]))
     assert np.array_equal(out, np.concatenate([head, hidden, np.zeros(4800 - PLC_MAX, np.int16), tail]))
     assert leg.concealed == 4800 and PLC_MAX == 1600
+
+
+def test_the_far_ends_jitter_of_an_opus_leg_is_read_at_48_khz():
+    """An RTCP report's interarrival jitter is in the RTP clock of the stream it is about:
+    960 units of an Opus leg are 20 ms (at 8 kHz they would read as 120 ms)."""
+    from rtp2ws.media.quality import apply_rtcp
+    from rtp2ws.media.rtcp import ReceiverReport, ReportBlock
+
+    s = Sender()
+    for p in codecgen.opus_payloads(1)[:20]:
+        s.send(111, p, 160, clock=48000)
+    leg = s.into(opus_leg(16000))
+    rr = ReceiverReport(0xB0B, (ReportBlock(SSRC, 0, 0, 1019, 960, 0, 0),))
+    assert apply_rtcp((rr,), leg.quality, {SSRC: leg.quality}, T0 + 1.0) == 0
+    assert leg.quality_report["remote"]["jitter_ms"] == 20.0
