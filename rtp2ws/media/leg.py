@@ -110,6 +110,7 @@ OWN_FLOWS = 8           # flows a leg remembers having taken (NAT rebinding, re-
 _DECODERS = {"PCMA": g711.decode_alaw, "PCMU": g711.decode_ulaw}     # decoded here, lazily, by table
 # what a leg knows without SDP: the static payload types it decodes (RFC 3551)
 STATIC_MAP = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 9: ("G722", 8000), 13: ("CN", 8000), 18: ("G729", 8000)}
+MAX_SEGMENTS = 100       # codec segments a leg lists (a codec flapping for hours: its first 100)
 PLC_MAX = CLOCK // 5      # the codec's own concealment at most 200 ms (then silence), a loss's
 FILL_MAX = 10 * CLOCK     # comfort noise (G.729 B, Opus DTX) at most 10 s of a gap (then silence)
 
@@ -242,7 +243,7 @@ class MediaLeg:
                  "_ts_off", "_last_ts", "_last_arrival", "_last_n", "_last_audio", "_codec", "_pending",
                  "pending_samples", "_lost_carry", "_restart", "_up", "_events", "closed", "_drained",
                  "_jitter", "_jitter_total", "_jitter_counted", "_jitter_peak", "rate", "_decoders", "_clock",
-                 "_domain", "_conv", "_fed", "_wide", "_last_wide", "quality", "srtp")
+                 "_domain", "_conv", "_fed", "_wide", "_last_wide", "quality", "srtp", "codec_segments")
 
     def __init__(self, tag: str, *, depth: float = 0.060, rate: int = 16000) -> None:
         self.tag = tag
@@ -255,6 +256,8 @@ class MediaLeg:
         self.start_time: float | None = None
         self.ssrcs: list[int] = []
         self.codecs: list[str] = []
+        # (codec, capture time it began) of each segment, at most MAX_SEGMENTS: made at the first
+        self.codec_segments: list[tuple[str, float]] | None = None
         self.flows: list[tuple[str, str]] = []   # (src, dst) as text, in order first seen
         self.flow: Flow | None = None   # the RTP flow (packed 5-tuple) taken now; set by the pipeline
         # the SDP expectation (dst, src) when it was taken
@@ -864,3 +867,8 @@ class MediaLeg:
             if self._codec is not None:
                 self._events.append(CodecChange(name, at))
             self._codec = name
+            segments = self.codec_segments
+            if segments is None:
+                self.codec_segments = [(name, at)]
+            elif len(segments) < MAX_SEGMENTS:
+                segments.append((name, at))

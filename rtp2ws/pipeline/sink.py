@@ -87,6 +87,12 @@ class LegView:
         return tuple(self._leg.codecs)
 
     @property
+    def codec_segments(self) -> tuple[tuple[str, float], ...]:
+        """(codec, capture time it began) of each stretch of one codec, in order (at most
+        ``media.leg.MAX_SEGMENTS``): PCMU, G722, PCMU for a call re-INVITEd there and back."""
+        return tuple(self._leg.codec_segments or ())
+
+    @property
     def flows(self) -> tuple[tuple[str, str], ...]:
         """(src, dst) of the leg's first flow as text; empty before its first packet."""
         return tuple(self._leg.flows)

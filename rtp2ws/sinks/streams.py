@@ -108,6 +108,7 @@ def leg_statistics(leg: LegView) -> dict[str, Any]:
     st: dict[str, Any] = dict(leg.stats)
     st["ssrcs"] = [f"0x{s:08x}" for s in leg.ssrcs]
     st["codecs"] = list(leg.codecs)
+    st["codec_segments"] = [{"codec": c, "start": iso(at)} for c, at in leg.codec_segments]
     st["dtmf"] = [{"digit": d.digit, "duration_ms": d.duration_ms, "start": iso(d.start)} for d in leg.dtmf_events]
     st["encrypted"] = leg.encrypted
     st["quality"] = leg.quality

@@ -373,6 +373,7 @@ class WavSink(Sink):
             "start": iso(leg.start_time),
             "ssrcs": [f"0x{s:08x}" for s in leg.ssrcs],
             "codecs": list(leg.codecs),
+            "codec_segments": [{"codec": c, "start": iso(at)} for c, at in leg.codec_segments],
             "wav": self._rel(w.path) if w is not None else None,
             "duration_ms": w.samples * 1000 // w.audio.rate if w is not None else 0,
         }

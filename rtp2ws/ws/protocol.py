@@ -161,6 +161,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                               "description": "largest RTP interarrival jitter (as Wireshark's max jitter)"},
             "ssrcs": {"type": "array", "items": {"type": "string"}},
             "codecs": {"type": "array", "items": {"type": "string"}},
+            "codec_segments": {"type": "array", "description": "each stretch of one codec, in order: its codec "
+                               "and the capture time it began (at most 100)",
+                               "items": {"type": "object", "required": ["codec", "start"],
+                                         "properties": {"codec": {"type": "string"}, "start": _TIME}}},
             "dtmf": {"type": "array", "items": _DTMF},
             "encrypted": {"type": "boolean", "description": "audio encrypted and not decrypted (no keys seen)"},
             "srtp": {"type": ["string", "null"],

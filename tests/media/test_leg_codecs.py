@@ -93,6 +93,7 @@ def test_pcmu_then_g722_then_pcmu_is_one_timeline(rate):
     assert leg.codecs == ["PCMU", "G722"] and leg.counts["unknown_pt"] == 0
     assert leg.take_events() == [CodecChange("G722", change_at), CodecChange("PCMU", back_at)]
     assert leg.decoded == len(out) * CLOCK // rate and leg.filled == 0 and leg.concealed == 0
+    assert leg.codec_segments == [("PCMU", T0), ("G722", change_at), ("PCMU", back_at)]
 
 
 def test_the_fast_path_is_refused_while_g722_plays_and_offered_again_after():

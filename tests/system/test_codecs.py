@@ -6,6 +6,7 @@ G.729 with Annex B; Opus mono and stereo with a packet lost and recovered by FEC
 import json
 import subprocess
 import sys
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -101,6 +102,11 @@ def test_pcmu_reinvited_to_g722_is_one_timeline_at_every_rate(tmp_path, rate):
         leg = legs[tag]
         assert leg["codecs"] == ["PCMU", "G722"] and "unknown_pt" not in leg and "malformed" not in leg
         assert leg["packets"] == len(u) + len(g) and leg["lost"] == 0
+        t0 = {"caller": 100.1, "callee": 100.103}[tag]
+        segments = [(seg["codec"], datetime.fromisoformat(seg["start"]).timestamp()) for seg in leg["codec_segments"]]
+        assert [c for c, _ in segments] == ["PCMU", "G722"]
+        assert segments[0][1] == pytest.approx(t0, abs=0.001)
+        assert segments[1][1] == pytest.approx(t0 + len(u) * 0.02, abs=0.001)
         data, got_rate, channels = wavs[tag]
         assert (got_rate, channels) == (rate, 1)
         expected = np.concatenate([upsample(g711.decode_ulaw(b"".join(u)), rate), codecgen.g722_reference(g, rate)])
