@@ -714,7 +714,7 @@ def _paced(speed: float):
 
 
 def _undelivered(sent: dict | None) -> str | None:
-    from .ws.bridge import delivery_error
+    from .ws.protocol import delivery_error
 
     return delivery_error(sent)
 

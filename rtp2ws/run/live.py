@@ -556,7 +556,9 @@ def conclude(interface: str, summary: dict, sent: dict | None) -> tuple[int, lis
     stream was not delivered."""
     if summary.get("capture_error"):
         return 1, [f"{interface}: capture failed: {summary['capture_error']}"]
-    from ..ws.bridge import delivery_error
+    # (ws.protocol: light, and this runs after the privileges were dropped, when a module
+    # of the standard library not imported yet may be out of reach: websockets' were)
+    from ..ws.protocol import delivery_error
 
     if sent is not None:
         undelivered = delivery_error(sent)

@@ -230,13 +230,3 @@ def stream_summary(sent: dict[str, Any]) -> str:
     """The streams' part of the summary line."""
     return (f"streamed {sent['streams']} streams, {sent['reconnects']} reconnects, "
             f"{sent['dropped_ms']} ms dropped, {sent.get('undelivered_ms', 0)} ms undelivered")
-
-
-def delivery_error(sent: dict[str, Any] | None) -> str | None:
-    """The error to report (with exit status 1) when not every stream was delivered:
-    refused, given up, or audio sent that the server never acknowledged; else None."""
-    if sent is None or not (sent.get("refused") or sent.get("given_up") or sent.get("undelivered_ms")):
-        return None
-    return (f"{sent.get('refused', 0)} streams refused by the server, {sent.get('given_up', 0)} given up, "
-            f"{sent.get('undelivered_ms', 0)} ms of audio sent but not acknowledged by the server "
-            f"(see the log above)")

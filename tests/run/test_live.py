@@ -642,7 +642,7 @@ def test_live_needs_an_interface_and_an_output(tmp_path):
                        timeout=30)
     assert r.returncode == 2 and "live needs -i/--interface" in r.stderr
     r = subprocess.run([PY, "-m", "rtp2ws.cli", "live", "-i", "lo"], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 2 and "live needs --out-dir, --ws-url or both" in r.stderr
+    assert r.returncode == 2 and "live needs --out-dir, --ws-url, --nats-url or several" in r.stderr
     r = subprocess.run([PY, "-m", "rtp2ws.cli", "live", "-i", "lo", "--rtp-ports", "9-1", "--out-dir", tmp_path],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "port range 9-1 is empty" in r.stderr

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from netns import rerun_inside
+
 TESTS = Path(__file__).resolve().parent.parent
 SIP_PORT, RTP_A, RTP_B = 5060, 20000, 20002
 FILTER = f"udp and (port {SIP_PORT} or portrange {RTP_A}-{RTP_B + 1})"
@@ -47,13 +49,7 @@ def main() -> int:
     a = ap.parse_args()
     out = os.path.abspath(a.out)
     if not a.in_namespace:
-        ns = f"r2wany{os.getpid()}"
-        subprocess.run(["ip", "netns", "add", ns], check=True)
-        try:
-            return subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, out, "--linktype",
-                                   a.linktype, "--seconds", str(a.seconds), "--in-namespace"], timeout=60).returncode
-        finally:
-            subprocess.run(["ip", "netns", "del", ns], check=False)
+        return rerun_inside("r2wany", __file__, [out, "--linktype", a.linktype, "--seconds", str(a.seconds)], 60)
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     dump = subprocess.Popen(["tcpdump", "-i", "any", "-y", a.linktype, "--immediate-mode", "-U", "-n", "-Z", "root", "-w", out, FILTER],
                             stderr=subprocess.PIPE, text=True)

@@ -33,6 +33,8 @@ import threading
 import time
 from pathlib import Path
 
+from netns import rerun_inside
+
 TESTS = Path(__file__).resolve().parent.parent
 WS_PORT, DTLS_CLIENT, DTLS_SERVER = 5066, 30000, 30002
 FILTER = "(tcp port 5066) or (udp and (port 5060 or portrange 20000-20003 or portrange 30000-30003))"
@@ -167,13 +169,7 @@ def main() -> int:
     a = ap.parse_args()
     out = os.path.abspath(a.out)
     if not a.in_namespace:
-        ns = f"r2wrtc{os.getpid()}"
-        subprocess.run(["ip", "netns", "add", ns], check=True)
-        try:
-            return subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, out, "--seconds",
-                                   str(a.seconds), "--in-namespace"], timeout=90).returncode
-        finally:
-            subprocess.run(["ip", "netns", "del", ns], check=False)
+        return rerun_inside("r2wrtc", __file__, [out, "--seconds", str(a.seconds)], 90)
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     dump = subprocess.Popen(["tcpdump", "-i", "lo", "--immediate-mode", "-U", "-n", "-Z", "root", "-w", out, FILTER],
                             stderr=subprocess.PIPE, text=True)

@@ -1217,7 +1217,8 @@ def test_summary_and_exit_status_report_undelivered_audio():
     """The summary line (replay and live) shows undelivered audio, and any of it
     (or a stream refused or given up) is an error: exit status 1."""
     from rtp2ws.run.live import summary_line
-    from rtp2ws.ws.bridge import delivery_error, stream_summary
+    from rtp2ws.ws.bridge import stream_summary
+    from rtp2ws.ws.protocol import delivery_error
 
     ok = {"streams": 2, "reconnects": 1, "dropped_ms": 0, "undelivered_ms": 0, "given_up": 0, "refused": 0}
     assert stream_summary(ok) == "streamed 2 streams, 1 reconnects, 0 ms dropped, 0 ms undelivered"
