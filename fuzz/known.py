@@ -66,6 +66,12 @@ FIXED = {
                                     "are infinity as a float, and round() raised OverflowError out of "
                                     "Session.receive (parse_duration said ValueError only)",
                                     ["audiohook/opened-discardTo-400-digits"]),
+    "quality-max-delta-out-of-schema": ("LegQuality.report gave a negative max_delta_ms when every delta counted "
+                                        "was of capture times stepping back (-20 ms: the sink refuses the end "
+                                        "message, 1008), and infinities (not JSON) for intervals, round trips "
+                                        "and delays of capture times 1e306 s or more apart",
+                                        ["rtcp/max-delta-negative-capture-time-back",
+                                         "rtcp/max-delta-minus-1e303", "rtcp/max-delta-infinite-times-1e308-apart"]),
 }
 
 

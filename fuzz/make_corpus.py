@@ -18,6 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from rtp2ws.capture.file import CaptureFile  # noqa: E402
+from rtp2ws.media.rtp import KIND_RTCP, classify  # noqa: E402
 from rtp2ws.net.packet import PacketDecoder  # noqa: E402
 from rtp2ws.signalling.sip import looks_like_sip  # noqa: E402
 
@@ -29,6 +30,7 @@ from .targets import TARGETS  # noqa: E402
 
 OUT = os.path.join(ROOT, "fuzz", "corpus")
 CAPTURES = ("demo_speech.pcap", "sipp_uac_pcap.pcap")
+RTCP_CAPTURE = "gst_rtcp_call.pcap"        # GStreamer's rtpbin: SR, RR, SDES
 MAX_SEED = 8000       # under fuzz.run's default -max_len
 
 
@@ -94,6 +96,10 @@ def seeds() -> dict[str, list[bytes]]:
     out["sdp"] += [b"\x00" + s for s in sdps]
     out["rtp"] += rtps + [b"\x81\xc8\x00\x06" + bytes(24), b"\x00\x01\x00\x00\x21\x12\xa4\x42" + bytes(12),
                           b"\x10\x00\x00\x00ZRTP" + bytes(12)]
+    # rtcp: the real compounds (raw mode: 0x00, the datagram) and structured ones
+    rtcps = [p for p in _payloads(_frames(RTCP_CAPTURE)) if classify(p) == KIND_RTCP]
+    out["rtcp"] += [b"\x00" + p for p in rtcps] + [b"\xff" + bytes(rnd.getrandbits(8) for _ in range(n))
+                                                   for n in (40, 200, 800)]
     for name in CAPTURES:
         out["pipeline"].append(b"\x00\x00" + encode_frames(_fit(real[name])))
     out["pipeline"].append(b"\x00\x00" + encode_frames(_fit([(100.0 + i * 0.01, netgen.link(1, ip))

@@ -2,4 +2,5 @@
 checks), ``run(data, clock)`` and ``TestOneInput(data)``."""
 
 TARGETS = ("packet", "fragments", "tcp", "sip", "sdp", "rtp", "dtmf", "calls", "sink", "fastpath", "codecs",
-           "outbox", "pipeline", "audiohook")
+           "outbox", "pipeline", "audiohook",
+           "rtcp", "wsstream")

@@ -25,6 +25,9 @@ are not comfort noise (PT 13 or 19) nor follow one, and whose timestamp is not b
 (a reordered packet neither counts nor moves the reference).  The fast path takes
 in-order packets only and measures them the same way (the slot's ``delta`` state).
 Unlike Wireshark, a leg continues over a new flow of the same SSRC (NAT rebinding).
+The report says 0 when every delta counted was negative (capture times that stepped
+back), and its milliseconds stay finite (the largest float) for capture times any
+distance apart.
 
 RTCP about the leg
 ------------------
@@ -69,6 +72,7 @@ The E-model (ITU-T G.107), simplified
 from __future__ import annotations
 
 import math
+import sys
 import weakref
 from typing import Any, NamedTuple
 
@@ -110,6 +114,13 @@ class Delta(NamedTuple):
     ref: float
     ref_ts: int
     peak: float
+
+
+def _ms(seconds: float) -> float:
+    """Seconds as the report's milliseconds: rounded to the microsecond and finite (capture
+    times may be any finite floats, so an interval of 1e306 s is possible; it stays the
+    largest float rather than becoming an infinity that JSON cannot carry)."""
+    return round(min(1000.0 * seconds, sys.float_info.max), 3)
 
 
 def idd(ta_ms: float) -> float:
@@ -327,7 +338,7 @@ class LegQuality:
         mine, theirs = self.rtt, peer.rtt if peer is not None else None
         known = [r for r in (mine, theirs) if r is not None]
         round_trip = sum(known) if known else 0.0
-        ta_ms = 1000.0 * (round_trip / 2 + depth_s)
+        ta_ms = min(1000.0 * (round_trip / 2 + depth_s), sys.float_info.max)
         r = r_factor(codec, max(loss, remote_loss or 0.0), ta_ms) if codec and expected > 0 else None
         rem = self.remote
         per_ms = clock / 1000
@@ -335,11 +346,13 @@ class LegQuality:
             "expected": expected,
             "lost": lost,
             "loss_pct": round(loss, 3),
-            "max_delta_ms": round(1000 * self.peak, 3) if self.peak > NO_DELTA else None,
+            # a negative peak: every delta counted was of capture times stepping back (as
+            # the schema asks, reported as 0)
+            "max_delta_ms": _ms(max(0.0, self.peak)) if self.peak > NO_DELTA else None,
             "jitter_ms": jitter_ms,
             "max_jitter_ms": max_jitter_ms,
-            "rtt_ms": round(1000 * mine, 3) if mine is not None else None,
-            "max_rtt_ms": round(1000 * self.rtt_max, 3) if self.rtt_count else None,
+            "rtt_ms": _ms(mine) if mine is not None else None,
+            "max_rtt_ms": _ms(self.rtt_max) if self.rtt_count else None,
             "remote": None if rem is None or rem.last is None else {
                 "reports": rem.reports,
                 "fraction_lost_pct": round(100 * rem.last.fraction_lost / 256, 3),

@@ -21,8 +21,8 @@ WebSocket), ``ws_messages``, ``ws_control`` (ping, pong, close frames), ``ws_err
 an unnegotiated compression's, a message over ``max_size``), and ``http_other`` (an HTTP
 header block that is not a SIP WebSocket upgrade).  After an error the reader starts
 afresh at the next bytes it is given (a TCP segment normally starts a frame); after a
-close frame it reads nothing more.  At most ``max_size`` bytes are held per direction:
-a frame or message in the making.
+close frame it reads nothing more.  At most ``max_size`` bytes and a frame header (14
+bytes) are held per direction: a frame or message in the making.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 
+import jsonschema
 import pytest
 
 from rtp2ws import cli
@@ -18,6 +20,7 @@ from rtp2ws.media.leg import MediaLeg
 from rtp2ws.media.quality import NO_DELTA, LegQuality, apply_rtcp, idd, mos, pair, r_factor
 from rtp2ws.media.rtcp import Dlrr, DlrrItem, ReceiverReport, ReportBlock, Rrtr, SenderReport, VoipMetrics, Xr
 from rtp2ws.media.rtp import RtpPacket
+from rtp2ws.ws import protocol
 
 import callgen
 import fastcheck
@@ -149,6 +152,47 @@ def test_a_report_naming_no_sr_seen_gives_no_round_trip():
     q.on_sender_time(0x5678, 3.0)
     q.on_report(ReportBlock(1, 0, 0, 5, 0, 0x5678, 65536 * 2), 4.0)   # answered before it was sent: refused
     assert q.rtt is None and q.remote is not None and q.remote.reports == 3
+
+
+def _valid_quality(report):
+    json.dumps(report, allow_nan=False)
+    jsonschema.validate(report, protocol.SCHEMAS["end"]["properties"]["quality"])
+
+
+def test_capture_time_stepping_back_gives_no_negative_max_delta():
+    """fuzz/crashes/rtcp/max-delta-negative-capture-time-back: the second packet captured
+    20 ms before the first (merged interfaces) was the only delta counted, and the report
+    said -20 ms, which the end message's schema refuses (a sink closes with 1008)."""
+    q = LegQuality()
+    q.on_rtp(1, 10, 0, False, 0, 100.0)
+    q.on_rtp(1, 11, 160, False, 0, 99.98)
+    r = q.report("PCMU", 0.06, None, None)
+    assert r["max_delta_ms"] == 0.0
+    _valid_quality(r)
+    q.on_rtp(1, 12, 320, False, 0, 100.0)
+    assert q.report("PCMU", 0.06, None, None)["max_delta_ms"] == pytest.approx(20.0)
+
+
+def test_capture_times_1e308_apart_give_finite_json():
+    """Capture times are any finite floats (the registry's contract): intervals and round
+    trips of 1e308 s overflowed to infinity in milliseconds (json.dumps wrote Infinity,
+    and Idd(inf) made R NaN).  They stay the largest float."""
+    a, b = LegQuality(), LegQuality()
+    pair(a, b)
+    big = 1.7976931348623157e308
+    for i, t in enumerate((-big, big)):
+        a.on_rtp(1, i, 160 * i, False, 0, t)
+        b.on_rtp(2, i, 160 * i, False, 0, t)
+    ntp = 0x0000_1234_5678_0000
+    apply_rtcp((SenderReport(1, ntp, 0, 1, 160, ()),), a, {1: a, 2: b}, -big)
+    apply_rtcp((ReceiverReport(2, (ReportBlock(1, 0, 0, 1, 0, (ntp >> 16) & 0xFFFFFFFF, 0),)),), b, {1: a, 2: b}, big)
+    assert a.rtt == float("inf")
+    for q in (a, b):
+        r = q.report("PCMU", 0.06, None, None)
+        _valid_quality(r)
+        assert r["max_delta_ms"] == r["delay_ms"] == sys.float_info.max
+        assert r["r_factor"] == pytest.approx(93.2 - 50, abs=0.01)     # Idd's limit for an endless delay: 50
+    assert a.report("PCMU", 0.06, None, None)["rtt_ms"] == sys.float_info.max
 
 
 # -- against tshark, through rtp2ws replay ------------------------------------------------------------
