@@ -652,13 +652,15 @@ def _replay(args) -> int:
         wav_sink = Tee(wav, ManifestReport(wav.manifest, report))
     if report is None:
         _warn_if_slower()
-    from .broker.publisher import NatsError
+    publisher = nats = None
+    if getattr(args, "nats_url", None):     # (the publisher's modules only then: a replay's start-up)
+        from .broker.publisher import NatsError
 
-    try:
-        publisher, nats = nats_sink(args, config, flow_control=args.speed is None)
-    except (NatsError, ValueError) as e:
-        print(f"rtp2ws: error: {e}", file=sys.stderr)
-        return 2
+        try:
+            publisher, nats = nats_sink(args, config, flow_control=args.speed is None)
+        except (NatsError, ValueError) as e:
+            print(f"rtp2ws: error: {e}", file=sys.stderr)
+            return 2
     if nats is not None:
         from .pipeline.sink import Tee
 
