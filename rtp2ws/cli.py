@@ -689,12 +689,9 @@ def _replay(args) -> int:
         if publisher is not None:
             published = publisher.close()
     if report is not None:
+        # the supervisor prints the summary line, the NATS part summed over the workers
         code = 1 if result.error or _undelivered(sent) or _undelivered(published) else 0
-        if published is not None:
-            from .broker.publisher import summary as nats_summary
-
-            print(f"worker {args.shard[0] + 1}/{args.shard[1]}: {nats_summary(published)}", file=sys.stderr)
-        report.send("summary", rc=code, sent=sent, result={
+        report.send("summary", rc=code, sent=sent, nats=published, result={
             "path": result.path, "stats": result.stats, "calls": result.calls, "legs": result.legs,
             "packets": result.packets, "elapsed": result.elapsed, "error": result.error,
             "internal_errors": result.extra.get("internal_errors", [])})
@@ -783,7 +780,7 @@ def _replay_with_workers(args, count: int) -> int:
             print(f"rtp2ws: error: {text}", file=sys.stderr)
         return max(outcome.code, 1)
     outcome.result.extra["workers"] = {"count": count, "calls": outcome.calls_per_worker}
-    code = _finish_replay(outcome.result, outcome.sent, manifest)
+    code = _finish_replay(outcome.result, outcome.sent, manifest, outcome.nats)
     for text in outcome.failed:
         print(f"rtp2ws: error: {text}", file=sys.stderr)
     return max(code, outcome.code)

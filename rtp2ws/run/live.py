@@ -355,18 +355,22 @@ def summary_line(s: dict, sent: dict | None) -> str:
         from ..ws.bridge import stream_summary
 
         line += "; " + stream_summary(sent)
+    if s.get("nats") is not None:
+        from ..broker.publisher import summary as nats_summary
+
+        line += "; " + nats_summary(s["nats"])
     return line
 
 
 # --------------------------------------------------------------------------- command
 
-def _preload() -> None:
+def preload() -> None:
     """Import what runs later, before privileges are dropped (the installation
     may not be readable by the capture user)."""
     import importlib
 
     for name in ("encodings.idna", "json", "rtp2ws.ws.sender", "rtp2ws.ws.bridge", "rtp2ws.sinks.streams",
-                 "rtp2ws.sinks.wav", "rtp2ws.run.metrics"):
+                 "rtp2ws.sinks.wav", "rtp2ws.run.metrics", "rtp2ws.broker.publisher"):
         importlib.import_module(name)
 
 
@@ -436,7 +440,7 @@ def run_live(opts: LiveOptions) -> int:
                 sender = Sender(opts.sender)
             except (ValueError, OSError) as e:
                 return fail(str(e))
-        _preload()
+        preload()
         from . import gcpolicy
 
         gcpolicy.apply()
@@ -523,11 +527,8 @@ def run_live(opts: LiveOptions) -> int:
             published = publisher.close()
     if sent is not None:
         summary["streams"] = sent
-    if published is not None:
-        from ..broker.publisher import summary as nats_summary
-
+    if published is not None:       # (the summary line says it; a supervisor's, summed over its workers)
         summary["nats"] = published
-        log.info("NATS: %s", nats_summary(published))
     if report is not None:          # the supervisor prints, writes calls.json and decides
         rc, _ = conclude(co.interface, summary, sent)
         report.send("summary", summary=summary, sent=sent, rc=rc)

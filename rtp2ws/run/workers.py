@@ -452,6 +452,9 @@ def _supervise_live(sup: Supervisor, plan: Plan, hup_handler: Any, metrics: Any,
         return worst([2 if c < 0 else c for c in codes]) or 2
     if plan.user:
         from ..capture.live import drop_privileges
+        from .live import preload
+
+        preload()           # the summary line's modules, while the installation is readable
 
         try:
             uid, gid = drop_privileges(plan.user)
@@ -504,6 +507,9 @@ def _supervise_live(sup: Supervisor, plan: Plan, hup_handler: Any, metrics: Any,
     sent = merge_streams([s.get("sent") for s in summaries])
     if sent is not None:
         summary["streams"] = sent
+    published = merge_streams([s["summary"].get("nats") for s in summaries])
+    if published is not None:
+        summary["nats"] = published
     summary["workers"] = plan.count
     summary["worker_restarts"] = sup.restarts
     if sup.manifest is not None:
@@ -522,12 +528,14 @@ def _supervise_live(sup: Supervisor, plan: Plan, hup_handler: Any, metrics: Any,
 @dataclass
 class ReplayOutcome:
     """What a replay's workers reported, merged: ``result`` (None when none finished),
-    the streams' statistics, the worst exit code and the deaths to report."""
+    the WebSocket streams' and the NATS publishers' statistics (summed), the worst exit
+    code and the deaths to report."""
     result: Any
     sent: dict | None
     code: int
     failed: list[str]
     calls_per_worker: list[int]
+    nats: dict | None = None
 
 
 def merge_replay_results(results: list[dict]) -> Any:
@@ -565,8 +573,9 @@ def run_replay_workers(plan: Plan, manifest: Manifest | None) -> ReplayOutcome:
     finished = [w for w in sorted(sup.workers.values(), key=lambda w: w.index) if w.summary is not None]
     codes = [int(w.summary.get("rc", 1)) for w in finished if w.summary is not None]
     codes += [1 if (w.code or 0) < 0 else (w.code or 0) for w in sup.workers.values() if w.summary is None]
-    results = [w.summary["result"] for w in finished if w.summary is not None]
+    reports = [w.summary for w in finished if w.summary is not None]
+    results = [r["result"] for r in reports]
     return ReplayOutcome(merge_replay_results(results) if results else None,
-                         merge_streams([w.summary.get("sent") for w in finished if w.summary is not None]),
+                         merge_streams([r.get("sent") for r in reports]),
                          worst(codes + ([1] if sup.failed else [])), sup.failed,
-                         [int(r["calls"]) for r in results])
+                         [int(r["calls"]) for r in results], merge_streams([r.get("nats") for r in reports]))

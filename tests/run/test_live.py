@@ -1065,14 +1065,15 @@ def test_list_interfaces_as_tcpdump_lists_them(netns):
 
 @needs_capture
 def test_live_publishes_to_nats_beside_the_wavs(tmp_path, live_factory, call_factory, nats_server):
-    """``live --nats-url`` with ``--out-dir``: what rtp2ws consume rebuilds from JetStream
-    is the WAVs byte for byte."""
+    """``live --nats-url`` with ``--out-dir`` and two workers: what rtp2ws consume
+    rebuilds from JetStream is the WAVs byte for byte, and the supervisor's summary line
+    says what the workers published, summed, once."""
     import subprocess
     import sys
 
     out = tmp_path / "out"
     live = live_factory("-i", "lo", "--bpf", _filter(25090, 26100), "--out-dir", out, "--nats-url", nats_server.url,
-                        "--workers", "1")
+                        "--workers", "2")
     live.wait_for("capturing on lo")
     call = call_factory("live-nats@test", 25090, 26100, 26102)
     call.setup()
@@ -1081,6 +1082,10 @@ def test_live_publishes_to_nats_beside_the_wavs(tmp_path, live_factory, call_fac
     time.sleep(1.0)
     rc, stdout, stderr = live.stop()
     assert rc == 0, stderr
+    # the summary on stdout, and in the supervisor's log ("stopped ..."): no worker's own
+    assert stdout.count("to NATS") == 1 and stderr.count("to NATS") == 1, (stdout, stderr)
+    assert re.search(r"; published 2 streams to NATS \(\d+ messages acknowledged.*0 ms undelivered$",
+                     stdout.strip()), stdout
     got = tmp_path / "got"
     r = subprocess.run([sys.executable, "-m", "rtp2ws.cli", "consume", "--nats-url", nats_server.url, "--out-dir",
                         str(got), "--exit-idle", "2"], capture_output=True, text=True, timeout=60)

@@ -188,3 +188,31 @@ def test_an_unreachable_server_is_a_clear_error_without_the_password(tmp_path):
     r = rtp2ws("replay", DATA / "demo_speech.pcap", "--nats-url", f"nats://rtp2ws:s3cret@127.0.0.1:{free_port()}")
     assert r.returncode == 2 and "cannot connect to NATS at nats://<redacted>@127.0.0.1:" in r.stderr, r.stderr
     assert "s3cret" not in r.stderr + r.stdout
+
+
+def test_replay_with_workers_prints_one_nats_summary_summed_over_them(tmp_path, nats_server):
+    """``replay --workers 2 --nats-url``: each worker publishes its share of the calls,
+    and the supervisor's summary line says what all of them published, once; its
+    counts are what JetStream stored (two records and one message of audio or more per
+    stream, plus each stream's end marker)."""
+    import json
+    cap = make_capture(tmp_path / "c.pcap", calls=6, seconds=1.0)
+    ref = tmp_path / "ref"
+    r = rtp2ws("replay", cap, "--nats-url", nats_server.url, "--out-dir", ref, "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    assert "published" not in r.stderr, r.stderr           # no worker's own line
+    lines = [line for line in r.stdout.splitlines() if "to NATS" in line]
+    assert len(lines) == 1, r.stdout
+    m = re.search(r"published (\d+) streams to NATS \((\d+) messages acknowledged, 0 published again, "
+                  r"0 duplicates dropped by JetStream\), 0 reconnects, 0 ms dropped, 0 ms undelivered", lines[0])
+    assert m, lines[0]
+    calls = json.loads((ref / "calls.json").read_text())
+    per_worker = calls["summary"]["workers"]["calls"]
+    assert len(per_worker) == 2 and all(per_worker) and sum(per_worker) == 6, per_worker
+    msgs = stored(nats_server.url)
+    streams = {h["Rtp2ws-Stream"] for _, h, _ in msgs}
+    assert int(m.group(1)) == len(streams) == 12
+    assert int(m.group(2)) == len(msgs)
+    got = tmp_path / "got"
+    consume(nats_server.url, got)
+    assert wavs(got) == wavs(ref / "calls") and len(wavs(got)) == 12
