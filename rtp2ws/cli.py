@@ -468,6 +468,10 @@ def _add_consume_parser(sub) -> None:
                    help=f"the durable consumer the workers of one group share (default {default_group})")
     c.add_argument("--max-streams", type=whole(1, 100000), default=256, metavar="N",
                    help="streams this worker writes at once (default 256): the next ones go to the others")
+    c.add_argument("--ack-wait", type=number(1, 86400, unit="s"), default=30.0, metavar="SECONDS",
+                   help="a worker that dies leaves its streams to the others of its group this long after its "
+                        "last sign of life (default 30; the group's durable consumer's, set by the worker that "
+                        "creates it)")
     c.add_argument("--idle-timeout", type=number(1, 86400, unit="s"), default=60.0, metavar="SECONDS",
                    help="a stream with no message this long is closed without its end (default 60)")
     c.add_argument("--exit-idle", type=number(0, 86400, unit="s"), default=None, metavar="SECONDS",
@@ -484,6 +488,7 @@ def cmd_consume(args) -> int:
     try:
         return run_consume(ConsumeConfig(args.nats_url, args.out_dir, stream=args.nats_stream,
                                          prefix=args.nats_prefix, group=args.group, max_streams=args.max_streams,
+                                         ack_wait_s=args.ack_wait,
                                          idle_timeout_s=args.idle_timeout, exit_idle_s=args.exit_idle))
     finally:
         logging_.restore()

@@ -12,7 +12,8 @@ server lost it) and writes every message of that stream at its offset, until the
 marker.  Only
 then is the ``start`` acknowledged (``in_progress`` keeps it while the stream lasts).
 A worker that dies leaves its streams' starts unacknowledged: JetStream hands them
-to a worker of the group again after ``ack_wait``, which writes those streams again
+to a worker of the group again after ``ack_wait`` (``--ack-wait``, the group's durable
+consumer's, set by the worker that creates it), which writes those streams again
 from their beginning, at the same offsets.  Delivery is at least once and the writes
 idempotent, so nothing is lost and nothing is written twice.  Other records (``end``,
 events, ``drop``) are logged in ``messages.jsonl`` by whichever worker pulls them.
@@ -42,7 +43,7 @@ from .server import Refusal, StreamFile, StreamStore
 log = logging.getLogger("rtp2ws.consume")
 
 BATCH = 256                  # audio messages pulled at once
-PROGRESS_S = 5.0             # a stream's start is marked in progress this often
+PROGRESS_S = 5.0             # a stream's start is marked in progress this often (at most a third of ack_wait)
 CHECK_S = 5.0                # a reading consumer is looked up after this long without messages
 DEFAULT_GROUP = sj.DEFAULT_GROUP
 
@@ -55,7 +56,7 @@ class ConsumeConfig:
     prefix: str = sj.DEFAULT_PREFIX
     group: str = DEFAULT_GROUP
     max_streams: int = 256
-    ack_wait_s: float = 30.0
+    ack_wait_s: float = 30.0          # a dead worker's streams go to another this long after its last sign
     idle_timeout_s: float = 60.0      # a stream with no message this long ends without its end marker
     exit_idle_s: float | None = None  # exit once nothing was taken this long and no stream is open
 
@@ -63,6 +64,14 @@ class ConsumeConfig:
         sj.check_prefix(self.prefix)
         sj.check_stream_name(self.stream)
         sj.check_stream_name(self.group)
+        if self.ack_wait_s < 1.0:
+            raise ValueError(f"ack_wait must be at least 1 s, not {self.ack_wait_s:g}")
+
+    @property
+    def progress_s(self) -> float:
+        """How often a stream being written says so (``in_progress``): well within ack_wait,
+        so a live worker's stream is not handed to another."""
+        return min(PROGRESS_S, self.ack_wait_s / 3)
 
 
 class Consumer:
@@ -193,7 +202,7 @@ class Consumer:
         try:
             while end is None:
                 now = time.monotonic()
-                if now - last_progress > PROGRESS_S:
+                if now - last_progress > cfg.progress_s:
                     last_progress = now
                     try:
                         await start.in_progress()
@@ -213,7 +222,7 @@ class Consumer:
                         await asyncio.sleep(0.25)
                         continue
                 try:
-                    msgs = await sub.fetch(BATCH, timeout=1.0)
+                    msgs = await sub.fetch(BATCH, timeout=min(1.0, cfg.progress_s))
                 except asyncio.TimeoutError:
                     msgs = []
                 except Exception as e:  # noqa: BLE001 - its consumer gone with a server restart

@@ -216,3 +216,44 @@ def test_replay_with_workers_prints_one_nats_summary_summed_over_them(tmp_path, 
     got = tmp_path / "got"
     consume(nats_server.url, got)
     assert wavs(got) == wavs(ref / "calls") and len(wavs(got)) == 12
+
+
+def test_a_consumer_killed_mid_stream_leaves_it_to_another_of_its_group(tmp_path, nats_server):
+    """Worker A of group G takes the streams of a call published at realtime, has begun
+    their files, and is killed (SIGKILL) before their ends: JetStream hands their
+    unacknowledged starts to worker B of G after --ack-wait, and B writes them again from
+    the start, at the same offsets, into the same directory: each WAV complete and
+    byte-identical to --out-dir's."""
+    cap = make_capture(tmp_path / "c.pcap", calls=1, seconds=2.0)
+    ref = tmp_path / "ref"
+    assert rtp2ws("replay", cap, "--out-dir", ref).returncode == 0
+    r = rtp2ws("replay", callgen.write(tmp_path / "empty.pcap", []), "--nats-url", nats_server.url)
+    assert r.returncode == 0, r.stderr               # the stream made, for A to wait on
+    out = tmp_path / "out"
+    group = ("consume", "--nats-url", nats_server.url, "--out-dir", str(out), "--group", "G", "--ack-wait", "1")
+    a = subprocess.Popen([PY, "-m", "rtp2ws.cli", *group], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pub = None
+    try:
+        assert a.stdout is not None
+        assert a.stdout.readline().startswith("rtp2ws consume: group G"), a.communicate(timeout=10)
+        pub = subprocess.Popen([PY, "-m", "rtp2ws.cli", "replay", str(cap), "--nats-url", nats_server.url,
+                                "--speed", "realtime"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 10
+        while len(list(out.rglob("*.wav"))) < 2 or min(p.stat().st_size for p in out.rglob("*.wav")) <= 44:
+            assert time.monotonic() < deadline and pub.poll() is None, "A wrote no audio while the call lasted"
+            time.sleep(0.05)
+        a.kill()                                     # mid-call: both streams begun, neither ended
+        a.wait(10)
+        partial = {k: len(v) for k, v in wavs(out).items()}
+        assert pub.poll() is None and all(n < len(wavs(ref / "calls")[k]) for k, n in partial.items()), partial
+        b = rtp2ws(*group, "--exit-idle", "2", timeout=60)
+        assert b.returncode == 0, b.stderr
+        assert re.search(r"consumed 2 streams \(2 ended, 0 timed out, 2 read again\)", b.stdout), b.stdout
+        out_pub, err_pub = pub.communicate(timeout=30)
+        assert pub.returncode == 0, err_pub
+    finally:
+        for p in (a, pub):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(10)
+    assert wavs(out) == wavs(ref / "calls") and len(wavs(out)) == 2
