@@ -124,9 +124,11 @@ def _keys(fdp, pool: list[SrtpKey]) -> list[SrtpKey]:
         check(any(a.suite == k.suite and any(i.key_salt == k.key_salt for i in a.keys) for a in attrs),
               "keys_for: a key the lines gave")
         check("key_salt" not in repr(k) and k.key_salt.hex() not in repr(k), "keys_for: key in repr")
-    first = [k for k in keys if any(a.suite == k.suite and any(i.key_salt == k.key_salt for i in a.keys)
-                                    for a in chosen)]
-    check(keys[:len(first)] == first or len(keys) == MAX_KEYS, "keys_for: chosen tags first")
+    taken = {(a.tag, a.suite) for a in chosen}
+    origin = [{(a.tag, a.suite) in taken for a in attrs
+               if a.suite == k.suite and any(i.key_salt == k.key_salt for i in a.keys)} for k in keys]
+    check(not any(origin[i] == {False} and {True} == o for i in range(len(keys)) for o in origin[i + 1:]),
+          "keys_for: the chosen tags' keys first")
     if how == 2:
         sender = MediaOffer("10.0.0.1", 4000, None, None, False, {}, "sendrecv", bool(attrs), None, tuple(attrs))
         recv_crypto = tuple(chosen) if fdp.ConsumeBool() else ()
@@ -197,7 +199,7 @@ def run(data: bytes, clock) -> None:
         if step == 1 or not current and step < 4:
             # one flavour (UNENCRYPTED_SRTP or not) of a suite, key and MKI: the oracle knows which decodes
             same = {k._replace(clear_payload=False): k for k in pool}
-            keys = list(dict.fromkeys(same.get(k._replace(clear_payload=False), k) for k in _keys(fdp, pool)))
+            keys = list(dict.fromkeys(same.setdefault(k._replace(clear_payload=False), k) for k in _keys(fdp, pool)))
             pool += [k for k in keys if k not in pool]
             changed = clock.call(stream.set_keys, keys, now)
             check(changed is (keys[:MAX_KEYS] != current), f"set_keys returned {changed}")
