@@ -209,8 +209,6 @@ def run(data: bytes, clock) -> None:
                 until = None
             check(stream.keys == current, "keys")
             continue
-        if until is not None and until <= now:
-            previous, until = [], None
         contexts = {c.key: c for c in stream._current + stream._previous}
         if step == 2 and made:                       # one sent before: again, or late
             key, ssrc, rtcp, index, clear, sealed, wire = fdp.PickValueInList(made)
@@ -220,6 +218,8 @@ def run(data: bytes, clock) -> None:
             if fdp.ConsumeBool() and len(wire) >= 12:
                 wire = wire[:8] + struct.pack("!I", fdp.ConsumeIntInRange(0, 0xFFFFFFFF)) + wire[12:]
             rtcp = fdp.ConsumeBool()
+            if until is not None and until <= now and len(wire) >= (8 if rtcp else 12):
+                previous, until = [], None    # the stream looks at the time only of a packet it tries
             got = clock.call(stream.unprotect_rtcp if rtcp else stream.unprotect, wire, now)
             check(got is None and stream.failure in (FAILED, REPLAYED), "garbage decoded")
             _bounds(stream)
@@ -254,6 +254,8 @@ def run(data: bytes, clock) -> None:
                 else "as made"
             if mode == "hold":          # sent later (step 2): reordered
                 continue
+        if until is not None and until <= now and len(wire) >= (8 if rtcp else 12):
+            previous, until = [], None        # the stream looks at the time only of a packet it tries
         # what key the wire names, and what must come out
         span = _mki_span(len(wire), key.suite, key.mki, rtcp)
         if mode == "flip" and len(wire):
