@@ -72,6 +72,11 @@ FIXED = {
                                         "and delays of capture times 1e306 s or more apart",
                                         ["rtcp/max-delta-negative-capture-time-back",
                                          "rtcp/max-delta-minus-1e303", "rtcp/max-delta-infinite-times-1e308-apart"]),
+    "srtp-previous-keys-past-the-grace": ("SrtpStream kept the previous generation of keys for ever when the current "
+                                          "key that authenticated packets was the one their SSRC had last used (a key "
+                                          "kept across set_keys, or back again): only another current key started "
+                                          "PREVIOUS_GRACE, so packets under the replaced keys went on decoding",
+                                          ["srtp/previous-keys-kept-past-the-grace"]),
 }
 
 

@@ -100,6 +100,9 @@ def seeds() -> dict[str, list[bytes]]:
     rtcps = [p for p in _payloads(_frames(RTCP_CAPTURE)) if classify(p) == KIND_RTCP]
     out["rtcp"] += [b"\x00" + p for p in rtcps] + [b"\xff" + bytes(rnd.getrandbits(8) for _ in range(n))
                                                    for n in (40, 200, 800)]
+    # srtp: structured inputs (keys, set_keys, packets: first byte 0x20 or more) and garbage (below)
+    out["srtp"] += [b"\x00" + p for p in rtps[:2]] + [bytes([0x20 + i]) + bytes(rnd.getrandbits(8) for _ in range(n))
+                                                     for i, n in enumerate((100, 400, 1500, 4000))]
     for name in CAPTURES:
         out["pipeline"].append(b"\x00\x00" + encode_frames(_fit(real[name])))
     out["pipeline"].append(b"\x00\x00" + encode_frames(_fit([(100.0 + i * 0.01, netgen.link(1, ip))

@@ -3,4 +3,4 @@ checks), ``run(data, clock)`` and ``TestOneInput(data)``."""
 
 TARGETS = ("packet", "fragments", "tcp", "sip", "sdp", "rtp", "dtmf", "calls", "sink", "fastpath", "codecs",
            "outbox", "pipeline", "audiohook",
-           "rtcp", "wsstream")
+           "rtcp", "wsstream", "srtp")

@@ -257,6 +257,8 @@ class SrtpStream:
         if first is not None:
             got = first.unprotect(data, ssrc, rtcp)
             if type(got) is bytes:
+                if self._previous and self._previous_until is None and any(c is first for c in self._current):
+                    self._previous_until = now + PREVIOUS_GRACE     # the SSRC's key is current (again)
                 return got
             replayed = got == REPLAYED
         for ctx in self._current:

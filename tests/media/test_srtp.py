@@ -194,3 +194,22 @@ def test_session_parameters():
     assert rx.unprotect(forged, 0.0) is None and rx.failure == FAILED
     plain = stream_with(S80, key)                     # without the parameter: libsrtp's output, not the audio
     assert plain.unprotect(unencrypted_srtp(key, rtp(2)), 0.0) != rtp(2)
+
+
+def test_grace_starts_when_a_current_key_an_ssrc_already_used_authenticates():
+    """fuzz/crashes/srtp/previous-keys-kept-past-the-grace: keys A, then B (A previous),
+    A's packets go on, then A again (B previous).  A's next packet is authenticated by the
+    key its SSRC last used, which is current again: the grace starts there, and B's
+    packets stop decoding PREVIOUS_GRACE s later (they went on for ever: only a current
+    key other than the SSRC's last one started the grace)."""
+    a, b = srtpgen.key_for(S80, "a"), srtpgen.key_for(S80, "b")
+    tx_a, tx_b = srtpgen.session(S80, a), srtpgen.session(S80, b)
+    rx = stream_with(S80, a)
+    assert rx.unprotect(tx_a.protect(rtp(1)), 0.0) == rtp(1)
+    assert rx.set_keys([SrtpKey(S80, b)], 1.0)
+    assert rx.unprotect(tx_a.protect(rtp(2)), 1.0) == rtp(2)          # A, previous now
+    assert rx.set_keys([SrtpKey(S80, a)], 2.0)                         # A back: B previous
+    assert rx.unprotect(tx_a.protect(rtp(3)), 2.0) == rtp(3)          # a current key: the grace starts
+    assert rx.unprotect(tx_b.protect(rtp(1, ssrc=0x99)), 2.0 + srtp.PREVIOUS_GRACE - 0.01) == rtp(1, ssrc=0x99)
+    assert rx.unprotect(tx_b.protect(rtp(2, ssrc=0x99)), 2.0 + srtp.PREVIOUS_GRACE) is None
+    assert rx.failure == FAILED and rx.keys == [SrtpKey(S80, a)]
