@@ -148,9 +148,62 @@ def vxlan(inner_frame: bytes, flags: int = 0x08) -> bytes:
     return struct.pack("!B3xI", flags, 0x000100) + inner_frame
 
 
+def gre_body(fdp, ptype: int, inner: bytes, *, seq: bool | None = None) -> bytes:
+    """A GRE header (RFC 2784/2890: checksum, key and sequence number each maybe; version
+    0 mostly) for ``ptype`` around ``inner``; the checksum is not computed (not checked)."""
+    csum, key = fdp.ConsumeBool(), fdp.ConsumeBool()
+    seq = fdp.ConsumeBool() if seq is None else seq
+    flags = (0x8000 if csum else 0) | (0x2000 if key else 0) | (0x1000 if seq else 0)
+    if not fdp.ConsumeIntInRange(0, 15):
+        flags |= fdp.PickValueInList([0x4000, 0x0001, 0x0080])     # routing, version 1, reserved
+    opt = b"\0\0\0\0" * csum + struct.pack("!I", fdp.ConsumeIntInRange(0, 0xFFFFFFFF)) * key
+    return struct.pack("!HH", flags, ptype) + opt + struct.pack("!I", fdp.ConsumeIntInRange(0, 0xFFFFFFFF)) * seq + inner
+
+
+def erspan_body(fdp, eth_frame: bytes) -> bytes:
+    """ERSPAN type I, II or III (GRE 0x88BE or 0x22EB, as Wireshark reads them) around an
+    Ethernet frame, the version, frame type and O bit mostly right."""
+    kind = fdp.ConsumeIntInRange(1, 3)
+    if kind == 1:
+        return gre_body(fdp, 0x88BE, eth_frame, seq=False)
+    right = fdp.ConsumeIntInRange(0, 7) != 0
+    if kind == 2:
+        ver = 1 if right else fdp.ConsumeIntInRange(0, 15)
+        hdr = struct.pack("!HHI", ver << 12 | u16(fdp) & 0xFFF, u16(fdp), fdp.ConsumeIntInRange(0, 0xFFFFFFFF))
+        return gre_body(fdp, 0x88BE, hdr + eth_frame, seq=True)
+    ver = 2 if right else fdp.ConsumeIntInRange(0, 15)
+    sub = fdp.ConsumeBool()
+    word = (0 if right else fdp.ConsumeIntInRange(0, 31)) << 10 | sub
+    hdr = struct.pack("!HHIHH", ver << 12 | u16(fdp) & 0xFFF, u16(fdp), fdp.ConsumeIntInRange(0, 0xFFFFFFFF), 0, word)
+    if sub:
+        hdr += fdp.ConsumeBytes(8).ljust(8, b"\0")
+    return gre_body(fdp, 0x22EB, hdr + eth_frame, seq=True)
+
+
+def tunnel(fdp, payload_fn) -> tuple[int, bytes]:
+    """(IP protocol, its body) of a tunnel around a whole inner packet or frame (whose
+    transport payload is ``payload_fn(fdp)``): VXLAN in UDP, GRE (IPv4, IPv6 or
+    Ethernet inside), ERSPAN, or IP in IP."""
+    kind = fdp.ConsumeIntInRange(0, 4)
+    if kind == 0:
+        inner, _ = frame(fdp, 1, payload_fn) if fdp.ConsumeIntInRange(0, 3) == 0 else (payload_fn(fdp), 0)
+        return 17, udp(u16(fdp), 4789, vxlan(inner, 0x08 if fdp.ConsumeIntInRange(0, 7) else 0))
+    inner, _ = frame(fdp, 1, payload_fn)          # Ethernet: its IP packet after 14 bytes
+    ip_pkt = inner[14:]
+    if kind == 1:
+        v6 = bool(ip_pkt) and ip_pkt[0] >> 4 == 6
+        return 47, gre_body(fdp, fdp.PickValueInList([0x86DD if v6 else 0x0800, 0x0800, 0x86DD, 0x8847]), ip_pkt)
+    if kind == 2:
+        return 47, gre_body(fdp, 0x6558, inner)
+    if kind == 3:
+        return 47, erspan_body(fdp, inner)
+    return fdp.PickValueInList([4, 41]), ip_pkt
+
+
 def frame(fdp, linktype: int, payload_fn) -> tuple[bytes, int]:
-    """One whole frame: link, IPv4/IPv6, UDP/TCP/other, maybe inside VXLAN.  ``payload_fn(fdp)``
-    gives the transport payload.  Returns (frame, transport protocol)."""
+    """One whole frame: link, IPv4/IPv6, UDP/TCP/other, maybe inside a tunnel (``tunnel``:
+    VXLAN, GRE, ERSPAN, IP in IP).  ``payload_fn(fdp)`` gives the transport payload.
+    Returns (frame, transport protocol)."""
     version = 4 if fdp.ConsumeIntInRange(0, 2) else 6
     kind = fdp.ConsumeIntInRange(0, 9)
     payload = payload_fn(fdp)
@@ -161,8 +214,7 @@ def frame(fdp, linktype: int, payload_fn) -> tuple[bytes, int]:
         l4 = tcp(u16(fdp), u16(fdp), fdp.ConsumeIntInRange(0, 0xFFFFFFFF), fdp.ConsumeIntInRange(0, 0x3F), payload,
                  fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 8)) if fdp.ConsumeBool() else b"")
     elif kind == 8:
-        inner, _ = frame(fdp, 1, payload_fn) if fdp.ConsumeIntInRange(0, 3) == 0 else (payload, 0)
-        proto, l4 = 17, udp(u16(fdp), 4789, vxlan(inner, 0x08 if fdp.ConsumeIntInRange(0, 7) else 0))
+        proto, l4 = tunnel(fdp, payload_fn)
     else:
         proto, l4 = fdp.PickValueInList([1, 58, 47, 132, 255]), payload
     ip = ip_packet(fdp, version, proto, l4)

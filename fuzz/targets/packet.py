@@ -11,7 +11,8 @@ from ..common import check, decode_frames, entry
 
 INVARIANT = """\
 For a decoder of any supported link type (Ethernet with any VLAN stack, Linux cooked v1/v2,
-raw IP in its four numberings, NULL, LOOP) and any sequence of frames and capture times,
+raw IP in its four numberings, NULL, LOOP) and any sequence of frames and capture times
+(tunnels among them: VXLAN, GRE, gretap, ERSPAN I/II/III, IP in IP, nested),
 decode(frame, now) returns None or a Packet, or raises MalformedPacket; nothing else.
 A Packet is UDP (tcp_seq = tcp_flags = 0) or TCP, with 4- or 16-byte addresses of one
 family, 16-bit ports, and a payload no longer than the frame.  The decoder never holds
